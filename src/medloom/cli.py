@@ -1,0 +1,204 @@
+"""The `medloom` command: one sub-command per step."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Build curated, MAT-tagged multimodal medical datasets.")
+out = Console()
+err = Console(stderr=True)
+
+Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def resolve_loom(path: Path) -> Path:
+    """Accept the loom folder, its catalog/ folder, or a recipe file."""
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        from .recipe import RecipeError, load_recipe
+
+        try:
+            return load_recipe(path).loom
+        except RecipeError as e:
+            fail(str(e))
+    if path.name == "catalog" and (path / "manifest.json").is_file():
+        return path.parent
+    return path
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create the recipe in.")],
+         force: Annotated[bool, typer.Option(help="Overwrite an existing recipe.yaml.")] = False) -> None:
+    """Write a commented recipe template (every reader's keys documented) to DIRECTORY/recipe.yaml."""
+    target = directory / "recipe.yaml"
+    if target.exists() and not force:
+        fail(f"{target} exists; pass --force to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(resources.files("medloom").joinpath("templates/recipe.yaml").read_text(encoding="utf-8"))
+    out.print(f"wrote {target}: describe your datasets under `sources:`, then run "
+              f"`medloom ingest {target}`", highlight=False)
+
+
+@app.command()
+def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the folder holding recipe.yaml).")],
+           workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+           source: Annotated[list[str] | None, typer.Option(help="Only these sources (repeatable).")] = None,
+           strict: Annotated[bool, typer.Option(help="Exit non-zero if any input is quarantined.")] = False,
+           quiet: Quiet = False) -> None:
+    """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
+    from .ingest import ingest as run
+    from .recipe import RecipeError, load_recipe
+
+    try:
+        loaded = load_recipe(recipe)
+    except RecipeError as e:
+        fail(str(e))
+    unknown = [s for s in source or [] if s not in {x["name"] for x in loaded.sources}]
+    if unknown:
+        fail(f"no source named {', '.join(unknown)} in {loaded.path}")
+    reports = run(loaded, workers=workers or None, quiet=quiet, only=source or None)
+    table = Table(title=f"ingest: {loaded.recipe.name}", title_justify="left")
+    for col in ("source", "reader", "inputs", "records", "quarantined", "filtered", "box/label problems",
+                "parts decoded"):
+        table.add_column(col, justify="left" if col in ("source", "reader") else "right")
+    for r in reports:
+        table.add_row(r.name, r.reader, str(r.inputs), str(r.records), str(r.quarantined_inputs),
+                      str(sum(r.filtered.values())), str(r.annotation_problems), f"{r.parts_decoded}/{r.parts}")
+    out.print(table)
+    quarantined = sum(r.quarantined_inputs for r in reports)
+    problems = sum(r.quarantined_inputs + r.annotation_problems for r in reports)
+    for r in reports:
+        if r.error:
+            err.print(f"[yellow]warning:[/yellow] source {r.name}: {r.error}", highlight=False)
+    if problems:
+        reasons: dict[str, int] = {}
+        for r in reports:
+            for k, v in r.reasons.items():
+                reasons[k] = reasons.get(k, 0) + v
+        err.print(f"[yellow]warning:[/yellow] {quarantined} input(s) quarantined, "
+                  f"{problems - quarantined} annotation problem(s): "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+                  + f". See them with: medloom query {loaded.loom} \"SELECT * FROM quarantine\"", highlight=False)
+    out.print(f"catalog: {loaded.loom / 'catalog'}", highlight=False)
+    if strict and problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stats(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False) -> None:
+    """Counts: totals, per source, per MAT triplet, per label, quarantine per reason."""
+    from .stats import catalog_stats
+
+    try:
+        s = catalog_stats(resolve_loom(loom))
+    except FileNotFoundError as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(s, indent=1) + "\n")
+        return
+    out.print(f"[bold]{s['records']}[/bold] records, {s['quarantined']} quarantined inputs, "
+              f"{s['annotation_problems']} annotation problems, {s['warnings']} warnings")
+    for title, key, head in (("per source", "by_source", "source"), ("per MAT triplet", "by_mat", "modality|anatomy|task"),
+                             ("per split", "by_split", "split"), ("per label", "by_label", "label"),
+                             ("quarantine per reason", "quarantine_reasons", "reason")):
+        if not s[key]:
+            continue
+        table = Table(title=title, title_justify="left")
+        table.add_column(head)
+        table.add_column("count", justify="right")
+        for k, v in list(s[key].items())[:40]:
+            table.add_row(k, str(v))
+        if len(s[key]) > 40:
+            table.add_row(f"... {len(s[key]) - 40} more (see --json)", "")
+        out.print(table)
+    out.print(f"catalog: {s['catalog']}", highlight=False)
+
+
+def _rows_to(fmt: str, columns: list[str], rows: list[tuple]) -> str:
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1) + "\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    writer.writerows([[json.dumps(v, default=str) if isinstance(v, (list, dict)) else v for v in r] for r in rows])
+    return buf.getvalue()
+
+
+@app.command()
+def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over the views `records` and `quarantine`.")],
+          fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+          limit: Annotated[int, typer.Option(help="Rows shown in table format (0: all).")] = 100) -> None:
+    """Run DuckDB SQL over the catalog."""
+    import duckdb
+
+    if fmt not in ("table", "csv", "json"):
+        fail(f"--format {fmt!r}: use table, csv or json")
+    try:
+        con = __import__("medloom.catalog", fromlist=["connect"]).connect(resolve_loom(loom))
+        cur = con.execute(sql)
+    except FileNotFoundError as e:
+        fail(str(e))
+    except duckdb.Error as e:
+        fail(f"SQL failed: {e}")
+    columns = [d[0] for d in cur.description or []]
+    rows = cur.fetchall()
+    if fmt != "table":
+        sys.stdout.write(_rows_to(fmt, columns, rows))
+        return
+    table = Table()
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    shown = rows if limit == 0 else rows[:limit]
+    for r in shown:
+        table.add_row(*[json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v) for v in r])
+    out.print(table)
+    if len(shown) < len(rows):
+        err.print(f"{len(rows)} rows, {len(shown)} shown (--limit 0 for all, or --format csv)")
+
+
+@app.command()
+def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record id.")]) -> None:
+    """Print one record (and any quarantine rows about it) as JSON."""
+    from .catalog import connect
+
+    try:
+        con = connect(resolve_loom(loom))
+    except FileNotFoundError as e:
+        fail(str(e))
+    cur = con.execute("SELECT * FROM records WHERE id = ?", [record_id])
+    columns = [d[0] for d in cur.description]
+    row = cur.fetchone()
+    if row is None:
+        near = [r[0] for r in con.execute(
+            "SELECT id FROM records ORDER BY jaro_winkler_similarity(id, ?) DESC LIMIT 5", [record_id]).fetchall()]
+        fail(f"no record {record_id!r}" + (f"; closest ids: {', '.join(near)}" if near else ""))
+    record = dict(zip(columns, row))
+    if record.get("meta"):
+        record["meta"] = json.loads(record["meta"])
+    record["quarantine"] = [dict(zip(["reason", "message"], r)) for r in con.execute(
+        "SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()]
+    sys.stdout.write(json.dumps(record, indent=1, default=str) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The default executor: a process pool on this machine (or inline for one worker)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any
+
+from .stages import run_stage
+
+
+class LocalExecutor:
+    """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> LocalExecutor:
+        if self.workers > 1:
+            # forkserver: workers start from a clean process, so no lock held by a progress-bar thread
+            # in the parent can be inherited
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["medloom.ingest"])
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def map(self, stage: str, parts: Sequence[Any], settings: dict) -> Iterator[tuple[int, Any]]:
+        if self._pool is None:
+            for i, part in enumerate(parts):
+                yield i, run_stage(stage, part, settings)
+            return
+        pending: dict = {}
+        queue = iter(enumerate(parts))
+        limit = self.workers * 2
+        while True:
+            while len(pending) < limit:
+                nxt = next(queue, None)
+                if nxt is None:
+                    break
+                pending[self._pool.submit(run_stage, stage, nxt[1], settings)] = nxt[0]
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield pending.pop(fut), fut.result()
+
+
+def make_executor(workers: int | None = None, kind: str = "local") -> LocalExecutor:
+    if kind != "local":
+        raise ValueError(f"executor {kind!r} is not available yet; use 'local'")
+    return LocalExecutor(workers if workers else (os.cpu_count() or 1))

@@ -1,0 +1,23 @@
+"""Progress bars for long steps (rich), silenced by --quiet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@contextmanager
+def progress_bar(description: str, total: int, quiet: bool = False,
+                 console: Console | None = None) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n)`; a no-op when quiet."""
+    if quiet or total == 0:
+        yield lambda n=1: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)

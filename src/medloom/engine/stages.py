@@ -1,0 +1,15 @@
+"""The stage registry: names -> "module:function". Resolved by import, so workers need no shared state."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+STAGES = {
+    "ingest.decode": "medloom.ingest:decode_part",
+}
+
+
+def run_stage(name: str, part: Any, settings: dict) -> Any:
+    module, _, func = STAGES[name].partition(":")
+    return getattr(importlib.import_module(module), func)(part, settings)

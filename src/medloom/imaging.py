@@ -1,0 +1,215 @@
+"""Decode, window, hash: everything that touches pixels at ingest.
+
+Each image is decoded once; the decoded pixels give width, height, a 128-bit content hash (xxh3-128
+of the raw pixel buffer plus its shape and type, so equal pixels in a PNG and a lossless TIFF hash
+the same) and a 64-bit DCT perceptual hash compatible in construction with `imagehash.phash`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+from PIL import Image, ImageFile
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".jp2", ".j2k"}
+)
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own hard limit (2x MAX_IMAGE_PIXELS)
+
+
+class DecodeError(Exception):
+    """A failure with a stable reason code (used as the quarantine reason)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PixelFacts:
+    width: int
+    height: int
+    channels: int
+    pixel_hash: str
+    phash: int
+
+
+# DCT-II basis for the 8 lowest frequencies of a 32-sample signal (the scale does not matter: phash
+# compares coefficients with their median).
+_N = np.arange(32)
+_DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * _N[None, :] + 1) / 64).astype(np.float64)
+_BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
+
+
+def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image file, mapping every failure to a DecodeError reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            w, h = im.size
+            if w * h > max_pixels:
+                raise DecodeError("decompression_bomb",
+                                  f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}; raise "
+                                  "`max_pixels` in the source if the image is genuine")
+            im.load()
+    except DecodeError:
+        raise
+    except FileNotFoundError as e:
+        raise DecodeError("missing_file", f"file not found: {e.filename}") from None
+    except Image.DecompressionBombError as e:
+        raise DecodeError("decompression_bomb", str(e)) from None
+    except OSError as e:
+        text = str(e)
+        if "truncated" in text or "broken data stream" in text or "incomplete" in text:
+            raise DecodeError("truncated", text) from None
+        if isinstance(e, Image.UnidentifiedImageError) or "cannot identify" in text:
+            raise DecodeError("unreadable", f"not an image Pillow can read: {text}") from None
+        raise DecodeError("unreadable", text) from None
+    except (ValueError, SyntaxError, EOFError) as e:
+        raise DecodeError("unreadable", f"{type(e).__name__}: {e}") from None
+    return im
+
+
+def phash_gray32(gray: np.ndarray) -> int:
+    """64-bit perceptual hash of a 32x32 grayscale array (imagehash's DCT construction)."""
+    low = _DCT8 @ gray.astype(np.float64) @ _DCT8.T
+    bits = (low > np.median(low)).ravel()
+    return int(_BIT_WEIGHTS[bits].sum(dtype=np.uint64))
+
+
+def _gray32(im: Image.Image) -> np.ndarray:
+    # Box-reduce first so the final Lanczos step works on a small image: same antialiasing as
+    # resizing at full resolution, a fraction of the cost.
+    factor = min(im.width, im.height) // 64
+    small = im.reduce(factor) if factor >= 2 else im
+    if small.mode not in ("L", "RGB"):
+        small = small.convert("RGB") if small.mode in ("RGBA", "P", "CMYK", "YCbCr", "LA", "PA") else small
+    if small.mode not in ("L",):
+        small = small.convert("L")
+    return np.asarray(small.resize((32, 32), Image.Resampling.LANCZOS))
+
+
+def phash_image(im: Image.Image) -> int:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return phash_image(Image.fromarray(to_uint8(np.asarray(im))))
+    return phash_gray32(_gray32(im))
+
+
+def hash_buffer(buffer, header: str) -> str:
+    h = xxhash.xxh3_128(header.encode())
+    h.update(buffer)
+    return h.hexdigest()
+
+
+def image_facts(im: Image.Image) -> PixelFacts:
+    """Facts from a decoded Pillow image (one pass over the pixels for the hash)."""
+    return PixelFacts(
+        width=im.width,
+        height=im.height,
+        channels=len(im.getbands()),
+        pixel_hash=hash_buffer(im.tobytes(), f"{im.mode}:{im.width}x{im.height}"),
+        phash=phash_image(im),
+    )
+
+
+def array_facts(raw: np.ndarray, rendered: np.ndarray) -> PixelFacts:
+    """Facts for a frame decoded from DICOM/NIfTI: hash the raw values, phash what a person sees."""
+    raw = np.ascontiguousarray(raw)
+    height, width = raw.shape[:2]
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    gray = rendered if rendered.ndim == 2 else np.asarray(Image.fromarray(rendered).convert("L"))
+    return PixelFacts(
+        width=int(width),
+        height=int(height),
+        channels=int(channels),
+        pixel_hash=hash_buffer(memoryview(raw).cast("B"), f"{raw.dtype.str}:{raw.shape}"),
+        phash=phash_image(Image.fromarray(gray)),
+    )
+
+
+def window_to_uint8(values: np.ndarray, center: float, width: float, invert: bool = False) -> np.ndarray:
+    """The documented 16-bit -> 8-bit rule: linear window [c - w/2, c + w/2] onto 0..255, clipped."""
+    width = max(float(width), 1e-6)
+    lo = center - width / 2.0
+    out = np.clip((values.astype(np.float32) - lo) * (255.0 / width), 0, 255).astype(np.uint8)
+    return 255 - out if invert else out
+
+
+def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """A window covering the central intensities, for data with no window of its own."""
+    lo, hi = np.percentile(values, [low, high])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    return (float(lo) + float(hi)) / 2.0, max(float(hi) - float(lo), 1.0)
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    center, width = percentile_window(values)
+    return window_to_uint8(values, center, width)
+
+
+def rle_positions(positions: np.ndarray, total: int) -> list[int]:
+    """COCO uncompressed RLE counts from sorted column-major foreground positions."""
+    if positions.size == 0:
+        return [total]
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    starts = np.concatenate(([positions[0]], positions[breaks + 1]))
+    ends = np.concatenate((positions[breaks] + 1, [positions[-1] + 1]))
+    counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    counts[0] = starts[0]
+    counts[1:-1:2] = ends - starts
+    counts[2:-1:2] = starts[1:] - ends[:-1]
+    counts[-1] = total - ends[-1]
+    return counts.tolist() if counts[-1] else counts[:-1].tolist()
+
+
+def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
+    flat = np.zeros(height * width, dtype=bool)
+    pos, value = 0, False
+    for c in counts:
+        if value:
+            flat[pos:pos + c] = True
+        pos += c
+        value = not value
+    return flat.reshape(width, height).T
+
+
+def mask_regions(mask: np.ndarray, names: dict[int, str], background: int = 0,
+                 min_pixels: int = 1) -> tuple[list[dict], list[int]]:
+    """Each connected region (8-connectivity) of each label value becomes an ROI.
+
+    Returns the ROIs and the label values found in the mask that `names` does not cover.
+    """
+    from scipy import ndimage
+
+    height, width = mask.shape
+    total = height * width
+    rois: list[dict] = []
+    values = [int(v) for v in np.unique(mask) if int(v) != background]
+    unknown = [v for v in values if v not in names]
+    structure = np.ones((3, 3), dtype=bool)
+    for value in values:
+        if value not in names:
+            continue
+        labelled, n = ndimage.label(mask == value, structure=structure)
+        for index, box in enumerate(ndimage.find_objects(labelled), start=1):
+            if box is None:
+                continue
+            ys, xs = box
+            region = labelled[box] == index
+            pixels = int(region.sum())
+            if pixels < min_pixels:
+                continue
+            cols, rows = np.nonzero(region.T)
+            positions = (cols + xs.start) * height + (rows + ys.start)
+            rois.append({
+                "label": names[value],
+                "bbox": [xs.start / width, ys.start / height, xs.stop / width, ys.stop / height],
+                "area": pixels / total,
+                "rle": rle_positions(positions, total),
+            })
+    return rois, unknown

@@ -1,0 +1,271 @@
+"""Ingest: scan each source, cut its tasks into content-addressed parts, decode the parts that are not
+already in the catalog (in parallel), and commit the source's part list to the manifest.
+
+Accounting per source: inputs = inputs that gave records + inputs quarantined + inputs filtered out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import xxhash
+
+from . import catalog
+from .engine import make_executor
+from .engine.progress import progress_bar
+from .imaging import DecodeError
+from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
+from .recipe import LoadedRecipe
+from .sources import get_reader
+from .sources.base import TASK_SCHEMA, Scan
+
+READER_VERSION = "1"  # bump to invalidate every part when decoding changes
+PART_SIZE = {"dicom": 16, "nifti": 1}
+DEFAULT_PART_SIZE = 256
+
+
+@dataclass
+class SourceReport:
+    name: str
+    reader: str
+    inputs: int = 0
+    inputs_ok: int = 0
+    records: int = 0
+    quarantined_inputs: int = 0
+    annotation_problems: int = 0
+    warnings: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    parts: int = 0
+    parts_decoded: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+# ---- the decode stage (runs in workers) -------------------------------------------------------------
+
+def complete_record(task: dict, rec: dict, source: dict) -> dict:
+    """Join what the reader read from the pixels with the task's annotations and the source's metadata."""
+    return {
+        "id": rec["id"],
+        "source": source["name"],
+        "source_split": task["source_split"],
+        "uri": task["uri"],
+        "frame": rec["frame"],
+        "modality": source["modality"] or rec.get("modality") or "unknown",
+        "anatomy": source["anatomy"] or rec.get("anatomy") or "unknown",
+        "task": source["task"] or rec.get("task") or "unknown",
+        "labels": rec.get("labels", task["labels"]),
+        "label_space": source["label_space"],
+        "rois": rec["rois"],
+        "patient_id": rec.get("patient_id") or task["patient_id"],
+        "study_id": rec.get("study_id") or task["study_id"],
+        "width": rec["width"],
+        "height": rec["height"],
+        "channels": rec["channels"],
+        "pixel_hash": rec["pixel_hash"],
+        "phash": rec["phash"],
+        "license": source["license"],
+        "commercial_use": source["commercial_use"],
+        "description": source["description"],
+        "caption": None,
+        "render": rec["render"],
+        "meta": rec["meta"],
+    }
+
+
+def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]:
+    """Stage `ingest.decode`: tasks -> (records, quarantine rows, inputs that gave records)."""
+    reader = get_reader(source["reader"])
+    records, problems, ok = [], [], 0
+    for task in tasks.to_pylist():
+        try:
+            recs, found = reader.decode(task, source)
+        except DecodeError as e:
+            problems.append(quarantine_row(source["name"], task["uri"], e.reason, str(e), stage="decode",
+                                           record_id=task["id"]))
+            continue
+        except Exception as e:  # a reader bug or an input nobody foresaw: keep going, keep the evidence
+            last = traceback.extract_tb(e.__traceback__)[-1]
+            problems.append(quarantine_row(
+                source["name"], task["uri"], "unexpected_error",
+                f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno}); please report it",
+                stage="decode", record_id=task["id"]))
+            continue
+        problems += found
+        if recs:
+            ok += 1
+        elif not any(p["scope"] == "input" for p in found):
+            problems.append(quarantine_row(source["name"], task["uri"], "no_records",
+                                           "the input gave no records (no slice kept)", stage="decode",
+                                           record_id=task["id"]))
+        records += [complete_record(task, r, source) for r in recs]
+    return (pa.Table.from_pylist(records, RECORD_SCHEMA), pa.Table.from_pylist(problems, QUARANTINE_SCHEMA), ok)
+
+
+# ---- planning (main process) ------------------------------------------------------------------------
+
+def chunk_tasks(tasks: list[dict], size: int) -> list[list[dict]]:
+    """Content-defined chunking: a part ends after a task whose id hashes to 0 mod `size` (or at 4x size).
+
+    Adding or removing one file changes only the part that holds it, so a re-run re-decodes one part,
+    not every part after the insertion point.
+    """
+    parts, current = [], []
+    for task in tasks:
+        current.append(task)
+        if xxhash.xxh64_intdigest(task["id"]) % size == 0 or len(current) >= 4 * size:
+            parts.append(current)
+            current = []
+    if current:
+        parts.append(current)
+    return parts
+
+
+def part_key(source: dict, tasks: list[dict]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": READER_VERSION, "source": source}, sort_keys=True, default=str).encode())
+    for task in tasks:
+        h.update(json.dumps(task, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def dedupe_ids(scan: Scan, source: dict) -> list[dict]:
+    seen: dict[str, str] = {}
+    tasks = []
+    for task in sorted(scan.tasks, key=lambda t: t["id"]):
+        if task["id"] in seen:
+            scan.quarantine.append(quarantine_row(
+                source["name"], task["uri"], "duplicate_id",
+                f"gives the same record id {task['id']!r} as {seen[task['id']]!r}; rename one file"))
+            continue
+        seen[task["id"]] = task["uri"]
+        tasks.append(task)
+    return tasks
+
+
+def label_space(source: dict, scan: Scan) -> list[str]:
+    if source.get("classes"):
+        return list(source["classes"])
+    found = {label for t in scan.tasks for label in t["labels"]}
+    found |= {r["label"] for t in scan.tasks for r in t["rois"]}
+    mask_labels = source["options"].get("mask_labels")
+    if mask_labels:
+        found |= {source["label_map"].get(v, v) for v in mask_labels.values()}
+    return sorted(found)
+
+
+# ---- the step ---------------------------------------------------------------------------------------
+
+def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = False,
+           only: list[str] | None = None) -> list[SourceReport]:
+    loom = loaded.loom
+    salt = catalog.ensure_salt(loom, loaded.recipe.salt)
+    manifest = catalog.read_manifest(loom)
+    reports = []
+    with make_executor(workers) as executor:
+        for source in loaded.sources:
+            if only and source["name"] not in only:
+                continue
+            report = ingest_source(loom, {**source, "salt": salt}, executor, manifest,
+                                   loaded.recipe.part_size, quiet)
+            reports.append(report)
+            catalog.write_manifest(loom, manifest)
+    if not only:
+        names = {s["name"] for s in loaded.sources}
+        for gone in [n for n in manifest["sources"] if n not in names]:
+            del manifest["sources"][gone]
+            catalog.remove_stale(loom, gone, set())
+        catalog.write_manifest(loom, manifest)
+    return reports
+
+
+def ingest_source(loom: Path, source: dict, executor, manifest: dict, part_size: int | None,
+                  quiet: bool) -> SourceReport:
+    report = SourceReport(source["name"], source["reader"])
+    rdir, qdir = catalog.source_dirs(loom, source["name"])
+    try:
+        scan = get_reader(source["reader"]).scan(source)
+    except Exception as e:  # an unreadable annotation file or folder: report, keep the other sources
+        report.error = f"{type(e).__name__}: {e}"
+        scan = Scan(quarantine=[quarantine_row(source["name"], source["root"], "source_unreadable",
+                                               report.error)])
+    tasks = dedupe_ids(scan, source)
+    settings = {**source, "label_space": label_space(source, scan)}
+    parts = chunk_tasks(tasks, part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
+    keys = [part_key(settings, p) for p in parts]
+    previous = {p["key"]: p for p in manifest["sources"].get(source["name"], {}).get("parts", [])}
+    entries: dict[int, dict] = {}
+    todo = []
+    for i, key in enumerate(keys):
+        rfile, qfile = rdir / f"part-{key}.parquet", qdir / f"part-{key}.parquet"
+        if key in previous and catalog.part_is_complete(rfile) and catalog.part_is_complete(qfile):
+            entries[i] = previous[key]
+        elif catalog.part_is_complete(rfile) and catalog.part_is_complete(qfile):
+            entries[i] = entry_from_files(key, rfile, qfile, len(parts[i]))  # written by a run that was killed
+        else:
+            todo.append(i)
+    report.parts, report.parts_decoded = len(parts), len(todo)
+    tables = [pa.Table.from_pylist(parts[i], TASK_SCHEMA) for i in todo]
+    with progress_bar(f"ingest {source['name']}", sum(len(parts[i]) for i in todo), quiet) as advance:
+        for j, (records, problems, ok) in executor.map("ingest.decode", tables, settings):
+            i = todo[j]
+            # the counts travel inside the part file too, so a part written by a killed run is adopted whole
+            records = records.replace_schema_metadata({"medloom.inputs_ok": str(ok),
+                                                       "medloom.tasks": str(len(parts[i]))})
+            qentry = catalog.write_table(problems, qdir / f"part-{keys[i]}.parquet")
+            rentry = catalog.write_table(records, rdir / f"part-{keys[i]}.parquet")
+            entries[i] = {"key": keys[i], "tasks": len(parts[i]), "inputs_ok": ok, "records": rentry,
+                          "quarantine": qentry}
+            advance(len(parts[i]))
+    scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
+    scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]
+    scan_entry = catalog.write_table(scan_table, qdir / f"scan-{scan_key}.parquet")
+    ordered = [entries[i] for i in range(len(parts))]
+    manifest["sources"][source["name"]] = {
+        "reader": source["reader"], "root": source["root"], "parts": ordered, "scan_quarantine": scan_entry,
+        "filtered": scan.filtered, "error": report.error,
+    }
+    catalog.remove_stale(loom, source["name"], {e["records"]["file"] for e in ordered} |
+                         {e["quarantine"]["file"] for e in ordered} | {scan_entry["file"]})
+    summarise(report, manifest["sources"][source["name"]], loom)
+    return report
+
+
+def entry_from_files(key: str, rfile: Path, qfile: Path, n_tasks: int) -> dict:
+    import pyarrow.parquet as pq
+
+    def entry(path: Path) -> dict:
+        return {"file": path.name, "rows": pq.read_metadata(path).num_rows, "bytes": path.stat().st_size,
+                "sha256": catalog.sha256_file(path)}
+
+    metadata = pq.read_schema(rfile).metadata or {}
+    inputs_ok = int(metadata.get(b"medloom.inputs_ok", b"0"))
+    return {"key": key, "tasks": n_tasks, "inputs_ok": inputs_ok, "records": entry(rfile), "quarantine": entry(qfile)}
+
+
+def summarise(report: SourceReport, entry: dict, loom: Path) -> None:
+    """Fill the report's counts from the committed parts (the same numbers `stats` shows)."""
+    import pyarrow.parquet as pq
+
+    rdir, qdir = catalog.source_dirs(loom, report.name)
+    report.records = sum(p["records"]["rows"] for p in entry["parts"])
+    report.inputs_ok = sum(p["inputs_ok"] for p in entry["parts"])
+    report.filtered = dict(entry["filtered"])
+    files = [qdir / p["quarantine"]["file"] for p in entry["parts"] if p["quarantine"]["rows"]]
+    if entry["scan_quarantine"]["rows"]:
+        files.append(qdir / entry["scan_quarantine"]["file"])
+    for f in files:
+        for row in pq.read_table(f, columns=["scope", "reason"]).to_pylist():
+            report.reasons[row["reason"]] = report.reasons.get(row["reason"], 0) + 1
+            if row["scope"] == "input":
+                report.quarantined_inputs += 1
+            elif row["scope"] == "annotation":
+                report.annotation_problems += 1
+            else:
+                report.warnings += 1
+    report.inputs = report.inputs_ok + report.quarantined_inputs + sum(report.filtered.values())

@@ -1,0 +1,153 @@
+"""The YAML recipe: a loom (working folder) and its sources, validated before any work starts.
+
+Every problem in a recipe is reported at once, with the source it concerns and what to do, so that a
+long ingest never dies half-way on a typo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .records import licence_commercial_use
+from .sources import READERS, get_reader
+from .vocab import KINDS, UnknownTermError, Vocabulary, default_vocabulary
+
+COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
+               "commercial_use", "classes", "label_map", "split", "max_pixels")
+# readers that can read modality / anatomy from the files themselves
+MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task")}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message lists every problem found."""
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+    reader: str
+    path: str
+    modality: str | None = None
+    anatomy: str | None = None
+    task: str | None = None
+    description: str = ""
+    license: str = ""
+    commercial_use: bool | None = None
+    classes: list[str] | None = None  # the label space; labels outside it are quarantined
+    label_map: dict[str, str] = {}  # rename labels as read: {"0": normal, "1": pneumonia}
+    split: str | None = None  # one split for the whole source
+    max_pixels: int | None = None  # decompression-bomb limit per image
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _str_keys(cls, v: Any) -> Any:
+        return {str(k): str(val) for k, val in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _str_classes(cls, v: Any) -> Any:
+        return [str(c) for c in v] if isinstance(v, list) else v
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    loom: str = "./loom"
+    # secret for hashing patient/study ids; default: a random one kept in LOOM/.salt
+    salt: str | None = None
+    vocabulary: dict[str, list[str | dict[str, Any]]] = {}
+    sources: list[SourceSpec]
+    part_size: int | None = None  # tasks per catalog part (default: per reader)
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    path: Path
+    recipe: Recipe
+    loom: Path
+    sources: list[dict]  # resolved: absolute root, canonical MAT terms, validated reader options
+    vocabulary: Vocabulary
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
+    path = Path(path).resolve()
+    if path.is_dir():
+        path = path / "recipe.yaml"
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe not found (create one with `medloom init DIR`)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    try:
+        recipe = Recipe.model_validate(data or {})
+    except ValidationError as e:
+        problems = [f"  - {_where(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise RecipeError(f"{path}: the recipe has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+    base = path.parent
+    problems: list[str] = []
+    try:
+        vocab = default_vocabulary().extended(recipe.vocabulary)
+    except (ValueError, KeyError) as e:
+        vocab = default_vocabulary()
+        problems.append(f"vocabulary: {e}")
+    sources, seen = [], set()
+    for i, spec in enumerate(recipe.sources):
+        label = f"sources[{i}] ({spec.name})"
+        if spec.name in seen:
+            problems.append(f"{label}: the name {spec.name!r} is used twice; source names must be unique")
+        seen.add(spec.name)
+        if spec.reader not in READERS:
+            problems.append(f"{label}: unknown reader {spec.reader!r}; choose one of {', '.join(READERS)}")
+            continue
+        root = Path(spec.path) if os.path.isabs(spec.path) else base / spec.path
+        if not root.exists():
+            problems.append(f"{label}: path {str(root)!r} does not exist")
+        mat = {}
+        for kind in KINDS:
+            value = getattr(spec, kind)
+            if value is None:
+                if kind not in MAT_FROM_FILES.get(spec.reader, ()):
+                    problems.append(f"{label}: `{kind}:` is required (the {spec.reader} reader cannot read it "
+                                    "from the files)")
+                mat[kind] = None
+                continue
+            try:
+                mat[kind] = vocab.normalise(kind, value)
+            except UnknownTermError as e:
+                problems.append(f"{label}: {e}")
+        extras = spec.model_extra or {}
+        try:
+            options = get_reader(spec.reader).Options(**extras).model_dump(mode="json")
+        except ValidationError as e:
+            for err in e.errors():
+                key = _where(err["loc"]) or "options"
+                hint = " (not a key of this reader; see `medloom init` for the keys)" if err["type"] == "extra_forbidden" else ""
+                problems.append(f"{label}: {key}: {err['msg']}{hint}")
+            continue
+        sources.append({
+            "name": spec.name, "reader": spec.reader, "root": str(root.resolve()) if root.exists() else str(root),
+            **mat, "description": spec.description, "license": spec.license,
+            "commercial_use": spec.commercial_use if spec.commercial_use is not None
+            else licence_commercial_use(spec.license),
+            "classes": spec.classes, "label_map": spec.label_map, "split": spec.split,
+            "max_pixels": spec.max_pixels, "options": options,
+        })
+    if problems:
+        raise RecipeError(f"{path}: the recipe has {len(problems)} problem(s):\n" +
+                          "\n".join(f"  - {p}" for p in problems))
+    loom = Path(recipe.loom) if os.path.isabs(recipe.loom) else (base / recipe.loom)
+    return LoadedRecipe(path, recipe, loom.resolve(), sources, vocab)

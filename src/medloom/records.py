@@ -1,0 +1,121 @@
+"""The record model: one Arrow schema for every record, and one for quarantine rows.
+
+A record is one 2-D image (a DICOM frame or a NIfTI slice is one record). Pixels stay in the source
+files; a record points at them (`uri`, `frame`) and carries the render settings needed to turn them
+into an 8-bit image later (`render`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+ROI_TYPE = pa.struct(
+    [
+        ("label", pa.string()),
+        # normalised [x0, y0, x1, y1] in image coordinates (0..1), origin top-left
+        ("bbox", pa.list_(pa.float32(), 4)),
+        # share of the image covered: mask pixels when there is a mask, box area otherwise
+        ("area", pa.float32()),
+        # COCO-style uncompressed RLE over the whole image, column-major, starting with a run of 0s;
+        # empty when the ROI is a box only
+        ("rle", pa.list_(pa.int32())),
+    ]
+)
+
+RENDER_TYPE = pa.struct(
+    [
+        # linear window applied to the modality-LUT values; null for 8-bit photographic data
+        ("window_center", pa.float64()),
+        ("window_width", pa.float64()),
+        # where the window came from: tags, recipe, preset:NAME, percentiles, none
+        ("window_source", pa.string()),
+        ("invert", pa.bool_()),  # MONOCHROME1: high values are dark
+        ("axis", pa.int8()),  # NIfTI slicing axis in RAS+ canonical orientation; -1 otherwise
+        ("volume", pa.int32()),  # index in the 4th dimension of a 4-D NIfTI; -1 otherwise
+    ]
+)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("source_split", pa.string()),
+        ("uri", pa.string()),
+        ("frame", pa.int32()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("task", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("label_space", pa.list_(pa.string())),
+        ("rois", pa.list_(ROI_TYPE)),
+        ("patient_id", pa.string()),
+        ("study_id", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("channels", pa.int8()),
+        ("pixel_hash", pa.string()),
+        ("phash", pa.uint64()),
+        ("license", pa.string()),
+        ("commercial_use", pa.bool_()),
+        ("description", pa.string()),
+        ("caption", pa.string()),
+        ("render", RENDER_TYPE),
+        # reader-specific facts as a JSON object (DICOM orientation, spacing, SOP class ...)
+        ("meta", pa.string()),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("path", pa.string()),  # relative to the source root (or the annotation file)
+        ("record_id", pa.string()),  # the record this concerns, when one exists
+        ("stage", pa.string()),  # scan (reading annotations) or decode (reading pixels)
+        # input: the input was dropped; annotation: part of it was dropped (a box, a label);
+        # warning: recovered, nothing dropped
+        ("scope", pa.string()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+
+NO_RENDER = {"window_center": None, "window_width": None, "window_source": "none", "invert": False,
+             "axis": -1, "volume": -1}
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-/]+")
+
+
+def record_id(source: str, uri: str, frame: int = -1) -> str:
+    """Stable id from source name, path inside the source and frame.
+
+    Safe as a WebDataset key: no dots. The extension is kept as a `_ext` suffix so that a.png and a.jpg
+    stay apart; other dots and unsafe characters become '_'.
+    """
+    stem, dot, ext = uri.rpartition(".")
+    if not dot or "/" in ext:
+        stem, ext = uri, ""
+    key = _UNSAFE.sub("_", stem).strip("/")
+    if ext:
+        key = f"{key}_{_UNSAFE.sub('_', ext.lower())}"
+    key = f"{_UNSAFE.sub('_', source)}/{key}"
+    return key if frame < 0 else f"{key}/{frame:05d}"
+
+
+def quarantine_row(source: str, path: str, reason: str, message: str, *, stage: str = "scan",
+                   scope: str = "input", record_id: str | None = None) -> dict:
+    return {"source": source, "path": path, "record_id": record_id, "stage": stage, "scope": scope,
+            "reason": reason, "message": message}
+
+
+def licence_commercial_use(license: str | None) -> bool | None:
+    """True/False when the licence text says so plainly; None when it cannot be told."""
+    if not license:
+        return None
+    text = license.lower().replace("_", "-").replace(" ", "-")
+    if "-nc" in text or "noncommercial" in text or "non-commercial" in text or "research-only" in text:
+        return False
+    if any(t in text for t in ("cc-by", "cc0", "public-domain", "mit", "apache", "bsd", "odbl", "pddl")):
+        return True
+    return None

@@ -1,0 +1,171 @@
+"""DICOM files or folders (extension-less files recognised by the DICM marker); one record per frame.
+
+Pixels go through the modality LUT (rescale slope/intercept); the stored window comes from the recipe,
+the file's window tags, its VOI LUT, or the 0.5-99.5 percentiles, in that order; MONOCHROME1 is marked
+inverted. Patient and study ids are kept only as salted hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..imaging import DecodeError, array_facts, percentile_window, window_to_uint8
+from ..vocab import default_vocabulary
+from .base import Scan, image_record, make_task, walk_files
+from .windows import recipe_window
+
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic", ".ima"})
+NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+              "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+              "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR"}
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    window: str | tuple[float, float] | None = None  # a preset (lung, brain, bone, ...) or [center, width]
+    frames: str = "all"  # all | first | middle
+
+
+def has_dicm_marker(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def scan(source: dict) -> Scan:
+    out = Scan()
+    root = source["root"]
+    paths = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root)]
+    for path in paths:
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix in DICOM_EXTENSIONS or has_dicm_marker(path):
+            uri = os.path.basename(path) if path == root else None
+            out.tasks.append(make_task(source, path, uri=uri))
+        else:
+            out.filter("not a DICOM file")
+    return out
+
+
+def salted_id(salt: str, value: Any) -> str:
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    return hashlib.blake2b(text.encode(), key=salt.encode()[:64], digest_size=10).hexdigest()
+
+
+def _read(path: str):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise DecodeError("unreadable", f"not a readable DICOM file: {type(e).__name__}: {e}") from None
+
+
+def _pixels(ds) -> np.ndarray:
+    if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DecodeError("no_pixel_data", f"no pixel data in this DICOM file ({len(ds)} elements read); "
+                                           "it may lack its file meta header or be a non-image object")
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop in NOT_IMAGES:
+        raise DecodeError("not_an_image", f"SOP class {NOT_IMAGES[sop]} holds no viewable image")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        return ds.pixel_array
+    except (RuntimeError, NotImplementedError) as e:
+        name = getattr(ts, "name", str(ts))
+        raise DecodeError("no_decoder", f"transfer syntax {name} ({ts}) needs a decoder that is not "
+                                        f"installed: pip install 'medloom[dicom-codecs]' ({str(e).splitlines()[0]})") from None
+    except (ValueError, EOFError, OSError) as e:
+        text = str(e)
+        reason = "truncated" if "less than expected" in text or "truncat" in text else "unreadable"
+        raise DecodeError(reason, text.splitlines()[0]) from None
+    except AttributeError as e:
+        raise DecodeError("unreadable", f"missing pixel description tags: {e}") from None
+
+
+def _meta(ds) -> dict:
+    meta = {}
+    for tag in ("Modality", "BodyPartExamined", "SOPClassUID", "PhotometricInterpretation", "BitsStored",
+                "PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient", "ImagePositionPatient",
+                "ViewPosition", "Laterality", "ImageLaterality", "PatientOrientation", "SliceThickness",
+                "Manufacturer"):
+        value = ds.get(tag)
+        if value is not None and value != "":
+            meta[tag] = [float(v) for v in value] if tag.endswith(("Spacing", "Patient")) and tag != \
+                "PatientOrientation" else str(value)
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts:
+        meta["TransferSyntaxUID"] = str(ts)
+    return meta
+
+
+def _first(value) -> float:
+    return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
+
+
+def _frames(n: int, mode: str) -> list[int]:
+    return {"first": [0], "middle": [n // 2]}.get(mode, list(range(n)))
+
+
+def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    opts = Options(**source["options"])
+    ds = _read(task["path"])
+    arr = _pixels(ds)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if n_frames == 1:
+        arr = arr[None]
+    vocab = default_vocabulary()
+    fields = {
+        "patient_id": salted_id(source["salt"], ds.get("PatientID")),
+        "study_id": salted_id(source["salt"], ds.get("StudyInstanceUID")),
+        "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
+        "anatomy": vocab.normalise("anatomy", str(ds.get("BodyPartExamined", "")), strict=False),
+    }
+    meta = _meta(ds)
+    fixed = recipe_window(opts.window)
+    records = []
+    for index in _frames(n_frames, opts.frames):
+        raw = arr[index]
+        frame = index if n_frames > 1 else -1
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(raw, ds)
+            rendered = (rgb >> 8).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+            render = {"window_center": None, "window_width": None, "window_source": "palette", "invert": False,
+                      "axis": -1, "volume": -1}
+        elif samples == 3:
+            rendered = raw if raw.dtype == np.uint8 else (raw >> (int(ds.BitsStored) - 8)).astype(np.uint8)
+            render = {"window_center": None, "window_width": None, "window_source": "none", "invert": False,
+                      "axis": -1, "volume": -1}
+        else:
+            values = apply_modality_lut(raw, ds)
+            if fixed:
+                center, width, wsource = fixed
+            elif "WindowCenter" in ds and "WindowWidth" in ds:
+                center, width, wsource = _first(ds.WindowCenter), _first(ds.WindowWidth), "tags"
+            elif "VOILUTSequence" in ds:
+                values = apply_voi_lut(values, ds)
+                center, width = float(values.min() + values.max()) / 2, float(max(values.max() - values.min(), 1))
+                wsource = "voi_lut"
+            else:
+                (center, width), wsource = percentile_window(values), "percentiles"
+            invert = photometric == "MONOCHROME1"
+            rendered = window_to_uint8(values, center, width, invert)
+            render = {"window_center": center, "window_width": width, "window_source": wsource, "invert": invert,
+                      "axis": -1, "volume": -1}
+        facts = array_facts(raw, rendered)
+        records.append(image_record(task, facts, frame=frame, render=render, meta=meta, **fields))
+    return records, []

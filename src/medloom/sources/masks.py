@@ -1,0 +1,88 @@
+"""Image / mask pairs: the same name in two folders, or a name pattern. Masks hold {0,255} or label
+ids; each connected region of each label becomes an ROI with a box and an RLE mask."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..imaging import DecodeError, image_facts, mask_regions, open_image
+from ..records import quarantine_row
+from .base import Scan, image_record, is_image_file, make_task, walk_files
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    # mask file name from the image's stem, e.g. "{stem}_mask.png"; default: same stem, any image extension
+    mask_pattern: str | None = None
+    # mask value -> label name; default: 1 and 255 are `mask_label`, other values are "label_<value>"
+    mask_labels: dict[int, str] | None = None
+    mask_label: str = "foreground"
+    background: int = 0
+    min_region_pixels: int = 1
+
+
+def scan(source: dict) -> Scan:
+    opts = Options(**source["options"])
+    root = source["root"]
+    images, masks = os.path.join(root, opts.images_dir), os.path.join(root, opts.masks_dir)
+    by_stem: dict[str, str] = {}
+    for p in walk_files(masks):
+        if is_image_file(p):
+            by_stem.setdefault(p.relative_to(masks).with_suffix("").as_posix(), str(p))
+    out = Scan()
+    for p in walk_files(images):
+        if not is_image_file(p):
+            out.filter("not an image file")
+            continue
+        rel_stem = p.relative_to(images).with_suffix("").as_posix()
+        if opts.mask_pattern:
+            name = opts.mask_pattern.format(stem=p.stem, name=p.name)
+            mask = os.path.join(masks, os.path.dirname(rel_stem), name)
+            mask = mask if os.path.isfile(mask) else None
+        else:
+            mask = by_stem.get(rel_stem)
+        rel = p.relative_to(root).as_posix()
+        if mask is None:
+            out.quarantine.append(quarantine_row(
+                source["name"], rel, "missing_mask",
+                f"no mask for {p.name} in {opts.masks_dir}/" + (f" (pattern {opts.mask_pattern})" if opts.mask_pattern else "")))
+            continue
+        out.tasks.append(make_task(source, str(p), extra={"mask": mask},
+                                   fingerprint_extra=str(os.stat(mask).st_mtime_ns)))
+    return out
+
+
+def mask_names(opts: Options, values: list[int]) -> dict[int, str]:
+    if opts.mask_labels is not None:
+        return dict(opts.mask_labels)
+    return {v: opts.mask_label if v in (1, 255) else f"label_{v}" for v in values}
+
+
+def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
+    opts = Options(**source["options"])
+    im = open_image(task["path"], source.get("max_pixels") or 178_956_970)
+    mask_path = json.loads(task["extra"])["mask"]
+    try:
+        mask_im = open_image(mask_path, source.get("max_pixels") or 178_956_970)
+    except DecodeError as e:
+        raise DecodeError(f"mask_{e.reason}", f"mask {os.path.relpath(mask_path, source['root'])}: {e}") from None
+    if mask_im.size != im.size:
+        raise DecodeError("mask_mismatch", f"mask {os.path.relpath(mask_path, source['root'])} is "
+                                           f"{mask_im.size[0]}x{mask_im.size[1]}, image is {im.size[0]}x{im.size[1]}")
+    mask = np.asarray(mask_im.convert("L") if mask_im.mode in ("RGB", "RGBA", "P", "LA") else mask_im)
+    values = [int(v) for v in np.unique(mask) if int(v) != opts.background]
+    names = {v: source["label_map"].get(n, n) for v, n in mask_names(opts, values).items()}
+    rois, unknown = mask_regions(mask, names, opts.background, opts.min_region_pixels)
+    problems = []
+    if unknown:
+        problems.append(quarantine_row(source["name"], task["uri"], "label_outside_space",
+                                       f"mask values {unknown} have no name in `mask_labels` {names}",
+                                       stage="decode", scope="annotation", record_id=task["id"]))
+    labels = sorted({r["label"] for r in rois})
+    return [image_record(task, image_facts(im), rois=rois, labels=labels)], problems

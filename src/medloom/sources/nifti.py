@@ -1,0 +1,155 @@
+"""NIfTI volumes sliced along a chosen axis; one record per kept slice.
+
+Volumes are reoriented to the closest RAS+ canonical orientation first, so `axis: axial` means the same
+thing for every file. Slices are laid out radiologically: superior (or anterior, for axial) up and the
+patient's right on the image's left. A paired mask must match its image in shape and affine; one that
+does not is quarantined, never resampled or guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..imaging import DecodeError, array_facts, mask_regions, percentile_window, window_to_uint8
+from .base import Scan, image_record, make_task, walk_files
+from .masks import Options as MaskOptions
+from .masks import mask_names
+from .windows import recipe_window
+
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2, 0: 0, 1: 1, 2: 2}
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    axis: str | int = "axial"  # axial | coronal | sagittal, or 0/1/2 in RAS+ order
+    stride: int = 1  # keep every n-th slice
+    volume: int = 0  # for 4-D files: which volume
+    masks_dir: str | None = None  # folder of paired masks (same file name), relative to the source root
+    mask_pattern: str | None = None  # mask name from the image stem, e.g. "{stem}_seg.nii.gz"
+    only_mask_slices: bool = False  # keep only slices where the mask has content
+    mask_labels: dict[int, str] | None = None
+    mask_label: str = "foreground"
+    window: str | tuple[float, float] | None = None  # preset or [center, width]; default: volume percentiles
+
+
+def is_nifti(name: str) -> bool:
+    return name.lower().endswith((".nii", ".nii.gz"))
+
+
+def nifti_stem(name: str) -> str:
+    base = os.path.basename(name)
+    return base[:-7] if base.lower().endswith(".nii.gz") else base[:-4]
+
+
+def _mask_for(path: str, root: str, opts: Options) -> str | None:
+    folder = os.path.join(root, opts.masks_dir) if opts.masks_dir else os.path.dirname(path)
+    name = opts.mask_pattern.format(stem=nifti_stem(path)) if opts.mask_pattern else os.path.basename(path)
+    candidate = os.path.join(folder, name)
+    return candidate if os.path.isfile(candidate) and os.path.abspath(candidate) != os.path.abspath(path) else None
+
+
+def scan(source: dict) -> Scan:
+    opts = Options(**source["options"])
+    if opts.axis not in AXES:
+        raise ValueError(f"axis {opts.axis!r}: use axial, coronal, sagittal or 0/1/2")
+    root = source["root"]
+    out = Scan()
+    files = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root)]
+    masks_root = os.path.abspath(os.path.join(root, opts.masks_dir)) if opts.masks_dir else None
+    mask_files = set()
+    for path in files:
+        if is_nifti(path) and (opts.masks_dir or opts.mask_pattern):
+            found = _mask_for(path, root if os.path.isdir(root) else os.path.dirname(root), opts)
+            if found:
+                mask_files.add(os.path.abspath(found))
+    for path in files:
+        absolute = os.path.abspath(path)
+        if not is_nifti(path):
+            out.filter("not a NIfTI file")
+            continue
+        if absolute in mask_files or (masks_root and absolute.startswith(masks_root + os.sep)):
+            continue  # a mask, read with its image
+        base = root if os.path.isdir(root) else os.path.dirname(root)
+        mask = _mask_for(path, base, opts) if (opts.masks_dir or opts.mask_pattern) else None
+        if (opts.masks_dir or opts.mask_pattern) and mask is None and opts.only_mask_slices:
+            out.quarantine.append({"source": source["name"], "path": os.path.relpath(path, base),
+                                   "record_id": None, "stage": "scan", "scope": "input", "reason": "missing_mask",
+                                   "message": "only_mask_slices is set but no paired mask was found"})
+            continue
+        out.tasks.append(make_task(source, path, uri=os.path.relpath(path, base),
+                                   extra={"mask": mask} if mask else {},
+                                   fingerprint_extra=str(os.stat(mask).st_mtime_ns) if mask else ""))
+    return out
+
+
+def _load(path: str):
+    import nibabel as nib
+
+    try:
+        return nib.load(path)
+    except Exception as e:  # nibabel raises many types for bad files
+        raise DecodeError("unreadable", f"not a readable NIfTI file: {type(e).__name__}: {e}") from None
+
+
+def display(slice2d: np.ndarray) -> np.ndarray:
+    """RAS+ slice -> radiological display orientation (see module docstring)."""
+    return np.ascontiguousarray(slice2d.T[::-1, ::-1])
+
+
+def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
+    import nibabel as nib
+
+    opts = Options(**source["options"])
+    axis = AXES[opts.axis]
+    img = _load(task["path"])
+    mask_path = json.loads(task["extra"]).get("mask")
+    mask_img = _load(mask_path) if mask_path else None
+    if mask_img is not None:
+        if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
+            raise DecodeError("mask_mismatch",
+                              f"mask {os.path.basename(mask_path)} has shape {mask_img.shape} and affine "
+                              f"{np.round(mask_img.affine, 3).tolist()}; image has {img.shape} and "
+                              f"{np.round(img.affine, 3).tolist()}")
+    canonical = nib.as_closest_canonical(img)
+    try:
+        data = np.asarray(canonical.get_fdata(dtype=np.float32))
+    except Exception as e:
+        raise DecodeError("truncated" if "size" in str(e) or "EOF" in str(e) else "unreadable", str(e)) from None
+    if data.ndim == 4:
+        if not 0 <= opts.volume < data.shape[3]:
+            raise DecodeError("no_such_volume", f"volume {opts.volume} requested, file has {data.shape[3]}")
+        data = data[..., opts.volume]
+    elif data.ndim != 3:
+        raise DecodeError("unsupported", f"expected a 3-D or 4-D volume, got shape {data.shape}")
+    mask = np.asarray(nib.as_closest_canonical(mask_img).dataobj).astype(np.int32) if mask_img else None
+    if mask is not None and mask.ndim == 4:
+        mask = mask[..., 0]
+    fixed = recipe_window(opts.window)
+    center, width, wsource = fixed or (*percentile_window(data[data != 0] if np.any(data) else data), "percentiles")
+    names = None
+    if mask is not None:
+        values = [int(v) for v in np.unique(mask) if v != 0]
+        names = {v: source["label_map"].get(n, n) for v, n in
+                 mask_names(MaskOptions(mask_labels=opts.mask_labels, mask_label=opts.mask_label), values).items()}
+    render = {"window_center": center, "window_width": width, "window_source": wsource, "invert": False,
+              "axis": axis, "volume": opts.volume if img.ndim == 4 else -1}
+    meta = {"shape": list(img.shape), "zooms": [float(z) for z in img.header.get_zooms()],
+            "axis": ["sagittal", "coronal", "axial"][axis], "orientation": "RAS+ canonical, radiological display"}
+    records, problems = [], []
+    for index in range(0, data.shape[axis], max(1, opts.stride)):
+        mask2d = display(np.take(mask, index, axis=axis)) if mask is not None else None
+        if opts.only_mask_slices and (mask2d is None or not mask2d.any()):
+            continue
+        raw = display(np.take(data, index, axis=axis))
+        rois, labels = [], []
+        if mask2d is not None and names is not None:
+            rois, _unknown = mask_regions(mask2d, names)
+            labels = sorted({r["label"] for r in rois})
+        facts = array_facts(raw, window_to_uint8(raw, center, width))
+        records.append(image_record(task, facts, frame=index, rois=rois, render=render, meta=meta,
+                                    **({"labels": labels} if mask is not None else {})))
+    return records, problems

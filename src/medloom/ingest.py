@@ -118,7 +118,7 @@ def chunk_tasks(tasks: list[dict], size: int) -> list[list[dict]]:
     parts, current = [], []
     for task in tasks:
         current.append(task)
-        if xxhash.xxh64_intdigest(task["id"]) % size == 0 or len(current) >= 4 * size:
+        if xxhash.xxh64_intdigest(task["id"].encode()) % size == 0 or len(current) >= 4 * size:
             parts.append(current)
             current = []
     if current:

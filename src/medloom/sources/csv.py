@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..records import quarantine_row
+from ..records import quarantine_row, record_id
 from .base import Scan, basename_index, check_box, check_label, decode_image_file, make_task, resolve_file
 from .splits import split_name
 
@@ -91,6 +91,7 @@ def scan(source: dict) -> Scan:
         rows = list(reader)
     index: dict | None = None
     by_image: dict[str, dict] = {}
+    unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
     table_name = os.path.basename(table)
     for line, row in enumerate(rows, start=2):
         where = f"{table_name}:{line}"
@@ -106,7 +107,7 @@ def scan(source: dict) -> Scan:
             path, problem = resolve_file(root, name, index)
         if problem:
             reason = "ambiguous_basename" if problem.startswith("ambiguous") else "missing_file"
-            out.quarantine.append(quarantine_row(source["name"], where, reason, problem))
+            unresolved.setdefault(name, [where, reason, problem, 0])[3] += 1
             continue
         labels = _labels(row, opts, source["label_map"])
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
@@ -134,7 +135,8 @@ def scan(source: dict) -> Scan:
                 out.quarantine.append(quarantine_row(source["name"], where, "bad_box",
                                                      "box coordinates are not numbers", scope="annotation"))
                 continue
-            problem_row = check_box(source, where, "", label, box) or check_label(source, where, "", label)
+            rid = record_id(source["name"], os.path.relpath(path, root))
+            problem_row = check_box(source, where, rid, label, box) or check_label(source, where, rid, label)
             if problem_row:
                 out.quarantine.append(problem_row)
                 continue
@@ -145,6 +147,9 @@ def scan(source: dict) -> Scan:
         for lab in labels:
             if lab not in entry["labels"]:
                 entry["labels"].append(lab)
+    for where, reason, problem, n in unresolved.values():
+        rows_note = f" ({n} rows)" if n > 1 else ""
+        out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
     for path, entry in by_image.items():
         if not entry["labels"] and not opts.box_columns and opts.empty_labels == "quarantine":
             out.quarantine.append(quarantine_row(

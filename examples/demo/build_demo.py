@@ -1,0 +1,148 @@
+"""Build the demo loom from real medical images that ship inside pip packages, then print its summary.
+
+Sources: pydicom / pydicom-data DICOM (CR chest and leg radiographs, CT, MR, ultrasound, plus files that
+must be quarantined: truncated, JPEG-LS without a decoder, a segmentation object), scikit-image's
+`retina.jpg` (fundus) and `ihc.png` (pathology), and nilearn's MNI152 brain template sliced axially with
+a brain mask. Usage: python examples/demo/build_demo.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        shutil.copyfile(src, dst)
+
+
+def gather(out: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+    import skimage
+    from nilearn import datasets
+    from pydicom.data import get_testdata_file
+
+    data = out / "data"
+    dicom = {
+        "chest": ["RG1_UNCR.dcm"],  # CR chest, MONOCHROME1
+        "leg": ["RG3_UNCR.dcm"],  # CR extremity
+        "ct": ["693_UNCR.dcm", "CT_small.dcm", "eCT_Supplemental.dcm"],
+        "mr": ["MR2_UNCR.dcm", "emri_small.dcm", "MR_small.dcm"],  # emri_small: 10 frames
+        "ultrasound": ["US1_UNCR.dcm", "OBXXXX1A_2frame.dcm"],
+        # real files that cannot become images here, kept to show the quarantine at work
+        "problems": ["MR_truncated.dcm", "emri_small_jpeg_ls_lossless.dcm", "liver.dcm"],
+    }
+    for folder, names in dicom.items():
+        for name in names:
+            link(Path(get_testdata_file(name)), data / "dicom" / folder / name)
+    skdata = Path(skimage.__file__).parent / "data"
+    link(skdata / "retina.jpg", data / "fundus" / "normal" / "retina.jpg")
+    link(skdata / "ihc.png", data / "pathology" / "ihc" / "ihc.png")
+    brain = data / "mni152" / "mni152_t1.nii.gz"
+    mask = data / "mni152_masks" / "mni152_t1.nii.gz"
+    if not brain.exists() or not mask.exists():
+        template = datasets.load_mni152_template(resolution=2)
+        brain.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(template, brain)
+        brain_mask = datasets.load_mni152_brain_mask(resolution=2)
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.asarray(brain_mask.dataobj).astype(np.uint8), template.affine), mask)
+
+
+RECIPE = """\
+# The medloom demo: real medical images from pip packages (see examples/demo/build_demo.py).
+name: medloom-demo
+loom: ./loom
+salt: medloom-demo-salt
+sources:
+  - name: cr-chest
+    reader: dicom
+    path: data/dicom/chest
+    task: disease
+    description: computed radiograph of the chest (pydicom-data RG1)
+    license: MIT
+  - name: cr-leg
+    reader: dicom
+    path: data/dicom/leg
+    anatomy: lower limb
+    task: disease
+    description: computed radiograph of the leg (pydicom-data RG3)
+    license: MIT
+  - name: ct
+    reader: dicom
+    path: data/dicom/ct
+    anatomy: abdomen
+    task: disease
+    window: abdomen
+    license: MIT
+  - name: mr
+    reader: dicom
+    path: data/dicom/mr
+    task: disease
+    license: MIT
+  - name: ultrasound
+    reader: dicom
+    path: data/dicom/ultrasound
+    task: disease
+    license: MIT
+  - name: dicom-problems
+    reader: dicom
+    path: data/dicom/problems
+    task: disease
+    description: real DICOM files that cannot be ingested here, quarantined with reasons
+    license: MIT
+  - name: fundus
+    reader: imagefolder
+    path: data/fundus
+    modality: fundus photography
+    anatomy: eye
+    task: disease
+    description: scikit-image retina.jpg
+    license: CC0
+  - name: pathology
+    reader: imagefolder
+    path: data/pathology
+    modality: pathology
+    anatomy: cell
+    task: cell type
+    description: scikit-image ihc.png (immunohistochemistry)
+    license: CC0
+  - name: mni152
+    reader: nifti
+    path: data/mni152
+    masks_dir: ../mni152_masks
+    mask_label: brain
+    only_mask_slices: true
+    stride: 8
+    axis: axial
+    modality: MRI
+    anatomy: brain
+    task: organ segmentation
+    description: MNI152 T1 template (nilearn), axial slices with the brain mask as ROI
+    license: other
+"""
+
+
+def main() -> int:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "demo").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    gather(out)
+    recipe = out / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    medloom = [sys.executable, "-m", "medloom.cli"]
+    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120")}
+    subprocess.run([*medloom, "ingest", str(recipe)], check=True, env=env)
+    subprocess.run([*medloom, "stats", str(out / "loom")], check=True, env=env)
+    print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\n"
+          f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from medloom.catalog import connect
+from medloom.ingest import ingest
+from medloom.recipe import load_recipe
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def fixture_dir(*parts: str) -> Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared fixtures not present: {path}")
+    return path
+
+
+def write_recipe(folder: Path, sources: list[dict], **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"name": "test", "loom": "./loom", "salt": "test-salt", **extra,
+                                    "sources": sources}, sort_keys=False))
+    return path
+
+
+def run_ingest(recipe: Path, workers: int = 1, **kw):
+    loaded = load_recipe(recipe)
+    reports = ingest(loaded, workers=workers, quiet=True, **kw)
+    return loaded.loom, {r.name: r for r in reports}
+
+
+def rows(loom: Path, sql: str) -> list[dict]:
+    cur = connect(loom).execute(sql)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB", fmt: str | None = None) -> Path:
+    """A smooth random image (gradients plus noise) so that hashes differ per seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (xx * rng.uniform(0.5, 3) + yy * rng.uniform(0.5, 3) + rng.normal(0, 20, (h, w))) % 256
+    arr = np.stack([base, np.roll(base, 7, axis=1), 255 - base], axis=-1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(arr)
+    (im.convert("L") if mode == "L" else im).save(path, fmt)
+    return path
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())

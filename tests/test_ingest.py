@@ -1,0 +1,159 @@
+"""Ingest behaviour: accounting, quarantine, resumption, stable ids, parallel equality."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image, rows, run_ingest, write_recipe
+from medloom.catalog import read_manifest
+
+
+def classes_dataset(root: Path, n: int, size=(48, 40)) -> Path:
+    for i in range(n):
+        split = ("train", "val", "test")[i % 3]
+        make_image(root / split / ("normal", "pneumonia")[i % 2] / f"img{i:04d}.png", size=size, seed=i)
+    return root
+
+
+def source(path, **kw):
+    return dict(name="cxr", reader="imagefolder", path=str(path), modality="CXR", anatomy="chest", task="disease",
+                license="CC BY 4.0", **kw)
+
+
+def test_imagefolder_splits_labels_and_accounting(tmp_path):
+    classes_dataset(tmp_path / "data", 30)
+    (tmp_path / "data" / "train" / "README.md").write_text("notes")
+    loom, reports = run_ingest(write_recipe(tmp_path, [source(tmp_path / "data")]))
+    r = reports["cxr"]
+    assert (r.records, r.inputs, r.quarantined_inputs, r.filtered) == (30, 31, 0, {"not an image file": 1})
+    got = rows(loom, "SELECT source_split, labels, modality, commercial_use, label_space FROM records")
+    assert {g["source_split"] for g in got} == {"train", "val", "test"}
+    assert {g["labels"][0] for g in got} == {"normal", "pneumonia"}
+    assert {g["modality"] for g in got} == {"X-ray"} and all(g["commercial_use"] for g in got)
+    assert got[0]["label_space"] == ["normal", "pneumonia"]
+
+
+def test_bad_inputs_are_quarantined_not_fatal(tmp_path):
+    data = tmp_path / "data"
+    classes_dataset(data, 6)
+    (data / "train" / "normal" / "text.png").write_text("this is not a png")
+    good = (data / "train" / "normal" / "img0000.png").read_bytes()
+    (data / "train" / "normal" / "cut.png").write_bytes(good[: len(good) // 2])
+    make_image(data / "train" / "normal" / "huge.png", size=(400, 300), seed=99)
+    (data / "stray.png").write_bytes(good)
+    loom, reports = run_ingest(write_recipe(tmp_path, [source(data, max_pixels=100_000)]))
+    q = {Path(x["path"]).name: x["reason"] for x in rows(loom, "SELECT * FROM quarantine")}
+    assert q == {"text.png": "unreadable", "cut.png": "truncated", "huge.png": "decompression_bomb",
+                 "stray.png": "no_class_folder"}
+    r = reports["cxr"]
+    assert r.records == 6 and r.inputs == r.records + r.quarantined_inputs + sum(r.filtered.values())
+
+
+def test_labels_outside_the_space_and_zero_area_boxes(tmp_path):
+    data = tmp_path / "yolo"
+    for i in range(3):
+        make_image(data / "images" / "train" / f"p{i}.jpg", size=(80, 60), seed=i)
+    (data / "labels" / "train").mkdir(parents=True)
+    (data / "labels" / "train" / "p0.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.3 0.2 0.2 0.4\n")
+    (data / "labels" / "train" / "p1.txt").write_text("0 0.5 0.5 0 0.2\n5 0.5 0.5 0.1 0.1\n")
+    (data / "data.yaml").write_text("path: .\ntrain: images/train\nnames: {0: polyp, 1: adenoma}\n")
+    (data / "classes.txt").write_text("polyp\nhyperplastic\n")
+    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
+        name="poly", reader="yolo", path=str(data), modality="endoscopy", anatomy="colon",
+        task="lesion detection")]))
+    recs = {Path(r["uri"]).name: r for r in rows(loom, "SELECT * FROM records")}
+    assert len(recs) == 3 and recs["p2.jpg"]["rois"] == [] and recs["p0.jpg"]["source_split"] == "train"
+    boxes = {r["label"]: [round(v, 3) for v in r["bbox"]] for r in recs["p0.jpg"]["rois"]}
+    assert boxes == {"polyp": [0.4, 0.4, 0.6, 0.6], "adenoma": [0.1, 0.1, 0.3, 0.4]}  # polygon -> box
+    reasons = sorted(x["reason"] for x in rows(loom, "SELECT reason FROM quarantine"))
+    assert reasons == ["class_list_conflict", "label_outside_space", "zero_area_box"]
+    assert reports["poly"].quarantined_inputs == 0 and reports["poly"].annotation_problems == 2
+
+
+def test_csv_resolution_by_basename_and_ambiguity(tmp_path):
+    data = tmp_path / "data"
+    make_image(data / "batch1" / "a.png", seed=1)
+    make_image(data / "batch2" / "b.png", seed=2)
+    make_image(data / "batch3" / "b.png", seed=3)
+    make_image(data / "batch1" / "c.png", seed=4)
+    (data / "labels.csv").write_text("file,finding,pid\na.png,Effusion|Mass,p1\nb.png,No Finding,p2\n"
+                                     "batch1/c.png,Mass,p3\nd.png,Mass,p4\n")
+    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
+        name="nih", reader="csv", path=str(data), csv="labels.csv", image_column="file", label_column="finding",
+        label_separator="|", patient_column="pid", modality="X-ray", anatomy="chest", task="disease")]))
+    recs = {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
+    assert recs["batch1/a.png"]["labels"] == ["Effusion", "Mass"] and recs["batch1/a.png"]["patient_id"] == "p1"
+    assert set(recs) == {"batch1/a.png", "batch1/c.png"}
+    q = {x["reason"]: x["message"] for x in rows(loom, "SELECT * FROM quarantine")}
+    assert "batch2/b.png" in q["ambiguous_basename"] and "batch3/b.png" in q["ambiguous_basename"]
+    assert "d.png" in q["missing_file"]
+
+
+def test_rerun_does_no_decoding_and_picks_up_changes(tmp_path):
+    data = classes_dataset(tmp_path / "data", 60)
+    recipe = write_recipe(tmp_path, [source(data)], part_size=8)
+    loom, first = run_ingest(recipe)
+    assert first["cxr"].parts_decoded == first["cxr"].parts > 2
+    ids = [r["id"] for r in rows(loom, "SELECT id FROM records ORDER BY id")]
+    loom, again = run_ingest(recipe)
+    assert again["cxr"].parts_decoded == 0
+    assert [r["id"] for r in rows(loom, "SELECT id FROM records ORDER BY id")] == ids
+    make_image(data / "train" / "normal" / "new.png", seed=1000)
+    loom, changed = run_ingest(recipe)
+    assert changed["cxr"].parts_decoded == 1 and changed["cxr"].records == 61
+    # ids do not depend on where the data or the loom live
+    other = tmp_path / "elsewhere"
+    os.rename(data, other)
+    loom2, _ = run_ingest(write_recipe(tmp_path / "second", [source(other)], part_size=8))
+    assert [r["id"] for r in rows(loom2, "SELECT id FROM records ORDER BY id")] == sorted(ids + ["cxr/train/normal/new_png"])
+    parts = list((loom / "catalog" / "records" / "cxr").iterdir())
+    assert len(parts) == len(read_manifest(loom)["sources"]["cxr"]["parts"])  # stale parts removed
+
+
+def test_two_workers_give_the_same_catalog(tmp_path):
+    data = classes_dataset(tmp_path / "data", 40)
+    loom1, _ = run_ingest(write_recipe(tmp_path / "one", [source(data)], part_size=4), workers=1)
+    loom2, _ = run_ingest(write_recipe(tmp_path / "two", [source(data)], part_size=4), workers=2)
+    sql = "SELECT id, pixel_hash, phash, labels, width FROM records ORDER BY id"
+    assert rows(loom1, sql) == rows(loom2, sql)
+
+
+def test_sigkill_mid_ingest_then_resume(tmp_path):
+    data = classes_dataset(tmp_path / "data", 400, size=(96, 96))
+    recipe = write_recipe(tmp_path, [source(data)], part_size=4)
+    parts_dir = tmp_path / "loom" / "catalog" / "records" / "cxr"
+    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--workers", "1", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if parts_dir.is_dir() and len(list(parts_dir.glob("part-*.parquet"))) >= 5:
+            break
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.fail("ingest finished before it could be killed; make the dataset larger")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    written = len(list(parts_dir.glob("part-*.parquet")))
+    assert 0 < written
+    loom, reports = run_ingest(recipe)
+    assert reports["cxr"].parts_decoded <= reports["cxr"].parts - written + 1  # finished parts were reused
+    ids = [r["id"] for r in rows(loom, "SELECT id FROM records")]
+    assert len(ids) == len(set(ids)) == 400
+    assert not [p for p in parts_dir.iterdir() if ".tmp" in p.name]
+
+
+def test_unreadable_source_does_not_stop_the_others(tmp_path):
+    classes_dataset(tmp_path / "data", 4)
+    (tmp_path / "broken").mkdir()
+    loom, reports = run_ingest(write_recipe(tmp_path, [source(tmp_path / "data"), dict(
+        name="coco", reader="coco", path=str(tmp_path / "broken"), annotations="missing.json",
+        modality="CT", anatomy="lung", task="lesion detection")]))
+    assert reports["cxr"].records == 4
+    assert reports["coco"].error and "missing.json" in reports["coco"].error
+    assert rows(loom, "SELECT reason FROM quarantine")[0]["reason"] == "source_unreadable"

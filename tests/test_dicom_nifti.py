@@ -3,9 +3,8 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from pydicom.data import get_testdata_file
-
 from conftest import rows, run_ingest, write_recipe
+from pydicom.data import get_testdata_file
 
 
 @pytest.fixture(scope="module")

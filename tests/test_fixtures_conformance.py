@@ -4,7 +4,6 @@ import shutil
 from collections import Counter
 
 import pytest
-
 from conftest import fixture_dir, load_json, make_image, rows, run_ingest, write_recipe
 
 

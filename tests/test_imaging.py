@@ -6,8 +6,7 @@ import pytest
 import skimage
 from PIL import Image
 
-from medloom.imaging import (DecodeError, image_facts, mask_regions, open_image, phash_image, rle_decode,
-                             window_to_uint8)
+from medloom.imaging import DecodeError, image_facts, mask_regions, open_image, phash_image, rle_decode, window_to_uint8
 
 RETINA = Path(skimage.__file__).parent / "data" / "retina.jpg"
 IHC = Path(skimage.__file__).parent / "data" / "ihc.png"

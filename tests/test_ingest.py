@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image, rows, run_ingest, write_recipe
+
 from medloom.catalog import read_manifest
 
 

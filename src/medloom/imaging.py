@@ -11,8 +11,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import xxhash
-from PIL import Image, ImageFile
+from PIL import Image
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".jp2", ".j2k"}
@@ -105,13 +106,25 @@ def hash_buffer(buffer, header: str) -> str:
     return h.hexdigest()
 
 
+def pixel_buffer(im: Image.Image):
+    """The decoded pixels without a copy where Pillow can export them (Arrow C interface).
+
+    Pillow keeps RGB as RGBX with X = 255; the fallback (images stored in several blocks) produces the
+    same bytes, so a hash never depends on which path was taken.
+    """
+    try:
+        return pa.array(im).buffers()[-1]
+    except (ValueError, TypeError, pa.ArrowException):
+        return im.tobytes("raw", "RGBX") if im.mode == "RGB" else im.tobytes()
+
+
 def image_facts(im: Image.Image) -> PixelFacts:
-    """Facts from a decoded Pillow image (one pass over the pixels for the hash)."""
+    """Facts from a decoded Pillow image (one read of the pixels for the hash, one for the phash)."""
     return PixelFacts(
         width=im.width,
         height=im.height,
         channels=len(im.getbands()),
-        pixel_hash=hash_buffer(im.tobytes(), f"{im.mode}:{im.width}x{im.height}"),
+        pixel_hash=hash_buffer(pixel_buffer(im), f"{im.mode}:{im.width}x{im.height}"),
         phash=phash_image(im),
     )
 

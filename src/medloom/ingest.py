@@ -19,14 +19,14 @@ from . import catalog
 from .engine import make_executor
 from .engine.progress import progress_bar
 from .imaging import DecodeError
-from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .recipe import LoadedRecipe
+from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader
 from .sources.base import TASK_SCHEMA, Scan
 
 READER_VERSION = "1"  # bump to invalidate every part when decoding changes
 PART_SIZE = {"dicom": 16, "nifti": 1}
-DEFAULT_PART_SIZE = 256
+DEFAULT_PART_SIZE = 64
 
 
 @dataclass

@@ -25,6 +25,9 @@ NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
               "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR"}
 
 
+NUMERIC_TAGS = frozenset({"PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"})
+
+
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     window: str | tuple[float, float] | None = None  # a preset (lung, brain, bone, ...) or [center, width]
@@ -101,8 +104,7 @@ def _meta(ds) -> dict:
                 "Manufacturer"):
         value = ds.get(tag)
         if value is not None and value != "":
-            meta[tag] = [float(v) for v in value] if tag.endswith(("Spacing", "Patient")) and tag != \
-                "PatientOrientation" else str(value)
+            meta[tag] = [float(v) for v in value] if tag in NUMERIC_TAGS else str(value)
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if ts:
         meta["TransferSyntaxUID"] = str(ts)

@@ -139,6 +139,9 @@ def main() -> int:
     env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120")}
     subprocess.run([*medloom, "ingest", str(recipe)], check=True, env=env)
     subprocess.run([*medloom, "stats", str(out / "loom")], check=True, env=env)
+    print("quarantined inputs:")
+    subprocess.run([*medloom, "query", str(out / "loom"),
+                    "SELECT source, path, reason, message FROM quarantine ORDER BY source, path"], check=True, env=env)
     print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\n"
           f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"")
     return 0

@@ -139,6 +139,18 @@ def check_label(source: dict, path: str, rid: str, label: str) -> dict | None:
     return None
 
 
+def add_box(scan: Scan, source: dict, where: str, rid: str, label: str, box: list[float], normalized: bool,
+            rois: list[dict], labels: list[str]) -> None:
+    """Keep a box (and its label) if it has area and its label is in the space; else quarantine it."""
+    problem = check_box(source, where, rid, label, box) or check_label(source, where, rid, label)
+    if problem:
+        scan.quarantine.append(problem)
+        return
+    rois.append({"label": label, "bbox": box, "normalized": normalized})
+    if label not in labels:
+        labels.append(label)
+
+
 def normalise_rois(task: dict, source: dict, width: int, height: int) -> tuple[list[dict], list[dict]]:
     """Task boxes -> record ROIs in normalised units, clipped; boxes outside the image are quarantined."""
     rois, problems = [], []

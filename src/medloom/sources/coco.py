@@ -10,7 +10,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row, record_id
-from .base import Scan, basename_index, check_box, check_label, decode_image_file, make_task, resolve_file
+from .base import Scan, add_box, basename_index, decode_image_file, make_task, resolve_file
 from .splits import split_name
 
 
@@ -90,13 +90,6 @@ def scan(source: dict) -> Scan:
                     continue
                 label = source["label_map"].get(label, label)
                 x, y, w, h = (float(v) for v in ann["bbox"])
-                problem_row = check_box(source, rel, rid, label, [x, y, x + w, y + h]) or check_label(
-                    source, rel, rid, label)
-                if problem_row:
-                    out.quarantine.append(problem_row)
-                    continue
-                rois.append({"label": label, "bbox": [x, y, x + w, y + h], "normalized": False})
-                if label not in labels:
-                    labels.append(label)
+                add_box(out, source, rel, rid, label, [x, y, x + w, y + h], False, rois, labels)
             out.tasks.append(make_task(source, found, split=split, labels=labels, rois=rois))
     return out

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..records import quarantine_row, record_id
-from .base import Scan, basename_index, check_box, check_label, decode_image_file, make_task, resolve_file
+from .base import Scan, add_box, basename_index, decode_image_file, make_task, resolve_file
 from .splits import split_name
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
@@ -136,13 +136,7 @@ def scan(source: dict) -> Scan:
                                                      "box coordinates are not numbers", scope="annotation"))
                 continue
             rid = record_id(source["name"], os.path.relpath(path, root))
-            problem_row = check_box(source, where, rid, label, box) or check_label(source, where, rid, label)
-            if problem_row:
-                out.quarantine.append(problem_row)
-                continue
-            entry["rois"].append({"label": label, "bbox": box, "normalized": b.normalized})
-            if label not in entry["labels"]:
-                entry["labels"].append(label)
+            add_box(out, source, where, rid, label, box, b.normalized, entry["rois"], entry["labels"])
             continue
         for lab in labels:
             if lab not in entry["labels"]:

@@ -9,7 +9,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row, record_id
-from .base import Scan, basename_index, check_box, check_label, decode_image_file, make_task, resolve_file
+from .base import Scan, add_box, basename_index, decode_image_file, make_task, resolve_file
 from .splits import split_name
 
 
@@ -89,13 +89,7 @@ def scan(source: dict) -> Scan:
                                                      f"object {label!r} has a missing or non-numeric box",
                                                      scope="annotation", record_id=rid))
                 continue
-            problem_row = check_box(source, rel_xml, rid, label, box) or check_label(source, rel_xml, rid, label)
-            if problem_row:
-                out.quarantine.append(problem_row)
-                continue
-            rois.append({"label": label, "bbox": box, "normalized": False})
-            if label not in labels:
-                labels.append(label)
+            add_box(out, source, rel_xml, rid, label, box, False, rois, labels)
         stem = os.path.splitext(os.path.basename(found))[0]
         out.tasks.append(make_task(source, found, split=splits.get(stem, ""), labels=labels, rois=rois,
                                    fingerprint_extra=str(os.stat(os.path.join(ann_dir, name)).st_mtime_ns)))

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row, record_id
-from .base import Scan, check_box, check_label, decode_image_file, is_image_file, make_task, walk_files
+from .base import Scan, add_box, decode_image_file, is_image_file, make_task, walk_files
 from .splits import split_name
 
 
@@ -125,13 +125,7 @@ def scan(source: dict) -> Scan:
                     f"class id {cls} is outside the {len(names)} class names", scope="annotation", record_id=rid))
                 continue
             label = source["label_map"].get(names[cls], names[cls])
-            problem = check_box(source, where, rid, label, box) or check_label(source, where, rid, label)
-            if problem:
-                out.quarantine.append(problem)
-                continue
-            rois.append({"label": label, "bbox": box, "normalized": True})
-            if label not in labels:
-                labels.append(label)
+            add_box(out, source, where, rid, label, box, True, rois, labels)
         extra = str(os.stat(label_file).st_mtime_ns) if os.path.isfile(label_file) else ""
         out.tasks.append(make_task(source, image, uri=rel, split=split, labels=labels, rois=rois,
                                    fingerprint_extra=extra))

@@ -82,6 +82,8 @@ def test_query_formats(loom):
                                                     "-f", "csv").stdout)))
     assert table == [{"reason": "unreadable", "path": "cyst/bad.png"}]
     assert "kidney-ct/cyst/k0_png" in medloom("query", loom[0], "SELECT id FROM records").stdout
+    shown = medloom("query", loom[0], "SELECT 'pip install medloom[dicom-codecs]' AS hint").stdout
+    assert "medloom[dicom-codecs]" in shown  # user data is never read as rich markup
     bad = medloom("query", loom[0], "SELECT nope FROM records", check=False)
     assert bad.returncode == 2 and "SQL failed" in bad.stderr
 

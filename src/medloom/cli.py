@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_show_locals=False,
@@ -24,7 +25,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -78,14 +79,14 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
                 "parts decoded"):
         table.add_column(col, justify="left" if col in ("source", "reader") else "right")
     for r in reports:
-        table.add_row(r.name, r.reader, str(r.inputs), str(r.records), str(r.quarantined_inputs),
+        table.add_row(escape(r.name), r.reader, str(r.inputs), str(r.records), str(r.quarantined_inputs),
                       str(sum(r.filtered.values())), str(r.annotation_problems), f"{r.parts_decoded}/{r.parts}")
     out.print(table)
     quarantined = sum(r.quarantined_inputs for r in reports)
     problems = sum(r.quarantined_inputs + r.annotation_problems for r in reports)
     for r in reports:
         if r.error:
-            err.print(f"[yellow]warning:[/yellow] source {r.name}: {r.error}", highlight=False)
+            err.print(f"[yellow]warning:[/yellow] source {r.name}: {escape(r.error)}", highlight=False)
     if problems:
         reasons: dict[str, int] = {}
         for r in reports:
@@ -123,7 +124,7 @@ def stats(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Prin
         table.add_column(head)
         table.add_column("count", justify="right")
         for k, v in list(s[key].items())[:40]:
-            table.add_row(k, str(v))
+            table.add_row(escape(k), str(v))
         if len(s[key]) > 40:
             table.add_row(f"... {len(s[key]) - 40} more (see --json)", "")
         out.print(table)
@@ -166,7 +167,7 @@ def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over t
         table.add_column(c, overflow="fold")
     shown = rows if limit == 0 else rows[:limit]
     for r in shown:
-        table.add_row(*[json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v) for v in r])
+        table.add_row(*[escape(json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v)) for v in r])
     out.print(table)
     if len(shown) < len(rows):
         err.print(f"{len(rows)} rows, {len(shown)} shown (--limit 0 for all, or --format csv)")

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..imaging import DecodeError, array_facts, mask_regions, percentile_window, window_to_uint8
+from ..records import quarantine_row
 from .base import Scan, image_record, make_task, walk_files
 from .masks import Options as MaskOptions
 from .masks import mask_names
@@ -76,9 +77,8 @@ def scan(source: dict) -> Scan:
         base = root if os.path.isdir(root) else os.path.dirname(root)
         mask = _mask_for(path, base, opts) if (opts.masks_dir or opts.mask_pattern) else None
         if (opts.masks_dir or opts.mask_pattern) and mask is None and opts.only_mask_slices:
-            out.quarantine.append({"source": source["name"], "path": os.path.relpath(path, base),
-                                   "record_id": None, "stage": "scan", "scope": "input", "reason": "missing_mask",
-                                   "message": "only_mask_slices is set but no paired mask was found"})
+            out.quarantine.append(quarantine_row(source["name"], os.path.relpath(path, base), "missing_mask",
+                                                 "only_mask_slices is set but no paired mask was found"))
             continue
         out.tasks.append(make_task(source, path, uri=os.path.relpath(path, base),
                                    extra={"mask": mask} if mask else {},

@@ -89,7 +89,8 @@ def test_messy_label_csv(tmp_path, expected):
     facts = expected["bccd_imagefolder"]["labels_csv"]
     csv_path = fixture_dir("images", "bccd_imagefolder", "labels.csv")
     data = tmp_path / "data"
-    shutil.copy(csv_path, data / "labels.csv") if data.exists() else (data.mkdir(), shutil.copy(csv_path, data))
+    data.mkdir()
+    shutil.copy(csv_path, data / "labels.csv")
     values = [line.split(",")[1] for line in csv_path.read_text().splitlines()[1:]]
     for v in values:
         make_image(data / "JPEGImages" / f"BloodImage_{int(v):05d}.jpg", size=(16, 16), seed=int(v))

@@ -61,6 +61,8 @@ def fingerprint(path: str, *more: str) -> str:
 def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "", labels: Iterable[str] = (),
               rois: Iterable[dict] = (), patient_id: str = "", study_id: str = "",
               extra: dict | None = None, fingerprint_extra: str = "") -> dict:
+    """One task per input file. Annotations are part of the task (and so of its part key);
+    `fingerprint_extra` covers companion files the task only names, such as a paired mask."""
     uri = uri or Path(path).relative_to(source["root"]).as_posix()
     extra_json = json.dumps(extra or {}, sort_keys=True)
     return {

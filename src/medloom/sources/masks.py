@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..imaging import DecodeError, image_facts, mask_regions, open_image
 from ..records import quarantine_row
-from .base import Scan, image_record, is_image_file, make_task, walk_files
+from .base import Scan, fingerprint, image_record, is_image_file, make_task, walk_files
 
 
 class Options(BaseModel):
@@ -54,7 +54,7 @@ def scan(source: dict) -> Scan:
                 f"no mask for {p.name} in {opts.masks_dir}/" + (f" (pattern {opts.mask_pattern})" if opts.mask_pattern else "")))
             continue
         out.tasks.append(make_task(source, str(p), extra={"mask": mask},
-                                   fingerprint_extra=str(os.stat(mask).st_mtime_ns)))
+                                   fingerprint_extra=fingerprint(mask)))
     return out
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..imaging import DecodeError, array_facts, mask_regions, percentile_window, window_to_uint8
 from ..records import quarantine_row
-from .base import Scan, image_record, make_task, walk_files
+from .base import Scan, fingerprint, image_record, make_task, walk_files
 from .masks import Options as MaskOptions
 from .masks import mask_names
 from .windows import recipe_window
@@ -82,7 +82,7 @@ def scan(source: dict) -> Scan:
             continue
         out.tasks.append(make_task(source, path, uri=os.path.relpath(path, base),
                                    extra={"mask": mask} if mask else {},
-                                   fingerprint_extra=str(os.stat(mask).st_mtime_ns) if mask else ""))
+                                   fingerprint_extra=fingerprint(mask) if mask else ""))
     return out
 
 

@@ -91,6 +91,5 @@ def scan(source: dict) -> Scan:
                 continue
             add_box(out, source, rel_xml, rid, label, box, False, rois, labels)
         stem = os.path.splitext(os.path.basename(found))[0]
-        out.tasks.append(make_task(source, found, split=splits.get(stem, ""), labels=labels, rois=rois,
-                                   fingerprint_extra=str(os.stat(os.path.join(ann_dir, name)).st_mtime_ns)))
+        out.tasks.append(make_task(source, found, split=splits.get(stem, ""), labels=labels, rois=rois))
     return out

@@ -126,7 +126,5 @@ def scan(source: dict) -> Scan:
                 continue
             label = source["label_map"].get(names[cls], names[cls])
             add_box(out, source, where, rid, label, box, True, rois, labels)
-        extra = str(os.stat(label_file).st_mtime_ns) if os.path.isfile(label_file) else ""
-        out.tasks.append(make_task(source, image, uri=rel, split=split, labels=labels, rois=rois,
-                                   fingerprint_extra=extra))
+        out.tasks.append(make_task(source, image, uri=rel, split=split, labels=labels, rois=rois))
     return out

@@ -7,7 +7,7 @@ retina photograph with per-image shifts, colour changes and noise), in one run:
   hand-written   Pillow open + load, hashlib.sha256 of the pixel bytes, imagehash.phash
   medloom        `medloom ingest` (scan, decode, xxh3-128 pixel hash, phash, Parquet parts), 1 and 2 workers
 
-Usage: python benchmarks/ingest.py [--n 2500] [--data benchmarks/.data]
+Usage: python benchmarks/ingest.py [--n 5000] [--data benchmarks/.data]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def medloom_ingest(folder: Path, n: int, workers: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=2500, help="images per set (two sets)")
+    ap.add_argument("--n", type=int, default=5000, help="images per set (two sets)")
     ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
     args = ap.parse_args()
     sets = {"JPEG 1024x768": ("jpg", (1024, 768)), "PNG 512x512": ("png", (512, 512))}

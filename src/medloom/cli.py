@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -195,6 +196,85 @@ def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record i
     record["quarantine"] = [dict(zip(["reason", "message"], r)) for r in con.execute(
         "SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()]
     sys.stdout.write(json.dumps(record, indent=1, default=str) + "\n")
+
+
+def parse_bytes(text: str) -> int:
+    """'500MB', '1.5GiB', '2e9' or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text)
+    if not match:
+        raise typer.BadParameter(f"{text!r}: give a size such as 500MB, 2GiB or 1000000")
+    number, unit, binary = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+
+
+@app.command("export")
+def export_cmd(loom: Loom,
+               fmt: Annotated[str, typer.Option("--format", "-f", help="webdataset (tar shards) | parquet")] = "webdataset",
+               out_dir: Annotated[Path | None, typer.Option(
+                   "--out", "-o", help="Output folder (default: LOOM/exports/FORMAT).")] = None,
+               shard_size: Annotated[int, typer.Option(help="Samples per shard at most.")] = 5000,
+               shard_bytes: Annotated[str, typer.Option(help="Bytes per shard at most, e.g. 500MB or 1GiB.")] = "500MB",
+               max_side: Annotated[int | None, typer.Option(
+                   help="Shrink so the longer side is at most PX (aspect kept, Lanczos).")] = None,
+               image_format: Annotated[str, typer.Option(
+                   help="jpg | png | keep (copy JPEG or PNG files as they are when possible).")] = "jpg",
+               quality: Annotated[int, typer.Option(help="JPEG quality.", min=1, max=100)] = 90,
+               where: Annotated[str | None, typer.Option(
+                   help="SQL condition on the records view, e.g. \"modality = 'CT'\".")] = None,
+               workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+               overwrite: Annotated[bool, typer.Option(help="Replace a different export already in the folder.")] = False,
+               as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+               quiet: Quiet = False) -> None:
+    """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run."""
+    from .export import ExportError, ExportOptions, export
+
+    loom = resolve_loom(loom)
+    options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
+                            shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite)
+    target = out_dir or loom / "exports" / fmt
+    try:
+        report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json)
+    except (ExportError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
+        return
+    state = "up to date, nothing written" if report.up_to_date else f"{report.shards_written} shard(s) written"
+    out.print(f"export {fmt}: in {report.inputs} = exported {report.exported} + filtered {report.filtered} + "
+              f"quarantined {report.quarantined}; {report.shards} shard(s), {state}", highlight=False)
+    for split, n in report.splits.items():
+        out.print(f"  {escape(split)}: {n} samples", highlight=False)
+    if report.reasons:
+        err.print("[yellow]warning:[/yellow] quarantined at render: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) +
+                  f" (details in {report.out / 'quarantine.jsonl'})", highlight=False)
+    out.print(f"export: {report.out}", highlight=False)
+
+
+@app.command()
+def verify(directory: Annotated[Path, typer.Argument(help="An export folder (or any folder of WebDataset tars).")],
+           as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
+    """Check every shard against the export manifest (counts, sizes, sha256) and the format rules."""
+    from .export.verify import verify as run
+
+    report = run(directory)
+    if as_json:
+        sys.stdout.write(json.dumps({"folder": str(report.folder), "format": report.format, "shards": report.shards,
+                                     "samples": report.samples, "ok": report.ok, "problems": report.problems,
+                                     "notes": report.notes}, indent=1) + "\n")
+    else:
+        for note in report.notes:
+            err.print(f"note: {escape(note)}", highlight=False)
+        for problem in report.problems[:200]:
+            err.print(f"[red]problem:[/red] {escape(problem)}", highlight=False)
+        if len(report.problems) > 200:
+            err.print(f"... {len(report.problems) - 200} more problems (see --json)")
+        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        out.print(f"{directory}: {report.format}, {report.shards} shard(s), {report.samples} samples: {verdict}",
+                  highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Decode, window, hash: everything that touches pixels at ingest.
+"""Decode, window, hash, resize, encode: everything that touches pixels.
 
 Each image is decoded once; the decoded pixels give width, height, a 128-bit content hash (xxh3-128
 of the raw pixel buffer plus its shape and type, so equal pixels in a PNG and a lossless TIFF hash
@@ -7,7 +7,11 @@ the same) and a 64-bit DCT perceptual hash compatible in construction with `imag
 
 from __future__ import annotations
 
+import io
+import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +23,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".jp2", ".j2k"}
 )
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own hard limit (2x MAX_IMAGE_PIXELS)
+# shrink by box reduction (or JPEG DCT scaling) only down to this multiple of the target size, then Lanczos
+REDUCING_GAP = 2.0
 
 
 class DecodeError(Exception):
@@ -45,18 +51,13 @@ _DCT8 = np.cos(np.pi * np.arange(8)[:, None] * (2 * _N[None, :] + 1) / 64).astyp
 _BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
-def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open and fully decode an image file, mapping every failure to a DecodeError reason."""
+@contextmanager
+def decode_errors() -> Iterator[None]:
+    """Map every way Pillow fails on a file to a DecodeError with a stable reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            w, h = im.size
-            if w * h > max_pixels:
-                raise DecodeError("decompression_bomb",
-                                  f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}; raise "
-                                  "`max_pixels` in the source if the image is genuine")
-            im.load()
+            yield
     except DecodeError:
         raise
     except FileNotFoundError as e:
@@ -72,7 +73,63 @@ def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise DecodeError("unreadable", text) from None
     except (ValueError, SyntaxError, EOFError) as e:
         raise DecodeError("unreadable", f"{type(e).__name__}: {e}") from None
+
+
+def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Image.Image:
+    """Open and fully decode an image file, mapping every failure to a DecodeError reason.
+
+    With `max_side`, a JPEG is decoded at a reduced scale in the DCT domain (no smaller than twice the
+    target, so the final Lanczos step still has pixels to average); other formats decode in full.
+    """
+    with decode_errors():
+        im = Image.open(path)
+        w, h = im.size
+        if w * h > max_pixels:
+            raise DecodeError("decompression_bomb",
+                              f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}; raise "
+                              "`max_pixels` in the source if the image is genuine")
+        if max_side and im.format == "JPEG" and max(w, h) > max_side:
+            scale = REDUCING_GAP * max_side / max(w, h)
+            im.draft(im.mode if im.mode in ("L", "RGB") else None, (math.ceil(w * scale), math.ceil(h * scale)))
+        im.load()
     return im
+
+
+def display_image(im: Image.Image) -> Image.Image:
+    """An 8-bit L or RGB image: 16-bit and float data by the documented percentile rule, alpha dropped."""
+    if im.mode in ("L", "RGB"):
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return Image.fromarray(to_uint8(np.asarray(im)))
+    if im.mode in ("1", "LA", "La") or (im.mode == "P" and len(im.getpalette() or []) <= 256 and _gray_palette(im)):
+        return im.convert("L")
+    return im.convert("RGB")
+
+
+def _gray_palette(im: Image.Image) -> bool:
+    palette = np.asarray(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    return bool(len(palette)) and bool((palette == palette[:, :1]).all())
+
+
+def fit(im: Image.Image, max_side: int | None) -> Image.Image:
+    """Shrink so the longer side is at most `max_side`, keeping the aspect ratio (Lanczos; never enlarges)."""
+    if not max_side or max(im.size) <= max_side:
+        return im
+    im = im.copy() if im.readonly else im
+    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    return im
+
+
+def encode(im: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    """JPEG (baseline, 4:2:0, `quality`) or PNG (lossless, zlib level 3) bytes."""
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        im.save(buf, "JPEG", quality=quality)
+    elif fmt == "png":
+        im.save(buf, "PNG", compress_level=3)
+    else:
+        raise ValueError(f"image format {fmt!r}: use jpg or png")
+    return buf.getvalue()
 
 
 def phash_gray32(gray: np.ndarray) -> int:

@@ -227,7 +227,8 @@ def ingest_source(loom: Path, source: dict, executor, manifest: dict, part_size:
     scan_entry = catalog.write_table(scan_table, qdir / f"scan-{scan_key}.parquet")
     ordered = [entries[i] for i in range(len(parts))]
     manifest["sources"][source["name"]] = {
-        "reader": source["reader"], "root": source["root"], "parts": ordered, "scan_quarantine": scan_entry,
+        "reader": source["reader"], "root": source["root"], "max_pixels": source.get("max_pixels"),
+        "parts": ordered, "scan_quarantine": scan_entry,
         "filtered": scan.filtered, "error": report.error,
     }
     catalog.remove_stale(loom, source["name"], {e["records"]["file"] for e in ordered} |

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -14,8 +14,9 @@ from .stages import run_stage
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, preload: Sequence[str] = ("medloom.ingest",)):
         self.workers = max(1, workers)
+        self.preload = list(preload)
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> LocalExecutor:
@@ -23,7 +24,7 @@ class LocalExecutor:
             # forkserver: workers start from a clean process, so no lock held by a progress-bar thread
             # in the parent can be inherited
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["medloom.ingest"])
+            ctx.set_forkserver_preload(self.preload)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return self
 
@@ -31,7 +32,20 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def map(self, stage: str, parts: Sequence[Any], settings: dict) -> Iterator[tuple[int, Any]]:
+    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False) -> Iterator[tuple[int, Any]]:
+        """Results as (index, result). `parts` may be a generator: it is drawn only as workers free up.
+
+        With `ordered`, results come in input order (finished parts wait in a buffer of at most 2x workers).
+        """
+        if ordered and self._pool is not None:
+            waiting: dict[int, Any] = {}
+            expected = 0
+            for i, result in self.map(stage, parts, settings):
+                waiting[i] = result
+                while expected in waiting:
+                    yield expected, waiting.pop(expected)
+                    expected += 1
+            return
         if self._pool is None:
             for i, part in enumerate(parts):
                 yield i, run_stage(stage, part, settings)
@@ -52,7 +66,8 @@ class LocalExecutor:
                 yield pending.pop(fut), fut.result()
 
 
-def make_executor(workers: int | None = None, kind: str = "local") -> LocalExecutor:
+def make_executor(workers: int | None = None, kind: str = "local",
+                  preload: Sequence[str] = ("medloom.ingest",)) -> LocalExecutor:
     if kind != "local":
         raise ValueError(f"executor {kind!r} is not available yet; use 'local'")
-    return LocalExecutor(workers if workers else (os.cpu_count() or 1))
+    return LocalExecutor(workers if workers else (os.cpu_count() or 1), preload)

@@ -7,6 +7,7 @@ from typing import Any
 
 STAGES = {
     "ingest.decode": "medloom.ingest:decode_part",
+    "export.render": "medloom.export.render:render_part",
 }
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..imaging import DecodeError, array_facts, percentile_window, window_to_uint8
+from ..records import NO_RENDER
 from ..vocab import default_vocabulary
 from .base import Scan, image_record, make_task, walk_files
 from .windows import recipe_window
@@ -119,15 +120,63 @@ def _frames(n: int, mode: str) -> list[int]:
     return {"first": [0], "middle": [n // 2]}.get(mode, list(range(n)))
 
 
-def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
+def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | None = None,
+                  stored: dict | None = None) -> tuple[np.ndarray, dict]:
+    """One frame as 8-bit pixels a person would see, and the render settings that produced it.
+
+    At ingest the window is chosen (recipe, tags, VOI LUT, percentiles); at export the `stored` render
+    settings of the record are applied again, so the exported image is the one that was hashed.
+    """
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(raw, ds)
+        rendered = (rgb >> 8).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+        return rendered, {**NO_RENDER, "window_source": "palette"}
+    if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
+        rendered = raw if raw.dtype == np.uint8 else (raw >> (int(ds.BitsStored) - 8)).astype(np.uint8)
+        return rendered, dict(NO_RENDER)
+    values = apply_modality_lut(raw, ds)
+    if stored is not None:
+        center, width, wsource = stored["window_center"], stored["window_width"], stored["window_source"]
+        if wsource == "voi_lut":
+            values = apply_voi_lut(values, ds)
+    elif window:
+        center, width, wsource = window
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width, wsource = _first(ds.WindowCenter), _first(ds.WindowWidth), "tags"
+    elif "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds)
+        center, width = float(values.min() + values.max()) / 2, float(max(values.max() - values.min(), 1))
+        wsource = "voi_lut"
+    else:
+        (center, width), wsource = percentile_window(values), "percentiles"
+    invert = photometric == "MONOCHROME1"
+    return window_to_uint8(values, center, width, invert), {
+        "window_center": center, "window_width": width, "window_source": wsource, "invert": invert,
+        "axis": -1, "volume": -1}
+
+
+def render(record: dict, path: str, cache: dict) -> np.ndarray:
+    """The record's frame with its stored window (the export half of `decode`)."""
+    if cache.get("path") != path:
+        ds = _read(path)
+        arr = _pixels(ds)
+        cache.clear()
+        cache.update(path=path, ds=ds, arr=arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None])
+    ds, arr = cache["ds"], cache["arr"]
+    index = max(record["frame"], 0)
+    if index >= len(arr):
+        raise DecodeError("missing_frame", f"frame {index} requested, the file now has {len(arr)}")
+    return display_frame(ds, arr[index], stored=record["render"])[0]
+
+
+def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
     ds = _read(task["path"])
     arr = _pixels(ds)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if n_frames == 1:
         arr = arr[None]
     vocab = default_vocabulary()
@@ -143,31 +192,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     for index in _frames(n_frames, opts.frames):
         raw = arr[index]
         frame = index if n_frames > 1 else -1
-        if photometric == "PALETTE COLOR":
-            rgb = apply_color_lut(raw, ds)
-            rendered = (rgb >> 8).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
-            render = {"window_center": None, "window_width": None, "window_source": "palette", "invert": False,
-                      "axis": -1, "volume": -1}
-        elif samples == 3:
-            rendered = raw if raw.dtype == np.uint8 else (raw >> (int(ds.BitsStored) - 8)).astype(np.uint8)
-            render = {"window_center": None, "window_width": None, "window_source": "none", "invert": False,
-                      "axis": -1, "volume": -1}
-        else:
-            values = apply_modality_lut(raw, ds)
-            if fixed:
-                center, width, wsource = fixed
-            elif "WindowCenter" in ds and "WindowWidth" in ds:
-                center, width, wsource = _first(ds.WindowCenter), _first(ds.WindowWidth), "tags"
-            elif "VOILUTSequence" in ds:
-                values = apply_voi_lut(values, ds)
-                center, width = float(values.min() + values.max()) / 2, float(max(values.max() - values.min(), 1))
-                wsource = "voi_lut"
-            else:
-                (center, width), wsource = percentile_window(values), "percentiles"
-            invert = photometric == "MONOCHROME1"
-            rendered = window_to_uint8(values, center, width, invert)
-            render = {"window_center": center, "window_width": width, "window_source": wsource, "invert": invert,
-                      "axis": -1, "volume": -1}
+        rendered, render = display_frame(ds, raw, window=fixed)
         facts = array_facts(raw, rendered)
         records.append(image_record(task, facts, frame=frame, render=render, meta=meta, **fields))
     return records, []

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..imaging import DecodeError, image_facts, mask_regions, open_image
+from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, image_facts, mask_regions, open_image
 from ..records import quarantine_row
 from .base import Scan, fingerprint, image_record, is_image_file, make_task, walk_files
 
@@ -66,7 +66,7 @@ def mask_names(opts: Options, values: list[int]) -> dict[int, str]:
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
-    im = open_image(task["path"], source.get("max_pixels") or 178_956_970)
+    im = open_image(task["path"], source.get("max_pixels") or DEFAULT_MAX_PIXELS)
     mask_path = json.loads(task["extra"])["mask"]
     try:
         mask_im = open_image(mask_path, source.get("max_pixels") or 178_956_970)

@@ -100,6 +100,36 @@ def display(slice2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(slice2d.T[::-1, ::-1])
 
 
+def canonical_volume(img, volume: int) -> np.ndarray:
+    """The 3-D float volume in RAS+ canonical orientation (one volume of a 4-D file)."""
+    import nibabel as nib
+
+    try:
+        data = np.asarray(nib.as_closest_canonical(img).get_fdata(dtype=np.float32))
+    except Exception as e:
+        raise DecodeError("truncated" if "size" in str(e) or "EOF" in str(e) else "unreadable", str(e)) from None
+    if data.ndim == 4:
+        if not 0 <= volume < data.shape[3]:
+            raise DecodeError("no_such_volume", f"volume {volume} requested, file has {data.shape[3]}")
+        return data[..., volume]
+    if data.ndim != 3:
+        raise DecodeError("unsupported", f"expected a 3-D or 4-D volume, got shape {data.shape}")
+    return data
+
+
+def render(record: dict, path: str, cache: dict) -> np.ndarray:
+    """The record's slice with its stored window (the export half of `decode`); the volume is cached."""
+    settings = record["render"]
+    if cache.get("path") != (path, settings["volume"]):
+        cache.clear()
+        cache.update(path=(path, settings["volume"]), data=canonical_volume(_load(path), max(settings["volume"], 0)))
+    data, axis = cache["data"], settings["axis"]
+    if not 0 <= record["frame"] < data.shape[axis]:
+        raise DecodeError("missing_frame", f"slice {record['frame']} requested, the volume now has {data.shape[axis]}")
+    raw = display(np.take(data, record["frame"], axis=axis))
+    return window_to_uint8(raw, settings["window_center"], settings["window_width"])
+
+
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     import nibabel as nib
 
@@ -114,17 +144,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
                               f"mask {os.path.basename(mask_path)} has shape {mask_img.shape} and affine "
                               f"{np.round(mask_img.affine, 3).tolist()}; image has {img.shape} and "
                               f"{np.round(img.affine, 3).tolist()}")
-    canonical = nib.as_closest_canonical(img)
-    try:
-        data = np.asarray(canonical.get_fdata(dtype=np.float32))
-    except Exception as e:
-        raise DecodeError("truncated" if "size" in str(e) or "EOF" in str(e) else "unreadable", str(e)) from None
-    if data.ndim == 4:
-        if not 0 <= opts.volume < data.shape[3]:
-            raise DecodeError("no_such_volume", f"volume {opts.volume} requested, file has {data.shape[3]}")
-        data = data[..., opts.volume]
-    elif data.ndim != 3:
-        raise DecodeError("unsupported", f"expected a 3-D or 4-D volume, got shape {data.shape}")
+    data = canonical_volume(img, opts.volume)
     mask = np.asarray(nib.as_closest_canonical(mask_img).dataobj).astype(np.int32) if mask_img else None
     if mask is not None and mask.ndim == 4:
         mask = mask[..., 0]

@@ -1,0 +1,305 @@
+"""Export a loom to WebDataset or Parquet shards, with a manifest; resumable after a kill.
+
+The selection (`--where`) is ordered per split by a hash of the file name (a fixed pseudo-random
+order, so a shard mixes sources and classes; frames and slices of one file stay together), except
+that a few records that together have every kind of list field filled (ROIs, masks, labels) lead each
+split: readers that infer types from the first samples then see them typed.
+
+Workers render records part by part; the parent writes shards in order. Each shard is written under a
+temporary name; the manifest (updated after every shard) lists it with its size, sha256 and the
+position in the split's order where it ends, and only then is the shard renamed into place. A run
+that was killed resumes after the last listed shard; listed shards are not rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from .. import __version__, catalog
+from ..engine import make_executor
+from ..engine.progress import progress_bar
+from ..imaging import DEFAULT_MAX_PIXELS
+from .parquet import ParquetShardWriter
+from .render import RENDERED_READERS, sample_json
+from .webdataset import TarShardWriter, temporary
+
+FORMATS = {"webdataset": "tar", "parquet": "parquet"}
+MANIFEST = "manifest.json"
+BATCH = 32  # records per worker task
+TAR_RECORD = 10240  # tar archives are padded to a multiple of this
+DEFAULT_SPLIT = "train"  # records whose source defines no split
+
+
+class ExportError(Exception):
+    """A problem with the request (bad --where, an occupied folder); the message says what to do."""
+
+
+@dataclass
+class ExportOptions:
+    format: str = "webdataset"
+    image_format: str = "jpg"  # jpg | png | keep
+    max_side: int | None = None
+    quality: int = 90
+    shard_size: int = 5000
+    shard_bytes: int = 500 * 1024**2
+    where: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    inputs: int = 0
+    exported: int = 0
+    filtered: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
+    shards: int = 0
+    shards_written: int = 0
+    up_to_date: bool = False
+
+    def as_dict(self) -> dict:
+        return {"out": str(self.out), "in": self.inputs, "exported": self.exported, "filtered": self.filtered,
+                "quarantined": self.quarantined, "reasons": self.reasons, "splits": self.splits,
+                "shards": self.shards, "shards_written": self.shards_written, "up_to_date": self.up_to_date}
+
+
+def shard_name(split: str, index: int, ext: str) -> str:
+    return f"{re.sub(r'[^a-z0-9_-]+', '_', split.lower())}-{index:06d}.{ext}"
+
+
+def read_export_manifest(out: Path) -> dict | None:
+    path = Path(out) / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _select(con, where: str | None) -> None:
+    import duckdb
+
+    split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
+    try:
+        con.execute(f"CREATE TEMP VIEW selection AS SELECT *, {split} AS split FROM records"
+                    + (f" WHERE ({where})" if where else ""))
+        con.execute("SELECT count(*) FROM selection").fetchone()
+    except duckdb.Error as e:
+        raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
+
+
+def _sources(loom: Path) -> dict[str, dict]:
+    out = {}
+    for name, entry in catalog.read_manifest(loom)["sources"].items():
+        root = entry["root"]
+        out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
+                     "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS}
+    return out
+
+
+def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
+    """`keep` means: JPEG when every selected record is a JPEG file, PNG (lossless) otherwise."""
+    if options.image_format != "keep":
+        return options.image_format
+    rendered = [n for n, s in sources.items() if s["reader"] in RENDERED_READERS] or [""]
+    marks = ", ".join("?" * len(rendered))
+    others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower(uri), '\\.jpe?g$') "
+                         f"OR source IN ({marks})", rendered).fetchone()[0]
+    return "jpg" if others == 0 else "png"
+
+
+def _lead_ids(con, split: str) -> list[str]:
+    """A few records that together fill every list field found in the split (see the module docstring)."""
+    rows = con.execute(
+        "SELECT len(rois) > 0, coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0, len(labels) > 0, "
+        "len(label_space) > 0, min_by(id, md5(id)) FROM selection WHERE split = ? GROUP BY ALL", [split]).fetchall()
+    candidates = [({i for i, flag in enumerate(r[:4]) if flag}, r[4]) for r in rows]
+    wanted = set().union(*(c[0] for c in candidates)) if candidates else set()
+    chosen: list[str] = []
+    while wanted:
+        flags, rid = max(candidates, key=lambda c: (len(c[0] & wanted), c[1]))
+        chosen.append(rid)
+        wanted -= flags
+    return sorted(chosen)
+
+
+def _plan_hash(settings: dict, loom: Path) -> str:
+    parts = sorted(p["records"]["sha256"] for s in catalog.read_manifest(loom)["sources"].values() for p in s["parts"])
+    return hashlib.sha256(json.dumps({"settings": settings, "catalog": parts}, sort_keys=True).encode()).hexdigest()
+
+
+def _write_state(out: Path, state: dict) -> None:
+    state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    catalog.write_atomic(out / MANIFEST, json.dumps(state, indent=1, sort_keys=True).encode())
+
+
+def _shard_files(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.suffix in (".tar", ".parquet") or p.name.endswith(".tmp"))
+
+
+def _resume(out: Path, plan: str, options: ExportOptions) -> dict | None:
+    """The previous state to continue from, after checking its shards; None to start afresh."""
+    previous = read_export_manifest(out)
+    if previous is None or previous.get("plan") != plan:
+        stray = [p.name for p in _shard_files(out) if not p.name.endswith(".tmp")] if out.is_dir() else []
+        if (previous is not None or stray) and not options.overwrite:
+            what = "an export of another selection, other settings or an older catalog" if previous else \
+                f"shard files ({', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''}) with no medloom manifest"
+            raise ExportError(f"{out} holds {what}; pass --overwrite to replace it, or choose another --out")
+        if out.is_dir():
+            for p in _shard_files(out):
+                p.unlink()
+            (out / "quarantine.jsonl").unlink(missing_ok=True)
+        return None
+    for split in previous["splits"].values():
+        listed, kept = split["shards"], []
+        for shard in split["shards"]:
+            path = out / shard["file"]
+            tmp = temporary(path)
+            if not path.is_file() and tmp.is_file() and catalog.sha256_file(tmp) == shard["sha256"]:
+                os.replace(tmp, path)  # killed between listing the shard and renaming it
+            if not path.is_file() or path.stat().st_size != shard["bytes"]:
+                break
+            kept.append(shard)
+        if len(kept) < len(listed):
+            split["shards"], split["done"], previous["complete"] = kept, False, False
+    listed = {s["file"] for split in previous["splits"].values() for s in split["shards"]}
+    for p in _shard_files(out):
+        if p.name not in listed:
+            p.unlink()  # temporary files and shards past the last listed one
+    return previous
+
+
+def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None,
+           quiet: bool = False) -> ExportReport:
+    if options.format not in FORMATS:
+        raise ExportError(f"format {options.format!r}: choose {' or '.join(FORMATS)}")
+    if options.image_format not in ("jpg", "png", "keep"):
+        raise ExportError(f"image format {options.image_format!r}: choose jpg, png or keep")
+    if options.shard_size < 1 or options.shard_bytes < 1:
+        raise ExportError("--shard-size and --shard-bytes must be positive")
+    loom, out = Path(loom), Path(out)
+    con = catalog.connect(loom)
+    _select(con, options.where)
+    sources = _sources(loom)
+    total = con.execute("SELECT count(*) FROM records").fetchone()[0]
+    split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
+    ext = _image_ext(con, options, sources)
+    with_txt = con.execute("SELECT count(*) FROM selection WHERE coalesce(caption, '') <> ''").fetchone()[0] > 0
+    settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
+                "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
+                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt}
+    plan = _plan_hash(settings, loom)
+    state = _resume(out, plan, options)
+    out.mkdir(parents=True, exist_ok=True)
+    report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
+    if state is None:
+        fields = [ext, "json", "txt"] if with_txt else [ext, "json"]
+        state = {"format_version": 1, "medloom": __version__, "plan": plan, "settings": settings, "loom": str(loom.resolve()),
+                 "complete": False, "fields": fields if options.format == "webdataset" else None,
+                 "splits": {}, "quarantine": []}
+    elif state.get("complete"):
+        report.up_to_date = True
+        return _finish(out, state, report, write=False)
+    state["complete"] = False
+    render_settings = {"sources": sources, "image_format": ext, "keep_bytes": options.image_format == "keep",
+                       "max_side": options.max_side, "quality": options.quality}
+    done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
+    with make_executor(workers, preload=["medloom.export.render"]) as executor, \
+            progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
+        for split, size in split_sizes.items():
+            report.shards_written += _export_split(con, out, state, split, size, options, ext, executor,
+                                                   render_settings, advance)
+    state["complete"] = True
+    return _finish(out, state, report, write=True)
+
+
+def _export_split(con, out: Path, state: dict, split: str, size: int, options: ExportOptions, ext: str,
+                  executor, render_settings: dict, advance) -> int:
+    entry = state["splits"].setdefault(split, {"records": size, "shards": [], "done": False})
+    if entry["done"]:
+        return 0
+    start = entry["shards"][-1]["end"] if entry["shards"] else 0
+    state["quarantine"] = [q for q in state["quarantine"] if q["split"] != split or q["index"] < start]
+    lead = _lead_ids(con, split)
+    # files in hashed order, a file's frames or slices together (a worker then reads a volume once)
+    query = con.sql("SELECT * FROM selection WHERE split = $split ORDER BY list_contains($lead, id) DESC, "
+                    "md5(source || '/' || uri), frame, id OFFSET $start",
+                    params={"split": split, "lead": lead, "start": start})
+    batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(BATCH))
+    writer = None
+    written = 0
+    position = start
+    file_ext = FORMATS[options.format]
+
+    def commit(end: int) -> None:
+        nonlocal writer, written
+        tmp = writer.finish()
+        entry["shards"].append({"file": writer.path.name, "samples": writer.samples, "bytes": tmp.stat().st_size,
+                                "sha256": catalog.sha256_file(tmp), "end": end})
+        _write_state(out, state)  # listed first, renamed second: see _resume
+        os.replace(tmp, writer.path)
+        writer, written = None, written + 1
+
+    try:
+        for _, results in executor.map("export.render", batches, render_settings, ordered=True):
+            for result in results:
+                index, position = position, position + 1
+                row = result["row"]
+                if "reason" in result:
+                    state["quarantine"].append({"split": split, "index": index, "record_id": row["id"],
+                                                "source": row["source"], "path": row["uri"],
+                                                "reason": result["reason"], "message": result["message"]})
+                    continue
+                files = {ext: result["image"]}
+                if options.format == "webdataset":
+                    files["json"] = sample_json(row, result["width"], result["height"])
+                    if state["settings"]["txt"]:
+                        files["txt"] = (row["caption"] or "").encode()
+                need = writer.sample_size(files, row["id"]) if writer else 0
+                if writer and (writer.samples >= options.shard_size or
+                               _final_size(writer.size + need, options.format) > options.shard_bytes):
+                    commit(index)
+                if writer is None:
+                    path = out / shard_name(split, len(entry["shards"]), file_ext)
+                    writer = TarShardWriter(path) if options.format == "webdataset" else ParquetShardWriter(path, ext)
+                if options.format == "webdataset":
+                    writer.add(row["id"], files)
+                else:
+                    writer.add(row["id"], row, result["image"], result["width"], result["height"])
+            advance(len(results))
+        if writer is not None:
+            commit(position)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    entry["done"] = True
+    _write_state(out, state)
+    return written
+
+
+def _final_size(size: int, fmt: str) -> int:
+    return -(-size // TAR_RECORD) * TAR_RECORD if fmt == "webdataset" else size
+
+
+def _finish(out: Path, state: dict, report: ExportReport, write: bool) -> ExportReport:
+    report.splits = {name: sum(s["samples"] for s in split["shards"]) for name, split in sorted(state["splits"].items())}
+    report.exported = sum(report.splits.values())
+    report.shards = sum(len(split["shards"]) for split in state["splits"].values())
+    report.quarantined = len(state["quarantine"])
+    for q in state["quarantine"]:
+        report.reasons[q["reason"]] = report.reasons.get(q["reason"], 0) + 1
+    state["counts"] = {"in": report.inputs, "exported": report.exported, "filtered": report.filtered,
+                       "quarantined": report.quarantined, "reasons": report.reasons}
+    if write:
+        lines = "".join(json.dumps(q, sort_keys=True) + "\n" for q in state["quarantine"])
+        catalog.write_atomic(out / "quarantine.jsonl", lines.encode())
+        _write_state(out, state)
+    return report

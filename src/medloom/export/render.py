@@ -1,0 +1,110 @@
+"""The export stage: a part of records in, rendered samples (image bytes + metadata) out.
+
+Runs in worker processes. Plain image files are decoded (JPEGs at reduced scale when the export is
+resized), DICOM frames and NIfTI slices are rendered with the window stored at ingest, then the image
+is shrunk and encoded. With `--image-format keep`, an 8-bit file already in the export's format and
+small enough is copied byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+from PIL import Image
+
+from ..imaging import DecodeError, decode_errors, display_image, encode, fit, open_image
+from ..sources import get_reader
+
+RENDERED_READERS = frozenset({"dicom", "nifti"})  # readers whose records need their own render()
+PASSTHROUGH_FORMATS = {"jpg": "JPEG", "png": "PNG"}
+
+
+def source_file(base: str, uri: str) -> str:
+    return os.path.join(base, uri)
+
+
+def _passthrough(path: str, row: dict, settings: dict) -> bytes | None:
+    """The file's own bytes, when it is already what the export would write."""
+    fmt = PASSTHROUGH_FORMATS[settings["image_format"]]
+    max_side = settings["max_side"]
+    if max_side and max(row["width"], row["height"]) > max_side:
+        return None
+    with decode_errors(), Image.open(path) as im:
+        if im.format != fmt or im.mode not in ("L", "RGB") or getattr(im, "n_frames", 1) > 1:
+            return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
+    """Encoded image bytes and their width and height for one record."""
+    source = settings["sources"][row["source"]]
+    path = source_file(source["base"], row["uri"])
+    if source["reader"] in RENDERED_READERS:
+        with decode_errors():
+            im = Image.fromarray(get_reader(source["reader"]).render(row, path, cache))
+    else:
+        if settings["keep_bytes"]:
+            data = _passthrough(path, row, settings)
+            if data is not None:
+                return data, row["width"], row["height"]
+        im = display_image(open_image(path, source["max_pixels"], settings["max_side"]))
+        if (im.width, im.height) != (row["width"], row["height"]) and not settings["max_side"]:
+            raise DecodeError("changed", f"the file is now {im.width}x{im.height}; the catalog has "
+                                         f"{row['width']}x{row['height']}: re-run `medloom ingest`")
+    im = fit(im, settings["max_side"])
+    return encode(im, settings["image_format"], settings["quality"]), im.width, im.height
+
+
+def render_part(table: pa.Table, settings: dict) -> list[dict]:
+    """One result per record: {"row", "image", "width", "height"} or {"row", "reason", "message"}."""
+    cache: dict = {}  # the last DICOM file or NIfTI volume: a part holds a volume's slices together
+    out = []
+    for row in table.to_pylist():
+        try:
+            image, width, height = render_image(row, settings, cache)
+            out.append({"row": row, "image": image, "width": width, "height": height})
+        except DecodeError as e:
+            out.append({"row": row, "reason": e.reason, "message": str(e)})
+        except Exception as e:  # a bug or an odd file must not end the export; it is quarantined and counted
+            out.append({"row": row, "reason": "render_failed", "message": f"{type(e).__name__}: {e}"})
+    return out
+
+
+def sample_metadata(row: dict, width: int, height: int) -> dict:
+    """The `.json` of a WebDataset sample: every record field, with types that never change.
+
+    Readers infer field types from the first samples (HF `datasets` from five), so no field is ever
+    null: missing text is "", a missing number is -1 (or 0.0 for an absent window, whose
+    `window_source` is "none"), `commercial_use` is "yes", "no" or "unknown", the perceptual hash is 16
+    hex digits and `meta` stays a JSON string (its keys differ between readers).
+    """
+    render = dict(row["render"] or {})
+    for key in ("window_center", "window_width"):
+        render[key] = float(render.get(key) or 0.0)
+    render["window_source"] = render.get("window_source") or "none"
+    render["invert"] = bool(render.get("invert"))
+    for key in ("axis", "volume"):
+        render[key] = int(render[key]) if render.get(key) is not None else -1
+    use = row.get("commercial_use")
+    return {
+        "id": row["id"], "split": row["split"], "source": row["source"], "source_split": row["source_split"] or "",
+        "uri": row["uri"], "frame": int(row["frame"]),
+        "modality": row["modality"] or "", "anatomy": row["anatomy"] or "", "task": row["task"] or "",
+        "labels": list(row["labels"] or []), "label_space": list(row["label_space"] or []),
+        "rois": [{"label": r["label"] or "", "bbox": [float(v) for v in r["bbox"]], "area": float(r["area"] or 0.0),
+                  "rle": list(r["rle"] or [])} for r in row["rois"] or []],
+        "patient_id": row["patient_id"] or "", "study_id": row["study_id"] or "",
+        "width": int(row["width"]), "height": int(row["height"]), "channels": int(row["channels"] or 0),
+        "image_width": width, "image_height": height,
+        "pixel_hash": row["pixel_hash"] or "", "phash": f"{int(row['phash'] or 0):016x}",
+        "license": row["license"] or "", "commercial_use": "unknown" if use is None else ("yes" if use else "no"),
+        "description": row["description"] or "", "caption": row["caption"] or "",
+        "render": render, "meta": row["meta"] or "",
+    }
+
+
+def sample_json(row: dict, width: int, height: int) -> bytes:
+    return json.dumps(sample_metadata(row, width, height), ensure_ascii=False, separators=(",", ":")).encode()

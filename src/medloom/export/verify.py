@@ -1,0 +1,77 @@
+"""`medloom verify`: every shard against the export manifest and against its format's rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import catalog
+from . import FORMATS, MANIFEST, read_export_manifest
+from .parquet import check_shards as check_parquet
+from .webdataset import check_shards as check_tar
+
+
+@dataclass
+class VerifyReport:
+    folder: Path
+    format: str = ""
+    shards: int = 0
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(folder: Path) -> VerifyReport:
+    folder = Path(folder)
+    report = VerifyReport(folder)
+    if not folder.is_dir():
+        report.problems.append(f"{folder}: no such folder")
+        return report
+    manifest = read_export_manifest(folder)
+    if manifest is None:
+        tars = sorted(p for p in folder.iterdir() if p.name.endswith((".tar", ".tgz", ".tar.gz")))
+        report.notes.append(f"no {MANIFEST}: not a medloom export, so only the WebDataset format rules were "
+                            f"checked (on {len(tars)} tar files), not counts, sizes or checksums")
+        counts, problems = check_tar(tars)
+        report.format, report.shards, report.samples = "webdataset", len(tars), sum(counts.values())
+        report.problems += problems
+        return report
+    report.format = manifest["settings"]["format"]
+    if not manifest.get("complete"):
+        report.problems.append("the export did not finish: run the same `medloom export` again to complete it")
+    listed = [(split, shard) for split, entry in sorted(manifest["splits"].items()) for shard in entry["shards"]]
+    present = []
+    for _split, shard in listed:
+        path = folder / shard["file"]
+        if not path.is_file():
+            report.problems.append(f"{shard['file']}: listed in the manifest but missing")
+            continue
+        size = path.stat().st_size
+        if size != shard["bytes"]:
+            report.problems.append(f"{shard['file']}: {size} bytes, the manifest says {shard['bytes']}")
+        elif catalog.sha256_file(path) != shard["sha256"]:
+            report.problems.append(f"{shard['file']}: sha256 differs from the manifest (the file was changed)")
+        present.append(path)
+    names = {shard["file"] for _, shard in listed}
+    for path in sorted(folder.glob(f"*.{FORMATS[report.format]}")):
+        if path.name not in names:
+            report.problems.append(f"{path.name}: a shard that the manifest does not list")
+    counts, problems = (check_tar if report.format == "webdataset" else check_parquet)(present)
+    report.problems += problems
+    for _split, shard in listed:
+        found = counts.get(shard["file"])
+        if found is not None and found != shard["samples"]:
+            report.problems.append(f"{shard['file']}: {found} samples, the manifest says {shard['samples']}")
+    report.shards, report.samples = len(listed), sum(counts.values())
+    c = manifest.get("counts")
+    if c and c["in"] != c["exported"] + c["filtered"] + c["quarantined"]:
+        report.problems.append(f"counts do not add up: in {c['in']} != exported {c['exported']} + filtered "
+                               f"{c['filtered']} + quarantined {c['quarantined']}")
+    if c and c["exported"] != sum(shard["samples"] for _, shard in listed):
+        report.problems.append(f"the manifest counts {c['exported']} exported samples, its shards hold "
+                               f"{sum(shard['samples'] for _, shard in listed)}")
+    return report

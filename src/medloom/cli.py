@@ -253,7 +253,7 @@ def export_cmd(loom: Loom,
 
 
 @app.command()
-def verify(directory: Annotated[Path, typer.Argument(help="An export folder (or any folder of WebDataset tars).")],
+def verify(directory: Annotated[Path, typer.Argument(help="An export folder (or a folder of WebDataset tars, or one tar).")],
            as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
     """Check every shard against the export manifest (counts, sizes, sha256) and the format rules."""
     from .export.verify import verify as run

@@ -72,7 +72,7 @@ def complete_record(task: dict, rec: dict, source: dict) -> dict:
         "license": source["license"],
         "commercial_use": source["commercial_use"],
         "description": source["description"],
-        "caption": None,
+        "caption": task["caption"] or None,
         "render": rec["render"],
         "meta": rec["meta"],
     }

@@ -82,6 +82,28 @@ def read_export_manifest(out: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def hf_features(folder: Path):
+    """HF `datasets.Features` of a WebDataset export, to pass as `load_dataset("webdataset", ..., features=)`.
+
+    `datasets` infers types from the first samples of one shard; a list that is empty there (no ROIs
+    in that split, say) would be typed as null and fail later. Declared features avoid the guess.
+    """
+    import datasets
+
+    from .parquet import hf_feature
+    from .render import SAMPLE_JSON_TYPE
+
+    manifest = read_export_manifest(Path(folder))
+    if manifest is None or manifest["settings"]["format"] != "webdataset":
+        raise ExportError(f"{folder}: not a medloom WebDataset export (no manifest.json for format webdataset)")
+    image, *rest = manifest["fields"]
+    features = {image: {"_type": "Image"}, "json": hf_feature(SAMPLE_JSON_TYPE)}
+    if "txt" in rest:
+        features["txt"] = {"dtype": "string", "_type": "Value"}
+    features.update({k: {"dtype": "string", "_type": "Value"} for k in ("__key__", "__url__")})
+    return datasets.Features.from_dict(features)
+
+
 def _select(con, where: str | None) -> None:
     import duckdb
 

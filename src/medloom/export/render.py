@@ -106,5 +106,21 @@ def sample_metadata(row: dict, width: int, height: int) -> dict:
     }
 
 
+SAMPLE_JSON_TYPE = pa.struct(
+    [(name, pa.string()) for name in ("id", "split", "source", "source_split", "uri")] + [("frame", pa.int64())]
+    + [(name, pa.string()) for name in ("modality", "anatomy", "task")]
+    + [("labels", pa.list_(pa.string())), ("label_space", pa.list_(pa.string())),
+       ("rois", pa.list_(pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64())), ("area", pa.float64()),
+                                    ("rle", pa.list_(pa.int64()))]))),
+       ("patient_id", pa.string()), ("study_id", pa.string())]
+    + [(name, pa.int64()) for name in ("width", "height", "channels", "image_width", "image_height")]
+    + [(name, pa.string()) for name in ("pixel_hash", "phash", "license", "commercial_use", "description", "caption")]
+    + [("render", pa.struct([("window_center", pa.float64()), ("window_width", pa.float64()),
+                             ("window_source", pa.string()), ("invert", pa.bool_()), ("axis", pa.int64()),
+                             ("volume", pa.int64())])),
+       ("meta", pa.string())]
+)  # the types of `sample_metadata`, for readers that want them declared rather than inferred
+
+
 def sample_json(row: dict, width: int, height: int) -> bytes:
     return json.dumps(sample_metadata(row, width, height), ensure_ascii=False, separators=(",", ":")).encode()

@@ -26,14 +26,16 @@ class VerifyReport:
 
 
 def verify(folder: Path) -> VerifyReport:
+    """An export folder, or any folder of tars or a single tar (then only the format rules apply)."""
     folder = Path(folder)
     report = VerifyReport(folder)
-    if not folder.is_dir():
-        report.problems.append(f"{folder}: no such folder")
+    if not folder.exists():
+        report.problems.append(f"{folder}: no such folder or file")
         return report
-    manifest = read_export_manifest(folder)
+    manifest = read_export_manifest(folder) if folder.is_dir() else None
     if manifest is None:
-        tars = sorted(p for p in folder.iterdir() if p.name.endswith((".tar", ".tgz", ".tar.gz")))
+        tars = [folder] if folder.is_file() else \
+            sorted(p for p in folder.iterdir() if p.name.endswith((".tar", ".tgz", ".tar.gz")))
         report.notes.append(f"no {MANIFEST}: not a medloom export, so only the WebDataset format rules were "
                             f"checked (on {len(tars)} tar files), not counts, sizes or checksums")
         counts, problems = check_tar(tars)

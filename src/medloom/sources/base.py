@@ -32,6 +32,7 @@ TASK_SCHEMA = pa.schema(
         ("rois", pa.list_(TASK_BOX)),
         ("patient_id", pa.string()),
         ("study_id", pa.string()),
+        ("caption", pa.string()),
         ("fingerprint", pa.string()),
         ("extra", pa.string()),  # reader-specific JSON (paired mask path, ...)
     ]
@@ -59,7 +60,7 @@ def fingerprint(path: str, *more: str) -> str:
 
 
 def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "", labels: Iterable[str] = (),
-              rois: Iterable[dict] = (), patient_id: str = "", study_id: str = "",
+              rois: Iterable[dict] = (), patient_id: str = "", study_id: str = "", caption: str = "",
               extra: dict | None = None, fingerprint_extra: str = "") -> dict:
     """One task per input file. Annotations are part of the task (and so of its part key);
     `fingerprint_extra` covers companion files the task only names, such as a paired mask."""
@@ -74,6 +75,7 @@ def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "
         "rois": list(rois),
         "patient_id": str(patient_id or ""),
         "study_id": str(study_id or ""),
+        "caption": caption,
         "fingerprint": fingerprint(path, fingerprint_extra),
         "extra": extra_json,
     }

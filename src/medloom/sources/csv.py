@@ -39,6 +39,7 @@ class Options(BaseModel):
     label_columns: list[str] | None = None  # one-hot: a column per class, truthy = present
     patient_column: str | None = None
     study_column: str | None = None
+    caption_column: str | None = None  # free text about the image (a report sentence, a figure caption)
     split_column: str | None = None
     box_columns: BoxColumns | None = None  # one row per box: label_column names the box's class
     delimiter: str = ","
@@ -81,7 +82,7 @@ def scan(source: dict) -> Scan:
         reader = csvlib.DictReader(f, delimiter=opts.delimiter)
         header = reader.fieldnames or []
         needed = [opts.image_column, opts.label_column, opts.patient_column, opts.study_column,
-                  opts.split_column, *(opts.label_columns or [])]
+                  opts.split_column, opts.caption_column, *(opts.label_columns or [])]
         if opts.box_columns:
             b = opts.box_columns
             needed += [b.xmin, b.ymin, b.xmax, b.ymax]
@@ -121,7 +122,9 @@ def scan(source: dict) -> Scan:
             split = split_name(str(row.get(opts.split_column, ""))) if opts.split_column else None
             entry = by_image[path] = {"labels": [], "rois": [], "where": where, "split": split or "",
                                       "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
-                                      "study": row.get(opts.study_column, "") if opts.study_column else ""}
+                                      "study": row.get(opts.study_column, "") if opts.study_column else "",
+                                      "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column
+                                      else ""}
         elif not opts.box_columns:
             out.quarantine.append(quarantine_row(
                 source["name"], where, "duplicate_row",
@@ -151,5 +154,6 @@ def scan(source: dict) -> Scan:
                 "the row has no label; set `empty_labels: keep` to keep unlabelled images"))
             continue
         out.tasks.append(make_task(source, path, split=entry["split"], labels=entry["labels"],
-                                   rois=entry["rois"], patient_id=entry["patient"], study_id=entry["study"]))
+                                   rois=entry["rois"], patient_id=entry["patient"], study_id=entry["study"],
+                                   caption=entry["caption"]))
     return out

@@ -19,29 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import skimage
+from images import SETS, image_set
 from PIL import Image
-
-
-def generate(folder: Path, n: int, size: tuple[int, int], fmt: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = sorted(folder.glob(f"*/*.{fmt}"))
-    if len(paths) >= n:
-        return paths[:n]
-    base = np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB")
-                      .resize((size[0] + 64, size[1] + 64)), dtype=np.int16)
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        dx, dy = rng.integers(0, 64, 2)
-        img = base[dy:dy + size[1], dx:dx + size[0]] + rng.integers(-20, 20, 3) + rng.normal(0, 3, (size[1], size[0], 1))
-        path = folder / f"class{i % 4}" / f"img{i:05d}.{fmt}"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90) if fmt == "jpg" else \
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, compress_level=6)
-        out.append(path)
-    return out
 
 
 def decode_alone(paths: list[Path]) -> float:
@@ -84,14 +63,10 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=5000, help="images per set (two sets)")
     ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
     args = ap.parse_args()
-    sets = {"JPEG 1024x768": ("jpg", (1024, 768)), "PNG 512x512": ("png", (512, 512))}
     print(f"{'set':<15} {'n':>5} {'decode/s':>9} {'hand/s':>8} {'medloom 1w/s':>13} {'2w/s':>7} "
           f"{'1w/hand':>8} {'1w/decode':>10} {'2w/hand':>8} {'2w/1w':>6}")
-    for name, (fmt, size) in sets.items():
-        folder = args.data / f"{fmt}-{size[0]}x{size[1]}-{args.n}"
-        paths = generate(folder, args.n, size, fmt)
-        for p in paths[:200]:  # warm the page cache for every contestant alike
-            p.read_bytes()
+    for name in SETS:
+        folder, paths = image_set(args.data, name, args.n)
         dec = decode_alone(paths)
         hand = hand_written(paths)
         m1 = medloom_ingest(folder, args.n, 1)

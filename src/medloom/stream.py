@@ -106,15 +106,15 @@ def _read_parquet(url: str) -> Iterator[dict[str, Any]]:
                 yield {"__key__": row["key"], "__url__": url, ext: image["bytes"], "json": row}
 
 
-def decode_sample(sample: dict[str, Any], images: str | None) -> dict[str, Any]:
-    """Images to PIL/numpy/torch (or left as bytes when `images` is None), JSON, text and class ids parsed."""
+def decode_sample(sample: dict[str, Any], images: str) -> dict[str, Any]:
+    """Images to PIL/numpy/torch; JSON, text and class ids parsed; other fields left as bytes."""
     out = {}
     for ext, data in sample.items():
         if ext.startswith("__") or not isinstance(data, bytes):
             out[ext] = data
             continue
         last = ext.rsplit(".", 1)[-1]
-        if last in IMAGE_EXTS and images:
+        if last in IMAGE_EXTS:
             out[ext] = _decode_image(data, images)
         elif last == "json":
             out[ext] = json.loads(data)
@@ -195,7 +195,8 @@ class Stream:
     def _samples(self) -> Iterator[dict[str, Any]]:
         for url in self.my_shards():
             for sample in read_shard(url):
-                sample = decode_sample(sample, self.decode)
+                if self.decode:
+                    sample = decode_sample(sample, self.decode)
                 yield self.transform(sample) if self.transform else sample
 
     def __iter__(self) -> Iterator[Any]:

@@ -1,0 +1,41 @@
+"""The generated image sets every benchmark uses: scikit-image's retina photograph with per-image
+shifts, colour changes and noise, as JPEG 1024x768 (quality 90) and PNG 512x512 (zlib level 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import skimage
+from PIL import Image
+
+SETS = {"JPEG 1024x768": ("jpg", (1024, 768)), "PNG 512x512": ("png", (512, 512))}
+
+
+def generate(folder: Path, n: int, size: tuple[int, int], fmt: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = sorted(folder.glob(f"*/*.{fmt}"))
+    if len(paths) >= n:
+        return paths[:n]
+    base = np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB")
+                      .resize((size[0] + 64, size[1] + 64)), dtype=np.int16)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        dx, dy = rng.integers(0, 64, 2)
+        img = base[dy:dy + size[1], dx:dx + size[0]] + rng.integers(-20, 20, 3) + rng.normal(0, 3, (size[1], size[0], 1))
+        path = folder / f"class{i % 4}" / f"img{i:05d}.{fmt}"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90) if fmt == "jpg" else \
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, compress_level=6)
+        out.append(path)
+    return out
+
+
+def image_set(data: Path, name: str, n: int) -> tuple[Path, list[Path]]:
+    fmt, size = SETS[name]
+    folder = data / f"{fmt}-{size[0]}x{size[1]}-{n}"
+    paths = generate(folder, n, size, fmt)
+    for p in paths[:200]:  # warm the page cache for every contestant alike
+        p.read_bytes()
+    return folder, paths

@@ -16,7 +16,6 @@ Usage: python benchmarks/export.py [--n 2000] [--data benchmarks/.data]
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from images import SETS, image_set
+from images import SETS, image_set, parse_args
 from PIL import Image
 
 MAX_SIDE = 256
@@ -105,10 +104,7 @@ def quality(paths: list[Path], outputs: dict[str, bytes]) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=2000, help="images per set (two sets)")
-    ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
-    args = ap.parse_args()
+    args = parse_args(__doc__, 2000)
     print(f"{'set':<15} {'n':>5} {'baseline/s':>10} {'medloom 1w/s':>13} {'2w/s':>7} {'1w/base':>8} {'2w/base':>8} "
           f"{'2w/1w':>6} {'PSNR base':>10} {'PSNR medloom':>13}")
     for name in SETS:

@@ -3,6 +3,7 @@ shifts, colour changes and noise, as JPEG 1024x768 (quality 90) and PNG 512x512 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,10 @@ def image_set(data: Path, name: str, n: int) -> tuple[Path, list[Path]]:
     for p in paths[:200]:  # warm the page cache for every contestant alike
         p.read_bytes()
     return folder, paths
+
+
+def parse_args(doc: str, default_n: int) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=default_n, help="images per set")
+    ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data", help="where generated images are kept")
+    return ap.parse_args()

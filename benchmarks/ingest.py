@@ -12,14 +12,13 @@ Usage: python benchmarks/ingest.py [--n 5000] [--data benchmarks/.data]
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from images import SETS, image_set
+from images import SETS, image_set, parse_args
 from PIL import Image
 
 
@@ -59,10 +58,7 @@ def medloom_ingest(folder: Path, n: int, workers: int) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=5000, help="images per set (two sets)")
-    ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
-    args = ap.parse_args()
+    args = parse_args(__doc__, 5000)
     print(f"{'set':<15} {'n':>5} {'decode/s':>9} {'hand/s':>8} {'medloom 1w/s':>13} {'2w/s':>7} "
           f"{'1w/hand':>8} {'1w/decode':>10} {'2w/hand':>8} {'2w/1w':>6}")
     for name in SETS:

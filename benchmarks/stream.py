@@ -9,14 +9,13 @@ Usage: python benchmarks/stream.py [--n 3000] [--data benchmarks/.data]
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from export import MAX_SIDE, ingest
-from images import image_set
+from images import image_set, parse_args
 
 
 def best_rate(read, n: int, passes: int = 3) -> float:
@@ -35,10 +34,7 @@ def main() -> int:
     import medloom
     from medloom.export import ExportOptions, export
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=3000, help="images")
-    ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data")
-    args = ap.parse_args()
+    args = parse_args(__doc__, 3000)
     folder, _ = image_set(args.data, "JPEG 1024x768", args.n)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

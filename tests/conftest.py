@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +61,16 @@ def make_image(path: Path, size=(64, 48), seed: int = 0, mode: str = "RGB", fmt:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 60) -> None:
+    """Run a command and SIGKILL it as soon as `ready()` holds (fails the test if it finishes first)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        pytest.fail(f"{cmd[3]} finished before it could be killed; make the dataset larger")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL

@@ -6,18 +6,16 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.export import ExportError, ExportOptions, export, hf_features, read_export_manifest
@@ -253,16 +251,7 @@ def test_sigkill_mid_export_then_resume(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "medloom.cli", "export", str(loom), "--out", str(out), "--shard-size", "10",
            "--image-format", "png", "--workers", "1", "-q"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(out.glob("train-*.tar"))) >= 4:
-            break
-        time.sleep(0.002)
-    if proc.poll() is not None:
-        pytest.fail("export finished before it could be killed; make the dataset larger")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, lambda: len(list(out.glob("train-*.tar"))) >= 4)
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.tar")}
     assert not read_export_manifest(out)["complete"]
     result = subprocess.run(cmd[:-1] + ["--json"], capture_output=True, text=True, check=True)

@@ -1,14 +1,10 @@
 """Ingest behaviour: accounting, quarantine, resumption, stable ids, parallel equality."""
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import kill_when, make_image, rows, run_ingest, write_recipe
 
 from medloom.catalog import read_manifest
 
@@ -127,18 +123,8 @@ def test_sigkill_mid_ingest_then_resume(tmp_path):
     data = classes_dataset(tmp_path / "data", 400, size=(96, 96))
     recipe = write_recipe(tmp_path, [source(data)], part_size=4)
     parts_dir = tmp_path / "loom" / "catalog" / "records" / "cxr"
-    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--workers", "1", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if parts_dir.is_dir() and len(list(parts_dir.glob("part-*.parquet"))) >= 5:
-            break
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        pytest.fail("ingest finished before it could be killed; make the dataset larger")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--workers", "1", "-q"],
+              lambda: parts_dir.is_dir() and len(list(parts_dir.glob("part-*.parquet"))) >= 5)
     written = len(list(parts_dir.glob("part-*.parquet")))
     assert 0 < written
     loom, reports = run_ingest(recipe)

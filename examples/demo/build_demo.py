@@ -142,8 +142,13 @@ def main() -> int:
     print("quarantined inputs:")
     subprocess.run([*medloom, "query", str(out / "loom"),
                     "SELECT source, path, reason, message FROM quarantine ORDER BY source, path"], check=True, env=env)
-    print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\n"
-          f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"")
+    exports = out / "loom" / "exports" / "webdataset"
+    subprocess.run([*medloom, "export", str(out / "loom"), "--out", str(exports), "--max-side", "256",
+                    "--overwrite"], check=True, env=env)
+    subprocess.run([*medloom, "verify", str(exports)], check=True, env=env)
+    print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\nexport: {exports}\n"
+          f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"\n"
+          f"     .venv/bin/python -c \"import medloom; print(next(iter(medloom.load('{exports}'))))\"")
     return 0
 
 

@@ -161,8 +161,12 @@ def _write_state(out: Path, state: dict) -> None:
     catalog.write_atomic(out / MANIFEST, json.dumps(state, indent=1, sort_keys=True).encode())
 
 
+SHARD_NAME = re.compile(r"^\.?[a-z0-9_-]+-\d{6}\.(tar|parquet)(\.tmp)?$")
+
+
 def _shard_files(out: Path) -> list[Path]:
-    return sorted(p for p in out.iterdir() if p.suffix in (".tar", ".parquet") or p.name.endswith(".tmp"))
+    """Files in the folder named as this module names shards (and their temporary names); nothing else."""
+    return sorted(p for p in out.iterdir() if SHARD_NAME.match(p.name))
 
 
 def _resume(out: Path, plan: str, options: ExportOptions) -> dict | None:

@@ -102,7 +102,7 @@ def display_image(im: Image.Image) -> Image.Image:
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return Image.fromarray(to_uint8(np.asarray(im)))
-    if im.mode in ("1", "LA", "La") or (im.mode == "P" and len(im.getpalette() or []) <= 256 and _gray_palette(im)):
+    if im.mode in ("1", "LA", "La") or (im.mode == "P" and _gray_palette(im)):
         return im.convert("L")
     return im.convert("RGB")
 

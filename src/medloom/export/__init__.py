@@ -116,9 +116,9 @@ def _select(con, where: str | None) -> None:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
 
 
-def _sources(loom: Path) -> dict[str, dict]:
+def _sources(manifest: dict) -> dict[str, dict]:
     out = {}
-    for name, entry in catalog.read_manifest(loom)["sources"].items():
+    for name, entry in manifest["sources"].items():
         root = entry["root"]
         out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
                      "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS}
@@ -151,8 +151,8 @@ def _lead_ids(con, split: str) -> list[str]:
     return sorted(chosen)
 
 
-def _plan_hash(settings: dict, loom: Path) -> str:
-    parts = sorted(p["records"]["sha256"] for s in catalog.read_manifest(loom)["sources"].values() for p in s["parts"])
+def _plan_hash(settings: dict, manifest: dict) -> str:
+    parts = sorted(p["records"]["sha256"] for s in manifest["sources"].values() for p in s["parts"])
     return hashlib.sha256(json.dumps({"settings": settings, "catalog": parts}, sort_keys=True).encode()).hexdigest()
 
 
@@ -213,7 +213,8 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     loom, out = Path(loom), Path(out)
     con = catalog.connect(loom)
     _select(con, options.where)
-    sources = _sources(loom)
+    manifest = catalog.read_manifest(loom)
+    sources = _sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchone()[0]
     split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
     ext = _image_ext(con, options, sources)
@@ -221,7 +222,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt}
-    plan = _plan_hash(settings, loom)
+    plan = _plan_hash(settings, manifest)
     state = _resume(out, plan, options)
     out.mkdir(parents=True, exist_ok=True)
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
@@ -266,11 +267,10 @@ def _export_split(con, out: Path, state: dict, split: str, size: int, options: E
 
     def commit(end: int) -> None:
         nonlocal writer, written
-        tmp = writer.finish()
-        entry["shards"].append({"file": writer.path.name, "samples": writer.samples, "bytes": tmp.stat().st_size,
-                                "sha256": catalog.sha256_file(tmp), "end": end})
+        facts = writer.finish()
+        entry["shards"].append({"file": writer.path.name, "samples": writer.samples, **facts, "end": end})
         _write_state(out, state)  # listed first, renamed second: see _resume
-        os.replace(tmp, writer.path)
+        os.replace(temporary(writer.path), writer.path)
         writer, written = None, written + 1
 
     try:

@@ -9,14 +9,13 @@ can stream a shard.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..records import RECORD_SCHEMA
-from .webdataset import temporary
+from .webdataset import ShardFile
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 EXPORT_SCHEMA = pa.schema(
@@ -48,9 +47,10 @@ class ParquetShardWriter:
     """Writes one shard under a temporary name, a row group at a time."""
 
     def __init__(self, path: Path, ext: str):
-        self.path, self.tmp, self.ext = path, temporary(path), ext
+        self.path, self.ext = path, ext
+        self._file = ShardFile(path)
         schema = EXPORT_SCHEMA.with_metadata({b"huggingface": hf_metadata(EXPORT_SCHEMA)})
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
         self._rows: list[dict] = []
         self.samples = 0
         self.size = 0
@@ -72,16 +72,13 @@ class ParquetShardWriter:
             self._writer.write_table(pa.Table.from_pylist(self._rows, EXPORT_SCHEMA), row_group_size=ROW_GROUP)
             self._rows = []
 
-    def finish(self) -> Path:
+    def finish(self) -> dict:
         self._flush()
         self._writer.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        return self.tmp
+        return self._file.finish()
 
     def abort(self) -> None:
-        self._writer.close()
-        self.tmp.unlink(missing_ok=True)
+        self._file.abort()
 
 
 def check_shards(paths: list[Path]) -> tuple[dict[str, int], list[str]]:

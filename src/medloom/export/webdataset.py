@@ -8,6 +8,7 @@ Members are written with fixed owner, mode and time, so the same samples give by
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -29,13 +30,59 @@ def temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+class ShardFile:
+    """A shard's temporary file, hashed as it is written, so its sha256 needs no second read.
+
+    Writers (tarfile, pyarrow) get it as their file object; their `close()` only flushes, `finish()`
+    makes the file durable and returns its manifest facts.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, temporary(path)
+        self._file = open(self.tmp, "wb")
+        self._sha = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data) -> int:
+        self._file.write(data)
+        self._sha.update(data)
+        n = memoryview(data).nbytes
+        self._size += n
+        return n
+
+    def tell(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    close = flush
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def finish(self) -> dict:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return {"bytes": self._size, "sha256": self._sha.hexdigest()}
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 class TarShardWriter:
-    """Writes one shard under a temporary name; `close()` renames it into place."""
+    """Writes one shard under a temporary name; the caller lists it, then renames it into place."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = temporary(path)
-        self._tar = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
+        self._file = ShardFile(path)
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self.samples = 0
         self.size = 2 * BLOCK  # the end-of-archive blocks
 
@@ -51,16 +98,13 @@ class TarShardWriter:
         self.samples += 1
         self.size += self.sample_size(files, key)
 
-    def finish(self) -> Path:
-        """Close the archive and leave it under its temporary name (the caller records it, then renames)."""
+    def finish(self) -> dict:
+        """Close the archive under its temporary name; its size and sha256 for the manifest."""
         self._tar.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        return self.tmp
+        return self._file.finish()
 
     def abort(self) -> None:
-        self._tar.close()
-        self.tmp.unlink(missing_ok=True)
+        self._file.abort()
 
 
 def iter_members(fileobj: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:

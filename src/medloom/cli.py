@@ -118,7 +118,8 @@ def stats(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Prin
               f"{s['annotation_problems']} annotation problems, {s['warnings']} warnings")
     for title, key, head in (("per source", "by_source", "source"), ("per MAT triplet", "by_mat", "modality|anatomy|task"),
                              ("per split", "by_split", "split"), ("per label", "by_label", "label"),
-                             ("quarantine per reason", "quarantine_reasons", "reason")):
+                             ("quarantine per reason", "quarantine_reasons", "reason"),
+                             ("filtered per reason", "filtered_reasons", "reason")):
         if not s[key]:
             continue
         table = Table(title=title, title_justify="left")

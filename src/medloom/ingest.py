@@ -24,7 +24,7 @@ from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader
 from .sources.base import TASK_SCHEMA, Scan
 
-READER_VERSION = "1"  # bump to invalidate every part when decoding changes
+READER_VERSION = "2"  # bump to invalidate every part when decoding changes
 PART_SIZE = {"dicom": 16, "nifti": 1}
 DEFAULT_PART_SIZE = 64
 
@@ -54,7 +54,7 @@ def complete_record(task: dict, rec: dict, source: dict) -> dict:
         "id": rec["id"],
         "source": source["name"],
         "source_split": task["source_split"],
-        "uri": task["uri"],
+        "uri": rec.get("uri") or task["uri"],
         "frame": rec["frame"],
         "modality": source["modality"] or rec.get("modality") or "unknown",
         "anatomy": source["anatomy"] or rec.get("anatomy") or "unknown",
@@ -69,11 +69,12 @@ def complete_record(task: dict, rec: dict, source: dict) -> dict:
         "channels": rec["channels"],
         "pixel_hash": rec["pixel_hash"],
         "phash": rec["phash"],
-        "license": source["license"],
-        "commercial_use": source["commercial_use"],
+        "license": rec["license"] if "license" in rec else source["license"],
+        "commercial_use": rec["commercial_use"] if "license" in rec else source["commercial_use"],
         "description": source["description"],
-        "caption": task["caption"] or None,
+        "caption": rec.get("caption") or task["caption"] or None,
         "render": rec["render"],
+        "article": rec.get("article"),
         "meta": rec["meta"],
     }
 
@@ -84,7 +85,7 @@ def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]
     records, problems, ok = [], [], 0
     for task in tasks.to_pylist():
         try:
-            recs, found = reader.decode(task, source)
+            result = reader.decode(task, source)
         except DecodeError as e:
             problems.append(quarantine_row(source["name"], task["uri"], e.reason, str(e), stage="decode",
                                            record_id=task["id"]))
@@ -96,10 +97,13 @@ def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]
                 f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno}); please report it",
                 stage="decode", record_id=task["id"]))
             continue
+        recs, found = result[0], result[1]
         problems += found
-        if recs:
+        if len(result) == 3:  # the reader counts its own inputs (pmc: figure graphics)
+            ok += result[2]
+        elif recs:
             ok += 1
-        elif not any(p["scope"] == "input" for p in found):
+        elif not any(p["scope"] in ("input", "filtered") for p in found):
             problems.append(quarantine_row(source["name"], task["uri"], "no_records",
                                            "the input gave no records (no slice kept)", stage="decode",
                                            record_id=task["id"]))
@@ -262,6 +266,9 @@ def summarise(report: SourceReport, entry: dict, loom: Path) -> None:
         files.append(qdir / entry["scan_quarantine"]["file"])
     for f in files:
         for row in pq.read_table(f, columns=["scope", "reason"]).to_pylist():
+            if row["scope"] == "filtered":
+                report.filtered[row["reason"]] = report.filtered.get(row["reason"], 0) + 1
+                continue
             report.reasons[row["reason"]] = report.reasons.get(row["reason"], 0) + 1
             if row["scope"] == "input":
                 report.quarantined_inputs += 1

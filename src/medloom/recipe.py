@@ -21,7 +21,7 @@ from .vocab import KINDS, UnknownTermError, Vocabulary, default_vocabulary
 COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
                "commercial_use", "classes", "label_map", "split", "max_pixels")
 # readers that can read modality / anatomy from the files themselves
-MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task")}
+MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task"), "pmc": ("modality", "anatomy", "task")}
 
 
 class RecipeError(ValueError):

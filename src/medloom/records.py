@@ -37,6 +37,23 @@ RENDER_TYPE = pa.struct(
     ]
 )
 
+# a figure from an article (pmc reader); null for other records
+ARTICLE_TYPE = pa.struct(
+    [(name, pa.string()) for name in ("pmcid", "pmid", "doi", "title")]
+    + [("abstracts", pa.list_(pa.string()))]
+    + [(name, pa.string()) for name in ("journal", "publisher")]
+    + [("year", pa.int32())]
+    + [(name, pa.list_(pa.string())) for name in ("keywords", "subjects", "mesh")]
+    + [("article_type", pa.string())]
+    + [(name, pa.string()) for name in ("fig_id", "fig_label", "fig_kind", "caption_title")]
+    # the href as written in the XML, and the file it resolved to (a member path for packages)
+    + [("graphic", pa.string()), ("file", pa.string())]
+    + [("panel", pa.int32()), ("panels", pa.int32())]
+    + [("where", pa.string()), ("xref_count", pa.int32()), ("contexts", pa.list_(pa.string()))]
+    # the licence URL and which element the licence was read from (url, license-type, prose, ...)
+    + [(name, pa.string()) for name in ("license_url", "license_source", "copyright")]
+)
+
 RECORD_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -62,6 +79,7 @@ RECORD_SCHEMA = pa.schema(
         ("description", pa.string()),
         ("caption", pa.string()),
         ("render", RENDER_TYPE),
+        ("article", ARTICLE_TYPE),
         # reader-specific facts as a JSON object (DICOM orientation, spacing, SOP class ...)
         ("meta", pa.string()),
     ]
@@ -74,7 +92,7 @@ QUARANTINE_SCHEMA = pa.schema(
         ("record_id", pa.string()),  # the record this concerns, when one exists
         ("stage", pa.string()),  # scan (reading annotations) or decode (reading pixels)
         # input: the input was dropped; annotation: part of it was dropped (a box, a label);
-        # warning: recovered, nothing dropped
+        # warning: recovered, nothing dropped; filtered: left out on purpose (a licence filter)
         ("scope", pa.string()),
         ("reason", pa.string()),
         ("message", pa.string()),

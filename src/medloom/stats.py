@@ -16,10 +16,12 @@ def catalog_stats(loom: Path) -> dict:
 
     by_source = pairs("SELECT source, count(*) FROM records GROUP BY 1 ORDER BY 1")
     quarantine_by_source = pairs("SELECT source, count(*) FROM quarantine WHERE scope = 'input' GROUP BY 1")
+    # rows a reader left out on purpose (a licence filter) count as filtered, not as problems
+    filtered_by_source = pairs("SELECT source, count(*) FROM quarantine WHERE scope = 'filtered' GROUP BY 1")
     sources = {}
     for name, entry in sorted(manifest["sources"].items()):
         ok = sum(p["inputs_ok"] for p in entry["parts"])
-        filtered = sum(entry.get("filtered", {}).values())
+        filtered = sum(entry.get("filtered", {}).values()) + filtered_by_source.get(name, 0)
         q = quarantine_by_source.get(name, 0)
         sources[name] = {"reader": entry["reader"], "records": by_source.get(name, 0), "inputs": ok + q + filtered,
                          "inputs_ok": ok, "quarantined": q, "filtered": filtered, "error": entry.get("error")}
@@ -36,7 +38,10 @@ def catalog_stats(loom: Path) -> dict:
                           "GROUP BY 1 ORDER BY 2 DESC, 1"),
         "by_split": pairs("SELECT coalesce(nullif(source_split, ''), '(none)'), count(*) FROM records GROUP BY 1 "
                           "ORDER BY 1"),
-        "quarantine_reasons": pairs("SELECT reason, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC, 1"),
+        "quarantine_reasons": pairs("SELECT reason, count(*) FROM quarantine WHERE scope <> 'filtered' GROUP BY 1 "
+                                    "ORDER BY 2 DESC, 1"),
+        "filtered_reasons": pairs("SELECT reason, count(*) FROM quarantine WHERE scope = 'filtered' GROUP BY 1 "
+                                  "ORDER BY 2 DESC, 1"),
         "sources": sources,
         "catalog": str(catalog.catalog_dir(loom)),
     }

@@ -28,7 +28,7 @@ from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..imaging import DEFAULT_MAX_PIXELS
 from .parquet import ParquetShardWriter
-from .render import RENDERED_READERS, sample_json
+from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
 from .webdataset import TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
@@ -91,13 +91,16 @@ def hf_features(folder: Path):
     import datasets
 
     from .parquet import hf_feature
-    from .render import SAMPLE_JSON_TYPE
+    from .render import ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 
     manifest = read_export_manifest(Path(folder))
     if manifest is None or manifest["settings"]["format"] != "webdataset":
         raise ExportError(f"{folder}: not a medloom WebDataset export (no manifest.json for format webdataset)")
     image, *rest = manifest["fields"]
-    features = {image: {"_type": "Image"}, "json": hf_feature(SAMPLE_JSON_TYPE)}
+    json_type = SAMPLE_JSON_TYPE
+    if manifest["settings"].get("article"):
+        json_type = pa.struct(list(json_type) + [("article", ARTICLE_JSON_TYPE)])
+    features = {image: {"_type": "Image"}, "json": hf_feature(json_type)}
     if "txt" in rest:
         features["txt"] = {"dtype": "string", "_type": "Value"}
     features.update({k: {"dtype": "string", "_type": "Value"} for k in ("__key__", "__url__")})
@@ -131,17 +134,20 @@ def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
         return options.image_format
     rendered = [n for n, s in sources.items() if s["reader"] in RENDERED_READERS] or [""]
     marks = ", ".join("?" * len(rendered))
-    others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower(uri), '\\.jpe?g$') "
+    file = "coalesce(nullif(article.file, ''), uri)"  # an article package's member, else the file
+    others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower({file}), '\\.jpe?g$') "
                          f"OR source IN ({marks})", rendered).fetchone()[0]
     return "jpg" if others == 0 else "png"
 
 
 def _lead_ids(con, split: str) -> list[str]:
     """A few records that together fill every list field found in the split (see the module docstring)."""
+    article_lists = "".join(f"coalesce(len(article.{name}), 0) > 0, " for name in ARTICLE_LISTS)
     rows = con.execute(
         "SELECT len(rois) > 0, coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0, len(labels) > 0, "
-        "len(label_space) > 0, min_by(id, md5(id)) FROM selection WHERE split = ? GROUP BY ALL", [split]).fetchall()
-    candidates = [({i for i, flag in enumerate(r[:4]) if flag}, r[4]) for r in rows]
+        f"len(label_space) > 0, {article_lists}min_by(id, md5(id)) FROM selection WHERE split = ? GROUP BY ALL",
+        [split]).fetchall()
+    candidates = [({i for i, flag in enumerate(r[:-1]) if flag}, r[-1]) for r in rows]
     wanted = set().union(*(c[0] for c in candidates)) if candidates else set()
     chosen: list[str] = []
     while wanted:
@@ -219,9 +225,11 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
     ext = _image_ext(con, options, sources)
     with_txt = con.execute("SELECT count(*) FROM selection WHERE coalesce(caption, '') <> ''").fetchone()[0] > 0
+    with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchone()[0] > 0
     settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
-                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt}
+                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt,
+                "article": with_article}
     plan = _plan_hash(settings, manifest)
     state = _resume(out, plan, options)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,7 +293,8 @@ def _export_split(con, out: Path, state: dict, split: str, size: int, options: E
                     continue
                 files = {ext: result["image"]}
                 if options.format == "webdataset":
-                    files["json"] = sample_json(row, result["width"], result["height"])
+                    files["json"] = sample_json(row, result["width"], result["height"],
+                                                state["settings"].get("article", False))
                     if state["settings"]["txt"]:
                         files["txt"] = (row["caption"] or "").encode()
                 need = writer.sample_size(files, row["id"]) if writer else 0

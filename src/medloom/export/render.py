@@ -8,6 +8,7 @@ small enough is copied byte for byte.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 from PIL import Image
 
 from ..imaging import DecodeError, decode_errors, display_image, encode, fit, open_image
+from ..records import ARTICLE_TYPE
 from ..sources import get_reader
 
 RENDERED_READERS = frozenset({"dicom", "nifti"})  # readers whose records need their own render()
@@ -25,7 +27,7 @@ def source_file(base: str, uri: str) -> str:
     return os.path.join(base, uri)
 
 
-def _passthrough(path: str, row: dict, settings: dict) -> bytes | None:
+def _passthrough(path: str | io.BytesIO, row: dict, settings: dict) -> bytes | None:
     """The file's own bytes, when it is already what the export would write."""
     fmt = PASSTHROUGH_FORMATS[settings["image_format"]]
     max_side = settings["max_side"]
@@ -34,6 +36,8 @@ def _passthrough(path: str, row: dict, settings: dict) -> bytes | None:
     with decode_errors(), Image.open(path) as im:
         if im.format != fmt or im.mode not in ("L", "RGB") or getattr(im, "n_frames", 1) > 1:
             return None
+    if isinstance(path, io.BytesIO):
+        return path.getvalue()
     with open(path, "rb") as f:
         return f.read()
 
@@ -46,10 +50,14 @@ def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, in
         with decode_errors():
             im = Image.fromarray(get_reader(source["reader"]).render(row, path, cache))
     else:
+        if source["reader"] == "pmc":  # a figure may be a member of an article package
+            path = get_reader("pmc").image_source(row, path, cache)
         if settings["keep_bytes"]:
             data = _passthrough(path, row, settings)
             if data is not None:
                 return data, row["width"], row["height"]
+            if isinstance(path, io.BytesIO):
+                path.seek(0)
         im = display_image(open_image(path, source["max_pixels"], settings["max_side"]))
         if (im.width, im.height) != (row["width"], row["height"]) and not settings["max_side"]:
             raise DecodeError("changed", f"the file is now {im.width}x{im.height}; the catalog has "
@@ -73,7 +81,26 @@ def render_part(table: pa.Table, settings: dict) -> list[dict]:
     return out
 
 
-def sample_metadata(row: dict, width: int, height: int) -> dict:
+def article_metadata(article: dict | None) -> dict:
+    """A figure's article facts with the no-null rule: "" for text, [] for lists, -1 for numbers."""
+    article = article or {}
+    out = {}
+    for f in ARTICLE_TYPE:
+        value = article.get(f.name)
+        if pa.types.is_list(f.type):
+            out[f.name] = list(value or [])
+        elif pa.types.is_integer(f.type):
+            out[f.name] = -1 if value is None else int(value)
+        else:
+            out[f.name] = value or ""
+    return out
+
+
+ARTICLE_LISTS = tuple(f.name for f in ARTICLE_TYPE if pa.types.is_list(f.type))
+ARTICLE_JSON_TYPE = pa.struct([(f.name, pa.int64() if pa.types.is_integer(f.type) else f.type) for f in ARTICLE_TYPE])
+
+
+def sample_metadata(row: dict, width: int, height: int, with_article: bool = False) -> dict:
     """The `.json` of a WebDataset sample: every record field, with types that never change.
 
     Readers infer field types from the first samples (HF `datasets` from five), so no field is ever
@@ -103,7 +130,7 @@ def sample_metadata(row: dict, width: int, height: int) -> dict:
         "license": row["license"] or "", "commercial_use": "unknown" if use is None else ("yes" if use else "no"),
         "description": row["description"] or "", "caption": row["caption"] or "",
         "render": render, "meta": row["meta"] or "",
-    }
+    } | ({"article": article_metadata(row.get("article"))} if with_article else {})
 
 
 SAMPLE_JSON_TYPE = pa.struct(
@@ -122,5 +149,6 @@ SAMPLE_JSON_TYPE = pa.struct(
 )  # the types of `sample_metadata`, for readers that want them declared rather than inferred
 
 
-def sample_json(row: dict, width: int, height: int) -> bytes:
-    return json.dumps(sample_metadata(row, width, height), ensure_ascii=False, separators=(",", ":")).encode()
+def sample_json(row: dict, width: int, height: int, with_article: bool = False) -> bytes:
+    return json.dumps(sample_metadata(row, width, height, with_article), ensure_ascii=False,
+                      separators=(",", ":")).encode()

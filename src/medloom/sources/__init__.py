@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-READERS = ("imagefolder", "csv", "coco", "voc", "yolo", "masks", "dicom", "nifti")
+READERS = ("imagefolder", "csv", "coco", "voc", "yolo", "masks", "dicom", "nifti", "pmc")
 
 
 def get_reader(name: str) -> ModuleType:

@@ -1,0 +1,1 @@
+"""Biomedical literature: JATS articles, licences, MeSH terms and the PMC OA download service."""

@@ -1,0 +1,235 @@
+"""PubMed Central articles: every figure graphic becomes a record with its caption, citing sentences,
+article metadata and exact licence.
+
+Inputs, found anywhere under the source root: PMC OA packages (`.tar.gz`/`.tgz` holding an `.nxml` and
+its figure files), `.nxml`/`.xml` files with their images beside them, Europe PMC files wrapping many
+`<article>`s, and OAI-PMH responses with JATS in a default namespace.
+
+The unit of accounting is the figure graphic: each one gives a record, or a quarantine row (a figure
+with no graphic, an href that matches no file, an image that does not decode), or a `filtered` row when
+the recipe's `licenses:` list leaves its licence out. Files that are not readable XML are one
+quarantined input each.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+import tarfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, image_facts, open_image
+from ..literature import jats
+from ..literature.licenses import commercial_use, parse_allowed
+from ..literature.mesh import load_mesh, mesh_files
+from ..records import quarantine_row
+from .base import Scan, fingerprint, image_record, make_task, walk_files
+
+TASK = "figure captioning"  # the T of every record unless the recipe names one
+PACKAGE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+XML_SUFFIXES = (".nxml", ".xml")
+# tried in this order for hrefs without an extension (or with one the package does not have)
+HREF_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".jp2")
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # keep only figures whose licence is listed: CC0, "CC BY", "CC BY-NC", ..., or the groups
+    # `commercial` (allows commercial use) and `noncommercial` (any CC or public-domain licence)
+    licenses: list[str] | None = None
+    tables: bool = False  # tables rendered as images become records too (fig_kind = "table")
+    # PubMed/MEDLINE XML files or folders (.xml, .xml.gz) whose MeSH terms are joined by PMID
+    mesh_from: str | list[str] | None = None
+
+    @field_validator("licenses")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            parse_allowed(v)
+        return v
+
+
+def _mesh_paths(source: dict, opts: Options) -> list[str]:
+    if not opts.mesh_from:
+        return []
+    names = [opts.mesh_from] if isinstance(opts.mesh_from, str) else opts.mesh_from
+    return mesh_files([n if os.path.isabs(n) else os.path.join(source["root"], n) for n in names])
+
+
+def is_article_input(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(PACKAGE_SUFFIXES) or name.endswith(XML_SUFFIXES)
+
+
+def scan(source: dict) -> Scan:
+    opts = Options(**source["options"])
+    mesh = _mesh_paths(source, opts)
+    missing = [p for p in mesh if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"mesh_from: no such file(s): {', '.join(missing)}")
+    mesh_fp = ",".join(fingerprint(p) for p in mesh)
+    skip = {os.path.realpath(p) for p in mesh}
+    out = Scan()
+    for path in walk_files(source["root"]):
+        if is_article_input(path) and os.path.realpath(path) not in skip:
+            out.tasks.append(make_task(source, str(path), fingerprint_extra=mesh_fp))
+    return out
+
+
+# ---- files an href may name ---------------------------------------------------------------------------
+
+def href_candidates(href: str) -> list[str]:
+    """File names an href may mean: as written, with each image extension added (`pone.0046493.g001`,
+    `ABI2008-897019.001`), and with its own extension swapped (a `.tif` href whose package has a `.jpg`)."""
+    href = href.replace("\\", "/").split("/")[-1]
+    names = [href] + [href + ext for ext in HREF_EXTENSIONS]
+    stem, dot, ext = href.rpartition(".")
+    if dot and "." + ext.lower() in IMAGE_EXTENSIONS:
+        names += [stem + e for e in HREF_EXTENSIONS]
+    return names
+
+
+def resolve_href(href: str, names: dict[str, str]) -> str | None:
+    """The file an href names among `names` (lower-cased basename -> real name), else None."""
+    for name in href_candidates(href):
+        found = names.get(name.lower())
+        if found is not None and Path(found).suffix.lower() in IMAGE_EXTENSIONS:
+            return found
+    return None
+
+
+def read_package(path: str) -> tuple[list[tuple[str, bytes]], dict[str, bytes]]:
+    """(XML members, image members by path) of a PMC OA package, read in one pass."""
+    xmls, images = [], {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                lower = m.name.lower()
+                if lower.endswith(XML_SUFFIXES) and not os.path.basename(lower).startswith("."):
+                    xmls.append((m.name, tar.extractfile(m).read()))
+                elif Path(lower).suffix in IMAGE_EXTENSIONS:
+                    images[m.name] = tar.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DecodeError("package_unreadable", f"not a readable tar package: {e}") from None
+    if not xmls:
+        raise DecodeError("package_without_xml", "the package holds no .nxml/.xml article file")
+    return sorted(xmls, key=lambda x: (not x[0].lower().endswith(".nxml"), x[0])), images
+
+
+# ---- decode -------------------------------------------------------------------------------------------
+
+def _article_fields(art: dict, fig: dict, panel: int, href: str, file: str, mesh: dict) -> dict:
+    return {
+        "pmcid": art["pmcid"], "pmid": art["pmid"], "doi": art["doi"], "title": art["title"],
+        "abstracts": art["abstracts"], "journal": art["journal"], "publisher": art["publisher"], "year": art["year"],
+        "keywords": art["keywords"], "subjects": art["subjects"], "mesh": mesh.get(art["pmid"], []),
+        "article_type": art["article_type"],
+        "fig_id": fig["fig_id"], "fig_label": fig["label"], "fig_kind": fig["kind"],
+        "caption_title": fig["caption_title"], "graphic": href, "file": file,
+        "panel": panel, "panels": len(fig["graphics"]), "where": fig["where"], "xref_count": fig["xref_count"],
+        "contexts": fig["contexts"],
+        "license_url": (fig["own_license"] or art)["license_url"],
+        "license_source": "figure " + fig["own_license"]["license_source"] if fig["own_license"]
+        else art["license_source"],
+        "copyright": (fig["own_license"] or art)["copyright"],
+    }
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_")
+
+
+def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
+    """One article file or package -> a record per figure graphic, quarantine rows, graphics that gave records."""
+    opts = Options(**source["options"])
+    allowed = parse_allowed(opts.licenses) if opts.licenses is not None else None
+    mesh_paths = _mesh_paths(source, opts)
+    mesh = load_mesh(tuple((p, fingerprint(p)) for p in mesh_paths)) if mesh_paths else {}
+    max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
+    name = source["name"]
+    is_package = task["path"].lower().endswith(PACKAGE_SUFFIXES)
+    if is_package:
+        xmls, members = read_package(task["path"])
+        member_names = {os.path.basename(m).lower(): m for m in members}
+    else:
+        with open(task["path"], "rb") as f:
+            xmls, members = [(os.path.basename(task["path"]), f.read())], {}
+        folder = os.path.dirname(task["path"])
+        member_names = {n.lower(): n for n in os.listdir(folder)}
+    records, problems, ok = [], [], 0
+
+    def problem(reason: str, message: str, scope: str = "input", rid: str | None = None) -> None:
+        problems.append(quarantine_row(name, task["uri"], reason, message, stage="decode", scope=scope,
+                                       record_id=rid))
+
+    xml_name, data = xmls[0]  # a package's .nxml first
+    try:
+        parsed = jats.extract(data, tables=opts.tables, name=xml_name)
+    except jats.UnreadableXML as e:
+        raise DecodeError("xml_unreadable", f"{xml_name}: {e}") from None
+    if parsed.recovered:
+        problem("xml_recovered", f"{xml_name}: malformed XML read by the recovering parser ({parsed.recovered}); "
+                                 "check the figures of this article", scope="warning")
+    articles = parsed.articles
+    if not articles:
+        raise DecodeError("no_article", "the XML holds no <article> element")
+    for a_index, art in enumerate(articles):
+        base = task["id"] if len(articles) == 1 else f"{task['id']}/{_key(art['pmcid']) or a_index}"
+        if not art["figures"]:
+            problem("article_without_figures", f"{art['pmcid'] or art['doi'] or 'the article'} has no figures",
+                    scope="warning")
+        for f_index, fig in enumerate(art["figures"]):
+            fig_key = _key(fig["fig_id"]) or f"fig{f_index + 1}"
+            what = f"{fig['kind']} {fig['fig_id'] or f_index + 1!s} ({fig['label'] or 'no label'})"
+            if not fig["graphics"]:
+                problem("figure_without_graphic", f"{what} has no <graphic>; nothing to turn into a record",
+                        rid=f"{base}/{fig_key}")
+                continue
+            license_facts = fig["own_license"] or art
+            license = license_facts["license"]
+            for panel, href in enumerate(fig["graphics"]):
+                rid = f"{base}/{fig_key}" if len(fig["graphics"]) == 1 else f"{base}/{fig_key}/{panel}"
+                if allowed is not None and license not in allowed:
+                    problem("license", f"{what}: licence {license!r} is not in the recipe's licenses "
+                                       f"{sorted(allowed)}", scope="filtered", rid=rid)
+                    continue
+                found = resolve_href(href, member_names)
+                if found is None:
+                    where = "the package" if is_package else f"{os.path.dirname(task['uri']) or '.'}/"
+                    problem("graphic_not_found", f"{what}: graphic href {href!r} matches no image file in {where} "
+                                                 f"(tried {', '.join(href_candidates(href)[:4])}, ...)", rid=rid)
+                    continue
+                try:
+                    blob = io.BytesIO(members[found]) if is_package else os.path.join(folder, found)
+                    facts = image_facts(open_image(blob, max_pixels))
+                except DecodeError as e:
+                    problem(e.reason, f"{what}: {found}: {e}", rid=rid)
+                    continue
+                uri = task["uri"] if is_package else posixpath.join(posixpath.dirname(task["uri"]), found)
+                rec = image_record({"id": rid}, facts, uri=uri, caption=fig["caption"], license=license,
+                                   commercial_use=commercial_use(license),
+                                   article=_article_fields(art, fig, panel, href, found if is_package else "", mesh))
+                records.append({**rec, "task": TASK})
+                ok += 1
+    return records, problems, ok
+
+
+def image_source(row: dict, path: str, cache: dict) -> str | io.BytesIO:
+    """What to open for a record's pixels: the file itself, or its member of a package (the package is read
+    once per run of records from it)."""
+    member = (row.get("article") or {}).get("file") or ""
+    if not member:
+        return path
+    if cache.get("package") != path:
+        cache.clear()
+        cache["package"], cache["members"] = path, read_package(path)[1]
+    data = cache["members"].get(member)
+    if data is None:
+        raise DecodeError("changed", f"{member} is no longer in {os.path.basename(path)}: re-run `medloom ingest`")
+    return io.BytesIO(data)

@@ -220,3 +220,12 @@ def test_recipe_licence_names_and_groups():
     assert "CC BY-NC-ND" in parse_allowed(["noncommercial"])
     with pytest.raises(ValueError, match="bogus"):
         parse_allowed(["CC BY", "bogus"])
+
+
+def test_reference_lists_are_dropped_only_when_safe():
+    art = (b"<article><body><p>x</p></body><back><ref-list><title>R</title><ref-list><ref>a</ref></ref-list>"
+           b"<ref-list/><ref>b</ref></ref-list><app><fig id='f'/></app></back></article>")
+    assert jats.drop_reference_lists(art) == b"<article><body><p>x</p></body><back><app><fig id='f'/></app></back></article>"
+    odd = b"<article><body><!-- <ref-list> --><fig id='f'/></body><back><ref-list></ref-list></back></article>"
+    assert jats.drop_reference_lists(odd) == odd  # the count went wrong: a figure would be lost, so keep all
+    assert jats.drop_reference_lists(b"<article/>") == b"<article/>"

@@ -32,7 +32,11 @@ LATE_DATES = frozenset({"pmc-release", "update", "corrected", "retracted", "nihm
 _ABBREVIATIONS = frozenset({"fig", "figs", "ref", "refs", "al", "e.g", "i.e", "vs", "cf", "approx", "eq", "eqs", "no",
                             "nos", "dr", "mr", "mrs", "st", "suppl", "supp", "ca", "resp", "sp", "spp", "var", "vol"})
 _BOUNDARY = re.compile(r"[.!?][\"')\]]*\s+(?=[A-Z])")
-_SPACE = re.compile(r"\s+")
+SPECIAL = tuple(BLOCK | SKIP)
+MARK = "\ue000"  # a private-use character: never in real text
+# floating objects that may sit inside a paragraph but are not its prose
+FLOATS = ("fig", "fig-group", "table-wrap", "table-wrap-group", "boxed-text", "supplementary-material",
+          "disp-formula", "chem-struct-wrap")
 
 
 @dataclass
@@ -48,12 +52,44 @@ class UnreadableXML(ValueError):
 
 
 def norm(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())
+
+
+# what a reference list never holds (figures, or the edges of the article's parts); a list that seems to,
+# say because "<ref-list" sits in a comment and the count went wrong, is left alone
+_NOT_IN_REFERENCES = (b"<fig", b"<graphic", b"<sub-article", b"<body", b"</back>")
+
+
+def drop_reference_lists(data: bytes) -> bytes:
+    """The article without its `<ref-list>`s, which hold no figures and are about a third of a typical
+    PMC article: parsing them is the largest cost we can avoid. Found with plain byte searches (nested
+    lists counted), so this costs a small fraction of the parse it saves."""
+    pieces, last = [], 0
+    start = data.find(b"<ref-list")
+    while start >= 0:
+        depth, i = 1, start + 9
+        while depth:
+            closing = data.find(b"</ref-list>", i)
+            if closing < 0:
+                break
+            opening = data.find(b"<ref-list", i, closing)
+            if opening >= 0:
+                empty = data[opening + 9:opening + 11] == b"/>"  # <ref-list/> opens nothing
+                depth, i = depth + (not empty), opening + 9
+            else:
+                depth, i = depth - 1, closing + 11
+        if depth:
+            break
+        if data[start + 9:start + 11] != b"/>" and not any(data.find(s, start, i) >= 0 for s in _NOT_IN_REFERENCES):
+            pieces.append(data[last:start])
+            last = i
+        start = data.find(b"<ref-list", i)
+    return b"".join(pieces) + data[last:] if pieces else data
 
 
 def _parser(recover: bool) -> etree.XMLParser:
     return etree.XMLParser(recover=recover, resolve_entities=False, no_network=True, load_dtd=False,
-                           huge_tree=True, remove_comments=True, remove_pis=True)
+                           huge_tree=True)  # comments and PIs are never read as text: no cost removing them
 
 
 def parse_xml(data: bytes, name: str = "") -> tuple[etree._Element, str | None]:
@@ -90,23 +126,34 @@ def find_articles(root: etree._Element) -> list[etree._Element]:
 
 # ---- text ---------------------------------------------------------------------------------------------
 
-def _collect(el: etree._Element, out: list[str], marks: dict | None = None, found: dict | None = None) -> None:
-    """Append el's prose to out, spacing block elements; record where each element in `marks` starts."""
+def _walk_set(el: etree._Element, specials: list) -> set:
+    """The descendants of el that hold a special element (a block, a skipped one): only these are walked
+    in Python; every other subtree is joined by lxml in C."""
+    need: set = set()
+    for d in specials:
+        for a in d.iterancestors():
+            if a is el or a in need:
+                break
+            need.add(a)
+    return need
+
+
+def _collect(el: etree._Element, out: list[str], need: set) -> None:
+    """Append el's prose to out, spacing block elements; only subtrees in `need` are walked in Python."""
     if el.text:
         out.append(el.text)
     for child in el:
         tag = child.tag
-        if not isinstance(tag, str) or tag in SKIP:
-            pass
-        else:
-            if marks is not None and child in marks:
-                found[child] = sum(map(len, out))
-            if tag in BLOCK:
+        if isinstance(tag, str) and tag not in SKIP:
+            block = tag in BLOCK
+            if block:
                 out.append(" ")
-                _collect(child, out, marks, found)
-                out.append(" ")
+            if child in need:
+                _collect(child, out, need)
             else:
-                _collect(child, out, marks, found)
+                out.extend(child.itertext())
+            if block:
+                out.append(" ")
         if child.tail:
             out.append(child.tail)
 
@@ -114,8 +161,11 @@ def _collect(el: etree._Element, out: list[str], marks: dict | None = None, foun
 def text_of(el: etree._Element | None) -> str:
     if el is None:
         return ""
+    specials = list(el.iterdescendants(*SPECIAL))
+    if not specials:  # inline markup only: lxml joins it in C
+        return norm("".join(el.itertext()))
     out: list[str] = []
-    _collect(el, out)
+    _collect(el, out, _walk_set(el, specials))
     return norm("".join(out))
 
 
@@ -123,7 +173,7 @@ def sentence_bounds(text: str) -> list[int]:
     """Start offsets of sentences ("Fig. 2", "et al." and initials do not end one)."""
     starts = [0]
     for m in _BOUNDARY.finditer(text):
-        before = text[:m.start()].rsplit(None, 1)
+        before = text[max(0, m.start() - 24):m.start()].rsplit(None, 1)
         word = before[-1].lower().lstrip("([") if before else ""
         if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
             continue
@@ -269,6 +319,54 @@ def _context_block(x: etree._Element) -> etree._Element | None:
     return None
 
 
+def _without_floats(block: etree._Element) -> list[tuple[etree._Element, etree._Element]]:
+    """Swap the figures, tables and boxes inside a paragraph for empty stand-ins (their tail text kept), so
+    the paragraph's own prose is read without walking a whole table; returns the swaps to undo."""
+    swaps: list[tuple[etree._Element, etree._Element]] = []
+    chosen: set = set()
+    for f in block.iterdescendants(*FLOATS):
+        if any(a in chosen for a in f.iterancestors() if a is not block):
+            continue
+        chosen.add(f)
+        stand_in = etree.Element("float-stand-in")
+        stand_in.tail = f.tail
+        f.getparent().replace(f, stand_in)
+        swaps.append((f, stand_in))
+    return swaps
+
+
+def _text_with_marks(block: etree._Element, xrefs: list[etree._Element]) -> tuple[str, list[int | None]]:
+    """The block's prose and where each xref (in document order) starts in it.
+
+    A private-use mark goes in front of each xref for the duration, and lxml joins the text in C; blocks
+    with nested block elements are walked in Python. Embedded figures and tables are not the paragraph's
+    prose and are set aside meanwhile.
+    """
+    swaps = _without_floats(block) if next(block.iterdescendants(*FLOATS), None) is not None else []
+    saved = [x.text for x in xrefs]
+    for x in xrefs:
+        x.text = MARK + (x.text or "")
+    try:
+        specials = list(block.iterdescendants(*SPECIAL))
+        if specials:
+            out: list[str] = []
+            _collect(block, out, _walk_set(block, specials))
+            raw = "".join(out)
+        else:
+            raw = "".join(block.itertext())
+    finally:
+        for x, text in zip(xrefs, saved):
+            x.text = text
+        for f, stand_in in reversed(swaps):
+            stand_in.getparent().replace(stand_in, f)
+    pieces = raw.split(MARK)
+    positions, pos = [], 0
+    for piece in pieces[:-1]:
+        pos += len(piece)
+        positions.append(pos)
+    return "".join(pieces), positions if len(positions) == len(xrefs) else [None] * len(xrefs)
+
+
 def citing_sentences(article: etree._Element, refs: list[tuple[etree._Element, list[str]]]) -> dict[str, list]:
     """For each cited id: the sentences that cite it, with the element each sits in (for de-duplication
     against the figure's own caption)."""
@@ -279,13 +377,9 @@ def citing_sentences(article: etree._Element, refs: list[tuple[etree._Element, l
             by_block.setdefault(block, []).append((x, rids))
     out: dict[str, list] = {}
     for block, xs in by_block.items():
-        out_text: list[str] = []
-        found: dict = {}
-        _collect(block, out_text, {x for x, _ in xs}, found)
-        text = "".join(out_text)
+        text, positions = _text_with_marks(block, [x for x, _ in xs])
         starts = sentence_bounds(text)
-        for x, rids in xs:
-            pos = found.get(x)
+        for (_, rids), pos in zip(xs, positions):
             if pos is None:
                 continue
             i = bisect.bisect_right(starts, pos) - 1
@@ -354,7 +448,7 @@ def extract_article(article: etree._Element, *, tables: bool = False) -> dict:
 
 def extract(data: bytes, *, tables: bool = False, name: str = "") -> Parsed:
     """Every article in one XML file (a JATS article, a Europe PMC `<articles>` file, an OAI-PMH response)."""
-    root, recovered = parse_xml(data, name)
+    root, recovered = parse_xml(drop_reference_lists(data), name)
     articles = find_articles(root)
     etree.strip_elements(root, "tex-math", with_tail=False)
     return Parsed([extract_article(a, tables=tables) for a in articles], recovered)

@@ -1,11 +1,13 @@
 """Article extraction speed and figure recall: medloom's JATS extractor against pubmed_parser.
 
 Both read the same real articles (../shared/fixtures/jats, 21 files from many publishers) ROUNDS times in
-one process, in three interleaved passes (best of 3 each). pubmed_parser gets the three calls a figure/caption pipeline needs (`parse_pubmed_xml`,
-`parse_pubmed_caption`, `parse_pubmed_paragraph`); medloom's one `extract` call returns metadata, licence,
-figures, reference counts and citing sentences. pubmed_parser runs in its own virtual environment
-(benchmarks/.venv-pubmed-parser, created on first use) because it installs top-level `tests` and `data`
-packages. Recall: the share of the figures listed in expected.json that each one returns (by figure id).
+one process, in three interleaved passes (best of 3 each). pubmed_parser gets the three calls a
+figure/caption pipeline needs (`parse_pubmed_xml`, `parse_pubmed_caption`, `parse_pubmed_paragraph`);
+medloom's one `extract` call returns metadata, licence, figures, reference counts and citing sentences.
+pubmed_parser runs in its own virtual environment (benchmarks/.venv-pubmed-parser, created on first use)
+because it installs top-level `tests` and `data` packages. Recall: the share of the figures listed in
+expected.json that each one returns (by figure id). Where pubmed_parser raises on a file, it found no
+figures there, and its time on that file is the time it took to fail.
 
 Usage: python benchmarks/pmc.py [--rounds 10] [--fixtures ../shared/fixtures/jats]
 """

@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/export.py
 	$(BIN)/python benchmarks/stream.py
+	$(BIN)/python benchmarks/pmc.py
 
 clean:
 	rm -rf demo .pytest_cache

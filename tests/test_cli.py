@@ -32,9 +32,10 @@ def loom(tmp_path_factory):
     return tmp / "loom", recipe
 
 
-@pytest.mark.parametrize("cmd", ["", "init", "ingest", "stats", "query", "show"])
+@pytest.mark.parametrize("cmd", ["", "init", "ingest", "stats", "query", "show", "export", "verify", "pmc",
+                                 "pmc fetch"])
 def test_help_everywhere(cmd):
-    proc = medloom(*([cmd] if cmd else []), "--help")
+    proc = medloom(*cmd.split(), "--help")
     assert "Usage" in proc.stdout
 
 

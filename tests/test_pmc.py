@@ -216,3 +216,36 @@ def test_export_reads_figures_out_of_packages(corpus, tmp_path):
     n = duckdb.connect().execute(f"SELECT count(*) FROM '{tmp_path / 'pq'}/*.parquet' "
                                  "WHERE article.pmcid = 'PMC3460867'").fetchall()
     assert n == [(4,)]
+
+
+def test_panels_tables_and_a_europe_pmc_file_through_ingest(tmp_path):
+    from test_jats import PANELS
+
+    jats = fixture_dir("jats")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "panels.nxml").write_bytes(PANELS)
+    for i, name in enumerate(["f1a.png", "f1b.tif", "f1c.jpg", "t1.gif"]):
+        make_image(data / name, size=(30 + i, 20), seed=i, fmt={"tif": "TIFF", "gif": "GIF"}.get(name[-3:]))
+    from lxml import etree
+
+    bodies = [etree.tostring(etree.parse(str(jats / n)).getroot())
+              for n in ("pmc_ehp_ehp-116-1694.nxml", "pmc_kcj_PMC3717426_floats.xml")]
+    (data / "epmc").mkdir()
+    (data / "epmc" / "europepmc.xml").write_bytes(b"<articles>" + b"".join(bodies) + b"</articles>")
+    for i in (1, 2, 3):
+        make_image(data / "epmc" / f"ehp-116-1694f{i}.jpg", size=(50, 40), seed=30 + i)
+    recipe = write_recipe(tmp_path, [dict(name="p", reader="pmc", path=str(data), tables=True)])
+    loom, reports = run_ingest(recipe)
+    got = rows(loom, "SELECT id, article.panel AS panel, article.panels AS panels, article.fig_kind AS kind, width "
+                     "FROM records WHERE uri NOT LIKE 'epmc/%' ORDER BY id")
+    assert [(r["id"], r["panel"], r["panels"], r["kind"], r["width"]) for r in got] == [
+        ("p/panels_nxml/f1/0", 0, 3, "figure", 30), ("p/panels_nxml/f1/1", 1, 3, "figure", 31),
+        ("p/panels_nxml/f1/2", 2, 3, "figure", 32), ("p/panels_nxml/t1", 0, 1, "table", 33)]
+    (q,) = rows(loom, "SELECT * FROM quarantine WHERE path = 'panels.nxml'")
+    assert q["reason"] == "figure_without_graphic" and q["record_id"] == "p/panels_nxml/f2"
+    epmc = rows(loom, "SELECT id, article.pmcid AS pmcid FROM records WHERE uri LIKE 'epmc/%' ORDER BY id")
+    assert [r["id"] for r in epmc] == [f"p/epmc/europepmc_xml/PMC2599765/f{i}-ehp-116-1694" for i in (1, 2, 3)]
+    missing = rows(loom, "SELECT record_id FROM quarantine WHERE reason = 'graphic_not_found' ORDER BY 1")
+    assert [r["record_id"] for r in missing] == [f"p/epmc/europepmc_xml/PMC3717426/F{i}" for i in (1, 2, 3, 4)]
+    assert reports["p"].inputs == 4 + 3 + 1 + 4

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..catalog import sha256_file
 from .licenses import GROUPS, from_prose, from_type
 
 DEFAULT_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"
@@ -175,7 +175,7 @@ class Downloader:
                 if status is None:
                     if package.name.endswith((".gz", ".tgz")):
                         check_gzip(partial)
-                    size, digest = partial.stat().st_size, _sha256(partial)
+                    size, digest = partial.stat().st_size, sha256_file(partial)
                     os.replace(partial, self.out / package.name)
                     return self._entry(package, "ok", attempts, bytes=size, sha256=digest)
                 last = f"HTTP {status}"
@@ -221,14 +221,6 @@ class Downloader:
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **more}
         self.log(entry)
         return entry
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BASE_URL, workers: int = 4,

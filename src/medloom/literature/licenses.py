@@ -77,19 +77,13 @@ def from_prose(text: str | None) -> str | None:
 def normalise_license(*, urls: list[str] = (), license_type: str | None = None, prose: str | None = None,
                       copyright_statement: str | None = None, present: bool = False) -> tuple[str, str]:
     """(licence, where it came from). `present` says a licence element exists even if it is empty."""
-    for url in urls:
-        found = from_url(url)
+    tries = [(from_url, url, "url") for url in urls] + [
+        (from_type, license_type, "license-type"), (from_prose, prose, "prose"),
+        (from_prose, copyright_statement, "copyright-statement")]
+    for read, text, source in tries:
+        found = read(text)
         if found:
-            return found, "url"
-    found = from_type(license_type)
-    if found:
-        return found, "license-type"
-    found = from_prose(prose)
-    if found:
-        return found, "prose"
-    found = from_prose(copyright_statement)
-    if found:
-        return found, "copyright-statement"
+            return found, source
     if present or any(urls) or (prose or "").strip():
         return "other", "license"
     return "unknown", "none"

@@ -18,6 +18,7 @@ import os
 import posixpath
 import re
 import tarfile
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -78,6 +79,20 @@ def scan(source: dict) -> Scan:
         if is_article_input(path) and os.path.realpath(path) not in skip:
             out.tasks.append(make_task(source, str(path), fingerprint_extra=mesh_fp))
     return out
+
+
+@lru_cache(maxsize=4)
+def _mesh_index(root: str, mesh_from: str | tuple[str, ...]) -> dict[str, list[str]]:
+    """Listed and fingerprinted once per worker process, not once per article."""
+    paths = _mesh_paths({"root": root}, Options(mesh_from=mesh_from if isinstance(mesh_from, str) else list(mesh_from)))
+    return load_mesh(tuple((p, fingerprint(p)) for p in paths))
+
+
+@lru_cache(maxsize=8)
+def folder_names(folder: str, mtime_ns: int) -> dict[str, str]:
+    """Lower-cased file name -> file name in a folder; read once per process while the folder is unchanged
+    (a flat folder of many articles and their images is listed once, not once per article)."""
+    return {n.lower(): n for n in os.listdir(folder)}
 
 
 # ---- files an href may name ---------------------------------------------------------------------------
@@ -149,8 +164,8 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     """One article file or package -> a record per figure graphic, quarantine rows, graphics that gave records."""
     opts = Options(**source["options"])
     allowed = parse_allowed(opts.licenses) if opts.licenses is not None else None
-    mesh_paths = _mesh_paths(source, opts)
-    mesh = load_mesh(tuple((p, fingerprint(p)) for p in mesh_paths)) if mesh_paths else {}
+    names = opts.mesh_from
+    mesh = _mesh_index(source["root"], names if isinstance(names, str) else tuple(names)) if names else {}
     max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
     name = source["name"]
     is_package = task["path"].lower().endswith(PACKAGE_SUFFIXES)
@@ -161,7 +176,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
         with open(task["path"], "rb") as f:
             xmls, members = [(os.path.basename(task["path"]), f.read())], {}
         folder = os.path.dirname(task["path"])
-        member_names = {n.lower(): n for n in os.listdir(folder)}
+        member_names = folder_names(folder, os.stat(folder).st_mtime_ns)
     records, problems, ok = [], [], 0
 
     def problem(reason: str, message: str, scope: str = "input", rid: str | None = None) -> None:

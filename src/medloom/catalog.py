@@ -108,7 +108,8 @@ def listed_files(loom: Path) -> tuple[list[str], list[str]]:
 
 
 def connect(loom: Path):
-    """A DuckDB connection with the views `records` and `quarantine` over the listed parts."""
+    """A DuckDB connection with the views `records` and `quarantine` over the listed parts, and
+    `annotations` once `medloom annotate` has run."""
     import duckdb
 
     loom = Path(loom)
@@ -123,6 +124,10 @@ def connect(loom: Path):
         else:
             con.register(f"_{view}_empty", schema.empty_table())
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM _{view}_empty")
+    annotations = loom / "annotations" / "annotations.parquet"  # written by `medloom annotate`
+    if annotations.is_file():
+        con.execute("CREATE VIEW annotations AS SELECT * FROM read_parquet('"
+                    + str(annotations).replace("'", "''") + "')")
     return con
 
 

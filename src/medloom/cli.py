@@ -196,6 +196,11 @@ def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record i
         record["meta"] = json.loads(record["meta"])
     record["quarantine"] = [dict(zip(["reason", "message"], r)) for r in con.execute(
         "SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()]
+    if "annotations" in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
+        cur = con.execute("SELECT * FROM annotations WHERE id = ?", [record_id])
+        found = cur.fetchone()
+        if found is not None:
+            record["annotations"] = {k: v for k, v in zip([d[0] for d in cur.description], found) if k != "id"}
     sys.stdout.write(json.dumps(record, indent=1, default=str) + "\n")
 
 
@@ -211,7 +216,9 @@ def parse_bytes(text: str) -> int:
 
 @app.command("export")
 def export_cmd(loom: Loom,
-               fmt: Annotated[str, typer.Option("--format", "-f", help="webdataset (tar shards) | parquet")] = "webdataset",
+               fmt: Annotated[str, typer.Option("--format", "-f", help="webdataset (tar shards) | parquet | medmat | "
+                                                                    "llava | sharegpt (annotations as training JSON)."
+                                                )] = "webdataset",
                out_dir: Annotated[Path | None, typer.Option(
                    "--out", "-o", help="Output folder (default: LOOM/exports/FORMAT).")] = None,
                shard_size: Annotated[int, typer.Option(help="Samples per shard at most.")] = 5000,
@@ -227,10 +234,27 @@ def export_cmd(loom: Loom,
                overwrite: Annotated[bool, typer.Option(help="Replace a different export already in the folder.")] = False,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
                quiet: Quiet = False) -> None:
-    """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run."""
+    """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run.
+
+    medmat, llava and sharegpt write the annotations (`medloom annotate`) as FORMAT.json with images/ beside it.
+    """
     from .export import ExportError, ExportOptions, export
+    from .export.training import TRAINING_FORMATS, TrainingExportError, export_training
 
     loom = resolve_loom(loom)
+    if fmt in TRAINING_FORMATS:
+        try:
+            report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, where=where, max_side=max_side,
+                                     quality=quality, workers=workers or None, quiet=quiet or as_json)
+        except (TrainingExportError, FileNotFoundError) as e:
+            fail(str(e))
+        if as_json:
+            sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
+        else:
+            out.print(f"export {fmt}: {report.items} item(s) from {report.records} annotated record(s), "
+                      f"{report.images} image(s), {len(report.quarantined)} quarantined; "
+                      f"{Path(report.out) / (fmt + '.json')}", highlight=False)
+        return
     options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
                             shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite)
     target = out_dir or loom / "exports" / fmt
@@ -276,6 +300,88 @@ def verify(directory: Annotated[Path, typer.Argument(help="An export folder (or 
                   highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("annotate")
+def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a recipe whose `annotate:` step to run.")],
+                 captions: Annotated[bool, typer.Option("--captions", help="Captions from the MAT triplet and "
+                                                                            "labels.")] = False,
+                 rois: Annotated[bool, typer.Option("--rois", help="Multigranular ROI descriptions.")] = False,
+                 vqa: Annotated[bool, typer.Option("--vqa", help="Multiple-choice, open, yes/no and grounding "
+                                                                  "questions.")] = False,
+                 seed: Annotated[int | None, typer.Option(help="Seed for every random choice (default 0).")] = None,
+                 knowledge: Annotated[Path | None, typer.Option(help="Knowledge base (YAML/JSONL of term, synonyms, "
+                                                                     "definition).")] = None,
+                 templates: Annotated[Path | None, typer.Option(help="YAML: task family -> extra caption "
+                                                                     "templates.")] = None,
+                 llm: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. "
+                                                              "http://localhost:8000/v1.")] = None,
+                 model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
+                 llm_images: Annotated[bool, typer.Option(help="Send images to a multimodal server.")] = False,
+                 llm_concurrency: Annotated[int, typer.Option(help="Requests in flight at most.", min=1)] = 4,
+                 where: Annotated[str | None, typer.Option(help="Only records matching this SQL condition.")] = None,
+                 workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all "
+                                                                              "cores).")] = 0,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+                 quiet: Quiet = False) -> None:
+    """Generate captions, ROI descriptions and questions for every record (all three unless some are named).
+
+    Stored in LOOM/annotations and shown by `medloom show`; every text is checked against its record.
+    """
+    import yaml
+
+    from .annotate import AnnotateError, AnnotateSettings, annotate
+
+    step = None
+    if target.is_file() and target.suffix in (".yaml", ".yml"):
+        from .recipe import RecipeError, load_recipe
+
+        try:
+            loaded = load_recipe(target)
+        except RecipeError as e:
+            fail(str(e))
+        loom, step = loaded.loom, loaded.recipe.annotate
+    else:
+        loom = resolve_loom(target)
+    settings = AnnotateSettings()
+    if step is not None:
+        settings = AnnotateSettings(captions=step.captions, rois=step.rois, vqa=step.vqa, seed=step.seed,
+                                    templates=step.templates, knowledge=step.knowledge, definitions=step.definitions)
+        if step.llm:
+            settings.llm_url, settings.llm_model = step.llm.url, step.llm.model
+            settings.llm_images, settings.llm_concurrency = step.llm.images, step.llm.concurrency
+    if captions or rois or vqa:
+        settings.captions, settings.rois, settings.vqa = captions, rois, vqa
+    if seed is not None:
+        settings.seed = seed
+    if knowledge is not None:
+        settings.knowledge = str(knowledge)
+    if templates is not None:
+        try:
+            settings.templates = yaml.safe_load(templates.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            fail(f"{templates}: {e}")
+    if llm:
+        settings.llm_url, settings.llm_model, settings.llm_images = llm, model, llm_images
+        settings.llm_concurrency = llm_concurrency
+    try:
+        report = annotate(loom, settings, workers=workers or None, quiet=quiet or as_json, where=where)
+    except (AnnotateError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
+        return
+    questions = ", ".join(f"{k} {v}" for k, v in sorted(report.questions.items())) or "none"
+    out.print(f"annotate: {report.records} records: {report.captions} captions, {report.roi_descriptions} ROI "
+              f"descriptions, questions: {questions}; {report.without_labels} without labels or ROIs", highlight=False)
+    if report.llm:
+        s = report.llm
+        out.print(f"llm: {s['answered']} answered, {s['cached']} from the cache, {s['failed']} failed "
+                  f"({s['requests']} HTTP requests)", highlight=False)
+    if report.flags:
+        err.print("[yellow]flagged:[/yellow] " + ", ".join(f"{k} {v}" for k, v in sorted(report.flags.items()))
+                  + f" (details in {report.out}/manifest.json)", highlight=False)
+    out.print(f"annotations: {report.out}", highlight=False)
 
 
 pmc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -55,6 +55,28 @@ class SourceSpec(BaseModel):
         return [str(c) for c in v] if isinstance(v, list) else v
 
 
+class LLMSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str  # an OpenAI-compatible server: http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama)
+    model: str
+    images: bool = False  # send each image to a multimodal server
+    concurrency: int = Field(4, ge=1)
+
+
+class AnnotateStep(BaseModel):
+    """The `annotate:` step of a recipe (the same switches as `medloom annotate`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    captions: bool = True
+    rois: bool = True
+    vqa: bool = True
+    seed: int = 0
+    templates: dict[str, list[str]] = {}  # extra caption templates per task family
+    knowledge: str | None = None  # YAML/JSONL knowledge base, relative to the recipe
+    definitions: bool = True
+    llm: LLMSpec | None = None
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -64,6 +86,7 @@ class Recipe(BaseModel):
     vocabulary: dict[str, list[str | dict[str, Any]]] = {}
     sources: list[SourceSpec]
     part_size: int | None = None  # tasks per catalog part (default: per reader)
+    annotate: AnnotateStep | None = None
 
 
 @dataclass(frozen=True)
@@ -149,5 +172,7 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
     if problems:
         raise RecipeError(f"{path}: the recipe has {len(problems)} problem(s):\n" +
                           "\n".join(f"  - {p}" for p in problems))
+    if recipe.annotate and recipe.annotate.knowledge and not os.path.isabs(recipe.annotate.knowledge):
+        recipe.annotate.knowledge = str(base / recipe.annotate.knowledge)
     loom = Path(recipe.loom) if os.path.isabs(recipe.loom) else (base / recipe.loom)
     return LoadedRecipe(path, recipe, loom.resolve(), sources, vocab)

@@ -8,6 +8,7 @@ from typing import Any
 STAGES = {
     "ingest.decode": "medloom.ingest:decode_part",
     "export.render": "medloom.export.render:render_part",
+    "annotate.part": "medloom.annotate.step:annotate_part",
 }
 
 

@@ -119,7 +119,8 @@ def _select(con, where: str | None) -> None:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
 
 
-def _sources(manifest: dict) -> dict[str, dict]:
+def render_sources(manifest: dict) -> dict[str, dict]:
+    """Per source what the render stage needs to find and open its files."""
     out = {}
     for name, entry in manifest["sources"].items():
         root = entry["root"]
@@ -220,7 +221,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     con = catalog.connect(loom)
     _select(con, options.where)
     manifest = catalog.read_manifest(loom)
-    sources = _sources(manifest)
+    sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchone()[0]
     split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
     ext = _image_ext(con, options, sources)

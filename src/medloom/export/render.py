@@ -42,27 +42,33 @@ def _passthrough(path: str | io.BytesIO, row: dict, settings: dict) -> bytes | N
         return f.read()
 
 
-def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
-    """Encoded image bytes and their width and height for one record."""
+def record_image(row: dict, settings: dict, cache: dict, max_side: int | None = None) -> Image.Image:
+    """A record's pixels as an 8-bit L or RGB image (DICOM and NIfTI rendered with the stored window)."""
     source = settings["sources"][row["source"]]
     path = source_file(source["base"], row["uri"])
     if source["reader"] in RENDERED_READERS:
         with decode_errors():
-            im = Image.fromarray(get_reader(source["reader"]).render(row, path, cache))
-    else:
-        if source["reader"] == "pmc":  # a figure may be a member of an article package
+            return Image.fromarray(get_reader(source["reader"]).render(row, path, cache))
+    if source["reader"] == "pmc":  # a figure may be a member of an article package
+        path = get_reader("pmc").image_source(row, path, cache)
+    im = display_image(open_image(path, source["max_pixels"], max_side))
+    if (im.width, im.height) != (row["width"], row["height"]) and not max_side:
+        raise DecodeError("changed", f"the file is now {im.width}x{im.height}; the catalog has "
+                                     f"{row['width']}x{row['height']}: re-run `medloom ingest`")
+    return im
+
+
+def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
+    """Encoded image bytes and their width and height for one record."""
+    source = settings["sources"][row["source"]]
+    if settings["keep_bytes"] and source["reader"] not in RENDERED_READERS:
+        path = source_file(source["base"], row["uri"])
+        if source["reader"] == "pmc":
             path = get_reader("pmc").image_source(row, path, cache)
-        if settings["keep_bytes"]:
-            data = _passthrough(path, row, settings)
-            if data is not None:
-                return data, row["width"], row["height"]
-            if isinstance(path, io.BytesIO):
-                path.seek(0)
-        im = display_image(open_image(path, source["max_pixels"], settings["max_side"]))
-        if (im.width, im.height) != (row["width"], row["height"]) and not settings["max_side"]:
-            raise DecodeError("changed", f"the file is now {im.width}x{im.height}; the catalog has "
-                                         f"{row['width']}x{row['height']}: re-run `medloom ingest`")
-    im = fit(im, settings["max_side"])
+        data = _passthrough(path, row, settings)
+        if data is not None:
+            return data, row["width"], row["height"]
+    im = fit(record_image(row, settings, cache, settings["max_side"]), settings["max_side"])
     return encode(im, settings["image_format"], settings["quality"]), im.width, im.height
 
 

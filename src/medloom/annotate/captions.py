@@ -1,0 +1,100 @@
+"""Captions from the MAT triplet and labels (as UniMed does): several templates per task family, chosen by
+a seed, filled grammatically. Users add templates per family in the recipe."""
+
+from __future__ import annotations
+
+import random
+
+from .text import counted, join_words, label_words, sentence, with_article
+
+FAMILIES = ("classification", "multi-label", "grading", "detection", "segmentation")
+# how to name an image of each modality ("a fundus photograph", not "a fundus photography image")
+MODALITY_NOUNS = {"X-ray": "X-ray image", "mammography": "mammogram", "fundus photography": "fundus photograph",
+                  "pathology": "pathology slide", "digital photography": "clinical photograph",
+                  "angiography": "angiogram", "unknown": "medical image"}
+ANATOMY_PHRASES = {"cell": "of cells", "blood": "of blood", "whole body": "of the whole body", "unknown": "",
+                   "bone": "of the bones", "skin": "of the skin"}
+NORMAL = frozenset({"normal", "no finding", "healthy", "negative", "no abnormality", "nofinding"})
+
+TEMPLATES: dict[str, list[str]] = {
+    "classification": [
+        "{An_image} {of_anatomy} showing {finding}.",
+        "This {image} {of_anatomy} shows {finding}.",
+        "{Image} {of_anatomy}: {finding}.",
+        "The {image} {of_anatomy} is consistent with {finding}.",
+    ],
+    "multi-label": [
+        "{An_image} {of_anatomy} showing {findings}.",
+        "Findings on this {image} {of_anatomy}: {findings}.",
+        "This {image} {of_anatomy} shows {n_findings}: {findings}.",
+    ],
+    "grading": [
+        "{An_image} {of_anatomy}, graded as {finding}.",
+        "This {image} {of_anatomy} is graded {finding}.",
+        "{Image} {of_anatomy} with a grade of {finding}.",
+    ],
+    "detection": [
+        "{An_image} {of_anatomy} with {objects} marked by boxes.",
+        "This {image} {of_anatomy} contains {objects}.",
+        "{Objects} can be seen in this {image} {of_anatomy}.",
+    ],
+    "segmentation": [
+        "{An_image} {of_anatomy} with {objects} outlined.",
+        "This {image} {of_anatomy} shows {objects}, each delineated by a mask.",
+        "Segmentation of {objects} on {an_image} {of_anatomy}.",
+    ],
+}
+
+
+def modality_phrase(modality: str) -> str:
+    return MODALITY_NOUNS.get(modality, f"{modality} image")
+
+
+def anatomy_phrase(anatomy: str) -> str:
+    return ANATOMY_PHRASES.get(anatomy, f"of the {anatomy}")
+
+
+def finding(label: str) -> str:
+    words = label_words(label)
+    return "normal findings" if words.lower() in NORMAL else words
+
+
+def task_family(record: dict) -> str | None:
+    """The template family for a record, or None when it has nothing to caption from (no labels, no ROIs)."""
+    task = (record.get("task") or "").lower()
+    rois = record.get("rois") or []
+    if rois:
+        return "segmentation" if "segmentation" in task or any(r.get("rle") for r in rois) else "detection"
+    labels = record.get("labels") or []
+    if not labels:
+        return None
+    if len(labels) > 1:
+        return "multi-label"
+    return "grading" if task in ("level",) else "classification"
+
+
+def fill(template: str, record: dict) -> str:
+    image = modality_phrase(record["modality"])
+    labels = list(record.get("labels") or [])
+    kinds: dict[str, int] = {}
+    for roi in record.get("rois") or []:
+        kinds[roi["label"]] = kinds.get(roi["label"], 0) + 1
+    objects = join_words([counted(label_words(k), n) for k, n in kinds.items()])
+    values = {
+        "image": image, "an_image": with_article(image), "of_anatomy": anatomy_phrase(record["anatomy"]),
+        "modality": record["modality"], "anatomy": record["anatomy"],
+        "finding": finding(labels[0]) if labels else "", "findings": join_words([finding(x) for x in labels]),
+        "n_findings": counted("finding", len(labels)), "objects": objects,
+    }
+    for key in ("image", "an_image", "objects"):
+        values[key[0].upper() + key[1:]] = values[key][:1].upper() + values[key][1:]
+    return sentence(template.format(**values))
+
+
+def make_caption(record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None) -> tuple[str, str]:
+    """(caption, family); ("", "") for a record with nothing to say."""
+    family = task_family(record)
+    if family is None:
+        return "", ""
+    templates = TEMPLATES[family] + list((extra or {}).get(family, []))
+    return fill(rng.choice(templates), record), family

@@ -1,0 +1,156 @@
+"""A client for OpenAI-compatible chat completion servers (vLLM, Ollama, OpenAI).
+
+Bounded concurrency over one connection pool; retries with exponential back-off (honouring Retry-After)
+on 429, 5xx, time-outs and dropped connections; every answer cached on disk under a key made from the
+request, written atomically as soon as it arrives, so a run killed half-way asks again only what it had
+not been answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class LLMError(RuntimeError):
+    """A request that failed after every retry (or that the server refused outright)."""
+
+
+@dataclass
+class LLMStats:
+    requests: int = 0  # HTTP requests sent, retries included
+    answered: int = 0
+    cached: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def chat_url(url: str) -> str:
+    """Accept a base URL (http://host:8000, http://host:8000/v1) or the full endpoint."""
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    if not urlparse(url).path.rstrip("/").endswith("/v1"):
+        url += "/v1"
+    return url + "/chat/completions"
+
+
+def image_part(data: bytes, mime: str = "image/jpeg") -> dict:
+    """An image as the data URL multimodal chat servers accept."""
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}}
+
+
+def request_key(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class LLMClient:
+    def __init__(self, url: str, model: str, cache_dir: Path, *, concurrency: int = 4, retries: int = 5,
+                 timeout: float = 120.0, backoff: float = 1.0, api_key: str | None = None,
+                 temperature: float = 0.0, max_tokens: int = 512):
+        import urllib3
+
+        self.url, self.model, self.cache_dir = chat_url(url), model, Path(cache_dir)
+        self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
+        self.temperature, self.max_tokens = temperature, max_tokens
+        headers = {"Content-Type": "application/json"}
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self.http = urllib3.PoolManager(maxsize=concurrency, block=True, retries=False, headers=headers,
+                                        timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout))
+        self._errors = (urllib3.exceptions.HTTPError, OSError)
+        self.stats = LLMStats()
+        self._lock = threading.Lock()
+
+    def body(self, messages: list[dict]) -> dict:
+        return {"model": self.model, "messages": messages, "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
+
+    def _cache_path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.json"
+
+    def cached(self, body: dict) -> str | None:
+        path = self._cache_path(request_key(body))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))["answer"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _store(self, body: dict, answer: str) -> None:
+        path = self._cache_path(request_key(body))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"model": self.model, "answer": answer}, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _count(self, **n: int) -> None:
+        with self._lock:
+            for k, v in n.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+
+    def complete(self, messages: list[dict]) -> str:
+        """The assistant's text for one request: from the cache, or asked (and then cached)."""
+        body = self.body(messages)
+        hit = self.cached(body)
+        if hit is not None:
+            self._count(cached=1)
+            return hit
+        payload = json.dumps(body).encode()
+        last = ""
+        for attempt in range(self.retries + 1):
+            wait = None
+            try:
+                self._count(requests=1)
+                resp = self.http.request("POST", self.url, body=payload)
+                if resp.status == 200:
+                    answer = json.loads(resp.data)["choices"][0]["message"]["content"]
+                    if not isinstance(answer, str):
+                        raise LLMError(f"no text in the answer: {resp.data[:200]!r}")
+                    self._store(body, answer)
+                    self._count(answered=1)
+                    return answer
+                last = f"HTTP {resp.status}: {resp.data[:200].decode(errors='replace')}"
+                if resp.status not in RETRY_STATUS:
+                    break
+                after = resp.headers.get("Retry-After")
+                wait = float(after) if after and after.replace(".", "", 1).isdigit() else None
+            except self._errors as e:
+                last = f"{type(e).__name__}: {e}"
+            except (ValueError, KeyError, IndexError) as e:  # a reply that is not a chat completion
+                last = f"unreadable reply: {type(e).__name__}: {e}"
+                break
+            if attempt < self.retries:
+                time.sleep(wait if wait is not None else self.backoff * 2 ** attempt * (0.5 + random.random()))
+        self._count(failed=1)
+        with self._lock:
+            self.stats.errors.append(last)
+        raise LLMError(f"{self.url}: {last}")
+
+    def complete_many(self, requests: list[list[dict]], progress: Callable[[int], None] | None = None
+                      ) -> list[str | None]:
+        """Answers in request order (None where a request failed), at most `concurrency` in flight."""
+
+        def one(messages: list[dict]) -> str | None:
+            try:
+                return self.complete(messages)
+            except LLMError:
+                return None
+            finally:
+                if progress:
+                    progress(1)
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, requests))

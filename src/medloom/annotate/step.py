@@ -1,0 +1,310 @@
+"""The annotate step: captions, ROI descriptions and questions for every record, optionally rewritten by
+an LLM, checked against their records, and stored beside the catalog (`LOOM/annotations/`).
+
+Templated generation is a stage (`annotate.part`) that workers run over parts of records; each record's
+random choices come from a generator seeded by (seed, record id), so the result is the same for any
+number of workers and any part boundaries. The LLM pass runs in the main process with a bounded pool of
+connections and an on-disk cache.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import catalog
+from ..engine import make_executor
+from ..engine.progress import progress_bar
+from ..imaging import DecodeError
+from ..vocab import default_vocabulary
+from .captions import anatomy_phrase, make_caption, modality_phrase, task_family
+from .checks import TextChecker
+from .knowledge import load_knowledge
+from .regions import describe_regions
+from .text import label_words
+from .vqa import INSTRUCTION, LETTERS, multiple_choice, open_questions
+
+ANNOTATIONS = "annotations"
+FILE = "annotations.parquet"
+BATCH = 256
+
+ROI_FACT = pa.struct([("label", pa.string()), ("index", pa.int32()), ("count", pa.int32()), ("location", pa.string()),
+                      ("side_frame", pa.string()), ("area_share", pa.float64()), ("organ_share", pa.float64()),
+                      ("size", pa.string()), ("shape", pa.string()), ("brightness", pa.string()),
+                      ("texture", pa.string()), ("mean_difference", pa.float64()), ("std_ratio", pa.float64())])
+QUESTION = pa.struct([("kind", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())),
+                      ("option_labels", pa.list_(pa.string())), ("answer", pa.string()),
+                      ("answer_letter", pa.string()), ("answer_label", pa.string()), ("prompt", pa.string()),
+                      ("box", pa.list_(pa.float64())), ("source", pa.string())])
+ANNOTATION_SCHEMA = pa.schema([
+    ("id", pa.string()), ("family", pa.string()),
+    ("caption", pa.string()), ("caption_source", pa.string()), ("template_caption", pa.string()),
+    ("definitions", pa.list_(pa.struct([("label", pa.string()), ("definition", pa.string())]))),
+    ("roi_text", pa.string()), ("roi_facts", pa.list_(ROI_FACT)),
+    ("relations", pa.list_(pa.struct([("a", pa.int32()), ("b", pa.int32()), ("relation", pa.string())]))),
+    ("vqa", pa.list_(QUESTION)),
+    ("flags", pa.list_(pa.string())),  # checks a text failed (the text kept is the template's)
+    ("notes", pa.list_(pa.string())),  # what could not be generated, and why
+])
+
+
+class AnnotateError(ValueError):
+    pass
+
+
+@dataclass
+class AnnotateSettings:
+    captions: bool = True
+    rois: bool = True
+    vqa: bool = True
+    seed: int = 0
+    templates: dict[str, list[str]] = field(default_factory=dict)  # extra caption templates per family
+    knowledge: str | None = None  # a YAML/JSONL knowledge base; default: the one shipped with medloom
+    definitions: bool = True  # add the labels' definitions to ROI descriptions
+    max_grounding: int = 3
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_images: bool = False  # send each image (JPEG, 512 px) to a multimodal server
+    llm_concurrency: int = 4
+    llm_retries: int = 5
+    llm_timeout: float = 120.0
+
+
+@dataclass
+class AnnotateReport:
+    records: int = 0
+    captions: int = 0
+    roi_descriptions: int = 0
+    questions: dict[str, int] = field(default_factory=dict)
+    without_labels: int = 0  # nothing to caption or ask
+    no_distractor: int = 0  # a label space too small for a multiple-choice question
+    image_problems: int = 0  # ROI descriptions without brightness/texture (pixels unreadable)
+    flags: dict[str, int] = field(default_factory=dict)
+    flagged: list[dict] = field(default_factory=list)
+    llm: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    out: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- the stage (runs in workers) ------------------------------------------------------------------------
+
+def record_rng(seed: int, record_id: str) -> random.Random:
+    return random.Random(f"{seed}:{record_id}")
+
+
+def _gray(row: dict, sources: dict, cache: dict) -> np.ndarray | None:
+    from ..export.render import record_image
+
+    try:
+        return np.asarray(record_image(row, {"sources": sources}, cache).convert("L"))
+    except (DecodeError, OSError, ValueError):
+        return None
+
+
+def annotate_record(row: dict, settings: dict, kb, checker: TextChecker, cache: dict) -> dict:
+    s = AnnotateSettings(**settings["annotate"])
+    rng = record_rng(s.seed, row["id"])
+    out = {"id": row["id"], "family": "", "caption": "", "caption_source": "", "template_caption": "",
+           "definitions": [], "roi_text": "", "roi_facts": [], "relations": [], "vqa": [], "flags": [], "notes": []}
+    family = task_family(row)
+    out["family"] = family or ""
+    named = list(row.get("labels") or []) or sorted({r["label"] for r in row.get("rois") or []})
+    definitions = {}
+    for label in named:
+        entry = kb.lookup(label_words(label))
+        if entry:
+            definitions[label] = entry.definition
+    out["definitions"] = [{"label": k, "definition": v} for k, v in definitions.items()]
+    if s.captions and family:
+        caption, _ = make_caption(row, rng, s.templates)
+        out.update(caption=caption, caption_source="template", template_caption=caption)
+        out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named)]
+    if s.rois and row.get("rois"):
+        gray = _gray(row, settings["sources"], cache)
+        if gray is None:
+            out["notes"].append("roi pixels unreadable: no brightness or texture")
+        facts = describe_regions(row, gray, modality_phrase=modality_phrase(row["modality"]),
+                                 anatomy_phrase=anatomy_phrase(row["anatomy"]),
+                                 definitions=definitions if s.definitions else None)
+        out.update(roi_text=facts["text"], roi_facts=facts["rois"], relations=facts["relations"])
+        out["flags"] += [f"roi_text {p}" for p in checker.problems(facts["text"], row,
+                                                                  sorted({r["label"] for r in row["rois"]}))]
+    if s.vqa and family:
+        questions = []
+        mc = multiple_choice(row, family, rng, kb)
+        if mc is not None:
+            questions.append(mc)
+        elif len(row.get("label_space") or []) < 2:
+            out["notes"].append("no multiple-choice question: the label space has no distractor")
+        questions += open_questions(row, family, rng, max_grounding=s.max_grounding)
+        for q in questions:
+            q["source"] = "template"
+            out["flags"] += [f"question {p}" for p in checker.problems(q["question"], row, None)]
+        out["vqa"] = questions
+    return out
+
+
+def annotate_part(table: pa.Table, settings: dict) -> pa.Table:
+    """Stage `annotate.part`: records -> annotation rows."""
+    kb = load_knowledge(settings["annotate"].get("knowledge"))
+    checker = TextChecker(default_vocabulary(), kb)
+    cache: dict = {}
+    rows = [annotate_record(row, settings, kb, checker, cache) for row in table.to_pylist()]
+    return pa.Table.from_pylist(rows, ANNOTATION_SCHEMA)
+
+
+# ---- the LLM pass (main process) ------------------------------------------------------------------------
+
+SYSTEM = ("You rewrite text about a medical image for a training dataset. Use only the facts given. Keep the "
+          "finding names exactly as given, do not add findings, and do not mention any imaging modality or body "
+          "part other than the ones given. Reply with the rewritten text only.")
+
+
+def _facts(row: dict, ann: dict) -> str:
+    facts = {"modality": row["modality"], "anatomy": row["anatomy"], "labels": [label_words(x) for x in row["labels"]]}
+    if ann["roi_text"]:
+        facts["regions"] = ann["roi_text"]
+    if ann["definitions"]:
+        facts["definitions"] = {label_words(d["label"]): d["definition"] for d in ann["definitions"]}
+    return json.dumps(facts, ensure_ascii=False)
+
+
+def _user(text: str, images: list[bytes]) -> dict:
+    from .llm import image_part
+
+    if not images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "text", "text": text}, *(image_part(b) for b in images)]}
+
+
+def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom: Path, sources: dict,
+             checker: TextChecker, quiet: bool) -> dict:
+    """Rewrite captions and multiple-choice question stems; keep the template text where the answer fails
+    its check or never came."""
+    from .llm import LLMClient
+
+    client = LLMClient(s.llm_url, s.llm_model, loom / "cache" / "llm", concurrency=s.llm_concurrency,
+                       retries=s.llm_retries, timeout=s.llm_timeout)
+    jobs = []  # (record, annotation, what, messages)
+    for row in rows:
+        ann = anns[row["id"]]
+        images = [_jpeg(row, sources)] if s.llm_images else []
+        if ann["caption"]:
+            prompt = (f"Facts: {_facts(row, ann)}\nCaption to rewrite: {ann['template_caption']}\n"
+                      "Write one or two fluent sentences that state these facts.")
+            jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, _user(prompt, images)]))
+        for i, q in enumerate(ann["vqa"]):
+            if q["kind"] == "multiple-choice":
+                prompt = (f"Facts: {{\"modality\": \"{row['modality']}\", \"anatomy\": \"{row['anatomy']}\"}}\n"
+                          f"Question to rephrase: {q['question']}\nRephrase the question; do not answer it and do "
+                          "not name any finding.")
+                jobs.append((row, ann, f"question {i}", [{"role": "system", "content": SYSTEM}, _user(prompt, images)]))
+    with progress_bar("annotate llm", len(jobs), quiet) as advance:
+        answers = client.complete_many([j[3] for j in jobs], advance)
+    for (row, ann, what, _), answer in zip(jobs, answers):
+        text = " ".join((answer or "").split())
+        if what == "caption":
+            named = list(row["labels"]) or sorted({r["label"] for r in row["rois"] or []})
+            problems = checker.problems(text, row, named) if text else ["no answer from the LLM"]
+            if problems:
+                ann["flags"] += [f"llm caption {p}" for p in problems]
+                ann["caption_source"] = "template (the LLM's text failed the check)" if text else \
+                    "template (no LLM answer)"
+            else:
+                ann["caption"], ann["caption_source"] = text, "llm"
+        else:
+            q = ann["vqa"][int(what.split()[1])]
+            problems = checker.problems(text, row, None) if text else ["no answer from the LLM"]
+            if text and not checker.missing_labels(text, [q["answer_label"]]):
+                problems.append("gives the answer away")
+            if problems:
+                ann["flags"] += [f"llm question {p}" for p in problems]
+            else:
+                lines = [f"{LETTERS[k]}. {o}" for k, o in enumerate(q["options"])]
+                q.update(question=text, prompt="\n".join([text, *lines, INSTRUCTION]), source="llm")
+    return asdict(client.stats)
+
+
+def _jpeg(row: dict, sources: dict) -> bytes:
+    from ..export.render import record_image
+    from ..imaging import encode, fit
+
+    return encode(fit(record_image(row, {"sources": sources}, {}, 512), 512), "jpg", 90)
+
+
+# ---- the step ---------------------------------------------------------------------------------------------
+
+def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = None, quiet: bool = False,
+             where: str | None = None) -> AnnotateReport:
+    from ..export import render_sources
+
+    if settings.llm_url and not settings.llm_model:
+        raise AnnotateError("--llm needs --model (the model name the server serves)")
+    extra_families = set(settings.templates) - {"classification", "multi-label", "grading", "detection",
+                                                 "segmentation"}
+    if extra_families:
+        raise AnnotateError(f"templates for unknown task families {sorted(extra_families)}; use classification, "
+                            "multi-label, grading, detection or segmentation")
+    kb = load_knowledge(settings.knowledge)  # fail early on a bad file
+    started = time.perf_counter()
+    loom = Path(loom)
+    con = catalog.connect(loom)
+    sources = render_sources(catalog.read_manifest(loom))
+    query = "SELECT * FROM records" + (f" WHERE ({where})" if where else "") + " ORDER BY id"
+    total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
+    stage_settings = {"annotate": asdict(settings), "sources": sources}
+    report = AnnotateReport(records=total)
+    tables = []
+    batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(BATCH))
+    with make_executor(workers, preload=["medloom.annotate.step"]) as executor, \
+            progress_bar("annotate", total, quiet) as advance:
+        for _, table in executor.map("annotate.part", batches, stage_settings, ordered=True):
+            tables.append(table)
+            advance(table.num_rows)
+    result = pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
+    if settings.llm_url:
+        rows = con.execute(query).to_arrow_table().to_pylist()
+        anns = {a["id"]: a for a in result.to_pylist()}
+        report.llm = llm_pass(rows, anns, settings, loom, sources, TextChecker(default_vocabulary(), kb), quiet)
+        result = pa.Table.from_pylist([anns[r["id"]] for r in rows], ANNOTATION_SCHEMA)
+    out = loom / ANNOTATIONS
+    entry = catalog.write_table(result, out / FILE)
+    summarise(report, result)
+    report.seconds = time.perf_counter() - started
+    report.out = str(out)
+    catalog.write_atomic(out / "manifest.json", json.dumps({"settings": asdict(settings), "file": entry,
+                                                             "report": report.as_dict()}, indent=1).encode())
+    return report
+
+
+def summarise(report: AnnotateReport, table: pa.Table) -> None:
+    for ann in table.to_pylist():
+        if not ann["family"]:
+            report.without_labels += 1
+        report.captions += bool(ann["caption"])
+        report.roi_descriptions += bool(ann["roi_text"])
+        for q in ann["vqa"]:
+            report.questions[q["kind"]] = report.questions.get(q["kind"], 0) + 1
+        for flag in ann["flags"]:
+            kind = " ".join(flag.split()[:3]) if flag.startswith("llm") else " ".join(flag.split()[:2])
+            report.flags[kind] = report.flags.get(kind, 0) + 1
+            if len(report.flagged) < 1000:
+                report.flagged.append({"id": ann["id"], "flag": flag})
+        for note in ann["notes"]:
+            report.no_distractor += note.startswith("no multiple-choice")
+            report.image_problems += note.startswith("roi pixels")
+
+
+def read_annotations(loom: Path) -> pa.Table | None:
+    path = Path(loom) / ANNOTATIONS / FILE
+    return pq.read_table(path) if path.is_file() else None

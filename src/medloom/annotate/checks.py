@@ -7,7 +7,7 @@ import re
 
 from ..vocab import Vocabulary, term_key
 from .knowledge import KnowledgeBase
-from .text import label_words
+from .text import label_words, plural
 
 
 def _padded(text: str) -> str:
@@ -22,9 +22,9 @@ class TextChecker:
         """The label and its synonyms as the texts may write them."""
         out = []
         for name in (*self.kb.synonyms(label), label_words(label)):
-            key = term_key(name)
-            if key and key not in out:
-                out.append(key)
+            for key in (term_key(name), term_key(plural(name))):  # "two lesions" names "lesion"
+                if key and key not in out:
+                    out.append(key)
         return out
 
     def missing_labels(self, text: str, labels: list[str]) -> list[str]:

@@ -161,7 +161,9 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
             if rel:
                 relations.append({"a": i, "b": j, "relation": rel})
     return {"rois": out_rois, "relations": relations,
-            "text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, definitions or {})}
+            "text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, definitions or {}),
+            # what the checks read: the definitions are knowledge base text, not claims about this image
+            "facts_text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, {})}
 
 
 def region_text(rois: list[dict], relations: list[dict], modality_phrase: str, anatomy_phrase: str,

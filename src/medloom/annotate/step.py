@@ -137,7 +137,7 @@ def annotate_record(row: dict, settings: dict, kb, checker: TextChecker, cache: 
                                  anatomy_phrase=anatomy_phrase(row["anatomy"]),
                                  definitions=definitions if s.definitions else None)
         out.update(roi_text=facts["text"], roi_facts=facts["rois"], relations=facts["relations"])
-        out["flags"] += [f"roi_text {p}" for p in checker.problems(facts["text"], row,
+        out["flags"] += [f"roi_text {p}" for p in checker.problems(facts["facts_text"], row,
                                                                   sorted({r["label"] for r in row["rois"]}))]
     if s.vqa and family:
         questions = []
@@ -146,7 +146,7 @@ def annotate_record(row: dict, settings: dict, kb, checker: TextChecker, cache: 
             questions.append(mc)
         elif len(row.get("label_space") or []) < 2:
             out["notes"].append("no multiple-choice question: the label space has no distractor")
-        questions += open_questions(row, family, rng, max_grounding=s.max_grounding)
+        questions += open_questions(row, family, rng, kb, max_grounding=s.max_grounding)
         for q in questions:
             q["source"] = "template"
             out["flags"] += [f"question {p}" for p in checker.problems(q["question"], row, None)]
@@ -273,7 +273,7 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
             advance(table.num_rows)
     result = pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
     if settings.llm_url:
-        rows = con.execute(query).to_arrow_table().to_pylist()
+        rows = con.sql(query).to_arrow_table().to_pylist()
         anns = {a["id"]: a for a in result.to_pylist()}
         report.llm = llm_pass(rows, anns, settings, loom, sources, TextChecker(default_vocabulary(), kb), quiet)
         result = pa.Table.from_pylist([anns[r["id"]] for r in rows], ANNOTATION_SCHEMA)

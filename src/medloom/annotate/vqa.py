@@ -66,6 +66,17 @@ def _question(template: str, record: dict) -> str:
     return sentence(template.format(**_slots(record)))
 
 
+def distractors(record: dict, present: list[str], kb: KnowledgeBase) -> list[str]:
+    """Labels of the space that are wrong for this image: not one of its labels, nor a synonym of one."""
+    taken = {term_key(n) for label in present for n in kb.synonyms(label) + [label_words(label)]}
+    pool = []
+    for label in sorted(record.get("label_space") or []):
+        names = {term_key(n) for n in kb.synonyms(label) + [label_words(label)]}
+        if not names & taken and label not in pool:
+            pool.append(label)
+    return pool
+
+
 def multiple_choice(record: dict, family: str, rng: random.Random, kb: KnowledgeBase) -> dict | None:
     """A Med-MAT question, or None when the label space leaves no distractor."""
     present = list(record.get("labels") or []) if family not in ("detection", "segmentation") else \
@@ -73,12 +84,7 @@ def multiple_choice(record: dict, family: str, rng: random.Random, kb: Knowledge
     if not present:
         return None
     answer = rng.choice(sorted(present))
-    taken = {term_key(n) for label in present for n in kb.synonyms(label) + [label_words(label)]}
-    pool = []
-    for label in sorted(record.get("label_space") or []):
-        names = {term_key(n) for n in kb.synonyms(label) + [label_words(label)]}
-        if not names & taken and label not in pool:
-            pool.append(label)
+    pool = distractors(record, present, kb)
     if not pool:
         return None
     options = [answer] + rng.sample(pool, min(3, len(pool)))
@@ -97,7 +103,8 @@ def item(kind: str, question: str, answer: str, **more) -> dict:
             "answer_letter": "", "answer_label": "", "prompt": question, "box": [], **more}
 
 
-def open_questions(record: dict, family: str, rng: random.Random, *, max_grounding: int = 3) -> list[dict]:
+def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeBase, *,
+                   max_grounding: int = 3) -> list[dict]:
     """Open-ended and yes/no questions about the labels, and grounding questions for ROIs whose label is
     unique in the image (a box answer must be unambiguous)."""
     slots = _slots(record)
@@ -107,7 +114,7 @@ def open_questions(record: dict, family: str, rng: random.Random, *, max_groundi
         out.append(item("open", sentence(f"What is shown in this {slots['image']} {slots['of_anatomy']}?"),
                         sentence(", ".join(finding(x) for x in labels)), answer_label=labels[0]))
         out.append(item("yes-no", f"Does this image show {finding(labels[0])}?", "Yes.", answer_label=labels[0]))
-        others = [x for x in record.get("label_space") or [] if x not in labels]
+        others = distractors(record, labels, kb)
         if others:
             other = rng.choice(sorted(others))
             out.append(item("yes-no", f"Does this image show {finding(other)}?", "No.", answer_label=other))

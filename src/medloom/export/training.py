@@ -106,7 +106,7 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
     sources = render_sources(catalog.read_manifest(loom))
     query = ("SELECT r.* FROM records r JOIN annotations a USING (id) WHERE (a.caption <> '' OR len(a.vqa) > 0 "
              "OR a.roi_text <> '')" + (f" AND ({where})" if where else "") + " ORDER BY r.id")
-    anns = {a["id"]: a for a in con.execute("SELECT * FROM annotations").to_arrow_table().to_pylist()}
+    anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)
     settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": max_side,

@@ -1,0 +1,246 @@
+"""Annotation: grammar, captions, ROI descriptions, knowledge base, VQA rules, checks, determinism, the
+training-format exports, and the step through the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_image, rows, run_ingest, write_recipe
+from PIL import Image
+
+from medloom.annotate import AnnotateSettings, annotate
+from medloom.annotate.captions import TEMPLATES, make_caption, task_family
+from medloom.annotate.checks import TextChecker
+from medloom.annotate.knowledge import load_knowledge
+from medloom.annotate.regions import describe_regions, patient_sides, relation
+from medloom.annotate.text import counted, join_words, label_words, plural, with_article
+from medloom.annotate.vqa import INSTRUCTION, QUESTIONS, multiple_choice, open_questions
+from medloom.export.training import export_training
+from medloom.vocab import default_vocabulary
+
+KB = load_knowledge()
+CHECK = TextChecker(default_vocabulary(), KB)
+
+
+def record(**kw) -> dict:
+    base = {"id": "s/x", "source": "s", "modality": "X-ray", "anatomy": "chest", "task": "disease",
+            "labels": ["pneumonia"], "label_space": ["normal", "pneumonia", "covid-19", "tuberculosis", "effusion",
+                                                      "pleural effusion"], "rois": [], "width": 100, "height": 80,
+            "meta": None}
+    return base | kw
+
+
+@pytest.mark.parametrize("phrase, expected", [
+    ("MRI image", "an MRI image"), ("CT image", "a CT image"), ("X-ray image", "an X-ray image"),
+    ("uterus", "a uterus"), ("effusion", "an effusion"), ("hour", "an hour"), ("OCT image", "an OCT image"),
+    ("US image", "a US image"), ("fundus photograph", "a fundus photograph"), ("endoscopy image", "an endoscopy image"),
+])
+def test_articles(phrase, expected):
+    assert with_article(phrase) == expected
+
+
+def test_plurals_lists_and_label_words():
+    assert [plural("polyp", 2), plural("mass", 2), plural("opacity", 3), plural("lesion", 1), plural("edema", 2)] == \
+        ["polyps", "masses", "opacities", "lesion", "edema"]
+    assert counted("nodule", 1) == "one nodule" and counted("nodule", 12) == "12 nodules"
+    assert join_words(["a"]) == "a" and join_words(["a", "b"]) == "a and b" and join_words(["a", "b", "c"]) == "a, b and c"
+    assert label_words("pleural_effusion") == "pleural effusion" and label_words("NoFinding") == "no finding"
+    assert label_words("COVID-19") == "COVID-19"
+
+
+def test_captions_per_family_are_grammatical_and_seeded():
+    rec = record()
+    assert task_family(rec) == "classification"
+    captions = {make_caption(rec, random.Random(seed))[0] for seed in range(40)}
+    assert len(captions) == len(TEMPLATES["classification"])  # every template gets used
+    for c in captions:
+        assert c[0].isupper() and c.endswith(".") and "  " not in c and "pneumonia" in c
+        assert "X-ray image of the chest" in c and "a X-ray" not in c
+    assert make_caption(rec, random.Random(7)) == make_caption(rec, random.Random(7))
+    multi = record(labels=["effusion", "pneumonia", "covid-19"])
+    text, family = make_caption(multi, random.Random(1))
+    assert family == "multi-label" and "effusion, pneumonia and covid-19" in text
+    rois = [{"label": "polyp", "bbox": [0.1, 0.1, 0.3, 0.3], "area": 0.04, "rle": []}] * 2
+    det, family = make_caption(record(modality="endoscopy", anatomy="colon", rois=rois, labels=["polyp"]),
+                               random.Random(0))
+    assert family == "detection" and "two polyps" in det.lower()
+    grade, family = make_caption(record(task="level", labels=["grade 2"]), random.Random(0))
+    assert family == "grading" and "grade 2" in grade
+    mine, _ = make_caption(rec, random.Random(0), {"classification": ["Radiograph: {finding}!"] * 50})
+    assert mine == "Radiograph: pneumonia!"
+
+
+def test_knowledge_base_lookup_and_custom_files(tmp_path):
+    assert KB.lookup("pleural effusion").term == "pleural effusion"
+    assert KB.lookup("effusion").term == "pleural effusion"  # a synonym
+    assert KB.lookup("left pleural effusion").term == "pleural effusion"  # BM25, sharing words with the term
+    assert KB.lookup("zebra stripes") is None
+    custom = tmp_path / "kb.jsonl"
+    custom.write_text(json.dumps({"term": "bezoar", "synonyms": ["trichobezoar"], "definition": "a mass in the gut."})
+                      + "\n")
+    assert load_knowledge(custom).lookup("trichobezoar").definition == "a mass in the gut."
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- term: x\n")
+    with pytest.raises(ValueError, match="definition"):
+        load_knowledge(bad)
+
+
+def test_multiple_choice_rules():
+    rng = random.Random(3)
+    for seed in range(50):
+        rng = random.Random(seed)
+        rec = record(labels=["effusion", "pneumonia"])  # multi-label: exactly one correct option
+        q = multiple_choice(rec, "multi-label", rng, KB)
+        assert 2 <= len(q["options"]) <= 4 and len(set(q["options"])) == len(q["options"])
+        assert q["options"]["ABCD".index(q["answer_letter"])] == q["answer"]
+        correct = [o for o in q["option_labels"] if o in rec["labels"] or o == "pleural effusion"]
+        assert len(correct) == 1  # "pleural effusion" is a synonym of the label "effusion": never a distractor
+        assert q["prompt"].endswith(INSTRUCTION) and q["prompt"].count("\n") == len(q["options"]) + 1
+    small = multiple_choice(record(label_space=["normal", "pneumonia"]), "classification", random.Random(0), KB)
+    assert sorted(small["options"]) == ["normal findings", "pneumonia"]
+    assert multiple_choice(record(label_space=["pneumonia"]), "classification", random.Random(0), KB) is None
+    letters = {multiple_choice(record(), "classification", random.Random(s), KB)["answer_letter"] for s in range(40)}
+    assert letters == set("ABCD")  # shuffled by seed
+    assert all(len(QUESTIONS[f]) >= 6 for f in QUESTIONS)
+
+
+def test_open_yes_no_and_grounding_questions():
+    rois = [{"label": "nodule", "bbox": [0.1, 0.2, 0.3, 0.4], "area": 0.04, "rle": []},
+            {"label": "mass", "bbox": [0.5, 0.5, 0.9, 0.9], "area": 0.16, "rle": []},
+            {"label": "mass", "bbox": [0.6, 0.1, 0.7, 0.2], "area": 0.01, "rle": []}]
+    qs = open_questions(record(rois=rois, labels=["nodule", "mass"]), "detection", random.Random(0), KB)
+    grounding = [q for q in qs if q["kind"] == "grounding"]
+    assert [(q["answer_label"], q["box"]) for q in grounding] == [("nodule", [0.1, 0.2, 0.3, 0.4])]  # masses: two
+    assert grounding[0]["answer"] == "[0.100, 0.200, 0.300, 0.400]"
+    cls = open_questions(record(), "classification", random.Random(0), KB)
+    assert [q["kind"] for q in cls] == ["open", "yes-no", "yes-no"]
+    assert cls[1]["answer"] == "Yes." and cls[2]["answer"] == "No." and cls[2]["answer_label"] != "pneumonia"
+
+
+def test_region_descriptions():
+    h, w = 80, 100
+    gray = np.full((h, w), 100, np.uint8)
+    a = np.zeros((h, w), bool)
+    a[5:25, 5:25] = True  # upper left, bright, square
+    b = np.zeros((h, w), bool)
+    b[55:60, 60:95] = True  # lower right, dark, elongated
+    gray[a] = 220
+    gray[b] = 10
+    from medloom.imaging import mask_regions
+
+    regions, _ = mask_regions(a.astype(np.uint8) + 2 * b.astype(np.uint8), {1: "cyst", 2: "stone"})
+    rois = [{"label": r["label"], "bbox": r["bbox"], "area": r["area"], "rle": r["rle"]} for r in regions]
+    rec = record(rois=rois, width=w, height=h, modality="CT", anatomy="kidney")
+    out = describe_regions(rec, gray, modality_phrase="CT image", anatomy_phrase="of the kidney")
+    cyst, stone = sorted(out["rois"], key=lambda r: r["label"])
+    assert cyst["location"] == "upper left of the image" and cyst["shape"] == "round" and cyst["size"] == "medium-sized"
+    assert cyst["brightness"] == "brighter than" and stone["brightness"] == "darker than"
+    assert stone["location"] == "lower right of the image" and stone["shape"] == "elongated"
+    assert abs(cyst["area_share"] - 400 / 8000) < 1e-3
+    assert out["relations"][0]["relation"] in ("is above", "is to the left of")
+    assert out["text"].startswith("A CT image of the kidney with one cyst and one stone.")
+    assert CHECK.problems(out["text"], rec, ["cyst", "stone"]) == []
+    # patient sides from DICOM orientation: rows running to the patient's left put their right on the image left
+    assert patient_sides(rec, {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]}) == {"left": "right", "right": "left"}
+    assert patient_sides(rec, {"PatientOrientation": "['R', 'F']"}) == {"left": "left", "right": "right"}
+    assert patient_sides(rec, {}) is None
+    dicom = describe_regions(rec | {"meta": json.dumps({"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]})}, gray,
+                             modality_phrase="CT image", anatomy_phrase="of the kidney")
+    assert sorted(r["location"] for r in dicom["rois"]) == ["lower part, on the patient's left side",
+                                                            "upper part, on the patient's right side"]
+    touching = relation({"bbox": [0.1, 0.1, 0.3, 0.3]}, {"bbox": [0.31, 0.1, 0.5, 0.3]})
+    assert touching == "is adjacent to"
+    assert relation({"bbox": [0.1, 0.1, 0.3, 0.3]}, {"bbox": [0.2, 0.2, 0.5, 0.5]}) == "overlaps"
+
+
+def test_checks_flag_missing_labels_and_foreign_terms():
+    rec = record(modality="fundus photography", anatomy="eye", labels=["glaucoma"])
+    assert CHECK.problems("A fundus photograph of the eye showing glaucoma.", rec, ["glaucoma"]) == []
+    assert CHECK.problems("A fundus photograph showing a glaucomatous disc.", rec, ["glaucoma"]) == []  # synonym
+    bad = CHECK.problems("A CT scan of the brain.", rec, ["glaucoma"])
+    assert any("does not name 'glaucoma'" in p for p in bad)
+    assert any("modality 'CT'" in p for p in bad) and any("anatomy 'brain'" in p for p in bad)
+    assert CHECK.problems("Let us look at the eye; glaucoma.", rec, ["glaucoma"]) == []  # "us" is not US
+
+
+@pytest.fixture(scope="module")
+def loom(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("annotate")
+    for i in range(12):
+        make_image(tmp / "cxr" / ("normal", "pneumonia", "covid-19")[i % 3] / f"c{i}.png", size=(64, 48), seed=i)
+    (tmp / "seg" / "masks").mkdir(parents=True)
+    for i in range(4):
+        make_image(tmp / "seg" / "images" / f"s{i}.png", size=(60, 60), seed=50 + i)
+        mask = np.zeros((60, 60), np.uint8)
+        mask[5 + i:20 + i, 8:30] = 255
+        if i % 2:
+            mask[35:50, 35:55] = 255  # a second lesion: no grounding question (which one would it be?)
+        Image.fromarray(mask).save(tmp / "seg" / "masks" / f"s{i}.png")
+    recipe = write_recipe(tmp, [
+        dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray", anatomy="chest", task="disease"),
+        dict(name="seg", reader="masks", path="seg", modality="dermoscopy", anatomy="skin",
+             task="lesion segmentation", mask_label="lesion"),
+    ], annotate={"seed": 5, "templates": {"classification": ["Chest film: {finding}."]}})
+    loom_dir, _ = run_ingest(recipe)
+    return tmp, loom_dir, recipe
+
+
+def test_annotate_is_deterministic_and_independent_of_workers(loom, tmp_path):
+    _, loom_dir, _ = loom
+    one = annotate(loom_dir, AnnotateSettings(seed=1), workers=1, quiet=True)
+    first = pq.read_table(loom_dir / "annotations" / "annotations.parquet")
+    two = annotate(loom_dir, AnnotateSettings(seed=1), workers=2, quiet=True)
+    assert pq.read_table(loom_dir / "annotations" / "annotations.parquet").equals(first)
+    assert one.questions == two.questions and one.captions == 16 and one.roi_descriptions == 4
+    other = annotate(loom_dir, AnnotateSettings(seed=2), workers=1, quiet=True)
+    assert not pq.read_table(loom_dir / "annotations" / "annotations.parquet").equals(first)
+    assert other.flags == {}  # every templated text passes its check
+    got = rows(loom_dir, "SELECT a.caption, a.vqa, r.labels FROM annotations a JOIN records r USING (id) "
+                         "WHERE r.source = 'cxr'")
+    for r in got:
+        mc = [q for q in r["vqa"] if q["kind"] == "multiple-choice"]
+        assert len(mc) == 1 and mc[0]["answer_label"] == r["labels"][0] and len(mc[0]["options"]) == 3
+
+
+def test_cli_recipe_step_show_and_training_exports(loom):
+    tmp, loom_dir, recipe = loom
+    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(recipe), "-q", "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["captions"] == 16 and report["questions"]["grounding"] == 2
+    caps = rows(loom_dir, "SELECT a.caption FROM annotations a JOIN records r USING (id) WHERE r.source = 'cxr'")
+    assert any(c["caption"].startswith("Chest film: ") for c in caps)  # the recipe's template joins the built-in ones
+    shown = subprocess.run([sys.executable, "-m", "medloom.cli", "show", str(loom_dir), "seg/images/s1_png"],
+                           capture_output=True, text=True)
+    ann = json.loads(shown.stdout)["annotations"]
+    assert "lesion" in ann["roi_text"] and ann["roi_facts"][0]["label"] == "lesion"
+    for fmt in ("medmat", "llava", "sharegpt"):
+        out = tmp / f"train-{fmt}"
+        rep = export_training(loom_dir, out, fmt, workers=1, quiet=True)
+        data = json.loads((out / f"{fmt}.json").read_text())
+        assert rep.items == len(data) > 0
+        for item in data:
+            for image in item.get("images", [item.get("image")]):
+                with Image.open(out / image) as im:
+                    im.verify()
+        if fmt == "medmat":
+            assert all(set(i) == {"id", "caption", "image", "Question", "Question-choice", "Answer", "Answer-choice",
+                                  "data-no"} for i in data)
+            i = data[0]
+            assert i["Question-choice"]["ABCD".index(i["Answer-choice"])] == i["Answer"]
+            assert len(data) == 12  # one per multiple-choice question: the masks source has one label only
+        elif fmt == "llava":
+            assert data[0]["conversations"][0]["value"].startswith("<image>\n")
+            assert [t["from"] for t in data[0]["conversations"][:2]] == ["human", "gpt"]
+        else:
+            assert data[0]["messages"][0]["content"].startswith("<image>") and data[0]["messages"][1]["role"] == \
+                "assistant"
+            info = json.loads((out / "dataset_info.json").read_text())["medloom"]
+            assert info["formatting"] == "sharegpt" and info["columns"]["images"] == "images"

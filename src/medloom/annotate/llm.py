@@ -141,7 +141,8 @@ class LLMClient:
 
     def complete_many(self, requests: list[list[dict]], progress: Callable[[int], None] | None = None
                       ) -> list[str | None]:
-        """Answers in request order (None where a request failed), at most `concurrency` in flight."""
+        """Answers in request order (None where a request failed), at most `concurrency` in flight; identical
+        requests (two records with the same template text) are asked once."""
 
         def one(messages: list[dict]) -> str | None:
             try:
@@ -152,5 +153,10 @@ class LLMClient:
                 if progress:
                     progress(1)
 
+        keys = [request_key(self.body(m)) for m in requests]
+        unique = {k: m for k, m in zip(keys, requests)}
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(one, requests))
+            answers = dict(zip(unique, pool.map(one, unique.values())))
+        if progress and len(unique) < len(requests):
+            progress(len(requests) - len(unique))
+        return [answers[k] for k in keys]

@@ -152,8 +152,8 @@ def test_region_descriptions():
     assert patient_sides(rec, {}) is None
     dicom = describe_regions(rec | {"meta": json.dumps({"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]})}, gray,
                              modality_phrase="CT image", anatomy_phrase="of the kidney")
-    assert sorted(r["location"] for r in dicom["rois"]) == ["lower part, on the patient's left side",
-                                                            "upper part, on the patient's right side"]
+    assert sorted(r["location"] for r in dicom["rois"]) == ["lower part of the patient's left side",
+                                                            "upper part of the patient's right side"]
     touching = relation({"bbox": [0.1, 0.1, 0.3, 0.3]}, {"bbox": [0.31, 0.1, 0.5, 0.3]})
     assert touching == "is adjacent to"
     assert relation({"bbox": [0.1, 0.1, 0.3, 0.3]}, {"bbox": [0.2, 0.2, 0.5, 0.5]}) == "overlaps"
@@ -244,3 +244,18 @@ def test_cli_recipe_step_show_and_training_exports(loom):
                 "assistant"
             info = json.loads((out / "dataset_info.json").read_text())["medloom"]
             assert info["formatting"] == "sharegpt" and info["columns"]["images"] == "images"
+
+
+def test_size_against_the_organ_mask():
+    from medloom.imaging import mask_regions
+
+    mask = np.zeros((50, 50), np.uint8)
+    mask[10:40, 10:40] = 1  # the liver: 900 pixels
+    mask[20:25, 20:30] = 2  # a lesion inside it: 50 pixels
+    regions, _ = mask_regions(mask, {1: "liver", 2: "lesion"})
+    rec = record(rois=regions, width=50, height=50, modality="CT", anatomy="liver", labels=[])
+    out = describe_regions(rec, None, modality_phrase="CT image", anatomy_phrase="of the liver")
+    facts = {r["label"]: r for r in out["rois"]}
+    assert facts["liver"]["organ_share"] == -1.0
+    assert abs(facts["lesion"]["organ_share"] - 50 / 900) < 1e-3  # the organ is the liver with the lesion in it
+    assert "of the organ" in out["text"] and facts["lesion"]["brightness"] == ""  # no pixels, no brightness

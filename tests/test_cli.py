@@ -33,7 +33,7 @@ def loom(tmp_path_factory):
 
 
 @pytest.mark.parametrize("cmd", ["", "init", "ingest", "stats", "query", "show", "export", "verify", "pmc",
-                                 "pmc fetch"])
+                                 "pmc fetch", "annotate"])
 def test_help_everywhere(cmd):
     proc = medloom(*cmd.split(), "--help")
     assert "Usage" in proc.stdout

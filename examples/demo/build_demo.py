@@ -146,7 +146,14 @@ def main() -> int:
     subprocess.run([*medloom, "export", str(out / "loom"), "--out", str(exports), "--max-side", "256",
                     "--overwrite"], check=True, env=env)
     subprocess.run([*medloom, "verify", str(exports)], check=True, env=env)
-    print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\nexport: {exports}\n"
+    subprocess.run([*medloom, "annotate", str(out / "loom")], check=True, env=env)
+    print("annotations (a few):")
+    subprocess.run([*medloom, "query", str(out / "loom"), "SELECT id, caption, roi_text FROM annotations "
+                    "WHERE caption <> '' ORDER BY id LIMIT 4", "--format", "csv"], check=True, env=env)
+    llava = out / "loom" / "exports" / "llava"
+    subprocess.run([*medloom, "export", str(out / "loom"), "--format", "llava", "--out", str(llava), "--max-side",
+                    "256"], check=True, env=env)
+    print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\nexport: {exports}\ntraining JSON: {llava}\n"
           f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"\n"
           f"     .venv/bin/python -c \"import medloom; print(next(iter(medloom.load('{exports}'))))\"")
     return 0

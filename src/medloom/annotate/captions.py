@@ -40,7 +40,7 @@ TEMPLATES: dict[str, list[str]] = {
     ],
     "segmentation": [
         "{An_image} {of_anatomy} with {objects} outlined.",
-        "This {image} {of_anatomy} shows {objects}, each delineated by a mask.",
+        "This {image} {of_anatomy} shows {objects}, delineated by {masks}.",
         "Segmentation of {objects} on {an_image} {of_anatomy}.",
     ],
 }
@@ -85,6 +85,7 @@ def fill(template: str, record: dict) -> str:
         "modality": record["modality"], "anatomy": record["anatomy"],
         "finding": finding(labels[0]) if labels else "", "findings": join_words([finding(x) for x in labels]),
         "n_findings": counted("finding", len(labels)), "objects": objects,
+        "masks": "a mask" if sum(kinds.values()) == 1 else "masks",
     }
     for key in ("image", "an_image", "objects"):
         values[key[0].upper() + key[1:]] = values[key][:1].upper() + values[key][1:]

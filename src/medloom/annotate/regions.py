@@ -43,15 +43,15 @@ def patient_sides(record: dict, meta: dict) -> dict[str, str] | None:
 
 
 def location_words(cx: float, cy: float, sides: dict[str, str] | None) -> str:
+    """Where a centre lies, as a noun phrase that reads after "in the": in patient terms when the sides are
+    known ("upper part of the patient's right side"), else relative to the image ("lower left of the image")."""
     vertical = "upper" if cy < 1 / 3 else ("lower" if cy > 2 / 3 else "middle")
     horizontal = "left" if cx < 1 / 3 else ("right" if cx > 2 / 3 else "central")
     if sides and horizontal != "central":
-        side = f"the patient's {sides[horizontal]} side"
-        return f"{vertical} part, on {side}" if vertical != "middle" else f"on {side}"
-    if vertical == "middle" and horizontal == "central":
-        return "centre of the image"
+        part = {"upper": "upper part", "lower": "lower part", "middle": "middle"}[vertical]
+        return f"{part} of the patient's {sides[horizontal]} side"
     if horizontal == "central":
-        return f"{vertical} centre of the image"
+        return "centre of the image" if vertical == "middle" else f"{vertical} centre of the image"
     return f"{vertical} {horizontal} of the image" if vertical != "middle" else f"{horizontal} side of the image"
 
 
@@ -128,6 +128,10 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
         masks.append(rle_decode(list(roi["rle"]), h, w).astype(bool) if roi.get("rle") else None)
     organ = next((m for r, m in zip(rois, masks) if m is not None and label_words(r["label"]).lower() in ORGAN_WORDS),
                  None)
+    if organ is not None:  # label-id masks cut lesions out of their organ: the organ is its filled outline
+        from scipy.ndimage import binary_fill_holes
+
+        organ = binary_fill_holes(organ)
     counts: dict[str, int] = {}
     for roi in rois:
         counts[roi["label"]] = counts.get(roi["label"], 0) + 1
@@ -138,7 +142,8 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
         seen[roi["label"]] = seen.get(roi["label"], 0) + 1
         share = float(roi["area"] or (x1 - x0) * (y1 - y0))
         organ_share = None
-        if organ is not None and mask is not None and mask is not organ and organ.any():
+        if (organ is not None and mask is not None and organ.any()
+                and label_words(roi["label"]).lower() not in ORGAN_WORDS):  # a lesion's share of its organ
             organ_share = float((mask & organ).sum() / organ.sum())
         region = mask
         if region is None:

@@ -13,6 +13,7 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -154,9 +155,15 @@ def annotate_record(row: dict, settings: dict, kb, checker: TextChecker, cache: 
     return out
 
 
+@lru_cache(maxsize=2)
+def _knowledge(path: str | None):
+    """Read once per worker process, not once per part."""
+    return load_knowledge(path)
+
+
 def annotate_part(table: pa.Table, settings: dict) -> pa.Table:
     """Stage `annotate.part`: records -> annotation rows."""
-    kb = load_knowledge(settings["annotate"].get("knowledge"))
+    kb = _knowledge(settings["annotate"].get("knowledge"))
     checker = TextChecker(default_vocabulary(), kb)
     cache: dict = {}
     rows = [annotate_record(row, settings, kb, checker, cache) for row in table.to_pylist()]

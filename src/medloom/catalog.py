@@ -108,8 +108,8 @@ def listed_files(loom: Path) -> tuple[list[str], list[str]]:
 
 
 def connect(loom: Path):
-    """A DuckDB connection with the views `records` and `quarantine` over the listed parts, and
-    `annotations` once `medloom annotate` has run."""
+    """A DuckDB connection with the views `records` and `quarantine` over the listed parts, plus
+    `annotations`, `dedup`, `leakage`, `clusters` and `concepts` once the steps that write them have run."""
     import duckdb
 
     loom = Path(loom)
@@ -124,10 +124,14 @@ def connect(loom: Path):
         else:
             con.register(f"_{view}_empty", schema.empty_table())
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM _{view}_empty")
-    annotations = loom / "annotations" / "annotations.parquet"  # written by `medloom annotate`
-    if annotations.is_file():
-        con.execute("CREATE VIEW annotations AS SELECT * FROM read_parquet('"
-                    + str(annotations).replace("'", "''") + "')")
+    # written by `medloom annotate`, `dedup`, `leakage --mark`, `cluster` and `concepts`
+    for view, path in (("annotations", loom / "annotations" / "annotations.parquet"),
+                       ("dedup", loom / "curation" / "dedup.parquet"),
+                       ("leakage", loom / "curation" / "leakage.parquet"),
+                       ("clusters", loom / "curation" / "clusters.parquet"),
+                       ("concepts", loom / "curation" / "concepts.parquet")):
+        if path.is_file():
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('" + str(path).replace("'", "''") + "')")
     return con
 
 

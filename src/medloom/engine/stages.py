@@ -9,6 +9,7 @@ STAGES = {
     "ingest.decode": "medloom.ingest:decode_part",
     "export.render": "medloom.export.render:render_part",
     "annotate.part": "medloom.annotate.step:annotate_part",
+    "curate.embed": "medloom.curate.embed:embed_part",
 }
 
 

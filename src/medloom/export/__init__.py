@@ -52,6 +52,8 @@ class ExportOptions:
     shard_bytes: int = 500 * 1024**2
     where: str | None = None
     overwrite: bool = False
+    include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
+    subset: str | None = None  # a named subset (`medloom subset`): only its records
 
 
 @dataclass
@@ -107,13 +109,33 @@ def hf_features(folder: Path):
     return datasets.Features.from_dict(features)
 
 
-def _select(con, where: str | None) -> None:
+def selection_filter(loom: Path, options: ExportOptions) -> tuple[str, str]:
+    """The SQL condition for records an export leaves out (marked duplicates and leaks, records outside the
+    subset) and a fingerprint of the files it reads, so that a changed mark is a changed export."""
+    from ..curate.dedup import excluded_sql
+    from ..curate.subsets import subset_sql
+
+    conditions, prints = [], []
+    if not options.include_duplicates:
+        cond, fp = excluded_sql(loom)
+        if cond:
+            conditions.append(cond)
+            prints.append(fp)
+    if options.subset:
+        cond, fp = subset_sql(loom, options.subset)
+        conditions.append(cond)
+        prints.append(fp)
+    return " AND ".join(conditions), ",".join(prints)
+
+
+def _select(con, where: str | None, marks: str = "") -> None:
     import duckdb
 
     split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
+    conditions = [f"({c})" for c in (where, marks) if c]
     try:
         con.execute(f"CREATE TEMP VIEW selection AS SELECT *, {split} AS split FROM records"
-                    + (f" WHERE ({where})" if where else ""))
+                    + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
         con.execute("SELECT count(*) FROM selection").fetchone()
     except duckdb.Error as e:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
@@ -219,7 +241,8 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
         raise ExportError("--shard-size and --shard-bytes must be positive")
     loom, out = Path(loom), Path(out)
     con = catalog.connect(loom)
-    _select(con, options.where)
+    marks, marks_print = selection_filter(loom, options)
+    _select(con, options.where, marks)
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -229,7 +252,8 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchone()[0] > 0
     settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
-                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt,
+                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
+                "include_duplicates": options.include_duplicates, "subset": options.subset,
                 "article": with_article}
     plan = _plan_hash(settings, manifest)
     state = _resume(out, plan, options)

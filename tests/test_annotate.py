@@ -242,7 +242,7 @@ def test_cli_recipe_step_show_and_training_exports(loom):
         else:
             assert data[0]["messages"][0]["content"].startswith("<image>") and data[0]["messages"][1]["role"] == \
                 "assistant"
-            info = json.loads((out / "dataset_info.json").read_text())["medloom"]
+            info = json.loads((out / "dataset_info.json").read_text())["sharegpt"]
             assert info["formatting"] == "sharegpt" and info["columns"]["images"] == "images"
 
 

@@ -34,7 +34,7 @@ def loom(tmp_path_factory):
 
 @pytest.mark.parametrize("cmd", ["", "init", "ingest", "stats", "query", "show", "export", "verify", "pmc",
                                  "pmc fetch", "annotate", "dedup", "leakage", "embed", "cluster", "concepts",
-                                 "subset"])
+                                 "subset", "split", "subsets", "cg", "cg matrix", "cg plan"])
 def test_help_everywhere(cmd):
     proc = medloom(*cmd.split(), "--help")
     assert "Usage" in proc.stdout

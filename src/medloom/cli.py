@@ -238,6 +238,8 @@ def export_cmd(loom: Loom,
                include_duplicates: Annotated[bool, typer.Option(
                    help="Keep records that dedup or leakage --mark marked out.")] = False,
                subset_name: Annotated[str | None, typer.Option("--subset", help="Only this named subset.")] = None,
+               experiment: Annotated[Path | None, typer.Option(
+                   help="A `medloom cg plan` experiment folder: its train and test records as the splits.")] = None,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
                quiet: Quiet = False) -> None:
     """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run.
@@ -252,7 +254,8 @@ def export_cmd(loom: Loom,
         try:
             report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, where=where, max_side=max_side,
                                      quality=quality, workers=workers or None, quiet=quiet or as_json,
-                                     include_duplicates=include_duplicates, subset=subset_name)
+                                     include_duplicates=include_duplicates, subset=subset_name,
+                                     experiment=str(experiment) if experiment else None)
         except (TrainingExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
@@ -264,7 +267,8 @@ def export_cmd(loom: Loom,
         return
     options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
                             shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite,
-                            include_duplicates=include_duplicates, subset=subset_name)
+                            include_duplicates=include_duplicates, subset=subset_name,
+                            experiment=str(experiment) if experiment else None)
     target = out_dir or loom / "exports" / fmt
     try:
         report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json)
@@ -523,6 +527,112 @@ def subset(loom: Loom, name: Annotated[str, typer.Argument(help="The subset's na
         fail(str(e))
     _emit(info, as_json, f"subset {name}: {info['records']} records ("
                          + ", ".join(f"{k} {v}" for k, v in info["per_concept"].items()) + ")")
+
+
+@app.command()
+def split(loom: Loom,
+          by: Annotated[str, typer.Option(help="patient | study | record | source: what never crosses sides.")
+                        ] = "patient",
+          val: Annotated[float, typer.Option(help="Share of records for validation.")] = 0.1,
+          test: Annotated[float, typer.Option(help="Share of records for test.")] = 0.1,
+          seed: Annotated[int, typer.Option(help="Seed for the order groups are drawn in.")] = 0,
+          stratify: Annotated[str | None, typer.Option(help="label: split within each label.")] = None,
+          keep_source: Annotated[bool, typer.Option(help="Keep each source's own split (and check it).")] = False,
+          as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+    """Assign train/val/test so that no patient (or study) is on two sides; exports use it from then on.
+    The split is checked against the duplicate groups and every leak is reported."""
+    from .splits.assign import SplitError, make_split
+
+    try:
+        report = make_split(resolve_loom(loom), by=by, val=val, test=test, seed=seed, stratify=stratify,
+                            keep_source=keep_source)
+    except (SplitError, FileNotFoundError) as e:
+        fail(str(e))
+    sizes = ", ".join(f"{k} {v}" for k, v in sorted(report.sizes.items()))
+    _emit(report.as_dict(), as_json, f"split by {by}: {report.records} records in {report.groups} groups: {sizes}; "
+                                     f"{report.groups_on_two_sides} {by}s on two sides, {report.duplicate_leaks} "
+                                     f"duplicate groups on two sides; {report.out}")
+    if report.duplicate_leaks or report.groups_on_two_sides:
+        err.print("[yellow]warning:[/yellow] the split leaks; see the report (split.json) for the groups",
+                  highlight=False)
+
+
+@app.command("subsets")
+def subsets_cmd(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Records grouped by MAT triplet across sources (Med-MAT's subsets), with sizes and label spaces."""
+    from .splits.planner import mat_subsets, name
+
+    found = mat_subsets(resolve_loom(loom))
+    data = [{"triplet": name(t), "records": s.records, "sources": s.sources, "labels": s.labels}
+            for t, s in sorted(found.items())]
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    table = Table(title=f"{len(data)} MAT subsets", title_justify="left")
+    for col in ("modality|anatomy|task", "records", "sources", "labels"):
+        table.add_column(col)
+    for d in data:
+        table.add_row(escape(d["triplet"]), str(d["records"]), escape(", ".join(d["sources"])),
+                      escape(", ".join(d["labels"][:12]) + (" ..." if len(d["labels"]) > 12 else "")))
+    out.print(table)
+
+
+cg_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                     help="Compositional-generalization experiments (Med-MAT): which subsets reach a target.")
+app.add_typer(cg_app, name="cg")
+
+
+@cg_app.command("matrix")
+def cg_matrix(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """For every subset as a target: the training subsets each direction type has (0: not reachable)."""
+    from .splits.planner import DIRECTIONS, matrix
+
+    m = matrix(resolve_loom(loom))
+    if as_json:
+        sys.stdout.write(json.dumps(m, indent=1) + "\n")
+        return
+    table = Table(title="training subsets per direction (0: the direction cannot reach the target)",
+                  title_justify="left")
+    table.add_column("target")
+    for d in DIRECTIONS:
+        table.add_column(d, justify="right")
+    for target, row in m.items():
+        table.add_row(escape(target), *(str(row[d]) if row[d] else "-" for d in DIRECTIONS))
+    out.print(table)
+
+
+@cg_app.command("plan")
+def cg_plan(loom: Loom,
+            target: Annotated[str | None, typer.Option(help='The unseen triplet, e.g. "CT,lung,cancer".')] = None,
+            all_targets: Annotated[bool, typer.Option("--all", help="Every subset in turn as the target.")] = False,
+            out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Where experiment folders go "
+                                                                             "(default: LOOM/experiments).")] = None,
+            seed: Annotated[int, typer.Option(help="Seed for baseline-plus.")] = 0,
+            as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False) -> None:
+    """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
+    from .splits.planner import PlanError, mat_subsets, parse_target, plan
+    from .vocab import UnknownTermError
+
+    loom = resolve_loom(loom)
+    if bool(target) == all_targets:
+        fail("give --target \"M,A,T\" or --all")
+    try:
+        targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
+        experiments = plan(loom, targets, out_dir or loom / "experiments", seed=seed)
+    except (PlanError, UnknownTermError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps([{k: v for k, v in e.items() if k != "why"} for e in experiments], indent=1)
+                         + "\n")
+        return
+    table = Table(title=f"{len(experiments)} experiments", title_justify="left")
+    for col in ("target", "name", "train subsets", "train", "test"):
+        table.add_column(col)
+    for e in experiments:
+        table.add_row(escape(e["target"]), e["name"], str(len(e["train_subsets"])), str(e["train_records"]),
+                      str(e["test_records"]))
+    out.print(table)
+    out.print(f"experiments: {out_dir or loom / 'experiments'}", highlight=False)
 
 
 pmc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -54,6 +54,7 @@ class ExportOptions:
     overwrite: bool = False
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
     subset: str | None = None  # a named subset (`medloom subset`): only its records
+    experiment: str | None = None  # a `medloom cg plan` folder: its train and test records, as its splits
 
 
 @dataclass
@@ -109,13 +110,24 @@ def hf_features(folder: Path):
     return datasets.Features.from_dict(features)
 
 
-def selection_filter(loom: Path, options: ExportOptions) -> tuple[str, str]:
-    """The SQL condition for records an export leaves out (marked duplicates and leaks, records outside the
-    subset) and a fingerprint of the files it reads, so that a changed mark is a changed export."""
+def _quoted(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def selection_sql(loom: Path, options: ExportOptions) -> tuple[str, str, str, str]:
+    """(joins, split expression, condition, fingerprint) of what an export takes from the records view.
+
+    Records marked out by `dedup` / `leakage --mark` are left out, and only a subset's or an experiment's
+    records are taken when one is named. The split is the experiment's (train/test), else the one `medloom
+    split` assigned, else the source's own (train when it has none). The fingerprint covers every file read,
+    so a changed mark or split is a changed export.
+    """
     from ..curate.dedup import excluded_sql
     from ..curate.subsets import subset_sql
+    from ..splits.assign import SPLITS
 
-    conditions, prints = [], []
+    conditions, prints, joins = [], [], ""
+    split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
     if not options.include_duplicates:
         cond, fp = excluded_sql(loom)
         if cond:
@@ -125,18 +137,32 @@ def selection_filter(loom: Path, options: ExportOptions) -> tuple[str, str]:
         cond, fp = subset_sql(loom, options.subset)
         conditions.append(cond)
         prints.append(fp)
-    return " AND ".join(conditions), ",".join(prints)
+    assigned = Path(loom) / SPLITS / "split.parquet"
+    if options.experiment:
+        from ..splits.planner import read_experiment
+
+        folder = Path(options.experiment)
+        read_experiment(folder)  # a clear error for a folder that is not an experiment
+        lists = {s: f"(SELECT column0 FROM read_csv({_quoted(folder / f'{s}.txt')}, header = false, "
+                    "columns = {'column0': 'VARCHAR'}))" for s in ("train", "test")}
+        conditions.append(f"id IN {lists['train']} OR id IN {lists['test']}")
+        split = f"CASE WHEN id IN {lists['test']} THEN 'test' ELSE 'train' END"
+        prints.append(catalog.sha256_file(folder / "train.txt") + catalog.sha256_file(folder / "test.txt"))
+    elif assigned.is_file():
+        joins = f"LEFT JOIN read_parquet({_quoted(assigned)}) AS assigned USING (id)"
+        split = f"coalesce(assigned.split, {split})"
+        prints.append(catalog.sha256_file(assigned))
+    return joins, split, " AND ".join(f"({c})" for c in conditions), ",".join(prints)
 
 
-def _select(con, where: str | None, marks: str = "") -> None:
+def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "") -> None:
     import duckdb
 
-    split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
     conditions = [f"({c})" for c in (where, marks) if c]
     try:
-        con.execute(f"CREATE TEMP VIEW selection AS SELECT *, {split} AS split FROM records"
+        con.execute(f"CREATE TEMP VIEW selection AS SELECT records.*, {split} AS split FROM records {joins}"
                     + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
-        con.execute("SELECT count(*) FROM selection").fetchone()
+        con.execute("SELECT count(*) FROM selection").fetchall()
     except duckdb.Error as e:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
 
@@ -241,8 +267,8 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
         raise ExportError("--shard-size and --shard-bytes must be positive")
     loom, out = Path(loom), Path(out)
     con = catalog.connect(loom)
-    marks, marks_print = selection_filter(loom, options)
-    _select(con, options.where, marks)
+    joins, split, marks, marks_print = selection_sql(loom, options)
+    _select(con, options.where, joins, split, marks)
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -254,6 +280,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
                 "include_duplicates": options.include_duplicates, "subset": options.subset,
+                "experiment": options.experiment,
                 "article": with_article}
     plan = _plan_hash(settings, manifest)
     state = _resume(out, plan, options)

@@ -42,6 +42,7 @@ class TrainingReport:
     items: int = 0
     images: int = 0
     quarantined: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -94,8 +95,9 @@ BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_i
 
 def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
                     quality: int = 90, workers: int | None = None, quiet: bool = False,
-                    include_duplicates: bool = False, subset: str | None = None) -> TrainingReport:
-    from . import ExportOptions, render_sources, selection_filter
+                    include_duplicates: bool = False, subset: str | None = None,
+                    experiment: str | None = None) -> TrainingReport:
+    from . import ExportOptions, render_sources, selection_sql
 
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
@@ -105,15 +107,17 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
     if "annotations" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
-    marks, _ = selection_filter(loom, ExportOptions(include_duplicates=include_duplicates, subset=subset))
-    query = ("SELECT r.* FROM records r JOIN annotations a USING (id) WHERE (a.caption <> '' OR len(a.vqa) > 0 "
-             "OR a.roi_text <> '')" + "".join(f" AND ({c})" for c in (where, marks) if c) + " ORDER BY r.id")
+    joins, split, marks, _ = selection_sql(loom, ExportOptions(include_duplicates=include_duplicates, subset=subset,
+                                                               experiment=experiment))
+    query = (f"SELECT records.*, {split} AS split FROM records {joins} JOIN annotations a USING (id) "
+             "WHERE (a.caption <> '' OR len(a.vqa) > 0 OR a.roi_text <> '')"
+             + "".join(f" AND ({c})" for c in (where, marks) if c) + " ORDER BY records.id")
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)
     settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": max_side,
                 "quality": quality}
-    items: list[dict] = []
+    items: dict[str, list[dict]] = {}
     batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(256))
     (out / "images").mkdir(parents=True, exist_ok=True)
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \
@@ -128,21 +132,31 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
                 name = image_name(row["id"], "jpg")
                 catalog.write_atomic(out / name, result["image"])
                 report.images += 1
-                items += BUILDERS[fmt](row, anns[row["id"]], name)
+                items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], name))
             advance(len(results))
-    report.items = len(items)
-    catalog.write_atomic(out / f"{fmt}.json", json.dumps(items, ensure_ascii=False, indent=1).encode())
+    report.items = sum(len(v) for v in items.values())
+    report.files = write_items(out, fmt, items, by_split=experiment is not None)
     if fmt == "sharegpt":
-        info = {"medloom": {"file_name": "sharegpt.json", "formatting": "sharegpt",
-                            "columns": {"messages": "messages", "images": "images"},
-                            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                                     "assistant_tag": "assistant"}}}
+        info = {Path(f).stem: {"file_name": f, "formatting": "sharegpt",
+                               "columns": {"messages": "messages", "images": "images"},
+                               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                        "assistant_tag": "assistant"}} for f in report.files}
         catalog.write_atomic(out / "dataset_info.json", json.dumps(info, indent=1).encode())
     report.seconds = time.perf_counter() - started
     catalog.write_atomic(out / "manifest.json", json.dumps(report.as_dict(), indent=1).encode())
-    used = {i["image"] for i in items if "image" in i} | {p for i in items for p in i.get("images", [])}
+    every = [i for v in items.values() for i in v]
+    used = {i["image"] for i in every if "image" in i} | {p for i in every for p in i.get("images", [])}
     _remove_stale_images(out, used)
     return report
+
+
+def write_items(out: Path, fmt: str, items: dict[str, list[dict]], by_split: bool) -> list[str]:
+    """FORMAT.json with every item; for an experiment FORMAT-train.json and FORMAT-test.json instead."""
+    groups = {f"{fmt}-{split}.json": v for split, v in sorted(items.items())} if by_split else \
+        {f"{fmt}.json": [i for _, v in sorted(items.items()) for i in v]}
+    for name, data in groups.items():
+        catalog.write_atomic(out / name, json.dumps(data, ensure_ascii=False, indent=1).encode())
+    return sorted(groups)
 
 
 def _remove_stale_images(out: Path, keep: set[str]) -> None:

@@ -1,0 +1,180 @@
+"""MAT subsets and the compositional-generalization planner (Med-MAT).
+
+A subset is every record with one (modality, anatomy, task) triplet, whatever source it came from (as
+Med-MAT merges 106 datasets into subsets). For a target triplet (M, A, T), the other subsets reach it in
+five directions, each a set of roles that training data must fill (primes: a different value):
+
+- fixed-modality: (M, A, T') and (M, A', T)   the modality is constant, area and task recombined
+- fixed-area:     (M, A, T') and (M', A, T)
+- fixed-task:     (M, A', T) and (M', A, T)
+- modality-area:  (M, A, T') and (M', A', T)   modality and area come paired, the task from elsewhere
+- three-way:      (M, A', T'), (M', A, T') and (M', A', T)   each subset supplies one element
+
+A direction is available when every role has at least one subset; its experiment trains on all of them.
+The ablations: all-related (every subset sharing an element with the target), all-unrelated (sharing
+none), without-modality / without-area / without-task (all-related minus the subsets sharing that
+element), and baseline-plus (random records from unrelated subsets, as many as all-related has, from the
+seed). The target subset is never in training; it is the test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import catalog
+
+Triplet = tuple[str, str, str]
+DIRECTIONS = {
+    # role patterns: for each element, True = same as the target, False = different
+    "fixed-modality": [(True, True, False), (True, False, True)],
+    "fixed-area": [(True, True, False), (False, True, True)],
+    "fixed-task": [(True, False, True), (False, True, True)],
+    "modality-area": [(True, True, False), (False, False, True)],
+    "three-way": [(True, False, False), (False, True, False), (False, False, True)],
+}
+ELEMENTS = ("modality", "area", "task")
+KINDS = ("related", "all-related", "all-unrelated", "without-modality", "without-area", "without-task",
+         "baseline-plus")
+
+
+class PlanError(ValueError):
+    pass
+
+
+def name(t: Triplet) -> str:
+    return "|".join(t)
+
+
+def parse_target(text: str, vocab=None) -> Triplet:
+    """"CT,lung,cancer" or "CT|lung|cancer", normalised through the vocabulary."""
+    from ..vocab import default_vocabulary
+
+    parts = [p.strip() for p in re.split(r"[|,]", text)]
+    if len(parts) != 3 or not all(parts):
+        raise PlanError(f"--target {text!r}: give modality, anatomy and task, e.g. \"CT,lung,cancer\"")
+    v = vocab or default_vocabulary()
+    return (v.normalise("modality", parts[0]), v.normalise("anatomy", parts[1]), v.normalise("task", parts[2]))
+
+
+@dataclass
+class Subset:
+    triplet: Triplet
+    records: int
+    sources: list[str]
+    labels: list[str]
+
+
+def mat_subsets(loom: Path) -> dict[Triplet, Subset]:
+    con = catalog.connect(Path(loom))
+    labels = {(m, a, t): list(ls) for m, a, t, ls in con.execute(
+        "SELECT modality, anatomy, task, list_sort(list(DISTINCT label)) FROM (SELECT modality, anatomy, task, "
+        "unnest(labels) AS label FROM records) GROUP BY ALL").fetchall()}
+    return {(m, a, t): Subset((m, a, t), n, list(sources), labels.get((m, a, t), []))
+            for m, a, t, n, sources in con.execute(
+                "SELECT modality, anatomy, task, count(*), list_sort(list(DISTINCT source)) FROM records "
+                "GROUP BY ALL").fetchall()}
+
+
+def _pattern(s: Triplet, target: Triplet) -> tuple[bool, bool, bool]:
+    return tuple(x == y for x, y in zip(s, target))
+
+
+def directions(target: Triplet, subsets: list[Triplet]) -> dict[str, list[list[Triplet]]]:
+    """For each direction, the subsets filling each of its roles (empty roles: not reachable that way)."""
+    others = [s for s in subsets if s != target]
+    return {d: [sorted(s for s in others if _pattern(s, target) == role) for role in roles]
+            for d, roles in DIRECTIONS.items()}
+
+
+def matrix(loom: Path) -> dict[str, dict[str, int]]:
+    """target -> direction -> number of training subsets (0: the direction cannot reach the target)."""
+    subsets = sorted(mat_subsets(loom))
+    out = {}
+    for t in subsets:
+        roles = directions(t, subsets)
+        out[name(t)] = {d: (sum(len(r) for r in rs) if all(rs) else 0) for d, rs in roles.items()}
+    return out
+
+
+def _why(s: Triplet, target: Triplet) -> str:
+    same = [e for e, eq in zip(ELEMENTS, _pattern(s, target)) if eq]
+    return f"shares {' and '.join(same)} with the target" if same else "shares no element with the target"
+
+
+def _records(con, triplets: list[Triplet]) -> list[str]:
+    if not triplets:
+        return []
+    cond = " OR ".join("(modality = ? AND anatomy = ? AND task = ?)" for _ in triplets)
+    return [r[0] for r in con.execute(f"SELECT id FROM records WHERE {cond} ORDER BY id",
+                                      [x for t in triplets for x in t]).fetchall()]
+
+
+def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> list[dict]:
+    """Write one folder per experiment (train.txt, test.txt, manifest.json); returns the manifests."""
+    loom, out = Path(loom), Path(out)
+    subsets = mat_subsets(loom)
+    con = catalog.connect(loom)
+    experiments = []
+    for target in targets:
+        if target not in subsets:
+            raise PlanError(f"target {name(target)!r} is not a subset of this loom; `medloom subsets` lists them")
+        test = _records(con, [target])
+        others = [s for s in sorted(subsets) if s != target]
+        related = [s for s in others if any(_pattern(s, target))]
+        unrelated = [s for s in others if not any(_pattern(s, target))]
+        runs: list[tuple[str, str, list[Triplet], dict[str, str]]] = []
+        for d, roles in directions(target, list(subsets)).items():
+            if all(roles):
+                chosen = sorted({s for r in roles for s in r})
+                why = {name(s): f"{d} role {i + 1}: {_why(s, target)}" for i, r in enumerate(roles) for s in r}
+                runs.append((f"related-{d}", d, chosen, why))
+        runs.append(("all-related", "", related, {name(s): _why(s, target) for s in related}))
+        runs.append(("all-unrelated", "", unrelated, {name(s): _why(s, target) for s in unrelated}))
+        for i, element in enumerate(ELEMENTS):
+            kept = [s for s in related if s[i] != target[i]]
+            runs.append((f"without-{element}", "", kept,
+                         {name(s): f"{_why(s, target)}; its {element} differs from the target's" for s in kept}))
+        for run_name, direction, chosen, why in runs:
+            kind = "related" if run_name.startswith("related-") else run_name
+            train = _records(con, chosen)
+            experiments.append(_write(out, target, run_name, kind, direction, chosen, why, train, test, seed))
+        # baseline-plus: unrelated records, as many as the related mix, chosen by the seed
+        pool = _records(con, unrelated)
+        size = len(_records(con, related))
+        pick = sorted(pool, key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).hexdigest())[:size]
+        chosen = sorted({t for t in unrelated if set(_records(con, [t])) & set(pick)})
+        why = {name(s): f"{_why(s, target)}; records drawn at random (seed {seed}) to match all-related's "
+                        f"{size} records" for s in chosen}
+        experiments.append(_write(out, target, "baseline-plus", "baseline-plus", "", chosen, why, sorted(pick), test,
+                                  seed))
+    return experiments
+
+
+def _write(out: Path, target: Triplet, run_name: str, kind: str, direction: str, chosen: list[Triplet],
+           why: dict[str, str], train: list[str], test: list[str], seed: int) -> dict:
+    assert target not in chosen, "the target subset must never be trained on"
+    folder = out / re.sub(r"[^A-Za-z0-9_\-]+", "_", name(target)) / run_name
+    manifest = {"name": run_name, "kind": kind, "direction": direction, "target": name(target),
+                "train_subsets": [name(s) for s in chosen], "why": why, "train_records": len(train),
+                "test_records": len(test), "seed": seed, "folder": str(folder)}
+    catalog.write_atomic(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
+    catalog.write_atomic(folder / "test.txt", ("\n".join(test) + "\n").encode())
+    catalog.write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def read_experiment(folder: Path) -> dict[str, str]:
+    """record id -> train | test for an experiment folder written by `plan`."""
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file():
+        raise PlanError(f"{folder}: not an experiment folder (no manifest.json); see `medloom cg plan`")
+    out = {}
+    for split in ("train", "test"):
+        for line in (folder / f"{split}.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out[line.strip()] = split
+    return out

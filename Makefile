@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/export.py
 	$(BIN)/python benchmarks/stream.py
 	$(BIN)/python benchmarks/pmc.py
+	$(BIN)/python benchmarks/dedup.py
 
 clean:
 	rm -rf demo .pytest_cache

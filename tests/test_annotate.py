@@ -154,6 +154,9 @@ def test_region_descriptions():
                              modality_phrase="CT image", anatomy_phrase="of the kidney")
     assert sorted(r["location"] for r in dicom["rois"]) == ["lower part of the patient's left side",
                                                             "upper part of the patient's right side"]
+    apart = ({"bbox": [0.1, 0.1, 0.2, 0.2]}, {"bbox": [0.7, 0.1, 0.8, 0.2]})
+    assert relation(*apart) == "is to the left of"
+    assert relation(*apart, {"left": "right", "right": "left"}) == "is to the patient's right of"
     touching = relation({"bbox": [0.1, 0.1, 0.3, 0.3]}, {"bbox": [0.31, 0.1, 0.5, 0.3]})
     assert touching == "is adjacent to"
     assert relation({"bbox": [0.1, 0.1, 0.3, 0.3]}, {"bbox": [0.2, 0.2, 0.5, 0.5]}) == "overlaps"

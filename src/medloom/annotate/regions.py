@@ -99,7 +99,7 @@ def intensity_words(gray: np.ndarray, mask: np.ndarray) -> tuple[str, str, float
     return brightness, texture, diff, ratio
 
 
-def relation(a: dict, b: dict) -> str | None:
+def relation(a: dict, b: dict, sides: dict[str, str] | None = None) -> str | None:
     ax0, ay0, ax1, ay1 = a["bbox"]
     bx0, by0, bx1, by1 = b["bbox"]
     ix, iy = min(ax1, bx1) - max(ax0, bx0), min(ay1, by1) - max(ay0, by0)
@@ -111,7 +111,8 @@ def relation(a: dict, b: dict) -> str | None:
     acy, bcy, acx, bcx = (ay0 + ay1) / 2, (by0 + by1) / 2, (ax0 + ax1) / 2, (bx0 + bx1) / 2
     if abs(acy - bcy) >= abs(acx - bcx):
         return "is above" if acy < bcy else "is below"
-    return "is to the left of" if acx < bcx else "is to the right of"
+    side = "left" if acx < bcx else "right"
+    return f"is to the patient's {sides[side]} of" if sides else f"is to the {side} of"
 
 
 def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: str, anatomy_phrase: str,
@@ -162,7 +163,7 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
     relations = []
     for i in range(len(rois)):
         for j in range(i + 1, len(rois)):
-            rel = relation(rois[i], rois[j])
+            rel = relation(rois[i], rois[j], sides)
             if rel:
                 relations.append({"a": i, "b": j, "relation": rel})
     return {"rois": out_rois, "relations": relations,

@@ -171,3 +171,14 @@ def test_cli(service, tmp_path):
     assert bad.returncode == 2 and "file list not found" in bad.stderr
     wrong = subprocess.run([*cmd[:10], "some", *cmd[11:]], capture_output=True, text=True)
     assert wrong.returncode == 2 and "choose one of" in wrong.stderr
+
+
+def test_the_older_tab_separated_file_list(tmp_path):
+    listing = tmp_path / "oa_file_list.txt"
+    listing.write_text("2024-01-01 00:00:00\n"
+                       "oa_package/08/e0/PMC13900.tar.gz\tBreast Cancer Res. 2001\tPMC13900\tPMID:11250746\tNO-CC CODE\n"
+                       "oa_package/b0/ac/PMC13901.tar.gz\tBreast Cancer Res. 2001\tPMC13901\tPMID:11250747\tCC BY\n")
+    packages = read_file_list(listing)
+    assert [(p.accession, p.pmid, p.license, p.name) for p in packages] == [
+        ("PMC13900", "11250746", "other", "PMC13900.tar.gz"), ("PMC13901", "11250747", "CC BY", "PMC13901.tar.gz")]
+    assert [p.accession for p in select(packages, "commercial")] == ["PMC13901"]

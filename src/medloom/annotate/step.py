@@ -112,8 +112,7 @@ def _gray(row: dict, sources: dict, cache: dict) -> np.ndarray | None:
         return None
 
 
-def annotate_record(row: dict, settings: dict, kb, checker: TextChecker, cache: dict) -> dict:
-    s = AnnotateSettings(**settings["annotate"])
+def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: TextChecker, cache: dict) -> dict:
     rng = record_rng(s.seed, row["id"])
     out = {"id": row["id"], "family": "", "caption": "", "caption_source": "", "template_caption": "",
            "definitions": [], "roi_text": "", "roi_facts": [], "relations": [], "vqa": [], "flags": [], "notes": []}
@@ -131,7 +130,7 @@ def annotate_record(row: dict, settings: dict, kb, checker: TextChecker, cache: 
         out.update(caption=caption, caption_source="template", template_caption=caption)
         out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named)]
     if s.rois and row.get("rois"):
-        gray = _gray(row, settings["sources"], cache)
+        gray = _gray(row, sources, cache)
         if gray is None:
             out["notes"].append("roi pixels unreadable: no brightness or texture")
         facts = describe_regions(row, gray, modality_phrase=modality_phrase(row["modality"]),
@@ -166,7 +165,8 @@ def annotate_part(table: pa.Table, settings: dict) -> pa.Table:
     kb = _knowledge(settings["annotate"].get("knowledge"))
     checker = TextChecker(default_vocabulary(), kb)
     cache: dict = {}
-    rows = [annotate_record(row, settings, kb, checker, cache) for row in table.to_pylist()]
+    s = AnnotateSettings(**settings["annotate"])
+    rows = [annotate_record(row, s, settings["sources"], kb, checker, cache) for row in table.to_pylist()]
     return pa.Table.from_pylist(rows, ANNOTATION_SCHEMA)
 
 

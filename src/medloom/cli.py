@@ -475,12 +475,13 @@ def cluster_cmd(loom: Loom,
                 model: Annotated[str | None, typer.Option(help="Embeddings of this model (default: the last "
                                                                "embedded).")] = None,
                 sheets: Annotated[bool, typer.Option(help="Write a contact sheet PNG per cluster.")] = True,
-                as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+                as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+                quiet: Quiet = False) -> None:
     """PCA (explained-variance curve as JSON and PNG) then k-means, streamed by part; contact sheets."""
     from .curate.cluster import cluster as run
 
     try:
-        report = run(resolve_loom(loom), k, pca=pca, seed=seed, model=model, sheets=sheets)
+        report = run(resolve_loom(loom), k, pca=pca, seed=seed, model=model, sheets=sheets, quiet=quiet or as_json)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     _emit(report.as_dict(), as_json, f"cluster: {report.records} records into {report.k} clusters (sizes "

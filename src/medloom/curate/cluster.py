@@ -20,6 +20,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from .. import catalog
+from ..engine.progress import progress_bar
 from .dedup import CURATION
 from .embed import iter_embeddings
 
@@ -86,7 +87,7 @@ def _nearest(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5, batch: int = 1024,
-            model: str | None = None, sheets: bool = True) -> ClusterReport:
+            model: str | None = None, sheets: bool = True, quiet: bool = False) -> ClusterReport:
     from .embed import embedding_parts
 
     loom = Path(loom)
@@ -111,15 +112,17 @@ def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5
                     sample[j] = row
     centers = kmeans_plus_plus(np.array(sample, np.float64), k, rng)
     counts = np.zeros(k)
-    for _ in range(passes):
-        for _, x in _projected(loom, model, mean, components):
-            for start in range(0, len(x), batch):
-                xb = x[start:start + batch].astype(np.float64)
-                labels, _ = _nearest(xb, centers)
-                for c in np.unique(labels):
-                    members = xb[labels == c]
-                    counts[c] += len(members)
-                    centers[c] += (members.sum(0) - len(members) * centers[c]) / counts[c]
+    with progress_bar(f"k-means ({passes} passes)", passes * n, quiet) as advance:
+        for _ in range(passes):
+            for _, x in _projected(loom, model, mean, components):
+                advance(len(x))
+                for start in range(0, len(x), batch):
+                    xb = x[start:start + batch].astype(np.float64)
+                    labels, _ = _nearest(xb, centers)
+                    for c in np.unique(labels):
+                        members = xb[labels == c]
+                        counts[c] += len(members)
+                        centers[c] += (members.sum(0) - len(members) * centers[c]) / counts[c]
     ids, labels, dists, best = [], [], [], [[] for _ in range(k)]
     inertia = 0.0
     for part_ids, x in _projected(loom, model, mean, components):

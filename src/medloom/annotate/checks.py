@@ -17,6 +17,7 @@ def _padded(text: str) -> str:
 class TextChecker:
     def __init__(self, vocab: Vocabulary, kb: KnowledgeBase):
         self.vocab, self.kb = vocab, kb
+        self._own: dict[tuple, frozenset[str]] = {}
 
     def names(self, label: str) -> list[str]:
         """The label and its synonyms as the texts may write them."""
@@ -32,11 +33,20 @@ class TextChecker:
         padded = _padded(text)
         return [label for label in labels if not any(f" {name} " in padded for name in self.names(label))]
 
+    def _own_keys(self, modality: str | None, anatomy: str | None) -> frozenset[str]:
+        """Every vocabulary key of the record's own modality and anatomy (cached: a few per corpus)."""
+        key = (modality, anatomy)
+        if key not in self._own:
+            own = {modality, anatomy, "unknown"}
+            self._own[key] = frozenset(k for kind in ("modality", "anatomy")
+                                       for k, v in self.vocab.lookup[kind].items() if v in own)
+        return self._own[key]
+
     def foreign_terms(self, text: str, record: dict) -> list[str]:
         """Modality and anatomy terms in the text that belong to neither of the record's own."""
         padded = _padded(text)
         own = {record.get("modality"), record.get("anatomy"), "unknown"}
-        allowed = {k for kind in ("modality", "anatomy") for k, v in self.vocab.lookup[kind].items() if v in own}
+        allowed = set(self._own_keys(record.get("modality"), record.get("anatomy")))
         allowed |= {n for label in record.get("labels") or [] for n in self.names(label)}
         allowed |= {n for roi in record.get("rois") or [] for n in self.names(roi["label"])}
         for key in sorted(allowed, key=len, reverse=True):  # "fundus photograph" is not a "photograph"

@@ -49,6 +49,7 @@ class KnowledgeBase:
         df = Counter(w for d in self.docs for w in d)
         n = len(self.docs)
         self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+        self._found: dict[str, Entry | None] = {}  # a corpus has few labels and many records: look up once
 
     def bm25(self, query: str) -> list[tuple[float, int]]:
         q = words(query)
@@ -66,6 +67,11 @@ class KnowledgeBase:
     def lookup(self, label: str) -> Entry | None:
         """The entry for a label: exact term or synonym first, else the best BM25 hit naming a label word
         in its term or synonyms."""
+        if label not in self._found:
+            self._found[label] = self._lookup(label)
+        return self._found[label]
+
+    def _lookup(self, label: str) -> Entry | None:
         i = self.exact.get(term_key(label))
         if i is not None:
             return self.entries[i]

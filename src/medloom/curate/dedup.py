@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import catalog
-from .neighbours import components, duplicate_groups
+from .neighbours import components, duplicate_groups, first_of
 
 CURATION = "curation"
 DEFAULT_NEAR = 6  # bits of 64: precision 1.0 on benchmarks/dedup.py, recall 1.0 for re-encoded and resized copies
@@ -85,14 +85,8 @@ def find_groups(loom: Path, near: int | None = DEFAULT_NEAR, embed_threshold: fl
     groups = duplicate_groups([p or f"none-{i}" for i, p in enumerate(rows["pixel_hash"])], phash, near)
     if embed_threshold is not None and n:
         pairs = _embedding_pairs(loom, rows["id"], embed_threshold)
-        groups = components(n, [np.stack([np.arange(n), _first_of(groups)], axis=1), pairs])
+        groups = components(n, [np.stack([np.arange(n), first_of(groups)], axis=1), pairs])
     return rows, groups
-
-
-def _first_of(groups: np.ndarray) -> np.ndarray:
-    """For each node, the first node of its group (edges that rebuild the grouping)."""
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    return first[inverse]
 
 
 def relation(rows: dict[str, list], i: int, j: int, near: int | None) -> str:

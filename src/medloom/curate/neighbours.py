@@ -136,17 +136,23 @@ def components(n: int, edges: list[np.ndarray]) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def first_of(values: np.ndarray) -> np.ndarray:
+    """For each position, the first position holding the same value (edges that join equal values)."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    return first[inverse]
+
+
 def duplicate_groups(pixel_hashes: list[str], phashes: np.ndarray, near: int | None) -> np.ndarray:
     """A group label per record: same decoded pixels, and (with `near`) perceptual hashes within `near` bits
     are joined, transitively."""
     n = len(pixel_hashes)
     if not n:
         return np.empty(0, np.int64)
-    edges = []
-    _, first, inverse = np.unique(np.asarray(pixel_hashes), return_index=True, return_inverse=True)
-    edges.append(np.stack([np.arange(n), first[inverse]], axis=1))
+    index = np.arange(n)
+    edges = [np.stack([index, first_of(np.asarray(pixel_hashes))], axis=1)]
     if near is not None:
-        unique, first, inverse = np.unique(np.asarray(phashes, np.uint64), return_index=True, return_inverse=True)
-        edges.append(np.stack([np.arange(n), first[inverse]], axis=1))  # identical hashes
+        phashes = np.asarray(phashes, np.uint64)
+        unique, first = np.unique(phashes, return_index=True)
+        edges.append(np.stack([index, first_of(phashes)], axis=1))  # identical hashes
         edges.append(first[near_pairs(unique, near)])  # close hashes, via one record per value
     return components(n, edges)

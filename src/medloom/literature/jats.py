@@ -92,7 +92,7 @@ def _parser(recover: bool) -> etree.XMLParser:
                            huge_tree=True)  # comments and PIs are never read as text: no cost removing them
 
 
-def parse_xml(data: bytes, name: str = "") -> tuple[etree._Element, str | None]:
+def parse_xml(data: bytes) -> tuple[etree._Element, str | None]:
     """The root element, and the parser's complaint when the file needed recovering."""
     try:
         return etree.fromstring(data, _parser(False)), None
@@ -446,9 +446,9 @@ def extract_article(article: etree._Element, *, tables: bool = False) -> dict:
     return out
 
 
-def extract(data: bytes, *, tables: bool = False, name: str = "") -> Parsed:
+def extract(data: bytes, *, tables: bool = False) -> Parsed:
     """Every article in one XML file (a JATS article, a Europe PMC `<articles>` file, an OAI-PMH response)."""
-    root, recovered = parse_xml(drop_reference_lists(data), name)
+    root, recovered = parse_xml(drop_reference_lists(data))
     articles = find_articles(root)
     etree.strip_elements(root, "tex-math", with_tail=False)
     return Parsed([extract_article(a, tables=tables) for a in articles], recovered)

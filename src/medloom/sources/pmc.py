@@ -185,7 +185,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
 
     xml_name, data = xmls[0]  # a package's .nxml first
     try:
-        parsed = jats.extract(data, tables=opts.tables, name=xml_name)
+        parsed = jats.extract(data, tables=opts.tables)
     except jats.UnreadableXML as e:
         raise DecodeError("xml_unreadable", f"{xml_name}: {e}") from None
     if parsed.recovered:
@@ -206,8 +206,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
                 problem("figure_without_graphic", f"{what} has no <graphic>; nothing to turn into a record",
                         rid=f"{base}/{fig_key}")
                 continue
-            license_facts = fig["own_license"] or art
-            license = license_facts["license"]
+            license = (fig["own_license"] or art)["license"]
             for panel, href in enumerate(fig["graphics"]):
                 rid = f"{base}/{fig_key}" if len(fig["graphics"]) == 1 else f"{base}/{fig_key}/{panel}"
                 if allowed is not None and license not in allowed:

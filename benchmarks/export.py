@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from images import SETS, image_set, parse_args
+from images import SETS, image_set, parse_args, where
 from PIL import Image
 
 MAX_SIDE = 256
@@ -105,10 +105,11 @@ def quality(paths: list[Path], outputs: dict[str, bytes]) -> float:
 
 def main() -> int:
     args = parse_args(__doc__, 2000)
+    print(where(args))
     print(f"{'set':<15} {'n':>5} {'baseline/s':>10} {'medloom 1w/s':>13} {'2w/s':>7} {'1w/base':>8} {'2w/base':>8} "
           f"{'2w/1w':>6} {'PSNR base':>10} {'PSNR medloom':>13}")
     for name in SETS:
-        folder, paths = image_set(args.data, name, args.n)
+        folder, paths = image_set(args.data, name, args.n, args.stage)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             loom = ingest(folder, tmp)

@@ -4,6 +4,8 @@ shifts, colour changes and noise, as JPEG 1024x768 (quality 90) and PNG 512x512 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +35,41 @@ def generate(folder: Path, n: int, size: tuple[int, int], fmt: str) -> list[Path
     return out
 
 
-def image_set(data: Path, name: str, n: int) -> tuple[Path, list[Path]]:
+def image_set(data: Path, name: str, n: int, stage: Path | None = None) -> tuple[Path, list[Path]]:
+    """The set's folder and files; with `stage`, a copy there (see `parse_args`)."""
     fmt, size = SETS[name]
     folder = data / f"{fmt}-{size[0]}x{size[1]}-{n}"
     paths = generate(folder, n, size, fmt)
+    if stage is not None:
+        copy = stage / folder.name
+        if len(list(copy.glob(f"*/*.{fmt}"))) != len(paths):
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(folder, copy)
+        folder, paths = copy, sorted(copy.glob(f"*/*.{fmt}"))[:n]
     for p in paths[:200]:  # warm the page cache for every contestant alike
         p.read_bytes()
     return folder, paths
 
 
-def parse_args(doc: str, default_n: int) -> argparse.Namespace:
+TMPFS = Path("/dev/shm")
+
+
+def parse_args(doc: str, default_n: int, repeat: bool = False) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=default_n, help="images per set")
     ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data", help="where generated images are kept")
-    return ap.parse_args()
+    if repeat:
+        ap.add_argument("--repeat", type=int, default=3, help="interleaved passes; the best of each contestant is shown")
+    ap.add_argument("--on-disk", action="store_true",
+                    help=f"read the images where --data keeps them instead of from a copy on {TMPFS} (tmpfs). "
+                         "The copy is the default because some kernels (DAMON reclaim on this VM) page file "
+                         "cache out within seconds, which turns every contestant's reads into disk reads")
+    args = ap.parse_args()
+    args.stage = None
+    if not args.on_disk and TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
+        args.stage = TMPFS / "medloom-bench"
+    return args
+
+
+def where(args: argparse.Namespace) -> str:
+    return f"images read from {args.stage} (tmpfs copy)" if args.stage else f"images read from {args.data}"

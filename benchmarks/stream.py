@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from export import MAX_SIDE, ingest
-from images import image_set, parse_args
+from images import image_set, parse_args, where
 
 
 def best_rate(read, n: int, passes: int = 3) -> float:
@@ -35,7 +35,7 @@ def main() -> int:
     from medloom.export import ExportOptions, export
 
     args = parse_args(__doc__, 3000)
-    folder, _ = image_set(args.data, "JPEG 1024x768", args.n)
+    folder, _ = image_set(args.data, "JPEG 1024x768", args.n, args.stage)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         loom = ingest(folder, tmp)
@@ -57,6 +57,7 @@ def main() -> int:
 
         ours = best_rate(read_medloom, args.n)
         theirs = best_rate(read_webdataset, args.n)
+    print(where(args))
     print(f"{'shards':>6} {'samples':>8} {'webdataset/s':>13} {'medloom/s':>10} {'ratio':>7}")
     print(f"{len(shards):>6} {args.n:>8} {theirs:>13.0f} {ours:>10.0f} {ours / theirs:>6.2f}x")
     return 0

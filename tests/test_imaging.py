@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import imagehash
@@ -6,7 +7,18 @@ import pytest
 import skimage
 from PIL import Image
 
-from medloom.imaging import DecodeError, image_facts, mask_regions, open_image, phash_image, rle_decode, window_to_uint8
+from medloom.imaging import (
+    DecodeError,
+    _jpeg_facts,
+    file_facts,
+    image_facts,
+    luma32,
+    mask_regions,
+    open_image,
+    phash_image,
+    rle_decode,
+    window_to_uint8,
+)
 
 RETINA = Path(skimage.__file__).parent / "data" / "retina.jpg"
 IHC = Path(skimage.__file__).parent / "data" / "ihc.png"
@@ -78,3 +90,49 @@ def test_window_rule():
     values = np.array([-1000, 40, 1000], dtype=np.int16)
     assert window_to_uint8(values, 40, 400).tolist() == [0, 127, 255]
     assert window_to_uint8(values, 40, 400, invert=True).tolist() == [255, 128, 0]
+
+
+def _jpeg_variants(tmp_path):
+    im = open_image(str(RETINA)).crop((13, 7, 1014, 774))  # 1001 x 767: no size divides into 32 bands
+    for name, kwargs in [("420", {"subsampling": 2}), ("422", {"subsampling": 1}), ("444", {"subsampling": 0}),
+                         ("progressive", {"progressive": True}), ("q50", {"quality": 50})]:
+        im.save(tmp_path / f"{name}.jpg", **kwargs)
+        yield tmp_path / f"{name}.jpg"
+    im.convert("L").save(tmp_path / "gray.jpg")
+    yield tmp_path / "gray.jpg"
+    im.resize((20, 900)).save(tmp_path / "narrow.jpeg")
+    yield tmp_path / "narrow.jpeg"
+
+
+def test_jpeg_fast_path_gives_the_facts_pillow_gives(tmp_path):
+    for path in _jpeg_variants(tmp_path):
+        fast = _jpeg_facts(str(path), 10**9)
+        assert fast is not None, path  # the libjpeg-turbo path was taken ...
+        assert fast == image_facts(open_image(str(path))), path  # ... and hashes the same pixels
+        assert file_facts(io.BytesIO(path.read_bytes())) == fast
+
+
+def test_jpeg_fast_path_hands_everything_else_to_pillow(tmp_path):
+    im = open_image(str(RETINA))
+    im.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert _jpeg_facts(str(tmp_path / "cmyk.jpg"), 10**9) is None
+    assert file_facts(str(tmp_path / "cmyk.jpg")).channels == 4
+    data = RETINA.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    for reason, call in [("truncated", lambda: file_facts(str(tmp_path / "cut.jpg"))),
+                         ("decompression_bomb", lambda: file_facts(str(RETINA), max_pixels=1000)),
+                         ("missing_file", lambda: file_facts(str(tmp_path / "absent.jpg")))]:
+        with pytest.raises(DecodeError) as e:
+            call()
+        assert e.value.reason == reason
+
+
+def test_luma32_is_the_documented_grid_of_pillows_luma():
+    im = open_image(str(RETINA)).crop((0, 0, 1001, 767))
+    gray = np.asarray(im.convert("L"), np.float64)
+    rows, cols = (np.arange(33) * 767) // 32, (np.arange(33) * 1001) // 32
+    step = -(-int(np.diff(rows).max()) // 8)  # up to 8 evenly spaced rows per band, every column
+    expected = np.array([[gray[rows[i]:rows[i + 1]:step, cols[j]:cols[j + 1]].mean() for j in range(32)]
+                         for i in range(32)])
+    ours = luma32(np.asarray(im))
+    assert np.abs(ours - expected).max() < 0.51  # Pillow rounds each pixel's luma; we round none

@@ -24,9 +24,9 @@ from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader
 from .sources.base import TASK_SCHEMA, Scan
 
-READER_VERSION = "2"  # bump to invalidate every part when decoding changes
+READER_VERSION = "3"  # bump to invalidate every part when decoding changes
 PART_SIZE = {"dicom": 16, "nifti": 1}
-DEFAULT_PART_SIZE = 64
+DEFAULT_PART_SIZE = 128
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, image_facts, open_image
+from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, file_facts
 from ..records import NO_RENDER, quarantine_row, record_id
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
@@ -176,8 +176,7 @@ def normalise_rois(task: dict, source: dict, width: int, height: int) -> tuple[l
 
 def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     """The decode half for readers of plain 2-D image files (one record per file)."""
-    im = open_image(task["path"], source.get("max_pixels") or DEFAULT_MAX_PIXELS)
-    facts = image_facts(im)
+    facts = file_facts(task["path"], source.get("max_pixels") or DEFAULT_MAX_PIXELS)
     rois, problems = normalise_rois(task, source, facts.width, facts.height)
     return [image_record(task, facts, rois=rois)], problems
 

@@ -24,14 +24,15 @@ def scan(source: dict) -> Scan:
     opts = Options(**source["options"])
     out = Scan()
     for path in walk_files(source["root"]):
-        parts = path.relative_to(source["root"]).parts
+        relative = path.relative_to(source["root"])
+        parts = relative.parts
         if not is_image_file(path):
             out.filter("not an image file")
             continue
         split = ""
         if opts.splits == "auto" and len(parts) > 2 and split_name(parts[0]):
             split, parts = split_name(parts[0]) or "", parts[1:]
-        rel = path.relative_to(source["root"]).as_posix()
+        rel = relative.as_posix()
         if len(parts) < 2:
             out.quarantine.append(quarantine_row(
                 source["name"], rel, "no_class_folder",
@@ -43,5 +44,5 @@ def scan(source: dict) -> Scan:
             problem["scope"] = "input"
             out.quarantine.append(problem)
             continue
-        out.tasks.append(make_task(source, str(path), split=split, labels=[label]))
+        out.tasks.append(make_task(source, str(path), uri=rel, split=split, labels=[label]))
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, image_facts, open_image
+from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, file_facts
 from ..literature import jats
 from ..literature.licenses import commercial_use, parse_allowed
 from ..literature.mesh import load_mesh, mesh_files
@@ -221,7 +221,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
                     continue
                 try:
                     blob = io.BytesIO(members[found]) if is_package else os.path.join(folder, found)
-                    facts = image_facts(open_image(blob, max_pixels))
+                    facts = file_facts(blob, max_pixels)
                 except DecodeError as e:
                     problem(e.reason, f"{what}: {found}: {e}", rid=rid)
                     continue

@@ -4,6 +4,7 @@ shifts, colour changes and noise, as JPEG 1024x768 (quality 90) and PNG 512x512 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 from pathlib import Path
@@ -42,8 +43,7 @@ def image_set(data: Path, name: str, n: int, stage: Path | None = None) -> tuple
     paths = generate(folder, n, size, fmt)
     if stage is not None:
         copy = stage / folder.name
-        if len(list(copy.glob(f"*/*.{fmt}"))) != len(paths):
-            shutil.rmtree(copy, ignore_errors=True)
+        if not copy.is_dir():
             shutil.copytree(folder, copy)
         folder, paths = copy, sorted(copy.glob(f"*/*.{fmt}"))[:n]
     for p in paths[:200]:  # warm the page cache for every contestant alike
@@ -66,8 +66,9 @@ def parse_args(doc: str, default_n: int, repeat: bool = False) -> argparse.Names
                          "cache out within seconds, which turns every contestant's reads into disk reads")
     args = ap.parse_args()
     args.stage = None
-    if not args.on_disk and TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
-        args.stage = TMPFS / "medloom-bench"
+    if not args.on_disk and TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and shutil.disk_usage(TMPFS).free > 4 << 30:
+        args.stage = TMPFS / f"medloom-bench-{os.getpid()}"
+        atexit.register(shutil.rmtree, args.stage, ignore_errors=True)  # tmpfs is memory: give it back
     return args
 
 

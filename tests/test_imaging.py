@@ -110,6 +110,8 @@ def test_jpeg_fast_path_gives_the_facts_pillow_gives(tmp_path):
         assert fast is not None, path  # the libjpeg-turbo path was taken ...
         assert fast == image_facts(open_image(str(path))), path  # ... and hashes the same pixels
         assert file_facts(io.BytesIO(path.read_bytes())) == fast
+        open_image(str(path)).save(tmp_path / "decoded.png")  # the conversion other datasets ship
+        assert file_facts(str(tmp_path / "decoded.png")).pixel_hash == fast.pixel_hash
 
 
 def test_jpeg_fast_path_hands_everything_else_to_pillow(tmp_path):

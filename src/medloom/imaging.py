@@ -2,8 +2,8 @@
 
 Each image is decoded once; the decoded pixels give width, height, a 128-bit content hash (xxh3-128
 of the packed pixel bytes after a mode-and-size header, so equal pixels in a JPEG, a PNG and a
-lossless TIFF hash the same) and a 64-bit DCT perceptual hash built as `imagehash.phash` is, on
-32x32 box means of the luma instead of a Lanczos thumbnail (within a few bits of imagehash's).
+lossless TIFF hash the same) and a 64-bit DCT perceptual hash built as `imagehash.phash` is, on a
+32x32 grid of mean luma instead of a Lanczos thumbnail (`luma32`; within a bit of imagehash's on average).
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def image_facts(im: Image.Image) -> PixelFacts:
     return PixelFacts(im.width, im.height, len(im.getbands()), hash_buffer(packed, header), phash_array(pixels))
 
 
-def file_facts(file, max_pixels: int = DEFAULT_MAX_PIXELS) -> PixelFacts:
+def file_facts(file: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> PixelFacts:
     """Facts for an image file (a path or a binary file object).
 
     JPEGs, the bulk of every public dataset, go from libjpeg-turbo straight into a numpy buffer
@@ -257,7 +257,7 @@ def file_facts(file, max_pixels: int = DEFAULT_MAX_PIXELS) -> PixelFacts:
 _JPEG_MODES = {"YCbCr": ("RGB", "RGB", 3), "RGB": ("RGB", "RGB", 3), "Gray": ("L", "GRAY", 1)}
 
 
-def _jpeg_facts(file, max_pixels: int) -> PixelFacts | None:
+def _jpeg_facts(file: str | io.BytesIO, max_pixels: int) -> PixelFacts | None:
     try:
         import simplejpeg
     except ImportError:

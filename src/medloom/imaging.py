@@ -280,7 +280,7 @@ def _jpeg_facts(file: str | io.BytesIO, max_pixels: int) -> PixelFacts | None:
             return None
         mode, out, channels = _JPEG_MODES[space]
         pixels = simplejpeg.decode_jpeg(data, colorspace=out, strict=True)
-    except ValueError:
+    except Exception:  # whatever it declines or trips on, Pillow decodes again and names the failure
         return None
     return PixelFacts(width, height, channels, hash_buffer(pixels, f"{mode}:{width}x{height}"), phash_array(pixels))
 

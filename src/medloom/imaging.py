@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
+import simplejpeg
 import xxhash
 from PIL import Image
 
@@ -258,10 +259,6 @@ _JPEG_MODES = {"YCbCr": ("RGB", "RGB", 3), "RGB": ("RGB", "RGB", 3), "Gray": ("L
 
 
 def _jpeg_facts(file: str | io.BytesIO, max_pixels: int) -> PixelFacts | None:
-    try:
-        import simplejpeg
-    except ImportError:
-        return None
     if isinstance(file, str):
         if not file.lower().endswith((".jpg", ".jpeg", ".jpe")):
             return None

@@ -7,6 +7,7 @@ from pathlib import Path
 from conftest import kill_when, make_image, rows, run_ingest, write_recipe
 
 from medloom.catalog import read_manifest
+from medloom.records import salted_id
 
 
 def classes_dataset(root: Path, n: int, size=(48, 40)) -> Path:
@@ -67,7 +68,8 @@ def test_labels_outside_the_space_and_zero_area_boxes(tmp_path):
     boxes = {r["label"]: [round(v, 3) for v in r["bbox"]] for r in recs["p0.jpg"]["rois"]}
     assert boxes == {"polyp": [0.4, 0.4, 0.6, 0.6], "adenoma": [0.1, 0.1, 0.3, 0.4]}  # polygon -> box
     reasons = sorted(x["reason"] for x in rows(loom, "SELECT reason FROM quarantine"))
-    assert reasons == ["class_list_conflict", "label_outside_space", "zero_area_box"]
+    # p1 lost both its boxes: a warning says so
+    assert reasons == ["all_boxes_dropped", "class_list_conflict", "label_outside_space", "zero_area_box"]
     assert reports["poly"].quarantined_inputs == 0 and reports["poly"].annotation_problems == 2
 
 
@@ -83,7 +85,9 @@ def test_csv_resolution_by_basename_and_ambiguity(tmp_path):
         name="nih", reader="csv", path=str(data), csv="labels.csv", image_column="file", label_column="finding",
         label_separator="|", patient_column="pid", modality="X-ray", anatomy="chest", task="disease")]))
     recs = {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
-    assert recs["batch1/a.png"]["labels"] == ["Effusion", "Mass"] and recs["batch1/a.png"]["patient_id"] == "p1"
+    # patient ids are stored as salted hashes (the recipe's salt), never as written
+    assert recs["batch1/a.png"]["labels"] == ["Effusion", "Mass"]
+    assert recs["batch1/a.png"]["patient_id"] == salted_id("test-salt", "p1") != "p1"
     assert set(recs) == {"batch1/a.png", "batch1/c.png"}
     q = {x["reason"]: x["message"] for x in rows(loom, "SELECT * FROM quarantine")}
     assert "batch2/b.png" in q["ambiguous_basename"] and "batch3/b.png" in q["ambiguous_basename"]
@@ -102,13 +106,19 @@ def test_rerun_does_no_decoding_and_picks_up_changes(tmp_path):
     make_image(data / "train" / "normal" / "new.png", seed=1000)
     loom, changed = run_ingest(recipe)
     assert changed["cxr"].parts_decoded == 1 and changed["cxr"].records == 61
+    # the replaced part is retired, not deleted at once (a reader may still be reading it); a later run past
+    # the retention deletes it, and only it
+    manifest = read_manifest(loom)
+    parts = list((loom / "catalog" / "records" / "cxr").iterdir())
+    assert len(parts) == len(manifest["sources"]["cxr"]["parts"]) + 1 and len(manifest["retired"]) == 2
+    run_ingest(recipe, retention=0)
+    parts = list((loom / "catalog" / "records" / "cxr").iterdir())
+    assert len(parts) == len(read_manifest(loom)["sources"]["cxr"]["parts"]) and not read_manifest(loom)["retired"]
     # ids do not depend on where the data or the loom live
     other = tmp_path / "elsewhere"
     os.rename(data, other)
     loom2, _ = run_ingest(write_recipe(tmp_path / "second", [source(other)], part_size=8))
     assert [r["id"] for r in rows(loom2, "SELECT id FROM records ORDER BY id")] == sorted(ids + ["cxr/train/normal/new_png"])
-    parts = list((loom / "catalog" / "records" / "cxr").iterdir())
-    assert len(parts) == len(read_manifest(loom)["sources"]["cxr"]["parts"])  # stale parts removed
 
 
 def test_two_workers_give_the_same_catalog(tmp_path):

@@ -18,10 +18,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .outputs import OutputFolder, write_atomic
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+# a part that the manifest stopped listing is deleted only this long after (by a later ingest): a reader
+# that read the previous manifest a moment before the swap can still read the parts it names
+STALE_RETENTION_S = 120.0
 
 
 def catalog_dir(loom: Path) -> Path:
@@ -34,27 +38,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_table(table: pa.Table, path: Path) -> dict:
-    """Write a Parquet file atomically; returns its manifest entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    # no dictionaries: a part holds a few hundred rows across ~60 leaf columns, where building
-    # dictionaries costs more time than it saves bytes (measured: 23% faster, 10% smaller)
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=False)
-    os.replace(tmp, path)
-    return {"file": path.name, "rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def part_is_complete(path: Path) -> bool:
@@ -73,9 +56,9 @@ def read_manifest(loom: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_manifest(loom: Path, manifest: dict) -> None:
+def write_manifest(folder: OutputFolder, manifest: dict) -> None:
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_atomic(catalog_dir(loom) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    folder.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def source_dirs(loom: Path, source: str) -> tuple[Path, Path]:
@@ -83,29 +66,66 @@ def source_dirs(loom: Path, source: str) -> tuple[Path, Path]:
     return base / "records" / source, base / "quarantine" / source
 
 
-def remove_stale(loom: Path, source: str, keep: set[str]) -> int:
-    """Delete files of a source that the manifest no longer lists (old parts, temporary files)."""
-    removed = 0
-    for folder in source_dirs(loom, source):
-        if folder.is_dir():
-            for p in folder.iterdir():
-                if p.name not in keep:
-                    p.unlink()
-                    removed += 1
-    return removed
+def source_rel(source: str) -> tuple[str, str]:
+    """The folders of a source's record and quarantine parts, relative to the catalog."""
+    return f"records/{source}", f"quarantine/{source}"
+
+
+def manifest_files(manifest: dict) -> tuple[list[str], list[str]]:
+    """Record and quarantine part files the manifest lists (relative to the catalog; empty parts included)."""
+    records, quarantine = [], []
+    for name, entry in sorted(manifest["sources"].items()):
+        rdir, qdir = source_rel(name)
+        records += [f"{rdir}/{p['records']['file']}" for p in entry["parts"]]
+        quarantine += [f"{qdir}/{p['quarantine']['file']}" for p in entry["parts"]]
+        quarantine += [f"{qdir}/{entry[k]['file']}" for k in ("scan_quarantine", "error_quarantine") if entry.get(k)]
+    return records, quarantine
+
+
+def open_catalog(loom: Path) -> OutputFolder:
+    """The catalog folder with its written-files record (a catalog from before the record adopts the files
+    its manifest lists)."""
+    manifest = read_manifest(loom)
+    records, quarantine = manifest_files(manifest)
+    return OutputFolder(catalog_dir(loom), adopt=[MANIFEST, *records, *quarantine])
+
+
+def collect_stale(folder: OutputFolder, manifest: dict, retention: float = STALE_RETENTION_S,
+                  now: float | None = None) -> int:
+    """Retire part files the manifest no longer lists, and delete those retired at least `retention` seconds
+    ago. Only files medloom wrote are candidates (the written-files record); temporary files of killed runs
+    go at once. The caller writes the manifest afterwards (it holds the `retired` list)."""
+    now = time.time() if now is None else now
+    records, quarantine = manifest_files(manifest)
+    listed = set(records) | set(quarantine)
+    retired = manifest.setdefault("retired", {})
+    folder.remove_temporary()
+    due = []
+    for rel in sorted(folder.owned):
+        if not rel.startswith(("records/", "quarantine/")) or rel in listed:
+            retired.pop(rel, None)
+            continue
+        since = retired.setdefault(rel, now)
+        if now - since >= retention:
+            due.append(rel)
+    for rel in due:
+        retired.pop(rel, None)
+    return folder.remove_many(due)
 
 
 def listed_files(loom: Path) -> tuple[list[str], list[str]]:
-    """Record and quarantine part paths listed in the manifest."""
+    """Record and quarantine part paths listed in the manifest (parts with rows only)."""
     manifest = read_manifest(loom)
+    base = catalog_dir(loom)
     records, quarantine = [], []
     for name, entry in sorted(manifest["sources"].items()):
         rdir, qdir = source_dirs(loom, name)
         records += [str(rdir / p["records"]["file"]) for p in entry["parts"] if p["records"]["rows"]]
         quarantine += [str(qdir / p["quarantine"]["file"]) for p in entry["parts"] if p["quarantine"]["rows"]]
-        scan_q = entry.get("scan_quarantine")
-        if scan_q and scan_q["rows"]:
-            quarantine.append(str(qdir / scan_q["file"]))
+        for key in ("scan_quarantine", "error_quarantine"):
+            scan_q = entry.get(key)
+            if scan_q and scan_q["rows"]:
+                quarantine.append(str(base / "quarantine" / name / scan_q["file"]))
     return records, quarantine
 
 

@@ -23,6 +23,8 @@ err = Console(stderr=True)
 
 Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Wait = Annotated[bool, typer.Option("--wait", help="When another medloom process writes to this loom (or export "
+                                                   "folder), wait for it instead of exiting at once.")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -62,7 +64,8 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
            workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
            source: Annotated[list[str] | None, typer.Option(help="Only these sources (repeatable).")] = None,
            strict: Annotated[bool, typer.Option(help="Exit non-zero if any input is quarantined.")] = False,
-           quiet: Quiet = False) -> None:
+           quiet: Quiet = False,
+        wait: Wait = False) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
     from .ingest import ingest as run
     from .recipe import RecipeError, load_recipe
@@ -74,7 +77,7 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
     unknown = [s for s in source or [] if s not in {x["name"] for x in loaded.sources}]
     if unknown:
         fail(f"no source named {', '.join(unknown)} in {loaded.path}")
-    reports = run(loaded, workers=workers or None, quiet=quiet, only=source or None)
+    reports = run(loaded, workers=workers or None, quiet=quiet, only=source or None, wait=wait)
     table = Table(title=f"ingest: {loaded.recipe.name}", title_justify="left")
     for col in ("source", "reader", "inputs", "records", "quarantined", "filtered", "box/label problems",
                 "parts decoded"):
@@ -241,7 +244,8 @@ def export_cmd(loom: Loom,
                experiment: Annotated[Path | None, typer.Option(
                    help="A `medloom cg plan` experiment folder: its train and test records as the splits.")] = None,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-               quiet: Quiet = False) -> None:
+               quiet: Quiet = False,
+        wait: Wait = False) -> None:
     """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run.
 
     medmat, llava and sharegpt write the annotations (`medloom annotate`) as FORMAT.json with images/ beside it.
@@ -255,7 +259,7 @@ def export_cmd(loom: Loom,
             report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, where=where, max_side=max_side,
                                      quality=quality, workers=workers or None, quiet=quiet or as_json,
                                      include_duplicates=include_duplicates, subset=subset_name,
-                                     experiment=str(experiment) if experiment else None)
+                                     experiment=str(experiment) if experiment else None, wait=wait)
         except (TrainingExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
@@ -271,7 +275,7 @@ def export_cmd(loom: Loom,
                             experiment=str(experiment) if experiment else None)
     target = out_dir or loom / "exports" / fmt
     try:
-        report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json)
+        report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json, wait=wait)
     except (ExportError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     if as_json:
@@ -335,7 +339,8 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
                  workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all "
                                                                               "cores).")] = 0,
                  as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-                 quiet: Quiet = False) -> None:
+                 quiet: Quiet = False,
+        wait: Wait = False) -> None:
     """Generate captions, ROI descriptions and questions for every record (all three unless some are named).
 
     Stored in LOOM/annotations and shown by `medloom show`; every text is checked against its record.
@@ -377,7 +382,7 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
         settings.llm_url, settings.llm_model, settings.llm_images = llm, model, llm_images
         settings.llm_concurrency = llm_concurrency
     try:
-        report = annotate(loom, settings, workers=workers or None, quiet=quiet or as_json, where=where)
+        report = annotate(loom, settings, workers=workers or None, quiet=quiet or as_json, where=where, wait=wait)
     except (AnnotateError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     if as_json:
@@ -410,15 +415,15 @@ def dedup(loom: Loom,
           embed_threshold: Annotated[float | None, typer.Option(
               help="Also join embedding neighbours with cosine similarity at least this (needs `medloom embed`).")
           ] = None,
-          as_json: Annotated[bool, typer.Option("--json", help='Print {"groups": [[ids]], "keep": [ids]}.')] = False
-          ) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help='Print {"groups": [[ids]], "keep": [ids]}.')] = False,
+        wait: Wait = False) -> None:
     """Group exact and near duplicates across sources; keep one per group (the test split's copy first, then
     the larger image); mark the rest, which exports then leave out. Nothing is deleted."""
     from .curate.dedup import dedup as run
 
     try:
         report, groups, keep = run(resolve_loom(loom), near=None if near < 0 else near,
-                                   embed_threshold=embed_threshold)
+                                   embed_threshold=embed_threshold, wait=wait)
     except FileNotFoundError as e:
         fail(str(e))
     if as_json:
@@ -434,12 +439,13 @@ def leakage(loom: Loom,
             near: Annotated[int, typer.Option(help="Perceptual-hash distance for near copies; -1: exact only.")] = 6,
             mark: Annotated[bool, typer.Option(help="Mark the training copies so that exports leave them out.")
                             ] = False,
-            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        wait: Wait = False) -> None:
     """Test and validation records with an exact or near copy in any training split, per source pair."""
     from .curate.dedup import leakage as run
 
     try:
-        report = run(resolve_loom(loom), near=None if near < 0 else near, mark=mark)
+        report = run(resolve_loom(loom), near=None if near < 0 else near, mark=mark, wait=wait)
     except FileNotFoundError as e:
         fail(str(e))
     pairs = "; ".join(f"{k}: {v}" for k, v in sorted(report.by_source_pair.items())) or "no leaks"
@@ -454,12 +460,13 @@ def embed(loom: Loom,
                                                   "timm:ARCH:WEIGHTS | hf:FOLDER")] = "builtin",
           workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes.")] = 0,
           as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-          quiet: Quiet = False) -> None:
+          quiet: Quiet = False,
+        wait: Wait = False) -> None:
     """Embed every record's image; cached per catalog part, so a re-run embeds only new or changed parts."""
     from .curate.embed import embed as run
 
     try:
-        report = run(resolve_loom(loom), model, workers=workers or None, quiet=quiet or as_json)
+        report = run(resolve_loom(loom), model, workers=workers or None, quiet=quiet or as_json, wait=wait)
     except (FileNotFoundError, ValueError, ImportError) as e:
         fail(str(e))
     _emit(report.as_dict(), as_json, f"embed {model}: {report.records} records, {report.dimensions} dimensions; "
@@ -476,12 +483,13 @@ def cluster_cmd(loom: Loom,
                                                                "embedded).")] = None,
                 sheets: Annotated[bool, typer.Option(help="Write a contact sheet PNG per cluster.")] = True,
                 as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-                quiet: Quiet = False) -> None:
+                quiet: Quiet = False,
+        wait: Wait = False) -> None:
     """PCA (explained-variance curve as JSON and PNG) then k-means, streamed by part; contact sheets."""
     from .curate.cluster import cluster as run
 
     try:
-        report = run(resolve_loom(loom), k, pca=pca, seed=seed, model=model, sheets=sheets, quiet=quiet or as_json)
+        report = run(resolve_loom(loom), k, pca=pca, seed=seed, model=model, sheets=sheets, quiet=quiet or as_json, wait=wait)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     _emit(report.as_dict(), as_json, f"cluster: {report.records} records into {report.k} clusters (sizes "
@@ -495,12 +503,13 @@ def concepts(loom: Loom,
                                                                       "annotator; repeat for several.")],
              taxonomy: Annotated[Path | None, typer.Option(help="Concept taxonomy YAML (default: medloom's).")
                                  ] = None,
-             as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+             as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        wait: Wait = False) -> None:
     """Take cluster labels from annotators, report their agreement, and propagate the majority to records."""
     from .curate.concepts import ConceptError, apply_labels
 
     try:
-        report = apply_labels(resolve_loom(loom), apply, taxonomy)
+        report = apply_labels(resolve_loom(loom), apply, taxonomy, wait=wait)
     except (ConceptError, FileNotFoundError, OSError) as e:
         fail(str(e))
     kappa = f", Fleiss' kappa {report.fleiss_kappa:.2f}" if report.fleiss_kappa is not None else ""
@@ -517,13 +526,13 @@ def subset(loom: Loom, name: Annotated[str, typer.Argument(help="The subset's na
            cap: Annotated[int | None, typer.Option(help="At most N records per global concept.", min=1)] = None,
            seed: Annotated[int, typer.Option(help="Seed choosing which records a cap keeps.")] = 0,
            where: Annotated[str | None, typer.Option(help="Also an SQL condition on the records.")] = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Print the subset's description as JSON.")] = False
-           ) -> None:
+           as_json: Annotated[bool, typer.Option("--json", help="Print the subset's description as JSON.")] = False,
+        wait: Wait = False) -> None:
     """Save a named subset: filter by concept and balance by capping records per concept."""
     from .curate.subsets import SubsetError, make_subset
 
     try:
-        info = make_subset(resolve_loom(loom), name, concepts=concept, cap=cap, seed=seed, where=where)
+        info = make_subset(resolve_loom(loom), name, concepts=concept, cap=cap, seed=seed, where=where, wait=wait)
     except (SubsetError, FileNotFoundError) as e:
         fail(str(e))
     _emit(info, as_json, f"subset {name}: {info['records']} records ("
@@ -539,14 +548,15 @@ def split(loom: Loom,
           seed: Annotated[int, typer.Option(help="Seed for the order groups are drawn in.")] = 0,
           stratify: Annotated[str | None, typer.Option(help="label: split within each label.")] = None,
           keep_source: Annotated[bool, typer.Option(help="Keep each source's own split (and check it).")] = False,
-          as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
+          as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        wait: Wait = False) -> None:
     """Assign train/val/test so that no patient (or study) is on two sides; exports use it from then on.
     The split is checked against the duplicate groups and every leak is reported."""
     from .splits.assign import SplitError, make_split
 
     try:
         report = make_split(resolve_loom(loom), by=by, val=val, test=test, seed=seed, stratify=stratify,
-                            keep_source=keep_source)
+                            keep_source=keep_source, wait=wait)
     except (SplitError, FileNotFoundError) as e:
         fail(str(e))
     sizes = ", ".join(f"{k} {v}" for k, v in sorted(report.sizes.items()))
@@ -609,7 +619,8 @@ def cg_plan(loom: Loom,
             out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Where experiment folders go "
                                                                              "(default: LOOM/experiments).")] = None,
             seed: Annotated[int, typer.Option(help="Seed for baseline-plus.")] = 0,
-            as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False,
+        wait: Wait = False) -> None:
     """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
     from .splits.planner import PlanError, mat_subsets, parse_target, plan
     from .vocab import UnknownTermError
@@ -619,7 +630,7 @@ def cg_plan(loom: Loom,
         fail("give --target \"M,A,T\" or --all")
     try:
         targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
-        experiments = plan(loom, targets, out_dir or loom / "experiments", seed=seed)
+        experiments = plan(loom, targets, out_dir or loom / "experiments", seed=seed, wait=wait)
     except (PlanError, UnknownTermError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
@@ -684,7 +695,40 @@ def pmc_fetch(file_list: Annotated[Path, typer.Option(
 
 
 def main() -> None:
-    app()
+    """The command, with one clear line (and a non-zero exit) for the failures a user must act on: another
+    process holding the loom, a folder holding files medloom did not write, a full disk, a path that is a file."""
+    from .locks import LockHeld
+    from .outputs import ForeignFileError
+
+    try:
+        app()
+    except LockHeld as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(3)
+    except ForeignFileError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(2)
+    except OSError as e:
+        err.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False)
+        sys.exit(1)
+
+
+def os_error_message(e: OSError) -> str:
+    """What failed, on which path, and what to do."""
+    import errno
+
+    where = e.filename or "a file"
+    what = e.strerror or str(e)
+    hint = {errno.ENOSPC: "the disk is full: free some space, then run the same command again (it resumes)",
+            errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again (it resumes)",
+            errno.EACCES: "no permission to write there: choose another folder, or fix its permissions",
+            errno.EPERM: "no permission to write there: choose another folder, or fix its permissions",
+            errno.EROFS: "the file system is read-only: choose another folder",
+            errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
+            errno.EEXIST: "a file stands where a folder is needed: choose another path",
+            errno.EFBIG: "the file grew past the size this system allows: choose another folder or smaller shards",
+            }.get(e.errno or 0, "check the path and run the command again")
+    return f"{where}: {what}; {hint}"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,11 @@ from . import catalog
 from .engine import make_executor
 from .engine.progress import progress_bar
 from .imaging import DecodeError
+from .locks import hold
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader
-from .sources.base import TASK_SCHEMA, Scan
+from .sources.base import TASK_SCHEMA, Scan, display_name, inside, source_roots
 
 READER_VERSION = "3"  # bump to invalidate every part when decoding changes
 PART_SIZE = {"dicom": 16, "nifti": 1}
@@ -163,54 +165,121 @@ def label_space(source: dict, scan: Scan) -> list[str]:
     return sorted(found)
 
 
+# ---- checks on a scan (main process) ----------------------------------------------------------------------
+
+def enforce_roots(scan: Scan, source: dict) -> None:
+    """Tasks (and companion files such as masks) that resolve outside the source's roots become
+    `outside_root` rows: an annotation file or a link cannot make medloom read elsewhere."""
+    roots = source_roots(source)
+    kept = []
+    for task in scan.tasks:
+        extra = json.loads(task["extra"] or "{}")
+        paths = [task["path"], *(v for k, v in extra.items() if k == "mask" and v)]
+        outside = next((p for p in paths if not inside(p, roots)), None)
+        if outside is None:
+            kept.append(task)
+            continue
+        scan.quarantine.append(quarantine_row(
+            source["name"], task["uri"], "outside_root",
+            f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the source's "
+            f"root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
+            record_id=task["id"]))
+    scan.tasks = kept
+
+
+def warn_dropped_boxes(scan: Scan, source: dict) -> None:
+    """A record whose every box was dropped says so, instead of passing as an image with nothing in it."""
+    for task in scan.tasks:
+        n = scan.dropped.get(task["id"], 0)
+        if n and not task["rois"]:
+            scan.quarantine.append(quarantine_row(
+                source["name"], task["uri"], "all_boxes_dropped",
+                f"all {n} box(es) of this image were dropped (see its annotation rows); the image is kept with no "
+                "ROI", scope="warning", record_id=task["id"]))
+
+
 # ---- the step ---------------------------------------------------------------------------------------
 
 def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = False,
-           only: list[str] | None = None) -> list[SourceReport]:
+           only: list[str] | None = None, wait: bool = False,
+           retention: float = catalog.STALE_RETENTION_S) -> list[SourceReport]:
+    """Build or update the catalog. One writer at a time (the loom's lock); parts that the manifest stops
+    listing are deleted `retention` seconds later, by a later run, so a reader never loses a part it was
+    about to read."""
     loom = loaded.loom
-    salt = catalog.ensure_salt(loom, loaded.recipe.salt)
-    manifest = catalog.read_manifest(loom)
-    reports = []
-    with make_executor(workers) as executor:
-        for source in loaded.sources:
-            if only and source["name"] not in only:
-                continue
-            report = ingest_source(loom, {**source, "salt": salt}, executor, manifest,
-                                   loaded.recipe.part_size, quiet)
-            reports.append(report)
-            catalog.write_manifest(loom, manifest)
-    if not only:
-        names = {s["name"] for s in loaded.sources}
-        for gone in [n for n in manifest["sources"] if n not in names]:
-            del manifest["sources"][gone]
-            catalog.remove_stale(loom, gone, set())
-        catalog.write_manifest(loom, manifest)
+    with hold(loom, wait=wait):
+        folder = catalog.open_catalog(loom)
+        folder.ensure()
+        salt = catalog.ensure_salt(loom, loaded.recipe.salt)
+        manifest = catalog.read_manifest(loom)
+        reports = []
+        with make_executor(workers) as executor:
+            for source in loaded.sources:
+                if only and source["name"] not in only:
+                    continue
+                report = ingest_source(folder, {**source, "salt": salt}, executor, manifest,
+                                       loaded.recipe.part_size, quiet)
+                reports.append(report)
+                catalog.write_manifest(folder, manifest)
+        if not only:
+            names = {s["name"] for s in loaded.sources}
+            for gone in [n for n in manifest["sources"] if n not in names]:
+                del manifest["sources"][gone]
+        catalog.collect_stale(folder, manifest, retention)
+        catalog.write_manifest(folder, manifest)
     return reports
 
 
-def ingest_source(loom: Path, source: dict, executor, manifest: dict, part_size: int | None,
-                  quiet: bool) -> SourceReport:
-    report = SourceReport(source["name"], source["reader"])
-    rdir, qdir = catalog.source_dirs(loom, source["name"])
+def scan_source(source: dict, previous: dict | None) -> tuple[Scan, str | None]:
+    """The reader's scan with the root and box checks applied; (scan, error) where error says why the scan
+    failed or looks wrong, in which case the caller keeps the earlier run's parts."""
     try:
         scan = get_reader(source["reader"]).scan(source)
     except Exception as e:  # an unreadable annotation file or folder: report, keep the other sources
-        report.error = f"{type(e).__name__}: {e}"
-        scan = Scan(quarantine=[quarantine_row(source["name"], source["root"], "source_unreadable",
-                                               report.error)])
+        return Scan(), f"{type(e).__name__}: {e}"
+    enforce_roots(scan, source)
+    warn_dropped_boxes(scan, source)
+    had = sum(p["records"]["rows"] for p in (previous or {}).get("parts", []))
+    if not scan.tasks and had:
+        return scan, (f"the scan found no inputs under {source['root']}, where the last run found {had} records; the "
+                      "catalog keeps them (is a drive unmounted?). Remove the source from the recipe to drop them")
+    return scan, None
+
+
+def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int | None,
+                  quiet: bool) -> SourceReport:
+    report = SourceReport(source["name"], source["reader"])
+    loom = folder.path.parent
+    rdir, qdir = catalog.source_rel(source["name"])
+    previous_entry = manifest["sources"].get(source["name"])
+    scan, error = scan_source(source, previous_entry)
+    if error is not None:
+        report.error = error
+        row = quarantine_row(source["name"], ".", "source_unreadable", error)
+        key = hashlib.sha256(error.encode()).hexdigest()[:32]
+        error_entry = folder.write_table(f"{qdir}/error-{key}.parquet",
+                                         pa.Table.from_pylist([row], QUARANTINE_SCHEMA))
+        if previous_entry is not None:  # a failed scan never wipes an earlier run
+            manifest["sources"][source["name"]] = {**previous_entry, "error": error, "error_quarantine": error_entry}
+            summarise(report, manifest["sources"][source["name"]], loom)
+            return report
+        scan = Scan(quarantine=[])
+    else:
+        error_entry = None
     tasks = dedupe_ids(scan, source)
     settings = {**source, "label_space": label_space(source, scan)}
     parts = chunk_tasks(tasks, part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
     keys = [part_key(settings, p) for p in parts]
-    previous = {p["key"]: p for p in manifest["sources"].get(source["name"], {}).get("parts", [])}
+    previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}
     entries: dict[int, dict] = {}
     todo = []
     for i, key in enumerate(keys):
-        rfile, qfile = rdir / f"part-{key}.parquet", qdir / f"part-{key}.parquet"
-        if key in previous and catalog.part_is_complete(rfile) and catalog.part_is_complete(qfile):
+        rfile, qfile = f"{rdir}/part-{key}.parquet", f"{qdir}/part-{key}.parquet"
+        complete = all(folder.is_owned(f) and catalog.part_is_complete(folder.path / f) for f in (rfile, qfile))
+        if key in previous and complete:
             entries[i] = previous[key]
-        elif catalog.part_is_complete(rfile) and catalog.part_is_complete(qfile):
-            entries[i] = entry_from_files(key, rfile, qfile, len(parts[i]))  # written by a run that was killed
+        elif complete:  # written by a run that was killed
+            entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, len(parts[i]))
         else:
             todo.append(i)
     report.parts, report.parts_decoded = len(parts), len(todo)
@@ -221,22 +290,21 @@ def ingest_source(loom: Path, source: dict, executor, manifest: dict, part_size:
             # the counts travel inside the part file too, so a part written by a killed run is adopted whole
             records = records.replace_schema_metadata({"medloom.inputs_ok": str(ok),
                                                        "medloom.tasks": str(len(parts[i]))})
-            qentry = catalog.write_table(problems, qdir / f"part-{keys[i]}.parquet")
-            rentry = catalog.write_table(records, rdir / f"part-{keys[i]}.parquet")
+            qentry = folder.write_table(f"{qdir}/part-{keys[i]}.parquet", problems)
+            rentry = folder.write_table(f"{rdir}/part-{keys[i]}.parquet", records)
             entries[i] = {"key": keys[i], "tasks": len(parts[i]), "inputs_ok": ok, "records": rentry,
                           "quarantine": qentry}
             advance(len(parts[i]))
     scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
     scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]
-    scan_entry = catalog.write_table(scan_table, qdir / f"scan-{scan_key}.parquet")
+    scan_entry = folder.write_table(f"{qdir}/scan-{scan_key}.parquet", scan_table)
     ordered = [entries[i] for i in range(len(parts))]
     manifest["sources"][source["name"]] = {
         "reader": source["reader"], "root": source["root"], "max_pixels": source.get("max_pixels"),
-        "parts": ordered, "scan_quarantine": scan_entry,
-        "filtered": scan.filtered, "error": report.error,
+        "max_voxels": source.get("max_voxels"), "max_file_bytes": source.get("max_file_bytes"),
+        "parts": ordered, "scan_quarantine": scan_entry, "filtered": scan.filtered, "error": report.error,
+        **({"error_quarantine": error_entry} if error_entry else {}),
     }
-    catalog.remove_stale(loom, source["name"], {e["records"]["file"] for e in ordered} |
-                         {e["quarantine"]["file"] for e in ordered} | {scan_entry["file"]})
     summarise(report, manifest["sources"][source["name"]], loom)
     return report
 
@@ -262,8 +330,7 @@ def summarise(report: SourceReport, entry: dict, loom: Path) -> None:
     report.inputs_ok = sum(p["inputs_ok"] for p in entry["parts"])
     report.filtered = dict(entry["filtered"])
     files = [qdir / p["quarantine"]["file"] for p in entry["parts"] if p["quarantine"]["rows"]]
-    if entry["scan_quarantine"]["rows"]:
-        files.append(qdir / entry["scan_quarantine"]["file"])
+    files += [qdir / entry[k]["file"] for k in ("scan_quarantine", "error_quarantine") if entry.get(k) and entry[k]["rows"]]
     for f in files:
         for row in pq.read_table(f, columns=["scope", "reason"]).to_pylist():
             if row["scope"] == "filtered":

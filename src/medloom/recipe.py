@@ -9,17 +9,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .records import licence_commercial_use
 from .sources import READERS, get_reader
+from .sources.splits import split_name
 from .vocab import KINDS, UnknownTermError, Vocabulary, default_vocabulary
 
 COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
-               "commercial_use", "classes", "label_map", "split", "max_pixels")
+               "commercial_use", "classes", "label_map", "split", "max_pixels", "max_voxels", "max_file_bytes",
+               "allowed_roots", "raw_ids", "damaged_images", "multiframe")
 # readers that can read modality / anatomy from the files themselves
 MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task"), "pmc": ("modality", "anatomy", "task")}
 
@@ -41,8 +43,32 @@ class SourceSpec(BaseModel):
     commercial_use: bool | None = None
     classes: list[str] | None = None  # the label space; labels outside it are quarantined
     label_map: dict[str, str] = {}  # rename labels as read: {"0": normal, "1": pneumonia}
-    split: str | None = None  # one split for the whole source
-    max_pixels: int | None = None  # decompression-bomb limit per image
+    split: str | None = None  # one split for the whole source: train, val or test (or their spellings)
+    max_pixels: int | None = Field(None, gt=0)  # decoded pixels per image at most (decompression bombs)
+    max_voxels: int | None = Field(None, gt=0)  # voxels per volume at most (NIfTI, multi-frame DICOM)
+    max_file_bytes: int | None = Field(None, gt=0)  # bytes per input file (or archive member) at most
+    allowed_roots: list[str] = []  # folders outside `path` that annotation files and links may point into
+    raw_ids: bool = False  # keep patient and study ids as written (default: salted hashes)
+    # a JPEG whose data is cut short or damaged (libjpeg fills the rest grey): quarantine it, or keep it
+    # with a `warning` row
+    damaged_images: Literal["quarantine", "keep"] = "quarantine"
+    multiframe: Literal["first", "all"] = "first"  # GIF/TIFF with several frames: the first, or a record each
+
+    @field_validator("modality", "anatomy", "task")
+    @classmethod
+    def _not_blank(cls, v: str | None, info) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError(f"`{info.field_name}:` is empty; give a term (or leave the key out where the reader "
+                             "reads it from the files)")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str | None) -> str | None:
+        if v is not None and split_name(v) is None:
+            raise ValueError(f"split {v!r} is not a split name; use train, val or test (or training, validation, "
+                             "testing, dev, ...)")
+        return split_name(v) if v is not None else None
 
     @field_validator("label_map", mode="before")
     @classmethod
@@ -167,7 +193,10 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
             "commercial_use": spec.commercial_use if spec.commercial_use is not None
             else licence_commercial_use(spec.license),
             "classes": spec.classes, "label_map": spec.label_map, "split": spec.split,
-            "max_pixels": spec.max_pixels, "options": options,
+            "max_pixels": spec.max_pixels, "max_voxels": spec.max_voxels, "max_file_bytes": spec.max_file_bytes,
+            "allowed_roots": [str((Path(r) if os.path.isabs(r) else base / r).resolve()) for r in spec.allowed_roots],
+            "raw_ids": spec.raw_ids, "damaged_images": spec.damaged_images, "multiframe": spec.multiframe,
+            "options": options,
         })
     if problems:
         raise RecipeError(f"{path}: the recipe has {len(problems)} problem(s):\n" +

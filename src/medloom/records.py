@@ -7,7 +7,10 @@ into an 8-bit image later (`render`).
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
+from typing import Any
 
 import pyarrow as pa
 
@@ -103,14 +106,25 @@ NO_RENDER = {"window_center": None, "window_width": None, "window_source": "none
              "axis": -1, "volume": -1}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-/]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _spell_non_ascii(text: str) -> str:
+    """Each run of non-ASCII characters as its code points (`肺炎` -> `_u80ba_708e_`), after NFC normalisation:
+    folder names in any script (CJK, Arabic, accented Latin) keep distinct ids, and a name stored decomposed
+    (macOS) gives the same id as one stored composed."""
+    return _NON_ASCII.sub(lambda m: "_u" + "_".join(f"{ord(c):04x}" for c in m.group()) + "_",
+                          unicodedata.normalize("NFC", text))
 
 
 def record_id(source: str, uri: str, frame: int = -1) -> str:
     """Stable id from source name, path inside the source and frame.
 
     Safe as a WebDataset key: no dots. The extension is kept as a `_ext` suffix so that a.png and a.jpg
-    stay apart; other dots and unsafe characters become '_'.
+    stay apart; non-ASCII characters are spelled as code points (`_u80ba`), other dots and unsafe ASCII
+    characters become '_'.
     """
+    uri = _spell_non_ascii(uri)
     stem, dot, ext = uri.rpartition(".")
     if not dot or "/" in ext:
         stem, ext = uri, ""
@@ -119,6 +133,23 @@ def record_id(source: str, uri: str, frame: int = -1) -> str:
         key = f"{key}_{_UNSAFE.sub('_', ext.lower())}"
     key = f"{_UNSAFE.sub('_', source)}/{key}"
     return key if frame < 0 else f"{key}/{frame:05d}"
+
+
+def salted_id(salt: str, value: Any) -> str:
+    """A patient or study id as a keyed hash: the same person gives the same value within a loom (or every loom
+    sharing the recipe's `salt:`), and the value cannot be turned back into the id without the salt."""
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    return hashlib.blake2b(text.encode(), key=salt.encode()[:64], digest_size=10).hexdigest()
+
+
+def patient_key(source: dict, value: Any) -> str:
+    """What a record stores for a patient or study id: the salted hash, or the raw id when the recipe says
+    `raw_ids: true`."""
+    if source.get("raw_ids"):
+        return str(value or "").strip()
+    return salted_id(source["salt"], value)
 
 
 def quarantine_row(source: str, path: str, reason: str, message: str, *, stage: str = "scan",

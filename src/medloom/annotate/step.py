@@ -24,6 +24,8 @@ from .. import catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..imaging import DecodeError
+from ..locks import writer
+from ..outputs import write_file, write_parquet
 from ..vocab import default_vocabulary
 from .captions import anatomy_phrase, make_caption, modality_phrase, task_family
 from .checks import TextChecker
@@ -251,6 +253,7 @@ def _jpeg(row: dict, sources: dict) -> bytes:
 
 # ---- the step ---------------------------------------------------------------------------------------------
 
+@writer
 def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = None, quiet: bool = False,
              where: str | None = None) -> AnnotateReport:
     from ..export import render_sources
@@ -285,11 +288,11 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
         report.llm = llm_pass(rows, anns, settings, loom, sources, TextChecker(default_vocabulary(), kb), quiet)
         result = pa.Table.from_pylist([anns[r["id"]] for r in rows], ANNOTATION_SCHEMA)
     out = loom / ANNOTATIONS
-    entry = catalog.write_table(result, out / FILE)
+    entry = write_parquet(out / FILE, result)
     summarise(report, result)
     report.seconds = time.perf_counter() - started
     report.out = str(out)
-    catalog.write_atomic(out / "manifest.json", json.dumps({"settings": asdict(settings), "file": entry,
+    write_file(out / "manifest.json", json.dumps({"settings": asdict(settings), "file": entry,
                                                              "report": report.as_dict()}, indent=1).encode())
     return report
 

@@ -10,6 +10,7 @@ order, so the same seed gives the same clusters.
 from __future__ import annotations
 
 import heapq
+import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ from PIL import Image, ImageDraw
 
 from .. import catalog
 from ..engine.progress import progress_bar
+from ..locks import writer
+from ..outputs import OutputFolder, write_file, write_parquet
 from .dedup import CURATION
 from .embed import iter_embeddings
 
@@ -86,6 +89,7 @@ def _nearest(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return labels, np.sqrt(np.maximum(d[np.arange(len(x)), labels], 0))
 
 
+@writer
 def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5, batch: int = 1024,
             model: str | None = None, sheets: bool = True, quiet: bool = False) -> ClusterReport:
     from .embed import embedding_parts
@@ -136,21 +140,27 @@ def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5
         labels += lab.tolist()
         dists += dist.tolist()
     folder = loom / CURATION
-    catalog.write_table(pa.table({"id": ids, "cluster": pa.array(labels, pa.int32()),
-                                  "distance": pa.array(dists, pa.float32())}), folder / "clusters.parquet")
+    write_parquet(folder / "clusters.parquet", pa.table({"id": ids, "cluster": pa.array(labels, pa.int32()),
+                                                         "distance": pa.array(dists, pa.float32())}))
     sizes = np.bincount(np.array(labels), minlength=k).tolist()
     report = ClusterReport(model=model, records=n, k=k, pca=dims, explained_variance=float(ratios[:dims].sum()),
                            sizes=sizes, inertia=inertia, seed=seed, out=str(folder))
     np.savez(folder / "pca.npz", mean=mean, components=components, centers=centers)
     curve = np.cumsum(ratios).tolist()
-    catalog.write_atomic(folder / "explained_variance.json", json.dumps(
+    write_file(folder / "explained_variance.json", json.dumps(
         {"ratio": ratios.tolist(), "cumulative": curve, "kept": dims}, indent=1).encode())
-    variance_plot(curve, dims).save(folder / "explained_variance.png")
+    write_file(folder / "explained_variance.png", png_bytes(variance_plot(curve, dims)))
     if sheets:
         contact_sheets(loom, folder / "contact_sheets", [sorted(b, reverse=True) for b in best])
     report.seconds = time.perf_counter() - started
-    catalog.write_atomic(folder / "clusters.json", json.dumps(report.as_dict(), indent=1).encode())
+    write_file(folder / "clusters.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
 
 
 def variance_plot(cumulative: list[float], kept: int, size: tuple[int, int] = (640, 400)) -> Image.Image:
@@ -183,9 +193,8 @@ def contact_sheets(loom: Path, folder: Path, members: list[list[tuple[float, str
 
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("cluster-*.png"):
-        old.unlink()
+    sheets = OutputFolder(folder, adopt=[p.name for p in folder.glob("cluster-*.png")])
+    sheets.remove_many([r for r in sheets.owned if r.startswith("cluster-")])  # medloom's own sheets only
     cache: dict = {}
     for c, items in enumerate(members):
         ids = [rid for _, rid in items]
@@ -204,4 +213,4 @@ def contact_sheets(loom: Path, folder: Path, members: list[list[tuple[float, str
                 im = Image.new("RGB", (tile, tile), (200, 200, 200))
             im.thumbnail((tile - 4, tile - 4))
             sheet.paste(im, ((i % 4) * tile + 2, 24 + (i // 4) * tile + 2))
-        sheet.save(folder / f"cluster-{c:03d}.png")
+        sheets.write_bytes(f"cluster-{c:03d}.png", png_bytes(sheet))

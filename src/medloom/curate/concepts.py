@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from .. import catalog
+from ..locks import writer
+from ..outputs import write_file, write_parquet
 from .dedup import CURATION
 
 CONCEPTS_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int32()), ("panel", pa.string()),
@@ -107,6 +108,7 @@ def fleiss_kappa(table: list[list[int]]) -> float | None:
     return 1.0 if p_e == 1 else (p_bar - p_e) / (1 - p_e)
 
 
+@writer
 def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = None) -> ConceptReport:
     loom = Path(loom)
     clusters_file = loom / CURATION / "clusters.parquet"
@@ -146,6 +148,6 @@ def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = Non
         key = d["global"] if d else "unlabelled"
         report.per_concept[key] = report.per_concept.get(key, 0) + 1
     report.records = len(rows)
-    catalog.write_table(pa.Table.from_pylist(rows, CONCEPTS_SCHEMA), loom / CURATION / "concepts.parquet")
-    catalog.write_atomic(loom / CURATION / "concepts.json", json.dumps(report.as_dict(), indent=1).encode())
+    write_parquet(loom / CURATION / "concepts.parquet", pa.Table.from_pylist(rows, CONCEPTS_SCHEMA))
+    write_file(loom / CURATION / "concepts.json", json.dumps(report.as_dict(), indent=1).encode())
     return report

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import catalog
+from ..locks import writer
+from ..outputs import write_file, write_parquet
 from .neighbours import components, duplicate_groups, first_of
 
 CURATION = "curation"
@@ -105,6 +107,7 @@ def keeper_order(rows: dict[str, list], i: int) -> tuple:
             rows["id"][i])
 
 
+@writer
 def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
           ) -> tuple[DedupReport, list[list[str]], list[str]]:
     """Group duplicates, keep one per group, write the marks; returns (report, groups, kept ids)."""
@@ -133,9 +136,9 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
                 report.by_source[src] = report.by_source.get(src, 0) + 1
     report.groups, report.in_groups = len(listed), sum(len(x) for x in listed)
     folder = loom / CURATION
-    catalog.write_table(pa.Table.from_pylist(out, DEDUP_SCHEMA), folder / "dedup.parquet")
+    write_parquet(folder / "dedup.parquet", pa.Table.from_pylist(out, DEDUP_SCHEMA))
     report.out = str(folder)
-    catalog.write_atomic(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed,
+    write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed,
                                                             "keep": kept}, indent=1).encode())
     return report, listed, kept
 
@@ -154,6 +157,7 @@ class LeakageReport:
         return asdict(self)
 
 
+@writer
 def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) -> LeakageReport:
     """Every test or validation record with an exact or near copy in a training split, per source pair."""
     loom = Path(loom)
@@ -182,9 +186,9 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
     folder = loom / CURATION
     report.out = str(folder)
     if mark:
-        catalog.write_table(pa.Table.from_pylist(out, LEAKAGE_SCHEMA), folder / "leakage.parquet")
+        write_parquet(folder / "leakage.parquet", pa.Table.from_pylist(out, LEAKAGE_SCHEMA))
         report.marked = len(copies)
-    catalog.write_atomic(folder / "leakage.json", json.dumps(report.as_dict(), indent=1).encode())
+    write_file(folder / "leakage.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
 
 

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from .. import catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
+from ..locks import writer
+from ..outputs import OutputFolder, write_file
 
 EMBEDDINGS = "embeddings"
 DEFAULT_MODEL = "builtin"
@@ -67,6 +69,7 @@ def embed_part(table: pa.Table, settings: dict) -> tuple[pa.Table, list[dict]]:
     return pa.table({"id": pa.array(ids, pa.string()), "vector": column}), problems
 
 
+@writer
 def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None, quiet: bool = False) -> EmbedReport:
     from ..export import render_sources
     from .models import get_model
@@ -84,7 +87,8 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
         for p in entry["parts"]:
             if p["records"]["rows"]:
                 parts.append((rdir / p["records"]["file"], folder / name / p["records"]["file"]))
-    todo = [(src, dst) for src, dst in parts if not catalog.part_is_complete(dst)]
+    out = OutputFolder(folder, adopt=[dst.relative_to(folder).as_posix() for _, dst in parts])
+    todo = [(src, dst) for src, dst in parts if not (out.is_owned(out.rel(dst)) and catalog.part_is_complete(dst))]
     report.parts, report.parts_computed = len(parts), len(todo)
     settings = {"model": model, "sources": sources}
     total = sum(pq.read_metadata(src).num_rows for src, _ in todo)
@@ -92,23 +96,22 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
     with make_executor(workers if model == "builtin" else min(workers or 1, 2), preload=["medloom.curate.embed"]) \
             as executor, progress_bar(f"embed {model}", total, quiet) as advance:
         for j, (table, problems) in executor.map("curate.embed", tables, settings):
-            catalog.write_table(table, todo[j][1])
+            out.write_table(out.rel(todo[j][1]), table)
             report.unreadable += problems
             advance(table.num_rows + len(problems))
-    keep = {dst.name for _, dst in parts}
-    for old in folder.glob("*/*.parquet"):
-        if old.name not in keep:
-            old.unlink()
+    keep = {out.rel(dst) for _, dst in parts}
+    out.remove_temporary()
+    out.remove_many([r for r in out.owned if r.endswith(".parquet") and r not in keep])  # parts no longer listed
     for _, dst in parts:
         meta = pq.read_metadata(dst)
         report.records += meta.num_rows
         if meta.num_rows and not report.dimensions:
             report.dimensions = pq.read_schema(dst).field("vector").type.list_size
     report.seconds = time.perf_counter() - started
-    catalog.write_atomic(folder / "manifest.json", json.dumps(
+    out.write_bytes("manifest.json", json.dumps(
         {"model": model, "parts": [str(dst.relative_to(folder)) for _, dst in parts], "report": report.as_dict()},
         indent=1).encode())
-    catalog.write_atomic(Path(loom) / EMBEDDINGS / "latest.json", json.dumps({"model": model}).encode())
+    write_file(Path(loom) / EMBEDDINGS / "latest.json", json.dumps({"model": model}).encode())
     return report
 
 

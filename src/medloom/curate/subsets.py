@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import catalog
+from ..locks import writer
+from ..outputs import write_file, write_parquet
 
 SUBSETS = "subsets"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -43,6 +45,7 @@ def subset_sql(loom: Path, name: str) -> tuple[str, str]:
     return f"id IN (SELECT id FROM read_parquet('{quoted}'))", catalog.sha256_file(path)
 
 
+@writer
 def make_subset(loom: Path, name: str, *, concepts: list[str] | None = None, cap: int | None = None,
                 seed: int = 0, where: str | None = None) -> dict:
     """Keep records whose global or a local concept is listed (all, without `concepts`), then at most `cap`
@@ -65,12 +68,12 @@ def make_subset(loom: Path, name: str, *, concepts: list[str] | None = None, cap
     rows = con.execute(f"SELECT id, concept FROM ({query}) WHERE {'rank <= ' + str(int(cap)) if cap else 'true'} "
                        "ORDER BY id").fetchall()
     table = pa.table({"id": [r[0] for r in rows], "concept": [r[1] for r in rows]})
-    catalog.write_table(table, path)
+    write_parquet(path, table)
     counts: dict[str, int] = {}
     for _, c in rows:
         counts[c] = counts.get(c, 0) + 1
     info = {"name": name, "concepts": concepts, "cap": cap, "seed": seed, "where": where, "records": len(rows),
             "per_concept": dict(sorted(counts.items())),
             "ids_sha256": hashlib.sha256("\n".join(r[0] for r in rows).encode()).hexdigest()}
-    catalog.write_atomic(path.with_suffix(".json"), json.dumps(info, indent=1).encode())
+    write_file(path.with_suffix(".json"), json.dumps(info, indent=1).encode())
     return info

@@ -27,6 +27,8 @@ from .. import __version__, catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..imaging import DEFAULT_MAX_PIXELS
+from ..locks import hold
+from ..outputs import OutputFolder
 from .parquet import ParquetShardWriter
 from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
 from .webdataset import TarShardWriter, temporary
@@ -211,32 +213,40 @@ def _plan_hash(settings: dict, manifest: dict) -> str:
     return hashlib.sha256(json.dumps({"settings": settings, "catalog": parts}, sort_keys=True).encode()).hexdigest()
 
 
-def _write_state(out: Path, state: dict) -> None:
+def _write_state(folder: OutputFolder, state: dict) -> None:
     state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    catalog.write_atomic(out / MANIFEST, json.dumps(state, indent=1, sort_keys=True).encode())
+    folder.write_bytes(MANIFEST, json.dumps(state, indent=1, sort_keys=True).encode())
 
 
-SHARD_NAME = re.compile(r"^\.?[a-z0-9_-]+-\d{6}\.(tar|parquet)(\.tmp)?$")
+def open_export_folder(out: Path) -> OutputFolder:
+    """The export folder with its written-files record; an export made by a medloom from before the record
+    adopts the files its manifest lists. A folder holding anything else is refused."""
+    adopt: list[str] = []
+    try:
+        previous = read_export_manifest(out)
+    except (ValueError, OSError):
+        previous = None
+    if isinstance(previous, dict) and "plan" in previous and "medloom" in previous:
+        adopt = [MANIFEST, "quarantine.jsonl"] + [s["file"] for split in previous.get("splits", {}).values()
+                                                  for s in split.get("shards", [])]
+    folder = OutputFolder(out, adopt=adopt)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
+    folder.require_only_own("export")
+    return folder
 
 
-def _shard_files(out: Path) -> list[Path]:
-    """Files in the folder named as this module names shards (and their temporary names); nothing else."""
-    return sorted(p for p in out.iterdir() if SHARD_NAME.match(p.name))
-
-
-def _resume(out: Path, plan: str, options: ExportOptions) -> dict | None:
+def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | None:
     """The previous state to continue from, after checking its shards; None to start afresh."""
+    out = folder.path
     previous = read_export_manifest(out)
+    shards = sorted(r for r in folder.owned if r.endswith((".tar", ".parquet")))
     if previous is None or previous.get("plan") != plan:
-        stray = [p.name for p in _shard_files(out) if not p.name.endswith(".tmp")] if out.is_dir() else []
-        if (previous is not None or stray) and not options.overwrite:
-            what = "an export of another selection, other settings or an older catalog" if previous else \
-                f"shard files ({', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''}) with no medloom manifest"
-            raise ExportError(f"{out} holds {what}; pass --overwrite to replace it, or choose another --out")
-        if out.is_dir():
-            for p in _shard_files(out):
-                p.unlink()
-            (out / "quarantine.jsonl").unlink(missing_ok=True)
+        if previous is not None and not options.overwrite:
+            raise ExportError(f"{out} holds an export of another selection, other settings or an older catalog; "
+                              "pass --overwrite to replace it, or choose another --out")
+        folder.remove_temporary()
+        folder.remove_many([*shards, "quarantine.jsonl"])  # only files medloom wrote
         return None
     for split in previous["splits"].values():
         listed, kept = split["shards"], []
@@ -251,14 +261,24 @@ def _resume(out: Path, plan: str, options: ExportOptions) -> dict | None:
         if len(kept) < len(listed):
             split["shards"], split["done"], previous["complete"] = kept, False, False
     listed = {s["file"] for split in previous["splits"].values() for s in split["shards"]}
-    for p in _shard_files(out):
-        if p.name not in listed:
-            p.unlink()  # temporary files and shards past the last listed one
+    folder.remove_temporary()
+    folder.remove_many([r for r in shards if r not in listed])  # shards past the last listed one
     return previous
 
 
+def check_options(max_side: int | None, quality: int) -> None:
+    if max_side is not None and max_side < 1:
+        raise ExportError(f"--max-side {max_side}: give the longest side in pixels, at least 1 (or leave it out to "
+                          "keep the size)")
+    if not 1 <= quality <= 100:
+        raise ExportError(f"--quality {quality}: give a JPEG quality from 1 to 100")
+
+
 def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None,
-           quiet: bool = False) -> ExportReport:
+           quiet: bool = False, wait: bool = False) -> ExportReport:
+    """Export under the locks: the loom shared (no writer meanwhile, other exports welcome), the output
+    folder exclusively."""
+    check_options(options.max_side, options.quality)
     if options.format not in FORMATS:
         raise ExportError(f"format {options.format!r}: choose {' or '.join(FORMATS)}")
     if options.image_format not in ("jpg", "png", "keep"):
@@ -266,6 +286,16 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     if options.shard_size < 1 or options.shard_bytes < 1:
         raise ExportError("--shard-size and --shard-bytes must be positive")
     loom, out = Path(loom), Path(out)
+    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
+        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
+    folder = open_export_folder(out)
+    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
+        return _export(loom, folder, options, workers, quiet)
+
+
+def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: int | None,
+            quiet: bool) -> ExportReport:
+    out = folder.path
     con = catalog.connect(loom)
     joins, split, marks, marks_print = selection_sql(loom, options)
     _select(con, options.where, joins, split, marks)
@@ -283,8 +313,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
                 "experiment": options.experiment,
                 "article": with_article}
     plan = _plan_hash(settings, manifest)
-    state = _resume(out, plan, options)
-    out.mkdir(parents=True, exist_ok=True)
+    state = _resume(folder, plan, options)
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
     if state is None:
         fields = [ext, "json", "txt"] if with_txt else [ext, "json"]
@@ -293,7 +322,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
                  "splits": {}, "quarantine": []}
     elif state.get("complete"):
         report.up_to_date = True
-        return _finish(out, state, report, write=False)
+        return _finish(folder, state, report, write=False)
     state["complete"] = False
     render_settings = {"sources": sources, "image_format": ext, "keep_bytes": options.image_format == "keep",
                        "max_side": options.max_side, "quality": options.quality}
@@ -301,13 +330,13 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \
             progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
         for split, size in split_sizes.items():
-            report.shards_written += _export_split(con, out, state, split, size, options, ext, executor,
+            report.shards_written += _export_split(con, folder, state, split, size, options, ext, executor,
                                                    render_settings, advance)
     state["complete"] = True
-    return _finish(out, state, report, write=True)
+    return _finish(folder, state, report, write=True)
 
 
-def _export_split(con, out: Path, state: dict, split: str, size: int, options: ExportOptions, ext: str,
+def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int, options: ExportOptions, ext: str,
                   executor, render_settings: dict, advance) -> int:
     entry = state["splits"].setdefault(split, {"records": size, "shards": [], "done": False})
     if entry["done"]:
@@ -329,7 +358,7 @@ def _export_split(con, out: Path, state: dict, split: str, size: int, options: E
         nonlocal writer, written
         facts = writer.finish()
         entry["shards"].append({"file": writer.path.name, "samples": writer.samples, **facts, "end": end})
-        _write_state(out, state)  # listed first, renamed second: see _resume
+        _write_state(folder, state)  # listed first, renamed second: see _resume
         os.replace(temporary(writer.path), writer.path)
         writer, written = None, written + 1
 
@@ -354,7 +383,7 @@ def _export_split(con, out: Path, state: dict, split: str, size: int, options: E
                                _final_size(writer.size + need, options.format) > options.shard_bytes):
                     commit(index)
                 if writer is None:
-                    path = out / shard_name(split, len(entry["shards"]), file_ext)
+                    path = folder.claim(shard_name(split, len(entry["shards"]), file_ext))
                     writer = TarShardWriter(path) if options.format == "webdataset" else ParquetShardWriter(path, ext)
                 if options.format == "webdataset":
                     writer.add(row["id"], files)
@@ -368,7 +397,7 @@ def _export_split(con, out: Path, state: dict, split: str, size: int, options: E
             writer.abort()
         raise
     entry["done"] = True
-    _write_state(out, state)
+    _write_state(folder, state)
     return written
 
 
@@ -376,7 +405,7 @@ def _final_size(size: int, fmt: str) -> int:
     return -(-size // TAR_RECORD) * TAR_RECORD if fmt == "webdataset" else size
 
 
-def _finish(out: Path, state: dict, report: ExportReport, write: bool) -> ExportReport:
+def _finish(folder: OutputFolder, state: dict, report: ExportReport, write: bool) -> ExportReport:
     report.splits = {name: sum(s["samples"] for s in split["shards"]) for name, split in sorted(state["splits"].items())}
     report.exported = sum(report.splits.values())
     report.shards = sum(len(split["shards"]) for split in state["splits"].values())
@@ -387,6 +416,6 @@ def _finish(out: Path, state: dict, report: ExportReport, write: bool) -> Export
                        "quarantined": report.quarantined, "reasons": report.reasons}
     if write:
         lines = "".join(json.dumps(q, sort_keys=True) + "\n" for q in state["quarantine"])
-        catalog.write_atomic(out / "quarantine.jsonl", lines.encode())
-        _write_state(out, state)
+        folder.write_bytes("quarantine.jsonl", lines.encode())
+        _write_state(folder, state)
     return report

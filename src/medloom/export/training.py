@@ -14,7 +14,6 @@ Image paths are relative to the output folder (where the JSON is), so they resol
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import pyarrow as pa
 from .. import catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
+from ..locks import hold
+from ..outputs import ForeignFileError, OutputFolder, write_atomic
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt")
 DESCRIBE = "Describe this image."
@@ -93,16 +94,61 @@ def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
 BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_items}
 
 
+def open_training_folder(out: Path) -> OutputFolder:
+    """The output folder; one made by a medloom from before the written-files record adopts its JSON files and
+    the images they name. A folder holding anything else is refused: nothing in it is ours to replace."""
+    adopt: list[str] = []
+    try:
+        previous = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if isinstance(previous, dict) and previous.get("format") in TRAINING_FORMATS and "files" in previous:
+        adopt = ["manifest.json", "dataset_info.json", *previous["files"]]
+        for name in previous["files"]:
+            try:
+                items = json.loads((out / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            adopt += [i["image"] for i in items if isinstance(i, dict) and "image" in i]
+            adopt += [p for i in items if isinstance(i, dict) for p in i.get("images", [])]
+    if out.exists() and not out.is_dir():
+        raise TrainingExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
+    folder = OutputFolder(out, adopt=adopt)
+    try:
+        folder.require_only_own("export")
+    except ForeignFileError as e:
+        raise TrainingExportError(str(e)) from None
+    return folder
+
+
 def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
                     quality: int = 90, workers: int | None = None, quiet: bool = False,
                     include_duplicates: bool = False, subset: str | None = None,
-                    experiment: str | None = None) -> TrainingReport:
-    from . import ExportOptions, render_sources, selection_sql
+                    experiment: str | None = None, wait: bool = False) -> TrainingReport:
+    from . import ExportError, check_options
 
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
-    started = time.perf_counter()
+    try:
+        check_options(max_side, quality)
+    except ExportError as e:
+        raise TrainingExportError(str(e)) from None
     loom, out = Path(loom), Path(out)
+    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
+        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
+    folder = open_training_folder(out)
+    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
+        return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
+                                subset, experiment)
+
+
+def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | None, max_side: int | None,
+                     quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
+                     experiment: str | None) -> TrainingReport:
+    from . import ExportOptions, render_sources, selection_sql
+
+    started = time.perf_counter()
+    out = folder.path
     con = catalog.connect(loom)
     if "annotations" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
@@ -119,10 +165,10 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
                 "quality": quality}
     items: dict[str, list[dict]] = {}
     batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(256))
-    (out / "images").mkdir(parents=True, exist_ok=True)
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \
             progress_bar(f"export {fmt}", total, quiet) as advance:
         for _, results in executor.map("export.render", batches, settings, ordered=True):
+            folder.claim_many(image_name(r["row"]["id"], "jpg") for r in results if "reason" not in r)
             for result in results:
                 row = result["row"]
                 if "reason" in result:
@@ -130,40 +176,32 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
                                                "message": result["message"]})
                     continue
                 name = image_name(row["id"], "jpg")
-                catalog.write_atomic(out / name, result["image"])
+                write_atomic(out / name, result["image"])
                 report.images += 1
                 items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], name))
             advance(len(results))
     report.items = sum(len(v) for v in items.values())
-    report.files = write_items(out, fmt, items, by_split=experiment is not None)
+    report.files = write_items(folder, fmt, items, by_split=experiment is not None)
     if fmt == "sharegpt":
         info = {Path(f).stem: {"file_name": f, "formatting": "sharegpt",
                                "columns": {"messages": "messages", "images": "images"},
                                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                         "assistant_tag": "assistant"}} for f in report.files}
-        catalog.write_atomic(out / "dataset_info.json", json.dumps(info, indent=1).encode())
+        folder.write_bytes("dataset_info.json", json.dumps(info, indent=1).encode())
     report.seconds = time.perf_counter() - started
-    catalog.write_atomic(out / "manifest.json", json.dumps(report.as_dict(), indent=1).encode())
+    folder.write_bytes("manifest.json", json.dumps(report.as_dict(), indent=1).encode())
     every = [i for v in items.values() for i in v]
     used = {i["image"] for i in every if "image" in i} | {p for i in every for p in i.get("images", [])}
-    _remove_stale_images(out, used)
+    # images an earlier selection wrote and this one does not name mislead; only medloom's own are removed
+    folder.remove_many([r for r in folder.owned if r.startswith("images/") and r not in used])
+    folder.remove_many([r for r in folder.owned if r.endswith(".json") and r.startswith(fmt) and r not in report.files])
     return report
 
 
-def write_items(out: Path, fmt: str, items: dict[str, list[dict]], by_split: bool) -> list[str]:
+def write_items(folder: OutputFolder, fmt: str, items: dict[str, list[dict]], by_split: bool) -> list[str]:
     """FORMAT.json with every item; for an experiment FORMAT-train.json and FORMAT-test.json instead."""
     groups = {f"{fmt}-{split}.json": v for split, v in sorted(items.items())} if by_split else \
         {f"{fmt}.json": [i for _, v in sorted(items.items()) for i in v]}
     for name, data in groups.items():
-        catalog.write_atomic(out / name, json.dumps(data, ensure_ascii=False, indent=1).encode())
+        folder.write_bytes(name, json.dumps(data, ensure_ascii=False, indent=1).encode())
     return sorted(groups)
-
-
-def _remove_stale_images(out: Path, keep: set[str]) -> None:
-    """Only images the JSON names stay: others (an earlier selection, a record without a question) mislead."""
-    base = out / "images"
-    for dirpath, _, files in os.walk(base):
-        for f in files:
-            rel = (Path(dirpath) / f).relative_to(out).as_posix()
-            if rel not in keep:
-                os.unlink(Path(dirpath) / f)

@@ -10,6 +10,7 @@ one per frame or slice).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, file_facts
-from ..records import NO_RENDER, quarantine_row, record_id
+from ..records import NO_RENDER, patient_key, quarantine_row, record_id
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
 TASK_SCHEMA = pa.schema(
@@ -48,15 +49,79 @@ class Scan:
     tasks: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     filtered: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # boxes dropped per record id
 
     def filter(self, reason: str, n: int = 1) -> None:
         self.filtered[reason] = self.filtered.get(reason, 0) + n
 
 
 def fingerprint(path: str, *more: str) -> str:
-    """Size and modification time: enough to notice a changed file without reading it."""
+    """Size, modification time and inode change time: enough to notice a changed file without reading it.
+
+    The change time cannot be set back by tools that restore a modification time (`touch -d`, `cp -p`,
+    `rsync -t`), so a file rewritten in place with the same size and mtime is still noticed.
+    """
     st = os.stat(path)
-    return ":".join([str(st.st_size), str(st.st_mtime_ns), *more])
+    return ":".join([str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns), *more])
+
+
+def read_text(path: str, encoding: str | None = None) -> str:
+    """An annotation file's text: the `encoding:` the recipe names, else by its byte-order mark (UTF-8,
+    UTF-16), else UTF-16 recognised by its zero bytes, else UTF-8; otherwise an error naming the file and
+    the line, and what to do."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if encoding:
+        try:
+            return data.decode(encoding)
+        except LookupError:
+            raise ValueError(f"{path}: unknown encoding {encoding!r} (try utf-8, cp1252, latin-1, utf-16)") from None
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise ValueError(f"{path}: not {encoding} at byte {e.start} (line {line}); check the `encoding:` of "
+                             "the source") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    head = data[:400]
+    if len(head) >= 4 and head[1::2].count(0) > 0.9 * len(head[1::2]):
+        return data.decode("utf-16-le", errors="strict")
+    if len(head) >= 4 and head[0::2].count(0) > 0.9 * len(head[0::2]):
+        return data.decode("utf-16-be", errors="strict")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} on line {line}); name the file's encoding "
+                         "with `encoding:` in the source, e.g. `encoding: cp1252` or `latin-1`") from None
+
+
+def display_name(name: str) -> str:
+    """A file name as text, whatever bytes it has (undecodable bytes shown as \\xNN)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def is_valid_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as surrogate escapes
+        return False
+    return True
+
+
+def inside(path: str, roots: Iterable[str]) -> bool:
+    """Whether a path, with every symbolic link resolved, lies under one of the roots."""
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def source_roots(source: dict) -> list[str]:
+    """The resolved folders a source may read: its root, the recipe's `allowed_roots`, and folders the recipe
+    names for the reader (`masks_dir: ../seg`): what the recipe says explicitly is allowed, what a data file
+    says is not."""
+    base = source["root"] if os.path.isdir(source["root"]) else os.path.dirname(source["root"])
+    named = [os.path.join(base, v) for k, v in (source.get("options") or {}).items()
+             if k.endswith("_dir") and isinstance(v, str)]
+    return [os.path.realpath(r) for r in [source["root"], *(source.get("allowed_roots") or []), *named]]
 
 
 def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "", labels: Iterable[str] = (),
@@ -64,7 +129,7 @@ def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "
               extra: dict | None = None, fingerprint_extra: str = "") -> dict:
     """One task per input file. Annotations are part of the task (and so of its part key);
     `fingerprint_extra` covers companion files the task only names, such as a paired mask."""
-    uri = uri or Path(path).relative_to(source["root"]).as_posix()
+    uri = uri or Path(os.path.relpath(path, source["root"])).as_posix()
     extra_json = json.dumps(extra or {}, sort_keys=True)
     return {
         "id": record_id(source["name"], uri),
@@ -73,21 +138,60 @@ def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "
         "source_split": split or source.get("split") or "",
         "labels": list(labels),
         "rois": list(rois),
-        "patient_id": str(patient_id or ""),
-        "study_id": str(study_id or ""),
+        "patient_id": patient_key(source, patient_id),
+        "study_id": patient_key(source, study_id),
         "caption": caption,
         "fingerprint": fingerprint(path, fingerprint_extra),
         "extra": extra_json,
     }
 
 
-def walk_files(root: str | Path) -> Iterator[Path]:
-    """Every file under root, sorted, hidden entries skipped (stable order on every machine)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+def walk_files(root: str | Path, scan: Scan | None = None, source: dict | None = None) -> Iterator[Path]:
+    """Every file under root, sorted, hidden entries skipped (stable order on every machine).
+
+    Symbolic links to folders are followed while they stay inside the source's roots; a link leading
+    outside, a link loop, a folder that cannot be listed and a name that is not valid UTF-8 are skipped,
+    each with a quarantine row when `scan` and `source` are given.
+    """
+    roots = source_roots(source) if source else None
+
+    def problem(path: str, reason: str, message: str) -> None:
+        if scan is not None and source is not None:
+            rel = display_name(os.path.relpath(path, source["root"]))
+            scan.quarantine.append(quarantine_row(source["name"], rel, reason, message))
+
+    def unreadable(e: OSError) -> None:
+        problem(e.filename or str(root), "unreadable_folder", f"cannot list the folder: {e.strerror or e}")
+
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
+        keep = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if d.startswith("."):
+                continue
+            if not is_valid_name(d):
+                problem(full, "bad_filename", "the folder name is not valid UTF-8; rename it (its files are skipped)")
+                continue
+            real = os.path.realpath(full)
+            if roots is not None and not inside(real, roots):
+                problem(full, "outside_root", f"a link to {display_name(real)}, outside the source's root; list that "
+                                              "folder under `allowed_roots:` in the recipe to read it")
+                continue
+            if real in seen:
+                problem(full, "symlink_loop", f"leads back to {display_name(real)}, already read; skipped")
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
-            if not name.startswith(".") and name.lower() not in SKIP_NAMES:
-                yield Path(dirpath, name)
+            if name.startswith(".") or name.lower() in SKIP_NAMES:
+                continue
+            if not is_valid_name(name):
+                problem(os.path.join(dirpath, name), "bad_filename",
+                        "the file name is not valid UTF-8; rename the file to read it")
+                continue
+            yield Path(dirpath, name)
 
 
 def is_image_file(path: Path) -> bool:
@@ -124,8 +228,25 @@ def resolve_file(root: str, name: str, index: dict[str, list[str]] | None) -> tu
     return None, f"file not found: {name!r} (looked under {root}" + (" and by basename)" if index else ")")
 
 
+def parse_box(values: object) -> list[float] | None:
+    """Four finite numbers, else None (a wrong count, text, NaN or an infinity)."""
+    try:
+        box = [float(v) for v in values]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return box if len(box) == 4 and all(math.isfinite(v) for v in box) else None
+
+
+def bad_box_row(source: dict, where: str, rid: str, label: str, values: object) -> dict:
+    return quarantine_row(source["name"], where, "bad_box",
+                          f"box {label!r} {values!r} is not four finite numbers (x0, y0, x1, y1); the box is "
+                          "dropped, the image kept", scope="annotation", record_id=rid)
+
+
 def check_box(source: dict, path: str, rid: str, label: str, box: list[float]) -> dict | None:
-    """A quarantine row for a degenerate box, else None."""
+    """A quarantine row for a malformed or degenerate box, else None."""
+    if parse_box(box) is None:
+        return bad_box_row(source, path, rid, label, box)
     x0, y0, x1, y1 = box
     if not (x1 > x0 and y1 > y0):
         return quarantine_row(source["name"], path, "zero_area_box",
@@ -149,6 +270,7 @@ def add_box(scan: Scan, source: dict, where: str, rid: str, label: str, box: lis
     problem = check_box(source, where, rid, label, box) or check_label(source, where, rid, label)
     if problem:
         scan.quarantine.append(problem)
+        scan.dropped[rid] = scan.dropped.get(rid, 0) + 1
         return
     rois.append({"label": label, "bbox": box, "normalized": normalized})
     if label not in labels:

@@ -10,7 +10,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row, record_id
-from .base import Scan, add_box, basename_index, decode_image_file, make_task, resolve_file
+from .base import Scan, add_box, bad_box_row, basename_index, decode_image_file, make_task, parse_box, read_text, resolve_file
 from .splits import split_name
 
 
@@ -19,6 +19,7 @@ class Options(BaseModel):
     # one file, a list, or {split: file}; relative to the source root
     annotations: str | list[str] | dict[str, str]
     images_dir: str = "."  # where the images are, relative to the source root
+    encoding: str | None = None  # of the JSON files; default UTF-8 (a byte-order mark is recognised)
 
 
 decode = decode_image_file
@@ -43,11 +44,21 @@ def scan(source: dict) -> Scan:
     out = Scan()
     index: dict | None = None
     first_categories: tuple[str, dict] | None = None
-    for split, name in _files(opts):
+    files = _files(opts)
+    for split, name in files:
         path = name if os.path.isabs(name) else os.path.join(root, name)
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        categories = {str(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        try:
+            data = json.loads(read_text(path, opts.encoding))
+            if not isinstance(data, dict):
+                raise ValueError("the top level is not a JSON object")
+            categories = {str(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            if len(files) == 1:
+                raise ValueError(f"{path}: not a readable COCO file: {e}") from None
+            out.quarantine.append(quarantine_row(source["name"], name, "bad_annotation",
+                                                 f"not a readable COCO file ({type(e).__name__}: {e}); its images "
+                                                 "are left out, the other annotation files are read"))
+            continue
         if first_categories is None:
             first_categories = (name, categories)
         elif categories != first_categories[1]:
@@ -57,8 +68,15 @@ def scan(source: dict) -> Scan:
                 "each file's annotations use that file's own categories", scope="warning"))
         boxes: dict[str, list] = {}
         for ann in data.get("annotations", []):
-            boxes.setdefault(str(ann.get("image_id")), []).append(ann)
-        images = {str(im["id"]): im for im in data.get("images", [])}
+            if isinstance(ann, dict):
+                boxes.setdefault(str(ann.get("image_id")), []).append(ann)
+        images = {}
+        for n, im in enumerate(data.get("images", [])):
+            if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):
+                out.quarantine.append(quarantine_row(source["name"], f"{name}:images[{n}]", "bad_annotation",
+                                                     f"image entry {str(im)[:200]} lacks `id` or `file_name`"))
+                continue
+            images[str(im["id"])] = im
         for image_id in sorted(set(boxes) - set(images)):
             out.quarantine.append(quarantine_row(
                 source["name"], name, "orphan_annotation",
@@ -89,7 +107,12 @@ def scan(source: dict) -> Scan:
                         f"the categories of {name}", scope="annotation", record_id=rid))
                     continue
                 label = source["label_map"].get(label, label)
-                x, y, w, h = (float(v) for v in ann["bbox"])
+                xywh = parse_box(ann.get("bbox") if isinstance(ann.get("bbox"), list) else [ann.get("bbox")])
+                if xywh is None:
+                    out.quarantine.append(bad_box_row(source, rel, rid, label, ann.get("bbox")))
+                    out.dropped[rid] = out.dropped.get(rid, 0) + 1
+                    continue
+                x, y, w, h = xywh
                 add_box(out, source, rel, rid, label, [x, y, x + w, y + h], False, rois, labels)
             out.tasks.append(make_task(source, found, split=split, labels=labels, rois=rois))
     return out

@@ -7,13 +7,14 @@ folders do not exist here) are matched by basename anywhere under the root.
 from __future__ import annotations
 
 import csv as csvlib
+import io
 import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..records import quarantine_row, record_id
-from .base import Scan, add_box, basename_index, decode_image_file, make_task, resolve_file
+from .base import Scan, add_box, bad_box_row, basename_index, decode_image_file, make_task, parse_box, read_text, resolve_file
 from .splits import split_name
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
@@ -43,6 +44,7 @@ class Options(BaseModel):
     split_column: str | None = None
     box_columns: BoxColumns | None = None  # one row per box: label_column names the box's class
     delimiter: str = ","
+    encoding: str | None = None  # default: UTF-8, or UTF-16 / UTF-8 with a byte-order mark
     # a row with no label: quarantine it, or keep the image with no labels
     empty_labels: Literal["quarantine", "keep"] = "quarantine"
 
@@ -78,8 +80,8 @@ def scan(source: dict) -> Scan:
     root = source["root"]
     table = opts.csv if os.path.isabs(opts.csv) else os.path.join(root, opts.csv)
     out = Scan()
-    with open(table, newline="", encoding="utf-8-sig") as f:
-        reader = csvlib.DictReader(f, delimiter=opts.delimiter)
+    reader = csvlib.DictReader(io.StringIO(read_text(table, opts.encoding), newline=""), delimiter=opts.delimiter)
+    try:
         header = reader.fieldnames or []
         needed = [opts.image_column, opts.label_column, opts.patient_column, opts.study_column,
                   opts.split_column, opts.caption_column, *(opts.label_columns or [])]
@@ -90,6 +92,8 @@ def scan(source: dict) -> Scan:
         if missing:
             raise ValueError(f"{table}: column(s) {missing} not found; the header has {header}")
         rows = list(reader)
+    except csvlib.Error as e:
+        raise ValueError(f"{table}: line {reader.line_num}: not a readable CSV row: {e}") from None
     index: dict | None = None
     by_image: dict[str, dict] = {}
     unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
@@ -132,13 +136,13 @@ def scan(source: dict) -> Scan:
         if opts.box_columns:
             b = opts.box_columns
             label = labels[0] if labels else "object"
-            try:
-                box = [float(row[b.xmin]), float(row[b.ymin]), float(row[b.xmax]), float(row[b.ymax])]
-            except ValueError:
-                out.quarantine.append(quarantine_row(source["name"], where, "bad_box",
-                                                     "box coordinates are not numbers", scope="annotation"))
-                continue
             rid = record_id(source["name"], os.path.relpath(path, root))
+            values = [row.get(b.xmin), row.get(b.ymin), row.get(b.xmax), row.get(b.ymax)]
+            box = parse_box(values)
+            if box is None:
+                out.quarantine.append(bad_box_row(source, where, rid, label, values))
+                out.dropped[rid] = out.dropped.get(rid, 0) + 1
+                continue
             add_box(out, source, where, rid, label, box, b.normalized, entry["rois"], entry["labels"])
             continue
         for lab in labels:

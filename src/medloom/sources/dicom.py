@@ -7,15 +7,13 @@ inverted. Patient and study ids are kept only as salted hashes.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ..imaging import DecodeError, array_facts, percentile_window, window_to_uint8
-from ..records import NO_RENDER
+from ..records import NO_RENDER, patient_key
 from ..vocab import default_vocabulary
 from .base import Scan, image_record, make_task, walk_files
 from .windows import recipe_window
@@ -47,7 +45,7 @@ def has_dicm_marker(path: str) -> bool:
 def scan(source: dict) -> Scan:
     out = Scan()
     root = source["root"]
-    paths = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root)]
+    paths = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root, out, source)]
     for path in paths:
         suffix = os.path.splitext(path)[1].lower()
         if suffix in DICOM_EXTENSIONS or has_dicm_marker(path):
@@ -56,13 +54,6 @@ def scan(source: dict) -> Scan:
         else:
             out.filter("not a DICOM file")
     return out
-
-
-def salted_id(salt: str, value: Any) -> str:
-    text = str(value or "").strip()
-    if not text:
-        return ""
-    return hashlib.blake2b(text.encode(), key=salt.encode()[:64], digest_size=10).hexdigest()
 
 
 def _read(path: str):
@@ -181,8 +172,8 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         arr = arr[None]
     vocab = default_vocabulary()
     fields = {
-        "patient_id": salted_id(source["salt"], ds.get("PatientID")),
-        "study_id": salted_id(source["salt"], ds.get("StudyInstanceUID")),
+        "patient_id": patient_key(source, ds.get("PatientID")),
+        "study_id": patient_key(source, ds.get("StudyInstanceUID")),
         "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
         "anatomy": vocab.normalise("anatomy", str(ds.get("BodyPartExamined", "")), strict=False),
     }

@@ -23,7 +23,7 @@ decode = decode_image_file
 def scan(source: dict) -> Scan:
     opts = Options(**source["options"])
     out = Scan()
-    for path in walk_files(source["root"]):
+    for path in walk_files(source["root"], out, source):
         relative = path.relative_to(source["root"])
         parts = relative.parts
         if not is_image_file(path):

@@ -32,11 +32,11 @@ def scan(source: dict) -> Scan:
     root = source["root"]
     images, masks = os.path.join(root, opts.images_dir), os.path.join(root, opts.masks_dir)
     by_stem: dict[str, str] = {}
-    for p in walk_files(masks):
+    out = Scan()
+    for p in walk_files(masks, out, source):
         if is_image_file(p):
             by_stem.setdefault(p.relative_to(masks).with_suffix("").as_posix(), str(p))
-    out = Scan()
-    for p in walk_files(images):
+    for p in walk_files(images, out, source):
         if not is_image_file(p):
             out.filter("not an image file")
             continue

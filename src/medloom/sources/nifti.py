@@ -59,7 +59,7 @@ def scan(source: dict) -> Scan:
         raise ValueError(f"axis {opts.axis!r}: use axial, coronal, sagittal or 0/1/2")
     root = source["root"]
     out = Scan()
-    files = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root)]
+    files = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root, out, source)]
     masks_root = os.path.abspath(os.path.join(root, opts.masks_dir)) if opts.masks_dir else None
     mask_files = set()
     for path in files:

@@ -75,7 +75,7 @@ def scan(source: dict) -> Scan:
     mesh_fp = ",".join(fingerprint(p) for p in mesh)
     skip = {os.path.realpath(p) for p in mesh}
     out = Scan()
-    for path in walk_files(source["root"]):
+    for path in walk_files(source["root"], out, source):
         if is_article_input(path) and os.path.realpath(path) not in skip:
             out.tasks.append(make_task(source, str(path), fingerprint_extra=mesh_fp))
     return out

@@ -9,7 +9,18 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row, record_id
-from .base import Scan, add_box, basename_index, decode_image_file, make_task, resolve_file
+from .base import (
+    Scan,
+    add_box,
+    bad_box_row,
+    basename_index,
+    decode_image_file,
+    display_name,
+    is_valid_name,
+    make_task,
+    parse_box,
+    resolve_file,
+)
 from .splits import split_name
 
 
@@ -53,13 +64,19 @@ def scan(source: dict) -> Scan:
     out = Scan()
     index: dict | None = None
     for name in sorted(os.listdir(ann_dir)):
+        rel_xml = os.path.join(opts.annotations_dir, display_name(name))
+        if not is_valid_name(name):
+            out.quarantine.append(quarantine_row(source["name"], rel_xml, "bad_filename",
+                                                 "the file name is not valid UTF-8; rename the file to read it"))
+            continue
         if not name.endswith(".xml"):
             out.filter("not an XML annotation")
             continue
-        rel_xml = os.path.join(opts.annotations_dir, name)
         try:
-            tree = etree.parse(os.path.join(ann_dir, name), etree.XMLParser(recover=False))
-        except etree.XMLSyntaxError as e:
+            # entities are never resolved and no network is read (a hostile XML cannot read other files)
+            tree = etree.parse(os.path.join(ann_dir, name), etree.XMLParser(recover=False, resolve_entities=False,
+                                                                             no_network=True, huge_tree=False))
+        except (etree.XMLSyntaxError, OSError) as e:
             out.quarantine.append(quarantine_row(source["name"], rel_xml, "bad_annotation", f"XML error: {e}"))
             continue
         node = tree.getroot()
@@ -82,12 +99,11 @@ def scan(source: dict) -> Scan:
             label = source["label_map"].get(label, label)
             if not opts.include_difficult and _text(obj, "difficult", "0") == "1":
                 continue
-            try:
-                box = [float(_text(obj, f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
-            except ValueError:
-                out.quarantine.append(quarantine_row(source["name"], rel_xml, "bad_box",
-                                                     f"object {label!r} has a missing or non-numeric box",
-                                                     scope="annotation", record_id=rid))
+            values = [_text(obj, f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+            box = parse_box(values)
+            if box is None:
+                out.quarantine.append(bad_box_row(source, rel_xml, rid, label, values))
+                out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             add_box(out, source, rel_xml, rid, label, box, False, rois, labels)
         stem = os.path.splitext(os.path.basename(found))[0]

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row, record_id
-from .base import Scan, add_box, decode_image_file, is_image_file, make_task, walk_files
+from .base import Scan, add_box, decode_image_file, is_image_file, make_task, read_text, walk_files
 from .splits import split_name
 
 
@@ -36,7 +36,8 @@ def _label_file(image: str) -> str:
     return os.path.splitext(base)[0] + ".txt"
 
 
-def _image_lists(root: str, data: dict, data_dir: str, images_dir: str) -> list[tuple[str, str]]:
+def _image_lists(root: str, data: dict, data_dir: str, images_dir: str, scan: Scan, source: dict
+                 ) -> list[tuple[str, str]]:
     """(split, image path) for every image the dataset lists."""
     out: list[tuple[str, str]] = []
     if data:
@@ -48,15 +49,14 @@ def _image_lists(root: str, data: dict, data_dir: str, images_dir: str) -> list[
             for entry in [entries] if isinstance(entries, str) else entries:
                 where = os.path.normpath(os.path.join(base, entry))
                 if os.path.isfile(where) and where.endswith(".txt"):
-                    with open(where, encoding="utf-8") as f:
-                        for line in f:
-                            if line.strip():
-                                out.append((key, os.path.normpath(os.path.join(base, line.strip()))))
+                    for line in read_text(where).splitlines():
+                        if line.strip():
+                            out.append((key, os.path.normpath(os.path.join(base, line.strip()))))
                 elif os.path.isdir(where):
-                    out += [(key, str(p)) for p in walk_files(where) if is_image_file(p)]
+                    out += [(key, str(p)) for p in walk_files(where, scan, source) if is_image_file(p)]
         return out
     folder = os.path.join(root, images_dir)
-    for p in walk_files(folder):
+    for p in walk_files(folder, scan, source):
         if is_image_file(p):
             first = p.relative_to(folder).parts[0]
             out.append((split_name(first) or "", str(p)))
@@ -88,7 +88,7 @@ def scan(source: dict) -> Scan:
     if not names:
         raise ValueError(f"no class names for YOLO source {source['name']!r}: add `names:` to data.yaml or a "
                          "classes.txt beside it")
-    for split, image in _image_lists(root, data, os.path.dirname(data_path), opts.images_dir):
+    for split, image in _image_lists(root, data, os.path.dirname(data_path), opts.images_dir, out, source):
         rel = os.path.relpath(image, root)
         if not os.path.isfile(image):
             out.quarantine.append(quarantine_row(source["name"], rel, "missing_file", f"listed image not found: {image}"))
@@ -96,7 +96,13 @@ def scan(source: dict) -> Scan:
         rid = record_id(source["name"], rel)
         label_file = _label_file(image)
         rois, labels = [], []
-        lines = open(label_file, encoding="utf-8").read().splitlines() if os.path.isfile(label_file) else []
+        try:
+            lines = read_text(label_file).splitlines() if os.path.isfile(label_file) else []
+        except (OSError, ValueError) as e:
+            out.quarantine.append(quarantine_row(source["name"], os.path.relpath(label_file, root), "bad_annotation",
+                                                 f"label file unreadable, so its image is left out: {e}",
+                                                 record_id=rid))
+            continue
         for n, line in enumerate(lines, start=1):
             fields = line.split()
             if not fields:
@@ -104,9 +110,10 @@ def scan(source: dict) -> Scan:
             where = f"{os.path.relpath(label_file, root)}:{n}"
             try:
                 cls, coords = int(float(fields[0])), [float(v) for v in fields[1:]]
-            except ValueError:
+            except (ValueError, OverflowError):
                 out.quarantine.append(quarantine_row(source["name"], where, "bad_box", f"unparsable line {line!r}",
                                                      scope="annotation", record_id=rid))
+                out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             if len(coords) == 4:
                 cx, cy, w, h = coords
@@ -118,11 +125,13 @@ def scan(source: dict) -> Scan:
                 out.quarantine.append(quarantine_row(source["name"], where, "bad_box",
                                                      f"expected 4 box values or a polygon, got {len(coords)}",
                                                      scope="annotation", record_id=rid))
+                out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             if not 0 <= cls < len(names):
                 out.quarantine.append(quarantine_row(
                     source["name"], where, "label_outside_space",
                     f"class id {cls} is outside the {len(names)} class names", scope="annotation", record_id=rid))
+                out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             label = source["label_map"].get(names[cls], names[cls])
             add_box(out, source, where, rid, label, box, True, rois, labels)

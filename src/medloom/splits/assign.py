@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import catalog
+from ..locks import writer
+from ..outputs import write_file, write_parquet
 
 SPLITS = "splits"
 BY = ("patient", "study", "record", "source")
@@ -75,6 +77,7 @@ def group_key(by: str, row: dict) -> str:
     return f"{row['source']}:{value}" if value else f"record:{row['id']}"
 
 
+@writer
 def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float = 0.1, seed: int = 0,
                stratify: str | None = None, keep_source: bool = False) -> SplitReport:
     if by not in BY:
@@ -127,10 +130,10 @@ def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float
     report.groups_per_split = {s: len(g) for s, g in sorted(group_sides.items())}
     report.duplicate_leaks, report.leak_examples = duplicate_leaks(loom, split_of)
     folder = loom / SPLITS
-    catalog.write_table(pa.table({"id": [r["id"] for r in rows], "split": [split_of[r["id"]] for r in rows]}),
-                        folder / "split.parquet")
+    write_parquet(folder / "split.parquet",
+                  pa.table({"id": [r["id"] for r in rows], "split": [split_of[r["id"]] for r in rows]}))
     report.out = str(folder)
-    catalog.write_atomic(folder / "split.json", json.dumps(report.as_dict(), indent=1).encode())
+    write_file(folder / "split.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog
+from ..locks import writer
+from ..outputs import write_file
 
 Triplet = tuple[str, str, str]
 DIRECTIONS = {
@@ -113,6 +115,7 @@ def _records(con, triplets: list[Triplet]) -> list[str]:
                                       [x for t in triplets for x in t]).fetchall()]
 
 
+@writer
 def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> list[dict]:
     """Write one folder per experiment (train.txt, test.txt, manifest.json); returns the manifests."""
     loom, out = Path(loom), Path(out)
@@ -161,9 +164,9 @@ def _write(out: Path, target: Triplet, run_name: str, kind: str, direction: str,
     manifest = {"name": run_name, "kind": kind, "direction": direction, "target": name(target),
                 "train_subsets": [name(s) for s in chosen], "why": why, "train_records": len(train),
                 "test_records": len(test), "seed": seed, "folder": str(folder)}
-    catalog.write_atomic(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
-    catalog.write_atomic(folder / "test.txt", ("\n".join(test) + "\n").encode())
-    catalog.write_atomic(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    write_file(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
+    write_file(folder / "test.txt", ("\n".join(test) + "\n").encode())
+    write_file(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
     return manifest
 
 

@@ -106,7 +106,7 @@ def _jpeg_variants(tmp_path):
 
 def test_jpeg_fast_path_gives_the_facts_pillow_gives(tmp_path):
     for path in _jpeg_variants(tmp_path):
-        fast = _jpeg_facts(str(path), 10**9)
+        fast = _jpeg_facts(path.read_bytes(), 10**9)
         assert fast is not None, path  # the libjpeg-turbo path was taken ...
         assert fast == image_facts(open_image(str(path))), path  # ... and hashes the same pixels
         assert file_facts(io.BytesIO(path.read_bytes())) == fast
@@ -117,7 +117,7 @@ def test_jpeg_fast_path_gives_the_facts_pillow_gives(tmp_path):
 def test_jpeg_fast_path_hands_everything_else_to_pillow(tmp_path):
     im = open_image(str(RETINA))
     im.convert("CMYK").save(tmp_path / "cmyk.jpg")
-    assert _jpeg_facts(str(tmp_path / "cmyk.jpg"), 10**9) is None
+    assert _jpeg_facts((tmp_path / "cmyk.jpg").read_bytes(), 10**9) is None
     assert file_facts(str(tmp_path / "cmyk.jpg")).channels == 4
     data = RETINA.read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -25,7 +26,10 @@ from PIL import Image
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".jp2", ".j2k"}
 )
-DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own hard limit (2x MAX_IMAGE_PIXELS)
+# Budgets, checked before memory is taken (each can be raised per source in the recipe):
+DEFAULT_MAX_PIXELS = 100_000_000  # decoded pixels per 2-D image (a 10000 x 10000 photograph)
+DEFAULT_MAX_VOXELS = 1 << 28  # values per volume: a NIfTI volume, every frame of a DICOM file (512x512x1024)
+DEFAULT_MAX_FILE_BYTES = 1 << 30  # bytes per input file, or per member read out of an archive
 # box-reduce only down to this multiple of the target size before the final resampling filter
 REDUCING_GAP = 2.0
 
@@ -45,6 +49,20 @@ class PixelFacts:
     channels: int
     pixel_hash: str
     phash: int
+    # of the file (not the pixels): xxh3-128 of its bytes, so an export can tell a file changed since ingest
+    file_hash: str = field(default="", compare=False)
+    frames: int = field(default=1, compare=False)  # frames in the file (GIF, TIFF); the facts are frame 0's
+    warning: str = field(default="", compare=False)  # a damage that was kept by the recipe's choice
+
+
+class DamagedJPEG(Exception):
+    """libjpeg reported lost or corrupt image data (and would fill the rest grey)."""
+
+
+# libjpeg warnings that mean pixels were lost or made up; others ("extraneous bytes before marker", an
+# unknown JFIF revision) leave the image whole
+JPEG_DAMAGE = ("premature end", "bad huffman", "found marker", "corrupt jpeg data: bad", "invalid sos",
+               "inconsistent progression", "huffman table", "corrupt jpeg data: premature")
 
 
 # DCT-II basis for the 8 lowest frequencies of a 32-sample signal (the scale does not matter: phash
@@ -79,8 +97,9 @@ def decode_errors() -> Iterator[None]:
         raise DecodeError("unreadable", f"{type(e).__name__}: {e}") from None
 
 
-def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Image.Image:
-    """Open and fully decode an image file, mapping every failure to a DecodeError reason.
+def open_image(path: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
+               frame: int = 0) -> Image.Image:
+    """Open and fully decode an image file (one frame of it), mapping every failure to a DecodeError reason.
 
     With `max_side`, a JPEG is decoded at the smallest DCT-domain scale (1/2, 1/4, 1/8) that is still
     at least the target size: the scaled inverse DCT is itself a good low-pass filter, measured no
@@ -93,11 +112,46 @@ def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | 
             raise DecodeError("decompression_bomb",
                               f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}; raise "
                               "`max_pixels` in the source if the image is genuine")
+        if frame:
+            n = getattr(im, "n_frames", 1)
+            if frame >= n:
+                raise DecodeError("missing_frame", f"frame {frame} requested, the file has {n}")
+            im.seek(frame)
         if max_side and im.format == "JPEG" and max(w, h) > max_side:
             scale = max_side / max(w, h)
             im.draft(im.mode if im.mode in ("L", "RGB") else None, (math.ceil(w * scale), math.ceil(h * scale)))
         im.load()
     return im
+
+
+def read_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """A whole input file, after checking its size against the budget."""
+    try:
+        size = os.stat(path).st_size
+        if size > max_bytes:
+            raise DecodeError("over_budget", f"the file has {size} bytes, over the limit of {max_bytes}; raise "
+                                             "`max_file_bytes` in the source if it is genuine")
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise DecodeError("missing_file", f"file not found: {e.filename}") from None
+    except IsADirectoryError:
+        raise DecodeError("unreadable", f"{path} is a folder, not a file") from None
+    except PermissionError as e:
+        raise DecodeError("unreadable", f"no permission to read {e.filename}") from None
+
+
+def file_hash(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def hash_file(path: str) -> str:
+    """`file_hash` of a file read in blocks (volumes are not held in memory twice)."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def display_image(im: Image.Image) -> Image.Image:
@@ -243,41 +297,58 @@ def image_facts(im: Image.Image) -> PixelFacts:
     return PixelFacts(im.width, im.height, len(im.getbands()), hash_buffer(packed, header), phash_array(pixels))
 
 
-def file_facts(file: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> PixelFacts:
-    """Facts for an image file (a path or a binary file object).
+def file_facts(file: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, *, damaged: str = "quarantine",
+               max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> PixelFacts:
+    """Facts for an image file (a path or a binary file object), with the hash of its bytes.
 
     JPEGs, the bulk of every public dataset, go from libjpeg-turbo straight into a numpy buffer
     (simplejpeg), skipping Pillow's image object: the same library, the same accurate IDCT and fancy
-    upsampling, so the same pixels and pixel hash (tested). Anything it declines, including every
-    recoverable libjpeg warning, is decoded again by Pillow, which names the failure.
+    upsampling, so the same pixels and pixel hash (tested). A JPEG whose data is cut short or corrupt
+    (where Pillow would fill the rest grey and say nothing) is a DecodeError `truncated`, or, with
+    `damaged="keep"`, kept with a `warning`. Anything else is decoded by Pillow, which names the failure.
     """
-    facts = _jpeg_facts(file, max_pixels)
-    return facts if facts is not None else image_facts(open_image(file, max_pixels))
+    data = file.getvalue() if isinstance(file, io.BytesIO) else read_file(file, max_bytes)
+    if len(data) > max_bytes:
+        raise DecodeError("over_budget", f"{len(data)} bytes, over the limit of {max_bytes}; raise `max_file_bytes`")
+    digest = file_hash(data)
+    warning = ""
+    try:
+        facts = _jpeg_facts(data, max_pixels)
+    except DamagedJPEG as e:
+        if damaged != "keep":
+            raise DecodeError("truncated", f"damaged JPEG data ({e}): the decoder would fill the rest with grey; "
+                                           "set `damaged_images: keep` in the source to keep such images") from None
+        warning = f"damaged JPEG data ({e}); kept as decoded, the lost part grey"
+        facts = _jpeg_facts(data, max_pixels, strict=False)
+    if facts is None:
+        im = open_image(io.BytesIO(data), max_pixels)
+        facts, frames = image_facts(im), getattr(im, "n_frames", 1)
+        return PixelFacts(**{**facts.__dict__, "file_hash": digest, "frames": frames})
+    return PixelFacts(**{**facts.__dict__, "file_hash": digest, "warning": warning})
 
 
 _JPEG_MODES = {"YCbCr": ("RGB", "RGB", 3), "RGB": ("RGB", "RGB", 3), "Gray": ("L", "GRAY", 1)}
 
 
-def _jpeg_facts(file: str | io.BytesIO, max_pixels: int) -> PixelFacts | None:
-    if isinstance(file, str):
-        if not file.lower().endswith((".jpg", ".jpeg", ".jpe")):
-            return None
-        try:
-            with open(file, "rb") as f:
-                data = f.read()
-        except OSError:
-            return None
-    else:
-        data = file.getvalue() if isinstance(file, io.BytesIO) else None
-        if data is None or data[:2] != b"\xff\xd8":
-            return None
+def _jpeg_facts(data: bytes, max_pixels: int, strict: bool = True) -> PixelFacts | None:
+    """simplejpeg's decode, or None where it declines (not a JPEG, CMYK, over the pixel budget: Pillow then
+    decodes or names the failure); DamagedJPEG where libjpeg warns that image data was lost."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
     try:
         height, width, space, _ = simplejpeg.decode_jpeg_header(data)
         if space not in _JPEG_MODES or width * height > max_pixels:
             return None
         mode, out, channels = _JPEG_MODES[space]
-        pixels = simplejpeg.decode_jpeg(data, colorspace=out, strict=True)
-    except Exception:  # whatever it declines or trips on, Pillow decodes again and names the failure
+        pixels = simplejpeg.decode_jpeg(data, colorspace=out, strict=strict)
+    except ValueError as e:
+        text = str(e)
+        if strict and any(k in text.lower() for k in JPEG_DAMAGE):
+            raise DamagedJPEG(text.strip()) from None
+        if strict and ("extraneous bytes" in text or "jfif revision" in text.lower()):
+            return _jpeg_facts(data, max_pixels, strict=False)  # harmless: the image is whole
+        return None
+    except Exception:  # whatever else it declines or trips on, Pillow decodes again and names the failure
         return None
     return PixelFacts(width, height, channels, hash_buffer(pixels, f"{mode}:{width}x{height}"), phash_array(pixels))
 

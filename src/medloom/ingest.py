@@ -26,7 +26,7 @@ from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader
 from .sources.base import TASK_SCHEMA, Scan, display_name, inside, source_roots
 
-READER_VERSION = "3"  # bump to invalidate every part when decoding changes
+READER_VERSION = "4"  # bump to invalidate every part when decoding changes
 PART_SIZE = {"dicom": 16, "nifti": 1}
 DEFAULT_PART_SIZE = 128
 
@@ -71,6 +71,7 @@ def complete_record(task: dict, rec: dict, source: dict) -> dict:
         "channels": rec["channels"],
         "pixel_hash": rec["pixel_hash"],
         "phash": rec["phash"],
+        "file_hash": rec.get("file_hash") or "",
         "license": rec["license"] if "license" in rec else source["license"],
         "commercial_use": rec["commercial_use"] if "license" in rec else source["commercial_use"],
         "description": source["description"],

@@ -77,6 +77,9 @@ RECORD_SCHEMA = pa.schema(
         ("channels", pa.int8()),
         ("pixel_hash", pa.string()),
         ("phash", pa.uint64()),
+        # xxh3-128 of the source file's bytes (of the archive member for a figure in a package): an export
+        # compares it to tell a file that changed since ingest
+        ("file_hash", pa.string()),
         ("license", pa.string()),
         ("commercial_use", pa.bool_()),
         ("description", pa.string()),

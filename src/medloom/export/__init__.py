@@ -26,7 +26,7 @@ import pyarrow as pa
 from .. import __version__, catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
-from ..imaging import DEFAULT_MAX_PIXELS
+from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
 from ..locks import hold
 from ..outputs import OutputFolder
 from .parquet import ParquetShardWriter
@@ -175,7 +175,9 @@ def render_sources(manifest: dict) -> dict[str, dict]:
     for name, entry in manifest["sources"].items():
         root = entry["root"]
         out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
-                     "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS}
+                     "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS,
+                     "max_voxels": entry.get("max_voxels") or DEFAULT_MAX_VOXELS,
+                     "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES}
     return out
 
 

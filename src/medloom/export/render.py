@@ -15,7 +15,17 @@ import os
 import pyarrow as pa
 from PIL import Image
 
-from ..imaging import DecodeError, decode_errors, display_image, encode, fit, open_image
+from ..imaging import (
+    DEFAULT_MAX_FILE_BYTES,
+    DecodeError,
+    decode_errors,
+    display_image,
+    encode,
+    file_hash,
+    fit,
+    open_image,
+    read_file,
+)
 from ..records import ARTICLE_TYPE
 from ..sources import get_reader
 
@@ -27,45 +37,57 @@ def source_file(base: str, uri: str) -> str:
     return os.path.join(base, uri)
 
 
-def _passthrough(path: str | io.BytesIO, row: dict, settings: dict) -> bytes | None:
+CHANGED = ("the file's content changed since ingest (its hash differs from the catalog's); run `medloom ingest` "
+           "again to pick the change up")
+
+
+def source_bytes(row: dict, source: dict, cache: dict) -> bytes:
+    """A plain image record's file (or package member) as bytes, checked against the hash taken at ingest:
+    a file that changed since is never exported as if it were the one catalogued."""
+    path = source_file(source["base"], row["uri"])
+    if source["reader"] == "pmc":  # a figure may be a member of an article package
+        blob = get_reader("pmc").image_source(row, path, cache, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+        data = blob.getvalue() if isinstance(blob, io.BytesIO) else read_file(blob, source.get("max_file_bytes")
+                                                                               or DEFAULT_MAX_FILE_BYTES)
+    else:
+        data = read_file(path, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+    if row.get("file_hash") and file_hash(data) != row["file_hash"]:
+        raise DecodeError("changed_since_ingest", CHANGED)
+    return data
+
+
+def _passthrough(data: bytes, row: dict, settings: dict) -> bytes | None:
     """The file's own bytes, when it is already what the export would write."""
     fmt = PASSTHROUGH_FORMATS[settings["image_format"]]
     max_side = settings["max_side"]
     if max_side and max(row["width"], row["height"]) > max_side:
         return None
-    with decode_errors(), Image.open(path) as im:
+    with decode_errors(), Image.open(io.BytesIO(data)) as im:
         if im.format != fmt or im.mode not in ("L", "RGB") or getattr(im, "n_frames", 1) > 1:
             return None
-    if isinstance(path, io.BytesIO):
-        return path.getvalue()
-    with open(path, "rb") as f:
-        return f.read()
+    return data
 
 
 def record_image(row: dict, settings: dict, cache: dict, max_side: int | None = None) -> Image.Image:
     """A record's pixels as an 8-bit L or RGB image (DICOM and NIfTI rendered with the stored window)."""
     source = settings["sources"][row["source"]]
-    path = source_file(source["base"], row["uri"])
     if source["reader"] in RENDERED_READERS:
+        path = source_file(source["base"], row["uri"])
         with decode_errors():
-            return Image.fromarray(get_reader(source["reader"]).render(row, path, cache))
-    if source["reader"] == "pmc":  # a figure may be a member of an article package
-        path = get_reader("pmc").image_source(row, path, cache)
-    im = display_image(open_image(path, source["max_pixels"], max_side))
+            return Image.fromarray(get_reader(source["reader"]).render(row, path, cache, source))
+    data = source_bytes(row, source, cache)
+    im = display_image(open_image(io.BytesIO(data), source["max_pixels"], max_side, frame=max(row["frame"], 0)))
     if (im.width, im.height) != (row["width"], row["height"]) and not max_side:
-        raise DecodeError("changed", f"the file is now {im.width}x{im.height}; the catalog has "
-                                     f"{row['width']}x{row['height']}: re-run `medloom ingest`")
+        raise DecodeError("changed_since_ingest", f"the file is now {im.width}x{im.height}; the catalog has "
+                                                  f"{row['width']}x{row['height']}: run `medloom ingest` again")
     return im
 
 
 def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
     """Encoded image bytes and their width and height for one record."""
     source = settings["sources"][row["source"]]
-    if settings["keep_bytes"] and source["reader"] not in RENDERED_READERS:
-        path = source_file(source["base"], row["uri"])
-        if source["reader"] == "pmc":
-            path = get_reader("pmc").image_source(row, path, cache)
-        data = _passthrough(path, row, settings)
+    if settings["keep_bytes"] and source["reader"] not in RENDERED_READERS and row["frame"] < 0:
+        data = _passthrough(source_bytes(row, source, cache), row, settings)
         if data is not None:
             return data, row["width"], row["height"]
     im = fit(record_image(row, settings, cache, settings["max_side"]), settings["max_side"])

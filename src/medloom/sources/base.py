@@ -19,7 +19,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, file_facts
+from ..imaging import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    DecodeError,
+    file_facts,
+    image_facts,
+    open_image,
+)
 from ..records import NO_RENDER, patient_key, quarantine_row, record_id
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
@@ -293,14 +301,38 @@ def normalise_rois(task: dict, source: dict, width: int, height: int) -> tuple[l
             continue
         rois.append({"label": roi["label"], "bbox": [cx0, cy0, cx1, cy1],
                      "area": (cx1 - cx0) * (cy1 - cy0), "rle": []})
+    if task["rois"] and not rois:
+        problems.append(quarantine_row(source["name"], task["uri"], "all_boxes_dropped",
+                                       f"all {len(task['rois'])} box(es) of this image lie outside it; the image is "
+                                       "kept with no ROI", stage="decode", scope="warning", record_id=task["id"]))
     return rois, problems
 
 
 def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
-    """The decode half for readers of plain 2-D image files (one record per file)."""
-    facts = file_facts(task["path"], source.get("max_pixels") or DEFAULT_MAX_PIXELS)
+    """The decode half for readers of plain 2-D image files: one record per file, or per frame of a
+    multi-frame GIF/TIFF with `multiframe: all` (otherwise a warning row says which frame was kept)."""
+    max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
+    facts = file_facts(task["path"], max_pixels, damaged=source.get("damaged_images") or "quarantine",
+                       max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     rois, problems = normalise_rois(task, source, facts.width, facts.height)
-    return [image_record(task, facts, rois=rois)], problems
+    if facts.warning:
+        problems.append(quarantine_row(source["name"], task["uri"], "damaged_kept", facts.warning, stage="decode",
+                                       scope="warning", record_id=task["id"]))
+    if facts.frames == 1:
+        return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
+    if source.get("multiframe") != "all":
+        problems.append(quarantine_row(
+            source["name"], task["uri"], "multiframe", f"the file has {facts.frames} frames; frame 0 was kept (set "
+            "`multiframe: all` in the source for one record per frame)", stage="decode", scope="warning",
+            record_id=task["id"]))
+        return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
+    records = [image_record(task, facts, frame=0, rois=rois, file_hash=facts.file_hash)]
+    for index in range(1, facts.frames):
+        frame = image_facts(open_image(task["path"], max_pixels, frame=index))
+        if (frame.width, frame.height) != (facts.width, facts.height):
+            rois, _ = normalise_rois(task, source, frame.width, frame.height)
+        records.append(image_record(task, frame, frame=index, rois=rois, file_hash=facts.file_hash))
+    return records, problems
 
 
 def image_record(task: dict, facts: Any, *, frame: int = -1, rois: list[dict] | None = None,

@@ -7,12 +7,22 @@ inverted. Patient and study ids are kept only as salted hashes.
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..imaging import DecodeError, array_facts, percentile_window, window_to_uint8
+from ..imaging import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_VOXELS,
+    DecodeError,
+    array_facts,
+    file_hash,
+    percentile_window,
+    read_file,
+    window_to_uint8,
+)
 from ..records import NO_RENDER, patient_key
 from ..vocab import default_vocabulary
 from .base import Scan, image_record, make_task, walk_files
@@ -56,14 +66,32 @@ def scan(source: dict) -> Scan:
     return out
 
 
-def _read(path: str):
+def _read(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
+    """(dataset, hash of the file's bytes): the file is read once, after its size is checked."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    data = read_file(path, max_bytes)
     try:
-        return pydicom.dcmread(path, force=True)
+        return pydicom.dcmread(io.BytesIO(data), force=True), file_hash(data)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
         raise DecodeError("unreadable", f"not a readable DICOM file: {type(e).__name__}: {e}") from None
+
+
+def check_budget(ds, max_values: int) -> None:
+    """The decoded size the header announces, checked before any pixel is decoded (a small compressed file
+    can announce gigabytes)."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as e:
+        raise DecodeError("unreadable", f"image size tags are not numbers: {e}") from None
+    values = rows * cols * frames * samples
+    if values > max_values:
+        raise DecodeError("over_budget", f"{cols}x{rows} x {frames} frame(s) x {samples} sample(s) = {values} values, "
+                                         f"over the limit of {max_values}; raise `max_voxels` in the source if the "
+                                         "file is genuine")
 
 
 def _pixels(ds) -> np.ndarray:
@@ -149,13 +177,22 @@ def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | Non
         "axis": -1, "volume": -1}
 
 
-def render(record: dict, path: str, cache: dict) -> np.ndarray:
+def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray:
     """The record's frame with its stored window (the export half of `decode`)."""
+    budget = budget or {}
     if cache.get("path") != path:
-        ds = _read(path)
-        arr = _pixels(ds)
         cache.clear()
-        cache.update(path=path, ds=ds, arr=arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None])
+        ds, digest = _read(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+        cache.update(path=path, digest=digest)
+        if record.get("file_hash") and digest != record["file_hash"]:
+            raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom "
+                                                      "ingest` again to pick the change up")
+        check_budget(ds, budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
+        arr = _pixels(ds)
+        cache.update(ds=ds, arr=arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None])
+    if record.get("file_hash") and cache["digest"] != record["file_hash"]:
+        raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` "
+                                                  "again to pick the change up")
     ds, arr = cache["ds"], cache["arr"]
     index = max(record["frame"], 0)
     if index >= len(arr):
@@ -165,7 +202,8 @@ def render(record: dict, path: str, cache: dict) -> np.ndarray:
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
-    ds = _read(task["path"])
+    ds, digest = _read(task["path"], source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+    check_budget(ds, source.get("max_voxels") or DEFAULT_MAX_VOXELS)
     arr = _pixels(ds)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames == 1:
@@ -185,5 +223,5 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         frame = index if n_frames > 1 else -1
         rendered, render = display_frame(ds, raw, window=fixed)
         facts = array_facts(raw, rendered)
-        records.append(image_record(task, facts, frame=frame, render=render, meta=meta, **fields))
+        records.append(image_record(task, facts, frame=frame, render=render, meta=meta, file_hash=digest, **fields))
     return records, []

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..imaging import DEFAULT_MAX_PIXELS, DecodeError, image_facts, mask_regions, open_image
+from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DecodeError, file_facts, mask_regions, open_image
 from ..records import quarantine_row
 from .base import Scan, fingerprint, image_record, is_image_file, make_task, walk_files
 
@@ -66,15 +66,17 @@ def mask_names(opts: Options, values: list[int]) -> dict[int, str]:
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
-    im = open_image(task["path"], source.get("max_pixels") or DEFAULT_MAX_PIXELS)
+    max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
+    facts = file_facts(task["path"], max_pixels, damaged=source.get("damaged_images") or "quarantine",
+                       max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     mask_path = json.loads(task["extra"])["mask"]
     try:
-        mask_im = open_image(mask_path, source.get("max_pixels") or 178_956_970)
+        mask_im = open_image(mask_path, max_pixels)
     except DecodeError as e:
         raise DecodeError(f"mask_{e.reason}", f"mask {os.path.relpath(mask_path, source['root'])}: {e}") from None
-    if mask_im.size != im.size:
+    if mask_im.size != (facts.width, facts.height):
         raise DecodeError("mask_mismatch", f"mask {os.path.relpath(mask_path, source['root'])} is "
-                                           f"{mask_im.size[0]}x{mask_im.size[1]}, image is {im.size[0]}x{im.size[1]}")
+                                           f"{mask_im.size[0]}x{mask_im.size[1]}, image is {facts.width}x{facts.height}")
     mask = np.asarray(mask_im.convert("L") if mask_im.mode in ("RGB", "RGBA", "P", "LA") else mask_im)
     values = [int(v) for v in np.unique(mask) if int(v) != opts.background]
     names = {v: source["label_map"].get(n, n) for v, n in mask_names(opts, values).items()}
@@ -85,4 +87,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
                                        f"mask values {unknown} have no name in `mask_labels` {names}",
                                        stage="decode", scope="annotation", record_id=task["id"]))
     labels = sorted({r["label"] for r in rois})
-    return [image_record(task, image_facts(im), rois=rois, labels=labels)], problems
+    if facts.warning:
+        problems.append(quarantine_row(source["name"], task["uri"], "damaged_kept", facts.warning, stage="decode",
+                                       scope="warning", record_id=task["id"]))
+    return [image_record(task, facts, rois=rois, labels=labels, file_hash=facts.file_hash)], problems

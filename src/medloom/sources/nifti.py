@@ -14,7 +14,7 @@ import os
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..imaging import DecodeError, array_facts, mask_regions, percentile_window, window_to_uint8
+from ..imaging import DEFAULT_MAX_VOXELS, DecodeError, array_facts, hash_file, mask_regions, percentile_window, window_to_uint8
 from ..records import quarantine_row
 from .base import Scan, fingerprint, image_record, make_task, walk_files
 from .masks import Options as MaskOptions
@@ -100,29 +100,49 @@ def display(slice2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(slice2d.T[::-1, ::-1])
 
 
-def canonical_volume(img, volume: int) -> np.ndarray:
-    """The 3-D float volume in RAS+ canonical orientation (one volume of a 4-D file)."""
+def check_budget(img, max_voxels: int) -> None:
+    """The voxels one volume holds, from the header, before any is read (a few MB of .nii.gz can unpack to GB)."""
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) not in (3, 4):
+        raise DecodeError("unsupported", f"expected a 3-D or 4-D volume, got shape {shape}")
+    voxels = shape[0] * shape[1] * shape[2]
+    if voxels > max_voxels:
+        raise DecodeError("over_budget", f"a volume of {'x'.join(map(str, shape[:3]))} = {voxels} voxels is over the "
+                                         f"limit of {max_voxels}; raise `max_voxels` in the source if it is genuine")
+
+
+def canonical_volume(img, volume: int, max_voxels: int = DEFAULT_MAX_VOXELS, dtype=np.float32) -> np.ndarray:
+    """One 3-D volume in RAS+ canonical orientation; of a 4-D file only the chosen volume is read."""
     import nibabel as nib
 
+    check_budget(img, max_voxels)
+    if len(img.shape) == 4 and not 0 <= volume < img.shape[3]:
+        raise DecodeError("no_such_volume", f"volume {volume} requested, file has {img.shape[3]}")
     try:
-        data = np.asarray(nib.as_closest_canonical(img).get_fdata(dtype=np.float32))
+        data = np.asarray(img.dataobj[..., volume] if len(img.shape) == 4 else img.dataobj, dtype=dtype)
+        return np.asarray(nib.as_closest_canonical(nib.Nifti1Image(data, img.affine)).dataobj, dtype=dtype)
+    except DecodeError:
+        raise
     except Exception as e:
         raise DecodeError("truncated" if "size" in str(e) or "EOF" in str(e) else "unreadable", str(e)) from None
-    if data.ndim == 4:
-        if not 0 <= volume < data.shape[3]:
-            raise DecodeError("no_such_volume", f"volume {volume} requested, file has {data.shape[3]}")
-        return data[..., volume]
-    if data.ndim != 3:
-        raise DecodeError("unsupported", f"expected a 3-D or 4-D volume, got shape {data.shape}")
-    return data
 
 
-def render(record: dict, path: str, cache: dict) -> np.ndarray:
+def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray:
     """The record's slice with its stored window (the export half of `decode`); the volume is cached."""
     settings = record["render"]
+    budget = budget or {}
     if cache.get("path") != (path, settings["volume"]):
         cache.clear()
-        cache.update(path=(path, settings["volume"]), data=canonical_volume(_load(path), max(settings["volume"], 0)))
+        digest = hash_file(path)
+        cache.update(path=(path, settings["volume"]), digest=digest)
+        if record.get("file_hash") and digest != record["file_hash"]:
+            raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` "
+                                                      "again to pick the change up")
+        cache["data"] = canonical_volume(_load(path), max(settings["volume"], 0),
+                                         budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
+    if record.get("file_hash") and cache["digest"] != record["file_hash"]:
+        raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` "
+                                                  "again to pick the change up")
     data, axis = cache["data"], settings["axis"]
     if not 0 <= record["frame"] < data.shape[axis]:
         raise DecodeError("missing_frame", f"slice {record['frame']} requested, the volume now has {data.shape[axis]}")
@@ -131,11 +151,11 @@ def render(record: dict, path: str, cache: dict) -> np.ndarray:
 
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
-    import nibabel as nib
 
     opts = Options(**source["options"])
     axis = AXES[opts.axis]
     img = _load(task["path"])
+    digest = hash_file(task["path"])
     mask_path = json.loads(task["extra"]).get("mask")
     mask_img = _load(mask_path) if mask_path else None
     if mask_img is not None:
@@ -144,10 +164,9 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
                               f"mask {os.path.basename(mask_path)} has shape {mask_img.shape} and affine "
                               f"{np.round(mask_img.affine, 3).tolist()}; image has {img.shape} and "
                               f"{np.round(img.affine, 3).tolist()}")
-    data = canonical_volume(img, opts.volume)
-    mask = np.asarray(nib.as_closest_canonical(mask_img).dataobj).astype(np.int32) if mask_img else None
-    if mask is not None and mask.ndim == 4:
-        mask = mask[..., 0]
+    max_voxels = source.get("max_voxels") or DEFAULT_MAX_VOXELS
+    data = canonical_volume(img, opts.volume, max_voxels)
+    mask = canonical_volume(mask_img, 0, max_voxels, np.int32) if mask_img is not None else None
     fixed = recipe_window(opts.window)
     center, width, wsource = fixed or (*percentile_window(data[data != 0] if np.any(data) else data), "percentiles")
     names = None
@@ -170,6 +189,6 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
             rois, _unknown = mask_regions(mask2d, names)
             labels = sorted({r["label"] for r in rois})
         facts = array_facts(raw, window_to_uint8(raw, center, width))
-        records.append(image_record(task, facts, frame=index, rois=rois, render=render, meta=meta,
+        records.append(image_record(task, facts, frame=index, rois=rois, render=render, meta=meta, file_hash=digest,
                                     **({"labels": labels} if mask is not None else {})))
     return records, problems

@@ -18,12 +18,13 @@ import os
 import posixpath
 import re
 import tarfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..imaging import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, file_facts
+from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DecodeError, file_facts, read_file
 from ..literature import jats
 from ..literature.licenses import commercial_use, parse_allowed
 from ..literature.mesh import load_mesh, mesh_files
@@ -117,9 +118,15 @@ def resolve_href(href: str, names: dict[str, str]) -> str | None:
     return None
 
 
-def read_package(path: str) -> tuple[list[tuple[str, bytes]], dict[str, bytes]]:
-    """(XML members, image members by path) of a PMC OA package, read in one pass."""
-    xmls, images = [], {}
+def read_package(path: str, wanted: set[str] | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+                 ) -> tuple[list[tuple[str, bytes]], dict[str, bytes], dict[str, int]]:
+    """(XML members, image members read, sizes of every image member) of a PMC OA package.
+
+    Each member's size is checked against `max_bytes` before it is read (a small .tar.gz can unpack to
+    gigabytes); only the image members in `wanted` are read (None: none). Members are regular files only:
+    links and devices in a package are ignored, and nothing is ever extracted to disk.
+    """
+    xmls, images, sizes = [], {}, {}
     try:
         with tarfile.open(path, "r:*") as tar:
             for m in tar:
@@ -127,14 +134,33 @@ def read_package(path: str) -> tuple[list[tuple[str, bytes]], dict[str, bytes]]:
                     continue
                 lower = m.name.lower()
                 if lower.endswith(XML_SUFFIXES) and not os.path.basename(lower).startswith("."):
+                    if m.size > max_bytes:
+                        raise DecodeError("over_budget", f"{m.name} unpacks to {m.size} bytes, over the limit of "
+                                                         f"{max_bytes}; raise `max_file_bytes` if it is genuine")
                     xmls.append((m.name, tar.extractfile(m).read()))
                 elif Path(lower).suffix in IMAGE_EXTENSIONS:
-                    images[m.name] = tar.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
+                    sizes[m.name] = m.size
+                    if wanted is not None and m.name in wanted and m.size <= max_bytes:
+                        images[m.name] = tar.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DecodeError("package_unreadable", f"not a readable tar package: {e}") from None
-    if not xmls:
+    if not xmls and wanted is None:
         raise DecodeError("package_without_xml", "the package holds no .nxml/.xml article file")
-    return sorted(xmls, key=lambda x: (not x[0].lower().endswith(".nxml"), x[0])), images
+    return sorted(xmls, key=lambda x: (not x[0].lower().endswith(".nxml"), x[0])), images, sizes
+
+
+def _wanted_members(articles: list[dict], member_names: dict[str, str], allowed: set[str] | None) -> set[str]:
+    """The package members the figures (that pass the licence filter) refer to: the only ones read."""
+    found = set()
+    for art in articles:
+        for fig in art["figures"]:
+            if allowed is not None and (fig["own_license"] or art)["license"] not in allowed:
+                continue
+            for href in fig["graphics"]:
+                name = resolve_href(href, member_names)
+                if name is not None:
+                    found.add(name)
+    return found
 
 
 # ---- decode -------------------------------------------------------------------------------------------
@@ -168,13 +194,14 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     mesh = _mesh_index(source["root"], names if isinstance(names, str) else tuple(names)) if names else {}
     max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
     name = source["name"]
+    max_bytes = source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES
     is_package = task["path"].lower().endswith(PACKAGE_SUFFIXES)
+    sizes: dict[str, int] = {}
     if is_package:
-        xmls, members = read_package(task["path"])
-        member_names = {os.path.basename(m).lower(): m for m in members}
+        xmls, members, sizes = read_package(task["path"], None, max_bytes)
+        member_names = {os.path.basename(m).lower(): m for m in sizes}
     else:
-        with open(task["path"], "rb") as f:
-            xmls, members = [(os.path.basename(task["path"]), f.read())], {}
+        xmls, members = [(os.path.basename(task["path"]), read_file(task["path"], max_bytes))], {}
         folder = os.path.dirname(task["path"])
         member_names = folder_names(folder, os.stat(folder).st_mtime_ns)
     records, problems, ok = [], [], 0
@@ -194,6 +221,8 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     articles = parsed.articles
     if not articles:
         raise DecodeError("no_article", "the XML holds no <article> element")
+    if is_package:  # second pass: only the members a figure refers to, each within the budget
+        members = read_package(task["path"], _wanted_members(articles, member_names, allowed), max_bytes)[1]
     for a_index, art in enumerate(articles):
         base = task["id"] if len(articles) == 1 else f"{task['id']}/{_key(art['pmcid']) or a_index}"
         if not art["figures"]:
@@ -220,13 +249,18 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
                                                  f"(tried {', '.join(href_candidates(href)[:4])}, ...)", rid=rid)
                     continue
                 try:
+                    if is_package and found not in members:
+                        raise DecodeError("over_budget", f"unpacks to {sizes.get(found)} bytes, over the limit of "
+                                                         f"{max_bytes}; raise `max_file_bytes` if it is genuine")
                     blob = io.BytesIO(members[found]) if is_package else os.path.join(folder, found)
-                    facts = file_facts(blob, max_pixels)
+                    facts = file_facts(blob, max_pixels, damaged=source.get("damaged_images") or "quarantine",
+                                       max_bytes=max_bytes)
                 except DecodeError as e:
                     problem(e.reason, f"{what}: {found}: {e}", rid=rid)
                     continue
                 uri = task["uri"] if is_package else posixpath.join(posixpath.dirname(task["uri"]), found)
                 rec = image_record({"id": rid}, facts, uri=uri, caption=fig["caption"], license=license,
+                                   file_hash=facts.file_hash,
                                    commercial_use=commercial_use(license),
                                    article=_article_fields(art, fig, panel, href, found if is_package else "", mesh))
                 records.append({**rec, "task": TASK})
@@ -234,16 +268,19 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     return records, problems, ok
 
 
-def image_source(row: dict, path: str, cache: dict) -> str | io.BytesIO:
-    """What to open for a record's pixels: the file itself, or its member of a package (the package is read
-    once per run of records from it)."""
+def image_source(row: dict, path: str, cache: dict, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str | io.BytesIO:
+    """What to open for a record's pixels: the file itself, or its member of a package (read alone, within the
+    budget; the last package's members are kept while records from it follow one another)."""
     member = (row.get("article") or {}).get("file") or ""
     if not member:
         return path
     if cache.get("package") != path:
         cache.clear()
-        cache["package"], cache["members"] = path, read_package(path)[1]
+        cache["package"], cache["members"] = path, {}
+    if member not in cache["members"]:
+        cache["members"].update(read_package(path, {member}, max_bytes)[1])
     data = cache["members"].get(member)
     if data is None:
-        raise DecodeError("changed", f"{member} is no longer in {os.path.basename(path)}: re-run `medloom ingest`")
+        raise DecodeError("changed_since_ingest", f"{member} is no longer in {os.path.basename(path)} (or is over the "
+                                                  "size limit): run `medloom ingest` again")
     return io.BytesIO(data)

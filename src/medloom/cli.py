@@ -243,6 +243,8 @@ def export_cmd(loom: Loom,
                subset_name: Annotated[str | None, typer.Option("--subset", help="Only this named subset.")] = None,
                experiment: Annotated[Path | None, typer.Option(
                    help="A `medloom cg plan` experiment folder: its train and test records as the splits.")] = None,
+               keep_metadata: Annotated[bool, typer.Option(
+                   help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")] = False,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
                quiet: Quiet = False,
         wait: Wait = False) -> None:
@@ -259,7 +261,8 @@ def export_cmd(loom: Loom,
             report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, where=where, max_side=max_side,
                                      quality=quality, workers=workers or None, quiet=quiet or as_json,
                                      include_duplicates=include_duplicates, subset=subset_name,
-                                     experiment=str(experiment) if experiment else None, wait=wait)
+                                     experiment=str(experiment) if experiment else None, wait=wait,
+                                     keep_metadata=keep_metadata)
         except (TrainingExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
@@ -272,7 +275,7 @@ def export_cmd(loom: Loom,
     options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
                             shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite,
                             include_duplicates=include_duplicates, subset=subset_name,
-                            experiment=str(experiment) if experiment else None)
+                            experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata)
     target = out_dir or loom / "exports" / fmt
     try:
         report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json, wait=wait)
@@ -335,6 +338,10 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
                  model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
                  llm_images: Annotated[bool, typer.Option(help="Send images to a multimodal server.")] = False,
                  llm_concurrency: Annotated[int, typer.Option(help="Requests in flight at most.", min=1)] = 4,
+                 llm_max_wait: Annotated[float, typer.Option(help="Longest Retry-After honoured, in seconds; a "
+                                                                  "longer one fails the request.", min=0)] = 60.0,
+                 llm_allow_insecure_key: Annotated[bool, typer.Option(help="Send OPENAI_API_KEY over plain http to "
+                                                                           "another machine.")] = False,
                  where: Annotated[str | None, typer.Option(help="Only records matching this SQL condition.")] = None,
                  workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all "
                                                                               "cores).")] = 0,
@@ -367,6 +374,7 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
         if step.llm:
             settings.llm_url, settings.llm_model = step.llm.url, step.llm.model
             settings.llm_images, settings.llm_concurrency = step.llm.images, step.llm.concurrency
+            settings.llm_max_wait, settings.llm_allow_insecure_key = step.llm.max_wait, step.llm.allow_insecure_key
     if captions or rois or vqa:
         settings.captions, settings.rois, settings.vqa = captions, rois, vqa
     if seed is not None:
@@ -380,7 +388,9 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
             fail(f"{templates}: {e}")
     if llm:
         settings.llm_url, settings.llm_model, settings.llm_images = llm, model, llm_images
-        settings.llm_concurrency = llm_concurrency
+        settings.llm_concurrency, settings.llm_max_wait = llm_concurrency, llm_max_wait
+    if llm_allow_insecure_key:
+        settings.llm_allow_insecure_key = True
     try:
         report = annotate(loom, settings, workers=workers or None, quiet=quiet or as_json, where=where, wait=wait)
     except (AnnotateError, FileNotFoundError, ValueError) as e:
@@ -665,6 +675,9 @@ def pmc_fetch(file_list: Annotated[Path, typer.Option(
                                                    min=1)] = 4,
               retries: Annotated[int, typer.Option(help="Retries per package (back-off doubles each time).", min=0)] = 5,
               timeout: Annotated[float, typer.Option(help="Seconds to wait for a connection or for data.")] = 60.0,
+              max_wait: Annotated[float, typer.Option(help="Longest Retry-After honoured, in seconds; a server "
+                                                           "asking for more fails that package.", min=0)] = 300.0,
+              max_bytes: Annotated[str, typer.Option(help="Largest package accepted, e.g. 4GiB.")] = "4GiB",
               as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
               quiet: Quiet = False) -> None:
     """Download packages from the PMC OA service; a second run fetches only what is missing.
@@ -680,7 +693,7 @@ def pmc_fetch(file_list: Annotated[Path, typer.Option(
         fail(str(e))
     with progress_bar("pmc fetch", len(packages), quiet or as_json) as advance:
         report = fetch(packages, out_dir, base_url=base_url, workers=workers, retries=retries, timeout=timeout,
-                       progress=advance)
+                       progress=advance, max_bytes=parse_bytes(max_bytes), max_wait=max_wait)
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
     else:

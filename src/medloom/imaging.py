@@ -186,13 +186,27 @@ def fit(im: Image.Image, max_side: int | None) -> Image.Image:
     return im
 
 
-def encode(im: Image.Image, fmt: str, quality: int = 90) -> bytes:
-    """JPEG (baseline, 4:2:0, `quality`) or PNG (lossless, zlib level 3) bytes."""
+def encode(im: Image.Image, fmt: str, quality: int = 90, keep_metadata: bool = False) -> bytes:
+    """JPEG (baseline, 4:2:0, `quality`) or PNG (lossless, zlib level 3) bytes, with no embedded metadata
+    (Pillow would carry a decoded JPEG's comment and a PNG's colour profile over) unless `keep_metadata`:
+    then the EXIF, XMP, comment and ICC profile the source had are written again."""
     buf = io.BytesIO()
+    info = im.info if keep_metadata else {}
+    carried = {k: info[k] for k in ("exif", "icc_profile", "xmp", "comment") if info.get(k)}
     if fmt == "jpg":
-        im.save(buf, "JPEG", quality=quality)
+        im.save(buf, "JPEG", quality=quality, comment=carried.pop("comment", b""), **carried)
     elif fmt == "png":
-        im.save(buf, "PNG", compress_level=3)
+        carried.pop("xmp", None)
+        if keep_metadata and "comment" in carried:
+            from PIL import PngImagePlugin
+
+            text = PngImagePlugin.PngInfo()
+            comment = carried.pop("comment")
+            text.add_text("Comment", comment.decode("latin-1") if isinstance(comment, bytes) else str(comment))
+            carried["pnginfo"] = text
+        if not keep_metadata:
+            carried["icc_profile"] = None
+        im.save(buf, "PNG", compress_level=3, **carried)
     else:
         raise ValueError(f"image format {fmt!r}: use jpg or png")
     return buf.getvalue()

@@ -87,6 +87,8 @@ class LLMSpec(BaseModel):
     model: str
     images: bool = False  # send each image to a multimodal server
     concurrency: int = Field(4, ge=1)
+    max_wait: float = Field(60.0, ge=0)  # the longest Retry-After honoured (seconds)
+    allow_insecure_key: bool = False  # send OPENAI_API_KEY over plain http to another machine
 
 
 class AnnotateStep(BaseModel):

@@ -21,11 +21,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..net import is_loopback, retry_after
+
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+MAX_RESPONSE_BYTES = 16 << 20  # a chat completion is text: anything larger is refused, never held in memory
+MAX_WAIT_S = 60.0  # the longest Retry-After honoured; a server asking for more fails the request at once
 
 
 class LLMError(RuntimeError):
     """A request that failed after every retry (or that the server refused outright)."""
+
+
+def check_key_transport(url: str, allow_insecure: bool = False) -> None:
+    """An API key travels only over https or to this machine, unless the user allows otherwise."""
+    if allow_insecure or urlparse(url).scheme == "https" or is_loopback(url):
+        return
+    raise LLMError(f"{url}: an API key is set (OPENAI_API_KEY) and this is plain http to another machine, so the key "
+                   "would travel unencrypted; use https, unset the key for this server, or allow it explicitly "
+                   "(--llm-allow-insecure-key)")
+
+
+def read_capped(resp, limit: int) -> bytes:
+    """A response body, at most `limit` bytes: a longer one raises before it is held in memory."""
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > limit:
+        raise LLMError(f"the response announces {length} bytes, over the limit of {limit}")
+    data = resp.read(limit + 1)
+    if len(data) > limit:
+        raise LLMError(f"the response is over the limit of {limit} bytes")
+    return data
 
 
 @dataclass
@@ -59,15 +83,18 @@ def request_key(body: dict) -> str:
 class LLMClient:
     def __init__(self, url: str, model: str, cache_dir: Path, *, concurrency: int = 4, retries: int = 5,
                  timeout: float = 120.0, backoff: float = 1.0, api_key: str | None = None,
-                 temperature: float = 0.0, max_tokens: int = 512):
+                 temperature: float = 0.0, max_tokens: int = 512, max_wait: float = MAX_WAIT_S,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, allow_insecure_key: bool = False):
         import urllib3
 
         self.url, self.model, self.cache_dir = chat_url(url), model, Path(cache_dir)
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
         self.temperature, self.max_tokens = temperature, max_tokens
+        self.max_wait, self.max_response_bytes = max_wait, max_response_bytes
         headers = {"Content-Type": "application/json"}
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if key:
+            check_key_transport(self.url, allow_insecure_key)
             headers["Authorization"] = f"Bearer {key}"
         self.http = urllib3.PoolManager(maxsize=concurrency, block=True, retries=False, headers=headers,
                                         timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout))
@@ -114,22 +141,31 @@ class LLMClient:
             wait = None
             try:
                 self._count(requests=1)
-                resp = self.http.request("POST", self.url, body=payload)
+                resp = self.http.request("POST", self.url, body=payload, preload_content=False)
+                try:
+                    data = read_capped(resp, self.max_response_bytes)
+                finally:
+                    resp.release_conn()
                 if resp.status == 200:
-                    answer = json.loads(resp.data)["choices"][0]["message"]["content"]
+                    answer = json.loads(data)["choices"][0]["message"]["content"]
                     if not isinstance(answer, str):
-                        raise LLMError(f"no text in the answer: {resp.data[:200]!r}")
+                        raise LLMError(f"no text in the answer: {data[:200]!r}")
                     self._store(body, answer)
                     self._count(answered=1)
                     return answer
-                last = f"HTTP {resp.status}: {resp.data[:200].decode(errors='replace')}"
+                last = f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
                 if resp.status not in RETRY_STATUS:
                     break
-                after = resp.headers.get("Retry-After")
-                wait = float(after) if after and after.replace(".", "", 1).isdigit() else None
+                wait = retry_after(resp.headers.get("Retry-After"))
+                if wait is not None and wait > self.max_wait:
+                    last += f" (the server asked to wait {wait:.0f} s, over the limit of {self.max_wait:.0f} s)"
+                    break
+            except LLMError as e:  # over the size limit: asking again would get the same
+                last = str(e)
+                break
             except self._errors as e:
                 last = f"{type(e).__name__}: {e}"
-            except (ValueError, KeyError, IndexError) as e:  # a reply that is not a chat completion
+            except (ValueError, KeyError, IndexError, TypeError) as e:  # a reply that is not a chat completion
                 last = f"unreadable reply: {type(e).__name__}: {e}"
                 break
             if attempt < self.retries:

@@ -10,6 +10,7 @@ connections and an on-disk cache.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -78,6 +79,8 @@ class AnnotateSettings:
     llm_concurrency: int = 4
     llm_retries: int = 5
     llm_timeout: float = 120.0
+    llm_max_wait: float = 60.0  # the longest Retry-After honoured; longer fails the request
+    llm_allow_insecure_key: bool = False  # send OPENAI_API_KEY over plain http to another machine
 
 
 @dataclass
@@ -203,7 +206,8 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
     from .llm import LLMClient
 
     client = LLMClient(s.llm_url, s.llm_model, loom / "cache" / "llm", concurrency=s.llm_concurrency,
-                       retries=s.llm_retries, timeout=s.llm_timeout)
+                       retries=s.llm_retries, timeout=s.llm_timeout, max_wait=s.llm_max_wait,
+                       allow_insecure_key=s.llm_allow_insecure_key)
     jobs = []  # (record, annotation, what, messages)
     for row in rows:
         ann = anns[row["id"]]
@@ -260,6 +264,13 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
 
     if settings.llm_url and not settings.llm_model:
         raise AnnotateError("--llm needs --model (the model name the server serves)")
+    if settings.llm_url and os.environ.get("OPENAI_API_KEY"):
+        from .llm import LLMError, chat_url, check_key_transport
+
+        try:
+            check_key_transport(chat_url(settings.llm_url), settings.llm_allow_insecure_key)
+        except LLMError as e:
+            raise AnnotateError(str(e)) from None
     extra_families = set(settings.templates) - {"classification", "multi-label", "grading", "detection",
                                                  "segmentation"}
     if extra_families:

@@ -4,11 +4,42 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from .stages import run_stage
+
+WATCH_S = 0.5
+
+
+def _parent_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed parent that nobody has reaped yet is a zombie: gone all the same
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+    except OSError:
+        return False
+
+
+def watch_parent(pid: int) -> None:
+    """Worker initializer: exit as soon as the medloom process that started the pool is gone, so a SIGKILL of
+    medloom leaves no worker running on (workers are children of the forkserver, not of medloom, so the kernel
+    does not end them by itself)."""
+
+    def watch() -> None:
+        while not _parent_gone(pid):
+            time.sleep(WATCH_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medloom-parent-watch", daemon=True).start()
 
 
 class LocalExecutor:
@@ -25,7 +56,8 @@ class LocalExecutor:
             # in the parent can be inherited
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(self.preload)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=watch_parent,
+                                             initargs=(os.getpid(),))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -57,6 +57,7 @@ class ExportOptions:
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
     subset: str | None = None  # a named subset (`medloom subset`): only its records
     experiment: str | None = None  # a `medloom cg plan` folder: its train and test records, as its splits
+    keep_metadata: bool = False  # keep EXIF, XMP, comments and text chunks in exported images
 
 
 @dataclass
@@ -312,7 +313,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
                 "include_duplicates": options.include_duplicates, "subset": options.subset,
-                "experiment": options.experiment,
+                "experiment": options.experiment, "keep_metadata": options.keep_metadata,
                 "article": with_article}
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
@@ -327,7 +328,8 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
         return _finish(folder, state, report, write=False)
     state["complete"] = False
     render_settings = {"sources": sources, "image_format": ext, "keep_bytes": options.image_format == "keep",
-                       "max_side": options.max_side, "quality": options.quality}
+                       "max_side": options.max_side, "quality": options.quality,
+                       "keep_metadata": options.keep_metadata}
     done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \
             progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:

@@ -28,6 +28,8 @@ from ..imaging import (
 )
 from ..records import ARTICLE_TYPE
 from ..sources import get_reader
+from .metadata import MetadataError
+from .metadata import strip as strip_metadata
 
 RENDERED_READERS = frozenset({"dicom", "nifti"})  # readers whose records need their own render()
 PASSTHROUGH_FORMATS = {"jpg": "JPEG", "png": "PNG"}
@@ -86,12 +88,16 @@ def record_image(row: dict, settings: dict, cache: dict, max_side: int | None = 
 def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
     """Encoded image bytes and their width and height for one record."""
     source = settings["sources"][row["source"]]
+    keep = settings.get("keep_metadata", False)
     if settings["keep_bytes"] and source["reader"] not in RENDERED_READERS and row["frame"] < 0:
         data = _passthrough(source_bytes(row, source, cache), row, settings)
         if data is not None:
-            return data, row["width"], row["height"]
+            try:
+                return (data if keep else strip_metadata(data)), row["width"], row["height"]
+            except MetadataError:
+                pass  # a structure that cannot be walked: re-encoded below, which writes no metadata
     im = fit(record_image(row, settings, cache, settings["max_side"]), settings["max_side"])
-    return encode(im, settings["image_format"], settings["quality"]), im.width, im.height
+    return encode(im, settings["image_format"], settings["quality"], keep), im.width, im.height
 
 
 def render_part(table: pa.Table, settings: dict) -> list[dict]:

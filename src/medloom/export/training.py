@@ -124,7 +124,8 @@ def open_training_folder(out: Path) -> OutputFolder:
 def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
                     quality: int = 90, workers: int | None = None, quiet: bool = False,
                     include_duplicates: bool = False, subset: str | None = None,
-                    experiment: str | None = None, wait: bool = False) -> TrainingReport:
+                    experiment: str | None = None, wait: bool = False, keep_metadata: bool = False
+                    ) -> TrainingReport:
     from . import ExportError, check_options
 
     if fmt not in TRAINING_FORMATS:
@@ -139,12 +140,12 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
     folder = open_training_folder(out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
-                                subset, experiment)
+                                subset, experiment, keep_metadata)
 
 
 def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | None, max_side: int | None,
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
-                     experiment: str | None) -> TrainingReport:
+                     experiment: str | None, keep_metadata: bool) -> TrainingReport:
     from . import ExportOptions, render_sources, selection_sql
 
     started = time.perf_counter()
@@ -162,7 +163,7 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)
     settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": max_side,
-                "quality": quality}
+                "quality": quality, "keep_metadata": keep_metadata}
     items: dict[str, list[dict]] = {}
     batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(256))
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \

@@ -38,9 +38,17 @@ def verify(folder: Path) -> VerifyReport:
             sorted(p for p in folder.iterdir() if p.name.endswith((".tar", ".tgz", ".tar.gz")))
         report.notes.append(f"no {MANIFEST}: not a medloom export, so only the WebDataset format rules were "
                             f"checked (on {len(tars)} tar files), not counts, sizes or checksums")
+        if not tars:
+            report.problems.append(f"{folder}: nothing to verify here: no {MANIFEST} of a medloom export and no tar "
+                                   "shards (give the folder `medloom export --out` wrote)")
+            return report
         counts, problems = check_tar(tars)
         report.format, report.shards, report.samples = "webdataset", len(tars), sum(counts.values())
         report.problems += problems
+        return report
+    if "settings" not in manifest or "splits" not in manifest:
+        report.problems.append(f"{folder / MANIFEST} is not the manifest of a shard export (WebDataset or Parquet); "
+                               "training-format exports (llava, sharegpt, medmat) have no shards to verify")
         return report
     report.format = manifest["settings"]["format"]
     if not manifest.get("complete"):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import sha256_file
+from ..net import retry_after as parse_retry_after
 from .licenses import GROUPS, from_prose, from_type
 
 DEFAULT_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"
@@ -29,6 +30,12 @@ LOG = "fetch-log.jsonl"
 PARTIAL = ".partial"
 LICENSE_CHOICES = ("commercial", "noncommercial", "all")
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_BYTES = 4 << 30  # a package larger than this (announced or received) fails, and its partial file is removed
+MAX_WAIT_S = 300.0  # the longest Retry-After honoured; a server asking for more fails the package at once
+
+
+class TooLarge(OSError):
+    """A download over the byte limit: retrying would fetch it again."""
 
 
 class FetchError(ValueError):
@@ -154,11 +161,13 @@ class Downloader:
     """One pool of HTTP connections; `get(package)` downloads one package with retries and resumption."""
 
     def __init__(self, out: Path, base_url: str, *, workers: int, retries: int, timeout: float,
-                 backoff: float, log: Callable[[dict], None]):
+                 backoff: float, log: Callable[[dict], None], max_bytes: int = MAX_BYTES,
+                 max_wait: float = MAX_WAIT_S):
         import urllib3
 
         self.out, self.base_url = out, base_url.rstrip("/") + "/"
         self.retries, self.backoff, self.log = retries, backoff, log
+        self.max_bytes, self.max_wait = max_bytes, max_wait
         self.http = urllib3.PoolManager(maxsize=workers, block=True, retries=False,
                                         timeout=urllib3.Timeout(connect=timeout, read=timeout),
                                         headers={"User-Agent": "medloom-pmc-fetch"})
@@ -181,6 +190,13 @@ class Downloader:
                 last = f"HTTP {status}"
                 if status not in RETRY_STATUS:
                     break
+                if retry_after is not None and retry_after > self.max_wait:
+                    last += f" (the server asked to wait {retry_after:.0f} s, over --max-wait {self.max_wait:.0f} s)"
+                    break
+            except TooLarge as e:
+                partial.unlink(missing_ok=True)
+                last = str(e)
+                break
             except self._errors as e:
                 last, retry_after = f"{type(e).__name__}: {e}", None
                 if isinstance(e, (zlib.error, EOFError, gzip.BadGzipFile)):
@@ -200,15 +216,19 @@ class Downloader:
             if resp.status == 416 and have:  # already whole
                 return None, None
             if resp.status not in (200, 206):
-                after = resp.headers.get("Retry-After")
-                return resp.status, float(after) if after and after.isdigit() else None
+                return resp.status, parse_retry_after(resp.headers.get("Retry-After"))
             mode = "ab" if resp.status == 206 else "wb"  # a server that ignores ranges sends it all again
             expected = resp.headers.get("Content-Length")
+            start = have if resp.status == 206 else 0
+            if expected is not None and expected.isdigit() and start + int(expected) > self.max_bytes:
+                raise TooLarge(f"the package is {start + int(expected)} bytes, over --max-bytes {self.max_bytes}")
             written = 0
             with open(partial, mode) as f:
                 for chunk in resp.stream(1 << 16):
-                    f.write(chunk)
                     written += len(chunk)
+                    if start + written > self.max_bytes:
+                        raise TooLarge(f"the package passed --max-bytes {self.max_bytes} while downloading")
+                    f.write(chunk)
             if expected is not None and written < int(expected):
                 raise OSError(f"connection closed after {written} of {expected} bytes")
             return None, None
@@ -225,7 +245,8 @@ class Downloader:
 
 def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BASE_URL, workers: int = 4,
           retries: int = 5, timeout: float = 60.0, backoff: float = 1.0,
-          progress: Callable[[int], None] | None = None) -> FetchReport:
+          progress: Callable[[int], None] | None = None, max_bytes: int = MAX_BYTES,
+          max_wait: float = MAX_WAIT_S) -> FetchReport:
     """Download every package not already complete in `out`; never raises for a single package."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +264,7 @@ def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BAS
                 logfile.flush()
 
         downloader = Downloader(out, base_url, workers=workers, retries=retries, timeout=timeout, backoff=backoff,
-                                log=write)
+                                log=write, max_bytes=max_bytes, max_wait=max_wait)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for entry in pool.map(downloader.get, todo):
                 if entry["status"] == "ok":

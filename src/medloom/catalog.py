@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .outputs import OutputFolder, write_atomic
+from .outputs import OutputFolder, write_atomic, written_by_medloom
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA
 
 MANIFEST = "manifest.json"
@@ -152,19 +152,25 @@ def connect(loom: Path):
                        ("leakage", loom / "curation" / "leakage.parquet"),
                        ("clusters", loom / "curation" / "clusters.parquet"),
                        ("concepts", loom / "curation" / "concepts.parquet")):
-        if path.is_file():
+        if written_by_medloom(path):
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('" + str(path).replace("'", "''") + "')")
     return con
 
 
 def ensure_salt(loom: Path, configured: str | None) -> str:
-    """The secret used to hash patient ids: the recipe's, or a random one kept beside the catalog."""
-    if configured:
-        return configured
+    """The secret used to hash patient ids: the recipe's, or a random one; kept in LOOM/.salt (mode 600) so that
+    steps after ingest (the DICOM export's pseudonyms) use the same one."""
     path = Path(loom) / ".salt"
-    if path.is_file():
-        return path.read_text().strip()
-    salt = secrets.token_hex(16)
-    write_atomic(path, salt.encode())
-    os.chmod(path, 0o600)
+    current = path.read_text().strip() if path.is_file() else None
+    salt = configured or current or secrets.token_hex(16)
+    if salt != current:
+        write_atomic(path, salt.encode())
+        os.chmod(path, 0o600)
     return salt
+
+
+def read_salt(loom: Path) -> str:
+    path = Path(loom) / ".salt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no salt; run `medloom ingest` (it keeps the salt the ids were hashed with)")
+    return path.read_text().strip()

@@ -223,7 +223,8 @@ def parse_bytes(text: str) -> int:
 @app.command("export")
 def export_cmd(loom: Loom,
                fmt: Annotated[str, typer.Option("--format", "-f", help="webdataset (tar shards) | parquet | medmat | "
-                                                                    "llava | sharegpt (annotations as training JSON)."
+                                                                    "llava | sharegpt (annotations as training JSON) | "
+                                                                    "dicom (de-identified DICOM copies)."
                                                 )] = "webdataset",
                out_dir: Annotated[Path | None, typer.Option(
                    "--out", "-o", help="Output folder (default: LOOM/exports/FORMAT).")] = None,
@@ -243,6 +244,8 @@ def export_cmd(loom: Loom,
                subset_name: Annotated[str | None, typer.Option("--subset", help="Only this named subset.")] = None,
                experiment: Annotated[Path | None, typer.Option(
                    help="A `medloom cg plan` experiment folder: its train and test records as the splits.")] = None,
+               burned_in: Annotated[str, typer.Option(
+                   help="dicom: files with burned-in text (tag or border heuristic): exclude | flag.")] = "exclude",
                keep_metadata: Annotated[bool, typer.Option(
                    help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")] = False,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -256,6 +259,26 @@ def export_cmd(loom: Loom,
     from .export.training import TRAINING_FORMATS, TrainingExportError, export_training
 
     loom = resolve_loom(loom)
+    if fmt == "dicom":
+        from .export.dicom import DicomExportError, export_dicom
+
+        try:
+            report = export_dicom(loom, out_dir or loom / "exports" / "dicom", where=where,
+                                  include_duplicates=include_duplicates, burned_in=burned_in, quiet=quiet or as_json,
+                                  wait=wait)
+        except (DicomExportError, FileNotFoundError, ValueError) as e:
+            fail(str(e))
+        if as_json:
+            sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
+            return
+        out.print(f"export dicom: {report.files} de-identified file(s) from {report.records - report.not_dicom} DICOM "
+                  f"record(s) ({report.not_dicom} other records left out); burned-in text: "
+                  f"{len(report.excluded_burned_in)} excluded, {len(report.flagged_burned_in)} flagged; "
+                  f"{len(report.failed)} failed; {report.out}", highlight=False)
+        for item in report.excluded_burned_in[:20]:
+            err.print(f"[yellow]excluded:[/yellow] {escape(item['records'][0])}: {escape(item['reason'])}",
+                      highlight=False)
+        return
     if fmt in TRAINING_FORMATS:
         try:
             report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, where=where, max_side=max_side,

@@ -227,3 +227,16 @@ def write_parquet(path: str | os.PathLike, table: pa.Table) -> dict:
     """`write_file` for a Parquet table; returns its manifest entry."""
     path = Path(path)
     return OutputFolder(path.parent, adopt=[path.name]).write_table(path.name, table)
+
+
+def written_by_medloom(path: str | os.PathLike) -> bool:
+    """Whether a file in a loom-internal folder is medloom's to read as its own output: it exists, and the
+    folder's record names it (a folder with no record is one a medloom from before the record wrote).
+    Reads only; a reader never writes a record."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    record = path.parent / RECORD
+    if not record.exists():
+        return True
+    return path.name in OutputFolder(path.parent).owned

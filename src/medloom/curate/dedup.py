@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from .. import catalog
 from ..locks import writer
-from ..outputs import write_file, write_parquet
+from ..outputs import write_file, write_parquet, written_by_medloom
 from .neighbours import components, duplicate_groups, first_of
 
 CURATION = "curation"
@@ -198,7 +198,7 @@ def excluded_sql(loom: Path) -> tuple[str, str]:
     parts, prints = [], []
     for name, cond in (("dedup.parquet", "NOT keep"), ("leakage.parquet", "marked")):
         path = folder / name
-        if path.is_file():
+        if written_by_medloom(path):
             quoted = str(path).replace("'", "''")
             parts.append(f"id NOT IN (SELECT id FROM read_parquet('{quoted}') WHERE {cond})")
             prints.append(catalog.sha256_file(path))

@@ -28,7 +28,7 @@ from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
 from ..locks import hold
-from ..outputs import OutputFolder
+from ..outputs import OutputFolder, written_by_medloom
 from .parquet import ParquetShardWriter
 from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
 from .webdataset import TarShardWriter, temporary
@@ -151,7 +151,7 @@ def selection_sql(loom: Path, options: ExportOptions) -> tuple[str, str, str, st
         conditions.append(f"id IN {lists['train']} OR id IN {lists['test']}")
         split = f"CASE WHEN id IN {lists['test']} THEN 'test' ELSE 'train' END"
         prints.append(catalog.sha256_file(folder / "train.txt") + catalog.sha256_file(folder / "test.txt"))
-    elif assigned.is_file():
+    elif written_by_medloom(assigned):
         joins = f"LEFT JOIN read_parquet({_quoted(assigned)}) AS assigned USING (id)"
         split = f"coalesce(assigned.split, {split})"
         prints.append(catalog.sha256_file(assigned))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from conftest import make_image, rows, run_ingest, write_recipe
 from PIL import Image
 

@@ -111,6 +111,20 @@ def check_budget(img, max_voxels: int) -> None:
                                          f"limit of {max_voxels}; raise `max_voxels` in the source if it is genuine")
 
 
+WINDOW_SAMPLE = 1 << 23  # voxels the percentile window is computed from, at most
+
+
+def volume_window(data: np.ndarray) -> tuple[float, float]:
+    """The percentile window of a volume's non-zero voxels; a large volume is sampled on a regular grid first
+    (every k-th voxel along each axis), so the window costs no copy of the volume."""
+    k = 1
+    while data.size / k**3 > WINDOW_SAMPLE:
+        k += 1
+    sample = data[::k, ::k, ::k]
+    nonzero = sample[sample != 0]
+    return percentile_window(nonzero if nonzero.size else sample)
+
+
 def canonical_volume(img, volume: int, max_voxels: int = DEFAULT_MAX_VOXELS, dtype=np.float32) -> np.ndarray:
     """One 3-D volume in RAS+ canonical orientation; of a 4-D file only the chosen volume is read."""
     import nibabel as nib
@@ -168,7 +182,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     data = canonical_volume(img, opts.volume, max_voxels)
     mask = canonical_volume(mask_img, 0, max_voxels, np.int32) if mask_img is not None else None
     fixed = recipe_window(opts.window)
-    center, width, wsource = fixed or (*percentile_window(data[data != 0] if np.any(data) else data), "percentiles")
+    center, width, wsource = fixed or (*volume_window(data), "percentiles")
     names = None
     if mask is not None:
         values = [int(v) for v in np.unique(mask) if v != 0]

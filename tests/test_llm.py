@@ -74,6 +74,11 @@ class ChatServer:
                 time.sleep(outer.delay)
                 if action in ("429", "500", "400"):
                     return self.reply(int(action), {"error": action}, {"Retry-After": "0"} if action == "429" else {})
+                if action == "wait":  # an HTTP date an hour from now
+                    return self.reply(503, {"error": "busy"}, {"Retry-After": time.strftime(
+                        "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))})
+                if action == "huge":
+                    return self.reply(200, {"choices": [{"message": {"content": "x" * (2 << 20)}}]})
                 if action == "slow":
                     time.sleep(1.5)
                 if "Caption to rewrite: " in text:
@@ -128,6 +133,17 @@ def test_concurrency_retries_timeouts_and_cache(server, tmp_path):
     refused = LLMClient(server.url, "m", tmp_path / "other", retries=3, backoff=0.01)
     assert refused.complete_many([ask("x")]) == [None] and refused.stats.requests == 1  # a 400 is not retried
     assert "HTTP 400" in refused.stats.errors[0]
+
+
+def test_replies_and_waits_are_bounded(server, tmp_path):
+    client = LLMClient(server.url, "m", tmp_path / "cache", retries=3, backoff=0.01, max_wait=30,
+                       max_response_bytes=1 << 20)
+    server.plan["Rephrase it."] = ["wait", "huge"]
+    assert client.complete_many([ask("a")]) == [None]
+    assert client.stats.requests == 1 and "over the limit of 30 s" in client.stats.errors[0]  # not retried
+    assert client.complete_many([ask("b")]) == [None]
+    assert client.stats.requests == 2 and "over the limit of 1048576 bytes" in client.stats.errors[1]
+    assert client.complete_many([ask("c")]) == ["Please answer: c"]
 
 
 @pytest.fixture

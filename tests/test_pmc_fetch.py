@@ -56,11 +56,11 @@ class Server:
                 outer.log.append((path, rng))
                 actions = outer.plan.get(path, [])
                 action = actions.pop(0) if actions else "ok"
-                if action in ("503", "429", "404") or path not in outer.files:
-                    code = int(action) if action != "ok" else 404
+                if action in ("503", "429", "404", "wait") or path not in outer.files:
+                    code = int(action) if action not in ("ok", "wait") else (429 if action == "wait" else 404)
                     self.send_response(code)
                     if code == 429:
-                        self.send_header("Retry-After", "0")
+                        self.send_header("Retry-After", "3600" if action == "wait" else "0")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -182,3 +182,24 @@ def test_the_older_tab_separated_file_list(tmp_path):
     assert [(p.accession, p.pmid, p.license, p.name) for p in packages] == [
         ("PMC13900", "11250746", "other", "PMC13900.tar.gz"), ("PMC13901", "11250747", "CC BY", "PMC13901.tar.gz")]
     assert [p.accession for p in select(packages, "commercial")] == ["PMC13901"]
+
+
+def test_budgets_and_someone_elses_file(service, tmp_path):
+    """A server asking to wait an hour fails the package at once; a package over --max-bytes fails and leaves
+    no partial file; a file of the user's at a package's name is never replaced."""
+    server, listing, files = service
+    packages = select(read_file_list(listing), "all")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / packages[2].name).write_bytes(b"my own copy")
+    server.plan[f"pub/pmc/{packages[0].path}"] = ["wait"]
+    report = fetch(packages[:2], out, base_url=server.url, workers=2, retries=3, backoff=0.01, max_bytes=300_000,
+                   max_wait=60)
+    failed = {f["name"]: f for f in report.failed}
+    assert "over --max-wait" in failed[packages[0].name]["error"] and failed[packages[0].name]["attempts"] == 1
+    assert len(server.gets(packages[0].name)) == 1  # asked once, not retried for an hour
+    assert "over --max-bytes" in failed[packages[1].name]["error"]
+    report = fetch(packages[2:3], out, base_url=server.url, retries=0)
+    assert "medloom did not write it" in report.failed[0]["error"]
+    assert (out / packages[2].name).read_bytes() == b"my own copy"
+    assert not any((out / ".partial").iterdir()) and report.fetched == 0

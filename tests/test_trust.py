@@ -191,6 +191,36 @@ def test_paths_and_links_outside_the_root_are_quarantined(tmp_path):
     assert len(rows(loom, "SELECT uri FROM records")) == 4
 
 
+def test_every_annotation_layout_is_held_to_its_root(tmp_path):
+    outside = tmp_path / "outside"
+    make_image(outside / "o.jpg", seed=9)
+    make_image(outside / "m.png", seed=8)
+    coco = tmp_path / "coco"
+    make_image(coco / "in.jpg", seed=1)
+    (coco / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "in.jpg"}, {"id": 2, "file_name": str(outside / "o.jpg")}],
+        "categories": [{"id": 1, "name": "nodule"}], "annotations": []}))
+    yolo = tmp_path / "yolo"
+    make_image(yolo / "images" / "in.jpg", seed=2)
+    (yolo / "train.txt").write_text(f"images/in.jpg\n../outside/o.jpg\n{outside / 'o.jpg'}\n")
+    (yolo / "data.yaml").write_text("path: .\ntrain: train.txt\nnames: [polyp]\n")
+    masks = tmp_path / "masks"
+    make_image(masks / "images" / "a.png", seed=3)
+    make_image(masks / "images" / "b.png", seed=4)
+    make_image(masks / "masks" / "a.png", seed=5, mode="L")
+    (masks / "masks" / "b.png").symlink_to(outside / "m.png")  # a mask that is a link out of the root
+    loom, _ = run_ingest(write_recipe(tmp_path, [
+        dict(name="c", reader="coco", path=str(coco), annotations="ann.json", modality="CT", anatomy="lung",
+             task="lesion detection"),
+        dict(name="y", reader="yolo", path=str(yolo), modality="endoscopy", anatomy="colon", task="lesion detection"),
+        dict(name="m", reader="masks", path=str(masks), modality="microscopy", anatomy="cell",
+             task="cell segmentation")]))
+    assert sorted(r["id"] for r in rows(loom, "SELECT id FROM records")) == ["c/in_jpg", "m/images/a_png",
+                                                                             "y/images/in_jpg"]
+    outside_rows = rows(loom, "SELECT source FROM quarantine WHERE reason = 'outside_root' ORDER BY source")
+    assert [r["source"] for r in outside_rows] == ["c", "m", "y", "y"]
+
+
 def test_a_link_to_a_folder_outside_is_not_walked(tmp_path):
     data = tmp_path / "data"
     make_image(data / "normal" / "a.png", seed=1)

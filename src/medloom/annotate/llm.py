@@ -45,7 +45,7 @@ def read_capped(resp, limit: int) -> bytes:
     """A response body, at most `limit` bytes: a longer one raises before it is held in memory."""
     length = resp.headers.get("Content-Length")
     if length and length.isdigit() and int(length) > limit:
-        raise LLMError(f"the response announces {length} bytes, over the limit of {limit}")
+        raise LLMError(f"the response announces {length} bytes, over the limit of {limit} bytes")
     data = resp.read(limit + 1)
     if len(data) > limit:
         raise LLMError(f"the response is over the limit of {limit} bytes")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..catalog import sha256_file
 from ..net import retry_after as parse_retry_after
+from ..outputs import ForeignFileError, OutputFolder
 from .licenses import GROUPS, from_prose, from_type
 
 DEFAULT_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"
@@ -162,12 +163,12 @@ class Downloader:
 
     def __init__(self, out: Path, base_url: str, *, workers: int, retries: int, timeout: float,
                  backoff: float, log: Callable[[dict], None], max_bytes: int = MAX_BYTES,
-                 max_wait: float = MAX_WAIT_S):
+                 max_wait: float = MAX_WAIT_S, claim: Callable[[str], object] = lambda rel: None):
         import urllib3
 
         self.out, self.base_url = out, base_url.rstrip("/") + "/"
         self.retries, self.backoff, self.log = retries, backoff, log
-        self.max_bytes, self.max_wait = max_bytes, max_wait
+        self.max_bytes, self.max_wait, self.claim = max_bytes, max_wait, claim
         self.http = urllib3.PoolManager(maxsize=workers, block=True, retries=False,
                                         timeout=urllib3.Timeout(connect=timeout, read=timeout),
                                         headers={"User-Agent": "medloom-pmc-fetch"})
@@ -175,6 +176,10 @@ class Downloader:
 
     def get(self, package: Package) -> dict:
         partial = self.out / PARTIAL / (package.name + ".part")
+        try:
+            self.claim(f"{PARTIAL}/{package.name}.part")
+        except ForeignFileError as e:
+            return self.log_entry(package, "failed", 0, error=str(e), url=self.base_url + package.path.lstrip("/"))
         url = self.base_url + package.path.lstrip("/")
         attempts, last = 0, ""
         while attempts <= self.retries:
@@ -185,8 +190,9 @@ class Downloader:
                     if package.name.endswith((".gz", ".tgz")):
                         check_gzip(partial)
                     size, digest = partial.stat().st_size, sha256_file(partial)
+                    self.claim(package.name)  # refuses to replace a file of the user's at that name
                     os.replace(partial, self.out / package.name)
-                    return self._entry(package, "ok", attempts, bytes=size, sha256=digest)
+                    return self.log_entry(package, "ok", attempts, bytes=size, sha256=digest)
                 last = f"HTTP {status}"
                 if status not in RETRY_STATUS:
                     break
@@ -197,6 +203,9 @@ class Downloader:
                 partial.unlink(missing_ok=True)
                 last = str(e)
                 break
+            except ForeignFileError as e:
+                last = str(e)
+                break
             except self._errors as e:
                 last, retry_after = f"{type(e).__name__}: {e}", None
                 if isinstance(e, (zlib.error, EOFError, gzip.BadGzipFile)):
@@ -204,7 +213,7 @@ class Downloader:
             if attempts <= self.retries:
                 time.sleep(retry_after if retry_after is not None else
                            self.backoff * (2 ** (attempts - 1)) * (0.5 + random.random()))
-        return self._entry(package, "failed", attempts, error=last, url=url)
+        return self.log_entry(package, "failed", attempts, error=last, url=url)
 
     def _download(self, url: str, partial: Path) -> tuple[int | None, float | None]:
         """Append the rest of the file to `partial`; (None, None) when complete, else (status, retry-after)."""
@@ -235,7 +244,7 @@ class Downloader:
         finally:
             resp.release_conn()
 
-    def _entry(self, package: Package, status: str, attempts: int, **more) -> dict:
+    def log_entry(self, package: Package, status: str, attempts: int, **more) -> dict:
         entry = {"name": package.name, "accession": package.accession, "path": package.path, "status": status,
                  "attempts": attempts, "updated": package.updated, "license": package.license,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **more}
@@ -249,11 +258,21 @@ def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BAS
           max_wait: float = MAX_WAIT_S) -> FetchReport:
     """Download every package not already complete in `out`; never raises for a single package."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     packages = list(packages)
     report = FetchReport(selected=len(packages))
     started = time.perf_counter()
     log = read_log(out)
+    # a folder fetched before the written-files record: the log, the packages it names and the partial downloads
+    # under medloom's own `.partial/` names are ours
+    folder = OutputFolder(out, adopt=[LOG, *log, *(f"{PARTIAL}/{p.name}.part" for p in packages)])
+    folder.ensure()
+    folder.claim(LOG)
+    claim_lock = threading.Lock()
+
+    def claim(rel: str) -> None:
+        with claim_lock:
+            folder.claim(rel)
+
     todo = [p for p in packages if not is_complete(out, p, log)]
     report.skipped = len(packages) - len(todo)
     lock = threading.Lock()
@@ -264,7 +283,14 @@ def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BAS
                 logfile.flush()
 
         downloader = Downloader(out, base_url, workers=workers, retries=retries, timeout=timeout, backoff=backoff,
-                                log=write, max_bytes=max_bytes, max_wait=max_wait)
+                                log=write, max_bytes=max_bytes, max_wait=max_wait, claim=claim)
+        theirs = [p for p in todo if not folder.is_owned(p.name) and (out / p.name).exists()]
+        for package in theirs:  # never downloaded: the name is taken by a file medloom did not write
+            entry = downloader.log_entry(package, "failed", 0, url=base_url + package.path,
+                                      error=f"{out / package.name} exists and medloom did not write it; move it away "
+                                            "to fetch the package")
+            report.failed.append({k: entry[k] for k in ("name", "url", "error", "attempts")})
+        todo = [p for p in todo if p not in theirs]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for entry in pool.map(downloader.get, todo):
                 if entry["status"] == "ok":

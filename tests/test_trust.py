@@ -20,7 +20,7 @@ from conftest import make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.catalog import read_manifest
-from medloom.locks import hold
+from medloom.locks import hold, process_alive
 
 ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
 
@@ -135,7 +135,7 @@ def test_a_second_writer_is_refused_naming_the_holder_or_waits(small_loom, tmp_p
 
 def test_a_dead_holders_lock_is_taken_over(small_loom, tmp_path):
     code = f"import time, sys; sys.path.insert(0, {str(Path(__file__).parents[1] / 'src')!r})\n" \
-           f"from medloom.locks import hold\nwith hold({str(small_loom)!r}, 'doomed'):\n" \
+           f"from medloom.locks import hold, process_alive\nwith hold({str(small_loom)!r}, 'doomed'):\n" \
            "    print('held', flush=True)\n    time.sleep(60)\n"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -571,14 +571,6 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
 def test_sigkill_leaves_no_worker_behind(tmp_path):
     for i in range(300):
         make_image(tmp_path / "data" / "n" / f"{i}.png", size=(160, 160), seed=i)
@@ -594,9 +586,9 @@ def test_sigkill_leaves_no_worker_behind(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(p) for p in family):
+    while time.time() < deadline and any(process_alive(p) for p in family):
         time.sleep(0.1)
-    assert not [p for p in family if _alive(p)]
+    assert not [p for p in family if process_alive(p)]
 
 
 # ---- 8. privacy: nothing identifying leaves the loom ------------------------------------------------------------

@@ -32,14 +32,19 @@ class LockHeld(RuntimeError):
     """Another medloom process holds the lock; the message names it."""
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (killed, not yet reaped by its parent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:  # no /proc: existence is all we know
+        return True
 
 
 def holders(folder: Path) -> list[dict]:
@@ -54,7 +59,7 @@ def holders(folder: Path) -> list[dict]:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if entry.get("host") != socket.gethostname() or _alive(int(entry.get("pid", 0))):
+        if entry.get("host") != socket.gethostname() or process_alive(int(entry.get("pid", 0))):
             found.append(entry)
     return found
 

@@ -10,23 +10,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
+from ..locks import process_alive
 from .stages import run_stage
 
 WATCH_S = 0.5
-
-
-def _parent_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a killed parent that nobody has reaped yet is a zombie: gone all the same
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
-    except OSError:
-        return False
 
 
 def watch_parent(pid: int) -> None:
@@ -35,7 +22,7 @@ def watch_parent(pid: int) -> None:
     does not end them by itself)."""
 
     def watch() -> None:
-        while not _parent_gone(pid):
+        while process_alive(pid):
             time.sleep(WATCH_S)
         os._exit(1)
 

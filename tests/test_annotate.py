@@ -227,15 +227,16 @@ def test_cli_recipe_step_show_and_training_exports(loom):
     for fmt in ("medmat", "llava", "sharegpt"):
         out = tmp / f"train-{fmt}"
         rep = export_training(loom_dir, out, fmt, workers=1, quiet=True)
-        data = json.loads((out / f"{fmt}.json").read_text())
-        assert rep.items == len(data) > 0
+        assert rep.files == [f"{fmt}-train.json"]  # one file per split; these sources define none: train
+        data = json.loads((out / f"{fmt}-train.json").read_text())
+        assert rep.items == len(data) > 0 and all(i["split"] == "train" for i in data)
         for item in data:
             for image in item.get("images", [item.get("image")]):
                 with Image.open(out / image) as im:
                     im.verify()
         if fmt == "medmat":
             assert all(set(i) == {"id", "caption", "image", "Question", "Question-choice", "Answer", "Answer-choice",
-                                  "data-no"} for i in data)
+                                  "data-no", "split"} for i in data)
             i = data[0]
             assert i["Question-choice"]["ABCD".index(i["Answer-choice"])] == i["Answer"]
             assert len(data) == 12  # one per multiple-choice question: the masks source has one label only
@@ -245,7 +246,7 @@ def test_cli_recipe_step_show_and_training_exports(loom):
         else:
             assert data[0]["messages"][0]["content"].startswith("<image>") and data[0]["messages"][1]["role"] == \
                 "assistant"
-            info = json.loads((out / "dataset_info.json").read_text())["sharegpt"]
+            info = json.loads((out / "dataset_info.json").read_text())["test_train"]  # the recipe's name, the split
             assert info["formatting"] == "sharegpt" and info["columns"]["images"] == "images"
 
 

@@ -776,3 +776,59 @@ def test_an_api_key_travels_only_over_https_or_loopback(small_loom):
     check_key_transport("http://192.0.2.10:8000/v1", allow_insecure=True)
     with pytest.raises(LLMError):
         check_key_transport("http://gpu-box.lan:8000/v1")
+
+
+# ---- no test record ever lands in a training file -----------------------------------------------------------------
+
+def _ids_by_file(out: Path) -> dict[str, set[str]]:
+    """Record ids in every output file (shards, training JSON, DICOM folders), by file."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    found: dict[str, set[str]] = {}
+    for path in out.rglob("*"):
+        name = path.relative_to(out).as_posix()
+        if path.suffix == ".tar":
+            with tarfile.open(path) as tar:
+                found[name] = {m.name.rsplit(".", 1)[0] for m in tar if m.name.endswith(".json")}
+        elif path.suffix == ".parquet":
+            found[name] = set(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+        elif path.suffix == ".json" and name.split("-")[0] in ("llava", "sharegpt", "medmat"):
+            found[name] = {i["id"].split("#")[0] for i in json.loads(path.read_text())}
+    return found
+
+
+def test_no_val_or_test_record_in_any_training_file(tmp_path):
+    for i in range(24):
+        split = ("train", "val", "test")[i % 3]
+        make_image(tmp_path / "data" / split / ("normal", "effusion", "nodule")[i % 4 % 3] / f"x{i}.png", seed=i)
+    recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data")])
+    cli("ingest", recipe, "-q")
+    loom = tmp_path / "loom"
+    cli("annotate", loom, "-q")
+    split_of = {r["id"]: r["source_split"] for r in rows(loom, "SELECT id, source_split FROM records")}
+    runs = [(fmt, extra) for fmt in ("webdataset", "parquet", "llava", "sharegpt", "medmat")
+            for extra in ([], ["--max-side", "32"], ["--image-format", "png"], ["--split", "train", "--split", "test"])]
+    for n, (fmt, extra) in enumerate(runs):
+        if fmt in ("llava", "sharegpt", "medmat") and "--image-format" in extra:
+            continue
+        out = tmp_path / "out" / str(n)
+        cli("export", loom, "--format", fmt, "--out", out, "-q", *extra)
+        files = _ids_by_file(out)
+        assert files, (fmt, extra)
+        for name, ids in files.items():
+            file_split = name.split("-")[-1].split(".")[0] if fmt in ("llava", "sharegpt", "medmat") else \
+                name.split("-")[0]
+            assert {split_of[i] for i in ids} == {file_split}, (fmt, extra, name)
+        if "--split" in extra:
+            assert {n.split("-")[-1 if fmt in ("llava", "sharegpt", "medmat") else 0].split(".")[0]
+                    for n in files} == {"train", "test"}
+    # a split assigned by `medloom split` is honoured the same way
+    cli("split", loom, "--by", "record", "--seed", "3", "--json")
+    assigned = {r["id"]: r["split"] for r in rows(loom, "SELECT id, split FROM read_parquet('"
+                                                         f"{loom / 'splits' / 'split.parquet'}')")}
+    out = tmp_path / "out" / "assigned"
+    cli("export", loom, "--format", "llava", "--out", out, "-q")
+    for name, ids in _ids_by_file(out).items():
+        assert {assigned[i] for i in ids} == {name.split("-")[-1].split(".")[0]}

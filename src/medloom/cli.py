@@ -244,6 +244,9 @@ def export_cmd(loom: Loom,
                subset_name: Annotated[str | None, typer.Option("--subset", help="Only this named subset.")] = None,
                experiment: Annotated[Path | None, typer.Option(
                    help="A `medloom cg plan` experiment folder: its train and test records as the splits.")] = None,
+               split: Annotated[list[str] | None, typer.Option(
+                   "--split", help="Only this split (train, val, test; repeatable). Default: every split, each "
+                                   "to its own files.")] = None,
                burned_in: Annotated[str, typer.Option(
                    help="dicom: files with burned-in text (tag or border heuristic): exclude | flag.")] = "exclude",
                keep_metadata: Annotated[bool, typer.Option(
@@ -253,19 +256,26 @@ def export_cmd(loom: Loom,
         wait: Wait = False) -> None:
     """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run.
 
-    medmat, llava and sharegpt write the annotations (`medloom annotate`) as FORMAT.json with images/ beside it.
+    medmat, llava and sharegpt write the annotations (`medloom annotate`) as FORMAT-SPLIT.json (one file per split)
+    with images/ beside them; dicom writes de-identified DICOM copies.
     """
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, TrainingExportError, export_training
 
     loom = resolve_loom(loom)
+    from .sources.splits import split_name
+
+    unknown = [s for s in split or [] if split_name(s) is None]
+    if unknown:
+        fail(f"--split {unknown[0]!r}: use train, val or test")
+    splits = sorted({split_name(s) for s in split}) if split else None
     if fmt == "dicom":
         from .export.dicom import DicomExportError, export_dicom
 
         try:
             report = export_dicom(loom, out_dir or loom / "exports" / "dicom", where=where,
                                   include_duplicates=include_duplicates, burned_in=burned_in, quiet=quiet or as_json,
-                                  wait=wait)
+                                  wait=wait, splits=splits)
         except (DicomExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
@@ -285,7 +295,7 @@ def export_cmd(loom: Loom,
                                      quality=quality, workers=workers or None, quiet=quiet or as_json,
                                      include_duplicates=include_duplicates, subset=subset_name,
                                      experiment=str(experiment) if experiment else None, wait=wait,
-                                     keep_metadata=keep_metadata)
+                                     keep_metadata=keep_metadata, splits=splits)
         except (TrainingExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
@@ -293,12 +303,13 @@ def export_cmd(loom: Loom,
         else:
             out.print(f"export {fmt}: {report.items} item(s) from {report.records} annotated record(s), "
                       f"{report.images} image(s), {len(report.quarantined)} quarantined; "
-                      f"{Path(report.out) / (fmt + '.json')}", highlight=False)
+                      + ", ".join(str(Path(report.out) / f) for f in report.files), highlight=False)
         return
     options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
                             shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite,
                             include_duplicates=include_duplicates, subset=subset_name,
-                            experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata)
+                            experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata,
+                            splits=splits)
     target = out_dir or loom / "exports" / fmt
     try:
         report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json, wait=wait)

@@ -213,6 +213,7 @@ def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = Fa
         folder.ensure()
         salt = catalog.ensure_salt(loom, loaded.recipe.salt)
         manifest = catalog.read_manifest(loom)
+        manifest["name"] = loaded.recipe.name
         reports = []
         with make_executor(workers) as executor:
             for source in loaded.sources:

@@ -58,6 +58,7 @@ class ExportOptions:
     subset: str | None = None  # a named subset (`medloom subset`): only its records
     experiment: str | None = None  # a `medloom cg plan` folder: its train and test records, as its splits
     keep_metadata: bool = False  # keep EXIF, XMP, comments and text chunks in exported images
+    splits: list[str] | None = None  # only these splits (train, val, test); default: every split
 
 
 @dataclass
@@ -158,10 +159,18 @@ def selection_sql(loom: Path, options: ExportOptions) -> tuple[str, str, str, st
     return joins, split, " AND ".join(f"({c})" for c in conditions), ",".join(prints)
 
 
-def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "") -> None:
+def split_condition(split: str, splits: list[str] | None) -> str:
+    """SQL keeping the records of the chosen splits (names as `medloom` spells them: train, val, test)."""
+    if not splits:
+        return ""
+    return f"({split}) IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in splits) + ")"
+
+
+def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
+            splits: list[str] | None = None) -> None:
     import duckdb
 
-    conditions = [f"({c})" for c in (where, marks) if c]
+    conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
     try:
         con.execute(f"CREATE TEMP VIEW selection AS SELECT records.*, {split} AS split FROM records {joins}"
                     + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
@@ -301,7 +310,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
     out = folder.path
     con = catalog.connect(loom)
     joins, split, marks, marks_print = selection_sql(loom, options)
-    _select(con, options.where, joins, split, marks)
+    _select(con, options.where, joins, split, marks, options.splits)
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -313,7 +322,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
                 "include_duplicates": options.include_duplicates, "subset": options.subset,
-                "experiment": options.experiment, "keep_metadata": options.keep_metadata,
+                "experiment": options.experiment, "keep_metadata": options.keep_metadata, "splits": options.splits,
                 "article": with_article}
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)

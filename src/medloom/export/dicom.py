@@ -213,13 +213,14 @@ def text_like_border(frame: np.ndarray, band: float = 0.15) -> bool:
     return False
 
 
-def _selected_files(loom: Path, where: str | None, include_duplicates: bool) -> tuple[dict, int, int]:
+def _selected_files(loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None
+                    ) -> tuple[dict, int, int]:
     """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others."""
     from . import ExportOptions, _select, selection_sql
 
     con = catalog.connect(loom)
     joins, split, marks, _ = selection_sql(loom, ExportOptions(include_duplicates=include_duplicates))
-    _select(con, where, joins, split, marks)
+    _select(con, where, joins, split, marks, splits)
     readers = {name: entry["reader"] for name, entry in catalog.read_manifest(loom)["sources"].items()}
     files: dict[tuple[str, str], tuple[str, list[str]]] = {}
     total = others = 0
@@ -233,7 +234,8 @@ def _selected_files(loom: Path, where: str | None, include_duplicates: bool) -> 
 
 
 def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_duplicates: bool = False,
-                 burned_in: str = "exclude", quiet: bool = False, wait: bool = False) -> DicomReport:
+                 burned_in: str = "exclude", quiet: bool = False, wait: bool = False,
+                 splits: list[str] | None = None) -> DicomReport:
     from ..engine.progress import progress_bar
     from ..sources.dicom import _read, display_frame
     from . import render_sources
@@ -252,7 +254,7 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
         raise DicomExportError(str(e)) from None
     started = time.perf_counter()
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
-        files, total, others = _selected_files(loom, where, include_duplicates)
+        files, total, others = _selected_files(loom, where, include_duplicates, splits)
         if not files:
             raise DicomExportError(f"none of the {total} selected records comes from a DICOM source; "
                                    "`--format dicom` copies DICOM files only")

@@ -1,12 +1,15 @@
 """Annotations as the JSON that trainers read, with the images written beside it.
 
+Each split goes to its own file, always: `FORMAT-train.json`, `FORMAT-val.json`, `FORMAT-test.json`.
+
 - `medmat`: Med-MAT's fields, one item per multiple-choice question: `id`, `caption`, `image`, `Question`
   (the instruction), `Question-choice` (the options in order, A to D), `Answer` (the correct option),
-  `Answer-choice` (its letter), `data-no` (the source).
-- `llava`: LLaVA conversations: `id`, `image`, `conversations` of `{"from": "human"|"gpt", "value"}`, the
-  first human turn starting with `<image>\\n`.
-- `sharegpt`: the multimodal ShareGPT layout LLaMA-Factory reads: `messages` of `{"role", "content"}` with
-  `<image>` in the first user turn, and `images`; a `dataset_info.json` describing it is written too.
+  `Answer-choice` (its letter), `data-no` (the source), plus `split`.
+- `llava`: LLaVA conversations: `id`, `split`, `image`, `conversations` of `{"from": "human"|"gpt", "value"}`,
+  the first human turn starting with `<image>\\n`.
+- `sharegpt`: the multimodal ShareGPT layout LLaMA-Factory reads: `id`, `split`, `messages` of
+  `{"role", "content"}` with `<image>` in the first user turn, and `images`; a `dataset_info.json` with one
+  entry per split, named after the recipe (`NAME_train`, ...), is written too.
 
 Image paths are relative to the output folder (where the JSON is), so they resolve wherever it is moved.
 """
@@ -71,7 +74,7 @@ def medmat_items(row: dict, ann: dict, image: str) -> list[dict]:
     for n, q in enumerate(x for x in ann["vqa"] if x["kind"] == "multiple-choice"):
         items.append({"id": f"{row['id']}#{n}", "caption": ann["caption"], "image": image, "Question": q["question"],
                       "Question-choice": list(q["options"]), "Answer": q["answer"],
-                      "Answer-choice": q["answer_letter"], "data-no": row["source"]})
+                      "Answer-choice": q["answer_letter"], "data-no": row["source"], "split": row["split"]})
     return items
 
 
@@ -80,7 +83,8 @@ def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
     for i, (question, answer) in enumerate(turns(ann)):
         conversation.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question})
         conversation.append({"from": "gpt", "value": answer})
-    return [{"id": row["id"], "image": image, "conversations": conversation}] if conversation else []
+    return [{"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}] \
+        if conversation else []
 
 
 def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
@@ -88,7 +92,7 @@ def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
     for i, (question, answer) in enumerate(turns(ann)):
         messages.append({"role": "user", "content": ("<image>" if i == 0 else "") + question})
         messages.append({"role": "assistant", "content": answer})
-    return [{"messages": messages, "images": [image]}] if messages else []
+    return [{"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}] if messages else []
 
 
 BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_items}
@@ -124,8 +128,8 @@ def open_training_folder(out: Path) -> OutputFolder:
 def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
                     quality: int = 90, workers: int | None = None, quiet: bool = False,
                     include_duplicates: bool = False, subset: str | None = None,
-                    experiment: str | None = None, wait: bool = False, keep_metadata: bool = False
-                    ) -> TrainingReport:
+                    experiment: str | None = None, wait: bool = False, keep_metadata: bool = False,
+                    splits: list[str] | None = None) -> TrainingReport:
     from . import ExportError, check_options
 
     if fmt not in TRAINING_FORMATS:
@@ -140,13 +144,13 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
     folder = open_training_folder(out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
-                                subset, experiment, keep_metadata)
+                                subset, experiment, keep_metadata, splits)
 
 
 def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | None, max_side: int | None,
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
-                     experiment: str | None, keep_metadata: bool) -> TrainingReport:
-    from . import ExportOptions, render_sources, selection_sql
+                     experiment: str | None, keep_metadata: bool, splits: list[str] | None) -> TrainingReport:
+    from . import ExportOptions, render_sources, selection_sql, split_condition
 
     started = time.perf_counter()
     out = folder.path
@@ -158,7 +162,8 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
                                                                experiment=experiment))
     query = (f"SELECT records.*, {split} AS split FROM records {joins} JOIN annotations a USING (id) "
              "WHERE (a.caption <> '' OR len(a.vqa) > 0 OR a.roi_text <> '')"
-             + "".join(f" AND ({c})" for c in (where, marks) if c) + " ORDER BY records.id")
+             + "".join(f" AND ({c})" for c in (where, marks, split_condition(split, splits)) if c)
+             + " ORDER BY records.id")
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)
@@ -182,9 +187,10 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
                 items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], name))
             advance(len(results))
     report.items = sum(len(v) for v in items.values())
-    report.files = write_items(folder, fmt, items, by_split=experiment is not None)
+    report.files = write_items(folder, fmt, items)
     if fmt == "sharegpt":
-        info = {Path(f).stem: {"file_name": f, "formatting": "sharegpt",
+        name = dataset_name(loom)
+        info = {f"{name}_{Path(f).stem.rsplit('-', 1)[1]}": {"file_name": f, "formatting": "sharegpt",
                                "columns": {"messages": "messages", "images": "images"},
                                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                         "assistant_tag": "assistant"}} for f in report.files}
@@ -199,10 +205,18 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     return report
 
 
-def write_items(folder: OutputFolder, fmt: str, items: dict[str, list[dict]], by_split: bool) -> list[str]:
-    """FORMAT.json with every item; for an experiment FORMAT-train.json and FORMAT-test.json instead."""
-    groups = {f"{fmt}-{split}.json": v for split, v in sorted(items.items())} if by_split else \
-        {f"{fmt}.json": [i for _, v in sorted(items.items()) for i in v]}
+def dataset_name(loom: Path) -> str:
+    """The recipe's name (kept in the catalog manifest), else the loom folder's, as a dataset key."""
+    import re
+
+    name = catalog.read_manifest(loom).get("name") or Path(loom).resolve().name
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "medloom"
+
+
+def write_items(folder: OutputFolder, fmt: str, items: dict[str, list[dict]]) -> list[str]:
+    """One file per split, always (FORMAT-train.json, FORMAT-val.json, FORMAT-test.json): a trainer pointed at
+    the training file can never read a test record."""
+    groups = {f"{fmt}-{split}.json": v for split, v in sorted(items.items())}
     for name, data in groups.items():
         folder.write_bytes(name, json.dumps(data, ensure_ascii=False, indent=1).encode())
     return sorted(groups)

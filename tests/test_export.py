@@ -99,7 +99,10 @@ def test_webdataset_export_reads_back_with_webdataset_and_hf(mixed, tmp_path):
             assert max(image.size) <= 32 and (image.width, image.height) == (meta["image_width"], meta["image_height"])
             if max(rec["width"], rec["height"]) > 32:  # aspect ratio kept within rounding
                 assert abs(image.width / image.height - rec["width"] / rec["height"]) < 0.1
-            assert sample["txt"] == (rec["caption"] or "")
+            # the text rule: the source's caption, else (no annotations here) the MAT sentence; never empty
+            assert sample["txt"] == meta["text"] and sample["txt"]
+            assert meta["text_source"] == ("source" if rec["caption"] else "template")
+            assert sample["txt"] == rec["caption"] if rec["caption"] else sample["txt"].startswith("A")
             seen[sample["__key__"]] = split
     assert set(seen) == set(records)
     for split in ("train", "val", "test"):  # one split at a time: types inferred from its first samples

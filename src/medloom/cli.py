@@ -247,6 +247,13 @@ def export_cmd(loom: Loom,
                split: Annotated[list[str] | None, typer.Option(
                    "--split", help="Only this split (train, val, test; repeatable). Default: every split, each "
                                    "to its own files.")] = None,
+               text: Annotated[str, typer.Option(
+                   help="The sample's text (.txt, the `text` column): auto (the source's caption, else the "
+                        "annotation's, else a sentence from the MAT triplet) | source | annotation | both.")] = "auto",
+               citing_sentences: Annotated[bool, typer.Option(
+                   help="Add the article sentences that cite a PMC figure to its caption.")] = False,
+               require_text: Annotated[bool, typer.Option(
+                   help="Leave out records with no text under --text (counted as filtered).")] = False,
                burned_in: Annotated[str, typer.Option(
                    help="dicom: files with burned-in text (tag or border heuristic): exclude | flag.")] = "exclude",
                keep_metadata: Annotated[bool, typer.Option(
@@ -309,7 +316,7 @@ def export_cmd(loom: Loom,
                             shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite,
                             include_duplicates=include_duplicates, subset=subset_name,
                             experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata,
-                            splits=splits)
+                            splits=splits, text=text, citing=citing_sentences, require_text=require_text)
     target = out_dir or loom / "exports" / fmt
     try:
         report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json, wait=wait)

@@ -99,3 +99,9 @@ def make_caption(record: dict, rng: random.Random, extra: dict[str, list[str]] |
         return "", ""
     templates = TEMPLATES[family] + list((extra or {}).get(family, []))
     return fill(rng.choice(templates), record), family
+
+
+def mat_caption(record: dict) -> str:
+    """The sentence every record supports, labels or not: "A CT image of the brain." (from the MAT triplet)."""
+    image = modality_phrase(record.get("modality") or "unknown")
+    return sentence(f"{with_article(image)} {anatomy_phrase(record.get('anatomy') or 'unknown')}".strip())

@@ -31,6 +31,7 @@ from ..locks import hold
 from ..outputs import OutputFolder, written_by_medloom
 from .parquet import ParquetShardWriter
 from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
+from .texts import TEXT_MODES, annotation_metadata, choose_text, text_condition
 from .webdataset import TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
@@ -59,6 +60,9 @@ class ExportOptions:
     experiment: str | None = None  # a `medloom cg plan` folder: its train and test records, as its splits
     keep_metadata: bool = False  # keep EXIF, XMP, comments and text chunks in exported images
     splits: list[str] | None = None  # only these splits (train, val, test); default: every split
+    text: str = "auto"  # which caption is the sample's text: auto | source | annotation | both (see texts.py)
+    citing: bool = False  # add the sentences that cite a PMC figure to its source caption
+    require_text: bool = False  # leave out records with no text under `text` (counted as filtered)
 
 
 @dataclass
@@ -98,7 +102,7 @@ def hf_features(folder: Path):
     import datasets
 
     from .parquet import hf_feature
-    from .render import ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
+    from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 
     manifest = read_export_manifest(Path(folder))
     if manifest is None or manifest["settings"]["format"] != "webdataset":
@@ -107,6 +111,8 @@ def hf_features(folder: Path):
     json_type = SAMPLE_JSON_TYPE
     if manifest["settings"].get("article"):
         json_type = pa.struct(list(json_type) + [("article", ARTICLE_JSON_TYPE)])
+    if manifest["settings"].get("annotation"):
+        json_type = pa.struct(list(json_type) + [("annotation", ANNOTATION_JSON_TYPE)])
     features = {image: {"_type": "Image"}, "json": hf_feature(json_type)}
     if "txt" in rest:
         features["txt"] = {"dtype": "string", "_type": "Value"}
@@ -166,14 +172,24 @@ def split_condition(split: str, splits: list[str] | None) -> str:
     return f"({split}) IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in splits) + ")"
 
 
+def has_view(con, name: str) -> bool:
+    return name in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+
+
 def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
-            splits: list[str] | None = None) -> None:
+            splits: list[str] | None = None, text: str = "") -> None:
+    """The `selection` view: the chosen records with their split and, when the loom has annotations, the
+    annotation's caption, caption source, ROI text and questions (`ann_*`)."""
     import duckdb
 
     conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
+    ann = ", ann.caption AS ann_caption, ann.caption_source AS ann_caption_source, ann.roi_text AS ann_roi_text, " \
+          "ann.vqa AS ann_vqa" if has_view(con, "annotations") else ""
+    joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
     try:
-        con.execute(f"CREATE TEMP VIEW selection AS SELECT records.*, {split} AS split FROM records {joins}"
-                    + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
+        inner = (f"SELECT records.*, {split} AS split{ann} FROM records {joins}"
+                 + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
+        con.execute(f"CREATE TEMP VIEW selection AS SELECT * FROM ({inner})" + (f" WHERE {text}" if text else ""))
         con.execute("SELECT count(*) FROM selection").fetchall()
     except duckdb.Error as e:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
@@ -239,7 +255,7 @@ def open_export_folder(out: Path) -> OutputFolder:
     except (ValueError, OSError):
         previous = None
     if isinstance(previous, dict) and "plan" in previous and "medloom" in previous:
-        adopt = [MANIFEST, "quarantine.jsonl"] + [s["file"] for split in previous.get("splits", {}).values()
+        adopt = [MANIFEST, "quarantine.jsonl", "sizes.json"] + [s["file"] for split in previous.get("splits", {}).values()
                                                   for s in split.get("shards", [])]
     folder = OutputFolder(out, adopt=adopt)
     if out.exists() and not out.is_dir():
@@ -258,7 +274,7 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
             raise ExportError(f"{out} holds an export of another selection, other settings or an older catalog; "
                               "pass --overwrite to replace it, or choose another --out")
         folder.remove_temporary()
-        folder.remove_many([*shards, "quarantine.jsonl"])  # only files medloom wrote
+        folder.remove_many([*shards, "quarantine.jsonl", "sizes.json"])  # only files medloom wrote
         return None
     for split in previous["splits"].values():
         listed, kept = split["shards"], []
@@ -310,19 +326,26 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
     out = folder.path
     con = catalog.connect(loom)
     joins, split, marks, marks_print = selection_sql(loom, options)
-    _select(con, options.where, joins, split, marks, options.splits)
+    if options.text not in TEXT_MODES:
+        raise ExportError(f"--text {options.text!r}: choose one of {', '.join(TEXT_MODES)}")
+    _select(con, options.where, joins, split, marks, options.splits,
+            text_condition(options.text, options.citing) if options.require_text else "")
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchone()[0]
     split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
     ext = _image_ext(con, options, sources)
-    with_txt = con.execute("SELECT count(*) FROM selection WHERE coalesce(caption, '') <> ''").fetchone()[0] > 0
+    cond = text_condition(options.text, options.citing)
+    with_txt = not cond or con.execute(f"SELECT count(*) FROM selection WHERE {cond}").fetchone()[0] > 0
+    with_annotation = has_view(con, "annotations")
     with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchone()[0] > 0
     settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
                 "include_duplicates": options.include_duplicates, "subset": options.subset,
                 "experiment": options.experiment, "keep_metadata": options.keep_metadata, "splits": options.splits,
+                "text": options.text, "citing": options.citing, "require_text": options.require_text,
+                "annotation": with_annotation,
                 "article": with_article}
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
@@ -386,11 +409,13 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                                                 "reason": result["reason"], "message": result["message"]})
                     continue
                 files = {ext: result["image"]}
+                text = choose_text(row, options.text, options.citing)
                 if options.format == "webdataset":
                     files["json"] = sample_json(row, result["width"], result["height"],
-                                                state["settings"].get("article", False))
+                                                state["settings"].get("article", False), text,
+                                                state["settings"].get("annotation", False))
                     if state["settings"]["txt"]:
-                        files["txt"] = (row["caption"] or "").encode()
+                        files["txt"] = text[0].encode()
                 need = writer.sample_size(files, row["id"]) if writer else 0
                 if writer and (writer.samples >= options.shard_size or
                                _final_size(writer.size + need, options.format) > options.shard_bytes):
@@ -401,7 +426,9 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                 if options.format == "webdataset":
                     writer.add(row["id"], files)
                 else:
-                    writer.add(row["id"], row, result["image"], result["width"], result["height"])
+                    writer.add(row["id"], {**row, "text": text[0], "text_source": text[1],
+                                           "annotation": annotation_metadata(row)},
+                               result["image"], result["width"], result["height"])
             advance(len(results))
         if writer is not None:
             commit(position)
@@ -430,5 +457,8 @@ def _finish(folder: OutputFolder, state: dict, report: ExportReport, write: bool
     if write:
         lines = "".join(json.dumps(q, sort_keys=True) + "\n" for q in state["quarantine"])
         folder.write_bytes("quarantine.jsonl", lines.encode())
+        if state["settings"]["format"] == "webdataset":  # open_clip reads the sample count per shard here
+            sizes = {s["file"]: s["samples"] for split in state["splits"].values() for s in split["shards"]}
+            folder.write_bytes("sizes.json", json.dumps(sizes, indent=1, sort_keys=True).encode())
         _write_state(folder, state)
     return report

@@ -15,12 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..records import RECORD_SCHEMA
+from .render import ANNOTATION_JSON_TYPE
 from .webdataset import ShardFile
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 EXPORT_SCHEMA = pa.schema(
     [("key", pa.string()), ("split", pa.string()), ("image", IMAGE_TYPE), ("image_width", pa.int32()),
-     ("image_height", pa.int32())] + list(RECORD_SCHEMA)
+     ("image_height", pa.int32()), ("text", pa.string()), ("text_source", pa.string())] + list(RECORD_SCHEMA)
+    + [("annotation", ANNOTATION_JSON_TYPE)]
 )
 ROW_GROUP = 256
 

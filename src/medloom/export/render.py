@@ -30,6 +30,7 @@ from ..records import ARTICLE_TYPE
 from ..sources import get_reader
 from .metadata import MetadataError
 from .metadata import strip as strip_metadata
+from .texts import annotation_metadata
 
 RENDERED_READERS = frozenset({"dicom", "nifti"})  # readers whose records need their own render()
 PASSTHROUGH_FORMATS = {"jpg": "JPEG", "png": "PNG"}
@@ -134,7 +135,8 @@ ARTICLE_LISTS = tuple(f.name for f in ARTICLE_TYPE if pa.types.is_list(f.type))
 ARTICLE_JSON_TYPE = pa.struct([(f.name, pa.int64() if pa.types.is_integer(f.type) else f.type) for f in ARTICLE_TYPE])
 
 
-def sample_metadata(row: dict, width: int, height: int, with_article: bool = False) -> dict:
+def sample_metadata(row: dict, width: int, height: int, with_article: bool = False, text: tuple[str, str] = ("", ""),
+                    with_annotation: bool = False) -> dict:
     """The `.json` of a WebDataset sample: every record field, with types that never change.
 
     Readers infer field types from the first samples (HF `datasets` from five), so no field is ever
@@ -164,7 +166,9 @@ def sample_metadata(row: dict, width: int, height: int, with_article: bool = Fal
         "license": row["license"] or "", "commercial_use": "unknown" if use is None else ("yes" if use else "no"),
         "description": row["description"] or "", "caption": row["caption"] or "",
         "render": render, "meta": row["meta"] or "",
-    } | ({"article": article_metadata(row.get("article"))} if with_article else {})
+        "text": text[0], "text_source": text[1],
+    } | ({"article": article_metadata(row.get("article"))} if with_article else {}) \
+      | ({"annotation": annotation_metadata(row)} if with_annotation else {})
 
 
 SAMPLE_JSON_TYPE = pa.struct(
@@ -179,10 +183,17 @@ SAMPLE_JSON_TYPE = pa.struct(
     + [("render", pa.struct([("window_center", pa.float64()), ("window_width", pa.float64()),
                              ("window_source", pa.string()), ("invert", pa.bool_()), ("axis", pa.int64()),
                              ("volume", pa.int64())])),
-       ("meta", pa.string())]
+       ("meta", pa.string()), ("text", pa.string()), ("text_source", pa.string())]
 )  # the types of `sample_metadata`, for readers that want them declared rather than inferred
+ANNOTATION_JSON_TYPE = pa.struct(
+    [("caption", pa.string()), ("caption_source", pa.string()), ("roi_text", pa.string()),
+     ("questions", pa.list_(pa.struct([(n, pa.string()) for n in ("kind", "question")]
+                                      + [("options", pa.list_(pa.string()))]
+                                      + [(n, pa.string()) for n in ("answer", "answer_letter", "prompt")]
+                                      + [("box", pa.list_(pa.float64()))])))])
 
 
-def sample_json(row: dict, width: int, height: int, with_article: bool = False) -> bytes:
-    return json.dumps(sample_metadata(row, width, height, with_article), ensure_ascii=False,
+def sample_json(row: dict, width: int, height: int, with_article: bool = False, text: tuple[str, str] = ("", ""),
+                with_annotation: bool = False) -> bytes:
+    return json.dumps(sample_metadata(row, width, height, with_article, text, with_annotation), ensure_ascii=False,
                       separators=(",", ":")).encode()

@@ -28,6 +28,7 @@ from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..locks import hold
 from ..outputs import ForeignFileError, OutputFolder, write_atomic
+from .texts import choose_text
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt")
 DESCRIBE = "Describe this image."
@@ -57,11 +58,19 @@ def image_name(record_id: str, ext: str) -> str:
     return f"images/{record_id}.{ext}"
 
 
-def turns(ann: dict) -> list[tuple[str, str]]:
-    """(question, answer) pairs for a conversation: caption, ROI description, then every question."""
+def description(row: dict, ann: dict) -> str:
+    """The answer to "describe this image": the source's own caption when it has one, else the annotation's
+    (the rule of `export/texts.py` in `auto` mode, without the MAT-only sentence)."""
+    text, origin = choose_text({**row, "ann_caption": ann["caption"]}, "auto")
+    return text if origin in ("source", "annotation") else ""
+
+
+def turns(row: dict, ann: dict) -> list[tuple[str, str]]:
+    """(question, answer) pairs for a conversation: the description, ROI description, then every question."""
     out = []
-    if ann["caption"]:
-        out.append((DESCRIBE, ann["caption"]))
+    caption = description(row, ann)
+    if caption:
+        out.append((DESCRIBE, caption))
     if ann["roi_text"]:
         out.append((DESCRIBE_REGIONS, ann["roi_text"]))
     for q in ann["vqa"]:
@@ -72,7 +81,7 @@ def turns(ann: dict) -> list[tuple[str, str]]:
 def medmat_items(row: dict, ann: dict, image: str) -> list[dict]:
     items = []
     for n, q in enumerate(x for x in ann["vqa"] if x["kind"] == "multiple-choice"):
-        items.append({"id": f"{row['id']}#{n}", "caption": ann["caption"], "image": image, "Question": q["question"],
+        items.append({"id": f"{row['id']}#{n}", "caption": description(row, ann), "image": image, "Question": q["question"],
                       "Question-choice": list(q["options"]), "Answer": q["answer"],
                       "Answer-choice": q["answer_letter"], "data-no": row["source"], "split": row["split"]})
     return items
@@ -80,7 +89,7 @@ def medmat_items(row: dict, ann: dict, image: str) -> list[dict]:
 
 def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
     conversation = []
-    for i, (question, answer) in enumerate(turns(ann)):
+    for i, (question, answer) in enumerate(turns(row, ann)):
         conversation.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question})
         conversation.append({"from": "gpt", "value": answer})
     return [{"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}] \
@@ -89,7 +98,7 @@ def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
 
 def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
     messages = []
-    for i, (question, answer) in enumerate(turns(ann)):
+    for i, (question, answer) in enumerate(turns(row, ann)):
         messages.append({"role": "user", "content": ("<image>" if i == 0 else "") + question})
         messages.append({"role": "assistant", "content": answer})
     return [{"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}] if messages else []

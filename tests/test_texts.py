@@ -1,0 +1,103 @@
+"""The one text rule every export follows: source caption, annotation caption, MAT sentence; `--text`,
+`--require-text`, annotations in the sample JSON and the Parquet columns, and open_clip's sizes.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_image, write_recipe
+
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+
+
+def cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def samples(out: Path) -> dict[str, dict]:
+    found = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                key, ext = m.name.split(".", 1)
+                found.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return found
+
+
+@pytest.fixture(scope="module")
+def loom(tmp_path_factory):
+    """A captioned CSV source (two rows without a caption) and a class-folder source with no captions."""
+    tmp = tmp_path_factory.mktemp("texts")
+    for i in range(4):
+        make_image(tmp / "csv" / f"c{i}.png", seed=i)
+    (tmp / "csv" / "labels.csv").write_text("file,label,report\n" + "".join(
+        f"c{i}.png,{('normal', 'effusion')[i % 2]},{'Small left effusion.' if i < 2 else ''}\n" for i in range(4)))
+    for i in range(2):
+        make_image(tmp / "folder" / "nodule" / f"f{i}.png", seed=10 + i)
+    recipe = write_recipe(tmp, [
+        dict(name="rep", reader="csv", path=str(tmp / "csv"), csv="labels.csv", image_column="file",
+             label_column="label", caption_column="report", modality="X-ray", anatomy="chest", task="disease"),
+        dict(name="bare", reader="imagefolder", path=str(tmp / "folder"), modality="CT", anatomy="lung",
+             task="disease")])
+    cli("ingest", recipe, "-q")
+    return tmp / "loom"
+
+
+def test_auto_text_is_never_empty_and_says_where_it_came_from(loom, tmp_path):
+    out = tmp_path / "plain"
+    cli("export", loom, "--out", out, "-q")  # before annotate: source captions, else the MAT sentence
+    got = {k: (v["txt"].decode(), json.loads(v["json"])["text_source"]) for k, v in samples(out).items()}
+    assert got["rep/c0_png"] == ("Small left effusion.", "source")
+    assert got["rep/c2_png"] == ("An X-ray image of the chest.", "template")
+    assert got["bare/nodule/f0_png"] == ("A CT image of the lung.", "template")
+    sizes = json.loads((out / "sizes.json").read_text())  # what open_clip's get_dataset_size reads
+    assert sizes == {p.name: sum(1 for k in samples_in(p)) for p in out.glob("*.tar")} and sum(sizes.values()) == 6
+    cli("annotate", loom, "-q")
+    out = tmp_path / "annotated"
+    cli("export", loom, "--out", out, "-q")
+    got = {k: (v["txt"].decode(), json.loads(v["json"])) for k, v in samples(out).items()}
+    assert got["rep/c0_png"][0] == "Small left effusion."  # the source's own words win
+    text, meta = got["rep/c3_png"]
+    assert meta["text_source"] == "annotation" and text == meta["annotation"]["caption"] and "effusion" in text
+    assert meta["annotation"]["questions"] and meta["annotation"]["questions"][0]["kind"] == "multiple-choice"
+    assert set(got["bare/nodule/f0_png"][1]["annotation"]) == {"caption", "caption_source", "roi_text", "questions"}
+
+
+def samples_in(shard: Path) -> set[str]:
+    with tarfile.open(shard) as tar:
+        return {m.name.split(".", 1)[0] for m in tar}
+
+
+def test_text_modes_and_require_text(loom, tmp_path):
+    cli("annotate", loom, "-q")
+    out = tmp_path / "source"
+    report = json.loads(cli("export", loom, "--out", out, "--text", "source", "--require-text", "--json").stdout)
+    assert (report["exported"], report["filtered"]) == (2, 4)  # only the two rows with a report
+    assert {v["txt"].decode() for v in samples(out).values()} == {"Small left effusion."}
+    out = tmp_path / "both"
+    cli("export", loom, "--out", out, "--text", "both", "-q")
+    both = {k: v["txt"].decode() for k, v in samples(out).items()}
+    assert both["rep/c0_png"].startswith("Small left effusion. ") and len(both["rep/c0_png"]) > 25
+    out = tmp_path / "pq"
+    cli("export", loom, "--format", "parquet", "--out", out, "--text", "annotation", "-q")
+    table = pq.read_table(next(out.glob("*.parquet")), columns=["id", "text", "text_source", "annotation"]).to_pylist()
+    assert all(r["text_source"] == "annotation" and r["text"] == r["annotation"]["caption"] for r in table)
+
+
+def test_training_formats_describe_with_the_source_caption(loom, tmp_path):
+    cli("annotate", loom, "-q")
+    out = tmp_path / "llava"
+    cli("export", loom, "--format", "llava", "--out", out, "-q")
+    items = {i["id"]: i for i in json.loads((out / "llava-train.json").read_text())}
+    first = items["rep/c0_png"]["conversations"]
+    assert first[0]["value"] == "<image>\nDescribe this image." and first[1]["value"] == "Small left effusion."
+    assert items["rep/c3_png"]["conversations"][1]["value"] != "Small left effusion."  # the annotation's caption

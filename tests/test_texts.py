@@ -101,3 +101,42 @@ def test_training_formats_describe_with_the_source_caption(loom, tmp_path):
     first = items["rep/c0_png"]["conversations"]
     assert first[0]["value"] == "<image>\nDescribe this image." and first[1]["value"] == "Small left effusion."
     assert items["rep/c3_png"]["conversations"][1]["value"] != "Small left effusion."  # the annotation's caption
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_the_dataset_card_loads_every_split_in_one_call(tmp_path, fmt):
+    """`datasets.load_dataset(EXPORT_DIR)` reads the card's configs and features: every split in one call,
+    even when a list field is empty throughout one split (which inference would type as null)."""
+    import datasets
+    import yaml
+
+    for i in range(9):
+        split = ("train", "val", "test")[i % 3]
+        make_image(tmp_path / "data" / split / ("normal", "effusion")[i % 2] / f"x{i}.png", seed=i)
+    (tmp_path / "boxes").mkdir()
+    for i in range(3):
+        make_image(tmp_path / "boxes" / f"b{i}.png", seed=20 + i)
+    (tmp_path / "boxes" / "b.csv").write_text("file,label,x0,y0,x1,y1\n" + "".join(
+        f"b{i}.png,nodule,2,2,20,20\n" for i in range(3)))
+    recipe = write_recipe(tmp_path, [
+        dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"), modality="X-ray", anatomy="chest",
+             task="disease", license="CC BY 4.0"),
+        dict(name="box", reader="csv", path=str(tmp_path / "boxes"), csv="b.csv", image_column="file",
+             label_column="label", box_columns={"xmin": "x0", "ymin": "y0", "xmax": "x1", "ymax": "y1"},
+             modality="CT", anatomy="lung", task="lesion detection", license="CC BY 4.0", split="train")])
+    cli("ingest", recipe, "-q")
+    out = tmp_path / fmt
+    cli("export", tmp_path / "loom", "--format", fmt, "--out", out, "-q")
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert [d["split"] for d in header["configs"][0]["data_files"]] == ["test", "train", "val"]
+    assert header["license"] == "cc-by-4.0" and header["size_categories"] == ["n<1K"]
+    assert set(header["task_categories"]) == {"image-classification", "object-detection"}
+    assert "| box | CC BY 4.0 | 3 |" in card and "## Quarantine" in card
+    loaded = datasets.load_dataset(str(out))
+    assert {k: v.num_rows for k, v in loaded.items()} == {"train": 6, "val": 3, "test": 3}
+    rois = loaded["val"].features["json"]["rois"] if fmt == "webdataset" else loaded["val"].features["rois"]
+    assert "bbox" in str(rois)  # declared, though no val record has a box
+    row = loaded["train"].filter(lambda r: (r["json"] if fmt == "webdataset" else r)["source"] == "box")[0]
+    first = (row["json"] if fmt == "webdataset" else row)["rois"][0]
+    assert first["label"] == "nodule"

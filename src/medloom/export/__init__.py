@@ -29,6 +29,7 @@ from ..engine.progress import progress_bar
 from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
 from ..locks import hold
 from ..outputs import OutputFolder, written_by_medloom
+from .card import parquet_features, webdataset_features, write_card
 from .parquet import ParquetShardWriter
 from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
 from .texts import TEXT_MODES, annotation_metadata, choose_text, text_condition
@@ -97,27 +98,18 @@ def hf_features(folder: Path):
     """HF `datasets.Features` of a WebDataset export, to pass as `load_dataset("webdataset", ..., features=)`.
 
     `datasets` infers types from the first samples of one shard; a list that is empty there (no ROIs
-    in that split, say) would be typed as null and fail later. Declared features avoid the guess.
+    in that split, say) would be typed as null and fail later. Declared features avoid the guess (the
+    export's README.md declares the same for `load_dataset(EXPORT_DIR)`).
     """
     import datasets
 
-    from .parquet import hf_feature
-    from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
+    from .card import webdataset_features
 
     manifest = read_export_manifest(Path(folder))
     if manifest is None or manifest["settings"]["format"] != "webdataset":
         raise ExportError(f"{folder}: not a medloom WebDataset export (no manifest.json for format webdataset)")
     image, *rest = manifest["fields"]
-    json_type = SAMPLE_JSON_TYPE
-    if manifest["settings"].get("article"):
-        json_type = pa.struct(list(json_type) + [("article", ARTICLE_JSON_TYPE)])
-    if manifest["settings"].get("annotation"):
-        json_type = pa.struct(list(json_type) + [("annotation", ANNOTATION_JSON_TYPE)])
-    features = {image: {"_type": "Image"}, "json": hf_feature(json_type)}
-    if "txt" in rest:
-        features["txt"] = {"dtype": "string", "_type": "Value"}
-    features.update({k: {"dtype": "string", "_type": "Value"} for k in ("__key__", "__url__")})
-    return datasets.Features.from_dict(features)
+    return datasets.Features.from_dict(webdataset_features(manifest["settings"], image, "txt" in rest))
 
 
 def _quoted(path: Path) -> str:
@@ -255,8 +247,8 @@ def open_export_folder(out: Path) -> OutputFolder:
     except (ValueError, OSError):
         previous = None
     if isinstance(previous, dict) and "plan" in previous and "medloom" in previous:
-        adopt = [MANIFEST, "quarantine.jsonl", "sizes.json"] + [s["file"] for split in previous.get("splits", {}).values()
-                                                  for s in split.get("shards", [])]
+        shards = [s["file"] for split in previous.get("splits", {}).values() for s in split.get("shards", [])]
+        adopt = [MANIFEST, "quarantine.jsonl", "sizes.json", "README.md", *shards]
     folder = OutputFolder(out, adopt=adopt)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
@@ -274,7 +266,7 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
             raise ExportError(f"{out} holds an export of another selection, other settings or an older catalog; "
                               "pass --overwrite to replace it, or choose another --out")
         folder.remove_temporary()
-        folder.remove_many([*shards, "quarantine.jsonl", "sizes.json"])  # only files medloom wrote
+        folder.remove_many([*shards, "quarantine.jsonl", "sizes.json", "README.md"])  # only files medloom wrote
         return None
     for split in previous["splits"].values():
         listed, kept = split["shards"], []
@@ -369,6 +361,11 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
             report.shards_written += _export_split(con, folder, state, split, size, options, ext, executor,
                                                    render_settings, advance)
     state["complete"] = True
+    if options.format == "webdataset":
+        features = webdataset_features(state["settings"], ext, state["settings"]["txt"])
+    else:
+        features = parquet_features()
+    write_card(folder, loom, con, state, features, FORMATS[options.format])
     return _finish(folder, state, report, write=True)
 
 

@@ -140,3 +140,29 @@ def test_the_dataset_card_loads_every_split_in_one_call(tmp_path, fmt):
     row = loaded["train"].filter(lambda r: (r["json"] if fmt == "webdataset" else r)["source"] == "box")[0]
     first = (row["json"] if fmt == "webdataset" else row)["rois"][0]
     assert first["label"] == "nodule"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
+def test_croissant_validates_and_reads(tmp_path, fmt):
+    import mlcroissant as mlc
+
+    for i in range(6):
+        make_image(tmp_path / "data" / ("train", "test")[i % 2] / ("normal", "effusion")[i % 3 % 2] / f"x{i}.png",
+                   seed=i)
+    recipe = write_recipe(tmp_path, [dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"),
+                                          modality="X-ray", anatomy="chest", task="disease", license="CC BY 4.0")])
+    cli("ingest", recipe, "-q")
+    out = tmp_path / fmt
+    cli("export", tmp_path / "loom", "--format", fmt, "--out", out, "-q")
+    doc = json.loads((out / "croissant.json").read_text())
+    assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.1"
+    assert doc["license"] == "https://creativecommons.org/licenses/by/4.0/"
+    assert all(k in doc for k in ("rai:dataCollection", "rai:dataPreprocessingProtocol", "rai:dataAnnotationProtocol",
+                                  "rai:machineAnnotationTools", "rai:personalSensitiveInformation",
+                                  "rai:dataLimitations"))
+    dataset = mlc.Dataset(jsonld=out / "croissant.json")  # raises on any validation error
+    assert dataset.metadata.record_sets[0].name == "samples"
+    if fmt == "parquet":
+        records = list(dataset.records("samples"))
+        assert len(records) == 6
+        assert {r["samples/split"].decode() for r in records} == {"train", "test"}

@@ -30,6 +30,7 @@ from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VO
 from ..locks import hold
 from ..outputs import OutputFolder, written_by_medloom
 from .card import parquet_features, webdataset_features, write_card
+from .croissant import write_croissant
 from .parquet import ParquetShardWriter
 from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
 from .texts import TEXT_MODES, annotation_metadata, choose_text, text_condition
@@ -37,6 +38,7 @@ from .webdataset import TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
 MANIFEST = "manifest.json"
+EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json")  # beside the shards
 BATCH = 32  # records per worker task
 TAR_RECORD = 10240  # tar archives are padded to a multiple of this
 DEFAULT_SPLIT = "train"  # records whose source defines no split
@@ -248,7 +250,7 @@ def open_export_folder(out: Path) -> OutputFolder:
         previous = None
     if isinstance(previous, dict) and "plan" in previous and "medloom" in previous:
         shards = [s["file"] for split in previous.get("splits", {}).values() for s in split.get("shards", [])]
-        adopt = [MANIFEST, "quarantine.jsonl", "sizes.json", "README.md", *shards]
+        adopt = [MANIFEST, *EXTRA_FILES, *shards]
     folder = OutputFolder(out, adopt=adopt)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
@@ -266,7 +268,7 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
             raise ExportError(f"{out} holds an export of another selection, other settings or an older catalog; "
                               "pass --overwrite to replace it, or choose another --out")
         folder.remove_temporary()
-        folder.remove_many([*shards, "quarantine.jsonl", "sizes.json", "README.md"])  # only files medloom wrote
+        folder.remove_many([*shards, *EXTRA_FILES])  # only files medloom wrote
         return None
     for split in previous["splits"].values():
         listed, kept = split["shards"], []
@@ -366,6 +368,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
     else:
         features = parquet_features()
     write_card(folder, loom, con, state, features, FORMATS[options.format])
+    write_croissant(folder, loom, con, state, FORMATS[options.format])
     return _finish(folder, state, report, write=True)
 
 

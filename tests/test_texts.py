@@ -166,3 +166,41 @@ def test_croissant_validates_and_reads(tmp_path, fmt):
         records = list(dataset.records("samples"))
         assert len(records) == 6
         assert {r["samples/split"].decode() for r in records} == {"train", "test"}
+
+
+def test_masks_match_the_exported_image(tmp_path):
+    """ROI masks (COCO RLE) refer to the exported image's size: pycocotools decodes them to the source mask
+    resized as the image was."""
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as coco_mask
+
+    (tmp_path / "seg" / "masks").mkdir(parents=True)
+    truth = {}
+    for i in range(3):
+        make_image(tmp_path / "seg" / "images" / f"s{i}.png", size=(120, 90), seed=i)
+        m = np.zeros((90, 120), np.uint8)
+        m[10 + i:60, 20:70 + 5 * i] = 255
+        m[70:80, 90:115] = 255
+        Image.fromarray(m).save(tmp_path / "seg" / "masks" / f"s{i}.png")
+        truth[f"seg/images/s{i}_png"] = m
+    cli("ingest", write_recipe(tmp_path, [dict(name="seg", reader="masks", path=str(tmp_path / "seg"),
+                                               modality="microscopy", anatomy="cell", task="cell segmentation")]), "-q")
+    for max_side, fmt in ((40, "webdataset"), (None, "webdataset"), (40, "parquet")):
+        out = tmp_path / f"out{max_side}{fmt}"
+        cli("export", tmp_path / "loom", "--format", fmt, "--out", out, "-q",
+            *(["--max-side", str(max_side)] if max_side else []))
+        if fmt == "webdataset":
+            metas = [json.loads(v["json"]) for v in samples(out).values()]
+        else:
+            metas = pq.read_table(next(out.glob("*.parquet")), columns=["id", "rois", "image_width", "image_height"]
+                                  ).to_pylist()
+        for meta in metas:
+            w, h = meta["image_width"], meta["image_height"]
+            assert (w, h) == ((40, 30) if max_side else (120, 90))
+            union = np.zeros((h, w), bool)
+            for roi in meta["rois"]:
+                rle = coco_mask.frPyObjects({"counts": list(roi["rle"]), "size": [h, w]}, h, w)
+                union |= coco_mask.decode(rle).astype(bool)
+            expected = np.asarray(Image.fromarray(truth[meta["id"]]).resize((w, h), Image.Resampling.BOX)) >= 128
+            assert (union == expected).mean() > 0.99 and union.sum() > 0

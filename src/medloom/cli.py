@@ -302,7 +302,7 @@ def export_cmd(loom: Loom,
                                      quality=quality, workers=workers or None, quiet=quiet or as_json,
                                      include_duplicates=include_duplicates, subset=subset_name,
                                      experiment=str(experiment) if experiment else None, wait=wait,
-                                     keep_metadata=keep_metadata, splits=splits)
+                                     keep_metadata=keep_metadata, splits=splits, image_format=image_format)
         except (TrainingExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:

@@ -44,7 +44,7 @@ TAR_RECORD = 10240  # tar archives are padded to a multiple of this
 DEFAULT_SPLIT = "train"  # records whose source defines no split
 
 
-class ExportError(Exception):
+class ExportError(ValueError):
     """A problem with the request (bad --where, an occupied folder); the message says what to do."""
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
@@ -25,6 +26,8 @@ from ..imaging import (
     fit,
     open_image,
     read_file,
+    rle_decode,
+    rle_positions,
 )
 from ..records import ARTICLE_TYPE
 from ..sources import get_reader
@@ -101,13 +104,33 @@ def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, in
     return encode(im, settings["image_format"], settings["quality"], keep), im.width, im.height
 
 
+def rescale_rle(counts: list[int], height: int, width: int, new_height: int, new_width: int) -> list[int]:
+    """A mask's COCO RLE at another image size: each exported pixel is in the mask when at least half of the
+    source pixels it covers are (a box filter, so thin structures do not vanish the way nearest-neighbour
+    sampling drops them)."""
+    mask = Image.fromarray(rle_decode(counts, height, width).astype(np.uint8) * 255)
+    small = np.asarray(mask.resize((new_width, new_height), Image.Resampling.BOX)) >= 128
+    return rle_positions(np.flatnonzero(small.T.ravel()), new_width * new_height)
+
+
+def exported_rois(row: dict, width: int, height: int) -> list[dict]:
+    """The record's ROIs for an image exported at width x height: boxes are normalised (size-free), masks are
+    re-encoded at the exported size, so every RLE matches the image beside it."""
+    if (width, height) == (row["width"], row["height"]):
+        return row["rois"]
+    return [{**r, "rle": rescale_rle(r["rle"], row["height"], row["width"], height, width) if r.get("rle") else
+             r.get("rle")} for r in row["rois"] or []]
+
+
 def render_part(table: pa.Table, settings: dict) -> list[dict]:
-    """One result per record: {"row", "image", "width", "height"} or {"row", "reason", "message"}."""
+    """One result per record: {"row", "image", "width", "height"} or {"row", "reason", "message"}; the row's
+    ROI masks are at the exported image's size."""
     cache: dict = {}  # the last DICOM file or NIfTI volume: a part holds a volume's slices together
     out = []
     for row in table.to_pylist():
         try:
             image, width, height = render_image(row, settings, cache)
+            row["rois"] = exported_rois(row, width, height)
             out.append({"row": row, "image": image, "width": width, "height": height})
         except DecodeError as e:
             out.append({"row": row, "reason": e.reason, "message": str(e)})

@@ -138,7 +138,7 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
                     quality: int = 90, workers: int | None = None, quiet: bool = False,
                     include_duplicates: bool = False, subset: str | None = None,
                     experiment: str | None = None, wait: bool = False, keep_metadata: bool = False,
-                    splits: list[str] | None = None) -> TrainingReport:
+                    splits: list[str] | None = None, image_format: str = "jpg") -> TrainingReport:
     from . import ExportError, check_options
 
     if fmt not in TRAINING_FORMATS:
@@ -147,19 +147,22 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
         check_options(max_side, quality)
     except ExportError as e:
         raise TrainingExportError(str(e)) from None
+    if image_format not in ("jpg", "png", "keep"):
+        raise TrainingExportError(f"image format {image_format!r}: choose jpg, png or keep")
     loom, out = Path(loom), Path(out)
     if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
         raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
     folder = open_training_folder(out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
-                                subset, experiment, keep_metadata, splits)
+                                subset, experiment, keep_metadata, splits, image_format)
 
 
 def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | None, max_side: int | None,
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
-                     experiment: str | None, keep_metadata: bool, splits: list[str] | None) -> TrainingReport:
-    from . import ExportOptions, render_sources, selection_sql, split_condition
+                     experiment: str | None, keep_metadata: bool, splits: list[str] | None,
+                     image_format: str) -> TrainingReport:
+    from . import ExportOptions, _image_ext, _select, render_sources, selection_sql
 
     started = time.perf_counter()
     out = folder.path
@@ -167,30 +170,31 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     if "annotations" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
-    joins, split, marks, _ = selection_sql(loom, ExportOptions(include_duplicates=include_duplicates, subset=subset,
-                                                               experiment=experiment))
-    query = (f"SELECT records.*, {split} AS split FROM records {joins} JOIN annotations a USING (id) "
-             "WHERE (a.caption <> '' OR len(a.vqa) > 0 OR a.roi_text <> '')"
-             + "".join(f" AND ({c})" for c in (where, marks, split_condition(split, splits)) if c)
-             + " ORDER BY records.id")
+    options = ExportOptions(include_duplicates=include_duplicates, subset=subset, experiment=experiment,
+                            image_format=image_format)
+    joins, split, marks, _ = selection_sql(loom, options)
+    _select(con, where, joins, split, marks, splits,
+            "coalesce(ann_caption, '') <> '' OR len(ann_vqa) > 0 OR coalesce(ann_roi_text, '') <> ''")
+    ext = _image_ext(con, options, sources)
+    query = "SELECT * FROM selection ORDER BY id"
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
-    total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
+    total = con.execute("SELECT count(*) FROM selection").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)
-    settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": max_side,
+    settings = {"sources": sources, "image_format": ext, "keep_bytes": image_format == "keep", "max_side": max_side,
                 "quality": quality, "keep_metadata": keep_metadata}
     items: dict[str, list[dict]] = {}
     batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(256))
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \
             progress_bar(f"export {fmt}", total, quiet) as advance:
         for _, results in executor.map("export.render", batches, settings, ordered=True):
-            folder.claim_many(image_name(r["row"]["id"], "jpg") for r in results if "reason" not in r)
+            folder.claim_many(image_name(r["row"]["id"], ext) for r in results if "reason" not in r)
             for result in results:
                 row = result["row"]
                 if "reason" in result:
                     report.quarantined.append({"id": row["id"], "reason": result["reason"],
                                                "message": result["message"]})
                     continue
-                name = image_name(row["id"], "jpg")
+                name = image_name(row["id"], ext)
                 write_atomic(out / name, result["image"])
                 report.images += 1
                 items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], name))

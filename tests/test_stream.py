@@ -110,3 +110,21 @@ def test_urls_and_brace_patterns_over_http(exported):
         assert len(keys(Stream([f"{base}/test-000000.tar", f"{base}/test-000001.tar"]))) == 6
     finally:
         server.shutdown()
+
+
+def test_grey_and_colour_images_batch_with_the_default_collate(tmp_path):
+    """decode="torch" gives three channels whatever the file holds, and size= one shape: the default collate
+    stacks a batch of grey and colour images of different sizes."""
+    torch = pytest.importorskip("torch")
+    for i in range(8):
+        make_image(tmp_path / "d" / "a" / f"{i}.png", size=(40 + 8 * i, 30 + 4 * i), seed=i,
+                   mode="L" if i % 2 else "RGB")
+    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"),
+                                                      modality="CXR", anatomy="chest", task="disease")]))
+    export(loom, tmp_path / "wds", ExportOptions(image_format="png"), quiet=True)
+    images = [s["png"] for s in medloom.load(tmp_path / "wds", decode="torch", size=32)]
+    batch = torch.utils.data.default_collate(images)
+    assert batch.shape == (8, 3, 32, 32) and batch.dtype == torch.uint8
+    grey = [s["png"] for s in medloom.load(tmp_path / "wds", decode="torch", channels=1, size=(24, 16))]
+    assert {tuple(t.shape) for t in grey} == {(1, 16, 24)}
+    assert {np.asarray(s["png"]).ndim for s in medloom.load(tmp_path / "wds", decode="numpy")} == {2, 3}  # as stored

@@ -106,7 +106,8 @@ def _read_parquet(url: str) -> Iterator[dict[str, Any]]:
                 yield {"__key__": row["key"], "__url__": url, ext: image["bytes"], "json": row}
 
 
-def decode_sample(sample: dict[str, Any], images: str) -> dict[str, Any]:
+def decode_sample(sample: dict[str, Any], images: str, channels: int | None = None,
+                  size: int | tuple[int, int] | None = None) -> dict[str, Any]:
     """Images to PIL/numpy/torch; JSON, text and class ids parsed; other fields left as bytes."""
     out = {}
     for ext, data in sample.items():
@@ -115,7 +116,7 @@ def decode_sample(sample: dict[str, Any], images: str) -> dict[str, Any]:
             continue
         last = ext.rsplit(".", 1)[-1]
         if last in IMAGE_EXTS:
-            out[ext] = _decode_image(data, images)
+            out[ext] = _decode_image(data, images, channels, size)
         elif last == "json":
             out[ext] = json.loads(data)
         elif last in TEXT_EXTS:
@@ -131,11 +132,15 @@ def decode_sample(sample: dict[str, Any], images: str) -> dict[str, Any]:
     return out
 
 
-def _decode_image(data: bytes, how: str):
+def _decode_image(data: bytes, how: str, channels: int | None = None, size: int | tuple[int, int] | None = None):
     from PIL import Image
 
     im = Image.open(io.BytesIO(data))
     im.load()
+    if channels is not None and len(im.getbands()) != channels:
+        im = im.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    if size is not None:
+        im = fixed_size(im, size)
     if how == "pil":
         return im
     import numpy as np
@@ -147,6 +152,20 @@ def _decode_image(data: bytes, how: str):
 
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1) if t.ndim == 3 else t[None]
+
+
+def fixed_size(im, size: int | tuple[int, int]):
+    """`size=N`: the shorter side to N, then the centre N x N (the usual CLIP preprocessing); `size=(w, h)`:
+    exactly w x h. Either way every image of a batch has one shape."""
+    from PIL import Image
+
+    if isinstance(size, int):
+        scale = size / min(im.size)
+        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+        im = im.resize((w, h), Image.Resampling.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        return im.crop((left, top, left + size, top + size))
+    return im.resize(tuple(size), Image.Resampling.BICUBIC)
 
 
 def consumer() -> tuple[int, int]:
@@ -169,11 +188,17 @@ class Stream:
     """An iterable over samples; iterate it directly or wrap it with `.torch()` for a DataLoader."""
 
     def __init__(self, shards: list[str], *, decode: bool | str = True, shuffle: int = 0, seed: int = 0,
-                 transform: Callable[[dict], Any] | None = None):
+                 transform: Callable[[dict], Any] | None = None, channels: int | None = None,
+                 size: int | tuple[int, int] | None = None):
         if decode is True:
             decode = "pil"
         if decode and decode not in DECODERS:
             raise ValueError(f"decode={decode!r}: use True, False or one of {', '.join(DECODERS)}")
+        if channels not in (None, 1, 3, 4):
+            raise ValueError(f"channels={channels!r}: use 1, 3 or 4")
+        # tensors a batch can stack: one channel count (3 unless asked otherwise)
+        self.channels = channels if channels is not None or decode != "torch" else 3
+        self.size = size
         self.shards = list(shards)
         self.decode = decode or None
         self.shuffle = shuffle
@@ -196,7 +221,7 @@ class Stream:
         for url in self.my_shards():
             for sample in read_shard(url):
                 if self.decode:
-                    sample = decode_sample(sample, self.decode)
+                    sample = decode_sample(sample, self.decode, self.channels, self.size)
                 yield self.transform(sample) if self.transform else sample
 
     def __iter__(self) -> Iterator[Any]:
@@ -226,10 +251,14 @@ class Stream:
 
 def load(source: str | os.PathLike | Iterable[str], *, split: str | list[str] | None = None,
          decode: bool | str = True, shuffle: int = 0, seed: int = 0,
-         transform: Callable[[dict], Any] | None = None) -> Stream:
+         transform: Callable[[dict], Any] | None = None, channels: int | None = None,
+         size: int | tuple[int, int] | None = None) -> Stream:
     """A stream over an export folder (all splits, or `split`), shard paths, URLs or `{a..b}` patterns.
 
     decode: True or "pil" (PIL images), "numpy", "torch" (CHW uint8 tensors) or False (raw bytes);
     JSON, text and class-id fields are parsed unless decode is False. shuffle: buffer size (0 = off).
+    channels: 1, 3 or 4 (default 3 for "torch", as found otherwise); size: N (shorter side to N, centre
+    crop N x N) or (w, h), so that images batch with the default collate.
     """
-    return Stream(shard_list(source, split), decode=decode, shuffle=shuffle, seed=seed, transform=transform)
+    return Stream(shard_list(source, split), decode=decode, shuffle=shuffle, seed=seed, transform=transform,
+                  channels=channels, size=size)

@@ -204,3 +204,29 @@ def test_masks_match_the_exported_image(tmp_path):
                 union |= coco_mask.decode(rle).astype(bool)
             expected = np.asarray(Image.fromarray(truth[meta["id"]]).resize((w, h), Image.Resampling.BOX)) >= 128
             assert (union == expected).mean() > 0.99 and union.sum() > 0
+
+
+def test_llamafactory_entries_and_absolute_paths(loom, tmp_path):
+    """The dataset_info.json entry per split is named after the recipe, names a file that exists, and its images
+    resolve from the folder (LLaMA-Factory's dataset_dir and media_dir); with --absolute-paths from anywhere."""
+    from PIL import Image
+
+    cli("annotate", loom, "-q")
+    out = tmp_path / "lf"
+    cli("export", loom, "--format", "sharegpt", "--out", out, "-q")
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert list(info) == ["test_train"]
+    entry = info["test_train"]
+    assert entry["formatting"] == "sharegpt" and entry["columns"] == {"messages": "messages", "images": "images"}
+    items = json.loads((out / entry["file_name"]).read_text())
+    for item in items:  # what LLaMA-Factory's sharegpt converter requires of each item
+        roles = [m["role"] for m in item["messages"]]
+        assert roles[::2] == ["user"] * (len(roles) // 2) and roles[1::2] == ["assistant"] * (len(roles) // 2)
+        assert sum(m["content"].count("<image>") for m in item["messages"]) == len(item["images"]) == 1
+        Image.open(out / item["images"][0]).verify()
+    absolute = tmp_path / "abs"
+    cli("export", loom, "--format", "sharegpt", "--out", absolute, "--absolute-paths", "-q")
+    items = json.loads((absolute / "sharegpt-train.json").read_text())
+    assert all(Path(i["images"][0]).is_absolute() and Path(i["images"][0]).is_file() for i in items)
+    cli("export", loom, "--format", "sharegpt", "--out", absolute, "--absolute-paths", "-q")  # rerun keeps images
+    assert all(Path(i["images"][0]).is_file() for i in items)

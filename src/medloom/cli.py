@@ -254,6 +254,9 @@ def export_cmd(loom: Loom,
                    help="Add the article sentences that cite a PMC figure to its caption.")] = False,
                require_text: Annotated[bool, typer.Option(
                    help="Leave out records with no text under --text (counted as filtered).")] = False,
+               absolute_paths: Annotated[bool, typer.Option(
+                   help="medmat/llava/sharegpt: absolute image paths (for an entry merged into another "
+                        "dataset_info.json); default: relative to the output folder.")] = False,
                burned_in: Annotated[str, typer.Option(
                    help="dicom: files with burned-in text (tag or border heuristic): exclude | flag.")] = "exclude",
                keep_metadata: Annotated[bool, typer.Option(
@@ -302,7 +305,8 @@ def export_cmd(loom: Loom,
                                      quality=quality, workers=workers or None, quiet=quiet or as_json,
                                      include_duplicates=include_duplicates, subset=subset_name,
                                      experiment=str(experiment) if experiment else None, wait=wait,
-                                     keep_metadata=keep_metadata, splits=splits, image_format=image_format)
+                                     keep_metadata=keep_metadata, splits=splits, image_format=image_format,
+                                     absolute_paths=absolute_paths)
         except (TrainingExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:

@@ -93,7 +93,12 @@ class OutputFolder:
 
     def rel(self, path: str | os.PathLike) -> str:
         p = Path(path)
-        return (p.relative_to(self.path) if p.is_absolute() else p).as_posix()
+        if not p.is_absolute():
+            return p.as_posix()
+        try:
+            return p.relative_to(self.path).as_posix()
+        except ValueError:  # a resolved path (links followed) under a folder given unresolved
+            return p.relative_to(self.path.resolve()).as_posix()
 
     def is_owned(self, rel: str) -> bool:
         return rel in self.owned

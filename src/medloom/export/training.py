@@ -11,7 +11,9 @@ Each split goes to its own file, always: `FORMAT-train.json`, `FORMAT-val.json`,
   `{"role", "content"}` with `<image>` in the first user turn, and `images`; a `dataset_info.json` with one
   entry per split, named after the recipe (`NAME_train`, ...), is written too.
 
-Image paths are relative to the output folder (where the JSON is), so they resolve wherever it is moved.
+Image paths are relative to the output folder (where the JSON is), so they resolve wherever it is moved (for
+LLaMA-Factory: the folder is `dataset_dir` and `media_dir`); `absolute_paths` writes them absolute, for an
+entry merged into another `dataset_info.json`.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
                     quality: int = 90, workers: int | None = None, quiet: bool = False,
                     include_duplicates: bool = False, subset: str | None = None,
                     experiment: str | None = None, wait: bool = False, keep_metadata: bool = False,
-                    splits: list[str] | None = None, image_format: str = "jpg") -> TrainingReport:
+                    splits: list[str] | None = None, image_format: str = "jpg", absolute_paths: bool = False
+                    ) -> TrainingReport:
     from . import ExportError, check_options
 
     if fmt not in TRAINING_FORMATS:
@@ -155,13 +158,13 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
     folder = open_training_folder(out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
-                                subset, experiment, keep_metadata, splits, image_format)
+                                subset, experiment, keep_metadata, splits, image_format, absolute_paths)
 
 
 def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | None, max_side: int | None,
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
                      experiment: str | None, keep_metadata: bool, splits: list[str] | None,
-                     image_format: str) -> TrainingReport:
+                     image_format: str, absolute_paths: bool) -> TrainingReport:
     from . import ExportOptions, _image_ext, _select, render_sources, selection_sql
 
     started = time.perf_counter()
@@ -197,7 +200,8 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
                 name = image_name(row["id"], ext)
                 write_atomic(out / name, result["image"])
                 report.images += 1
-                items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], name))
+                shown = str((out / name).resolve()) if absolute_paths else name
+                items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], shown))
             advance(len(results))
     report.items = sum(len(v) for v in items.values())
     report.files = write_items(folder, fmt, items)
@@ -211,7 +215,8 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     report.seconds = time.perf_counter() - started
     folder.write_bytes("manifest.json", json.dumps(report.as_dict(), indent=1).encode())
     every = [i for v in items.values() for i in v]
-    used = {i["image"] for i in every if "image" in i} | {p for i in every for p in i.get("images", [])}
+    used = {folder.rel(p) if absolute_paths else p
+            for p in [i["image"] for i in every if "image" in i] + [p for i in every for p in i.get("images", [])]}
     # images an earlier selection wrote and this one does not name mislead; only medloom's own are removed
     folder.remove_many([r for r in folder.owned if r.startswith("images/") and r not in used])
     folder.remove_many([r for r in folder.owned if r.endswith(".json") and r.startswith(fmt) and r not in report.files])

@@ -58,7 +58,7 @@ class OutputFolder:
         if not self._record.exists():
             # a folder written by a medloom from before the record: take over the files it knows it wrote
             names = sorted(n for n in adopt if (self.path / n).is_file())
-            if names and self.ensure():
+            if names:
                 self._append([{"w": n} for n in names])
                 self.owned.update(names)
 
@@ -79,12 +79,11 @@ class OutputFolder:
                 owned.discard(entry["rm"])
         return owned
 
-    def ensure(self) -> bool:
+    def ensure(self) -> None:
         """Create the folder (and its parents); a clear error when a file stands in the way."""
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"{self.path} is a file, not a folder; choose another output path")
         self.path.mkdir(parents=True, exist_ok=True)
-        return True
 
     def _append(self, entries: list[dict]) -> None:
         with open(self._record, "a", encoding="utf-8") as f:
@@ -137,14 +136,8 @@ class OutputFolder:
 
     def claim(self, rel: str) -> Path:
         """Record a file as medloom's before it is written; refuse one that exists and is not ours."""
+        self.claim_many([rel])
         path = self.path / rel
-        if rel not in self.owned:
-            if path.exists() or path.is_symlink():
-                raise ForeignFileError(f"{path} exists and medloom did not write it; it will not be overwritten: "
-                                       "move it away or choose another folder")
-            self.ensure()
-            self._append([{"w": rel}])
-            self.owned.add(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -187,12 +180,7 @@ class OutputFolder:
 
     def remove(self, rel: str) -> bool:
         """Delete a file medloom wrote; a file it did not write is left alone (returns False)."""
-        if rel not in self.owned:
-            return False
-        (self.path / rel).unlink(missing_ok=True)
-        self._append([{"rm": rel}])
-        self.owned.discard(rel)
-        return True
+        return self.remove_many([rel]) == 1
 
     def remove_many(self, rels: Iterable[str]) -> int:
         gone = [r for r in rels if r in self.owned]

@@ -165,12 +165,12 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
                      experiment: str | None, keep_metadata: bool, splits: list[str] | None,
                      image_format: str, absolute_paths: bool) -> TrainingReport:
-    from . import ExportOptions, _image_ext, _select, render_sources, selection_sql
+    from . import ExportOptions, _image_ext, _select, has_view, render_sources, selection_sql
 
     started = time.perf_counter()
     out = folder.path
     con = catalog.connect(loom)
-    if "annotations" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
+    if not has_view(con, "annotations"):
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
     options = ExportOptions(include_duplicates=include_duplicates, subset=subset, experiment=experiment,

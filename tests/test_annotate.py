@@ -263,3 +263,69 @@ def test_size_against_the_organ_mask():
     assert facts["liver"]["organ_share"] == -1.0
     assert abs(facts["lesion"]["organ_share"] - 50 / 900) < 1e-3  # the organ is the liver with the lesion in it
     assert "of the organ" in out["text"] and facts["lesion"]["brightness"] == ""  # no pixels, no brightness
+
+
+def mni152_slice_with_parts() -> tuple[np.ndarray, np.ndarray]:
+    """nilearn's MNI152 brain mask and template on the lowest axial slice where the mask falls into several
+    connected regions (the brain leaves the slice and comes back, as the demo's slices do)."""
+    from nilearn import datasets
+    from scipy import ndimage
+
+    mask = np.asarray(datasets.load_mni152_brain_mask(resolution=2).dataobj) > 0
+    brain = np.asarray(datasets.load_mni152_template(resolution=2).dataobj, dtype=np.float64)
+    for z in range(mask.shape[2]):
+        if ndimage.label(mask[:, :, z], structure=np.ones((3, 3)))[1] >= 2 and mask[:, :, z].sum() > 200:
+            grey = (255 * brain[:, :, z] / brain.max()).astype(np.uint8)
+            return mask[:, :, z].T.astype(np.uint8), grey.T
+    raise AssertionError("no slice of the MNI152 mask with several regions")
+
+
+def test_a_structure_in_parts_is_one_and_lesions_are_counted():
+    from medloom.annotate.captions import fill
+    from medloom.annotate.structures import instance_words, object_counts
+    from medloom.imaging import mask_regions
+
+    mask, grey = mni152_slice_with_parts()
+    h, w = mask.shape
+    regions = mask_regions(mask, {1: "brain"})[0]
+    assert len(regions) >= 2
+    rec = record(modality="MRI", anatomy="brain", task="segmentation", labels=[], rois=regions, width=w, height=h)
+    # the brain is one structure in parts: "one brain", never "three brains"
+    out = describe_regions(rec, grey, modality_phrase="MRI image", anatomy_phrase="of the brain")
+    assert [(r["label"], r["count"], r["parts"]) for r in out["rois"]] == [("brain", 1, len(regions))]
+    assert "one brain" in out["text"] and f"in {len(regions)} parts" in out["text"] and "brains" not in out["text"]
+    assert out["relations"] == []
+    caption = fill("{An_image} {of_anatomy} with {objects}.", rec)
+    assert "one brain" in caption and CHECK.problems(caption, rec, ["brain"], object_counts(regions, instance_words(None))) == []
+    # its grounding box is the union of its parts'
+    grounding = [q for q in open_questions(rec, "segmentation", random.Random(0), KB) if q["kind"] == "grounding"]
+    union = [min(r["bbox"][0] for r in regions), min(r["bbox"][1] for r in regions),
+             max(r["bbox"][2] for r in regions), max(r["bbox"][3] for r in regions)]
+    assert len(grounding) == 1 and grounding[0]["box"] == [round(float(v), 3) for v in union]
+    # the same regions labelled as a lesion kind are instances, counted one by one
+    nodules = [r | {"label": "nodule"} for r in regions]
+    counted_out = describe_regions(record(rois=nodules, labels=[], width=w, height=h), grey,
+                                   modality_phrase="CT image", anatomy_phrase="of the chest")
+    assert [r["count"] for r in counted_out["rois"]] == [len(regions)] * len(regions)
+    assert f"{counted('nodule', len(regions))}" in counted_out["text"]
+    # which labels count is the recipe's choice: `instances: [brain]` counts the brain's regions
+    words = instance_words(["brain"])
+    assert object_counts(regions, words) == {"brain": len(regions)}
+    assert object_counts(nodules, words) == {"nodule": 1}  # not named: a structure now
+    # boxes without masks are instances whatever their label
+    boxes = [r | {"rle": []} for r in regions]
+    assert object_counts(boxes, instance_words(None)) == {"brain": len(regions)}
+
+
+@pytest.mark.parametrize("text, counts, wrong", [
+    ("An MRI image of the brain with three brains outlined.", {"brain": 1}, ["says 3 'brains' where the ROIs show 1"]),
+    ("A CT image with two small round nodules.", {"nodule": 2}, []),
+    ("A CT image with 3 nodules.", {"nodule": 2}, ["says 3 'nodules' where the ROIs show 2"]),
+    ("Several polyps are seen.", {"polyp": 1}, ["says several 'polyps' where the ROIs show 1"]),
+    ("A single nodule.", {"nodule": 4}, ["says 1 'nodule' where the ROIs show 4"]),
+    ("Nodule 1 overlaps nodule 2; one of the nodules is large.", {"nodule": 2}, []),
+    ("The brain is an oval region in 3 parts.", {"brain": 1}, []),
+    ("Two lesions, no count of nodules.", {"nodule": 1}, []),
+])
+def test_the_checker_rejects_count_words_that_contradict_the_rois(text, counts, wrong):
+    assert CHECK.wrong_counts(text, counts) == wrong

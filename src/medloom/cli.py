@@ -378,6 +378,10 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
                                                                      "definition).")] = None,
                  templates: Annotated[Path | None, typer.Option(help="YAML: task family -> extra caption "
                                                                      "templates.")] = None,
+                 instances: Annotated[list[str] | None, typer.Option(
+                     "--instances", help="A label whose mask regions are counted one by one (repeat for more); "
+                                         "other labels' regions are parts of one structure. Default: lesion and "
+                                         "cell words (nodule, polyp, cell, ...).")] = None,
                  llm: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. "
                                                               "http://localhost:8000/v1.")] = None,
                  model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
@@ -415,7 +419,8 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
     settings = AnnotateSettings()
     if step is not None:
         settings = AnnotateSettings(captions=step.captions, rois=step.rois, vqa=step.vqa, seed=step.seed,
-                                    templates=step.templates, knowledge=step.knowledge, definitions=step.definitions)
+                                    templates=step.templates, knowledge=step.knowledge, definitions=step.definitions,
+                                    instances=step.instances)
         if step.llm:
             settings.llm_url, settings.llm_model = step.llm.url, step.llm.model
             settings.llm_images, settings.llm_concurrency = step.llm.images, step.llm.concurrency
@@ -426,6 +431,8 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
         settings.seed = seed
     if knowledge is not None:
         settings.knowledge = str(knowledge)
+    if instances:
+        settings.instances = list(instances)
     if templates is not None:
         try:
             settings.templates = yaml.safe_load(templates.read_text(encoding="utf-8")) or {}

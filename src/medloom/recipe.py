@@ -102,6 +102,9 @@ class AnnotateStep(BaseModel):
     templates: dict[str, list[str]] = {}  # extra caption templates per task family
     knowledge: str | None = None  # YAML/JSONL knowledge base, relative to the recipe
     definitions: bool = True
+    # labels whose mask regions are counted one by one; other labels' regions are parts of one structure
+    # (annotate/structures.py); default: lesion and cell words (nodule, polyp, cell, ...)
+    instances: list[str] | None = None
     llm: LLMSpec | None = None
 
 

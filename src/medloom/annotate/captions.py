@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from .structures import instance_words, object_counts
 from .text import counted, join_words, label_words, sentence, with_article
 
 FAMILIES = ("classification", "multi-label", "grading", "detection", "segmentation")
@@ -73,12 +74,11 @@ def task_family(record: dict) -> str | None:
     return "grading" if task in ("level",) else "classification"
 
 
-def fill(template: str, record: dict) -> str:
+def fill(template: str, record: dict, instances: frozenset[str] | None = None) -> str:
+    """The template with the record's words; ROIs counted as objects (a structure in parts is one)."""
     image = modality_phrase(record["modality"])
     labels = list(record.get("labels") or [])
-    kinds: dict[str, int] = {}
-    for roi in record.get("rois") or []:
-        kinds[roi["label"]] = kinds.get(roi["label"], 0) + 1
+    kinds = object_counts(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
     objects = join_words([counted(label_words(k), n) for k, n in kinds.items()])
     values = {
         "image": image, "an_image": with_article(image), "of_anatomy": anatomy_phrase(record["anatomy"]),
@@ -92,13 +92,14 @@ def fill(template: str, record: dict) -> str:
     return sentence(template.format(**values))
 
 
-def make_caption(record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None) -> tuple[str, str]:
+def make_caption(record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None,
+                 instances: frozenset[str] | None = None) -> tuple[str, str]:
     """(caption, family); ("", "") for a record with nothing to say."""
     family = task_family(record)
     if family is None:
         return "", ""
     templates = TEMPLATES[family] + list((extra or {}).get(family, []))
-    return fill(rng.choice(templates), record), family
+    return fill(rng.choice(templates), record, instances), family
 
 
 def mat_caption(record: dict) -> str:

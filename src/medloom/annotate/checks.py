@@ -1,5 +1,6 @@
-"""Every generated text is checked against its record: it must name the label (or a synonym of it) and
-must not name a modality or an anatomical area other than the record's."""
+"""Every generated text is checked against its record: it must name the label (or a synonym of it), must
+not name a modality or an anatomical area other than the record's, and must not state a count of a label
+("three brains", "2 nodules") other than the number of objects its ROIs show (`structures.py`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,30 @@ from .text import label_words, plural
 
 def _padded(text: str) -> str:
     return f" {term_key(text)} "
+
+
+NUMBER_WORDS = {"one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "several": -2, "multiple": -2}
+# words that may stand between a number and its noun ("two small round nodules"), so not these
+_NOT_BETWEEN = frozenset("of the a an and or is are was were with in on at to from by than its their this that "
+                         "which overlaps lies".split())
+
+
+def stated_counts(text: str, name: str) -> list[int]:
+    """The counts a text states of `name` (a term key, singular or plural): "two small nodules" -> [2];
+    several/multiple -> -2 (meaning: more than one). Digits count only right before the noun ("3 cysts"),
+    as "nodule 1 overlaps nodule 2" numbers objects rather than counting them."""
+    padded = _padded(text)
+    words = "|".join(NUMBER_WORDS)
+    found = []
+    for m in re.finditer(rf"(?<= )(?:({words})((?: [a-z%]+){{0,2}})|(\d+)) {re.escape(name)}(?= )", padded):
+        if m.group(1):
+            if any(w in _NOT_BETWEEN for w in m.group(2).split()):
+                continue
+            found.append(NUMBER_WORDS[m.group(1)])
+        else:
+            found.append(int(m.group(3)))
+    return found
 
 
 class TextChecker:
@@ -64,10 +89,22 @@ class TextChecker:
                     found.append(f"{kind} {canonical!r} ({key})")
         return found
 
-    def problems(self, text: str, record: dict, labels: list[str] | None) -> list[str]:
-        """What is wrong with a text for this record ([] when nothing); `labels` None skips the label rule
-        (a question must not give its answer away)."""
+    def wrong_counts(self, text: str, counts: dict[str, int]) -> list[str]:
+        """Count words that contradict the number of objects of a label (`counts`, from the ROIs)."""
         out = []
+        for label, n in counts.items():
+            for name in self.names(label):
+                for said in stated_counts(text, name):
+                    if (said == -2 and n < 2) or (said > 0 and said != n):
+                        word = "several" if said == -2 else str(said)
+                        out.append(f"says {word} {name!r} where the ROIs show {n}")
+        return sorted(set(out))
+
+    def problems(self, text: str, record: dict, labels: list[str] | None,
+                 counts: dict[str, int] | None = None) -> list[str]:
+        """What is wrong with a text for this record ([] when nothing); `labels` None skips the label rule
+        (a question must not give its answer away); `counts` (objects per label) enables the count rule."""
+        out = self.wrong_counts(text, counts) if counts else []
         missing = self.missing_labels(text, labels) if labels else []
         if missing:
             out.append(f"does not name {', '.join(repr(x) for x in missing)}")

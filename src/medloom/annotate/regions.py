@@ -1,6 +1,7 @@
 """Multigranular ROI descriptions (as MedTrinity-25M): a global part (modality, anatomy) and, per ROI,
 where it is in words, how large, its shape, its brightness and texture against its surroundings, how many
-of its kind there are, and how ROIs relate (overlapping, adjacent, above/below, left/right).
+of its kind there are (a structure whose mask falls into several regions is one, in parts: see
+`structures.py`), and how they relate (overlapping, adjacent, above/below, left/right).
 
 Pure functions of a record and, optionally, its 8-bit grey pixels; the result is structured fields plus a
 text built from them.
@@ -14,6 +15,7 @@ import math
 import numpy as np
 
 from ..imaging import rle_decode
+from .structures import instance_words, objects
 from .text import counted, join_words, label_words, sentence, with_article
 
 ORGAN_WORDS = frozenset({"organ", "lung", "lungs", "liver", "kidney", "brain", "heart", "spleen", "pancreas",
@@ -116,35 +118,40 @@ def relation(a: dict, b: dict, sides: dict[str, str] | None = None) -> str | Non
 
 
 def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: str, anatomy_phrase: str,
-                     definitions: dict[str, str] | None = None) -> dict:
-    """Structured facts and text for every ROI of a record (the ROIs as ingest stored them)."""
+                     definitions: dict[str, str] | None = None,
+                     instances: frozenset[str] | None = None) -> dict:
+    """Structured facts and text for every object of a record: an instance ROI, or a structure whose mask
+    regions are its parts (see `structures.py`; `instances` as `instance_words` makes it)."""
     import json
 
     meta = json.loads(record["meta"]) if record.get("meta") else {}
     sides = patient_sides(record, meta)
     rois = record.get("rois") or []
     w, h = record["width"], record["height"]
+    region_masks = [rle_decode(list(r["rle"]), h, w).astype(bool) if r.get("rle") else None for r in rois]
+    objs = objects(rois, instance_words(None) if instances is None else instances)
     masks = []
-    for roi in rois:
-        masks.append(rle_decode(list(roi["rle"]), h, w).astype(bool) if roi.get("rle") else None)
-    organ = next((m for r, m in zip(rois, masks) if m is not None and label_words(r["label"]).lower() in ORGAN_WORDS),
+    for obj in objs:
+        parts = [region_masks[i] for i in obj["members"]]
+        masks.append(np.logical_or.reduce(parts) if all(m is not None for m in parts) else None)
+    organ = next((m for o, m in zip(objs, masks) if m is not None and label_words(o["label"]).lower() in ORGAN_WORDS),
                  None)
     if organ is not None:  # label-id masks cut lesions out of their organ: the organ is its filled outline
         from scipy.ndimage import binary_fill_holes
 
         organ = binary_fill_holes(organ)
     counts: dict[str, int] = {}
-    for roi in rois:
-        counts[roi["label"]] = counts.get(roi["label"], 0) + 1
+    for obj in objs:
+        counts[obj["label"]] = counts.get(obj["label"], 0) + 1
     seen: dict[str, int] = {}
     out_rois = []
-    for roi, mask in zip(rois, masks):
-        x0, y0, x1, y1 = roi["bbox"]
-        seen[roi["label"]] = seen.get(roi["label"], 0) + 1
-        share = float(roi["area"] or (x1 - x0) * (y1 - y0))
+    for obj, mask in zip(objs, masks):
+        x0, y0, x1, y1 = obj["bbox"]
+        seen[obj["label"]] = seen.get(obj["label"], 0) + 1
+        share = float(obj["area"] or (x1 - x0) * (y1 - y0))
         organ_share = None
         if (organ is not None and mask is not None and organ.any()
-                and label_words(roi["label"]).lower() not in ORGAN_WORDS):  # a lesion's share of its organ
+                and label_words(obj["label"]).lower() not in ORGAN_WORDS):  # a lesion's share of its organ
             organ_share = float((mask & organ).sum() / organ.sum())
         region = mask
         if region is None:
@@ -152,7 +159,7 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
             region[int(y0 * h):max(int(y1 * h), int(y0 * h) + 1), int(x0 * w):max(int(x1 * w), int(x0 * w) + 1)] = True
         brightness, texture, diff, ratio = intensity_words(gray, region) if gray is not None else ("", "", 0.0, 1.0)
         out_rois.append({
-            "label": roi["label"], "index": seen[roi["label"]], "count": counts[roi["label"]],
+            "label": obj["label"], "index": seen[obj["label"]], "count": counts[obj["label"]], "parts": obj["parts"],
             "location": location_words((x0 + x1) / 2, (y0 + y1) / 2, sides),
             "side_frame": "patient" if sides else "image",
             "area_share": round(share, 4), "organ_share": round(organ_share, 4) if organ_share is not None else -1.0,
@@ -161,9 +168,9 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
             "std_ratio": round(ratio, 3) if math.isfinite(ratio) else 1.0,
         })
     relations = []
-    for i in range(len(rois)):
-        for j in range(i + 1, len(rois)):
-            rel = relation(rois[i], rois[j], sides)
+    for i in range(len(objs)):
+        for j in range(i + 1, len(objs)):
+            rel = relation(objs[i], objs[j], sides)
             if rel:
                 relations.append({"a": i, "b": j, "relation": rel})
     return {"rois": out_rois, "relations": relations,
@@ -184,7 +191,8 @@ def region_text(rois: list[dict], relations: list[dict], modality_phrase: str, a
     for r in rois:
         name = label_words(r["label"])
         which = f"{name} {r['index']}" if r["count"] > 1 else f"the {name}"
-        bits = [f"{which} is {with_article(r['size'])}, {r['shape']} region in the {r['location']}",
+        region = f"{r['shape']} region in {r['parts']} parts" if r.get("parts", 1) > 1 else f"{r['shape']} region"
+        bits = [f"{which} is {with_article(r['size'])}, {region} in the {r['location']}",
                 f"covering {r['area_share'] * 100:.1f}% of the image"]
         if r["organ_share"] >= 0:
             bits.append(f"and {r['organ_share'] * 100:.0f}% of the organ")

@@ -32,6 +32,7 @@ from .captions import anatomy_phrase, make_caption, modality_phrase, task_family
 from .checks import TextChecker
 from .knowledge import load_knowledge
 from .regions import describe_regions
+from .structures import instance_words, object_counts
 from .text import label_words
 from .vqa import INSTRUCTION, LETTERS, multiple_choice, open_questions
 
@@ -39,7 +40,8 @@ ANNOTATIONS = "annotations"
 FILE = "annotations.parquet"
 BATCH = 256
 
-ROI_FACT = pa.struct([("label", pa.string()), ("index", pa.int32()), ("count", pa.int32()), ("location", pa.string()),
+ROI_FACT = pa.struct([("label", pa.string()), ("index", pa.int32()), ("count", pa.int32()), ("parts", pa.int32()),
+                      ("location", pa.string()),
                       ("side_frame", pa.string()), ("area_share", pa.float64()), ("organ_share", pa.float64()),
                       ("size", pa.string()), ("shape", pa.string()), ("brightness", pa.string()),
                       ("texture", pa.string()), ("mean_difference", pa.float64()), ("std_ratio", pa.float64())])
@@ -73,6 +75,7 @@ class AnnotateSettings:
     knowledge: str | None = None  # a YAML/JSONL knowledge base; default: the one shipped with medloom
     definitions: bool = True  # add the labels' definitions to ROI descriptions
     max_grounding: int = 3
+    instances: list[str] | None = None  # labels counted one by one (structures.py); None: DEFAULT_INSTANCES
     llm_url: str | None = None
     llm_model: str | None = None
     llm_images: bool = False  # send each image (JPEG, 512 px) to a multimodal server
@@ -130,20 +133,22 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
         if entry:
             definitions[label] = entry.definition
     out["definitions"] = [{"label": k, "definition": v} for k, v in definitions.items()]
+    words = instance_words(s.instances)
+    counts = object_counts(list(row.get("rois") or []), words)
     if s.captions and family:
-        caption, _ = make_caption(row, rng, s.templates)
+        caption, _ = make_caption(row, rng, s.templates, words)
         out.update(caption=caption, caption_source="template", template_caption=caption)
-        out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named)]
+        out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named, counts)]
     if s.rois and row.get("rois"):
         gray = _gray(row, sources, cache)
         if gray is None:
             out["notes"].append("roi pixels unreadable: no brightness or texture")
         facts = describe_regions(row, gray, modality_phrase=modality_phrase(row["modality"]),
                                  anatomy_phrase=anatomy_phrase(row["anatomy"]),
-                                 definitions=definitions if s.definitions else None)
+                                 definitions=definitions if s.definitions else None, instances=words)
         out.update(roi_text=facts["text"], roi_facts=facts["rois"], relations=facts["relations"])
         out["flags"] += [f"roi_text {p}" for p in checker.problems(facts["facts_text"], row,
-                                                                  sorted({r["label"] for r in row["rois"]}))]
+                                                                  sorted({r["label"] for r in row["rois"]}), counts)]
     if s.vqa and family:
         questions = []
         mc = multiple_choice(row, family, rng, kb)
@@ -151,7 +156,7 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
             questions.append(mc)
         elif len(row.get("label_space") or []) < 2:
             out["notes"].append("no multiple-choice question: the label space has no distractor")
-        questions += open_questions(row, family, rng, kb, max_grounding=s.max_grounding)
+        questions += open_questions(row, family, rng, kb, max_grounding=s.max_grounding, instances=words)
         for q in questions:
             q["source"] = "template"
             out["flags"] += [f"question {p}" for p in checker.problems(q["question"], row, None)]
@@ -228,7 +233,8 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
         text = " ".join((answer or "").split())
         if what == "caption":
             named = list(row["labels"]) or sorted({r["label"] for r in row["rois"] or []})
-            problems = checker.problems(text, row, named) if text else ["no answer from the LLM"]
+            counts = object_counts(list(row["rois"] or []), instance_words(s.instances))
+            problems = checker.problems(text, row, named, counts) if text else ["no answer from the LLM"]
             if problems:
                 ann["flags"] += [f"llm caption {p}" for p in problems]
                 ann["caption_source"] = "template (the LLM's text failed the check)" if text else \

@@ -9,6 +9,7 @@ import random
 
 from .captions import anatomy_phrase, finding, modality_phrase
 from .knowledge import KnowledgeBase, term_key
+from .structures import instance_words, objects
 from .text import label_words, sentence
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -104,9 +105,10 @@ def item(kind: str, question: str, answer: str, **more) -> dict:
 
 
 def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeBase, *,
-                   max_grounding: int = 3) -> list[dict]:
-    """Open-ended and yes/no questions about the labels, and grounding questions for ROIs whose label is
-    unique in the image (a box answer must be unambiguous)."""
+                   max_grounding: int = 3, instances: frozenset[str] | None = None) -> list[dict]:
+    """Open-ended and yes/no questions about the labels, and grounding questions for objects whose label is
+    unique in the image (a box answer must be unambiguous; a structure in parts is one object, its box
+    the union of its parts': see `structures.py`)."""
     slots = _slots(record)
     out = []
     labels = list(record.get("labels") or [])
@@ -118,7 +120,7 @@ def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeB
         if others:
             other = rng.choice(sorted(others))
             out.append(item("yes-no", f"Does this image show {finding(other)}?", "No.", answer_label=other))
-    rois = list(record.get("rois") or [])
+    rois = objects(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
     unique = [r for r in rois if sum(x["label"] == r["label"] for x in rois) == 1]
     for roi in rng.sample(unique, min(max_grounding, len(unique))):
         box = [round(float(v), 3) for v in roi["bbox"]]

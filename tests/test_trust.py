@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -780,55 +781,104 @@ def test_an_api_key_travels_only_over_https_or_loopback(small_loom):
 
 # ---- no test record ever lands in a training file -----------------------------------------------------------------
 
-def _ids_by_file(out: Path) -> dict[str, set[str]]:
-    """Record ids in every output file (shards, training JSON, DICOM folders), by file."""
+TRAINING_JSON = ("llava", "sharegpt", "medmat", "swift")
+
+
+def _ids_by_file(out: Path, dicom_ids: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """Record ids in every output file (shards, training JSON/JSONL, clip-benchmark sets, DICOM copies), by file;
+    `dicom_ids` maps a copy's SOP Instance UID to its record id."""
     import tarfile
 
     import pyarrow.parquet as pq
+    import pydicom
 
     found: dict[str, set[str]] = {}
     for path in out.rglob("*"):
         name = path.relative_to(out).as_posix()
         if path.suffix == ".tar":
             with tarfile.open(path) as tar:
-                found[name] = {m.name.rsplit(".", 1)[0] for m in tar if m.name.endswith(".json")}
+                found[name] = {m.name.rsplit(".", 1)[0] for m in tar}
         elif path.suffix == ".parquet":
             found[name] = set(pq.read_table(path, columns=["id"]).column("id").to_pylist())
-        elif path.suffix == ".json" and name.split("-")[0] in ("llava", "sharegpt", "medmat"):
+        elif path.suffix == ".json" and name.split("-")[0] in TRAINING_JSON:
             found[name] = {i["id"].split("#")[0] for i in json.loads(path.read_text())}
+        elif path.suffix == ".jsonl" and name.startswith("swift-"):
+            found[name] = {json.loads(line)["id"] for line in path.read_text().splitlines()}
+        elif path.suffix == ".dcm":
+            found[name] = {dicom_ids[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)]}
     return found
 
 
+def _split_of_file(fmt: str, name: str) -> str:
+    """The split a file belongs to by its name: SPLIT-000000.tar, FORMAT-SPLIT.json, [classification/X/]SPLIT/0.tar,
+    SPLIT/PATIENT/UID.dcm."""
+    if fmt in TRAINING_JSON:
+        return name.rsplit("-", 1)[-1].split(".")[0]
+    if fmt == "clip-benchmark":
+        return name.split("/")[-2]
+    if fmt == "dicom":
+        return name.split("/")[0]
+    return name.split("-")[0]
+
+
+# each format with the options that change what it writes (every option is accepted by every format)
+EXPORT_OPTIONS = {
+    "webdataset": [["--max-side", "32"], ["--image-format", "keep"], ["--text", "annotation", "--require-text"],
+                   ["--where", "source <> 'x'"], ["--include-duplicates"]],
+    "parquet": [["--image-format", "png"], ["--keep-metadata"]],
+    "llava": [["--absolute-paths"], ["--image-format", "keep"]],
+    "sharegpt": [["--max-side", "32"], ["--absolute-paths"]],
+    "medmat": [["--image-format", "png"]],
+    "swift": [["--absolute-paths"]],
+    "clip-benchmark": [["--image-format", "keep"], ["--max-side", "32"]],
+    "dicom": [["--include-duplicates"]],
+}
+
+
 def test_no_val_or_test_record_in_any_training_file(tmp_path):
+    """Every export format under every export option, with the sources' own splits and with a `medloom split`
+    assignment: each file holds one split's records only."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medloom.catalog import read_salt
+    from medloom.export.dicom import new_uid
+
     for i in range(24):
         split = ("train", "val", "test")[i % 3]
         make_image(tmp_path / "data" / split / ("normal", "effusion", "nodule")[i % 4 % 3] / f"x{i}.png", seed=i)
-    recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data")])
+    (tmp_path / "dcm").mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "693_UNCR.dcm"):
+        shutil.copy(get_testdata_file(name), tmp_path / "dcm" / name)
+    recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data"),
+                                     dict(name="dcm", reader="dicom", path=str(tmp_path / "dcm"), task="disease")])
     cli("ingest", recipe, "-q")
     loom = tmp_path / "loom"
     cli("annotate", loom, "-q")
-    split_of = {r["id"]: r["source_split"] for r in rows(loom, "SELECT id, source_split FROM records")}
-    runs = [(fmt, extra) for fmt in ("webdataset", "parquet", "llava", "sharegpt", "medmat")
-            for extra in ([], ["--max-side", "32"], ["--image-format", "png"], ["--split", "train", "--split", "test"])]
-    for n, (fmt, extra) in enumerate(runs):
-        if fmt in ("llava", "sharegpt", "medmat") and "--image-format" in extra:
-            continue
-        out = tmp_path / "out" / str(n)
-        cli("export", loom, "--format", fmt, "--out", out, "-q", *extra)
-        files = _ids_by_file(out)
-        assert files, (fmt, extra)
-        for name, ids in files.items():
-            file_split = name.split("-")[-1].split(".")[0] if fmt in ("llava", "sharegpt", "medmat") else \
-                name.split("-")[0]
-            assert {split_of[i] for i in ids} == {file_split}, (fmt, extra, name)
-        if "--split" in extra:
-            assert {n.split("-")[-1 if fmt in ("llava", "sharegpt", "medmat") else 0].split(".")[0]
-                    for n in files} == {"train", "test"}
+    salt = read_salt(loom)
+    dicom_ids = {}
+    for r in rows(loom, "SELECT id, uri FROM records WHERE source = 'dcm'"):
+        original = pydicom.dcmread(tmp_path / "dcm" / r["uri"], stop_before_pixels=True)
+        dicom_ids[new_uid(salt, str(original.SOPInstanceUID))] = r["id"]
+
+    def check(split_of: dict[str, str], label: str, every_option: bool) -> None:
+        for fmt, options in EXPORT_OPTIONS.items():
+            for n, extra in enumerate([[], ["--split", "train", "--split", "test"], *options] if every_option else [[]]):
+                out = tmp_path / "out" / label / fmt / str(n)
+                cli("export", loom, "--format", fmt, "--out", out, "-q", *extra)
+                files = _ids_by_file(out, dicom_ids)
+                assert files, (fmt, extra)
+                for name, ids in files.items():
+                    assert {split_of[i] for i in ids} == {_split_of_file(fmt, name)}, (fmt, extra, name)
+                if "--split" in extra:
+                    assert {_split_of_file(fmt, name) for name in files} <= {"train", "test"}
+
+    # the sources' own splits (the DICOM files have none: train)
+    own = {r["id"]: r["source_split"] or "train" for r in rows(loom, "SELECT id, source_split FROM records")}
+    check(own, "own", every_option=True)
     # a split assigned by `medloom split` is honoured the same way
-    cli("split", loom, "--by", "record", "--seed", "3", "--json")
+    cli("split", loom, "--by", "record", "--val", "0.3", "--test", "0.3", "--seed", "3", "--json")
     assigned = {r["id"]: r["split"] for r in rows(loom, "SELECT id, split FROM read_parquet('"
                                                          f"{loom / 'splits' / 'split.parquet'}')")}
-    out = tmp_path / "out" / "assigned"
-    cli("export", loom, "--format", "llava", "--out", out, "-q")
-    for name, ids in _ids_by_file(out).items():
-        assert {assigned[i] for i in ids} == {name.split("-")[-1].split(".")[0]}
+    assert {assigned[i] for i in dicom_ids.values()} != {"train"}  # some DICOM copy lands outside train
+    check(assigned, "assigned", every_option=False)

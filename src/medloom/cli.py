@@ -189,7 +189,8 @@ def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record i
         fail(str(e))
     cur = con.execute("SELECT * FROM records WHERE id = ?", [record_id])
     columns = [d[0] for d in cur.description]
-    row = cur.fetchone()
+    found = cur.fetchall()
+    row = found[0] if found else None
     if row is None:
         near = [r[0] for r in con.execute(
             "SELECT id FROM records ORDER BY jaro_winkler_similarity(id, ?) DESC LIMIT 5", [record_id]).fetchall()]
@@ -223,8 +224,10 @@ def parse_bytes(text: str) -> int:
 @app.command("export")
 def export_cmd(loom: Loom,
                fmt: Annotated[str, typer.Option("--format", "-f", help="webdataset (tar shards) | parquet | medmat | "
-                                                                    "llava | sharegpt (annotations as training JSON) | "
-                                                                    "dicom (de-identified DICOM copies)."
+                                                                    "llava | sharegpt | swift (annotations as training "
+                                                                    "JSON/JSONL) | clip-benchmark (zero-shot "
+                                                                    "classification and retrieval sets) | dicom "
+                                                                    "(de-identified DICOM copies)."
                                                 )] = "webdataset",
                out_dir: Annotated[Path | None, typer.Option(
                    "--out", "-o", help="Output folder (default: LOOM/exports/FORMAT).")] = None,
@@ -266,8 +269,9 @@ def export_cmd(loom: Loom,
         wait: Wait = False) -> None:
     """Write shards per split ({split}-{index:06d}.tar or .parquet) with a manifest; resumes a killed run.
 
-    medmat, llava and sharegpt write the annotations (`medloom annotate`) as FORMAT-SPLIT.json (one file per split)
-    with images/ beside them; dicom writes de-identified DICOM copies.
+    medmat, llava, sharegpt and swift write the annotations (`medloom annotate`) as FORMAT-SPLIT.json (.jsonl for
+    swift; one file per split) with images/ beside them; clip-benchmark writes the WebDataset layout clip_benchmark
+    reads (classification/SOURCE/ and retrieval/, a shard set per split); dicom writes de-identified DICOM copies.
     """
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, TrainingExportError, export_training
@@ -298,6 +302,27 @@ def export_cmd(loom: Loom,
         for item in report.excluded_burned_in[:20]:
             err.print(f"[yellow]excluded:[/yellow] {escape(item['records'][0])}: {escape(item['reason'])}",
                       highlight=False)
+        return
+    if fmt == "clip-benchmark":
+        from .export.clipbench import ClipBenchmarkError, export_clip_benchmark
+
+        try:
+            bench = export_clip_benchmark(loom, out_dir or loom / "exports" / fmt, where=where, max_side=max_side,
+                                          quality=quality, workers=workers or None, quiet=quiet or as_json,
+                                          include_duplicates=include_duplicates, subset=subset_name,
+                                          experiment=str(experiment) if experiment else None, wait=wait,
+                                          keep_metadata=keep_metadata, splits=splits, image_format=image_format,
+                                          shard_size=shard_size)
+        except (ClipBenchmarkError, FileNotFoundError, ValueError) as e:
+            fail(str(e))
+        if as_json:
+            sys.stdout.write(json.dumps(bench.as_dict(), indent=1) + "\n")
+            return
+        sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in bench.classification.items()) or "none"
+        out.print(f"export clip-benchmark: {sum(bench.retrieval.values())} retrieval sample(s) in "
+                  f"{', '.join(bench.retrieval) or 'no split'}; classification datasets: {sets}; "
+                  f"{bench.not_single_label} record(s) without exactly one label left out of classification; "
+                  f"{len(bench.quarantined)} quarantined; {bench.out}", highlight=False)
         return
     if fmt in TRAINING_FORMATS:
         try:

@@ -26,11 +26,11 @@ def catalog_stats(loom: Path) -> dict:
         sources[name] = {"reader": entry["reader"], "records": by_source.get(name, 0), "inputs": ok + q + filtered,
                          "inputs_ok": ok, "quarantined": q, "filtered": filtered, "error": entry.get("error")}
     return {
-        "records": con.execute("SELECT count(*) FROM records").fetchone()[0],
-        "quarantined": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'input'").fetchone()[0],
+        "records": con.execute("SELECT count(*) FROM records").fetchall()[0][0],
+        "quarantined": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'input'").fetchall()[0][0],
         "annotation_problems": con.execute(
-            "SELECT count(*) FROM quarantine WHERE scope = 'annotation'").fetchone()[0],
-        "warnings": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'warning'").fetchone()[0],
+            "SELECT count(*) FROM quarantine WHERE scope = 'annotation'").fetchall()[0][0],
+        "warnings": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'warning'").fetchall()[0][0],
         "by_source": by_source,
         "by_mat": pairs("SELECT modality || '|' || anatomy || '|' || task, count(*) FROM records "
                         "GROUP BY 1 ORDER BY 2 DESC, 1"),

@@ -209,7 +209,7 @@ def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
     marks = ", ".join("?" * len(rendered))
     file = "coalesce(nullif(article.file, ''), uri)"  # an article package's member, else the file
     others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower({file}), '\\.jpe?g$') "
-                         f"OR source IN ({marks})", rendered).fetchone()[0]
+                         f"OR source IN ({marks})", rendered).fetchall()[0][0]
     return "jpg" if others == 0 else "png"
 
 
@@ -326,13 +326,13 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
             text_condition(options.text, options.citing) if options.require_text else "")
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
-    total = con.execute("SELECT count(*) FROM records").fetchone()[0]
+    total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
     split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
     ext = _image_ext(con, options, sources)
     cond = text_condition(options.text, options.citing)
-    with_txt = not cond or con.execute(f"SELECT count(*) FROM selection WHERE {cond}").fetchone()[0] > 0
+    with_txt = not cond or con.execute(f"SELECT count(*) FROM selection WHERE {cond}").fetchall()[0][0] > 0
     with_annotation = has_view(con, "annotations")
-    with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchone()[0] > 0
+    with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchall()[0][0] > 0
     settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,

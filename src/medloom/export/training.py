@@ -1,6 +1,7 @@
 """Annotations as the JSON that trainers read, with the images written beside it.
 
-Each split goes to its own file, always: `FORMAT-train.json`, `FORMAT-val.json`, `FORMAT-test.json`.
+Each split goes to its own file, always: `FORMAT-train.json`, `FORMAT-val.json`, `FORMAT-test.json` (`.jsonl`
+for swift).
 
 - `medmat`: Med-MAT's fields, one item per multiple-choice question: `id`, `caption`, `image`, `Question`
   (the instruction), `Question-choice` (the options in order, A to D), `Answer` (the correct option),
@@ -10,6 +11,10 @@ Each split goes to its own file, always: `FORMAT-train.json`, `FORMAT-val.json`,
 - `sharegpt`: the multimodal ShareGPT layout LLaMA-Factory reads: `id`, `split`, `messages` of
   `{"role", "content"}` with `<image>` in the first user turn, and `images`; a `dataset_info.json` with one
   entry per split, named after the recipe (`NAME_train`, ...), is written too.
+- `swift`: ms-swift's standard JSONL: `messages` of `{"role", "content"}` with `<image>` in the first user turn,
+  `images`, and for grounding questions `objects` (`ref`: the label in words, one per `<ref-object>`; `bbox`:
+  the normalised box, one per `<bbox>`; `bbox_type`: `norm1`), which ms-swift turns into each model's own
+  grounding format and coordinates; plus `id` and `split` (ms-swift drops keys it does not know).
 
 Image paths are relative to the output folder (where the JSON is), so they resolve wherever it is moved (for
 LLaMA-Factory: the folder is `dataset_dir` and `media_dir`); `absolute_paths` writes them absolute, for an
@@ -32,7 +37,8 @@ from ..locks import hold
 from ..outputs import ForeignFileError, OutputFolder, write_atomic
 from .texts import choose_text
 
-TRAINING_FORMATS = ("medmat", "llava", "sharegpt")
+TRAINING_FORMATS = ("medmat", "llava", "sharegpt", "swift")
+JSONL_FORMATS = ("swift",)
 DESCRIBE = "Describe this image."
 DESCRIBE_REGIONS = "Describe the regions of interest in this image."
 
@@ -67,16 +73,17 @@ def description(row: dict, ann: dict) -> str:
     return text if origin in ("source", "annotation") else ""
 
 
-def turns(row: dict, ann: dict) -> list[tuple[str, str]]:
-    """(question, answer) pairs for a conversation: the description, ROI description, then every question."""
-    out = []
+def turns(row: dict, ann: dict) -> list[tuple[str, str, dict | None]]:
+    """(question, answer, the question's record or None) for a conversation: the description, the ROI
+    description, then every question."""
+    out: list[tuple[str, str, dict | None]] = []
     caption = description(row, ann)
     if caption:
-        out.append((DESCRIBE, caption))
+        out.append((DESCRIBE, caption, None))
     if ann["roi_text"]:
-        out.append((DESCRIBE_REGIONS, ann["roi_text"]))
+        out.append((DESCRIBE_REGIONS, ann["roi_text"], None))
     for q in ann["vqa"]:
-        out.append((q["prompt"], q["answer_letter"] if q["kind"] == "multiple-choice" else q["answer"]))
+        out.append((q["prompt"], q["answer_letter"] if q["kind"] == "multiple-choice" else q["answer"], q))
     return out
 
 
@@ -91,7 +98,7 @@ def medmat_items(row: dict, ann: dict, image: str) -> list[dict]:
 
 def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
     conversation = []
-    for i, (question, answer) in enumerate(turns(row, ann)):
+    for i, (question, answer, _) in enumerate(turns(row, ann)):
         conversation.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question})
         conversation.append({"from": "gpt", "value": answer})
     return [{"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}] \
@@ -100,13 +107,34 @@ def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
 
 def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
     messages = []
-    for i, (question, answer) in enumerate(turns(row, ann)):
+    for i, (question, answer, _) in enumerate(turns(row, ann)):
         messages.append({"role": "user", "content": ("<image>" if i == 0 else "") + question})
         messages.append({"role": "assistant", "content": answer})
     return [{"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}] if messages else []
 
 
-BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_items}
+def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
+    """ms-swift's layout; a grounding question asks for `<ref-object>` and is answered `<bbox>`, so that
+    ms-swift writes the model's own grounding tokens and scales the normalised box for it."""
+    from ..annotate.text import label_words
+
+    messages, refs, boxes = [], [], []
+    for i, (question, answer, q) in enumerate(turns(row, ann)):
+        if q is not None and q["kind"] == "grounding" and len(q["box"] or []) == 4:
+            question, answer = "Where is the <ref-object> in this image? Answer with its bounding box.", "<bbox>"
+            refs.append(label_words(q["answer_label"]))
+            boxes.append([float(v) for v in q["box"]])
+        messages.append({"role": "user", "content": ("<image>" if i == 0 else "") + question})
+        messages.append({"role": "assistant", "content": answer})
+    if not messages:
+        return []
+    item = {"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}
+    if refs:
+        item["objects"] = {"ref": refs, "bbox": boxes, "bbox_type": "norm1"}
+    return [item]
+
+
+BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_items, "swift": swift_items}
 
 
 def open_training_folder(out: Path) -> OutputFolder:
@@ -219,7 +247,8 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
             for p in [i["image"] for i in every if "image" in i] + [p for i in every for p in i.get("images", [])]}
     # images an earlier selection wrote and this one does not name mislead; only medloom's own are removed
     folder.remove_many([r for r in folder.owned if r.startswith("images/") and r not in used])
-    folder.remove_many([r for r in folder.owned if r.endswith(".json") and r.startswith(fmt) and r not in report.files])
+    folder.remove_many([r for r in folder.owned if r.endswith((".json", ".jsonl")) and r.startswith(f"{fmt}-")
+                        and r not in report.files])
     return report
 
 
@@ -234,7 +263,12 @@ def dataset_name(loom: Path) -> str:
 def write_items(folder: OutputFolder, fmt: str, items: dict[str, list[dict]]) -> list[str]:
     """One file per split, always (FORMAT-train.json, FORMAT-val.json, FORMAT-test.json): a trainer pointed at
     the training file can never read a test record."""
-    groups = {f"{fmt}-{split}.json": v for split, v in sorted(items.items())}
+    ext = "jsonl" if fmt in JSONL_FORMATS else "json"
+    groups = {f"{fmt}-{split}.{ext}": v for split, v in sorted(items.items())}
     for name, data in groups.items():
-        folder.write_bytes(name, json.dumps(data, ensure_ascii=False, indent=1).encode())
+        if ext == "jsonl":
+            text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in data)
+        else:
+            text = json.dumps(data, ensure_ascii=False, indent=1)
+        folder.write_bytes(name, text.encode())
     return sorted(groups)

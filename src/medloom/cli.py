@@ -322,6 +322,8 @@ def export_cmd(loom: Loom,
         out.print(f"export clip-benchmark: {sum(bench.retrieval.values())} retrieval sample(s) in "
                   f"{', '.join(bench.retrieval) or 'no split'}; classification datasets: {sets}; "
                   f"{bench.not_single_label} record(s) without exactly one label left out of classification; "
+                  + (f"no classification set for {', '.join(sorted(bench.one_class_sources))} (fewer than two classes); "
+                     if bench.one_class_sources else "") +
                   f"{len(bench.quarantined)} quarantined; {bench.out}", highlight=False)
         return
     if fmt in TRAINING_FORMATS:

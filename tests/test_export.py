@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -320,3 +321,43 @@ def test_cli_export_and_verify(mixed, tmp_path):
     (out / "train-000000.tar").write_bytes(b"")
     broken = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True)
     assert broken.returncode == 1 and "train-000000.tar" in broken.stderr
+
+
+def test_webdataset_json_and_parquet_columns_agree(mixed, tmp_path):
+    """One field, one type, one missing-value rule: every sample's JSON equals its Parquet row, and the declared
+    HF features are the same (phash as 16 hex digits, commercial_use as yes/no/unknown, -1 for a missing number,
+    "" for missing text, never null)."""
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    from medloom.export.card import parquet_features, webdataset_features
+
+    wds_out, pq_out = tmp_path / "w", tmp_path / "p"
+    export(mixed, wds_out, ExportOptions(format="webdataset"), quiet=True)
+    export(mixed, pq_out, ExportOptions(format="parquet"), quiet=True)
+    from_json = {}
+    for shard in wds_out.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                if m.name.endswith(".json"):
+                    from_json[m.name[:-5]] = json.loads(tar.extractfile(m).read())
+    from_parquet = {}
+    for shard in pq_out.glob("*.parquet"):
+        for row in pq.read_table(shard).to_pylist():
+            row.pop("image")
+            from_parquet[row.pop("key")] = row
+    assert from_json.keys() == from_parquet.keys() and len(from_json) == 33
+    for key, meta in from_json.items():
+        row = from_parquet[key]
+        assert {k: row[k] for k in meta} == meta, key  # the same values, so the same types
+        assert not any(v is None for v in row.values())
+    values = list(from_json.values())
+    assert {m["commercial_use"] for m in values} == {"yes", "no", "unknown"}
+    assert all(re.fullmatch(r"[0-9a-f]{16}", m["phash"]) for m in values)
+    assert any(m["render"]["axis"] == -1 for m in values) and any(m["render"]["axis"] >= 0 for m in values)
+    assert any(m["patient_id"] == "" for m in values)
+    manifest = read_export_manifest(wds_out)
+    declared = webdataset_features(manifest["settings"], manifest["fields"][0], True)["json"]
+    columns = parquet_features()
+    assert {k: columns[k] for k in declared} == declared

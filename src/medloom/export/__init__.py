@@ -32,8 +32,8 @@ from ..outputs import OutputFolder, written_by_medloom
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
 from .parquet import ParquetShardWriter
-from .render import ARTICLE_LISTS, RENDERED_READERS, sample_json
-from .texts import TEXT_MODES, annotation_metadata, choose_text, text_condition
+from .render import ARTICLE_LISTS, RENDERED_READERS, sample_metadata
+from .texts import TEXT_MODES, choose_text, text_condition
 from .webdataset import TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
@@ -410,10 +410,12 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                     continue
                 files = {ext: result["image"]}
                 text = choose_text(row, options.text, options.citing)
-                if options.format == "webdataset":
-                    files["json"] = sample_json(row, result["width"], result["height"],
-                                                state["settings"].get("article", False), text,
-                                                state["settings"].get("annotation", False))
+                parquet = options.format == "parquet"  # Parquet has a column for every field, always
+                metadata = sample_metadata(row, result["width"], result["height"],
+                                           parquet or state["settings"].get("article", False), text,
+                                           parquet or state["settings"].get("annotation", False))
+                if not parquet:
+                    files["json"] = json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode()
                     if state["settings"]["txt"]:
                         files["txt"] = text[0].encode()
                 need = writer.sample_size(files, row["id"]) if writer else 0
@@ -423,12 +425,10 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                 if writer is None:
                     path = folder.claim(shard_name(split, len(entry["shards"]), file_ext))
                     writer = TarShardWriter(path) if options.format == "webdataset" else ParquetShardWriter(path, ext)
-                if options.format == "webdataset":
-                    writer.add(row["id"], files)
+                if parquet:
+                    writer.add(row["id"], metadata, result["image"])
                 else:
-                    writer.add(row["id"], {**row, "text": text[0], "text_source": text[1],
-                                           "annotation": annotation_metadata(row)},
-                               result["image"], result["width"], result["height"])
+                    writer.add(row["id"], files)
             advance(len(results))
         if writer is not None:
             commit(position)

@@ -14,15 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..records import RECORD_SCHEMA
-from .render import ANNOTATION_JSON_TYPE
+from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 from .webdataset import ShardFile
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+# the WebDataset sample JSON's fields with the same types and the same no-null rule (`sample_metadata`), the
+# article and annotation always present (empty when the record has none)
 EXPORT_SCHEMA = pa.schema(
-    [("key", pa.string()), ("split", pa.string()), ("image", IMAGE_TYPE), ("image_width", pa.int32()),
-     ("image_height", pa.int32()), ("text", pa.string()), ("text_source", pa.string())] + list(RECORD_SCHEMA)
-    + [("annotation", ANNOTATION_JSON_TYPE)]
+    [("key", pa.string()), ("image", IMAGE_TYPE)] + list(SAMPLE_JSON_TYPE)
+    + [("article", ARTICLE_JSON_TYPE), ("annotation", ANNOTATION_JSON_TYPE)]
 )
 ROW_GROUP = 256
 
@@ -61,9 +61,9 @@ class ParquetShardWriter:
     def sample_size(files: dict[str, bytes], key: str) -> int:
         return sum(len(data) for data in files.values()) + 64
 
-    def add(self, key: str, row: dict, image: bytes, width: int, height: int) -> None:
-        self._rows.append({**row, "key": key, "image": {"bytes": image, "path": f"{key.replace('/', '_')}.{self.ext}"},
-                           "image_width": width, "image_height": height})
+    def add(self, key: str, metadata: dict, image: bytes) -> None:
+        """`metadata`: the sample's `sample_metadata` with article and annotation."""
+        self._rows.append({**metadata, "key": key, "image": {"bytes": image, "path": f"{key.replace('/', '_')}.{self.ext}"}})
         self.samples += 1
         self.size += len(image) + 64
         if len(self._rows) >= ROW_GROUP:

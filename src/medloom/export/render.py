@@ -9,7 +9,6 @@ small enough is copied byte for byte.
 from __future__ import annotations
 
 import io
-import json
 import os
 
 import numpy as np
@@ -160,7 +159,8 @@ ARTICLE_JSON_TYPE = pa.struct([(f.name, pa.int64() if pa.types.is_integer(f.type
 
 def sample_metadata(row: dict, width: int, height: int, with_article: bool = False, text: tuple[str, str] = ("", ""),
                     with_annotation: bool = False) -> dict:
-    """The `.json` of a WebDataset sample: every record field, with types that never change.
+    """The `.json` of a WebDataset sample and the columns of a Parquet row: every record field, with types
+    that never change (the README's table of types).
 
     Readers infer field types from the first samples (HF `datasets` from five), so no field is ever
     null: missing text is "", a missing number is -1 (or 0.0 for an absent window, whose
@@ -186,6 +186,7 @@ def sample_metadata(row: dict, width: int, height: int, with_article: bool = Fal
         "width": int(row["width"]), "height": int(row["height"]), "channels": int(row["channels"] or 0),
         "image_width": width, "image_height": height,
         "pixel_hash": row["pixel_hash"] or "", "phash": f"{int(row['phash'] or 0):016x}",
+        "file_hash": row.get("file_hash") or "",
         "license": row["license"] or "", "commercial_use": "unknown" if use is None else ("yes" if use else "no"),
         "description": row["description"] or "", "caption": row["caption"] or "",
         "render": render, "meta": row["meta"] or "",
@@ -202,7 +203,8 @@ SAMPLE_JSON_TYPE = pa.struct(
                                     ("rle", pa.list_(pa.int64()))]))),
        ("patient_id", pa.string()), ("study_id", pa.string())]
     + [(name, pa.int64()) for name in ("width", "height", "channels", "image_width", "image_height")]
-    + [(name, pa.string()) for name in ("pixel_hash", "phash", "license", "commercial_use", "description", "caption")]
+    + [(name, pa.string()) for name in ("pixel_hash", "phash", "file_hash", "license", "commercial_use", "description",
+                                        "caption")]
     + [("render", pa.struct([("window_center", pa.float64()), ("window_width", pa.float64()),
                              ("window_source", pa.string()), ("invert", pa.bool_()), ("axis", pa.int64()),
                              ("volume", pa.int64())])),
@@ -214,9 +216,3 @@ ANNOTATION_JSON_TYPE = pa.struct(
                                       + [("options", pa.list_(pa.string()))]
                                       + [(n, pa.string()) for n in ("answer", "answer_letter", "prompt")]
                                       + [("box", pa.list_(pa.float64()))])))])
-
-
-def sample_json(row: dict, width: int, height: int, with_article: bool = False, text: tuple[str, str] = ("", ""),
-                with_annotation: bool = False) -> bytes:
-    return json.dumps(sample_metadata(row, width, height, with_article, text, with_annotation), ensure_ascii=False,
-                      separators=(",", ":")).encode()

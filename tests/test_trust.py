@@ -53,9 +53,9 @@ def small_loom(tmp_path):
 
 # ---- 1. never delete or overwrite a file medloom did not write -------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["webdataset", "parquet", "llava"])
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet", "llava", "swift", "clip-benchmark", "dicom"])
 def test_exports_refuse_a_folder_holding_someone_elses_files(small_loom, tmp_path, fmt):
-    if fmt == "llava":
+    if fmt in ("llava", "swift"):
         cli("annotate", small_loom, "-q")
     out = tmp_path / "out"
     (out / "images").mkdir(parents=True)
@@ -66,8 +66,7 @@ def test_exports_refuse_a_folder_holding_someone_elses_files(small_loom, tmp_pat
     assert proc.returncode == 2 and "did not write" in proc.stderr
     assert "images/my_scan.jpg" in proc.stderr or "notes.txt" in proc.stderr
     assert snapshot(out) == before  # nothing written, nothing deleted
-    proc = cli("export", small_loom, "--format", fmt, "--out", out, "--overwrite" if fmt != "llava" else "-q", "-q",
-               check=False)
+    proc = cli("export", small_loom, "--format", fmt, "--out", out, "--overwrite", "-q", check=False)
     assert proc.returncode == 2 and snapshot(out) == before  # --overwrite does not make them ours either
 
 

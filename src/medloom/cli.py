@@ -274,7 +274,7 @@ def export_cmd(loom: Loom,
     reads (classification/SOURCE/ and retrieval/, a shard set per split); dicom writes de-identified DICOM copies.
     """
     from .export import ExportError, ExportOptions, export
-    from .export.training import TRAINING_FORMATS, TrainingExportError, export_training
+    from .export.training import TRAINING_FORMATS, export_training
 
     loom = resolve_loom(loom)
     from .sources.splits import split_name
@@ -303,17 +303,17 @@ def export_cmd(loom: Loom,
             err.print(f"[yellow]excluded:[/yellow] {escape(item['records'][0])}: {escape(item['reason'])}",
                       highlight=False)
         return
+    # what the image-writing formats other than webdataset/parquet take alike
+    rendered = dict(where=where, max_side=max_side, quality=quality, workers=workers or None, quiet=quiet or as_json,
+                    include_duplicates=include_duplicates, subset=subset_name,
+                    experiment=str(experiment) if experiment else None, wait=wait, keep_metadata=keep_metadata,
+                    splits=splits, image_format=image_format)
     if fmt == "clip-benchmark":
-        from .export.clipbench import ClipBenchmarkError, export_clip_benchmark
+        from .export.clipbench import export_clip_benchmark
 
         try:
-            bench = export_clip_benchmark(loom, out_dir or loom / "exports" / fmt, where=where, max_side=max_side,
-                                          quality=quality, workers=workers or None, quiet=quiet or as_json,
-                                          include_duplicates=include_duplicates, subset=subset_name,
-                                          experiment=str(experiment) if experiment else None, wait=wait,
-                                          keep_metadata=keep_metadata, splits=splits, image_format=image_format,
-                                          shard_size=shard_size)
-        except (ClipBenchmarkError, FileNotFoundError, ValueError) as e:
+            bench = export_clip_benchmark(loom, out_dir or loom / "exports" / fmt, shard_size=shard_size, **rendered)
+        except (ExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
             sys.stdout.write(json.dumps(bench.as_dict(), indent=1) + "\n")
@@ -328,13 +328,9 @@ def export_cmd(loom: Loom,
         return
     if fmt in TRAINING_FORMATS:
         try:
-            report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, where=where, max_side=max_side,
-                                     quality=quality, workers=workers or None, quiet=quiet or as_json,
-                                     include_duplicates=include_duplicates, subset=subset_name,
-                                     experiment=str(experiment) if experiment else None, wait=wait,
-                                     keep_metadata=keep_metadata, splits=splits, image_format=image_format,
-                                     absolute_paths=absolute_paths)
-        except (TrainingExportError, FileNotFoundError, ValueError) as e:
+            report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, absolute_paths=absolute_paths,
+                                     **rendered)
+        except (ExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if as_json:
             sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")

@@ -240,9 +240,22 @@ def _write_state(folder: OutputFolder, state: dict) -> None:
     folder.write_bytes(MANIFEST, json.dumps(state, indent=1, sort_keys=True).encode())
 
 
-def open_export_folder(out: Path) -> OutputFolder:
-    """The export folder with its written-files record; an export made by a medloom from before the record
-    adopts the files its manifest lists. A folder holding anything else is refused."""
+def open_output_folder(loom: Path, out: Path, adopt: list[str] | tuple = ()) -> OutputFolder:
+    """The output folder of an export of `loom`, every format's: the loom must have a catalog, and the folder
+    may hold only files medloom wrote there (`adopt`: those an export from before the written-files record
+    names); anything else refuses the export (`ForeignFileError`)."""
+    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
+        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
+    folder = OutputFolder(out, adopt=adopt)
+    folder.require_only_own("export")
+    return folder
+
+
+def open_export_folder(loom: Path, out: Path) -> OutputFolder:
+    """The shard export's folder; an export made by a medloom from before the written-files record adopts the
+    files its manifest lists."""
     adopt: list[str] = []
     try:
         previous = read_export_manifest(out)
@@ -251,11 +264,7 @@ def open_export_folder(out: Path) -> OutputFolder:
     if isinstance(previous, dict) and "plan" in previous and "medloom" in previous:
         shards = [s["file"] for split in previous.get("splits", {}).values() for s in split.get("shards", [])]
         adopt = [MANIFEST, *EXTRA_FILES, *shards]
-    folder = OutputFolder(out, adopt=adopt)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
-    folder.require_only_own("export")
-    return folder
+    return open_output_folder(loom, out, adopt)
 
 
 def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | None:
@@ -288,29 +297,27 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
     return previous
 
 
-def check_options(max_side: int | None, quality: int) -> None:
+def check_options(max_side: int | None, quality: int, image_format: str = "jpg") -> None:
     if max_side is not None and max_side < 1:
         raise ExportError(f"--max-side {max_side}: give the longest side in pixels, at least 1 (or leave it out to "
                           "keep the size)")
     if not 1 <= quality <= 100:
         raise ExportError(f"--quality {quality}: give a JPEG quality from 1 to 100")
+    if image_format not in ("jpg", "png", "keep"):
+        raise ExportError(f"image format {image_format!r}: choose jpg, png or keep")
 
 
 def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None,
            quiet: bool = False, wait: bool = False) -> ExportReport:
     """Export under the locks: the loom shared (no writer meanwhile, other exports welcome), the output
     folder exclusively."""
-    check_options(options.max_side, options.quality)
+    check_options(options.max_side, options.quality, options.image_format)
     if options.format not in FORMATS:
         raise ExportError(f"format {options.format!r}: choose {' or '.join(FORMATS)}")
-    if options.image_format not in ("jpg", "png", "keep"):
-        raise ExportError(f"image format {options.image_format!r}: choose jpg, png or keep")
     if options.shard_size < 1 or options.shard_bytes < 1:
         raise ExportError("--shard-size and --shard-bytes must be positive")
     loom, out = Path(loom), Path(out)
-    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
-        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
-    folder = open_export_folder(out)
+    folder = open_export_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export(loom, folder, options, workers, quiet)
 

@@ -31,12 +31,13 @@ from .. import catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..locks import hold
-from ..outputs import ForeignFileError, OutputFolder
+from ..outputs import OutputFolder
+from . import ExportError, check_options, open_output_folder
 from .texts import choose_text
 from .webdataset import TarShardWriter, temporary
 
 
-class ClipBenchmarkError(ValueError):
+class ClipBenchmarkError(ExportError):
     pass
 
 
@@ -102,26 +103,11 @@ def export_clip_benchmark(loom: Path, out: Path, *, where: str | None = None, ma
                           include_duplicates: bool = False, subset: str | None = None, experiment: str | None = None,
                           wait: bool = False, keep_metadata: bool = False, splits: list[str] | None = None,
                           image_format: str = "jpg", shard_size: int = 5000) -> ClipBenchmarkReport:
-    from . import ExportError, check_options
-
-    try:
-        check_options(max_side, quality)
-    except ExportError as e:
-        raise ClipBenchmarkError(str(e)) from None
-    if image_format not in ("jpg", "png", "keep"):
-        raise ClipBenchmarkError(f"image format {image_format!r}: choose jpg, png or keep")
+    check_options(max_side, quality, image_format)
     if shard_size < 1:
         raise ClipBenchmarkError("--shard-size must be positive")
     loom, out = Path(loom), Path(out)
-    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
-        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
-    if out.exists() and not out.is_dir():
-        raise ClipBenchmarkError(f"--out {out} is a file, not a folder; choose a folder for the export")
-    folder = OutputFolder(out)
-    try:
-        folder.require_only_own("export")
-    except ForeignFileError as e:
-        raise ClipBenchmarkError(str(e)) from None
+    folder = open_output_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export(loom, folder, where, max_side, quality, workers, quiet, include_duplicates, subset,
                        experiment, keep_metadata, splits, image_format, shard_size)

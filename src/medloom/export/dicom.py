@@ -39,8 +39,8 @@ import numpy as np
 
 from .. import catalog
 from ..locks import hold
-from ..outputs import ForeignFileError, OutputFolder
 from ..records import salted_id
+from . import ExportError, open_output_folder
 
 KEEP = frozenset({
     # SOP common, general image and series (non-identifying parts)
@@ -84,7 +84,7 @@ METHOD = ["medloom: PS3.15 E.1 basic profile as an allow-list", "pseudonymous pa
 BURNED_IN_CHOICES = ("exclude", "flag")
 
 
-class DicomExportError(ValueError):
+class DicomExportError(ExportError):
     pass
 
 
@@ -243,15 +243,7 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
     if burned_in not in BURNED_IN_CHOICES:
         raise DicomExportError(f"--burned-in {burned_in!r}: choose exclude or flag")
     loom, out = Path(loom), Path(out)
-    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
-        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
-    if out.exists() and not out.is_dir():
-        raise DicomExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
-    folder = OutputFolder(out)
-    try:
-        folder.require_only_own("export")
-    except ForeignFileError as e:
-        raise DicomExportError(str(e)) from None
+    folder = open_output_folder(loom, out)
     started = time.perf_counter()
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         files, total, others = _selected_files(loom, where, include_duplicates, splits)

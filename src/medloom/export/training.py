@@ -34,7 +34,8 @@ from .. import catalog
 from ..engine import make_executor
 from ..engine.progress import progress_bar
 from ..locks import hold
-from ..outputs import ForeignFileError, OutputFolder, write_atomic
+from ..outputs import OutputFolder, write_atomic
+from . import ExportError, check_options, open_output_folder
 from .texts import choose_text
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt", "swift")
@@ -43,7 +44,7 @@ DESCRIBE = "Describe this image."
 DESCRIBE_REGIONS = "Describe the regions of interest in this image."
 
 
-class TrainingExportError(ValueError):
+class TrainingExportError(ExportError):
     pass
 
 
@@ -137,7 +138,7 @@ def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
 BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_items, "swift": swift_items}
 
 
-def open_training_folder(out: Path) -> OutputFolder:
+def open_training_folder(loom: Path, out: Path) -> OutputFolder:
     """The output folder; one made by a medloom from before the written-files record adopts its JSON files and
     the images they name. A folder holding anything else is refused: nothing in it is ours to replace."""
     adopt: list[str] = []
@@ -154,14 +155,7 @@ def open_training_folder(out: Path) -> OutputFolder:
                 continue
             adopt += [i["image"] for i in items if isinstance(i, dict) and "image" in i]
             adopt += [p for i in items if isinstance(i, dict) for p in i.get("images", [])]
-    if out.exists() and not out.is_dir():
-        raise TrainingExportError(f"--out {out} is a file, not a folder; choose a folder for the export")
-    folder = OutputFolder(out, adopt=adopt)
-    try:
-        folder.require_only_own("export")
-    except ForeignFileError as e:
-        raise TrainingExportError(str(e)) from None
-    return folder
+    return open_output_folder(loom, out, adopt)
 
 
 def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
@@ -170,20 +164,11 @@ def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None
                     experiment: str | None = None, wait: bool = False, keep_metadata: bool = False,
                     splits: list[str] | None = None, image_format: str = "jpg", absolute_paths: bool = False
                     ) -> TrainingReport:
-    from . import ExportError, check_options
-
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
-    try:
-        check_options(max_side, quality)
-    except ExportError as e:
-        raise TrainingExportError(str(e)) from None
-    if image_format not in ("jpg", "png", "keep"):
-        raise TrainingExportError(f"image format {image_format!r}: choose jpg, png or keep")
+    check_options(max_side, quality, image_format)
     loom, out = Path(loom), Path(out)
-    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
-        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
-    folder = open_training_folder(out)
+    folder = open_training_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
         return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
                                 subset, experiment, keep_metadata, splits, image_format, absolute_paths)

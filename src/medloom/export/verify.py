@@ -46,9 +46,12 @@ def verify(folder: Path) -> VerifyReport:
         report.format, report.shards, report.samples = "webdataset", len(tars), sum(counts.values())
         report.problems += problems
         return report
+    if manifest.get("format") == "clip-benchmark":
+        return verify_clip_benchmark(folder, report)
     if "settings" not in manifest or "splits" not in manifest:
-        report.problems.append(f"{folder / MANIFEST} is not the manifest of a shard export (WebDataset or Parquet); "
-                               "training-format exports (llava, sharegpt, medmat) have no shards to verify")
+        report.problems.append(f"{folder / MANIFEST} is not the manifest of a shard export (WebDataset, Parquet or "
+                               "clip-benchmark); training-format exports (llava, sharegpt, medmat, swift) have no "
+                               "shards to verify")
         return report
     report.format = manifest["settings"]["format"]
     if not manifest.get("complete"):
@@ -84,4 +87,27 @@ def verify(folder: Path) -> VerifyReport:
     if c and c["exported"] != sum(shard["samples"] for _, shard in listed):
         report.problems.append(f"the manifest counts {c['exported']} exported samples, its shards hold "
                                f"{sum(shard['samples'] for _, shard in listed)}")
+    return report
+
+
+def verify_clip_benchmark(folder: Path, report: VerifyReport) -> VerifyReport:
+    """Each split's shard set: `nshards.txt` names as many shards as there are (`0.tar` ...), each by the
+    WebDataset rules."""
+    report.format = "clip-benchmark"
+    for count_file in sorted(folder.rglob("nshards.txt")):
+        split = count_file.parent
+        tars = sorted(split.glob("*.tar"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+        try:
+            listed = int(count_file.read_text().strip())
+        except ValueError:
+            report.problems.append(f"{count_file}: not a number of shards")
+            continue
+        if [p.name for p in tars] != [f"{i}.tar" for i in range(listed)]:
+            report.problems.append(f"{split}: nshards.txt says {listed}, the folder holds {[p.name for p in tars]}")
+        counts, problems = check_tar(tars)
+        report.shards += len(tars)
+        report.samples += sum(counts.values())
+        report.problems += problems
+    if not report.shards:
+        report.problems.append(f"{folder}: a clip-benchmark export with no shards")
     return report

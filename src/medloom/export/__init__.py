@@ -201,6 +201,25 @@ def render_sources(manifest: dict) -> dict[str, dict]:
     return out
 
 
+def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str, total: int,
+             quarantined: list[dict]):
+    """The records of a DuckDB relation rendered by the workers (`export.render`), a batch at a time in query
+    order; those that could not be rendered go to `quarantined` (id, reason, message) instead."""
+    batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
+    with make_executor(workers, preload=["medloom.export.render"]) as executor, \
+            progress_bar(label, total, quiet) as advance:
+        for _, results in executor.map("export.render", batches, settings, ordered=True):
+            good = []
+            for result in results:
+                if "reason" in result:
+                    row = result["row"]
+                    quarantined.append({"id": row["id"], "reason": result["reason"], "message": result["message"]})
+                else:
+                    good.append(result)
+            yield good
+            advance(len(results))
+
+
 def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
     """`keep` means: JPEG when every selected record is a JPEG file, PNG (lossless) otherwise."""
     if options.image_format != "keep":

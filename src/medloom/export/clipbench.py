@@ -21,15 +21,10 @@ import json
 import os
 import re
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from .. import catalog
-from ..engine import make_executor
-from ..engine.progress import progress_bar
 from ..locks import hold
 from ..outputs import OutputFolder
 from . import ExportError, check_options, open_output_folder
@@ -116,7 +111,7 @@ def export_clip_benchmark(loom: Path, out: Path, *, where: str | None = None, ma
 def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers, quiet, include_duplicates,
             subset, experiment, keep_metadata, splits, image_format, shard_size) -> ClipBenchmarkReport:
     from ..annotate.captions import finding
-    from . import ExportOptions, _image_ext, _select, render_sources, selection_sql
+    from . import ExportOptions, _image_ext, _select, render_sources, rendered, selection_sql
 
     started = time.perf_counter()
     con = catalog.connect(loom)
@@ -150,31 +145,22 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
     settings = {"sources": sources, "image_format": ext, "keep_bytes": image_format == "keep",
                 "max_side": max_side, "quality": quality, "keep_metadata": keep_metadata}
     query = con.sql("SELECT * FROM selection ORDER BY split, md5(source || '/' || uri), frame, id")
-    batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
-    used: Counter = Counter()
     try:
-        with make_executor(workers, preload=["medloom.export.render"]) as executor, \
-                progress_bar("export clip-benchmark", report.records, quiet) as advance:
-            for _, results in executor.map("export.render", batches, settings, ordered=True):
-                for result in results:
-                    row = result["row"]
-                    if "reason" in result:
-                        report.quarantined.append({"id": row["id"], "reason": result["reason"],
-                                                   "message": result["message"]})
-                        continue
-                    text = " ".join(choose_text(row, "auto")[0].split())
-                    shard_set("retrieval", row["split"]).add(row["id"], {ext: result["image"], "txt": text.encode()})
-                    labels = list(row["labels"] or [])
-                    if len(labels) != 1 or labels[0] not in classes[row["source"]]:
-                        report.not_single_label += 1
-                        continue
-                    if len(classes[row["source"]]) < 2:
-                        continue
-                    name = f"classification/{dataset_key(row['source'])}"
-                    cls = classes[row["source"]].index(labels[0])
-                    shard_set(name, row["split"]).add(row["id"], {ext: result["image"], "cls": str(cls).encode()})
-                    used[row["source"]] += 1
-                advance(len(results))
+        for results in rendered(query, settings, workers, quiet, "export clip-benchmark", report.records,
+                                report.quarantined):
+            for result in results:
+                row = result["row"]
+                text = " ".join(choose_text(row, "auto")[0].split())
+                shard_set("retrieval", row["split"]).add(row["id"], {ext: result["image"], "txt": text.encode()})
+                labels = list(row["labels"] or [])
+                if len(labels) != 1 or labels[0] not in classes[row["source"]]:
+                    report.not_single_label += 1
+                    continue
+                if len(classes[row["source"]]) < 2:
+                    continue
+                cls = classes[row["source"]].index(labels[0])
+                shard_set(f"classification/{dataset_key(row['source'])}", row["split"]).add(
+                    row["id"], {ext: result["image"], "cls": str(cls).encode()})
     except BaseException:
         for s in sets.values():
             s.abort()

@@ -28,11 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from .. import catalog
-from ..engine import make_executor
-from ..engine.progress import progress_bar
 from ..locks import hold
 from ..outputs import OutputFolder, write_atomic
 from . import ExportError, check_options, open_output_folder
@@ -178,7 +174,7 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
                      experiment: str | None, keep_metadata: bool, splits: list[str] | None,
                      image_format: str, absolute_paths: bool) -> TrainingReport:
-    from . import ExportOptions, _image_ext, _select, has_view, render_sources, selection_sql
+    from . import ExportOptions, _image_ext, _select, has_view, render_sources, rendered, selection_sql
 
     started = time.perf_counter()
     out = folder.path
@@ -199,23 +195,15 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     settings = {"sources": sources, "image_format": ext, "keep_bytes": image_format == "keep", "max_side": max_side,
                 "quality": quality, "keep_metadata": keep_metadata}
     items: dict[str, list[dict]] = {}
-    batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(256))
-    with make_executor(workers, preload=["medloom.export.render"]) as executor, \
-            progress_bar(f"export {fmt}", total, quiet) as advance:
-        for _, results in executor.map("export.render", batches, settings, ordered=True):
-            folder.claim_many(image_name(r["row"]["id"], ext) for r in results if "reason" not in r)
-            for result in results:
-                row = result["row"]
-                if "reason" in result:
-                    report.quarantined.append({"id": row["id"], "reason": result["reason"],
-                                               "message": result["message"]})
-                    continue
-                name = image_name(row["id"], ext)
-                write_atomic(out / name, result["image"])
-                report.images += 1
-                shown = str((out / name).resolve()) if absolute_paths else name
-                items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], shown))
-            advance(len(results))
+    for results in rendered(con.sql(query), settings, workers, quiet, f"export {fmt}", total, report.quarantined):
+        folder.claim_many(image_name(r["row"]["id"], ext) for r in results)
+        for result in results:
+            row = result["row"]
+            name = image_name(row["id"], ext)
+            write_atomic(out / name, result["image"])
+            report.images += 1
+            shown = str((out / name).resolve()) if absolute_paths else name
+            items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], shown))
     report.items = sum(len(v) for v in items.values())
     report.files = write_items(folder, fmt, items)
     if fmt == "sharegpt":

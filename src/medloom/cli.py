@@ -673,6 +673,100 @@ def subsets_cmd(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help
     out.print(table)
 
 
+eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Evaluate models on a loom: multiple-choice VQA, paired comparisons of runs.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("vqa")
+def eval_vqa(loom: Loom,
+             model: Annotated[str, typer.Option(help="openai:http://HOST:PORT/v1#MODEL (vLLM, Ollama, LMDeploy, "
+                                                     "OpenAI).")],
+             out_dir: Annotated[Path, typer.Option("--out", help="The run folder (predictions.parquet, "
+                                                                 "results.json, cache/).")],
+             split: Annotated[str, typer.Option(help="The split evaluated: test, val or train.")] = "test",
+             subset: Annotated[str | None, typer.Option(help="Only this named subset's records.")] = None,
+             experiment: Annotated[Path | None, typer.Option(help="A `cg plan` experiment folder: its test records."
+                                                             )] = None,
+             where: Annotated[str | None, typer.Option(help="Only records matching this SQL condition.")] = None,
+             circular: Annotated[bool, typer.Option(help="Ask every rotation of the options; right only when all "
+                                                         "are.")] = False,
+             images: Annotated[bool, typer.Option(help="Send each image (JPEG, 512 px) with its question.")] = True,
+             seed: Annotated[int, typer.Option(help="Seed for questions made on the fly and the bootstrap.")] = 0,
+             concurrency: Annotated[int, typer.Option(help="Requests in flight at most.", min=1)] = 8,
+             retries: Annotated[int, typer.Option(help="Retries of a failed request.", min=0)] = 3,
+             timeout: Annotated[float, typer.Option(help="Seconds to wait for one answer.", min=0.1)] = 120.0,
+             max_failures: Annotated[int, typer.Option(help="Stop after this many failed questions in a row (what "
+                                                            "was answered is kept; run again to resume).",
+                                                       min=1)] = 20,
+             allow_insecure_key: Annotated[bool, typer.Option(help="Send OPENAI_API_KEY over plain http to another "
+                                                                  "machine.")] = False,
+             workers: Annotated[int, typer.Option("--workers", "-w", help="Processes rendering the images "
+                                                                          "(default: all cores).")] = 0,
+             as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
+             quiet: Quiet = False) -> None:
+    """Ask a model every multiple-choice question of the selection; accuracy with 95% Wilson and patient-bootstrap
+    intervals per MAT triplet, per source and overall. Invalid answers (no parsing rule matched) count wrong."""
+    from .annotate.llm import LLMError
+    from .evaluate import EvalError, ModelSpecError, VQASettings, evaluate_vqa
+    from .evaluate.report import table_rows
+    from .export import ExportError
+
+    split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
+    if split_name not in ("train", "val", "test"):
+        fail(f"--split {split!r}: use test, val or train")
+    settings = VQASettings(model=model, split=split_name, subset=subset,
+                           experiment=str(experiment) if experiment else None, where=where, circular=circular,
+                           images=images, seed=seed, concurrency=concurrency, retries=retries, timeout=timeout,
+                           max_failures=max_failures, allow_insecure_key=allow_insecure_key)
+    try:
+        results = evaluate_vqa(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers or None)
+    except (EvalError, ModelSpecError, ExportError, LLMError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=1) + "\n")
+    else:
+        table = Table(title=f"{results['settings']['model']} on {results['settings']['selection']}"
+                            + (" (circular)" if circular else ""), title_justify="left")
+        for name in ("group", "n", "accuracy", "95% Wilson", "95% bootstrap (patients)", "invalid", "class recall"):
+            table.add_column(name, justify="left" if name == "group" else "right")
+        for name, m in table_rows(results):
+            table.add_row(escape(name), str(m["n"]), f"{m['accuracy']:.3f}",
+                          f"{m['wilson95'][0]:.3f}-{m['wilson95'][1]:.3f}",
+                          f"{m['bootstrap95'][0]:.3f}-{m['bootstrap95'][1]:.3f} ({m['clusters']})",
+                          f"{m['invalid_rate']:.1%}", f"{m['mean_class_recall']:.3f}")
+        out.print(table)
+        out.print("rules: " + ", ".join(f"{k} {v}" for k, v in sorted(results["rules"].items())), highlight=False)
+    if not results["complete"]:
+        err.print(f"stopped: {results['answered']} of {results['asked']} answers, {results['failed']} failed "
+                  f"(last: {escape(results['last_error'])}); run the same command again to ask only the rest",
+                  highlight=False)
+        raise typer.Exit(1)
+
+
+@eval_app.command("compare")
+def eval_compare(run_a: Annotated[Path, typer.Argument(help="The first run folder.")],
+                 run_b: Annotated[Path, typer.Argument(help="The second run folder.")],
+                 seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """B minus A on the questions both runs answered: exact McNemar test and a paired bootstrap interval."""
+    from .evaluate import CompareError, compare
+
+    try:
+        result = compare(run_a, run_b, seed=seed)
+    except CompareError as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+        return
+    out.print(f"{result['shared']} shared questions (only A {result['only_a']}, only B {result['only_b']}): "
+              f"A {result['a']['accuracy']:.3f} ({escape(result['a']['model'])}), "
+              f"B {result['b']['accuracy']:.3f} ({escape(result['b']['model'])}); B - A = {result['difference']:+.3f}, "
+              f"95% paired bootstrap {result['bootstrap95'][0]:+.3f} to {result['bootstrap95'][1]:+.3f}; "
+              f"exact McNemar p = {result['mcnemar_exact_p']:.4g} ({result['a_right_b_wrong']} only A right, "
+              f"{result['b_right_a_wrong']} only B right)", highlight=False)
+
+
 cg_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                      help="Compositional-generalization experiments (Med-MAT): which subsets reach a target.")
 app.add_typer(cg_app, name="cg")

@@ -54,7 +54,7 @@ class OutputFolder:
     def __init__(self, path: str | os.PathLike, adopt: Iterable[str] = ()):
         self.path = Path(path)
         self._record = self.path / RECORD
-        self.owned = self._read()
+        self.owned, self.owned_dirs = self._read()
         if not self._record.exists():
             # a folder written by a medloom from before the record: take over the files it knows it wrote
             names = sorted(n for n in adopt if (self.path / n).is_file())
@@ -62,12 +62,13 @@ class OutputFolder:
                 self._append([{"w": n} for n in names])
                 self.owned.update(names)
 
-    def _read(self) -> set[str]:
+    def _read(self) -> tuple[set[str], set[str]]:
         owned: set[str] = set()
+        dirs: set[str] = set()
         try:
             text = self._record.read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):
-            return owned
+            return owned, dirs
         for line in text.splitlines():
             try:
                 entry = json.loads(line)
@@ -77,7 +78,9 @@ class OutputFolder:
                 owned.add(entry["w"])
             elif "rm" in entry:
                 owned.discard(entry["rm"])
-        return owned
+            elif "dir" in entry:
+                dirs.add(entry["dir"])
+        return owned, dirs
 
     def ensure(self) -> None:
         """Create the folder (and its parents); a clear error when a file stands in the way."""
@@ -121,6 +124,8 @@ class OutputFolder:
             name = rel.rsplit("/", 1)[-1]
             if rel in self.owned or (ignore_temporary and name.startswith(".") and ".tmp" in name):
                 continue
+            if any(rel.startswith(d + "/") for d in self.owned_dirs):
+                continue
             found.append(rel)
             if len(found) >= limit:
                 break
@@ -133,6 +138,19 @@ class OutputFolder:
             raise ForeignFileError(
                 f"{self.path} holds files medloom did not write (for example {stray[0]!r}); medloom never "
                 f"overwrites or deletes such files: choose an empty or new folder for this {what}")
+
+    def claim_dir(self, rel: str) -> Path:
+        """A folder whose every file is medloom's (a cache written by a library): recorded once, before it is
+        made; a folder that already exists and is not recorded is refused like a foreign file."""
+        if rel in self.owned_dirs:
+            return self.path / rel
+        if (self.path / rel).exists():
+            raise ForeignFileError(f"{self.path / rel} exists and medloom did not make it; medloom never writes "
+                                   "into such a folder: choose an empty or new folder")
+        self.ensure()
+        self._append([{"dir": rel}])
+        self.owned_dirs.add(rel)
+        return self.path / rel
 
     def claim(self, rel: str) -> Path:
         """Record a file as medloom's before it is written; refuse one that exists and is not ours."""

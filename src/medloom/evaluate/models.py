@@ -1,0 +1,47 @@
+"""Model specs for `medloom eval`: which back-end answers, parsed from one string.
+
+- `openai:http://HOST:PORT/v1#MODEL`: an OpenAI-compatible chat completions server (vLLM, Ollama, LMDeploy,
+  OpenAI), asked through the annotate step's client: bounded concurrency, retries with back-off, a request
+  cache (so a killed run, started again, asks nothing twice), capped replies; images go as data URLs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelSpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    url: str
+    model: str
+
+    @property
+    def text(self) -> str:
+        return f"openai:{self.url}#{self.model}"
+
+
+def parse_spec(spec: str) -> ChatSpec:
+    kind, _, rest = spec.partition(":")
+    if kind == "openai":
+        url, _, model = rest.partition("#")
+        if not url.startswith(("http://", "https://")) or not model:
+            raise ModelSpecError(f"--model {spec!r}: write openai:http://HOST:PORT/v1#MODEL (the server's URL, then "
+                                 "# and the model name it serves)")
+        return ChatSpec(url, model)
+    raise ModelSpecError(f"--model {spec!r}: this version answers multiple-choice questions with "
+                         "openai:http://HOST:PORT/v1#MODEL "
+                         "(an OpenAI-compatible server: vLLM, Ollama, LMDeploy, OpenAI); serve a local model with "
+                         "one of them")
+
+
+def chat_client(spec: ChatSpec, cache: Path, *, concurrency: int, retries: int, timeout: float,
+                max_wait: float, allow_insecure_key: bool):
+    from ..annotate.llm import LLMClient
+
+    return LLMClient(spec.url, spec.model, cache, concurrency=concurrency, retries=retries, timeout=timeout,
+                     max_wait=max_wait, allow_insecure_key=allow_insecure_key, max_tokens=64)

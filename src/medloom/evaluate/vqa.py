@@ -1,0 +1,298 @@
+"""`medloom eval vqa`: every multiple-choice question of a selection asked of a model, each answer parsed by
+the documented cascade (`answers.py`), and accuracy reported with intervals per MAT triplet, per source and
+overall.
+
+What is evaluated is the test side only, unless `--split` names another: the loom's split (`medloom split`,
+else the sources' own), or an experiment's `test.txt` (never its training list). Records that `dedup` or
+`leakage --mark` marked out are left out, as in exports. The questions are the annotation's (`medloom
+annotate`), or made on the fly with the annotate step's rules and `--seed` when the loom has none.
+
+`--circular` asks each question once per rotation of its options (A B C D, B C D A, ...); a question counts
+as right only when every rotation is answered right, which removes the gain of a model that prefers a letter.
+
+The run folder holds `predictions.parquet` (one row per question and rotation), `results.json` (settings,
+counts, accuracy with 95% Wilson and patient-bootstrap intervals, per triplet and source, invalid rate, rules,
+mean per-class recall) and `cache/` (every answer, so a killed or stopped run asks nothing twice when run
+again). A server that keeps failing stops the run after `max_failures` failed questions in a row; what was
+answered is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from .. import __version__, catalog
+from ..locks import hold
+from ..outputs import OutputFolder
+from .answers import LETTERS, parse_answer
+from .models import parse_spec
+from .report import summarise
+
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+PREDICTION_SCHEMA = pa.schema([
+    ("record_id", pa.string()), ("question", pa.int32()), ("rotation", pa.int32()), ("source", pa.string()),
+    ("modality", pa.string()), ("anatomy", pa.string()), ("task", pa.string()), ("patient", pa.string()),
+    ("prompt", pa.string()), ("options", pa.list_(pa.string())), ("answer", pa.string()),
+    ("answer_label", pa.string()), ("raw", pa.string()), ("parsed", pa.string()), ("rule", pa.string()),
+    ("correct", pa.bool_()), ("invalid", pa.bool_()), ("latency_s", pa.float64()), ("cached", pa.bool_()),
+    ("model", pa.string()),
+])
+
+
+class EvalError(ValueError):
+    pass
+
+
+@dataclass
+class VQASettings:
+    model: str
+    split: str = "test"
+    subset: str | None = None
+    experiment: str | None = None
+    where: str | None = None
+    circular: bool = False
+    images: bool = True
+    seed: int = 0
+    concurrency: int = 8
+    retries: int = 3
+    timeout: float = 120.0
+    max_wait: float = 60.0
+    max_failures: int = 20
+    allow_insecure_key: bool = False
+
+
+def rotations(options: list[str], circular: bool) -> list[int]:
+    return list(range(len(options))) if circular else [0]
+
+
+def prompt(question: str, options: list[str]) -> str:
+    return "\n".join([question, *(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)), INSTRUCTION])
+
+
+def _questions(row: dict, seed: int, kb) -> list[dict]:
+    """The record's multiple-choice questions: the annotation's, else made now with the annotate rules."""
+    if row.get("ann_vqa") is not None:
+        return [q for q in row["ann_vqa"] if q["kind"] == "multiple-choice"]
+    from ..annotate.captions import task_family
+    from ..annotate.step import record_rng
+    from ..annotate.vqa import multiple_choice
+
+    family = task_family(row)
+    q = multiple_choice(row, family, record_rng(seed, row["id"]), kb) if family else None
+    return [q] if q else []
+
+
+def select(loom: Path, s: VQASettings):
+    """(connection with the `selection` view, its fingerprint, what was selected in words)."""
+    from ..export import ExportOptions, _select, selection_sql
+
+    con = catalog.connect(loom)
+    if s.experiment:
+        from ..splits.planner import PlanError, read_experiment
+
+        try:
+            planned = read_experiment(Path(s.experiment))
+        except (PlanError, OSError) as e:
+            raise EvalError(str(e)) from None
+        test = [i for i, side in planned.items() if side == "test"]
+        known = {r[0] for r in con.execute("SELECT id FROM records").fetchall()}
+        missing = [i for i in test if i not in known]
+        if missing:
+            raise EvalError(f"{s.experiment}: {len(missing)} of its {len(test)} test records are not in {loom} (for "
+                            f"example {missing[0]!r}); was the experiment planned on another loom?")
+    joins, split, marks, fingerprint = selection_sql(loom, ExportOptions(subset=s.subset, experiment=s.experiment))
+    _select(con, s.where, joins, split, marks, ["test"] if s.experiment else [s.split])
+    what = (f"experiment {s.experiment} (its test records)" if s.experiment else f"split {s.split}") + \
+        (f", subset {s.subset}" if s.subset else "") + (f", where {s.where}" if s.where else "")
+    return con, fingerprint, what
+
+
+def build_items(rows: list[dict], s: VQASettings) -> list[dict]:
+    from ..annotate.knowledge import load_knowledge
+
+    kb = load_knowledge(None)
+    items = []
+    for row in rows:
+        for qi, q in enumerate(_questions(row, s.seed, kb)):
+            options, truth = list(q["options"]), LETTERS.index(q["answer_letter"])
+            for r in rotations(options, s.circular):
+                shown = options[r:] + options[:r]
+                items.append({"row": row, "record_id": row["id"], "question": qi, "rotation": r,
+                              "source": row["source"], "modality": row["modality"] or "",
+                              "anatomy": row["anatomy"] or "", "task": row["task"] or "",
+                              "patient": row["patient_id"] or "", "prompt": prompt(q["question"], shown),
+                              "options": shown, "answer": LETTERS[(truth - r) % len(options)],
+                              "answer_label": q.get("answer_label") or q["answer"]})
+    return items
+
+
+class ImageFeed:
+    """Each record's image (JPEG, 512 px), rendered ahead in worker processes by the export's render stage, in
+    the order the questions come; at most `lookahead` records wait rendered, and a record's image is
+    dropped after its last question (`done`). Processes, not threads: the asking threads then never wait
+    for the interpreter lock held by a decode."""
+
+    def __init__(self, table: pa.Table, sources: dict, workers: int | None, lookahead: int):
+        from concurrent.futures import Future
+
+        self.futures = {rid: Future() for rid in table.column("id").to_pylist()}
+        self.slots = threading.Semaphore(lookahead)
+        self.stopped = False
+        self._thread = threading.Thread(target=self._run, args=(table, sources, workers), daemon=True)
+        self._thread.start()
+
+    def _run(self, table: pa.Table, sources: dict, workers: int | None) -> None:
+        from ..engine import make_executor
+        from ..imaging import DecodeError
+
+        settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": 512,
+                    "quality": 90, "keep_metadata": False}
+        try:
+            with make_executor(workers, preload=["medloom.export.render"]) as executor:
+                for _, results in executor.map("export.render", table.to_batches(32), settings, ordered=True):
+                    for result in results:
+                        self.slots.acquire()
+                        if self.stopped:
+                            return
+                        future = self.futures[result["row"]["id"]]
+                        if "reason" in result:
+                            future.set_exception(DecodeError(result["reason"], result["message"]))
+                        else:
+                            future.set_result(result["image"])
+        except BaseException as e:  # the workers died: every question still waiting gets the error
+            for future in list(self.futures.values()):
+                if not future.done():
+                    future.set_exception(e)
+
+    def get(self, record_id: str) -> bytes:
+        return self.futures[record_id].result()
+
+    def done(self, record_id: str) -> None:
+        self.futures.pop(record_id, None)
+        self.slots.release()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.slots.release()
+        self._thread.join()
+
+
+def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advance) -> tuple[int, str]:
+    """Fill each item's raw answer, latency and cache flag, `concurrency` questions in flight; stop after
+    `max_failures` failed requests in a row. Returns (failed items, the last error)."""
+    from ..annotate.llm import LLMError
+    from ..annotate.step import _user
+    from ..imaging import DecodeError
+
+    last_use = {item["record_id"]: n for n, item in enumerate(items)}
+
+    def one(n: int, item: dict) -> None:
+        started = time.perf_counter()
+        try:
+            messages = [_user(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
+            item["cached"] = client.cached(client.body(messages)) is not None
+            started = time.perf_counter()  # the latency is the model's, not the image rendering's
+            item["raw"] = client.complete(messages)
+        except DecodeError as e:
+            item["error"], item["unreadable"] = f"image: {e}", True
+        except (LLMError, OSError, ValueError) as e:
+            item["error"] = str(e)
+        finally:
+            if feed and last_use[item["record_id"]] == n:
+                feed.done(item["record_id"])
+        item["latency_s"] = 0.0 if item.get("cached") else time.perf_counter() - started
+        advance(1)
+
+    failed, streak, last = 0, 0, ""
+    pending: dict = {}
+    queue = iter(enumerate(items))
+    with ThreadPoolExecutor(max_workers=s.concurrency) as pool:
+        while True:  # `concurrency` questions in flight; no new one after max_failures failures in a row
+            while len(pending) < s.concurrency and streak < s.max_failures:
+                n, item = next(queue, (None, None))
+                if item is None:
+                    break
+                pending[pool.submit(one, n, item)] = n
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = items[pending.pop(future)]
+                if "error" in item:
+                    failed, last = failed + 1, item["error"]
+                    streak = streak if item.get("unreadable") else streak + 1  # the server's failures only
+                else:
+                    streak = 0
+    return failed, last
+
+
+def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, workers: int | None = None) -> dict:
+    spec = parse_spec(s.model)
+    loom, out = Path(loom), Path(out)
+    if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
+        raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--out {out} is a file, not a folder; choose a folder for the run")
+    folder = OutputFolder(out)
+    folder.require_only_own("evaluation run")
+    folder.ensure()
+    with hold(loom, shared=True), hold(out, what="evaluation run"):
+        return _evaluate(loom, folder, s, spec, quiet, workers)
+
+
+def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, quiet: bool, workers: int | None) -> dict:
+    from ..engine.progress import progress_bar
+    from ..export import render_sources
+    from .models import chat_client
+
+    started = time.perf_counter()
+    con, fingerprint, what = select(loom, s)
+    selected = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()
+    rows = selected.to_pylist()
+    items = build_items(rows, s)
+    if not items:
+        raise EvalError(f"{loom}: no multiple-choice question in {what} ({len(rows)} records): the records need labels "
+                        "from a label space of at least two classes (`medloom annotate` makes the questions)")
+    client = chat_client(spec, folder.claim_dir("cache"), concurrency=s.concurrency, retries=s.retries,
+                         timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)
+    sources = render_sources(catalog.read_manifest(loom))
+    asking = time.perf_counter()
+    feed = None
+    if s.images:
+        asked = {i["record_id"] for i in items}
+        table = selected.filter(pa.array([rid in asked for rid in selected.column("id").to_pylist()]))
+        feed = ImageFeed(table, sources, workers, lookahead=4 * s.concurrency)
+    try:
+        with progress_bar("eval vqa", len(items), quiet) as advance:
+            failed, last_error = ask(items, client, feed, s, advance)
+    finally:
+        if feed:
+            feed.stop()
+    asking = time.perf_counter() - asking
+    answered = [i for i in items if "raw" in i]
+    for item in answered:
+        item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
+        item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
+        item["model"] = spec.text
+    table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
+    folder.write_table("predictions.parquet", table)
+    ids = sorted({i["record_id"] for i in items})
+    settings = {"medloom": __version__, "loom": str(loom.resolve()), "selection": what, **asdict(s),
+                "model": spec.text, "records": len(ids), "questions": len({(i["record_id"], i["question"])
+                                                                          for i in items}),
+                "records_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "marks": fingerprint}
+    results = {"settings": settings, "complete": len(answered) == len(items), "asked": len(items),
+               "answered": len(answered), "failed": failed, "last_error": last_error,
+               "seconds": round(time.perf_counter() - started, 3), "asking_seconds": round(asking, 3),
+               "llm": asdict(client.stats),
+               **summarise(table.to_pylist(), circular=s.circular, seed=s.seed)}
+    folder.write_bytes("results.json", json.dumps(results, indent=1, ensure_ascii=False).encode())
+    return results

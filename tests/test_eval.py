@@ -1,0 +1,233 @@
+"""`medloom eval vqa` and `eval compare` against a real local HTTP server that speaks the chat completions API
+and answers in every form the parsing cascade knows (and with nonsense, errors and outages); the interval and
+test statistics against statsmodels."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import fixture_dir, rows, write_recipe
+
+from medloom.evaluate.answers import parse_answer
+from medloom.evaluate.stats import cluster_bootstrap, mcnemar_exact, wilson
+
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+LETTERS = "ABCDEFGHIJ"
+# (form, the rule that must read it); {L} the chosen letter, {T} its option's text
+FORMS = [("{L}", "letter"), ("({L})", "letter"), ("{L}: {T}", "letter-text"), ("The answer is {L}.", "answer-is"),
+         ("I think ({L}) fits", "parenthesised"), ("{T}", "option-text"), ("It shows {T}.", "option-text"),
+         ("I cannot tell from this image.", "invalid"), ("{L} or {M}", "invalid")]
+
+
+def cli(*args, check: bool = True):
+    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def question_of(prompt: str) -> tuple[list[str], int]:
+    """The options of a prompt and a deterministic pick among them."""
+    options = [line[3:] for line in prompt.splitlines() if len(line) > 3 and line[1:3] == ". " and line[0] in LETTERS]
+    return options, int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+
+
+def reply(prompt: str) -> str:
+    """What the server answers to a prompt: a form and a letter chosen by a hash of the prompt."""
+    options, h = question_of(prompt)
+    pick = h % len(options)
+    form, _ = FORMS[(h // 7) % len(FORMS)]
+    return form.format(L=LETTERS[pick], T=options[pick], M=LETTERS[(pick + 1) % len(options)])
+
+
+def expected(prompt: str) -> tuple[str, str]:
+    options, h = question_of(prompt)
+    rule = FORMS[(h // 7) % len(FORMS)][1]
+    return ("" if rule == "invalid" else LETTERS[h % len(options)]), rule
+
+
+class Server:
+    """POST /v1/chat/completions answering `reply(prompt)`; `down_after` answers, then HTTP 500 for everything."""
+
+    def __init__(self):
+        self.log: list[str] = []
+        self.down_after: int | None = None
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                content = body["messages"][-1]["content"]
+                text = content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+                with outer.lock:
+                    down = outer.down_after is not None and len(outer.log) >= outer.down_after
+                    if not down:
+                        outer.log.append(text)
+                if down:
+                    data, code = b'{"error": "overloaded"}', 500
+                else:
+                    data, code = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                                       "content": reply(text)}}]}).encode(), 200
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def loom(tmp_path_factory) -> Path:
+    """BCCD's white-cell classes (5 classes, real microscopy images), annotated, split by record."""
+    tmp = tmp_path_factory.mktemp("eval")
+    recipe = write_recipe(tmp, [dict(name="cells", reader="imagefolder",
+                                     path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
+                                     modality="microscopy", anatomy="blood", task="cell type")])
+    cli("ingest", recipe, "-q")
+    cli("annotate", tmp / "loom", "-q")
+    cli("split", tmp / "loom", "--by", "record", "--val", "0.2", "--test", "0.5", "--seed", "2", "--json")
+    return tmp / "loom"
+
+
+@pytest.mark.parametrize("answer, letter, rule", [
+    ("B", "B", "letter"), ("b.", "B", "letter"), ("(C)", "C", "letter"), ("**D**", "D", "letter"),
+    ("B: effusion", "B", "letter-text"), ("C) Cyst.", "C", "letter-text"), ("A: cyst", "", "invalid"),
+    ("The answer is (B).", "B", "answer-is"), ("Answer: c", "C", "answer-is"), ("Option D", "D", "answer-is"),
+    ("I think (C) fits best", "C", "parenthesised"), ("cyst", "C", "option-text"),
+    ("It shows a cyst.", "C", "option-text"), ("pleural effusion", "A", "option-text"),
+    ("It shows an effusion", "B", "option-text"), ("A cyst is seen", "C", "option-text"),
+    ("B or C", "", "invalid"), ("I cannot tell", "", "invalid"), ("", "", "invalid"), ("E", "", "invalid"),
+    ("(A) or (B)", "", "invalid"),
+])
+def test_answer_parsing_cascade(answer, letter, rule):
+    assert parse_answer(answer, ["pleural effusion", "effusion", "cyst", "normal findings"]) == (letter, rule)
+
+
+def test_statistics_agree_with_statsmodels():
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.proportion import proportion_confint
+
+    for k, n in [(0, 10), (3, 10), (10, 10), (57, 80), (1, 1), (412, 1000)]:
+        assert np.allclose(wilson(k, n), proportion_confint(k, n, alpha=0.05, method="wilson"), atol=1e-12)
+    for b, c in [(0, 0), (3, 9), (10, 10), (1, 12), (40, 25)]:
+        assert mcnemar_exact(b, c) == pytest.approx(mcnemar([[5, b], [c, 7]], exact=True).pvalue, abs=1e-12)
+    # the cluster bootstrap: one patient with many images widens the interval over an image bootstrap
+    rng = np.random.default_rng(0)
+    values = np.r_[np.ones(40), rng.integers(0, 2, 60)]
+    clusters = ["p0"] * 40 + [f"p{i}" for i in range(1, 61)]
+    by_patient = cluster_bootstrap(values, clusters, seed=1)
+    by_image = cluster_bootstrap(values, [str(i) for i in range(100)], seed=1)
+    assert by_patient[0] <= values.mean() <= by_patient[1]
+    assert by_patient[1] - by_patient[0] > 1.5 * (by_image[1] - by_image[0])
+    assert cluster_bootstrap(values, clusters, seed=1) == by_patient  # seeded
+
+
+def test_eval_vqa_parses_every_answer_counts_invalid_and_resumes(loom, server, tmp_path):
+    split = {r["id"]: r["split"] for r in rows(loom, f"SELECT * FROM read_parquet('{loom}/splits/split.parquet')")}
+    test_ids = sorted(i for i, s in split.items() if s == "test")
+    run = tmp_path / "run"
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#test-model", "--out", run, "-q")
+    assert "overall" in proc.stdout and "95% Wilson" in proc.stdout
+    preds = pq.read_table(run / "predictions.parquet").to_pylist()
+    assert sorted({p["record_id"] for p in preds}) == test_ids  # the test split only, never train or val
+    assert len(preds) == len(test_ids) == len(server.log)  # one multiple-choice question per record
+    for p in preds:
+        assert p["raw"] == reply(p["prompt"])
+        assert (p["parsed"], p["rule"]) == expected(p["prompt"])
+        assert p["correct"] == (p["parsed"] == p["answer"]) and p["invalid"] == (p["rule"] == "invalid")
+        assert p["model"] == f"openai:{server.url}#test-model" and p["answer"] in "ABCD"
+    results = json.loads((run / "results.json").read_text())
+    overall = results["overall"]
+    assert overall["n"] == len(preds) and overall["correct"] == sum(p["correct"] for p in preds)
+    assert overall["invalid"] == sum(p["invalid"] for p in preds) > 0
+    assert overall["wilson95"] == list(wilson(overall["correct"], overall["n"]))
+    assert results["complete"] and results["settings"]["split"] == "test"
+    assert list(results["by_triplet"]) == ["microscopy / blood / cell type"]
+    assert sum(results["rules"].values()) == len(preds)
+    # again: every answer from the run's cache, the same results
+    before = len(server.log)
+    cli("eval", "vqa", loom, "--model", f"openai:{server.url}#test-model", "--out", run, "-q")
+    assert len(server.log) == before
+    assert json.loads((run / "results.json").read_text())["overall"] == overall
+    # circular: every rotation asked; right only when all rotations are
+    circ = tmp_path / "circular"
+    cli("eval", "vqa", loom, "--model", f"openai:{server.url}#test-model", "--out", circ, "--circular", "-q")
+    cpreds = pq.read_table(circ / "predictions.parquet").to_pylist()
+    per_question = {}
+    for p in cpreds:
+        per_question.setdefault(p["record_id"], []).append(p)
+    assert all(len(v) == len(v[0]["options"]) for v in per_question.values())
+    cres = json.loads((circ / "results.json").read_text())["overall"]
+    assert cres["correct"] == sum(all(p["correct"] for p in v) for v in per_question.values())
+    # the paired comparison of the two runs
+    cmp = json.loads(cli("eval", "compare", run, circ, "--json").stdout)
+    assert cmp["shared"] == len(test_ids) and cmp["same_records"]
+    assert cmp["b_right_a_wrong"] == 0  # circular never gains a question
+    assert cmp["difference"] == pytest.approx(cres["accuracy"] - overall["accuracy"])
+
+
+def test_an_outage_stops_the_run_keeps_answers_and_resumes(loom, server, tmp_path):
+    run = tmp_path / "run"
+    server.down_after = 2
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "--retries", "0",
+               "--max-failures", "3", "--concurrency", "1", "-q", check=False)
+    assert proc.returncode == 1 and "run the same command again" in proc.stderr and "HTTP 500" in proc.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert not results["complete"] and results["answered"] == 2 and results["failed"] == 3
+    assert len(pq.read_table(run / "predictions.parquet")) == 2
+    server.down_after = None
+    cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "-q")
+    results = json.loads((run / "results.json").read_text())
+    assert results["complete"] and results["answered"] == results["asked"]
+    assert len(server.log) == results["asked"]  # the two answered before the outage were not asked again
+
+
+def test_bad_input_is_a_clear_error(loom, server, tmp_path):
+    proc = cli("eval", "vqa", loom, "--model", "gpt4", "--out", tmp_path / "a", check=False)
+    assert proc.returncode == 2 and "openai:http://HOST:PORT/v1#MODEL" in proc.stderr
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "b", "--where", "false",
+               check=False)
+    assert proc.returncode == 2 and "no multiple-choice question" in proc.stderr
+    other = tmp_path / "plan"
+    other.mkdir()
+    (other / "manifest.json").write_text("{}")
+    (other / "train.txt").write_text("x/a\n")
+    (other / "test.txt").write_text("elsewhere/b_png\n")
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "c", "--experiment",
+               other, check=False)
+    assert proc.returncode == 2 and "another loom" in proc.stderr
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mine.txt").write_text("a user's file")
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "d", check=False)
+    assert proc.returncode == 2 and "did not write" in proc.stderr
+    assert (tmp_path / "d" / "mine.txt").read_text() == "a user's file"
+    assert server.log == []

@@ -744,6 +744,93 @@ def eval_vqa(loom: Loom,
         raise typer.Exit(1)
 
 
+def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, subset: str | None,
+               experiment: Path | None, where: str | None, templates: Path | None, seed: int, workers: int,
+               as_json: bool, quiet: bool) -> dict:
+    from .evaluate import EvalError, ModelSpecError
+    from .evaluate.zeroshot import ClipEvalSettings, evaluate_retrieval, evaluate_zeroshot
+    from .export import ExportError
+
+    split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
+    if split_name not in ("train", "val", "test"):
+        fail(f"--split {split!r}: use test, val or train")
+    prompts = None
+    if templates is not None:
+        try:
+            prompts = [line.strip() for line in templates.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as e:
+            fail(f"--templates {templates}: {os_error_message(e)}")
+        bad = [p for p in prompts if "{c}" not in p]
+        if bad or not prompts:
+            fail(f"--templates {templates}: every line needs {{c}} where the class name goes"
+                 + (f" (not: {bad[0]!r})" if bad else ""))
+    settings = ClipEvalSettings(model=model, split=split_name, subset=subset,
+                                experiment=str(experiment) if experiment else None, where=where, templates=prompts,
+                                seed=seed)
+    run = evaluate_zeroshot if kind == "zeroshot" else evaluate_retrieval
+    try:
+        results = run(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers or None)
+    except (EvalError, ModelSpecError, ExportError, FileNotFoundError) as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+ClipModelOption = Annotated[str, typer.Option("--model", help="medloom:PATH, a folder with medloom-clip.json and "
+                                                               "projection.npz (image tower, text tower, projection).")]
+RunOption = Annotated[Path, typer.Option("--out", help="The run folder (predictions.parquet, results.json).")]
+SplitOption = Annotated[str, typer.Option(help="The split evaluated: test, val or train.")]
+SubsetOption = Annotated[str | None, typer.Option(help="Only this named subset's records.")]
+ExperimentOption = Annotated[Path | None, typer.Option(help="A `cg plan` experiment folder: its test records.")]
+WhereOption = Annotated[str | None, typer.Option(help="Only records matching this SQL condition.")]
+WorkersOption = Annotated[int, typer.Option("--workers", "-w", help="Processes computing image features.")]
+
+
+@eval_app.command("zeroshot")
+def eval_zeroshot(loom: Loom, model: ClipModelOption, out_dir: RunOption, split: SplitOption = "test",
+                  subset: SubsetOption = None, experiment: ExperimentOption = None, where: WhereOption = None,
+                  templates: Annotated[Path | None, typer.Option(help="Prompt templates, one per line with {c} for "
+                                                                      "the class name.")] = None,
+                  seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0, workers: WorkersOption = 0,
+                  as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
+                  quiet: Quiet = False) -> None:
+    """Zero-shot classification per source (its label space as the classes): top-1 with Wilson and patient-
+    bootstrap intervals, top-5, mean per-class recall, AUROC for two classes."""
+    results = _clip_eval("zeroshot", loom, model, out_dir, split, subset, experiment, where, templates, seed,
+                         workers, as_json, quiet)
+    if as_json:
+        return
+    table = Table(title=f"{model} zero-shot on {results['settings']['selection']}", title_justify="left")
+    for name in ("task", "classes", "n", "top-1", "95% Wilson", "95% bootstrap (patients)", "top-5", "class recall",
+                 "AUROC"):
+        table.add_column(name, justify="left" if name == "task" else "right")
+    rows = [(k, v) for k, v in results["tasks"].items()] + [("overall", results["overall"])]
+    for name, m in rows:
+        table.add_row(escape(name), str(len(m.get("classes", [])) or "-"), str(m["n"]), f"{m['accuracy']:.3f}",
+                      f"{m['wilson95'][0]:.3f}-{m['wilson95'][1]:.3f}",
+                      f"{m['bootstrap95'][0]:.3f}-{m['bootstrap95'][1]:.3f} ({m['clusters']})", f"{m['top5']:.3f}",
+                      f"{m['mean_class_recall']:.3f}", f"{m['auroc']:.3f}" if m.get("auroc") is not None else "-")
+    out.print(table)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(loom: Loom, model: ClipModelOption, out_dir: RunOption, split: SplitOption = "test",
+                   subset: SubsetOption = None, experiment: ExperimentOption = None, where: WhereOption = None,
+                   workers: WorkersOption = 0,
+                   as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
+                   quiet: Quiet = False) -> None:
+    """Image-to-text and text-to-image retrieval over the records' texts (the export text rule): recall@1/5/10."""
+    results = _clip_eval("retrieval", loom, model, out_dir, split, subset, experiment, where, None, 0, workers,
+                         as_json, quiet)
+    if as_json:
+        return
+    i2t, t2i = results["image_to_text"], results["text_to_image"]
+    out.print(f"{results['images']} images, {results['texts']} distinct texts ({escape(results['settings']['selection'])}): "
+              f"image to text R@1 {i2t['R@1']:.3f} R@5 {i2t['R@5']:.3f} R@10 {i2t['R@10']:.3f}; text to image "
+              f"R@1 {t2i['R@1']:.3f} R@5 {t2i['R@5']:.3f} R@10 {t2i['R@10']:.3f}", highlight=False)
+
+
 @eval_app.command("compare")
 def eval_compare(run_a: Annotated[Path, typer.Argument(help="The first run folder.")],
                  run_b: Annotated[Path, typer.Argument(help="The second run folder.")],

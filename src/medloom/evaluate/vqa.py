@@ -90,8 +90,19 @@ def _questions(row: dict, seed: int, kb) -> list[dict]:
     return [q] if q else []
 
 
-def select(loom: Path, s: VQASettings):
-    """(connection with the `selection` view, its fingerprint, what was selected in words)."""
+@dataclass
+class Selection:
+    """What a run evaluates: a split (test by default), or an experiment's test records, narrowed by a subset
+    and a SQL condition."""
+    split: str = "test"
+    subset: str | None = None
+    experiment: str | None = None
+    where: str | None = None
+
+
+def select(loom: Path, s) -> tuple:
+    """(connection with the `selection` view, its fingerprint, what was selected in words) for any settings
+    with the fields of `Selection`. The training side of a split or plan is never selected unless named."""
     from ..export import ExportOptions, _select, selection_sql
 
     con = catalog.connect(loom)
@@ -237,6 +248,13 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
 def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, workers: int | None = None) -> dict:
     spec = parse_spec(s.model)
     loom, out = Path(loom), Path(out)
+    folder = open_run(loom, out)
+    with hold(loom, shared=True), hold(out, what="evaluation run"):
+        return _evaluate(loom, folder, s, spec, quiet, workers)
+
+
+def open_run(loom: Path, out: Path) -> OutputFolder:
+    """A run folder: new, or one medloom wrote (a run started again resumes there); never a user's folder."""
     if not (catalog.catalog_dir(loom) / catalog.MANIFEST).is_file():
         raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
     if out.exists() and not out.is_dir():
@@ -244,8 +262,7 @@ def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, 
     folder = OutputFolder(out)
     folder.require_only_own("evaluation run")
     folder.ensure()
-    with hold(loom, shared=True), hold(out, what="evaluation run"):
-        return _evaluate(loom, folder, s, spec, quiet, workers)
+    return folder
 
 
 def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, quiet: bool, workers: int | None) -> dict:

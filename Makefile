@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stream.py
 	$(BIN)/python benchmarks/pmc.py
 	$(BIN)/python benchmarks/dedup.py
+	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf demo .pytest_cache

@@ -127,3 +127,41 @@ def test_bad_input_is_a_clear_error(loom, tmp_path):
     proc = cli("train", "clip", loom, "--out", tmp_path / "mine", check=False)
     assert proc.returncode == 2 and "did not write" in proc.stderr
     assert (tmp_path / "mine" / "weights.pt").read_bytes() == b"a user's file"
+
+
+def test_no_mix_of_a_plan_trains_on_a_target_record(tmp_path):
+    """Every experiment of a Med-MAT plan trains on exactly its train.txt: the model's record hash is the hash
+    of those records, and none of them is a target (test) record."""
+    import hashlib
+
+    from conftest import make_image, run_ingest
+    from test_splits import SOURCES
+
+    from medloom.splits.planner import parse_target, plan
+    from medloom.train.clip import TrainError, TrainSettings, train_clip
+
+    specs = []
+    for s, (src, m, a, t, labels) in enumerate(SOURCES):
+        for i in range(4):
+            make_image(tmp_path / src / labels[i % 2] / f"{src}{i}.png", size=(32, 24), seed=100 * s + i)
+        specs.append(dict(name=src, reader="imagefolder", path=src, modality=m, anatomy=a, task=t))
+    loom, _ = run_ingest(write_recipe(tmp_path, specs))
+    experiments = plan(loom, [parse_target("CT,lung,cancer")], tmp_path / "plan", seed=1)
+    facts = {r["id"]: r["file_hash"] or r["pixel_hash"] for r in rows(loom, "SELECT * FROM records")}
+    trained = 0
+    for e in experiments:
+        folder = Path(e["folder"])
+        train = [x for x in (folder / "train.txt").read_text().split() if x]
+        test = set((folder / "test.txt").read_text().split())
+        assert not set(train) & test
+        settings = TrainSettings(experiment=str(folder), epochs=1, batch_size=4)
+        if not train:
+            with pytest.raises(TrainError, match="nothing to train on"):
+                train_clip(loom, tmp_path / "models" / e["name"], settings, quiet=True)
+            continue
+        train_clip(loom, tmp_path / "models" / e["name"], settings, quiet=True)
+        record = json.loads((tmp_path / "models" / e["name"] / "train.json").read_text())
+        expected = hashlib.sha256("\n".join(f"{i}\t{facts[i]}" for i in sorted(train)).encode()).hexdigest()
+        assert record["records_sha256"] == expected and record["report"]["records"] == len(train), e["name"]
+        trained += 1
+    assert trained >= 8

@@ -208,7 +208,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
                 advance(1)
             report.losses.append(total / n)
             report.epochs_run += 1

@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pmc.py
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/zeroshot.py
 	$(BIN)/python benchmarks/train.py
 
 clean:

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from images import image_set, parse_args, where
+from images import image_set, ingest_folder, parse_args, where
 from PIL import Image
 
 CONCURRENCY = 8
@@ -78,16 +78,10 @@ def serve(delay: float):
 
 def build_loom(folder: Path, tmp: Path) -> Path:
     from medloom.annotate import AnnotateSettings, annotate
-    from medloom.ingest import ingest
-    from medloom.recipe import load_recipe
 
-    recipe = tmp / "recipe.yaml"
-    recipe.write_text(f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
-                      f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n"
-                      f"    split: test\n")
-    ingest(load_recipe(recipe), workers=2, quiet=True)
-    annotate(tmp / "loom", AnnotateSettings(rois=False), workers=2, quiet=True)
-    return tmp / "loom"
+    loom = ingest_folder(folder, tmp, split="test")
+    annotate(loom, AnnotateSettings(rois=False), workers=2, quiet=True)
+    return loom
 
 
 def sequential(loom: Path, url: str, limit: float) -> tuple[int, float]:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from images import SETS, image_set, parse_args, where
+from images import SETS, image_set, ingest_folder, parse_args, where
 from PIL import Image
 
 MAX_SIDE = 256
@@ -53,14 +53,7 @@ def baseline(paths: list[Path], out: Path) -> tuple[float, dict[str, bytes]]:
 
 
 def ingest(folder: Path, loom_dir: Path) -> Path:
-    from medloom.ingest import ingest as run
-    from medloom.recipe import load_recipe
-
-    recipe = loom_dir / "recipe.yaml"
-    recipe.write_text(f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
-                      f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n")
-    run(load_recipe(recipe), workers=2, quiet=True)
-    return loom_dir / "loom"
+    return ingest_folder(folder, loom_dir)
 
 
 def medloom_export(loom: Path, out: Path, workers: int, n: int) -> tuple[float, dict[str, bytes]]:

@@ -74,3 +74,16 @@ def parse_args(doc: str, default_n: int, repeat: bool = False) -> argparse.Names
 
 def where(args: argparse.Namespace) -> str:
     return f"images read from {args.stage} (tmpfs copy)" if args.stage else f"images read from {args.data}"
+
+
+def ingest_folder(folder: Path, tmp: Path, split: str | None = None) -> Path:
+    """A loom of one class-folder source over `folder` (fundus photography of the eye), ingested in `tmp`."""
+    from medloom.ingest import ingest
+    from medloom.recipe import load_recipe
+
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
+                      f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n"
+                      + (f"    split: {split}\n" if split else ""))
+    ingest(load_recipe(recipe), workers=2, quiet=True)
+    return tmp / "loom"

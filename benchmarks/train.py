@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from images import image_set, parse_args, where
+from images import image_set, ingest_folder, parse_args, where
 from PIL import Image
 
 EPOCHS = 3
@@ -29,14 +29,7 @@ BATCH = 64
 
 
 def build_loom(folder: Path, tmp: Path) -> Path:
-    from medloom.ingest import ingest
-    from medloom.recipe import load_recipe
-
-    recipe = tmp / "recipe.yaml"
-    recipe.write_text(f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
-                      f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n")
-    ingest(load_recipe(recipe), workers=2, quiet=True)
-    return tmp / "loom"
+    return ingest_folder(folder, tmp)
 
 
 def recompute(paths: list[Path], epochs: int) -> float:

@@ -70,7 +70,10 @@ def embed_part(table: pa.Table, settings: dict) -> tuple[pa.Table, list[dict]]:
 
 
 @writer
-def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None, quiet: bool = False) -> EmbedReport:
+def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None, quiet: bool = False,
+          latest: bool = True) -> EmbedReport:
+    """`latest`: make this model the one `cluster` and `dedup` read by default (not when a trainer fills the
+    cache for its own use)."""
     from ..export import render_sources
     from .models import get_model
 
@@ -111,7 +114,8 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
     out.write_bytes("manifest.json", json.dumps(
         {"model": model, "parts": [str(dst.relative_to(folder)) for _, dst in parts], "report": report.as_dict()},
         indent=1).encode())
-    write_file(Path(loom) / EMBEDDINGS / "latest.json", json.dumps({"model": model}).encode())
+    if latest:
+        write_file(Path(loom) / EMBEDDINGS / "latest.json", json.dumps({"model": model}).encode())
     return report
 
 

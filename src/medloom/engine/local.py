@@ -27,6 +27,8 @@ def watch_parent(pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="medloom-parent-watch", daemon=True).start()
+    # one of several workers: libraries that would start a thread per core (torch) take one each instead
+    os.environ["MEDLOOM_WORKER"] = "1"
 
 
 class LocalExecutor:

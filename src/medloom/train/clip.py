@@ -147,7 +147,8 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
     table, what = training_records(loom, s)
     if not table.num_rows:
         raise TrainError(f"{loom}: no record in {what}: nothing to train on")
-    embed.__wrapped__(loom, IMAGE_TOWER, workers=workers, quiet=quiet)  # cached per catalog part; we hold the lock
+    # cached per catalog part; the lock is ours already, and `cluster` keeps reading the model the user embedded
+    embed.__wrapped__(loom, IMAGE_TOWER, workers=workers, quiet=quiet, latest=False)
     wanted = set(table.column("id").to_pylist())
     features: dict[str, np.ndarray] = {}
     for ids, vectors in iter_embeddings(loom, IMAGE_TOWER):
@@ -216,7 +217,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
             torch.save({"plan": plan, "epoch": epoch, "model": model.state_dict(), "logit_scale": logit_scale.data,
                         "optimizer": optimizer.state_dict(), "losses": report.losses}, buf)
             folder.write_bytes(CHECKPOINT, buf.getvalue())
-    write_model(folder, model, float(logit_scale.exp().clamp(max=100)))
+    write_model(folder, model, logit_scale.detach().exp().clamp(max=100).item())
     report.seconds = round(time.perf_counter() - started, 3)
     folder.write_bytes("train.json", json.dumps({"settings": asdict(s), "selection": what, "loom": str(loom.resolve()),
                                                  "records_sha256": ids_hash, "image_tower": IMAGE_TOWER,

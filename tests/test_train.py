@@ -165,3 +165,16 @@ def test_no_mix_of_a_plan_trains_on_a_target_record(tmp_path):
         assert record["records_sha256"] == expected and record["report"]["records"] == len(train), e["name"]
         trained += 1
     assert trained >= 8
+
+
+def test_evaluation_refuses_records_the_model_was_trained_on(loom, tmp_path):
+    model = tmp_path / "model"
+    cli("train", "clip", loom, "--out", model, "--epochs", "1", "-q")
+    keys = json.loads((model / "train.json").read_text())["record_keys"]
+    split = {r["id"]: r["split"] for r in rows(loom, f"SELECT * FROM read_parquet('{loom}/splits/split.parquet')")}
+    assert len(keys) == sum(s == "train" for s in split.values()) and not any("/" in k for k in keys)
+    for kind in ("zeroshot", "retrieval"):
+        proc = cli("eval", kind, loom, "--model", f"medloom:{model}", "--out", tmp_path / kind, "--split", "train",
+                   check=False)
+        assert proc.returncode == 2 and "were used to train" in proc.stderr, proc.stderr
+    cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "ok", "-q")  # the test side

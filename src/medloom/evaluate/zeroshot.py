@@ -82,7 +82,26 @@ def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
     loom, out = Path(loom), Path(out)
     folder = open_run(loom, out)
     with hold(loom, shared=True), hold(out, what="evaluation run"):
-        yield (model, folder, *select(loom, s))
+        con, fingerprint, what = select(loom, s)
+        refuse_trained(loom, con, s.model, what)
+        yield model, folder, con, fingerprint, what
+
+
+def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
+    """An evaluation never scores a model on records it was trained on (a `medloom train` model lists them as
+    keyed hashes in train.json)."""
+    from .. import catalog
+    from ..records import salted_id
+
+    trained = Path(spec.split(":", 1)[1]) / "train.json"
+    if not trained.is_file():
+        return
+    keys = set(json.loads(trained.read_text(encoding="utf-8")).get("record_keys") or [])
+    salt = catalog.read_salt(loom)
+    seen = [r[0] for r in con.execute("SELECT id FROM selection").fetchall() if salted_id(salt, r[0]) in keys]
+    if seen:
+        raise EvalError(f"{len(seen)} record(s) of {what} were used to train {spec} (for example {seen[0]!r}); "
+                        "evaluate on records it never saw (another split, or an experiment's test side)")
 
 
 def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,

@@ -220,11 +220,20 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
     write_model(folder, model, logit_scale.detach().exp().clamp(max=100).item())
     report.seconds = round(time.perf_counter() - started, 3)
     folder.write_bytes("train.json", json.dumps({"settings": asdict(s), "selection": what, "loom": str(loom.resolve()),
-                                                 "records_sha256": ids_hash, "image_tower": IMAGE_TOWER,
-                                                 "text_tower": TEXT_TOWER, "report": report.as_dict()},
-                                                indent=1).encode())
+                                                 "records_sha256": ids_hash, "record_keys": record_keys(loom, rows),
+                                                 "image_tower": IMAGE_TOWER, "text_tower": TEXT_TOWER,
+                                                 "report": report.as_dict()}, indent=1).encode())
     folder.write_bytes("loss.png", loss_plot(report.losses))
     return report
+
+
+def record_keys(loom: Path, rows: list[dict]) -> list[str]:
+    """The training records as keyed hashes of their ids (the loom's salt): an evaluation on this loom can
+    refuse them, and the ids (file paths, which can hold names) do not leave the loom."""
+    from ..records import salted_id
+
+    salt = catalog.read_salt(loom)
+    return sorted(salted_id(salt, r["id"]) for r in rows)
 
 
 def write_model(folder: OutputFolder, model, logit_scale: float) -> None:

@@ -42,6 +42,7 @@ EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json") 
 BATCH = 32  # records per worker task
 TAR_RECORD = 10240  # tar archives are padded to a multiple of this
 DEFAULT_SPLIT = "train"  # records whose source defines no split
+SCHEMA = 2  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
 
 
 class ExportError(ValueError):
@@ -359,7 +360,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
     with_txt = not cond or con.execute(f"SELECT count(*) FROM selection WHERE {cond}").fetchall()[0][0] > 0
     with_annotation = has_view(con, "annotations")
     with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchall()[0][0] > 0
-    settings = {"format": options.format, "image_format": ext, "keep": options.image_format == "keep",
+    settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
                 "include_duplicates": options.include_duplicates, "subset": options.subset,

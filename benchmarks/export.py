@@ -52,10 +52,6 @@ def baseline(paths: list[Path], out: Path) -> tuple[float, dict[str, bytes]]:
     return len(paths) / (time.perf_counter() - t), written
 
 
-def ingest(folder: Path, loom_dir: Path) -> Path:
-    return ingest_folder(folder, loom_dir)
-
-
 def medloom_export(loom: Path, out: Path, workers: int, n: int) -> tuple[float, dict[str, bytes]]:
     import tarfile
 
@@ -133,7 +129,7 @@ def main() -> int:
         folder, paths = image_set(args.data, name, args.n, args.stage)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            loom = ingest(folder, tmp)
+            loom = ingest_folder(folder, tmp)
             base, base_out = baseline(paths, tmp / "baseline")
             m1, m1_out = medloom_export(loom, tmp / "m1", 1, args.n)
             m2, _ = medloom_export(loom, tmp / "m2", 2, args.n)

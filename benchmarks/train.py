@@ -28,10 +28,6 @@ EPOCHS = 3
 BATCH = 64
 
 
-def build_loom(folder: Path, tmp: Path) -> Path:
-    return ingest_folder(folder, tmp)
-
-
 def recompute(paths: list[Path], epochs: int) -> float:
     """Pairs per second when every epoch runs both towers again (decode, EfficientNet-Lite0, MiniLM)."""
     import torch
@@ -78,7 +74,7 @@ def main() -> int:
     folder, paths = image_set(args.data, "JPEG 1024x768", args.n, args.stage)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        loom = build_loom(folder, tmp)
+        loom = ingest_folder(folder, tmp)
         cached = medloom_rate(loom, tmp, args.n, EPOCHS * 10)
         rate = recompute(paths, 1)  # warm: the towers load
         rate = recompute(paths, EPOCHS)

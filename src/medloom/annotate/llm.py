@@ -130,11 +130,15 @@ class LLMClient:
 
     def complete(self, messages: list[dict]) -> str:
         """The assistant's text for one request: from the cache, or asked (and then cached)."""
+        return self.answer(messages)[0]
+
+    def answer(self, messages: list[dict]) -> tuple[str, bool]:
+        """(the assistant's text, whether it came from the cache)."""
         body = self.body(messages)
         hit = self.cached(body)
         if hit is not None:
             self._count(cached=1)
-            return hit
+            return hit, True
         payload = json.dumps(body).encode()
         last = ""
         for attempt in range(self.retries + 1):
@@ -152,7 +156,7 @@ class LLMClient:
                         raise LLMError(f"no text in the answer: {data[:200]!r}")
                     self._store(body, answer)
                     self._count(answered=1)
-                    return answer
+                    return answer, False
                 last = f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
                 if resp.status not in RETRY_STATUS:
                     break

@@ -205,9 +205,8 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
         started = time.perf_counter()
         try:
             messages = [_user(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
-            item["cached"] = client.cached(client.body(messages)) is not None
             started = time.perf_counter()  # the latency is the model's, not the image rendering's
-            item["raw"] = client.complete(messages)
+            item["raw"], item["cached"] = client.answer(messages)
         except DecodeError as e:
             item["error"], item["unreadable"] = f"image: {e}", True
         except (LLMError, OSError, ValueError) as e:
@@ -247,6 +246,14 @@ def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, 
     folder = open_run(loom, out)
     with hold(loom, shared=True), hold(out, what="evaluation run"):
         return _evaluate(loom, folder, s, spec, quiet, workers)
+
+
+def run_settings(loom: Path, s: Selection, what: str, fingerprint: str, ids: list[str]) -> dict:
+    """What a run evaluated, exactly: loom, selection, settings, and a hash of the record ids."""
+    ids = sorted(set(ids))
+    return {"medloom": __version__, "loom": str(Path(loom).resolve()), "selection": what, **asdict(s),
+            "records": len(ids), "records_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "marks": fingerprint}
 
 
 def open_run(loom: Path, out: Path) -> OutputFolder:
@@ -297,11 +304,8 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, quiet: boo
         item["model"] = spec.text
     table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
     folder.write_table("predictions.parquet", table)
-    ids = sorted({i["record_id"] for i in items})
-    settings = {"medloom": __version__, "loom": str(loom.resolve()), "selection": what, **asdict(s),
-                "model": spec.text, "records": len(ids), "questions": len({(i["record_id"], i["question"])
-                                                                          for i in items}),
-                "records_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "marks": fingerprint}
+    settings = {**run_settings(loom, s, what, fingerprint, [i["record_id"] for i in items]), "model": spec.text,
+                "questions": len({(i["record_id"], i["question"]) for i in items})}
     results = {"settings": settings, "complete": len(answered) == len(items), "asked": len(items),
                "answered": len(answered), "failed": failed, "last_error": last_error,
                "seconds": round(time.perf_counter() - started, 3), "asking_seconds": round(asking, 3),

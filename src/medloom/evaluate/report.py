@@ -30,6 +30,11 @@ def units(rows: list[dict], circular: bool) -> list[dict]:
     return out
 
 
+def as_question(prediction: dict) -> dict:
+    """A zero-shot prediction as the report's unit: one question per record, its label the answer."""
+    return {**prediction, "question": 0, "invalid": False, "answer_label": prediction["label"]}
+
+
 def metrics(group: list[dict], seed: int) -> dict:
     n = len(group)
     correct = sum(u["correct"] for u in group)

@@ -7,6 +7,10 @@ else the sources' own), or an experiment's `test.txt` (never its training list).
 `leakage --mark` marked out are left out, as in exports. The questions are the annotation's (`medloom
 annotate`), or made on the fly with the annotate step's rules and `--seed` when the loom has none.
 
+A CLIP-style model (`medloom:PATH`) answers by image-text similarity instead (`models.py`): nothing is asked
+of a server, the image features come from `medloom embed`'s cache where they exist, and each prediction keeps
+the options' scores.
+
 `--circular` asks each question once per rotation of its options (A B C D, B C D A, ...); a question counts
 as right only when every rotation is answered right, which removes the gain of a model that prefers a letter.
 
@@ -33,7 +37,7 @@ from .. import __version__, catalog
 from ..locks import hold
 from ..outputs import OutputFolder
 from .answers import LETTERS, parse_answer
-from .models import parse_spec
+from .models import ClipSpec, parse_spec
 from .report import summarise
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -42,6 +46,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("modality", pa.string()), ("anatomy", pa.string()), ("task", pa.string()), ("patient", pa.string()),
     ("prompt", pa.string()), ("options", pa.list_(pa.string())), ("answer", pa.string()),
     ("answer_label", pa.string()), ("raw", pa.string()), ("parsed", pa.string()), ("rule", pa.string()),
+    ("scores", pa.list_(pa.float32())),
     ("correct", pa.bool_()), ("invalid", pa.bool_()), ("latency_s", pa.float64()), ("cached", pa.bool_()),
     ("model", pa.string()),
 ])
@@ -242,10 +247,15 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
 
 def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, workers: int | None = None) -> dict:
     spec = parse_spec(s.model)
+    model = None
+    if isinstance(spec, ClipSpec):
+        from .clip import load_clip
+
+        model = load_clip(spec.text)
     loom, out = Path(loom), Path(out)
     folder = open_run(loom, out)
     with hold(loom, shared=True), hold(out, what="evaluation run"):
-        return _evaluate(loom, folder, s, spec, quiet, workers)
+        return _evaluate(loom, folder, s, spec, model, quiet, workers)
 
 
 def run_settings(loom: Path, s: Selection, what: str, fingerprint: str, ids: list[str]) -> dict:
@@ -268,10 +278,8 @@ def open_run(loom: Path, out: Path) -> OutputFolder:
     return folder
 
 
-def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, quiet: bool, workers: int | None) -> dict:
-    from ..engine.progress import progress_bar
-    from ..export import render_sources
-    from .models import chat_client
+def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, quiet: bool,
+              workers: int | None) -> dict:
 
     started = time.perf_counter()
     con, fingerprint, what = select(loom, s)
@@ -281,25 +289,23 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, quiet: boo
     if not items:
         raise EvalError(f"{loom}: no multiple-choice question in {what} ({len(rows)} records): the records need labels "
                         "from a label space of at least two classes (`medloom annotate` makes the questions)")
-    client = chat_client(spec, folder.claim_dir("cache"), concurrency=s.concurrency, retries=s.retries,
-                         timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)
-    sources = render_sources(catalog.read_manifest(loom))
+    asked = {i["record_id"] for i in items}
+    table = selected.filter(pa.array([rid in asked for rid in selected.column("id").to_pylist()]))
     asking = time.perf_counter()
-    feed = None
-    if s.images:
-        asked = {i["record_id"] for i in items}
-        table = selected.filter(pa.array([rid in asked for rid in selected.column("id").to_pylist()]))
-        feed = ImageFeed(table, sources, workers, lookahead=4 * s.concurrency)
-    try:
-        with progress_bar("eval vqa", len(items), quiet) as advance:
-            failed, last_error = ask(items, client, feed, s, advance)
-    finally:
-        if feed:
-            feed.stop()
+    if model is not None:
+        from .clip import answer_by_similarity, refuse_trained
+
+        refuse_trained(loom, con, spec.text, what)
+        answer_by_similarity(loom, table, items, model, workers, quiet)
+        errors = [i["error"] for i in items if "error" in i]
+        failed, last_error, stats = len(errors), (errors[-1] if errors else ""), None
+    else:
+        failed, last_error, stats = _ask_server(loom, folder, table, items, s, spec, quiet, workers)
     asking = time.perf_counter() - asking
     answered = [i for i in items if "raw" in i]
     for item in answered:
-        item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
+        if "rule" not in item:
+            item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
         item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
         item["model"] = spec.text
     table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
@@ -309,7 +315,28 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, quiet: boo
     results = {"settings": settings, "complete": len(answered) == len(items), "asked": len(items),
                "answered": len(answered), "failed": failed, "last_error": last_error,
                "seconds": round(time.perf_counter() - started, 3), "asking_seconds": round(asking, 3),
-               "llm": asdict(client.stats),
+               "llm": stats,
                **summarise(table.to_pylist(), circular=s.circular, seed=s.seed)}
     folder.write_bytes("results.json", json.dumps(results, indent=1, ensure_ascii=False).encode())
     return results
+
+
+def _ask_server(loom: Path, folder: OutputFolder, table: pa.Table, items: list[dict], s: VQASettings, spec,
+                quiet: bool, workers: int | None) -> tuple[int, str, dict]:
+    """Ask a chat server every item, the images rendered ahead; (failed, last error, the client's counts)."""
+    from ..engine.progress import progress_bar
+    from ..export import render_sources
+    from .models import chat_client
+
+    client = chat_client(spec, folder.claim_dir("cache"), concurrency=s.concurrency, retries=s.retries,
+                         timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)
+    feed = None
+    if s.images:
+        feed = ImageFeed(table, render_sources(catalog.read_manifest(loom)), workers, lookahead=4 * s.concurrency)
+    try:
+        with progress_bar("eval vqa", len(items), quiet) as advance:
+            failed, last_error = ask(items, client, feed, s, advance)
+    finally:
+        if feed:
+            feed.stop()
+    return failed, last_error, asdict(client.stats)

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..locks import hold
-from .report import metrics, units
+from .report import as_question, metrics, units
 from .vqa import EvalError, Selection, open_run, run_settings, select
 
 ZEROSHOT_SCHEMA = pa.schema([
@@ -68,7 +68,7 @@ def class_embeddings(model, classes: list[str], prompts: list[str]) -> np.ndarra
 def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
     """(model, run folder, connection with the selection, its fingerprint, the selection in words), under the
     locks: the loom shared, the run folder exclusive."""
-    from .clip import load_clip
+    from .clip import load_clip, refuse_trained
 
     model = load_clip(s.model)
     loom, out = Path(loom), Path(out)
@@ -77,23 +77,6 @@ def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
         con, fingerprint, what = select(loom, s)
         refuse_trained(loom, con, s.model, what)
         yield model, folder, con, fingerprint, what
-
-
-def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
-    """An evaluation never scores a model on records it was trained on (a `medloom train` model lists them as
-    keyed hashes in train.json)."""
-    from .. import catalog
-    from ..records import salted_id
-
-    trained = Path(spec.split(":", 1)[1]) / "train.json"
-    if not trained.is_file():
-        return
-    keys = set(json.loads(trained.read_text(encoding="utf-8")).get("record_keys") or [])
-    salt = catalog.read_salt(loom)
-    seen = [r[0] for r in con.execute("SELECT id FROM selection").fetchall() if salted_id(salt, r[0]) in keys]
-    if seen:
-        raise EvalError(f"{len(seen)} record(s) of {what} were used to train {spec} (for example {seen[0]!r}); "
-                        "evaluate on records it never saw (another split, or an experiment's test side)")
 
 
 def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
@@ -144,17 +127,14 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
 
 
 def summarise_zeroshot(predictions: list[dict], tasks: dict[str, dict], seed: int) -> dict:
-    def with_question(p: dict) -> dict:  # the VQA report's unit: one question per record
-        return {**p, "question": 0, "invalid": False, "answer_label": p["label"], "task": p["task"]}
-
     out = {"tasks": {}, "overall": {}}
     for name, info in tasks.items():
         group = [p for p in predictions if p["task"] == name]
-        m = metrics(units([with_question(p) for p in group], False), seed)
+        m = metrics(units([as_question(p) for p in group], False), seed)
         m.pop("invalid"), m.pop("invalid_rate")
         out["tasks"][name] = {**m, "top5": sum(p["top5"] for p in group) / len(group), "classes": info["classes"],
                               "auroc": info["auroc"], "prompts": info["prompts"]}
-    overall = metrics(units([with_question(p) for p in predictions], False), seed)
+    overall = metrics(units([as_question(p) for p in predictions], False), seed)
     overall.pop("invalid"), overall.pop("invalid_rate")
     out["overall"] = {**overall, "top5": sum(p["top5"] for p in predictions) / len(predictions)}
     return out

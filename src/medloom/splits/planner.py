@@ -144,7 +144,7 @@ def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> lis
         for run_name, direction, chosen, why in runs:
             kind = "related" if run_name.startswith("related-") else run_name
             train = _records(con, chosen)
-            experiments.append(_write(out, target, run_name, kind, direction, chosen, why, train, test, seed))
+            experiments.append(_write(out, target, run_name, kind, direction, chosen, why, train, test, seed, loom))
         # baseline-plus: unrelated records, as many as the related mix, chosen by the seed
         pool = _records(con, unrelated)
         size = len(_records(con, related))
@@ -153,21 +153,45 @@ def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> lis
         why = {name(s): f"{_why(s, target)}; records drawn at random (seed {seed}) to match all-related's "
                         f"{size} records" for s in chosen}
         experiments.append(_write(out, target, "baseline-plus", "baseline-plus", "", chosen, why, sorted(pick), test,
-                                  seed))
+                                  seed, loom))
     return experiments
 
 
 def _write(out: Path, target: Triplet, run_name: str, kind: str, direction: str, chosen: list[Triplet],
-           why: dict[str, str], train: list[str], test: list[str], seed: int) -> dict:
+           why: dict[str, str], train: list[str], test: list[str], seed: int, loom: Path) -> dict:
     assert target not in chosen, "the target subset must never be trained on"
-    folder = out / re.sub(r"[^A-Za-z0-9_\-]+", "_", name(target)) / run_name
+    folder = out / slug(name(target)) / run_name
     manifest = {"name": run_name, "kind": kind, "direction": direction, "target": name(target),
                 "train_subsets": [name(s) for s in chosen], "why": why, "train_records": len(train),
-                "test_records": len(test), "seed": seed, "folder": str(folder)}
+                "test_records": len(test), "seed": seed, "folder": str(folder), "loom": str(loom.resolve())}
     write_file(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
     write_file(folder / "test.txt", ("\n".join(test) + "\n").encode())
     write_file(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def slug(target: str) -> str:
+    """A target's folder name (`CT|lung|cancer` -> `CT_lung_cancer`)."""
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", target)
+
+
+def find_experiments(folder: Path) -> list[dict]:
+    """The manifests of a plan folder (`cg plan --out`), of one target's folder, or of one experiment, sorted by
+    target and name."""
+    folder = Path(folder)
+    found = []
+    for path in [folder / "manifest.json", *sorted(folder.glob("*/manifest.json")),
+                 *sorted(folder.glob("*/*/manifest.json"))]:
+        if path.is_file():
+            try:
+                manifest = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise PlanError(f"{path}: not a readable experiment manifest ({e})") from None
+            found.append({**manifest, "folder": str(path.parent)})
+    if not found:
+        raise PlanError(f"{folder}: no experiment here (no manifest.json in it or two levels below); write one with "
+                        "`medloom cg plan LOOM --target M,A,T`")
+    return sorted(found, key=lambda m: (m["target"], m["name"]))
 
 
 def read_experiment(folder: Path) -> dict[str, str]:

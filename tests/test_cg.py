@@ -137,3 +137,13 @@ def test_bad_input_is_a_clear_error(world, tmp_path):
     (tmp_path / "mine.txt").write_text("a user's file")
     proc = cli("cg", "run", world["plan"], "--out", tmp_path, check=False)
     assert proc.returncode == 2 and "did not write" in proc.stderr and (tmp_path / "mine.txt").exists()
+
+
+def test_train_clip_takes_an_experiment_by_name(world, tmp_path):
+    target = world["plan"] / "CT_brain_cancer"
+    proc = cli("train", "clip", world["loom"], "--out", tmp_path / "m", "--experiment", target, "--mix", "nope",
+               check=False)
+    assert proc.returncode == 2 and "related-fixed-task" in proc.stderr and "baseline-plus" in proc.stderr
+    report = json.loads(cli("train", "clip", world["loom"], "--out", tmp_path / "m", "--experiment", target, "--mix",
+                            "related-fixed-task", "--epochs", "1", "--json", "-q").stdout)
+    assert report["records"] == len((target / "related-fixed-task" / "train.txt").read_text().split())

@@ -173,7 +173,7 @@ def test_evaluation_refuses_records_the_model_was_trained_on(loom, tmp_path):
     keys = json.loads((model / "train.json").read_text())["record_keys"]
     split = {r["id"]: r["split"] for r in rows(loom, f"SELECT * FROM read_parquet('{loom}/splits/split.parquet')")}
     assert len(keys) == sum(s == "train" for s in split.values()) and not any("/" in k for k in keys)
-    for kind in ("zeroshot", "retrieval"):
+    for kind in ("zeroshot", "retrieval", "vqa"):
         proc = cli("eval", kind, loom, "--model", f"medloom:{model}", "--out", tmp_path / kind, "--split", "train",
                    check=False)
         assert proc.returncode == 2 and "were used to train" in proc.stderr, proc.stderr

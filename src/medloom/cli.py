@@ -869,6 +869,9 @@ def train_clip_cmd(loom: Loom,
                    subset: SubsetOption = None,
                    experiment: Annotated[Path | None, typer.Option(help="A `cg plan` experiment folder: trains on "
                                                                         "its train.txt only.")] = None,
+                   mix: Annotated[str | None, typer.Option(help="With --experiment TARGET_FOLDER: the experiment "
+                                                                 "by name (related-fixed-task, all-related, "
+                                                                 "without-area, baseline-plus, ...).")] = None,
                    where: WhereOption = None,
                    epochs: Annotated[int, typer.Option(help="Passes over the records.", min=1)] = 20,
                    batch_size: Annotated[int, typer.Option(help="Image-text pairs per step.", min=2)] = 64,
@@ -889,6 +892,14 @@ def train_clip_cmd(loom: Loom,
     split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
     if split_name not in ("train", "val", "test"):
         fail(f"--split {split!r}: use train, val or test")
+    if mix is not None:
+        if experiment is None:
+            fail("--mix names an experiment of a target folder: give that folder with --experiment")
+        names = sorted(p.parent.name for p in experiment.glob("*/manifest.json"))
+        if mix not in names:
+            fail(f"--mix {mix!r}: {experiment} has " + (", ".join(names) if names else "no experiment (is it a target "
+                                                                                         "folder of `cg plan`?)"))
+        experiment = experiment / mix
     settings = TrainSettings(split=split_name, subset=subset, experiment=str(experiment) if experiment else None,
                              where=where, epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed,
                              prompts=prompts)

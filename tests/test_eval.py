@@ -59,7 +59,8 @@ def expected(prompt: str) -> tuple[str, str]:
 class Server:
     """POST /v1/chat/completions answering `reply(prompt)`; `down_after` answers, then HTTP 500 for everything."""
 
-    def __init__(self):
+    def __init__(self, answer=reply):
+        self.answer = answer
         self.log: list[str] = []
         self.down_after: int | None = None
         self.lock = threading.Lock()
@@ -83,7 +84,7 @@ class Server:
                     data, code = b'{"error": "overloaded"}', 500
                 else:
                     data, code = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                                       "content": reply(text)}}]}).encode(), 200
+                                                                       "content": outer.answer(text)}}]}).encode(), 200
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -193,6 +194,47 @@ def test_eval_vqa_parses_every_answer_counts_invalid_and_resumes(loom, server, t
     assert cmp["shared"] == len(test_ids) and cmp["same_records"]
     assert cmp["b_right_a_wrong"] == 0  # circular never gains a question
     assert cmp["difference"] == pytest.approx(cres["accuracy"] - overall["accuracy"])
+
+
+def judge_reply(prompt: str) -> str:
+    """The judge: the first letter of "X or Y"; a hedge for an answer that names nothing."""
+    answer = prompt.split("Its answer was:\n\n", 1)[1].split("\n\n", 1)[0]
+    return answer[0] if " or " in answer else "It could be B, hard to say."
+
+
+def test_a_judge_maps_invalid_answers_and_every_call_is_logged(loom, server, tmp_path):
+    judge = Server(judge_reply)
+    try:
+        run = tmp_path / "run"
+        args = ["eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "--judge",
+                f"openai:{judge.url}#judge", "-q"]
+        proc = cli(*args)
+        assert "invalid answers mapped" in proc.stdout
+        preds = pq.read_table(run / "predictions.parquet").to_pylist()
+        log = [json.loads(line) for line in (run / "judge.jsonl").read_text().splitlines()]
+        invalid_first = [p for p in preds if expected(p["prompt"])[1] == "invalid"]
+        assert len(log) == len(judge.log) == len(invalid_first) > 0  # only the invalid ones go to the judge
+        for p in invalid_first:
+            entry = next(e for e in log if e["record_id"] == p["record_id"])
+            assert entry["answer"] == p["raw"] and entry["prompt"] == p["prompt"]
+            assert entry["judge_reply"] == (p["raw"][0] if " or " in p["raw"] else "It could be B, hard to say.")
+            if " or " in p["raw"]:  # the judge names the first letter: mapped
+                assert (p["parsed"], p["rule"], p["invalid"]) == (p["raw"][0], "judge", False)
+                assert entry["decided"] == p["raw"][0]
+            else:  # a hedge is no bare letter: still invalid
+                assert (p["parsed"], p["rule"], p["invalid"]) == ("", "invalid", True) and entry["decided"] == "invalid"
+        results = json.loads((run / "results.json").read_text())
+        assert results["judge"]["mapped"] == sum(" or " in p["raw"] for p in invalid_first) > 0
+        assert results["settings"]["judge"] == f"openai:{judge.url}#judge"
+        assert results["overall"]["invalid"] == sum(p["invalid"] for p in preds)
+        before = len(judge.log)
+        cli(*args)  # again: the judge's answers come from its cache
+        assert len(judge.log) == before
+        proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "x", "--judge",
+                   "medloom:/nowhere", check=False)
+        assert proc.returncode == 2 and "the judge is a chat model" in proc.stderr
+    finally:
+        judge.close()
 
 
 def test_an_outage_stops_the_run_keeps_answers_and_resumes(loom, server, tmp_path):

@@ -702,6 +702,9 @@ def eval_vqa(loom: Loom,
                                                        min=1)] = 20,
              allow_insecure_key: Annotated[bool, typer.Option(help="Send OPENAI_API_KEY over plain http to another "
                                                                   "machine.")] = False,
+             judge: Annotated[str | None, typer.Option(help="openai:URL#MODEL: a chat model that maps each invalid "
+                                                          "answer to an option's letter, or leaves it invalid "
+                                                          "(logged in RUN/judge.jsonl).")] = None,
              workers: Annotated[int, typer.Option("--workers", "-w", help="Processes rendering the images "
                                                                           "(default: all cores).")] = 0,
              as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
@@ -719,7 +722,7 @@ def eval_vqa(loom: Loom,
     settings = VQASettings(model=model, split=split_name, subset=subset,
                            experiment=str(experiment) if experiment else None, where=where, circular=circular,
                            images=images, seed=seed, concurrency=concurrency, retries=retries, timeout=timeout,
-                           max_failures=max_failures, allow_insecure_key=allow_insecure_key)
+                           max_failures=max_failures, allow_insecure_key=allow_insecure_key, judge=judge)
     try:
         results = evaluate_vqa(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers or None)
     except (EvalError, ModelSpecError, ExportError, LLMError, FileNotFoundError) as e:
@@ -738,6 +741,11 @@ def eval_vqa(loom: Loom,
                           f"{m['invalid_rate']:.1%}", f"{m['mean_class_recall']:.3f}")
         out.print(table)
         out.print("rules: " + ", ".join(f"{k} {v}" for k, v in sorted(results["rules"].items())), highlight=False)
+        if results.get("judge"):
+            j = results["judge"]
+            out.print(f"judge {escape(j['model'])}: {j['mapped']} of {j['asked']} invalid answers mapped to an option"
+                      + (f", {j['errors']} failed (still invalid)" if j["errors"] else "")
+                      + f"; log: {out_dir / 'judge.jsonl'}", highlight=False)
     if not results["complete"]:
         err.print(f"stopped: {results['answered']} of {results['asked']} answers, {results['failed']} failed "
                   f"(last: {escape(results['last_error'])}); run the same command again to ask only the rest",

@@ -19,6 +19,11 @@ counts, accuracy with 95% Wilson and patient-bootstrap intervals, per triplet an
 mean per-class recall) and `cache/` (every answer, so a killed or stopped run asks nothing twice when run
 again). A server that keeps failing stops the run after `max_failures` failed questions in a row; what was
 answered is kept.
+
+`--judge SPEC` (an OpenAI-compatible server) reads each invalid answer with its question and replies with the
+option's letter or "none"; a bare letter (the strict `letter` rule) maps the answer (rule `judge`), anything
+else leaves it invalid. Every call is logged in `judge.jsonl` (question, answer, the judge's reply, what it
+decided) and cached, so a run started again asks the judge nothing twice.
 """
 
 from __future__ import annotations
@@ -37,10 +42,13 @@ from .. import __version__, catalog
 from ..locks import hold
 from ..outputs import OutputFolder
 from .answers import LETTERS, parse_answer
-from .models import ClipSpec, parse_spec
+from .models import ChatSpec, ClipSpec, ModelSpecError, parse_spec
 from .report import summarise
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
+JUDGE_PROMPT = ("A model was asked this multiple-choice question:\n\n{prompt}\n\nIts answer was:\n\n{answer}\n\n"
+                "Which option does the answer choose? Reply with that option's letter only, or with \"none\" when "
+                "it does not choose exactly one option.")
 PREDICTION_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("question", pa.int32()), ("rotation", pa.int32()), ("source", pa.string()),
     ("modality", pa.string()), ("anatomy", pa.string()), ("task", pa.string()), ("patient", pa.string()),
@@ -78,6 +86,7 @@ class VQASettings(Selection):
     max_wait: float = 60.0
     max_failures: int = 20
     allow_insecure_key: bool = False
+    judge: str | None = None  # an openai: spec mapping invalid answers to an option (`judge_invalid`)
 
 
 def rotations(options: list[str], circular: bool) -> list[int]:
@@ -247,6 +256,8 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
 
 def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, workers: int | None = None) -> dict:
     spec = parse_spec(s.model)
+    if s.judge and not isinstance(parse_spec(s.judge), ChatSpec):
+        raise ModelSpecError(f"--judge {s.judge!r}: the judge is a chat model, openai:http://HOST:PORT/v1#MODEL")
     model = None
     if isinstance(spec, ClipSpec):
         from .clip import load_clip
@@ -306,6 +317,8 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     for item in answered:
         if "rule" not in item:
             item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
+    judged = judge_invalid(folder, [i for i in answered if i["rule"] == "invalid"], s, quiet) if s.judge else None
+    for item in answered:
         item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
         item["model"] = spec.text
     table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
@@ -315,10 +328,44 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     results = {"settings": settings, "complete": len(answered) == len(items), "asked": len(items),
                "answered": len(answered), "failed": failed, "last_error": last_error,
                "seconds": round(time.perf_counter() - started, 3), "asking_seconds": round(asking, 3),
-               "llm": stats,
+               "llm": stats, "judge": judged,
                **summarise(table.to_pylist(), circular=s.circular, seed=s.seed)}
     folder.write_bytes("results.json", json.dumps(results, indent=1, ensure_ascii=False).encode())
     return results
+
+
+def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet: bool) -> dict:
+    """Map invalid answers through the judge where it names exactly one letter; log every call."""
+    from ..annotate.llm import LLMError
+    from ..engine.progress import progress_bar
+    from .models import chat_client
+
+    spec = parse_spec(s.judge)
+    client = chat_client(spec, folder.claim_dir("judge-cache"), concurrency=s.concurrency, retries=s.retries,
+                         timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)
+
+    def one(item: dict) -> dict:
+        entry = {"record_id": item["record_id"], "question": item["question"], "rotation": item["rotation"],
+                 "prompt": item["prompt"], "answer": item["raw"]}
+        try:
+            reply, entry["cached"] = client.answer([{"role": "user", "content": JUDGE_PROMPT.format(
+                prompt=item["prompt"], answer=item["raw"])}])
+        except (LLMError, OSError, ValueError) as e:
+            return {**entry, "error": str(e), "decided": "invalid"}
+        letter, rule = parse_answer(reply, item["options"])
+        if rule == "letter":
+            item["parsed"], item["rule"] = letter, "judge"
+        return {**entry, "judge_reply": reply, "decided": letter if rule == "letter" else "invalid"}
+
+    with ThreadPoolExecutor(max_workers=s.concurrency) as pool, \
+            progress_bar("judge", len(items), quiet) as advance:
+        log = []
+        for entry in pool.map(one, items):
+            log.append(entry)
+            advance(1)
+    folder.write_bytes("judge.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in log).encode())
+    return {"model": spec.text, "asked": len(items), "mapped": sum(e["decided"] != "invalid" for e in log),
+            "errors": sum("error" in e for e in log)}
 
 
 def _ask_server(loom: Path, folder: OutputFolder, table: pa.Table, items: list[dict], s: VQASettings, spec,

@@ -681,8 +681,8 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("vqa")
 def eval_vqa(loom: Loom,
              model: Annotated[str, typer.Option(help="openai:http://HOST:PORT/v1#MODEL (vLLM, Ollama, LMDeploy, "
-                                                     "OpenAI), or medloom:PATH (a CLIP-style model: each option "
-                                                     "scored by image-text similarity).")],
+                                                     "OpenAI), or medloom:PATH or hf-clip:PATH (CLIP-style models: "
+                                                     "each option scored by image-text similarity).")],
              out_dir: Annotated[Path, typer.Option("--out", help="The run folder (predictions.parquet, "
                                                                  "results.json, cache/).")],
              split: Annotated[str, typer.Option(help="The split evaluated: test, val or train.")] = "test",
@@ -787,7 +787,9 @@ def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, sub
 
 
 ClipModelOption = Annotated[str, typer.Option("--model", help="medloom:PATH, a folder with medloom-clip.json and "
-                                                               "projection.npz (image tower, text tower, projection).")]
+                                                               "projection.npz (image tower, text tower, projection), "
+                                                               "or hf-clip:PATH, a local transformers CLIP-style "
+                                                               "model (model, tokenizer, image processor).")]
 RunOption = Annotated[Path, typer.Option("--out", help="The run folder (predictions.parquet, results.json).")]
 SplitOption = Annotated[str, typer.Option(help="The split evaluated: test, val or train.")]
 SubsetOption = Annotated[str | None, typer.Option(help="Only this named subset's records.")]

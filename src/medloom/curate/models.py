@@ -205,8 +205,55 @@ def hf_model(folder: str) -> Embedder:
 
 
 @lru_cache(maxsize=2)
+def hf_clip_parts(folder: str):
+    """(tokenizer, image processor, model) of a local transformers CLIP-style folder (CLIP, SigLIP, ...): any
+    model with image and text features in one space. Offline: nothing is downloaded."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer  # noqa: PLC0415 - optional back-end
+
+    model = AutoModel.from_pretrained(folder).eval()
+    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+        raise ValueError(f"{folder} holds a {type(model).__name__}, not a CLIP-style model (no image and text "
+                         "features in one space)")
+    return AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder), model
+
+
+def _pooled(out) -> np.ndarray:
+    """Features from a `get_*_features` call: a tensor (transformers 4) or an output's pooler (5)."""
+    return (out if hasattr(out, "numpy") else out.pooler_output).float().numpy()
+
+
+def hf_clip_model(folder: str) -> Embedder:
+    import torch
+
+    _, processor, model = hf_clip_parts(folder)
+
+    def embed(images):
+        with torch.inference_mode():
+            return _pooled(model.get_image_features(**processor(images=[im.convert("RGB") for im in images],
+                                                                return_tensors="pt")))
+
+    return embed
+
+
+def hf_clip_texts(folder: str, texts: list[str], batch: int = 64) -> np.ndarray:
+    import torch
+
+    tokenizer, _, model = hf_clip_parts(folder)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch):
+            tokens = tokenizer(texts[i:i + batch], padding=True, truncation=True, return_tensors="pt")
+            out.append(_pooled(model.get_text_features(**tokens)))
+    return np.concatenate(out).astype(np.float32)
+
+
+@lru_cache(maxsize=2)
 def get_model(name: str) -> Embedder:
-    """`builtin`, `efficientnet-lite0`, `open_clip:ARCH:WEIGHTS`, `timm:ARCH:WEIGHTS` or `hf:FOLDER`."""
+    """`builtin`, `efficientnet-lite0`, `open_clip:ARCH:WEIGHTS`, `timm:ARCH:WEIGHTS`, `hf:FOLDER` or
+    `hf-clip:FOLDER` (the image features of a transformers CLIP-style model)."""
     kind, _, rest = name.partition(":")
     if name == "builtin":
         return builtin
@@ -217,5 +264,7 @@ def get_model(name: str) -> Embedder:
         return (open_clip_model if kind == "open_clip" else timm_model)(arch, weights)
     if kind == "hf" and rest:
         return hf_model(rest)
+    if kind == "hf-clip" and rest:
+        return hf_clip_model(rest)
     raise ValueError(f"unknown model {name!r}: use builtin, efficientnet-lite0, open_clip:ARCH:WEIGHTS_FILE, "
-                     "timm:ARCH:WEIGHTS_FILE or hf:LOCAL_FOLDER")
+                     "timm:ARCH:WEIGHTS_FILE, hf:LOCAL_FOLDER or hf-clip:LOCAL_FOLDER")

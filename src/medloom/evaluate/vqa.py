@@ -7,7 +7,7 @@ else the sources' own), or an experiment's `test.txt` (never its training list).
 `leakage --mark` marked out are left out, as in exports. The questions are the annotation's (`medloom
 annotate`), or made on the fly with the annotate step's rules and `--seed` when the loom has none.
 
-A CLIP-style model (`medloom:PATH`) answers by image-text similarity instead (`models.py`): nothing is asked
+A CLIP-style model (`medloom:PATH`, `hf-clip:PATH`) answers by image-text similarity instead (`models.py`): nothing is asked
 of a server, the image features come from `medloom embed`'s cache where they exist, and each prediction keeps
 the options' scores.
 
@@ -20,7 +20,7 @@ mean per-class recall) and `cache/` (every answer, so a killed or stopped run as
 again). A server that keeps failing stops the run after `max_failures` failed questions in a row; what was
 answered is kept.
 
-`--judge SPEC` (an OpenAI-compatible server) reads each invalid answer with its question and replies with the
+`--judge SPEC` (an OpenAI-compatible server, or a local `hf:` model) reads each invalid answer with its question and replies with the
 option's letter or "none"; a bare letter (the strict `letter` rule) maps the answer (rule `judge`), anything
 else leaves it invalid. Every call is logged in `judge.jsonl` (question, answer, the judge's reply, what it
 decided) and cached, so a run started again asks the judge nothing twice.
@@ -42,7 +42,7 @@ from .. import __version__, catalog
 from ..locks import hold
 from ..outputs import OutputFolder
 from .answers import LETTERS, parse_answer
-from .models import ChatSpec, ClipSpec, ModelSpecError, parse_spec
+from .models import ClipSpec, ModelSpecError, parse_spec
 from .report import summarise
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -86,7 +86,7 @@ class VQASettings(Selection):
     max_wait: float = 60.0
     max_failures: int = 20
     allow_insecure_key: bool = False
-    judge: str | None = None  # an openai: spec mapping invalid answers to an option (`judge_invalid`)
+    judge: str | None = None  # a chat model mapping invalid answers to an option (`judge_invalid`)
 
 
 def rotations(options: list[str], circular: bool) -> list[int]:
@@ -256,8 +256,9 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
 
 def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, workers: int | None = None) -> dict:
     spec = parse_spec(s.model)
-    if s.judge and not isinstance(parse_spec(s.judge), ChatSpec):
-        raise ModelSpecError(f"--judge {s.judge!r}: the judge is a chat model, openai:http://HOST:PORT/v1#MODEL")
+    if s.judge and isinstance(parse_spec(s.judge), ClipSpec):
+        raise ModelSpecError(f"--judge {s.judge!r}: the judge is a chat model, openai:http://HOST:PORT/v1#MODEL or "
+                             "hf:PATH")
     model = None
     if isinstance(spec, ClipSpec):
         from .clip import load_clip
@@ -291,7 +292,6 @@ def open_run(loom: Path, out: Path) -> OutputFolder:
 
 def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, quiet: bool,
               workers: int | None) -> dict:
-
     started = time.perf_counter()
     con, fingerprint, what = select(loom, s)
     selected = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()

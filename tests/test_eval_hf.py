@@ -1,6 +1,8 @@
-"""`--model hf-clip:FOLDER`: a transformers CLIP model from a local folder (built here, small and untrained: no
-weights can be downloaded) for zero-shot, retrieval and multiple choice. Every score is checked against the
-model's own forward pass (`logits_per_image`) on the same pixels and texts."""
+"""Transformers models from local folders (built here, small and untrained: no weights can be downloaded).
+`--model hf-clip:FOLDER`, a CLIP model, for zero-shot, retrieval and multiple choice: every score is checked
+against the model's own forward pass on the same pixels and texts. `--model hf:FOLDER`, a LLaVA model, for
+multiple choice: every answer is checked against the model's own greedy generation, and a second run reads
+them all from the cache."""
 
 from __future__ import annotations
 
@@ -30,21 +32,30 @@ def cli(*args, check: bool = True):
     return proc
 
 
-def build_clip(folder: Path) -> None:
-    """A one-layer CLIP with a byte-level BPE tokenizer trained on a few words, saved as transformers does."""
-    import torch
+def bpe(words: list[str], special: list[str]):
+    """A byte-level BPE tokenizer trained on a few words; specials first (ids 0, 1, 2, ...)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([f"a microscopy image of blood showing {c}." for c in CLASSES] * 5,
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator([" ".join(words)] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                            pad_token="<pad>", model_max_length=64).save_pretrained(folder)
+    extra = {"extra_special_tokens": {"image_token": "<image>"}} if "<image>" in special else {}
+    return tok, PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", model_max_length=512, **extra)
+
+
+def build_clip(folder: Path) -> None:
+    """A one-layer CLIP, saved as transformers does."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tok, tokenizer = bpe(f"a microscopy image of blood showing {' '.join(CLASSES)}.".split(),
+                         ["<unk>", "<s>", "</s>", "<pad>"])
+    tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = CLIPConfig(text_config=dict(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=37,
                                          num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
@@ -154,3 +165,66 @@ def test_an_hf_folder_that_is_not_a_clip_model_is_a_clear_error(setup, tmp_path)
     proc = cli("eval", "zeroshot", setup["loom"], "--model", f"hf-clip:{tmp_path}", "--out", tmp_path / "r",
                check=False)
     assert proc.returncode == 2 and "does not load as a CLIP-style model" in proc.stderr
+
+
+def build_llava(folder: Path) -> None:
+    """A one-layer LLaVA (CLIP vision tower, Llama text model) with its processor and chat template."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tok, tokenizer = bpe("A B C D answer option letter the is disc square cross showing".split(),
+                         ["<unk>", "<s>", "</s>", "<pad>", "<image>"])
+    template = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+                "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                   tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", chat_template=template,
+                   image_token="<image>", num_additional_image_tokens=1).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlavaConfig(vision_config=CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                                                        num_hidden_layers=1, num_attention_heads=2),
+                         text_config=LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=37,
+                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                                 max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                                                 pad_token_id=3),
+                         image_token_index=tok.token_to_id("<image>"), vision_feature_layer=-1)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+
+
+def test_a_local_vision_language_model_answers_and_is_cached(setup, tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from medloom.evaluate.answers import parse_answer
+
+    folder = tmp_path / "llava"
+    build_llava(folder)
+    run = tmp_path / "run"
+    args = ["eval", "vqa", setup["loom"], "--model", f"hf:{folder}", "--out", run, "--no-images", "-q"]
+    cli(*args)
+    preds = pq.read_table(run / "predictions.parquet").to_pylist()
+    assert len(preds) == 9
+    processor, model = AutoProcessor.from_pretrained(folder), AutoModelForImageTextToText.from_pretrained(folder).eval()
+    for p in preds:  # the model's own greedy answer to the same chat turn
+        chat = [{"role": "user", "content": [{"type": "text", "text": p["prompt"]}]}]
+        inputs = processor(text=[processor.apply_chat_template(chat, add_generation_prompt=True)], return_tensors="pt")
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+        assert p["raw"] == processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        assert (p["parsed"], p["rule"]) == parse_answer(p["raw"], p["options"])
+        assert p["model"] == f"hf:{folder}"
+    again = json.loads(cli(*args[:-1], "--json").stdout)
+    assert again["llm"]["cached"] == 9 and again["llm"]["requests"] == 0  # nothing generated twice
+    # with the images (rendered JPEGs through the processor's image path)
+    with_images = json.loads(cli("eval", "vqa", setup["loom"], "--model", f"hf:{folder}", "--out", tmp_path / "img",
+                                 "--json").stdout)
+    assert with_images["complete"] and with_images["llm"]["answered"] == 9
+    proc = cli("eval", "vqa", setup["loom"], "--model", f"hf:{tmp_path}", "--out", tmp_path / "bad", check=False)
+    assert proc.returncode == 2 and "no config.json" in proc.stderr

@@ -74,3 +74,19 @@ def kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 60) ->
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+CLI_ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+
+
+def cli(*args, check: bool = True, env: dict | None = None, timeout: float = 900):
+    """`medloom ARGS` in a fresh interpreter with a plain environment (no network hubs); exit 0 unless not
+    `check`."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**CLI_ENV, **(env or {})}, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

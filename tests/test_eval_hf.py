@@ -7,29 +7,18 @@ them all from the cache."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import rows, write_recipe
+from conftest import cli, rows, write_recipe
 from PIL import Image, ImageDraw
 
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
 CLASSES = ("disc", "square", "cross")
-
-
-def cli(*args, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def bpe(words: list[str], special: list[str]):

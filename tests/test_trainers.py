@@ -15,19 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import fixture_dir, rows, write_recipe
+from conftest import CLI_ENV, cli, fixture_dir, rows, write_recipe
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "train"
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
 IMAGE_KEYS = ("webp", "png", "jpg", "jpeg")
-
-
-def cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env=ENV)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -216,5 +208,5 @@ def test_clip_benchmark_reads_classification_and_retrieval(loom, tmp_path):
     assert "clip-benchmark, 6 shard(s), 24 samples: ok" in cli("verify", out).stdout  # 10 cells, 14 texts
     (cells / "test" / "nshards.txt").write_text("2\n")
     proc = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True,
-                          env=ENV)
+                          env=CLI_ENV)
     assert proc.returncode == 1 and "nshards.txt says 2" in proc.stdout + proc.stderr

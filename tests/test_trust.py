@@ -17,21 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import CLI_ENV, cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.catalog import read_manifest
 from medloom.locks import hold, process_alive
-
-ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-
-
-def cli(*args, check: bool = True, env: dict | None = None, timeout: float = 300):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**ENV, **(env or {})}, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def folder_source(path: Path, name: str = "cxr", **extra) -> dict:
@@ -152,7 +142,7 @@ def test_writers_started_together_never_corrupt_the_catalog(tmp_path):
     for round_ in range(6):
         make_image(tmp_path / "data" / "normal" / f"new{round_}.png", seed=1000 + round_)  # something to do
         procs = [subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-q", "-w", "1"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
                  for _ in range(3)]
         readers = [cli("query", tmp_path / "loom", "SELECT count(*) AS n FROM records", "-f", "json", check=False)
                    for _ in range(3)]
@@ -502,7 +492,7 @@ def test_bombs_are_refused_before_memory_is_taken(tmp_path):
     probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     proc = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "medloom.cli", "ingest", str(recipe),
-                           "-w", "1", "-q"], capture_output=True, text=True, env=ENV, timeout=600)
+                           "-w", "1", "-q"], capture_output=True, text=True, env=CLI_ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout) / 1024
     print(f"peak memory of one ingest worker over the bombs: {peak_mb:.0f} MB")
@@ -577,7 +567,7 @@ def test_sigkill_leaves_no_worker_behind(tmp_path):
     recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data")], part_size=2)
     parts = tmp_path / "loom" / "catalog" / "records" / "cxr"
     proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-w", "2", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CLI_ENV)
     deadline = time.time() + 60
     while time.time() < deadline and not (parts.is_dir() and len(list(parts.glob("part-*"))) >= 3):
         time.sleep(0.01)

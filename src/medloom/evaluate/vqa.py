@@ -20,10 +20,10 @@ mean per-class recall) and `cache/` (every answer, so a killed or stopped run as
 again). A server that keeps failing stops the run after `max_failures` failed questions in a row; what was
 answered is kept.
 
-`--judge SPEC` (an OpenAI-compatible server, or a local `hf:` model) reads each invalid answer with its question and replies with the
-option's letter or "none"; a bare letter (the strict `letter` rule) maps the answer (rule `judge`), anything
-else leaves it invalid. Every call is logged in `judge.jsonl` (question, answer, the judge's reply, what it
-decided) and cached, so a run started again asks the judge nothing twice.
+`--judge SPEC` (an OpenAI-compatible server, or a local `hf:` model) reads each invalid answer with its
+question and replies with the option's letter or "none"; a bare letter (the strict `letter` rule) maps the
+answer (rule `judge`), anything else leaves it invalid. Every call is logged in `judge.jsonl` (question,
+answer, the judge's reply, what it decided) and cached, so a run started again asks the judge nothing twice.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ err = Console(stderr=True)
 
 Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Executor = Annotated[str | None, typer.Option("--executor", help="local (a process pool on this machine) or ray "
+                                                                 "(default: the recipe's executor:, else local).")]
+Address = Annotated[str | None, typer.Option("--address", help="With --executor ray: auto (the cluster `ray start` "
+                                                               "made here) or ray://HOST:PORT; default: a Ray "
+                                                               "instance on this machine for this command.")]
 Wait = Annotated[bool, typer.Option("--wait", help="When another medloom process writes to this loom (or export "
                                                    "folder), wait for it instead of exiting at once.")]
 
@@ -64,7 +69,7 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
            workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
            source: Annotated[list[str] | None, typer.Option(help="Only these sources (repeatable).")] = None,
            strict: Annotated[bool, typer.Option(help="Exit non-zero if any input is quarantined.")] = False,
-           quiet: Quiet = False,
+           executor: Executor = None, address: Address = None, quiet: Quiet = False,
         wait: Wait = False) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
     from .ingest import ingest as run
@@ -77,7 +82,8 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
     unknown = [s for s in source or [] if s not in {x["name"] for x in loaded.sources}]
     if unknown:
         fail(f"no source named {', '.join(unknown)} in {loaded.path}")
-    reports = run(loaded, workers=workers or None, quiet=quiet, only=source or None, wait=wait)
+    runner = executor_spec(executor, address, workers, loaded.recipe)
+    reports = run(loaded, workers=runner, quiet=quiet, only=source or None, wait=wait)
     table = Table(title=f"ingest: {loaded.recipe.name}", title_justify="left")
     for col in ("source", "reader", "inputs", "records", "quarantined", "filtered", "box/label problems",
                 "parts decoded"):
@@ -241,6 +247,7 @@ def export_cmd(loom: Loom,
                where: Annotated[str | None, typer.Option(
                    help="SQL condition on the records view, e.g. \"modality = 'CT'\".")] = None,
                workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+               executor: Executor = None, address: Address = None,
                overwrite: Annotated[bool, typer.Option(help="Replace a different export already in the folder.")] = False,
                include_duplicates: Annotated[bool, typer.Option(
                    help="Keep records that dedup or leakage --mark marked out.")] = False,
@@ -279,6 +286,7 @@ def export_cmd(loom: Loom,
     loom = resolve_loom(loom)
     from .sources.splits import split_name
 
+    runner = executor_spec(executor, address, workers)
     unknown = [s for s in split or [] if split_name(s) is None]
     if unknown:
         fail(f"--split {unknown[0]!r}: use train, val or test")
@@ -304,7 +312,7 @@ def export_cmd(loom: Loom,
                       highlight=False)
         return
     # what the image-writing formats other than webdataset/parquet take alike
-    rendered = dict(where=where, max_side=max_side, quality=quality, workers=workers or None, quiet=quiet or as_json,
+    rendered = dict(where=where, max_side=max_side, quality=quality, workers=runner, quiet=quiet or as_json,
                     include_duplicates=include_duplicates, subset=subset_name,
                     experiment=str(experiment) if experiment else None, wait=wait, keep_metadata=keep_metadata,
                     splits=splits, image_format=image_format)
@@ -346,7 +354,7 @@ def export_cmd(loom: Loom,
                             splits=splits, text=text, citing=citing_sentences, require_text=require_text)
     target = out_dir or loom / "exports" / fmt
     try:
-        report = export(loom, target, options, workers=workers or None, quiet=quiet or as_json, wait=wait)
+        report = export(loom, target, options, workers=runner, quiet=quiet or as_json, wait=wait)
     except (ExportError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     if as_json:
@@ -417,6 +425,7 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
                  where: Annotated[str | None, typer.Option(help="Only records matching this SQL condition.")] = None,
                  workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all "
                                                                               "cores).")] = 0,
+                 executor: Executor = None, address: Address = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
                  quiet: Quiet = False,
         wait: Wait = False) -> None:
@@ -467,7 +476,8 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
     if llm_allow_insecure_key:
         settings.llm_allow_insecure_key = True
     try:
-        report = annotate(loom, settings, workers=workers or None, quiet=quiet or as_json, where=where, wait=wait)
+        report = annotate(loom, settings, workers=executor_spec(executor, address, workers), quiet=quiet or as_json,
+                          where=where, wait=wait)
     except (AnnotateError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     if as_json:
@@ -544,6 +554,7 @@ def embed(loom: Loom,
           model: Annotated[str, typer.Option(help="builtin | efficientnet-lite0 | open_clip:ARCH:WEIGHTS | "
                                                   "timm:ARCH:WEIGHTS | hf:FOLDER")] = "builtin",
           workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes.")] = 0,
+          executor: Executor = None, address: Address = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
           quiet: Quiet = False,
         wait: Wait = False) -> None:
@@ -551,7 +562,8 @@ def embed(loom: Loom,
     from .curate.embed import embed as run
 
     try:
-        report = run(resolve_loom(loom), model, workers=workers or None, quiet=quiet or as_json, wait=wait)
+        report = run(resolve_loom(loom), model, workers=executor_spec(executor, address, workers),
+                     quiet=quiet or as_json, wait=wait)
     except (FileNotFoundError, ValueError, ImportError) as e:
         fail(str(e))
     _emit(report.as_dict(), as_json, f"embed {model}: {report.records} records, {report.dimensions} dimensions; "
@@ -1149,14 +1161,33 @@ def pmc_fetch(file_list: Annotated[Path, typer.Option(
         raise typer.Exit(1)
 
 
+def executor_spec(kind: str | None, address: str | None, workers: int, recipe=None):
+    """`workers` for a step: a count of local processes, or a Ray executor spec."""
+    from .engine import ExecutorSpec
+    from .engine.local import KINDS
+
+    step = getattr(recipe, "executor", None)
+    kind = kind or (step.kind if step else "local")
+    address = address or (step.address if step and kind == step.kind else None)
+    if kind not in KINDS:
+        fail(f"--executor {kind!r}: use local or ray")
+    if address and kind != "ray":
+        fail("--address goes with --executor ray")
+    return ExecutorSpec("ray", workers or None, address) if kind == "ray" else (workers or None)
+
+
 def main() -> None:
     """The command, with one clear line (and a non-zero exit) for the failures a user must act on: another
     process holding the loom, a folder holding files medloom did not write, a full disk, a path that is a file."""
+    from .engine.ray_executor import ExecutorError
     from .locks import LockHeld
     from .outputs import ForeignFileError
 
     try:
         app()
+    except ExecutorError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(1)
     except LockHeld as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(3)

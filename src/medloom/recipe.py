@@ -108,6 +108,14 @@ class AnnotateStep(BaseModel):
     llm: LLMSpec | None = None
 
 
+class ExecutorStep(BaseModel):
+    """`executor: ray` or `executor: {kind: ray, address: auto}`: who runs `medloom ingest` (and the steps that
+    read the recipe) when the command line does not say."""
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -118,6 +126,12 @@ class Recipe(BaseModel):
     sources: list[SourceSpec]
     part_size: int | None = None  # tasks per catalog part (default: per reader)
     annotate: AnnotateStep | None = None
+    executor: ExecutorStep | None = None
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..locks import process_alive
@@ -87,8 +88,33 @@ class LocalExecutor:
                 yield pending.pop(fut), fut.result()
 
 
-def make_executor(workers: int | None = None, kind: str = "local",
-                  preload: Sequence[str] = ("medloom.ingest",)) -> LocalExecutor:
-    if kind != "local":
-        raise ValueError(f"executor {kind!r} is not available yet; use 'local'")
-    return LocalExecutor(workers if workers else (os.cpu_count() or 1), preload)
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Who runs the stages: this machine's process pool (`local`) or a Ray cluster (`ray`, at `address`: None
+    starts a local Ray instance, `auto` joins the running cluster, `ray://HOST:PORT` a remote one)."""
+    kind: str = "local"
+    workers: int | None = None
+    address: str | None = None
+
+
+# a step's `workers`: a count of local processes (None: every core), or an executor spec
+Workers = int | ExecutorSpec | None
+KINDS = ("local", "ray")
+
+
+def capped(workers: Workers, most: int) -> Workers:
+    """At most `most` workers (a model that is memory- or thread-heavy), on the same executor."""
+    if isinstance(workers, ExecutorSpec):
+        return replace(workers, workers=min(workers.workers or most, most))
+    return min(workers or most, most)
+
+
+def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.ingest",)):
+    spec = workers if isinstance(workers, ExecutorSpec) else ExecutorSpec("local", workers)
+    if spec.kind == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(spec.workers, spec.address)
+    if spec.kind != "local":
+        raise ValueError(f"executor {spec.kind!r}: use one of {', '.join(KINDS)}")
+    return LocalExecutor(spec.workers if spec.workers else (os.cpu_count() or 1), preload)

@@ -1,0 +1,120 @@
+"""`--executor ray` on a real local Ray instance: ingest, export, annotate and embed write the same bytes as the
+local executor, and a Ray worker killed in the middle of an ingest costs nothing but a retried task."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLI_ENV, cli, fixture_dir, write_recipe
+from PIL import Image
+
+pytest.importorskip("ray")
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file below the folder by relative path -> sha256; left out: medloom's records and locks, and the
+    manifests (they hold the loom's path and the run's timings)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"}
+
+
+def parts(loom: Path) -> dict[str, str]:
+    return {k: v for k, v in digest(loom / "catalog").items() if k.endswith(".parquet")}
+
+
+SOURCES = [
+    dict(name="voc", reader="voc", path=str(fixture_dir("images", "bccd_voc")), modality="microscopy",
+         anatomy="blood", task="cell detection"),
+    dict(name="em", reader="masks", path=str(fixture_dir("images", "isbi2012_em_masks", "train")), images_dir="image",
+         masks_dir="label", mask_labels={255: "cell"}, modality="microscopy", anatomy="cell",
+         task="cell segmentation"),
+    dict(name="cells", reader="imagefolder", path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
+         modality="microscopy", anatomy="blood", task="cell type"),
+]
+
+
+@pytest.fixture(scope="module")
+def looms(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray")
+    local = write_recipe(tmp / "local", SOURCES, part_size=4)
+    remote = write_recipe(tmp / "ray", SOURCES, part_size=4)
+    cli("ingest", local, "-w", "2", "-q")
+    cli("ingest", remote, "--executor", "ray", "-w", "2", "-q")
+    return tmp / "local" / "loom", tmp / "ray" / "loom"
+
+
+def test_ingest_writes_the_same_catalog_parts(looms):
+    local, remote = looms
+    assert parts(local) == parts(remote) and len(parts(local)) > 6
+
+
+def test_export_annotate_and_embed_write_the_same_bytes(looms, tmp_path):
+    local, remote = looms
+    for loom, how in ((local, ["-w", "2"]), (remote, ["--executor", "ray", "-w", "2"])):
+        cli("export", loom, "--format", "webdataset", "--max-side", "128", "--out", tmp_path / loom.parent.name, *how,
+            "-q")
+        cli("annotate", loom, *how, "-q")
+        cli("export", loom, "--format", "llava", "--out", tmp_path / f"{loom.parent.name}-llava", *how, "-q")
+        cli("embed", loom, "--model", "builtin", *how, "-q")
+    shards = digest(tmp_path / "local")
+    assert shards == digest(tmp_path / "ray") and any(k.endswith(".tar") for k in shards)
+    assert digest(tmp_path / "local-llava") == digest(tmp_path / "ray-llava")
+    for sub in ("annotations", "embeddings"):
+        a = {k: v for k, v in digest(local / sub).items() if k.endswith(".parquet")}
+        assert a and a == {k: v for k, v in digest(remote / sub).items() if k.endswith(".parquet")}, sub
+
+
+def ray_workers_busy() -> list[int]:
+    """Pids of Ray workers running a medloom task now (their process title names the task)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::run_in_worker"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(240):
+        folder = tmp_path / "data" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (600, 600, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    spec = [dict(name="noise", reader="imagefolder", path=str(tmp_path / "data"), modality="microscopy",
+                 anatomy="blood", task="cell type")]
+    local, remote = write_recipe(tmp_path / "local", spec, part_size=8), write_recipe(tmp_path / "ray", spec, part_size=8)
+    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(remote), "--executor", "ray", "-w", "2",
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and proc.poll() is None and time.time() < deadline:
+        busy = ray_workers_busy()
+        if busy:
+            os.kill(busy[0], signal.SIGKILL)
+            killed = busy[0]
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, "no Ray worker was seen running a task"
+    assert proc.returncode == 0, err
+    cli("ingest", local, "-w", "2", "-q")
+    assert parts(tmp_path / "local" / "loom") == parts(tmp_path / "ray" / "loom")
+
+
+def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
+    recipe = write_recipe(tmp_path, SOURCES[:1])
+    proc = cli("ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300)
+    assert proc.returncode == 1 and "no Ray cluster answers there" in proc.stderr, proc.stderr
+    proc = cli("ingest", recipe, "--executor", "spark", check=False)
+    assert proc.returncode == 2 and "use local or ray" in proc.stderr

@@ -54,9 +54,11 @@ def image_set(data: Path, name: str, n: int, stage: Path | None = None) -> tuple
 TMPFS = Path("/dev/shm")
 
 
-def parse_args(doc: str, default_n: int, repeat: bool = False) -> argparse.Namespace:
+def parse_args(doc: str, default_n: int, repeat: bool = False, extra=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=default_n, help="images per set")
+    if extra:
+        extra(ap)
     ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data", help="where generated images are kept")
     if repeat:
         ap.add_argument("--repeat", type=int, default=3, help="interleaved passes; the best of each contestant is shown")

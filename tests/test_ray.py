@@ -118,3 +118,37 @@ def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
     assert proc.returncode == 1 and "no Ray cluster answers there" in proc.stderr, proc.stderr
     proc = cli("ingest", recipe, "--executor", "spark", check=False)
     assert proc.returncode == 2 and "use local or ray" in proc.stderr
+
+
+def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(tmp_path):
+    from conftest import rows
+
+    rng = np.random.default_rng(1)
+    for i in range(16):
+        folder = tmp_path / "data" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    spec = [dict(name="noise", reader="imagefolder", path=str(tmp_path / "data"), modality="microscopy",
+                 anatomy="blood", task="cell type")]
+    remote = write_recipe(tmp_path / "ray", spec, part_size=8)
+    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(remote), "--executor", "ray", "-w", "2",
+                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
+    kills = 0
+    while proc.poll() is None:  # every try of every task dies
+        for pid in ray_workers_busy():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    loom = tmp_path / "ray" / "loom"
+    assert kills >= 8  # two parts, each tried four times
+    quarantined = rows(loom, "SELECT * FROM quarantine WHERE reason = 'worker_died'")
+    assert len(quarantined) == 16 and rows(loom, "SELECT count(*) AS n FROM records")[0]["n"] == 0
+    assert "next `medloom ingest` tries this part again" in quarantined[0]["message"]
+    cli("ingest", remote, "--executor", "ray", "-w", "2", "-q")  # nothing kills it now
+    assert rows(loom, "SELECT count(*) AS n FROM records")[0]["n"] == 16
+    assert rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'worker_died'")[0]["n"] == 0

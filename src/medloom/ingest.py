@@ -287,15 +287,18 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     report.parts, report.parts_decoded = len(parts), len(todo)
     tables = [pa.Table.from_pylist(parts[i], TASK_SCHEMA) for i in todo]
     with progress_bar(f"ingest {source['name']}", sum(len(parts[i]) for i in todo), quiet) as advance:
-        for j, (records, problems, ok) in executor.map("ingest.decode", tables, settings):
+        for j, (records, problems, ok) in executor.map("ingest.decode", tables, settings,
+                                                        on_failure=lambda part, why: failed_part(part, why, source)):
             i = todo[j]
             # the counts travel inside the part file too, so a part written by a killed run is adopted whole
-            records = records.replace_schema_metadata({"medloom.inputs_ok": str(ok),
+            records = records.replace_schema_metadata({"medloom.inputs_ok": str(max(ok, 0)),
                                                        "medloom.tasks": str(len(parts[i]))})
-            qentry = folder.write_table(f"{qdir}/part-{keys[i]}.parquet", problems)
-            rentry = folder.write_table(f"{rdir}/part-{keys[i]}.parquet", records)
-            entries[i] = {"key": keys[i], "tasks": len(parts[i]), "inputs_ok": ok, "records": rentry,
-                          "quarantine": qentry}
+            # a part whose worker kept dying is listed under another name: the next run decodes it again
+            name = "failed" if ok < 0 else "part"
+            qentry = folder.write_table(f"{qdir}/{name}-{keys[i]}.parquet", problems)
+            rentry = folder.write_table(f"{rdir}/{name}-{keys[i]}.parquet", records)
+            entries[i] = {"key": keys[i], "tasks": len(parts[i]), "inputs_ok": max(ok, 0), "records": rentry,
+                          "quarantine": qentry, **({"failed": True} if ok < 0 else {})}
             advance(len(parts[i]))
     scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
     scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]
@@ -309,6 +312,15 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     }
     summarise(report, manifest["sources"][source["name"]], loom)
     return report
+
+
+def failed_part(part: pa.Table, why: str, source: dict) -> tuple[pa.Table, pa.Table, int]:
+    """A part whose worker died on every try: no record, a quarantine row per input (-1: not done)."""
+    rows = [quarantine_row(source["name"], t["uri"], "worker_died",
+                           f"the worker decoding this input's part died on every try: {why} (a decoder crash, or "
+                           "memory); the next `medloom ingest` tries this part again", stage="decode",
+                           record_id=t["id"]) for t in part.to_pylist()]
+    return pa.Table.from_pylist([], RECORD_SCHEMA), pa.Table.from_pylist(rows, QUARANTINE_SCHEMA), -1
 
 
 def entry_from_files(key: str, rfile: Path, qfile: Path, n_tasks: int) -> dict:

@@ -54,10 +54,13 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False) -> Iterator[tuple[int, Any]]:
+    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
+            on_failure: Any = None) -> Iterator[tuple[int, Any]]:
         """Results as (index, result). `parts` may be a generator: it is drawn only as workers free up.
 
         With `ordered`, results come in input order (finished parts wait in a buffer of at most 2x workers).
+        `on_failure` is the Ray executor's (a task whose worker died); here a dead worker breaks the pool and
+        the step fails, to resume per part when run again.
         """
         if ordered and self._pool is not None:
             waiting: dict[int, Any] = {}

@@ -3,16 +3,18 @@ the local executor byte for byte (the driver writes every file, in the same orde
 
 Parts stream through: at most two tasks per worker are in flight and results are handed on as they finish,
 so the driver's memory does not grow with the corpus. The settings of a map go to the object store once. A
-task whose worker dies (a killed process, a lost node) is run again, at most `retries` times; a stage that
-raises fails the step with the stage's own error, as with the local executor, and the step resumes per part
-when run again. Without an address, a Ray instance is started for the step on this machine (`workers` CPUs)
+task whose worker dies (a killed process, a lost node, a decoder that crashes the process) is run again, at
+most `retries` times; then the caller's `on_failure(part, why)` stands in for its result (ingest turns it into
+quarantine rows and decodes the part again on the next run), or, without one, the step fails naming the part.
+A stage that raises fails the step with the stage's own error, as with the local executor, and the step
+resumes per part when run again. Without an address, a Ray instance is started for the step on this machine (`workers` CPUs)
 and stopped after it; `auto` joins the cluster `ray start` made here, `ray://HOST:PORT` a remote one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .stages import run_stage
@@ -64,13 +66,13 @@ class RayExecutor:
 
             ray.shutdown()
 
-    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False
-            ) -> Iterator[tuple[int, Any]]:
+    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
+            on_failure: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:
         """Results as (index, result), as parts finish (in input order with `ordered`)."""
         if ordered:
             waiting: dict[int, Any] = {}
             expected = 0
-            for i, result in self.map(stage, parts, settings):
+            for i, result in self.map(stage, parts, settings, on_failure=on_failure):
                 waiting[i] = result
                 while expected in waiting:
                     yield expected, waiting.pop(expected)
@@ -87,18 +89,21 @@ class RayExecutor:
                 nxt = next(queue, None)
                 if nxt is None:
                     break
-                pending[self._task.remote(stage, nxt[1], shared)] = nxt[0]
+                pending[self._task.remote(stage, nxt[1], shared)] = nxt
             if not pending:
                 return
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                index = pending.pop(ref)
+                index, part = pending.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:  # the stage raised: its own error, as locally
                     raise e.as_instanceof_cause() from None
                 except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                         ray.exceptions.ObjectLostError) as e:
-                    raise ExecutorError(f"stage {stage}: part {index} failed {self.retries + 1} times (its worker "
-                                        f"died: {type(e).__name__}); run the command again to resume") from None
+                    why = f"its worker died {self.retries + 1} times ({type(e).__name__})"
+                    if on_failure is None:
+                        raise ExecutorError(f"stage {stage}: part {index}: {why}; run the command again to resume") \
+                            from None
+                    result = on_failure(part, why)
                 yield index, result

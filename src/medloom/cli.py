@@ -720,6 +720,7 @@ def eval_vqa(loom: Loom,
                                                           "(logged in RUN/judge.jsonl).")] = None,
              workers: Annotated[int, typer.Option("--workers", "-w", help="Processes rendering the images "
                                                                           "(default: all cores).")] = 0,
+             executor: Executor = None, address: Address = None,
              as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
              quiet: Quiet = False) -> None:
     """Ask a model every multiple-choice question of the selection; accuracy with 95% Wilson and patient-bootstrap
@@ -737,7 +738,8 @@ def eval_vqa(loom: Loom,
                            images=images, seed=seed, concurrency=concurrency, retries=retries, timeout=timeout,
                            max_failures=max_failures, allow_insecure_key=allow_insecure_key, judge=judge)
     try:
-        results = evaluate_vqa(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers or None)
+        results = evaluate_vqa(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json,
+                               workers=executor_spec(executor, address, workers))
     except (EvalError, ModelSpecError, ExportError, LLMError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
@@ -767,7 +769,7 @@ def eval_vqa(loom: Loom,
 
 
 def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, subset: str | None,
-               experiment: Path | None, where: str | None, templates: Path | None, seed: int, workers: int,
+               experiment: Path | None, where: str | None, templates: Path | None, seed: int, workers,
                as_json: bool, quiet: bool) -> dict:
     from .evaluate import EvalError, ModelSpecError
     from .evaluate.zeroshot import ClipEvalSettings, evaluate_retrieval, evaluate_zeroshot
@@ -791,7 +793,7 @@ def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, sub
                                 seed=seed)
     run = evaluate_zeroshot if kind == "zeroshot" else evaluate_retrieval
     try:
-        results = run(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers or None)
+        results = run(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers)
     except (EvalError, ModelSpecError, ExportError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
@@ -817,12 +819,13 @@ def eval_zeroshot(loom: Loom, model: ClipModelOption, out_dir: RunOption, split:
                   templates: Annotated[Path | None, typer.Option(help="Prompt templates, one per line with {c} for "
                                                                       "the class name.")] = None,
                   seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0, workers: WorkersOption = 0,
+                  executor: Executor = None, address: Address = None,
                   as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
                   quiet: Quiet = False) -> None:
     """Zero-shot classification per source (its label space as the classes): top-1 with Wilson and patient-
     bootstrap intervals, top-5, mean per-class recall, AUROC for two classes."""
     results = _clip_eval("zeroshot", loom, model, out_dir, split, subset, experiment, where, templates, seed,
-                         workers, as_json, quiet)
+                         executor_spec(executor, address, workers), as_json, quiet)
     if as_json:
         return
     table = Table(title=f"{model} zero-shot on {results['settings']['selection']}", title_justify="left")
@@ -841,12 +844,12 @@ def eval_zeroshot(loom: Loom, model: ClipModelOption, out_dir: RunOption, split:
 @eval_app.command("retrieval")
 def eval_retrieval(loom: Loom, model: ClipModelOption, out_dir: RunOption, split: SplitOption = "test",
                    subset: SubsetOption = None, experiment: ExperimentOption = None, where: WhereOption = None,
-                   workers: WorkersOption = 0,
+                   workers: WorkersOption = 0, executor: Executor = None, address: Address = None,
                    as_json: Annotated[bool, typer.Option("--json", help="Print results.json.")] = False,
                    quiet: Quiet = False) -> None:
     """Image-to-text and text-to-image retrieval over the records' texts (the export text rule): recall@1/5/10."""
-    results = _clip_eval("retrieval", loom, model, out_dir, split, subset, experiment, where, None, 0, workers,
-                         as_json, quiet)
+    results = _clip_eval("retrieval", loom, model, out_dir, split, subset, experiment, where, None, 0,
+                         executor_spec(executor, address, workers), as_json, quiet)
     if as_json:
         return
     i2t, t2i = results["image_to_text"], results["text_to_image"]
@@ -907,7 +910,7 @@ def train_clip_cmd(loom: Loom,
                                                                  "pretraining of a full open_clip model runs "
                                                                  "open_clip's trainer: examples/train/open_clip.sh "
                                                                  "with PRETRAINED=CHECKPOINT.")] = "efficientnet-lite0",
-                   workers: WorkersOption = 0,
+                   workers: WorkersOption = 0, executor: Executor = None, address: Address = None,
                    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
                    quiet: Quiet = False, wait: Wait = False) -> None:
     """Train projections (and the temperature) over the locked EfficientNet-Lite0 and MiniLM towers with a
@@ -936,7 +939,8 @@ def train_clip_cmd(loom: Loom,
                              where=where, epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed,
                              prompts=prompts)
     try:
-        report = train_clip(resolve_loom(loom), out_dir, settings, workers=workers or None, quiet=quiet or as_json,
+        report = train_clip(resolve_loom(loom), out_dir, settings, workers=executor_spec(executor, address, workers),
+                            quiet=quiet or as_json,
                             wait=wait)
     except (TrainError, ModelSpecError, ExportError, FileNotFoundError) as e:
         fail(str(e))
@@ -1040,7 +1044,7 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
                lr: Annotated[float, typer.Option(help="AdamW learning rate.", min=1e-9)] = 1e-3,
                dim: Annotated[int, typer.Option(help="Size of the shared embedding space.", min=1)] = 256,
                seed: Annotated[int, typer.Option(help="Seed of every model and of the bootstrap.")] = 0,
-               workers: WorkersOption = 0,
+               workers: WorkersOption = 0, executor: Executor = None, address: Address = None,
                as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
                quiet: Quiet = False) -> None:
     """For every experiment of a plan: train a CLIP-style model on its mix, evaluate it on the target's test
@@ -1056,7 +1060,8 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed)
     say = (lambda _: None) if quiet or as_json else (lambda m: err.print(escape(m), highlight=False))
     try:
-        report = run_cg(plan, out_dir, settings, loom=resolve_loom(loom) if loom else None, workers=workers or None,
+        report = run_cg(plan, out_dir, settings, loom=resolve_loom(loom) if loom else None,
+                        workers=executor_spec(executor, address, workers),
                         quiet=quiet or as_json, progress=say)
     except (PlanError, ReportError, TrainError, EvalError, ModelSpecError, ExportError, FileNotFoundError) as e:
         fail(str(e))

@@ -270,8 +270,12 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         error_entry = None
     tasks = dedupe_ids(scan, source)
     settings = {**source, "label_space": label_space(source, scan)}
-    parts = chunk_tasks(tasks, part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
-    keys = [part_key(settings, p) for p in parts]
+    scan.tasks = []  # the tasks live on as parts: Arrow tables, a fraction of the dicts' memory
+    parts, keys = [], []
+    for chunk in chunk_tasks(tasks, part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE)):
+        keys.append(part_key(settings, chunk))
+        parts.append(pa.Table.from_pylist(chunk, TASK_SCHEMA))
+    del tasks
     previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}
     entries: dict[int, dict] = {}
     todo = []
@@ -281,25 +285,24 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         if key in previous and complete:
             entries[i] = previous[key]
         elif complete:  # written by a run that was killed
-            entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, len(parts[i]))
+            entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, parts[i].num_rows)
         else:
             todo.append(i)
     report.parts, report.parts_decoded = len(parts), len(todo)
-    tables = [pa.Table.from_pylist(parts[i], TASK_SCHEMA) for i in todo]
-    with progress_bar(f"ingest {source['name']}", sum(len(parts[i]) for i in todo), quiet) as advance:
-        for j, (records, problems, ok) in executor.map("ingest.decode", tables, settings,
+    with progress_bar(f"ingest {source['name']}", sum(parts[i].num_rows for i in todo), quiet) as advance:
+        for j, (records, problems, ok) in executor.map("ingest.decode", (parts[i] for i in todo), settings,
                                                         on_failure=lambda part, why: failed_part(part, why, source)):
             i = todo[j]
             # the counts travel inside the part file too, so a part written by a killed run is adopted whole
             records = records.replace_schema_metadata({"medloom.inputs_ok": str(max(ok, 0)),
-                                                       "medloom.tasks": str(len(parts[i]))})
+                                                       "medloom.tasks": str(parts[i].num_rows)})
             # a part whose worker kept dying is listed under another name: the next run decodes it again
             name = "failed" if ok < 0 else "part"
             qentry = folder.write_table(f"{qdir}/{name}-{keys[i]}.parquet", problems)
             rentry = folder.write_table(f"{rdir}/{name}-{keys[i]}.parquet", records)
-            entries[i] = {"key": keys[i], "tasks": len(parts[i]), "inputs_ok": max(ok, 0), "records": rentry,
+            entries[i] = {"key": keys[i], "tasks": parts[i].num_rows, "inputs_ok": max(ok, 0), "records": rentry,
                           "quarantine": qentry, **({"failed": True} if ok < 0 else {})}
-            advance(len(parts[i]))
+            advance(parts[i].num_rows)
     scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
     scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]
     scan_entry = folder.write_table(f"{qdir}/scan-{scan_key}.parquet", scan_table)

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -155,6 +156,20 @@ def test_embeddings_are_cached_per_part(corpus):
     (tmp / "b" / "x" / "b99.png").unlink()
     run_ingest(tmp / "recipe.yaml")
     embed(loom, "builtin", workers=1, quiet=True)
+
+
+def test_embed_with_a_loom_path_relative_to_the_working_directory(corpus, tmp_path, monkeypatch):
+    """`medloom embed loom` from the loom's parent: the cache lands where it belongs and is found again."""
+    tmp, loom = corpus
+    shutil.copytree(loom, tmp_path / "loom", ignore=shutil.ignore_patterns("embeddings", ".medloom-lock"))
+    monkeypatch.chdir(tmp_path)
+    first = embed(Path("loom"), "builtin", workers=1, quiet=True)
+    assert first.parts_computed == first.parts > 0
+    folder = tmp_path / "loom" / "embeddings" / "builtin"
+    assert not (folder / "loom").exists()  # never a copy of the path inside the cache
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")) == \
+        sorted(json.loads((folder / "manifest.json").read_text())["parts"])
+    assert embed(Path("loom"), "builtin", workers=1, quiet=True).parts_computed == 0
 
 
 def test_efficientnet_lite0_weights_from_the_pip_package():

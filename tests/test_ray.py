@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI_ENV, cli, fixture_dir, write_recipe
+from conftest import CLI_ENV, cli, fixture_dir, rows, write_recipe
 from PIL import Image
 
 pytest.importorskip("ray")
@@ -86,17 +86,26 @@ def ray_workers_busy() -> list[int]:
     return pids
 
 
-def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(240):
-        folder = tmp_path / "data" / ("a" if i % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (600, 600, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
-    spec = [dict(name="noise", reader="imagefolder", path=str(tmp_path / "data"), modality="microscopy",
-                 anatomy="blood", task="cell type")]
-    local, remote = write_recipe(tmp_path / "local", spec, part_size=8), write_recipe(tmp_path / "ray", spec, part_size=8)
-    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(remote), "--executor", "ray", "-w", "2",
+def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
+    """n noise PNGs in two class folders, as one source's spec."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        path = folder / "data" / ("a" if i % 2 else "b") / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
+    return [dict(name="noise", reader="imagefolder", path=str(folder / "data"), modality="microscopy", anatomy="blood",
+                 task="cell type")]
+
+
+def start_ray_ingest(recipe: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--executor", "ray", "-w", "2",
                              "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
+
+
+def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path):
+    spec = noise_source(tmp_path, 240, 600, seed=0)
+    local, remote = write_recipe(tmp_path / "local", spec, part_size=8), write_recipe(tmp_path / "ray", spec, part_size=8)
+    proc = start_ray_ingest(remote)
     killed = None
     deadline = time.time() + 120
     while killed is None and proc.poll() is None and time.time() < deadline:
@@ -121,18 +130,8 @@ def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
 
 
 def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(tmp_path):
-    from conftest import rows
-
-    rng = np.random.default_rng(1)
-    for i in range(16):
-        folder = tmp_path / "data" / ("a" if i % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
-    spec = [dict(name="noise", reader="imagefolder", path=str(tmp_path / "data"), modality="microscopy",
-                 anatomy="blood", task="cell type")]
-    remote = write_recipe(tmp_path / "ray", spec, part_size=8)
-    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(remote), "--executor", "ray", "-w", "2",
-                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
+    remote = write_recipe(tmp_path / "ray", noise_source(tmp_path, 16, 64, seed=1), part_size=8)
+    proc = start_ray_ingest(remote)
     kills = 0
     while proc.poll() is None:  # every try of every task dies
         for pid in ray_workers_busy():

@@ -940,8 +940,7 @@ def train_clip_cmd(loom: Loom,
                              prompts=prompts)
     try:
         report = train_clip(resolve_loom(loom), out_dir, settings, workers=executor_spec(executor, address, workers),
-                            quiet=quiet or as_json,
-                            wait=wait)
+                            quiet=quiet or as_json, wait=wait)
     except (TrainError, ModelSpecError, ExportError, FileNotFoundError) as e:
         fail(str(e))
     except ImportError as e:

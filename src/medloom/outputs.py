@@ -94,8 +94,12 @@ class OutputFolder:
             f.flush()
 
     def rel(self, path: str | os.PathLike) -> str:
+        """A path below the folder as the record names it: relative to the folder. A relative path that starts
+        with the folder's own (relative) path is a path from the working directory, as `folder / name` gives."""
         p = Path(path)
         if not p.is_absolute():
+            if not self.path.is_absolute() and p.parts[:len(self.path.parts)] == self.path.parts:
+                return Path(*p.parts[len(self.path.parts):]).as_posix()
             return p.as_posix()
         try:
             return p.relative_to(self.path).as_posix()

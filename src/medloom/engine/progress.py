@@ -12,12 +12,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 @contextmanager
 def progress_bar(description: str, total: int, quiet: bool = False,
                  console: Console | None = None) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`; a no-op when quiet."""
+    """Yields `advance(n, note=None)` (a note, such as the current loss, shows beside the description); a no-op
+    when quiet."""
     if quiet or total == 0:
-        yield lambda n=1: None
+        yield lambda n=1, note=None: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+
+        def advance(n: int = 1, note: str | None = None) -> None:
+            if note is not None:
+                bar.update(task, description=f"{description} ({note})")
+            bar.advance(task, n)
+
+        yield advance

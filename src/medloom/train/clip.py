@@ -209,7 +209,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(batch)
-                advance(1)
+                advance(1, f"epoch {epoch + 1}/{s.epochs}, loss {loss.item():.4f}")
             report.losses.append(total / n)
             report.epochs_run += 1
             buf = io.BytesIO()

@@ -171,6 +171,10 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
     text_matrix = torch.from_numpy(np.stack([text_vectors[t] for t in distinct]).astype(np.float32))
     choices = [[index[t] for t in ts] for ts in texts]
     model, logit_scale = initial_model(images.shape[1], text_matrix.shape[1], s.dim)
+    # initialised on the CPU (the same weights everywhere for a seed), then trained on a GPU when there is one
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, images, text_matrix = model.to(device), images.to(device), text_matrix.to(device)
+    logit_scale = torch.nn.Parameter(logit_scale.data.to(device))
     params = [*model.parameters(), logit_scale]
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=1e-4)
     first = 0
@@ -197,8 +201,9 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 if len(batch) < 2:
                     advance(1)
                     continue
-                img = torch.nn.functional.normalize(model["image"](images[batch]), dim=-1)
-                txt_ids = torch.from_numpy(picks[batch])
+                rows_at = torch.from_numpy(batch).to(device)
+                img = torch.nn.functional.normalize(model["image"](images[rows_at]), dim=-1)
+                txt_ids = torch.from_numpy(picks[batch]).to(device)
                 txt = torch.nn.functional.normalize(model["text"](text_matrix[txt_ids]), dim=-1)
                 logits = logit_scale.exp().clamp(max=100) * img @ txt.T
                 same = (txt_ids[:, None] == txt_ids[None, :]).float()  # equal texts are all positives
@@ -261,8 +266,9 @@ def record_keys(loom: Path, rows: list[dict]) -> list[str]:
 
 def write_model(folder: OutputFolder, model, logit_scale: float) -> None:
     """The projections as `medloom:MODEL` reads them (x @ W + b)."""
-    arrays = {"image": model["image"].weight.detach().numpy().T, "image_bias": model["image"].bias.detach().numpy(),
-              "text": model["text"].weight.detach().numpy().T, "text_bias": model["text"].bias.detach().numpy()}
+    array = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    arrays = {"image": array(model["image"].weight).T, "image_bias": array(model["image"].bias),
+              "text": array(model["text"].weight).T, "text_bias": array(model["text"].bias)}
     buf = io.BytesIO()
     np.savez(buf, **{k: v.astype(np.float32) for k, v in arrays.items()})
     folder.write_bytes("projection.npz", buf.getvalue())

@@ -87,7 +87,7 @@ def test_report_cells_and_success_marks_recomputed(world):
     text = (results / "report" / "mc.md").read_text()
     assert "| CT\\|brain\\|cancer | 16 |" in text and "Table 4" in text
     assert (results / "report" / "mc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Table 3 (multiple-choice)" in world["first"].stdout or "Table 3" in world["first"].stdout
+    assert "Table 3 (multiple-choice)" in world["first"].stdout
 
 
 def test_a_second_run_redoes_nothing_and_report_takes_named_runs(world, tmp_path):

@@ -730,9 +730,7 @@ def eval_vqa(loom: Loom,
     from .evaluate.report import table_rows
     from .export import ExportError
 
-    split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
-    if split_name not in ("train", "val", "test"):
-        fail(f"--split {split!r}: use test, val or train")
+    split_name = split_option(split)
     settings = VQASettings(model=model, split=split_name, subset=subset,
                            experiment=str(experiment) if experiment else None, where=where, circular=circular,
                            images=images, seed=seed, concurrency=concurrency, retries=retries, timeout=timeout,
@@ -775,9 +773,7 @@ def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, sub
     from .evaluate.zeroshot import ClipEvalSettings, evaluate_retrieval, evaluate_zeroshot
     from .export import ExportError
 
-    split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
-    if split_name not in ("train", "val", "test"):
-        fail(f"--split {split!r}: use test, val or train")
+    split_name = split_option(split)
     prompts = None
     if templates is not None:
         try:
@@ -924,9 +920,7 @@ def train_clip_cmd(loom: Loom,
              "to continue pretraining a full open_clip model (open_clip:CHECKPOINT), run open_clip's own trainer on "
              "the loom's WebDataset export: PRETRAINED=CHECKPOINT examples/train/open_clip.sh LOOM (it needs "
              "open_clip_torch and torchvision)")
-    split_name = {"validation": "val", "valid": "val", "dev": "val"}.get(split, split)
-    if split_name not in ("train", "val", "test"):
-        fail(f"--split {split!r}: use train, val or test")
+    split_name = split_option(split)
     if mix is not None:
         if experiment is None:
             fail("--mix names an experiment of a target folder: give that folder with --experiment")
@@ -944,7 +938,7 @@ def train_clip_cmd(loom: Loom,
     except (TrainError, ModelSpecError, ExportError, FileNotFoundError) as e:
         fail(str(e))
     except ImportError as e:
-        fail(f"{e}; install the towers with `pip install 'medloom[eval]'` (torch==2.13.0 first)")
+        fail(f"{e}; {TOWERS_HINT}")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
         return
@@ -1065,7 +1059,7 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
     except (PlanError, ReportError, TrainError, EvalError, ModelSpecError, ExportError, FileNotFoundError) as e:
         fail(str(e))
     except ImportError as e:
-        fail(f"{e}; install the towers with `pip install 'medloom[eval]'` (torch==2.13.0 first)")
+        fail(f"{e}; {TOWERS_HINT}")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
         return
@@ -1163,6 +1157,19 @@ def pmc_fetch(file_list: Annotated[Path, typer.Option(
         out.print(f"packages: {out_dir} (log: {out_dir / 'fetch-log.jsonl'})", highlight=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+TOWERS_HINT = "install the towers with `pip install 'medloom[eval]'` (torch==2.13.0 first)"
+
+
+def split_option(split: str) -> str:
+    """--split as train, val or test (the spellings datasets use for folders are accepted)."""
+    from .sources.splits import split_name
+
+    name = split_name(split)
+    if name is None:
+        fail(f"--split {split!r}: use train, val or test")
+    return name
 
 
 def executor_spec(kind: str | None, address: str | None, workers: int, recipe=None):

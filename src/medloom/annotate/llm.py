@@ -139,6 +139,13 @@ class LLMClient:
         if hit is not None:
             self._count(cached=1)
             return hit, True
+        answer = self.request(body, messages)
+        self._store(body, answer)
+        self._count(answered=1)
+        return answer, False
+
+    def request(self, body: dict, messages: list[dict]) -> str:
+        """Ask the server (retries with back-off); raises LLMError after the last failure."""
         payload = json.dumps(body).encode()
         last = ""
         for attempt in range(self.retries + 1):
@@ -154,9 +161,7 @@ class LLMClient:
                     answer = json.loads(data)["choices"][0]["message"]["content"]
                     if not isinstance(answer, str):
                         raise LLMError(f"no text in the answer: {data[:200]!r}")
-                    self._store(body, answer)
-                    self._count(answered=1)
-                    return answer, False
+                    return answer
                 last = f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
                 if resp.status not in RETRY_STATUS:
                     break

@@ -230,13 +230,17 @@ def hf_model(folder: str) -> Embedder:
     return embed
 
 
+def hub_offline() -> None:
+    """Hugging Face libraries read local folders only: nothing is downloaded (the user may say otherwise)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 @lru_cache(maxsize=2)
 def hf_clip_parts(folder: str):
     """(tokenizer, image processor, model) of a local transformers CLIP-style folder (CLIP, SigLIP, ...): any
     model with image and text features in one space. Offline: nothing is downloaded."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hub_offline()
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer  # noqa: PLC0415 - optional back-end
 
     model = AutoModel.from_pretrained(folder).eval()

@@ -32,6 +32,18 @@ def watch_parent(pid: int) -> None:
     os.environ["MEDLOOM_WORKER"] = "1"
 
 
+def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """(index, result) pairs that arrive as parts finish, handed on in input order (a finished part waits only
+    for those before it, at most the executor's in-flight limit)."""
+    waiting: dict[int, Any] = {}
+    expected = 0
+    for i, result in results:
+        waiting[i] = result
+        while expected in waiting:
+            yield expected, waiting.pop(expected)
+            expected += 1
+
+
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
@@ -63,13 +75,7 @@ class LocalExecutor:
         the step fails, to resume per part when run again.
         """
         if ordered and self._pool is not None:
-            waiting: dict[int, Any] = {}
-            expected = 0
-            for i, result in self.map(stage, parts, settings):
-                waiting[i] = result
-                while expected in waiting:
-                    yield expected, waiting.pop(expected)
-                    expected += 1
+            yield from in_input_order(self.map(stage, parts, settings))
             return
         if self._pool is None:
             for i, part in enumerate(parts):

@@ -7,8 +7,9 @@ task whose worker dies (a killed process, a lost node, a decoder that crashes th
 most `retries` times; then the caller's `on_failure(part, why)` stands in for its result (ingest turns it into
 quarantine rows and decodes the part again on the next run), or, without one, the step fails naming the part.
 A stage that raises fails the step with the stage's own error, as with the local executor, and the step
-resumes per part when run again. Without an address, a Ray instance is started for the step on this machine (`workers` CPUs)
-and stopped after it; `auto` joins the cluster `ray start` made here, `ray://HOST:PORT` a remote one.
+resumes per part when run again. Without an address, a Ray instance is started for the step on this machine
+(`workers` CPUs) and stopped after it; `auto` joins the cluster `ray start` made here, `ray://HOST:PORT` a
+remote one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .local import in_input_order
 from .stages import run_stage
 
 RETRIES = 3
@@ -43,8 +45,7 @@ class RayExecutor:
         except ImportError:
             raise ExecutorError("--executor ray needs Ray: pip install 'medloom[ray]'") from None
         if not ray.is_initialized():
-            options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                           runtime_env={"env_vars": {"MEDLOOM_WORKER": "1"}})
+            options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             try:
                 if self.address:
                     ray.init(address=self.address, **options)
@@ -70,13 +71,7 @@ class RayExecutor:
             on_failure: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:
         """Results as (index, result), as parts finish (in input order with `ordered`)."""
         if ordered:
-            waiting: dict[int, Any] = {}
-            expected = 0
-            for i, result in self.map(stage, parts, settings, on_failure=on_failure):
-                waiting[i] = result
-                while expected in waiting:
-                    yield expected, waiting.pop(expected)
-                    expected += 1
+            yield from in_input_order(self.map(stage, parts, settings, on_failure=on_failure))
             return
         import ray
 

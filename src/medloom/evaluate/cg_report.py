@@ -93,10 +93,13 @@ def resolve_runs(experiments: list[dict], pairs: list[str], results: Path | None
     if results is not None:
         for t in targets:
             for folder in sorted((Path(results) / slug(t)).glob("*/")):
+                # why there is no run: this metric's reason, else the whole experiment's
+                why = next((w for w in (folder / f"{metric}-skipped.json", folder / "skipped.json") if w.is_file()),
+                           None)
                 if (folder / metric / "results.json").is_file():
                     runs[t][folder.name] = folder / metric
-                elif (folder / "skipped.json").is_file():
-                    skipped[t][folder.name] = json.loads((folder / "skipped.json").read_text(encoding="utf-8"))["why"]
+                elif why is not None:
+                    skipped[t][folder.name] = json.loads(why.read_text(encoding="utf-8"))["why"]
     for pair in pairs:
         name, sep, folder = pair.partition("=")
         if not sep or not name or not folder:

@@ -54,6 +54,12 @@ class ClipModel:
     def encode_texts(self, texts: list[str], batch: int = 64) -> np.ndarray:
         return self.project_texts(text_features(self.text_tower, texts, batch))
 
+    def encode_names(self, names: list[str], prompts: list[str]) -> np.ndarray:
+        """One unit vector per name (a class, an answer option): the mean of its prompts' embeddings, `{c}` in
+        each prompt standing for the name."""
+        emb = self.encode_texts([p.format(c=n) for n in names for p in prompts])
+        return _unit(emb.reshape(len(names), len(prompts), -1).mean(axis=1))
+
 
 def _project(features: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
     x = features.astype(np.float32)
@@ -110,10 +116,9 @@ def load_hf_clip(spec: str, folder: str) -> ClipModel:
 @lru_cache(maxsize=2)
 def text_tower(name: str):
     """A sentence-transformers model from a pip package or a local folder, offline."""
-    import os
+    from ..curate.models import hub_offline
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    hub_offline()
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -206,18 +211,19 @@ def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel,
 
     features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
     reasons = {u["id"]: u["message"] for u in unreadable}
-    prompts = {(i["modality"], i["anatomy"]): templates(i["modality"], i["anatomy"]) for i in items}
-    texts = sorted({p.format(c=o) for i in items for o in i["options"] for p in prompts[i["modality"], i["anatomy"]]})
-    encoded = dict(zip(texts, model.encode_texts(texts))) if texts else {}
-    images = {rid: model.project_images(v[None, :])[0] for rid, v in features.items()}
+    ids = list(features)
+    images = dict(zip(ids, model.project_images(np.stack([features[i] for i in ids])))) if ids else {}
+    options: dict[tuple[str, str, str], np.ndarray] = {}  # (modality, anatomy, option) -> its text's vector
+    for modality, anatomy in {(i["modality"], i["anatomy"]) for i in items}:
+        names = sorted({o for i in items if (i["modality"], i["anatomy"]) == (modality, anatomy) for o in i["options"]})
+        options.update(((modality, anatomy, n), v) for n, v in
+                       zip(names, model.encode_names(names, templates(modality, anatomy))))
     for item in items:
         image = images.get(item["record_id"])
         if image is None:
             item["error"] = f"image: {reasons.get(item['record_id'], 'unreadable')}"
             continue
-        ps = prompts[item["modality"], item["anatomy"]]
-        options = _unit(np.stack([np.mean([encoded[p.format(c=o)] for p in ps], axis=0) for o in item["options"]]))
-        scores = options @ image
+        scores = np.stack([options[item["modality"], item["anatomy"], o] for o in item["options"]]) @ image
         best = int(np.argmax(scores))
         item.update(raw=LETTERS[best], parsed=LETTERS[best], rule="similarity", cached=False, latency_s=0.0,
                     scores=[float(x) for x in scores])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import threading
 from pathlib import Path
 
@@ -21,7 +20,9 @@ from .models import ModelSpecError
 
 def load_vlm(folder: str):
     """(processor, model, device), offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ..curate.models import hub_offline
+
+    hub_offline()
     try:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: PLC0415 - optional back-end
@@ -71,7 +72,8 @@ def generate(processor, model, device: str, images: list, text: str, max_new_tok
 
 
 class HFVisionLanguageClient(LLMClient):
-    """The chat client's cache and counters around a local model instead of an HTTP server."""
+    """The chat client's cache and counters (`LLMClient.answer`) around a local model instead of an HTTP
+    server."""
 
     def __init__(self, folder: str, cache_dir: Path, *, max_tokens: int = 64):
         self.url, self.model, self.cache_dir = f"hf:{folder}", str(folder), Path(cache_dir)
@@ -79,20 +81,13 @@ class HFVisionLanguageClient(LLMClient):
         self.stats, self._lock, self._device_lock = LLMStats(), threading.Lock(), threading.Lock()
         self.processor, self.net, self.device = load_vlm(folder)
 
-    def answer(self, messages: list[dict]) -> tuple[str, bool]:
-        body = self.body(messages)
-        hit = self.cached(body)
-        if hit is not None:
-            self._count(cached=1)
-            return hit, True
+    def request(self, body: dict, messages: list[dict]) -> str:
+        """Generate instead of posting (the cache around it is the chat client's)."""
         images, text = images_and_text(messages)
-        with self._device_lock:
+        with self._device_lock:  # one generation at a time: the model holds the device
             self._count(requests=1)
             try:
-                answer = generate(self.processor, self.net, self.device, images, text, self.max_tokens)
+                return generate(self.processor, self.net, self.device, images, text, self.max_tokens)
             except (RuntimeError, ValueError, TypeError) as e:
                 self._count(failed=1)
                 raise LLMError(f"{self.url}: {type(e).__name__}: {e}") from None
-        self._store(body, answer)
-        self._count(answered=1)
-        return answer, False

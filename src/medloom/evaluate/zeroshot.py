@@ -55,15 +55,6 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def class_embeddings(model, classes: list[str], prompts: list[str]) -> np.ndarray:
-    from ..annotate.captions import finding
-    from .clip import _unit
-
-    texts = [p.format(c=finding(c)) for c in classes for p in prompts]
-    emb = model.encode_texts(texts).reshape(len(classes), len(prompts), -1)
-    return _unit(emb.mean(axis=1))
-
-
 @contextmanager
 def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
     """(model, run folder, connection with the selection, its fingerprint, the selection in words), under the
@@ -88,6 +79,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
         if not table.num_rows:
             raise EvalError(f"{loom}: no record in {what} carries one label from a label space of two classes or "
                             "more: nothing to classify")
+        from ..annotate.captions import finding
         from .clip import image_features
 
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
@@ -103,7 +95,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
                 from ..export.clipbench import templates
 
                 prompts = templates(group[0]["modality"], group[0]["anatomy"])
-            text = class_embeddings(model, classes, prompts)
+            text = model.encode_names([finding(c) for c in classes], prompts)
             images = model.project_images(np.stack([features[r["id"]] for r in group]))
             scores = model.logit_scale * images @ text.T
             truth = np.array([classes.index(r["labels"][0]) for r in group])

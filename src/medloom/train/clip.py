@@ -213,8 +213,9 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(batch)
-                advance(1, f"epoch {epoch + 1}/{s.epochs}, loss {loss.item():.4f}")
+                value = loss.item()
+                total += value * len(batch)
+                advance(1, f"epoch {epoch + 1}/{s.epochs}, loss {value:.4f}")
             report.losses.append(total / n)
             report.epochs_run += 1
             buf = io.BytesIO()

@@ -685,6 +685,86 @@ def subsets_cmd(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help
     out.print(table)
 
 
+@app.command()
+def report(loom: Loom,
+           out_file: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html")
+           ) -> None:
+    """Write the loom's overview (counts per MAT triplet, source, split, licence, label, quarantine reason, with
+    charts) as one HTML file that opens offline."""
+    from .web.report import write_report
+
+    try:
+        path = write_report(resolve_loom(loom), out_file)
+    except (FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+        fail(str(e))
+    out.print(f"report: {path}", highlight=False)
+
+
+@app.command()
+def serve(loom: Loom,
+          host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs --token.")
+                          ] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", min=0, max=65535)] = 8765,
+          read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every write (labels, choices, "
+                                                                      "reviews).")] = False,
+          token: Annotated[str | None, typer.Option(help="Access token, needed when --host is not loopback "
+                                                         "(use `auto` for a random one).")] = None,
+          taxonomy: Annotated[Path | None, typer.Option(help="Concept taxonomy YAML for cluster labels "
+                                                              "(default: medloom's).")] = None,
+          workers: Annotated[int, typer.Option(help="Processes making the thumbnails (0: one per core).", min=0)] = 0,
+          executor: Executor = None, address: Address = None, quiet: Quiet = False) -> None:
+    """Look at the loom in a browser: overview, grid with facets, records with their ROIs, clusters to label,
+    duplicates to resolve, generated texts to audit. Thumbnails missing from the cache are made first."""
+    import secrets
+
+    from .web.app import is_loopback
+
+    loom = resolve_loom(loom)
+    if not is_loopback(host) and not token:
+        fail(f"--host {host} is reachable from other machines: pass --token SECRET (or --token auto)")
+    if token == "auto":
+        token = secrets.token_urlsafe(24)
+    try:
+        import uvicorn
+
+        from .web.app import make_app
+    except ImportError as e:
+        fail(f"the web app needs its extra: pip install 'medloom[web]' ({e.name} is missing)")
+    from . import catalog
+    from .export import render_sources
+    from .web.thumbs import build_thumbnails
+
+    try:
+        con = catalog.connect(loom)
+    except FileNotFoundError as e:
+        fail(str(e))
+    made = build_thumbnails(loom, con, render_sources(catalog.read_manifest(loom)),
+                            workers=executor_spec(executor, address, workers), quiet=quiet)
+    if made["failed"]:
+        err.print(f"thumbnails: {made['failed']} record(s) could not be rendered (shown as broken images)",
+                  highlight=False)
+    application = make_app(loom, read_only=read_only, token=token, host=host, taxonomy=taxonomy)
+    config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    shown = f"[{host}]" if ":" in host else host
+
+    async def announce():
+        while not server.started:
+            import asyncio
+
+            await asyncio.sleep(0.05)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        url = f"http://{shown}:{bound}/" + (f"?token={token}" if token else "")
+        out.print(f"medloom serve: {url}  ({made['records']} records; Ctrl-C stops)", highlight=False)
+
+    import asyncio
+
+    async def run():
+        await asyncio.gather(server.serve(), announce())
+
+    asyncio.run(run())
+
+
 eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                        help="Evaluate models on a loom: multiple-choice VQA, paired comparisons of runs.")
 app.add_typer(eval_app, name="eval")

@@ -58,6 +58,10 @@ ANNOTATION_SCHEMA = pa.schema([
     ("vqa", pa.list_(QUESTION)),
     ("flags", pa.list_(pa.string())),  # checks a text failed (the text kept is the template's)
     ("notes", pa.list_(pa.string())),  # what could not be generated, and why
+    # a person's verdict on the caption (`medloom serve`'s audit): accepted, edited or rejected, by whom,
+    # when, and the text they judged
+    ("review", pa.struct([("decision", pa.string()), ("by", pa.string()), ("at", pa.string()),
+                          ("previous", pa.string())])),
 ])
 
 
@@ -305,6 +309,9 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
         report.llm = llm_pass(rows, anns, settings, loom, sources, TextChecker(default_vocabulary(), kb), quiet)
         result = pa.Table.from_pylist([anns[r["id"]] for r in rows], ANNOTATION_SCHEMA)
     out = loom / ANNOTATIONS
+    from .reviews import apply_reviews, read_reviews
+
+    result = pa.Table.from_pylist(apply_reviews(result.to_pylist(), read_reviews(loom)), ANNOTATION_SCHEMA)
     entry = write_parquet(out / FILE, result)
     summarise(report, result)
     report.seconds = time.perf_counter() - started

@@ -73,7 +73,11 @@ class ConceptReport:
 
 
 def read_labels(path: Path, taxonomy: Taxonomy) -> tuple[str, dict[int, dict]]:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return parse_labels(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}, taxonomy, Path(path))
+
+
+def parse_labels(data: dict, taxonomy: Taxonomy, path: Path) -> tuple[str, dict[int, dict]]:
+    """One annotator's labels, checked against the taxonomy (errors name the file `path`)."""
     name = str(data.get("annotator") or Path(path).stem)
     problems, out = [], {}
     for key, label in (data.get("clusters") or {}).items():
@@ -108,14 +112,8 @@ def fleiss_kappa(table: list[list[int]]) -> float | None:
     return 1.0 if p_e == 1 else (p_bar - p_e) / (1 - p_e)
 
 
-@writer
-def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = None) -> ConceptReport:
-    loom = Path(loom)
-    clusters_file = loom / CURATION / "clusters.parquet"
-    if not clusters_file.is_file():
-        raise ConceptError(f"{loom}: no clusters; run `medloom embed` and `medloom cluster` first")
-    taxonomy = load_taxonomy(taxonomy_path)
-    labels = [read_labels(f, taxonomy) for f in files]
+def decide(labels: list[tuple[str, dict[int, dict]]], taxonomy: Taxonomy) -> tuple[dict[int, dict], ConceptReport]:
+    """Per cluster the majority's panel, global and local concepts, with the annotators' agreement."""
     report = ConceptReport(annotators=[name for name, _ in labels])
     decided: dict[int, dict] = {}
     kappa_rows = []
@@ -139,6 +137,17 @@ def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = Non
     report.mean_agreement = sum(report.agreement.values()) / len(report.agreement) if report.agreement else 0.0
     report.fleiss_kappa = fleiss_kappa(kappa_rows) if len(labels) > 1 else None
     report.decisions = {str(c): d for c, d in decided.items()}
+    return decided, report
+
+
+@writer
+def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = None) -> ConceptReport:
+    loom = Path(loom)
+    clusters_file = loom / CURATION / "clusters.parquet"
+    if not clusters_file.is_file():
+        raise ConceptError(f"{loom}: no clusters; run `medloom embed` and `medloom cluster` first")
+    taxonomy = load_taxonomy(taxonomy_path)
+    decided, report = decide([read_labels(f, taxonomy) for f in files], taxonomy)
     clusters = pq.read_table(clusters_file).to_pylist()
     rows = []
     for r in clusters:

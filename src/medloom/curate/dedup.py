@@ -23,7 +23,9 @@ CURATION = "curation"
 DEFAULT_NEAR = 6  # bits of 64: precision 1.0 on benchmarks/dedup.py, recall 1.0 for re-encoded and resized copies
 SPLIT_RANK = {"test": 0, "val": 1, "validation": 1, "valid": 1, "dev": 1}  # kept first; train and the rest: 2
 DEDUP_SCHEMA = pa.schema([("id", pa.string()), ("group", pa.int64()), ("keep", pa.bool_()),
-                          ("duplicate_of", pa.string()), ("reason", pa.string())])
+                          ("duplicate_of", pa.string()), ("reason", pa.string()),
+                          ("decided_by", pa.string()), ("decided_at", pa.string())])  # a curator's choice
+CHOICES = "dedup_choices.json"  # the curators' choices of which copy to keep, re-applied by every dedup run
 LEAKAGE_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
                             ("leaks_into", pa.string()), ("leaks_into_source", pa.string()),
                             ("leaks_into_split", pa.string()), ("reason", pa.string()), ("marked", pa.bool_())])
@@ -136,6 +138,7 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
                 report.by_source[src] = report.by_source.get(src, 0) + 1
     report.groups, report.in_groups = len(listed), sum(len(x) for x in listed)
     folder = loom / CURATION
+    out = apply_choices(out, read_choices(loom))
     write_parquet(folder / "dedup.parquet", pa.Table.from_pylist(out, DEDUP_SCHEMA))
     report.out = str(folder)
     write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed,
@@ -155,6 +158,32 @@ class LeakageReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def read_choices(loom: Path) -> list[dict]:
+    path = Path(loom) / CURATION / CHOICES
+    return json.loads(path.read_text(encoding="utf-8")) if written_by_medloom(path) else []
+
+
+def apply_choices(rows: list[dict], choices: list[dict]) -> list[dict]:
+    """The dedup marks with the curators' choices applied, later choices last: in the group that now holds
+    the chosen record, it is kept and the others are marked as its duplicates (reason `curator`). A choice
+    whose record is in no group any more is skipped."""
+    by_id = {r["id"]: r for r in rows}
+    for choice in choices:
+        chosen = by_id.get(choice["keep"])
+        if chosen is None:
+            continue
+        for r in rows:
+            if r["group"] != chosen["group"]:
+                continue
+            was_kept = r["keep"]
+            r["keep"] = r["id"] == chosen["id"]
+            r["duplicate_of"] = "" if r["keep"] else chosen["id"]
+            if r["keep"] != was_kept or not r["keep"]:
+                r["reason"] = "kept" if r["keep"] else ("curator" if was_kept else r["reason"])
+            r["decided_by"], r["decided_at"] = choice["by"], choice["at"]
+    return rows
 
 
 @writer

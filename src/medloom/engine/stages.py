@@ -10,6 +10,7 @@ STAGES = {
     "export.render": "medloom.export.render:render_part",
     "annotate.part": "medloom.annotate.step:annotate_part",
     "curate.embed": "medloom.curate.embed:embed_part",
+    "web.thumbs": "medloom.web.thumbs:thumbs_part",
 }
 
 

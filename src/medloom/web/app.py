@@ -1,0 +1,486 @@
+"""`medloom serve`: the loom in a browser (Starlette, served by uvicorn; `pip install 'medloom[web]'`).
+
+What keeps it safe to run on a researcher's only copy of a dataset:
+- it binds to loopback unless told otherwise, and then only with a token (`--token`), sent once as `?token=`
+  and kept in a cookie, or as `Authorization: Bearer`; requests for another host name are refused (DNS
+  rebinding);
+- files are served by record id only: the id is looked up in the catalog, and the file is the one the
+  catalog names under its source's root; no path from a request is ever opened;
+- every write needs the page's CSRF token and is refused under `--read-only`; writes take the loom's lock;
+- every text from data goes through Jinja's autoescaping, and the page scripts set text, never HTML;
+- a bad request is a 4xx answer with a message, an unexpected error a 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import secrets
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+from PIL import Image
+
+from ..imaging import DecodeError, encode, fit, rle_decode
+from ..locks import LockHeld
+from .index import FACET_TITLES, FACETS, PAGE, BadRequest, LoomIndex, NotFound, Query, meta_facts
+from .overview import overview
+from .thumbs import SIDE, THUMBS, render_thumb, thumb_name, write_cached
+
+MAX_FORM = 64 * 1024
+IMAGE_SIDE = 1024
+PALETTE = ["#ff2d95", "#00c2ff", "#ffd400", "#37e05a", "#ff7a00", "#a66bff", "#00e0c6", "#ff4040"]
+STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def templates() -> Environment:
+    env = Environment(loader=PackageLoader("medloom.web", "templates"), autoescape=select_autoescape(default=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(urlencode=urlencode, facet_titles=FACET_TITLES)
+    return env
+
+
+def static_text(name: str) -> str:
+    return resources.files("medloom.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
+
+
+def label_colors(labels: list[str]) -> dict[str, str]:
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+
+
+def _float(params, key: str) -> float | None:
+    value = params.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        out = float(value)
+    except ValueError:
+        raise BadRequest(f"{key}={value!r} is not a number") from None
+    if not np.isfinite(out):
+        raise BadRequest(f"{key}={value!r} is not a finite number")
+    return out
+
+
+def _int(value, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} {value!r} is not a whole number") from None
+
+
+def _required(params, key: str) -> str:
+    value = params.get(key)
+    if not value:
+        raise BadRequest(f"`{key}` is missing")
+    return value
+
+
+class LoomApp:
+    """The app's state: the loom's index, its settings, the CSRF token; handlers are its methods."""
+
+    def __init__(self, loom: Path, *, read_only: bool = False, token: str | None = None,
+                 host: str = "127.0.0.1", taxonomy: Path | None = None):
+        self.loom = Path(loom)
+        self.index = LoomIndex(self.loom)
+        self.read_only = read_only
+        self.token = token
+        self.host = host
+        self.taxonomy = taxonomy
+        self.csrf = secrets.token_urlsafe(32)
+        self.env = templates()
+        self.thumbs = self.loom / THUMBS
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def page(self, name: str, **context) -> str:
+        return self.env.get_template(name).render(csrf=self.csrf, read_only=self.read_only, static=False,
+                                                  **context)
+
+    def asgi(self):
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.routing import Route
+
+        get, post = ["GET"], ["POST"]
+        routes = [Route("/", self.home, methods=get), Route("/grid", self.grid, methods=get),
+                  Route("/record", self.record, methods=get), Route("/thumb", self.thumb, methods=get),
+                  Route("/image", self.image, methods=get), Route("/mask", self.mask, methods=get),
+                  Route("/similar", self.similar, methods=get), Route("/clusters", self.clusters, methods=get),
+                  Route("/cluster", self.cluster, methods=get), Route("/cluster/label", self.cluster_label, methods=post),
+                  Route("/concepts/apply", self.concepts_apply, methods=post),
+                  Route("/duplicates", self.duplicates, methods=get),
+                  Route("/duplicates/keep", self.duplicates_keep, methods=post),
+                  Route("/audit", self.audit, methods=get), Route("/audit/review", self.audit_review, methods=post),
+                  Route("/quarantine", self.quarantine, methods=get),
+                  Route("/static/{name}", self.static, methods=get)]
+        return Starlette(routes=routes, middleware=[Middleware(Guard, app_state=self)],
+                         exception_handlers={BadRequest: self.error, NotFound: self.error, LockHeld: self.error,
+                                             DecodeError: self.error, 404: self.error, 405: self.error,
+                                             Exception: self.error})
+
+    async def error(self, request, exc):
+        from starlette.exceptions import HTTPException
+        from starlette.responses import HTMLResponse
+
+        if isinstance(exc, HTTPException):
+            status, message = exc.status_code, exc.detail or "not found"
+        elif isinstance(exc, BadRequest):
+            status, message = 403 if isinstance(exc, Forbidden) else 400, str(exc)
+        elif isinstance(exc, NotFound):
+            status, message = 404, str(exc)
+        elif isinstance(exc, LockHeld):
+            status, message = 409, f"{exc} (the change was not saved; try again when it has finished)"
+        elif isinstance(exc, DecodeError):
+            status, message = 422, f"the image could not be read: {exc}"
+        else:
+            status, message = 500, f"internal error ({type(exc).__name__}); the app keeps serving"
+        html = self.env.get_template("error.html").render(status=status, message=message, static=False,
+                                                          csrf=self.csrf, read_only=self.read_only)
+        return HTMLResponse(html, status_code=status)
+
+    async def form(self, request) -> dict[str, list[str]]:
+        """A POSTed form, after the checks every write passes: not read-only, the CSRF token, a bounded body."""
+        if self.read_only:
+            raise Forbidden("this app is read-only (--read-only): nothing is written")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                raise BadRequest(f"the form is larger than {MAX_FORM // 1024} KiB")
+        try:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise BadRequest("the form is not UTF-8") from None
+        sent = (fields.get("csrf") or [request.headers.get("x-csrf-token", "")])[0]
+        if not secrets.compare_digest(sent.encode(), self.csrf.encode()):
+            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+        return fields
+
+    # -- pages ----------------------------------------------------------------------------------------------
+
+    def home(self, request):
+        from starlette.responses import HTMLResponse
+
+        self.index.refresh()
+        return HTMLResponse(self.page("overview.html", o=overview(self.index)))
+
+    def grid(self, request):
+        from starlette.responses import HTMLResponse
+
+        self.index.refresh()
+        query = Query.from_params(request.query_params)
+        total, rows = self.index.page(query)
+        facets = self.index.facets(query)
+        base = [(k, v) for k, vs in query.facets.items() for v in vs] + ([("where", query.where)] if query.where else [])
+
+        def toggle(name: str, value: str) -> str:
+            pairs = [(k, v) for k, v in base if not (k == name and v == value)]
+            if len(pairs) == len(base):
+                pairs.append((name, value))
+            return "/grid?" + urlencode(pairs)
+
+        pages = max(1, -(-total // PAGE))
+        nav = {"prev": "/grid?" + urlencode(base + [("page", query.page - 1)]) if query.page > 0 else "",
+               "next": "/grid?" + urlencode(base + [("page", query.page + 1)]) if query.page + 1 < pages else ""}
+        return HTMLResponse(self.page("grid.html", rows=rows, total=total, facets=facets, query=query, toggle=toggle,
+                                      facet_names=FACETS, page=query.page, pages=pages, nav=nav,
+                                      columns=self.index.columns()))
+
+    def record(self, request):
+        from starlette.responses import HTMLResponse
+
+        from ..export.render import RENDERED_READERS
+
+        self.index.refresh()
+        record_id = _required(request.query_params, "id")
+        row = self.index.record(record_id)
+        sources = self.index.sources()
+        reader = sources.get(row["source"], {}).get("reader", "")
+        render = row.get("render") or {}
+        window = (render.get("window_center"), render.get("window_width")) \
+            if reader in RENDERED_READERS and render.get("window_center") is not None else None
+        rois = [dict(r, index=i) for i, r in enumerate(row.get("rois") or [])]
+        colors = label_colors([r["label"] for r in rois])
+        has_embeddings = (self.loom / "embeddings").is_dir()
+        return HTMLResponse(self.page("record.html", r=row, rois=rois, colors=colors, window=window, reader=reader,
+                                      meta=meta_facts(row), ann=row["_annotation"], has_embeddings=has_embeddings))
+
+    def similar(self, request):
+        from starlette.responses import HTMLResponse
+
+        self.index.refresh()
+        record_id = _required(request.query_params, "id")
+        self.index.record(record_id)  # 404 for an unknown id
+        found = self.index.neighbours(record_id)
+        return HTMLResponse(self.page("similar.html", record_id=record_id, found=found))
+
+    def clusters(self, request):
+        from starlette.responses import HTMLResponse
+
+        from .decisions import agreement
+
+        self.index.refresh()
+        report, votes = agreement(self.loom, self.taxonomy)
+        rows = self.index.clusters()
+        previews = {c: self.index.cluster_members(c, 6) for c, _, _ in rows[:200]}
+        return HTMLResponse(self.page("clusters.html", clusters=rows, previews=previews, report=report, votes=votes,
+                                      loom=str(self.loom)))
+
+    def cluster(self, request):
+        from starlette.responses import HTMLResponse
+
+        from ..curate.concepts import load_taxonomy
+        from .decisions import agreement
+
+        self.index.refresh()
+        c = str(_int(_required(request.query_params, "c"), "cluster"))
+        members = self.index.cluster_members(c)
+        report, votes = agreement(self.loom, self.taxonomy)
+        return HTMLResponse(self.page("cluster.html", c=c, members=members, taxonomy=load_taxonomy(self.taxonomy),
+                                      votes=votes.get(int(c), []), decision=report["decisions"].get(c),
+                                      share=report["agreement"].get(c)))
+
+    async def cluster_label(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import RedirectResponse
+
+        from .decisions import label_cluster
+
+        fields = await self.form(request)
+        c = _int(first(fields, "cluster"), "cluster")
+        self.index.cluster_members(str(c), 1)  # 404 for a cluster that does not exist
+        await run_in_threadpool(label_cluster, self.loom, first(fields, "annotator"), c, first(fields, "panel", ""),
+                                first(fields, "global"), fields.get("local", []), self.taxonomy)
+        return RedirectResponse(f"/cluster?c={c}&saved=1", status_code=303)
+
+    async def concepts_apply(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import RedirectResponse
+
+        from ..curate.concepts import ConceptError, apply_labels
+        from .decisions import label_files
+
+        await self.form(request)
+        files = label_files(self.loom)
+        if not files:
+            raise BadRequest("no cluster labels yet: label a cluster first")
+        try:
+            await run_in_threadpool(apply_labels, self.loom, files, self.taxonomy)
+        except ConceptError as e:
+            raise BadRequest(str(e)) from None
+        return RedirectResponse("/clusters?applied=1", status_code=303)
+
+    def duplicates(self, request):
+        from starlette.responses import HTMLResponse
+
+        self.index.refresh()
+        page = _int(request.query_params.get("page") or 0, "page")
+        total, groups = self.index.duplicate_groups(max(page, 0))
+        return HTMLResponse(self.page("duplicates.html", groups=groups, total=total, page=page))
+
+    async def duplicates_keep(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import RedirectResponse
+
+        from .decisions import keep_duplicate
+
+        fields = await self.form(request)
+        group = _int(first(fields, "group"), "group")
+        await run_in_threadpool(keep_duplicate, self.loom, group, first(fields, "keep"), first(fields, "curator"))
+        page = _int(first(fields, "page", "0") or 0, "page")
+        return RedirectResponse(f"/duplicates?page={page}#group-{group}", status_code=303)
+
+    def audit(self, request):
+        from starlette.responses import HTMLResponse
+
+        self.index.refresh()
+        state = request.query_params.get("state") or "flagged"
+        return HTMLResponse(self.page("audit.html", items=self.index.audit(state), state=state))
+
+    async def audit_review(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import RedirectResponse
+
+        from .decisions import review_caption
+
+        fields = await self.form(request)
+        await run_in_threadpool(review_caption, self.loom, first(fields, "id"), first(fields, "decision"),
+                                first(fields, "reviewer"), first(fields, "text", ""), first(fields, "seen"))
+        state = first(fields, "state", "flagged") or "flagged"
+        return RedirectResponse("/audit?" + urlencode({"state": state}), status_code=303)
+
+    def quarantine(self, request):
+        from starlette.responses import HTMLResponse
+
+        self.index.refresh()
+        reason = request.query_params.get("reason") or None
+        by_reason, rows = self.index.quarantine(reason)
+        return HTMLResponse(self.page("quarantine.html", by_reason=by_reason, rows=rows, reason=reason))
+
+    def static(self, request):
+        from starlette.responses import Response
+
+        name = request.path_params["name"]
+        if name not in STATIC:
+            raise NotFound(f"no static file {name!r}")
+        return Response(static_text(name), media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
+
+    # -- pixels ---------------------------------------------------------------------------------------------
+
+    def thumb(self, request):
+        from starlette.responses import Response
+
+        record_id = _required(request.query_params, "id")
+        pixel_hash = request.query_params.get("h")
+        if pixel_hash:  # the grid names the hash: a cached thumbnail is found without a catalog lookup
+            path = self.thumbs / thumb_name(record_id, pixel_hash)
+            if path.is_file() and self.index.has_record(record_id, pixel_hash):
+                return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+        row = self.index.render_row(record_id)
+        path = self.thumbs / thumb_name(record_id, row["pixel_hash"])
+        if path.is_file():
+            data = path.read_bytes()
+        else:
+            data = render_thumb(row, self.index.sources(), {}, SIDE)
+            self._cache_thumb(path, data)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+    def _cache_thumb(self, path: Path, data: bytes) -> None:
+        """A thumbnail made on demand (a record ingested after `serve` started) joins the cache, unless another
+        process is filling it right now."""
+        from ..locks import hold
+        from ..outputs import OutputFolder
+
+        try:
+            with hold(self.thumbs, what="thumbnail cache"):
+                folder = OutputFolder(self.thumbs)
+                rel = str(path.relative_to(self.thumbs))
+                folder.claim_many([rel])
+                write_cached(path, data)
+        except (LockHeld, OSError):
+            pass
+
+    def _pixels(self, request) -> tuple[dict, Image.Image]:
+        from ..export.render import RENDERED_READERS, record_image
+
+        params = request.query_params
+        row = self.index.render_row(_required(params, "id"))
+        sources = self.index.sources()
+        if row["source"] not in sources:
+            raise NotFound(f"source {row['source']!r} is no longer in the catalog")
+        center, width = _float(params, "wc"), _float(params, "ww")
+        if center is not None or width is not None:
+            if sources[row["source"]]["reader"] not in RENDERED_READERS or not row.get("render"):
+                raise BadRequest("window and level apply to DICOM and NIfTI records only")
+            if width is not None and width <= 0:
+                raise BadRequest("the window width must be positive")
+            stored = row["render"]
+            row["render"] = dict(stored, window_center=center if center is not None else stored["window_center"],
+                                 window_width=width if width is not None else stored["window_width"],
+                                 window_source="manual" if stored["window_source"] == "voi_lut" else
+                                 stored["window_source"])
+        return row, record_image(row, {"sources": sources}, {}, IMAGE_SIDE)
+
+    def image(self, request):
+        from starlette.responses import Response
+
+        _, im = self._pixels(request)
+        return Response(encode(fit(im, IMAGE_SIDE), "png"), media_type="image/png")
+
+    def mask(self, request):
+        from starlette.responses import Response
+
+        i = _int(_required(request.query_params, "roi"), "roi")
+        row = self.index.render_row(_required(request.query_params, "id"))
+        rois = row.get("rois") or []
+        if not 0 <= i < len(rois):
+            raise NotFound(f"record {row['id']!r} has no ROI {i}")
+        roi = rois[i]
+        if not roi.get("rle"):
+            raise NotFound(f"ROI {i} of record {row['id']!r} has no mask")
+        mask = rle_decode(roi["rle"], row["height"], row["width"])
+        color = label_colors([r["label"] for r in rois])[roi["label"]]
+        rgba = np.zeros((*mask.shape, 4), np.uint8)
+        rgba[mask > 0] = [int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16), 110]
+        im = Image.fromarray(rgba, "RGBA")
+        im.thumbnail((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+
+
+class Forbidden(BadRequest):
+    """A write refused (read-only app, CSRF token): a 403 answer."""
+
+
+def first(fields: dict[str, list[str]], key: str, default: str | None = None) -> str:
+    values = fields.get(key)
+    if not values:
+        if default is None:
+            raise BadRequest(f"`{key}` is missing from the form")
+        return default
+    return values[0]
+
+
+class Guard:
+    """Every request passes here first: the host name, the access token."""
+
+    def __init__(self, app, app_state: LoomApp):
+        self.app = app
+        self.state = app_state
+
+    async def __call__(self, scope, receive, send):
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse
+
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0] if "]" not in (request.headers.get("host") or "") \
+            else (request.headers.get("host") or "").split("]")[0] + "]"
+        state = self.state
+        if is_loopback(state.host) and not is_loopback(host):
+            return await PlainTextResponse(f"host {host!r} refused: this app answers on {state.host} only",
+                                           status_code=421)(scope, receive, send)
+        set_cookie = False
+        if state.token:
+            sent = request.cookies.get("medloom_token") or request.query_params.get("token") or \
+                request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not sent or not secrets.compare_digest(sent.encode(), state.token.encode()):
+                return await PlainTextResponse("a token is needed: open the URL `medloom serve` printed "
+                                               "(it ends in ?token=...)", status_code=401)(scope, receive, send)
+            set_cookie = request.query_params.get("token") is not None
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                            (b"referrer-policy", b"no-referrer"),
+                            (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
+                                                         b"style-src 'self' 'unsafe-inline'; script-src 'self'; "
+                                                         b"form-action 'self'; frame-ancestors 'none'")]
+                if set_cookie:
+                    headers.append((b"set-cookie", f"medloom_token={state.token}; HttpOnly; SameSite=Strict; "
+                                                   "Path=/".encode()))
+                message = dict(message, headers=headers)
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
+def make_app(loom: Path, **kwargs):
+    """The ASGI app for a loom (what uvicorn serves, and what tests drive)."""
+    return LoomApp(loom, **kwargs).asgi()

@@ -1,0 +1,390 @@
+"""`medloom serve` and `medloom report`: the app's pages, its guards, its writes, driven through a real Starlette app
+(httpx in-process) and a real uvicorn server; the browser tests are in test_web_browser.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import CLI_ENV, cli, make_image, rows, run_ingest, write_recipe
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from medloom.annotate.step import AnnotateSettings, annotate  # noqa: E402
+from medloom.curate.cluster import cluster  # noqa: E402
+from medloom.curate.concepts import apply_labels  # noqa: E402
+from medloom.curate.dedup import dedup  # noqa: E402
+from medloom.curate.embed import embed  # noqa: E402
+from medloom.web.app import make_app  # noqa: E402
+
+SCRIPT_CAPTION = "<script>window.__pwned = 1; alert(1)</script> chest film"
+EVIL_LABEL = "<img src=x onerror=window.__pwned2=1>"
+MASK_BOX = (30, 20, 60, 40)  # x0, y0, x1, y1 in pixels of an 80x60 image
+
+
+def build_web_loom(root: Path) -> Path:
+    """Three visual families (clusters), an exact copy in a test split (a duplicate group), masks with a known
+    box, a CSV whose caption holds a script and whose label holds markup, and captions that fail a check."""
+    rng = np.random.default_rng(0)
+    fam = root / "data" / "fam"
+    for i in range(8):
+        yy, xx = np.mgrid[0:64, 0:64]
+        red = np.clip(np.stack([np.full((64, 64), 200), rng.normal(40, 20, (64, 64)),
+                                rng.normal(40, 20, (64, 64))], -1), 0, 255)
+        stripes = np.stack([((xx + i) % 8 < 4) * 200 + 20] * 3, -1)
+        disc = np.stack([((xx - 32 - i % 5) ** 2 + (yy - 30) ** 2 < 200) * 255] * 3, -1)
+        for name, arr in (("red", red), ("stripes", stripes), ("disc", disc)):
+            (fam / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr.astype(np.uint8)).save(fam / name / f"{name}{i}.png")
+    (fam / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a quarantine row
+    (root / "data" / "copies" / "test" / "red").mkdir(parents=True)
+    shutil.copy(fam / "red" / "red0.png", root / "data" / "copies" / "test" / "red" / "red0.png")
+    seg = root / "data" / "seg"
+    (seg / "images").mkdir(parents=True)
+    (seg / "masks").mkdir(parents=True)
+    for i in range(3):
+        make_image(seg / "images" / f"s{i}.png", size=(80, 60), seed=70 + i)
+        mask = np.zeros((60, 80), np.uint8)
+        x0, y0, x1, y1 = MASK_BOX
+        mask[y0:y1, x0:x1] = 255
+        Image.fromarray(mask).save(seg / "masks" / f"s{i}.png")
+    rep = root / "data" / "reports"
+    lines = ["file,finding,report"]
+    for i in range(4):
+        make_image(rep / f"r{i}.jpg", size=(90, 60), seed=300 + i)
+        label = EVIL_LABEL if i == 0 else ("nodule", "normal")[i % 2]
+        caption = SCRIPT_CAPTION if i == 0 else "Small nodule."
+        lines.append(f'r{i}.jpg,{label},"{caption}"')
+    (rep / "labels.csv").write_text("\n".join(lines) + "\n")
+    recipe = write_recipe(root, [
+        dict(name="fam", reader="imagefolder", path="data/fam", modality="microscopy", anatomy="cell",
+             task="cell type", license="CC BY 4.0"),
+        dict(name="copies", reader="imagefolder", path="data/copies", modality="microscopy", anatomy="cell",
+             task="cell type", license="CC BY 4.0"),
+        dict(name="seg", reader="masks", path="data/seg", modality="dermoscopy", anatomy="skin",
+             task="lesion segmentation", mask_label="lesion", license="CC BY-NC 4.0"),
+        dict(name="reports", reader="csv", path="data/reports", csv="labels.csv", image_column="file",
+             label_column="finding", caption_column="report", modality="X-ray", anatomy="chest", task="disease"),
+    ], annotate={"seed": 0, "templates": {"classification": ["A CT scan showing {finding}."]}})
+    loom, _ = run_ingest(recipe)
+    annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
+             workers=1, quiet=True)
+    embed(loom, "builtin", workers=1, quiet=True)
+    cluster(loom, 3, pca=8, seed=0, quiet=True)
+    dedup(loom, near=None)  # exact copies only: the one planted
+    return loom
+
+
+@pytest.fixture(scope="module")
+def web_loom(tmp_path_factory) -> Path:
+    return build_web_loom(tmp_path_factory.mktemp("web"))
+
+
+def client(loom: Path, **kwargs) -> TestClient:
+    return TestClient(make_app(loom, **kwargs), base_url="http://127.0.0.1:8765")
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_overview_grid_and_record_pages(web_loom):
+    c = client(web_loom)
+    total = rows(web_loom, "SELECT count(*) AS n FROM records")[0]["n"]
+    home = c.get("/")
+    assert home.status_code == 200 and f'id="total-records">{total}<' in home.text
+    assert "<svg" in home.text and "microscopy / cell / cell type" in home.text
+    grid = c.get("/grid")
+    assert f'id="grid-total">{total}<' in grid.text and grid.text.count('class="tile"') == total
+    seg = c.get("/grid", params={"source": "seg"})
+    assert 'id="grid-total">3<' in seg.text
+    both = c.get("/grid", params=[("source", "seg"), ("source", "reports")])
+    assert 'id="grid-total">7<' in both.text
+    where = c.get("/grid", params={"where": "width = 80 AND height = 60"})
+    assert 'id="grid-total">3<' in where.text
+    label = c.get("/grid", params={"label": "nodule"})
+    n_nodule = rows(web_loom, "SELECT count(*) AS n FROM records WHERE list_contains(labels, 'nodule')")[0]["n"]
+    assert n_nodule == 1 and f'id="grid-total">{n_nodule}<' in label.text
+    dup = c.get("/grid", params={"duplicate": "marked out"})
+    marked = rows(web_loom, "SELECT count(*) AS n FROM dedup WHERE NOT keep")[0]["n"]
+    assert marked == 4 and f'id="grid-total">{marked}<' in dup.text  # the planted copy, and discs i and i + 5
+    flagged = c.get("/grid", params={"text": "flagged"})
+    n_flagged = rows(web_loom, "SELECT count(*) AS n FROM annotations WHERE len(flags) > 0")[0]["n"]
+    assert n_flagged > 0 and f'id="grid-total">{n_flagged}<' in flagged.text
+    rid = rows(web_loom, "SELECT id FROM records WHERE source = 'seg' ORDER BY id LIMIT 1")[0]["id"]
+    page = c.get("/record", params={"id": rid})
+    assert page.status_code == 200 and 'class="roi-box"' in page.text and "/mask?" in page.text
+    x0, y0, x1, y1 = MASK_BOX
+    box = re.search(r'class="roi-box" data-index="0" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"',
+                    page.text).groups()
+    assert [float(v) for v in box] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=1e-4)
+    mask = Image.open(io.BytesIO(c.get("/mask", params={"id": rid, "roi": 0}).content))
+    alpha = np.asarray(mask)[..., 3]
+    assert alpha[y0:y1, x0:x1].all() and alpha.sum() == alpha[y0:y1, x0:x1].sum()
+    thumb = c.get("/thumb", params={"id": rid})
+    assert thumb.headers["content-type"] == "image/jpeg" and max(Image.open(io.BytesIO(thumb.content)).size) <= 192
+    quarantine = c.get("/quarantine").text
+    reason = rows(web_loom, "SELECT reason FROM quarantine WHERE path LIKE '%broken.png'")[0]["reason"]
+    assert "red/broken.png" in quarantine and f"{reason} (1)" in quarantine
+    similar = c.get("/similar", params={"id": rid})
+    assert similar.status_code == 200 and similar.text.count('class="tile"') == 12
+
+
+def test_every_text_from_data_is_escaped(web_loom):
+    c = client(web_loom)
+    rid = rows(web_loom, "SELECT id FROM records WHERE caption LIKE '%<script>%'")[0]["id"]
+    for page in (c.get("/record", params={"id": rid}).text, c.get("/grid").text, c.get("/").text,
+                 c.get("/grid", params={"label": EVIL_LABEL}).text):
+        assert "<script>window" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;window.__pwned = 1" in c.get("/record", params={"id": rid}).text
+    assert "&lt;img src=x onerror=window.__pwned2=1&gt;" in c.get("/grid").text
+    # the only scripts on a page are the app's own file, and the policy forbids inline ones
+    page = c.get("/record", params={"id": rid})
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/app.js">']
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_files_are_served_by_record_id_only(web_loom):
+    c = client(web_loom)
+    for path, params in (("/thumb", {"id": "../../../../etc/passwd"}), ("/image", {"id": "/etc/passwd"}),
+                         ("/thumb", {"id": "fam/../../recipe.yaml"}), ("/mask", {"id": "..", "roi": "0"}),
+                         ("/image", {"id": "%2e%2e%2f%2e%2e%2fetc%2fpasswd"})):
+        r = c.get(path, params=params)
+        assert r.status_code == 404 and "no record" in r.text and "root:" not in r.text
+    for raw in ("/static/..%2F..%2Fapp.py", "/static/../web/app.py", "/static/%2e%2e/index.py", "/static/app.py",
+                "/..%2f..%2fetc/passwd"):
+        r = c.get(raw)
+        assert r.status_code == 404 and "import" not in r.text
+    # the WHERE box reads the records, never the disk
+    r = c.get("/grid", params={"where": "EXISTS (SELECT * FROM read_csv('/etc/passwd'))"})
+    assert r.status_code == 400 and "root:" not in r.text
+    r = c.get("/grid", params={"where": "true; COPY items TO '/tmp/x.csv'"})
+    assert r.status_code == 400 and "one condition" in r.text
+    r = c.get("/grid", params={"where": "id IN (SELECT * FROM glob('/etc/*'))"})
+    assert r.status_code == 400
+
+
+def test_malformed_requests_get_a_message_never_a_traceback(web_loom):
+    c = client(web_loom)
+    cases = [("/grid?page=x", 400, "not a number"), ("/grid?nosuch=1", 400, "unknown filter"),
+             ("/grid?where=width%20%3E", 400, "not valid"), ("/record", 400, "`id` is missing"),
+             ("/record?id=nope", 404, "no record"), ("/cluster?c=abc", 400, "whole number"),
+             ("/cluster?c=999", 404, "no cluster"), ("/mask?id=x", 400, "missing"), ("/nowhere", 404, "Not Found"),
+             ("/audit?state=weird", 400, "audit shows"), ("/similar?id=nope", 404, "no record"),
+             ("/quarantine?reason=nosuch", 200, "Quarantine")]
+    rid = rows(web_loom, "SELECT id FROM records WHERE source = 'fam' LIMIT 1")[0]["id"]
+    cases += [(f"/image?id={rid}&wc=40&ww=400", 400, "DICOM and NIfTI"), (f"/mask?id={rid}&roi=3", 404, "no ROI"),
+              (f"/image?id={rid}&wc=nan", 400, "finite")]
+    for url, status, text in cases:
+        r = c.get(url)
+        assert r.status_code == status and text in r.text and "Traceback" not in r.text, (url, r.status_code, r.text)
+    assert c.post("/cluster/label").status_code == 403
+    assert c.put("/grid").status_code == 405
+
+
+def test_writes_need_the_csrf_token_and_are_refused_read_only(web_loom, tmp_path):
+    loom = tmp_path / "loom"
+    shutil.copytree(web_loom, loom, symlinks=True)
+    c = client(loom)
+    form = {"cluster": "0", "annotator": "alice", "global": "microscopy"}
+    r = c.post("/cluster/label", data=form)
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = c.post("/cluster/label", data={**form, "csrf": "forged"})
+    assert r.status_code == 403
+    assert not (loom / "curation" / "labels").exists()
+    ro = client(loom, read_only=True)
+    page = ro.get("/cluster", params={"c": 0}).text
+    assert 'id="label-form"' not in page
+    r = ro.post("/cluster/label", data={**form, "csrf": "anything"})
+    assert r.status_code == 403 and "read-only" in r.text
+    token = csrf_of(c.get("/cluster", params={"c": 0}).text)
+    r = c.post("/cluster/label", data={**form, "csrf": token, "annotator": "../../evil"})
+    assert r.status_code == 400 and "annotator name" in r.text
+    r = c.post("/cluster/label", data={**form, "csrf": token, "global": "astrology"})
+    assert r.status_code == 400 and "astrology" in r.text
+    r = c.post("/cluster/label", data={**form, "csrf": token, "x": "y" * 70000})
+    assert r.status_code == 400 and "larger than" in r.text
+    assert not (loom / "curation" / "labels").exists()
+
+
+def test_token_and_host_guards(web_loom):
+    c = client(web_loom, token="s3cret", host="0.0.0.0")
+    assert c.get("/").status_code == 401
+    assert c.get("/", params={"token": "wrong"}).status_code == 401
+    r = c.get("/", params={"token": "s3cret"})
+    assert r.status_code == 200 and "medloom_token=s3cret" in r.headers["set-cookie"]
+    assert c.get("/grid").status_code == 200  # the cookie carries it from here
+    assert TestClient(make_app(web_loom, token="s3cret", host="0.0.0.0")).get(
+        "/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    local = client(web_loom)
+    assert local.get("/", headers={"host": "evil.example:8765"}).status_code == 421
+    proc = cli("serve", web_loom, "--host", "0.0.0.0", check=False)
+    assert proc.returncode == 2 and "--token" in proc.stderr
+
+
+def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_loom, tmp_path):
+    loom = tmp_path / "loom"
+    shutil.copytree(web_loom, loom, symlinks=True)
+    c = client(loom)
+    token = csrf_of(c.get("/cluster", params={"c": 1}).text)
+    # two annotators label cluster 1; they disagree on the global concept, then a third breaks the tie
+    for name, concept, local in (("alice", "microscopy", ["blood smear"]), ("bob", "diagrams", []),
+                                 ("carol", "microscopy", ["blood smear"])):
+        r = c.post("/cluster/label", data={"csrf": token, "cluster": "1", "annotator": name, "global": concept,
+                                           "panel": "single", "local": local}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+    files = sorted((loom / "curation" / "labels").glob("*.yaml"))
+    assert [f.stem for f in files] == ["alice", "bob", "carol"]
+    assert yaml.safe_load(files[0].read_text())["clusters"] == {1: {"panel": "single", "global": "microscopy",
+                                                                    "local": ["blood smear"]}}
+    report = apply_labels(loom, files)
+    assert report.decisions["1"]["global"] == "microscopy" and report.agreement["1"] == pytest.approx(2 / 3)
+    page = c.get("/clusters").text
+    assert "alice: microscopy" in page and "bob: diagrams" in page and "0.67" in page
+    r = c.post("/concepts/apply", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303
+    got = {r["global_concept"] for r in rows(loom, "SELECT * FROM concepts WHERE cluster = 1")}
+    assert got == {"microscopy"}
+    # the duplicate group: keep the training copy instead of the test copy
+    group = rows(loom, "SELECT * FROM dedup WHERE id LIKE '%red0%' ORDER BY id")
+    assert len(group) == 2 and [g["keep"] for g in group] == [True, False]  # copies/test/... kept first
+    train_copy = group[1]["id"]
+    token = csrf_of(c.get("/duplicates").text)
+    r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": train_copy,
+                                         "curator": "dana"}, follow_redirects=False)
+    assert r.status_code == 303
+    after = {g["id"]: g for g in rows(loom, "SELECT * FROM dedup")}
+    assert after[train_copy]["keep"] and not after[group[0]["id"]]["keep"]
+    assert after[group[0]["id"]]["duplicate_of"] == train_copy and after[group[0]["id"]]["reason"] == "curator"
+    assert after[train_copy]["decided_by"] == "dana" and after[train_copy]["decided_at"]
+    dedup(loom, near=None)  # a new dedup run keeps the curator's choice
+    again = {g["id"]: g for g in rows(loom, "SELECT * FROM dedup")}
+    assert again[train_copy]["keep"] and again[train_copy]["decided_by"] == "dana"
+    r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": "fam/red/red1_png",
+                                         "curator": "dana"})
+    assert r.status_code == 400 and "not in duplicate group" in r.text
+    # audit: edit a flagged caption, reject another; a new annotate run keeps both verdicts
+    flagged = [r["id"] for r in rows(loom, "SELECT id FROM annotations WHERE len(flags) > 0 ORDER BY id")]
+    assert len(flagged) >= 2
+    page = c.get("/audit").text
+    assert all(f'data-id="{i}"' in page for i in flagged[:2])
+    seen = rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[0]}'")[0]["caption"]
+    r = c.post("/audit/review", data={"csrf": token, "id": flagged[0], "decision": "edited", "reviewer": "erin",
+                                      "text": "An X-ray image of the chest.", "seen": seen}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    seen2 = rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[1]}'")[0]["caption"]
+    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "decision": "rejected", "reviewer": "erin",
+                                      "seen": seen2}, follow_redirects=False)
+    assert r.status_code == 303
+    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "decision": "accepted", "reviewer": "erin",
+                                      "seen": "a caption no longer there"})
+    assert r.status_code == 400 and "changed since the page was loaded" in r.text
+
+    def check():
+        ann = {a["id"]: a for a in rows(loom, "SELECT * FROM annotations")}
+        assert ann[flagged[0]]["caption"] == "An X-ray image of the chest." and ann[flagged[0]]["caption_source"] == "reviewer"
+        assert ann[flagged[0]]["review"]["by"] == "erin" and ann[flagged[0]]["review"]["previous"] == seen
+        assert ann[flagged[1]]["caption"] == "" and ann[flagged[1]]["review"]["decision"] == "rejected"
+        assert ann[flagged[2]]["review"] is None if len(flagged) > 2 else True
+
+    check()
+    reviews = json.loads((loom / "annotations" / "reviews.json").read_text())
+    assert [(r["id"], r["decision"]) for r in reviews] == [(flagged[0], "edited"), (flagged[1], "rejected")]
+    annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
+             workers=1, quiet=True)
+    check()
+    assert 'id="grid-total">2<' in c.get("/grid", params={"text": "reviewed"}).text
+    # the LLaVA export takes the reviewed caption
+    out = tmp_path / "llava"
+    cli("export", loom, "--format", "llava", "--out", out)
+    texts = json.dumps(json.loads((out / "llava-train.json").read_text()))
+    assert "An X-ray image of the chest." in texts
+
+
+def test_report_is_one_file_that_opens_offline(web_loom, tmp_path):
+    out = tmp_path / "report.html"
+    proc = cli("report", web_loom, "--out", out)
+    assert "report:" in proc.stdout
+    html = out.read_text()
+    total = rows(web_loom, "SELECT count(*) AS n FROM records")[0]["n"]
+    assert f'id="total-records">{total}<' in html and html.count("<svg") >= 6
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "<script" not in html and "<link" not in html
+    assert "&lt;img src=x onerror" in html and "<img src=x" not in html
+    reasons = rows(web_loom, "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1")
+    assert reasons and all(f">{r['reason']}<" in html for r in reasons)
+    cli("report", web_loom, "--out", out)  # its own report is replaced
+    foreign = tmp_path / "notes.html"
+    foreign.write_text("<p>my notes</p>")
+    proc = cli("report", web_loom, "--out", foreign, check=False)
+    assert proc.returncode == 2 and "not a medloom report" in proc.stderr and foreign.read_text() == "<p>my notes</p>"
+
+
+def start_server(loom: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`medloom serve` on a free port; returns the process and its URL (read from what it prints)."""
+    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "serve", str(loom), "--port", "0", "-q",
+                             "--workers", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=CLI_ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "medloom serve: http" in line:
+            return proc, line.split()[2]
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read())
+    proc.kill()
+    raise AssertionError("medloom serve did not start")
+
+
+def test_serve_keeps_serving_while_an_ingest_runs(web_loom, tmp_path):
+    import httpx
+
+    loom = tmp_path / "loom"
+    shutil.copytree(web_loom, loom, symlinks=True)
+    recipe_path = web_loom.parent / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_path.read_text())
+    more = tmp_path / "more"
+    for i in range(300):
+        make_image(more / f"c{i % 3}" / f"m{i}.png", size=(96, 96), seed=1000 + i)
+    recipe["sources"] = [dict(s, path=str(web_loom.parent / s["path"])) for s in recipe["sources"]]
+    recipe["sources"].append(dict(name="more", reader="imagefolder", path=str(more), modality="CT", anatomy="lung",
+                                  task="disease"))
+    recipe["loom"] = str(loom)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    proc, url = start_server(loom)
+    try:
+        before = httpx.get(url + "grid").text
+        n0 = int(re.search(r'id="grid-total">([\d,]+)<', before).group(1).replace(",", ""))
+        assert (loom / "cache" / "thumbs").is_dir() and len(list((loom / "cache" / "thumbs").rglob("*.jpg"))) == n0
+        ingest = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q",
+                                   "-w", "1"], env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen, statuses = set(), []
+        while ingest.poll() is None:
+            for path in ("grid", "", "grid?source=more", "quarantine"):
+                r = httpx.get(url + path, timeout=30)
+                statuses.append(r.status_code)
+            seen.add(int(re.search(r'id="grid-total">([\d,]+)<', httpx.get(url + "grid").text).group(1)
+                         .replace(",", "")))
+        assert ingest.returncode == 0, ingest.stderr.read()
+        assert set(statuses) == {200} and len(statuses) >= 8
+        after = httpx.get(url + "grid").text
+        assert f'id="grid-total">{n0 + 300}<' in after
+        # a thumbnail of a record ingested after start is made on demand, and cached
+        rid = rows(loom, "SELECT id FROM records WHERE source = 'more' LIMIT 1")[0]["id"]
+        r = httpx.get(url + "thumb", params={"id": rid})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
+import pydicom.data
 import pytest
 import yaml
 from conftest import CLI_ENV, cli, make_image, rows, run_ingest, write_recipe
@@ -28,6 +30,7 @@ from medloom.curate.cluster import cluster  # noqa: E402
 from medloom.curate.concepts import apply_labels  # noqa: E402
 from medloom.curate.dedup import dedup  # noqa: E402
 from medloom.curate.embed import embed  # noqa: E402
+from medloom.locks import hold  # noqa: E402
 from medloom.web.app import make_app  # noqa: E402
 
 SCRIPT_CAPTION = "<script>window.__pwned = 1; alert(1)</script> chest film"
@@ -69,6 +72,8 @@ def build_web_loom(root: Path) -> Path:
         caption = SCRIPT_CAPTION if i == 0 else "Small nodule."
         lines.append(f'r{i}.jpg,{label},"{caption}"')
     (rep / "labels.csv").write_text("\n".join(lines) + "\n")
+    (root / "data" / "dicom").mkdir(parents=True)
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), root / "data" / "dicom" / "CT_small.dcm")
     recipe = write_recipe(root, [
         dict(name="fam", reader="imagefolder", path="data/fam", modality="microscopy", anatomy="cell",
              task="cell type", license="CC BY 4.0"),
@@ -78,6 +83,7 @@ def build_web_loom(root: Path) -> Path:
              task="lesion segmentation", mask_label="lesion", license="CC BY-NC 4.0"),
         dict(name="reports", reader="csv", path="data/reports", csv="labels.csv", image_column="file",
              label_column="finding", caption_column="report", modality="X-ray", anatomy="chest", task="disease"),
+        dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
     ], annotate={"seed": 0, "templates": {"classification": ["A CT scan showing {finding}."]}})
     loom, _ = run_ingest(recipe)
     annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
@@ -273,6 +279,11 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     dedup(loom, near=None)  # a new dedup run keeps the curator's choice
     again = {g["id"]: g for g in rows(loom, "SELECT * FROM dedup")}
     assert again[train_copy]["keep"] and again[train_copy]["decided_by"] == "dana"
+    with hold(loom, command="medloom ingest (a test)"):  # another writer holds the loom: nothing is written
+        r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": group[0]["id"],
+                                             "curator": "dana"})
+        assert r.status_code == 409 and "medloom ingest (a test)" in r.text and "not saved" in r.text
+    assert {g["id"]: g["keep"] for g in rows(loom, "SELECT * FROM dedup")}[train_copy]
     r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": "fam/red/red1_png",
                                          "curator": "dana"})
     assert r.status_code == 400 and "not in duplicate group" in r.text
@@ -388,3 +399,41 @@ def test_serve_keeps_serving_while_an_ingest_runs(web_loom, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_window_and_level_of_a_dicom_record(web_loom):
+    from pydicom.pixels import apply_modality_lut
+
+    from medloom.imaging import window_to_uint8
+
+    c = client(web_loom)
+    rec = rows(web_loom, "SELECT id, render FROM records WHERE source = 'dcm'")[0]
+    page = c.get("/record", params={"id": rec["id"]}).text
+    assert 'id="window-form"' in page and f'value="{rec["render"]["window_center"]}"' in page
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    values = apply_modality_lut(ds.pixel_array, ds)
+    for params, (center, width) in (({}, (rec["render"]["window_center"], rec["render"]["window_width"])),
+                                    ({"wc": "100", "ww": "50"}, (100.0, 50.0)), ({"ww": "2000"},
+                                                                                 (rec["render"]["window_center"], 2000.0))):
+        r = c.get("/image", params={"id": rec["id"], **params})
+        got = np.asarray(Image.open(io.BytesIO(r.content)))
+        assert r.status_code == 200 and np.array_equal(got, window_to_uint8(values, center, width)), params
+    assert c.get("/image", params={"id": rec["id"], "ww": "-5"}).status_code == 400
+
+
+def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
+    from medloom import catalog
+    from medloom.export import render_sources
+    from medloom.web.thumbs import THUMBS, build_thumbnails, render_thumb, thumb_name
+
+    loom = tmp_path / "loom"
+    shutil.copytree(web_loom, loom, symlinks=True, ignore=shutil.ignore_patterns("thumbs"))
+    sources = render_sources(catalog.read_manifest(loom))
+    made = build_thumbnails(loom, catalog.connect(loom), sources, workers=2, quiet=True)
+    n = rows(loom, "SELECT count(*) AS n FROM records")[0]["n"]
+    assert made == {"records": n, "cached": 0, "made": n, "failed": 0}
+    for r in rows(loom, "SELECT * FROM records ORDER BY id LIMIT 5"):
+        assert (loom / THUMBS / thumb_name(r["id"], r["pixel_hash"])).read_bytes() == render_thumb(r, sources, {})
+    again = build_thumbnails(loom, catalog.connect(loom), sources, workers=2, quiet=True)
+    assert again == {"records": n, "cached": n, "made": 0, "failed": 0}
+    assert not list((loom / THUMBS).rglob(".*.tmp*"))

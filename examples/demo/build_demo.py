@@ -153,9 +153,13 @@ def main() -> int:
     llava = out / "loom" / "exports" / "llava"
     subprocess.run([*medloom, "export", str(out / "loom"), "--format", "llava", "--out", str(llava), "--max-side",
                     "256"], check=True, env=env)
+    report = out / "loom" / "reports" / "overview.html"
+    subprocess.run([*medloom, "report", str(out / "loom"), "--out", str(report)], check=True, env=env)
     print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\nexport: {exports}\ntraining JSON: {llava}\n"
+          f"report: {report} (opens offline)\n"
           f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"\n"
-          f"     .venv/bin/python -c \"import medloom; print(next(iter(medloom.load('{exports}'))))\"")
+          f"     .venv/bin/python -c \"import medloom; print(next(iter(medloom.load('{exports}'))))\"\n"
+          f"look: .venv/bin/medloom serve {out / 'loom'}    # then open http://127.0.0.1:8765/")
     return 0
 
 

@@ -359,19 +359,14 @@ class LoomApp:
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
     def _cache_thumb(self, path: Path, data: bytes) -> None:
-        """A thumbnail made on demand (a record ingested after `serve` started) joins the cache, unless another
-        process is filling it right now."""
-        from ..locks import hold
+        """A thumbnail made on demand (a record ingested after `serve` started) joins the cache."""
         from ..outputs import OutputFolder
 
-        try:
-            with hold(self.thumbs, what="thumbnail cache"):
-                folder = OutputFolder(self.thumbs)
-                rel = str(path.relative_to(self.thumbs))
-                folder.claim_many([rel])
+        if self.thumbs.name in OutputFolder(self.thumbs.parent).owned_dirs:
+            try:
                 write_cached(path, data)
-        except (LockHeld, OSError):
-            pass
+            except OSError:
+                pass  # a full disk: the thumbnail is served, not kept
 
     def _pixels(self, request) -> tuple[dict, Image.Image]:
         from ..export.render import RENDERED_READERS, record_image

@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/zeroshot.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf demo cg-world .pytest_cache

@@ -276,7 +276,8 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     assert after[train_copy]["keep"] and not after[group[0]["id"]]["keep"]
     assert after[group[0]["id"]]["duplicate_of"] == train_copy and after[group[0]["id"]]["reason"] == "curator"
     assert after[train_copy]["decided_by"] == "dana" and after[train_copy]["decided_at"]
-    dedup(loom, near=None)  # a new dedup run keeps the curator's choice
+    report, _, kept = dedup(loom, near=None)  # a new dedup run keeps the curator's choice
+    assert train_copy in kept and group[0]["id"] not in kept and report.by_reason.get("curator") == 1
     again = {g["id"]: g for g in rows(loom, "SELECT * FROM dedup")}
     assert again[train_copy]["keep"] and again[train_copy]["decided_by"] == "dana"
     with hold(loom, command="medloom ingest (a test)"):  # another writer holds the loom: nothing is written
@@ -378,7 +379,9 @@ def test_serve_keeps_serving_while_an_ingest_runs(web_loom, tmp_path):
     try:
         before = httpx.get(url + "grid").text
         n0 = int(re.search(r'id="grid-total">([\d,]+)<', before).group(1).replace(",", ""))
-        assert (loom / "cache" / "thumbs").is_dir() and len(list((loom / "cache" / "thumbs").rglob("*.jpg"))) == n0
+        from medloom.web.thumbs import read_index
+
+        assert len(read_index(loom / "cache" / "thumbs")) == n0
         ingest = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q",
                                    "-w", "1"], env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen, statuses = set(), []
@@ -424,7 +427,7 @@ def test_window_and_level_of_a_dicom_record(web_loom):
 def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
     from medloom import catalog
     from medloom.export import render_sources
-    from medloom.web.thumbs import THUMBS, build_thumbnails, render_thumb, thumb_name
+    from medloom.web.thumbs import THUMBS, build_thumbnails, read_index, read_thumb, render_thumb, thumb_key
 
     loom = tmp_path / "loom"
     shutil.copytree(web_loom, loom, symlinks=True, ignore=shutil.ignore_patterns("thumbs"))
@@ -432,8 +435,13 @@ def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
     made = build_thumbnails(loom, catalog.connect(loom), sources, workers=2, quiet=True)
     n = rows(loom, "SELECT count(*) AS n FROM records")[0]["n"]
     assert made == {"records": n, "cached": 0, "made": n, "failed": 0}
-    for r in rows(loom, "SELECT * FROM records ORDER BY id LIMIT 5"):
-        assert (loom / THUMBS / thumb_name(r["id"], r["pixel_hash"])).read_bytes() == render_thumb(r, sources, {})
+    index = read_index(loom / THUMBS)
+    assert len(index) == n and len({pack for pack, _, _ in index.values()}) == len(list((loom / THUMBS).glob("pack-*")))
+    for r in rows(loom, "SELECT * FROM records ORDER BY id"):
+        assert read_thumb(loom / THUMBS, index[thumb_key(r["id"], r["pixel_hash"])]) == render_thumb(r, sources, {})
     again = build_thumbnails(loom, catalog.connect(loom), sources, workers=2, quiet=True)
     assert again == {"records": n, "cached": n, "made": 0, "failed": 0}
     assert not list((loom / THUMBS).rglob(".*.tmp*"))
+    # a file in the folder that is not a pack of ours is skipped, and left alone
+    (loom / THUMBS / "pack-notes.bin").write_bytes(b"my notes")
+    assert read_index(loom / THUMBS) == index and (loom / THUMBS / "pack-notes.bin").read_bytes() == b"my notes"

@@ -128,17 +128,19 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
         listed.append([rows["id"][i] for i in sorted(idx, key=lambda i: rows["id"][i])])
         kept.append(rows["id"][keep])
         for i in idx:
-            reason = relation(rows, i, keep, near)
             out.append({"id": rows["id"][i], "group": len(listed) - 1, "keep": i == keep,
-                        "duplicate_of": "" if i == keep else rows["id"][keep], "reason": "kept" if i == keep else reason})
-            if i != keep:
-                report.marked += 1
-                report.by_reason[reason] = report.by_reason.get(reason, 0) + 1
-                src = rows["source"][i]
-                report.by_source[src] = report.by_source.get(src, 0) + 1
+                        "duplicate_of": "" if i == keep else rows["id"][keep],
+                        "reason": "kept" if i == keep else relation(rows, i, keep, near)})
+    out = apply_choices(out, read_choices(loom))
+    source = dict(zip(rows["id"], rows["source"]))
+    kept = [r["id"] for r in out if r["keep"]]
+    for r in out:
+        if not r["keep"]:
+            report.marked += 1
+            report.by_reason[r["reason"]] = report.by_reason.get(r["reason"], 0) + 1
+            report.by_source[source[r["id"]]] = report.by_source.get(source[r["id"]], 0) + 1
     report.groups, report.in_groups = len(listed), sum(len(x) for x in listed)
     folder = loom / CURATION
-    out = apply_choices(out, read_choices(loom))
     write_parquet(folder / "dedup.parquet", pa.Table.from_pylist(out, DEDUP_SCHEMA))
     report.out = str(folder)
     write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
 import secrets
+import threading
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
@@ -28,7 +30,7 @@ from ..imaging import DecodeError, encode, fit, rle_decode
 from ..locks import LockHeld
 from .index import FACET_TITLES, FACETS, PAGE, BadRequest, LoomIndex, NotFound, Query, meta_facts
 from .overview import overview
-from .thumbs import SIDE, THUMBS, render_thumb, thumb_name, write_cached
+from .thumbs import SIDE, THUMBS, read_index, read_thumb, render_thumb, thumb_key, write_pack
 
 MAX_FORM = 64 * 1024
 IMAGE_SIDE = 1024
@@ -102,6 +104,9 @@ class LoomApp:
         self.csrf = secrets.token_urlsafe(32)
         self.env = templates()
         self.thumbs = self.loom / THUMBS
+        self._thumb_lock = threading.Lock()
+        self._thumb_stamp: int | None = None
+        self._thumb_keys: dict = {}
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -343,28 +348,40 @@ class LoomApp:
     def thumb(self, request):
         from starlette.responses import Response
 
-        record_id = _required(request.query_params, "id")
-        pixel_hash = request.query_params.get("h")
-        if pixel_hash:  # the grid names the hash: a cached thumbnail is found without a catalog lookup
-            path = self.thumbs / thumb_name(record_id, pixel_hash)
-            if path.is_file() and self.index.has_record(record_id, pixel_hash):
-                return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
-        row = self.index.render_row(record_id)
-        path = self.thumbs / thumb_name(record_id, row["pixel_hash"])
-        if path.is_file():
-            data = path.read_bytes()
-        else:
+        params = request.query_params
+        record_id = _required(params, "id")
+        pixel_hash = params.get("h")
+        row = None
+        if not (pixel_hash and self.index.has_record(record_id, pixel_hash)):  # the grid names the hash
+            row = self.index.render_row(record_id)
+            pixel_hash = row["pixel_hash"]
+        key = thumb_key(record_id, pixel_hash)
+        where = self._thumb_index().get(key)
+        if where is not None:
+            data = read_thumb(self.thumbs, where)
+        else:  # a record ingested after `serve` started: made now, and kept
+            row = row or self.index.render_row(record_id)
             data = render_thumb(row, self.index.sources(), {}, SIDE)
-            self._cache_thumb(path, data)
+            self._cache_thumb(key, data)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
-    def _cache_thumb(self, path: Path, data: bytes) -> None:
-        """A thumbnail made on demand (a record ingested after `serve` started) joins the cache."""
+    def _thumb_index(self) -> dict:
+        """The packs' index, read again when the folder changed (a pack added)."""
+        try:
+            stamp = os.stat(self.thumbs).st_mtime_ns
+        except OSError:
+            return {}
+        with self._thumb_lock:
+            if stamp != self._thumb_stamp:
+                self._thumb_keys, self._thumb_stamp = read_index(self.thumbs), stamp
+            return self._thumb_keys
+
+    def _cache_thumb(self, key: str, data: bytes) -> None:
         from ..outputs import OutputFolder
 
         if self.thumbs.name in OutputFolder(self.thumbs.parent).owned_dirs:
             try:
-                write_cached(path, data)
+                write_pack(self.thumbs, [(key, data)])
             except OSError:
                 pass  # a full disk: the thumbnail is served, not kept
 

@@ -48,6 +48,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(header: str) -> str:
+    """The host of a Host header, without its port (`[::1]:8765` -> `[::1]`)."""
+    return header.split("]")[0] + "]" if header.startswith("[") else header.rsplit(":", 1)[0]
+
+
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("medloom.web", "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
@@ -179,13 +184,11 @@ class LoomApp:
     def home(self, request):
         from starlette.responses import HTMLResponse
 
-        self.index.refresh()
         return HTMLResponse(self.page("overview.html", o=overview(self.index)))
 
     def grid(self, request):
         from starlette.responses import HTMLResponse
 
-        self.index.refresh()
         query = Query.from_params(request.query_params)
         total, rows = self.index.page(query)
         facets = self.index.facets(query)
@@ -209,7 +212,6 @@ class LoomApp:
 
         from ..export.render import RENDERED_READERS
 
-        self.index.refresh()
         record_id = _required(request.query_params, "id")
         row = self.index.record(record_id)
         sources = self.index.sources()
@@ -226,7 +228,6 @@ class LoomApp:
     def similar(self, request):
         from starlette.responses import HTMLResponse
 
-        self.index.refresh()
         record_id = _required(request.query_params, "id")
         self.index.record(record_id)  # 404 for an unknown id
         found = self.index.neighbours(record_id)
@@ -237,7 +238,6 @@ class LoomApp:
 
         from .decisions import agreement
 
-        self.index.refresh()
         report, votes = agreement(self.loom, self.taxonomy)
         rows = self.index.clusters()
         previews = {c: self.index.cluster_members(c, 6) for c, _, _ in rows[:200]}
@@ -250,7 +250,6 @@ class LoomApp:
         from ..curate.concepts import load_taxonomy
         from .decisions import agreement
 
-        self.index.refresh()
         c = str(_int(_required(request.query_params, "c"), "cluster"))
         members = self.index.cluster_members(c)
         report, votes = agreement(self.loom, self.taxonomy)
@@ -291,7 +290,6 @@ class LoomApp:
     def duplicates(self, request):
         from starlette.responses import HTMLResponse
 
-        self.index.refresh()
         page = _int(request.query_params.get("page") or 0, "page")
         total, groups = self.index.duplicate_groups(max(page, 0))
         return HTMLResponse(self.page("duplicates.html", groups=groups, total=total, page=page))
@@ -311,7 +309,6 @@ class LoomApp:
     def audit(self, request):
         from starlette.responses import HTMLResponse
 
-        self.index.refresh()
         state = request.query_params.get("state") or "flagged"
         return HTMLResponse(self.page("audit.html", items=self.index.audit(state), state=state))
 
@@ -330,7 +327,6 @@ class LoomApp:
     def quarantine(self, request):
         from starlette.responses import HTMLResponse
 
-        self.index.refresh()
         reason = request.query_params.get("reason") or None
         by_reason, rows = self.index.quarantine(reason)
         return HTMLResponse(self.page("quarantine.html", by_reason=by_reason, rows=rows, reason=reason))
@@ -455,14 +451,14 @@ class Guard:
         self.state = app_state
 
     async def __call__(self, scope, receive, send):
+        from starlette.concurrency import run_in_threadpool
         from starlette.requests import Request
         from starlette.responses import PlainTextResponse
 
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0] if "]" not in (request.headers.get("host") or "") \
-            else (request.headers.get("host") or "").split("]")[0] + "]"
+        host = host_name(request.headers.get("host") or "")
         state = self.state
         if is_loopback(state.host) and not is_loopback(host):
             return await PlainTextResponse(f"host {host!r} refused: this app answers on {state.host} only",
@@ -475,6 +471,8 @@ class Guard:
                 return await PlainTextResponse("a token is needed: open the URL `medloom serve` printed "
                                                "(it ends in ?token=...)", status_code=401)(scope, receive, send)
             set_cookie = request.query_params.get("token") is not None
+        # a few stat calls; the index is rebuilt (in a worker thread) only when a manifest or curation file changed
+        await run_in_threadpool(state.index.refresh)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":

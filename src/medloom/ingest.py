@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from . import catalog
@@ -24,7 +25,7 @@ from .locks import hold
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader
-from .sources.base import TASK_SCHEMA, Scan, display_name, inside, source_roots
+from .sources.base import Scan, TaskList, display_name, inside, source_roots
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
 PART_SIZE = {"dicom": 16, "nifti": 1}
@@ -116,21 +117,21 @@ def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]
 
 # ---- planning (main process) ------------------------------------------------------------------------
 
-def chunk_tasks(tasks: list[dict], size: int) -> list[list[dict]]:
+def chunk_bounds(ids: list[str], size: int) -> list[tuple[int, int]]:
     """Content-defined chunking: a part ends after a task whose id hashes to 0 mod `size` (or at 4x size).
+    (start, length) of each part over the tasks sorted by id.
 
     Adding or removing one file changes only the part that holds it, so a re-run re-decodes one part,
     not every part after the insertion point.
     """
-    parts, current = [], []
-    for task in tasks:
-        current.append(task)
-        if xxhash.xxh64_intdigest(task["id"].encode()) % size == 0 or len(current) >= 4 * size:
-            parts.append(current)
-            current = []
-    if current:
-        parts.append(current)
-    return parts
+    bounds, start = [], 0
+    for i, rid in enumerate(ids):
+        if xxhash.xxh64_intdigest(rid.encode()) % size == 0 or i + 1 - start >= 4 * size:
+            bounds.append((start, i + 1 - start))
+            start = i + 1
+    if start < len(ids):
+        bounds.append((start, len(ids) - start))
+    return bounds
 
 
 def part_key(source: dict, tasks: list[dict]) -> str:
@@ -141,29 +142,38 @@ def part_key(source: dict, tasks: list[dict]) -> str:
     return h.hexdigest()[:32]
 
 
-def dedupe_ids(scan: Scan, source: dict) -> list[dict]:
-    seen: dict[str, str] = {}
-    tasks = []
-    for task in sorted(scan.tasks, key=lambda t: t["id"]):
-        if task["id"] in seen:
-            scan.quarantine.append(quarantine_row(
-                source["name"], task["uri"], "duplicate_id",
-                f"gives the same record id {task['id']!r} as {seen[task['id']]!r}; rename one file"))
-            continue
-        seen[task["id"]] = task["uri"]
-        tasks.append(task)
-    return tasks
+def dedupe_ids(scan: Scan, source: dict) -> pa.Table:
+    """The scan's tasks sorted by id (a stable sort: of tasks giving one id, the first found is kept, the others
+    are `duplicate_id` rows). The scan's own copy is released."""
+    table = scan.tasks.table()
+    scan.tasks = TaskList()
+    table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+    ids = table.column("id").to_pylist()
+    dup = [i for i in range(1, len(ids)) if ids[i] == ids[i - 1]]
+    if not dup:
+        return table
+    uris = table.column("uri").to_pylist()
+    first = {}
+    for i, rid in enumerate(ids):
+        first.setdefault(rid, uris[i])
+    for i in dup:
+        scan.quarantine.append(quarantine_row(
+            source["name"], uris[i], "duplicate_id",
+            f"gives the same record id {ids[i]!r} as {first[ids[i]]!r}; rename one file"))
+    keep = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+    return table.take(pa.array(keep, pa.int64()))
 
 
-def label_space(source: dict, scan: Scan) -> list[str]:
+def label_space(source: dict, tasks: pa.Table) -> list[str]:
     if source.get("classes"):
         return list(source["classes"])
-    found = {label for t in scan.tasks for label in t["labels"]}
-    found |= {r["label"] for t in scan.tasks for r in t["rois"]}
+    found = set(pc.unique(pc.list_flatten(tasks.column("labels"))).to_pylist())
+    rois = pc.list_flatten(tasks.column("rois"))
+    found |= set(pc.unique(pc.struct_field(rois, "label")).to_pylist()) if len(rois) else set()
     mask_labels = source["options"].get("mask_labels")
     if mask_labels:
         found |= {source["label_map"].get(v, v) for v in mask_labels.values()}
-    return sorted(found)
+    return sorted(x for x in found if x is not None)
 
 
 # ---- checks on a scan (main process) ----------------------------------------------------------------------
@@ -172,7 +182,7 @@ def enforce_roots(scan: Scan, source: dict) -> None:
     """Tasks (and companion files such as masks) that resolve outside the source's roots become
     `outside_root` rows: an annotation file or a link cannot make medloom read elsewhere."""
     roots = source_roots(source)
-    kept = []
+    kept = TaskList()
     for task in scan.tasks:
         extra = json.loads(task["extra"] or "{}")
         paths = [task["path"], *(v for k, v in extra.items() if k == "mask" and v)]
@@ -269,12 +279,14 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     else:
         error_entry = None
     tasks = dedupe_ids(scan, source)
-    settings = {**source, "label_space": label_space(source, scan)}
-    scan.tasks = []  # the tasks live on as parts: Arrow tables, a fraction of the dicts' memory
+    settings = {**source, "label_space": label_space(source, tasks)}
     parts, keys = [], []
-    for chunk in chunk_tasks(tasks, part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE)):
-        keys.append(part_key(settings, chunk))
-        parts.append(pa.Table.from_pylist(chunk, TASK_SCHEMA))
+    size = part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE)
+    for start, length in chunk_bounds(tasks.column("id").to_pylist(), size):
+        # a copy, not a view: a sliced table pickles with its whole parent's buffers
+        part = tasks.take(pa.array(range(start, start + length), pa.int64()))
+        keys.append(part_key(settings, part.to_pylist()))
+        parts.append(part)
     del tasks
     previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}
     entries: dict[int, dict] = {}

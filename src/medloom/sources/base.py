@@ -50,11 +50,51 @@ TASK_SCHEMA = pa.schema(
 SKIP_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 
 
+class TaskList:
+    """A reader's tasks as it appends them, kept as Arrow tables of `TASK_SCHEMA`: as a Python dict a task costs
+    about 1 KB, as an Arrow row a fraction of that, and a source of millions of files is scanned whole before
+    its parts are cut. Iterating gives the tasks back as dicts, a batch at a time."""
+
+    BATCH = 4096
+
+    def __init__(self, tasks: Iterable[dict] = ()):
+        self._tables: list[pa.Table] = []
+        self._pending: list[dict] = []
+        self._rows = 0
+        for task in tasks:
+            self.append(task)
+
+    def append(self, task: dict) -> None:
+        self._pending.append(task)
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._tables.append(pa.Table.from_pylist(self._pending, TASK_SCHEMA))
+            self._rows += len(self._pending)
+            self._pending = []
+
+    def __len__(self) -> int:
+        return self._rows + len(self._pending)
+
+    def __iter__(self) -> Iterator[dict]:
+        self._flush()
+        for table in self._tables:
+            for batch in table.to_batches(1024):
+                yield from batch.to_pylist()
+
+    def table(self) -> pa.Table:
+        """Every task, in the order appended, as one table."""
+        self._flush()
+        return pa.concat_tables(self._tables) if self._tables else TASK_SCHEMA.empty_table()
+
+
 @dataclass
 class Scan:
     """The result of scanning one source: tasks to decode, problems found, inputs filtered out."""
 
-    tasks: list[dict] = field(default_factory=list)
+    tasks: TaskList = field(default_factory=TaskList)
     quarantine: list[dict] = field(default_factory=list)
     filtered: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)  # boxes dropped per record id

@@ -21,14 +21,13 @@ def top(pairs: list[tuple[str, int]], most: int = 20) -> list[tuple[str, int]]:
 
 def bar_chart(pairs: list[tuple[str, int]], title: str, most: int = 20) -> str:
     pairs = top(pairs, most)
-    height = BAR * len(pairs) + 28
+    height = BAR * len(pairs) + 8
     peak = max((n for _, n in pairs), default=1) or 1
     total = sum(n for _, n in pairs) or 1
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{LABEL_W + PLOT_W + 90}" '
-           f'height="{height}" role="img" aria-label="{escape(title)}">',
-           f'<text x="0" y="14" class="chart-title">{escape(title)}</text>']
+           f'height="{height}" role="img" aria-label="{escape(title)}">', f"<title>{escape(title)}</title>"]
     for i, (label, n) in enumerate(pairs):
-        y = 24 + i * BAR
+        y = 4 + i * BAR
         w = max(1, round(PLOT_W * n / peak))
         shown = label if len(label) <= 40 else label[:39] + "…"
         out.append(f'<text x="{LABEL_W - 6}" y="{y + 13}" text-anchor="end">{escape(shown or "(none)")}'

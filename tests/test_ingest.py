@@ -153,3 +153,27 @@ def test_unreadable_source_does_not_stop_the_others(tmp_path):
     assert reports["cxr"].records == 4
     assert reports["coco"].error and "missing.json" in reports["coco"].error
     assert rows(loom, "SELECT reason FROM quarantine")[0]["reason"] == "source_unreadable"
+
+
+def test_scan_tasks_kept_as_arrow_give_the_same_parts_and_duplicate_ids(tmp_path, monkeypatch):
+    """Tasks wait as Arrow tables while a source is scanned; however they are batched, the parts (named by a hash
+    of their tasks) are the same, and two files giving one record id keep the first found."""
+    from medloom.sources.base import TaskList
+
+    for i in range(9):
+        make_image(tmp_path / "data" / f"c{i % 2}" / f"img{i}.png", seed=i)
+    make_image(tmp_path / "data" / "c0" / "x.1.png", seed=20)
+    make_image(tmp_path / "data" / "c0" / "x_1.png", seed=21)  # the same id as x.1.png: c0/x_1_png
+    sources = [dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"), modality="X-ray", anatomy="chest",
+                    task="disease")]
+    listings = []
+    for batch, folder in ((4096, "one"), (3, "many")):
+        monkeypatch.setattr(TaskList, "BATCH", batch)
+        loom, reports = run_ingest(write_recipe(tmp_path / folder, sources, part_size=2))
+        listings.append(sorted(p.name for p in (loom / "catalog" / "records" / "cxr").glob("*.parquet")))
+        assert reports["cxr"].records == 10 and reports["cxr"].parts > 3
+        dup = rows(loom, "SELECT * FROM quarantine WHERE reason = 'duplicate_id'")
+        assert [(d["path"], d["message"]) for d in dup] == [
+            ("c0/x_1.png", "gives the same record id 'cxr/c0/x_1_png' as 'c0/x.1.png'; rename one file")]
+        assert rows(loom, "SELECT uri FROM records WHERE id = 'cxr/c0/x_1_png'") == [{"uri": "c0/x.1.png"}]
+    assert listings[0] == listings[1]

@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
@@ -117,20 +119,21 @@ def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]
 
 # ---- planning (main process) ------------------------------------------------------------------------
 
-def chunk_bounds(ids: list[str], size: int) -> list[tuple[int, int]]:
+def chunk_bounds(ids: Iterable[str], size: int) -> list[tuple[int, int]]:
     """Content-defined chunking: a part ends after a task whose id hashes to 0 mod `size` (or at 4x size).
     (start, length) of each part over the tasks sorted by id.
 
     Adding or removing one file changes only the part that holds it, so a re-run re-decodes one part,
     not every part after the insertion point.
     """
-    bounds, start = [], 0
+    bounds, start, n = [], 0, 0
     for i, rid in enumerate(ids):
-        if xxhash.xxh64_intdigest(rid.encode()) % size == 0 or i + 1 - start >= 4 * size:
-            bounds.append((start, i + 1 - start))
-            start = i + 1
-    if start < len(ids):
-        bounds.append((start, len(ids) - start))
+        n = i + 1
+        if xxhash.xxh64_intdigest(rid.encode()) % size == 0 or n - start >= 4 * size:
+            bounds.append((start, n - start))
+            start = n
+    if start < n:
+        bounds.append((start, n - start))
     return bounds
 
 
@@ -142,26 +145,38 @@ def part_key(source: dict, tasks: list[dict]) -> str:
     return h.hexdigest()[:32]
 
 
-def dedupe_ids(scan: Scan, source: dict) -> pa.Table:
-    """The scan's tasks sorted by id (a stable sort: of tasks giving one id, the first found is kept, the others
-    are `duplicate_id` rows). The scan's own copy is released."""
+def sorted_tasks(scan: Scan, source: dict) -> tuple[pa.Table, pa.Array, pa.Array]:
+    """(the scan's tasks, the order that sorts them by id with duplicates left out, the ids in that order).
+
+    The sort is stable: of tasks giving one id the first found is kept, the others are `duplicate_id` rows.
+    Nothing is copied and no id becomes a Python string: parts are taken from the table in this order, one at
+    a time, when they are needed."""
     table = scan.tasks.table()
-    scan.tasks = TaskList()
-    table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
-    ids = table.column("id").to_pylist()
-    dup = [i for i in range(1, len(ids)) if ids[i] == ids[i - 1]]
-    if not dup:
-        return table
-    uris = table.column("uri").to_pylist()
-    first = {}
-    for i, rid in enumerate(ids):
-        first.setdefault(rid, uris[i])
-    for i in dup:
+    order = pc.sort_indices(table, sort_keys=[("id", "ascending")])
+    ids = table.column("id").take(order).combine_chunks()
+    if len(ids) < 2:
+        return table, order, ids
+    same = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    dup = np.flatnonzero(same) + 1
+    if not len(dup):
+        return table, order, ids
+    uris = table.column("uri").take(order)
+    for i in dup.tolist():
+        first = i - 1
+        while first > 0 and same[first - 1]:
+            first -= 1
         scan.quarantine.append(quarantine_row(
-            source["name"], uris[i], "duplicate_id",
-            f"gives the same record id {ids[i]!r} as {first[ids[i]]!r}; rename one file"))
-    keep = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
-    return table.take(pa.array(keep, pa.int64()))
+            source["name"], uris[i].as_py(), "duplicate_id",
+            f"gives the same record id {ids[i].as_py()!r} as {uris[first].as_py()!r}; rename one file"))
+    keep = np.ones(len(ids), bool)
+    keep[dup] = False
+    return table, order.filter(pa.array(keep)), ids.filter(pa.array(keep))
+
+
+def strings(array: pa.Array, step: int = 8192):
+    """An Arrow string array's values, a slice at a time (never all as Python strings at once)."""
+    for start in range(0, len(array), step):
+        yield from array.slice(start, step).to_pylist()
 
 
 def label_space(source: dict, tasks: pa.Table) -> list[str]:
@@ -182,20 +197,21 @@ def enforce_roots(scan: Scan, source: dict) -> None:
     """Tasks (and companion files such as masks) that resolve outside the source's roots become
     `outside_root` rows: an annotation file or a link cannot make medloom read elsewhere."""
     roots = source_roots(source)
-    kept = TaskList()
+    kept = []
     for task in scan.tasks:
         extra = json.loads(task["extra"] or "{}")
         paths = [task["path"], *(v for k, v in extra.items() if k == "mask" and v)]
         outside = next((p for p in paths if not inside(p, roots)), None)
+        kept.append(outside is None)
         if outside is None:
-            kept.append(task)
             continue
         scan.quarantine.append(quarantine_row(
             source["name"], task["uri"], "outside_root",
             f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the source's "
             f"root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
             record_id=task["id"]))
-    scan.tasks = kept
+    if not all(kept):
+        scan.tasks.keep(kept)
 
 
 def warn_dropped_boxes(scan: Scan, source: dict) -> None:
@@ -278,16 +294,18 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         scan = Scan(quarantine=[])
     else:
         error_entry = None
-    tasks = dedupe_ids(scan, source)
-    settings = {**source, "label_space": label_space(source, tasks)}
-    parts, keys = [], []
-    size = part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE)
-    for start, length in chunk_bounds(tasks.column("id").to_pylist(), size):
-        # a copy, not a view: a sliced table pickles with its whole parent's buffers
-        part = tasks.take(pa.array(range(start, start + length), pa.int64()))
-        keys.append(part_key(settings, part.to_pylist()))
-        parts.append(part)
-    del tasks
+    table, order, ids = sorted_tasks(scan, source)
+    scan.tasks = TaskList()
+    settings = {**source, "label_space": label_space(source, table)}
+    bounds = chunk_bounds(strings(ids), part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
+    del ids
+
+    def part(i: int) -> pa.Table:
+        """A part's tasks, taken when needed (a copy: a sliced table would pickle its parent's buffers whole)."""
+        start, length = bounds[i]
+        return table.take(order.slice(start, length))
+
+    keys = [part_key(settings, part(i).to_pylist()) for i in range(len(bounds))]
     previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}
     entries: dict[int, dict] = {}
     todo = []
@@ -297,28 +315,28 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         if key in previous and complete:
             entries[i] = previous[key]
         elif complete:  # written by a run that was killed
-            entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, parts[i].num_rows)
+            entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, bounds[i][1])
         else:
             todo.append(i)
-    report.parts, report.parts_decoded = len(parts), len(todo)
-    with progress_bar(f"ingest {source['name']}", sum(parts[i].num_rows for i in todo), quiet) as advance:
-        for j, (records, problems, ok) in executor.map("ingest.decode", (parts[i] for i in todo), settings,
+    report.parts, report.parts_decoded = len(bounds), len(todo)
+    with progress_bar(f"ingest {source['name']}", sum(bounds[i][1] for i in todo), quiet) as advance:
+        for j, (records, problems, ok) in executor.map("ingest.decode", (part(i) for i in todo), settings,
                                                         on_failure=lambda part, why: failed_part(part, why, source)):
             i = todo[j]
             # the counts travel inside the part file too, so a part written by a killed run is adopted whole
             records = records.replace_schema_metadata({"medloom.inputs_ok": str(max(ok, 0)),
-                                                       "medloom.tasks": str(parts[i].num_rows)})
+                                                       "medloom.tasks": str(bounds[i][1])})
             # a part whose worker kept dying is listed under another name: the next run decodes it again
             name = "failed" if ok < 0 else "part"
             qentry = folder.write_table(f"{qdir}/{name}-{keys[i]}.parquet", problems)
             rentry = folder.write_table(f"{rdir}/{name}-{keys[i]}.parquet", records)
-            entries[i] = {"key": keys[i], "tasks": parts[i].num_rows, "inputs_ok": max(ok, 0), "records": rentry,
+            entries[i] = {"key": keys[i], "tasks": bounds[i][1], "inputs_ok": max(ok, 0), "records": rentry,
                           "quarantine": qentry, **({"failed": True} if ok < 0 else {})}
-            advance(parts[i].num_rows)
+            advance(bounds[i][1])
     scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
     scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]
     scan_entry = folder.write_table(f"{qdir}/scan-{scan_key}.parquet", scan_table)
-    ordered = [entries[i] for i in range(len(parts))]
+    ordered = [entries[i] for i in range(len(bounds))]
     manifest["sources"][source["name"]] = {
         "reader": source["reader"], "root": source["root"], "max_pixels": source.get("max_pixels"),
         "max_voxels": source.get("max_voxels"), "max_file_bytes": source.get("max_file_bytes"),

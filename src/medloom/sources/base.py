@@ -89,6 +89,11 @@ class TaskList:
         self._flush()
         return pa.concat_tables(self._tables) if self._tables else TASK_SCHEMA.empty_table()
 
+    def keep(self, mask: list[bool]) -> None:
+        """Keep the tasks whose entry in `mask` (one per task, in order) is true."""
+        table = self.table().filter(pa.array(mask, pa.bool_()))
+        self._tables, self._rows = [table], table.num_rows
+
 
 @dataclass
 class Scan:

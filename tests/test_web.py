@@ -127,6 +127,11 @@ def test_overview_grid_and_record_pages(web_loom):
     dup = c.get("/grid", params={"duplicate": "marked out"})
     marked = rows(web_loom, "SELECT count(*) AS n FROM dedup WHERE NOT keep")[0]["n"]
     assert marked == 4 and f'id="grid-total">{marked}<' in dup.text  # the planted copy, and discs i and i + 5
+    group = rows(web_loom, "SELECT \"group\" FROM dedup WHERE id = 'fam/red/red0_png'")[0]["group"]
+    assert 'id="grid-total">2<' in c.get("/grid", params={"group": str(group)}).text
+    for q in rows(web_loom, "SELECT reason, count(DISTINCT record_id) AS n FROM quarantine WHERE record_id <> '' "
+                            "AND record_id IN (SELECT id FROM records) GROUP BY reason"):
+        assert f'id="grid-total">{q["n"]}<' in c.get("/grid", params={"where": f"quarantine LIKE '%{q['reason']}%'"}).text
     flagged = c.get("/grid", params={"text": "flagged"})
     n_flagged = rows(web_loom, "SELECT count(*) AS n FROM annotations WHERE len(flags) > 0")[0]["n"]
     assert n_flagged > 0 and f'id="grid-total">{n_flagged}<' in flagged.text

@@ -21,10 +21,11 @@ from ..outputs import written_by_medloom
 
 PAGE = 60
 FACETS = ("modality", "anatomy", "task", "source", "split", "license", "label", "concept", "cluster",
-          "duplicate", "text")
+          "duplicate", "group", "text", "quarantine")
 FACET_TITLES = {"modality": "Modality", "anatomy": "Anatomical area", "task": "Task", "source": "Source",
                 "split": "Split", "license": "Licence", "label": "Label", "concept": "Concept",
-                "cluster": "Cluster", "duplicate": "Duplicates", "text": "Generated text"}
+                "cluster": "Cluster", "duplicate": "Duplicates", "group": "Duplicate group", "text": "Generated text",
+                "quarantine": "Quarantine (part of the record dropped or warned)"}
 WATCHED = ("catalog/manifest.json", "annotations/annotations.parquet", "curation/dedup.parquet",
            "curation/leakage.parquet", "curation/clusters.parquet", "curation/concepts.parquet",
            "splits/split.parquet")
@@ -115,9 +116,13 @@ def items_sql(loom: Path, con) -> str:
     if has_view(con, "dedup"):
         joins += " LEFT JOIN dedup AS dd USING (id)"
         cols += ["CASE WHEN dd.id IS NULL THEN 'unique' WHEN dd.keep THEN 'kept' ELSE 'marked out' END AS duplicate",
-                 "dd.\"group\" AS dup_group"]
+                 "dd.\"group\" AS dup_group", "CAST(dd.\"group\" AS VARCHAR) AS \"group\""]
     else:
-        cols += ["'not checked' AS duplicate", "NULL::BIGINT AS dup_group"]
+        cols += ["'not checked' AS duplicate", "NULL::BIGINT AS dup_group", "NULL::VARCHAR AS \"group\""]
+    # quarantine rows about a record that was kept: a box or label dropped, a warning
+    joins += (" LEFT JOIN (SELECT record_id AS id, string_agg(DISTINCT reason, ', ' ORDER BY reason) AS quarantine "
+              "FROM quarantine WHERE coalesce(record_id, '') <> '' GROUP BY record_id) AS qq USING (id)")
+    cols.append("coalesce(qq.quarantine, '') AS quarantine")
     if has_view(con, "annotations"):
         joins += " LEFT JOIN annotations AS an USING (id)"
         reviewed = "an.review IS NOT NULL" if "review" in _columns(con, "annotations") else "false"

@@ -53,6 +53,14 @@
       img.src = img.getAttribute("data-src");
     });
   }
+  // the curator's name, typed once: kept in this browser and filled into every form that asks for it
+  ["annotator", "curator", "reviewer"].forEach(function (field) {
+    document.querySelectorAll("input[name='" + field + "']").forEach(function (input) {
+      var saved = window.localStorage.getItem("medloom." + field);
+      if (saved && !input.value) { input.value = saved; }
+      input.addEventListener("change", function () { window.localStorage.setItem("medloom." + field, input.value); });
+    });
+  });
   var global = document.getElementById("global");
   if (global) {
     var show = function () {

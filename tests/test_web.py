@@ -382,6 +382,8 @@ def test_serve_keeps_serving_while_an_ingest_runs(web_loom, tmp_path):
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     proc, url = start_server(loom)
     try:
+        busy = cli("serve", loom, "--port", url.rsplit(":", 1)[1].strip("/"), "-q", check=False)
+        assert busy.returncode == 2 and "cannot listen" in busy.stderr and "Traceback" not in busy.stderr
         before = httpx.get(url + "grid").text
         n0 = int(re.search(r'id="grid-total">([\d,]+)<', before).group(1).replace(",", ""))
         from medloom.web.thumbs import read_index

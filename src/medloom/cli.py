@@ -716,6 +716,7 @@ def serve(loom: Loom,
     """Look at the loom in a browser: overview, grid with facets, records with their ROIs, clusters to label,
     duplicates to resolve, generated texts to audit. Thumbnails missing from the cache are made first."""
     import secrets
+    import socket
 
     from .web.app import is_loopback
 
@@ -744,25 +745,20 @@ def serve(loom: Loom,
         err.print(f"thumbnails: {made['failed']} record(s) could not be rendered (shown as broken images)",
                   highlight=False)
     application = make_app(loom, read_only=read_only, token=token, host=host, taxonomy=taxonomy)
-    config = uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-
-    async def announce():
-        while not server.started:
-            import asyncio
-
-            await asyncio.sleep(0.05)
-        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
-        url = f"http://{shown}:{bound}/" + (f"?token={token}" if token else "")
-        out.print(f"medloom serve: {url}  ({made['records']} records; Ctrl-C stops)", highlight=False)
-
-    import asyncio
-
-    async def run():
-        await asyncio.gather(server.serve(), announce())
-
-    asyncio.run(run())
+    # bound and listening here, so a port in use is one clear line and the URL printed already answers
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        fail(f"cannot listen on {shown}:{port}: {e.strerror or e}; choose another --port (0: any free one)")
+    url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
+    out.print(f"medloom serve: {url}  ({made['records']} records; Ctrl-C stops)", highlight=False)
+    sys.stdout.flush()
+    uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -293,37 +293,54 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": "fam/red/red1_png",
                                          "curator": "dana"})
     assert r.status_code == 400 and "not in duplicate group" in r.text
-    # audit: edit a flagged caption, reject another; a new annotate run keeps both verdicts
+    # audit: edit a flagged caption, reject another, edit one question and reject another; a new annotate run
+    # keeps every verdict
     flagged = [r["id"] for r in rows(loom, "SELECT id FROM annotations WHERE len(flags) > 0 ORDER BY id")]
     assert len(flagged) >= 2
     page = c.get("/audit").text
-    assert all(f'data-id="{i}"' in page for i in flagged[:2])
-    seen = rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[0]}'")[0]["caption"]
-    r = c.post("/audit/review", data={"csrf": token, "id": flagged[0], "decision": "edited", "reviewer": "erin",
-                                      "text": "An X-ray image of the chest.", "seen": seen}, follow_redirects=False)
-    assert r.status_code == 303, r.text
-    seen2 = rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[1]}'")[0]["caption"]
-    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "decision": "rejected", "reviewer": "erin",
-                                      "seen": seen2}, follow_redirects=False)
-    assert r.status_code == 303
-    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "decision": "accepted", "reviewer": "erin",
-                                      "seen": "a caption no longer there"})
+    assert all(f'data-id="{i}"' in page for i in flagged[:2]) and 'data-field="caption"' in page
+    ann0 = rows(loom, f"SELECT caption, vqa FROM annotations WHERE id = '{flagged[0]}'")[0]
+    seen, q0, q1 = ann0["caption"], ann0["vqa"][0], ann0["vqa"][1]
+    verdicts = [("caption", "edited", "An X-ray image of the chest.", seen, flagged[0]),
+                ("caption", "rejected", "", rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[1]}'")[0]
+                 ["caption"], flagged[1]),
+                ("question", "edited", "Which finding does this image show?", q0["question"], flagged[0]),
+                ("question", "rejected", "", q1["question"], flagged[0])]
+    for field, decision, text, previous, rid in verdicts:
+        r = c.post("/audit/review", data={"csrf": token, "id": rid, "field": field, "decision": decision,
+                                          "reviewer": "erin", "text": text, "seen": previous}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "field": "caption", "decision": "accepted",
+                                      "reviewer": "erin", "seen": "a caption no longer there"})
     assert r.status_code == 400 and "changed since the page was loaded" in r.text
+    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "field": "texts", "decision": "accepted",
+                                      "reviewer": "erin", "seen": ""})
+    assert r.status_code == 400 and "use one of caption, roi_text, question" in r.text
 
     def check():
         ann = {a["id"]: a for a in rows(loom, "SELECT * FROM annotations")}
-        assert ann[flagged[0]]["caption"] == "An X-ray image of the chest." and ann[flagged[0]]["caption_source"] == "reviewer"
-        assert ann[flagged[0]]["review"]["by"] == "erin" and ann[flagged[0]]["review"]["previous"] == seen
-        assert ann[flagged[1]]["caption"] == "" and ann[flagged[1]]["review"]["decision"] == "rejected"
-        assert ann[flagged[2]]["review"] is None if len(flagged) > 2 else True
+        first = ann[flagged[0]]
+        assert first["caption"] == "An X-ray image of the chest." and first["caption_source"] == "reviewer"
+        assert [(v["field"], v["decision"], v["by"]) for v in first["reviews"]] == [
+            ("caption", "edited", "erin"), ("question", "edited", "erin"), ("question", "rejected", "erin")]
+        assert first["reviews"][0]["previous"] == seen
+        questions = {q["question"]: q for q in first["vqa"]}
+        assert q1["question"] not in questions and len(first["vqa"]) == len(ann0["vqa"]) - 1
+        edited = questions["Which finding does this image show?"]
+        assert edited["source"] == "reviewer" and edited["prompt"].startswith("Which finding does this image show?")
+        assert edited["answer"] == q0["answer"] and edited["options"] == q0["options"]
+        assert ann[flagged[1]]["caption"] == "" and ann[flagged[1]]["reviews"][0]["decision"] == "rejected"
+        if len(flagged) > 2:
+            assert not ann[flagged[2]]["reviews"]
 
     check()
     reviews = json.loads((loom / "annotations" / "reviews.json").read_text())
-    assert [(r["id"], r["decision"]) for r in reviews] == [(flagged[0], "edited"), (flagged[1], "rejected")]
+    assert [(r["id"], r["field"], r["decision"]) for r in reviews] == [(v[4], v[0], v[1]) for v in verdicts]
     annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
              workers=1, quiet=True)
     check()
     assert 'id="grid-total">2<' in c.get("/grid", params={"text": "reviewed"}).text
+    assert "Which finding does this image show?" in c.get("/audit", params={"state": "reviewed"}).text
     # the LLaVA export takes the reviewed caption
     out = tmp_path / "llava"
     cli("export", loom, "--format", "llava", "--out", out)

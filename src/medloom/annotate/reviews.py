@@ -1,9 +1,14 @@
-"""People's verdicts on generated captions (the audit page of `medloom serve`), kept beside the annotations.
+"""People's verdicts on generated texts (the audit page of `medloom serve`), kept beside the annotations.
 
-`LOOM/annotations/reviews.json` lists every verdict in order: record id, decision (accepted, edited,
-rejected), the new text of an edit, who, when, and the caption they judged. They are applied to
-`annotations.parquet` when given and again by every `medloom annotate` run, so a re-run keeps them; a
-verdict on a text the re-run no longer produces is not applied (the reviewer never saw the new text).
+A verdict names a record, the text judged (`field`: caption, roi_text, or question: a question's stem), the
+decision (accepted, edited, rejected), the new text of an edit, who, when, and the text as they saw it
+(`previous`). `LOOM/annotations/reviews.json` lists them in order. They are applied to `annotations.parquet`
+when given, and again by every `medloom annotate` run, so a re-run keeps them; a verdict on a text the re-run
+no longer produces is not applied (the reviewer never saw the new text).
+
+An edit replaces the text. A rejection falls back to the template's caption (none when the template's was
+the text rejected), empties an ROI description, and removes a question. Each verdict is also kept on the row
+(`reviews`), so a reader of the annotations sees what a person decided.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import json
 from pathlib import Path
 
 from ..outputs import written_by_medloom
+from .vqa import INSTRUCTION, LETTERS
 
 REVIEWS = "reviews.json"
 DECISIONS = ("accepted", "edited", "rejected")
+FIELDS = ("caption", "roi_text", "question")
 
 
 def read_reviews(loom: Path) -> list[dict]:
@@ -22,18 +29,37 @@ def read_reviews(loom: Path) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")) if written_by_medloom(path) else []
 
 
+def current_text(row: dict, field: str, previous: str) -> str | None:
+    """The text a verdict concerns as the row has it now (None: not there any more)."""
+    if field == "question":
+        return previous if any(q["question"] == previous for q in row.get("vqa") or []) else None
+    return row.get(field)
+
+
 def apply_review(row: dict, review: dict) -> dict:
-    """The annotation row as the verdict leaves it: an edit replaces the caption, a rejection falls back to
-    the template's caption (or none, when the template's was the text rejected)."""
-    previous = row["caption"]
-    if review["decision"] == "edited":
-        row["caption"], row["caption_source"] = review["text"], "reviewer"
-    elif review["decision"] == "rejected":
-        fallback = row.get("template_caption") or ""
-        row["caption"] = fallback if fallback != previous else ""
-        row["caption_source"] = "template (the reviewer rejected the LLM's text)" if row["caption"] else \
-            "none (the reviewer rejected it)"
-    row["review"] = {"decision": review["decision"], "by": review["by"], "at": review["at"], "previous": previous}
+    field, decision, previous = review["field"], review["decision"], review["previous"]
+    if field == "caption":
+        if decision == "edited":
+            row["caption"], row["caption_source"] = review["text"], "reviewer"
+        elif decision == "rejected":
+            fallback = row.get("template_caption") or ""
+            row["caption"] = fallback if fallback != previous else ""
+            row["caption_source"] = "template (the reviewer rejected the LLM's text)" if row["caption"] else \
+                "none (the reviewer rejected it)"
+    elif field == "roi_text" and decision != "accepted":
+        row["roi_text"] = review["text"] if decision == "edited" else ""
+    elif field == "question" and decision != "accepted":
+        kept = []
+        for q in row.get("vqa") or []:
+            if q["question"] != previous:
+                kept.append(q)
+            elif decision == "edited":
+                lines = [f"{LETTERS[k]}. {o}" for k, o in enumerate(q["options"] or [])]
+                prompt = "\n".join([review["text"], *lines, INSTRUCTION]) if lines else review["text"]
+                kept.append(dict(q, question=review["text"], prompt=prompt, source="reviewer"))
+        row["vqa"] = kept
+    row["reviews"] = list(row.get("reviews") or []) + [
+        {k: review[k] for k in ("field", "decision", "by", "at", "previous")}]
     return row
 
 
@@ -41,6 +67,6 @@ def apply_reviews(rows: list[dict], reviews: list[dict]) -> list[dict]:
     by_id = {r["id"]: r for r in rows}
     for review in reviews:
         row = by_id.get(review["id"])
-        if row is not None and row["caption"] == review["previous"]:
+        if row is not None and current_text(row, review["field"], review["previous"]) == review["previous"]:
             apply_review(row, review)
     return rows

@@ -58,10 +58,10 @@ ANNOTATION_SCHEMA = pa.schema([
     ("vqa", pa.list_(QUESTION)),
     ("flags", pa.list_(pa.string())),  # checks a text failed (the text kept is the template's)
     ("notes", pa.list_(pa.string())),  # what could not be generated, and why
-    # a person's verdict on the caption (`medloom serve`'s audit): accepted, edited or rejected, by whom,
-    # when, and the text they judged
-    ("review", pa.struct([("decision", pa.string()), ("by", pa.string()), ("at", pa.string()),
-                          ("previous", pa.string())])),
+    # people's verdicts on these texts (`medloom serve`'s audit; reviews.py): which text, accepted, edited or
+    # rejected, by whom, when, and the text they judged
+    ("reviews", pa.list_(pa.struct([("field", pa.string()), ("decision", pa.string()), ("by", pa.string()),
+                                    ("at", pa.string()), ("previous", pa.string())]))),
 ])
 
 

@@ -310,17 +310,19 @@ class LoomApp:
         from starlette.responses import HTMLResponse
 
         state = request.query_params.get("state") or "flagged"
-        return HTMLResponse(self.page("audit.html", items=self.index.audit(state), state=state))
+        items = [(a, audit_texts(a, state)) for a in self.index.audit(state)]
+        return HTMLResponse(self.page("audit.html", items=items, state=state))
 
     async def audit_review(self, request):
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import RedirectResponse
 
-        from .decisions import review_caption
+        from .decisions import review_text
 
         fields = await self.form(request)
-        await run_in_threadpool(review_caption, self.loom, first(fields, "id"), first(fields, "decision"),
-                                first(fields, "reviewer"), first(fields, "text", ""), first(fields, "seen"))
+        await run_in_threadpool(review_text, self.loom, first(fields, "id"), first(fields, "field"),
+                                first(fields, "decision"), first(fields, "reviewer"), first(fields, "text", ""),
+                                first(fields, "seen", ""))
         state = first(fields, "state", "flagged") or "flagged"
         return RedirectResponse("/audit?" + urlencode({"state": state}), status_code=303)
 
@@ -428,6 +430,35 @@ class LoomApp:
         buf = io.BytesIO()
         im.save(buf, "PNG")
         return Response(buf.getvalue(), media_type="image/png")
+
+
+def audit_texts(ann: dict, state: str) -> list[dict]:
+    """The texts of one annotation row to put before a reviewer: those a check flagged, those an LLM wrote,
+    or (state `reviewed`) those a person judged; each with the verdicts it had."""
+    flags = ann.get("flags") or []
+    reviews = ann.get("reviews") or []
+    judged = {(r["field"], r["previous"]) for r in reviews}
+
+    def wanted(field: str, flagged: bool, llm: bool) -> bool:
+        if state == "reviewed":
+            return any(f == field for f, _ in judged)
+        return flagged if state == "flagged" else llm
+
+    out = []
+    if ann.get("caption") and wanted("caption", any(f.startswith(("caption ", "llm caption ")) for f in flags),
+                                     ann.get("caption_source") == "llm"):
+        out.append({"field": "caption", "title": f"caption ({ann.get('caption_source')})", "text": ann["caption"],
+                    "template": ann.get("template_caption") if ann.get("template_caption") != ann["caption"] else ""})
+    if ann.get("roi_text") and wanted("roi_text", any(f.startswith("roi_text ") for f in flags), False):
+        out.append({"field": "roi_text", "title": "ROI description", "text": ann["roi_text"], "template": ""})
+    question_flagged = any(f.startswith(("question ", "llm question ")) for f in flags)
+    for q in ann.get("vqa") or []:
+        if wanted("question", question_flagged, q.get("source") == "llm"):
+            out.append({"field": "question", "title": f"question ({q.get('source')}, {q.get('kind')})",
+                        "text": q["question"], "template": ""})
+    for item in out:
+        item["verdicts"] = [r for r in reviews if r["field"] == item["field"]]
+    return out
 
 
 class Forbidden(BadRequest):

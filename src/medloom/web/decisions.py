@@ -2,7 +2,8 @@
 
 - Cluster labels go to `LOOM/curation/labels/ANNOTATOR.yaml`, the label files `medloom concepts --apply` reads.
 - A duplicate group's choice goes to `LOOM/curation/dedup_choices.json` and into the dedup marks.
-- A verdict on a generated caption goes to `LOOM/annotations/reviews.json` and into the annotations.
+- A verdict on a generated text (caption, ROI description, question) goes to `LOOM/annotations/reviews.json`
+  and into the annotations.
 
 Each write holds the loom's lock, as every writer does; while another writer (an ingest, say) holds it, the
 app answers that the loom is busy.
@@ -105,15 +106,18 @@ def keep_duplicate(loom: Path, group: int, keep: str, curator: str) -> dict:
 
 
 @writer
-def review_caption(loom: Path, record_id: str, decision: str, reviewer: str, text: str = "",
-                   seen: str | None = None) -> dict:
-    """A verdict on a record's caption; `seen` is the caption the reviewer judged (refused if it changed)."""
-    from ..annotate.reviews import DECISIONS, REVIEWS, apply_review, read_reviews
+def review_text(loom: Path, record_id: str, field: str, decision: str, reviewer: str, text: str = "",
+                seen: str = "") -> dict:
+    """A verdict on one generated text of a record; `seen` is the text as the reviewer judged it (refused if it
+    changed since)."""
+    from ..annotate.reviews import DECISIONS, FIELDS, REVIEWS, apply_review, current_text, read_reviews
     from ..annotate.step import ANNOTATION_SCHEMA, ANNOTATIONS, FILE
 
     reviewer = check_name(reviewer, "reviewer")
     if decision not in DECISIONS:
         raise BadRequest(f"decision {decision!r}: use one of {', '.join(DECISIONS)}")
+    if field not in FIELDS:
+        raise BadRequest(f"field {field!r}: use one of {', '.join(FIELDS)}")
     text = (text or "").strip()
     if decision == "edited" and not text:
         raise BadRequest("an edit needs the new text")
@@ -126,11 +130,11 @@ def review_caption(loom: Path, record_id: str, decision: str, reviewer: str, tex
     row = next((r for r in rows if r["id"] == record_id), None)
     if row is None:
         raise NotFound(f"no annotation for record {record_id!r}")
-    if seen is not None and seen != row["caption"]:
-        raise BadRequest("the caption changed since the page was loaded (another reviewer, or a new annotate run); "
-                         "reload the page and judge the current text")
-    review = {"id": record_id, "decision": decision, "text": text if decision == "edited" else "", "by": reviewer,
-              "at": now(), "previous": row["caption"]}
+    if current_text(row, field, seen) != seen:
+        raise BadRequest(f"the {field.replace('_', ' ')} changed since the page was loaded (another reviewer, or a "
+                         "new annotate run); reload the page and judge the current text")
+    review = {"id": record_id, "field": field, "decision": decision, "text": text if decision == "edited" else "",
+              "by": reviewer, "at": now(), "previous": seen}
     apply_review(row, review)
     entry = write_parquet(folder / FILE, pa.Table.from_pylist(rows, ANNOTATION_SCHEMA))
     write_file(folder / REVIEWS, json.dumps(read_reviews(loom) + [review], indent=1).encode())

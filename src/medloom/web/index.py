@@ -125,9 +125,10 @@ def items_sql(loom: Path, con) -> str:
     cols.append("coalesce(qq.quarantine, '') AS quarantine")
     if has_view(con, "annotations"):
         joins += " LEFT JOIN annotations AS an USING (id)"
-        reviewed = "an.review IS NOT NULL" if "review" in _columns(con, "annotations") else "false"
+        reviewed = "len(an.reviews) > 0" if "reviews" in _columns(con, "annotations") else "false"
         cols += [f"CASE WHEN an.id IS NULL THEN 'none' WHEN {reviewed} THEN 'reviewed' "
-                 "WHEN len(an.flags) > 0 THEN 'flagged' WHEN an.caption_source = 'llm' THEN 'llm' "
+                 "WHEN len(an.flags) > 0 THEN 'flagged' WHEN an.caption_source = 'llm' "
+                 "OR len([q FOR q IN an.vqa IF q.source = 'llm']) > 0 THEN 'llm' "
                  "ELSE 'template' END AS text", "an.caption AS generated_caption"]
     else:
         cols += ["'none' AS text", "NULL::VARCHAR AS generated_caption"]

@@ -229,6 +229,11 @@ def test_writes_need_the_csrf_token_and_are_refused_read_only(web_loom, tmp_path
     r = c.post("/cluster/label", data={**form, "csrf": token, "x": "y" * 70000})
     assert r.status_code == 400 and "larger than" in r.text
     assert not (loom / "curation" / "labels").exists()
+    (loom / "curation" / "labels").mkdir()
+    (loom / "curation" / "labels" / "zoe.yaml").write_text("my own notes")  # not medloom's: never overwritten
+    r = c.post("/cluster/label", data={**form, "csrf": token, "annotator": "zoe"})
+    assert r.status_code == 409 and "will not be overwritten" in r.text
+    assert (loom / "curation" / "labels" / "zoe.yaml").read_text() == "my own notes"
 
 
 def test_token_and_host_guards(web_loom):

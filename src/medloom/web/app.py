@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..imaging import DecodeError, encode, fit, rle_decode
 from ..locks import LockHeld
+from ..outputs import ForeignFileError
 from .index import FACET_TITLES, FACETS, PAGE, BadRequest, LoomIndex, NotFound, Query, meta_facts
 from .overview import overview
 from .thumbs import SIDE, THUMBS, read_index, read_thumb, render_thumb, thumb_key, write_pack
@@ -138,6 +139,7 @@ class LoomApp:
                   Route("/static/{name}", self.static, methods=get)]
         return Starlette(routes=routes, middleware=[Middleware(Guard, app_state=self)],
                          exception_handlers={BadRequest: self.error, NotFound: self.error, LockHeld: self.error,
+                                             ForeignFileError: self.error,
                                              DecodeError: self.error, 404: self.error, 405: self.error,
                                              Exception: self.error})
 
@@ -153,6 +155,8 @@ class LoomApp:
             status, message = 404, str(exc)
         elif isinstance(exc, LockHeld):
             status, message = 409, f"{exc} (the change was not saved; try again when it has finished)"
+        elif isinstance(exc, ForeignFileError):
+            status, message = 409, f"{exc} (nothing was saved)"
         elif isinstance(exc, DecodeError):
             status, message = 422, f"the image could not be read: {exc}"
         else:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ..locks import writer
-from ..outputs import write_file, write_parquet, written_by_medloom
+from ..outputs import ForeignFileError, write_file, write_parquet, written_by_medloom
 from .index import BadRequest, NotFound
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
@@ -55,7 +55,13 @@ def label_cluster(loom: Path, annotator: str, cluster: int, panel: str, global_c
     annotator = check_name(annotator)
     taxonomy = load_taxonomy(taxonomy_path)
     path = Path(loom) / LABELS / f"{annotator}.yaml"
-    current = yaml.safe_load(path.read_text(encoding="utf-8")) if written_by_medloom(path) else None
+    try:
+        current = yaml.safe_load(path.read_text(encoding="utf-8")) if written_by_medloom(path) else None
+    except yaml.YAMLError:
+        current = "unreadable"
+    if current is not None and not (isinstance(current, dict) and isinstance(current.get("clusters", {}), dict)):
+        raise ForeignFileError(f"{path} is not a cluster label file medloom wrote; it will not be overwritten: "
+                               "move it away or use another annotator name")
     clusters = dict((current or {}).get("clusters") or {})
     clusters[int(cluster)] = {"panel": panel or "", "global": global_concept, "local": sorted(set(local))}
     data = {"annotator": annotator, "updated": now(), "clusters": dict(sorted(clusters.items()))}

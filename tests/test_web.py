@@ -72,6 +72,10 @@ def build_web_loom(root: Path) -> Path:
         caption = SCRIPT_CAPTION if i == 0 else "Small nodule."
         lines.append(f'r{i}.jpg,{label},"{caption}"')
     (rep / "labels.csv").write_text("\n".join(lines) + "\n")
+    boxes = root / "data" / "boxes"
+    make_image(boxes / "b0.png", seed=400)
+    # one good box and one with no width: the record is kept, the box is a quarantine row about it
+    (boxes / "boxes.csv").write_text("file,cell,x0,y0,x1,y1\nb0.png,cell,10,10,30,30\nb0.png,cell,5,5,5,20\n")
     (root / "data" / "dicom").mkdir(parents=True)
     shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), root / "data" / "dicom" / "CT_small.dcm")
     recipe = write_recipe(root, [
@@ -84,6 +88,9 @@ def build_web_loom(root: Path) -> Path:
         dict(name="reports", reader="csv", path="data/reports", csv="labels.csv", image_column="file",
              label_column="finding", caption_column="report", modality="X-ray", anatomy="chest", task="disease"),
         dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
+        dict(name="boxes", reader="csv", path="data/boxes", csv="boxes.csv", image_column="file", label_column="cell",
+             box_columns=dict(xmin="x0", ymin="y0", xmax="x1", ymax="y1"), modality="microscopy", anatomy="blood",
+             task="cell detection"),
     ], annotate={"seed": 0, "templates": {"classification": ["A CT scan showing {finding}."]}})
     loom, _ = run_ingest(recipe)
     annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
@@ -129,9 +136,11 @@ def test_overview_grid_and_record_pages(web_loom):
     assert marked == 4 and f'id="grid-total">{marked}<' in dup.text  # the planted copy, and discs i and i + 5
     group = rows(web_loom, "SELECT \"group\" FROM dedup WHERE id = 'fam/red/red0_png'")[0]["group"]
     assert 'id="grid-total">2<' in c.get("/grid", params={"group": str(group)}).text
-    for q in rows(web_loom, "SELECT reason, count(DISTINCT record_id) AS n FROM quarantine WHERE record_id <> '' "
-                            "AND record_id IN (SELECT id FROM records) GROUP BY reason"):
-        assert f'id="grid-total">{q["n"]}<' in c.get("/grid", params={"where": f"quarantine LIKE '%{q['reason']}%'"}).text
+    about_kept = rows(web_loom, "SELECT reason, count(DISTINCT record_id) AS n FROM quarantine WHERE record_id <> '' "
+                                "AND record_id IN (SELECT id FROM records) GROUP BY reason")
+    assert about_kept == [{"reason": "zero_area_box", "n": 1}]
+    assert 'id="grid-total">1<' in c.get("/grid", params={"quarantine": "zero_area_box"}).text
+    assert 'id="grid-total">1<' in c.get("/grid", params={"where": "quarantine LIKE '%zero_area%'"}).text
     flagged = c.get("/grid", params={"text": "flagged"})
     n_flagged = rows(web_loom, "SELECT count(*) AS n FROM annotations WHERE len(flags) > 0")[0]["n"]
     assert n_flagged > 0 and f'id="grid-total">{n_flagged}<' in flagged.text
@@ -270,6 +279,11 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     assert report.decisions["1"]["global"] == "microscopy" and report.agreement["1"] == pytest.approx(2 / 3)
     page = c.get("/clusters").text
     assert "alice: microscopy" in page and "bob: diagrams" in page and "0.67" in page
+    for cl in rows(loom, "SELECT DISTINCT cluster FROM clusters"):  # each row's strip: the 6 nearest its centre
+        nearest = [r["id"] for r in rows(loom, f"SELECT id FROM clusters WHERE cluster = {cl['cluster']} "
+                                               "ORDER BY distance, id LIMIT 6")]
+        strip = re.search(rf'id="cluster-{cl["cluster"]}".*?<td class="strip">(.*?)</td>', page, re.S).group(1)
+        assert re.findall(r'alt="([^"]+)"', strip) == nearest
     r = c.post("/concepts/apply", data={"csrf": token}, follow_redirects=False)
     assert r.status_code == 303
     got = {r["global_concept"] for r in rows(loom, "SELECT * FROM concepts WHERE cluster = 1")}

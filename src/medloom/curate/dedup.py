@@ -172,18 +172,21 @@ def apply_choices(rows: list[dict], choices: list[dict]) -> list[dict]:
     the chosen record, it is kept and the others are marked as its duplicates (reason `curator`). A choice
     whose record is in no group any more is skipped."""
     by_id = {r["id"]: r for r in rows}
+    members: dict[int, list[dict]] = {}
+    for r in rows:
+        members.setdefault(r["group"], []).append(r)
     for choice in choices:
         chosen = by_id.get(choice["keep"])
         if chosen is None:
             continue
-        for r in rows:
-            if r["group"] != chosen["group"]:
-                continue
+        for r in members[chosen["group"]]:
             was_kept = r["keep"]
             r["keep"] = r["id"] == chosen["id"]
             r["duplicate_of"] = "" if r["keep"] else chosen["id"]
-            if r["keep"] != was_kept or not r["keep"]:
-                r["reason"] = "kept" if r["keep"] else ("curator" if was_kept else r["reason"])
+            if r["keep"]:
+                r["reason"] = "kept"
+            elif was_kept:
+                r["reason"] = "curator"
             r["decided_by"], r["decided_at"] = choice["by"], choice["at"]
     return rows
 

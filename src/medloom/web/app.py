@@ -244,7 +244,7 @@ class LoomApp:
 
         report, votes = agreement(self.loom, self.taxonomy)
         rows = self.index.clusters()
-        previews = {c: self.index.cluster_members(c, 6) for c, _, _ in rows[:200]}
+        previews = self.index.cluster_previews(6)
         return HTMLResponse(self.page("clusters.html", clusters=rows, previews=previews, report=report, votes=votes,
                                       loom=str(self.loom)))
 
@@ -387,7 +387,10 @@ class LoomApp:
             except OSError:
                 pass  # a full disk: the thumbnail is served, not kept
 
-    def _pixels(self, request) -> tuple[dict, Image.Image]:
+    def image(self, request):
+        """The record rendered (at most 1024 px), with the window and level asked for (`wc`, `ww`)."""
+        from starlette.responses import Response
+
         from ..export.render import RENDERED_READERS, record_image
 
         params = request.query_params
@@ -406,12 +409,7 @@ class LoomApp:
                                  window_width=width if width is not None else stored["window_width"],
                                  window_source="manual" if stored["window_source"] == "voi_lut" else
                                  stored["window_source"])
-        return row, record_image(row, {"sources": sources}, {}, IMAGE_SIDE)
-
-    def image(self, request):
-        from starlette.responses import Response
-
-        _, im = self._pixels(request)
+        im = record_image(row, {"sources": sources}, {}, IMAGE_SIDE)
         return Response(encode(fit(im, IMAGE_SIDE), "png"), media_type="image/png")
 
     def mask(self, request):

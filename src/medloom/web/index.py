@@ -17,7 +17,6 @@ from pathlib import Path
 import duckdb
 
 from .. import catalog
-from ..outputs import written_by_medloom
 
 PAGE = 60
 FACETS = ("modality", "anatomy", "task", "source", "split", "license", "label", "concept", "cluster",
@@ -116,9 +115,9 @@ def items_sql(loom: Path, con) -> str:
     if has_view(con, "dedup"):
         joins += " LEFT JOIN dedup AS dd USING (id)"
         cols += ["CASE WHEN dd.id IS NULL THEN 'unique' WHEN dd.keep THEN 'kept' ELSE 'marked out' END AS duplicate",
-                 "dd.\"group\" AS dup_group", "CAST(dd.\"group\" AS VARCHAR) AS \"group\""]
+                 "CAST(dd.\"group\" AS VARCHAR) AS \"group\""]
     else:
-        cols += ["'not checked' AS duplicate", "NULL::BIGINT AS dup_group", "NULL::VARCHAR AS \"group\""]
+        cols += ["'not checked' AS duplicate", "NULL::VARCHAR AS \"group\""]
     # quarantine rows about a record that was kept: a box or label dropped, a warning
     joins += (" LEFT JOIN (SELECT record_id AS id, string_agg(DISTINCT reason, ', ' ORDER BY reason) AS quarantine "
               "FROM quarantine WHERE coalesce(record_id, '') <> '' GROUP BY record_id) AS qq USING (id)")
@@ -135,6 +134,17 @@ def items_sql(loom: Path, con) -> str:
     return f"SELECT {', '.join(cols)} FROM records {joins}"
 
 
+def facet_value(name: str) -> str:
+    """The SQL giving a facet's value per record (a label facet: one row per label)."""
+    return "unnest(labels)" if name == "label" else f"coalesce(CAST(\"{name}\" AS VARCHAR), '')"
+
+
+def dicts(cur) -> list[dict]:
+    """A DuckDB result as one dict per row."""
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
 def _columns(con, view: str) -> set[str]:
     return {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
 
@@ -149,6 +159,9 @@ class LoomIndex:
         self._items = None
         self._catalog = None
         self._facet_cache: dict = {}
+        self._sources: dict[str, dict] = {}
+        self._vector_stamp: tuple | None = None
+        self._vector_cache = None
         self.total = 0
         self.refresh()
 
@@ -170,6 +183,9 @@ class LoomIndex:
             items.unregister("_items")
             items.execute("SET enable_external_access = false")
             items.execute("SET lock_configuration = true")
+            from ..export import render_sources
+
+            self._sources = render_sources(catalog.read_manifest(self.loom))
             self._catalog, self._items, self._stamp = con, items, stamp
             self._facet_cache = {}
             self.total = table.num_rows
@@ -196,10 +212,9 @@ class LoomIndex:
         where, params = query.sql()
         out = {}
         for name in FACETS:
-            value = "unnest(labels)" if name == "label" else f"coalesce(CAST(\"{name}\" AS VARCHAR), '')"
             out[name] = [(str(v), int(n)) for v, n in self._run(
-                f"SELECT {value} AS v, count(*) AS n FROM items{where} GROUP BY v ORDER BY n DESC, v LIMIT {limit}",
-                params, user=True)]
+                f"SELECT {facet_value(name)} AS v, count(*) AS n FROM items{where} GROUP BY v ORDER BY n DESC, v "
+                f"LIMIT {limit}", params, user=True)]
         if len(self._facet_cache) > 256:
             self._facet_cache.clear()
         self._facet_cache[key] = out
@@ -217,9 +232,8 @@ class LoomIndex:
         return total, [dict(zip(keys, r)) for r in rows]
 
     def counts(self, column: str) -> list[tuple[str, int]]:
-        value = "unnest(labels)" if column == "label" else f"coalesce(CAST(\"{column}\" AS VARCHAR), '')"
         return [(str(v), int(n)) for v, n in self._run(
-            f"SELECT {value} AS v, count(*) AS n FROM items GROUP BY v ORDER BY n DESC, v")]
+            f"SELECT {facet_value(column)} AS v, count(*) AS n FROM items GROUP BY v ORDER BY n DESC, v")]
 
     def mat_counts(self) -> list[tuple[str, str, str, int]]:
         return [tuple(r) for r in self._run("SELECT modality, anatomy, task, count(*) AS n FROM items "
@@ -231,24 +245,19 @@ class LoomIndex:
             by_reason = [(str(r), int(n)) for r, n in con.execute(
                 "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY n DESC, reason").fetchall()]
             cond, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
-            cur = con.execute(f"SELECT source, path, record_id, stage, scope, reason, message FROM quarantine {cond} "
-                              f"ORDER BY source, path LIMIT {limit}", params)
-            keys = [d[0] for d in cur.description]
-            return by_reason, [dict(zip(keys, r)) for r in cur.fetchall()]
+            return by_reason, dicts(con.execute(f"SELECT source, path, record_id, stage, scope, reason, message FROM "
+                                                f"quarantine {cond} ORDER BY source, path LIMIT {limit}", params))
 
     def record(self, record_id: str) -> dict:
         """The record's full catalog row, with its annotation, cluster, concept and duplicate rows."""
         with self._lock:
             con = self._catalog
-            cur = con.execute("SELECT * FROM records WHERE id = ?", [record_id])
-            keys = [d[0] for d in cur.description]
-            row = cur.fetchone()
-            if row is None:
+            found = dicts(con.execute("SELECT * FROM records WHERE id = ?", [record_id]))
+            if not found:
                 raise NotFound(f"no record {record_id!r} in this loom")
-            out = dict(zip(keys, row))
-            item = self._items.execute("SELECT split, cluster, concept, duplicate, dup_group FROM items WHERE id = ?",
-                                       [record_id]).fetchone()
-            out["_split"], out["_cluster"], out["_concept"], out["_duplicate"], out["_dup_group"] = item or (None,) * 5
+            out = found[0]
+            item = self._items.execute("SELECT split, cluster, concept FROM items WHERE id = ?", [record_id]).fetchone()
+            out["_split"], out["_cluster"], out["_concept"] = item or (None,) * 3
             out["_annotation"] = self._one(con, "annotations", record_id)
             out["_dedup"] = self._one(con, "dedup", record_id)
             out["_concepts"] = self._one(con, "concepts", record_id)
@@ -260,9 +269,8 @@ class LoomIndex:
 
         if not has_view(con, view):
             return None
-        cur = con.execute(f"SELECT * FROM {view} WHERE id = ?", [record_id])
-        row = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], row)) if row else None
+        found = dicts(con.execute(f"SELECT * FROM {view} WHERE id = ?", [record_id]))
+        return found[0] if found else None
 
     def has_record(self, record_id: str, pixel_hash: str) -> bool:
         return bool(self._run("SELECT count(*) FROM items WHERE id = ? AND pixel_hash = ?", [record_id, pixel_hash])[0][0])
@@ -270,17 +278,15 @@ class LoomIndex:
     def render_row(self, record_id: str) -> dict:
         """What the renderer needs of a record (looked up by id: the only way a request names a file)."""
         with self._lock:
-            cur = self._catalog.execute("SELECT id, source, uri, frame, width, height, pixel_hash, file_hash, render, "
-                                        "rois FROM records WHERE id = ?", [record_id])
-            row = cur.fetchone()
-            if row is None:
+            found = dicts(self._catalog.execute("SELECT id, source, uri, frame, width, height, pixel_hash, file_hash, "
+                                                "render, rois FROM records WHERE id = ?", [record_id]))
+            if not found:
                 raise NotFound(f"no record {record_id!r} in this loom")
-            return dict(zip([d[0] for d in cur.description], row))
+            return found[0]
 
     def sources(self) -> dict[str, dict]:
-        from ..export import render_sources
-
-        return render_sources(catalog.read_manifest(self.loom))
+        """Per source what the renderer needs (read with the manifest, at the last rebuild)."""
+        return self._sources
 
     # -- curation -------------------------------------------------------------------------------------------
 
@@ -302,14 +308,27 @@ class LoomIndex:
                 number = int(cluster)
             except ValueError:
                 raise BadRequest(f"cluster {cluster!r} is not a number") from None
-            cur = con.execute("SELECT r.id, r.pixel_hash, r.modality, r.anatomy, r.labels FROM clusters c "
-                              "JOIN records r USING (id) WHERE c.cluster = ? ORDER BY c.distance, r.id "
-                              f"LIMIT {int(limit)}", [number])
-            keys = [d[0] for d in cur.description]
-            rows = [dict(zip(keys, r)) for r in cur.fetchall()]
+            rows = dicts(con.execute("SELECT r.id, r.pixel_hash, r.modality, r.anatomy, r.labels FROM clusters c "
+                                     "JOIN records r USING (id) WHERE c.cluster = ? ORDER BY c.distance, r.id "
+                                     f"LIMIT {int(limit)}", [number]))
             if not rows:
                 raise NotFound(f"no cluster {cluster} in this loom")
             return rows
+
+    def cluster_previews(self, per_cluster: int = 6) -> dict[str, list[dict]]:
+        """The records nearest each cluster's centre, for every cluster at once (one query, not one each)."""
+        with self._lock:
+            from ..export import has_view
+
+            if not has_view(self._catalog, "clusters"):
+                return {}
+            out: dict[str, list[dict]] = {}
+            for row in dicts(self._catalog.execute(
+                    "SELECT CAST(c.cluster AS VARCHAR) AS cluster, c.id, r.pixel_hash FROM clusters c "
+                    "JOIN records r USING (id) QUALIFY row_number() OVER (PARTITION BY c.cluster "
+                    f"ORDER BY c.distance, c.id) <= {int(per_cluster)} ORDER BY c.cluster, c.distance, c.id")):
+                out.setdefault(row["cluster"], []).append(row)
+            return out
 
     def duplicate_groups(self, page: int = 0, size: int = 20) -> tuple[int, list[list[dict]]]:
         """Groups of duplicates (biggest first), each with its members' facts for a side-by-side view."""
@@ -328,10 +347,8 @@ class LoomIndex:
                 'SELECT d."group", d.id, d.keep, d.duplicate_of, d.reason' + extra + ', r.source, r.source_split, '
                 'r.width, r.height, r.pixel_hash, r.modality, r.anatomy, r.labels '
                 'FROM dedup d JOIN g USING ("group") JOIN records r USING (id) ORDER BY g.n DESC, d."group", d.id')
-            keys = [d[0] for d in cur.description]
             groups: dict[int, list[dict]] = {}
-            for r in cur.fetchall():
-                row = dict(zip(keys, r))
+            for row in dicts(cur):
                 groups.setdefault(row["group"], []).append(row)
             return total, list(groups.values())
 
@@ -344,9 +361,8 @@ class LoomIndex:
                 f"SELECT id FROM items WHERE text = ? ORDER BY id LIMIT {int(limit)}", [state]).fetchall()]
             if not ids:
                 return []
-            cur = self._catalog.execute("SELECT * FROM annotations WHERE id IN (SELECT unnest(?)) ORDER BY id", [ids])
-            keys = [d[0] for d in cur.description]
-            return [dict(zip(keys, r)) for r in cur.fetchall()]
+            return dicts(self._catalog.execute("SELECT * FROM annotations WHERE id IN (SELECT unnest(?)) ORDER BY id",
+                                               [ids]))
 
     def neighbours(self, record_id: str, k: int = 12) -> list[tuple[str, float, str]]:
         """(id, cosine similarity, pixel hash) of the records nearest by `medloom embed`'s vectors."""
@@ -370,7 +386,7 @@ class LoomIndex:
         from ..curate.embed import read_embeddings
 
         with self._lock:
-            if getattr(self, "_vector_stamp", None) != self._stamp:
+            if self._vector_stamp != self._stamp:
                 ids, vectors = read_embeddings(self.loom)
                 if vectors is None:
                     self._vector_cache = None
@@ -388,6 +404,3 @@ def meta_facts(row: dict) -> dict:
     except json.JSONDecodeError:
         return {}
 
-
-def has_file(loom: Path, rel: str) -> bool:
-    return written_by_medloom(Path(loom) / rel)

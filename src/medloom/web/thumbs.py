@@ -90,8 +90,8 @@ def read_thumb(folder: Path, where: tuple[str, int, int]) -> bytes:
         os.close(fd)
 
 
-def thumbs_part(table: pa.Table, settings: dict) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], str, int]:
-    """(thumbnails, failures as (key, why), pack name, thumbnails made). With `settings["folder"]` (a local executor, whose
+def thumbs_part(table: pa.Table, settings: dict) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]], int]:
+    """(thumbnails, failures as (key, why), thumbnails made). With `settings["folder"]` (a local executor, whose
     workers see the loom) the worker writes the pack itself and returns no thumbnails."""
     cache: dict = {}
     made, failed = [], []
@@ -104,8 +104,9 @@ def thumbs_part(table: pa.Table, settings: dict) -> tuple[list[tuple[str, bytes]
         except Exception as e:  # an odd file shows as a placeholder in the grid, never ends the run
             failed.append((key, f"{type(e).__name__}: {e}"))
     if settings.get("folder") and made:
-        return [], failed, write_pack(Path(settings["folder"]), made), len(made)
-    return made, failed, "", len(made)
+        write_pack(Path(settings["folder"]), made)
+        return [], failed, len(made)
+    return made, failed, len(made)
 
 
 def claim(loom: Path) -> Path:
@@ -136,7 +137,7 @@ def build_thumbnails(loom: Path, con, sources: dict, *, workers=None, quiet: boo
         settings = {"sources": sources, "side": side, "folder": str(folder.resolve()) if local else None}
         with make_executor(workers, preload=["medloom.web.thumbs"]) as executor, \
                 progress_bar("thumbnails", todo.num_rows, quiet) as advance:
-            for _, (made, failed, _, count) in executor.map("web.thumbs", parts, settings):
+            for _, (made, failed, count) in executor.map("web.thumbs", parts, settings):
                 if made:  # made by workers that do not see the loom (Ray): the pack is written here
                     write_pack(folder, made)
                 report["made"] += count

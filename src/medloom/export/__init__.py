@@ -31,9 +31,9 @@ from ..locks import hold
 from ..outputs import OutputFolder, written_by_medloom
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
-from .parquet import ParquetShardWriter
-from .render import ARTICLE_LISTS, RENDERED_READERS, sample_metadata
-from .texts import TEXT_MODES, choose_text, text_condition
+from .parquet import ROW_BYTES, ParquetShardWriter
+from .render import ARTICLE_LISTS, RENDERED_READERS
+from .texts import TEXT_MODES, text_condition
 from .webdataset import TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
@@ -380,9 +380,13 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
         report.up_to_date = True
         return _finish(folder, state, report, write=False)
     state["complete"] = False
+    parquet = options.format == "parquet"  # Parquet has a column for every field, always
+    sample = {"format": options.format, "ext": ext, "text": options.text, "citing": options.citing,
+              "txt": state["settings"]["txt"], "article": parquet or state["settings"].get("article", False),
+              "annotation": parquet or state["settings"].get("annotation", False)}
     render_settings = {"sources": sources, "image_format": ext, "keep_bytes": options.image_format == "keep",
                        "max_side": options.max_side, "quality": options.quality,
-                       "keep_metadata": options.keep_metadata}
+                       "keep_metadata": options.keep_metadata, "sample": sample}
     done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
     with make_executor(workers, preload=["medloom.export.render"]) as executor, \
             progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
@@ -435,17 +439,8 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                                                 "source": row["source"], "path": row["uri"],
                                                 "reason": result["reason"], "message": result["message"]})
                     continue
-                files = {ext: result["image"]}
-                text = choose_text(row, options.text, options.citing)
-                parquet = options.format == "parquet"  # Parquet has a column for every field, always
-                metadata = sample_metadata(row, result["width"], result["height"],
-                                           parquet or state["settings"].get("article", False), text,
-                                           parquet or state["settings"].get("annotation", False))
-                if not parquet:
-                    files["json"] = json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode()
-                    if state["settings"]["txt"]:
-                        files["txt"] = text[0].encode()
-                need = writer.sample_size(files, row["id"]) if writer else 0
+                parquet = options.format == "parquet"
+                need = len(result["image"]) + ROW_BYTES if parquet else len(result["tar"])
                 if writer and (writer.samples >= options.shard_size or
                                _final_size(writer.size + need, options.format) > options.shard_bytes):
                     commit(index)
@@ -453,9 +448,9 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                     path = folder.claim(shard_name(split, len(entry["shards"]), file_ext))
                     writer = TarShardWriter(path) if options.format == "webdataset" else ParquetShardWriter(path, ext)
                 if parquet:
-                    writer.add(row["id"], metadata, result["image"])
+                    writer.add(row["id"], result["metadata"], result["image"])
                 else:
-                    writer.add(row["id"], files)
+                    writer.add_bytes(result["tar"])
             advance(len(results))
         if writer is not None:
             commit(position)

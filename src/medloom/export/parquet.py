@@ -45,6 +45,9 @@ def hf_metadata(schema: pa.Schema) -> bytes:
     return json.dumps({"info": {"features": features}}).encode()
 
 
+ROW_BYTES = 64  # a sample's size in a shard, for the size limit: its image and this much
+
+
 class ParquetShardWriter:
     """Writes one shard under a temporary name, a row group at a time."""
 
@@ -57,15 +60,11 @@ class ParquetShardWriter:
         self.samples = 0
         self.size = 0
 
-    @staticmethod
-    def sample_size(files: dict[str, bytes], key: str) -> int:
-        return sum(len(data) for data in files.values()) + 64
-
     def add(self, key: str, metadata: dict, image: bytes) -> None:
         """`metadata`: the sample's `sample_metadata` with article and annotation."""
         self._rows.append({**metadata, "key": key, "image": {"bytes": image, "path": f"{key.replace('/', '_')}.{self.ext}"}})
         self.samples += 1
-        self.size += len(image) + 64
+        self.size += len(image) + ROW_BYTES
         if len(self._rows) >= ROW_GROUP:
             self._flush()
 

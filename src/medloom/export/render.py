@@ -9,6 +9,7 @@ small enough is copied byte for byte.
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -32,7 +33,8 @@ from ..records import ARTICLE_TYPE
 from ..sources import get_reader
 from .metadata import MetadataError
 from .metadata import strip as strip_metadata
-from .texts import annotation_metadata
+from .texts import annotation_metadata, choose_text
+from .webdataset import tar_sample
 
 RENDERED_READERS = frozenset({"dicom", "nifti"})  # readers whose records need their own render()
 PASSTHROUGH_FORMATS = {"jpg": "JPEG", "png": "PNG"}
@@ -123,19 +125,39 @@ def exported_rois(row: dict, width: int, height: int) -> list[dict]:
 
 def render_part(table: pa.Table, settings: dict) -> list[dict]:
     """One result per record: {"row", "image", "width", "height"} or {"row", "reason", "message"}; the row's
-    ROI masks are at the exported image's size."""
+    ROI masks are at the exported image's size.
+
+    With `settings["sample"]` (a shard export), the worker also makes the sample itself: {"row": id, source and
+    uri, "tar": the sample's tar members} for WebDataset, {"row", "image", "metadata"} for Parquet, so the
+    process writing the shards only writes bytes (it would otherwise limit how far the workers scale)."""
     cache: dict = {}  # the last DICOM file or NIfTI volume: a part holds a volume's slices together
+    spec = settings.get("sample")
     out = []
     for row in table.to_pylist():
         try:
             image, width, height = render_image(row, settings, cache)
             row["rois"] = exported_rois(row, width, height)
-            out.append({"row": row, "image": image, "width": width, "height": height})
+            out.append(shard_sample(row, image, width, height, spec) if spec else
+                       {"row": row, "image": image, "width": width, "height": height})
         except DecodeError as e:
             out.append({"row": row, "reason": e.reason, "message": str(e)})
         except Exception as e:  # a bug or an odd file must not end the export; it is quarantined and counted
             out.append({"row": row, "reason": "render_failed", "message": f"{type(e).__name__}: {e}"})
     return out
+
+
+def shard_sample(row: dict, image: bytes, width: int, height: int, spec: dict) -> dict:
+    """A rendered record as a shard export's sample: the text `spec["text"]` chooses, the sample JSON, and for
+    WebDataset the tar members (image, `.json`, `.txt` when the export has text)."""
+    text = choose_text(row, spec["text"], spec["citing"])
+    metadata = sample_metadata(row, width, height, spec["article"], text, spec["annotation"])
+    slim = {"id": row["id"], "source": row["source"], "uri": row["uri"]}
+    if spec["format"] == "parquet":
+        return {"row": slim, "image": image, "metadata": metadata}
+    files = {spec["ext"]: image, "json": json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode()}
+    if spec["txt"]:
+        files["txt"] = text[0].encode()
+    return {"row": slim, "tar": tar_sample(row["id"], files)}
 
 
 def article_metadata(article: dict | None) -> dict:

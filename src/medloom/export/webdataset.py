@@ -9,7 +9,6 @@ Members are written with fixed owner, mode and time, so the same samples give by
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -20,10 +19,6 @@ from typing import BinaryIO
 
 BLOCK = 512
 KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")  # the split `webdataset` uses: key up to the first dot
-
-
-def padded(size: int) -> int:
-    return BLOCK + -(-size // BLOCK) * BLOCK
 
 
 def temporary(path: Path) -> Path:
@@ -76,31 +71,62 @@ class ShardFile:
         self.tmp.unlink(missing_ok=True)
 
 
+# A member's ustar header (POSIX, as tarfile's PAX writer makes it for a short ASCII name): mode 0644, owner 0,
+# time 0, no user or group name. Only the name, the size and the checksum change from member to member.
+_MODE_TO_MTIME = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid; then size, mtime, checksum
+_AFTER_TYPE = b"\0" * 100 + tarfile.POSIX_MAGIC + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
+_MTIME = b"00000000000\0"
+
+
+def tar_member(name: str, data: bytes) -> bytes:
+    """One regular file as tar bytes: header, data, zero padding to the block.
+
+    Written by hand because tarfile spends more time on a header than a worker on resizing a small image;
+    the bytes are tarfile's (a test compares). A name that is not ASCII or longer than 100 bytes gets
+    tarfile's own header with a pax `path` record."""
+    size = len(data)
+    pad = b"\0" * (-size % BLOCK)
+    if not (name.isascii() and len(name) <= 100 and size < 8 ** 11):
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, 0, 0o644
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data + pad
+    head = name.encode().ljust(100, b"\0") + _MODE_TO_MTIME + b"%011o\0" % size + _MTIME
+    checksum = sum(head) + sum(_AFTER_TYPE) + 8 * 32 + ord("0")  # the checksum field counts as eight spaces
+    return head + b"%06o\0 " % checksum + b"0" + _AFTER_TYPE + data + pad
+
+
+def tar_sample(key: str, files: dict[str, bytes]) -> bytes:
+    """A sample's members, adjacent, named `KEY.EXT`."""
+    return b"".join(tar_member(f"{key}.{ext}", data) for ext, data in files.items())
+
+
+def tar_end(offset: int) -> bytes:
+    """The end of an archive of `offset` bytes: two zero blocks, then zeros to a whole tar record (as tarfile)."""
+    offset += 2 * BLOCK
+    return b"\0" * (2 * BLOCK + -offset % tarfile.RECORDSIZE)
+
+
 class TarShardWriter:
     """Writes one shard under a temporary name; the caller lists it, then renames it into place."""
 
     def __init__(self, path: Path):
         self.path = path
         self._file = ShardFile(path)
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self.samples = 0
         self.size = 2 * BLOCK  # the end-of-archive blocks
 
-    @staticmethod
-    def sample_size(files: dict[str, bytes], key: str) -> int:
-        return sum(padded(len(data)) + (3 * BLOCK if len(key) + len(ext) > 99 else 0) for ext, data in files.items())
-
     def add(self, key: str, files: dict[str, bytes]) -> None:
-        for ext, data in files.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            self._tar.addfile(info, io.BytesIO(data))
+        self.add_bytes(tar_sample(key, files))
+
+    def add_bytes(self, sample: bytes) -> None:
+        """A sample's members as `tar_sample` made them."""
+        self._file.write(sample)
         self.samples += 1
-        self.size += self.sample_size(files, key)
+        self.size += len(sample)
 
     def finish(self) -> dict:
         """Close the archive under its temporary name; its size and sha256 for the manifest."""
-        self._tar.close()
+        self._file.write(tar_end(self._file.tell()))
         return self._file.finish()
 
     def abort(self) -> None:

@@ -7,6 +7,8 @@ import argparse
 import atexit
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +19,34 @@ SETS = {"JPEG 1024x768": ("jpg", (1024, 768)), "PNG 512x512": ("png", (512, 512)
 
 
 def generate(folder: Path, n: int, size: tuple[int, int], fmt: str) -> list[Path]:
+    """n images (made once, kept), by a process per core; image i depends on i alone."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = sorted(folder.glob(f"*/*.{fmt}"))
     if len(paths) >= n:
         return paths[:n]
-    base = np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB")
-                      .resize((size[0] + 64, size[1] + 64)), dtype=np.int16)
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        dx, dy = rng.integers(0, 64, 2)
-        img = base[dy:dy + size[1], dx:dx + size[0]] + rng.integers(-20, 20, 3) + rng.normal(0, 3, (size[1], size[0], 1))
-        path = folder / f"class{i % 4}" / f"img{i:05d}.{fmt}"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90) if fmt == "jpg" else \
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, compress_level=6)
-        out.append(path)
+    out = [folder / f"class{i % 4}" / f"img{i:05d}.{fmt}" for i in range(n)]
+    for d in {p.parent for p in out}:
+        d.mkdir(exist_ok=True)
+    todo = [(i, p, size, fmt) for i, p in enumerate(out) if not p.exists()]
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(make_one, todo, chunksize=64))
     return out
+
+
+def make_one(job: tuple[int, Path, tuple[int, int], str]) -> None:
+    i, path, size, fmt = job
+    base = retina(size)
+    rng = np.random.default_rng([0, i])
+    dx, dy = rng.integers(0, 64, 2)
+    img = base[dy:dy + size[1], dx:dx + size[0]] + rng.integers(-20, 20, 3) + rng.normal(0, 3, (size[1], size[0], 1))
+    im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    im.save(path, quality=90) if fmt == "jpg" else im.save(path, compress_level=6)
+
+
+@lru_cache(maxsize=2)
+def retina(size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB")
+                      .resize((size[0] + 64, size[1] + 64)), dtype=np.int16)
 
 
 def image_set(data: Path, name: str, n: int, stage: Path | None = None) -> tuple[Path, list[Path]]:

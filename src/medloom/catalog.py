@@ -129,6 +129,20 @@ def listed_files(loom: Path) -> tuple[list[str], list[str]]:
     return records, quarantine
 
 
+_DUCK_TYPES = {"string": "VARCHAR", "bool": "BOOLEAN", "int8": "TINYINT", "int16": "SMALLINT", "int32": "INTEGER",
+               "int64": "BIGINT", "uint64": "UBIGINT", "float": "FLOAT", "double": "DOUBLE", "binary": "BLOB"}
+
+
+def duck_type(t: pa.DataType) -> str:
+    """An Arrow type in DuckDB's SQL, as DuckDB reads it from Parquet. An empty view is declared this way:
+    handing DuckDB an Arrow table imports pandas, half a second of every command's start."""
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f'"{f.name}" {duck_type(f.type)}' for f in t) + ")"
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t):
+        return duck_type(t.value_type) + "[]"
+    return _DUCK_TYPES[str(t)]
+
+
 def connect(loom: Path):
     """A DuckDB connection with the views `records` and `quarantine` over the listed parts, plus
     `annotations`, `dedup`, `leakage`, `clusters` and `concepts` once the steps that write them have run."""
@@ -144,8 +158,8 @@ def connect(loom: Path):
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{listing}])")
         else:
-            con.register(f"_{view}_empty", schema.empty_table())
-            con.execute(f"CREATE VIEW {view} AS SELECT * FROM _{view}_empty")
+            columns = ", ".join(f'NULL::{duck_type(f.type)} AS "{f.name}"' for f in schema)
+            con.execute(f"CREATE VIEW {view} AS SELECT {columns} WHERE false")
     # written by `medloom annotate`, `dedup`, `leakage --mark`, `cluster` and `concepts`
     for view, path in (("annotations", loom / "annotations" / "annotations.parquet"),
                        ("dedup", loom / "curation" / "dedup.parquet"),

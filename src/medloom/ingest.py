@@ -197,26 +197,30 @@ def enforce_roots(scan: Scan, source: dict) -> None:
     """Tasks (and companion files such as masks) that resolve outside the source's roots become
     `outside_root` rows: an annotation file or a link cannot make medloom read elsewhere."""
     roots = source_roots(source)
+    folders: dict[str, str] = {}
+    table = scan.tasks.table()
     kept = []
-    for task in scan.tasks:
-        extra = json.loads(task["extra"] or "{}")
-        paths = [task["path"], *(v for k, v in extra.items() if k == "mask" and v)]
-        outside = next((p for p in paths if not inside(p, roots)), None)
+    for i, (path, extra) in enumerate(zip(table.column("path").to_pylist(), table.column("extra").to_pylist())):
+        paths = [path, *(v for k, v in json.loads(extra).items() if k == "mask" and v)] if extra != "{}" else [path]
+        outside = next((p for p in paths if not inside(p, roots, folders)), None)
         kept.append(outside is None)
         if outside is None:
             continue
         scan.quarantine.append(quarantine_row(
-            source["name"], task["uri"], "outside_root",
+            source["name"], table.column("uri")[i].as_py(), "outside_root",
             f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the source's "
             f"root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
-            record_id=task["id"]))
+            record_id=table.column("id")[i].as_py()))
     if not all(kept):
         scan.tasks.keep(kept)
 
 
 def warn_dropped_boxes(scan: Scan, source: dict) -> None:
     """A record whose every box was dropped says so, instead of passing as an image with nothing in it."""
-    for task in scan.tasks:
+    if not scan.dropped:
+        return
+    table = scan.tasks.table().select(["id", "uri", "rois"])
+    for task in table.to_pylist():
         n = scan.dropped.get(task["id"], 0)
         if n and not task["rois"]:
             scan.quarantine.append(quarantine_row(
@@ -242,6 +246,7 @@ def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = Fa
         manifest["name"] = loaded.recipe.name
         reports = []
         with make_executor(workers) as executor:
+            executor.prestart()  # workers start while the sources are scanned
             for source in loaded.sources:
                 if only and source["name"] not in only:
                     continue

@@ -116,6 +116,8 @@ def _spell_non_ascii(text: str) -> str:
     """Each run of non-ASCII characters as its code points (`肺炎` -> `_u80ba_708e_`), after NFC normalisation:
     folder names in any script (CJK, Arabic, accented Latin) keep distinct ids, and a name stored decomposed
     (macOS) gives the same id as one stored composed."""
+    if text.isascii():
+        return text
     return _NON_ASCII.sub(lambda m: "_u" + "_".join(f"{ord(c):04x}" for c in m.group()) + "_",
                           unicodedata.normalize("NFC", text))
 

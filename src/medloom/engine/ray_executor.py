@@ -67,6 +67,9 @@ class RayExecutor:
 
             ray.shutdown()
 
+    def prestart(self) -> None:
+        """Ray starts its workers itself."""
+
     def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
             on_failure: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:
         """Results as (index, result), as parts finish (in input order with `ordered`)."""

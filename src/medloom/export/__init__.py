@@ -338,12 +338,14 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
         raise ExportError("--shard-size and --shard-bytes must be positive")
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
-    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
-        return _export(loom, folder, options, workers, quiet)
+    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
+            make_executor(workers, preload=["medloom.export.render"]) as executor:
+        if not (read_export_manifest(out) or {}).get("complete"):
+            executor.prestart()  # the workers start while the catalog is read and the export planned
+        return _export(loom, folder, options, executor, quiet)
 
 
-def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: int | None,
-            quiet: bool) -> ExportReport:
+def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, quiet: bool) -> ExportReport:
     out = folder.path
     con = catalog.connect(loom)
     joins, split, marks, marks_print = selection_sql(loom, options)
@@ -388,8 +390,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, workers: i
                        "max_side": options.max_side, "quality": options.quality,
                        "keep_metadata": options.keep_metadata, "sample": sample}
     done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
-    with make_executor(workers, preload=["medloom.export.render"]) as executor, \
-            progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
+    with progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
         for split, size in split_sizes.items():
             report.shards_written += _export_split(con, folder, state, split, size, options, ext, executor,
                                                    render_settings, advance)

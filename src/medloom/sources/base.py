@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,9 +162,26 @@ def is_valid_name(name: str) -> bool:
     return True
 
 
-def inside(path: str, roots: Iterable[str]) -> bool:
+def real_path(path: str, folders: dict[str, str]) -> str:
+    """`os.path.realpath`, resolving each folder once (`folders` keeps them): a file that is not itself a link
+    is its folder's real path plus its name. A scan checks every input this way, and realpath would look at
+    every component of every path."""
+    folder, name = os.path.split(path)
+    if name not in ("", ".", ".."):
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                real = folders.get(folder)
+                if real is None:
+                    real = folders[folder] = os.path.realpath(folder)
+                return os.path.join(real, name)
+        except OSError:
+            pass
+    return os.path.realpath(path)
+
+
+def inside(path: str, roots: Iterable[str], folders: dict[str, str] | None = None) -> bool:
     """Whether a path, with every symbolic link resolved, lies under one of the roots."""
-    real = os.path.realpath(path)
+    real = os.path.realpath(path) if folders is None else real_path(path, folders)
     return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
@@ -183,7 +201,7 @@ def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "
     """One task per input file. Annotations are part of the task (and so of its part key);
     `fingerprint_extra` covers companion files the task only names, such as a paired mask."""
     uri = uri or Path(os.path.relpath(path, source["root"])).as_posix()
-    extra_json = json.dumps(extra or {}, sort_keys=True)
+    extra_json = json.dumps(extra, sort_keys=True) if extra else "{}"
     return {
         "id": record_id(source["name"], uri),
         "uri": uri,
@@ -200,7 +218,14 @@ def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "
 
 
 def walk_files(root: str | Path, scan: Scan | None = None, source: dict | None = None) -> Iterator[Path]:
-    """Every file under root, sorted, hidden entries skipped (stable order on every machine).
+    """Every file under root as a Path: see `walk_entries`."""
+    for folder, name in walk_entries(root, scan, source):
+        yield Path(folder, name)
+
+
+def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None = None) -> Iterator[tuple[str, str]]:
+    """Every file under root as (its folder, its name), sorted, hidden entries skipped (stable order on every
+    machine).
 
     Symbolic links to folders are followed while they stay inside the source's roots; a link leading
     outside, a link loop, a folder that cannot be listed and a name that is not valid UTF-8 are skipped,
@@ -244,7 +269,7 @@ def walk_files(root: str | Path, scan: Scan | None = None, source: dict | None =
                 problem(os.path.join(dirpath, name), "bad_filename",
                         "the file name is not valid UTF-8; rename the file to read it")
                 continue
-            yield Path(dirpath, name)
+            yield dirpath, name
 
 
 def is_image_file(path: Path) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
-from .base import Scan, check_label, decode_image_file, is_image_file, make_task, walk_files
+from .base import IMAGE_EXTENSIONS, Scan, check_label, decode_image_file, make_task, walk_entries
 from .splits import split_name
 
 
@@ -23,16 +24,17 @@ decode = decode_image_file
 def scan(source: dict) -> Scan:
     opts = Options(**source["options"])
     out = Scan()
-    for path in walk_files(source["root"], out, source):
-        relative = path.relative_to(source["root"])
-        parts = relative.parts
-        if not is_image_file(path):
+    root = str(source["root"])
+    for folder, name in walk_entries(root, out, source):  # strings, not Paths: this loop runs once per file
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
             out.filter("not an image file")
             continue
+        inner = folder[len(root):].strip(os.sep)
+        parts = [*inner.split(os.sep), name] if inner else [name]
         split = ""
         if opts.splits == "auto" and len(parts) > 2 and split_name(parts[0]):
             split, parts = split_name(parts[0]) or "", parts[1:]
-        rel = relative.as_posix()
+        rel = "/".join([*inner.split(os.sep), name]) if inner else name
         if len(parts) < 2:
             out.quarantine.append(quarantine_row(
                 source["name"], rel, "no_class_folder",
@@ -44,5 +46,5 @@ def scan(source: dict) -> Scan:
             problem["scope"] = "input"
             out.quarantine.append(problem)
             continue
-        out.tasks.append(make_task(source, str(path), uri=rel, split=split, labels=[label]))
+        out.tasks.append(make_task(source, os.path.join(folder, name), uri=rel, split=split, labels=[label]))
     return out

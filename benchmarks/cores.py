@@ -1,0 +1,131 @@
+"""Scaling on one machine: `medloom ingest` and `medloom export --format webdataset --max-side 256` of the
+generated JPEG 1024x768 set (images.py) at 1, 2, 4, ... workers, against the plain Pillow loops run in as
+many processes (a `multiprocessing` pool, no medloom): open + load for ingest; open, RGB, `thumbnail` to
+256 and JPEG encode for export. The plain loops show what the machine allows (memory bandwidth, shared
+caches, clocks falling as more cores run, hyper-threads); medloom's share of their scaling is what medloom
+itself loses.
+
+Each step is timed alone, in this process, as in `benchmarks/ingest.py`: from the call to its return, the
+scan, planning, the workers' start and every file written included, the interpreter's start not. The
+driver's CPU seconds (this process: the scan, planning, writing parts and shards) are printed beside.
+
+Usage: python benchmarks/cores.py [--n 12000] [--workers 1,2,4,8,16] [--baseline-n 4000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from images import image_set, parse_args, where
+from PIL import Image
+
+MAX_SIDE = 256
+
+
+def decode(path: Path) -> None:
+    with Image.open(path) as im:
+        im.load()
+
+
+def resize_encode(path: Path) -> None:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((MAX_SIDE, MAX_SIDE))
+        im.save(io.BytesIO(), "JPEG", quality=90)
+
+
+def plain(fn, paths: list[Path], workers: int) -> float:
+    """Images per second of `fn` over `paths` in `workers` processes."""
+    started = time.perf_counter()
+    if workers == 1:
+        for p in paths:
+            fn(p)
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap_unordered(fn, paths, chunksize=16):
+                pass
+    return len(paths) / (time.perf_counter() - started)
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def medloom(folder: Path, n: int, workers: int, tmp: Path) -> dict:
+    """Ingest, then export, on a fresh loom: images per second and the driver's CPU seconds of each."""
+    from medloom.export import ExportOptions, export
+    from medloom.ingest import ingest
+    from medloom.recipe import load_recipe
+
+    run = tmp / f"w{workers}"
+    run.mkdir()
+    recipe = run / "recipe.yaml"
+    recipe.write_text(json.dumps({"name": "cores", "loom": "./loom", "salt": "x", "sources": [
+        {"name": "bench", "reader": "imagefolder", "path": str(folder), "modality": "fundus photography",
+         "anatomy": "eye", "task": "disease"}]}))
+    out: dict = {}
+    c, t = cpu(), time.perf_counter()
+    reports = ingest(load_recipe(recipe), workers=workers, quiet=True)
+    out["ingest"], out["ingest_cpu"] = n / (time.perf_counter() - t), cpu() - c
+    assert reports[0].records == n, reports[0]
+    c, t = cpu(), time.perf_counter()
+    report = export(run / "loom", run / "wds", ExportOptions(max_side=MAX_SIDE), workers=workers, quiet=True)
+    out["export"], out["export_cpu"] = n / (time.perf_counter() - t), cpu() - c
+    assert report.exported == n, report
+    shutil.rmtree(run)
+    return out
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    cores = {line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("core id")}
+    return f"{os.cpu_count()} logical CPUs ({len(cores) or '?'} distinct core ids), {model}"
+
+
+def main() -> int:
+    def extra(ap):
+        ap.add_argument("--workers", default="", help="worker counts, comma-separated (default: 1, 2, 4, ... cores)")
+        ap.add_argument("--baseline-n", type=int, default=4000, help="images per plain-loop run (a rate: fewer do)")
+        ap.add_argument("--json", type=Path, help="also write the numbers here")
+
+    args = parse_args(__doc__, 12000, extra=extra)
+    counts = [int(x) for x in args.workers.split(",")] if args.workers else \
+        [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= (os.cpu_count() or 1)]
+    print(machine())
+    print(where(args), flush=True)
+    started = time.perf_counter()
+    folder, paths = image_set(args.data, "JPEG 1024x768", args.n, args.stage)
+    print(f"{args.n} images ready in {time.perf_counter() - started:.0f} s", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.stage.parent if args.stage else None) as tmp:
+        for w in counts:
+            row = {"workers": w, "decode": plain(decode, paths[:args.baseline_n], w),
+                   "resize": plain(resize_encode, paths[:args.baseline_n], w), **medloom(folder, args.n, w, Path(tmp))}
+            rows.append(row)
+            print(" ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
+    one = rows[0]
+    print(f"\n{'workers':>7} {'ingest/s':>9} {'x':>6} {'export/s':>9} {'x':>6} {'Pillow decode/s':>16} {'x':>6} "
+          f"{'Pillow resize/s':>16} {'x':>6} {'driver CPU s (ingest, export)':>30}")
+    for r in rows:
+        print(f"{r['workers']:>7} {r['ingest']:>9.0f} {r['ingest'] / one['ingest']:>5.2f}x {r['export']:>9.0f} "
+              f"{r['export'] / one['export']:>5.2f}x {r['decode']:>16.0f} {r['decode'] / one['decode']:>5.2f}x "
+              f"{r['resize']:>16.0f} {r['resize'] / one['resize']:>5.2f}x "
+              f"{r['ingest_cpu']:>18.1f}, {r['export_cpu']:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "n": args.n, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

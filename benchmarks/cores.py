@@ -1,9 +1,14 @@
 """Scaling on one machine: `medloom ingest` and `medloom export --format webdataset --max-side 256` of the
-generated JPEG 1024x768 set (images.py) at 1, 2, 4, ... workers, against the plain Pillow loops run in as
-many processes (a `multiprocessing` pool, no medloom): open + load for ingest; open, RGB, `thumbnail` to
-256 and JPEG encode for export. The plain loops show what the machine allows (memory bandwidth, shared
-caches, clocks falling as more cores run, hyper-threads); medloom's share of their scaling is what medloom
-itself loses.
+generated JPEG 1024x768 set (images.py) at 1, 2, 4, ... workers, against plain loops run in as many
+processes (a `multiprocessing` pool, without medloom's planning, parts or writing):
+
+  decode   Pillow's open + load
+  facts    medloom's own per-image ingest work (`file_facts`: read, hash the file, decode, hash the pixels,
+           perceptual hash)
+  resize   Pillow's open, RGB, `thumbnail` to 256 and JPEG encode, as an export does
+
+The plain loops show what the machine allows (memory bandwidth, shared caches, clocks that fall as more
+cores run); where medloom scales less than they do, medloom itself loses.
 
 Each step is timed alone, in this process, as in `benchmarks/ingest.py`: from the call to its return, the
 scan, planning, the workers' start and every file written included, the interpreter's start not. The
@@ -43,6 +48,14 @@ def resize_encode(path: Path) -> None:
         im.save(io.BytesIO(), "JPEG", quality=90)
 
 
+def facts(path: Path) -> None:
+    """medloom's own per-image work in ingest (read, hash the file, decode, hash the pixels, perceptual hash),
+    without its planning, parts and workers."""
+    from medloom.imaging import file_facts
+
+    file_facts(str(path))
+
+
 def plain(fn, paths: list[Path], workers: int) -> float:
     """Images per second of `fn` over `paths` in `workers` processes."""
     started = time.perf_counter()
@@ -54,6 +67,9 @@ def plain(fn, paths: list[Path], workers: int) -> float:
             for _ in pool.imap_unordered(fn, paths, chunksize=16):
                 pass
     return len(paths) / (time.perf_counter() - started)
+
+
+PLAIN = {"decode": decode, "facts": facts, "resize": resize_encode}
 
 
 def cpu() -> float:
@@ -75,15 +91,48 @@ def medloom(folder: Path, n: int, workers: int, tmp: Path) -> dict:
          "anatomy": "eye", "task": "disease"}]}))
     out: dict = {}
     c, t = cpu(), time.perf_counter()
+    marks.clear()
     reports = ingest(load_recipe(recipe), workers=workers, quiet=True)
     out["ingest"], out["ingest_cpu"] = n / (time.perf_counter() - t), cpu() - c
     assert reports[0].records == n, reports[0]
+    out["ingest_phases"] = {k: round(v - t, 2) for k, v in marks.items()}
     c, t = cpu(), time.perf_counter()
     report = export(run / "loom", run / "wds", ExportOptions(max_side=MAX_SIDE), workers=workers, quiet=True)
     out["export"], out["export_cpu"] = n / (time.perf_counter() - t), cpu() - c
     assert report.exported == n, report
     shutil.rmtree(run)
     return out
+
+
+marks: dict[str, float] = {}
+
+
+def trace() -> None:
+    """Note when ingest's scan ends, when its first part is sent, when the first and the last results come:
+    what before the first result is serial shows here."""
+    import medloom.ingest as ingest
+    from medloom.engine import local
+
+    scan = ingest.scan_source
+
+    def scan_source(*a, **k):
+        result = scan(*a, **k)
+        marks["scanned"] = time.perf_counter()
+        return result
+
+    mapper = local.LocalExecutor.map
+
+    def mapped(self, stage, *a, **k):
+        if stage != "ingest.decode":
+            yield from mapper(self, stage, *a, **k)
+            return
+        marks["first part sent"] = time.perf_counter()
+        for x in mapper(self, stage, *a, **k):
+            marks.setdefault("first result", time.perf_counter())
+            yield x
+        marks["last result"] = time.perf_counter()
+
+    ingest.scan_source, local.LocalExecutor.map = scan_source, mapped
 
 
 def machine() -> str:
@@ -100,6 +149,7 @@ def main() -> int:
         ap.add_argument("--json", type=Path, help="also write the numbers here")
 
     args = parse_args(__doc__, 12000, extra=extra)
+    trace()
     counts = [int(x) for x in args.workers.split(",")] if args.workers else \
         [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= (os.cpu_count() or 1)]
     print(machine())
@@ -110,18 +160,19 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.stage.parent if args.stage else None) as tmp:
         for w in counts:
-            row = {"workers": w, "decode": plain(decode, paths[:args.baseline_n], w),
-                   "resize": plain(resize_encode, paths[:args.baseline_n], w), **medloom(folder, args.n, w, Path(tmp))}
+            row = {"workers": w, **{name: plain(fn, paths[:args.baseline_n], w) for name, fn in PLAIN.items()},
+                   **medloom(folder, args.n, w, Path(tmp))}
             rows.append(row)
-            print(" ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
+            print(" ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
     one = rows[0]
-    print(f"\n{'workers':>7} {'ingest/s':>9} {'x':>6} {'export/s':>9} {'x':>6} {'Pillow decode/s':>16} {'x':>6} "
-          f"{'Pillow resize/s':>16} {'x':>6} {'driver CPU s (ingest, export)':>30}")
+    print(f"\n{'workers':>7} {'ingest/s':>9} {'x':>6} {'export/s':>9} {'x':>6} {'decode/s':>9} {'x':>6} {'facts/s':>9} "
+          f"{'x':>6} {'resize/s':>9} {'x':>6} {'driver CPU s':>13}")
     for r in rows:
-        print(f"{r['workers']:>7} {r['ingest']:>9.0f} {r['ingest'] / one['ingest']:>5.2f}x {r['export']:>9.0f} "
-              f"{r['export'] / one['export']:>5.2f}x {r['decode']:>16.0f} {r['decode'] / one['decode']:>5.2f}x "
-              f"{r['resize']:>16.0f} {r['resize'] / one['resize']:>5.2f}x "
-              f"{r['ingest_cpu']:>18.1f}, {r['export_cpu']:.1f}")
+        cells = " ".join(f"{r[k]:>9.0f} {r[k] / one[k]:>5.2f}x" for k in ("ingest", "export", *PLAIN))
+        print(f"{r['workers']:>7} {cells} {r['ingest_cpu']:>6.1f}, {r['export_cpu']:.1f}")
+    print("ingest's moments (s from its start), by workers:")
+    for r in rows:
+        print(f"{r['workers']:>7} " + ", ".join(f"{k} {v:.2f}" for k, v in r["ingest_phases"].items()))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "n": args.n, "rows": rows}, indent=1))
     return 0

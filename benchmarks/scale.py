@@ -13,7 +13,7 @@ In one run:
 Each command runs in a fresh interpreter; the driver's peak is its own `ru_maxrss`, a worker's the largest
 `VmHWM` (peak resident set) among its descendants, sampled every 50 ms (the forkserver's workers).
 
-Usage: python benchmarks/scale.py [--n 2000] [--memory 10000,100000]
+Usage: python benchmarks/scale.py [--n 5000] [--memory 10000,100000]
 """
 
 from __future__ import annotations
@@ -65,11 +65,13 @@ def watch():  # the largest peak resident set among this process's descendants (
         time.sleep(0.05)
 
 threading.Thread(target=watch, daemon=True).start()
+code = 0
 try:
     app(sys.argv[1:])
-except SystemExit:
-    pass
+except SystemExit as e:  # typer's way to end; a failed command keeps its exit status
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 print("MAXRSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak[0], file=sys.stderr)
+sys.exit(code)
 """
 
 
@@ -152,7 +154,7 @@ def memory(data: Path, sizes: list[int], tmp: Path) -> None:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 2000, extra=lambda ap: ap.add_argument(
+    args = parse_args(__doc__, 5000, extra=lambda ap: ap.add_argument(
         "--memory", default="10000,100000", help="corpus sizes of the memory runs, comma-separated"))
     sizes = [int(x) for x in args.memory.split(",")]
     print(where(args))

@@ -173,6 +173,32 @@ def sorted_tasks(scan: Scan, source: dict) -> tuple[pa.Table, pa.Array, pa.Array
     return table, order.filter(pa.array(keep)), ids.filter(pa.array(keep))
 
 
+class Rows:
+    """A table of many chunks (a scan's batches), its rows taken by position, touching only the chunks they are
+    in: Arrow's take on a chunked table joins every chunk first, a copy of all the tasks for each part (slow,
+    and most of the driver's memory peak on a large source)."""
+
+    def __init__(self, table: pa.Table):
+        self.schema = table.schema
+        self.batches = table.to_batches()
+        self.starts = np.cumsum([0, *(len(b) for b in self.batches)])
+
+    def take(self, positions: np.ndarray) -> pa.Table:
+        """The rows at `positions`, in that order, as a table of one chunk."""
+        if not len(positions):
+            return self.schema.empty_table()
+        positions = np.asarray(positions, dtype=np.int64)  # sort_indices gives uint64: minus int64 is float
+        chunk = np.searchsorted(self.starts, positions, side="right") - 1
+        by_chunk = np.argsort(chunk, kind="stable")
+        ordered = chunk[by_chunk]
+        pieces = [self.batches[c].take(pa.array(positions[by_chunk][ordered == c] - self.starts[c]))
+                  for c in np.unique(ordered)]
+        table = pa.Table.from_batches(pieces, self.schema)
+        if len(pieces) > 1 or (by_chunk != np.arange(len(by_chunk))).any():
+            table = table.take(pa.array(np.argsort(by_chunk))).combine_chunks()
+        return table
+
+
 def strings(array: pa.Array, step: int = 8192):
     """An Arrow string array's values, a slice at a time (never all as Python strings at once)."""
     for start in range(0, len(array), step):
@@ -198,19 +224,19 @@ def enforce_roots(scan: Scan, source: dict) -> None:
     `outside_root` rows: an annotation file or a link cannot make medloom read elsewhere."""
     roots = source_roots(source)
     folders: dict[str, str] = {}
-    table = scan.tasks.table()
     kept = []
-    for i, (path, extra) in enumerate(zip(table.column("path").to_pylist(), table.column("extra").to_pylist())):
-        paths = [path, *(v for k, v in json.loads(extra).items() if k == "mask" and v)] if extra != "{}" else [path]
-        outside = next((p for p in paths if not inside(p, roots, folders)), None)
-        kept.append(outside is None)
-        if outside is None:
-            continue
-        scan.quarantine.append(quarantine_row(
-            source["name"], table.column("uri")[i].as_py(), "outside_root",
-            f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the source's "
-            f"root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
-            record_id=table.column("id")[i].as_py()))
+    for batch in scan.tasks.table().select(["path", "extra", "uri", "id"]).to_batches(8192):  # a slice at a time
+        for i, (path, extra) in enumerate(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())):
+            paths = [path, *(v for k, v in json.loads(extra).items() if k == "mask" and v)] if extra != "{}" else [path]
+            outside = next((p for p in paths if not inside(p, roots, folders)), None)
+            kept.append(outside is None)
+            if outside is None:
+                continue
+            scan.quarantine.append(quarantine_row(
+                source["name"], batch.column(2)[i].as_py(), "outside_root",
+                f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the "
+                f"source's root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
+                record_id=batch.column(3)[i].as_py()))
     if not all(kept):
         scan.tasks.keep(kept)
 
@@ -305,10 +331,13 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     bounds = chunk_bounds(strings(ids), part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
     del ids
 
+    rows, positions = Rows(table), order.to_numpy()
+    del table, order
+
     def part(i: int) -> pa.Table:
         """A part's tasks, taken when needed (a copy: a sliced table would pickle its parent's buffers whole)."""
         start, length = bounds[i]
-        return table.take(order.slice(start, length))
+        return rows.take(positions[start:start + length])
 
     keys = [part_key(settings, part(i).to_pylist()) for i in range(len(bounds))]
     previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}

@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/zeroshot.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/cores.py --n 4000
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf demo cg-world .pytest_cache

@@ -5,7 +5,10 @@ In one run:
   1. `medloom ingest` and `medloom export --format webdataset --max-side 256` of the generated JPEG 1024x768
      set (images.py) at 1 and 2 workers, with the local executor, with `--executor ray` starting its own Ray
      instance (its start-up counted), and with `--executor ray --address auto` on a cluster `ray start` made
-     beforehand (as on a real cluster): images per second and Ray's share of local (the target: 0.9x).
+     beforehand (as on a real cluster): images per second of the whole command and Ray's share of local
+     (the target: 0.9x); then the same between the step's first result and its last (the rate once the
+     workers run, without the start of the interpreter, of Ray's connection and of the workers), and the
+     seconds to the first result.
   2. Peak memory (resident set) of the driver and of the largest worker of `medloom ingest` (local executor,
      2 workers) over 10,000 and 100,000 generated 32x32 PNGs, parts of 256 inputs: the ratio of the large run
      to the small one (the target: at most 1.2, memory does not grow with the corpus).
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from images import image_set, parse_args, where
@@ -32,8 +36,22 @@ from PIL import Image
 
 MEASURE = """
 import os, resource, sys, threading, time
+start = time.perf_counter()
 from pathlib import Path
 from medloom.cli import app
+from medloom.engine.local import LocalExecutor
+from medloom.engine.ray_executor import RayExecutor
+
+stream = []  # when each result of the step's map came, from the interpreter's start
+
+def timed(mapper):
+    def map(self, *args, **kwargs):
+        for result in mapper(self, *args, **kwargs):
+            stream.append(time.perf_counter() - start)
+            yield result
+    return map
+
+LocalExecutor.map, RayExecutor.map = timed(LocalExecutor.map), timed(RayExecutor.map)
 
 peak = [0]
 
@@ -71,12 +89,26 @@ try:
 except SystemExit as e:  # typer's way to end; a failed command keeps its exit status
     code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 print("MAXRSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak[0], file=sys.stderr)
+print("STREAM", len(stream), stream[0] if stream else 0, stream[-1] if stream else 0, file=sys.stderr)
 sys.exit(code)
 """
 
 
-def medloom(*args: str) -> tuple[float, int, int]:
-    """(wall seconds, driver peak KiB, largest descendant peak KiB) of one command."""
+class Run(NamedTuple):
+    seconds: float  # the whole command, its interpreter's start included
+    driver: int  # peak KiB
+    worker: int  # the largest descendant's peak KiB
+    results: int  # results of the step's map (parts, or batches of an export)
+    first: float  # seconds from the start to the first result
+    last: float  # and to the last
+
+    def streaming(self, n: int) -> float:
+        """Images per second between the first result and the last: the rate once the workers run."""
+        return n * (self.results - 1) / self.results / (self.last - self.first)
+
+
+def medloom(*args: str) -> Run:
+    """One command in a fresh interpreter, measured."""
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -85,7 +117,8 @@ def medloom(*args: str) -> tuple[float, int, int]:
     if proc.returncode or line is None:
         raise SystemExit(f"medloom {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     _, own, children = line.split()
-    return seconds, int(own), int(children)
+    _, results, first, last = next(x for x in proc.stderr.splitlines() if x.startswith("STREAM")).split()
+    return Run(seconds, int(own), int(children), int(results), float(first), float(last))
 
 
 def recipe(folder: Path, data: Path, part_size: int | None = None) -> Path:
@@ -103,9 +136,9 @@ def executors(images: Path, n: int, tmp: Path) -> None:
     `--address auto`, as on a cluster)."""
     ray = str(Path(sys.executable).with_name("ray"))
     kinds = {"local": [], "ray (own)": ["--executor", "ray"], "ray cluster": ["--executor", "ray", "--address", "auto"]}
-    print(f"{'step':>8} {'workers':>7} " + " ".join(f"{k + '/s':>14}" for k in kinds) + "   share of local")
+    rows = []
     for workers in (1, 2):
-        rates = {}
+        runs = {}
         for kind, how in kinds.items():
             run = tmp / f"{kind.replace(' ', '-')}-{workers}"
             if kind == "ray cluster":
@@ -113,18 +146,23 @@ def executors(images: Path, n: int, tmp: Path) -> None:
                                check=True, capture_output=True)
             try:
                 how = ["-w", str(workers), *how]
-                seconds, _, _ = medloom("ingest", str(recipe(run, images)), "-q", *how)
-                rates["ingest", kind] = n / seconds
-                seconds, _, _ = medloom("export", str(run / "loom"), "--format", "webdataset", "--max-side", "256",
-                                        "--out", str(run / "wds"), "-q", *how)
-                rates["export", kind] = n / seconds
+                runs["ingest", kind] = medloom("ingest", str(recipe(run, images)), "-q", *how)
+                runs["export", kind] = medloom("export", str(run / "loom"), "--format", "webdataset", "--max-side",
+                                               "256", "--out", str(run / "wds"), "-q", *how)
             finally:
                 if kind == "ray cluster":
                     subprocess.run([ray, "stop", "--force"], capture_output=True)
-        for step in ("ingest", "export"):
-            local = rates[step, "local"]
-            print(f"{step:>8} {workers:>7} " + " ".join(f"{rates[step, k]:>14.1f}" for k in kinds) + "   " +
-                  ", ".join(f"{rates[step, k] / local:.2f}x" for k in kinds if k != "local"))
+        rows += [(step, workers, {k: runs[step, k] for k in kinds}) for step in ("ingest", "export")]
+    for title, rate in (("whole commands, images/s", lambda r: n / r.seconds),
+                        ("streaming, images/s between the first result and the last", lambda r: r.streaming(n))):
+        print(f"\n{title}\n{'step':>8} {'workers':>7} " + " ".join(f"{k:>14}" for k in kinds) + "   share of local")
+        for step, workers, by_kind in rows:
+            local = rate(by_kind["local"])
+            print(f"{step:>8} {workers:>7} " + " ".join(f"{rate(r):>14.1f}" for r in by_kind.values()) + "   " +
+                  ", ".join(f"{rate(r) / local:.2f}x" for k, r in by_kind.items() if k != "local"))
+    print("\nseconds from the interpreter's start to the first result")
+    for step, workers, by_kind in rows:
+        print(f"{step:>8} {workers:>7} " + " ".join(f"{r.first:>14.2f}" for r in by_kind.values()))
 
 
 def tiny_set(folder: Path, n: int) -> Path:
@@ -145,10 +183,9 @@ def memory(data: Path, sizes: list[int], tmp: Path) -> None:
     peaks = []
     for n in sizes:
         images = tiny_set(data / f"png-32x32-{n}", n)
-        seconds, driver, worker = medloom("ingest", str(recipe(tmp / f"mem-{n}", images, part_size=256)), "-q",
-                                          "-w", "2")
-        peaks.append((driver, worker))
-        print(f"{n:>8} {seconds:>8.1f} {driver / 1024:>11.1f} {worker / 1024:>11.1f}")
+        run = medloom("ingest", str(recipe(tmp / f"mem-{n}", images, part_size=256)), "-q", "-w", "2")
+        peaks.append((run.driver, run.worker))
+        print(f"{n:>8} {run.seconds:>8.1f} {run.driver / 1024:>11.1f} {run.worker / 1024:>11.1f}")
     (d0, w0), (d1, w1) = peaks[0], peaks[-1]
     print(f"largest / smallest: driver {d1 / d0:.2f}x, worker {w1 / w0:.2f}x (target: at most 1.2)")
 

@@ -177,3 +177,44 @@ def test_scan_tasks_kept_as_arrow_give_the_same_parts_and_duplicate_ids(tmp_path
             ("c0/x_1.png", "gives the same record id 'cxr/c0/x_1_png' as 'c0/x.1.png'; rename one file")]
         assert rows(loom, "SELECT uri FROM records WHERE id = 'cxr/c0/x_1_png'") == [{"uri": "c0/x.1.png"}]
     assert listings[0] == listings[1]
+
+
+def test_rows_take_matches_arrows_take_across_chunks():
+    """Parts are taken from the scan's chunks directly (Arrow's take joins every chunk first); the rows, their
+    order and their values are Arrow's take, in one chunk, whatever chunks the positions fall in."""
+    import numpy as np
+    import pyarrow as pa
+
+    from medloom.ingest import Rows
+
+    rng = np.random.default_rng(0)
+    schema = pa.schema([("a", pa.int64()), ("s", pa.string()), ("l", pa.list_(pa.string()))])
+    table = pa.concat_tables([pa.table({"a": rng.integers(0, 100, n), "s": [str(x) for x in rng.integers(0, 999, n)],
+                                        "l": [[str(i)] * (i % 3) for i in range(n)]}, schema=schema)
+                              for n in (5, 100, 37, 0, 64)])
+    rows = Rows(table)
+    for _ in range(200):
+        positions = rng.choice(len(table), int(rng.integers(0, 50)), replace=False).astype(np.uint64)
+        if rng.random() < 0.5:
+            positions.sort()
+        taken = rows.take(positions)
+        assert taken.equals(table.take(pa.array(positions)))
+        assert taken.num_rows == 0 or taken.column(0).num_chunks == 1
+
+
+def test_real_path_resolves_as_realpath(tmp_path):
+    """The scan resolves each folder once; links to files and folders, `..` and missing files resolve as
+    `os.path.realpath` resolves them."""
+    from medloom.sources.base import real_path
+
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret.png").write_bytes(b"x")
+    (tmp_path / "data" / "a" / "img.png").write_bytes(b"x")
+    (tmp_path / "data" / "a" / "link.png").symlink_to(tmp_path / "elsewhere" / "secret.png")
+    (tmp_path / "data" / "b").symlink_to(tmp_path / "elsewhere")
+    folders: dict[str, str] = {}
+    for p in ["data/a/img.png", "data/a/link.png", "data/b/secret.png", "data/a/../../elsewhere/secret.png",
+              "data/a/missing.png", "data/a/.", "data/a/..", "data/b"]:
+        path = str(tmp_path / p)
+        assert real_path(path, folders) == os.path.realpath(path), p

@@ -31,10 +31,10 @@ def scan(source: dict) -> Scan:
             continue
         inner = folder[len(root):].strip(os.sep)
         parts = [*inner.split(os.sep), name] if inner else [name]
+        rel = "/".join(parts)
         split = ""
         if opts.splits == "auto" and len(parts) > 2 and split_name(parts[0]):
             split, parts = split_name(parts[0]) or "", parts[1:]
-        rel = "/".join([*inner.split(os.sep), name]) if inner else name
         if len(parts) < 2:
             out.quarantine.append(quarantine_row(
                 source["name"], rel, "no_class_folder",

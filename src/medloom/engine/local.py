@@ -32,6 +32,15 @@ def watch_parent(pid: int) -> None:
     os.environ["MEDLOOM_WORKER"] = "1"
 
 
+def start_workers(pool: ProcessPoolExecutor, n: int) -> None:
+    """Have the pool start its n workers (it starts one per task submitted while none is idle)."""
+    try:
+        for _ in range(n):
+            pool.submit(os.getpid)
+    except RuntimeError:  # the step ended (an error in its scan) before its workers had started
+        pass
+
+
 def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
     """(index, result) pairs that arrive as parts finish, handed on in input order (a finished part waits only
     for those before it, at most the executor's in-flight limit)."""
@@ -71,9 +80,8 @@ class LocalExecutor:
         half a second) overlaps what the caller does before its first map, such as a scan. On a machine of 16
         cores that second of serial time is most of what keeps a step from scaling."""
         if self._pool is not None:
-            pool, n = self._pool, self.workers
-            threading.Thread(target=lambda: [pool.submit(os.getpid) for _ in range(n)],
-                             name="medloom-prestart", daemon=True).start()
+            threading.Thread(target=start_workers, args=(self._pool, self.workers), name="medloom-prestart",
+                             daemon=True).start()
 
     def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
             on_failure: Any = None) -> Iterator[tuple[int, Any]]:

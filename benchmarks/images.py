@@ -28,8 +28,9 @@ def generate(folder: Path, n: int, size: tuple[int, int], fmt: str) -> list[Path
     for d in {p.parent for p in out}:
         d.mkdir(exist_ok=True)
     todo = [(i, p, size, fmt) for i, p in enumerate(out) if not p.exists()]
-    with ProcessPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(make_one, todo, chunksize=64))
+    if todo:
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(make_one, todo, chunksize=64))
     return out
 
 

@@ -190,9 +190,8 @@ class Rows:
         positions = np.asarray(positions, dtype=np.int64)  # sort_indices gives uint64: minus int64 is float
         chunk = np.searchsorted(self.starts, positions, side="right") - 1
         by_chunk = np.argsort(chunk, kind="stable")
-        ordered = chunk[by_chunk]
-        pieces = [self.batches[c].take(pa.array(positions[by_chunk][ordered == c] - self.starts[c]))
-                  for c in np.unique(ordered)]
+        ordered, grouped = chunk[by_chunk], positions[by_chunk]
+        pieces = [self.batches[c].take(pa.array(grouped[ordered == c] - self.starts[c])) for c in np.unique(ordered)]
         table = pa.Table.from_batches(pieces, self.schema)
         if len(pieces) > 1 or (by_chunk != np.arange(len(by_chunk))).any():
             table = table.take(pa.array(np.argsort(by_chunk))).combine_chunks()

@@ -34,13 +34,12 @@ from .croissant import write_croissant
 from .parquet import ROW_BYTES, ParquetShardWriter
 from .render import ARTICLE_LISTS, RENDERED_READERS
 from .texts import TEXT_MODES, text_condition
-from .webdataset import TarShardWriter, temporary
+from .webdataset import RECORD, TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
 MANIFEST = "manifest.json"
 EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json")  # beside the shards
 BATCH = 32  # records per worker task
-TAR_RECORD = 10240  # tar archives are padded to a multiple of this
 DEFAULT_SPLIT = "train"  # records whose source defines no split
 SCHEMA = 2  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
 
@@ -421,6 +420,7 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
     written = 0
     position = start
     file_ext = FORMATS[options.format]
+    parquet = options.format == "parquet"
 
     def commit(end: int) -> None:
         nonlocal writer, written
@@ -440,14 +440,13 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                                                 "source": row["source"], "path": row["uri"],
                                                 "reason": result["reason"], "message": result["message"]})
                     continue
-                parquet = options.format == "parquet"
                 need = len(result["image"]) + ROW_BYTES if parquet else len(result["tar"])
                 if writer and (writer.samples >= options.shard_size or
                                _final_size(writer.size + need, options.format) > options.shard_bytes):
                     commit(index)
                 if writer is None:
                     path = folder.claim(shard_name(split, len(entry["shards"]), file_ext))
-                    writer = TarShardWriter(path) if options.format == "webdataset" else ParquetShardWriter(path, ext)
+                    writer = ParquetShardWriter(path, ext) if parquet else TarShardWriter(path)
                 if parquet:
                     writer.add(row["id"], result["metadata"], result["image"])
                 else:
@@ -465,7 +464,7 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
 
 
 def _final_size(size: int, fmt: str) -> int:
-    return -(-size // TAR_RECORD) * TAR_RECORD if fmt == "webdataset" else size
+    return -(-size // RECORD) * RECORD if fmt == "webdataset" else size
 
 
 def _finish(folder: OutputFolder, state: dict, report: ExportReport, write: bool) -> ExportReport:

@@ -76,6 +76,8 @@ class ShardFile:
 _MODE_TO_MTIME = b"0000644\0" + b"0000000\0" * 2  # mode, uid, gid; then size, mtime, checksum
 _AFTER_TYPE = b"\0" * 100 + tarfile.POSIX_MAGIC + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
 _MTIME = b"00000000000\0"
+_FIXED_SUM = sum(_AFTER_TYPE) + 8 * 32 + ord("0")  # the rest of the header; the checksum field counts as spaces
+RECORD = tarfile.RECORDSIZE  # an archive is padded to a multiple of this
 
 
 def tar_member(name: str, data: bytes) -> bytes:
@@ -91,7 +93,7 @@ def tar_member(name: str, data: bytes) -> bytes:
         info.size, info.mtime, info.mode = size, 0, 0o644
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data + pad
     head = name.encode().ljust(100, b"\0") + _MODE_TO_MTIME + b"%011o\0" % size + _MTIME
-    checksum = sum(head) + sum(_AFTER_TYPE) + 8 * 32 + ord("0")  # the checksum field counts as eight spaces
+    checksum = sum(head) + _FIXED_SUM
     return head + b"%06o\0 " % checksum + b"0" + _AFTER_TYPE + data + pad
 
 
@@ -103,7 +105,7 @@ def tar_sample(key: str, files: dict[str, bytes]) -> bytes:
 def tar_end(offset: int) -> bytes:
     """The end of an archive of `offset` bytes: two zero blocks, then zeros to a whole tar record (as tarfile)."""
     offset += 2 * BLOCK
-    return b"\0" * (2 * BLOCK + -offset % tarfile.RECORDSIZE)
+    return b"\0" * (2 * BLOCK + -offset % RECORD)
 
 
 class TarShardWriter:

@@ -54,16 +54,14 @@ SKIP_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 class TaskList:
     """A reader's tasks as it appends them, kept as Arrow tables of `TASK_SCHEMA`: as a Python dict a task costs
     about 1 KB, as an Arrow row a fraction of that, and a source of millions of files is scanned whole before
-    its parts are cut. Iterating gives the tasks back as dicts, a batch at a time."""
+    its parts are cut."""
 
     BATCH = 4096
 
-    def __init__(self, tasks: Iterable[dict] = ()):
+    def __init__(self) -> None:
         self._tables: list[pa.Table] = []
         self._pending: list[dict] = []
         self._rows = 0
-        for task in tasks:
-            self.append(task)
 
     def append(self, task: dict) -> None:
         self._pending.append(task)
@@ -78,12 +76,6 @@ class TaskList:
 
     def __len__(self) -> int:
         return self._rows + len(self._pending)
-
-    def __iter__(self) -> Iterator[dict]:
-        self._flush()
-        for table in self._tables:
-            for batch in table.to_batches(1024):
-                yield from batch.to_pylist()
 
     def table(self) -> pa.Table:
         """Every task, in the order appended, as one table."""

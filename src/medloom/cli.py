@@ -235,8 +235,10 @@ def export_cmd(loom: Loom,
                                                                     "classification and retrieval sets) | dicom "
                                                                     "(de-identified DICOM copies)."
                                                 )] = "webdataset",
-               out_dir: Annotated[Path | None, typer.Option(
-                   "--out", "-o", help="Output folder (default: LOOM/exports/FORMAT).")] = None,
+               out_to: Annotated[str | None, typer.Option(
+                   "--out", "-o", help="Output folder (default: LOOM/exports/FORMAT), or an s3:// or gs:// URL: "
+                                       "the export is made in LOOM/exports/staged/ and then published there "
+                                       "(see `medloom publish`).")] = None,
                shard_size: Annotated[int, typer.Option(help="Samples per shard at most.")] = 5000,
                shard_bytes: Annotated[str, typer.Option(help="Bytes per shard at most, e.g. 500MB or 1GiB.")] = "500MB",
                max_side: Annotated[int | None, typer.Option(
@@ -279,12 +281,24 @@ def export_cmd(loom: Loom,
     medmat, llava, sharegpt and swift write the annotations (`medloom annotate`) as FORMAT-SPLIT.json (.jsonl for
     swift; one file per split) with images/ beside them; clip-benchmark writes the WebDataset layout clip_benchmark
     reads (classification/SOURCE/ and retrieval/, a shard set per split); dicom writes de-identified DICOM copies.
+    With an s3:// or gs:// --out, the finished folder is then published to that URL (`medloom publish`).
     """
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, export_training
 
     loom = resolve_loom(loom)
+    from .publish import PublishError, is_url, open_url, staging_name
     from .sources.splits import split_name
+
+    url = out_to if is_url(out_to) else None
+    if url:
+        if absolute_paths:
+            fail("--absolute-paths names files on this machine; leave it out when --out is a URL")
+        try:
+            open_url(url)  # a bad URL fails now, not after the export
+        except PublishError as e:
+            fail(str(e))
+    out_dir = loom / "exports" / "staged" / staging_name(url) if url else Path(out_to) if out_to else None
 
     runner = executor_spec(executor, address, workers)
     unknown = [s for s in split or [] if split_name(s) is None]
@@ -300,17 +314,15 @@ def export_cmd(loom: Loom,
                                   wait=wait, splits=splits)
         except (DicomExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
-        if as_json:
-            sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
-            return
-        out.print(f"export dicom: {report.files} de-identified file(s) from {report.records - report.not_dicom} DICOM "
-                  f"record(s) ({report.not_dicom} other records left out); burned-in text: "
-                  f"{len(report.excluded_burned_in)} excluded, {len(report.flagged_burned_in)} flagged; "
-                  f"{len(report.failed)} failed; {report.out}", highlight=False)
-        for item in report.excluded_burned_in[:20]:
-            err.print(f"[yellow]excluded:[/yellow] {escape(item['records'][0])}: {escape(item['reason'])}",
-                      highlight=False)
-        return
+        if not as_json:
+            out.print(f"export dicom: {report.files} de-identified file(s) from {report.records - report.not_dicom} "
+                      f"DICOM record(s) ({report.not_dicom} other records left out); burned-in text: "
+                      f"{len(report.excluded_burned_in)} excluded, {len(report.flagged_burned_in)} flagged; "
+                      f"{len(report.failed)} failed; {report.out}", highlight=False)
+            for item in report.excluded_burned_in[:20]:
+                err.print(f"[yellow]excluded:[/yellow] {escape(item['records'][0])}: {escape(item['reason'])}",
+                          highlight=False)
+        return _published(report.out, url, report.as_dict(), as_json, quiet, wait)
     # what the image-writing formats other than webdataset/parquet take alike
     rendered = dict(where=where, max_side=max_side, quality=quality, workers=runner, quiet=quiet or as_json,
                     include_duplicates=include_duplicates, subset=subset_name,
@@ -323,30 +335,26 @@ def export_cmd(loom: Loom,
             bench = export_clip_benchmark(loom, out_dir or loom / "exports" / fmt, shard_size=shard_size, **rendered)
         except (ExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
-        if as_json:
-            sys.stdout.write(json.dumps(bench.as_dict(), indent=1) + "\n")
-            return
         sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in bench.classification.items()) or "none"
-        out.print(f"export clip-benchmark: {sum(bench.retrieval.values())} retrieval sample(s) in "
-                  f"{', '.join(bench.retrieval) or 'no split'}; classification datasets: {sets}; "
-                  f"{bench.not_single_label} record(s) without exactly one label left out of classification; "
-                  + (f"no classification set for {', '.join(sorted(bench.one_class_sources))} (fewer than two classes); "
-                     if bench.one_class_sources else "") +
-                  f"{len(bench.quarantined)} quarantined; {bench.out}", highlight=False)
-        return
+        if not as_json:
+            out.print(f"export clip-benchmark: {sum(bench.retrieval.values())} retrieval sample(s) in "
+                      f"{', '.join(bench.retrieval) or 'no split'}; classification datasets: {sets}; "
+                      f"{bench.not_single_label} record(s) without exactly one label left out of classification; "
+                      + (f"no classification set for {', '.join(sorted(bench.one_class_sources))} (fewer than two "
+                         "classes); " if bench.one_class_sources else "") +
+                      f"{len(bench.quarantined)} quarantined; {bench.out}", highlight=False)
+        return _published(bench.out, url, bench.as_dict(), as_json, quiet, wait)
     if fmt in TRAINING_FORMATS:
         try:
             report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, absolute_paths=absolute_paths,
                                      **rendered)
         except (ExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
-        if as_json:
-            sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
-        else:
+        if not as_json:
             out.print(f"export {fmt}: {report.items} item(s) from {report.records} annotated record(s), "
                       f"{report.images} image(s), {len(report.quarantined)} quarantined; "
                       + ", ".join(str(Path(report.out) / f) for f in report.files), highlight=False)
-        return
+        return _published(Path(report.out), url, report.as_dict(), as_json, quiet, wait)
     options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
                             shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite,
                             include_duplicates=include_duplicates, subset=subset_name,
@@ -357,19 +365,68 @@ def export_cmd(loom: Loom,
         report = export(loom, target, options, workers=runner, quiet=quiet or as_json, wait=wait)
     except (ExportError, FileNotFoundError, ValueError) as e:
         fail(str(e))
+    if not as_json:
+        state = "up to date, nothing written" if report.up_to_date else f"{report.shards_written} shard(s) written"
+        out.print(f"export {fmt}: in {report.inputs} = exported {report.exported} + filtered {report.filtered} + "
+                  f"quarantined {report.quarantined}; {report.shards} shard(s), {state}", highlight=False)
+        for split, n in report.splits.items():
+            out.print(f"  {escape(split)}: {n} samples", highlight=False)
+        if report.reasons:
+            err.print("[yellow]warning:[/yellow] quarantined at render: "
+                      + ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) +
+                      f" (details in {report.out / 'quarantine.jsonl'})", highlight=False)
+        out.print(f"export: {report.out}", highlight=False)
+    _published(report.out, url, report.as_dict(), as_json, quiet, wait)
+
+
+def _published(folder: Path, url: str | None, summary: dict, as_json: bool, quiet: bool, wait: bool) -> None:
+    """After an export: publish its folder when --out was a URL; print the summary as JSON when asked."""
+    if url:
+        summary["published"] = _publish_or_fail(folder, url, quiet=quiet or as_json, wait=wait, as_json=as_json)
     if as_json:
-        sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
-        return
-    state = "up to date, nothing written" if report.up_to_date else f"{report.shards_written} shard(s) written"
-    out.print(f"export {fmt}: in {report.inputs} = exported {report.exported} + filtered {report.filtered} + "
-              f"quarantined {report.quarantined}; {report.shards} shard(s), {state}", highlight=False)
-    for split, n in report.splits.items():
-        out.print(f"  {escape(split)}: {n} samples", highlight=False)
-    if report.reasons:
-        err.print("[yellow]warning:[/yellow] quarantined at render: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) +
-                  f" (details in {report.out / 'quarantine.jsonl'})", highlight=False)
-    out.print(f"export: {report.out}", highlight=False)
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+
+
+def _publish_or_fail(folder: Path, url: str, *, threads: int = 8, quiet: bool, wait: bool, as_json: bool) -> dict:
+    from .publish import PublishError, publish
+
+    try:
+        report = publish(folder, url, threads=threads, quiet=quiet, wait=wait)
+    except PublishError as e:
+        fail(str(e))
+    if not as_json:
+        out.print(f"publish: {report.uploaded} file(s) uploaded ({report.bytes_uploaded / 1e6:.1f} MB), "
+                  f"{report.skipped} already there, {report.removed} old file(s) removed; {report.url}",
+                  highlight=False)
+        if report.left_out:
+            err.print(f"[yellow]note:[/yellow] {len(report.left_out)} file(s) in {folder} that medloom did not write "
+                      f"were not uploaded (first: {escape(report.left_out[0])})", highlight=False)
+    return report.as_dict()
+
+
+@app.command("publish")
+def publish_cmd(folder: Annotated[Path, typer.Argument(help="An output folder medloom wrote (an export, a training-"
+                                                            "format folder, a clip-benchmark set).")],
+                url: Annotated[str, typer.Argument(help="s3://BUCKET/PREFIX or gs://BUCKET/PREFIX; S3 options in the "
+                                                        "query, e.g. ?endpoint_override=http://HOST:9000.")],
+                threads: Annotated[int, typer.Option(help="Uploads at once.", min=1)] = 8,
+                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+                quiet: Quiet = False, wait: Wait = False) -> None:
+    """Upload the files medloom wrote in FOLDER to an object store; a rerun uploads only what changed.
+
+    The prefix keeps a record of the objects medloom put there (.medloom-written.json): a prefix holding
+    anything else is refused, nothing medloom did not write is overwritten or removed, manifest.json goes up
+    last, and files of an earlier export that the folder no longer has are removed after it. Credentials
+    come from the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, AWS_ENDPOINT_URL,
+    GOOGLE_APPLICATION_CREDENTIALS), never from the URL.
+    """
+    from .publish import is_url
+
+    if not is_url(url):
+        fail(f"{url}: give an s3:// or gs:// URL (to copy to a local folder, export there instead)")
+    summary = _publish_or_fail(folder, url, threads=threads, quiet=quiet or as_json, wait=wait, as_json=as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
 
 
 @app.command()

@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/zeroshot.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/publish.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/cores.py --n 4000
 	$(BIN)/python benchmarks/scale.py

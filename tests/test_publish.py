@@ -114,6 +114,11 @@ def test_publish_leaves_what_it_did_not_write_alone(s3, loom, tmp_path):
     assert run.returncode == 2
     assert "holds 1 object(s) medloom did not write there (first: notes.txt)" in " ".join(run.stderr.split())
     assert objects(client, "bucket/theirs") == {"notes.txt": b"a colleague's file"}
+    with client.open_output_stream("bucket/torn/.medloom-written.json") as f:
+        f.write(b'{"files": {"a.tar"')
+    run = cli("export", loom, "--out", f"s3://bucket/torn?endpoint_override={endpoint}", *SETTINGS, check=False, env=env)
+    assert run.returncode == 2 and "is damaged" in run.stderr
+    assert list(objects(client, "bucket/torn")) == [".medloom-written.json"]
 
     folder = tmp_path / "mine"
     cli("export", loom, "--out", folder, *SETTINGS)

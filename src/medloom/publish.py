@@ -157,26 +157,34 @@ class RemoteRecord:
         self.files: dict[str, dict] = {}
         self.claimed: set[str] = set()
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._saved = 0.0
 
     def load(self, present: dict[str, int]) -> None:
         if RECORD not in present:
             return
         with self.fs.open_input_stream(f"{self.base}/{RECORD}") as f:
-            data = json.loads(f.read())
-        self.files, self.claimed = dict(data.get("files", {})), set(data.get("claimed", []))
+            try:
+                data = json.loads(f.read())
+                self.files, self.claimed = dict(data["files"]), set(data["claimed"])
+            except (ValueError, KeyError, TypeError):
+                raise PublishError(f"{self.base}/{RECORD} is damaged, so medloom cannot tell its objects from "
+                                   "others there; publish to another prefix") from None
 
     def owns(self, rel: str) -> bool:
         return rel in self.files or rel in self.claimed
 
     def save(self, force: bool = True) -> None:
-        with self._lock:
-            if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
-                return
-            body = json.dumps({"files": self.files, "claimed": sorted(self.claimed)}, indent=1, sort_keys=True)
-            self._saved = time.monotonic()
-        with self.fs.open_output_stream(f"{self.base}/{RECORD}") as f:
-            f.write(body.encode())
+        """Write the record (at most every few seconds unless `force`); one write at a time, so a slow older
+        write never lands after a newer one."""
+        with self._writing:
+            with self._lock:
+                if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
+                    return
+                body = json.dumps({"files": self.files, "claimed": sorted(self.claimed)}, indent=1, sort_keys=True)
+                self._saved = time.monotonic()
+            with self.fs.open_output_stream(f"{self.base}/{RECORD}") as f:
+                f.write(body.encode())
 
     def done(self, rel: str, facts: dict) -> None:
         with self._lock:

@@ -56,7 +56,7 @@ def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, An
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
-    def __init__(self, workers: int, preload: Sequence[str] = ("medloom.ingest",)):
+    def __init__(self, workers: int, preload: Sequence[str] = ("medloom.sources.stage",)):
         self.workers = max(1, workers)
         self.preload = list(preload)
         self._pool: ProcessPoolExecutor | None = None
@@ -135,7 +135,7 @@ def capped(workers: Workers, most: int) -> Workers:
     return min(workers or most, most)
 
 
-def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.ingest",)):
+def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.sources.stage",)):
     spec = workers if isinstance(workers, ExecutorSpec) else ExecutorSpec("local", workers)
     if spec.kind == "ray":
         from .ray_executor import RayExecutor

@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 STAGES = {
-    "ingest.decode": "medloom.ingest:decode_part",
+    "ingest.decode": "medloom.sources.stage:decode_part",
     "export.render": "medloom.export.render:render_part",
     "annotate.part": "medloom.annotate.step:annotate_part",
     "curate.embed": "medloom.curate.embed:embed_part",

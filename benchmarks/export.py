@@ -15,7 +15,7 @@ Then the training formats (llava, sharegpt, medmat, swift, and clip-benchmark), 
 annotated loom with the same settings on 1 worker, against medloom's own WebDataset export measured in the
 same run: images/s and the ratio (the target is at least 0.8x).
 
-Usage: python benchmarks/export.py [--n 2000] [--data benchmarks/.data]
+Usage: python benchmarks/export.py [--n 2000] [--sets jpg,png] [--data benchmarks/.data]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from images import SETS, image_set, ingest_folder, parse_args, where
+from images import image_set, ingest_folder, parse_args, where
 from PIL import Image
 
 MAX_SIDE = 256
@@ -121,11 +121,11 @@ def quality(paths: list[Path], outputs: dict[str, bytes]) -> float:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 2000)
+    args = parse_args(__doc__, 2000, sets=True)
     print(where(args))
     print(f"{'set':<15} {'n':>5} {'baseline/s':>10} {'medloom 1w/s':>13} {'2w/s':>7} {'1w/base':>8} {'2w/base':>8} "
           f"{'2w/1w':>6} {'PSNR base':>10} {'PSNR medloom':>13}")
-    for name in SETS:
+    for name in args.sets:
         folder, paths = image_set(args.data, name, args.n, args.stage)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)

@@ -68,12 +68,14 @@ def image_set(data: Path, name: str, n: int, stage: Path | None = None) -> tuple
 TMPFS = Path("/dev/shm")
 
 
-def parse_args(doc: str, default_n: int, repeat: bool = False, extra=None) -> argparse.Namespace:
+def parse_args(doc: str, default_n: int, repeat: bool = False, extra=None, sets: bool = False) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=default_n, help="images per set")
     if extra:
         extra(ap)
     ap.add_argument("--data", type=Path, default=Path(__file__).parent / ".data", help="where generated images are kept")
+    if sets:
+        ap.add_argument("--sets", default="jpg,png", help="which image sets: jpg (JPEG 1024x768), png (PNG 512x512)")
     if repeat:
         ap.add_argument("--repeat", type=int, default=3, help="interleaved passes; the best of each contestant is shown")
     ap.add_argument("--on-disk", action="store_true",
@@ -81,6 +83,10 @@ def parse_args(doc: str, default_n: int, repeat: bool = False, extra=None) -> ar
                          "The copy is the default because some kernels (DAMON reclaim on this VM) page file "
                          "cache out within seconds, which turns every contestant's reads into disk reads")
     args = ap.parse_args()
+    chosen = {f.strip() for f in getattr(args, "sets", "jpg,png").split(",")}
+    args.sets = [name for name, (fmt, _) in SETS.items() if fmt in chosen]
+    if not args.sets:
+        ap.error(f"--sets {','.join(sorted(chosen))}: choose from jpg, png")
     args.stage = None
     if not args.on_disk and TMPFS.is_dir() and os.access(TMPFS, os.W_OK) and shutil.disk_usage(TMPFS).free > 4 << 30:
         args.stage = TMPFS / f"medloom-bench-{os.getpid()}"

@@ -7,7 +7,7 @@ retina photograph with per-image shifts, colour changes and noise), in one run:
   hand-written   Pillow open + load, hashlib.sha256 of the pixel bytes, imagehash.phash
   medloom        `medloom ingest` (scan, decode, xxh3-128 pixel hash, phash, Parquet parts), 1 and 2 workers
 
-Usage: python benchmarks/ingest.py [--n 5000] [--repeat 3] [--data benchmarks/.data] [--on-disk]
+Usage: python benchmarks/ingest.py [--n 5000] [--repeat 3] [--sets jpg,png] [--data benchmarks/.data] [--on-disk]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from images import SETS, image_set, parse_args, where
+from images import image_set, parse_args, where
 from PIL import Image
 
 
@@ -58,11 +58,11 @@ def medloom_ingest(folder: Path, n: int, workers: int) -> float:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 5000, repeat=True)
+    args = parse_args(__doc__, 5000, repeat=True, sets=True)
     print(f"{where(args)}; best of {args.repeat} interleaved passes per contestant")
     print(f"{'set':<15} {'n':>5} {'decode/s':>9} {'hand/s':>8} {'medloom 1w/s':>13} {'2w/s':>7} "
           f"{'1w/hand':>8} {'1w/decode':>10} {'2w/hand':>8} {'2w/1w':>6}")
-    for name in SETS:
+    for name in args.sets:
         folder, paths = image_set(args.data, name, args.n, args.stage)
         contestants = [(decode_alone, (paths,)), (hand_written, (paths,)),
                        (medloom_ingest, (folder, args.n, 1)), (medloom_ingest, (folder, args.n, 2))]

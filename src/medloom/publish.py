@@ -269,15 +269,16 @@ def _publish(folder: Path, ours: list[str], others: list[str], fs, base: str, ur
 
     first, failed = [r for r in todo if r != LAST], None
     try:
-        with progress_bar(f"publish {shown(url)}", sum(local[r]["bytes"] for r in todo), quiet) as advance, \
+        with progress_bar(f"publish {shown(url)}", len(todo), quiet) as advance, \
                 ThreadPoolExecutor(max(1, threads)) as pool:
-            for size in pool.map(upload, first):
-                advance(size)
+            def sizes():
+                yield from pool.map(upload, first)
+                if LAST in todo:  # after every other file is up
+                    yield upload(LAST)
+
+            for size in sizes():
                 report.uploaded, report.bytes_uploaded = report.uploaded + 1, report.bytes_uploaded + size
-            if LAST in todo:
-                size = upload(LAST)
-                advance(size)
-                report.uploaded, report.bytes_uploaded = report.uploaded + 1, report.bytes_uploaded + size
+                advance(1, note=f"{report.bytes_uploaded / 1e6:,.0f} MB")
         for rel in stale:
             if rel in present:
                 fs.delete_file(f"{base}/{rel}")

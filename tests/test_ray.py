@@ -123,7 +123,10 @@ def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path
 
 def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
     recipe = write_recipe(tmp_path, SOURCES[:1])
-    proc = cli("ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300)
+    # Ray's own budget for a ray:// connection is three tries of 5, 10 and 15 s; one second each here
+    quick = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "1", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "1"}
+    proc = cli("ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300,
+               env=quick)
     assert proc.returncode == 1 and "no Ray cluster answers there" in proc.stderr, proc.stderr
     proc = cli("ingest", recipe, "--executor", "spark", check=False)
     assert proc.returncode == 2 and "use local or ray" in proc.stderr

@@ -218,3 +218,42 @@ def test_real_path_resolves_as_realpath(tmp_path):
               "data/a/missing.png", "data/a/.", "data/a/..", "data/b"]:
         path = str(tmp_path / p)
         assert real_path(path, folders) == os.path.realpath(path), p
+
+
+def test_ingest_workers_run_without_pandas_and_the_cli_never_loads_it(tmp_path):
+    """pyarrow imports pandas (0.6 s) on its first list conversion in every process; ingest's and export's
+    workers and commands refuse it (nopandas.py), and still decode, ingest and export."""
+    import subprocess
+
+    from medloom.engine.local import LocalExecutor
+    from medloom.recipe import load_recipe
+    from medloom.sources import get_reader
+
+    for i in range(4):
+        make_image(tmp_path / "d" / "a" / f"{i}.png", seed=i)
+    recipe = write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR",
+                                          anatomy="chest", task="disease")])
+    source = {**load_recipe(recipe).sources[0], "salt": "x", "label_space": ["a"]}
+    tasks = get_reader("imagefolder").scan(source).tasks.table()
+    mapped = {}
+    for pandas_free in (True, False):  # the plain pool's workers do load it: the check can fail
+        with LocalExecutor(2, ["medloom.sources.stage"], pandas_free=pandas_free) as executor:
+            results = [r for _, r in executor.map("ingest.decode", [tasks.slice(0, 2), tasks.slice(2, 2)], source)]
+            mapped[pandas_free] = ["/pandas/" in Path(f"/proc/{pid}/maps").read_text()
+                                   for pid in list(executor._pool._processes)]
+        assert sum(r[0].num_rows for r in results) == 4
+    assert mapped[True] and not any(mapped[True]) and any(mapped[False])
+
+    script = ("import sys, duckdb, pyarrow as pa\n"
+              "from medloom.nopandas import keep_pandas_out\n"
+              "keep_pandas_out()\n"
+              "t = pa.Table.from_pylist([{'a': [1.5], 'b': 'x'}])\n"
+              "assert duckdb.connect().sql('SELECT 41 + 1 AS n').fetch_arrow_table().column(0)[0].as_py() == 42\n"
+              "assert 'pandas' not in sys.modules and t.num_rows == 1\n"
+              "try:\n    import pandas\nexcept ModuleNotFoundError as e:\n    print(e)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "medloom keeps pandas out" in run.stdout
+    user = ("import pandas\nfrom medloom.nopandas import keep_pandas_out\nkeep_pandas_out()\nimport pandas.testing\n"
+            "import pyarrow as pa\nprint(pa.array(pandas.Series([1.0, None])).null_count)\n")
+    assert subprocess.run([sys.executable, "-c", user], capture_output=True, text=True,
+                          check=True).stdout.strip() == "1"  # a process that already uses pandas is left alone

@@ -203,7 +203,7 @@ def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = Fa
         manifest["name"] = loaded.recipe.name
         reports = []
         readers = sorted({f"medloom.sources.{s['reader']}" for s in loaded.sources})
-        with make_executor(workers, preload=["medloom.sources.stage", *readers]) as executor:
+        with make_executor(workers, preload=["medloom.sources.stage", *readers], pandas_free=True) as executor:
             executor.prestart()  # workers start while the sources are scanned
             for source in loaded.sources:
                 if only and source["name"] not in only:

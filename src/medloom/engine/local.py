@@ -17,10 +17,14 @@ from .stages import run_stage
 WATCH_S = 0.5
 
 
-def watch_parent(pid: int) -> None:
+def watch_parent(pid: int, pandas_free: bool = False) -> None:
     """Worker initializer: exit as soon as the medloom process that started the pool is gone, so a SIGKILL of
     medloom leaves no worker running on (workers are children of the forkserver, not of medloom, so the kernel
-    does not end them by itself)."""
+    does not end them by itself). `pandas_free`: see `nopandas.py`."""
+    if pandas_free:
+        from ..nopandas import keep_pandas_out
+
+        keep_pandas_out()
 
     def watch() -> None:
         while process_alive(pid):
@@ -56,9 +60,10 @@ def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, An
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
-    def __init__(self, workers: int, preload: Sequence[str] = ("medloom.sources.stage",)):
+    def __init__(self, workers: int, preload: Sequence[str] = ("medloom.sources.stage",), pandas_free: bool = False):
         self.workers = max(1, workers)
         self.preload = list(preload)
+        self.pandas_free = pandas_free  # the stages never use pandas: the workers refuse it (nopandas.py)
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> LocalExecutor:
@@ -68,7 +73,7 @@ class LocalExecutor:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(self.preload)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=watch_parent,
-                                             initargs=(os.getpid(),))
+                                             initargs=(os.getpid(), self.pandas_free))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -135,7 +140,10 @@ def capped(workers: Workers, most: int) -> Workers:
     return min(workers or most, most)
 
 
-def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.sources.stage",)):
+def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.sources.stage",),
+                  pandas_free: bool = False):
+    """The executor for a step. `pandas_free` (local workers only): the step's stages never touch pandas, so
+    its workers refuse the import pyarrow would otherwise make in each of them (`nopandas.py`)."""
     spec = workers if isinstance(workers, ExecutorSpec) else ExecutorSpec("local", workers)
     if spec.kind == "ray":
         from .ray_executor import RayExecutor
@@ -143,4 +151,4 @@ def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.so
         return RayExecutor(spec.workers, spec.address)
     if spec.kind != "local":
         raise ValueError(f"executor {spec.kind!r}: use one of {', '.join(KINDS)}")
-    return LocalExecutor(spec.workers if spec.workers else (os.cpu_count() or 1), preload)
+    return LocalExecutor(spec.workers if spec.workers else (os.cpu_count() or 1), preload, pandas_free)

@@ -206,7 +206,7 @@ def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str
     """The records of a DuckDB relation rendered by the workers (`export.render`), a batch at a time in query
     order; those that could not be rendered go to `quarantined` (id, reason, message) instead."""
     batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
-    with make_executor(workers, preload=["medloom.export.render"]) as executor, \
+    with make_executor(workers, preload=["medloom.export.render"], pandas_free=True) as executor, \
             progress_bar(label, total, quiet) as advance:
         for _, results in executor.map("export.render", batches, settings, ordered=True):
             good = []
@@ -338,7 +338,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
-            make_executor(workers, preload=["medloom.export.render"]) as executor:
+            make_executor(workers, preload=["medloom.export.render"], pandas_free=True) as executor:
         if not (read_export_manifest(out) or {}).get("complete"):
             executor.prestart()  # the workers start while the catalog is read and the export planned
         return _export(loom, folder, options, executor, quiet)

@@ -4,7 +4,7 @@ pyarrow imports pandas (about 0.6 s here) the first time a process converts a Py
 whether the list is a pandas object, and its C++ side tries again on every conversion until pandas imports.
 medloom never hands pyarrow a pandas object, so the `ingest` and `export` commands, and the local workers of
 those steps, refuse the import instead: the command and each worker save that time at their start (a 2-worker
-ingest of 1,500 JPEGs here: 7.2 s -> 6.5 s). Only those: the library functions leave a caller's process as it
+ingest of 1,500 JPEGs here: 7.3 s -> 6.4 s). Only those: the library functions leave a caller's process as it
 is, and Ray's workers, shared with other work, are left alone. A process that already imported pandas is left
 alone too.
 """

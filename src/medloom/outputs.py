@@ -32,6 +32,12 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def is_temporary(rel: str) -> bool:
+    """Whether a path has the form of `temporary_name`: a write in progress, or a kill's leftover."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith(".") and ".tmp" in name
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write under a temporary name, then rename: a reader sees the old file or the new one, never half.
     On any failure (a full disk, say) the temporary file is removed."""
@@ -109,6 +115,10 @@ class OutputFolder:
     def is_owned(self, rel: str) -> bool:
         return rel in self.owned
 
+    def wrote(self, rel: str) -> bool:
+        """Whether medloom wrote the file: one the record names, or one inside a folder it claimed whole."""
+        return rel in self.owned or any(rel.startswith(d + "/") for d in self.owned_dirs)
+
     def files(self) -> Iterator[str]:
         """Every file below the folder (relative posix paths), the record and the lock left out."""
         if not self.path.is_dir():
@@ -125,10 +135,7 @@ class OutputFolder:
         """Files medloom did not write (at most `limit`); our own temporary files do not count."""
         found = []
         for rel in self.files():
-            name = rel.rsplit("/", 1)[-1]
-            if rel in self.owned or (ignore_temporary and name.startswith(".") and ".tmp" in name):
-                continue
-            if any(rel.startswith(d + "/") for d in self.owned_dirs):
+            if (ignore_temporary and is_temporary(rel)) or self.wrote(rel):
                 continue
             found.append(rel)
             if len(found) >= limit:
@@ -222,7 +229,7 @@ class OutputFolder:
 
     def _temporary_of_owned(self, rel: str) -> bool:
         folder, _, name = rel.rpartition("/")
-        if not (name.startswith(".") and ".tmp" in name):
+        if not is_temporary(name):
             return False
         base = name[1:].split(".tmp", 1)[0]
         return (f"{folder}/{base}" if folder else base) in self.owned

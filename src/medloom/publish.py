@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,9 +30,10 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from .catalog import sha256_file
 from .engine.progress import progress_bar
 from .locks import hold
-from .outputs import OutputFolder
+from .outputs import OutputFolder, is_temporary
 
 RECORD = ".medloom-written.json"
 LAST = "manifest.json"  # what a reader opens first goes up last
@@ -133,19 +133,9 @@ def local_files(folder: OutputFolder) -> tuple[list[str], list[str]]:
     """(files medloom wrote that are there, other files): only the first are published."""
     ours, others = [], []
     for rel in folder.files():
-        name = rel.rsplit("/", 1)[-1]
-        if name.startswith(".") and ".tmp" in name:
-            continue  # a write in progress or a kill's leftover
-        (ours if folder.is_owned(rel) else others).append(rel)
+        if not is_temporary(rel):
+            (ours if folder.wrote(rel) else others).append(rel)
     return ours, others
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 class RemoteRecord:
@@ -156,8 +146,7 @@ class RemoteRecord:
         self.fs, self.base = fs, base
         self.files: dict[str, dict] = {}
         self.claimed: set[str] = set()
-        self._lock = threading.Lock()
-        self._writing = threading.Lock()
+        self._lock = threading.Lock()  # uploads finish in several threads
         self._saved = 0.0
 
     def load(self, present: dict[str, int]) -> None:
@@ -175,16 +164,15 @@ class RemoteRecord:
         return rel in self.files or rel in self.claimed
 
     def save(self, force: bool = True) -> None:
-        """Write the record (at most every few seconds unless `force`); one write at a time, so a slow older
-        write never lands after a newer one."""
-        with self._writing:
-            with self._lock:
-                if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
-                    return
-                body = json.dumps({"files": self.files, "claimed": sorted(self.claimed)}, indent=1, sort_keys=True)
-                self._saved = time.monotonic()
+        """Write the record (at most every few seconds unless `force`), under the lock: one write at a time, so
+        an older write never lands after a newer one."""
+        with self._lock:
+            if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
+                return
             with self.fs.open_output_stream(f"{self.base}/{RECORD}") as f:
-                f.write(body.encode())
+                f.write(json.dumps({"files": self.files, "claimed": sorted(self.claimed)}, indent=1,
+                                   sort_keys=True).encode())
+            self._saved = time.monotonic()
 
     def done(self, rel: str, facts: dict) -> None:
         with self._lock:
@@ -217,7 +205,10 @@ def publish(folder: str | os.PathLike, url: str, *, threads: int = 8, quiet: boo
         local = OutputFolder(folder)
         manifest = folder / LAST
         if manifest.is_file() and local.is_owned(LAST):
-            state = json.loads(manifest.read_text(encoding="utf-8"))
+            try:
+                state = json.loads(manifest.read_text(encoding="utf-8"))
+            except ValueError:
+                raise PublishError(f"{manifest} is damaged; run the export again") from None
             if isinstance(state, dict) and state.get("complete") is False:
                 raise PublishError(f"{folder}: the export there is not complete (a killed run?); run the export "
                                    "again to finish it, then publish")
@@ -247,7 +238,7 @@ def _publish(folder: Path, ours: list[str], others: list[str], fs, base: str, ur
         known = record.files.get(rel)
         if known and known["bytes"] == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
             return known
-        return {"bytes": st.st_size, "sha256": sha256_of(folder / rel), "mtime_ns": st.st_mtime_ns}
+        return {"bytes": st.st_size, "sha256": sha256_file(folder / rel), "mtime_ns": st.st_mtime_ns}
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         local = dict(zip(ours, pool.map(facts, ours)))

@@ -39,6 +39,8 @@ import os, resource, sys, threading, time
 start = time.perf_counter()
 from pathlib import Path
 from medloom.cli import app
+from medloom.arrowpool import use_system_pool
+use_system_pool()  # as the ingest and export commands do before pyarrow loads; the imports below load it
 from medloom.engine.local import LocalExecutor
 from medloom.engine.ray_executor import RayExecutor
 

@@ -1,5 +1,6 @@
 """Ingest behaviour: accounting, quarantine, resumption, stable ids, parallel equality."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -257,3 +258,30 @@ def test_ingest_workers_run_without_pandas_and_the_cli_never_loads_it(tmp_path):
             "import pyarrow as pa\nprint(pa.array(pandas.Series([1.0, None])).null_count)\n")
     assert subprocess.run([sys.executable, "-c", user], capture_output=True, text=True,
                           check=True).stdout.strip() == "1"  # a process that already uses pandas is left alone
+
+
+def test_ingest_and_export_commands_use_the_system_allocator_unless_the_user_chose_one(tmp_path):
+    """mimalloc kept freed pages and the driver's peak grew with the corpus (arrowpool.py): the commands set
+    Arrow's pool before pyarrow loads, so Parquet's and the kernels' buffers use it too; a user's choice stays."""
+    import subprocess
+
+    for i in range(3):
+        make_image(tmp_path / "d" / "a" / f"{i}.png", seed=i)
+    recipe = write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR",
+                                          anatomy="chest", task="disease")])
+    script = ("import sys\nfrom medloom.cli import app\n"
+              "for args in sys.argv[1:]:\n"
+              "    try:\n        app(args.split('|'), standalone_mode=False)\n"
+              "    except SystemExit as e:\n        assert not e.code, e\n"
+              "import pyarrow as pa\nprint(pa.default_memory_pool().backend_name)\n")
+    commands = [f"ingest|{recipe}|-q|-w|1", f"export|{tmp_path / 'loom'}|--out|{tmp_path / 'wds'}|-q|-w|1"]
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    run = subprocess.run([sys.executable, "-c", script, *commands], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "system"
+    assert len(rows(tmp_path / "loom", "SELECT id FROM records")) == 3
+    assert json.loads((tmp_path / "wds" / "manifest.json").read_text())["counts"]["exported"] == 3
+    chosen = subprocess.run([sys.executable, "-c", script, commands[0]], capture_output=True, text=True,
+                            env={**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"})
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.split()[-1] == "mimalloc"

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .arrowpool import use_system_pool
 from .nopandas import keep_pandas_out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_show_locals=False,
@@ -75,6 +76,7 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
         wait: Wait = False) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
     keep_pandas_out()  # see nopandas.py
+    use_system_pool()  # see arrowpool.py
     from .ingest import ingest as run
     from .recipe import RecipeError, load_recipe
 
@@ -287,6 +289,7 @@ def export_cmd(loom: Loom,
     With an s3:// or gs:// --out, the finished folder is then published to that URL (`medloom publish`).
     """
     keep_pandas_out()  # see nopandas.py
+    use_system_pool()  # see arrowpool.py
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, export_training
 

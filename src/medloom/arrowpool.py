@@ -1,0 +1,29 @@
+"""Arrow's memory pool for the `ingest` and `export` commands.
+
+pyarrow's default pool (mimalloc) keeps the pages of freed buffers for later reuse. A driver builds an Arrow
+table for every 4,096 files it scans and for every part it plans or writes, and frees each one; under mimalloc
+the kept pages made the driver's peak grow with the corpus: a 2-worker ingest of 10,000 files peaked at 126 MiB
+and one of 100,000 at 156 MiB (1.24x). glibc's malloc, Arrow's "system" pool, hands them back: 114 and 134 MiB
+(1.18x; `benchmarks/scale.py`).
+
+Arrow's C++ side reads `ARROW_DEFAULT_MEMORY_POOL` once, when pyarrow first loads, so the command sets it before
+that; its local workers inherit it (their peak is 72 MiB either way). `pa.set_memory_pool` alone reaches only
+what pyarrow allocates itself, not Parquet's or the compute kernels' buffers (122 and 147 MiB). The library
+functions leave a caller's process as it is, and a pool the user chose is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def use_system_pool() -> None:
+    """Allocate this process's Arrow buffers with malloc from now on, unless the user chose a pool."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    if "pyarrow" in sys.modules:  # loaded already: its C++ default stays; pyarrow's own allocations move
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())

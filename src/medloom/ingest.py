@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,25 +271,33 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         start, length = bounds[i]
         return rows.take(positions[start:start + length])
 
-    keys = [part_key(settings, part(i).to_pylist()) for i in range(len(bounds))]
     previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}
     entries: dict[int, dict] = {}
-    todo = []
-    for i, key in enumerate(keys):
-        rfile, qfile = f"{rdir}/part-{key}.parquet", f"{qdir}/part-{key}.parquet"
-        complete = all(folder.is_owned(f) and catalog.part_is_complete(folder.path / f) for f in (rfile, qfile))
-        if key in previous and complete:
-            entries[i] = previous[key]
-        elif complete:  # written by a run that was killed
-            entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, bounds[i][1])
-        else:
-            todo.append(i)
-    # the largest parts first: parts are cut by content and run from a few inputs to 4x the mean, and one large
-    # part sent last kept 15 of 16 workers waiting for it (results are written by index, so order is free)
-    todo.sort(key=lambda i: -bounds[i][1])
-    report.parts, report.parts_decoded = len(bounds), len(todo)
-    with progress_bar(f"ingest {source['name']}", sum(bounds[i][1] for i in todo), quiet) as advance:
-        for j, (records, problems, ok) in executor.map("ingest.decode", (part(i) for i in todo), settings,
+    keys: dict[int, str] = {}
+    todo: list[int] = []
+
+    def to_decode(advance) -> Iterator[pa.Table]:
+        """The tasks of each part not yet in the catalog, the largest parts first: parts are cut by content and
+        run from a few inputs to 4x the mean, and one large part sent last kept 15 of 16 workers waiting for it
+        (results are written by index, so order is free). Keys are made here, as the workers take parts, so the
+        first part goes out without waiting for every key (0.3 s of serial time for 12,000 files)."""
+        for i in sorted(range(len(bounds)), key=lambda i: -bounds[i][1]):
+            tasks = part(i)
+            key = keys[i] = part_key(settings, tasks.to_pylist())
+            rfile, qfile = f"{rdir}/part-{key}.parquet", f"{qdir}/part-{key}.parquet"
+            complete = all(folder.is_owned(f) and catalog.part_is_complete(folder.path / f) for f in (rfile, qfile))
+            if key in previous and complete:
+                entries[i] = previous[key]
+            elif complete:  # written by a run that was killed
+                entries[i] = entry_from_files(key, folder.path / rfile, folder.path / qfile, bounds[i][1])
+            else:
+                todo.append(i)
+                yield tasks
+                continue
+            advance(0, skipped=bounds[i][1])
+
+    with progress_bar(f"ingest {source['name']}", sum(n for _, n in bounds), quiet) as advance:
+        for j, (records, problems, ok) in executor.map("ingest.decode", to_decode(advance), settings,
                                                         on_failure=lambda part, why: failed_part(part, why, source)):
             i = todo[j]
             # the counts travel inside the part file too, so a part written by a killed run is adopted whole
@@ -302,6 +310,7 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
             entries[i] = {"key": keys[i], "tasks": bounds[i][1], "inputs_ok": max(ok, 0), "records": rentry,
                           "quarantine": qentry, **({"failed": True} if ok < 0 else {})}
             advance(bounds[i][1])
+    report.parts, report.parts_decoded = len(bounds), len(todo)
     scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
     scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]
     scan_entry = folder.write_table(f"{qdir}/scan-{scan_key}.parquet", scan_table)

@@ -12,19 +12,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 @contextmanager
 def progress_bar(description: str, total: int, quiet: bool = False,
                  console: Console | None = None) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n, note=None)` (a note, such as the current loss, shows beside the description); a no-op
-    when quiet."""
+    """Yields `advance(n, note=None, skipped=0)` (a note, such as the current loss, shows beside the description;
+    `skipped` work found already done leaves the total, so the rate and the time left stay those of the work
+    done now); a no-op when quiet."""
     if quiet or total == 0:
-        yield lambda n=1, note=None: None
+        yield lambda n=1, note=None, skipped=0: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
 
-        def advance(n: int = 1, note: str | None = None) -> None:
+        left = [total]
+
+        def advance(n: int = 1, note: str | None = None, skipped: int = 0) -> None:
             if note is not None:
                 bar.update(task, description=f"{description} ({note})")
+            if skipped:
+                left[0] -= skipped
+                bar.update(task, total=left[0])
             bar.advance(task, n)
 
         yield advance

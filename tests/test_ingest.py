@@ -122,6 +122,33 @@ def test_rerun_does_no_decoding_and_picks_up_changes(tmp_path):
     assert [r["id"] for r in rows(loom2, "SELECT id FROM records ORDER BY id")] == sorted(ids + ["cxr/train/normal/new_png"])
 
 
+def test_largest_parts_go_out_first_each_as_soon_as_its_key_is_made(tmp_path, monkeypatch):
+    """Parts are cut by content, so their sizes vary: sent in id order, a large part sent last kept the other
+    workers idle. The real executor runs; the spy only notes what it is handed and how many keys exist."""
+    import medloom.ingest as ingest_module
+    from medloom.engine.local import LocalExecutor
+
+    keys_made, drawn = [], []
+    real_key, real_map = ingest_module.part_key, LocalExecutor.map
+    monkeypatch.setattr(ingest_module, "part_key", lambda *a: keys_made.append(1) or real_key(*a))
+
+    def map(self, stage, parts, *args, **kwargs):
+        def noted(parts):
+            for part in parts:
+                drawn.append((part.num_rows, len(keys_made)))
+                yield part
+        return real_map(self, stage, noted(parts), *args, **kwargs)
+
+    monkeypatch.setattr(LocalExecutor, "map", map)
+    data = classes_dataset(tmp_path / "data", 60)
+    loom, reports = run_ingest(write_recipe(tmp_path, [source(data)], part_size=4), workers=2)
+    sizes = [n for n, _ in drawn]
+    assert len(sizes) == reports["cxr"].parts > 5 and len(set(sizes)) > 2 and sum(sizes) == 60
+    assert sizes == sorted(sizes, reverse=True) != sorted(sizes)
+    assert [made for _, made in drawn] == list(range(1, len(drawn) + 1))  # one key per part, as it goes out
+    assert len(rows(loom, "SELECT id FROM records")) == 60
+
+
 def test_two_workers_give_the_same_catalog(tmp_path):
     data = classes_dataset(tmp_path / "data", 40)
     loom1, _ = run_ingest(write_recipe(tmp_path / "one", [source(data)], part_size=4), workers=1)

@@ -310,6 +310,8 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
             entries[i] = {"key": keys[i], "tasks": bounds[i][1], "inputs_ok": max(ok, 0), "records": rentry,
                           "quarantine": qentry, **({"failed": True} if ok < 0 else {})}
             advance(bounds[i][1])
+        if not todo:
+            advance(0, note="unchanged, nothing to decode")
     report.parts, report.parts_decoded = len(bounds), len(todo)
     scan_table = pa.Table.from_pylist(scan.quarantine, QUARANTINE_SCHEMA)
     scan_key = hashlib.sha256(json.dumps(scan.quarantine, sort_keys=True).encode()).hexdigest()[:32]

@@ -3,8 +3,8 @@
 pyarrow's default pool (mimalloc) keeps the pages of freed buffers for later reuse. A driver builds an Arrow
 table for every 4,096 files it scans and for every part it plans or writes, and frees each one; under mimalloc
 the kept pages made the driver's peak grow with the corpus: a 2-worker ingest of 10,000 files peaked at 126 MiB
-and one of 100,000 at 156 MiB (1.24x). glibc's malloc, Arrow's "system" pool, hands them back: 114 and 134 MiB
-(1.18x; `benchmarks/scale.py`).
+and one of 100,000 at 156 MiB (1.24x). glibc's malloc, Arrow's "system" pool, hands them back: 112 and 134 MiB
+(1.19x; `benchmarks/scale.py`), at the same speed.
 
 Arrow's C++ side reads `ARROW_DEFAULT_MEMORY_POOL` once, when pyarrow first loads, so the command sets it before
 that; its local workers inherit it (their peak is 72 MiB either way). `pa.set_memory_pool` alone reaches only

@@ -15,15 +15,10 @@ functions leave a caller's process as it is, and a pool the user chose is kept.
 from __future__ import annotations
 
 import os
-import sys
 
 
 def use_system_pool() -> None:
-    """Allocate this process's Arrow buffers with malloc from now on, unless the user chose a pool."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
-    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
-    if "pyarrow" in sys.modules:  # loaded already: its C++ default stays; pyarrow's own allocations move
-        import pyarrow as pa
-
-        pa.set_memory_pool(pa.system_memory_pool())
+    """Have Arrow allocate with malloc in this process and its workers, unless the user chose a pool. Call it
+    before anything imports pyarrow: later, the setting is not read (a test runs the commands to check)."""
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"

@@ -22,6 +22,13 @@ from .nopandas import keep_pandas_out
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Build curated, MAT-tagged multimodal medical datasets.")
 out = Console()
+
+
+def lean_driver() -> None:
+    """What the ingest and export commands set before pyarrow loads: no pandas (nopandas.py) and Arrow's
+    system allocator (arrowpool.py)."""
+    keep_pandas_out()
+    use_system_pool()
 err = Console(stderr=True)
 
 Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
@@ -75,8 +82,7 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
            executor: Executor = None, address: Address = None, quiet: Quiet = False,
         wait: Wait = False) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
-    keep_pandas_out()  # see nopandas.py
-    use_system_pool()  # see arrowpool.py
+    lean_driver()
     from .ingest import ingest as run
     from .recipe import RecipeError, load_recipe
 
@@ -288,8 +294,7 @@ def export_cmd(loom: Loom,
     reads (classification/SOURCE/ and retrieval/, a shard set per split); dicom writes de-identified DICOM copies.
     With an s3:// or gs:// --out, the finished folder is then published to that URL (`medloom publish`).
     """
-    keep_pandas_out()  # see nopandas.py
-    use_system_pool()  # see arrowpool.py
+    lean_driver()
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, export_training
 

@@ -23,14 +23,15 @@ def progress_bar(description: str, total: int, quiet: bool = False,
     with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
 
-        left = [total]
+        left = total
 
         def advance(n: int = 1, note: str | None = None, skipped: int = 0) -> None:
+            nonlocal left
             if note is not None:
                 bar.update(task, description=f"{description} ({note})")
             if skipped:
-                left[0] -= skipped
-                bar.update(task, total=left[0])
+                left -= skipped
+                bar.update(task, total=left)
             bar.advance(task, n)
 
         yield advance

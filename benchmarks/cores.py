@@ -14,7 +14,12 @@ Each step is timed alone, in this process, as in `benchmarks/ingest.py`: from th
 scan, planning, the workers' start and every file written included, the interpreter's start not. The
 driver's CPU seconds (this process: the scan, planning, writing parts and shards) are printed beside.
 
-Usage: python benchmarks/cores.py [--n 12000] [--workers 1,2,4,8,16] [--baseline-n 4000] [--json out.json]
+With `--commands`, the same two steps are also run as a user runs them, `python -m medloom ingest` and
+`python -m medloom export`, at the largest worker count: a fresh process each, its interpreter's start, its
+imports and its workers' start included.
+
+Usage: python benchmarks/cores.py [--n 12000] [--workers 1,2,4,8,16] [--baseline-n 4000] [--commands]
+                                  [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,11 +90,7 @@ def medloom(folder: Path, n: int, workers: int, tmp: Path) -> dict:
     from medloom.recipe import load_recipe
 
     run = tmp / f"w{workers}"
-    run.mkdir()
-    recipe = run / "recipe.yaml"
-    recipe.write_text(json.dumps({"name": "cores", "loom": "./loom", "salt": "x", "sources": [
-        {"name": "bench", "reader": "imagefolder", "path": str(folder), "modality": "fundus photography",
-         "anatomy": "eye", "task": "disease"}]}))
+    recipe = recipe_for(folder, run)
     out: dict = {}
     c, t = cpu(), time.perf_counter()
     marks.clear()
@@ -97,9 +99,38 @@ def medloom(folder: Path, n: int, workers: int, tmp: Path) -> dict:
     assert reports[0].records == n, reports[0]
     out["ingest_phases"] = {k: round(v - t, 2) for k, v in marks.items()}
     c, t = cpu(), time.perf_counter()
+    marks.clear()
     report = export(run / "loom", run / "wds", ExportOptions(max_side=MAX_SIDE), workers=workers, quiet=True)
     out["export"], out["export_cpu"] = n / (time.perf_counter() - t), cpu() - c
     assert report.exported == n, report
+    out["export_phases"] = {k: round(v - t, 2) for k, v in marks.items()}
+    shutil.rmtree(run)
+    return out
+
+
+def recipe_for(folder: Path, run: Path) -> Path:
+    run.mkdir()
+    recipe = run / "recipe.yaml"
+    recipe.write_text(json.dumps({"name": "cores", "loom": "./loom", "salt": "x", "sources": [
+        {"name": "bench", "reader": "imagefolder", "path": str(folder), "modality": "fundus photography",
+         "anatomy": "eye", "task": "disease"}]}))
+    return recipe
+
+
+def commands(folder: Path, n: int, workers: int, tmp: Path) -> dict:
+    """`python -m medloom ingest`, then `export`, each a fresh process: images per second of each."""
+    run = tmp / f"cli{workers}"
+    recipe = recipe_for(folder, run)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                       os.environ.get("PYTHONPATH", "")])}
+    out = {}
+    for step, args in (("ingest", [str(recipe)]),
+                       ("export", [str(run / "loom"), "-o", str(run / "wds"), "-f", "webdataset", "--max-side",
+                                   str(MAX_SIDE)])):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "medloom", step, *args, "-w", str(workers), "-q"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        out[step] = n / (time.perf_counter() - t)
     shutil.rmtree(run)
     return out
 
@@ -108,8 +139,9 @@ marks: dict[str, float] = {}
 
 
 def trace() -> None:
-    """Note when ingest's scan ends, when its first part is sent, when the first and the last results come:
-    what before the first result is serial shows here."""
+    """Note when ingest's scan ends, and for each step when its workers are ready (started, the stages imported),
+    when its first part is sent, when the first and the last results come: what before the first result is
+    serial shows here, and what after the last is the driver's."""
     import medloom.ingest as ingest
     from medloom.engine import local
 
@@ -123,7 +155,7 @@ def trace() -> None:
     mapper = local.LocalExecutor.map
 
     def mapped(self, stage, *a, **k):
-        if stage != "ingest.decode":
+        if stage not in ("ingest.decode", "export.render") or "first part sent" in marks:  # once per step
             yield from mapper(self, stage, *a, **k)
             return
         marks["first part sent"] = time.perf_counter()
@@ -132,7 +164,16 @@ def trace() -> None:
             yield x
         marks["last result"] = time.perf_counter()
 
-    ingest.scan_source, local.LocalExecutor.map = scan_source, mapped
+    def start_workers(pool, n):
+        """The pool's prestart, noting when every worker has run a task (started, stages imported)."""
+        from concurrent.futures import wait
+        try:
+            wait([pool.submit(os.getpid) for _ in range(n)])
+        except RuntimeError:
+            return
+        marks["workers ready"] = time.perf_counter()
+
+    ingest.scan_source, local.LocalExecutor.map, local.start_workers = scan_source, mapped, start_workers
 
 
 def machine() -> str:
@@ -147,6 +188,8 @@ def main() -> int:
         ap.add_argument("--workers", default="", help="worker counts, comma-separated (default: 1, 2, 4, ... cores)")
         ap.add_argument("--baseline-n", type=int, default=4000, help="images per plain-loop run (a rate: fewer do)")
         ap.add_argument("--json", type=Path, help="also write the numbers here")
+        ap.add_argument("--commands", action="store_true",
+                        help="also time `python -m medloom ingest` and `export` at the largest worker count")
 
     args = parse_args(__doc__, 12000, extra=extra)
     trace()
@@ -164,17 +207,25 @@ def main() -> int:
                    **medloom(folder, args.n, w, Path(tmp))}
             rows.append(row)
             print(" ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+        whole = commands(folder, args.n, max(counts), Path(tmp)) if args.commands else None
     one = rows[0]
     print(f"\n{'workers':>7} {'ingest/s':>9} {'x':>6} {'export/s':>9} {'x':>6} {'decode/s':>9} {'x':>6} {'facts/s':>9} "
           f"{'x':>6} {'resize/s':>9} {'x':>6} {'driver CPU s':>13}")
     for r in rows:
         cells = " ".join(f"{r[k]:>9.0f} {r[k] / one[k]:>5.2f}x" for k in ("ingest", "export", *PLAIN))
         print(f"{r['workers']:>7} {cells} {r['ingest_cpu']:>6.1f}, {r['export_cpu']:.1f}")
-    print("ingest's moments (s from its start), by workers:")
-    for r in rows:
-        print(f"{r['workers']:>7} " + ", ".join(f"{k} {v:.2f}" for k, v in r["ingest_phases"].items()))
+    for step in ("ingest", "export"):
+        print(f"{step}'s moments (s from its start; it ends at n / rate), by workers:")
+        for r in rows:
+            print(f"{r['workers']:>7} " + ", ".join(f"{k} {v:.2f}" for k, v in r[f"{step}_phases"].items()) +
+                  f", end {args.n / r[step]:.2f}")
+    if whole:
+        one = next(r for r in rows if r["workers"] == 1) if any(r["workers"] == 1 for r in rows) else None
+        print(f"whole commands at {max(counts)} workers (a fresh process each): " + ", ".join(
+            f"{k} {v:.0f}/s" + (f" ({v / one[k]:.2f}x the call on 1 worker)" if one else "") for k, v in whole.items()))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "n": args.n, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"machine": machine(), "n": args.n, "rows": rows, "commands": whole},
+                                        indent=1))
     return 0
 
 

@@ -12,7 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import skimage
 from PIL import Image
 
 SETS = {"JPEG 1024x768": ("jpg", (1024, 768)), "PNG 512x512": ("png", (512, 512))}
@@ -46,6 +45,8 @@ def make_one(job: tuple[int, Path, tuple[int, int], str]) -> None:
 
 @lru_cache(maxsize=2)
 def retina(size: tuple[int, int]) -> np.ndarray:
+    import skimage  # here, not at the top: a benchmark's workers run its main module again, and this one is slow
+
     return np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB")
                       .resize((size[0] + 64, size[1] + 64)), dtype=np.int16)
 

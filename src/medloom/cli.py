@@ -18,6 +18,7 @@ from rich.table import Table
 
 from .arrowpool import use_system_pool
 from .nopandas import keep_pandas_out
+from .sources import worker_modules
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_show_locals=False,
                   help="Build curated, MAT-tagged multimodal medical datasets.")
@@ -29,6 +30,16 @@ def lean_driver() -> None:
     system allocator (arrowpool.py)."""
     keep_pandas_out()
     use_system_pool()
+
+
+def warm_workers(runner, modules: list[str]) -> None:
+    """Start the local workers' forkserver before the command's own imports, so that the two overlap."""
+    from .engine import start_forkserver, uses_pool
+
+    if uses_pool(runner):
+        start_forkserver(modules)
+
+
 err = Console(stderr=True)
 
 Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
@@ -83,7 +94,6 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
         wait: Wait = False) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
     lean_driver()
-    from .ingest import ingest as run
     from .recipe import RecipeError, load_recipe
 
     try:
@@ -94,6 +104,9 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
     if unknown:
         fail(f"no source named {', '.join(unknown)} in {loaded.path}")
     runner = executor_spec(executor, address, workers, loaded.recipe)
+    warm_workers(runner, worker_modules(s["reader"] for s in loaded.sources))
+    from .ingest import ingest as run
+
     reports = run(loaded, workers=runner, quiet=quiet, only=source or None, wait=wait)
     table = Table(title=f"ingest: {loaded.recipe.name}", title_justify="left")
     for col in ("source", "reader", "inputs", "records", "quarantined", "filtered", "box/label problems",
@@ -295,6 +308,11 @@ def export_cmd(loom: Loom,
     With an s3:// or gs:// --out, the finished folder is then published to that URL (`medloom publish`).
     """
     lean_driver()
+    runner = executor_spec(executor, address, workers)
+    if fmt != "dicom":
+        from .engine import stage_module
+
+        warm_workers(runner, [stage_module("export.render")])
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, export_training
 
@@ -312,7 +330,6 @@ def export_cmd(loom: Loom,
             fail(str(e))
     out_dir = loom / "exports" / "staged" / staging_name(url) if url else Path(out_to) if out_to else None
 
-    runner = executor_spec(executor, address, workers)
     unknown = [s for s in split or [] if split_name(s) is None]
     if unknown:
         fail(f"--split {unknown[0]!r}: use train, val or test")

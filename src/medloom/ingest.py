@@ -24,7 +24,7 @@ from .engine.progress import progress_bar
 from .locks import hold
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
-from .sources import get_reader
+from .sources import get_reader, worker_modules
 from .sources.base import Scan, TaskList, display_name, inside, source_roots
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
@@ -202,8 +202,8 @@ def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = Fa
         manifest = catalog.read_manifest(loom)
         manifest["name"] = loaded.recipe.name
         reports = []
-        readers = sorted({f"medloom.sources.{s['reader']}" for s in loaded.sources})
-        with make_executor(workers, preload=["medloom.sources.stage", *readers], pandas_free=True) as executor:
+        with make_executor(workers, preload=worker_modules(s["reader"] for s in loaded.sources),
+                           pandas_free=True) as executor:
             executor.prestart()  # workers start while the sources are scanned
             for source in loaded.sources:
                 if only and source["name"] not in only:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import catalog
-from ..engine import make_executor
+from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..imaging import DecodeError
 from ..locks import writer
@@ -297,7 +297,7 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
     report = AnnotateReport(records=total)
     tables = []
     batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(BATCH))
-    with make_executor(workers, preload=["medloom.annotate.step"]) as executor, \
+    with make_executor(workers, preload=[stage_module("annotate.part")]) as executor, \
             progress_bar("annotate", total, quiet) as advance:
         for _, table in executor.map("annotate.part", batches, stage_settings, ordered=True):
             tables.append(table)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import catalog
-from ..engine import capped, make_executor
+from ..engine import capped, make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..locks import writer
 from ..outputs import OutputFolder, write_file
@@ -96,7 +96,7 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
     settings = {"model": model, "sources": sources}
     total = sum(pq.read_metadata(src).num_rows for src, _ in todo)
     tables = (pq.read_table(src) for src, _ in todo)
-    with make_executor(workers if model == "builtin" else capped(workers, 2), preload=["medloom.curate.embed"]) \
+    with make_executor(workers if model == "builtin" else capped(workers, 2), preload=[stage_module("curate.embed")]) \
             as executor, progress_bar(f"embed {model}", total, quiet) as advance:
         for j, (table, problems) in executor.map("curate.embed", tables, settings):
             out.write_table(out.rel(todo[j][1]), table)

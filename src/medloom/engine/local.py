@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import os
 import threading
@@ -12,19 +13,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..locks import process_alive
-from .stages import run_stage
+from .stages import run_stage, stage_module
 
 WATCH_S = 0.5
 
 
-def watch_parent(pid: int, pandas_free: bool = False) -> None:
+def watch_parent(pid: int, pandas_free: bool = False, preload: Sequence[str] = ()) -> None:
     """Worker initializer: exit as soon as the medloom process that started the pool is gone, so a SIGKILL of
     medloom leaves no worker running on (workers are children of the forkserver, not of medloom, so the kernel
-    does not end them by itself). `pandas_free`: see `nopandas.py`."""
+    does not end them by itself). `pandas_free`: see `nopandas.py`.
+
+    The step's stage modules are imported here, before the worker takes a part: the forkserver preloads only
+    those of the first step of a process (it lives as long as the process), and a worker of a later step would
+    otherwise import its stages inside its first part, after the prestart had reported it ready."""
     if pandas_free:
         from ..nopandas import keep_pandas_out
 
         keep_pandas_out()
+    for module in preload:
+        importlib.import_module(module)
 
     def watch() -> None:
         while process_alive(pid):
@@ -60,7 +67,8 @@ def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, An
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
-    def __init__(self, workers: int, preload: Sequence[str] = ("medloom.sources.stage",), pandas_free: bool = False):
+    def __init__(self, workers: int, preload: Sequence[str] = (stage_module("ingest.decode"),),
+                 pandas_free: bool = False):
         self.workers = max(1, workers)
         self.preload = list(preload)
         self.pandas_free = pandas_free  # the stages never use pandas: the workers refuse it (nopandas.py)
@@ -70,10 +78,8 @@ class LocalExecutor:
         if self.workers > 1:
             # forkserver: workers start from a clean process, so no lock held by a progress-bar thread
             # in the parent can be inherited
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(self.preload)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=watch_parent,
-                                             initargs=(os.getpid(), self.pandas_free))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=forkserver(self.preload), initializer=watch_parent,
+                                             initargs=(os.getpid(), self.pandas_free, self.preload))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,6 +109,8 @@ class LocalExecutor:
             for i, part in enumerate(parts):
                 yield i, run_stage(stage, part, settings)
             return
+        from .wire import from_wire, run_wired, to_wire  # pyarrow: loaded only by a step that maps
+
         pending: dict = {}
         queue = iter(enumerate(parts))
         limit = self.workers * 2
@@ -111,12 +119,30 @@ class LocalExecutor:
                 nxt = next(queue, None)
                 if nxt is None:
                     break
-                pending[self._pool.submit(run_stage, stage, nxt[1], settings)] = nxt[0]
+                pending[self._pool.submit(run_wired, stage, to_wire(nxt[1]), settings)] = nxt[0]
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield pending.pop(fut), fut.result()
+                yield pending.pop(fut), from_wire(fut.result())
+
+
+def forkserver(preload: Sequence[str]):
+    """The start method of local workers: forkserver, with the stage modules imported there once (the forkserver
+    then serves every pool of this process; a later step's workers import their own in `watch_parent`)."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    return ctx
+
+
+def start_forkserver(preload: Sequence[str]) -> None:
+    """Start the forkserver now. A command calls this before its own imports: the forkserver's start (a fresh
+    interpreter importing the stages, 0.3 s or more) then overlaps them instead of coming after, and on a machine
+    of 16 cores the workers' start was what the first part waited for."""
+    from multiprocessing import forkserver as server
+
+    forkserver(preload)
+    server.ensure_running()
 
 
 @dataclass(frozen=True)
@@ -140,7 +166,14 @@ def capped(workers: Workers, most: int) -> Workers:
     return min(workers or most, most)
 
 
-def make_executor(workers: Workers = None, preload: Sequence[str] = ("medloom.sources.stage",),
+def uses_pool(workers: Workers) -> bool:
+    """Whether a step given these `workers` runs a local process pool (one worker runs inline)."""
+    if isinstance(workers, ExecutorSpec):
+        return workers.kind == "local" and uses_pool(workers.workers)
+    return (workers or os.cpu_count() or 1) > 1
+
+
+def make_executor(workers: Workers = None, preload: Sequence[str] = (stage_module("ingest.decode"),),
                   pandas_free: bool = False):
     """The executor for a step. `pandas_free` (local workers only): the step's stages never touch pandas, so
     its workers refuse the import pyarrow would otherwise make in each of them (`nopandas.py`)."""

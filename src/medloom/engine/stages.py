@@ -14,6 +14,11 @@ STAGES = {
 }
 
 
+def stage_module(name: str) -> str:
+    """The module a stage lives in: what its workers import before they take a part."""
+    return STAGES[name].partition(":")[0]
+
+
 def run_stage(name: str, part: Any, settings: dict) -> Any:
     module, _, func = STAGES[name].partition(":")
     return getattr(importlib.import_module(module), func)(part, settings)

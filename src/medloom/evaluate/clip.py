@@ -155,7 +155,7 @@ def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bo
 
     from .. import catalog
     from ..curate.embed import iter_embeddings
-    from ..engine import capped, make_executor
+    from ..engine import capped, make_executor, stage_module
     from ..engine.progress import progress_bar
     from ..export import render_sources
 
@@ -172,7 +172,7 @@ def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bo
     problems: list[dict] = []
     if missing.num_rows:
         settings = {"model": tower, "sources": render_sources(catalog.read_manifest(loom))}
-        with make_executor(capped(workers, 2), preload=["medloom.curate.embed"]) as executor, \
+        with make_executor(capped(workers, 2), preload=[stage_module("curate.embed")]) as executor, \
                 progress_bar(f"image features ({tower})", missing.num_rows, quiet) as advance:
             for _, (part, unreadable) in executor.map("curate.embed", missing.to_batches(64), settings):
                 if part.num_rows:

@@ -171,13 +171,13 @@ class ImageFeed:
         self._thread.start()
 
     def _run(self, table: pa.Table, sources: dict, workers: int | None) -> None:
-        from ..engine import make_executor
+        from ..engine import make_executor, stage_module
         from ..imaging import DecodeError
 
         settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": 512,
                     "quality": 90, "keep_metadata": False}
         try:
-            with make_executor(workers, preload=["medloom.export.render"]) as executor:
+            with make_executor(workers, preload=[stage_module("export.render")]) as executor:
                 for _, results in executor.map("export.render", table.to_batches(32), settings, ordered=True):
                     for result in results:
                         self.slots.acquire()

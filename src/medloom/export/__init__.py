@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import __version__, catalog
-from ..engine import make_executor
+from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
 from ..locks import hold
@@ -171,9 +171,13 @@ def has_view(con, name: str) -> bool:
 
 
 def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
-            splits: list[str] | None = None, text: str = "") -> None:
+            splits: list[str] | None = None, text: str = "", counts: tuple[str, ...] = ()) -> list[tuple]:
     """The `selection` view: the chosen records with their split and, when the loom has annotations, the
-    annotation's caption, caption source, ROI text and questions (`ann_*`)."""
+    annotation's caption, caption source, ROI text and questions (`ann_*`).
+
+    Returns per split, in split order: (split, records, then the records meeting each of `counts`' SQL
+    conditions), from one pass over the catalog, the pass that also checks the filter: every pass reads every
+    part, and the plan used to make up to four of them before its first sample."""
     import duckdb
 
     conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
@@ -184,7 +188,8 @@ def _select(con, where: str | None, joins: str = "", split: str = "", marks: str
         inner = (f"SELECT records.*, {split} AS split{ann} FROM records {joins}"
                  + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
         con.execute(f"CREATE TEMP VIEW selection AS SELECT * FROM ({inner})" + (f" WHERE {text}" if text else ""))
-        con.execute("SELECT count(*) FROM selection").fetchall()
+        counted = "".join(f", count(*) FILTER (WHERE {c})" for c in counts)
+        return con.execute(f"SELECT split, count(*){counted} FROM selection GROUP BY split ORDER BY split").fetchall()
     except duckdb.Error as e:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
 
@@ -206,7 +211,7 @@ def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str
     """The records of a DuckDB relation rendered by the workers (`export.render`), a batch at a time in query
     order; those that could not be rendered go to `quarantined` (id, reason, message) instead."""
     batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
-    with make_executor(workers, preload=["medloom.export.render"], pandas_free=True) as executor, \
+    with make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor, \
             progress_bar(label, total, quiet) as advance:
         for _, results in executor.map("export.render", batches, settings, ordered=True):
             good = []
@@ -338,7 +343,7 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
-            make_executor(workers, preload=["medloom.export.render"], pandas_free=True) as executor:
+            make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor:
         if not (read_export_manifest(out) or {}).get("complete"):
             executor.prestart()  # the workers start while the catalog is read and the export planned
         return _export(loom, folder, options, executor, quiet)
@@ -350,17 +355,17 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     joins, split, marks, marks_print = selection_sql(loom, options)
     if options.text not in TEXT_MODES:
         raise ExportError(f"--text {options.text!r}: choose one of {', '.join(TEXT_MODES)}")
-    _select(con, options.where, joins, split, marks, options.splits,
-            text_condition(options.text, options.citing) if options.require_text else "")
+    cond = text_condition(options.text, options.citing)
+    per_split = _select(con, options.where, joins, split, marks, options.splits, cond if options.require_text else "",
+                        counts=(cond or "false", "article IS NOT NULL"))
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
-    split_sizes = dict(con.execute("SELECT split, count(*) FROM selection GROUP BY split ORDER BY split").fetchall())
+    split_sizes = {name: n for name, n, _, _ in per_split}
     ext = _image_ext(con, options, sources)
-    cond = text_condition(options.text, options.citing)
-    with_txt = not cond or con.execute(f"SELECT count(*) FROM selection WHERE {cond}").fetchall()[0][0] > 0
+    with_txt = not cond or any(n for _, _, n, _ in per_split)
     with_annotation = has_view(con, "annotations")
-    with_article = con.execute("SELECT count(*) FROM selection WHERE article IS NOT NULL").fetchall()[0][0] > 0
+    with_article = any(n for _, _, _, n in per_split)
     settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,

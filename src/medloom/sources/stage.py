@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..imaging import DecodeError
 from ..records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
-from . import get_reader
+from . import get_decoder
 
 
 def complete_record(task: dict, rec: dict, source: dict) -> dict:
@@ -51,11 +51,11 @@ def complete_record(task: dict, rec: dict, source: dict) -> dict:
 
 def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]:
     """Stage `ingest.decode`: tasks -> (records, quarantine rows, inputs that gave records)."""
-    reader = get_reader(source["reader"])
+    decode = get_decoder(source["reader"])
     records, problems, ok = [], [], 0
     for task in tasks.to_pylist():
         try:
-            result = reader.decode(task, source)
+            result = decode(task, source)
         except DecodeError as e:
             problems.append(quarantine_row(source["name"], task["uri"], e.reason, str(e), stage="decode",
                                            record_id=task["id"]))

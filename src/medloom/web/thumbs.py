@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..engine import ExecutorSpec, make_executor
+from ..engine import ExecutorSpec, make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..imaging import DecodeError, encode, fit
 from ..locks import hold
@@ -135,7 +135,7 @@ def build_thumbnails(loom: Path, con, sources: dict, *, workers=None, quiet: boo
         parts = (todo.slice(start, PART) for start in range(0, todo.num_rows, PART))
         local = not isinstance(workers, ExecutorSpec) or workers.kind == "local"
         settings = {"sources": sources, "side": side, "folder": str(folder.resolve()) if local else None}
-        with make_executor(workers, preload=["medloom.web.thumbs"]) as executor, \
+        with make_executor(workers, preload=[stage_module("web.thumbs")]) as executor, \
                 progress_bar("thumbnails", todo.num_rows, quiet) as advance:
             for _, (made, failed, count) in executor.map("web.thumbs", parts, settings):
                 if made:  # made by workers that do not see the loom (Ray): the pack is written here

@@ -220,7 +220,7 @@ def main() -> int:
             print(f"{r['workers']:>7} " + ", ".join(f"{k} {v:.2f}" for k, v in r[f"{step}_phases"].items()) +
                   f", end {args.n / r[step]:.2f}")
     if whole:
-        one = next(r for r in rows if r["workers"] == 1) if any(r["workers"] == 1 for r in rows) else None
+        one = next((r for r in rows if r["workers"] == 1), None)
         print(f"whole commands at {max(counts)} workers (a fresh process each): " + ", ".join(
             f"{k} {v:.0f}/s" + (f" ({v / one[k]:.2f}x the call on 1 worker)" if one else "") for k, v in whole.items()))
     if args.json:

@@ -350,7 +350,9 @@ from multiprocessing import forkserver
 from medloom.engine import start_forkserver
 from medloom.engine.local import LocalExecutor
 
-start_forkserver(["medloom.sources.stage"])
+start_forkserver(1, ["medloom.sources.stage"])
+assert forkserver._forkserver._forkserver_pid is None  # one worker runs inline: nothing to start
+start_forkserver(2, ["medloom.sources.stage"])
 early = forkserver._forkserver._forkserver_pid
 with LocalExecutor(2, ["medloom.sources.stage", "medloom.sources.base"]) as executor:
     executor.prestart()

@@ -32,14 +32,6 @@ def lean_driver() -> None:
     use_system_pool()
 
 
-def warm_workers(runner, modules: list[str]) -> None:
-    """Start the local workers' forkserver before the command's own imports, so that the two overlap."""
-    from .engine import start_forkserver, uses_pool
-
-    if uses_pool(runner):
-        start_forkserver(modules)
-
-
 err = Console(stderr=True)
 
 Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
@@ -104,7 +96,9 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
     if unknown:
         fail(f"no source named {', '.join(unknown)} in {loaded.path}")
     runner = executor_spec(executor, address, workers, loaded.recipe)
-    warm_workers(runner, worker_modules(s["reader"] for s in loaded.sources))
+    from .engine import start_forkserver
+
+    start_forkserver(runner, worker_modules(s["reader"] for s in loaded.sources))  # it starts while we import
     from .ingest import ingest as run
 
     reports = run(loaded, workers=runner, quiet=quiet, only=source or None, wait=wait)
@@ -310,9 +304,9 @@ def export_cmd(loom: Loom,
     lean_driver()
     runner = executor_spec(executor, address, workers)
     if fmt != "dicom":
-        from .engine import stage_module
+        from .engine import stage_module, start_forkserver
 
-        warm_workers(runner, [stage_module("export.render")])
+        start_forkserver(runner, [stage_module("export.render")])  # it starts while we import
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, export_training
 

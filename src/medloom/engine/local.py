@@ -78,7 +78,8 @@ class LocalExecutor:
         if self.workers > 1:
             # forkserver: workers start from a clean process, so no lock held by a progress-bar thread
             # in the parent can be inherited
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=forkserver(self.preload), initializer=watch_parent,
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=forkserver_context(self.preload),
+                                             initializer=watch_parent,
                                              initargs=(os.getpid(), self.pandas_free, self.preload))
         return self
 
@@ -127,7 +128,7 @@ class LocalExecutor:
                 yield pending.pop(fut), from_wire(fut.result())
 
 
-def forkserver(preload: Sequence[str]):
+def forkserver_context(preload: Sequence[str]):
     """The start method of local workers: forkserver, with the stage modules imported there once (the forkserver
     then serves every pool of this process; a later step's workers import their own in `watch_parent`)."""
     ctx = mp.get_context("forkserver")
@@ -135,14 +136,15 @@ def forkserver(preload: Sequence[str]):
     return ctx
 
 
-def start_forkserver(preload: Sequence[str]) -> None:
-    """Start the forkserver now. A command calls this before its own imports: the forkserver's start (a fresh
-    interpreter importing the stages, 0.3 s or more) then overlaps them instead of coming after, and on a machine
-    of 16 cores the workers' start was what the first part waited for."""
-    from multiprocessing import forkserver as server
+def start_forkserver(workers: Workers, preload: Sequence[str]) -> None:
+    """Start the forkserver now, where these `workers` make a local pool. A command calls this before its own
+    imports: the forkserver's start (a fresh interpreter importing the stages, 0.3 s or more) then overlaps them
+    instead of coming after, and on a machine of 16 cores the workers' start was what the first part waited for."""
+    from multiprocessing import forkserver
 
-    forkserver(preload)
-    server.ensure_running()
+    if uses_pool(workers):
+        forkserver_context(preload)
+        forkserver.ensure_running()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ driver's 2.6 CPU seconds per 12,000 samples. The table comes back equal, schema 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -17,46 +17,40 @@ from .stages import run_stage
 ARROW = (pa.Table, pa.RecordBatch)
 
 
-class WireTable:
-    """A table or a record batch as the bytes of one Arrow IPC stream (pickled as plain bytes)."""
+class WireTable(NamedTuple):
+    """A table or a record batch as the bytes of one Arrow IPC stream."""
 
-    __slots__ = ("data", "batch")
+    data: bytes
+    batch: bool
 
-    def __init__(self, value: pa.Table | pa.RecordBatch):
+    @classmethod
+    def pack(cls, value: pa.Table | pa.RecordBatch) -> WireTable:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, value.schema) as writer:
             writer.write(value)
-        self.data, self.batch = sink.getvalue().to_pybytes(), isinstance(value, pa.RecordBatch)
-
-    def __reduce__(self):
-        return (_from_bytes, (self.data, self.batch))
+        return cls(sink.getvalue().to_pybytes(), isinstance(value, pa.RecordBatch))
 
     def value(self) -> pa.Table | pa.RecordBatch:
         reader = pa.ipc.open_stream(pa.py_buffer(self.data))
         return reader.read_next_batch() if self.batch else reader.read_all()
 
 
-def _from_bytes(data: bytes, batch: bool) -> WireTable:
-    packed = WireTable.__new__(WireTable)
-    packed.data, packed.batch = data, batch
-    return packed
+def _each(value: Any, fn, kind) -> Any:
+    """`fn` on the value, or on a plain tuple's items (a stage's `(records, problems, ok)`), that are `kind`."""
+    if isinstance(value, kind):
+        return fn(value)
+    if type(value) is tuple:
+        return tuple(fn(v) if isinstance(v, kind) else v for v in value)
+    return value
 
 
 def to_wire(value: Any) -> Any:
-    """A table or batch, or a plain tuple's (a stage's `(records, problems, ok)`), packed; anything else as is."""
-    if isinstance(value, ARROW):
-        return WireTable(value)
-    if type(value) is tuple:
-        return tuple(WireTable(v) if isinstance(v, ARROW) else v for v in value)
-    return value
+    """Tables and batches packed; anything else as is."""
+    return _each(value, WireTable.pack, ARROW)
 
 
 def from_wire(value: Any) -> Any:
-    if isinstance(value, WireTable):
-        return value.value()
-    if type(value) is tuple:
-        return tuple(v.value() if isinstance(v, WireTable) else v for v in value)
-    return value
+    return _each(value, WireTable.value, WireTable)
 
 
 def run_wired(stage: str, part: Any, settings: dict) -> Any:

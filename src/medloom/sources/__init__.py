@@ -9,11 +9,15 @@ from types import ModuleType
 READERS = ("imagefolder", "csv", "coco", "voc", "yolo", "masks", "dicom", "nifti", "pmc")
 
 
-def get_reader(name: str) -> ModuleType:
-    """The reader module for a recipe's `reader:` value (imported on first use)."""
+def known(name: str) -> str:
     if name not in READERS:
         raise ValueError(f"unknown reader {name!r}; choose one of: {', '.join(READERS)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    return name
+
+
+def get_reader(name: str) -> ModuleType:
+    """The reader module for a recipe's `reader:` value (imported on first use)."""
+    return importlib.import_module(f"{__name__}.{known(name)}")
 
 
 # readers of plain image files, whose `decode` is `base.decode_image_file`: a worker decodes their inputs without
@@ -24,7 +28,7 @@ IMAGE_FILE_READERS = frozenset({"imagefolder", "csv", "coco", "voc", "yolo"})
 
 def decoder_module(name: str) -> str:
     """The module a worker imports to decode a reader's inputs."""
-    return f"{__name__}.base" if name in IMAGE_FILE_READERS else f"{__name__}.{name}"
+    return f"{__name__}.base" if name in IMAGE_FILE_READERS else f"{__name__}.{known(name)}"
 
 
 def worker_modules(readers: Iterable[str]) -> list[str]:
@@ -33,9 +37,5 @@ def worker_modules(readers: Iterable[str]) -> list[str]:
 
 
 def get_decoder(name: str):
-    """The reader's `decode(task, source)`."""
-    if name in IMAGE_FILE_READERS:
-        from .base import decode_image_file
-
-        return decode_image_file
-    return get_reader(name).decode
+    """The reader's `decode(task, source)`, from `decoder_module`."""
+    return importlib.import_module(decoder_module(name)).decode

@@ -416,6 +416,9 @@ def image_record(task: dict, facts: Any, *, frame: int = -1, rois: list[dict] | 
     return rec
 
 
+decode = decode_image_file  # what `sources.get_decoder` gives the plain image readers (IMAGE_FILE_READERS)
+
+
 def decode_error_row(source: dict, task: dict, err: DecodeError) -> dict:
     return quarantine_row(source["name"], task["uri"], err.reason, str(err), stage="decode",
                           record_id=task["id"])

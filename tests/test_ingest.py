@@ -347,12 +347,12 @@ def test_a_command_starts_the_forkserver_early_and_its_pool_forks_from_it():
     script = """
 import os
 from multiprocessing import forkserver
-from medloom.engine import start_forkserver
+from medloom.engine import start_early
 from medloom.engine.local import LocalExecutor
 
-start_forkserver(1, ["medloom.sources.stage"])
+start_early(1, ["medloom.sources.stage"])
 assert forkserver._forkserver._forkserver_pid is None  # one worker runs inline: nothing to start
-start_forkserver(2, ["medloom.sources.stage"])
+start_early(2, ["medloom.sources.stage"])
 early = forkserver._forkserver._forkserver_pid
 with LocalExecutor(2, ["medloom.sources.stage", "medloom.sources.base"]) as executor:
     executor.prestart()

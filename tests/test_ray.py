@@ -4,6 +4,7 @@ local executor, and a Ray worker killed in the middle of an ingest costs nothing
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -154,3 +155,36 @@ def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(t
     cli("ingest", remote, "--executor", "ray", "-w", "2", "-q")  # nothing kills it now
     assert rows(loom, "SELECT count(*) AS n FROM records")[0]["n"] == 16
     assert rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'worker_died'")[0]["n"] == 0
+
+
+WARM = """
+import json, os, sys
+import ray
+from medloom.engine import ExecutorSpec, start_early
+from medloom.engine.ray_executor import RayExecutor, disconnect
+
+start_early(ExecutorSpec("ray", 2, None), ["medloom.sources.stage"])  # as `medloom ingest` does before its imports
+assert ray.is_initialized()
+with RayExecutor(2, None) as executor:  # the step joins the command's connection, and leaves it open
+    assert not executor._started
+assert ray.is_initialized()
+
+
+def probe():
+    return os.getpid(), "medloom.sources.stage" in sys.modules
+
+
+ready = sorted(ray.get([ray.remote(num_cpus=1)(probe).remote() for _ in range(4)]))
+disconnect()
+print(json.dumps({"ready": ready, "connected": ray.is_initialized()}))
+"""
+
+
+def test_a_commands_ray_workers_start_with_their_stages_before_its_first_part():
+    proc = subprocess.run([sys.executable, "-c", WARM], capture_output=True, text=True, env=CLI_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the tasks that came after ran in workers that had already imported the stage: the warm-up made them
+    assert facts["ready"] and all(loaded for _, loaded in facts["ready"])
+    assert len({pid for pid, _ in facts["ready"]}) <= 2  # no more workers than asked for
+    assert facts["connected"] is False

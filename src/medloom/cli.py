@@ -96,9 +96,9 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
     if unknown:
         fail(f"no source named {', '.join(unknown)} in {loaded.path}")
     runner = executor_spec(executor, address, workers, loaded.recipe)
-    from .engine import start_forkserver
+    from .engine import start_early
 
-    start_forkserver(runner, worker_modules(s["reader"] for s in loaded.sources))  # it starts while we import
+    start_early(runner, worker_modules(s["reader"] for s in loaded.sources))  # they start while we import
     from .ingest import ingest as run
 
     reports = run(loaded, workers=runner, quiet=quiet, only=source or None, wait=wait)
@@ -304,9 +304,9 @@ def export_cmd(loom: Loom,
     lean_driver()
     runner = executor_spec(executor, address, workers)
     if fmt != "dicom":
-        from .engine import stage_module, start_forkserver
+        from .engine import stage_module, start_early
 
-        start_forkserver(runner, [stage_module("export.render")])  # it starts while we import
+        start_early(runner, [stage_module("export.render")])  # they start while we import
     from .export import ExportError, ExportOptions, export
     from .export.training import TRAINING_FORMATS, export_training
 
@@ -1346,7 +1346,7 @@ def executor_spec(kind: str | None, address: str | None, workers: int, recipe=No
 def main() -> None:
     """The command, with one clear line (and a non-zero exit) for the failures a user must act on: another
     process holding the loom, a folder holding files medloom did not write, a full disk, a path that is a file."""
-    from .engine.ray_executor import ExecutorError
+    from .engine.ray_executor import ExecutorError, disconnect
     from .locks import LockHeld
     from .outputs import ForeignFileError
 
@@ -1364,6 +1364,8 @@ def main() -> None:
     except OSError as e:
         err.print(f"[red]error:[/red] {escape(os_error_message(e))}", highlight=False)
         sys.exit(1)
+    finally:
+        disconnect()
 
 
 def os_error_message(e: OSError) -> str:

@@ -2,8 +2,8 @@
 a stage over parts. Stages are referenced by name so that any executor (the local process pool, Ray) resolves
 them in its own workers."""
 
-from .local import ExecutorSpec, LocalExecutor, Workers, capped, make_executor, start_forkserver, uses_pool
+from .local import ExecutorSpec, LocalExecutor, Workers, capped, make_executor, start_early, uses_pool
 from .stages import STAGES, run_stage, stage_module
 
 __all__ = ["STAGES", "ExecutorSpec", "LocalExecutor", "Workers", "capped", "make_executor", "run_stage", "stage_module",
-           "start_forkserver", "uses_pool"]
+           "start_early", "uses_pool"]

@@ -7,15 +7,18 @@ task whose worker dies (a killed process, a lost node, a decoder that crashes th
 most `retries` times; then the caller's `on_failure(part, why)` stands in for its result (ingest turns it into
 quarantine rows and decodes the part again on the next run), or, without one, the step fails naming the part.
 A stage that raises fails the step with the stage's own error, as with the local executor, and the step
-resumes per part when run again. Without an address, a Ray instance is started for the step on this machine
-(`workers` CPUs) and stopped after it; `auto` joins the cluster `ray start` made here, `ray://HOST:PORT` a
-remote one.
+resumes per part when run again. Without an address, a Ray instance is started on this machine (`workers`
+CPUs); `auto` joins the cluster `ray start` made here, `ray://HOST:PORT` a remote one. A step connects and
+disconnects by itself, unless a connection was made before it (a command's, by `start_ray`, which the command
+ends with `disconnect`).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .local import in_input_order
@@ -34,31 +37,79 @@ def run_in_worker(stage: str, part: Any, settings: dict) -> Any:
     return run_stage(stage, part, settings)
 
 
+def warm_worker(modules: Sequence[str]) -> int:
+    """A Ray task that only starts a worker and imports the step's stage modules (see `start_ray`)."""
+    os.environ["MEDLOOM_WORKER"] = "1"
+    for module in modules:
+        importlib.import_module(module)
+    return os.getpid()
+
+
+def connect(workers: int | None, address: str | None) -> bool:
+    """Join the Ray cluster at `address`, or start an instance of `workers` CPUs on this machine; whether this
+    call started the connection (False: it was made before, and whoever made it ends it)."""
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("--executor ray needs Ray: pip install 'medloom[ray]'") from None
+    if ray.is_initialized():
+        return False
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count() or 1, **options)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
+        if not address:
+            raise ExecutorError(f"Ray could not start on this machine ({type(e).__name__}: {e})") from None
+        raise ExecutorError(f"--address {address}: no Ray cluster answers there ({type(e).__name__}: {e}); start "
+                            "one with `ray start --head`, or leave --address out to run Ray on this machine") from None
+    return True
+
+
+def disconnect() -> None:
+    """End this process's Ray connection, if it made one (a command's, made by `start_ray`): Ray's own exit hook
+    would end it too, but only after half a second's sleep."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_workers(workers: int | None) -> int:
+    """`workers`, or every CPU of the cluster."""
+    import ray
+
+    return workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def start_ray(workers: int | None, address: str | None, preload: Sequence[str]) -> list:
+    """Connect, and start the step's workers now: Ray starts a job's workers only when tasks come for them, and
+    each then takes a second or two (an interpreter importing Ray, then the stages) before its first part. One
+    small task per worker that imports the stage modules lets that start overlap what the driver does before its
+    first map (its own imports, the scan, the plan). The tasks' results are not waited for: a failed import fails
+    the step's first part with its own error. A command calls this before its imports; the executor's `prestart`
+    calls it for in-process steps. Returns the tasks' references."""
+    import ray
+
+    connect(workers, address)
+    warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
+    return [warm.remote(list(preload)) for _ in range(cluster_workers(workers))]
+
+
 class RayExecutor:
-    def __init__(self, workers: int | None, address: str | None, retries: int = RETRIES):
-        self.workers, self.address, self.retries = workers, address, retries
+    def __init__(self, workers: int | None, address: str | None, retries: int = RETRIES,
+                 preload: Sequence[str] = ()):
+        self.workers, self.address, self.retries, self.preload = workers, address, retries, list(preload)
         self._started = False
+        self._warming: list = []
 
     def __enter__(self) -> RayExecutor:
-        try:
-            import ray
-        except ImportError:
-            raise ExecutorError("--executor ray needs Ray: pip install 'medloom[ray]'") from None
-        if not ray.is_initialized():
-            options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-            try:
-                if self.address:
-                    ray.init(address=self.address, **options)
-                else:
-                    ray.init(num_cpus=self.workers or os.cpu_count() or 1, **options)
-            except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
-                raise ExecutorError(f"--address {self.address}: no Ray cluster answers there ({type(e).__name__}: "
-                                    f"{e}); start one with `ray start --head`, or leave --address out to run Ray on "
-                                    "this machine") from None
-            self._started = True
+        self._started = connect(self.workers, self.address)
+        import ray
+
         self._task = ray.remote(num_cpus=1, max_retries=self.retries)(run_in_worker)
-        if not self.workers:
-            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.workers = cluster_workers(self.workers)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,7 +119,8 @@ class RayExecutor:
             ray.shutdown()
 
     def prestart(self) -> None:
-        """Ray starts its workers itself."""
+        """Start the workers now, while the caller scans or plans (`start_ray`)."""
+        self._warming = start_ray(self.workers, self.address, self.preload)
 
     def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
             on_failure: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:

@@ -171,13 +171,15 @@ def has_view(con, name: str) -> bool:
 
 
 def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
-            splits: list[str] | None = None, text: str = "", counts: tuple[str, ...] = ()) -> list[tuple]:
+            splits: list[str] | None = None, text: str = "", counts: tuple[str, ...] = (),
+            groups: tuple[str, ...] = ()) -> list[tuple]:
     """The `selection` view: the chosen records with their split and, when the loom has annotations, the
     annotation's caption, caption source, ROI text and questions (`ann_*`).
 
-    Returns per split, in split order: (split, records, then the records meeting each of `counts`' SQL
-    conditions), from one pass over the catalog, the pass that also checks the filter: every pass reads every
-    part, and the plan used to make up to four of them before its first sample."""
+    Returns, in split order, per split (and per value of the `groups` SQL expressions): (split, *groups, records,
+    then the records meeting each of `counts`' SQL conditions, and with `groups` one id of the group), from one
+    pass over the catalog, the pass that also checks the filter: every pass reads every part, and the plan used
+    to make several of them (one per split among them) before its first sample."""
     import duckdb
 
     conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
@@ -188,8 +190,11 @@ def _select(con, where: str | None, joins: str = "", split: str = "", marks: str
         inner = (f"SELECT records.*, {split} AS split{ann} FROM records {joins}"
                  + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
         con.execute(f"CREATE TEMP VIEW selection AS SELECT * FROM ({inner})" + (f" WHERE {text}" if text else ""))
+        keys = "".join(f", {g}" for g in groups)
         counted = "".join(f", count(*) FILTER (WHERE {c})" for c in counts)
-        return con.execute(f"SELECT split, count(*){counted} FROM selection GROUP BY split ORDER BY split").fetchall()
+        pick = ", min_by(id, md5(id))" if groups else ""
+        return con.execute(f"SELECT split{keys}, count(*){counted}{pick} FROM selection GROUP BY ALL "
+                           "ORDER BY ALL").fetchall()
     except duckdb.Error as e:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
 
@@ -237,14 +242,18 @@ def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
     return "jpg" if others == 0 else "png"
 
 
-def _lead_ids(con, split: str) -> list[str]:
-    """A few records that together fill every list field found in the split (see the module docstring)."""
-    article_lists = "".join(f"coalesce(len(article.{name}), 0) > 0, " for name in ARTICLE_LISTS)
-    rows = con.execute(
-        "SELECT len(rois) > 0, coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0, len(labels) > 0, "
-        f"len(label_space) > 0, {article_lists}min_by(id, md5(id)) FROM selection WHERE split = ? GROUP BY ALL",
-        [split]).fetchall()
-    candidates = [({i for i, flag in enumerate(r[:-1]) if flag}, r[-1]) for r in rows]
+# what a record may fill of the list fields (see the module docstring): ROIs, ROI masks, labels, a label space,
+# each of an article's lists
+LEAD_FLAGS = ("len(rois) > 0", "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
+              "len(labels) > 0", "len(label_space) > 0",
+              *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS))
+
+
+def lead_ids(groups: list[tuple[tuple[bool, ...], str]]) -> list[str]:
+    """A few records that together fill every list field found in a split: from its groups of records with the
+    same `LEAD_FLAGS` (the flags, one id of the group), greedily the group that fills the most fields still
+    wanted."""
+    candidates = [({i for i, flag in enumerate(flags) if flag}, rid) for flags, rid in groups]
     wanted = set().union(*(c[0] for c in candidates)) if candidates else set()
     chosen: list[str] = []
     while wanted:
@@ -252,6 +261,17 @@ def _lead_ids(con, split: str) -> list[str]:
         chosen.append(rid)
         wanted -= flags
     return sorted(chosen)
+
+
+def plan_splits(rows: list[tuple], counts: int) -> dict[str, tuple[int, list[int], list[str]]]:
+    """`_select`'s rows grouped by `LEAD_FLAGS`, per split: (records, the `counts` counts, the lead ids)."""
+    flags = len(LEAD_FLAGS)
+    out: dict[str, tuple[int, list[int], list[str]]] = {}
+    for split in dict.fromkeys(r[0] for r in rows):
+        mine = [r[1:] for r in rows if r[0] == split]
+        totals = [sum(r[flags + i] for r in mine) for i in range(1 + counts)]
+        out[split] = (totals[0], totals[1:], lead_ids([(r[:flags], r[-1]) for r in mine]))
+    return out
 
 
 def _plan_hash(settings: dict, manifest: dict) -> str:
@@ -356,16 +376,17 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     if options.text not in TEXT_MODES:
         raise ExportError(f"--text {options.text!r}: choose one of {', '.join(TEXT_MODES)}")
     cond = text_condition(options.text, options.citing)
-    per_split = _select(con, options.where, joins, split, marks, options.splits, cond if options.require_text else "",
-                        counts=(cond or "false", "article IS NOT NULL"))
+    per_split = plan_splits(_select(con, options.where, joins, split, marks, options.splits,
+                                    cond if options.require_text else "", counts=(cond or "false", "article IS NOT NULL"),
+                                    groups=LEAD_FLAGS), counts=2)
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
-    split_sizes = {name: n for name, n, _, _ in per_split}
+    split_sizes = {name: n for name, (n, _, _) in per_split.items()}
     ext = _image_ext(con, options, sources)
-    with_txt = not cond or any(n for _, _, n, _ in per_split)
+    with_txt = not cond or any(counted[0] for _, counted, _ in per_split.values())
     with_annotation = has_view(con, "annotations")
-    with_article = any(n for _, _, _, n in per_split)
+    with_article = any(counted[1] for _, counted, _ in per_split.values())
     settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
                 "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
@@ -396,8 +417,8 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
     with progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
         for split, size in split_sizes.items():
-            report.shards_written += _export_split(con, folder, state, split, size, options, ext, executor,
-                                                   render_settings, advance)
+            report.shards_written += _export_split(con, folder, state, split, size, per_split[split][2], options,
+                                                   ext, executor, render_settings, advance)
     state["complete"] = True
     if options.format == "webdataset":
         features = webdataset_features(state["settings"], ext, state["settings"]["txt"])
@@ -408,14 +429,13 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     return _finish(folder, state, report, write=True)
 
 
-def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int, options: ExportOptions, ext: str,
-                  executor, render_settings: dict, advance) -> int:
+def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int, lead: list[str],
+                  options: ExportOptions, ext: str, executor, render_settings: dict, advance) -> int:
     entry = state["splits"].setdefault(split, {"records": size, "shards": [], "done": False})
     if entry["done"]:
         return 0
     start = entry["shards"][-1]["end"] if entry["shards"] else 0
     state["quarantine"] = [q for q in state["quarantine"] if q["split"] != split or q["index"] < start]
-    lead = _lead_ids(con, split)
     # files in hashed order, a file's frames or slices together (a worker then reads a volume once)
     query = con.sql("SELECT * FROM selection WHERE split = $split ORDER BY list_contains($lead, id) DESC, "
                     "md5(source || '/' || uri), frame, id OFFSET $start",

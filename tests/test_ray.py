@@ -163,28 +163,37 @@ import ray
 from medloom.engine import ExecutorSpec, start_early
 from medloom.engine.ray_executor import RayExecutor, disconnect
 
+
+def probe(module):
+    return os.getpid(), module in sys.modules
+
+
+def probes(module):
+    return sorted(ray.get([ray.remote(num_cpus=1)(probe).remote(module) for _ in range(4)]))
+
+
 start_early(ExecutorSpec("ray", 2, None), ["medloom.sources.stage"])  # as `medloom ingest` does before its imports
-assert ray.is_initialized()
 with RayExecutor(2, None) as executor:  # the step joins the command's connection, and leaves it open
-    assert not executor._started
-assert ray.is_initialized()
-
-
-def probe():
-    return os.getpid(), "medloom.sources.stage" in sys.modules
-
-
-ready = sorted(ray.get([ray.remote(num_cpus=1)(probe).remote() for _ in range(4)]))
+    executor.prestart()
+    step_connected = executor._started
+command = probes("medloom.sources.stage")
+connected = ray.is_initialized()
 disconnect()
-print(json.dumps({"ready": ready, "connected": ray.is_initialized()}))
+with RayExecutor(2, None, preload=["medloom.export.render"]) as executor:  # a step called in-process: its own
+    executor.prestart()
+    step = probes("medloom.export.render")
+print(json.dumps({"command": command, "step": step, "step_connected": step_connected, "connected": connected,
+                  "after": ray.is_initialized()}))
 """
 
 
-def test_a_commands_ray_workers_start_with_their_stages_before_its_first_part():
+def test_ray_workers_start_with_their_stages_before_the_first_part():
     proc = subprocess.run([sys.executable, "-c", WARM], capture_output=True, text=True, env=CLI_ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     facts = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the tasks that came after ran in workers that had already imported the stage: the warm-up made them
-    assert facts["ready"] and all(loaded for _, loaded in facts["ready"])
-    assert len({pid for pid, _ in facts["ready"]}) <= 2  # no more workers than asked for
-    assert facts["connected"] is False
+    # the tasks that came after the warm-up ran in workers that had imported the stage: the warm-up made them
+    for case in ("command", "step"):
+        assert facts[case] and all(loaded for _, loaded in facts[case]), case
+        assert len({pid for pid, _ in facts[case]}) <= 2, case  # no more workers than asked for
+    # the command's connection outlives its step and is ended by the command; a step's own ends with it
+    assert facts["step_connected"] is False and facts["connected"] is True and facts["after"] is False

@@ -83,18 +83,19 @@ def cluster_workers(workers: int | None) -> int:
     return workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def start_ray(workers: int | None, address: str | None, preload: Sequence[str]) -> list:
+def start_ray(workers: int | None, address: str | None, preload: Sequence[str]) -> None:
     """Connect, and start the step's workers now: Ray starts a job's workers only when tasks come for them, and
     each then takes a second or two (an interpreter importing Ray, then the stages) before its first part. One
     small task per worker that imports the stage modules lets that start overlap what the driver does before its
-    first map (its own imports, the scan, the plan). The tasks' results are not waited for: a failed import fails
-    the step's first part with its own error. A command calls this before its imports; the executor's `prestart`
-    calls it for in-process steps. Returns the tasks' references."""
+    first map (its own imports, the scan, the plan). The tasks' results are not waited for (Ray runs a task
+    whose reference is dropped all the same): a failed import fails the step's first part with its own error. A
+    command calls this before its imports; the executor's `prestart` calls it for in-process steps."""
     import ray
 
     connect(workers, address)
     warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
-    return [warm.remote(list(preload)) for _ in range(cluster_workers(workers))]
+    for _ in range(cluster_workers(workers)):
+        warm.remote(list(preload))
 
 
 class RayExecutor:
@@ -102,7 +103,6 @@ class RayExecutor:
                  preload: Sequence[str] = ()):
         self.workers, self.address, self.retries, self.preload = workers, address, retries, list(preload)
         self._started = False
-        self._warming: list = []
 
     def __enter__(self) -> RayExecutor:
         self._started = connect(self.workers, self.address)
@@ -119,8 +119,10 @@ class RayExecutor:
             ray.shutdown()
 
     def prestart(self) -> None:
-        """Start the workers now, while the caller scans or plans (`start_ray`)."""
-        self._warming = start_ray(self.workers, self.address, self.preload)
+        """Start the workers now, while the caller scans or plans (`start_ray`). Where the connection was made
+        before the step (a command's, by `start_ray`), they have been started already."""
+        if self._started:
+            start_ray(self.workers, self.address, self.preload)
 
     def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
             on_failure: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:

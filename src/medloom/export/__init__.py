@@ -376,9 +376,9 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     if options.text not in TEXT_MODES:
         raise ExportError(f"--text {options.text!r}: choose one of {', '.join(TEXT_MODES)}")
     cond = text_condition(options.text, options.citing)
+    counts = (cond or "false", "article IS NOT NULL")
     per_split = plan_splits(_select(con, options.where, joins, split, marks, options.splits,
-                                    cond if options.require_text else "", counts=(cond or "false", "article IS NOT NULL"),
-                                    groups=LEAD_FLAGS), counts=2)
+                                    cond if options.require_text else "", counts=counts, groups=LEAD_FLAGS), len(counts))
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]

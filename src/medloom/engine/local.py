@@ -18,6 +18,14 @@ from .stages import run_stage, stage_module
 WATCH_S = 0.5
 
 
+def become_worker(preload: Sequence[str]) -> None:
+    """What every worker does before its first part, local or Ray: say it is one of several (libraries that would
+    start a thread per core, torch, take one each instead) and import the step's stage modules."""
+    os.environ["MEDLOOM_WORKER"] = "1"
+    for module in preload:
+        importlib.import_module(module)
+
+
 def watch_parent(pid: int, pandas_free: bool = False, preload: Sequence[str] = ()) -> None:
     """Worker initializer: exit as soon as the medloom process that started the pool is gone, so a SIGKILL of
     medloom leaves no worker running on (workers are children of the forkserver, not of medloom, so the kernel
@@ -30,8 +38,7 @@ def watch_parent(pid: int, pandas_free: bool = False, preload: Sequence[str] = (
         from ..nopandas import keep_pandas_out
 
         keep_pandas_out()
-    for module in preload:
-        importlib.import_module(module)
+    become_worker(preload)
 
     def watch() -> None:
         while process_alive(pid):
@@ -39,8 +46,6 @@ def watch_parent(pid: int, pandas_free: bool = False, preload: Sequence[str] = (
         os._exit(1)
 
     threading.Thread(target=watch, name="medloom-parent-watch", daemon=True).start()
-    # one of several workers: libraries that would start a thread per core (torch) take one each instead
-    os.environ["MEDLOOM_WORKER"] = "1"
 
 
 def start_workers(pool: ProcessPoolExecutor, n: int) -> None:

@@ -15,13 +15,12 @@ ends with `disconnect`).
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .local import in_input_order
+from .local import become_worker, in_input_order
 from .stages import run_stage
 
 RETRIES = 3
@@ -35,14 +34,6 @@ def run_in_worker(stage: str, part: Any, settings: dict) -> Any:
     """A Ray task: one of many workers, so libraries take one thread each (as in the local pool)."""
     os.environ["MEDLOOM_WORKER"] = "1"
     return run_stage(stage, part, settings)
-
-
-def warm_worker(modules: Sequence[str]) -> int:
-    """A Ray task that only starts a worker and imports the step's stage modules (see `start_ray`)."""
-    os.environ["MEDLOOM_WORKER"] = "1"
-    for module in modules:
-        importlib.import_module(module)
-    return os.getpid()
 
 
 def connect(workers: int | None, address: str | None) -> bool:
@@ -93,7 +84,7 @@ def start_ray(workers: int | None, address: str | None, preload: Sequence[str]) 
     import ray
 
     connect(workers, address)
-    warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
+    warm = ray.remote(num_cpus=1, max_retries=0)(become_worker)  # a task that only starts a worker
     for _ in range(cluster_workers(workers)):
         warm.remote(list(preload))
 

@@ -17,6 +17,9 @@ import pytest
 from conftest import CLI_ENV, cli, fixture_dir, rows, write_recipe
 from PIL import Image
 
+from medloom.engine import STAGES
+from medloom.engine.ray_executor import MOST_PARTS, task_parts
+
 pytest.importorskip("ray")
 
 
@@ -74,17 +77,23 @@ def test_export_annotate_and_embed_write_the_same_bytes(looms, tmp_path):
         assert a and a == {k: v for k, v in digest(remote / sub).items() if k.endswith(".parquet")}, sub
 
 
-def ray_workers_busy() -> list[int]:
-    """Pids of Ray workers running a medloom task now (their process title names the task)."""
-    pids = []
+def ray_tasks_running() -> dict[int, str]:
+    """Ray workers running a medloom task now, by pid: the task's name ("ingest.decode parts 4-7"), which Ray
+    puts in the worker's process title."""
+    running = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::run_in_worker"):
-                    pids.append(int(entry.name))
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
             except OSError:
-                pass
-    return pids
+                continue
+            if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES:
+                running[int(entry.name)] = title[5:]
+    return running
+
+
+def ray_workers_busy() -> list[int]:
+    return list(ray_tasks_running())
 
 
 def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
@@ -155,6 +164,39 @@ def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(t
     cli("ingest", remote, "--executor", "ray", "-w", "2", "-q")  # nothing kills it now
     assert rows(loom, "SELECT count(*) AS n FROM records")[0]["n"] == 16
     assert rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'worker_died'")[0]["n"] == 0
+
+
+def test_a_task_takes_as_many_quick_parts_as_a_quarter_second_holds():
+    assert task_parts(0, 0.0) == 1  # nothing has come back yet
+    assert task_parts(10, 0.7) == 4  # export's batches: 70 ms each
+    assert task_parts(4, 1.4) == 1  # ingest's parts: a third of a second or more
+    assert task_parts(100, 0.1) == task_parts(3, 0.0) == MOST_PARTS
+
+
+def test_a_task_of_several_parts_whose_worker_keeps_dying_runs_its_parts_one_by_one(tmp_path):
+    """Which of a task's parts killed its worker is not known: after Ray's last retry each part runs alone, so
+    only a part that kills its worker on its own becomes quarantine rows (none here)."""
+    spec = noise_source(tmp_path, 400, 96, seed=2)
+    local, remote = write_recipe(tmp_path / "local", spec, part_size=4), write_recipe(tmp_path / "ray", spec, part_size=4)
+    proc = start_ray_ingest(remote)
+    target, killed = None, set()
+    while proc.poll() is None:
+        for pid, name in ray_tasks_running().items():
+            target = target or (name if " parts " in name else None)
+            if name == target and pid not in killed and len(killed) < 4:  # its first run and Ray's three retries
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.005)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert target and len(killed) == 4, (target, killed)
+    loom = tmp_path / "ray" / "loom"
+    assert rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'worker_died'")[0]["n"] == 0
+    cli("ingest", local, "-w", "2", "-q")
+    assert parts(tmp_path / "local" / "loom") == parts(loom)
 
 
 WARM = """

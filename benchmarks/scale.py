@@ -144,8 +144,11 @@ def executors(images: Path, n: int, tmp: Path) -> None:
         for kind, how in kinds.items():
             run = tmp / f"{kind.replace(' ', '-')}-{workers}"
             if kind == "ray cluster":
-                subprocess.run([ray, "start", "--head", f"--num-cpus={workers}", "--include-dashboard=false"],
-                               check=True, capture_output=True)
+                started = subprocess.run([ray, "start", "--head", f"--num-cpus={workers}", "--include-dashboard=false"],
+                                         capture_output=True, text=True)
+                if started.returncode:
+                    raise SystemExit(f"`ray start --head` failed (is a Ray cluster running here? `ray stop` ends it):\n"
+                                     f"{started.stderr[-2000:]}")
             try:
                 how = ["-w", str(workers), *how]
                 runs["ingest", kind] = medloom("ingest", str(recipe(run, images)), "-q", *how)

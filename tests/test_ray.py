@@ -77,6 +77,37 @@ def test_export_annotate_and_embed_write_the_same_bytes(looms, tmp_path):
         assert a and a == {k: v for k, v in digest(remote / sub).items() if k.endswith(".parquet")}, sub
 
 
+def processes_named(name: bytes) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_bytes().strip() == name:
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address(looms, tmp_path):
+    """`ray start` made a cluster here: `--address auto` runs on it, and without `--address` the command starts
+    an instance of its own beside it (Ray's own default would join the cluster, and refuse our CPU count)."""
+    if processes_named(b"raylet"):
+        pytest.skip("a Ray cluster runs on this machine: this test starts its own and stops it with `ray stop`")
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True,
+                   capture_output=True, timeout=120)
+    try:
+        head = processes_named(b"raylet")
+        assert head
+        for how in (["--address", "auto"], []):
+            recipe = write_recipe(tmp_path / ("auto" if how else "own"), SOURCES, part_size=4)
+            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q")
+            assert parts(recipe.parent / "loom") == parts(looms[0]), how
+        assert processes_named(b"raylet") == head  # the command's own instance has gone, the cluster has not
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+
+
 def ray_tasks_running() -> dict[int, str]:
     """Ray workers running a medloom task now, by pid: the task's name ("ingest.decode parts 4-7"), which Ray
     puts in the worker's process title."""

@@ -103,7 +103,10 @@ def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address
             recipe = write_recipe(tmp_path / ("auto" if how else "own"), SOURCES, part_size=4)
             cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q")
             assert parts(recipe.parent / "loom") == parts(looms[0]), how
-        assert processes_named(b"raylet") == head  # the command's own instance has gone, the cluster has not
+        deadline = time.time() + 30  # the command's own instance has gone (its processes may take a moment)
+        while processes_named(b"raylet") != head and time.time() < deadline:
+            time.sleep(0.2)
+        assert processes_named(b"raylet") == head  # and the cluster has not
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
 

@@ -88,29 +88,6 @@ def processes_named(name: bytes) -> list[int]:
     return pids
 
 
-def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address(looms, tmp_path):
-    """`ray start` made a cluster here: `--address auto` runs on it, and without `--address` the command starts
-    an instance of its own beside it (Ray's own default would join the cluster, and refuse our CPU count)."""
-    if processes_named(b"raylet"):
-        pytest.skip("a Ray cluster runs on this machine: this test starts its own and stops it with `ray stop`")
-    ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True,
-                   capture_output=True, timeout=120)
-    try:
-        head = processes_named(b"raylet")
-        assert head
-        for how in (["--address", "auto"], []):
-            recipe = write_recipe(tmp_path / ("auto" if how else "own"), SOURCES, part_size=4)
-            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q")
-            assert parts(recipe.parent / "loom") == parts(looms[0]), how
-        deadline = time.time() + 30  # the command's own instance has gone (its processes may take a moment)
-        while processes_named(b"raylet") != head and time.time() < deadline:
-            time.sleep(0.2)
-        assert processes_named(b"raylet") == head  # and the cluster has not
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
-
-
 def ray_tasks_running() -> dict[int, str]:
     """Ray workers running a medloom task now, by pid: the task's name ("ingest.decode parts 4-7"), which Ray
     puts in the worker's process title."""
@@ -124,10 +101,6 @@ def ray_tasks_running() -> dict[int, str]:
             if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES:
                 running[int(entry.name)] = title[5:]
     return running
-
-
-def ray_workers_busy() -> list[int]:
-    return list(ray_tasks_running())
 
 
 def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
@@ -153,7 +126,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path
     killed = None
     deadline = time.time() + 120
     while killed is None and proc.poll() is None and time.time() < deadline:
-        busy = ray_workers_busy()
+        busy = list(ray_tasks_running())
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             killed = busy[0]
@@ -181,7 +154,7 @@ def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(t
     proc = start_ray_ingest(remote)
     kills = 0
     while proc.poll() is None:  # every try of every task dies
-        for pid in ray_workers_busy():
+        for pid in ray_tasks_running():
             try:
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
@@ -231,6 +204,29 @@ def test_a_task_of_several_parts_whose_worker_keeps_dying_runs_its_parts_one_by_
     assert rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'worker_died'")[0]["n"] == 0
     cli("ingest", local, "-w", "2", "-q")
     assert parts(tmp_path / "local" / "loom") == parts(loom)
+
+
+def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address(looms, tmp_path):
+    """`ray start` made a cluster here: `--address auto` runs on it, and without `--address` the command starts
+    an instance of its own beside it (Ray's own default would join the cluster, and refuse our CPU count)."""
+    if processes_named(b"raylet"):
+        pytest.skip("a Ray cluster runs on this machine: this test starts its own and stops it with `ray stop`")
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True,
+                   capture_output=True, timeout=120)
+    try:
+        head = processes_named(b"raylet")
+        assert head
+        for how in (["--address", "auto"], []):
+            recipe = write_recipe(tmp_path / ("auto" if how else "own"), SOURCES, part_size=4)
+            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q")
+            assert parts(recipe.parent / "loom") == parts(looms[0]), how
+        deadline = time.time() + 30  # the command's own instance has gone (its processes may take a moment)
+        while processes_named(b"raylet") != head and time.time() < deadline:
+            time.sleep(0.2)
+        assert processes_named(b"raylet") == head  # and the cluster has not
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
 
 
 WARM = """

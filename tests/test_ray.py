@@ -77,30 +77,28 @@ def test_export_annotate_and_embed_write_the_same_bytes(looms, tmp_path):
         assert a and a == {k: v for k, v in digest(remote / sub).items() if k.endswith(".parquet")}, sub
 
 
-def processes_named(name: bytes) -> list[int]:
-    pids = []
+def proc_files(name: str) -> dict[int, bytes]:
+    """Every process's /proc/PID/`name`, by pid (processes that end meanwhile are left out)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_bytes().strip() == name:
-                pids.append(int(entry.name))
+            if entry.name.isdigit():
+                found[int(entry.name)] = (entry / name).read_bytes()
         except OSError:
             pass
-    return pids
+    return found
+
+
+def processes_named(name: bytes) -> list[int]:
+    return [pid for pid, comm in proc_files("comm").items() if comm.strip() == name]
 
 
 def ray_tasks_running() -> dict[int, str]:
     """Ray workers running a medloom task now, by pid: the task's name ("ingest.decode parts 4-7"), which Ray
     puts in the worker's process title."""
-    running = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
-            except OSError:
-                continue
-            if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES:
-                running[int(entry.name)] = title[5:]
-    return running
+    titles = {pid: cmdline.split(b"\0")[0].decode(errors="replace") for pid, cmdline in proc_files("cmdline").items()}
+    return {pid: title[5:] for pid, title in titles.items()
+            if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES}
 
 
 def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:

@@ -329,3 +329,43 @@ def test_a_structure_in_parts_is_one_and_lesions_are_counted():
 ])
 def test_the_checker_rejects_count_words_that_contradict_the_rois(text, counts, wrong):
     assert CHECK.wrong_counts(text, counts) == wrong
+
+
+def test_a_partial_annotate_keeps_every_kind_and_record_it_was_not_asked_to_redo(loom, tmp_path):
+    """`annotate --captions` (or --rois, --vqa, --where) after a full run: the questions, ROI texts, reviews and
+    the records outside the selection stay as they were; eval vqa still finds its questions."""
+    from medloom.web.decisions import review_text
+
+    _, loom_dir, _ = loom
+    annotate(loom_dir, AnnotateSettings(seed=3), workers=1, quiet=True)
+    full = {r["id"]: r for r in pq.read_table(loom_dir / "annotations" / "annotations.parquet").to_pylist()}
+    seg = next(i for i, r in full.items() if r["roi_text"])
+    cxr = next(i for i, r in full.items() if any(q["kind"] == "multiple-choice" for q in r["vqa"]))
+    stem = next(q["question"] for q in full[cxr]["vqa"] if q["kind"] == "open")
+    review_text(loom_dir, cxr, "question", "edited", "ann", text="What does this chest film show?", seen=stem)
+    review_text(loom_dir, seg, "roi_text", "edited", "ann", text="A reviewed lesion description.",
+                seen=full[seg]["roi_text"])
+    reviewed = {r["id"]: r for r in pq.read_table(loom_dir / "annotations" / "annotations.parquet").to_pylist()}
+
+    report = annotate(loom_dir, AnnotateSettings(captions=True, rois=False, vqa=False, seed=4), workers=1, quiet=True)
+    now = {r["id"]: r for r in pq.read_table(loom_dir / "annotations" / "annotations.parquet").to_pylist()}
+    assert set(now) == set(full)
+    assert sum(now[i]["caption"] != full[i]["caption"] for i in now) > 0  # the captions were made again
+    for i, row in now.items():
+        assert row["vqa"] == reviewed[i]["vqa"] and row["roi_text"] == reviewed[i]["roi_text"]
+        assert row["roi_facts"] == reviewed[i]["roi_facts"] and row["reviews"] == reviewed[i]["reviews"]
+    assert now[seg]["roi_text"] == "A reviewed lesion description."
+    assert any(q["question"] == "What does this chest film show?" for q in now[cxr]["vqa"])
+    assert report.questions == {k: sum(q["kind"] == k for r in full.values() for q in r["vqa"]) for k in report.questions}
+    assert report.redone == ["captions"]
+
+    # --vqa on one source only: the other source's rows are kept whole, this one's captions kept
+    annotate(loom_dir, AnnotateSettings(captions=False, rois=False, vqa=True, seed=9), workers=1, quiet=True,
+             where="source = 'cxr'")
+    after = {r["id"]: r for r in pq.read_table(loom_dir / "annotations" / "annotations.parquet").to_pylist()}
+    assert set(after) == set(full)
+    assert all(after[i] == now[i] for i in after if not i.startswith("cxr/"))
+    assert all(after[i]["caption"] == now[i]["caption"] for i in after if i.startswith("cxr/"))
+    assert any(after[i]["vqa"] != now[i]["vqa"] for i in after if i.startswith("cxr/"))  # seed 9: new questions
+    manifest = json.loads((loom_dir / "annotations" / "manifest.json").read_text())
+    assert {k: v["seed"] for k, v in manifest["made_by"].items()} == {"captions": 4, "rois": 3, "vqa": 9}

@@ -566,6 +566,11 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
     questions = ", ".join(f"{k} {v}" for k, v in sorted(report.questions.items())) or "none"
     out.print(f"annotate: {report.records} records: {report.captions} captions, {report.roi_descriptions} ROI "
               f"descriptions, questions: {questions}; {report.without_labels} without labels or ROIs", highlight=False)
+    others = [k for k in ("captions", "rois", "vqa") if k not in report.redone]
+    if others or report.kept:
+        out.print(f"made now: {', '.join(report.redone)}; kept as they were: "
+                  + "; ".join(([", ".join(others)] if others else [])
+                              + ([f"{report.kept} record(s) outside --where"] if report.kept else [])), highlight=False)
     if report.llm:
         s = report.llm
         out.print(f"llm: {s['answered']} answered, {s['cached']} from the cache, {s['failed']} failed "

@@ -102,6 +102,8 @@ class AnnotateReport:
     flags: dict[str, int] = field(default_factory=dict)
     flagged: list[dict] = field(default_factory=list)
     llm: dict = field(default_factory=dict)
+    redone: list[str] = field(default_factory=list)  # the kinds this run made (the others were kept)
+    kept: int = 0  # records outside this run's selection whose annotations were kept as they were
     seconds: float = 0.0
     out: str = ""
 
@@ -311,14 +313,71 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
     out = loom / ANNOTATIONS
     from .reviews import apply_reviews, read_reviews
 
-    result = pa.Table.from_pylist(apply_reviews(result.to_pylist(), read_reviews(loom)), ANNOTATION_SCHEMA)
+    redone = [k for k in KINDS if getattr(settings, k)]
+    previous = read_annotations(loom)
+    ids = {r[0] for r in con.execute("SELECT id FROM records").fetchall()}
+    rows = merge_previous(result.to_pylist(), previous.to_pylist() if previous is not None else [], redone, ids)
+    reviews = [r for r in read_reviews(loom) if REVIEWED_KIND.get(r["field"]) in redone]
+    result = pa.Table.from_pylist(apply_reviews(rows, reviews), ANNOTATION_SCHEMA)
     entry = write_parquet(out / FILE, result)
     summarise(report, result)
+    report.redone = redone
+    report.kept = len(result) - total
     report.seconds = time.perf_counter() - started
     report.out = str(out)
-    write_file(out / "manifest.json", json.dumps({"settings": asdict(settings), "file": entry,
-                                                             "report": report.as_dict()}, indent=1).encode())
+    made_by = _previous_manifest(out).get("made_by", {})
+    made_by.update({k: asdict(settings) for k in redone})
+    write_file(out / "manifest.json", json.dumps({"settings": asdict(settings), "made_by": made_by, "file": entry,
+                                                 "report": report.as_dict()}, indent=1).encode())
     return report
+
+
+# what each kind of annotation owns on a row: its fields, and the prefixes of its flags and notes
+KINDS = ("captions", "rois", "vqa")
+KIND_FIELDS = {"captions": ("caption", "caption_source", "template_caption"),
+               "rois": ("roi_text", "roi_facts", "relations"), "vqa": ("vqa",)}
+KIND_FLAGS = {"captions": ("caption ", "llm caption "), "rois": ("roi_text ", "roi pixels"),
+              "vqa": ("question ", "llm question ", "no multiple-choice")}
+REVIEWED_KIND = {"caption": "captions", "roi_text": "rois", "question": "vqa"}
+
+
+def _kind_of(text: str) -> str | None:
+    return next((k for k, prefixes in KIND_FLAGS.items() if text.startswith(prefixes)), None)
+
+
+def merge_previous(new: list[dict], previous: list[dict], redone: list[str], ids: set[str]) -> list[dict]:
+    """A run that redoes some kinds (or some records, with --where) keeps everything else the loom had: the
+    other kinds of each re-annotated record, with their flags, notes and reviews, and whole rows of records
+    outside the selection that are still in the catalog. Rows come out sorted by id, as a full run writes them."""
+    before = {r["id"]: r for r in previous if r["id"] in ids}
+    rows = {}
+    for row in new:
+        old = before.get(row["id"])
+        if old is not None:
+            for kind in KINDS:
+                if kind in redone:
+                    continue
+                for name in KIND_FIELDS[kind]:
+                    row[name] = old[name]
+                row["flags"] = [f for f in row["flags"] if _kind_of(f) != kind] + \
+                    [f for f in old["flags"] or [] if _kind_of(f) == kind]
+                row["notes"] = [n for n in row["notes"] if _kind_of(n) != kind] + \
+                    [n for n in old["notes"] or [] if _kind_of(n) == kind]
+            kept = [r for r in old.get("reviews") or [] if REVIEWED_KIND.get(r["field"]) not in redone]
+            if kept:
+                row["reviews"] = kept
+        rows[row["id"]] = row
+    for key, old in before.items():
+        rows.setdefault(key, old)
+    return [rows[k] for k in sorted(rows)]
+
+
+def _previous_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def summarise(report: AnnotateReport, table: pa.Table) -> None:

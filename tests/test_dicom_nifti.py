@@ -124,3 +124,29 @@ def test_mni152_from_nilearn(tmp_path):
         task="organ recognition")]))
     recs = rows(loom, "SELECT width, height FROM records")
     assert len(recs) >= 4 and all(r["width"] > 50 for r in recs)
+
+
+def test_enhanced_multiframe_ct_reads_rescale_window_and_spacing_from_its_functional_groups(tmp_path):
+    """pydicom's eCT_Supplemental.dcm keeps rescale (intercept -1024) and its window (49/102) only in the
+    shared functional groups: frames render in Hounsfield units through that window, in ingest and export."""
+    import pydicom
+
+    from medloom.catalog import read_manifest
+    from medloom.export import render_sources
+    from medloom.export.render import record_image
+
+    (tmp_path / "data").mkdir()
+    shutil.copy(get_testdata_file("eCT_Supplemental.dcm"), tmp_path / "data" / "ect.dcm")
+    loom, reports = run_ingest(write_recipe(tmp_path, [dict(name="e", reader="dicom", path="data", task="disease")]))
+    assert reports["e"].records == 2
+    ds = pydicom.dcmread(get_testdata_file("eCT_Supplemental.dcm"))
+    sources = {"sources": render_sources(read_manifest(loom))}
+    for rec in rows(loom, "SELECT * FROM records ORDER BY frame"):
+        assert (rec["render"]["window_center"], rec["render"]["window_width"]) == (49.0, 102.0)
+        assert rec["render"]["window_source"] == "tags"
+        assert '"PixelSpacing": [0.388672, 0.388672]' in rec["meta"]
+        hu = ds.pixel_array[rec["frame"]].astype(np.float64) - 1024.0  # slope 1, intercept -1024
+        expected = np.clip((hu - (49 - 51)) * 255 / 102, 0, 255).astype(np.uint8)
+        got = np.asarray(record_image(rec, sources, {}))
+        assert np.abs(got.astype(int) - expected).max() <= 1
+        assert len(np.unique(got)) > 64  # a grey CT, not the near-binary image of raw values

@@ -2,7 +2,9 @@
 
 Pixels go through the modality LUT (rescale slope/intercept); the stored window comes from the recipe,
 the file's window tags, its VOI LUT, or the 0.5-99.5 percentiles, in that order; MONOCHROME1 is marked
-inverted. Patient and study ids are kept only as salted hashes.
+inverted. Enhanced multi-frame objects keep rescale, window, pixel spacing and plane position in their
+functional groups: each frame is read through `frame_view` (the frame's own groups over the shared ones over
+the top level). Patient and study ids are kept only as salted hashes.
 """
 
 from __future__ import annotations
@@ -131,6 +133,35 @@ def _meta(ds) -> dict:
     return meta
 
 
+FUNCTIONAL_GROUPS = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+
+
+def frame_view(ds, index: int):
+    """The attributes that render and place frame `index`: the top level, overlaid by the shared functional
+    groups, overlaid by the frame's own (Pixel Value Transformation, Frame VOI LUT, Pixel Measures, Plane
+    Orientation and Position, ...). A file without functional groups is its own view."""
+    from pydicom.dataset import Dataset
+
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not shared and not per_frame:
+        return ds
+    view = Dataset()
+    view.file_meta = getattr(ds, "file_meta", Dataset())
+    for elem in ds:
+        if elem.keyword not in FUNCTIONAL_GROUPS and elem.tag != 0x7FE00010:
+            view.add(elem)
+    groups = [shared[0]] if shared else []
+    if per_frame and index < len(per_frame):
+        groups.append(per_frame[index])
+    for group in groups:
+        for macro in group:  # each functional group macro is a sequence of one item
+            if macro.VR == "SQ" and len(macro.value) == 1:
+                for elem in macro.value[0]:
+                    view.add(elem)
+    return view
+
+
 def _first(value) -> float:
     return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
 
@@ -140,14 +171,16 @@ def _frames(n: int, mode: str) -> list[int]:
 
 
 def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | None = None,
-                  stored: dict | None = None) -> tuple[np.ndarray, dict]:
-    """One frame as 8-bit pixels a person would see, and the render settings that produced it.
+                  stored: dict | None = None, index: int = 0) -> tuple[np.ndarray, dict]:
+    """Frame `index` (its pixels `raw`) as 8-bit pixels a person would see, and the render settings that
+    produced it.
 
     At ingest the window is chosen (recipe, tags, VOI LUT, percentiles); at export the `stored` render
     settings of the record are applied again, so the exported image is the one that was hashed.
     """
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
+    ds = frame_view(ds, index)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(raw, ds)
@@ -197,7 +230,7 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
     index = max(record["frame"], 0)
     if index >= len(arr):
         raise DecodeError("missing_frame", f"frame {index} requested, the file now has {len(arr)}")
-    return display_frame(ds, arr[index], stored=record["render"])[0]
+    return display_frame(ds, arr[index], stored=record["render"], index=index)[0]
 
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
@@ -215,13 +248,13 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
         "anatomy": vocab.normalise("anatomy", str(ds.get("BodyPartExamined", "")), strict=False),
     }
-    meta = _meta(ds)
     fixed = recipe_window(opts.window)
     records = []
     for index in _frames(n_frames, opts.frames):
         raw = arr[index]
         frame = index if n_frames > 1 else -1
-        rendered, render = display_frame(ds, raw, window=fixed)
+        rendered, render = display_frame(ds, raw, window=fixed, index=index)
         facts = array_facts(raw, rendered)
-        records.append(image_record(task, facts, frame=frame, render=render, meta=meta, file_hash=digest, **fields))
+        records.append(image_record(task, facts, frame=frame, render=render, meta=_meta(frame_view(ds, index)),
+                                    file_hash=digest, **fields))
     return records, []

@@ -223,6 +223,57 @@ def test_a_link_to_a_folder_outside_is_not_walked(tmp_path):
     assert reasons == {"outside_root": "effusion", "symlink_loop": "normal/loop"}
 
 
+def test_links_to_nowhere_pipes_and_devices_are_rows_and_the_source_is_kept(tmp_path):
+    """A file link to itself or to nothing, a FIFO (reading it would block) and a character device (reading it
+    would never end) inside a source: one quarantine row each, every regular file ingested, no hang. A CSV that
+    names the FIFO gets a row for its line, and read_file itself refuses a FIFO before it opens it."""
+    import stat as st
+
+    data = tmp_path / "data"
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        make_image(data / "normal" / name, seed=i)
+    (data / "normal" / "self.png").symlink_to("self.png")
+    (data / "normal" / "gone.png").symlink_to("nothing-here.png")
+    os.mkfifo(data / "normal" / "pipe.png")
+    expected = {"normal/self.png": "symlink_loop", "normal/gone.png": "broken_link", "normal/pipe.png":
+                "not_a_regular_file"}
+    try:
+        os.mknod(data / "normal" / "zero.png", 0o600 | st.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
+        expected["normal/zero.png"] = "not_a_regular_file"
+    except (PermissionError, OSError):
+        pass  # no CAP_MKNOD here: the FIFO and the links still hold the rule
+    (tmp_path / "labels.csv").write_text("image,label\nnormal/a.png,x\nnormal/pipe.png,y\n")
+    recipe = write_recipe(tmp_path, [folder_source(data), dict(
+        name="table", reader="csv", path=str(data), csv=str(tmp_path / "labels.csv"), image_column="image",
+        label_column="label", modality="X-ray", anatomy="chest", task="disease", allowed_roots=[str(tmp_path)])])
+    cli("ingest", recipe, "-q", "--workers", "1", timeout=120)
+    loom = tmp_path / "loom"
+    assert [r["uri"] for r in rows(loom, "SELECT uri FROM records WHERE source = 'cxr' ORDER BY uri")] == \
+        ["normal/a.png", "normal/b.png", "normal/c.png"]
+    got = {r["path"]: r["reason"] for r in rows(loom, "SELECT path, reason FROM quarantine WHERE source = 'cxr'")}
+    assert got == expected
+    assert [r["uri"] for r in rows(loom, "SELECT uri FROM records WHERE source = 'table'")] == ["normal/a.png"]
+    assert rows(loom, "SELECT path FROM quarantine WHERE source = 'table'") == [{"path": "labels.csv:3"}]
+
+    from medloom.imaging import DecodeError, read_file
+
+    outcome = []
+
+    def read() -> None:
+        try:
+            read_file(str(data / "normal" / "pipe.png"))
+        except DecodeError as e:
+            outcome.append(e.reason)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the reader: open the FIFO's other end
+        with open(data / "normal" / "pipe.png", "wb"):
+            pass
+    assert outcome == ["not_a_regular_file"]
+
+
 # ---- 4. one bad entry never drops a source ----------------------------------------------------------------------
 
 def test_malformed_boxes_are_rows_and_the_rest_is_ingested(tmp_path):

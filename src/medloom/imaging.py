@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,12 +128,18 @@ def open_image(path: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, max
 def read_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     """A whole input file, after checking its size against the budget."""
     try:
-        size = os.stat(path).st_size
-        if size > max_bytes:
-            raise DecodeError("over_budget", f"the file has {size} bytes, over the limit of {max_bytes}; raise "
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):  # a FIFO would block, a device never end
+            raise DecodeError("not_a_regular_file", "not a regular file (a FIFO, device or socket); only regular "
+                                                    "files are read")
+        if st.st_size > max_bytes:
+            raise DecodeError("over_budget", f"the file has {st.st_size} bytes, over the limit of {max_bytes}; raise "
                                              "`max_file_bytes` in the source if it is genuine")
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(max_bytes + 1)  # a file that grows while read is still held to the budget
+        if len(data) > max_bytes:
+            raise DecodeError("over_budget", f"the file grew past the limit of {max_bytes} bytes while read")
+        return data
     except FileNotFoundError as e:
         raise DecodeError("missing_file", f"file not found: {e.filename}") from None
     except IsADirectoryError:

@@ -9,6 +9,7 @@ one per frame or slice).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -216,12 +217,13 @@ def walk_files(root: str | Path, scan: Scan | None = None, source: dict | None =
 
 
 def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None = None) -> Iterator[tuple[str, str]]:
-    """Every file under root as (its folder, its name), sorted, hidden entries skipped (stable order on every
-    machine).
+    """Every regular file under root as (its folder, its name), sorted, hidden entries skipped (stable order on
+    every machine: a folder's files, then each of its folders in turn).
 
-    Symbolic links to folders are followed while they stay inside the source's roots; a link leading
-    outside, a link loop, a folder that cannot be listed and a name that is not valid UTF-8 are skipped,
-    each with a quarantine row when `scan` and `source` are given.
+    Symbolic links to folders are followed while they stay inside the source's roots. Everything else is
+    skipped with a quarantine row when `scan` and `source` are given, and the rest of the source is read: a
+    link leading outside, a folder link loop, a file link that points at itself or nowhere, a FIFO, device or
+    socket (reading one would hang or never end), a folder that cannot be listed, a name that is not UTF-8.
     """
     roots = source_roots(source) if source else None
 
@@ -230,38 +232,68 @@ def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None
             rel = display_name(os.path.relpath(path, source["root"]))
             scan.quarantine.append(quarantine_row(source["name"], rel, reason, message))
 
-    def unreadable(e: OSError) -> None:
-        problem(e.filename or str(root), "unreadable_folder", f"cannot list the folder: {e.strerror or e}")
-
-    seen = {os.path.realpath(root)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
-        keep = []
-        for d in sorted(dirnames):
-            full = os.path.join(dirpath, d)
-            if d.startswith("."):
+    def visit(folder: str) -> Iterator[tuple[str, str]]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            problem(e.filename or folder, "unreadable_folder", f"cannot list the folder: {e.strerror or e}")
+            return
+        folders = []
+        for entry in entries:
+            name, full = entry.name, entry.path
+            if name.startswith("."):
                 continue
-            if not is_valid_name(d):
-                problem(full, "bad_filename", "the folder name is not valid UTF-8; rename it (its files are skipped)")
+            if is_kind(entry.is_dir):
+                if not is_valid_name(name):
+                    problem(full, "bad_filename", "the folder name is not valid UTF-8; rename it (its files are skipped)")
+                    continue
+                real = os.path.realpath(full)
+                if roots is not None and not inside(real, roots):
+                    problem(full, "outside_root", f"a link to {display_name(real)}, outside the source's root; list "
+                                                  "that folder under `allowed_roots:` in the recipe to read it")
+                elif real in seen:
+                    problem(full, "symlink_loop", f"leads back to {display_name(real)}, already read; skipped")
+                else:
+                    seen.add(real)
+                    folders.append(full)
                 continue
-            real = os.path.realpath(full)
-            if roots is not None and not inside(real, roots):
-                problem(full, "outside_root", f"a link to {display_name(real)}, outside the source's root; list that "
-                                              "folder under `allowed_roots:` in the recipe to read it")
-                continue
-            if real in seen:
-                problem(full, "symlink_loop", f"leads back to {display_name(real)}, already read; skipped")
-                continue
-            seen.add(real)
-            keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            if name.startswith(".") or name.lower() in SKIP_NAMES:
+            if name.lower() in SKIP_NAMES:
                 continue
             if not is_valid_name(name):
-                problem(os.path.join(dirpath, name), "bad_filename",
-                        "the file name is not valid UTF-8; rename the file to read it")
-                continue
-            yield dirpath, name
+                problem(full, "bad_filename", "the file name is not valid UTF-8; rename the file to read it")
+            elif is_kind(entry.is_file):
+                yield folder, name
+            else:
+                reason, message = not_a_file(full)
+                problem(full, reason, message)
+        for sub in folders:
+            yield from visit(sub)
+
+    seen = {os.path.realpath(root)}
+    yield from visit(str(root))
+
+
+def is_kind(check) -> bool:
+    """A DirEntry's is_dir / is_file, False where the link cannot be followed (a loop raises ELOOP)."""
+    try:
+        return check()
+    except OSError:
+        return False
+
+
+def not_a_file(path: str) -> tuple[str, str]:
+    """Why an entry that is neither a folder nor a regular file is not read: (reason, message)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink_loop", "a link that leads back to itself; skipped"
+        return "broken_link", f"a link to {display_name(os.readlink(path)) if os.path.islink(path) else path}, " \
+                              f"which does not exist ({e.strerror}); skipped"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+    return "not_a_regular_file", f"{kind}, not a regular file; only regular files are read"
 
 
 def is_image_file(path: Path) -> bool:

@@ -103,7 +103,7 @@ def test_multiple_choice_rules():
         assert len(correct) == 1  # "pleural effusion" is a synonym of the label "effusion": never a distractor
         assert q["prompt"].endswith(INSTRUCTION) and q["prompt"].count("\n") == len(q["options"]) + 1
     small = multiple_choice(record(label_space=["normal", "pneumonia"]), "classification", random.Random(0), KB)
-    assert sorted(small["options"]) == ["normal findings", "pneumonia"]
+    assert sorted(small["options"]) == ["normal", "pneumonia"]  # a class has one name: options, answers, prompts
     assert multiple_choice(record(label_space=["pneumonia"]), "classification", random.Random(0), KB) is None
     letters = {multiple_choice(record(), "classification", random.Random(s), KB)["answer_letter"] for s in range(40)}
     assert letters == set("ABCD")  # shuffled by seed

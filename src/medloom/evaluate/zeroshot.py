@@ -1,7 +1,8 @@
 """`medloom eval zeroshot` and `medloom eval retrieval` with a CLIP-family model (`clip.py`).
 
 Zero-shot classification is done per source whose records carry one label from a label space of at least two
-classes (one task per source: its classes are its label space). Each class name goes through prompt
+classes (one task per source: its classes are its label space). Each class's name (`class_name`: the label
+as words, "normal" stays "normal"; results.json lists both as `classes` and `class_names`) goes through prompt
 templates (the source's modality and anatomy in words, as the clip-benchmark export writes them, or the
 user's `--templates` file with `{c}`); a class's text embedding is the mean of its prompts', normalised. A
 record's prediction is the class whose embedding is nearest its image's. Reported per task and pooled: top-1
@@ -79,7 +80,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
         if not table.num_rows:
             raise EvalError(f"{loom}: no record in {what} carries one label from a label space of two classes or "
                             "more: nothing to classify")
-        from ..annotate.captions import finding
+        from ..annotate.captions import class_name
         from .clip import image_features
 
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
@@ -95,7 +96,8 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
                 from ..export.clipbench import templates
 
                 prompts = templates(group[0]["modality"], group[0]["anatomy"])
-            text = model.encode_names([finding(c) for c in classes], prompts)
+            names = [class_name(c) for c in classes]
+            text = model.encode_names(names, prompts)
             images = model.project_images(np.stack([features[r["id"]] for r in group]))
             scores = model.logit_scale * images @ text.T
             truth = np.array([classes.index(r["labels"][0]) for r in group])
@@ -107,7 +109,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
                                     "label": r["labels"][0], "predicted": classes[best], "rank": int(rank),
                                     "correct": bool(rank == 1), "top5": bool(rank <= 5),
                                     "scores": [float(x) for x in score], "model": s.model})
-            tasks[source] = {"classes": classes, "prompts": prompts,
+            tasks[source] = {"classes": classes, "class_names": names, "prompts": prompts,
                              "auroc": auroc(scores[:, 1] - scores[:, 0], truth == 1) if len(classes) == 2 else None}
         table_out = pa.Table.from_pylist(predictions, ZEROSHOT_SCHEMA)
         folder.write_table("predictions.parquet", table_out)
@@ -125,7 +127,7 @@ def summarise_zeroshot(predictions: list[dict], tasks: dict[str, dict], seed: in
         m = metrics(units([as_question(p) for p in group], False), seed)
         m.pop("invalid"), m.pop("invalid_rate")
         out["tasks"][name] = {**m, "top5": sum(p["top5"] for p in group) / len(group), "classes": info["classes"],
-                              "auroc": info["auroc"], "prompts": info["prompts"]}
+                              "class_names": info["class_names"], "auroc": info["auroc"], "prompts": info["prompts"]}
     overall = metrics(units([as_question(p) for p in predictions], False), seed)
     overall.pop("invalid"), overall.pop("invalid_rate")
     out["overall"] = {**overall, "top5": sum(p["top5"] for p in predictions) / len(predictions)}

@@ -110,7 +110,7 @@ def export_clip_benchmark(loom: Path, out: Path, *, where: str | None = None, ma
 
 def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers, quiet, include_duplicates,
             subset, experiment, keep_metadata, splits, image_format, shard_size) -> ClipBenchmarkReport:
-    from ..annotate.captions import finding
+    from ..annotate.captions import class_name
     from . import ExportOptions, _image_ext, _select, render_sources, rendered, selection_sql
 
     started = time.perf_counter()
@@ -183,7 +183,7 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
     for key, entry in report.classification.items():
         modality, anatomy = pairs[entry["source"]]
         meta[f"classification/{key}/dataset_type.txt"] = b"classification\n"
-        meta[f"classification/{key}/classnames.txt"] = "".join(f"{finding(c)}\n" for c in entry["classes"]).encode()
+        meta[f"classification/{key}/classnames.txt"] = "".join(f"{class_name(c)}\n" for c in entry["classes"]).encode()
         meta[f"classification/{key}/zeroshot_classification_templates.txt"] = \
             "".join(f"{t}\n" for t in templates(modality, anatomy)).encode()
     for rel, data in meta.items():

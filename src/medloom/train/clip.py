@@ -72,14 +72,14 @@ class TrainReport:
 
 
 def record_texts(row: dict, prompts: bool) -> list[str]:
-    from ..annotate.captions import finding
+    from ..annotate.captions import class_name
     from ..export.clipbench import templates
     from ..export.texts import choose_text
 
     texts = [" ".join(choose_text(row, "auto")[0].split())]
     labels = list(row.get("labels") or [])
     if prompts and len(labels) == 1:
-        texts += [t.format(c=finding(labels[0])) for t in templates(row["modality"], row["anatomy"])]
+        texts += [t.format(c=class_name(labels[0])) for t in templates(row["modality"], row["anatomy"])]
     return list(dict.fromkeys(t for t in texts if t))
 
 

@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -142,6 +143,7 @@ def test_enhanced_multiframe_ct_reads_rescale_window_and_spacing_from_its_functi
     ds = pydicom.dcmread(get_testdata_file("eCT_Supplemental.dcm"))
     sources = {"sources": render_sources(read_manifest(loom))}
     for rec in rows(loom, "SELECT * FROM records ORDER BY frame"):
+        assert rec["anatomy"] == "brain"  # its Frame Anatomy's coded region: it has no Body Part Examined
         assert (rec["render"]["window_center"], rec["render"]["window_width"]) == (49.0, 102.0)
         assert rec["render"]["window_source"] == "tags"
         assert '"PixelSpacing": [0.388672, 0.388672]' in rec["meta"]
@@ -150,3 +152,28 @@ def test_enhanced_multiframe_ct_reads_rescale_window_and_spacing_from_its_functi
         got = np.asarray(record_image(rec, sources, {}))
         assert np.abs(got.astype(int) - expected).max() <= 1
         assert len(np.unique(got)) > 64  # a grey CT, not the near-binary image of raw values
+
+
+def test_the_demo_dicom_sources_say_what_their_images_show(tmp_path):
+    """The demo's MAT facts are true of its images: the head CTs are brain, the spine CT spine, the shoulder MR
+    an upper limb, the ultrasounds a lymph node and an obstetric scan; no CT is called abdomen."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("build_demo", Path(__file__).parents[1] / "examples/demo/build_demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.gather(tmp_path)
+    (tmp_path / "recipe.yaml").write_text(demo.RECIPE)
+    names = [line.split(": ")[1] for line in demo.RECIPE.splitlines() if line.startswith("  - name: ")]
+    dicom = [n for n in names if n.startswith(("cr-", "ct", "mr", "ultrasound"))]
+    subprocess.run([sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q",
+                    *(a for n in dicom for a in ("--source", n))], check=True, capture_output=True)
+    got = {(r["uri"], r["modality"], r["anatomy"]) for r in rows(tmp_path / "loom", "SELECT uri, modality, anatomy FROM "
+                                                                                    "records")}
+    assert got == {("RG1_UNCR.dcm", "X-ray", "chest"), ("RG3_UNCR.dcm", "X-ray", "lower limb"),
+                   ("693_UNCR.dcm", "CT", "brain"), ("eCT_Supplemental.dcm", "CT", "brain"),
+                   ("CT_small.dcm", "CT", "spine"), ("emri_small.dcm", "MRI", "brain"),
+                   ("MR2_UNCR.dcm", "MRI", "upper limb"), ("MR_small.dcm", "MRI", "unknown"),
+                   ("US1_UNCR.dcm", "ultrasound", "lymph node"), ("OBXXXX1A_2frame.dcm", "ultrasound", "pelvis")}

@@ -1,7 +1,8 @@
 """Build the demo loom from real medical images that ship inside pip packages, then print its summary.
 
-Sources: pydicom / pydicom-data DICOM (CR chest and leg radiographs, CT, MR, ultrasound, plus files that
-must be quarantined: truncated, JPEG-LS without a decoder, a segmentation object), scikit-image's
+Sources: pydicom / pydicom-data DICOM (CR chest and leg radiographs, head and spine CT, brain and shoulder
+MR, lymph node and obstetric ultrasound, each source's body region read off its images; plus files that must
+be quarantined: truncated, JPEG-LS without a decoder, a segmentation object), scikit-image's
 `retina.jpg` (fundus) and `ihc.png` (pathology), and nilearn's MNI152 brain template sliced axially with
 a brain mask. Usage: python examples/demo/build_demo.py OUT_DIR
 """
@@ -29,12 +30,18 @@ def gather(out: Path) -> None:
     from pydicom.data import get_testdata_file
 
     data = out / "data"
+    # one folder per body region, each file's region read off the image itself (its tags say none, or only
+    # "Brain" in an enhanced object's frame anatomy): the demo's MAT facts must be true of its images
     dicom = {
-        "chest": ["RG1_UNCR.dcm"],  # CR chest, MONOCHROME1
-        "leg": ["RG3_UNCR.dcm"],  # CR extremity
-        "ct": ["693_UNCR.dcm", "CT_small.dcm", "eCT_Supplemental.dcm"],
-        "mr": ["MR2_UNCR.dcm", "emri_small.dcm", "MR_small.dcm"],  # emri_small: 10 frames
-        "ultrasound": ["US1_UNCR.dcm", "OBXXXX1A_2frame.dcm"],
+        "chest": ["RG1_UNCR.dcm"],  # CR chest, MONOCHROME1 (BodyPartExamined CHEST)
+        "leg": ["RG3_UNCR.dcm"],  # CR distal tibia (BodyPartExamined EXTREMITY)
+        "ct-head": ["693_UNCR.dcm", "eCT_Supplemental.dcm"],  # axial head CT (a subdural haematoma); brain
+        "ct-spine": ["CT_small.dcm"],  # axial slice through a thoracic vertebra
+        "mr-brain": ["emri_small.dcm"],  # 10 frames (BodyPartExamined HEAD)
+        "mr-shoulder": ["MR2_UNCR.dcm"],  # coronal shoulder (StudyDescription SHOULDER)
+        "mr-unknown": ["MR_small.dcm"],  # a 64 x 64 crop, 20 mm across: no region can be told
+        "ultrasound-lymph-node": ["US1_UNCR.dcm"],  # colour Doppler, "LYMPH NODE" burned in
+        "ultrasound-obstetric": ["OBXXXX1A_2frame.dcm"],  # obstetric preset ("Gen-OB")
         # real files that cannot become images here, kept to show the quarantine at work
         "problems": ["MR_truncated.dcm", "emri_small_jpeg_ls_lossless.dcm", "liver.dcm"],
     }
@@ -74,22 +81,55 @@ sources:
     task: disease
     description: computed radiograph of the leg (pydicom-data RG3)
     license: MIT
-  - name: ct
+  - name: ct-head
     reader: dicom
-    path: data/dicom/ct
-    anatomy: abdomen
+    path: data/dicom/ct-head
+    anatomy: brain
     task: disease
-    window: abdomen
+    window: brain
+    description: axial head CT (pydicom 693_UNCR, with a subdural haematoma; eCT_Supplemental, enhanced CT)
     license: MIT
-  - name: mr
+  - name: ct-spine
     reader: dicom
-    path: data/dicom/mr
+    path: data/dicom/ct-spine
+    anatomy: spine
     task: disease
+    window: bone
+    description: axial CT through a thoracic vertebra (pydicom CT_small)
     license: MIT
-  - name: ultrasound
+  - name: mr-brain
     reader: dicom
-    path: data/dicom/ultrasound
+    path: data/dicom/mr-brain
     task: disease
+    description: brain MR, 10 frames (pydicom emri_small; HEAD in its tags)
+    license: MIT
+  - name: mr-shoulder
+    reader: dicom
+    path: data/dicom/mr-shoulder
+    anatomy: upper limb
+    task: disease
+    description: coronal shoulder MR (pydicom-data MR2_UNCR)
+    license: MIT
+  - name: mr-unknown
+    reader: dicom
+    path: data/dicom/mr-unknown
+    anatomy: unknown
+    task: disease
+    description: a 64 x 64 MR crop whose body region cannot be told (pydicom MR_small)
+    license: MIT
+  - name: ultrasound-lymph-node
+    reader: dicom
+    path: data/dicom/ultrasound-lymph-node
+    anatomy: lymph node
+    task: disease
+    description: colour Doppler of a lymph node (pydicom-data US1_UNCR; text burned into the image)
+    license: MIT
+  - name: ultrasound-obstetric
+    reader: dicom
+    path: data/dicom/ultrasound-obstetric
+    anatomy: pelvis
+    task: disease
+    description: obstetric ultrasound, 2 frames (pydicom OBXXXX1A_2frame)
     license: MIT
   - name: dicom-problems
     reader: dicom

@@ -162,6 +162,16 @@ def frame_view(ds, index: int):
     return view
 
 
+def body_part(ds) -> str:
+    """Body Part Examined, else the coded Anatomic Region (an enhanced object's Frame Anatomy says "Brain"
+    where it has no Body Part Examined)."""
+    part = str(ds.get("BodyPartExamined", "") or "").strip()
+    if part:
+        return part
+    region = ds.get("AnatomicRegionSequence")
+    return str(region[0].get("CodeMeaning", "") or "") if region else ""
+
+
 def _first(value) -> float:
     return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
 
@@ -246,7 +256,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         "patient_id": patient_key(source, ds.get("PatientID")),
         "study_id": patient_key(source, ds.get("StudyInstanceUID")),
         "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
-        "anatomy": vocab.normalise("anatomy", str(ds.get("BodyPartExamined", "")), strict=False),
+        "anatomy": vocab.normalise("anatomy", body_part(frame_view(ds, 0)), strict=False),
     }
     fixed = recipe_window(opts.window)
     records = []

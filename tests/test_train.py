@@ -168,3 +168,25 @@ def test_evaluation_refuses_records_the_model_was_trained_on(loom, tmp_path):
                    check=False)
         assert proc.returncode == 2 and "were used to train" in proc.stderr, proc.stderr
     cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "ok", "-q")  # the test side
+
+
+def test_a_diverging_run_stops_cleanly_and_evaluation_refuses_non_finite_weights(loom, tmp_path):
+    """--lr 1e30: the loss goes non-finite; training says so, exits 1 and keeps the last finite weights (which
+    evaluate); a model whose weights hold NaN is refused by evaluation, never scored."""
+    model = tmp_path / "diverged"
+    proc = cli("train", "clip", loom, "--out", model, "--epochs", "3", "--batch-size", "16", "--lr", "1e30", "-q",
+               check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "training stopped and kept the last finite weights" in proc.stderr and "--lr" in proc.stderr
+    weights = np.load(model / "projection.npz")
+    assert all(np.isfinite(weights[k]).all() for k in weights.files)
+    assert json.loads((model / "train.json").read_text())["report"]["stopped"]
+    assert (model / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "zs", "-q")
+
+    arrays = {k: weights[k] for k in weights.files}
+    arrays["image"] = np.full_like(arrays["image"], np.nan)
+    np.savez(model / "projection.npz", **arrays)
+    proc = cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "nan", check=False)
+    assert proc.returncode == 2 and "non-finite weights" in proc.stderr
+    assert not (tmp_path / "nan" / "results.json").exists()

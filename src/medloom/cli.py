@@ -1102,10 +1102,14 @@ def train_clip_cmd(loom: Loom,
         fail(f"{e}; {TOWERS_HINT}")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
-        return
-    out.print(f"train clip: {report.records} records, {report.texts} distinct texts, {report.epochs_run} epoch(s) run"
-              + (f" (resumed after epoch {report.resumed_from})" if report.resumed_from else "")
-              + f", loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}; {report.out}", highlight=False)
+    else:
+        losses = f", loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}" if report.losses else ""
+        out.print(f"train clip: {report.records} records, {report.texts} distinct texts, {report.epochs_run} epoch(s) "
+                  "run" + (f" (resumed after epoch {report.resumed_from})" if report.resumed_from else "")
+                  + f"{losses}; {report.out}", highlight=False)
+    if report.stopped:
+        err.print(f"[red]error:[/red] {escape(report.stopped)}", highlight=False)
+        raise typer.Exit(1)
 
 
 cg_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -91,6 +91,10 @@ def load_clip(spec: str) -> ClipModel:
                       arrays["image"].astype(np.float32), arrays["text"].astype(np.float32),
                       arrays["image_bias"] if "image_bias" in arrays else None,
                       arrays["text_bias"] if "text_bias" in arrays else None, float(config.get("logit_scale", 100.0)))
+    bad = [k for k in arrays.files if not np.isfinite(arrays[k]).all()]
+    if bad or not np.isfinite(model.logit_scale):
+        raise ModelSpecError(f"{folder / PROJECTION}: non-finite weights ({', '.join(bad) or 'logit_scale'} hold NaN or "
+                             "infinity): the training diverged; train again with a smaller --lr")
     if model.image_proj.shape[1] != model.text_proj.shape[1]:
         raise ModelSpecError(f"{folder / PROJECTION}: image and text projections end in different sizes "
                              f"({model.image_proj.shape[1]} and {model.text_proj.shape[1]})")
@@ -109,6 +113,10 @@ def load_hf_clip(spec: str, folder: str) -> ClipModel:
         raise ModelSpecError("hf-clip models need `pip install transformers` (with torch==2.13.0)") from None
     except (OSError, ValueError, KeyError) as e:
         raise ModelSpecError(f"--model {spec!r}: {folder} does not load as a CLIP-style model ({e})") from None
+    bad = [n for n, p in model.named_parameters() if not bool(p.detach().isfinite().all())]
+    if bad:
+        raise ModelSpecError(f"--model {spec!r}: non-finite weights in {', '.join(bad[:3])}"
+                             + (f" and {len(bad) - 3} more" if len(bad) > 3 else "") + ": the model cannot be scored")
     name = f"hf-clip:{folder}"
     return ClipModel(spec, name, name, None, None, None, None, float(model.logit_scale.exp()))
 

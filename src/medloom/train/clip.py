@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class TrainReport:
     epochs_run: int = 0
     resumed_from: int = 0
     losses: list[float] = field(default_factory=list)
+    stopped: str = ""  # why training stopped early (a non-finite loss), else empty
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -189,6 +191,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
             report.resumed_from = first
     n = len(rows)
     steps = -(-n // s.batch_size)
+    last_finite = finite_state(model, logit_scale, optimizer)
     # enable_grad: a tower's loader may have switched gradients off for the whole process
     with torch.enable_grad(), progress_bar("train clip", (s.epochs - first) * steps, quiet) as advance:
         for epoch in range(first, s.epochs):
@@ -210,12 +213,22 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 target = same / same.sum(dim=1, keepdim=True)
                 loss = (torch.sum(-target * torch.log_softmax(logits, dim=1), dim=1).mean()
                         + torch.sum(-target * torch.log_softmax(logits.T, dim=1), dim=1).mean()) / 2
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
                 value = loss.item()
+                if math.isfinite(value):
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                if not math.isfinite(value) or not all(bool(p.detach().isfinite().all()) for p in params):
+                    restore(last_finite, model, logit_scale, optimizer)
+                    what = f"the loss was {value}" if not math.isfinite(value) else "the weights overflowed"
+                    report.stopped = (f"{what} at epoch {epoch + 1}, step {b + 1}: training stopped and kept the last "
+                                      "finite weights; train again with a smaller --lr")
+                    break
+                last_finite = finite_state(model, logit_scale, optimizer)
                 total += value * len(batch)
                 advance(1, f"epoch {epoch + 1}/{s.epochs}, loss {value:.4f}")
+            if report.stopped:
+                break
             report.losses.append(total / n)
             report.epochs_run += 1
             buf = io.BytesIO()
@@ -230,6 +243,23 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                                                  "report": report.as_dict()}, indent=1).encode())
     folder.write_bytes("loss.png", loss_plot(report.losses))
     return report
+
+
+def finite_state(model, logit_scale, optimizer) -> dict:
+    """A copy of everything a step changes, taken while it is finite (the projections are small)."""
+    import copy
+
+    return {"model": copy.deepcopy(model.state_dict()), "logit_scale": logit_scale.detach().clone(),
+            "optimizer": copy.deepcopy(optimizer.state_dict())}
+
+
+def restore(state: dict, model, logit_scale, optimizer) -> None:
+    import torch
+
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        logit_scale.copy_(state["logit_scale"])
+    optimizer.load_state_dict(state["optimizer"])
 
 
 def initial_model(image_dim: int, text_dim: int, dim: int):
@@ -285,17 +315,18 @@ def loss_plot(losses: list[float], size: tuple[int, int] = (640, 400)) -> bytes:
     left, bottom, top, right = 60, 40, 24, 20
     im = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(im)
-    hi, lo = max(losses), min(losses)
-    span = (hi - lo) or 1.0
-    x = lambda i: left + (w - left - right) * (i / max(len(losses) - 1, 1))  # noqa: E731
-    y = lambda v: h - bottom - (h - top - bottom) * (v - lo) / span  # noqa: E731
-    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
-    draw.line([(x(i), y(v)) for i, v in enumerate(losses)] if len(losses) > 1 else [(x(0), y(losses[0]))] * 2,
-              fill=(31, 119, 180), width=2)
-    draw.text((8, y(hi) - 6), f"{hi:.3f}", fill="black")
-    draw.text((8, y(lo) - 6), f"{lo:.3f}", fill="black")
-    draw.text((left, h - bottom + 12), f"epoch (1..{len(losses)})", fill="black")
-    draw.text((left + 4, 4), "contrastive loss per epoch", fill="black")
+    draw.text((left + 4, 4), "contrastive loss per epoch" + ("" if losses else ": no epoch finished"), fill="black")
+    if losses:
+        hi, lo = max(losses), min(losses)
+        span = (hi - lo) or 1.0
+        x = lambda i: left + (w - left - right) * (i / max(len(losses) - 1, 1))  # noqa: E731
+        y = lambda v: h - bottom - (h - top - bottom) * (v - lo) / span  # noqa: E731
+        draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
+        draw.line([(x(i), y(v)) for i, v in enumerate(losses)] if len(losses) > 1 else [(x(0), y(losses[0]))] * 2,
+                  fill=(31, 119, 180), width=2)
+        draw.text((8, y(hi) - 6), f"{hi:.3f}", fill="black")
+        draw.text((8, y(lo) - 6), f"{lo:.3f}", fill="black")
+        draw.text((left, h - bottom + 12), f"epoch (1..{len(losses)})", fill="black")
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()

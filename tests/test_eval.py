@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,8 @@ class Server:
         self.answer = answer
         self.log: list[str] = []
         self.down_after: int | None = None
+        self.trickle: float | None = None  # seconds between the bytes of a reply: a server that sends slowly
+        self.sent = 0
         self.lock = threading.Lock()
         outer = self
 
@@ -78,7 +81,18 @@ class Server:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if outer.trickle is None:
+                    self.wfile.write(data)
+                    return
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        with outer.lock:
+                            outer.sent += 1
+                        time.sleep(outer.trickle)
+                except OSError:  # the client hung up
+                    pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -240,6 +254,20 @@ def test_an_outage_stops_the_run_keeps_answers_and_resumes(loom, server, tmp_pat
     results = json.loads((run / "results.json").read_text())
     assert results["complete"] and results["answered"] == results["asked"]
     assert len(server.log) == results["asked"]  # the two answered before the outage were not asked again
+
+
+def test_timeout_is_a_deadline_per_answer_even_when_the_server_trickles(loom, server, tmp_path):
+    """A server that sends its reply a byte every 50 ms (a socket time-out restarts with every byte) is cut off
+    when an answer's --timeout is up, retries included: each question is asked once, never answered."""
+    server.trickle = 0.05  # a reply of ~80 bytes would take 4 s
+    run = tmp_path / "run"
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "--timeout", "1",
+               "--retries", "3", "--max-failures", "2", "--concurrency", "1", "-q", check=False)
+    assert proc.returncode == 1 and "no complete reply within 1 s" in proc.stderr, proc.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["answered"] == 0 and results["failed"] == 2
+    assert len(server.log) == 2  # no retry: the deadline of each answer was spent on its first try
+    assert server.sent < 2 * 40  # cut off early in each reply, not read to the end
 
 
 def test_bad_input_is_a_clear_error(loom, server, tmp_path):

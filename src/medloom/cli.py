@@ -870,7 +870,9 @@ def eval_vqa(loom: Loom,
              seed: Annotated[int, typer.Option(help="Seed for questions made on the fly and the bootstrap.")] = 0,
              concurrency: Annotated[int, typer.Option(help="Requests in flight at most.", min=1)] = 8,
              retries: Annotated[int, typer.Option(help="Retries of a failed request.", min=0)] = 3,
-             timeout: Annotated[float, typer.Option(help="Seconds to wait for one answer.", min=0.1)] = 120.0,
+             timeout: Annotated[float, typer.Option(help="Seconds one answer may take at most, from sending the "
+                                                         "question to the reply's last byte, every retry included "
+                                                         "(a server trickling bytes is cut off).", min=0.1)] = 120.0,
              max_failures: Annotated[int, typer.Option(help="Stop after this many failed questions in a row (what "
                                                             "was answered is kept; run again to resume).",
                                                        min=1)] = 20,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..net import is_loopback, retry_after
+from ..net import deadline, deadline_pool_manager, is_loopback, retry_after
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RESPONSE_BYTES = 16 << 20  # a chat completion is text: anything larger is refused, never held in memory
@@ -84,11 +84,16 @@ class LLMClient:
     def __init__(self, url: str, model: str, cache_dir: Path, *, concurrency: int = 4, retries: int = 5,
                  timeout: float = 120.0, backoff: float = 1.0, api_key: str | None = None,
                  temperature: float = 0.0, max_tokens: int = 512, max_wait: float = MAX_WAIT_S,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES, allow_insecure_key: bool = False):
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, allow_insecure_key: bool = False,
+                 answer_deadline: float | None = None):
+        """`timeout`: the most seconds one try may take, from sending the request to the last byte of the
+        reply (a server trickling bytes is cut off); `answer_deadline`: the most seconds one answer may take,
+        every try and back-off included (None: tries are bounded one by one)."""
         import urllib3
 
         self.url, self.model, self.cache_dir = chat_url(url), model, Path(cache_dir)
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
+        self.timeout, self.answer_deadline = timeout, answer_deadline
         self.temperature, self.max_tokens = temperature, max_tokens
         self.max_wait, self.max_response_bytes = max_wait, max_response_bytes
         headers = {"Content-Type": "application/json"}
@@ -96,8 +101,8 @@ class LLMClient:
         if key:
             check_key_transport(self.url, allow_insecure_key)
             headers["Authorization"] = f"Bearer {key}"
-        self.http = urllib3.PoolManager(maxsize=concurrency, block=True, retries=False, headers=headers,
-                                        timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout))
+        self.http = deadline_pool_manager(maxsize=concurrency, block=True, retries=False, headers=headers,
+                                          timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout))
         self._errors = (urllib3.exceptions.HTTPError, OSError)
         self.stats = LLMStats()
         self._lock = threading.Lock()
@@ -148,37 +153,48 @@ class LLMClient:
         """Ask the server (retries with back-off); raises LLMError after the last failure."""
         payload = json.dumps(body).encode()
         last = ""
+        end = time.monotonic() + self.answer_deadline if self.answer_deadline else float("inf")
         for attempt in range(self.retries + 1):
             wait = None
-            try:
-                self._count(requests=1)
-                resp = self.http.request("POST", self.url, body=payload, preload_content=False)
+            left = min(self.timeout, end - time.monotonic())
+            if left <= 0:
+                break
+            with deadline(left) as cut:
                 try:
-                    data = read_capped(resp, self.max_response_bytes)
-                finally:
-                    resp.release_conn()
-                if resp.status == 200:
-                    answer = json.loads(data)["choices"][0]["message"]["content"]
-                    if not isinstance(answer, str):
-                        raise LLMError(f"no text in the answer: {data[:200]!r}")
-                    return answer
-                last = f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
-                if resp.status not in RETRY_STATUS:
+                    self._count(requests=1)
+                    resp = self.http.request("POST", self.url, body=payload, preload_content=False)
+                    try:
+                        data = read_capped(resp, self.max_response_bytes)
+                    finally:
+                        resp.close() if cut.end() else resp.release_conn()  # a shut socket is not pooled again
+                    if cut.expired:
+                        raise TimeoutError
+                    if resp.status == 200:
+                        answer = json.loads(data)["choices"][0]["message"]["content"]
+                        if not isinstance(answer, str):
+                            raise LLMError(f"no text in the answer: {data[:200]!r}")
+                        return answer
+                    last = f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
+                    if resp.status not in RETRY_STATUS:
+                        break
+                    wait = retry_after(resp.headers.get("Retry-After"))
+                    if wait is not None and wait > self.max_wait:
+                        last += f" (the server asked to wait {wait:.0f} s, over the limit of {self.max_wait:.0f} s)"
+                        break
+                except LLMError as e:  # over the size limit: asking again would get the same
+                    last = str(e)
                     break
-                wait = retry_after(resp.headers.get("Retry-After"))
-                if wait is not None and wait > self.max_wait:
-                    last += f" (the server asked to wait {wait:.0f} s, over the limit of {self.max_wait:.0f} s)"
+                except (*self._errors, TimeoutError) as e:
+                    last = f"no complete reply within {left:.3g} s" if cut.expired else f"{type(e).__name__}: {e}"
+                except (ValueError, KeyError, IndexError, TypeError) as e:  # a reply that is not a chat completion
+                    last = f"unreadable reply: {type(e).__name__}: {e}"
                     break
-            except LLMError as e:  # over the size limit: asking again would get the same
-                last = str(e)
-                break
-            except self._errors as e:
-                last = f"{type(e).__name__}: {e}"
-            except (ValueError, KeyError, IndexError, TypeError) as e:  # a reply that is not a chat completion
-                last = f"unreadable reply: {type(e).__name__}: {e}"
-                break
             if attempt < self.retries:
-                time.sleep(wait if wait is not None else self.backoff * 2 ** attempt * (0.5 + random.random()))
+                pause = wait if wait is not None else self.backoff * 2 ** attempt * (0.5 + random.random())
+                if time.monotonic() + pause >= end:
+                    last += f" (no time left for another try within the {self.answer_deadline:.3g} s per answer)"
+                    break
+                time.sleep(pause)
         self._count(failed=1)
         with self._lock:
             self.stats.errors.append(last)

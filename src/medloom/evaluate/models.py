@@ -74,4 +74,4 @@ def chat_client(spec: ChatSpec | HFSpec, cache: Path, *, concurrency: int, retri
 
         return HFVisionLanguageClient(spec.folder, cache, max_tokens=64)
     return LLMClient(spec.url, spec.model, cache, concurrency=concurrency, retries=retries, timeout=timeout,
-                     max_wait=max_wait, allow_insecure_key=allow_insecure_key, max_tokens=64)
+                     max_wait=max_wait, allow_insecure_key=allow_insecure_key, max_tokens=64, answer_deadline=timeout)

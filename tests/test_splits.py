@@ -177,3 +177,40 @@ def test_group_aware_split_keeps_patients_together(patients):
     assert by_record.groups == 151
     kept = make_split(loom, keep_source=True)
     assert kept.sizes == {"train": 151} and kept.groups_on_two_sides == 0
+
+
+def test_cg_plan_warns_or_refuses_when_training_holds_copies_of_the_target(tmp_path):
+    """A target image also sits in a training source (the same file in two datasets) and no dedup ran: every
+    manifest counts the test records with a copy among its training records, `cg plan` warns, `--strict` refuses
+    and writes nothing; after `medloom dedup` (which marks the training copy out) the plan is clean."""
+    from medloom.train.cg import current_copies
+
+    specs = []
+    for s, (src, m, a, t) in enumerate([("target", "CT", "lung", "cancer"), ("covid", "CT", "lung", "covid-19"),
+                                         ("xray", "X-ray", "lung", "cancer"), ("mri", "MRI", "brain", "disease")]):
+        for i in range(3):
+            blocks = np.random.default_rng(50 * s + i).integers(0, 256, (8, 8), dtype=np.uint8)
+            path = tmp_path / src / ("a", "b")[i % 2] / f"{src}{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.kron(blocks, np.ones((4, 4), np.uint8))).save(path)
+        specs.append(dict(name=src, reader="imagefolder", path=src, modality=m, anatomy=a, task=t))
+    shutil.copy(tmp_path / "target" / "a" / "target0.png", tmp_path / "covid" / "b" / "copied.png")
+    loom, _ = run_ingest(write_recipe(tmp_path, specs))
+    args = [sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--target", "CT,lung,cancer", "--out"]
+    proc = subprocess.run([*args, str(tmp_path / "plan"), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "train on copies of their target's test images" in proc.stderr, proc.stderr
+    assert "medloom dedup" in proc.stderr
+    exps = {e["name"]: e for e in json.loads(proc.stdout)}
+    assert exps["all-related"]["copies"]["test_records"] == 1 and exps["all-related"]["copies"]["exact"] == 1
+    assert exps["all-related"]["copies"]["examples"] == [["target/a/target0_png", "covid/b/copied_png"]]
+    assert exps["all-unrelated"]["copies"]["test_records"] == 0
+    strict = subprocess.run([*args, str(tmp_path / "strict"), "--strict"], capture_output=True, text=True)
+    assert strict.returncode == 1 and "nothing was written" in strict.stderr and not (tmp_path / "strict").exists()
+
+    hit = lambda: [e["name"] for e in current_copies(loom, list(exps.values())) if e["copies"]["test_records"]]  # noqa: E731
+    assert "all-related" in hit()  # what cg run checks before it trains
+    subprocess.run([sys.executable, "-m", "medloom.cli", "dedup", str(loom)], check=True, capture_output=True)
+    assert hit() == []
+    clean = subprocess.run([*args, str(tmp_path / "clean"), "--strict", "--json"], capture_output=True, text=True)
+    assert clean.returncode == 0 and "warning" not in clean.stderr
+    assert all(e["copies"]["test_records"] == 0 for e in json.loads(clean.stdout))

@@ -1145,10 +1145,13 @@ def cg_plan(loom: Loom,
             out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Where experiment folders go "
                                                                              "(default: LOOM/experiments).")] = None,
             seed: Annotated[int, typer.Option(help="Seed for baseline-plus.")] = 0,
+            strict: Annotated[bool, typer.Option(help="Refuse (exit 1, nothing written) when an experiment would "
+                                                      "train on exact or near copies of its target's test images; "
+                                                      "default: warn.")] = False,
             as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False,
         wait: Wait = False) -> None:
     """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
-    from .splits.planner import PlanError, mat_subsets, parse_target, plan
+    from .splits.planner import CopiesInTraining, PlanError, copies_warning, mat_subsets, parse_target, plan
     from .vocab import UnknownTermError
 
     loom = resolve_loom(loom)
@@ -1156,9 +1159,14 @@ def cg_plan(loom: Loom,
         fail("give --target \"M,A,T\" or --all")
     try:
         targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
-        experiments = plan(loom, targets, out_dir or loom / "experiments", seed=seed, wait=wait)
+        experiments = plan(loom, targets, out_dir or loom / "experiments", seed=seed, strict=strict, wait=wait)
+    except CopiesInTraining as e:
+        fail(str(e), 1)
     except (PlanError, UnknownTermError, FileNotFoundError) as e:
         fail(str(e))
+    warning = copies_warning(experiments)
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps([{k: v for k, v in e.items() if k != "why"} for e in experiments], indent=1)
                          + "\n")
@@ -1227,6 +1235,8 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
         fail(str(e))
     except ImportError as e:
         fail(f"{e}; {TOWERS_HINT}")
+    if report.warning:
+        err.print(f"[yellow]warning:[/yellow] {escape(report.warning)}", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
         return

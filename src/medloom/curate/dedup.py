@@ -226,6 +226,15 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
     return report
 
 
+def excluded_ids(loom: Path) -> set[str]:
+    """The records `dedup` or `leakage --mark` marked out (exports and training leave them out)."""
+    cond, _ = excluded_sql(loom)
+    if not cond:
+        return set()
+    con = catalog.connect(loom)
+    return {r[0] for r in con.execute(f"SELECT id FROM records WHERE NOT ({cond})").fetchall()}
+
+
 def excluded_sql(loom: Path) -> tuple[str, str]:
     """(SQL condition keeping records not marked out, a fingerprint of the marks) for exports."""
     folder = Path(loom) / CURATION

@@ -15,6 +15,11 @@ The ablations: all-related (every subset sharing an element with the target), al
 none), without-modality / without-area / without-task (all-related minus the subsets sharing that
 element), and baseline-plus (random records from unrelated subsets, as many as all-related has, from the
 seed). The target subset is never in training; it is the test set.
+
+Copies: a target image whose exact or near copy sits in another subset (the same file in two datasets) makes
+every mix that trains on that copy score as if it generalised. Each manifest counts the test records with a
+copy among its training records (`copies`), leaving out records `dedup`/`leakage --mark` marked out (training
+leaves them out too); `cg plan` and `cg run` warn, and `cg plan --strict` refuses to write such a plan.
 """
 
 from __future__ import annotations
@@ -115,13 +120,58 @@ def _records(con, triplets: list[Triplet]) -> list[str]:
                                       [x for t in triplets for x in t]).fetchall()]
 
 
+class CopiesInTraining(PlanError):
+    """`plan(strict=True)` found test images copied into training records."""
+
+
+class CopyCheck:
+    """Which test records have an exact or near copy among an experiment's training records: duplicate groups
+    over the whole catalog (`dedup`'s grouping, computed here whether or not `dedup` ran), without the records
+    that `dedup` or `leakage --mark` marked out."""
+
+    def __init__(self, loom: Path):
+        from ..curate.dedup import DEFAULT_NEAR, excluded_ids, find_groups
+
+        rows, groups = find_groups(loom, DEFAULT_NEAR)
+        out = excluded_ids(loom)
+        self.group = {i: int(g) for i, g in zip(rows["id"], groups) if i not in out}
+        self.pixels = dict(zip(rows["id"], rows["pixel_hash"]))
+
+    def copies(self, train: list[str], test: list[str]) -> dict:
+        held = {}
+        for t in train:
+            g = self.group.get(t)
+            if g is not None:
+                held.setdefault(g, t)
+        pairs = [(i, held[self.group[i]]) for i in test if self.group.get(i) in held]
+        exact = sum(self.pixels[a] == self.pixels[b] for a, b in pairs)
+        return {"test_records": len(pairs), "exact": exact, "near": len(pairs) - exact,
+                "examples": [list(p) for p in pairs[:5]]}
+
+
+def copies_warning(experiments: list[dict]) -> str | None:
+    """One line for the experiments whose test records have copies in their training records, or None."""
+    hit = [e for e in experiments if (e.get("copies") or {}).get("test_records")]
+    if not hit:
+        return None
+    worst = max(hit, key=lambda e: e["copies"]["test_records"])
+    c = worst["copies"]
+    return (f"{len(hit)} experiment(s) train on copies of their target's test images (up to {c['test_records']} of "
+            f"{worst['test_records']} test records in {worst['target']} / {worst['name']}: {c['exact']} exact, "
+            f"{c['near']} near; e.g. {c['examples'][0][0]} = {c['examples'][0][1]}): those mixes would score as if "
+            "they generalised. Run `medloom dedup LOOM` (it keeps the test copy and marks the training copies out), "
+            "then plan again")
+
+
 @writer
-def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> list[dict]:
-    """Write one folder per experiment (train.txt, test.txt, manifest.json); returns the manifests."""
+def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0, strict: bool = False) -> list[dict]:
+    """Write one folder per experiment (train.txt, test.txt, manifest.json); returns the manifests. With
+    `strict`, a plan whose training records hold copies of test records is refused before anything is written."""
     loom, out = Path(loom), Path(out)
     subsets = mat_subsets(loom)
     con = catalog.connect(loom)
-    experiments = []
+    check = CopyCheck(loom)
+    planned = []
     for target in targets:
         if target not in subsets:
             raise PlanError(f"target {name(target)!r} is not a subset of this loom; `medloom subsets` lists them")
@@ -143,8 +193,7 @@ def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> lis
                          {name(s): f"{_why(s, target)}; its {element} differs from the target's" for s in kept}))
         for run_name, direction, chosen, why in runs:
             kind = "related" if run_name.startswith("related-") else run_name
-            train = _records(con, chosen)
-            experiments.append(_write(out, target, run_name, kind, direction, chosen, why, train, test, seed, loom))
+            planned.append((target, run_name, kind, direction, chosen, why, _records(con, chosen), test))
         # baseline-plus: unrelated records, as many as the related mix, chosen by the seed
         pool = _records(con, unrelated)
         size = len(_records(con, related))
@@ -152,18 +201,23 @@ def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0) -> lis
         chosen = sorted({t for t in unrelated if set(_records(con, [t])) & set(pick)})
         why = {name(s): f"{_why(s, target)}; records drawn at random (seed {seed}) to match all-related's "
                         f"{size} records" for s in chosen}
-        experiments.append(_write(out, target, "baseline-plus", "baseline-plus", "", chosen, why, sorted(pick), test,
-                                  seed, loom))
-    return experiments
+        planned.append((target, "baseline-plus", "baseline-plus", "", chosen, why, sorted(pick), test))
+    copies = [check.copies(p[6], p[7]) for p in planned]
+    if strict and any(c["test_records"] for c in copies):
+        hit = [{"target": name(p[0]), "name": p[1], "test_records": len(p[7]), "copies": c}
+               for p, c in zip(planned, copies)]
+        raise CopiesInTraining(f"--strict: {copies_warning(hit)}; nothing was written")
+    return [_write(out, *p, seed, loom, c) for p, c in zip(planned, copies)]
 
 
 def _write(out: Path, target: Triplet, run_name: str, kind: str, direction: str, chosen: list[Triplet],
-           why: dict[str, str], train: list[str], test: list[str], seed: int, loom: Path) -> dict:
+           why: dict[str, str], train: list[str], test: list[str], seed: int, loom: Path, copies: dict) -> dict:
     assert target not in chosen, "the target subset must never be trained on"
     folder = out / slug(name(target)) / run_name
     manifest = {"name": run_name, "kind": kind, "direction": direction, "target": name(target),
                 "train_subsets": [name(s) for s in chosen], "why": why, "train_records": len(train),
-                "test_records": len(test), "seed": seed, "folder": str(folder), "loom": str(loom.resolve())}
+                "test_records": len(test), "seed": seed, "folder": str(folder), "loom": str(loom.resolve()),
+                "copies": copies}
     write_file(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
     write_file(folder / "test.txt", ("\n".join(test) + "\n").encode())
     write_file(folder / "manifest.json", json.dumps(manifest, indent=1).encode())

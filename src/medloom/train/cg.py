@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..locks import hold
 from ..outputs import OutputFolder
-from ..splits.planner import PlanError, find_experiments, slug
+from ..splits.planner import CopyCheck, PlanError, copies_warning, find_experiments, read_experiment, slug
 from .clip import TrainError, TrainSettings, train_clip, write_untrained
 
 METRICS = ("mc", "zeroshot")
@@ -36,9 +36,21 @@ class CGReport:
     reused: int = 0
     skipped: int = 0
     report: dict | None = None
+    warning: str = ""  # experiments that train on copies of their test images (`copies_warning`)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def current_copies(loom: Path, experiments: list[dict]) -> list[dict]:
+    """The experiments with their copies counted now (a `dedup` since the plan has marked copies out)."""
+    check = CopyCheck(loom)
+    out = []
+    for e in experiments:
+        sides = read_experiment(Path(e["folder"]))
+        out.append({**e, "copies": check.copies([i for i, s in sides.items() if s == "train"],
+                                                 [i for i, s in sides.items() if s == "test"])})
+    return out
 
 
 def plan_loom(experiments: list[dict], loom: Path | None) -> Path:
@@ -65,6 +77,7 @@ def run_cg(plan: Path, out: Path, train: TrainSettings, *, loom: Path | None = N
     results.require_only_own("cg results")
     results.ensure()
     report = CGReport(out=str(out), targets=len({e["target"] for e in experiments}))
+    report.warning = copies_warning(current_copies(loom, experiments)) or ""
     with hold(out, what="cg results folder"):
         for target in sorted({e["target"] for e in experiments}):
             group = [e for e in experiments if e["target"] == target]

@@ -151,11 +151,11 @@ def test_dicom_and_nifti_are_rendered_with_their_stored_window(mixed, tmp_path):
             if m.name.endswith(".png"):
                 samples[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())))
     assert len(samples) == 2 + 3
-    ct = records["dcm/CT_small_dcm"]
+    ct = next(r for r in records.values() if r["uri"] == "CT_small.dcm")  # a DICOM record's id is a pseudonym
     ds = pydicom.dcmread(data / "dicom" / "CT_small.dcm")
     hu = pydicom.pixels.apply_modality_lut(ds.pixel_array, ds)
     expected = window_to_uint8(hu, ct["render"]["window_center"], ct["render"]["window_width"])
-    assert np.array_equal(samples["dcm/CT_small_dcm"], expected)
+    assert np.array_equal(samples[ct["id"]], expected)
     volume = nib.as_closest_canonical(nib.load(data / "nifti" / "v.nii.gz")).get_fdata(dtype=np.float32)
     rec = records["vol/v_nii_gz/00004"]
     expected = window_to_uint8(display(volume[:, :, 4]), rec["render"]["window_center"], rec["render"]["window_width"])

@@ -711,6 +711,53 @@ def test_no_identifying_marker_reaches_any_export(tmp_path):
     assert any(MARK in data for _, data in _bytes_under(out))
 
 
+def test_names_in_folders_never_leave_the_loom(tmp_path):
+    """DICOM folders named after patients (and a CSV source whose recipe asks for pseudonymous ids): no export
+    format carries the names, in keys, ids, paths, file names or messages; the catalog keeps the paths (the
+    mapping stays in the loom). A source that keeps path ids shows the test can fail."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    data = tmp_path / "data"
+    for i, name in enumerate(("CT_small.dcm", "MR_small.dcm", "CT_small.dcm")):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SOPInstanceUID += f".{i}"
+        target = data / "dcm" / f"DOE_JOHN_{MARK.decode()}" / f"DOE_JOHN_{i}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(target)
+    lines = ["file,label"]
+    for i in range(4):
+        make_image(data / "tab" / f"SMITH_JANE_{MARK.decode()}" / f"c{i}.png", seed=i)
+        lines.append(f"SMITH_JANE_{MARK.decode()}/c{i}.png,{('normal', 'effusion')[i % 2]}")
+        make_image(data / "open" / "PUBLIC_FOLDER" / f"o{i}.png", seed=10 + i)
+    (data / "tab" / "labels.csv").write_text("\n".join(lines) + "\n")
+    (data / "open" / "labels.csv").write_text("file,label\n" + "".join(
+        f"PUBLIC_FOLDER/o{i}.png,{('normal', 'effusion')[i % 2]}\n" for i in range(4)))
+    table = dict(reader="csv", csv="labels.csv", image_column="file", label_column="label", modality="X-ray",
+                 anatomy="chest", task="disease")
+    recipe = write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(data / "dcm"), task="disease"),
+                                     dict(name="tab", path=str(data / "tab"), pseudonymous_ids=True, **table),
+                                     dict(name="open", path=str(data / "open"), **table)])
+    cli("ingest", recipe, "-q")
+    loom = tmp_path / "loom"
+    got = rows(loom, "SELECT id, uri, source FROM records ORDER BY id")
+    assert all(MARK.decode() not in r["id"] for r in got) and len({r["id"] for r in got}) == len(got) == 11
+    assert sum(MARK.decode() in r["uri"] for r in got) == 7  # the mapping id -> path stays in the catalog
+    (data / "dcm" / f"DOE_JOHN_{MARK.decode()}" / "DOE_JOHN_2.dcm").unlink()  # quarantined at export: its message
+    cli("annotate", loom, "-q")
+    cli("split", loom, "--by", "record", "--test", "0.3", "--val", "0", "--seed", "2", "--json")
+    for fmt in ("webdataset", "parquet", "llava", "sharegpt", "medmat", "swift", "clip-benchmark", "dicom"):
+        out = tmp_path / "out" / fmt
+        cli("export", loom, "--format", fmt, "--out", out, "-q")
+        leaks = [path for path, data in _bytes_under(out) if MARK in data or b"DOE_JOHN" in data or b"SMITH_JANE" in data
+                 or MARK.decode() in path]
+        assert not leaks, (fmt, leaks)
+        if fmt in ("webdataset", "parquet", "clip-benchmark"):  # path ids where the recipe keeps them
+            assert any(b"PUBLIC_FOLDER" in data for _, data in _bytes_under(out)), fmt
+    quarantined = (tmp_path / "out" / "webdataset" / "quarantine.jsonl").read_text()
+    assert "missing_file" in quarantined and "(record dcm/" in quarantined
+
+
 def test_patient_ids_are_salted_hashes_unless_the_recipe_says_raw(tmp_path):
     sources = _planted_dataset(tmp_path / "data")
     loom, _ = run_ingest(write_recipe(tmp_path, sources[:2]))

@@ -21,7 +21,9 @@ from .vocab import KINDS, UnknownTermError, Vocabulary, default_vocabulary
 
 COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
                "commercial_use", "classes", "label_map", "split", "max_pixels", "max_voxels", "max_file_bytes",
-               "allowed_roots", "raw_ids", "damaged_images", "multiframe")
+               "allowed_roots", "raw_ids", "pseudonymous_ids", "damaged_images", "multiframe")
+# readers whose files hold patient data: their record ids are pseudonyms unless the recipe says otherwise
+PATIENT_DATA_READERS = frozenset({"dicom"})
 # readers that can read modality / anatomy from the files themselves
 MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task"), "pmc": ("modality", "anatomy", "task")}
 
@@ -49,6 +51,9 @@ class SourceSpec(BaseModel):
     max_file_bytes: int | None = Field(None, gt=0)  # bytes per input file (or archive member) at most
     allowed_roots: list[str] = []  # folders outside `path` that annotation files and links may point into
     raw_ids: bool = False  # keep patient and study ids as written (default: salted hashes)
+    # record ids from a keyed hash of the file's path instead of the path, which can hold a patient's name
+    # (DOE_JOHN/IM0001); the path stays in the loom's catalog only. Default: true for dicom, false otherwise
+    pseudonymous_ids: bool | None = None
     # a JPEG whose data is cut short or damaged (libjpeg fills the rest grey): quarantine it, or keep it
     # with a `warning` row
     damaged_images: Literal["quarantine", "keep"] = "quarantine"
@@ -215,6 +220,8 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
             "max_pixels": spec.max_pixels, "max_voxels": spec.max_voxels, "max_file_bytes": spec.max_file_bytes,
             "allowed_roots": [str((Path(r) if os.path.isabs(r) else base / r).resolve()) for r in spec.allowed_roots],
             "raw_ids": spec.raw_ids, "damaged_images": spec.damaged_images, "multiframe": spec.multiframe,
+            "pseudonymous_ids": spec.pseudonymous_ids if spec.pseudonymous_ids is not None
+            else spec.reader in PATIENT_DATA_READERS,
             "options": options,
         })
     if problems:

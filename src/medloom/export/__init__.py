@@ -207,7 +207,9 @@ def render_sources(manifest: dict) -> dict[str, dict]:
         out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
                      "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS,
                      "max_voxels": entry.get("max_voxels") or DEFAULT_MAX_VOXELS,
-                     "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES}
+                     "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
+                     # its paths stay in the loom: exports name its records by their pseudonymous ids only
+                     "pseudonymous_ids": bool(entry.get("pseudonymous_ids"))}
     return out
 
 

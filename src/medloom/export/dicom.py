@@ -239,6 +239,7 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
     from ..engine.progress import progress_bar
     from ..sources.dicom import _read, display_frame
     from . import render_sources
+    from .render import without_path
 
     if burned_in not in BURNED_IN_CHOICES:
         raise DicomExportError(f"--burned-in {burned_in!r}: choose exclude or flag")
@@ -265,7 +266,8 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
                     tagged = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
                     suspected = not tagged and text_like_border(display_frame(ds, frame)[0])
                 except Exception as e:  # an unreadable file is reported, not exported
-                    report.failed.append({**what, "reason": f"{type(e).__name__}: {e}"})
+                    reason = without_path(f"{type(e).__name__}: {e}", sources[source], uri, ids[0])
+                    report.failed.append({**what, "reason": reason})
                     advance(1)
                     continue
                 if tagged or suspected:

@@ -134,16 +134,42 @@ def render_part(table: pa.Table, settings: dict) -> list[dict]:
     spec = settings.get("sample")
     out = []
     for row in table.to_pylist():
+        source = settings["sources"][row["source"]]
         try:
             image, width, height = render_image(row, settings, cache)
             row["rois"] = exported_rois(row, width, height)
+            hide_path(row, source)
             out.append(shard_sample(row, image, width, height, spec) if spec else
                        {"row": row, "image": image, "width": width, "height": height})
         except DecodeError as e:
-            out.append({"row": row, "reason": e.reason, "message": str(e)})
+            out.append({"row": row, "reason": e.reason, "message": hide_path(row, source, str(e))})
         except Exception as e:  # a bug or an odd file must not end the export; it is quarantined and counted
-            out.append({"row": row, "reason": "render_failed", "message": f"{type(e).__name__}: {e}"})
+            out.append({"row": row, "reason": "render_failed",
+                        "message": hide_path(row, source, f"{type(e).__name__}: {e}")})
     return out
+
+
+def hide_path(row: dict, source: dict, message: str = "") -> str:
+    """For a source with pseudonymous ids, the record's path stays in the loom: its `uri` leaves empty, and a
+    message naming the file names the record id instead. Returns the message."""
+    if not source.get("pseudonymous_ids") or not row.get("uri"):
+        return message
+    message = without_path(message, source, row["uri"], row["id"])
+    row["uri"] = ""
+    return message
+
+
+def without_path(message: str, source: dict, uri: str, rid: str) -> str:
+    """A message about a file of a pseudonymous source with the file's path replaced by the record's id."""
+    if not source.get("pseudonymous_ids"):
+        return message
+    for path in (source_file(source["base"], uri), uri):
+        message = message.replace(path, f"(record {rid})")
+    return message
+    for path in (source_file(source["base"], row["uri"]), row["uri"]):
+        message = message.replace(path, f"(record {row['id']})")
+    row["uri"] = ""
+    return message
 
 
 def shard_sample(row: dict, image: bytes, width: int, height: int, spec: dict) -> dict:

@@ -30,7 +30,7 @@ from ..imaging import (
     image_facts,
     open_image,
 )
-from ..records import NO_RENDER, patient_key, quarantine_row, record_id
+from ..records import NO_RENDER, patient_key, quarantine_row, record_id, salted_id
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
 TASK_SCHEMA = pa.schema(
@@ -188,6 +188,15 @@ def source_roots(source: dict) -> list[str]:
     return [os.path.realpath(r) for r in [source["root"], *(source.get("allowed_roots") or []), *named]]
 
 
+def source_record_id(source: dict, uri: str) -> str:
+    """A record's id: from its path inside the source (`record_id`), or, for a source with `pseudonymous_ids`
+    (DICOM by default), the source name and a keyed hash of that path: folders named after patients never
+    reach an id, a key or a file name outside the loom; the catalog's `uri` keeps the path."""
+    if source.get("pseudonymous_ids"):
+        return record_id(source["name"], salted_id(source["salt"], uri))
+    return record_id(source["name"], uri)
+
+
 def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "", labels: Iterable[str] = (),
               rois: Iterable[dict] = (), patient_id: str = "", study_id: str = "", caption: str = "",
               extra: dict | None = None, fingerprint_extra: str = "") -> dict:
@@ -196,7 +205,7 @@ def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "
     uri = uri or Path(os.path.relpath(path, source["root"])).as_posix()
     extra_json = json.dumps(extra, sort_keys=True) if extra else "{}"
     return {
-        "id": record_id(source["name"], uri),
+        "id": source_record_id(source, uri),
         "uri": uri,
         "path": path,
         "source_split": split or source.get("split") or "",

@@ -9,8 +9,19 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
-from ..records import quarantine_row, record_id
-from .base import Scan, add_box, bad_box_row, basename_index, decode_image_file, make_task, parse_box, read_text, resolve_file
+from ..records import quarantine_row
+from .base import (
+    Scan,
+    add_box,
+    bad_box_row,
+    basename_index,
+    decode_image_file,
+    make_task,
+    parse_box,
+    read_text,
+    resolve_file,
+    source_record_id,
+)
 from .splits import split_name
 
 
@@ -96,7 +107,7 @@ def scan(source: dict) -> Scan:
                     f"{problem}; image id {image_id!r} with {len(anns)} annotation(s) in {name}"))
                 continue
             rel = os.path.relpath(found, root)
-            rid = record_id(source["name"], rel)
+            rid = source_record_id(source, rel)
             rois, labels = [], []
             for ann in anns:
                 label = categories.get(str(ann.get("category_id")))

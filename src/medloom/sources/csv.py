@@ -13,8 +13,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..records import quarantine_row, record_id
-from .base import Scan, add_box, bad_box_row, basename_index, decode_image_file, make_task, parse_box, read_text, resolve_file
+from ..records import quarantine_row
+from .base import (
+    Scan,
+    add_box,
+    bad_box_row,
+    basename_index,
+    decode_image_file,
+    make_task,
+    parse_box,
+    read_text,
+    resolve_file,
+    source_record_id,
+)
 from .splits import split_name
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
@@ -136,7 +147,7 @@ def scan(source: dict) -> Scan:
         if opts.box_columns:
             b = opts.box_columns
             label = labels[0] if labels else "object"
-            rid = record_id(source["name"], os.path.relpath(path, root))
+            rid = source_record_id(source, os.path.relpath(path, root))
             values = [row.get(b.xmin), row.get(b.ymin), row.get(b.xmax), row.get(b.ymax)]
             box = parse_box(values)
             if box is None:

@@ -8,7 +8,7 @@ import os
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from ..records import quarantine_row, record_id
+from ..records import quarantine_row
 from .base import (
     Scan,
     add_box,
@@ -20,6 +20,7 @@ from .base import (
     make_task,
     parse_box,
     resolve_file,
+    source_record_id,
 )
 from .splits import split_name
 
@@ -92,7 +93,7 @@ def scan(source: dict) -> Scan:
             out.quarantine.append(quarantine_row(source["name"], rel_xml, reason, problem))
             continue
         rel = os.path.relpath(found, root)
-        rid = record_id(source["name"], rel)
+        rid = source_record_id(source, rel)
         rois, labels = [], []
         for obj in node.iter("object"):
             label = _text(obj, "name", "object")

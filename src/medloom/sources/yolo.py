@@ -8,8 +8,8 @@ import os
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from ..records import quarantine_row, record_id
-from .base import Scan, add_box, decode_image_file, is_image_file, make_task, read_text, walk_files
+from ..records import quarantine_row
+from .base import Scan, add_box, decode_image_file, is_image_file, make_task, read_text, source_record_id, walk_files
 from .splits import split_name
 
 
@@ -93,7 +93,7 @@ def scan(source: dict) -> Scan:
         if not os.path.isfile(image):
             out.quarantine.append(quarantine_row(source["name"], rel, "missing_file", f"listed image not found: {image}"))
             continue
-        rid = record_id(source["name"], rel)
+        rid = source_record_id(source, rel)
         label_file = _label_file(image)
         rois, labels = [], []
         try:

@@ -88,6 +88,13 @@ def test_query_formats(loom):
     assert "medloom[dicom-codecs]" in shown  # user data is never read as rich markup
     bad = medloom("query", loom[0], "SELECT nope FROM records", check=False)
     assert bad.returncode == 2 and "SQL failed" in bad.stderr
+    # a name that is no view of the loom is never a Python object of medloom's own code (`split` is a command)
+    unknown = medloom("query", loom[0], "SELECT * FROM split", check=False)
+    assert unknown.returncode == 2 and "split does not exist" in unknown.stderr, unknown.stderr
+    assert "this loom's views: quarantine, records" in unknown.stderr and "cli.py" not in unknown.stderr
+    # messages are the same on every run: no Python object addresses
+    message = json.loads(medloom("query", loom[0], "SELECT message FROM quarantine", "-f", "json").stdout)[0]["message"]
+    assert message == "not an image Pillow can read: cannot identify image file", message
 
 
 def test_show(loom):

@@ -266,6 +266,7 @@ def test_timeout_is_a_deadline_per_answer_even_when_the_server_trickles(loom, se
     assert proc.returncode == 1 and "no complete reply within 1 s" in proc.stderr, proc.stderr
     results = json.loads((run / "results.json").read_text())
     assert results["answered"] == 0 and results["failed"] == 2
+    assert results["overall"]["n"] == 0 and results["overall"]["accuracy"] is None  # null, never a 0.0 result
     assert len(server.log) == 2  # no retry: the deadline of each answer was spent on its first try
     assert server.sent < 2 * 40  # cut off early in each reply, not read to the end
 

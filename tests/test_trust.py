@@ -582,6 +582,7 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_resumes(tmp_path):
         proc = cli("export", loom, "--out", disk / "out", "--image-format", "png", "--shard-size", "2", "-q",
                    check=False)
         assert proc.returncode == 1 and "disk is full" in proc.stderr and "Traceback" not in proc.stderr
+        assert f"error: {disk / 'out'}/train-" in proc.stderr  # the file that could not be written, not "a file"
         assert not [p for p in (disk / "out").iterdir() if ".tmp" in p.name]
         done = json.loads((disk / "out" / "manifest.json").read_text())
         kept = [s["file"] for split in done["splits"].values() for s in split["shards"]]

@@ -153,6 +153,8 @@ def connect(loom: Path):
         raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
     records, quarantine = listed_files(loom)
     con = duckdb.connect()
+    # a name in the user's SQL is a view of the loom or nothing: never a Python object of the calling code
+    con.execute("SET python_enable_replacements = false")
     for view, files, schema in (("records", records, RECORD_SCHEMA), ("quarantine", quarantine, QUARANTINE_SCHEMA)):
         if files:
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)

@@ -185,7 +185,10 @@ def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over t
     except FileNotFoundError as e:
         fail(str(e))
     except duckdb.Error as e:
-        fail(f"SQL failed: {e}")
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                                           "ORDER BY 1").fetchall()]
+        fail(f"SQL failed: {e}" + (f" (this loom's views: {', '.join(views)})" if isinstance(e, duckdb.CatalogException)
+                                   else ""))
     columns = [d[0] for d in cur.description or []]
     rows = cur.fetchall()
     if fmt != "table":
@@ -911,6 +914,9 @@ def eval_vqa(loom: Loom,
         for name in ("group", "n", "accuracy", "95% Wilson", "95% bootstrap (patients)", "invalid", "class recall"):
             table.add_column(name, justify="left" if name == "group" else "right")
         for name, m in table_rows(results):
+            if not m["n"]:
+                table.add_row(escape(name), "0", *["-"] * 5)
+                continue
             table.add_row(escape(name), str(m["n"]), f"{m['accuracy']:.3f}",
                           f"{m['wilson95'][0]:.3f}-{m['wilson95'][1]:.3f}",
                           f"{m['bootstrap95'][0]:.3f}-{m['bootstrap95'][1]:.3f} ({m['clusters']})",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -74,6 +75,9 @@ _BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's RGB -> L
 
 
+OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")  # Python object addresses: new on every run
+
+
 @contextmanager
 def decode_errors() -> Iterator[None]:
     """Map every way Pillow fails on a file to a DecodeError with a stable reason."""
@@ -88,7 +92,7 @@ def decode_errors() -> Iterator[None]:
     except Image.DecompressionBombError as e:
         raise DecodeError("decompression_bomb", str(e)) from None
     except OSError as e:
-        text = str(e)
+        text = OBJECT_REPR.sub("", str(e)).strip()  # "cannot identify image file <_io.BytesIO object at 0x7f..>"
         if "truncated" in text or "broken data stream" in text or "incomplete" in text:
             raise DecodeError("truncated", text) from None
         if isinstance(e, Image.UnidentifiedImageError) or "cannot identify" in text:

@@ -320,7 +320,8 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     manifest["sources"][source["name"]] = {
         "reader": source["reader"], "root": source["root"], "max_pixels": source.get("max_pixels"),
         "max_voxels": source.get("max_voxels"), "max_file_bytes": source.get("max_file_bytes"),
-        "pseudonymous_ids": bool(source.get("pseudonymous_ids")), "parts": ordered, "scan_quarantine": scan_entry, "filtered": scan.filtered, "error": report.error,
+        "pseudonymous_ids": bool(source.get("pseudonymous_ids")), "parts": ordered, "scan_quarantine": scan_entry,
+        "filtered": scan.filtered, "error": report.error,
         **({"error_quarantine": error_entry} if error_entry else {}),
     }
     summarise(report, manifest["sources"][source["name"]], loom)

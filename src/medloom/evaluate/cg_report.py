@@ -128,6 +128,8 @@ def cell_text(cell: dict | None) -> str:
     if "missing" in cell:
         return "n/a"
     mark = " *" if cell.get("vs_baseline-plus", {}).get("success") else ""
+    if cell.get("accuracy") is None:
+        return "n/a (nothing scored)"
     lo, hi = cell["wilson95"]
     return f"{cell['accuracy']:.3f} ({lo:.2f}-{hi:.2f}){mark}"
 
@@ -184,7 +186,7 @@ def figure(report: dict, size: tuple[int, int] = (960, 480)) -> bytes:
         x0 = left + ti * group_w + group_w * 0.1
         for ni, n in enumerate(names):
             cell = report["targets"][target]["runs"].get(n)
-            if not cell or "missing" in cell:
+            if not cell or "missing" in cell or cell.get("accuracy") is None:
                 continue
             bx = x0 + ni * bar_w
             colour = PALETTE[ni % len(PALETTE)]

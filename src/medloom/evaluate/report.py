@@ -36,7 +36,12 @@ def as_question(prediction: dict) -> dict:
 
 
 def metrics(group: list[dict], seed: int) -> dict:
+    """Accuracy with its intervals, the invalid rate and the mean class recall; null where nothing was scored
+    (n = 0: an accuracy of 0.0 would read as a result)."""
     n = len(group)
+    if not n:
+        return {"n": 0, "correct": 0, "accuracy": None, "wilson95": None, "bootstrap95": None, "clusters": 0,
+                "invalid": 0, "invalid_rate": None, "mean_class_recall": None}
     correct = sum(u["correct"] for u in group)
     answers = sum(u["answers"] for u in group)
     invalid = sum(u["invalid"] for u in group)

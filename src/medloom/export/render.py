@@ -166,10 +166,6 @@ def without_path(message: str, source: dict, uri: str, rid: str) -> str:
     for path in (source_file(source["base"], uri), uri):
         message = message.replace(path, f"(record {rid})")
     return message
-    for path in (source_file(source["base"], row["uri"]), row["uri"]):
-        message = message.replace(path, f"(record {row['id']})")
-    row["uri"] = ""
-    return message
 
 
 def shard_sample(row: dict, image: bytes, width: int, height: int, spec: dict) -> dict:

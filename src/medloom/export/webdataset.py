@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..outputs import naming
+
 BLOCK = 512
 KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")  # the split `webdataset` uses: key up to the first dot
 
@@ -39,7 +41,8 @@ class ShardFile:
         self._size = 0
 
     def write(self, data) -> int:
-        self._file.write(data)
+        with naming(self.path):
+            self._file.write(data)
         self._sha.update(data)
         n = memoryview(data).nbytes
         self._size += n
@@ -49,7 +52,8 @@ class ShardFile:
         return self._size
 
     def flush(self) -> None:
-        self._file.flush()
+        with naming(self.path):
+            self._file.flush()
 
     close = flush
 
@@ -61,9 +65,10 @@ class ShardFile:
         return True
 
     def finish(self) -> dict:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with naming(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         return {"bytes": self._size, "sha256": self._sha.hexdigest()}
 
     def abort(self) -> None:

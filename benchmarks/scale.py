@@ -16,7 +16,7 @@ In one run:
 Each command runs in a fresh interpreter; the driver's peak is its own `ru_maxrss`, a worker's the largest
 `VmHWM` (peak resident set) among its descendants, sampled every 50 ms (the forkserver's workers).
 
-Usage: python benchmarks/scale.py [--n 5000] [--memory 10000,100000]
+Usage: python benchmarks/scale.py [--n 5000] [--memory 10000,100000] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -105,7 +105,10 @@ class Run(NamedTuple):
     last: float  # and to the last
 
     def streaming(self, n: int) -> float:
-        """Images per second between the first result and the last: the rate once the workers run."""
+        """Images per second between the first result and the last: the rate once the workers run (nan when a
+        run of a few images gave one result)."""
+        if self.results < 2 or self.last <= self.first:
+            return float("nan")
         return n * (self.results - 1) / self.results / (self.last - self.first)
 
 
@@ -133,13 +136,13 @@ def recipe(folder: Path, data: Path, part_size: int | None = None) -> Path:
     return path
 
 
-def executors(images: Path, n: int, tmp: Path) -> None:
+def executors(images: Path, n: int, tmp: Path, worker_counts: list[int]) -> None:
     """Local, Ray started by the command (`--executor ray`), and a running Ray cluster (`ray start`, then
     `--address auto`, as on a cluster)."""
     ray = str(Path(sys.executable).with_name("ray"))
     kinds = {"local": [], "ray (own)": ["--executor", "ray"], "ray cluster": ["--executor", "ray", "--address", "auto"]}
     rows = []
-    for workers in (1, 2):
+    for workers in worker_counts:
         runs = {}
         for kind, how in kinds.items():
             run = tmp / f"{kind.replace(' ', '-')}-{workers}"
@@ -196,13 +199,16 @@ def memory(data: Path, sizes: list[int], tmp: Path) -> None:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 5000, extra=lambda ap: ap.add_argument(
-        "--memory", default="10000,100000", help="corpus sizes of the memory runs, comma-separated"))
+    def extra(ap) -> None:
+        ap.add_argument("--memory", default="10000,100000", help="corpus sizes of the memory runs, comma-separated")
+        ap.add_argument("--workers", default="1,2", help="worker counts of the executor runs, comma-separated")
+
+    args = parse_args(__doc__, 5000, extra=extra)
     sizes = [int(x) for x in args.memory.split(",")]
     print(where(args))
     folder, _ = image_set(args.data, "JPEG 1024x768", args.n, args.stage)
     with tempfile.TemporaryDirectory() as tmp:
-        executors(folder, args.n, Path(tmp))
+        executors(folder, args.n, Path(tmp), [int(x) for x in args.workers.split(",")])
         memory(args.data, sizes, Path(tmp))
     return 0
 

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from export import MAX_SIDE, ingest
-from images import image_set, parse_args, where
+from export import MAX_SIDE
+from images import image_set, ingest_folder, parse_args, where
 
 
 def best_rate(read, n: int, passes: int = 3) -> float:
@@ -38,7 +38,7 @@ def main() -> int:
     folder, _ = image_set(args.data, "JPEG 1024x768", args.n, args.stage)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        loom = ingest(folder, tmp)
+        loom = ingest_folder(folder, tmp)
         out = tmp / "wds"
         export(loom, out, ExportOptions(max_side=MAX_SIDE, shard_size=500), workers=2, quiet=True)
         shards = sorted(str(p) for p in out.glob("*.tar"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -118,6 +119,45 @@ def test_webdataset_export_reads_back_with_webdataset_and_hf(mixed, tmp_path):
     example = next(e for e in loaded["train"] if e["json"]["rois"])
     assert example["jpg"].size[0] <= 32 and example["json"]["rois"][0]["rle"]
     assert verify(out).ok, verify(out).problems
+
+
+def write_voc(folder: Path, boxes: dict[str, list[tuple]], split: str) -> None:
+    """A Pascal VOC folder: one image per name with its (label, x0, y0, x1, y1) boxes, all in `split`."""
+    (folder / "Annotations").mkdir(parents=True)
+    for i, (name, objects) in enumerate(boxes.items()):
+        make_image(folder / "JPEGImages" / f"{name}.jpg", size=(64, 48), seed=i, fmt="JPEG")
+        xml = "".join(f"<object><name>{label}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                      f"<ymax>{d}</ymax></bndbox></object>" for label, a, b, c, d in objects)
+        (folder / "Annotations" / f"{name}.xml").write_text(f"<annotation><filename>{name}.jpg</filename>{xml}</annotation>")
+    (folder / "ImageSets" / "Main").mkdir(parents=True)
+    (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(boxes) + "\n")
+
+
+def test_one_split_loads_when_its_first_samples_have_no_grounding_box(tmp_path):
+    """HF `datasets` types a WebDataset split from its first samples: when they had questions but no grounding box
+    (`annotation.questions[].box` empty), `box` was typed null and the split failed to load ("Couldn't cast array of
+    type double to null"). The lead records now fill the questions' lists too."""
+    import datasets
+
+    from medloom.annotate import AnnotateSettings, annotate
+
+    names = [f"v{i:02d}" for i in range(9)]
+    # the export's order is by md5(source/uri): the one image with a grounding question (its label unique in the
+    # image) comes last, behind eight whose two boxes share a label (no grounding question)
+    last = max(names, key=lambda n: hashlib.md5(f"cells/JPEGImages/{n}.jpg".encode()).hexdigest())
+    write_voc(tmp_path / "voc", {n: [("rbc", 2, 2, 20, 20), ("rbc", 30, 10, 50, 40)] + ([("wbc", 22, 5, 40, 30)]
+                                     if n == last else []) for n in names}, "val")
+    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="cells", reader="voc", path=str(tmp_path / "voc"),
+                                                      modality="microscopy", anatomy="blood", task="cell detection")]))
+    annotate(loom, AnnotateSettings(seed=1), workers=1, quiet=True)
+    out = tmp_path / "wds"
+    export(loom, out, ExportOptions(), workers=1, quiet=True)
+    loaded = datasets.load_dataset("webdataset", data_files={"val": shards(out, "val")}, split="val",
+                                   cache_dir=str(tmp_path / "hf"))
+    boxes = [[q["box"] for q in e["json"]["annotation"]["questions"] if q["box"]] for e in loaded]
+    assert len(loaded) == 9 and sum(map(len, boxes)) == 1 and any(boxes[:5])
+    assert boxes[[e["__key__"] for e in loaded].index(f"cells/JPEGImages/{last}_jpg")] == [[0.344, 0.104, 0.625, 0.625]]
+    assert verify(out).ok
 
 
 def test_parquet_export_reads_with_duckdb_pandas_polars_and_hf(mixed, tmp_path):

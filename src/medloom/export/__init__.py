@@ -2,8 +2,9 @@
 
 The selection (`--where`) is ordered per split by a hash of the file name (a fixed pseudo-random
 order, so a shard mixes sources and classes; frames and slices of one file stay together), except
-that a few records that together have every kind of list field filled (ROIs, masks, labels) lead each
-split: readers that infer types from the first samples then see them typed.
+that a few records that together have every kind of list field filled (ROIs, masks, labels, the
+annotation's questions with their options and boxes) lead each split: readers that infer types from the
+first samples then see them typed.
 
 Workers render records part by part; the parent writes shards in order. Each shard is written under a
 temporary name; the manifest (updated after every shard) lists it with its size, sha256 and the
@@ -32,7 +33,7 @@ from ..outputs import OutputFolder, written_by_medloom
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
 from .parquet import ROW_BYTES, ParquetShardWriter
-from .render import ARTICLE_LISTS, RENDERED_READERS
+from .render import ANNOTATION_JSON_TYPE, ARTICLE_LISTS, RENDERED_READERS
 from .texts import TEXT_MODES, text_condition
 from .webdataset import RECORD, TarShardWriter, temporary
 
@@ -247,6 +248,18 @@ def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
 LEAD_FLAGS = ("len(rois) > 0", "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
               "len(labels) > 0", "len(label_space) > 0",
               *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS))
+# and, when the loom has annotations, the lists of `annotation`: its questions, and each list of a question (a
+# split whose first samples had questions but no grounding box typed `box` as null, and `datasets` failed)
+QUESTION_LISTS = tuple(f.name for f in ANNOTATION_JSON_TYPE.field("questions").type.value_type if pa.types.is_list(f.type))
+ANNOTATION_FLAGS = ("coalesce(len(ann_vqa), 0) > 0",
+                    *(f"coalesce(list_bool_or(list_transform(ann_vqa, lambda q: coalesce(len(q.{name}), 0) > 0)), false)"
+                      for name in QUESTION_LISTS))
+
+
+def lead_flags(with_annotation: bool) -> tuple[str, ...]:
+    """The list fields the lead records must fill: `LEAD_FLAGS`, plus `ANNOTATION_FLAGS` when samples carry an
+    `annotation`."""
+    return LEAD_FLAGS + ANNOTATION_FLAGS if with_annotation else LEAD_FLAGS
 
 
 def lead_ids(groups: list[tuple[tuple[bool, ...], str]]) -> list[str]:
@@ -263,9 +276,9 @@ def lead_ids(groups: list[tuple[tuple[bool, ...], str]]) -> list[str]:
     return sorted(chosen)
 
 
-def plan_splits(rows: list[tuple], counts: int) -> dict[str, tuple[int, list[int], list[str]]]:
-    """`_select`'s rows grouped by `LEAD_FLAGS`, per split: (records, the `counts` counts, the lead ids)."""
-    flags = len(LEAD_FLAGS)
+def plan_splits(rows: list[tuple], counts: int, flags: int = len(LEAD_FLAGS)) -> dict[str, tuple[int, list[int], list[str]]]:
+    """`_select`'s rows grouped by `flags` lead flags (`lead_flags`), per split: (records, the `counts` counts, the
+    lead ids)."""
     out: dict[str, tuple[int, list[int], list[str]]] = {}
     for split in dict.fromkeys(r[0] for r in rows):
         mine = [r[1:] for r in rows if r[0] == split]
@@ -377,15 +390,17 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
         raise ExportError(f"--text {options.text!r}: choose one of {', '.join(TEXT_MODES)}")
     cond = text_condition(options.text, options.citing)
     counts = (cond or "false", "article IS NOT NULL")
+    with_annotation = has_view(con, "annotations")
+    flags = lead_flags(with_annotation)
     per_split = plan_splits(_select(con, options.where, joins, split, marks, options.splits,
-                                    cond if options.require_text else "", counts=counts, groups=LEAD_FLAGS), len(counts))
+                                    cond if options.require_text else "", counts=counts, groups=flags), len(counts),
+                            len(flags))
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
     split_sizes = {name: n for name, (n, _, _) in per_split.items()}
     ext = _image_ext(con, options, sources)
     with_txt = not cond or any(counted[0] for _, counted, _ in per_split.values())
-    with_annotation = has_view(con, "annotations")
     with_article = any(counted[1] for _, counted, _ in per_split.values())
     settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
@@ -395,6 +410,8 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
                 "text": options.text, "citing": options.citing, "require_text": options.require_text,
                 "annotation": with_annotation,
                 "article": with_article}
+    if with_annotation:  # the questions' lists lead too: another order than an export made before they did
+        settings["lead"] = ["questions", *QUESTION_LISTS]
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))

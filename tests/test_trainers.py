@@ -108,6 +108,33 @@ def test_llamafactory_reads_every_entry(loom, tmp_path):
             assert assigned[item["id"]] == name.rsplit("_", 1)[1] == item["split"]
 
 
+def test_llamafactory_entries_merged_into_another_dataset_info(loom, tmp_path):
+    """The README: to merge the export's entries into another dataset_info.json, export with --absolute-paths.
+    LLaMA-Factory 0.9.5 opens an entry's file at os.path.join(dataset_dir, file_name) (llamafactory/data/loader.py,
+    _load_single_dataset) and its images at os.path.join(media_dir, image) (data/converter.py; media_dir defaults
+    to dataset_dir), so both must hold from another dataset_dir; file_name used to stay relative."""
+    out = tmp_path / "sharegpt"
+    script = (EXAMPLES / "llamafactory.sh").read_text()
+    assert "export with --absolute-paths" in script
+    args = run_example("llamafactory.sh", loom, out)
+    cli(*args[1:], "--absolute-paths", "--overwrite")
+    exported = json.loads((out / "dataset_info.json").read_text())
+    dataset_dir = tmp_path / "my_data"
+    dataset_dir.mkdir()
+    (dataset_dir / "mine.json").write_text("[]")
+    merged = {"mine": {"file_name": "mine.json"}, **exported}
+    (dataset_dir / "dataset_info.json").write_text(json.dumps(merged))
+    assert sorted(exported) == ["bccd_test", "bccd_train", "bccd_val"]
+    for name in exported:
+        entry = json.loads((dataset_dir / "dataset_info.json").read_text())[name]
+        local_path = os.path.join(dataset_dir, entry["file_name"])
+        assert os.path.isfile(local_path), f"{name}: {local_path} not found"
+        for item in json.loads(Path(local_path).read_text()):
+            for image in item[entry["columns"]["images"]]:
+                Image.open(os.path.join(dataset_dir, image)).verify()
+                assert item["split"] == name.rsplit("_", 1)[1]
+
+
 def test_swift_reads_every_line(loom, tmp_path):
     import datasets
 

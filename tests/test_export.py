@@ -20,7 +20,7 @@ import pytest
 from conftest import kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
-from medloom.export import ExportError, ExportOptions, export, hf_features, read_export_manifest
+from medloom.export import ExportError, ExportOptions, balanced_ends, export, hf_features, read_export_manifest
 from medloom.export.verify import verify
 from medloom.imaging import phash_image, to_uint8, window_to_uint8
 from medloom.sources.nifti import display
@@ -246,6 +246,44 @@ def test_shard_limits_names_and_split_counts(mixed, tmp_path):
             assert s["bytes"] == (out2 / s["file"]).stat().st_size
             assert s["bytes"] <= limit or s["samples"] == 1
     assert verify(out2).ok
+
+
+def test_balanced_shards_split_each_split_equally_and_verify_checks_them(mixed, tmp_path):
+    """--balance-shards N: equal shards (within one sample), the fewest within --shard-size, their number a
+    multiple of N, so that N data-loader workers dealt whole shards read as much each; verify holds the shards to
+    that plan."""
+    assert balanced_ends(21, 2, 4) == [3, 7, 10, 14, 17, 21] and balanced_ends(3, 4, 5000) == [1, 2, 3]
+    assert balanced_ends(10_000, 4, 5000) == [2500, 5000, 7500, 10_000] and balanced_ends(0, 2, 5) == []
+    for fmt, ext in (("webdataset", "tar"), ("parquet", "parquet")):
+        out = tmp_path / fmt
+        report = export(mixed, out, ExportOptions(format=fmt, balance_shards=2, shard_size=4, max_side=16), quiet=True)
+        held = {split: [s["samples"] for s in entry["shards"]] for split, entry in read_export_manifest(out)["splits"].items()}
+        assert held == {"train": [3, 4, 3, 4, 3, 4], "val": [3, 3], "test": [3, 3]}, held
+        assert report.exported == 33 and len(shards(out, ext=ext)) == 10
+        checked = verify(out)
+        assert checked.ok, checked.problems
+        assert "train: 6 shard(s) of 3 to 4 samples, balanced for 2 worker(s) (--balance-shards 2)" in checked.notes
+    export(mixed, tmp_path / "webdataset", ExportOptions(balance_shards=2, shard_size=4, max_side=16), quiet=True)
+    with pytest.raises(ExportError, match="--overwrite"):  # another cut is another export
+        export(mixed, tmp_path / "webdataset", ExportOptions(shard_size=4, max_side=16), quiet=True)
+    # shards cut by --shard-size, in a manifest that says they were balanced: verify names the split and the plan
+    out = tmp_path / "cut"
+    export(mixed, out, ExportOptions(shard_size=4, max_side=16), quiet=True)
+    manifest = read_export_manifest(out)
+    manifest["settings"]["balance_shards"] = 2
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert "train: its shards hold [4, 4, 4, 4, 4, 1] samples, --balance-shards 2 plans [3, 4, 3, 4, 3, 4]" in \
+        "\n".join(verify(out).problems)
+    with pytest.raises(ExportError, match="--balance-shards 0: give the number of data-loader workers"):
+        export(mixed, tmp_path / "zero", ExportOptions(balance_shards=0), quiet=True)
+    helped = subprocess.run([sys.executable, "-m", "medloom.cli", "export", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert "--balance-shards N" in helped.stdout and "multiple of N" in helped.stdout
+    wrong = subprocess.run([sys.executable, "-m", "medloom.cli", "export", str(mixed), "--format", "llava",
+                            "--balance-shards", "2", "--out", str(tmp_path / "llava")], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert wrong.returncode != 0 and "--format llava has none to balance" in wrong.stderr
+    assert not (tmp_path / "llava").exists()
 
 
 def test_where_filter_and_render_quarantine_are_counted(tmp_path):

@@ -14,6 +14,7 @@ that was killed resumes after the last listed shard; listed shards are not rewri
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -57,6 +58,7 @@ class ExportOptions:
     quality: int = 90
     shard_size: int = 5000
     shard_bytes: int = 500 * 1024**2
+    balance_shards: int | None = None  # equal shards per split, their number a multiple of this (see balanced_ends)
     where: str | None = None
     overwrite: bool = False
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
@@ -90,6 +92,18 @@ class ExportReport:
 
 def shard_name(split: str, index: int, ext: str) -> str:
     return f"{re.sub(r'[^a-z0-9_-]+', '_', split.lower())}-{index:06d}.{ext}"
+
+
+def balanced_ends(records: int, multiple: int, shard_size: int) -> list[int]:
+    """Where each shard of a split of `records` ends (positions in the split's order) under `--balance-shards`:
+    the fewest shards that keep each within `shard_size`, their number a multiple of `multiple`, cut equal (within
+    one sample); one shard per record when the split has fewer records than that.
+
+    Data loaders deal whole shards to their workers (open_clip asserts at least one shard per worker, and a
+    worker whose shards hold less than one batch yields none), so N workers reading a multiple of N equal shards
+    each get the same number of samples."""
+    count = min(records, multiple * -(-records // (multiple * shard_size)))
+    return [(k + 1) * records // count for k in range(count)]
 
 
 def read_export_manifest(out: Path) -> dict | None:
@@ -373,6 +387,9 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
         raise ExportError(f"format {options.format!r}: choose {' or '.join(FORMATS)}")
     if options.shard_size < 1 or options.shard_bytes < 1:
         raise ExportError("--shard-size and --shard-bytes must be positive")
+    if options.balance_shards is not None and options.balance_shards < 1:
+        raise ExportError(f"--balance-shards {options.balance_shards}: give the number of data-loader workers the "
+                          "shards are for (at least 1), or leave it out to cut shards by --shard-size and --shard-bytes")
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
@@ -412,6 +429,8 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
                 "article": with_article}
     if with_annotation:  # the questions' lists lead too: another order than an export made before they did
         settings["lead"] = ["questions", *QUESTION_LISTS]
+    if options.balance_shards:  # only when asked, so that exports made before the option still resume
+        settings["balance_shards"] = options.balance_shards
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
@@ -461,6 +480,9 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
     writer = None
     written = 0
     position = start
+    # --balance-shards: a shard holds the records of one part of the split's order (within one sample of the others)
+    ends = balanced_ends(size, options.balance_shards, options.shard_size) if options.balance_shards else None
+    writer_part = -1
     file_ext = FORMATS[options.format]
     parquet = options.format == "parquet"
 
@@ -483,10 +505,13 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                                                 "reason": result["reason"], "message": result["message"]})
                     continue
                 need = len(result["image"]) + ROW_BYTES if parquet else len(result["tar"])
-                if writer and (writer.samples >= options.shard_size or
-                               _final_size(writer.size + need, options.format) > options.shard_bytes):
+                part = bisect.bisect_right(ends, index) if ends else -1
+                if writer and (part != writer_part if ends else (
+                        writer.samples >= options.shard_size
+                        or _final_size(writer.size + need, options.format) > options.shard_bytes)):
                     commit(index)
                 if writer is None:
+                    writer_part = part
                     path = folder.claim(shard_name(split, len(entry["shards"]), file_ext))
                     writer = ParquetShardWriter(path, ext) if parquet else TarShardWriter(path)
                 if parquet:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench cg clean
+.PHONY: demo test lint bench cg clean consumers
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# the trainers' own code for tests/test_trainers.py (skipped without), each in a venv of its own: open_clip needs
+# torchvision, which must stay out of .venv (torch 2.14.1 and torchvision 0.29.1: a CUDA build, several GB)
+OPEN_CLIP_VENV ?= /tmp/venv-open_clip
+SWIFT_VENV ?= /tmp/venv-swift
+consumers:
+	test -x $(OPEN_CLIP_VENV)/bin/python || $(PY) -m venv $(OPEN_CLIP_VENV)
+	$(OPEN_CLIP_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 'open_clip_torch[training]==3.3.0'
+	test -x $(SWIFT_VENV)/bin/python || $(PY) -m venv $(SWIFT_VENV)
+	$(SWIFT_VENV)/bin/python -m pip install --quiet torch==2.13.0 ms-swift==4.6.0
+	$(SWIFT_VENV)/bin/python -m pip install --quiet --no-deps --target $(SWIFT_VENV)/ms-swift-3 ms-swift==3.12.6
 
 cg: $(STAMP)
 	PYTHON=$(BIN)/python examples/cg/run.sh cg-world

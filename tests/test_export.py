@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from conftest import kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
-from medloom.export import ExportError, ExportOptions, export, hf_features, read_export_manifest
+from medloom.export import ExportError, ExportOptions, balanced_ends, export, hf_features, read_export_manifest
 from medloom.export.verify import verify
 from medloom.imaging import phash_image, to_uint8, window_to_uint8
 from medloom.sources.nifti import display
@@ -120,6 +121,45 @@ def test_webdataset_export_reads_back_with_webdataset_and_hf(mixed, tmp_path):
     assert verify(out).ok, verify(out).problems
 
 
+def write_voc(folder: Path, boxes: dict[str, list[tuple]], split: str) -> None:
+    """A Pascal VOC folder: one image per name with its (label, x0, y0, x1, y1) boxes, all in `split`."""
+    (folder / "Annotations").mkdir(parents=True)
+    for i, (name, objects) in enumerate(boxes.items()):
+        make_image(folder / "JPEGImages" / f"{name}.jpg", size=(64, 48), seed=i, fmt="JPEG")
+        xml = "".join(f"<object><name>{label}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                      f"<ymax>{d}</ymax></bndbox></object>" for label, a, b, c, d in objects)
+        (folder / "Annotations" / f"{name}.xml").write_text(f"<annotation><filename>{name}.jpg</filename>{xml}</annotation>")
+    (folder / "ImageSets" / "Main").mkdir(parents=True)
+    (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(boxes) + "\n")
+
+
+def test_one_split_loads_when_its_first_samples_have_no_grounding_box(tmp_path):
+    """HF `datasets` types a WebDataset split from its first samples: when they had questions but no grounding box
+    (`annotation.questions[].box` empty), `box` was typed null and the split failed to load ("Couldn't cast array of
+    type double to null"). The lead records now fill the questions' lists too."""
+    import datasets
+
+    from medloom.annotate import AnnotateSettings, annotate
+
+    names = [f"v{i:02d}" for i in range(9)]
+    # the export's order is by md5(source/uri): the one image with a grounding question (its label unique in the
+    # image) comes last, behind eight whose two boxes share a label (no grounding question)
+    last = max(names, key=lambda n: hashlib.md5(f"cells/JPEGImages/{n}.jpg".encode()).hexdigest())
+    write_voc(tmp_path / "voc", {n: [("rbc", 2, 2, 20, 20), ("rbc", 30, 10, 50, 40)] + ([("wbc", 22, 5, 40, 30)]
+                                     if n == last else []) for n in names}, "val")
+    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="cells", reader="voc", path=str(tmp_path / "voc"),
+                                                      modality="microscopy", anatomy="blood", task="cell detection")]))
+    annotate(loom, AnnotateSettings(seed=1), workers=1, quiet=True)
+    out = tmp_path / "wds"
+    export(loom, out, ExportOptions(), workers=1, quiet=True)
+    loaded = datasets.load_dataset("webdataset", data_files={"val": shards(out, "val")}, split="val",
+                                   cache_dir=str(tmp_path / "hf"))
+    boxes = [[q["box"] for q in e["json"]["annotation"]["questions"] if q["box"]] for e in loaded]
+    assert len(loaded) == 9 and sum(map(len, boxes)) == 1 and any(boxes[:5])
+    assert boxes[[e["__key__"] for e in loaded].index(f"cells/JPEGImages/{last}_jpg")] == [[0.344, 0.104, 0.625, 0.625]]
+    assert verify(out).ok
+
+
 def test_parquet_export_reads_with_duckdb_pandas_polars_and_hf(mixed, tmp_path):
     import datasets
     import duckdb
@@ -206,6 +246,44 @@ def test_shard_limits_names_and_split_counts(mixed, tmp_path):
             assert s["bytes"] == (out2 / s["file"]).stat().st_size
             assert s["bytes"] <= limit or s["samples"] == 1
     assert verify(out2).ok
+
+
+def test_balanced_shards_split_each_split_equally_and_verify_checks_them(mixed, tmp_path):
+    """--balance-shards N: equal shards (within one sample), the fewest within --shard-size, their number a
+    multiple of N, so that N data-loader workers dealt whole shards read as much each; verify holds the shards to
+    that plan."""
+    assert balanced_ends(21, 2, 4) == [3, 7, 10, 14, 17, 21] and balanced_ends(3, 4, 5000) == [1, 2, 3]
+    assert balanced_ends(10_000, 4, 5000) == [2500, 5000, 7500, 10_000] and balanced_ends(0, 2, 5) == []
+    for fmt, ext in (("webdataset", "tar"), ("parquet", "parquet")):
+        out = tmp_path / fmt
+        report = export(mixed, out, ExportOptions(format=fmt, balance_shards=2, shard_size=4, max_side=16), quiet=True)
+        held = {split: [s["samples"] for s in entry["shards"]] for split, entry in read_export_manifest(out)["splits"].items()}
+        assert held == {"train": [3, 4, 3, 4, 3, 4], "val": [3, 3], "test": [3, 3]}, held
+        assert report.exported == 33 and len(shards(out, ext=ext)) == 10
+        checked = verify(out)
+        assert checked.ok, checked.problems
+        assert "train: 6 shard(s) of 3 to 4 samples, balanced for 2 worker(s) (--balance-shards 2)" in checked.notes
+    export(mixed, tmp_path / "webdataset", ExportOptions(balance_shards=2, shard_size=4, max_side=16), quiet=True)
+    with pytest.raises(ExportError, match="--overwrite"):  # another cut is another export
+        export(mixed, tmp_path / "webdataset", ExportOptions(shard_size=4, max_side=16), quiet=True)
+    # shards cut by --shard-size, in a manifest that says they were balanced: verify names the split and the plan
+    out = tmp_path / "cut"
+    export(mixed, out, ExportOptions(shard_size=4, max_side=16), quiet=True)
+    manifest = read_export_manifest(out)
+    manifest["settings"]["balance_shards"] = 2
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert "train: its shards hold [4, 4, 4, 4, 4, 1] samples, --balance-shards 2 plans [3, 4, 3, 4, 3, 4]" in \
+        "\n".join(verify(out).problems)
+    with pytest.raises(ExportError, match="--balance-shards 0: give the number of data-loader workers"):
+        export(mixed, tmp_path / "zero", ExportOptions(balance_shards=0), quiet=True)
+    helped = subprocess.run([sys.executable, "-m", "medloom.cli", "export", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert "--balance-shards N" in helped.stdout and "multiple of N" in helped.stdout
+    wrong = subprocess.run([sys.executable, "-m", "medloom.cli", "export", str(mixed), "--format", "llava",
+                            "--balance-shards", "2", "--out", str(tmp_path / "llava")], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert wrong.returncode != 0 and "--format llava has none to balance" in wrong.stderr
+    assert not (tmp_path / "llava").exists()
 
 
 def test_where_filter_and_render_quarantine_are_counted(tmp_path):

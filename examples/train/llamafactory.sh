@@ -3,7 +3,8 @@
 # Usage: examples/train/llamafactory.sh LOOM [OUT] [MODEL]
 # The export writes sharegpt-SPLIT.json, images/ and dataset_info.json with one entry per split, named after
 # the recipe (NAME_train, NAME_val, NAME_test); image paths are relative to OUT, which is dataset_dir and
-# media_dir. To merge the entries into another dataset_info.json, export with --absolute-paths.
+# media_dir. To merge the entries into another dataset_info.json, export with --absolute-paths (image paths and
+# each entry's file_name absolute).
 set -euo pipefail
 LOOM=${1:?give the loom}
 OUT=${2:-$LOOM/exports/sharegpt}

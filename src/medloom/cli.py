@@ -262,6 +262,12 @@ def export_cmd(loom: Loom,
                                        "(see `medloom publish`).")] = None,
                shard_size: Annotated[int, typer.Option(help="Samples per shard at most.")] = 5000,
                shard_bytes: Annotated[str, typer.Option(help="Bytes per shard at most, e.g. 500MB or 1GiB.")] = "500MB",
+               balance_shards: Annotated[int | None, typer.Option(
+                   metavar="N", min=1,
+                   help="webdataset | parquet: cut each split into equal shards (within one sample), as many as the "
+                        "smallest multiple of N that keeps each within --shard-size (--shard-bytes does not apply), so "
+                        "that N data-loader workers (times GPUs) read as much each; open_clip needs a shard and a "
+                        "full batch per worker (see examples/train/open_clip.sh).")] = None,
                max_side: Annotated[int | None, typer.Option(
                    help="Shrink so the longer side is at most PX (aspect kept, Lanczos).")] = None,
                image_format: Annotated[str, typer.Option(
@@ -331,6 +337,8 @@ def export_cmd(loom: Loom,
     if unknown:
         fail(f"--split {unknown[0]!r}: use train, val or test")
     splits = sorted({split_name(s) for s in split}) if split else None
+    if balance_shards is not None and fmt not in ("webdataset", "parquet"):
+        fail(f"--balance-shards cuts webdataset and parquet shards; --format {fmt} has none to balance: leave it out")
     if fmt == "dicom":
         from .export.dicom import DicomExportError, export_dicom
 
@@ -382,7 +390,8 @@ def export_cmd(loom: Loom,
                       + ", ".join(str(Path(report.out) / f) for f in report.files), highlight=False)
         return _published(Path(report.out), url, report.as_dict(), as_json, quiet, wait)
     options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
-                            shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), where=where, overwrite=overwrite,
+                            shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), balance_shards=balance_shards,
+                            where=where, overwrite=overwrite,
                             include_duplicates=include_duplicates, subset=subset_name,
                             experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata,
                             splits=splits, text=text, citing=citing_sentences, require_text=require_text)

@@ -2,8 +2,9 @@
 
 The selection (`--where`) is ordered per split by a hash of the file name (a fixed pseudo-random
 order, so a shard mixes sources and classes; frames and slices of one file stay together), except
-that a few records that together have every kind of list field filled (ROIs, masks, labels) lead each
-split: readers that infer types from the first samples then see them typed.
+that a few records that together have every kind of list field filled (ROIs, masks, labels, the
+annotation's questions with their options and boxes) lead each split: readers that infer types from the
+first samples then see them typed.
 
 Workers render records part by part; the parent writes shards in order. Each shard is written under a
 temporary name; the manifest (updated after every shard) lists it with its size, sha256 and the
@@ -13,6 +14,7 @@ that was killed resumes after the last listed shard; listed shards are not rewri
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -32,7 +34,7 @@ from ..outputs import OutputFolder, written_by_medloom
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
 from .parquet import ROW_BYTES, ParquetShardWriter
-from .render import ARTICLE_LISTS, RENDERED_READERS
+from .render import ANNOTATION_JSON_TYPE, ARTICLE_LISTS, RENDERED_READERS
 from .texts import TEXT_MODES, text_condition
 from .webdataset import RECORD, TarShardWriter, temporary
 
@@ -56,6 +58,7 @@ class ExportOptions:
     quality: int = 90
     shard_size: int = 5000
     shard_bytes: int = 500 * 1024**2
+    balance_shards: int | None = None  # equal shards per split, their number a multiple of this (see balanced_ends)
     where: str | None = None
     overwrite: bool = False
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
@@ -89,6 +92,18 @@ class ExportReport:
 
 def shard_name(split: str, index: int, ext: str) -> str:
     return f"{re.sub(r'[^a-z0-9_-]+', '_', split.lower())}-{index:06d}.{ext}"
+
+
+def balanced_ends(records: int, multiple: int, shard_size: int) -> list[int]:
+    """Where each shard of a split of `records` ends (positions in the split's order) under `--balance-shards`:
+    the fewest shards that keep each within `shard_size`, their number a multiple of `multiple`, cut equal (within
+    one sample); one shard per record when the split has fewer records than that.
+
+    Data loaders deal whole shards to their workers (open_clip asserts at least one shard per worker, and a
+    worker whose shards hold less than one batch yields none), so N workers reading a multiple of N equal shards
+    each get the same number of samples."""
+    count = min(records, multiple * -(-records // (multiple * shard_size)))
+    return [(k + 1) * records // count for k in range(count)]
 
 
 def read_export_manifest(out: Path) -> dict | None:
@@ -249,6 +264,18 @@ def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
 LEAD_FLAGS = ("len(rois) > 0", "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
               "len(labels) > 0", "len(label_space) > 0",
               *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS))
+# and, when the loom has annotations, the lists of `annotation`: its questions, and each list of a question (a
+# split whose first samples had questions but no grounding box typed `box` as null, and `datasets` failed)
+QUESTION_LISTS = tuple(f.name for f in ANNOTATION_JSON_TYPE.field("questions").type.value_type if pa.types.is_list(f.type))
+ANNOTATION_FLAGS = ("coalesce(len(ann_vqa), 0) > 0",
+                    *(f"coalesce(list_bool_or(list_transform(ann_vqa, lambda q: coalesce(len(q.{name}), 0) > 0)), false)"
+                      for name in QUESTION_LISTS))
+
+
+def lead_flags(with_annotation: bool) -> tuple[str, ...]:
+    """The list fields the lead records must fill: `LEAD_FLAGS`, plus `ANNOTATION_FLAGS` when samples carry an
+    `annotation`."""
+    return LEAD_FLAGS + ANNOTATION_FLAGS if with_annotation else LEAD_FLAGS
 
 
 def lead_ids(groups: list[tuple[tuple[bool, ...], str]]) -> list[str]:
@@ -265,9 +292,9 @@ def lead_ids(groups: list[tuple[tuple[bool, ...], str]]) -> list[str]:
     return sorted(chosen)
 
 
-def plan_splits(rows: list[tuple], counts: int) -> dict[str, tuple[int, list[int], list[str]]]:
-    """`_select`'s rows grouped by `LEAD_FLAGS`, per split: (records, the `counts` counts, the lead ids)."""
-    flags = len(LEAD_FLAGS)
+def plan_splits(rows: list[tuple], counts: int, flags: int = len(LEAD_FLAGS)) -> dict[str, tuple[int, list[int], list[str]]]:
+    """`_select`'s rows grouped by `flags` lead flags (`lead_flags`), per split: (records, the `counts` counts, the
+    lead ids)."""
     out: dict[str, tuple[int, list[int], list[str]]] = {}
     for split in dict.fromkeys(r[0] for r in rows):
         mine = [r[1:] for r in rows if r[0] == split]
@@ -362,6 +389,9 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
         raise ExportError(f"format {options.format!r}: choose {' or '.join(FORMATS)}")
     if options.shard_size < 1 or options.shard_bytes < 1:
         raise ExportError("--shard-size and --shard-bytes must be positive")
+    if options.balance_shards is not None and options.balance_shards < 1:
+        raise ExportError(f"--balance-shards {options.balance_shards}: give the number of data-loader workers the "
+                          "shards are for (at least 1), or leave it out to cut shards by --shard-size and --shard-bytes")
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
@@ -379,15 +409,17 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
         raise ExportError(f"--text {options.text!r}: choose one of {', '.join(TEXT_MODES)}")
     cond = text_condition(options.text, options.citing)
     counts = (cond or "false", "article IS NOT NULL")
+    with_annotation = has_view(con, "annotations")
+    flags = lead_flags(with_annotation)
     per_split = plan_splits(_select(con, options.where, joins, split, marks, options.splits,
-                                    cond if options.require_text else "", counts=counts, groups=LEAD_FLAGS), len(counts))
+                                    cond if options.require_text else "", counts=counts, groups=flags), len(counts),
+                            len(flags))
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
     split_sizes = {name: n for name, (n, _, _) in per_split.items()}
     ext = _image_ext(con, options, sources)
     with_txt = not cond or any(counted[0] for _, counted, _ in per_split.values())
-    with_annotation = has_view(con, "annotations")
     with_article = any(counted[1] for _, counted, _ in per_split.values())
     settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
                 "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
@@ -397,6 +429,10 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
                 "text": options.text, "citing": options.citing, "require_text": options.require_text,
                 "annotation": with_annotation,
                 "article": with_article}
+    if with_annotation:  # the questions' lists lead too: another order than an export made before they did
+        settings["lead"] = ["questions", *QUESTION_LISTS]
+    if options.balance_shards:  # only when asked, so that exports made before the option still resume
+        settings["balance_shards"] = options.balance_shards
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
@@ -446,6 +482,9 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
     writer = None
     written = 0
     position = start
+    # --balance-shards: a shard holds the records of one part of the split's order (within one sample of the others)
+    ends = balanced_ends(size, options.balance_shards, options.shard_size) if options.balance_shards else None
+    writer_part = -1
     file_ext = FORMATS[options.format]
     parquet = options.format == "parquet"
 
@@ -468,10 +507,13 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                                                 "reason": result["reason"], "message": result["message"]})
                     continue
                 need = len(result["image"]) + ROW_BYTES if parquet else len(result["tar"])
-                if writer and (writer.samples >= options.shard_size or
-                               _final_size(writer.size + need, options.format) > options.shard_bytes):
+                part = bisect.bisect_right(ends, index) if ends else -1
+                if writer and (part != writer_part if ends else (
+                        writer.samples >= options.shard_size
+                        or _final_size(writer.size + need, options.format) > options.shard_bytes)):
                     commit(index)
                 if writer is None:
+                    writer_part = part
                     path = folder.claim(shard_name(split, len(entry["shards"]), file_ext))
                     writer = ParquetShardWriter(path, ext) if parquet else TarShardWriter(path)
                 if parquet:

@@ -17,8 +17,8 @@ for swift).
   grounding format and coordinates; plus `id` and `split` (ms-swift drops keys it does not know).
 
 Image paths are relative to the output folder (where the JSON is), so they resolve wherever it is moved (for
-LLaMA-Factory: the folder is `dataset_dir` and `media_dir`); `absolute_paths` writes them absolute, for an
-entry merged into another `dataset_info.json`.
+LLaMA-Factory: the folder is `dataset_dir` and `media_dir`); `absolute_paths` writes them, and the
+`file_name` of each `dataset_info.json` entry, absolute, for an entry merged into another `dataset_info.json`.
 """
 
 from __future__ import annotations
@@ -208,7 +208,9 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     report.files = write_items(folder, fmt, items)
     if fmt == "sharegpt":
         name = dataset_name(loom)
-        info = {f"{name}_{Path(f).stem.rsplit('-', 1)[1]}": {"file_name": f, "formatting": "sharegpt",
+        # LLaMA-Factory opens os.path.join(dataset_dir, file_name): an absolute file_name holds in any dataset_dir
+        shown_file = (lambda f: str((out / f).resolve())) if absolute_paths else (lambda f: f)
+        info = {f"{name}_{Path(f).stem.rsplit('-', 1)[1]}": {"file_name": shown_file(f), "formatting": "sharegpt",
                                "columns": {"messages": "messages", "images": "images"},
                                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                                         "assistant_tag": "assistant"}} for f in report.files}

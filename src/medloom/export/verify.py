@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import catalog
-from . import FORMATS, MANIFEST, read_export_manifest
+from . import FORMATS, MANIFEST, balanced_ends, read_export_manifest
 from .parquet import check_shards as check_parquet
 from .webdataset import check_shards as check_tar
 
@@ -80,6 +80,8 @@ def verify(folder: Path) -> VerifyReport:
         if found is not None and found != shard["samples"]:
             report.problems.append(f"{shard['file']}: {found} samples, the manifest says {shard['samples']}")
     report.shards, report.samples = len(listed), sum(counts.values())
+    if manifest["settings"].get("balance_shards") and manifest.get("complete"):
+        check_balance(manifest, report)
     c = manifest.get("counts")
     if c and c["in"] != c["exported"] + c["filtered"] + c["quarantined"]:
         report.problems.append(f"counts do not add up: in {c['in']} != exported {c['exported']} + filtered "
@@ -88,6 +90,25 @@ def verify(folder: Path) -> VerifyReport:
         report.problems.append(f"the manifest counts {c['exported']} exported samples, its shards hold "
                                f"{sum(shard['samples'] for _, shard in listed)}")
     return report
+
+
+def check_balance(manifest: dict, report: VerifyReport) -> None:
+    """`--balance-shards N`: each split's shards hold what its plan gives them (`balanced_ends`: equal shards, their
+    number a multiple of N, less the records quarantined), so that N data-loader workers each read as much."""
+    multiple, shard_size = manifest["settings"]["balance_shards"], manifest["settings"]["shard_size"]
+    for split, entry in sorted(manifest["splits"].items()):
+        ends = balanced_ends(entry["records"], multiple, shard_size)
+        lost = [q["index"] for q in manifest.get("quarantine", []) if q["split"] == split]
+        planned = [end - start - sum(start <= i < end for i in lost) for start, end in zip([0, *ends], ends)]
+        planned = [n for n in planned if n]
+        held = [shard["samples"] for shard in entry["shards"]]
+        if held != planned:
+            report.problems.append(f"{split}: its shards hold {held} samples, --balance-shards {multiple} plans "
+                                   f"{planned} (equal shards, their number a multiple of {multiple}); export again "
+                                   "with --overwrite")
+        elif held:
+            report.notes.append(f"{split}: {len(held)} shard(s) of {min(held)} to {max(held)} samples, balanced for "
+                                f"{multiple} worker(s) (--balance-shards {multiple})")
 
 
 def verify_clip_benchmark(folder: Path, report: VerifyReport) -> VerifyReport:

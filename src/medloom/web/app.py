@@ -628,7 +628,8 @@ class Guard:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                            (b"referrer-policy", b"no-referrer"),
+                            # not no-referrer: under it a browser's form posts say `Origin: null`
+                            (b"referrer-policy", b"same-origin"),
                             (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
                                                          b"style-src 'self' 'unsafe-inline'; script-src 'self'; "
                                                          b"form-action 'self'; frame-ancestors 'none'")]

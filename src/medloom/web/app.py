@@ -2,7 +2,7 @@
 
 What keeps it safe to run on a researcher's only copy of a dataset:
 - it binds to loopback unless told otherwise, and then only with a token (`--token`), sent once as `?token=`
-  (answered by a redirect to the same page without it, so it leaves the address bar and the history) and
+  (answered by a redirect to the same page without it, so it leaves the address bar) and
   kept in a cookie named after the server's port, whose value is derived from the token (browsers send a
   host's cookies to all its ports: another server there neither locks this one out nor learns the token),
   or as `Authorization: Bearer`;
@@ -177,6 +177,7 @@ class LoomApp:
         self._thumb_lock = threading.Lock()
         self._thumb_stamp: int | None = None
         self._thumb_keys: dict = {}
+        self._burned: dict[tuple, str] = {}
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -307,7 +308,13 @@ class LoomApp:
         has_embeddings = (self.loom / "embeddings").is_dir()
         from .burned import burned_in
 
-        burned = burned_in(self.index.render_row(record_id), sources[row["source"]]) if row["source"] in sources else ""
+        key = (record_id, row.get("file_hash"))
+        burned = self._burned.get(key)
+        if burned is None:  # the file is decoded for it: once per record and file content
+            burned = burned_in(self.index.render_row(record_id), sources[row["source"]]) if row["source"] in sources else ""
+            if len(self._burned) > 4096:
+                self._burned.clear()
+            self._burned[key] = burned
         return HTMLResponse(self.page("record.html", r=row, rois=rois, colors=colors, window=window, reader=reader,
                                       meta=meta_facts(row), ann=row["_annotation"], has_embeddings=has_embeddings,
                                       burned=burned))

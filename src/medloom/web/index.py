@@ -255,12 +255,9 @@ class LoomIndex:
             self._facet_cache, self._selections = {}, {}
             self.total = table.num_rows
 
-    def snapshot(self) -> Snapshot:
-        return self._snap
-
-    def _rows(self, sql: str, params: list | None = None, snap: Snapshot | None = None) -> list[tuple]:
+    def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
         """Rows of one of the app's own queries on the items table, on a cursor of its own."""
-        cur = (snap or self._snap).cursor()
+        cur = self._snap.cursor()
         try:
             return cur.execute(sql, params or []).fetchall()
         finally:

@@ -595,6 +595,12 @@ def test_the_where_box_is_one_condition_within_budgets(web_loom):
     r = c.get("/grid", params={"where": "width > 70"})  # the sandbox runs the next filter
     n = rows(web_loom, "SELECT count(*) AS n FROM records WHERE width > 70")[0]["n"]
     assert r.status_code == 200 and f'id="grid-total">{n}<' in r.text
+    # once for the count, the rows and every facet of a page, and not again for its other pages
+    sandbox = c.app.state.medloom.index.sandbox
+    runs = sandbox.runs
+    for params in ({"where": "width < 70"}, {"where": "width < 70", "page": "1"}, {"where": "width < 70", "source": "fam"}):
+        assert c.get("/grid", params=params).status_code == 200
+    assert sandbox.runs == runs + 1
 
 
 def test_a_slow_filter_stalls_no_other_page_and_sigterm_stops_the_server(web_loom):

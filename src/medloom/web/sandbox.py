@@ -97,6 +97,7 @@ class Sandbox:
         self._busy: set[_Child] = set()
         self._cond = threading.Condition()
         self._closed = False
+        self.runs = 0  # filters run so far (a page's counts, rows and facets share one run)
 
     def close(self) -> None:
         """Kill every child, busy ones too: a filter in flight ends with 'the server is stopping'."""
@@ -152,6 +153,7 @@ class Sandbox:
                 _send(child.proc.stdin, ("table", sink.getvalue()))
                 reply = self._wait(child, time.monotonic() + 60 + data.nbytes / 50e6, loading=True)
                 child.version, child.base_rss = version, _rss_bytes(child.proc.pid)
+            self.runs += 1
             _send(child.proc.stdin, ("select", where, self.seconds, self.memory_mb))
             reply = self._wait(child, time.monotonic() + self.seconds + GRACE)
             keep = True

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -104,6 +105,38 @@ def build_web_loom(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def web_loom(tmp_path_factory) -> Path:
     return build_web_loom(tmp_path_factory.mktemp("web"))
+
+
+LONG_LABEL = "W" * 36
+
+
+def build_odd_loom(root: Path) -> Path:
+    """A DICOM file whose Burned In Annotation tag is YES beside one without; a pair of duplicates with long
+    ids and a long label; a source none of whose files could be read."""
+    dicom = root / "data" / "dicom"
+    dicom.mkdir(parents=True)
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    ds.save_as(dicom / "plain.dcm")
+    ds.BurnedInAnnotation = "YES"
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".1"
+    ds.save_as(dicom / "tagged.dcm")
+    long = root / "data" / "long" / LONG_LABEL
+    make_image(long / ("a" * 100 + ".png"), seed=1)
+    shutil.copy(long / ("a" * 100 + ".png"), long / ("b" * 100 + ".png"))
+    (root / "data" / "none" / "cls").mkdir(parents=True)
+    (root / "data" / "none" / "cls" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    recipe = write_recipe(root, [
+        dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
+        dict(name="long", reader="imagefolder", path="data/long", modality="X-ray", anatomy="chest", task="disease"),
+        dict(name="none", reader="imagefolder", path="data/none", modality="X-ray", anatomy="chest", task="disease")])
+    loom, _ = run_ingest(recipe)
+    dedup(loom, near=None)
+    return loom
+
+
+@pytest.fixture(scope="module")
+def odd_loom(tmp_path_factory) -> Path:
+    return build_odd_loom(tmp_path_factory.mktemp("odd"))
 
 
 def client(loom: Path, **kwargs) -> TestClient:
@@ -249,10 +282,23 @@ def test_token_and_host_guards(web_loom):
     c = client(web_loom, token="s3cret", host="0.0.0.0")
     assert c.get("/").status_code == 401
     assert c.get("/", params={"token": "wrong"}).status_code == 401
-    r = c.get("/", params={"token": "s3cret"})
-    assert r.status_code == 200 and "medloom_token=s3cret" in r.headers["set-cookie"]
+    # the token leaves the address bar: the same page without it, the cookie set on the way; the cookie is
+    # named after the server's port and holds no token (a browser sends it to every port of the host)
+    r = c.get("/grid", params={"token": "s3cret", "source": "seg"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/grid?source=seg"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("medloom_token_8765=") and "s3cret" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert c.get("/grid").status_code == 200  # the cookie carries it from here
-    assert TestClient(make_app(web_loom, token="s3cret", host="0.0.0.0")).get(
+    # a path that looks like another host stays on this one
+    r = c.get("http://127.0.0.1:8765//evil.example/x?token=s3cret", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/evil.example/x"
+    # the cookie of a server with another token on another port of the host is not this one's
+    other = TestClient(make_app(web_loom, token="other", host="0.0.0.0"), base_url="http://127.0.0.1:8766")
+    assert other.get("/", params={"token": "other"}).status_code == 200
+    c.cookies.update(other.cookies)
+    assert c.get("/grid").status_code == 200 and other.get("/grid").status_code == 200
+    assert client(web_loom, token="s3cret", host="0.0.0.0").get(
         "/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     local = client(web_loom)
     assert local.get("/", headers={"host": "evil.example:8765"}).status_code == 421
@@ -284,7 +330,10 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
                                                "ORDER BY distance, id LIMIT 6")]
         strip = re.search(rf'id="cluster-{cl["cluster"]}".*?<td class="strip">(.*?)</td>', page, re.S).group(1)
         assert re.findall(r'alt="([^"]+)"', strip) == nearest
-    r = c.post("/concepts/apply", data={"csrf": token}, follow_redirects=False)
+    r = c.post("/concepts/apply", data={"csrf": token}, follow_redirects=False)  # not before the preview
+    assert r.status_code == 400 and "/concepts/apply" in r.text
+    plan = re.search(r'name="plan" value="([^"]+)"', c.get("/concepts/apply").text).group(1)
+    r = c.post("/concepts/apply", data={"csrf": token, "plan": plan}, follow_redirects=False)
     assert r.status_code == 303
     got = {r["global_concept"] for r in rows(loom, "SELECT * FROM concepts WHERE cluster = 1")}
     assert got == {"microscopy"}
@@ -488,3 +537,142 @@ def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
     # a file in the folder that is not a pack of ours is skipped, and left alone
     (loom / THUMBS / "pack-notes.bin").write_bytes(b"my notes")
     assert read_index(loom / THUMBS) == index and (loom / THUMBS / "pack-notes.bin").read_bytes() == b"my notes"
+
+
+def test_hosts_a_request_may_name(web_loom):
+    auth = {"Authorization": "Bearer s3cret"}
+    wide = client(web_loom, token="s3cret", host="0.0.0.0")  # all interfaces: addresses, not any name
+    for host, status in (("evil.example", 421), ("evil.example:8765", 421), ("192.168.1.20:8765", 200),
+                         ("[fe80::1]:8765", 200), ("LocalHost:8765", 200)):
+        assert wide.get("/", headers={**auth, "host": host}).status_code == status, host
+    r = wide.get("/", headers={**auth, "host": "Medloom.Example.org"})
+    assert r.status_code == 421 and "--allow-host medloom.example.org" in r.text
+    named = client(web_loom, token="s3cret", host="0.0.0.0", allow_hosts=["medloom.example.org"])
+    for host in ("medloom.example.org", "MEDLOOM.EXAMPLE.ORG:8765", "medloom.example.org."):
+        assert named.get("/", headers={**auth, "host": host}).status_code == 200, host
+    one = client(web_loom, token="s3cret", host="192.168.1.20")  # one address: that one only
+    for host, status in (("192.168.1.20:8765", 200), ("10.0.0.1", 421), ("localhost", 421), ("evil.example", 421)):
+        assert one.get("/", headers={**auth, "host": host}).status_code == status, host
+    assert client(web_loom).get("/", headers={"host": "LOCALHOST:8765"}).status_code == 200
+    proc = cli("serve", "--help")
+    assert "--allow-host" in proc.stdout and "--filter-timeout" in proc.stdout and "--filter-memory" in proc.stdout
+
+
+def test_writes_from_another_origin_are_refused(web_loom, tmp_path):
+    loom = tmp_path / "loom"
+    shutil.copytree(web_loom, loom, symlinks=True)
+    c = client(loom)
+    form = {"cluster": "0", "annotator": "alice", "global": "microscopy",
+            "csrf": csrf_of(c.get("/cluster", params={"c": 0}).text)}
+    for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"origin": "http://127.0.0.1:9999"},
+                    {"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"},
+                    {"origin": "http://127.0.0.1:8765", "sec-fetch-site": "cross-site"}):
+        r = c.post("/cluster/label", data=form, headers=headers)
+        assert r.status_code == 403 and "refused" in r.text, headers
+    assert not (loom / "curation" / "labels").exists()
+    r = c.post("/cluster/label", data=form, headers={"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"},
+               follow_redirects=False)
+    assert r.status_code == 303 and (loom / "curation" / "labels" / "alice.yaml").is_file()
+
+
+def test_the_where_box_is_one_condition_within_budgets(web_loom):
+    c = client(web_loom, filter_seconds=1.5, filter_memory_mb=64)
+    total = rows(web_loom, "SELECT count(*) AS n FROM records")[0]["n"]
+    # closing the wrapping parenthesis early and commenting the rest out: refused, not run
+    for where, text in (("false) OR (true) --", "did not open"), ("true -- x", "comments"), ("false) OR (true", "did not open"),
+                        ("false) OR true OR (false", "did not open"), ("(width > 1", "left open"),
+                        ("true /* x */", "comments"), ("false; SELECT 1", "no `;`")):
+        r = c.get("/grid", params={"where": where})
+        assert r.status_code == 400 and "one condition" in r.text and text in r.text, (where, r.text)
+    # what looks like them inside a string literal is text
+    assert 'id="grid-total">0<' in c.get("/grid", params={"where": "caption = 'a) -- ; /* (b'"}).text
+    assert f'id="grid-total">{total}<' in c.get("/grid", params={"where": "(width > 0) AND (height > 0)"}).text
+    r = c.get("/grid", params={"where": "(SELECT count(*) FROM range(1000000000000)) > 0"})
+    assert r.status_code == 400 and "longer than 1.5 s" in r.text and "--filter-timeout" in r.text
+    r = c.get("/grid", params={"where": "(SELECT list_sum(range(20000000))) > 0"})  # a 160 MB list
+    assert r.status_code == 400 and "more than 64 MiB" in r.text and "--filter-memory" in r.text
+    assert f'id="grid-total">{total}<' in c.get("/grid").text and c.get("/").status_code == 200  # still serving
+    r = c.get("/grid", params={"where": "width > 70"})  # the sandbox runs the next filter
+    n = rows(web_loom, "SELECT count(*) AS n FROM records WHERE width > 70")[0]["n"]
+    assert r.status_code == 200 and f'id="grid-total">{n}<' in r.text
+    # once for the count, the rows and every facet of a page, and not again for its other pages
+    sandbox = c.app.state.medloom.index.sandbox
+    runs = sandbox.runs
+    for params in ({"where": "width < 70"}, {"where": "width < 70", "page": "1"}, {"where": "width < 70", "source": "fam"}):
+        assert c.get("/grid", params=params).status_code == 200
+    assert sandbox.runs == runs + 1
+
+
+def test_a_slow_filter_stalls_no_other_page_and_sigterm_stops_the_server(web_loom):
+    import threading
+
+    import httpx
+
+    proc, url = start_server(web_loom, "--filter-timeout", "120")
+    slow: list = []
+    thread = threading.Thread(target=lambda: slow.append(httpx.get(
+        url + "grid", params={"where": "(SELECT count(*) FROM range(100000000000000)) > 0"}, timeout=180)))
+    try:
+        thread.start()
+        time.sleep(1.0)  # the filter is running in its sandbox
+        rid = rows(web_loom, "SELECT id FROM records ORDER BY id LIMIT 1")[0]["id"]
+        for path, params in (("grid", {}), ("record", {"id": rid}), ("grid", {"source": "seg"}), ("", {})):
+            assert httpx.get(url + path, params=params, timeout=60).status_code == 200
+        assert thread.is_alive() and not slow  # those answered while the slow filter still ran
+        proc.terminate()
+        proc.wait(timeout=20)  # not the 120 s the filter may run: it is stopped with the server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_quarantine_links_lead_to_records(web_loom):
+    c = client(web_loom)
+    page = c.get("/quarantine").text  # broken.png's row names the record it would have been: no link
+    links = re.findall(r'href="(/record\?[^"]+)"', page)
+    assert "red/broken.png" in page and links
+    assert all(c.get(html.unescape(link)).status_code == 200 for link in links)
+
+
+def test_a_huge_page_number_is_a_400_that_says_so(web_loom):
+    c = client(web_loom)
+    for path in ("/duplicates", "/grid", "/audit"):
+        r = c.get(path, params={"page": str(10**20)})
+        assert r.status_code == 400 and "out of range" in r.text, path
+
+
+def test_a_chosen_facet_keeps_its_other_values(web_loom):
+    seg = client(web_loom).get("/grid", params={"source": "seg"}).text  # to add them: OR within a facet
+    source_facet = re.search(r'data-facet="source">(.*?)</div>', seg, re.S).group(1)
+    assert 'data-value="reports"' in source_facet and 'data-value="fam"' in source_facet
+
+
+def test_the_overview_says_when_no_split_was_assigned(web_loom):
+    split = re.search(r'id="section-split">(.*?)</section>', client(web_loom).get("/").text, re.S).group(1)
+    assert "(none)" in split and ">train<" not in split and "No split assigned" in split  # as `medloom stats`
+
+
+def test_the_record_page_flags_burned_in_text(odd_loom):
+    c = client(odd_loom)
+    by_uri = {r["uri"]: r["id"] for r in rows(odd_loom, "SELECT id, uri FROM records WHERE source = 'dcm'")}
+    tagged = c.get("/record", params={"id": by_uri["tagged.dcm"]}).text
+    assert 'id="burned-in"' in tagged and "Burned In Annotation tag is YES" in tagged
+    assert 'id="burned-in"' not in c.get("/record", params={"id": by_uri["plain.dcm"]}).text
+
+
+def test_the_overview_counts_the_sources_it_draws(odd_loom):
+    home = client(odd_loom).get("/").text
+    bars = re.search(r'id="section-source">.*?</svg>', home, re.S).group(0).count("<rect")
+    assert bars == 2 and re.search(r"records from (<[^>]+>)?2(<[^>]+>)? source", home)
+    assert "1 with no records: none" in home
+
+
+def test_the_report_does_not_embed_where_the_loom_lies(odd_loom, tmp_path):
+    out = tmp_path / "report.html"
+    cli("report", odd_loom, "--out", out)
+    report = out.read_text()
+    assert "<h1>test</h1>" in report  # the recipe's name
+    assert str(odd_loom.resolve()) not in report and str(tmp_path.parent) not in report

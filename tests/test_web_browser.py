@@ -1,11 +1,16 @@
 """End to end in headless Chromium (Debian's `chromium`, driven by Playwright's Python client) against a real
-`medloom serve`: facets, keyboard, an ROI box where the catalog says, no script from data runs, labelling a
-cluster and resolving a duplicate group through the forms."""
+`medloom serve`: facets (OR within one), keyboard, an ROI box where the catalog says, no script from data
+runs, labelling a cluster and applying it after its preview, resolving a duplicate group, rejecting and
+undoing a verdict on the audit page, the token cookie of two servers on one host, and texts that stay inside
+their charts and cards."""
 
 from __future__ import annotations
 
+import http.server
 import io
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,7 @@ import pytest
 import yaml
 from conftest import rows
 from PIL import Image
-from test_web import MASK_BOX, build_web_loom, start_server
+from test_web import MASK_BOX, build_odd_loom, build_web_loom, start_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -146,7 +151,10 @@ def test_label_a_cluster_and_resolve_a_duplicate_group(served, page):
     labels = yaml.safe_load((Path(loom) / "curation" / "labels" / "alice.yaml").read_text())
     assert labels["clusters"] == {2: {"panel": "single", "global": "microscopy", "local": ["blood smear"]}}
     page.goto(url + "clusters")
-    page.click("#apply-concepts")
+    page.click("#apply-concepts")  # what changes first, then the apply
+    page.wait_for_url("**/concepts/apply")
+    assert "microscopy" in page.inner_text("#changes tr[data-cluster='2']")
+    page.click("#confirm-apply")
     page.wait_for_url("**/clusters?applied=1")
     assert {r["global_concept"] for r in rows(loom, "SELECT global_concept FROM concepts WHERE cluster = 2")} == \
         {"microscopy"}
@@ -163,3 +171,118 @@ def test_label_a_cluster_and_resolve_a_duplicate_group(served, page):
     assert after[group[1]["id"]]["keep"] and not after[group[0]["id"]]["keep"]
     assert after[group[1]["id"]]["decided_by"] == "dana"
     assert "chosen by dana" in page.inner_text(f"#group-{group[0]['group']}")
+
+
+def test_a_facet_adds_values_with_or(served, page):
+    loom, url = served
+    page.goto(url + "grid")
+    page.click(".facet[data-facet='source'] a.facet-value[data-value='seg']")
+    assert page.inner_text("#grid-total") == "3"
+    page.click(".facet[data-facet='source'] a.facet-value[data-value='reports']", timeout=5000)  # still offered
+    seg_or_reports = rows(loom, "SELECT count(*) AS n FROM records WHERE source IN ('seg', 'reports')")[0]["n"]
+    assert page.inner_text("#grid-total") == str(seg_or_reports) == "7"
+    assert "source=seg" in page.url and "source=reports" in page.url
+
+
+def test_reject_and_undo_a_caption_on_the_audit_page(served, page):
+    loom, url = served
+    page.goto(url + "audit")
+    item = page.locator(".audit-item").first
+    rid = item.get_attribute("data-id")
+    caption = rows(loom, f"SELECT caption FROM annotations WHERE id = '{rid}'")[0]["caption"]
+    card = item.locator("form.audit-text[data-field='caption']")
+    card.locator("input[name='reviewer']").fill("erin")
+    card.locator("button[value='rejected']").click()
+    page.wait_for_url(re.compile(r".*/audit\?state=flagged.*"))
+    assert rows(loom, f"SELECT caption FROM annotations WHERE id = '{rid}'")[0]["caption"] != caption
+    page.goto(url + "audit?state=reviewed")
+    verdict = page.locator(f".audit-item[data-id='{rid}'] form.verdict[data-field='caption']")
+    assert "rejected" in verdict.inner_text() and caption in verdict.inner_text()  # the text judged
+    verdict.locator("input[name='reviewer']").fill("erin")
+    verdict.locator("button.undo").click(timeout=5000)
+    page.wait_for_url(re.compile(r".*/audit\?state=reviewed.*"))
+    assert rows(loom, f"SELECT caption FROM annotations WHERE id = '{rid}'")[0]["caption"] == caption
+    page.goto(url + "audit")
+    assert caption in page.locator(f".audit-item[data-id='{rid}'] form.audit-text[data-field='caption']").inner_text()
+
+
+class CookieJarServer:
+    """A plain HTTP server on another port of the same host that records the Cookie headers it receives."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.seen.append(self.headers.get("Cookie") or "")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"other server")
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_two_servers_with_tokens_on_one_host(served, browser):
+    loom, _ = served
+    first, url_a = start_server(loom, "--token", "token-of-a")
+    second, url_b = start_server(loom, "--token", "token-of-b")
+    other = CookieJarServer()
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        shown = []
+        for printed in (url_a, url_b):
+            assert pg.goto(printed).status == 200
+            shown.append(pg.url)
+        base_a, base_b = url_a.split("?")[0], url_b.split("?")[0]
+        for base in (base_a, base_b, base_a):  # neither server's cookie locks the other out
+            assert pg.goto(base + "grid").status == 200, base
+        assert shown == [base_a, base_b]  # the token is out of the address bar
+        pg.goto(other.url)
+        sent = " ".join(other.seen)
+        assert "medloom_token_" in sent  # a browser sends cookies to every port of a host...
+        assert "token-of-a" not in sent and "token-of-b" not in sent  # ...but no token goes with them
+    finally:
+        context.close()
+        other.httpd.shutdown()
+        for proc in (first, second):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def odd_served(tmp_path_factory):
+    """A loom with a long label and duplicates whose ids are long (test_web.build_odd_loom)."""
+    proc, url = start_server(build_odd_loom(tmp_path_factory.mktemp("odd")))
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_chart_labels_stay_inside_their_charts(odd_served, page):
+    page.goto(odd_served)
+    out = page.eval_on_selector_all("svg.chart", """charts => charts.flatMap(svg => {
+        const width = svg.width.baseVal.value;
+        return [...svg.querySelectorAll('text')].map(t => t.getBBox()).filter(b => b.x < 0 || b.x + b.width > width)
+            .map(b => [b.x, b.width, width]); })""")
+    assert page.locator("svg.chart").count() >= 5 and out == []
+    assert "WWWW" in page.inner_text("#section-label")
+
+
+def test_long_ids_stay_inside_duplicate_cards(odd_served, page):
+    page.goto(odd_served + "duplicates")
+    cards = page.eval_on_selector_all(".dup", """cards => cards.map(c => {
+        const box = c.getBoundingClientRect(), text = document.createRange();
+        text.selectNodeContents(c.querySelector('a'));  // where the id's letters are drawn, not the link's box
+        const drawn = text.getBoundingClientRect();
+        return [drawn.left >= box.left - 1 && drawn.right <= box.right + 1, c.querySelector('a').textContent.length]; })""")
+    assert cards and max(n for _, n in cards) > 100 and all(inside for inside, _ in cards)

@@ -808,6 +808,13 @@ def serve(loom: Loom,
                                                          "(use `auto` for a random one).")] = None,
           taxonomy: Annotated[Path | None, typer.Option(help="Concept taxonomy YAML for cluster labels "
                                                               "(default: medloom's).")] = None,
+          allow_host: Annotated[list[str] | None, typer.Option(
+              "--allow-host", help="Another host name requests may use (a DNS name or proxy in front of this "
+                                   "server); repeat for several. Others are refused (DNS rebinding).")] = None,
+          filter_timeout: Annotated[float, typer.Option(help="Seconds a grid WHERE filter may run before it is "
+                                                             "stopped.", min=0.1)] = 10.0,
+          filter_memory: Annotated[int, typer.Option(help="MiB a grid WHERE filter may use before it is stopped.",
+                                                     min=16)] = 1024,
           workers: Annotated[int, typer.Option(help="Processes making the thumbnails (0: one per core).", min=0)] = 0,
           executor: Executor = None, address: Address = None, quiet: Quiet = False) -> None:
     """Look at the loom in a browser: overview, grid with facets, records with their ROIs, clusters to label,
@@ -841,7 +848,9 @@ def serve(loom: Loom,
     if made["failed"]:
         err.print(f"thumbnails: {made['failed']} record(s) could not be rendered (shown as broken images)",
                   highlight=False)
-    application = make_app(loom, read_only=read_only, token=token, host=host, taxonomy=taxonomy)
+    application = make_app(loom, read_only=read_only, token=token, host=host, taxonomy=taxonomy,
+                           allow_hosts=list(allow_host or []), filter_seconds=filter_timeout,
+                           filter_memory_mb=filter_memory)
     shown = f"[{host}]" if ":" in host else host
     # bound and listening here, so a port in use is one clear line and the URL printed already answers
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -855,7 +864,19 @@ def serve(loom: Loom,
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
     out.print(f"medloom serve: {url}  ({made['records']} records; Ctrl-C stops)", highlight=False)
     sys.stdout.flush()
-    uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False)).run(sockets=[sock])
+    state = application.state.medloom
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # SIGTERM or Ctrl-C: stop the filters in flight too, or uvicorn waits for their requests to end
+            state.close()
+            super().handle_exit(sig, frame)
+
+    try:
+        Server(uvicorn.Config(application, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+               ).run(sockets=[sock])
+    finally:
+        state.close()
 
 
 eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -62,6 +62,9 @@ ANNOTATION_SCHEMA = pa.schema([
     # rejected, by whom, when, and the text they judged
     ("reviews", pa.list_(pa.struct([("field", pa.string()), ("decision", pa.string()), ("by", pa.string()),
                                     ("at", pa.string()), ("previous", pa.string())]))),
+    # an LLM's rewrite that failed its check (the template's text, `template`, was kept), shown to reviewers
+    ("llm_failed", pa.list_(pa.struct([("field", pa.string()), ("template", pa.string()), ("text", pa.string()),
+                                       ("problems", pa.list_(pa.string()))]))),
 ])
 
 
@@ -129,7 +132,8 @@ def _gray(row: dict, sources: dict, cache: dict) -> np.ndarray | None:
 def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: TextChecker, cache: dict) -> dict:
     rng = record_rng(s.seed, row["id"])
     out = {"id": row["id"], "family": "", "caption": "", "caption_source": "", "template_caption": "",
-           "definitions": [], "roi_text": "", "roi_facts": [], "relations": [], "vqa": [], "flags": [], "notes": []}
+           "definitions": [], "roi_text": "", "roi_facts": [], "relations": [], "vqa": [], "flags": [], "notes": [],
+           "llm_failed": []}
     family = task_family(row)
     out["family"] = family or ""
     named = list(row.get("labels") or []) or sorted({r["label"] for r in row.get("rois") or []})
@@ -243,6 +247,8 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
             problems = checker.problems(text, row, named, counts) if text else ["no answer from the LLM"]
             if problems:
                 ann["flags"] += [f"llm caption {p}" for p in problems]
+                ann["llm_failed"] = [*(ann.get("llm_failed") or []), {"field": "caption", "template": ann["caption"],
+                                                                      "text": text, "problems": problems}]
                 ann["caption_source"] = "template (the LLM's text failed the check)" if text else \
                     "template (no LLM answer)"
             else:
@@ -254,6 +260,8 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
                 problems.append("gives the answer away")
             if problems:
                 ann["flags"] += [f"llm question {p}" for p in problems]
+                ann["llm_failed"] = [*(ann.get("llm_failed") or []), {"field": "question", "template": q["question"],
+                                                                      "text": text, "problems": problems}]
             else:
                 lines = [f"{LETTERS[k]}. {o}" for k, o in enumerate(q["options"])]
                 q.update(question=text, prompt="\n".join([text, *lines, INSTRUCTION]), source="llm")

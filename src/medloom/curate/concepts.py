@@ -10,7 +10,9 @@ Label files (YAML), one per annotator:
 Per cluster the majority decides the panel type and the global concept (ties go to the taxonomy's order)
 and a local concept is kept when more than half of the cluster's annotators named it; agreement is
 reported per cluster, overall, and as Fleiss' kappa on the global concept. The result is propagated to
-every record of the cluster (`LOOM/curation/concepts.parquet`).
+every record of the cluster (`LOOM/curation/concepts.parquet`); the report, with the files read and every
+annotator's votes, goes to `LOOM/curation/concepts.json`, so a later apply (`medloom serve`'s) can merge new
+labels with these instead of dropping them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class ConceptReport:
     ties: list[int] = field(default_factory=list)
     decisions: dict[str, dict] = field(default_factory=dict)
     per_concept: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # the label files read
+    labels: list[dict] = field(default_factory=list)  # {annotator, clusters: {cluster: vote}} as applied
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -142,12 +146,43 @@ def decide(labels: list[tuple[str, dict[int, dict]]], taxonomy: Taxonomy) -> tup
 
 @writer
 def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = None) -> ConceptReport:
+    taxonomy = load_taxonomy(taxonomy_path)
+    return write_concepts(loom, [read_labels(f, taxonomy) for f in files], taxonomy, [str(f) for f in files])
+
+
+@writer
+def apply_votes(loom: Path, labels: list[tuple[str, dict[int, dict]]], taxonomy_path: Path | None = None,
+                files: list[str] | None = None) -> ConceptReport:
+    """`apply_labels` for labels already read and merged (the app's apply)."""
+    return write_concepts(loom, labels, load_taxonomy(taxonomy_path), files or [])
+
+
+def applied_labels(loom: Path) -> list[tuple[str, dict[int, dict]]] | None:
+    """The votes the last apply propagated (None: no apply yet, or one from before they were kept)."""
+    from ..outputs import written_by_medloom
+
+    path = Path(loom) / CURATION / "concepts.json"
+    if not written_by_medloom(path):
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if "labels" not in data:
+        return None
+    return [(str(e["annotator"]), {int(c): v for c, v in (e.get("clusters") or {}).items()}) for e in data["labels"]]
+
+
+def write_concepts(loom: Path, labels: list[tuple[str, dict[int, dict]]], taxonomy: Taxonomy,
+                   files: list[str]) -> ConceptReport:
     loom = Path(loom)
     clusters_file = loom / CURATION / "clusters.parquet"
     if not clusters_file.is_file():
         raise ConceptError(f"{loom}: no clusters; run `medloom embed` and `medloom cluster` first")
-    taxonomy = load_taxonomy(taxonomy_path)
-    decided, report = decide([read_labels(f, taxonomy) for f in files], taxonomy)
+    decided, report = decide(labels, taxonomy)
+    report.files = list(files)
+    report.labels = [{"annotator": name, "clusters": {str(c): v for c, v in sorted(lab.items())}}
+                     for name, lab in labels]
     clusters = pq.read_table(clusters_file).to_pylist()
     rows = []
     for r in clusters:

@@ -2,25 +2,35 @@
 
 What keeps it safe to run on a researcher's only copy of a dataset:
 - it binds to loopback unless told otherwise, and then only with a token (`--token`), sent once as `?token=`
-  and kept in a cookie, or as `Authorization: Bearer`; requests for another host name are refused (DNS
-  rebinding);
+  (answered by a redirect to the same page without it, so it leaves the address bar) and
+  kept in a cookie named after the server's port, whose value is derived from the token (browsers send a
+  host's cookies to all its ports: another server there neither locks this one out nor learns the token),
+  or as `Authorization: Bearer`;
+- a request naming a host the server was not bound to is refused (DNS rebinding): loopback names on
+  loopback, the address given to `--host`, any IP address and the machine's names on 0.0.0.0, and the names
+  given to `--allow-host`; compared without case;
 - files are served by record id only: the id is looked up in the catalog, and the file is the one the
   catalog names under its source's root; no path from a request is ever opened;
-- every write needs the page's CSRF token and is refused under `--read-only`; writes take the loom's lock;
+- every write needs the page's CSRF token, and a browser's `Origin` / `Sec-Fetch-Site` must name this
+  server; writes are refused under `--read-only` and take the loom's lock;
+- the grid's WHERE box runs in a sandbox process with a time and a memory budget (sandbox.py);
 - every text from data goes through Jinja's autoescaping, and the page scripts set text, never HTML;
 - a bad request is a 4xx answer with a message, an unexpected error a 500 without a traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import ipaddress
 import os
 import secrets
+import socket
 import threading
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -29,7 +39,7 @@ from PIL import Image
 from ..imaging import DecodeError, encode, fit, rle_decode
 from ..locks import LockHeld
 from ..outputs import ForeignFileError
-from .index import FACET_TITLES, FACETS, PAGE, BadRequest, LoomIndex, NotFound, Query, meta_facts
+from .index import FACET_TITLES, FACETS, PAGE, BadRequest, LoomIndex, NotFound, Query, meta_facts, page_number
 from .overview import overview
 from .thumbs import SIDE, THUMBS, read_index, read_thumb, render_thumb, thumb_key, write_pack
 
@@ -41,6 +51,7 @@ LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 def is_loopback(host: str) -> bool:
+    host = host.lower().rstrip(".")
     if host in LOOPBACK_NAMES:
         return True
     try:
@@ -52,6 +63,57 @@ def is_loopback(host: str) -> bool:
 def host_name(header: str) -> str:
     """The host of a Host header, without its port (`[::1]:8765` -> `[::1]`)."""
     return header.split("]")[0] + "]" if header.startswith("[") else header.rsplit(":", 1)[0]
+
+
+def normal_host(name: str) -> str:
+    """A host name as compared: lower case, no trailing dot, an IPv6 address without its brackets."""
+    name = name.strip().lower().rstrip(".")
+    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
+
+
+WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+class Hosts:
+    """The host names a request may name: loopback ones on loopback, the bound address, any IP address and
+    the machine's own names on a wildcard address (an address cannot be a rebinding attacker's name), and
+    the names the user allowed (`--allow-host`)."""
+
+    def __init__(self, bound: str, allowed: tuple[str, ...] | list[str] = ()):
+        self.bound = normal_host(bound)
+        self.names = {normal_host(a) for a in allowed if a.strip()}
+        if self.bound in WILDCARDS:
+            self.names |= {"localhost", normal_host(socket.gethostname()), normal_host(socket.getfqdn())}
+        else:
+            self.names.add(self.bound)
+
+    def allows(self, host: str) -> bool:
+        name = normal_host(host)
+        if name in self.names:
+            return True
+        if self.bound in WILDCARDS:
+            try:
+                ipaddress.ip_address(name)
+                return True
+            except ValueError:
+                return False
+        return is_loopback(self.bound) and is_loopback(name)
+
+    def describe(self) -> str:
+        what = "loopback names" if is_loopback(self.bound) else "its IP addresses" if self.bound in WILDCARDS else ""
+        return ", ".join([w for w in [what] if w] + sorted(n for n in self.names if n))
+
+
+def cookie_name(scope) -> str:
+    """The token cookie's name, one per server port: a browser sends a host's cookies to all its ports."""
+    server = scope.get("server") or ("", 0)
+    return f"medloom_token_{server[1] if server and server[1] else 0}"
+
+
+def cookie_value(token: str, name: str) -> str:
+    """What the cookie holds: derived from the token (a server on another port that receives it learns
+    nothing it could use elsewhere)."""
+    return hmac.new(token.encode(), f"medloom {name}".encode(), hashlib.sha256).hexdigest()
 
 
 def templates() -> Environment:
@@ -100,12 +162,14 @@ class LoomApp:
     """The app's state: the loom's index, its settings, the CSRF token; handlers are its methods."""
 
     def __init__(self, loom: Path, *, read_only: bool = False, token: str | None = None,
-                 host: str = "127.0.0.1", taxonomy: Path | None = None):
+                 host: str = "127.0.0.1", taxonomy: Path | None = None, allow_hosts: tuple[str, ...] | list[str] = (),
+                 filter_seconds: float = 10.0, filter_memory_mb: int = 1024):
         self.loom = Path(loom)
-        self.index = LoomIndex(self.loom)
+        self.index = LoomIndex(self.loom, filter_seconds=filter_seconds, filter_memory_mb=filter_memory_mb)
         self.read_only = read_only
         self.token = token
         self.host = host
+        self.hosts = Hosts(host, allow_hosts)
         self.taxonomy = taxonomy
         self.csrf = secrets.token_urlsafe(32)
         self.env = templates()
@@ -113,12 +177,17 @@ class LoomApp:
         self._thumb_lock = threading.Lock()
         self._thumb_stamp: int | None = None
         self._thumb_keys: dict = {}
+        self._burned: dict[tuple, str] = {}
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
     def page(self, name: str, **context) -> str:
         return self.env.get_template(name).render(csrf=self.csrf, read_only=self.read_only, static=False,
                                                   **context)
+
+    def close(self) -> None:
+        """Stop what runs beside the app (the filters' processes); a filter in flight ends at once."""
+        self.index.close()
 
     def asgi(self):
         from starlette.applications import Starlette
@@ -131,17 +200,21 @@ class LoomApp:
                   Route("/image", self.image, methods=get), Route("/mask", self.mask, methods=get),
                   Route("/similar", self.similar, methods=get), Route("/clusters", self.clusters, methods=get),
                   Route("/cluster", self.cluster, methods=get), Route("/cluster/label", self.cluster_label, methods=post),
+                  Route("/concepts/apply", self.concepts_preview, methods=get),
                   Route("/concepts/apply", self.concepts_apply, methods=post),
                   Route("/duplicates", self.duplicates, methods=get),
                   Route("/duplicates/keep", self.duplicates_keep, methods=post),
                   Route("/audit", self.audit, methods=get), Route("/audit/review", self.audit_review, methods=post),
+                  Route("/audit/undo", self.audit_undo, methods=post),
                   Route("/quarantine", self.quarantine, methods=get),
                   Route("/static/{name}", self.static, methods=get)]
-        return Starlette(routes=routes, middleware=[Middleware(Guard, app_state=self)],
-                         exception_handlers={BadRequest: self.error, NotFound: self.error, LockHeld: self.error,
-                                             ForeignFileError: self.error,
-                                             DecodeError: self.error, 404: self.error, 405: self.error,
-                                             Exception: self.error})
+        app = Starlette(routes=routes, middleware=[Middleware(Guard, app_state=self)],
+                        exception_handlers={BadRequest: self.error, NotFound: self.error, LockHeld: self.error,
+                                            ForeignFileError: self.error,
+                                            DecodeError: self.error, 404: self.error, 405: self.error,
+                                            Exception: self.error})
+        app.state.medloom = self
+        return app
 
     async def error(self, request, exc):
         from starlette.exceptions import HTTPException
@@ -181,6 +254,13 @@ class LoomApp:
         sent = (fields.get("csrf") or [request.headers.get("x-csrf-token", "")])[0]
         if not secrets.compare_digest(sent.encode(), self.csrf.encode()):
             raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+        # a browser says where a write comes from: a page of another site or port never writes here
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site != "same-origin":
+            raise Forbidden(f"a write from another site is refused (Sec-Fetch-Site: {site}); use this app's own pages")
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != (request.headers.get("host") or "").lower():
+            raise Forbidden(f"a write from another origin ({origin}) is refused; use this app's own pages")
         return fields
 
     # -- pages ----------------------------------------------------------------------------------------------
@@ -226,8 +306,18 @@ class LoomApp:
         rois = [dict(r, index=i) for i, r in enumerate(row.get("rois") or [])]
         colors = label_colors([r["label"] for r in rois])
         has_embeddings = (self.loom / "embeddings").is_dir()
+        from .burned import burned_in
+
+        key = (record_id, row.get("file_hash"))
+        burned = self._burned.get(key)
+        if burned is None:  # the file is decoded for it: once per record and file content
+            burned = burned_in(self.index.render_row(record_id), sources[row["source"]]) if row["source"] in sources else ""
+            if len(self._burned) > 4096:
+                self._burned.clear()
+            self._burned[key] = burned
         return HTMLResponse(self.page("record.html", r=row, rois=rois, colors=colors, window=window, reader=reader,
-                                      meta=meta_facts(row), ann=row["_annotation"], has_embeddings=has_embeddings))
+                                      meta=meta_facts(row), ann=row["_annotation"], has_embeddings=has_embeddings,
+                                      burned=burned))
 
     def similar(self, request):
         from starlette.responses import HTMLResponse
@@ -242,11 +332,11 @@ class LoomApp:
 
         from .decisions import agreement
 
-        report, votes = agreement(self.loom, self.taxonomy)
+        report, votes, warnings = agreement(self.loom, self.taxonomy)
         rows = self.index.clusters()
         previews = self.index.cluster_previews(6)
         return HTMLResponse(self.page("clusters.html", clusters=rows, previews=previews, report=report, votes=votes,
-                                      loom=str(self.loom)))
+                                      warnings=warnings, loom=str(self.loom)))
 
     def cluster(self, request):
         from starlette.responses import HTMLResponse
@@ -256,10 +346,10 @@ class LoomApp:
 
         c = str(_int(_required(request.query_params, "c"), "cluster"))
         members = self.index.cluster_members(c)
-        report, votes = agreement(self.loom, self.taxonomy)
+        report, votes, warnings = agreement(self.loom, self.taxonomy)
         return HTMLResponse(self.page("cluster.html", c=c, members=members, taxonomy=load_taxonomy(self.taxonomy),
                                       votes=votes.get(int(c), []), decision=report["decisions"].get(c),
-                                      share=report["agreement"].get(c)))
+                                      share=report["agreement"].get(c), warnings=warnings))
 
     async def cluster_label(self, request):
         from starlette.concurrency import run_in_threadpool
@@ -274,19 +364,41 @@ class LoomApp:
                                 first(fields, "global"), fields.get("local", []), self.taxonomy)
         return RedirectResponse(f"/cluster?c={c}&saved=1", status_code=303)
 
+    def concepts_preview(self, request):
+        """What an apply would change, cluster by cluster, before anything is written."""
+        from starlette.responses import HTMLResponse
+
+        from .decisions import Labels
+
+        labels = Labels(self.loom, self.taxonomy)
+        report, _ = labels.report()
+        now = self.index.cluster_concepts()
+        changes = []
+        for c, n, _ in self.index.clusters():
+            d = report["decisions"].get(c)
+            after = (d["global"], tuple(d["local"]), d["panel"]) if d else ("unlabelled", (), "")
+            before = now.get(c)
+            if before != after:
+                changes.append({"cluster": c, "records": n, "before": before, "after": after})
+        kept = sorted(name for name, _ in labels.applied or [])
+        return HTMLResponse(self.page("concepts.html", labels=labels, warnings=labels.warnings, report=report,
+                                      changes=changes, kept=kept,
+                                      applied_before=bool(now), votes_kept=labels.applied is not None,
+                                      files=[p.relative_to(self.loom) for p in labels.files], plan=labels.plan()))
+
     async def concepts_apply(self, request):
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import RedirectResponse
 
-        from ..curate.concepts import ConceptError, apply_labels
-        from .decisions import label_files
+        from ..curate.concepts import ConceptError
+        from .decisions import apply_concepts
 
-        await self.form(request)
-        files = label_files(self.loom)
-        if not files:
-            raise BadRequest("no cluster labels yet: label a cluster first")
+        fields = await self.form(request)
+        plan = first(fields, "plan", "")
+        if not plan:
+            raise BadRequest("look at what the apply changes first: open /concepts/apply and confirm there")
         try:
-            await run_in_threadpool(apply_labels, self.loom, files, self.taxonomy)
+            await run_in_threadpool(apply_concepts, self.loom, plan, self.taxonomy)
         except ConceptError as e:
             raise BadRequest(str(e)) from None
         return RedirectResponse("/clusters?applied=1", status_code=303)
@@ -294,8 +406,8 @@ class LoomApp:
     def duplicates(self, request):
         from starlette.responses import HTMLResponse
 
-        page = _int(request.query_params.get("page") or 0, "page")
-        total, groups = self.index.duplicate_groups(max(page, 0))
+        page = page_number(request.query_params.get("page"))
+        total, groups = self.index.duplicate_groups(page)
         return HTMLResponse(self.page("duplicates.html", groups=groups, total=total, page=page))
 
     async def duplicates_keep(self, request):
@@ -307,19 +419,38 @@ class LoomApp:
         fields = await self.form(request)
         group = _int(first(fields, "group"), "group")
         await run_in_threadpool(keep_duplicate, self.loom, group, first(fields, "keep"), first(fields, "curator"))
-        page = _int(first(fields, "page", "0") or 0, "page")
+        page = page_number(first(fields, "page", "0"))
         return RedirectResponse(f"/duplicates?page={page}#group-{group}", status_code=303)
 
     def audit(self, request):
         from starlette.responses import HTMLResponse
 
+        from ..annotate.reviews import read_reviews
+        from .audit import PER_PAGE, STATES, pending, verdicts
+
         state = request.query_params.get("state") or "flagged"
-        items = [(a, audit_texts(a, state)) for a in self.index.audit(state)]
-        return HTMLResponse(self.page("audit.html", items=items, state=state))
+        page = page_number(request.query_params.get("page"))
+        total, rows = self.index.audit(state, page, PER_PAGE)
+        pages = max(1, -(-total // PER_PAGE))
+        if not rows and page >= pages and total:  # past the end (the queue shrank): its last page
+            page = pages - 1
+            total, rows = self.index.audit(state, page, PER_PAGE)
+        entries = {(r["id"], r["field"], r["previous"], r["by"], r["at"]): r for r in read_reviews(self.loom)
+                   if not r.get("undone")} if any(a.get("reviews") for a in rows) else {}
+        items = [(a, pending(a, state) if state != "reviewed" else [], verdicts(a, entries)) for a in rows]
+        return HTMLResponse(self.page("audit.html", items=items, state=state, states=STATES, page=page, pages=pages,
+                                      total=total))
+
+    def _back_to_audit(self, fields: dict, record_id: str):
+        from starlette.responses import RedirectResponse
+
+        state = first(fields, "state", "flagged") or "flagged"
+        page = page_number(first(fields, "page", "0"))
+        return RedirectResponse("/audit?" + urlencode({"state": state, "page": page}) + f"#a-{record_id}",
+                                status_code=303)
 
     async def audit_review(self, request):
         from starlette.concurrency import run_in_threadpool
-        from starlette.responses import RedirectResponse
 
         from .decisions import review_text
 
@@ -327,8 +458,18 @@ class LoomApp:
         await run_in_threadpool(review_text, self.loom, first(fields, "id"), first(fields, "field"),
                                 first(fields, "decision"), first(fields, "reviewer"), first(fields, "text", ""),
                                 first(fields, "seen", ""))
-        state = first(fields, "state", "flagged") or "flagged"
-        return RedirectResponse("/audit?" + urlencode({"state": state}), status_code=303)
+        return self._back_to_audit(fields, first(fields, "id"))
+
+    async def audit_undo(self, request):
+        from starlette.concurrency import run_in_threadpool
+
+        from .decisions import undo_text
+
+        fields = await self.form(request)
+        await run_in_threadpool(undo_text, self.loom, first(fields, "id"), first(fields, "field"),
+                                first(fields, "previous", ""), first(fields, "by"), first(fields, "at"),
+                                first(fields, "reviewer"))
+        return self._back_to_audit(fields, first(fields, "id"))
 
     def quarantine(self, request):
         from starlette.responses import HTMLResponse
@@ -434,35 +575,6 @@ class LoomApp:
         return Response(buf.getvalue(), media_type="image/png")
 
 
-def audit_texts(ann: dict, state: str) -> list[dict]:
-    """The texts of one annotation row to put before a reviewer: those a check flagged, those an LLM wrote,
-    or (state `reviewed`) those a person judged; each with the verdicts it had."""
-    flags = ann.get("flags") or []
-    reviews = ann.get("reviews") or []
-    judged = {(r["field"], r["previous"]) for r in reviews}
-
-    def wanted(field: str, flagged: bool, llm: bool) -> bool:
-        if state == "reviewed":
-            return any(f == field for f, _ in judged)
-        return flagged if state == "flagged" else llm
-
-    out = []
-    if ann.get("caption") and wanted("caption", any(f.startswith(("caption ", "llm caption ")) for f in flags),
-                                     ann.get("caption_source") == "llm"):
-        out.append({"field": "caption", "title": f"caption ({ann.get('caption_source')})", "text": ann["caption"],
-                    "template": ann.get("template_caption") if ann.get("template_caption") != ann["caption"] else ""})
-    if ann.get("roi_text") and wanted("roi_text", any(f.startswith("roi_text ") for f in flags), False):
-        out.append({"field": "roi_text", "title": "ROI description", "text": ann["roi_text"], "template": ""})
-    question_flagged = any(f.startswith(("question ", "llm question ")) for f in flags)
-    for q in ann.get("vqa") or []:
-        if wanted("question", question_flagged, q.get("source") == "llm"):
-            out.append({"field": "question", "title": f"question ({q.get('source')}, {q.get('kind')})",
-                        "text": q["question"], "template": ""})
-    for item in out:
-        item["verdicts"] = [r for r in reviews if r["field"] == item["field"]]
-    return out
-
-
 class Forbidden(BadRequest):
     """A write refused (read-only app, CSRF token): a 403 answer."""
 
@@ -486,24 +598,36 @@ class Guard:
     async def __call__(self, scope, receive, send):
         from starlette.concurrency import run_in_threadpool
         from starlette.requests import Request
-        from starlette.responses import PlainTextResponse
+        from starlette.responses import PlainTextResponse, Response
 
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
         host = host_name(request.headers.get("host") or "")
         state = self.state
-        if is_loopback(state.host) and not is_loopback(host):
-            return await PlainTextResponse(f"host {host!r} refused: this app answers on {state.host} only",
-                                           status_code=421)(scope, receive, send)
-        set_cookie = False
+        if not state.hosts.allows(host):
+            return await PlainTextResponse(f"host {host!r} refused: this app answers to {state.hosts.describe()}; "
+                                           f"start `medloom serve` with --allow-host {normal_host(host) or 'NAME'} "
+                                           "to allow that name", status_code=421)(scope, receive, send)
+        set_cookie = ""
+        redirect = ""
         if state.token:
-            sent = request.cookies.get("medloom_token") or request.query_params.get("token") or \
-                request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not sent or not secrets.compare_digest(sent.encode(), state.token.encode()):
+            name = cookie_name(scope)
+            value = cookie_value(state.token, name)
+            cookie = request.cookies.get(name) or ""
+            query = request.query_params.get("token")
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            ok = secrets.compare_digest(cookie.encode(), value.encode()) if cookie else False
+            for sent in (query, bearer):
+                ok = ok or bool(sent) and secrets.compare_digest(sent.encode(), state.token.encode())
+            if not ok:
                 return await PlainTextResponse("a token is needed: open the URL `medloom serve` printed "
                                                "(it ends in ?token=...)", status_code=401)(scope, receive, send)
-            set_cookie = request.query_params.get("token") is not None
+            if query is not None:
+                set_cookie = f"{name}={value}; HttpOnly; SameSite=Strict; Path=/"
+                if request.method in ("GET", "HEAD"):  # the same page without the token in the address bar
+                    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+                    redirect = "/" + request.url.path.lstrip("/") + ("?" + urlencode(rest) if rest else "")
         # a few stat calls; the index is rebuilt (in a worker thread) only when a manifest or curation file changed
         await run_in_threadpool(state.index.refresh)
 
@@ -511,16 +635,19 @@ class Guard:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                            (b"referrer-policy", b"no-referrer"),
+                            # not no-referrer: under it a browser's form posts say `Origin: null`
+                            (b"referrer-policy", b"same-origin"),
                             (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
                                                          b"style-src 'self' 'unsafe-inline'; script-src 'self'; "
                                                          b"form-action 'self'; frame-ancestors 'none'")]
                 if set_cookie:
-                    headers.append((b"set-cookie", f"medloom_token={state.token}; HttpOnly; SameSite=Strict; "
-                                                   "Path=/".encode()))
+                    headers.append((b"set-cookie", set_cookie.encode()))
                 message = dict(message, headers=headers)
             await send(message)
 
+        if redirect:
+            return await Response(status_code=303, headers={"location": redirect, "cache-control": "no-store"})(
+                scope, receive, send_with_headers)
         return await self.app(scope, receive, send_with_headers)
 
 

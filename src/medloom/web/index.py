@@ -2,9 +2,11 @@
 pages of the grid, a record's full row, clusters, duplicate groups and texts to audit.
 
 The table is rebuilt when a file it came from changes (the catalog's manifest, the curation and annotation
-files), so a running ingest's results show once its manifest lists them. The user's WHERE box runs on an
-in-memory copy whose connection may not touch files (DuckDB's `enable_external_access` is off and locked):
-a filter can read the records, never the disk.
+files), so a running ingest's results show once its manifest lists them. The user's WHERE box is checked to
+be one condition and runs in a child process (sandbox.py) on a copy whose connection may not touch files
+(DuckDB's `enable_external_access` is off and locked), with a time and a memory budget: a filter can read the
+records, never the disk, and a slow one cannot stall other pages. Reads go through a cursor of their own, so
+requests do not wait for each other.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from .. import catalog
+from .sandbox import FilterError, Sandbox
 
 PAGE = 60
+MAX_PAGE = 10**6
 FACETS = ("modality", "anatomy", "task", "source", "split", "license", "label", "concept", "cluster",
           "duplicate", "group", "text", "quarantine")
 FACET_TITLES = {"modality": "Modality", "anatomy": "Anatomical area", "task": "Task", "source": "Source",
@@ -52,25 +57,20 @@ class Query:
             values = [v for v in params.getlist(name) if v != ""]
             if values:
                 facets[name] = values
-        where = (params.get("where") or "").strip()
-        if ";" in where:
-            raise BadRequest("the WHERE box takes one condition (no `;`)")
-        if len(where) > 2000:
-            raise BadRequest("the WHERE condition is longer than 2000 characters")
-        try:
-            page = int(params.get("page") or 0)
-        except ValueError:
-            raise BadRequest(f"page {params.get('page')!r} is not a number") from None
-        if page < 0 or page > 10**7:
-            raise BadRequest(f"page {page} is out of range")
+        where = check_condition((params.get("where") or "").strip())
+        page = page_number(params.get("page"))
         unknown = sorted(set(params.keys()) - set(FACETS) - {"where", "page", "token"})
         if unknown:
             raise BadRequest(f"unknown filter(s) {', '.join(unknown)}; facets are: {', '.join(FACETS)}")
         return cls(facets, where, page)
 
-    def sql(self) -> tuple[str, list]:
+    def sql(self, skip: str | None = None) -> tuple[str, list]:
+        """The facets' conditions (all but `skip`'s: a facet's own counts show its other values, to OR them),
+        and the WHERE box's as the positions the sandbox found (the table `sel`)."""
         conditions, params = [], []
         for name, values in self.facets.items():
+            if name == skip:
+                continue
             marks = ", ".join("?" for _ in values)
             if name == "label":
                 conditions.append(f"list_has_any(labels, [{marks}]::VARCHAR[])")
@@ -78,8 +78,52 @@ class Query:
                 conditions.append(f"coalesce(\"{name}\", '') IN ({marks})")
             params += values
         if self.where:
-            conditions.append(f"({self.where})")
+            conditions.append("rowid IN (SELECT r FROM sel)")
         return (" WHERE " + " AND ".join(conditions)) if conditions else "", params
+
+
+def page_number(value) -> int:
+    """A `?page=` value: a whole number from 0 to MAX_PAGE."""
+    try:
+        page = int(value or 0)
+    except (TypeError, ValueError):
+        raise BadRequest(f"page {value!r} is not a number") from None
+    if page < 0 or page > MAX_PAGE:
+        raise BadRequest(f"page {page} is out of range (0 to {MAX_PAGE})")
+    return page
+
+
+def check_condition(where: str) -> str:
+    """The WHERE box's text if it is one condition: no comment, no `;`, every parenthesis closed where it was
+    opened (outside string literals, as DuckDB's own tokenizer reads them), and one SELECT when wrapped as
+    `WHERE (...)`. Otherwise `x) OR (true) --` could close the wrapping parenthesis and comment the rest out."""
+    if not where:
+        return ""
+    if len(where) > 2000:
+        raise BadRequest("the WHERE condition is longer than 2000 characters")
+    one = "the WHERE box takes one condition"
+    tokens = duckdb.tokenize(where)
+    depth = 0
+    for i, (start, kind) in enumerate(tokens):
+        if kind == duckdb.token_type.comment:
+            raise BadRequest(f"{one}, without comments (`--`, `/* */`)")
+        if kind != duckdb.token_type.operator:
+            continue
+        for ch in where[start:tokens[i + 1][0] if i + 1 < len(tokens) else len(where)]:
+            if ch == ";":
+                raise BadRequest(f"{one} (no `;`)")
+            depth += (ch == "(") - (ch == ")")
+            if depth < 0:
+                raise BadRequest(f"{one}: a `)` closes a parenthesis the condition did not open")
+    if depth:
+        raise BadRequest(f"{one}: {depth} parenthesis(es) left open")
+    try:
+        statements = duckdb.extract_statements(f"SELECT 1 FROM items WHERE ({where})")
+    except duckdb.Error as e:
+        raise BadRequest(f"the filter is not valid on the records: {str(e).splitlines()[0]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise BadRequest(f"{one}")
+    return where
 
 
 def _stamp(loom: Path) -> tuple:
@@ -97,7 +141,11 @@ def items_sql(loom: Path, con) -> str:
     """The records with their split, cluster, concept, duplicate and generated-text state, one row each."""
     from ..export import ExportOptions, has_view, selection_sql
 
-    joins, split, _, _ = selection_sql(loom, ExportOptions(include_duplicates=True))
+    joins, _, _, _ = selection_sql(loom, ExportOptions(include_duplicates=True))
+    # the split `medloom split` assigned, else the source's own, else none (as `medloom stats` says; exports
+    # put those in train)
+    split = "coalesce(assigned.split, nullif(source_split, ''), '')" if " AS assigned " in joins else \
+        "coalesce(source_split, '')"
     cols = ["records.* EXCLUDE (rois, render, article, meta)", f"{split} AS split",
             "coalesce(len(records.rois), 0) AS n_rois",
             "list_distinct([x.label FOR x IN coalesce(records.rois, [])]) AS roi_labels",
@@ -149,21 +197,38 @@ def _columns(con, view: str) -> set[str]:
     return {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
 
 
+class Snapshot:
+    """One build of the items table: its connection, the Arrow table it came from (what the sandbox gets),
+    its stamp. A request takes one and keeps it, so a rebuild mid-request cannot mix two builds."""
+
+    def __init__(self, stamp: tuple, table, con):
+        self.stamp, self.table, self.con = stamp, table, con
+
+    def cursor(self):
+        return self.con.cursor()
+
+
 class LoomIndex:
     """The loom as the app sees it; every method is safe to call from several threads."""
 
-    def __init__(self, loom: Path):
+    def __init__(self, loom: Path, *, filter_seconds: float = 10.0, filter_memory_mb: int = 1024):
         self.loom = Path(loom)
         self._lock = threading.RLock()
         self._stamp: tuple | None = None
-        self._items = None
+        self._snap: Snapshot | None = None
         self._catalog = None
         self._facet_cache: dict = {}
+        self._selections: dict = {}
         self._sources: dict[str, dict] = {}
         self._vector_stamp: tuple | None = None
         self._vector_cache = None
+        self.sandbox = Sandbox(filter_seconds, filter_memory_mb)
         self.total = 0
         self.refresh()
+
+    def close(self) -> None:
+        """Stop the filters' processes (a filter in flight ends at once)."""
+        self.sandbox.close()
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -176,45 +241,72 @@ class LoomIndex:
             if stamp == self._stamp:
                 return
             con = catalog.connect(self.loom)
-            table = con.sql(items_sql(self.loom, con)).to_arrow_table()
+            table = con.sql(items_sql(self.loom, con)).to_arrow_table().sort_by("id")
             items = duckdb.connect()
             items.register("_items", table)
-            items.execute("CREATE TABLE items AS SELECT * FROM _items ORDER BY id")
+            items.execute("CREATE TABLE items AS SELECT * FROM _items")  # rowid = position in `table`
             items.unregister("_items")
             items.execute("SET enable_external_access = false")
             items.execute("SET lock_configuration = true")
             from ..export import render_sources
 
             self._sources = render_sources(catalog.read_manifest(self.loom))
-            self._catalog, self._items, self._stamp = con, items, stamp
-            self._facet_cache = {}
+            self._catalog, self._snap, self._stamp = con, Snapshot(stamp, table, items), stamp
+            self._facet_cache, self._selections = {}, {}
             self.total = table.num_rows
 
-    def _run(self, sql: str, params: list | None = None, *, user: bool = False):
-        """Rows of a query on the items table; a user's condition that DuckDB refuses is a BadRequest."""
-        with self._lock:
+    def _rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        """Rows of one of the app's own queries on the items table, on a cursor of its own."""
+        cur = self._snap.cursor()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        finally:
+            cur.close()
+
+    def selection(self, snap: Snapshot, where: str) -> np.ndarray:
+        """The positions of the records the WHERE box keeps, found in the sandbox (kept per build)."""
+        key = (snap.stamp, where)
+        found = self._selections.get(key)
+        if found is None:
             try:
-                return self._items.execute(sql, params or []).fetchall()
-            except duckdb.Error as e:
-                if user:
-                    raise BadRequest(f"the filter is not valid on the records: {str(e).splitlines()[0]}") from None
-                raise
+                found = self.sandbox.select(where, snap.stamp, lambda: snap.table)
+            except FilterError as e:
+                raise BadRequest(str(e)) from None
+            if len(self._selections) > 32:
+                self._selections.clear()
+            self._selections[key] = found
+        return found
+
+    def _cursor(self, snap: Snapshot, query: Query):
+        """A cursor on the build with the WHERE box's selection as the table `sel`."""
+        sel = self.selection(snap, query.where) if query.where else None
+        cur = snap.cursor()
+        if sel is not None:
+            import pyarrow as pa
+
+            cur.register("sel", pa.table({"r": sel}))
+        return cur
 
     def columns(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._items.execute("DESCRIBE items").fetchall()]
+        return [r[0] for r in self._rows("DESCRIBE items")]
 
     def facets(self, query: Query, limit: int = 40) -> dict[str, list[tuple[str, int]]]:
-        """Counts per value of every facet within the selection (cached per selection until a file changes)."""
-        key = (tuple(sorted((k, tuple(v)) for k, v in query.facets.items())), query.where)
+        """Counts per value of every facet within the selection, but for the facet's own choice (so its other
+        values stay there to add); cached per selection until a file changes."""
+        snap = self._snap
+        key = (snap.stamp, tuple(sorted((k, tuple(v)) for k, v in query.facets.items())), query.where)
         if key in self._facet_cache:
             return self._facet_cache[key]
-        where, params = query.sql()
-        out = {}
-        for name in FACETS:
-            out[name] = [(str(v), int(n)) for v, n in self._run(
-                f"SELECT {facet_value(name)} AS v, count(*) AS n FROM items{where} GROUP BY v ORDER BY n DESC, v "
-                f"LIMIT {limit}", params, user=True)]
+        cur = self._cursor(snap, query)
+        try:
+            out = {}
+            for name in FACETS:
+                where, params = query.sql(skip=name)
+                out[name] = [(str(v), int(n)) for v, n in cur.execute(
+                    f"SELECT {facet_value(name)} AS v, count(*) AS n FROM items{where} GROUP BY v "
+                    f"ORDER BY n DESC, v LIMIT {limit}", params).fetchall()]
+        finally:
+            cur.close()
         if len(self._facet_cache) > 256:
             self._facet_cache.clear()
         self._facet_cache[key] = out
@@ -222,22 +314,25 @@ class LoomIndex:
 
     def page(self, query: Query, size: int = PAGE) -> tuple[int, list[dict]]:
         """(records in the selection, the rows of the asked page)."""
-        where, params = query.sql()
-        total = self._run(f"SELECT count(*) FROM items{where}", params, user=True)[0][0]
-        rows = self._run(f"SELECT id, source, split, modality, anatomy, task, labels, width, height, pixel_hash, "
-                         f"n_rois, text, duplicate FROM items{where} ORDER BY id LIMIT {size} OFFSET {query.page * size}",
-                         params, user=True)
-        keys = ["id", "source", "split", "modality", "anatomy", "task", "labels", "width", "height", "pixel_hash",
-                "n_rois", "text", "duplicate"]
+        cur = self._cursor(self._snap, query)
+        try:
+            where, params = query.sql()
+            total = cur.execute(f"SELECT count(*) FROM items{where}", params).fetchall()[0][0]
+            keys = ["id", "source", "split", "modality", "anatomy", "task", "labels", "width", "height", "pixel_hash",
+                    "n_rois", "text", "duplicate"]
+            rows = cur.execute(f"SELECT {', '.join(keys)} FROM items{where} ORDER BY id LIMIT {size} "
+                               f"OFFSET {query.page * size}", params).fetchall()
+        finally:
+            cur.close()
         return total, [dict(zip(keys, r)) for r in rows]
 
     def counts(self, column: str) -> list[tuple[str, int]]:
-        return [(str(v), int(n)) for v, n in self._run(
+        return [(str(v), int(n)) for v, n in self._rows(
             f"SELECT {facet_value(column)} AS v, count(*) AS n FROM items GROUP BY v ORDER BY n DESC, v")]
 
     def mat_counts(self) -> list[tuple[str, str, str, int]]:
-        return [tuple(r) for r in self._run("SELECT modality, anatomy, task, count(*) AS n FROM items "
-                                            "GROUP BY ALL ORDER BY n DESC, modality, anatomy, task")]
+        return [tuple(r) for r in self._rows("SELECT modality, anatomy, task, count(*) AS n FROM items "
+                                             "GROUP BY ALL ORDER BY n DESC, modality, anatomy, task")]
 
     def quarantine(self, reason: str | None = None, limit: int = 500) -> tuple[list[tuple[str, int]], list[dict]]:
         with self._lock:
@@ -245,8 +340,10 @@ class LoomIndex:
             by_reason = [(str(r), int(n)) for r, n in con.execute(
                 "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY n DESC, reason").fetchall()]
             cond, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
-            return by_reason, dicts(con.execute(f"SELECT source, path, record_id, stage, scope, reason, message FROM "
-                                                f"quarantine {cond} ORDER BY source, path LIMIT {limit}", params))
+            # a record dropped whole keeps its id in the row, but has no page to link to
+            return by_reason, dicts(con.execute(
+                "SELECT source, path, record_id, coalesce(record_id IN (SELECT id FROM records), false) AS has_record, "
+                f"stage, scope, reason, message FROM quarantine {cond} ORDER BY source, path LIMIT {limit}", params))
 
     def record(self, record_id: str) -> dict:
         """The record's full catalog row, with its annotation, cluster, concept and duplicate rows."""
@@ -256,8 +353,8 @@ class LoomIndex:
             if not found:
                 raise NotFound(f"no record {record_id!r} in this loom")
             out = found[0]
-            item = self._items.execute("SELECT split, cluster, concept FROM items WHERE id = ?", [record_id]).fetchone()
-            out["_split"], out["_cluster"], out["_concept"] = item or (None,) * 3
+            item = self._rows("SELECT split, cluster, concept FROM items WHERE id = ?", [record_id])
+            out["_split"], out["_cluster"], out["_concept"] = item[0] if item else (None,) * 3
             out["_annotation"] = self._one(con, "annotations", record_id)
             out["_dedup"] = self._one(con, "dedup", record_id)
             out["_concepts"] = self._one(con, "concepts", record_id)
@@ -273,7 +370,7 @@ class LoomIndex:
         return found[0] if found else None
 
     def has_record(self, record_id: str, pixel_hash: str) -> bool:
-        return bool(self._run("SELECT count(*) FROM items WHERE id = ? AND pixel_hash = ?", [record_id, pixel_hash])[0][0])
+        return bool(self._rows("SELECT count(*) FROM items WHERE id = ? AND pixel_hash = ?", [record_id, pixel_hash])[0][0])
 
     def render_row(self, record_id: str) -> dict:
         """What the renderer needs of a record (looked up by id: the only way a request names a file)."""
@@ -292,9 +389,20 @@ class LoomIndex:
 
     def clusters(self) -> list[tuple[str, int, str]]:
         """(cluster, records, concept) for every cluster, in cluster order."""
-        return [(str(c), int(n), k or "") for c, n, k in self._run(
+        return [(str(c), int(n), k or "") for c, n, k in self._rows(
             "SELECT cluster, count(*) AS n, any_value(concept) FROM items WHERE cluster IS NOT NULL "
             "GROUP BY cluster ORDER BY CAST(cluster AS INTEGER)")]
+
+    def cluster_concepts(self) -> dict[str, tuple[str, tuple[str, ...], str]]:
+        """Per cluster the (global, local, panel) concepts its records carry now (from the last apply)."""
+        with self._lock:
+            from ..export import has_view
+
+            if not has_view(self._catalog, "concepts"):
+                return {}
+            return {str(c): (g or "", tuple(sorted(loc or [])), p or "") for c, g, loc, p in self._catalog.execute(
+                "SELECT cluster, any_value(global_concept), any_value(local_concepts), any_value(panel) FROM concepts "
+                "GROUP BY cluster").fetchall()}
 
     def cluster_members(self, cluster: str, limit: int = 48) -> list[dict]:
         """The records nearest the cluster's centre first (as on its contact sheet)."""
@@ -352,17 +460,35 @@ class LoomIndex:
                 groups.setdefault(row["group"], []).append(row)
             return total, list(groups.values())
 
-    def audit(self, state: str = "flagged", limit: int = 100) -> list[dict]:
-        """Generated texts to review: those that failed a check, or that an LLM wrote (`state` llm)."""
-        if state not in ("flagged", "llm", "reviewed"):
+    def audit(self, state: str = "flagged", page: int = 0, size: int = 20) -> tuple[int, list[dict]]:
+        """(records in the queue, the annotation rows of the page): a record is in the flagged or llm queue
+        while one of its texts there has no verdict, in reviewed while it has one."""
+        from .audit import CANDIDATES, in_queue
+
+        if state not in CANDIDATES:
             raise BadRequest(f"audit shows flagged, llm or reviewed texts, not {state!r}")
         with self._lock:
-            ids = [r[0] for r in self._items.execute(
-                f"SELECT id FROM items WHERE text = ? ORDER BY id LIMIT {int(limit)}", [state]).fetchall()]
-            if not ids:
-                return []
-            return dicts(self._catalog.execute("SELECT * FROM annotations WHERE id IN (SELECT unnest(?)) ORDER BY id",
-                                               [ids]))
+            from ..export import has_view
+
+            con = self._catalog
+            if not has_view(con, "annotations"):
+                return 0, []
+            key = ("audit", self._stamp, state)
+            ids = self._facet_cache.get(key)
+            if ids is None:
+                columns = _columns(con, "annotations")
+                if "reviews" not in columns and state == "reviewed":
+                    return 0, []
+                wanted = [c for c in ("id", "caption", "caption_source", "template_caption", "roi_text", "vqa", "flags",
+                                      "reviews", "llm_failed") if c in columns]
+                ids = [a["id"] for a in dicts(con.execute(f"SELECT {', '.join(wanted)} FROM annotations WHERE "
+                                                          f"{CANDIDATES[state]} ORDER BY id")) if in_queue(a, state)]
+                self._facet_cache[key] = ids
+            chosen = ids[page * size:(page + 1) * size]
+            if not chosen:
+                return len(ids), []
+            return len(ids), dicts(con.execute("SELECT * FROM annotations WHERE id IN (SELECT unnest(?)) ORDER BY id",
+                                               [chosen]))
 
     def neighbours(self, record_id: str, k: int = 12) -> list[tuple[str, float, str]]:
         """(id, cosine similarity, pixel hash) of the records nearest by `medloom embed`'s vectors."""
@@ -376,7 +502,7 @@ class LoomIndex:
             raise NotFound(f"record {record_id!r} has no embedding yet (run `medloom embed` again)")
         sims = matrix @ matrix[where[record_id]]
         order = np.argsort(-sims)[: k + 1]
-        hashes = dict(self._run("SELECT id, pixel_hash FROM items WHERE id IN (SELECT unnest(?))",
+        hashes = dict(self._rows("SELECT id, pixel_hash FROM items WHERE id IN (SELECT unnest(?))",
                                 [[ids[i] for i in order]]))
         return [(ids[i], float(sims[i]), hashes.get(ids[i], "")) for i in order if ids[i] != record_id][:k]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import catalog
+from ..outputs import written_by_medloom
 from .charts import bar_chart
 from .index import LoomIndex
 
@@ -22,13 +23,18 @@ def overview(index: LoomIndex) -> dict:
               "quarantine": quarantine}
     for key in ("source", "split", "license", "label", "concept", "duplicate"):
         counts[key] = index.counts(key)
+    notes = {"split": "" if written_by_medloom(Path(index.loom) / "splits" / "split.parquet") else
+             "No split assigned yet (`medloom split`): the sources' own splits, (none) where a source has none; "
+             "exports put those in train."}
     sections = []
     for key, title in SECTIONS:
         pairs = counts[key]
         if key in ("concept",) and all(v == "" for v, _ in pairs):
             continue
-        sections.append({"key": key, "title": title, "counts": pairs, "chart": bar_chart(pairs, title) if pairs else ""})
+        sections.append({"key": key, "title": title, "counts": pairs, "note": notes.get(key, ""),
+                         "chart": bar_chart(pairs, title) if pairs else ""})
+    with_records = {v for v, n in counts["source"] if n}
     return {"loom": str(Path(index.loom).resolve()), "name": manifest.get("name") or Path(index.loom).resolve().name,
             "records": index.total, "quarantined": sum(n for _, n in quarantine),
-            "sources": len(manifest.get("sources", {})), "updated": manifest.get("updated", ""),
-            "sections": sections}
+            "sources": len(with_records), "empty_sources": sorted(set(manifest.get("sources", {})) - with_records),
+            "updated": manifest.get("updated", ""), "sections": sections}

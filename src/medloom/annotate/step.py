@@ -355,7 +355,7 @@ def _kind_of(text: str) -> str | None:
 
 def merge_previous(new: list[dict], previous: list[dict], redone: list[str], ids: set[str]) -> list[dict]:
     """A run that redoes some kinds (or some records, with --where) keeps everything else the loom had: the
-    other kinds of each re-annotated record, with their flags, notes and reviews, and whole rows of records
+    other kinds of each re-annotated record, with their flags, notes, failed LLM texts and reviews, and whole rows of records
     outside the selection that are still in the catalog. Rows come out sorted by id, as a full run writes them."""
     before = {r["id"]: r for r in previous if r["id"] in ids}
     rows = {}
@@ -371,6 +371,8 @@ def merge_previous(new: list[dict], previous: list[dict], redone: list[str], ids
                     [f for f in old["flags"] or [] if _kind_of(f) == kind]
                 row["notes"] = [n for n in row["notes"] if _kind_of(n) != kind] + \
                     [n for n in old["notes"] or [] if _kind_of(n) == kind]
+                row["llm_failed"] = [e for e in row.get("llm_failed") or [] if REVIEWED_KIND[e["field"]] != kind] + \
+                    [e for e in old.get("llm_failed") or [] if REVIEWED_KIND[e["field"]] == kind]
             kept = [r for r in old.get("reviews") or [] if REVIEWED_KIND.get(r["field"]) not in redone]
             if kept:
                 row["reviews"] = kept

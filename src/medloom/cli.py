@@ -294,7 +294,7 @@ def export_cmd(loom: Loom,
                    help="dicom: frames checked for burned-in text: all up to N, else N evenly spaced ones with the "
                         "first and last (0: every frame).")] = 32,
                burned_in_ocr: Annotated[bool, typer.Option(
-                   help="dicom: also read the checked frames with OCR (needs the tesseract program: "
+                   help="dicom: also read up to 4 of the checked frames with OCR (needs the tesseract program: "
                         "apt-get install tesseract-ocr); slower, finds text the heuristic misses.")] = False,
                keep_metadata: Annotated[bool, typer.Option(
                    help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")] = False,

@@ -6,16 +6,17 @@ grey counts, in both polarities (light on dark, dark on light), anywhere in the 
 - a morphological top-hat (7 x 7) keeps thin marks that stand out from their surroundings by at least
   48 grey levels in one channel; closing gaps of up to 5 pixels along rows joins the marks into lines;
 - a line is text-like when it is 5 to 48 pixels high and at least 2.5 times as wide, covers 12-75 % of
-  its area with marks, crosses at least one stroke per glyph width, holds at least 5 glyphs that reach
-  nearly its full height, its marks share one ink level (spread at most 32) and that ink stands out from
-  the background between them by 1.5 times the background's own spread (speckle and noise do not).
+  its area with marks, is crossed by at least one stroke per two line heights of width, holds at least 5
+  glyphs of at least 0.45 of its height (touching glyphs count by width), its strongest marks share one
+  ink (spread at most 32 levels) and that ink stands out from the background between the marks by 1.5
+  times the background's own spread (speckle, noise and textures do not).
 
 Images of 1024 pixels or more are also looked at halved, for large type. `scan` applies it to the frames
 `frames_to_check` names: every frame up to `MAX_FRAMES`, else that many evenly spaced ones, the first and
 the last included. With `ocr`, frames where the heuristic finds nothing are read by the `tesseract`
-program (at most `OCR_FRAMES` of them, each within `OCR_SECONDS`): two words of three or more letters
-or digits read with confidence count as text. What was read is never kept. Both flag for review: the
-numbers on pydicom's real images and on generated cases are in the README (`benchmarks/burned_in.py`).
+program (at most `OCR_FRAMES` of them, each within `OCR_SECONDS`): two words of three or more letters or
+digits read with confidence (75 of 100) count as text; what was read is never kept. Both flag for review:
+their rates on pydicom's real images and on generated cases are in the README (`benchmarks/burned_in.py`).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _tesseract_words(image, program: str, seconds: float) -> int:
     for row in out.stdout.decode("utf-8", "replace").splitlines()[1:]:
         cells = row.split("\t")
         try:
-            confident = len(cells) == 12 and float(cells[10]) >= 60
+            confident = len(cells) == 12 and float(cells[10]) >= 75
         except ValueError:
             continue
         words += confident and sum(ch.isalnum() for ch in cells[11]) >= 3
@@ -163,8 +164,9 @@ def _tesseract_words(image, program: str, seconds: float) -> int:
 
 
 def ocr_words(frame: np.ndarray, program: str, seconds: float = OCR_SECONDS) -> int:
-    """How many words of three or more letters or digits tesseract reads with confidence >= 60 in the frame, as
-    it is and, when that finds fewer than two and the frame is under 1000 pixels, at twice the size (small type)."""
+    """How many words of three or more letters or digits tesseract reads with confidence >= 75 (of 100) in the
+    frame, as it is and, when that finds fewer than two and the frame is under 1000 pixels, at twice the size
+    (small type). Below 75 it reads words into speckle and bone edges."""
     from PIL import Image
 
     image = Image.fromarray(frame).convert("L")

@@ -297,7 +297,14 @@ def export_cmd(loom: Loom,
                    help="medmat/llava/sharegpt: absolute image paths (for an entry merged into another "
                         "dataset_info.json); default: relative to the output folder.")] = False,
                burned_in: Annotated[str, typer.Option(
-                   help="dicom: files with burned-in text (tag or border heuristic): exclude | flag.")] = "exclude",
+                   help="dicom: files with burned-in text (the tag, or text-like marks in any colour anywhere in "
+                        "the checked frames): exclude | flag (exported with Burned In Annotation = YES).")] = "exclude",
+               burned_in_frames: Annotated[int, typer.Option(
+                   help="dicom: frames checked for burned-in text: all up to N, else N evenly spaced ones with the "
+                        "first and last (0: every frame).")] = 32,
+               burned_in_ocr: Annotated[bool, typer.Option(
+                   help="dicom: also read up to 4 of the checked frames with OCR (needs the tesseract program: "
+                        "apt-get install tesseract-ocr); slower, finds text the heuristic misses.")] = False,
                keep_metadata: Annotated[bool, typer.Option(
                    help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")] = False,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -344,8 +351,9 @@ def export_cmd(loom: Loom,
 
         try:
             report = export_dicom(loom, out_dir or loom / "exports" / "dicom", where=where,
-                                  include_duplicates=include_duplicates, burned_in=burned_in, quiet=quiet or as_json,
-                                  wait=wait, splits=splits)
+                                  include_duplicates=include_duplicates, burned_in=burned_in,
+                                  burned_in_frames=burned_in_frames, burned_in_ocr=burned_in_ocr,
+                                  quiet=quiet or as_json, wait=wait, splits=splits)
         except (DicomExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         if not as_json:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import cli, run_ingest, write_recipe
+from conftest import cli, rows, run_ingest, write_recipe
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -191,7 +191,9 @@ def test_burned_in_text_in_colour_grey_centre_or_another_frame_is_found(tmp_path
     loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(tmp_path / "data"),
                                                       task="disease")]))
     report = export_dicom(loom, tmp_path / "d", quiet=True)
-    reasons = {e["records"][0].split("/")[1]: e["reason"] for e in report.excluded_burned_in}
+    file_of = {r["id"]: r["uri"].replace(".", "_") for r in rows(loom, "SELECT id, uri FROM records")}  # ids are
+    # pseudonyms: the catalog's uri names the file
+    reasons = {file_of[e["records"][0]]: e["reason"] for e in report.excluded_burned_in}
     assert sorted(reasons) == ["grey_centre_dcm", "last_frame_dcm", "yellow_centre_dcm"], report
     assert reasons["last_frame_dcm"].startswith("text-like marks in the image (frame 2, rows ")
     assert "frame 0, rows 25" in reasons["grey_centre_dcm"]  # the centre line, rows 252-259

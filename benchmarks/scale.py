@@ -42,7 +42,7 @@ from medloom.cli import app
 from medloom.arrowpool import use_system_pool
 use_system_pool()  # as the ingest and export commands do before pyarrow loads; the imports below load it
 from medloom.engine.local import LocalExecutor
-from medloom.engine.ray_executor import RayExecutor
+from medloom.engine.ray import RayExecutor
 
 stream = []  # when each result of the step's map came, from the interpreter's start
 

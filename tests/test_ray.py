@@ -18,7 +18,7 @@ from conftest import CLI_ENV, cli, fixture_dir, rows, write_recipe
 from PIL import Image
 
 from medloom.engine import STAGES
-from medloom.engine.ray_executor import MOST_PARTS, task_parts
+from medloom.engine.ray import MOST_PARTS, task_parts
 
 pytest.importorskip("ray")
 
@@ -231,7 +231,7 @@ WARM = """
 import json, os, sys
 import ray
 from medloom.engine import ExecutorSpec, start_early
-from medloom.engine.ray_executor import RayExecutor, disconnect
+from medloom.engine.ray import RayExecutor, disconnect
 
 
 def probe(module):

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import layout
 from .arrowpool import use_system_pool
 from .nopandas import keep_pandas_out
 from .sources import worker_modules
@@ -59,7 +60,7 @@ def resolve_loom(path: Path) -> Path:
             return load_recipe(path).loom
         except RecipeError as e:
             fail(str(e))
-    if path.name == "catalog" and (path / "manifest.json").is_file():
+    if path.name == layout.CATALOG and (path / "manifest.json").is_file():
         return path.parent
     return path
 
@@ -228,7 +229,7 @@ def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record i
     record["quarantine"] = [dict(zip(["reason", "message"], r)) for r in con.execute(
         "SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()]
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-    for view in ("annotations", "dedup", "leakage", "clusters", "concepts"):  # what later steps said of it
+    for view in layout.VIEWS:  # what later steps said of it
         if view in views:
             cur = con.execute(f"SELECT * FROM {view} WHERE id = ?", [record_id])
             found = cur.fetchall()
@@ -331,7 +332,7 @@ def export_cmd(loom: Loom,
             open_url(url)  # a bad URL fails now, not after the export
         except PublishError as e:
             fail(str(e))
-    out_dir = loom / "exports" / "staged" / staging_name(url) if url else Path(out_to) if out_to else None
+    out_dir = layout.export_dir(loom, f"staged/{staging_name(url)}") if url else Path(out_to) if out_to else None
 
     unknown = [s for s in split or [] if split_name(s) is None]
     if unknown:
@@ -343,7 +344,7 @@ def export_cmd(loom: Loom,
         from .export.dicom import DicomExportError, export_dicom
 
         try:
-            report = export_dicom(loom, out_dir or loom / "exports" / "dicom", where=where,
+            report = export_dicom(loom, out_dir or layout.export_dir(loom, "dicom"), where=where,
                                   include_duplicates=include_duplicates, burned_in=burned_in, quiet=quiet or as_json,
                                   wait=wait, splits=splits)
         except (DicomExportError, FileNotFoundError, ValueError) as e:
@@ -366,7 +367,7 @@ def export_cmd(loom: Loom,
         from .export.clipbench import export_clip_benchmark
 
         try:
-            bench = export_clip_benchmark(loom, out_dir or loom / "exports" / fmt, shard_size=shard_size, **rendered)
+            bench = export_clip_benchmark(loom, out_dir or layout.export_dir(loom, fmt), shard_size=shard_size, **rendered)
         except (ExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
         sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in bench.classification.items()) or "none"
@@ -380,7 +381,7 @@ def export_cmd(loom: Loom,
         return _published(bench.out, url, bench.as_dict(), as_json, quiet, wait)
     if fmt in TRAINING_FORMATS:
         try:
-            report = export_training(loom, out_dir or loom / "exports" / fmt, fmt, absolute_paths=absolute_paths,
+            report = export_training(loom, out_dir or layout.export_dir(loom, fmt), fmt, absolute_paths=absolute_paths,
                                      **rendered)
         except (ExportError, FileNotFoundError, ValueError) as e:
             fail(str(e))
@@ -395,7 +396,7 @@ def export_cmd(loom: Loom,
                             include_duplicates=include_duplicates, subset=subset_name,
                             experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata,
                             splits=splits, text=text, citing=citing_sentences, require_text=require_text)
-    target = out_dir or loom / "exports" / fmt
+    target = out_dir or layout.export_dir(loom, fmt)
     try:
         report = export(loom, target, options, workers=runner, quiet=quiet or as_json, wait=wait)
     except (ExportError, FileNotFoundError, ValueError) as e:
@@ -1195,7 +1196,7 @@ def cg_plan(loom: Loom,
         fail("give --target \"M,A,T\" or --all")
     try:
         targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
-        experiments = plan(loom, targets, out_dir or loom / "experiments", seed=seed, strict=strict, wait=wait)
+        experiments = plan(loom, targets, out_dir or layout.experiments_dir(loom), seed=seed, strict=strict, wait=wait)
     except CopiesInTraining as e:
         fail(str(e), 1)
     except (PlanError, UnknownTermError, FileNotFoundError) as e:
@@ -1387,8 +1388,7 @@ def split_option(split: str) -> str:
 
 def executor_spec(kind: str | None, address: str | None, workers: int, recipe=None):
     """`workers` for a step: a count of local processes, or a Ray executor spec."""
-    from .engine import ExecutorSpec
-    from .engine.local import KINDS
+    from .engine import KINDS, ExecutorSpec
 
     step = getattr(recipe, "executor", None)
     kind = kind or (step.kind if step else "local")
@@ -1403,7 +1403,8 @@ def executor_spec(kind: str | None, address: str | None, workers: int, recipe=No
 def main() -> None:
     """The command, with one clear line (and a non-zero exit) for the failures a user must act on: another
     process holding the loom, a folder holding files medloom did not write, a full disk, a path that is a file."""
-    from .engine.ray_executor import ExecutorError, disconnect
+    from .engine.ray import disconnect
+    from .errors import ExecutorError
     from .locks import LockHeld
     from .outputs import ForeignFileError
 

@@ -22,6 +22,7 @@ from . import catalog
 from .engine import make_executor
 from .engine.progress import progress_bar
 from .locks import hold
+from .outputs import sha256_file
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import get_reader, worker_modules
@@ -342,7 +343,7 @@ def entry_from_files(key: str, rfile: Path, qfile: Path, n_tasks: int) -> dict:
 
     def entry(path: Path) -> dict:
         return {"file": path.name, "rows": pq.read_metadata(path).num_rows, "bytes": path.stat().st_size,
-                "sha256": catalog.sha256_file(path)}
+                "sha256": sha256_file(path)}
 
     metadata = pq.read_schema(rfile).metadata or {}
     inputs_ok = int(metadata.get(b"medloom.inputs_ok", b"0"))

@@ -22,14 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from . import layout
+from .errors import LockHeld
 from .outputs import LOCK
 
 POLL_S = 0.2
 T = TypeVar("T")
-
-
-class LockHeld(RuntimeError):
-    """Another medloom process holds the lock; the message names it."""
 
 
 def process_alive(pid: int) -> bool:
@@ -122,7 +120,7 @@ def writer(step: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(step)
     def run(loom, *args, wait: bool = False, **kwargs):
-        if not (Path(loom) / "catalog" / "manifest.json").is_file():  # never create a loom by reading one
+        if not (layout.catalog_dir(loom) / "manifest.json").is_file():  # never create a loom by reading one
             raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
         with hold(loom, wait=wait):
             return step(loom, *args, **kwargs)

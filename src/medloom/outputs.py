@@ -11,6 +11,7 @@ wrote without saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -20,13 +21,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import ForeignFileError
+
 RECORD = ".medloom-written"
 LOCK = ".medloom-lock"
 OWN_FILES = frozenset({RECORD, LOCK})
-
-
-class ForeignFileError(OSError):
-    """A write or removal that would touch a file medloom did not write."""
 
 
 def temporary_name(path: Path) -> Path:
@@ -49,6 +48,14 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
         if e.filename is None:
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -206,8 +213,6 @@ class OutputFolder:
 
     def write_table(self, rel: str, table: pa.Table) -> dict:
         """A Parquet file written atomically; returns its manifest entry (file, rows, bytes, sha256)."""
-        from .catalog import sha256_file
-
         path = self.claim(rel)
         tmp = temporary_name(path)
         try:

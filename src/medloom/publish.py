@@ -30,10 +30,10 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from .catalog import sha256_file
 from .engine.progress import progress_bar
+from .errors import PublishError
 from .locks import hold
-from .outputs import OutputFolder, is_temporary
+from .outputs import OutputFolder, is_temporary, sha256_file
 
 RECORD = ".medloom-written.json"
 LAST = "manifest.json"  # what a reader opens first goes up last
@@ -43,10 +43,6 @@ S3_OPTIONS = {"endpoint_override": str, "region": str, "scheme": str, "connect_t
 SECRETS = {"access_key", "secret_key", "session_token", "credential", "token", "password", "key"}
 CHUNK = 8 << 20
 SAVE_EVERY_S = 5.0
-
-
-class PublishError(ValueError):
-    """A bad URL, a prefix holding objects medloom did not write, a failed upload: the message says what to do."""
 
 
 @dataclass

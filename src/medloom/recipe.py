@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import RecipeError
 from .records import licence_commercial_use
 from .sources import READERS, get_reader
 from .sources.splits import split_name
@@ -26,10 +27,6 @@ COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "descrip
 PATIENT_DATA_READERS = frozenset({"dicom"})
 # readers that can read modality / anatomy from the files themselves
 MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task"), "pmc": ("modality", "anatomy", "task")}
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be run; the message lists every problem found."""
 
 
 class SourceSpec(BaseModel):

@@ -21,15 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..errors import LLMError
 from ..net import deadline, deadline_pool_manager, is_loopback, retry_after
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RESPONSE_BYTES = 16 << 20  # a chat completion is text: anything larger is refused, never held in memory
 MAX_WAIT_S = 60.0  # the longest Retry-After honoured; a server asking for more fails the request at once
-
-
-class LLMError(RuntimeError):
-    """A request that failed after every retry (or that the server refused outright)."""
 
 
 def check_key_transport(url: str, allow_insecure: bool = False) -> None:

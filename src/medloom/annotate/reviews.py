@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import layout
 from ..outputs import written_by_medloom
 from .vqa import INSTRUCTION, LETTERS
 
@@ -28,7 +29,7 @@ FIELDS = ("caption", "roi_text", "question")
 
 
 def read_reviews(loom: Path) -> list[dict]:
-    path = Path(loom) / "annotations" / REVIEWS
+    path = layout.annotations_dir(loom) / REVIEWS
     return json.loads(path.read_text(encoding="utf-8")) if written_by_medloom(path) else []
 
 

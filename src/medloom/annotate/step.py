@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import catalog
+from .. import catalog, layout
 from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
+from ..errors import AnnotateError
 from ..imaging import DecodeError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
@@ -36,7 +37,7 @@ from .structures import instance_words, object_counts
 from .text import label_words
 from .vqa import INSTRUCTION, LETTERS, multiple_choice, open_questions
 
-ANNOTATIONS = "annotations"
+ANNOTATIONS = layout.ANNOTATIONS
 FILE = "annotations.parquet"
 BATCH = 256
 
@@ -66,10 +67,6 @@ ANNOTATION_SCHEMA = pa.schema([
     ("llm_failed", pa.list_(pa.struct([("field", pa.string()), ("template", pa.string()), ("text", pa.string()),
                                        ("problems", pa.list_(pa.string()))]))),
 ])
-
-
-class AnnotateError(ValueError):
-    pass
 
 
 @dataclass
@@ -220,7 +217,7 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
     its check or never came."""
     from .llm import LLMClient
 
-    client = LLMClient(s.llm_url, s.llm_model, loom / "cache" / "llm", concurrency=s.llm_concurrency,
+    client = LLMClient(s.llm_url, s.llm_model, layout.cache_dir(loom, "llm"), concurrency=s.llm_concurrency,
                        retries=s.llm_retries, timeout=s.llm_timeout, max_wait=s.llm_max_wait,
                        allow_insecure_key=s.llm_allow_insecure_key)
     jobs = []  # (record, annotation, what, messages)

@@ -27,16 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from ..errors import ConceptError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
 from .dedup import CURATION
 
 CONCEPTS_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int32()), ("panel", pa.string()),
                              ("global_concept", pa.string()), ("local_concepts", pa.list_(pa.string()))])
-
-
-class ConceptError(ValueError):
-    pass
 
 
 @dataclass

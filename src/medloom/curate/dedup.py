@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .. import catalog
+from .. import catalog, layout
 from ..locks import writer
-from ..outputs import write_file, write_parquet, written_by_medloom
+from ..outputs import sha256_file, write_file, write_parquet, written_by_medloom
 from .neighbours import components, duplicate_groups, first_of
 
-CURATION = "curation"
+CURATION = layout.CURATION
 DEFAULT_NEAR = 6  # bits of 64: precision 1.0 on benchmarks/dedup.py, recall 1.0 for re-encoded and resized copies
 SPLIT_RANK = {"test": 0, "val": 1, "validation": 1, "valid": 1, "dev": 1}  # kept first; train and the rest: 2
 DEDUP_SCHEMA = pa.schema([("id", pa.string()), ("group", pa.int64()), ("keep", pa.bool_()),
@@ -244,5 +244,5 @@ def excluded_sql(loom: Path) -> tuple[str, str]:
         if written_by_medloom(path):
             quoted = str(path).replace("'", "''")
             parts.append(f"id NOT IN (SELECT id FROM read_parquet('{quoted}') WHERE {cond})")
-            prints.append(catalog.sha256_file(path))
+            prints.append(sha256_file(path))
     return " AND ".join(parts), ",".join(prints)

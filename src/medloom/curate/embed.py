@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import catalog
+from .. import catalog, layout
 from ..engine import capped, make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..locks import writer
 from ..outputs import OutputFolder, write_file
 
-EMBEDDINGS = "embeddings"
+EMBEDDINGS = layout.EMBEDDINGS
 DEFAULT_MODEL = "builtin"
 IMAGE_SIDE = 256  # images are shrunk to this before embedding (every model resizes further)
 

@@ -12,15 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import catalog
+from ..errors import SubsetError
 from ..locks import writer
-from ..outputs import write_file, write_parquet
+from ..outputs import sha256_file, write_file, write_parquet
 
 SUBSETS = "subsets"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-
-
-class SubsetError(ValueError):
-    pass
 
 
 def subset_path(loom: Path, name: str) -> Path:
@@ -42,7 +39,7 @@ def subset_sql(loom: Path, name: str) -> tuple[str, str]:
         raise SubsetError(f"no subset {name!r} in {loom}" + (f"; there are: {', '.join(have)}" if have else
                                                               "; create one with `medloom subset LOOM NAME ...`"))
     quoted = str(path).replace("'", "''")
-    return f"id IN (SELECT id FROM read_parquet('{quoted}'))", catalog.sha256_file(path)
+    return f"id IN (SELECT id FROM read_parquet('{quoted}'))", sha256_file(path)
 
 
 @writer

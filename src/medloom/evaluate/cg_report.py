@@ -19,6 +19,7 @@ import io
 import json
 from pathlib import Path
 
+from ..errors import ReportError
 from ..splits.planner import DIRECTIONS, PlanError, slug
 from .compare import CompareError, paired, read_units
 from .report import metrics
@@ -31,10 +32,6 @@ TITLES = {"baseline": "Baseline", "baseline-plus": "Baseline+",
           "all-related": "all related", "all-unrelated": "all unrelated", "without-modality": "w/o modality",
           "without-area": "w/o area", "without-task": "w/o task"}
 ALPHA = 0.05
-
-
-class ReportError(ValueError):
-    pass
 
 
 def test_ids(experiment: dict) -> set[str]:

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..errors import CompareError
 from .report import as_question, units
 from .stats import mcnemar_exact, paired_bootstrap
-
-
-class CompareError(ValueError):
-    pass
 
 
 def read_run(folder: Path) -> tuple[dict, list[dict]]:

@@ -17,9 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class ModelSpecError(ValueError):
-    pass
+from ..errors import ModelSpecError
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__, catalog
+from .. import catalog
+from ..errors import EvalError
 from ..locks import hold
 from ..outputs import OutputFolder
+from ..version import __version__
 from .answers import LETTERS, parse_answer
 from .models import ClipSpec, ModelSpecError, parse_spec
 from .report import summarise
@@ -58,10 +60,6 @@ PREDICTION_SCHEMA = pa.schema([
     ("correct", pa.bool_()), ("invalid", pa.bool_()), ("latency_s", pa.float64()), ("cached", pa.bool_()),
     ("model", pa.string()),
 ])
-
-
-class EvalError(ValueError):
-    pass
 
 
 @dataclass

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__, catalog
+from .. import catalog
 from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
+from ..errors import ExportError
 from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
 from ..locks import hold
-from ..outputs import OutputFolder, written_by_medloom
+from ..outputs import OutputFolder, sha256_file, written_by_medloom
+from ..version import __version__
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
 from .parquet import ROW_BYTES, ParquetShardWriter
@@ -44,10 +46,6 @@ EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json") 
 BATCH = 32  # records per worker task
 DEFAULT_SPLIT = "train"  # records whose source defines no split
 SCHEMA = 2  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
-
-
-class ExportError(ValueError):
-    """A problem with the request (bad --where, an occupied folder); the message says what to do."""
 
 
 @dataclass
@@ -166,11 +164,11 @@ def selection_sql(loom: Path, options: ExportOptions) -> tuple[str, str, str, st
                     "columns = {'column0': 'VARCHAR'}))" for s in ("train", "test")}
         conditions.append(f"id IN {lists['train']} OR id IN {lists['test']}")
         split = f"CASE WHEN id IN {lists['test']} THEN 'test' ELSE 'train' END"
-        prints.append(catalog.sha256_file(folder / "train.txt") + catalog.sha256_file(folder / "test.txt"))
+        prints.append(sha256_file(folder / "train.txt") + sha256_file(folder / "test.txt"))
     elif written_by_medloom(assigned):
         joins = f"LEFT JOIN read_parquet({_quoted(assigned)}) AS assigned USING (id)"
         split = f"coalesce(assigned.split, {split})"
-        prints.append(catalog.sha256_file(assigned))
+        prints.append(sha256_file(assigned))
     return joins, split, " AND ".join(f"({c})" for c in conditions), ",".join(prints)
 
 
@@ -357,7 +355,7 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
         for shard in split["shards"]:
             path = out / shard["file"]
             tmp = temporary(path)
-            if not path.is_file() and tmp.is_file() and catalog.sha256_file(tmp) == shard["sha256"]:
+            if not path.is_file() and tmp.is_file() and sha256_file(tmp) == shard["sha256"]:
                 os.replace(tmp, path)  # killed between listing the shard and renaming it
             if not path.is_file() or path.stat().st_size != shard["bytes"]:
                 break

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from .. import catalog
+from .. import catalog, layout
 
 TASK_CATEGORIES = (("segmentation", "image-segmentation"), ("detection", "object-detection"),
                    ("caption", "image-to-text"))
@@ -103,7 +103,7 @@ def _texts_prose(loom: Path, settings: dict) -> str:
             "source": "the source's own caption only", "annotation": "the caption `medloom annotate` made only",
             "both": "the source's own caption followed by the annotation's"}[mode]
     prose = f"Each sample's text (`text`, `.txt`) is {rule}; `text_source` says which."
-    path = Path(loom) / "annotations" / "manifest.json"
+    path = layout.annotations_dir(loom) / "manifest.json"
     if settings.get("annotation") and path.is_file():
         s = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
         how = f"rewritten by the LLM `{s['llm_model']}` (checked against the labels; failures kept the template)" \
@@ -115,7 +115,7 @@ def _texts_prose(loom: Path, settings: dict) -> str:
 def _splits_prose(loom: Path, settings: dict) -> str:
     if settings.get("experiment"):
         return f"Train and test are those of the experiment `{settings['experiment']}` (`medloom cg plan`)."
-    path = Path(loom) / "splits" / "split.json"
+    path = layout.splits_dir(loom) / "split.json"
     if path.is_file():
         r = json.loads(path.read_text(encoding="utf-8"))
         return (f"Assigned by `medloom split --by {r.get('by')}` (seed {r.get('seed', 0)}): no {r.get('by')} is on two "

@@ -25,15 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import catalog
+from ..errors import ClipBenchmarkError
 from ..locks import hold
 from ..outputs import OutputFolder
-from . import ExportError, check_options, open_output_folder
+from . import check_options, open_output_folder
 from .texts import choose_text
 from .webdataset import TarShardWriter, temporary
-
-
-class ClipBenchmarkError(ExportError):
-    pass
 
 
 @dataclass

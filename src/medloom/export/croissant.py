@@ -10,7 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from .. import __version__, catalog
+from .. import catalog, layout
+from ..version import __version__
 from .card import hf_license
 
 CONTEXT = {
@@ -67,8 +68,9 @@ def write_croissant(folder, loom: Path, con, state: dict, file_ext: str) -> None
         return {"@type": "cr:Field", "@id": f"samples/{column}", "name": column, "dataType": dtype,
                 "source": {"fileSet": {"@id": file_set}, "extract": extract}}
 
-    annotation = json.loads((Path(loom) / "annotations" / "manifest.json").read_text(encoding="utf-8")) \
-        if settings.get("annotation") and (Path(loom) / "annotations" / "manifest.json").is_file() else None
+    manifest = layout.annotations_dir(loom) / "manifest.json"
+    annotation = json.loads(manifest.read_text(encoding="utf-8")) \
+        if settings.get("annotation") and manifest.is_file() else None
     llm = (annotation or {}).get("settings", {}).get("llm_model")
     doc = {
         "@context": CONTEXT, "@type": "sc:Dataset", "name": name,

@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import catalog
+from ..errors import DicomExportError
 from ..locks import hold
 from ..records import salted_id
-from . import ExportError, open_output_folder
+from . import open_output_folder
 
 KEEP = frozenset({
     # SOP common, general image and series (non-identifying parts)
@@ -82,10 +83,6 @@ EMPTY = ("ReferringPhysicianName", "AccessionNumber", "StudyID", "PatientBirthDa
 METHOD = ["medloom: PS3.15 E.1 basic profile as an allow-list", "pseudonymous patient ids and UIDs (salted hashes)",
           "dates shifted per patient (1-3650 days)"]  # LO: 64 characters a value
 BURNED_IN_CHOICES = ("exclude", "flag")
-
-
-class DicomExportError(ExportError):
-    pass
 
 
 @dataclass

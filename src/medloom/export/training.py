@@ -29,19 +29,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import catalog
+from ..errors import TrainingExportError
 from ..locks import hold
 from ..outputs import OutputFolder, write_atomic
-from . import ExportError, check_options, open_output_folder
+from . import check_options, open_output_folder
 from .texts import choose_text
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt", "swift")
 JSONL_FORMATS = ("swift",)
 DESCRIBE = "Describe this image."
 DESCRIBE_REGIONS = "Describe the regions of interest in this image."
-
-
-class TrainingExportError(ExportError):
-    pass
 
 
 @dataclass

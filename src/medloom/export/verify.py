@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import catalog
+from ..outputs import sha256_file
 from . import FORMATS, MANIFEST, balanced_ends, read_export_manifest
 from .parquet import check_shards as check_parquet
 from .webdataset import check_shards as check_tar
@@ -66,7 +66,7 @@ def verify(folder: Path) -> VerifyReport:
         size = path.stat().st_size
         if size != shard["bytes"]:
             report.problems.append(f"{shard['file']}: {size} bytes, the manifest says {shard['bytes']}")
-        elif catalog.sha256_file(path) != shard["sha256"]:
+        elif sha256_file(path) != shard["sha256"]:
             report.problems.append(f"{shard['file']}: sha256 differs from the manifest (the file was changed)")
         present.append(path)
     names = {shard["file"] for _, shard in listed}

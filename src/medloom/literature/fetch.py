@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..catalog import sha256_file
+from ..errors import FetchError
 from ..net import retry_after as parse_retry_after
-from ..outputs import ForeignFileError, OutputFolder
+from ..outputs import ForeignFileError, OutputFolder, sha256_file
 from .licenses import GROUPS, from_prose, from_type
 
 DEFAULT_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"
@@ -37,10 +37,6 @@ MAX_WAIT_S = 300.0  # the longest Retry-After honoured; a server asking for more
 
 class TooLarge(OSError):
     """A download over the byte limit: retrying would fetch it again."""
-
-
-class FetchError(ValueError):
-    """A file list or an option that cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True)

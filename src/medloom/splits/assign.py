@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .. import catalog
+from .. import catalog, layout
+from ..errors import SplitError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
 
-SPLITS = "splits"
+SPLITS = layout.SPLITS
 BY = ("patient", "study", "record", "source")
-
-
-class SplitError(ValueError):
-    pass
 
 
 @dataclass

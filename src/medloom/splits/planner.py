@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog
+from ..errors import CopiesInTraining, PlanError
 from ..locks import writer
 from ..outputs import write_file
 
@@ -46,10 +47,6 @@ DIRECTIONS = {
 ELEMENTS = ("modality", "area", "task")
 KINDS = ("related", "all-related", "all-unrelated", "without-modality", "without-area", "without-task",
          "baseline-plus")
-
-
-class PlanError(ValueError):
-    pass
 
 
 def name(t: Triplet) -> str:
@@ -118,10 +115,6 @@ def _records(con, triplets: list[Triplet]) -> list[str]:
     cond = " OR ".join("(modality = ? AND anatomy = ? AND task = ?)" for _ in triplets)
     return [r[0] for r in con.execute(f"SELECT id FROM records WHERE {cond} ORDER BY id",
                                       [x for t in triplets for x in t]).fetchall()]
-
-
-class CopiesInTraining(PlanError):
-    """`plan(strict=True)` found test images copied into training records."""
 
 
 class CopyCheck:

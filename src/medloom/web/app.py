@@ -36,6 +36,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
+from .. import layout
 from ..imaging import DecodeError, encode, fit, rle_decode
 from ..locks import LockHeld
 from ..outputs import ForeignFileError
@@ -305,7 +306,7 @@ class LoomApp:
             if reader in RENDERED_READERS and render.get("window_center") is not None else None
         rois = [dict(r, index=i) for i, r in enumerate(row.get("rois") or [])]
         colors = label_colors([r["label"] for r in rois])
-        has_embeddings = (self.loom / "embeddings").is_dir()
+        has_embeddings = layout.embeddings_dir(self.loom).is_dir()
         from .burned import burned_in
 
         key = (record_id, row.get("file_hash"))

@@ -21,12 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from .. import layout
 from ..locks import writer
 from ..outputs import ForeignFileError, write_file, write_parquet, written_by_medloom
 from .index import BadRequest, NotFound
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
-LABELS = Path("curation") / "labels"
+LABELS = Path(layout.CURATION) / "labels"
 MAX_TEXT = 4000
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, layout
 from ..outputs import written_by_medloom
 from .charts import bar_chart
 from .index import LoomIndex
@@ -23,7 +23,7 @@ def overview(index: LoomIndex) -> dict:
               "quarantine": quarantine}
     for key in ("source", "split", "license", "label", "concept", "duplicate"):
         counts[key] = index.counts(key)
-    notes = {"split": "" if written_by_medloom(Path(index.loom) / "splits" / "split.parquet") else
+    notes = {"split": "" if written_by_medloom(layout.split_file(index.loom)) else
              "No split assigned yet (`medloom split`): the sources' own splits, (none) where a source has none; "
              "exports put those in train."}
     sections = []

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .. import layout
 from ..engine import ExecutorSpec, make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..imaging import DecodeError, encode, fit
 from ..locks import hold
 from ..outputs import OutputFolder, temporary_name
 
-THUMBS = Path("cache") / "thumbs"
+THUMBS = Path(layout.CACHE) / "thumbs"
 SIDE = 192
 QUALITY = 80
 PART = 256

@@ -26,16 +26,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
-from .local import become_worker, in_input_order
+from ..errors import ExecutorError
+from .base import ExecutorSpec, become_worker, in_input_order
 from .stages import run_stage
 
 RETRIES = 3
 TASK_S = 0.25  # what a task of several parts should take: the turn between two tasks is then a few percent of it
 MOST_PARTS = 8  # parts in a task at most: they come back together, so this bounds what the driver holds
-
-
-class ExecutorError(RuntimeError):
-    pass
 
 
 def run_in_worker(stage: str, parts: list, settings: dict) -> tuple[list, float]:
@@ -105,6 +102,15 @@ class RayExecutor:
                  preload: Sequence[str] = ()):
         self.workers, self.address, self.retries, self.preload = workers, address, retries, list(preload)
         self._started = False
+
+    @classmethod
+    def from_spec(cls, spec: ExecutorSpec, preload: Sequence[str], pandas_free: bool) -> RayExecutor:
+        return cls(spec.workers, spec.address, preload=preload)
+
+    @staticmethod
+    def start_early(spec: ExecutorSpec, preload: Sequence[str]) -> None:
+        """Connect and start Ray's workers now (`start_ray`)."""
+        start_ray(spec.workers, spec.address, preload)
 
     def __enter__(self) -> RayExecutor:
         self._started = connect(self.workers, self.address)

@@ -34,8 +34,8 @@ def recompute(paths: list[Path], epochs: int) -> float:
     """Pairs per second when every epoch runs both towers again (decode, EfficientNet-Lite0, MiniLM)."""
     import torch
 
-    from medloom.curate.models import efficientnet_lite0
-    from medloom.evaluate.clip import text_features
+    from medloom.models.clip import text_features
+    from medloom.models.embedders import efficientnet_lite0
 
     image_proj = torch.nn.Linear(1280, 256)
     text_proj = torch.nn.Linear(384, 256)

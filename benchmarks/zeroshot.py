@@ -42,9 +42,9 @@ def build(folder: Path, tmp: Path) -> tuple[Path, Path]:
 
 def hand_loop(paths: list[Path], model_dir: Path) -> float:
     from medloom.annotate.captions import finding
-    from medloom.curate.models import efficientnet_lite0
-    from medloom.evaluate.clip import load_clip
     from medloom.export.clipbench import templates
+    from medloom.models.clip import load_clip
+    from medloom.models.embedders import efficientnet_lite0
 
     model = load_clip(f"medloom:{model_dir}")
     classes = sorted({p.parent.name for p in paths})

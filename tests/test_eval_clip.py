@@ -29,8 +29,8 @@ def setup(tmp_path_factory):
     EfficientNet-Lite0, annotated, split by record; a projection fitted so that each image lands on its class's
     prompt embedding."""
     from medloom.annotate.text import label_words
-    from medloom.evaluate.clip import text_features
     from medloom.export.clipbench import templates
+    from medloom.models.clip import text_features
 
     tmp = tmp_path_factory.mktemp("clip")
     cells = fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")
@@ -71,8 +71,8 @@ def test_zeroshot_matches_the_towers_and_reports_intervals(setup, tmp_path):
     from sklearn.metrics import roc_auc_score
 
     from medloom.annotate.text import label_words
-    from medloom.evaluate.clip import text_features
     from medloom.evaluate.stats import wilson
+    from medloom.models.clip import text_features
 
     loom, model = setup["loom"], setup["model"]
     run = tmp_path / "zs"
@@ -119,7 +119,7 @@ def test_zeroshot_matches_the_towers_and_reports_intervals(setup, tmp_path):
 
 
 def test_retrieval_recall_both_ways(setup, tmp_path):
-    from medloom.evaluate.clip import text_features
+    from medloom.models.clip import text_features
 
     loom, model = setup["loom"], setup["model"]
     run = tmp_path / "ret"
@@ -156,7 +156,7 @@ def test_a_model_that_does_not_load_is_a_clear_error(setup, tmp_path):
 def test_multiple_choice_by_image_text_similarity(setup, tmp_path):
     """`eval vqa --model medloom:PATH`: the annotation's questions, each option through the record's class
     prompts, the nearest option wins; recomputed here from the towers."""
-    from medloom.evaluate.clip import text_features
+    from medloom.models.clip import text_features
 
     loom, model = setup["loom"], setup["model"]
     run = tmp_path / "mc"

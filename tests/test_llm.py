@@ -19,7 +19,7 @@ from conftest import kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
-from medloom.annotate.llm import LLMClient, chat_url
+from medloom.models.chat import LLMClient, chat_url
 
 
 class ChatServer:

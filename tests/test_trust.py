@@ -854,7 +854,7 @@ def test_bad_options_are_clear_errors(small_loom, tmp_path):
 # ---- 10. secrets ---------------------------------------------------------------------------------------------
 
 def test_an_api_key_travels_only_over_https_or_loopback(small_loom):
-    from medloom.annotate.llm import LLMError, check_key_transport
+    from medloom.models.chat import LLMError, check_key_transport
 
     env = {"OPENAI_API_KEY": "sk-test"}
     proc = cli("annotate", small_loom, "--llm", "http://192.0.2.10:8000/v1", "--model", "m", env=env, check=False)

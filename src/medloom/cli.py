@@ -922,10 +922,10 @@ def eval_vqa(loom: Loom,
              quiet: Quiet = False) -> None:
     """Ask a model every multiple-choice question of the selection; accuracy with 95% Wilson and patient-bootstrap
     intervals per MAT triplet, per source and overall. Invalid answers (no parsing rule matched) count wrong."""
-    from .annotate.llm import LLMError
     from .evaluate import EvalError, ModelSpecError, VQASettings, evaluate_vqa
     from .evaluate.report import table_rows
     from .export import ExportError
+    from .models.chat import LLMError
 
     split_name = split_option(split)
     settings = VQASettings(model=model, split=split_name, subset=subset,
@@ -1111,8 +1111,8 @@ def train_clip_cmd(loom: Loom,
                    quiet: Quiet = False, wait: Wait = False) -> None:
     """Train projections (and the temperature) over the locked EfficientNet-Lite0 and MiniLM towers with a
     contrastive loss; resumes from its last epoch; `medloom eval ... --model medloom:OUT` reads the result."""
-    from .evaluate.models import ModelSpecError
     from .export import ExportError
+    from .models.specs import ModelSpecError
     from .train.clip import TrainError, TrainSettings, train_clip
 
     if image_tower != "efficientnet-lite0":

@@ -204,7 +204,7 @@ def _facts(row: dict, ann: dict) -> str:
 
 
 def _user(text: str, images: list[bytes]) -> dict:
-    from .llm import image_part
+    from ..models.chat import image_part
 
     if not images:
         return {"role": "user", "content": text}
@@ -215,7 +215,7 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
              checker: TextChecker, quiet: bool) -> dict:
     """Rewrite captions and multiple-choice question stems; keep the template text where the answer fails
     its check or never came."""
-    from .llm import LLMClient
+    from ..models.chat import LLMClient
 
     client = LLMClient(s.llm_url, s.llm_model, layout.cache_dir(loom, "llm"), concurrency=s.llm_concurrency,
                        retries=s.llm_retries, timeout=s.llm_timeout, max_wait=s.llm_max_wait,
@@ -282,7 +282,7 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
     if settings.llm_url and not settings.llm_model:
         raise AnnotateError("--llm needs --model (the model name the server serves)")
     if settings.llm_url and os.environ.get("OPENAI_API_KEY"):
-        from .llm import LLMError, chat_url, check_key_transport
+        from ..models.chat import LLMError, chat_url, check_key_transport
 
         try:
             check_key_transport(chat_url(settings.llm_url), settings.llm_allow_insecure_key)

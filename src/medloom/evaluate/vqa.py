@@ -41,10 +41,10 @@ import pyarrow as pa
 from .. import catalog
 from ..errors import EvalError
 from ..locks import hold
+from ..models.specs import ClipSpec, ModelSpecError, parse_spec
 from ..outputs import OutputFolder
 from ..version import __version__
 from .answers import LETTERS, parse_answer
-from .models import ClipSpec, ModelSpecError, parse_spec
 from .report import summarise
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -207,9 +207,9 @@ class ImageFeed:
 def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advance) -> tuple[int, str]:
     """Fill each item's raw answer, latency and cache flag, `concurrency` questions in flight; stop after
     `max_failures` failed requests in a row. Returns (failed items, the last error)."""
-    from ..annotate.llm import LLMError
     from ..annotate.step import _user
     from ..imaging import DecodeError
+    from ..models.chat import LLMError
 
     last_use = {item["record_id"]: n for n, item in enumerate(items)}
 
@@ -259,7 +259,7 @@ def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, 
                              "hf:PATH")
     model = None
     if isinstance(spec, ClipSpec):
-        from .clip import load_clip
+        from ..models.clip import load_clip
 
         model = load_clip(spec.text)
     loom, out = Path(loom), Path(out)
@@ -302,7 +302,7 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     table = selected.filter(pa.array([rid in asked for rid in selected.column("id").to_pylist()]))
     asking = time.perf_counter()
     if model is not None:
-        from .clip import answer_by_similarity, refuse_trained
+        from .similarity import answer_by_similarity, refuse_trained
 
         refuse_trained(loom, con, spec.text, what)
         answer_by_similarity(loom, table, items, model, workers, quiet)
@@ -334,9 +334,9 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
 
 def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet: bool) -> dict:
     """Map invalid answers through the judge where it names exactly one letter; log every call."""
-    from ..annotate.llm import LLMError
     from ..engine.progress import progress_bar
-    from .models import chat_client
+    from ..models.chat import LLMError
+    from ..models.specs import chat_client
 
     spec = parse_spec(s.judge)
     client = chat_client(spec, folder.claim_dir("judge-cache"), concurrency=s.concurrency, retries=s.retries,
@@ -371,7 +371,7 @@ def _ask_server(loom: Path, folder: OutputFolder, table: pa.Table, items: list[d
     """Ask a chat server every item, the images rendered ahead; (failed, last error, the client's counts)."""
     from ..engine.progress import progress_bar
     from ..export import render_sources
-    from .models import chat_client
+    from ..models.specs import chat_client
 
     client = chat_client(spec, folder.claim_dir("cache"), concurrency=s.concurrency, retries=s.retries,
                          timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)

@@ -60,7 +60,8 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
     """(model, run folder, connection with the selection, its fingerprint, the selection in words), under the
     locks: the loom shared, the run folder exclusive."""
-    from .clip import load_clip, refuse_trained
+    from ..models.clip import load_clip
+    from .similarity import refuse_trained
 
     model = load_clip(s.model)
     loom, out = Path(loom), Path(out)
@@ -81,7 +82,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
             raise EvalError(f"{loom}: no record in {what} carries one label from a label space of two classes or "
                             "more: nothing to classify")
         from ..annotate.captions import class_name
-        from .clip import image_features
+        from .similarity import image_features
 
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
         rows = [r for r in table.to_pylist() if r["id"] in features]
@@ -145,7 +146,7 @@ def recall_at(sim: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict[str,
 def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
                        workers: int | None = None) -> dict:
     from ..export.texts import choose_text
-    from .clip import image_features
+    from .similarity import image_features
 
     started = time.perf_counter()
     with clip_run(loom, out, s) as (model, folder, con, fingerprint, what):

@@ -90,7 +90,7 @@ def cached_text_features(loom: Path, texts: list[str], quiet: bool) -> dict[str,
     """Text tower outputs by text, from the loom's cache; the missing ones computed and added."""
     import pyarrow.parquet as pq
 
-    from ..evaluate.clip import text_features
+    from ..models.clip import text_features
 
     folder = OutputFolder(layout.embeddings_dir(loom) / "text")
     name = f"{TEXT_TOWER}.parquet"

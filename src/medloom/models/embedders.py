@@ -282,8 +282,8 @@ def hf_clip_texts(folder: str, texts: list[str], batch: int = 64) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def get_model(name: str) -> Embedder:
-    """`builtin`, `efficientnet-lite0`, `open_clip:ARCH:WEIGHTS`, `timm:ARCH:WEIGHTS`, `hf:FOLDER` or
-    `hf-clip:FOLDER` (the image features of a transformers CLIP-style model)."""
+    """`builtin`, `efficientnet-lite0`, `open_clip:ARCH:WEIGHTS`, `timm:ARCH:WEIGHTS`, `hf-image:FOLDER` (or
+    `hf:FOLDER`, its earlier name) or `hf-clip:FOLDER` (the image features of a transformers CLIP-style model)."""
     kind, _, rest = name.partition(":")
     if name == "builtin":
         return builtin
@@ -292,9 +292,9 @@ def get_model(name: str) -> Embedder:
     if kind in ("open_clip", "timm") and rest.count(":") >= 1:
         arch, weights = rest.split(":", 1)
         return (open_clip_model if kind == "open_clip" else timm_model)(arch, weights)
-    if kind == "hf" and rest:
+    if kind in ("hf-image", "hf") and rest:  # hf: is the name it had before hf-image: (models.EMBED_ALIASES)
         return hf_model(rest)
     if kind == "hf-clip" and rest:
         return hf_clip_model(rest)
     raise ValueError(f"unknown model {name!r}: use builtin, efficientnet-lite0, open_clip:ARCH:WEIGHTS_FILE, "
-                     "timm:ARCH:WEIGHTS_FILE, hf:LOCAL_FOLDER or hf-clip:LOCAL_FOLDER")
+                     "timm:ARCH:WEIGHTS_FILE, hf-image:LOCAL_FOLDER or hf-clip:LOCAL_FOLDER")

@@ -65,7 +65,7 @@ def parse_spec(spec: str) -> ChatSpec | ClipSpec | HFSpec:
 
 def chat_client(spec: ChatSpec | HFSpec, cache: Path, *, concurrency: int, retries: int, timeout: float,
                 max_wait: float, allow_insecure_key: bool):
-    from ..annotate.llm import LLMClient
+    from .chat import LLMClient
 
     if isinstance(spec, HFSpec):
         from .hf_vlm import HFVisionLanguageClient

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import ModelSpecError
+from ..errors import ModelSpecError
 
 CONFIG = "medloom-clip.json"
 PROJECTION = "projection.npz"
@@ -102,7 +102,7 @@ def load_clip(spec: str) -> ClipModel:
 
 
 def load_hf_clip(spec: str, folder: str) -> ClipModel:
-    from ..curate.models import hf_clip_parts
+    from .embedders import hf_clip_parts
 
     if not (Path(folder) / "config.json").is_file():
         raise ModelSpecError(f"--model {spec!r}: {folder} has no config.json; give a folder written by "
@@ -124,7 +124,7 @@ def load_hf_clip(spec: str, folder: str) -> ClipModel:
 @lru_cache(maxsize=2)
 def text_tower(name: str):
     """A sentence-transformers model from a pip package or a local folder, offline."""
-    from ..curate.models import hub_offline
+    from .embedders import hub_offline
 
     hub_offline()
     try:
@@ -148,90 +148,8 @@ def text_features(name: str, texts: list[str], batch: int = 64) -> np.ndarray:
     if not texts:
         return np.zeros((0, 0), np.float32)
     if name.startswith("hf-clip:"):
-        from ..curate.models import hf_clip_texts
+        from .embedders import hf_clip_texts
 
         return hf_clip_texts(name.split(":", 1)[1], list(texts), batch)
     return np.asarray(text_tower(name).encode(list(texts), batch_size=batch, show_progress_bar=False,
                                              convert_to_numpy=True), np.float32)
-
-
-def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bool) -> tuple[dict[str, np.ndarray],
-                                                                                             list[dict]]:
-    """Tower features of the table's records: from `medloom embed`'s cache where it has them, the rest
-    computed in worker processes (decoded once, in batches). Returns ({id: features}, unreadable)."""
-    import pyarrow as pa
-
-    from .. import catalog
-    from ..curate.embed import iter_embeddings
-    from ..engine import capped, make_executor, stage_module
-    from ..engine.progress import progress_bar
-    from ..export import render_sources
-
-    wanted = set(table.column("id").to_pylist())
-    found: dict[str, np.ndarray] = {}
-    try:
-        for ids, vectors in iter_embeddings(loom, tower):
-            for rid, v in zip(ids, vectors):
-                if rid in wanted:
-                    found[rid] = v
-    except FileNotFoundError:
-        pass  # not embedded with this tower: computed below
-    missing = table.filter(pa.array([rid not in found for rid in table.column("id").to_pylist()]))
-    problems: list[dict] = []
-    if missing.num_rows:
-        settings = {"model": tower, "sources": render_sources(catalog.read_manifest(loom))}
-        with make_executor(capped(workers, 2), preload=[stage_module("curate.embed")]) as executor, \
-                progress_bar(f"image features ({tower})", missing.num_rows, quiet) as advance:
-            for _, (part, unreadable) in executor.map("curate.embed", missing.to_batches(64), settings):
-                if part.num_rows:
-                    dim = part.schema.field("vector").type.list_size
-                    vectors = part.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-                    found.update(zip(part.column("id").to_pylist(), vectors))
-                problems += unreadable
-                advance(part.num_rows + len(unreadable))
-    return found, problems
-
-
-def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
-    """An evaluation never scores a model on records it was trained on (a `medloom train` model lists them as
-    keyed hashes in train.json)."""
-    from .. import catalog
-    from ..records import salted_id
-    from .vqa import EvalError
-
-    trained = Path(spec.split(":", 1)[1]) / "train.json"
-    if not spec.startswith("medloom:") or not trained.is_file():
-        return
-    keys = set(json.loads(trained.read_text(encoding="utf-8")).get("record_keys") or [])
-    salt = catalog.read_salt(loom)
-    seen = [r[0] for r in con.execute("SELECT id FROM selection").fetchall() if salted_id(salt, r[0]) in keys]
-    if seen:
-        raise EvalError(f"{len(seen)} record(s) of {what} were used to train {spec} (for example {seen[0]!r}); "
-                        "evaluate on records it never saw (another split, or an experiment's test side)")
-
-
-def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel, workers: int | None,
-                         quiet: bool) -> None:
-    """Each item's answer: the option whose class prompts (the record's modality and anatomy, as in training
-    and zero-shot) are nearest its image. Items whose image cannot be read get an `error` instead."""
-    from ..export.clipbench import templates
-    from .answers import LETTERS
-
-    features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
-    reasons = {u["id"]: u["message"] for u in unreadable}
-    ids = list(features)
-    images = dict(zip(ids, model.project_images(np.stack([features[i] for i in ids])))) if ids else {}
-    options: dict[tuple[str, str, str], np.ndarray] = {}  # (modality, anatomy, option) -> its text's vector
-    for modality, anatomy in {(i["modality"], i["anatomy"]) for i in items}:
-        names = sorted({o for i in items if (i["modality"], i["anatomy"]) == (modality, anatomy) for o in i["options"]})
-        options.update(((modality, anatomy, n), v) for n, v in
-                       zip(names, model.encode_names(names, templates(modality, anatomy))))
-    for item in items:
-        image = images.get(item["record_id"])
-        if image is None:
-            item["error"] = f"image: {reasons.get(item['record_id'], 'unreadable')}"
-            continue
-        scores = np.stack([options[item["modality"], item["anatomy"], o] for o in item["options"]]) @ image
-        best = int(np.argmax(scores))
-        item.update(raw=LETTERS[best], parsed=LETTERS[best], rule="similarity", cached=False, latency_s=0.0,
-                    scores=[float(x) for x in scores])

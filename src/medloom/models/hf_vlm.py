@@ -14,13 +14,13 @@ import io
 import threading
 from pathlib import Path
 
-from ..annotate.llm import LLMClient, LLMError, LLMStats
-from .models import ModelSpecError
+from .chat import LLMClient, LLMError, LLMStats
+from ..errors import ModelSpecError
 
 
 def load_vlm(folder: str):
     """(processor, model, device), offline."""
-    from ..curate.models import hub_offline
+    from .embedders import hub_offline
 
     hub_offline()
     try:

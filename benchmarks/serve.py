@@ -96,7 +96,7 @@ def main() -> int:
     args = parse_args(__doc__, 100_000, extra=lambda ap: ap.add_argument(
         "--requests", type=int, default=300, help="grid requests per contestant"))
     from medloom import catalog
-    from medloom.export import render_sources
+    from medloom.view.render import render_sources
     from medloom.web.thumbs import build_thumbnails
 
     images = tiny_set(args.data / f"png-32x32-{args.n}", args.n)

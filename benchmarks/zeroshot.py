@@ -41,10 +41,10 @@ def build(folder: Path, tmp: Path) -> tuple[Path, Path]:
 
 
 def hand_loop(paths: list[Path], model_dir: Path) -> float:
-    from medloom.annotate.captions import finding
     from medloom.export.clipbench import templates
     from medloom.models.clip import load_clip
     from medloom.models.embedders import efficientnet_lite0
+    from medloom.vocab.words import finding
 
     model = load_clip(f"medloom:{model_dir}")
     classes = sorted({p.parent.name for p in paths})

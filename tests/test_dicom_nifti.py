@@ -133,8 +133,7 @@ def test_enhanced_multiframe_ct_reads_rescale_window_and_spacing_from_its_functi
     import pydicom
 
     from medloom.catalog import read_manifest
-    from medloom.export import render_sources
-    from medloom.export.render import record_image
+    from medloom.view.render import record_image, render_sources
 
     (tmp_path / "data").mkdir()
     shutil.copy(get_testdata_file("eCT_Supplemental.dcm"), tmp_path / "data" / "ect.dcm")

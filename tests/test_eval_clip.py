@@ -28,9 +28,9 @@ def setup(tmp_path_factory):
     embedded with
     EfficientNet-Lite0, annotated, split by record; a projection fitted so that each image lands on its class's
     prompt embedding."""
-    from medloom.annotate.text import label_words
     from medloom.export.clipbench import templates
     from medloom.models.clip import text_features
+    from medloom.vocab.words import label_words
 
     tmp = tmp_path_factory.mktemp("clip")
     cells = fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")
@@ -70,9 +70,9 @@ def setup(tmp_path_factory):
 def test_zeroshot_matches_the_towers_and_reports_intervals(setup, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from medloom.annotate.text import label_words
     from medloom.evaluate.stats import wilson
     from medloom.models.clip import text_features
+    from medloom.vocab.words import label_words
 
     loom, model = setup["loom"], setup["model"]
     run = tmp_path / "zs"

@@ -305,19 +305,19 @@ from medloom.sources import decoder_module, get_reader
 source = {{**load_recipe(Path({str(write_recipe(tmp_path, [source(classes_dataset(tmp_path / "d", 4))]))!r})).sources[0],
           "salt": "x", "label_space": ["normal", "pneumonia"]}}
 tasks = get_reader("imagefolder").scan(source).tasks.table()
-ask = "sorted(m for m in ('medloom.export.render', 'pydantic', 'medloom.cli', 'typer') if m in __import__('sys').modules)"
+ask = "sorted(m for m in ('medloom.view.render', 'pydantic', 'medloom.cli', 'typer') if m in __import__('sys').modules)"
 for reader in ("imagefolder", "dicom"):
     with LocalExecutor(2, ["medloom.sources.stage", decoder_module(reader)]) as executor:
         executor.prestart()
         if reader == "imagefolder":
             assert sum(r[0].num_rows for _, r in executor.map("ingest.decode", [tasks], source)) == 4
         print(reader, executor._pool.submit(eval, ask).result())
-with LocalExecutor(2, ["medloom.export.render"]) as executor:  # the same forkserver, started by the first step
+with LocalExecutor(2, ["medloom.view.render"]) as executor:  # the same forkserver, started by the first step
     executor.prestart()
     print("export", executor._pool.submit(eval, ask).result())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["imagefolder []", "dicom ['pydantic']", "export ['medloom.export.render']"], out
+    assert out.splitlines() == ["imagefolder []", "dicom ['pydantic']", "export ['medloom.view.render']"], out
     from medloom.sources import IMAGE_FILE_READERS, READERS, get_decoder, get_reader
     from medloom.sources.base import decode_image_file
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medloom"
 LAYERS = {  # top-level module or package of medloom -> its layer (lower imports nothing higher)
-    **dict.fromkeys(("errors", "layout", "records", "imaging", "outputs", "catalog", "locks", "vocab", "net",
+    **dict.fromkeys(("errors", "layout", "version", "records", "imaging", "outputs", "catalog", "locks", "vocab", "net",
                      "arrowpool", "nopandas"), 0),
     **dict.fromkeys(("engine", "sources", "recipe", "literature", "models"), 1),
     "view": 2,

@@ -249,9 +249,9 @@ with RayExecutor(2, None) as executor:  # the step joins the command's connectio
 command = probes("medloom.sources.stage")
 connected = ray.is_initialized()
 disconnect()
-with RayExecutor(2, None, preload=["medloom.export.render"]) as executor:  # a step called in-process: its own
+with RayExecutor(2, None, preload=["medloom.view.render"]) as executor:  # a step called in-process: its own
     executor.prestart()
-    step = probes("medloom.export.render")
+    step = probes("medloom.view.render")
 print(json.dumps({"command": command, "step": step, "step_connected": step_connected, "connected": connected,
                   "after": ray.is_initialized()}))
 """

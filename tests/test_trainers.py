@@ -346,7 +346,7 @@ def test_llava_reads_every_item(loom, tmp_path):
 def test_clip_benchmark_reads_classification_and_retrieval(loom, tmp_path):
     import webdataset as wds
 
-    from medloom.annotate.captions import finding
+    from medloom.vocab.words import finding
 
     out = tmp_path / "cb"
     run_example("clip_benchmark.sh", loom, out)

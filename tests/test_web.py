@@ -518,7 +518,7 @@ def test_window_and_level_of_a_dicom_record(web_loom):
 
 def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
     from medloom import catalog
-    from medloom.export import render_sources
+    from medloom.view.render import render_sources
     from medloom.web.thumbs import THUMBS, build_thumbnails, read_index, read_thumb, render_thumb, thumb_key
 
     loom = tmp_path / "loom"

@@ -322,7 +322,7 @@ def export_cmd(loom: Loom,
 
     loom = resolve_loom(loom)
     from .publish import PublishError, is_url, open_url, staging_name
-    from .sources.splits import split_name
+    from .vocab.splits import split_name
 
     url = out_to if is_url(out_to) else None
     if url:
@@ -837,7 +837,7 @@ def serve(loom: Loom,
     except ImportError as e:
         fail(f"the web app needs its extra: pip install 'medloom[web]' ({e.name} is missing)")
     from . import catalog
-    from .export import render_sources
+    from .view.render import render_sources
     from .web.thumbs import build_thumbnails
 
     try:
@@ -1378,7 +1378,7 @@ TOWERS_HINT = "install the towers with `pip install 'medloom[eval]'` (torch==2.1
 
 def split_option(split: str) -> str:
     """--split as train, val or test (the spellings datasets use for folders are accepted)."""
-    from .sources.splits import split_name
+    from .vocab.splits import split_name
 
     name = split_name(split)
     if name is None:

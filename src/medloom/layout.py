@@ -5,6 +5,7 @@ of spelling folder names.
     LOOM/catalog/        parts, quarantine, manifest.json (ingest)
     LOOM/annotations/    annotations.parquet, manifest.json, reviews.json (annotate, serve's audit)
     LOOM/curation/       dedup, leakage, clusters, concepts, subsets, labels (curate, serve)
+    LOOM/subsets/        NAME.parquet, NAME.json (subset)
     LOOM/splits/         split.parquet, split.json (split)
     LOOM/embeddings/     one folder per model, and text/ (embed, train)
     LOOM/experiments/    cg plan's folders (default)
@@ -20,6 +21,7 @@ from pathlib import Path
 CATALOG = "catalog"
 ANNOTATIONS = "annotations"
 CURATION = "curation"
+SUBSETS = "subsets"
 SPLITS = "splits"
 EMBEDDINGS = "embeddings"
 EXPERIMENTS = "experiments"
@@ -47,6 +49,10 @@ def curation_dir(loom: Path) -> Path:
 def curation_file(loom: Path, name: str) -> Path:
     """`dedup.parquet`, `leakage.parquet`, `clusters.parquet`, `concepts.parquet`, ..."""
     return curation_dir(loom) / name
+
+
+def subsets_dir(loom: Path) -> Path:
+    return Path(loom) / SUBSETS
 
 
 def splits_dir(loom: Path) -> Path:

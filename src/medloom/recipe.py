@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import RecipeError
 from .records import licence_commercial_use
 from .sources import READERS, get_reader
-from .sources.splits import split_name
 from .vocab import KINDS, UnknownTermError, Vocabulary, default_vocabulary
+from .vocab.splits import split_name
 
 COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
                "commercial_use", "classes", "label_map", "split", "max_pixels", "max_voxels", "max_file_bytes",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 
 from ..vocab import Vocabulary, term_key
+from ..vocab.words import label_words, plural
 from .knowledge import KnowledgeBase
-from .text import label_words, plural
 
 
 def _padded(text: str) -> str:

@@ -15,8 +15,8 @@ import math
 import numpy as np
 
 from ..imaging import rle_decode
+from ..vocab.words import counted, join_words, label_words, sentence, with_article
 from .structures import instance_words, objects
-from .text import counted, join_words, label_words, sentence, with_article
 
 ORGAN_WORDS = frozenset({"organ", "lung", "lungs", "liver", "kidney", "brain", "heart", "spleen", "pancreas",
                          "prostate", "breast", "optic disc", "body", "skin"})

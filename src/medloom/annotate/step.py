@@ -27,14 +27,15 @@ from ..engine.progress import progress_bar
 from ..errors import AnnotateError
 from ..imaging import DecodeError
 from ..locks import writer
+from ..models.chat import user_message
 from ..outputs import write_file, write_parquet
 from ..vocab import default_vocabulary
-from .captions import anatomy_phrase, make_caption, modality_phrase, task_family
+from ..vocab.words import anatomy_phrase, label_words, modality_phrase
+from .captions import make_caption, task_family
 from .checks import TextChecker
 from .knowledge import load_knowledge
 from .regions import describe_regions
 from .structures import instance_words, object_counts
-from .text import label_words
 from .vqa import INSTRUCTION, LETTERS, multiple_choice, open_questions
 
 ANNOTATIONS = layout.ANNOTATIONS
@@ -118,7 +119,7 @@ def record_rng(seed: int, record_id: str) -> random.Random:
 
 
 def _gray(row: dict, sources: dict, cache: dict) -> np.ndarray | None:
-    from ..export.render import record_image
+    from ..view.render import record_image
 
     try:
         return np.asarray(record_image(row, {"sources": sources}, cache).convert("L"))
@@ -203,14 +204,6 @@ def _facts(row: dict, ann: dict) -> str:
     return json.dumps(facts, ensure_ascii=False)
 
 
-def _user(text: str, images: list[bytes]) -> dict:
-    from ..models.chat import image_part
-
-    if not images:
-        return {"role": "user", "content": text}
-    return {"role": "user", "content": [{"type": "text", "text": text}, *(image_part(b) for b in images)]}
-
-
 def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom: Path, sources: dict,
              checker: TextChecker, quiet: bool) -> dict:
     """Rewrite captions and multiple-choice question stems; keep the template text where the answer fails
@@ -227,13 +220,13 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
         if ann["caption"]:
             prompt = (f"Facts: {_facts(row, ann)}\nCaption to rewrite: {ann['template_caption']}\n"
                       "Write one or two fluent sentences that state these facts.")
-            jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, _user(prompt, images)]))
+            jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
         for i, q in enumerate(ann["vqa"]):
             if q["kind"] == "multiple-choice":
                 prompt = (f"Facts: {{\"modality\": \"{row['modality']}\", \"anatomy\": \"{row['anatomy']}\"}}\n"
                           f"Question to rephrase: {q['question']}\nRephrase the question; do not answer it and do "
                           "not name any finding.")
-                jobs.append((row, ann, f"question {i}", [{"role": "system", "content": SYSTEM}, _user(prompt, images)]))
+                jobs.append((row, ann, f"question {i}", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
     with progress_bar("annotate llm", len(jobs), quiet) as advance:
         answers = client.complete_many([j[3] for j in jobs], advance)
     for (row, ann, what, _), answer in zip(jobs, answers):
@@ -266,8 +259,8 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
 
 
 def _jpeg(row: dict, sources: dict) -> bytes:
-    from ..export.render import record_image
     from ..imaging import encode, fit
+    from ..view.render import record_image
 
     return encode(fit(record_image(row, {"sources": sources}, {}, 512), 512), "jpg", 90)
 
@@ -277,7 +270,7 @@ def _jpeg(row: dict, sources: dict) -> bytes:
 @writer
 def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = None, quiet: bool = False,
              where: str | None = None) -> AnnotateReport:
-    from ..export import render_sources
+    from ..view.render import render_sources
 
     if settings.llm_url and not settings.llm_model:
         raise AnnotateError("--llm needs --model (the model name the server serves)")

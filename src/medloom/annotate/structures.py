@@ -13,7 +13,7 @@ one image is one organ however many regions it shows; lesions and cells are coun
 
 from __future__ import annotations
 
-from .text import label_words, plural
+from ..vocab.words import label_words, plural
 
 DEFAULT_INSTANCES = ("nodule", "polyp", "cell", "nucleus", "nuclei", "lesion", "tumour", "tumor", "mass", "cyst",
                      "metastasis", "metastases", "aneurysm", "microaneurysm", "haemorrhage", "hemorrhage",

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import random
 
-from .captions import anatomy_phrase, class_name, finding, modality_phrase
+from ..vocab.words import anatomy_phrase, class_name, finding, label_words, modality_phrase, sentence
 from .knowledge import KnowledgeBase, term_key
 from .structures import instance_words, objects
-from .text import label_words, sentence
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 LETTERS = "ABCD"

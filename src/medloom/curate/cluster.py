@@ -188,8 +188,7 @@ def variance_plot(cumulative: list[float], kept: int, size: tuple[int, int] = (6
 
 def contact_sheets(loom: Path, folder: Path, members: list[list[tuple[float, str]]], tile: int = 128) -> None:
     """One PNG per cluster: up to 16 records nearest its centre, 4 per row, with the cluster number."""
-    from ..export import render_sources
-    from ..export.render import record_image
+    from ..view.render import record_image, render_sources
 
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))

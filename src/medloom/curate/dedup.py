@@ -16,12 +16,13 @@ import pyarrow as pa
 
 from .. import catalog, layout
 from ..locks import writer
-from ..outputs import sha256_file, write_file, write_parquet, written_by_medloom
+from ..outputs import write_file, write_parquet, written_by_medloom
+from ..vocab.splits import record_split
 from .neighbours import components, duplicate_groups, first_of
 
 CURATION = layout.CURATION
 DEFAULT_NEAR = 6  # bits of 64: precision 1.0 on benchmarks/dedup.py, recall 1.0 for re-encoded and resized copies
-SPLIT_RANK = {"test": 0, "val": 1, "validation": 1, "valid": 1, "dev": 1}  # kept first; train and the rest: 2
+SPLIT_RANK = {"test": 0, "val": 1}  # kept first; train and the rest: 2
 DEDUP_SCHEMA = pa.schema([("id", pa.string()), ("group", pa.int64()), ("keep", pa.bool_()),
                           ("duplicate_of", pa.string()), ("reason", pa.string()),
                           ("decided_by", pa.string()), ("decided_at", pa.string())])  # a curator's choice
@@ -31,9 +32,6 @@ LEAKAGE_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("spli
                             ("leaks_into_split", pa.string()), ("reason", pa.string()), ("marked", pa.bool_())])
 
 
-def split_of(source_split: str | None) -> str:
-    """The split a record exports to (a source without splits goes to train)."""
-    return (source_split or "").strip().lower() or "train"
 
 
 @dataclass
@@ -105,7 +103,7 @@ def relation(rows: dict[str, list], i: int, j: int, near: int | None) -> str:
 def keeper_order(rows: dict[str, list], i: int) -> tuple:
     """Kept first: the test copy (so training loses its copy, not the test set), then validation, then the
     larger image, then the smaller id."""
-    return (SPLIT_RANK.get(split_of(rows["source_split"][i]), 2), -(rows["width"][i] or 0) * (rows["height"][i] or 0),
+    return (SPLIT_RANK.get(record_split(rows["source_split"][i]), 2), -(rows["width"][i] or 0) * (rows["height"][i] or 0),
             rows["id"][i])
 
 
@@ -196,7 +194,7 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
     """Every test or validation record with an exact or near copy in a training split, per source pair."""
     loom = Path(loom)
     rows, groups = find_groups(loom, near)
-    splits = [split_of(s) for s in rows["source_split"]]
+    splits = [record_split(s) for s in rows["source_split"]]
     evaluation = [i for i, s in enumerate(splits) if SPLIT_RANK.get(s, 2) < 2]
     report = LeakageReport(evaluation_records=len(evaluation))
     by_group: dict[int, list[int]] = {}
@@ -224,25 +222,3 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
         report.marked = len(copies)
     write_file(folder / "leakage.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
-
-
-def excluded_ids(loom: Path) -> set[str]:
-    """The records `dedup` or `leakage --mark` marked out (exports and training leave them out)."""
-    cond, _ = excluded_sql(loom)
-    if not cond:
-        return set()
-    con = catalog.connect(loom)
-    return {r[0] for r in con.execute(f"SELECT id FROM records WHERE NOT ({cond})").fetchall()}
-
-
-def excluded_sql(loom: Path) -> tuple[str, str]:
-    """(SQL condition keeping records not marked out, a fingerprint of the marks) for exports."""
-    folder = Path(loom) / CURATION
-    parts, prints = [], []
-    for name, cond in (("dedup.parquet", "NOT keep"), ("leakage.parquet", "marked")):
-        path = folder / name
-        if written_by_medloom(path):
-            quoted = str(path).replace("'", "''")
-            parts.append(f"id NOT IN (SELECT id FROM read_parquet('{quoted}') WHERE {cond})")
-            prints.append(sha256_file(path))
-    return " AND ".join(parts), ",".join(prints)

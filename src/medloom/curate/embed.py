@@ -49,9 +49,9 @@ def model_folder(loom: Path, model: str) -> Path:
 
 def embed_part(table: pa.Table, settings: dict) -> tuple[pa.Table, list[dict]]:
     """Stage `curate.embed`: records -> (id, vector) for those whose pixels read, and the ones that did not."""
-    from ..export.render import record_image
     from ..imaging import DecodeError
     from ..models.embedders import get_model
+    from ..view.render import record_image
 
     model = get_model(settings["model"])
     cache: dict = {}
@@ -74,8 +74,8 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
           latest: bool = True) -> EmbedReport:
     """`latest`: make this model the one `cluster` and `dedup` read by default (not when a trainer fills the
     cache for its own use)."""
-    from ..export import render_sources
     from ..models.embedders import get_model
+    from ..view.render import render_sources
 
     loom = Path(loom)
     get_model(model)  # an unknown name or a missing package fails here, before any work

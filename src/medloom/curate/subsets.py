@@ -14,32 +14,11 @@ import pyarrow as pa
 from .. import catalog
 from ..errors import SubsetError
 from ..locks import writer
-from ..outputs import sha256_file, write_file, write_parquet
+from ..outputs import write_file, write_parquet
+from ..view.selection import subset_path
 
 SUBSETS = "subsets"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-
-
-def subset_path(loom: Path, name: str) -> Path:
-    if not _NAME.match(name or ""):
-        raise SubsetError(f"subset name {name!r}: use letters, digits, '-' and '_'")
-    return Path(loom) / SUBSETS / f"{name}.parquet"
-
-
-def existing(loom: Path) -> list[str]:
-    folder = Path(loom) / SUBSETS
-    return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
-
-
-def subset_sql(loom: Path, name: str) -> tuple[str, str]:
-    """(SQL condition keeping the subset's records, a fingerprint of its file)."""
-    path = subset_path(loom, name)
-    if not path.is_file():
-        have = existing(loom)
-        raise SubsetError(f"no subset {name!r} in {loom}" + (f"; there are: {', '.join(have)}" if have else
-                                                              "; create one with `medloom subset LOOM NAME ...`"))
-    quoted = str(path).replace("'", "''")
-    return f"id IN (SELECT id FROM read_parquet('{quoted}'))", sha256_file(path)
 
 
 @writer

@@ -23,7 +23,7 @@ def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bo
     from ..curate.embed import iter_embeddings
     from ..engine import capped, make_executor, stage_module
     from ..engine.progress import progress_bar
-    from ..export import render_sources
+    from ..view.render import render_sources
 
     wanted = set(table.column("id").to_pylist())
     found: dict[str, np.ndarray] = {}

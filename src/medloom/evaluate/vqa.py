@@ -39,7 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import catalog
-from ..errors import EvalError
+from ..errors import EvalError, PlanError
 from ..locks import hold
 from ..models.specs import ClipSpec, ModelSpecError, parse_spec
 from ..outputs import OutputFolder
@@ -111,11 +111,11 @@ def _questions(row: dict, seed: int, kb) -> list[dict]:
 def select(loom: Path, s: Selection) -> tuple:
     """(connection with the `selection` view, its fingerprint, what was selected in words). The training side
     of a split or plan is never selected unless named."""
-    from ..export import ExportOptions, _select, selection_sql
+    from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
     if s.experiment:
-        from ..splits.planner import PlanError, read_experiment
+        from ..view.selection import read_experiment
 
         try:
             planned = read_experiment(Path(s.experiment))
@@ -127,8 +127,8 @@ def select(loom: Path, s: Selection) -> tuple:
         if missing:
             raise EvalError(f"{s.experiment}: {len(missing)} of its {len(test)} test records are not in {loom} (for "
                             f"example {missing[0]!r}); was the experiment planned on another loom?")
-    joins, split, marks, fingerprint = selection_sql(loom, ExportOptions(subset=s.subset, experiment=s.experiment))
-    _select(con, s.where, joins, split, marks, ["test"] if s.experiment else [s.split])
+    joins, split, marks, fingerprint = selection_sql(loom, Selection(subset=s.subset, experiment=s.experiment))
+    select_records(con, s.where, joins, split, marks, ["test"] if s.experiment else [s.split])
     what = (f"experiment {s.experiment} (its test records)" if s.experiment else f"split {s.split}") + \
         (f", subset {s.subset}" if s.subset else "") + (f", where {s.where}" if s.where else "")
     return con, fingerprint, what
@@ -175,8 +175,8 @@ class ImageFeed:
         settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": 512,
                     "quality": 90, "keep_metadata": False}
         try:
-            with make_executor(workers, preload=[stage_module("export.render")]) as executor:
-                for _, results in executor.map("export.render", table.to_batches(32), settings, ordered=True):
+            with make_executor(workers, preload=[stage_module("view.render")]) as executor:
+                for _, results in executor.map("view.render", table.to_batches(32), settings, ordered=True):
                     for result in results:
                         self.slots.acquire()
                         if self.stopped:
@@ -207,16 +207,15 @@ class ImageFeed:
 def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advance) -> tuple[int, str]:
     """Fill each item's raw answer, latency and cache flag, `concurrency` questions in flight; stop after
     `max_failures` failed requests in a row. Returns (failed items, the last error)."""
-    from ..annotate.step import _user
     from ..imaging import DecodeError
-    from ..models.chat import LLMError
+    from ..models.chat import LLMError, user_message
 
     last_use = {item["record_id"]: n for n, item in enumerate(items)}
 
     def one(n: int, item: dict) -> None:
         started = time.perf_counter()
         try:
-            messages = [_user(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
+            messages = [user_message(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
             started = time.perf_counter()  # the latency is the model's, not the image rendering's
             item["raw"], item["cached"] = client.answer(messages)
         except DecodeError as e:
@@ -370,8 +369,8 @@ def _ask_server(loom: Path, folder: OutputFolder, table: pa.Table, items: list[d
                 quiet: bool, workers: int | None) -> tuple[int, str, dict]:
     """Ask a chat server every item, the images rendered ahead; (failed, last error, the client's counts)."""
     from ..engine.progress import progress_bar
-    from ..export import render_sources
     from ..models.specs import chat_client
+    from ..view.render import render_sources
 
     client = chat_client(spec, folder.claim_dir("cache"), concurrency=s.concurrency, retries=s.retries,
                          timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)

@@ -81,7 +81,7 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
         if not table.num_rows:
             raise EvalError(f"{loom}: no record in {what} carries one label from a label space of two classes or "
                             "more: nothing to classify")
-        from ..annotate.captions import class_name
+        from ..vocab.words import class_name
         from .similarity import image_features
 
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
@@ -145,7 +145,7 @@ def recall_at(sim: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict[str,
 
 def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
                        workers: int | None = None) -> dict:
-    from ..export.texts import choose_text
+    from ..view.texts import choose_text
     from .similarity import image_features
 
     started = time.perf_counter()

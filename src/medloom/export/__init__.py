@@ -29,22 +29,22 @@ from .. import catalog
 from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..errors import ExportError
-from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
 from ..locks import hold
-from ..outputs import OutputFolder, sha256_file, written_by_medloom
+from ..outputs import OutputFolder, sha256_file
 from ..version import __version__
+from ..view.render import image_ext, render_sources
+from ..view.selection import has_view, select_records, selection_sql
+from ..view.texts import TEXT_MODES, text_condition
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
 from .parquet import ROW_BYTES, ParquetShardWriter
-from .render import ANNOTATION_JSON_TYPE, ARTICLE_LISTS, RENDERED_READERS
-from .texts import TEXT_MODES, text_condition
+from .samples import ANNOTATION_JSON_TYPE, ARTICLE_LISTS
 from .webdataset import RECORD, TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
 MANIFEST = "manifest.json"
 EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json")  # beside the shards
 BATCH = 32  # records per worker task
-DEFAULT_SPLIT = "train"  # records whose source defines no split
 SCHEMA = 2  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
 
 
@@ -125,136 +125,6 @@ def hf_features(folder: Path):
         raise ExportError(f"{folder}: not a medloom WebDataset export (no manifest.json for format webdataset)")
     image, *rest = manifest["fields"]
     return datasets.Features.from_dict(webdataset_features(manifest["settings"], image, "txt" in rest))
-
-
-def _quoted(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def selection_sql(loom: Path, options: ExportOptions) -> tuple[str, str, str, str]:
-    """(joins, split expression, condition, fingerprint) of what an export takes from the records view.
-
-    Records marked out by `dedup` / `leakage --mark` are left out, and only a subset's or an experiment's
-    records are taken when one is named. The split is the experiment's (train/test), else the one `medloom
-    split` assigned, else the source's own (train when it has none). The fingerprint covers every file read,
-    so a changed mark or split is a changed export.
-    """
-    from ..curate.dedup import excluded_sql
-    from ..curate.subsets import subset_sql
-    from ..splits.assign import SPLITS
-
-    conditions, prints, joins = [], [], ""
-    split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
-    if not options.include_duplicates:
-        cond, fp = excluded_sql(loom)
-        if cond:
-            conditions.append(cond)
-            prints.append(fp)
-    if options.subset:
-        cond, fp = subset_sql(loom, options.subset)
-        conditions.append(cond)
-        prints.append(fp)
-    assigned = Path(loom) / SPLITS / "split.parquet"
-    if options.experiment:
-        from ..splits.planner import read_experiment
-
-        folder = Path(options.experiment)
-        read_experiment(folder)  # a clear error for a folder that is not an experiment
-        lists = {s: f"(SELECT column0 FROM read_csv({_quoted(folder / f'{s}.txt')}, header = false, "
-                    "columns = {'column0': 'VARCHAR'}))" for s in ("train", "test")}
-        conditions.append(f"id IN {lists['train']} OR id IN {lists['test']}")
-        split = f"CASE WHEN id IN {lists['test']} THEN 'test' ELSE 'train' END"
-        prints.append(sha256_file(folder / "train.txt") + sha256_file(folder / "test.txt"))
-    elif written_by_medloom(assigned):
-        joins = f"LEFT JOIN read_parquet({_quoted(assigned)}) AS assigned USING (id)"
-        split = f"coalesce(assigned.split, {split})"
-        prints.append(sha256_file(assigned))
-    return joins, split, " AND ".join(f"({c})" for c in conditions), ",".join(prints)
-
-
-def split_condition(split: str, splits: list[str] | None) -> str:
-    """SQL keeping the records of the chosen splits (names as `medloom` spells them: train, val, test)."""
-    if not splits:
-        return ""
-    return f"({split}) IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in splits) + ")"
-
-
-def has_view(con, name: str) -> bool:
-    return name in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-
-
-def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
-            splits: list[str] | None = None, text: str = "", counts: tuple[str, ...] = (),
-            groups: tuple[str, ...] = ()) -> list[tuple]:
-    """The `selection` view: the chosen records with their split and, when the loom has annotations, the
-    annotation's caption, caption source, ROI text and questions (`ann_*`).
-
-    Returns, in split order, per split (and per value of the `groups` SQL expressions): (split, *groups, records,
-    then the records meeting each of `counts`' SQL conditions, and with `groups` one id of the group), from one
-    pass over the catalog, the pass that also checks the filter: every pass reads every part, and the plan used
-    to make several of them (one per split among them) before its first sample."""
-    import duckdb
-
-    conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
-    ann = ", ann.caption AS ann_caption, ann.caption_source AS ann_caption_source, ann.roi_text AS ann_roi_text, " \
-          "ann.vqa AS ann_vqa" if has_view(con, "annotations") else ""
-    joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
-    try:
-        inner = (f"SELECT records.*, {split} AS split{ann} FROM records {joins}"
-                 + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
-        con.execute(f"CREATE TEMP VIEW selection AS SELECT * FROM ({inner})" + (f" WHERE {text}" if text else ""))
-        keys = "".join(f", {g}" for g in groups)
-        counted = "".join(f", count(*) FILTER (WHERE {c})" for c in counts)
-        pick = ", min_by(id, md5(id))" if groups else ""
-        return con.execute(f"SELECT split{keys}, count(*){counted}{pick} FROM selection GROUP BY ALL "
-                           "ORDER BY ALL").fetchall()
-    except duckdb.Error as e:
-        raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
-
-
-def render_sources(manifest: dict) -> dict[str, dict]:
-    """Per source what the render stage needs to find and open its files."""
-    out = {}
-    for name, entry in manifest["sources"].items():
-        root = entry["root"]
-        out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
-                     "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS,
-                     "max_voxels": entry.get("max_voxels") or DEFAULT_MAX_VOXELS,
-                     "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
-                     # its paths stay in the loom: exports name its records by their pseudonymous ids only
-                     "pseudonymous_ids": bool(entry.get("pseudonymous_ids"))}
-    return out
-
-
-def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str, total: int,
-             quarantined: list[dict]):
-    """The records of a DuckDB relation rendered by the workers (`export.render`), a batch at a time in query
-    order; those that could not be rendered go to `quarantined` (id, reason, message) instead."""
-    batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
-    with make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor, \
-            progress_bar(label, total, quiet) as advance:
-        for _, results in executor.map("export.render", batches, settings, ordered=True):
-            good = []
-            for result in results:
-                if "reason" in result:
-                    row = result["row"]
-                    quarantined.append({"id": row["id"], "reason": result["reason"], "message": result["message"]})
-                else:
-                    good.append(result)
-            yield good
-            advance(len(results))
-
-
-def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
-    """`keep` means: JPEG when every selected record is a JPEG file, PNG (lossless) otherwise."""
-    if options.image_format != "keep":
-        return options.image_format
-    rendered = [n for n, s in sources.items() if s["reader"] in RENDERED_READERS] or [""]
-    marks = ", ".join("?" * len(rendered))
-    file = "coalesce(nullif(article.file, ''), uri)"  # an article package's member, else the file
-    others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower({file}), '\\.jpe?g$') "
-                         f"OR source IN ({marks})", rendered).fetchall()[0][0]
-    return "jpg" if others == 0 else "png"
 
 
 # what a record may fill of the list fields (see the module docstring): ROIs, ROI masks, labels, a label space,
@@ -409,14 +279,14 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     counts = (cond or "false", "article IS NOT NULL")
     with_annotation = has_view(con, "annotations")
     flags = lead_flags(with_annotation)
-    per_split = plan_splits(_select(con, options.where, joins, split, marks, options.splits,
+    per_split = plan_splits(select_records(con, options.where, joins, split, marks, options.splits,
                                     cond if options.require_text else "", counts=counts, groups=flags), len(counts),
                             len(flags))
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
     split_sizes = {name: n for name, (n, _, _) in per_split.items()}
-    ext = _image_ext(con, options, sources)
+    ext = image_ext(con, options.image_format, sources)
     with_txt = not cond or any(counted[0] for _, counted, _ in per_split.values())
     with_article = any(counted[1] for _, counted, _ in per_split.values())
     settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",

@@ -135,7 +135,7 @@ def _quarantine_prose(con) -> str:
 def webdataset_features(settings: dict, image_ext: str, with_txt: bool) -> dict:
     """The HF features of a WebDataset export's samples (what `hf_features` declares)."""
     from .parquet import hf_feature
-    from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
+    from .samples import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 
     json_type = SAMPLE_JSON_TYPE
     if settings.get("article"):

@@ -28,8 +28,8 @@ from .. import catalog
 from ..errors import ClipBenchmarkError
 from ..locks import hold
 from ..outputs import OutputFolder
+from ..view.texts import choose_text
 from . import check_options, open_output_folder
-from .texts import choose_text
 from .webdataset import TarShardWriter, temporary
 
 
@@ -54,8 +54,7 @@ def dataset_key(source: str) -> str:
 
 def templates(modality: str, anatomy: str) -> list[str]:
     """Zero-shot prompts for one source: `{c}` is the class name, as clip_benchmark fills it."""
-    from ..annotate.captions import anatomy_phrase, modality_phrase
-    from ..annotate.text import with_article
+    from ..vocab.words import anatomy_phrase, modality_phrase, with_article
 
     image, of_anatomy = modality_phrase(modality or "unknown"), anatomy_phrase(anatomy or "unknown")
     lead = f"{with_article(image)} {of_anatomy}".strip().replace("{", "(").replace("}", ")")
@@ -107,17 +106,17 @@ def export_clip_benchmark(loom: Path, out: Path, *, where: str | None = None, ma
 
 def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers, quiet, include_duplicates,
             subset, experiment, keep_metadata, splits, image_format, shard_size) -> ClipBenchmarkReport:
-    from ..annotate.captions import class_name
-    from . import ExportOptions, _image_ext, _select, render_sources, rendered, selection_sql
+    from ..view.render import image_ext, render_sources, rendered
+    from ..view.selection import Selection, select_records, selection_sql
+    from ..vocab.words import class_name
 
     started = time.perf_counter()
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))
-    options = ExportOptions(include_duplicates=include_duplicates, subset=subset, experiment=experiment,
-                            image_format=image_format)
-    joins, split, marks, _ = selection_sql(loom, options)
-    _select(con, where, joins, split, marks, splits)
-    ext = _image_ext(con, options, sources)
+    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment)
+    joins, split, marks, _ = selection_sql(loom, chosen)
+    select_records(con, where, joins, split, marks, splits)
+    ext = image_ext(con, image_format, sources)
     report = ClipBenchmarkReport(out=str(folder.path),
                                  records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0])
     # per source: its classes (the declared label space, else the labels found) and its commonest MAT pair

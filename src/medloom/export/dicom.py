@@ -213,11 +213,11 @@ def text_like_border(frame: np.ndarray, band: float = 0.15) -> bool:
 def _selected_files(loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None
                     ) -> tuple[dict, int, int]:
     """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others."""
-    from . import ExportOptions, _select, selection_sql
+    from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
-    joins, split, marks, _ = selection_sql(loom, ExportOptions(include_duplicates=include_duplicates))
-    _select(con, where, joins, split, marks, splits)
+    joins, split, marks, _ = selection_sql(loom, Selection(include_duplicates=include_duplicates))
+    select_records(con, where, joins, split, marks, splits)
     readers = {name: entry["reader"] for name, entry in catalog.read_manifest(loom)["sources"].items()}
     files: dict[tuple[str, str], tuple[str, list[str]]] = {}
     total = others = 0
@@ -234,9 +234,8 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
                  burned_in: str = "exclude", quiet: bool = False, wait: bool = False,
                  splits: list[str] | None = None) -> DicomReport:
     from ..engine.progress import progress_bar
-    from ..sources.dicom import _read, display_frame
-    from . import render_sources
-    from .render import without_path
+    from ..sources.dicom import display_frame, read_dicom
+    from ..view.render import render_sources, without_path
 
     if burned_in not in BURNED_IN_CHOICES:
         raise DicomExportError(f"--burned-in {burned_in!r}: choose exclude or flag")
@@ -257,7 +256,7 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
                 path = os.path.join(sources[source]["base"], uri)
                 what = {"source": source, "records": ids}
                 try:
-                    ds, _ = _read(path, sources[source]["max_file_bytes"])
+                    ds, _ = read_dicom(path, sources[source]["max_file_bytes"])
                     arr = ds.pixel_array
                     frame = arr[len(arr) // 2] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr
                     tagged = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
+from .samples import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 from .webdataset import ShardFile
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

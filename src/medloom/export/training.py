@@ -32,8 +32,8 @@ from .. import catalog
 from ..errors import TrainingExportError
 from ..locks import hold
 from ..outputs import OutputFolder, write_atomic
+from ..view.texts import choose_text
 from . import check_options, open_output_folder
-from .texts import choose_text
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt", "swift")
 JSONL_FORMATS = ("swift",)
@@ -110,7 +110,7 @@ def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
 def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
     """ms-swift's layout; a grounding question asks for `<ref-object>` and is answered `<bbox>`, so that
     ms-swift writes the model's own grounding tokens and scales the normalised box for it."""
-    from ..annotate.text import label_words
+    from ..vocab.words import label_words
 
     messages, refs, boxes = [], [], []
     for i, (question, answer, q) in enumerate(turns(row, ann)):
@@ -171,7 +171,8 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
                      quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
                      experiment: str | None, keep_metadata: bool, splits: list[str] | None,
                      image_format: str, absolute_paths: bool) -> TrainingReport:
-    from . import ExportOptions, _image_ext, _select, has_view, render_sources, rendered, selection_sql
+    from ..view.render import image_ext, render_sources, rendered
+    from ..view.selection import Selection, has_view, select_records, selection_sql
 
     started = time.perf_counter()
     out = folder.path
@@ -179,12 +180,11 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     if not has_view(con, "annotations"):
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
-    options = ExportOptions(include_duplicates=include_duplicates, subset=subset, experiment=experiment,
-                            image_format=image_format)
-    joins, split, marks, _ = selection_sql(loom, options)
-    _select(con, where, joins, split, marks, splits,
+    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment)
+    joins, split, marks, _ = selection_sql(loom, chosen)
+    select_records(con, where, joins, split, marks, splits,
             "coalesce(ann_caption, '') <> '' OR len(ann_vqa) > 0 OR coalesce(ann_roi_text, '') <> ''")
-    ext = _image_ext(con, options, sources)
+    ext = image_ext(con, image_format, sources)
     query = "SELECT * FROM selection ORDER BY id"
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute("SELECT count(*) FROM selection").fetchall()[0][0]

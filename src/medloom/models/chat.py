@@ -73,6 +73,13 @@ def image_part(data: bytes, mime: str = "image/jpeg") -> dict:
     return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}}
 
 
+def user_message(text: str, images: list[bytes]) -> dict:
+    """A user turn: the text alone, or the text and each image as a data URL for a multimodal server."""
+    if not images:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "text", "text": text}, *(image_part(b) for b in images)]}
+
+
 def request_key(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

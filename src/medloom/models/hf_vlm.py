@@ -14,8 +14,8 @@ import io
 import threading
 from pathlib import Path
 
-from .chat import LLMClient, LLMError, LLMStats
 from ..errors import ModelSpecError
+from .chat import LLMClient, LLMError, LLMStats
 
 
 def load_vlm(folder: str):

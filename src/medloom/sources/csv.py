@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
@@ -26,7 +27,6 @@ from .base import (
     resolve_file,
     source_record_id,
 )
-from .splits import split_name
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 

@@ -68,7 +68,7 @@ def scan(source: dict) -> Scan:
     return out
 
 
-def _read(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
+def read_dicom(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """(dataset, hash of the file's bytes): the file is read once, after its size is checked."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -225,7 +225,7 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
     budget = budget or {}
     if cache.get("path") != path:
         cache.clear()
-        ds, digest = _read(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+        ds, digest = read_dicom(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
         cache.update(path=path, digest=digest)
         if record.get("file_hash") and digest != record["file_hash"]:
             raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom "
@@ -245,7 +245,7 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
-    ds, digest = _read(task["path"], source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+    ds, digest = read_dicom(task["path"], source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     check_budget(ds, source.get("max_voxels") or DEFAULT_MAX_VOXELS)
     arr = _pixels(ds)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import IMAGE_EXTENSIONS, Scan, check_label, decode_image_file, make_task, walk_entries
-from .splits import split_name
 
 
 class Options(BaseModel):

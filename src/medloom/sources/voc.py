@@ -9,6 +9,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
@@ -22,7 +23,6 @@ from .base import (
     resolve_file,
     source_record_id,
 )
-from .splits import split_name
 
 
 class Options(BaseModel):

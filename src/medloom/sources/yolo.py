@@ -9,8 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import Scan, add_box, decode_image_file, is_image_file, make_task, read_text, source_record_id, walk_files
-from .splits import split_name
 
 
 class Options(BaseModel):

@@ -22,6 +22,7 @@ from .. import catalog, layout
 from ..errors import SplitError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
+from ..vocab.splits import record_split
 
 SPLITS = layout.SPLITS
 BY = ("patient", "study", "record", "source")
@@ -92,11 +93,9 @@ def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float
     keys = [group_key(by, r) for r in rows]
     split_of: dict[str, str] = {}
     if keep_source:
-        from ..curate.dedup import split_of as source_split
 
         for r in rows:
-            split_of[r["id"]] = {"validation": "val", "valid": "val", "dev": "val"}.get(
-                source_split(r["source_split"]), source_split(r["source_split"]))
+            split_of[r["id"]] = record_split(r["source_split"])
         sides: dict[str, set] = {}
         for r, k in zip(rows, keys):
             sides.setdefault(k, set()).add(split_of[r["id"]])

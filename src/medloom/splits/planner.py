@@ -123,7 +123,8 @@ class CopyCheck:
     that `dedup` or `leakage --mark` marked out."""
 
     def __init__(self, loom: Path):
-        from ..curate.dedup import DEFAULT_NEAR, excluded_ids, find_groups
+        from ..curate.dedup import DEFAULT_NEAR, find_groups
+        from ..view.selection import excluded_ids
 
         rows, groups = find_groups(loom, DEFAULT_NEAR)
         out = excluded_ids(loom)
@@ -239,16 +240,3 @@ def find_experiments(folder: Path) -> list[dict]:
         raise PlanError(f"{folder}: no experiment here (no manifest.json in it or two levels below); write one with "
                         "`medloom cg plan LOOM --target M,A,T`")
     return sorted(found, key=lambda m: (m["target"], m["name"]))
-
-
-def read_experiment(folder: Path) -> dict[str, str]:
-    """record id -> train | test for an experiment folder written by `plan`."""
-    folder = Path(folder)
-    if not (folder / "manifest.json").is_file():
-        raise PlanError(f"{folder}: not an experiment folder (no manifest.json); see `medloom cg plan`")
-    out = {}
-    for split in ("train", "test"):
-        for line in (folder / f"{split}.txt").read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                out[line.strip()] = split
-    return out

@@ -20,9 +20,11 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..errors import PlanError
 from ..locks import hold
 from ..outputs import OutputFolder
-from ..splits.planner import CopyCheck, PlanError, copies_warning, find_experiments, read_experiment, slug
+from ..splits.planner import CopyCheck, copies_warning, find_experiments, slug
+from ..view.selection import read_experiment
 from .clip import TrainError, TrainSettings, train_clip, write_untrained
 
 METRICS = ("mc", "zeroshot")

@@ -71,9 +71,9 @@ class TrainReport:
 
 
 def record_texts(row: dict, prompts: bool) -> list[str]:
-    from ..annotate.captions import class_name
     from ..export.clipbench import templates
-    from ..export.texts import choose_text
+    from ..view.texts import choose_text
+    from ..vocab.words import class_name
 
     texts = [" ".join(choose_text(row, "auto")[0].split())]
     labels = list(row.get("labels") or [])
@@ -114,11 +114,11 @@ def cached_text_features(loom: Path, texts: list[str], quiet: bool) -> dict[str,
 
 def training_records(loom: Path, s: TrainSettings) -> tuple[pa.Table, str]:
     """The selected records of the training side, and the selection in words."""
-    from ..export import ExportOptions, _select, selection_sql
+    from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
-    joins, split, marks, _ = selection_sql(loom, ExportOptions(subset=s.subset, experiment=s.experiment))
-    _select(con, s.where, joins, split, marks, ["train"] if s.experiment else [s.split])
+    joins, split, marks, _ = selection_sql(loom, Selection(subset=s.subset, experiment=s.experiment))
+    select_records(con, s.where, joins, split, marks, ["train"] if s.experiment else [s.split])
     what = (f"experiment {s.experiment} (its train.txt)" if s.experiment else f"split {s.split}") + \
         (f", subset {s.subset}" if s.subset else "") + (f", where {s.where}" if s.where else "")
     return con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table(), what

@@ -139,9 +139,9 @@ def _stamp(loom: Path) -> tuple:
 
 def items_sql(loom: Path, con) -> str:
     """The records with their split, cluster, concept, duplicate and generated-text state, one row each."""
-    from ..export import ExportOptions, has_view, selection_sql
+    from ..view.selection import Selection, has_view, selection_sql
 
-    joins, _, _, _ = selection_sql(loom, ExportOptions(include_duplicates=True))
+    joins, _, _, _ = selection_sql(loom, Selection(include_duplicates=True))
     # the split `medloom split` assigned, else the source's own, else none (as `medloom stats` says; exports
     # put those in train)
     split = "coalesce(assigned.split, nullif(source_split, ''), '')" if " AS assigned " in joins else \
@@ -248,7 +248,7 @@ class LoomIndex:
             items.unregister("_items")
             items.execute("SET enable_external_access = false")
             items.execute("SET lock_configuration = true")
-            from ..export import render_sources
+            from ..view.render import render_sources
 
             self._sources = render_sources(catalog.read_manifest(self.loom))
             self._catalog, self._snap, self._stamp = con, Snapshot(stamp, table, items), stamp
@@ -362,7 +362,7 @@ class LoomIndex:
 
     @staticmethod
     def _one(con, view: str, record_id: str) -> dict | None:
-        from ..export import has_view
+        from ..view.selection import has_view
 
         if not has_view(con, view):
             return None
@@ -396,7 +396,7 @@ class LoomIndex:
     def cluster_concepts(self) -> dict[str, tuple[str, tuple[str, ...], str]]:
         """Per cluster the (global, local, panel) concepts its records carry now (from the last apply)."""
         with self._lock:
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(self._catalog, "concepts"):
                 return {}
@@ -408,7 +408,7 @@ class LoomIndex:
         """The records nearest the cluster's centre first (as on its contact sheet)."""
         with self._lock:
             con = self._catalog
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(con, "clusters"):
                 raise NotFound("no clusters in this loom: run `medloom embed` and `medloom cluster` first")
@@ -426,7 +426,7 @@ class LoomIndex:
     def cluster_previews(self, per_cluster: int = 6) -> dict[str, list[dict]]:
         """The records nearest each cluster's centre, for every cluster at once (one query, not one each)."""
         with self._lock:
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(self._catalog, "clusters"):
                 return {}
@@ -442,7 +442,7 @@ class LoomIndex:
         """Groups of duplicates (biggest first), each with its members' facts for a side-by-side view."""
         with self._lock:
             con = self._catalog
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(con, "dedup"):
                 return 0, []
@@ -468,7 +468,7 @@ class LoomIndex:
         if state not in CANDIDATES:
             raise BadRequest(f"audit shows flagged, llm or reviewed texts, not {state!r}")
         with self._lock:
-            from ..export import has_view
+            from ..view.selection import has_view
 
             con = self._catalog
             if not has_view(con, "annotations"):

@@ -38,7 +38,7 @@ def thumb_key(record_id: str, pixel_hash: str | None, side: int = SIDE) -> str:
 
 
 def render_thumb(row: dict, sources: dict, cache: dict, side: int = SIDE) -> bytes:
-    from ..export.render import record_image
+    from ..view.render import record_image
 
     im = record_image(row, {"sources": sources}, cache, side)
     return encode(fit(im, side), "jpg", QUALITY)

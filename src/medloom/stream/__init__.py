@@ -53,7 +53,7 @@ def shard_list(source: str | os.PathLike | Iterable[str], split: str | list[str]
 
 
 def _folder_shards(folder: Path, split: str | list[str] | None) -> list[str]:
-    from .export import read_export_manifest
+    from ..export import read_export_manifest
 
     wanted = [split] if isinstance(split, str) else split
     manifest = read_export_manifest(folder)
@@ -82,7 +82,7 @@ def read_shard(url: str) -> Iterator[dict[str, Any]]:
     if url.endswith(".parquet"):
         yield from _read_parquet(url)
         return
-    from .export.webdataset import iter_samples
+    from ..export.webdataset import iter_samples
 
     problems: list[str] = []
     with _open(url) as f:
@@ -244,7 +244,7 @@ class Stream:
 
     def torch(self):
         """This stream as a `torch.utils.data.IterableDataset` (imports torch)."""
-        from .torchdata import TorchStream
+        from .torch import TorchStream
 
         return TorchStream(self)
 

@@ -9,3 +9,13 @@ SPLIT_NAMES = {
 
 def split_name(folder: str) -> str | None:
     return SPLIT_NAMES.get(folder.strip().lower())
+
+
+DEFAULT_SPLIT = "train"  # the split of a record whose source defines none
+
+
+def record_split(source_split: str | None) -> str:
+    """The split a record is on when `medloom split` assigned none: its source's (as medloom spells it), else
+    `DEFAULT_SPLIT`."""
+    text = (source_split or "").strip()
+    return split_name(text) or text.lower() or DEFAULT_SPLIT

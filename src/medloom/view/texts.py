@@ -34,7 +34,7 @@ def source_caption(row: dict, citing: bool = False) -> str:
 
 def choose_text(row: dict, mode: str = "auto", citing: bool = False) -> tuple[str, str]:
     """(text, where it came from: source | annotation | both | template | "")."""
-    from ..annotate.captions import mat_caption
+    from ..vocab.words import mat_caption
 
     source = source_caption(row, citing)
     annotation = (row.get("ann_caption") or "").strip()

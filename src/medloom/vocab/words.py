@@ -87,3 +87,41 @@ def sentence(text: str) -> str:
         return text
     text = text[0].upper() + text[1:]
     return text if text.endswith((".", "?", "!")) else text + "."
+
+
+# ---- the MAT triplet and classes in words ------------------------------------------------------------------
+
+# how to name an image of each modality ("a fundus photograph", not "a fundus photography image")
+MODALITY_NOUNS = {"X-ray": "X-ray image", "mammography": "mammogram", "fundus photography": "fundus photograph",
+                  "pathology": "pathology slide", "digital photography": "clinical photograph",
+                  "angiography": "angiogram", "unknown": "medical image"}
+ANATOMY_PHRASES = {"cell": "of cells", "blood": "of blood", "whole body": "of the whole body", "unknown": "",
+                   "bone": "of the bones", "skin": "of the skin"}
+NORMAL = frozenset({"normal", "no finding", "healthy", "negative", "no abnormality", "nofinding"})
+
+
+def modality_phrase(modality: str) -> str:
+    return MODALITY_NOUNS.get(modality, f"{modality} image")
+
+
+def anatomy_phrase(anatomy: str) -> str:
+    return ANATOMY_PHRASES.get(anatomy, f"of the {anatomy}")
+
+
+def class_name(label: str) -> str:
+    """A class's one name, wherever a class is named as a class: multiple-choice options and answers, open
+    answers, zero-shot and training prompts, results, exports. It is the label as words (`label_words`)."""
+    return label_words(label)
+
+
+def finding(label: str) -> str:
+    """A class as caption prose says it: its name, except that a normal class reads "normal findings" ("a chest
+    X-ray showing normal findings"). Only captions and yes/no question stems use this wording."""
+    words = class_name(label)
+    return "normal findings" if words.lower() in NORMAL else words
+
+
+def mat_caption(record: dict) -> str:
+    """The sentence every record supports, labels or not: "A CT image of the brain." (from the MAT triplet)."""
+    image = modality_phrase(record.get("modality") or "unknown")
+    return sentence(f"{with_article(image)} {anatomy_phrase(record.get('anatomy') or 'unknown')}".strip())

@@ -62,7 +62,7 @@ def recompute(paths: list[Path], epochs: int) -> float:
 
 
 def medloom_rate(loom: Path, out: Path, n: int, epochs: int) -> float:
-    from medloom.train.clip import TrainSettings, train_clip
+    from medloom.train.projections import TrainSettings, train_clip
 
     train_clip(loom, out / "warm", TrainSettings(epochs=1, batch_size=BATCH), quiet=True)  # fills the caches
     started = time.perf_counter()

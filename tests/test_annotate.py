@@ -18,8 +18,8 @@ from medloom.annotate import AnnotateSettings, annotate
 from medloom.annotate.captions import TEMPLATES, make_caption, task_family
 from medloom.annotate.checks import TextChecker
 from medloom.annotate.knowledge import load_knowledge
+from medloom.annotate.questions import INSTRUCTION, QUESTIONS, multiple_choice, open_questions
 from medloom.annotate.regions import describe_regions, patient_sides, relation
-from medloom.annotate.vqa import INSTRUCTION, QUESTIONS, multiple_choice, open_questions
 from medloom.export.training import export_training
 from medloom.vocab import default_vocabulary
 from medloom.vocab.words import counted, join_words, label_words, plural, with_article

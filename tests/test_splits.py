@@ -14,10 +14,10 @@ from conftest import make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
+from medloom.cg.plan import directions, mat_subsets, parse_target, plan
 from medloom.export import ExportOptions, export
 from medloom.export.training import export_training
 from medloom.splits.assign import make_split
-from medloom.splits.planner import directions, mat_subsets, parse_target, plan
 
 SOURCES = [  # name, modality, anatomy, task, labels
     ("ct-lung-covid", "CT", "lung", "covid-19", ["covid", "normal"]),
@@ -183,7 +183,7 @@ def test_cg_plan_warns_or_refuses_when_training_holds_copies_of_the_target(tmp_p
     """A target image also sits in a training source (the same file in two datasets) and no dedup ran: every
     manifest counts the test records with a copy among its training records, `cg plan` warns, `--strict` refuses
     and writes nothing; after `medloom dedup` (which marks the training copy out) the plan is clean."""
-    from medloom.train.cg import current_copies
+    from medloom.cg.run import current_copies
 
     specs = []
     for s, (src, m, a, t) in enumerate([("target", "CT", "lung", "cancer"), ("covid", "CT", "lung", "covid-19"),

@@ -127,8 +127,8 @@ def test_no_mix_of_a_plan_trains_on_a_target_record(tmp_path):
     from conftest import make_image, run_ingest
     from test_splits import SOURCES
 
-    from medloom.splits.planner import parse_target, plan
-    from medloom.train.clip import TrainError, TrainSettings, train_clip
+    from medloom.cg.plan import parse_target, plan
+    from medloom.train.projections import TrainError, TrainSettings, train_clip
 
     specs = []
     for s, (src, m, a, t, labels) in enumerate(SOURCES):

@@ -766,7 +766,7 @@ def split(loom: Loom,
 @app.command("subsets")
 def subsets_cmd(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Records grouped by MAT triplet across sources (Med-MAT's subsets), with sizes and label spaces."""
-    from .splits.planner import mat_subsets, name
+    from .cg.plan import mat_subsets, name
 
     found = mat_subsets(resolve_loom(loom))
     data = [{"triplet": name(t), "records": s.records, "sources": s.sources, "labels": s.labels}
@@ -923,7 +923,7 @@ def eval_vqa(loom: Loom,
     """Ask a model every multiple-choice question of the selection; accuracy with 95% Wilson and patient-bootstrap
     intervals per MAT triplet, per source and overall. Invalid answers (no parsing rule matched) count wrong."""
     from .evaluate import EvalError, ModelSpecError, VQASettings, evaluate_vqa
-    from .evaluate.report import table_rows
+    from .evaluate.metrics import table_rows
     from .export import ExportError
     from .models.chat import LLMError
 
@@ -1113,7 +1113,7 @@ def train_clip_cmd(loom: Loom,
     contrastive loss; resumes from its last epoch; `medloom eval ... --model medloom:OUT` reads the result."""
     from .export import ExportError
     from .models.specs import ModelSpecError
-    from .train.clip import TrainError, TrainSettings, train_clip
+    from .train.projections import TrainError, TrainSettings, train_clip
 
     if image_tower != "efficientnet-lite0":
         fail(f"--image-tower {image_tower!r}: `train clip` trains projections over the locked efficientnet-lite0; "
@@ -1159,7 +1159,7 @@ app.add_typer(cg_app, name="cg")
 @cg_app.command("matrix")
 def cg_matrix(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """For every subset as a target: the training subsets each direction type has (0: not reachable)."""
-    from .splits.planner import DIRECTIONS, matrix
+    from .cg.plan import DIRECTIONS, matrix
 
     m = matrix(resolve_loom(loom))
     if as_json:
@@ -1188,7 +1188,7 @@ def cg_plan(loom: Loom,
             as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False,
         wait: Wait = False) -> None:
     """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
-    from .splits.planner import CopiesInTraining, PlanError, copies_warning, mat_subsets, parse_target, plan
+    from .cg.plan import CopiesInTraining, PlanError, copies_warning, mat_subsets, parse_target, plan
     from .vocab import UnknownTermError
 
     loom = resolve_loom(loom)
@@ -1219,7 +1219,7 @@ def cg_plan(loom: Loom,
 
 
 def _print_cg_tables(report: dict, metric: str) -> None:
-    from .evaluate.cg_report import TABLE3, TABLE4, table_rows
+    from .cg.tables import TABLE3, TABLE4, table_rows
 
     what = "multiple-choice" if metric == "mc" else "zero-shot top-1"
     for title, names in ((f"Table 3 ({what}): accuracy on the unseen target, 95% Wilson; * beats Baseline+ "
@@ -1255,12 +1255,12 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
     """For every experiment of a plan: train a CLIP-style model on its mix, evaluate it on the target's test
     records (multiple choice by image-text similarity, and zero-shot), beside the untrained Baseline; then
     print Med-MAT's tables. Finished experiments are skipped when run again."""
+    from .cg.plan import PlanError
+    from .cg.run import run_cg
+    from .cg.tables import ReportError
     from .evaluate import EvalError, ModelSpecError
-    from .evaluate.cg_report import ReportError
     from .export import ExportError
-    from .splits.planner import PlanError
-    from .train.cg import run_cg
-    from .train.clip import TrainError, TrainSettings
+    from .train.projections import TrainError, TrainSettings
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed)
     say = (lambda _: None) if quiet or as_json else (lambda m: err.print(escape(m), highlight=False))
@@ -1297,9 +1297,9 @@ def cg_report_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output 
                   as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Med-MAT's Tables 3 and 4 for a plan: each target's accuracy under each run with intervals, a mark where a
     trained run beats Baseline+ by an exact McNemar test, and a bar chart like Med-MAT's Figure 4."""
-    from .evaluate.cg_report import ReportError, cg_report, figure, markdown, resolve_runs
+    from .cg.plan import PlanError, find_experiments
+    from .cg.tables import ReportError, cg_report, figure, markdown, resolve_runs
     from .outputs import OutputFolder
-    from .splits.planner import PlanError, find_experiments
 
     if metric not in ("mc", "zeroshot"):
         fail(f"--metric {metric!r}: use mc or zeroshot")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import layout
 from ..outputs import written_by_medloom
-from .vqa import INSTRUCTION, LETTERS
+from .questions import INSTRUCTION, LETTERS
 
 REVIEWS = "reviews.json"
 DECISIONS = ("accepted", "edited", "rejected")

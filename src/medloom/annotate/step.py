@@ -34,9 +34,9 @@ from ..vocab.words import anatomy_phrase, label_words, modality_phrase
 from .captions import make_caption, task_family
 from .checks import TextChecker
 from .knowledge import load_knowledge
+from .questions import INSTRUCTION, LETTERS, multiple_choice, open_questions
 from .regions import describe_regions
 from .structures import instance_words, object_counts
-from .vqa import INSTRUCTION, LETTERS, multiple_choice, open_questions
 
 ANNOTATIONS = layout.ANNOTATIONS
 FILE = "annotations.parquet"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ..errors import CompareError
-from .report import as_question, units
+from .metrics import as_question, units
 from .stats import mcnemar_exact, paired_bootstrap
 
 

@@ -45,7 +45,7 @@ from ..models.specs import ClipSpec, ModelSpecError, parse_spec
 from ..outputs import OutputFolder
 from ..version import __version__
 from .answers import LETTERS, parse_answer
-from .report import summarise
+from .metrics import summarise
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 JUDGE_PROMPT = ("A model was asked this multiple-choice question:\n\n{prompt}\n\nIts answer was:\n\n{answer}\n\n"
@@ -63,7 +63,7 @@ PREDICTION_SCHEMA = pa.schema([
 
 
 @dataclass
-class Selection:
+class RunSelection:
     """What a run evaluates: a split (test by default), or an experiment's test records, narrowed by a subset
     and a SQL condition; and the model that answers."""
     model: str = ""
@@ -74,7 +74,7 @@ class Selection:
 
 
 @dataclass
-class VQASettings(Selection):
+class VQASettings(RunSelection):
     circular: bool = False
     images: bool = True
     seed: int = 0
@@ -100,15 +100,15 @@ def _questions(row: dict, seed: int, kb) -> list[dict]:
     if row.get("ann_vqa") is not None:
         return [q for q in row["ann_vqa"] if q["kind"] == "multiple-choice"]
     from ..annotate.captions import task_family
+    from ..annotate.questions import multiple_choice
     from ..annotate.step import record_rng
-    from ..annotate.vqa import multiple_choice
 
     family = task_family(row)
     q = multiple_choice(row, family, record_rng(seed, row["id"]), kb) if family else None
     return [q] if q else []
 
 
-def select(loom: Path, s: Selection) -> tuple:
+def select(loom: Path, s: RunSelection) -> tuple:
     """(connection with the `selection` view, its fingerprint, what was selected in words). The training side
     of a split or plan is never selected unless named."""
     from ..view.selection import Selection, select_records, selection_sql
@@ -267,7 +267,7 @@ def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, 
         return _evaluate(loom, folder, s, spec, model, quiet, workers)
 
 
-def run_settings(loom: Path, s: Selection, what: str, fingerprint: str, ids: list[str]) -> dict:
+def run_settings(loom: Path, s: RunSelection, what: str, fingerprint: str, ids: list[str]) -> dict:
     """What a run evaluated, exactly: loom, selection, settings, and a hash of the record ids."""
     ids = sorted(set(ids))
     return {"medloom": __version__, "loom": str(Path(loom).resolve()), "selection": what, **asdict(s),

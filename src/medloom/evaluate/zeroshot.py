@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..locks import hold
-from .report import as_question, metrics, units
-from .vqa import EvalError, Selection, open_run, run_settings, select
+from .metrics import as_question, metrics, units
+from .vqa import EvalError, RunSelection, open_run, run_settings, select
 
 ZEROSHOT_SCHEMA = pa.schema([
     ("record_id", pa.string()), ("task", pa.string()), ("source", pa.string()), ("modality", pa.string()),
@@ -39,7 +39,7 @@ ZEROSHOT_SCHEMA = pa.schema([
 
 
 @dataclass
-class ClipEvalSettings(Selection):
+class ClipEvalSettings(RunSelection):
     templates: list[str] | None = None  # prompts with {c}; default: from each source's modality and anatomy
     seed: int = 0
 

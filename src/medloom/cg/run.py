@@ -23,9 +23,9 @@ from pathlib import Path
 from ..errors import PlanError
 from ..locks import hold
 from ..outputs import OutputFolder
-from ..splits.planner import CopyCheck, copies_warning, find_experiments, slug
+from ..train.projections import TrainError, TrainSettings, train_clip, write_untrained
 from ..view.selection import read_experiment
-from .clip import TrainError, TrainSettings, train_clip, write_untrained
+from .plan import CopyCheck, copies_warning, find_experiments, slug
 
 METRICS = ("mc", "zeroshot")
 
@@ -68,9 +68,9 @@ def plan_loom(experiments: list[dict], loom: Path | None) -> Path:
 
 def run_cg(plan: Path, out: Path, train: TrainSettings, *, loom: Path | None = None, workers: int | None = None,
            quiet: bool = False, progress=print) -> CGReport:
-    from ..evaluate.cg_report import cg_report, figure, markdown, resolve_runs
     from ..evaluate.vqa import EvalError, VQASettings, evaluate_vqa
     from ..evaluate.zeroshot import ClipEvalSettings, evaluate_zeroshot
+    from .tables import cg_report, figure, markdown, resolve_runs
 
     experiments = find_experiments(plan)
     loom = plan_loom(experiments, loom)

@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 
 from ..errors import ReportError
-from ..splits.planner import DIRECTIONS, PlanError, slug
-from .compare import CompareError, paired, read_units
-from .report import metrics
+from ..evaluate.compare import CompareError, paired, read_units
+from ..evaluate.metrics import metrics
+from .plan import DIRECTIONS, PlanError, slug
 
 BASELINES = ("baseline", "baseline-plus")
 TABLE3 = (*BASELINES, *(f"related-{d}" for d in DIRECTIONS))

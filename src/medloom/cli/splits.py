@@ -1,0 +1,70 @@
+"""`medloom split`, and `subsets`, the old name of `medloom cg subsets`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .app import app
+from .common import (
+    Loom,
+    Wait,
+    emit,
+    err,
+    fail,
+    out,
+    resolve_loom,
+)
+
+
+@app.command()
+def split(loom: Loom,
+          by: Annotated[str, typer.Option(help="patient | study | record | source: what never crosses sides.")
+                        ] = "patient",
+          val: Annotated[float, typer.Option(help="Share of records for validation.")] = 0.1,
+          test: Annotated[float, typer.Option(help="Share of records for test.")] = 0.1,
+          seed: Annotated[int, typer.Option(help="Seed for the order groups are drawn in.")] = 0,
+          stratify: Annotated[str | None, typer.Option(help="label: split within each label.")] = None,
+          keep_source: Annotated[bool, typer.Option(help="Keep each source's own split (and check it).")] = False,
+          as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        wait: Wait = False) -> None:
+    """Assign train/val/test so that no patient (or study) is on two sides; exports use it from then on.
+    The split is checked against the duplicate groups and every leak is reported."""
+    from ..splits.assign import SplitError, make_split
+
+    try:
+        report = make_split(resolve_loom(loom), by=by, val=val, test=test, seed=seed, stratify=stratify,
+                            keep_source=keep_source, wait=wait)
+    except (SplitError, FileNotFoundError) as e:
+        fail(str(e))
+    sizes = ", ".join(f"{k} {v}" for k, v in sorted(report.sizes.items()))
+    emit(report.as_dict(), as_json, f"split by {by}: {report.records} records in {report.groups} groups: {sizes}; "
+                                     f"{report.groups_on_two_sides} {by}s on two sides, {report.duplicate_leaks} "
+                                     f"duplicate groups on two sides; {report.out}")
+    if report.duplicate_leaks or report.groups_on_two_sides:
+        err.print("[yellow]warning:[/yellow] the split leaks; see the report (split.json) for the groups",
+                  highlight=False)
+
+@app.command("subsets")
+def subsets_cmd(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Records grouped by MAT triplet across sources (Med-MAT's subsets), with sizes and label spaces."""
+    from ..cg.plan import mat_subsets, name
+
+    found = mat_subsets(resolve_loom(loom))
+    data = [{"triplet": name(t), "records": s.records, "sources": s.sources, "labels": s.labels}
+            for t, s in sorted(found.items())]
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    table = Table(title=f"{len(data)} MAT subsets", title_justify="left")
+    for col in ("modality|anatomy|task", "records", "sources", "labels"):
+        table.add_column(col)
+    for d in data:
+        table.add_row(escape(d["triplet"]), str(d["records"]), escape(", ".join(d["sources"])),
+                      escape(", ".join(d["labels"][:12]) + (" ..." if len(d["labels"]) > 12 else "")))
+    out.print(table)

@@ -61,7 +61,7 @@ def serve(loom: Loom,
     import secrets
     import socket
 
-    from ..web.app import is_loopback
+    from ..web.guard import is_loopback
 
     loom = resolve_loom(loom)
     if not is_loopback(host) and not token:

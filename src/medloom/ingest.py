@@ -25,12 +25,10 @@ from .locks import hold
 from .outputs import sha256_file
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
-from .sources import get_reader, worker_modules
+from .sources import READERS, get_reader, worker_modules
 from .sources.base import Scan, TaskList, display_name, inside, source_roots
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
-PART_SIZE = {"dicom": 16, "nifti": 1}
-DEFAULT_PART_SIZE = 128
 
 
 @dataclass
@@ -261,7 +259,7 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     table, order, ids = sorted_tasks(scan, source)
     scan.tasks = TaskList()
     settings = {**source, "label_space": label_space(source, table)}
-    bounds = chunk_bounds(strings(ids), part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
+    bounds = chunk_bounds(strings(ids), part_size or READERS[source["reader"]].part_size)
     del ids
 
     rows, positions = Rows(table), order.to_numpy()

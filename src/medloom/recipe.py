@@ -23,10 +23,6 @@ from .vocab.splits import split_name
 COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
                "commercial_use", "classes", "label_map", "split", "max_pixels", "max_voxels", "max_file_bytes",
                "allowed_roots", "raw_ids", "pseudonymous_ids", "damaged_images", "multiframe")
-# readers whose files hold patient data: their record ids are pseudonyms unless the recipe says otherwise
-PATIENT_DATA_READERS = frozenset({"dicom"})
-# readers that can read modality / anatomy from the files themselves
-MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task"), "pmc": ("modality", "anatomy", "task")}
 
 
 class SourceSpec(BaseModel):
@@ -190,7 +186,7 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
         for kind in KINDS:
             value = getattr(spec, kind)
             if value is None:
-                if kind not in MAT_FROM_FILES.get(spec.reader, ()):
+                if kind not in READERS[spec.reader].mat_from_files:
                     problems.append(f"{label}: `{kind}:` is required (the {spec.reader} reader cannot read it "
                                     "from the files)")
                 mat[kind] = None
@@ -218,7 +214,7 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
             "allowed_roots": [str((Path(r) if os.path.isabs(r) else base / r).resolve()) for r in spec.allowed_roots],
             "raw_ids": spec.raw_ids, "damaged_images": spec.damaged_images, "multiframe": spec.multiframe,
             "pseudonymous_ids": spec.pseudonymous_ids if spec.pseudonymous_ids is not None
-            else spec.reader in PATIENT_DATA_READERS,
+            else READERS[spec.reader].patient_data,
             "options": options,
         })
     if problems:

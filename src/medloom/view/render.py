@@ -33,11 +33,10 @@ from ..imaging import (
     rle_decode,
     rle_positions,
 )
-from ..sources import get_reader
+from ..sources import RENDERED_READERS, get_reader
 from .metadata import MetadataError
 from .metadata import strip as strip_metadata
 
-RENDERED_READERS = frozenset({"dicom", "nifti"})  # readers whose records need their own render()
 PASSTHROUGH_FORMATS = {"jpg": "JPEG", "png": "PNG"}
 
 

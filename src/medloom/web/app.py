@@ -223,7 +223,7 @@ class LoomApp:
     def record(self, request):
         from starlette.responses import HTMLResponse
 
-        from ..view.render import RENDERED_READERS
+        from ..sources import RENDERED_READERS
 
         record_id = _required(request.query_params, "id")
         row = self.index.record(record_id)
@@ -461,7 +461,8 @@ class LoomApp:
         """The record rendered (at most 1024 px), with the window and level asked for (`wc`, `ww`)."""
         from starlette.responses import Response
 
-        from ..view.render import RENDERED_READERS, record_image
+        from ..sources import RENDERED_READERS
+        from ..view.render import record_image
 
         params = request.query_params
         row = self.index.render_row(_required(params, "id"))

@@ -29,6 +29,26 @@ from .common import (
 )
 
 
+@cg_app.command("subsets")
+def cg_subsets(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Records grouped by MAT triplet across sources (Med-MAT's subsets), with sizes and label spaces."""
+    from ..cg.plan import mat_subsets, name
+
+    found = mat_subsets(resolve_loom(loom))
+    data = [{"triplet": name(t), "records": s.records, "sources": s.sources, "labels": s.labels}
+            for t, s in sorted(found.items())]
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    table = Table(title=f"{len(data)} MAT subsets", title_justify="left")
+    for col in ("modality|anatomy|task", "records", "sources", "labels"):
+        table.add_column(col)
+    for d in data:
+        table.add_row(escape(d["triplet"]), str(d["records"]), escape(", ".join(d["sources"])),
+                      escape(", ".join(d["labels"][:12]) + (" ..." if len(d["labels"]) > 12 else "")))
+    out.print(table)
+
+
 @cg_app.command("matrix")
 def cg_matrix(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """For every subset as a target: the training subsets each direction type has (0: not reachable)."""

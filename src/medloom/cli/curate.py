@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .. import models
 from .app import app
 from .common import (
     Address,
@@ -70,8 +71,8 @@ def leakage(loom: Loom,
 
 @app.command()
 def embed(loom: Loom,
-          model: Annotated[str, typer.Option(help="builtin | efficientnet-lite0 | open_clip:ARCH:WEIGHTS | "
-                                                  "timm:ARCH:WEIGHTS | hf:FOLDER")] = "builtin",
+          model: Annotated[str, typer.Option(help=models.forms("embed") + " (hf:FOLDER, the earlier name of hf-image:, "
+                                                  "still works here)")] = "builtin",
           workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes.")] = 0,
           executor: Executor = None, address: Address = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

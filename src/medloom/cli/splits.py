@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from .app import app
 from .common import (
@@ -17,7 +13,6 @@ from .common import (
     emit,
     err,
     fail,
-    out,
     resolve_loom,
 )
 
@@ -50,21 +45,11 @@ def split(loom: Loom,
         err.print("[yellow]warning:[/yellow] the split leaks; see the report (split.json) for the groups",
                   highlight=False)
 
-@app.command("subsets")
-def subsets_cmd(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Records grouped by MAT triplet across sources (Med-MAT's subsets), with sizes and label spaces."""
-    from ..cg.plan import mat_subsets, name
 
-    found = mat_subsets(resolve_loom(loom))
-    data = [{"triplet": name(t), "records": s.records, "sources": s.sources, "labels": s.labels}
-            for t, s in sorted(found.items())]
-    if as_json:
-        sys.stdout.write(json.dumps(data, indent=1) + "\n")
-        return
-    table = Table(title=f"{len(data)} MAT subsets", title_justify="left")
-    for col in ("modality|anatomy|task", "records", "sources", "labels"):
-        table.add_column(col)
-    for d in data:
-        table.add_row(escape(d["triplet"]), str(d["records"]), escape(", ".join(d["sources"])),
-                      escape(", ".join(d["labels"][:12]) + (" ..." if len(d["labels"]) > 12 else "")))
-    out.print(table)
+@app.command("subsets", help="Renamed: `medloom cg subsets` (records grouped by MAT triplet across sources); this old "
+                             "name still runs it.")
+def subsets_alias(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    from .cg import cg_subsets
+
+    err.print("note: `medloom subsets` is now `medloom cg subsets`", highlight=False)
+    cg_subsets(loom, as_json)

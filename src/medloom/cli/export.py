@@ -91,18 +91,18 @@ def export_cmd(loom: Loom,
     With an s3:// or gs:// --out, the finished folder is then published to that URL (`medloom publish`).
     """
     lean_driver()
+    from ..export.formats import FORMATS
+
     runner = executor_spec(executor, address, workers)
-    if fmt != "dicom":
+    if fmt in FORMATS and FORMATS[fmt].renders:
         from ..engine import stage_module, start_early
 
         start_early(runner, [stage_module("export.render")])  # they start while we import
-    from ..export import ExportError, ExportOptions, export
-    from ..export.training import TRAINING_FORMATS, export_training
-
-    loom = resolve_loom(loom)
+    from ..export.formats import ExportRequest, run_format
     from ..publish import PublishError, is_url, open_url, staging_name
     from ..vocab.splits import split_name
 
+    loom = resolve_loom(loom)
     url = out_to if is_url(out_to) else None
     if url:
         if absolute_paths:
@@ -112,86 +112,30 @@ def export_cmd(loom: Loom,
         except PublishError as e:
             fail(str(e))
     out_dir = layout.export_dir(loom, f"staged/{staging_name(url)}") if url else Path(out_to) if out_to else None
-
     unknown = [s for s in split or [] if split_name(s) is None]
     if unknown:
         fail(f"--split {unknown[0]!r}: use train, val or test")
-    splits = sorted({split_name(s) for s in split}) if split else None
-    if balance_shards is not None and fmt not in ("webdataset", "parquet"):
+    if balance_shards is not None and fmt in FORMATS and not FORMATS[fmt].shards:
         fail(f"--balance-shards cuts webdataset and parquet shards; --format {fmt} has none to balance: leave it out")
-    if fmt == "dicom":
-        from ..export.dicom import DicomExportError, export_dicom
-
-        try:
-            report = export_dicom(loom, out_dir or layout.export_dir(loom, "dicom"), where=where,
-                                  include_duplicates=include_duplicates, burned_in=burned_in, quiet=quiet or as_json,
-                                  wait=wait, splits=splits)
-        except (DicomExportError, FileNotFoundError, ValueError) as e:
-            fail(str(e))
-        if not as_json:
-            out.print(f"export dicom: {report.files} de-identified file(s) from {report.records - report.not_dicom} "
-                      f"DICOM record(s) ({report.not_dicom} other records left out); burned-in text: "
-                      f"{len(report.excluded_burned_in)} excluded, {len(report.flagged_burned_in)} flagged; "
-                      f"{len(report.failed)} failed; {report.out}", highlight=False)
-            for item in report.excluded_burned_in[:20]:
-                err.print(f"[yellow]excluded:[/yellow] {escape(item['records'][0])}: {escape(item['reason'])}",
-                          highlight=False)
-        return _published(report.out, url, report.as_dict(), as_json, quiet, wait)
-    # what the image-writing formats other than webdataset/parquet take alike
-    rendered = dict(where=where, max_side=max_side, quality=quality, workers=runner, quiet=quiet or as_json,
-                    include_duplicates=include_duplicates, subset=subset_name,
-                    experiment=str(experiment) if experiment else None, wait=wait, keep_metadata=keep_metadata,
-                    splits=splits, image_format=image_format)
-    if fmt == "clip-benchmark":
-        from ..export.clipbench import export_clip_benchmark
-
-        try:
-            bench = export_clip_benchmark(loom, out_dir or layout.export_dir(loom, fmt), shard_size=shard_size, **rendered)
-        except (ExportError, FileNotFoundError, ValueError) as e:
-            fail(str(e))
-        sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in bench.classification.items()) or "none"
-        if not as_json:
-            out.print(f"export clip-benchmark: {sum(bench.retrieval.values())} retrieval sample(s) in "
-                      f"{', '.join(bench.retrieval) or 'no split'}; classification datasets: {sets}; "
-                      f"{bench.not_single_label} record(s) without exactly one label left out of classification; "
-                      + (f"no classification set for {', '.join(sorted(bench.one_class_sources))} (fewer than two "
-                         "classes); " if bench.one_class_sources else "") +
-                      f"{len(bench.quarantined)} quarantined; {bench.out}", highlight=False)
-        return _published(bench.out, url, bench.as_dict(), as_json, quiet, wait)
-    if fmt in TRAINING_FORMATS:
-        try:
-            report = export_training(loom, out_dir or layout.export_dir(loom, fmt), fmt, absolute_paths=absolute_paths,
-                                     **rendered)
-        except (ExportError, FileNotFoundError, ValueError) as e:
-            fail(str(e))
-        if not as_json:
-            out.print(f"export {fmt}: {report.items} item(s) from {report.records} annotated record(s), "
-                      f"{report.images} image(s), {len(report.quarantined)} quarantined; "
-                      + ", ".join(str(Path(report.out) / f) for f in report.files), highlight=False)
-        return _published(Path(report.out), url, report.as_dict(), as_json, quiet, wait)
-    options = ExportOptions(format=fmt, image_format=image_format, max_side=max_side, quality=quality,
-                            shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), balance_shards=balance_shards,
-                            where=where, overwrite=overwrite,
-                            include_duplicates=include_duplicates, subset=subset_name,
-                            experiment=str(experiment) if experiment else None, keep_metadata=keep_metadata,
-                            splits=splits, text=text, citing=citing_sentences, require_text=require_text)
-    target = out_dir or layout.export_dir(loom, fmt)
+    request = ExportRequest(
+        format=fmt, where=where, include_duplicates=include_duplicates, subset=subset_name,
+        experiment=str(experiment) if experiment else None, splits=sorted({split_name(s) for s in split}) if split else None,
+        image_format=image_format, max_side=max_side, quality=quality, keep_metadata=keep_metadata,
+        shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), balance_shards=balance_shards, overwrite=overwrite,
+        text=text, citing=citing_sentences, require_text=require_text, absolute_paths=absolute_paths,
+        burned_in=burned_in)
     try:
-        report = export(loom, target, options, workers=runner, quiet=quiet or as_json, wait=wait)
-    except (ExportError, FileNotFoundError, ValueError) as e:
+        report = run_format(loom, out_dir or layout.export_dir(loom, fmt), request, workers=runner,
+                            quiet=quiet or as_json, wait=wait)
+    except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     if not as_json:
-        state = "up to date, nothing written" if report.up_to_date else f"{report.shards_written} shard(s) written"
-        out.print(f"export {fmt}: in {report.inputs} = exported {report.exported} + filtered {report.filtered} + "
-                  f"quarantined {report.quarantined}; {report.shards} shard(s), {state}", highlight=False)
-        for split, n in report.splits.items():
-            out.print(f"  {escape(split)}: {n} samples", highlight=False)
-        if report.reasons:
-            err.print("[yellow]warning:[/yellow] quarantined at render: "
-                      + ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items())) +
-                      f" (details in {report.out / 'quarantine.jsonl'})", highlight=False)
-        out.print(f"export: {report.out}", highlight=False)
-    _published(report.out, url, report.as_dict(), as_json, quiet, wait)
+        for line in report.lines():
+            out.print(escape(line), highlight=False)
+        for label, text in report.warnings():
+            err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
+    _published(Path(report.out), url, report.as_dict(), as_json, quiet, wait)
+
 
 def _published(folder: Path, url: str | None, summary: dict, as_json: bool, quiet: bool, wait: bool) -> None:
     """After an export: publish its folder when --out was a URL; print the summary as JSON when asked."""

@@ -81,11 +81,24 @@ class ExportReport:
     shards: int = 0
     shards_written: int = 0
     up_to_date: bool = False
+    format: str = "webdataset"
 
     def as_dict(self) -> dict:
         return {"out": str(self.out), "in": self.inputs, "exported": self.exported, "filtered": self.filtered,
                 "quarantined": self.quarantined, "reasons": self.reasons, "splits": self.splits,
                 "shards": self.shards, "shards_written": self.shards_written, "up_to_date": self.up_to_date}
+
+    def lines(self) -> list[str]:
+        state = "up to date, nothing written" if self.up_to_date else f"{self.shards_written} shard(s) written"
+        return [f"export {self.format}: in {self.inputs} = exported {self.exported} + filtered {self.filtered} + "
+                f"quarantined {self.quarantined}; {self.shards} shard(s), {state}",
+                *(f"  {split}: {n} samples" for split, n in self.splits.items()), f"export: {self.out}"]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        if not self.reasons:
+            return []
+        return [("warning", "quarantined at render: " + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+                 + f" (details in {Path(self.out) / 'quarantine.jsonl'})")]
 
 
 def shard_name(split: str, index: int, ext: str) -> str:
@@ -269,6 +282,18 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
         return _export(loom, folder, options, executor, quiet)
 
 
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
+                  ) -> ExportReport:
+    """`formats.FORMATS`' entry for webdataset and parquet."""
+    options = ExportOptions(format=request.format, image_format=request.image_format, max_side=request.max_side,
+                            quality=request.quality, shard_size=request.shard_size, shard_bytes=request.shard_bytes,
+                            balance_shards=request.balance_shards, where=request.where, overwrite=request.overwrite,
+                            include_duplicates=request.include_duplicates, subset=request.subset,
+                            experiment=request.experiment, keep_metadata=request.keep_metadata, splits=request.splits,
+                            text=request.text, citing=request.citing, require_text=request.require_text)
+    return export(loom, out, options, workers=workers, quiet=quiet, wait=wait)
+
+
 def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, quiet: bool) -> ExportReport:
     out = folder.path
     con = catalog.connect(loom)
@@ -303,7 +328,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
         settings["balance_shards"] = options.balance_shards
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
-    report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
+    report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()), format=options.format)
     if state is None:
         fields = [ext, "json", "txt"] if with_txt else [ext, "json"]
         state = {"format_version": 1, "medloom": __version__, "plan": plan, "settings": settings, "loom": str(loom.resolve()),

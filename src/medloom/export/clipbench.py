@@ -47,6 +47,27 @@ class ClipBenchmarkReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in self.classification.items()) or "none"
+        return [f"export clip-benchmark: {sum(self.retrieval.values())} retrieval sample(s) in "
+                f"{', '.join(self.retrieval) or 'no split'}; classification datasets: {sets}; "
+                f"{self.not_single_label} record(s) without exactly one label left out of classification; "
+                + (f"no classification set for {', '.join(sorted(self.one_class_sources))} (fewer than two "
+                   "classes); " if self.one_class_sources else "") + f"{len(self.quarantined)} quarantined; {self.out}"]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return []
+
+
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
+                  ) -> ClipBenchmarkReport:
+    """`formats.FORMATS`' entry for clip-benchmark."""
+    return export_clip_benchmark(loom, out, where=request.where, max_side=request.max_side, quality=request.quality,
+                                 workers=workers, quiet=quiet, include_duplicates=request.include_duplicates,
+                                 subset=request.subset, experiment=request.experiment, wait=wait,
+                                 keep_metadata=request.keep_metadata, splits=request.splits,
+                                 image_format=request.image_format, shard_size=request.shard_size)
+
 
 def dataset_key(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", source).strip("_") or "source"

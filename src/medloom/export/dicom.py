@@ -99,6 +99,21 @@ class DicomReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        return [f"export dicom: {self.files} de-identified file(s) from {self.records - self.not_dicom} DICOM "
+                f"record(s) ({self.not_dicom} other records left out); burned-in text: {len(self.excluded_burned_in)} "
+                f"excluded, {len(self.flagged_burned_in)} flagged; {len(self.failed)} failed; {self.out}"]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return [("excluded", f"{item['records'][0]}: {item['reason']}") for item in self.excluded_burned_in[:20]]
+
+
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
+                  ) -> DicomReport:
+    """`formats.FORMATS`' entry for dicom (files are copied, not rendered: `workers` is not used)."""
+    return export_dicom(loom, out, where=request.where, include_duplicates=request.include_duplicates,
+                        burned_in=request.burned_in, quiet=quiet, wait=wait, splits=request.splits)
+
 
 def new_uid(salt: str, uid: str) -> str:
     """A UID under the 2.25 root from a salted hash: the same original always maps to the same copy."""

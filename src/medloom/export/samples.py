@@ -65,7 +65,7 @@ ARTICLE_JSON_TYPE = pa.struct([(f.name, pa.int64() if pa.types.is_integer(f.type
 def sample_metadata(row: dict, width: int, height: int, with_article: bool = False, text: tuple[str, str] = ("", ""),
                     with_annotation: bool = False) -> dict:
     """The `.json` of a WebDataset sample and the columns of a Parquet row: every record field, with types
-    that never change (the README's table of types).
+    that never change (docs/export.md's table of types).
 
     Readers infer field types from the first samples (HF `datasets` from five), so no field is ever
     null: missing text is "", a missing number is -1 (or 0.0 for an absent window, whose

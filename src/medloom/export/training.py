@@ -55,6 +55,24 @@ class TrainingReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        return [f"export {self.format}: {self.items} item(s) from {self.records} annotated record(s), {self.images} "
+                f"image(s), {len(self.quarantined)} quarantined; " + ", ".join(str(Path(self.out) / f) for f in self.files)]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return []
+
+
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
+                  ) -> TrainingReport:
+    """`formats.FORMATS`' entry for medmat, llava, sharegpt and swift."""
+    return export_training(loom, out, request.format, where=request.where, max_side=request.max_side,
+                           quality=request.quality, workers=workers, quiet=quiet,
+                           include_duplicates=request.include_duplicates, subset=request.subset,
+                           experiment=request.experiment, wait=wait, keep_metadata=request.keep_metadata,
+                           splits=request.splits, image_format=request.image_format,
+                           absolute_paths=request.absolute_paths)
+
 
 def image_name(record_id: str, ext: str) -> str:
     return f"images/{record_id}.{ext}"

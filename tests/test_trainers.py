@@ -218,7 +218,7 @@ def test_llamafactory_reads_every_entry(loom, tmp_path):
 
 
 def test_llamafactory_entries_merged_into_another_dataset_info(loom, tmp_path):
-    """The README: to merge the export's entries into another dataset_info.json, export with --absolute-paths.
+    """docs/export.md: to merge the export's entries into another dataset_info.json, export with --absolute-paths.
     LLaMA-Factory 0.9.5 opens an entry's file at os.path.join(dataset_dir, file_name) (llamafactory/data/loader.py,
     _load_single_dataset) and its images at os.path.join(media_dir, image) (data/converter.py; media_dir defaults
     to dataset_dir), so both must hold from another dataset_dir; file_name used to stay relative."""

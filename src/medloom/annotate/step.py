@@ -111,6 +111,27 @@ class AnnotateReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        questions = ", ".join(f"{k} {v}" for k, v in sorted(self.questions.items())) or "none"
+        out = [f"annotate: {self.records} records: {self.captions} captions, {self.roi_descriptions} ROI descriptions, "
+               f"questions: {questions}; {self.without_labels} without labels or ROIs"]
+        others = [k for k in ("captions", "rois", "vqa") if k not in self.redone]
+        if others or self.kept:
+            out.append(f"made now: {', '.join(self.redone)}; kept as they were: "
+                       + "; ".join(([", ".join(others)] if others else [])
+                                   + ([f"{self.kept} record(s) outside --where"] if self.kept else [])))
+        if self.llm:
+            s = self.llm
+            out.append(f"llm: {s['answered']} answered, {s['cached']} from the cache, {s['failed']} failed "
+                       f"({s['requests']} HTTP requests)")
+        return out + [f"annotations: {self.out}"]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        if not self.flags:
+            return []
+        return [("flagged", ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items()))
+                 + f" (details in {self.out}/manifest.json)")]
+
 
 # ---- the stage (runs in workers) ------------------------------------------------------------------------
 

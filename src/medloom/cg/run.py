@@ -43,6 +43,10 @@ class CGReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        return (f"cg run: {self.targets} target(s), {self.trained} model(s) trained, {self.reused} experiment(s) "
+                f"already done, {self.skipped} n/a; report: {Path(self.out) / 'report'}")
+
 
 def current_copies(loom: Path, experiments: list[dict]) -> list[dict]:
     """The experiments with their copies counted now (a `dedup` since the plan has marked copies out)."""

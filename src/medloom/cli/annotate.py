@@ -15,10 +15,9 @@ from .common import (
     Executor,
     Quiet,
     Wait,
-    err,
     executor_spec,
     fail,
-    out,
+    print_report,
     resolve_loom,
 )
 
@@ -61,16 +60,13 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
     """
     import yaml
 
-    from ..annotate import AnnotateError, AnnotateSettings, annotate
+    from ..annotate import AnnotateSettings, annotate
 
     step = None
     if target.is_file() and target.suffix in (".yaml", ".yml"):
-        from ..recipe import RecipeError, load_recipe
+        from ..recipe import load_recipe
 
-        try:
-            loaded = load_recipe(target)
-        except RecipeError as e:
-            fail(str(e))
+        loaded = load_recipe(target)
         loom, step = loaded.loom, loaded.recipe.annotate
     else:
         loom = resolve_loom(target)
@@ -104,24 +100,9 @@ def annotate_cmd(target: Annotated[Path, typer.Argument(help="The loom, or a rec
     try:
         report = annotate(loom, settings, workers=executor_spec(executor, address, workers), quiet=quiet or as_json,
                           where=where, wait=wait)
-    except (AnnotateError, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
         return
-    questions = ", ".join(f"{k} {v}" for k, v in sorted(report.questions.items())) or "none"
-    out.print(f"annotate: {report.records} records: {report.captions} captions, {report.roi_descriptions} ROI "
-              f"descriptions, questions: {questions}; {report.without_labels} without labels or ROIs", highlight=False)
-    others = [k for k in ("captions", "rois", "vqa") if k not in report.redone]
-    if others or report.kept:
-        out.print(f"made now: {', '.join(report.redone)}; kept as they were: "
-                  + "; ".join(([", ".join(others)] if others else [])
-                              + ([f"{report.kept} record(s) outside --where"] if report.kept else [])), highlight=False)
-    if report.llm:
-        s = report.llm
-        out.print(f"llm: {s['answered']} answered, {s['cached']} from the cache, {s['failed']} failed "
-                  f"({s['requests']} HTTP requests)", highlight=False)
-    if report.flags:
-        err.print("[yellow]flagged:[/yellow] " + ", ".join(f"{k} {v}" for k, v in sorted(report.flags.items()))
-                  + f" (details in {report.out}/manifest.json)", highlight=False)
-    out.print(f"annotations: {report.out}", highlight=False)
+    print_report(report)

@@ -80,8 +80,7 @@ def cg_plan(loom: Loom,
             as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False,
         wait: Wait = False) -> None:
     """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
-    from ..cg.plan import CopiesInTraining, PlanError, copies_warning, mat_subsets, parse_target, plan
-    from ..vocab import UnknownTermError
+    from ..cg.plan import copies_warning, mat_subsets, parse_target, plan
 
     loom = resolve_loom(loom)
     if bool(target) == all_targets:
@@ -89,9 +88,7 @@ def cg_plan(loom: Loom,
     try:
         targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
         experiments = plan(loom, targets, out_dir or layout.experiments_dir(loom), seed=seed, strict=strict, wait=wait)
-    except CopiesInTraining as e:
-        fail(str(e), 1)
-    except (PlanError, UnknownTermError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
     warning = copies_warning(experiments)
     if warning:
@@ -145,12 +142,8 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
     """For every experiment of a plan: train a CLIP-style model on its mix, evaluate it on the target's test
     records (multiple choice by image-text similarity, and zero-shot), beside the untrained Baseline; then
     print Med-MAT's tables. Finished experiments are skipped when run again."""
-    from ..cg.plan import PlanError
     from ..cg.run import run_cg
-    from ..cg.tables import ReportError
-    from ..evaluate import EvalError, ModelSpecError
-    from ..export import ExportError
-    from ..train.projections import TrainError, TrainSettings
+    from ..train.projections import TrainSettings
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed)
     say = (lambda _: None) if quiet or as_json else (lambda m: err.print(escape(m), highlight=False))
@@ -158,7 +151,7 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
         report = run_cg(plan, out_dir, settings, loom=resolve_loom(loom) if loom else None,
                         workers=executor_spec(executor, address, workers),
                         quiet=quiet or as_json, progress=say)
-    except (PlanError, ReportError, TrainError, EvalError, ModelSpecError, ExportError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
     except ImportError as e:
         fail(f"{e}; {TOWERS_HINT}")
@@ -169,8 +162,7 @@ def cg_run_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output fol
         return
     for metric, table in (report.report or {}).items():
         _print_cg_tables(table, metric)
-    out.print(f"cg run: {report.targets} target(s), {report.trained} model(s) trained, {report.reused} experiment(s) "
-              f"already done, {report.skipped} n/a; report: {out_dir / 'report'}", highlight=False)
+    out.print(escape(report.summary()), highlight=False)
 
 @cg_app.command("report")
 def cg_report_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output folder (or one target's folder).")],
@@ -186,18 +178,15 @@ def cg_report_cmd(plan: Annotated[Path, typer.Argument(help="A `cg plan` output 
                   as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False) -> None:
     """Med-MAT's Tables 3 and 4 for a plan: each target's accuracy under each run with intervals, a mark where a
     trained run beats Baseline+ by an exact McNemar test, and a bar chart like Med-MAT's Figure 4."""
-    from ..cg.plan import PlanError, find_experiments
-    from ..cg.tables import ReportError, cg_report, figure, markdown, resolve_runs
+    from ..cg.plan import find_experiments
+    from ..cg.tables import cg_report, figure, markdown, resolve_runs
     from ..outputs import OutputFolder
 
     if metric not in ("mc", "zeroshot"):
         fail(f"--metric {metric!r}: use mc or zeroshot")
-    try:
-        experiments = find_experiments(plan)
-        found, skipped = resolve_runs(experiments, runs or [], results, metric)
-        report = cg_report(experiments, found, skipped, seed=seed)
-    except (PlanError, ReportError) as e:
-        fail(str(e))
+    experiments = find_experiments(plan)
+    found, skipped = resolve_runs(experiments, runs or [], results, metric)
+    report = cg_report(experiments, found, skipped, seed=seed)
     if out_dir is not None:
         folder = OutputFolder(out_dir)
         folder.require_only_own("report")

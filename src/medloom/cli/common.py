@@ -48,12 +48,9 @@ def fail(message: str, code: int = 2) -> None:
 def resolve_loom(path: Path) -> Path:
     """Accept the loom folder, its catalog/ folder, or a recipe file."""
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        from ..recipe import RecipeError, load_recipe
+        from ..recipe import load_recipe
 
-        try:
-            return load_recipe(path).loom
-        except RecipeError as e:
-            fail(str(e))
+        return load_recipe(path).loom
     if path.name == layout.CATALOG and (path / "manifest.json").is_file():
         return path.parent
     return path
@@ -67,11 +64,19 @@ def parse_bytes(text: str) -> int:
     base = 1024 if binary else 1000
     return int(float(number) * base ** " KMGT".index(unit.upper() or " "))
 
+def print_report(report) -> None:
+    """A step's report as the command prints it: its lines, then its (label, text) warnings on stderr."""
+    for line in report.lines():
+        out.print(escape(line), highlight=False)
+    for label, text in report.warnings():
+        err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
+
+
 def emit(report: dict, as_json: bool, summary: str) -> None:
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
     else:
-        out.print(summary, highlight=False)
+        out.print(escape(summary), highlight=False)
 
 ClipModelOption = Annotated[str, typer.Option("--model", help="medloom:PATH, a folder with medloom-clip.json and "
                                                                "projection.npz (image tower, text tower, projection), "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .. import models
 from .app import app
@@ -46,9 +47,7 @@ def dedup(loom: Loom,
     if as_json:
         sys.stdout.write(json.dumps({"groups": groups, "keep": keep, "report": report.as_dict()}, indent=1) + "\n")
         return
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(report.by_reason.items())) or "none"
-    out.print(f"dedup: {report.records} records, {report.groups} groups holding {report.in_groups}; "
-              f"{report.marked} marked as duplicates ({reasons}); groups and report in {report.out}", highlight=False)
+    out.print(escape(report.summary()), highlight=False)
 
 @app.command()
 def leakage(loom: Loom,
@@ -64,10 +63,7 @@ def leakage(loom: Loom,
         report = run(resolve_loom(loom), near=None if near < 0 else near, mark=mark, wait=wait)
     except FileNotFoundError as e:
         fail(str(e))
-    pairs = "; ".join(f"{k}: {v}" for k, v in sorted(report.by_source_pair.items())) or "no leaks"
-    emit(report.as_dict(), as_json, f"leakage: {report.leaking} of {report.evaluation_records} test/validation "
-                                     f"records have {report.training_copies} copies in training ({pairs})"
-                                     + (f"; {report.marked} training copies marked" if mark else ""))
+    emit(report.as_dict(), as_json, report.summary(marking=mark))
 
 @app.command()
 def embed(loom: Loom,
@@ -86,9 +82,7 @@ def embed(loom: Loom,
                      quiet=quiet or as_json, wait=wait)
     except (FileNotFoundError, ValueError, ImportError) as e:
         fail(str(e))
-    emit(report.as_dict(), as_json, f"embed {model}: {report.records} records, {report.dimensions} dimensions; "
-                                     f"{report.parts_computed} of {report.parts} parts computed, the rest cached; "
-                                     f"{len(report.unreadable)} unreadable; {report.out}")
+    emit(report.as_dict(), as_json, report.summary())
 
 @app.command("cluster")
 def cluster_cmd(loom: Loom,
@@ -108,9 +102,7 @@ def cluster_cmd(loom: Loom,
         report = run(resolve_loom(loom), k, pca=pca, seed=seed, model=model, sheets=sheets, quiet=quiet or as_json, wait=wait)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    emit(report.as_dict(), as_json, f"cluster: {report.records} records into {report.k} clusters (sizes "
-                                     f"{min(report.sizes)}..{max(report.sizes)}) after PCA to {report.pca} "
-                                     f"dimensions ({report.explained_variance:.0%} of the variance); {report.out}")
+    emit(report.as_dict(), as_json, report.summary())
 
 @app.command()
 def concepts(loom: Loom,
@@ -121,17 +113,13 @@ def concepts(loom: Loom,
              as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
         wait: Wait = False) -> None:
     """Take cluster labels from annotators, report their agreement, and propagate the majority to records."""
-    from ..curate.concepts import ConceptError, apply_labels
+    from ..curate.concepts import apply_labels
 
     try:
         report = apply_labels(resolve_loom(loom), apply, taxonomy, wait=wait)
-    except (ConceptError, FileNotFoundError, OSError) as e:
+    except (FileNotFoundError, OSError) as e:
         fail(str(e))
-    kappa = f", Fleiss' kappa {report.fleiss_kappa:.2f}" if report.fleiss_kappa is not None else ""
-    emit(report.as_dict(), as_json, f"concepts: {report.clusters_labelled} clusters labelled by "
-                                     f"{len(report.annotators)} annotator(s), mean agreement "
-                                     f"{report.mean_agreement:.2f}{kappa}; {report.records} records: "
-                                     + ", ".join(f"{k} {v}" for k, v in sorted(report.per_concept.items())))
+    emit(report.as_dict(), as_json, report.summary())
 
 @app.command()
 def subset(loom: Loom, name: Annotated[str, typer.Argument(help="The subset's name (for export --subset).")],
@@ -143,11 +131,11 @@ def subset(loom: Loom, name: Annotated[str, typer.Argument(help="The subset's na
            as_json: Annotated[bool, typer.Option("--json", help="Print the subset's description as JSON.")] = False,
         wait: Wait = False) -> None:
     """Save a named subset: filter by concept and balance by capping records per concept."""
-    from ..curate.subsets import SubsetError, make_subset
+    from ..curate.subsets import make_subset
 
     try:
         info = make_subset(resolve_loom(loom), name, concepts=concept, cap=cap, seed=seed, where=where, wait=wait)
-    except (SubsetError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
     emit(info, as_json, f"subset {name}: {info['records']} records ("
                          + ", ".join(f"{k} {v}" for k, v in info["per_concept"].items()) + ")")

@@ -71,10 +71,8 @@ def eval_vqa(loom: Loom,
              quiet: Quiet = False) -> None:
     """Ask a model every multiple-choice question of the selection; accuracy with 95% Wilson and patient-bootstrap
     intervals per MAT triplet, per source and overall. Invalid answers (no parsing rule matched) count wrong."""
-    from ..evaluate import EvalError, ModelSpecError, VQASettings, evaluate_vqa
+    from ..evaluate import VQASettings, evaluate_vqa
     from ..evaluate.metrics import table_rows
-    from ..export import ExportError
-    from ..models.chat import LLMError
 
     split_name = split_option(split)
     settings = VQASettings(model=model, split=split_name, subset=subset,
@@ -84,7 +82,7 @@ def eval_vqa(loom: Loom,
     try:
         results = evaluate_vqa(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json,
                                workers=executor_spec(executor, address, workers))
-    except (EvalError, ModelSpecError, ExportError, LLMError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
     if as_json:
         sys.stdout.write(json.dumps(results, indent=1) + "\n")
@@ -117,9 +115,7 @@ def eval_vqa(loom: Loom,
 def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, subset: str | None,
                experiment: Path | None, where: str | None, templates: Path | None, seed: int, workers,
                as_json: bool, quiet: bool) -> dict:
-    from ..evaluate import EvalError, ModelSpecError
     from ..evaluate.zeroshot import ClipEvalSettings, evaluate_retrieval, evaluate_zeroshot
-    from ..export import ExportError
 
     split_name = split_option(split)
     prompts = None
@@ -138,7 +134,7 @@ def _clip_eval(kind: str, loom: Path, model: str, out_dir: Path, split: str, sub
     run = evaluate_zeroshot if kind == "zeroshot" else evaluate_retrieval
     try:
         results = run(resolve_loom(loom), out_dir, settings, quiet=quiet or as_json, workers=workers)
-    except (EvalError, ModelSpecError, ExportError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
     if as_json:
         sys.stdout.write(json.dumps(results, indent=1) + "\n")
@@ -193,12 +189,9 @@ def eval_compare(run_a: Annotated[Path, typer.Argument(help="The first run folde
                  seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """B minus A on the questions both runs answered: exact McNemar test and a paired bootstrap interval."""
-    from ..evaluate import CompareError, compare
+    from ..evaluate import compare
 
-    try:
-        result = compare(run_a, run_b, seed=seed)
-    except CompareError as e:
-        fail(str(e))
+    result = compare(run_a, run_b, seed=seed)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
         return

@@ -24,6 +24,7 @@ from .common import (
     lean_driver,
     out,
     parse_bytes,
+    print_report,
     resolve_loom,
 )
 
@@ -99,7 +100,7 @@ def export_cmd(loom: Loom,
 
         start_early(runner, [stage_module("export.render")])  # they start while we import
     from ..export.formats import ExportRequest, run_format
-    from ..publish import PublishError, is_url, open_url, staging_name
+    from ..publish import is_url, open_url, staging_name
     from ..vocab.splits import split_name
 
     loom = resolve_loom(loom)
@@ -107,10 +108,7 @@ def export_cmd(loom: Loom,
     if url:
         if absolute_paths:
             fail("--absolute-paths names files on this machine; leave it out when --out is a URL")
-        try:
-            open_url(url)  # a bad URL fails now, not after the export
-        except PublishError as e:
-            fail(str(e))
+        open_url(url)  # a bad URL fails now, not after the export
     out_dir = layout.export_dir(loom, f"staged/{staging_name(url)}") if url else Path(out_to) if out_to else None
     unknown = [s for s in split or [] if split_name(s) is None]
     if unknown:
@@ -130,10 +128,7 @@ def export_cmd(loom: Loom,
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     if not as_json:
-        for line in report.lines():
-            out.print(escape(line), highlight=False)
-        for label, text in report.warnings():
-            err.print(f"[yellow]{label}:[/yellow] {escape(text)}", highlight=False)
+        print_report(report)
     _published(Path(report.out), url, report.as_dict(), as_json, quiet, wait)
 
 
@@ -145,12 +140,9 @@ def _published(folder: Path, url: str | None, summary: dict, as_json: bool, quie
         sys.stdout.write(json.dumps(summary, indent=1) + "\n")
 
 def _publish_or_fail(folder: Path, url: str, *, threads: int = 8, quiet: bool, wait: bool, as_json: bool) -> dict:
-    from ..publish import PublishError, publish
+    from ..publish import publish
 
-    try:
-        report = publish(folder, url, threads=threads, quiet=quiet, wait=wait)
-    except PublishError as e:
-        fail(str(e))
+    report = publish(folder, url, threads=threads, quiet=quiet, wait=wait)
     if not as_json:
         out.print(f"publish: {report.uploaded} file(s) uploaded ({report.bytes_uploaded / 1e6:.1f} MB), "
                   f"{report.skipped} already there, {report.removed} old file(s) removed; {report.url}",

@@ -53,12 +53,9 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
         wait: Wait = False) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
     lean_driver()
-    from ..recipe import RecipeError, load_recipe
+    from ..recipe import load_recipe
 
-    try:
-        loaded = load_recipe(recipe)
-    except RecipeError as e:
-        fail(str(e))
+    loaded = load_recipe(recipe)
     unknown = [s for s in source or [] if s not in {x["name"] for x in loaded.sources}]
     if unknown:
         fail(f"no source named {', '.join(unknown)} in {loaded.path}")

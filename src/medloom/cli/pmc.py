@@ -14,7 +14,6 @@ from .app import pmc_app
 from .common import (
     Quiet,
     err,
-    fail,
     out,
     parse_bytes,
 )
@@ -43,23 +42,19 @@ def pmc_fetch(file_list: Annotated[Path, typer.Option(
     Partial downloads resume; every outcome is logged to OUT/fetch-log.jsonl. Exits 1 when any package failed.
     """
     from ..engine.progress import progress_bar
-    from ..literature.fetch import FetchError, fetch, read_file_list, select
+    from ..literature.fetch import fetch, read_file_list, select
 
-    try:
-        packages = select(read_file_list(file_list), licenses, limit)
-    except FetchError as e:
-        fail(str(e))
+    packages = select(read_file_list(file_list), licenses, limit)
     with progress_bar("pmc fetch", len(packages), quiet or as_json) as advance:
         report = fetch(packages, out_dir, base_url=base_url, workers=workers, retries=retries, timeout=timeout,
                        progress=advance, max_bytes=parse_bytes(max_bytes), max_wait=max_wait)
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
     else:
-        out.print(f"pmc fetch: {report.selected} selected = {report.skipped} already complete + {report.fetched} "
-                  f"fetched ({report.bytes / 1e6:.1f} MB) + {len(report.failed)} failed", highlight=False)
-        for f in report.failed[:20]:
-            err.print(f"[red]failed:[/red] {escape(f['name'])}: {escape(f['error'])} after {f['attempts']} attempt(s)",
-                      highlight=False)
-        out.print(f"packages: {out_dir} (log: {out_dir / 'fetch-log.jsonl'})", highlight=False)
+        summary, packages = report.lines(out_dir)
+        out.print(escape(summary), highlight=False)
+        for label, text in report.warnings():
+            err.print(f"[red]{label}:[/red] {escape(text)}", highlight=False)
+        out.print(escape(packages), highlight=False)
     if report.failed:
         raise typer.Exit(1)

@@ -30,17 +30,14 @@ def split(loom: Loom,
         wait: Wait = False) -> None:
     """Assign train/val/test so that no patient (or study) is on two sides; exports use it from then on.
     The split is checked against the duplicate groups and every leak is reported."""
-    from ..splits.assign import SplitError, make_split
+    from ..splits.assign import make_split
 
     try:
         report = make_split(resolve_loom(loom), by=by, val=val, test=test, seed=seed, stratify=stratify,
                             keep_source=keep_source, wait=wait)
-    except (SplitError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
-    sizes = ", ".join(f"{k} {v}" for k, v in sorted(report.sizes.items()))
-    emit(report.as_dict(), as_json, f"split by {by}: {report.records} records in {report.groups} groups: {sizes}; "
-                                     f"{report.groups_on_two_sides} {by}s on two sides, {report.duplicate_leaks} "
-                                     f"duplicate groups on two sides; {report.out}")
+    emit(report.as_dict(), as_json, report.summary())
     if report.duplicate_leaks or report.groups_on_two_sides:
         err.print("[yellow]warning:[/yellow] the split leaks; see the report (split.json) for the groups",
                   highlight=False)

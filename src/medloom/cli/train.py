@@ -59,9 +59,7 @@ def train_clip_cmd(loom: Loom,
                    quiet: Quiet = False, wait: Wait = False) -> None:
     """Train projections (and the temperature) over the locked EfficientNet-Lite0 and MiniLM towers with a
     contrastive loss; resumes from its last epoch; `medloom eval ... --model medloom:OUT` reads the result."""
-    from ..export import ExportError
-    from ..models.specs import ModelSpecError
-    from ..train.projections import TrainError, TrainSettings, train_clip
+    from ..train.projections import TrainSettings, train_clip
 
     if image_tower != "efficientnet-lite0":
         fail(f"--image-tower {image_tower!r}: `train clip` trains projections over the locked efficientnet-lite0; "
@@ -83,17 +81,14 @@ def train_clip_cmd(loom: Loom,
     try:
         report = train_clip(resolve_loom(loom), out_dir, settings, workers=executor_spec(executor, address, workers),
                             quiet=quiet or as_json, wait=wait)
-    except (TrainError, ModelSpecError, ExportError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         fail(str(e))
     except ImportError as e:
         fail(f"{e}; {TOWERS_HINT}")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
     else:
-        losses = f", loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}" if report.losses else ""
-        out.print(f"train clip: {report.records} records, {report.texts} distinct texts, {report.epochs_run} epoch(s) "
-                  "run" + (f" (resumed after epoch {report.resumed_from})" if report.resumed_from else "")
-                  + f"{losses}; {report.out}", highlight=False)
+        out.print(escape(report.summary()), highlight=False)
     if report.stopped:
         err.print(f"[red]error:[/red] {escape(report.stopped)}", highlight=False)
         raise typer.Exit(1)

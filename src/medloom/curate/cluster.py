@@ -47,6 +47,10 @@ class ClusterReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        return (f"cluster: {self.records} records into {self.k} clusters (sizes {min(self.sizes)}..{max(self.sizes)}) "
+                f"after PCA to {self.pca} dimensions ({self.explained_variance:.0%} of the variance); {self.out}")
+
 
 def streamed_pca(loom: Path, model: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(mean, components as rows in order of variance, explained-variance ratios, n) in one pass."""

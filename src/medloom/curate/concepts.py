@@ -72,6 +72,12 @@ class ConceptReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        kappa = f", Fleiss' kappa {self.fleiss_kappa:.2f}" if self.fleiss_kappa is not None else ""
+        return (f"concepts: {self.clusters_labelled} clusters labelled by {len(self.annotators)} annotator(s), mean "
+                f"agreement {self.mean_agreement:.2f}{kappa}; {self.records} records: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.per_concept.items())))
+
 
 def read_labels(path: Path, taxonomy: Taxonomy) -> tuple[str, dict[int, dict]]:
     return parse_labels(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}, taxonomy, Path(path))

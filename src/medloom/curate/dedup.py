@@ -49,6 +49,11 @@ class DedupReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items())) or "none"
+        return (f"dedup: {self.records} records, {self.groups} groups holding {self.in_groups}; {self.marked} marked "
+                f"as duplicates ({reasons}); groups and report in {self.out}")
+
 
 def _catalog_rows(loom: Path) -> dict[str, list]:
     con = catalog.connect(loom)
@@ -158,6 +163,12 @@ class LeakageReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self, marking: bool = False) -> str:
+        pairs = "; ".join(f"{k}: {v}" for k, v in sorted(self.by_source_pair.items())) or "no leaks"
+        return (f"leakage: {self.leaking} of {self.evaluation_records} test/validation records have "
+                f"{self.training_copies} copies in training ({pairs})"
+                + (f"; {self.marked} training copies marked" if marking else ""))
 
 
 def read_choices(loom: Path) -> list[dict]:

@@ -42,6 +42,10 @@ class EmbedReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        return (f"embed {self.model}: {self.records} records, {self.dimensions} dimensions; {self.parts_computed} of "
+                f"{self.parts} parts computed, the rest cached; {len(self.unreadable)} unreadable; {self.out}")
+
 
 def model_folder(loom: Path, model: str) -> Path:
     return Path(loom) / EMBEDDINGS / re.sub(r"[^A-Za-z0-9_.\-]+", "_", model)

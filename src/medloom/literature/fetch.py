@@ -65,6 +65,14 @@ class FetchReport:
         return {"selected": self.selected, "skipped": self.skipped, "fetched": self.fetched,
                 "failed": self.failed, "bytes": self.bytes, "seconds": round(self.seconds, 3)}
 
+    def lines(self, folder: Path) -> list[str]:
+        return [f"pmc fetch: {self.selected} selected = {self.skipped} already complete + {self.fetched} fetched "
+                f"({self.bytes / 1e6:.1f} MB) + {len(self.failed)} failed",
+                f"packages: {folder} (log: {Path(folder) / 'fetch-log.jsonl'})"]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return [("failed", f"{f['name']}: {f['error']} after {f['attempts']} attempt(s)") for f in self.failed[:20]]
+
 
 def file_license(text: str) -> str:
     """The file list's licence column ("CC BY", "CC BY-NC-SA", "NO-CC CODE") as a normalised name."""

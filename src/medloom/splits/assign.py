@@ -45,6 +45,12 @@ class SplitReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        sizes = ", ".join(f"{k} {v}" for k, v in sorted(self.sizes.items()))
+        return (f"split by {self.by}: {self.records} records in {self.groups} groups: {sizes}; "
+                f"{self.groups_on_two_sides} {self.by}s on two sides, {self.duplicate_leaks} duplicate groups on two "
+                f"sides; {self.out}")
+
 
 def _order(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()

@@ -69,6 +69,11 @@ class TrainReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        losses = f", loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}" if self.losses else ""
+        return (f"train clip: {self.records} records, {self.texts} distinct texts, {self.epochs_run} epoch(s) run"
+                + (f" (resumed after epoch {self.resumed_from})" if self.resumed_from else "") + f"{losses}; {self.out}")
+
 
 def record_texts(row: dict, prompts: bool) -> list[str]:
     from ..export.clipbench import templates

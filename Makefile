@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/stream.py
 	$(BIN)/python benchmarks/pmc.py
 	$(BIN)/python benchmarks/dedup.py
+	$(BIN)/python benchmarks/burned_in.py
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/zeroshot.py
 	$(BIN)/python benchmarks/train.py

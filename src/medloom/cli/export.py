@@ -78,7 +78,14 @@ def export_cmd(loom: Loom,
                    help="medmat/llava/sharegpt: absolute image paths (for an entry merged into another "
                         "dataset_info.json); default: relative to the output folder.")] = False,
                burned_in: Annotated[str, typer.Option(
-                   help="dicom: files with burned-in text (tag or border heuristic): exclude | flag.")] = "exclude",
+                   help="dicom: files with burned-in text (the tag, or text-like marks in any colour anywhere in "
+                        "the checked frames): exclude | flag (exported with Burned In Annotation = YES).")] = "exclude",
+               burned_in_frames: Annotated[int, typer.Option(
+                   help="dicom: frames checked for burned-in text: all up to N, else N evenly spaced ones with the "
+                        "first and last (0: every frame).")] = 32,
+               burned_in_ocr: Annotated[bool, typer.Option(
+                   help="dicom: also read up to 4 of the checked frames with OCR (needs the tesseract program: "
+                        "apt-get install tesseract-ocr); slower, finds text the heuristic misses.")] = False,
                keep_metadata: Annotated[bool, typer.Option(
                    help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")] = False,
                as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -121,7 +128,7 @@ def export_cmd(loom: Loom,
         image_format=image_format, max_side=max_side, quality=quality, keep_metadata=keep_metadata,
         shard_size=shard_size, shard_bytes=parse_bytes(shard_bytes), balance_shards=balance_shards, overwrite=overwrite,
         text=text, citing=citing_sentences, require_text=require_text, absolute_paths=absolute_paths,
-        burned_in=burned_in)
+        burned_in=burned_in, burned_in_frames=burned_in_frames, burned_in_ocr=burned_in_ocr)
     try:
         report = run_format(loom, out_dir or layout.export_dir(loom, fmt), request, workers=runner,
                             quiet=quiet or as_json, wait=wait)

@@ -4,24 +4,36 @@ De-identification follows the Basic Application Level Confidentiality Profile (D
 the "Retain Longitudinal Temporal Information with Modified Dates" option, done as an allow-list: an
 attribute is kept only when it is known to describe the image and not the person (pixel description,
 geometry, acquisition physics, windows and look-up tables); everything else, private attributes,
-overlays and curves included, is removed. Attributes an image object must carry are written back with
-values that identify no one:
+overlays, curves, icons and the file preamble included, is removed. A kept attribute's value is kept only
+in a form that cannot carry free text, by its value representation:
 
-- Patient's Name and Patient ID: one pseudonym per patient, the salted hash the catalog already stores,
-  so records of one patient stay together and nobody without the loom's salt can go back.
-- Every UID (study, series, instance, frame of reference, the file meta's): `2.25.<number>`, a salted hash of
-  the original, so references between the copies still hold.
-- Dates (DA, and the date part of DT): shifted by a per-patient number of days (1 to 3650, from the
-  salted hash), so intervals between a patient's studies survive; times are kept.
-- Referring physician, accession number, study id: empty (the profile's Z).
+- code strings and the few LO/SH attributes kept (Modality, Image Type, Body Part Examined, Rescale Type,
+  Stack ID, ...): each value must be in the attribute's fixed vocabulary (`dicom_terms`: the standard's
+  defined terms); other values are dropped, or the attribute is (Rescale Type and Modality LUT Type
+  become US, "unspecified");
+- numbers (DS, IS): kept only when every value is a number;
+- dates (DA, the date part of DT): shifted by a per-patient number of days (1 to 3650, from the salted
+  hash), so intervals between a patient's studies survive; times (TM, the rest of DT) kept when they are
+  times; anything else is dropped;
+- UIDs: a standard UID (a SOP class, a transfer syntax) stays; every other one (study, series, instance,
+  frame of reference, a private SOP class) becomes `2.25.<number>`, a salted hash of the original, so
+  references between the copies still hold;
+- every other text (LO, SH, LT, ST, UT, PN, UC, UR, AE, AS: explanations, kernels, names) and any
+  attribute of unknown representation (UN): removed.
 
-What was done is recorded in the copies: Patient Identity Removed = YES, De-identification Method, the
+Then the attributes an image object must carry are written back with values that identify no one:
+Patient's Name and Patient ID become one pseudonym per patient, the salted hash the catalog already
+stores (records of one patient stay together and nobody without the loom's salt can go back); Referring
+Physician's Name, Accession Number, Study ID, birth date and sex are empty (the profile's Z). What was
+done is recorded in the copies: Patient Identity Removed = YES, De-identification Method, the
 De-identification Method Code Sequence (113100 Basic Application Confidentiality Profile, 113107 Retain
-Longitudinal Temporal Information Modified Dates Option) and Longitudinal Temporal Information Modified.
+Longitudinal Temporal Information Modified Dates Option) and Longitudinal Temporal Information Modified;
+the file meta header is written afresh.
 
 Pixels are copied as they are: text burned into them cannot be removed here. A file whose Burned In
-Annotation is YES, or whose rendered frame shows text-like marks along its borders, is excluded (or,
-with `--burned-in flag`, exported and listed as flagged); never exported silently.
+Annotation is YES, or whose frames show text-like marks (`burned_in`: any colour, anywhere, every frame
+up to a budget; optionally OCR), is excluded (or, with `--burned-in flag`, exported with Burned In
+Annotation = YES and listed as flagged); never exported silently.
 """
 
 from __future__ import annotations
@@ -31,17 +43,19 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .. import catalog
 from ..errors import DicomExportError
 from ..locks import hold
 from ..records import salted_id
+from ..sources.dicom import is_number, quiet_values, values_of
 from . import open_output_folder
+from .burned_in import MAX_FRAMES
+from .dicom_terms import IMAGE_TYPE_HEAD, PLACEHOLDER, VOCABULARY, allowed
 
 KEEP = frozenset({
     # SOP common, general image and series (non-identifying parts)
@@ -58,16 +72,17 @@ KEEP = frozenset({
     "FrameTime", "PixelData", "FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue",
     "LargestImagePixelValue", "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
     "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
-    "BluePaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
     # geometry
     "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices", "ImageOrientationPatient",
     "ImagePositionPatient", "SliceLocation", "PixelSpacingCalibrationType",
     # value transforms
     "RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter", "WindowWidth", "VOILUTFunction",
-    "VOILUTSequence", "ModalityLUTSequence", "LUTDescriptor", "LUTData", "LUTExplanation", "ModalityLUTType",
+    "VOILUTSequence", "ModalityLUTSequence", "LUTDescriptor", "LUTData", "ModalityLUTType",
     "PresentationLUTShape", "BurnedInAnnotation", "RecognizableVisualFeatures",
     # acquisition physics
-    "KVP", "ExposureTime", "XRayTubeCurrent", "Exposure", "ConvolutionKernel", "EchoTime", "RepetitionTime",
+    "KVP", "ExposureTime", "XRayTubeCurrent", "Exposure", "EchoTime", "RepetitionTime",
     "InversionTime", "FlipAngle", "MagneticFieldStrength", "ScanningSequence", "SequenceVariant",
     "MRAcquisitionType", "EchoTrainLength", "ImagingFrequency", "ImagedNucleus", "NumberOfAverages",
     "DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor",
@@ -83,6 +98,9 @@ EMPTY = ("ReferringPhysicianName", "AccessionNumber", "StudyID", "PatientBirthDa
 METHOD = ["medloom: PS3.15 E.1 basic profile as an allow-list", "pseudonymous patient ids and UIDs (salted hashes)",
           "dates shifted per patient (1-3650 days)"]  # LO: 64 characters a value
 BURNED_IN_CHOICES = ("exclude", "flag")
+TEXT_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split())
+TIME = re.compile(r"\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?")
+DATETIME_REST = re.compile(r"(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?([+-]\d{4})?")
 
 
 @dataclass
@@ -112,7 +130,8 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
                   ) -> DicomReport:
     """`formats.FORMATS`' entry for dicom (files are copied, not rendered: `workers` is not used)."""
     return export_dicom(loom, out, where=request.where, include_duplicates=request.include_duplicates,
-                        burned_in=request.burned_in, quiet=quiet, wait=wait, splits=request.splits)
+                        burned_in=request.burned_in, burned_in_frames=request.burned_in_frames,
+                        burned_in_ocr=request.burned_in_ocr, quiet=quiet, wait=wait, splits=request.splits)
 
 
 def new_uid(salt: str, uid: str) -> str:
@@ -128,6 +147,7 @@ def day_shift(salt: str, patient: str) -> int:
 
 
 def shift_date(value: str, days: int) -> str:
+    """A DA value (or a DT's date part) moved back `days`; "" when it is not a date."""
     text = str(value or "").strip()
     if len(text) < 8 or not text[:8].isdigit():
         return ""
@@ -138,32 +158,64 @@ def shift_date(value: str, days: int) -> str:
     return day.strftime("%Y%m%d") + text[8:]
 
 
+def _clean(elem, days: int, salt: str) -> list[str] | None:
+    """The values a kept text attribute may keep (see the module docstring), or None to remove it."""
+    vr, keyword, values = elem.VR, elem.keyword, values_of(elem)
+    if not values:
+        return [] if vr in ("DA", "DT", "TM", "DS", "IS", "UI") or keyword in VOCABULARY else None
+    if vr == "DA":
+        kept = [shift_date(v, days) if len(v) == 8 else "" for v in values]
+    elif vr == "DT":
+        kept = [shift_date(v, days) if DATETIME_REST.fullmatch(v[8:]) else "" for v in values]
+    elif vr == "TM":
+        kept = [v for v in values if TIME.fullmatch(v)]
+    elif vr in ("DS", "IS"):
+        return values if all(is_number(vr, v) for v in values) else None
+    elif vr == "UI":
+        from pydicom.uid import UID_dictionary
+
+        return [v if v in UID_dictionary and keyword not in REPLACED_UIDS else new_uid(salt, v) for v in values]
+    elif keyword in VOCABULARY:
+        kept = [v for v in values if allowed(keyword, v)]
+        if keyword == "ImageType" and [v in terms for v, terms in zip(values, IMAGE_TYPE_HEAD)] != [True, True]:
+            return None
+        if len(kept) < len(values) and keyword in PLACEHOLDER:
+            return [PLACEHOLDER[keyword]]
+        if len(kept) < len(values) and keyword == "PatientOrientation":  # two directions or none
+            return None
+    else:
+        return None
+    kept = [v for v in kept if v]
+    return kept or None
+
+
 def _filter(ds, days: int, salt: str) -> None:
-    """Keep only allow-listed attributes (recursively in sequences), shift dates, map UIDs."""
+    """Keep only allow-listed attributes (recursively in sequences), each with the values `_clean` allows."""
     for elem in list(ds):
         keyword = elem.keyword
-        if elem.tag.is_private or keyword not in KEEP and keyword not in REPLACED_UIDS:
+        if elem.tag.is_private or keyword not in KEEP and keyword not in REPLACED_UIDS or elem.VR == "UN":
             del ds[elem.tag]
-            continue
-        if elem.VR == "SQ":
+        elif elem.VR == "SQ":
             for item in elem.value:
                 _filter(item, days, salt)
-        elif elem.VR in ("DA", "DT") and elem.value:
-            values = elem.value if elem.VM > 1 else [elem.value]
-            shifted = [shift_date(str(v), days) for v in values]
-            elem.value = shifted if elem.VM > 1 else shifted[0]
-        elif keyword in REPLACED_UIDS and elem.value:
-            elem.value = new_uid(salt, str(elem.value))
+        elif elem.VR in TEXT_VRS:
+            values = _clean(elem, days, salt)
+            if values is None:
+                del ds[elem.tag]
+            else:
+                elem.value = values[0] if len(values) == 1 else values
 
 
 def deidentify(ds, salt: str):
     """The dataset, de-identified in place (see the module docstring); returns the patient pseudonym."""
-    from pydicom.dataset import Dataset
+    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
+    from pydicom.uid import UID_dictionary
 
     patient = salted_id(salt, ds.get("PatientID") or ds.get("PatientName") or "unknown")
     days = day_shift(salt, patient)
-    kept_burned_in = ds.get("BurnedInAnnotation")
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
     _filter(ds, days, salt)
     ds.PatientName = patient
     ds.PatientID = patient
@@ -172,8 +224,6 @@ def deidentify(ds, salt: str):
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if keyword not in ds:  # an object without them is invalid; give stable new ones
             setattr(ds, keyword, new_uid(salt, f"{patient}:{keyword}"))
-    if kept_burned_in is not None:
-        ds.BurnedInAnnotation = kept_burned_in
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = METHOD
     codes = []
@@ -184,45 +234,15 @@ def deidentify(ds, salt: str):
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(codes)
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        for elem in list(meta):
-            if elem.tag.is_private or elem.keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
-                                                       "ReceivingApplicationEntityTitle", "PrivateInformation",
-                                                       "PrivateInformationCreatorUID"):
-                del meta[elem.tag]
+    fresh = FileMetaDataset()  # implementation UID and version: the writer's own (pydicom's)
+    if "SOPClassUID" in ds:
+        fresh.MediaStorageSOPClassUID = ds.SOPClassUID
+    fresh.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if syntax in UID_dictionary:
+        fresh.TransferSyntaxUID = syntax
+    ds.file_meta = fresh
+    ds.preamble = None  # 128 bytes anyone may have written anything into; written back as zeros
     return patient
-
-
-def text_like_border(frame: np.ndarray, band: float = 0.15) -> bool:
-    """Whether bright, glyph-sized marks line up along a border of an 8-bit frame: the look of burned-in text
-    (names, dates, institution) that scanners and PACS print into corners. A heuristic: it flags for review."""
-    from scipy import ndimage
-
-    gray = frame if frame.ndim == 2 else frame[..., :3].mean(axis=2)
-    h, w = gray.shape
-    if h < 32 or w < 32:
-        return False
-    threshold = max(200.0, float(np.percentile(gray, 99.5)))
-    bh, bw = max(8, int(h * band)), max(8, int(w * band))
-    for region in (gray[:bh], gray[-bh:], gray[:, :bw].T, gray[:, -bw:].T):
-        labelled, n = ndimage.label(region >= threshold, structure=np.ones((3, 3), bool))
-        if n < 4:
-            continue
-        rows = []
-        for box in ndimage.find_objects(labelled):
-            gh, gw = box[0].stop - box[0].start, box[1].stop - box[1].start
-            if 3 <= gh <= max(4, region.shape[0] // 2) and gw <= 3 * gh:
-                rows.append((box[0].start + box[0].stop) / 2)
-        if len(rows) < 4:
-            continue
-        rows.sort()
-        # at least 4 glyphs whose vertical centres lie within one glyph height: a line of text
-        for i in range(len(rows) - 3):
-            if rows[i + 3] - rows[i] <= 6:
-                return True
-    return False
 
 
 def _selected_files(loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None
@@ -245,19 +265,39 @@ def _selected_files(loom: Path, where: str | None, include_duplicates: bool, spl
     return files, total, others
 
 
+def _check_file(ds, source: dict, burned_in_frames: int, ocr: str | None) -> str | None:
+    """Why the (de-identified) file may show burned-in text, or None: its tag, else what `burned_in.scan` saw."""
+    from ..sources.dicom import check_budget, decoded_pixels, display_frame
+    from .burned_in import scan
+
+    check_budget(ds, source["max_voxels"])
+    arr = decoded_pixels(ds)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    found = scan(n, lambda i: display_frame(ds, arr[i] if n > 1 else arr, index=i)[0], budget=burned_in_frames, ocr=ocr)
+    return found.reason() if found else None
+
+
 def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_duplicates: bool = False,
-                 burned_in: str = "exclude", quiet: bool = False, wait: bool = False,
-                 splits: list[str] | None = None) -> DicomReport:
+                 burned_in: str = "exclude", burned_in_frames: int = MAX_FRAMES, burned_in_ocr: bool = False,
+                 quiet: bool = False, wait: bool = False, splits: list[str] | None = None) -> DicomReport:
     from ..engine.progress import progress_bar
-    from ..sources.dicom import display_frame, read_dicom
+    from ..sources.dicom import read_dicom
     from ..view.render import render_sources, without_path
+    from .burned_in import tesseract
 
     if burned_in not in BURNED_IN_CHOICES:
         raise DicomExportError(f"--burned-in {burned_in!r}: choose exclude or flag")
+    if burned_in_frames < 0:
+        raise DicomExportError(f"--burned-in-frames {burned_in_frames}: give a number of frames, or 0 for all")
+    ocr = tesseract() if burned_in_ocr else None
+    if burned_in_ocr and not ocr:
+        raise DicomExportError("--burned-in-ocr needs the tesseract program, which is not on PATH: install it "
+                               "(Debian/Ubuntu: apt-get install tesseract-ocr; macOS: brew install tesseract) "
+                               "or leave the option out")
     loom, out = Path(loom), Path(out)
     folder = open_output_folder(loom, out)
     started = time.perf_counter()
-    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
+    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), quiet_values():
         files, total, others = _selected_files(loom, where, include_duplicates, splits)
         if not files:
             raise DicomExportError(f"none of the {total} selected records comes from a DICOM source; "
@@ -272,24 +312,25 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
                 what = {"source": source, "records": ids}
                 try:
                     ds, _ = read_dicom(path, sources[source]["max_file_bytes"])
-                    arr = ds.pixel_array
-                    frame = arr[len(arr) // 2] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr
-                    tagged = str(ds.get("BurnedInAnnotation", "")).upper() == "YES"
-                    suspected = not tagged and text_like_border(display_frame(ds, frame)[0])
+                    tagged = str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES"
+                    try:  # first: the check below sees only what would be written, and so do its errors
+                        patient = deidentify(ds, salt)
+                    except Exception as e:  # its message could quote a value: the type only
+                        raise DicomExportError(f"the file could not be de-identified ({type(e).__name__})") from None
+                    reason = "Burned In Annotation = YES" if tagged else _check_file(
+                        ds, sources[source], burned_in_frames, ocr)
                 except Exception as e:  # an unreadable file is reported, not exported
                     reason = without_path(f"{type(e).__name__}: {e}", sources[source], uri, ids[0])
                     report.failed.append({**what, "reason": reason})
                     advance(1)
                     continue
-                if tagged or suspected:
-                    entry = {**what, "reason": "Burned In Annotation = YES" if tagged
-                             else "text-like marks along a border of the image"}
+                if reason:
                     if burned_in == "exclude":
-                        report.excluded_burned_in.append(entry)
+                        report.excluded_burned_in.append({**what, "reason": reason})
                         advance(1)
                         continue
-                    report.flagged_burned_in.append(entry)
-                patient = deidentify(ds, salt)
+                    report.flagged_burned_in.append({**what, "reason": reason})
+                    ds.BurnedInAnnotation = "YES"
                 rel = f"{split}/{patient}/{ds.SOPInstanceUID}.dcm"
                 buffer = io.BytesIO()
                 try:

@@ -13,6 +13,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .burned_in import MAX_FRAMES
+
 
 @dataclass(frozen=True)
 class ExportRequest:
@@ -36,6 +38,8 @@ class ExportRequest:
     require_text: bool = False
     absolute_paths: bool = False
     burned_in: str = "exclude"
+    burned_in_frames: int = MAX_FRAMES
+    burned_in_ocr: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,11 @@ the top level). Patient and study ids are kept only as salted hashes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
+import warnings
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +40,7 @@ NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
 
 
 NUMERIC_TAGS = frozenset({"PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"})
+NUMBER = {"DS": (re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"), 16), "IS": (re.compile(r"[+-]?\d+"), 12)}
 
 
 class Options(BaseModel):
@@ -80,6 +84,53 @@ def read_dicom(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
         raise DecodeError("unreadable", f"not a readable DICOM file: {type(e).__name__}: {e}") from None
 
 
+@contextlib.contextmanager
+def quiet_values():
+    """pydicom keeps invalid values as read, without its warnings: they would print the values (a name typed
+    into a number, say) on the console and into logs."""
+    from pydicom import config
+
+    before = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode = before
+
+
+def values_of(elem) -> list[str]:
+    """An attribute's values as the strings the file holds."""
+    value = elem.value
+    if value is None or value == "":
+        return []
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        return [value.strip()]
+    try:
+        return [str(v).strip() for v in value]
+    except TypeError:
+        return [str(value).strip()]
+
+
+def is_number(vr: str, text: str) -> bool:
+    pattern, longest = NUMBER[vr]
+    return pattern.fullmatch(text) is not None and len(text) <= longest
+
+
+def drop_non_numbers(ds) -> None:
+    """DS and IS attributes holding anything but numbers are dropped (in sequences too), as if absent: a file
+    with text in a window, a rescale or a spacing decodes with the defaults instead of failing."""
+    for elem in list(ds):
+        if elem.VR == "SQ":
+            for item in elem.value:
+                drop_non_numbers(item)
+        elif elem.VR in NUMBER and not all(is_number(elem.VR, v) for v in values_of(elem)):
+            del ds[elem.tag]
+
+
 def check_budget(ds, max_values: int) -> None:
     """The decoded size the header announces, checked before any pixel is decoded (a small compressed file
     can announce gigabytes)."""
@@ -96,7 +147,7 @@ def check_budget(ds, max_values: int) -> None:
                                          "file is genuine")
 
 
-def _pixels(ds) -> np.ndarray:
+def decoded_pixels(ds) -> np.ndarray:
     if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DecodeError("no_pixel_data", f"no pixel data in this DICOM file ({len(ds)} elements read); "
                                            "it may lack its file meta header or be a non-image object")
@@ -194,7 +245,9 @@ def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | Non
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(raw, ds)
-        rendered = (rgb >> 8).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
+        if rgb.dtype != np.uint8:  # 16-bit entries; some writers put 8-bit values in them (all under 256)
+            rgb = rgb >> 8 if rgb.max() > 255 else rgb
+        rendered = rgb.astype(np.uint8)
         return rendered, {**NO_RENDER, "window_source": "palette"}
     if int(ds.get("SamplesPerPixel", 1) or 1) == 3:
         rendered = raw if raw.dtype == np.uint8 else (raw >> (int(ds.BitsStored) - 8)).astype(np.uint8)
@@ -223,31 +276,39 @@ def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | Non
 def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray:
     """The record's frame with its stored window (the export half of `decode`)."""
     budget = budget or {}
-    if cache.get("path") != path:
-        cache.clear()
-        ds, digest = read_dicom(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
-        cache.update(path=path, digest=digest)
-        if record.get("file_hash") and digest != record["file_hash"]:
+    with quiet_values():
+        if cache.get("path") != path:
+            cache.clear()
+            ds, digest = read_dicom(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+            cache.update(path=path, digest=digest)
+            if record.get("file_hash") and digest != record["file_hash"]:
+                raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom "
+                                                          "ingest` again to pick the change up")
+            check_budget(ds, budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
+            drop_non_numbers(ds)
+            arr = decoded_pixels(ds)
+            cache.update(ds=ds, arr=arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None])
+        if record.get("file_hash") and cache["digest"] != record["file_hash"]:
             raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom "
                                                       "ingest` again to pick the change up")
-        check_budget(ds, budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
-        arr = _pixels(ds)
-        cache.update(ds=ds, arr=arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None])
-    if record.get("file_hash") and cache["digest"] != record["file_hash"]:
-        raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` "
-                                                  "again to pick the change up")
-    ds, arr = cache["ds"], cache["arr"]
-    index = max(record["frame"], 0)
-    if index >= len(arr):
-        raise DecodeError("missing_frame", f"frame {index} requested, the file now has {len(arr)}")
-    return display_frame(ds, arr[index], stored=record["render"], index=index)[0]
+        ds, arr = cache["ds"], cache["arr"]
+        index = max(record["frame"], 0)
+        if index >= len(arr):
+            raise DecodeError("missing_frame", f"frame {index} requested, the file now has {len(arr)}")
+        return display_frame(ds, arr[index], stored=record["render"], index=index)[0]
 
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
+    with quiet_values():
+        return _decode(task, source)
+
+
+def _decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
     ds, digest = read_dicom(task["path"], source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     check_budget(ds, source.get("max_voxels") or DEFAULT_MAX_VOXELS)
-    arr = _pixels(ds)
+    drop_non_numbers(ds)
+    arr = decoded_pixels(ds)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames == 1:
         arr = arr[None]

@@ -11,7 +11,7 @@ def burned_in(row: dict, source: dict) -> str:
     image route reports that). The file is read as `/image` reads it: by the catalog's path, within budgets."""
     if source.get("reader") != "dicom":
         return ""
-    from ..export.dicom import text_like_border
+    from ..export.burned_in import text_like
     from ..sources import dicom
     from ..view.render import source_file
 
@@ -21,8 +21,8 @@ def burned_in(row: dict, source: dict) -> str:
         ds, frame = cache["ds"], cache["arr"][max(row["frame"], 0)]
         if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
             return "the file's Burned In Annotation tag is YES"
-        if text_like_border(dicom.display_frame(ds, frame)[0]):
-            return "text-like marks line up along a border of the image (a heuristic: check the image)"
+        if text_like(dicom.display_frame(ds, frame, index=max(row["frame"], 0))[0]):
+            return "text-like marks in the image (a heuristic: check the image)"
     except (DecodeError, OSError, ValueError, KeyError, IndexError):
         return ""
     return ""

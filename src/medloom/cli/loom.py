@@ -138,10 +138,12 @@ def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over t
     """Run DuckDB SQL over the catalog."""
     import duckdb
 
+    from ..catalog import connect
+
     if fmt not in ("table", "csv", "json"):
         fail(f"--format {fmt!r}: use table, csv or json")
     try:
-        con = __import__("medloom.catalog", fromlist=["connect"]).connect(resolve_loom(loom))
+        con = connect(resolve_loom(loom))
         cur = con.execute(sql)
     except FileNotFoundError as e:
         fail(str(e))

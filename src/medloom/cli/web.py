@@ -74,9 +74,9 @@ def serve(loom: Loom,
         from ..web.app import make_app
     except ImportError as e:
         fail(f"the web app needs its extra: pip install 'medloom[web]' ({e.name} is missing)")
+    from .. import catalog
     from ..view.render import render_sources
     from ..web.thumbs import build_thumbnails
-    from . import catalog
 
     try:
         con = catalog.connect(loom)

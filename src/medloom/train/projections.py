@@ -23,6 +23,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,6 +234,8 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
             torch.save({"plan": plan, "epoch": epoch, "model": model.state_dict(), "logit_scale": logit_scale.data,
                         "optimizer": optimizer.state_dict(), "losses": report.losses}, buf)
             folder.write_bytes(CHECKPOINT, buf.getvalue())
+            if os.environ.get("MEDLOOM_TEST_KILL_AFTER_EPOCH") == str(epoch + 1):  # tests/test_train.py's resume test
+                os.kill(os.getpid(), signal.SIGKILL)
     write_model(folder, model, logit_scale.detach().exp().clamp(max=100).item())
     report.seconds = round(time.perf_counter() - started, 3)
     folder.write_bytes("train.json", json.dumps({"settings": asdict(s), "selection": what, "loom": str(loom.resolve()),

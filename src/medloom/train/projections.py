@@ -13,8 +13,9 @@ Only the training side is read: the records of the `train` split (the loom's spl
 experiment's `train.txt`. The model folder holds `medloom-clip.json` and `projection.npz` (what `medloom eval
 ... --model medloom:MODEL` reads), `train.json` (settings, the training records' hash, the loss per epoch),
 `loss.png`, and `checkpoint.pt` after every epoch: a killed run, started again with the same settings,
-continues from its last epoch and ends with the weights an uninterrupted run has. The same seed gives the same
-model.
+continues from its last epoch and ends with the weights an uninterrupted run has (the tests kill a run with
+`MEDLOOM_TEST_KILL_AFTER_EPOCH=N`: the process SIGKILLs itself right after writing epoch N's checkpoint). The
+same seed gives the same model.
 """
 
 from __future__ import annotations

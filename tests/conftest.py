@@ -85,6 +85,8 @@ CLI_ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
 # cache of medloom's (models and knowledge read from a test's folders) is emptied after each command
 KEEP_CACHES = {"medloom.models.clip.text_tower", "medloom.models.embedders.load_efficientnet_lite0"}
 
+# what CLI_ENV gives a command, for this whole process: huggingface_hub reads it once, when first imported
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     # the commands' consoles are made at import: made here they see no terminal, as in a subprocess's pipes
     import medloom.cli

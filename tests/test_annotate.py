@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
@@ -213,15 +211,12 @@ def test_annotate_is_deterministic_and_independent_of_workers(loom, tmp_path):
 
 def test_cli_recipe_step_show_and_training_exports(loom):
     tmp, loom_dir, recipe = loom
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(recipe), "-q", "--json"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = cli("annotate", recipe, "-q", "--json")
     report = json.loads(proc.stdout)
     assert report["captions"] == 16 and report["questions"]["grounding"] == 2
     caps = rows(loom_dir, "SELECT a.caption FROM annotations a JOIN records r USING (id) WHERE r.source = 'cxr'")
     assert any(c["caption"].startswith("Chest film: ") for c in caps)  # the recipe's template joins the built-in ones
-    shown = subprocess.run([sys.executable, "-m", "medloom.cli", "show", str(loom_dir), "seg/images/s1_png"],
-                           capture_output=True, text=True)
+    shown = cli("show", loom_dir, "seg/images/s1_png")
     ann = json.loads(shown.stdout)["annotations"]
     assert "lesion" in ann["roi_text"] and ann["roi_facts"][0]["label"] == "lesion"
     for fmt in ("medmat", "llava", "sharegpt"):

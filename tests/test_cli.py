@@ -1,22 +1,14 @@
-"""The command line as a user runs it (a real subprocess for each command)."""
+"""The command line as a user runs it: arguments, output, exit codes (in the test's process: the console script
+in a fresh interpreter is tests/test_ingest.py's)."""
 
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
+from conftest import cli as medloom
 from conftest import make_image, write_recipe
-
-
-def medloom(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import skimage.data
 import yaml
-from conftest import fixture_dir, rows, run_ingest, write_recipe
+from conftest import cli, fixture_dir, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.curate.cluster import cluster
@@ -28,7 +26,7 @@ from medloom.export import ExportOptions, export
 
 
 def medloom(*args):
-    return subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True)
+    return cli(*args, check=False)
 
 
 def planted(n: int, seed: int = 0) -> np.ndarray:

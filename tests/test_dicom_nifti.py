@@ -4,7 +4,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import rows, run_ingest, write_recipe
+from conftest import cli, rows, run_ingest, write_recipe
 from pydicom.data import get_testdata_file
 
 
@@ -157,8 +157,6 @@ def test_the_demo_dicom_sources_say_what_their_images_show(tmp_path):
     """The demo's MAT facts are true of its images: the head CTs are brain, the spine CT spine, the shoulder MR
     an upper limb, the ultrasounds a lymph node and an obstetric scan; no CT is called abdomen."""
     import importlib.util
-    import subprocess
-    import sys
 
     spec = importlib.util.spec_from_file_location("build_demo", Path(__file__).parents[1] / "examples/demo/build_demo.py")
     demo = importlib.util.module_from_spec(spec)
@@ -167,8 +165,7 @@ def test_the_demo_dicom_sources_say_what_their_images_show(tmp_path):
     (tmp_path / "recipe.yaml").write_text(demo.RECIPE)
     names = [line.split(": ")[1] for line in demo.RECIPE.splitlines() if line.startswith("  - name: ")]
     dicom = [n for n in names if n.startswith(("cr-", "ct", "mr", "ultrasound"))]
-    subprocess.run([sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q",
-                    *(a for n in dicom for a in ("--source", n))], check=True, capture_output=True)
+    cli("ingest", tmp_path / "recipe.yaml", "-q", *(a for n in dicom for a in ("--source", n)))
     got = {(r["uri"], r["modality"], r["anatomy"]) for r in rows(tmp_path / "loom", "SELECT uri, modality, anatomy FROM "
                                                                                     "records")}
     assert got == {("RG1_UNCR.dcm", "X-ray", "chest"), ("RG3_UNCR.dcm", "X-ray", "lower limb"),

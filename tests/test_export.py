@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -17,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import kill_when, make_image, rows, run_ingest, write_recipe
+from conftest import cli, kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.export import ExportError, ExportOptions, balanced_ends, export, hf_features, read_export_manifest
@@ -276,12 +275,9 @@ def test_balanced_shards_split_each_split_equally_and_verify_checks_them(mixed, 
         "\n".join(verify(out).problems)
     with pytest.raises(ExportError, match="--balance-shards 0: give the number of data-loader workers"):
         export(mixed, tmp_path / "zero", ExportOptions(balance_shards=0), quiet=True)
-    helped = subprocess.run([sys.executable, "-m", "medloom.cli", "export", "--help"], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    helped = cli("export", "--help")
     assert "--balance-shards N" in helped.stdout and "multiple of N" in helped.stdout
-    wrong = subprocess.run([sys.executable, "-m", "medloom.cli", "export", str(mixed), "--format", "llava",
-                            "--balance-shards", "2", "--out", str(tmp_path / "llava")], capture_output=True, text=True,
-                           env={**os.environ, "COLUMNS": "200"})
+    wrong = cli("export", mixed, "--format", "llava", "--balance-shards", "2", "--out", tmp_path / "llava", check=False)
     assert wrong.returncode != 0 and "--format llava has none to balance" in wrong.stderr
     assert not (tmp_path / "llava").exists()
 
@@ -336,7 +332,7 @@ def test_sigkill_mid_export_then_resume(tmp_path):
     kill_when(cmd, lambda: len(list(out.glob("train-*.tar"))) >= 4)
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.tar")}
     assert not read_export_manifest(out)["complete"]
-    result = subprocess.run(cmd[:-1] + ["--json"], capture_output=True, text=True, check=True)
+    result = cli(*cmd[3:-1], "--json")  # the resume: in this process
     summary = json.loads(result.stdout)
     assert summary["exported"] == 300 and summary["shards"] == 30
     assert 0 < summary["shards_written"] <= 30 - len(done) + 1
@@ -389,15 +385,13 @@ def test_verify_names_each_problem(mixed, tmp_path):
 
 def test_cli_export_and_verify(mixed, tmp_path):
     out = tmp_path / "cli"
-    run = subprocess.run([sys.executable, "-m", "medloom.cli", "export", str(mixed), "--out", str(out), "--max-side",
-                          "16", "--shard-bytes", "1MB", "--where", "modality = 'X-ray'", "-q"],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    run = cli("export", mixed, "--out", out, "--max-side", "16", "--shard-bytes", "1MB", "--where", "modality = 'X-ray'",
+              "-q")
     assert "in 33 = exported 18 + filtered 15 + quarantined 0" in " ".join(run.stdout.split())
-    ok = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True)
+    ok = cli("verify", out, check=False)
     assert ok.returncode == 0 and ": ok" in ok.stdout
     (out / "train-000000.tar").write_bytes(b"")
-    broken = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True)
+    broken = cli("verify", out, check=False)
     assert broken.returncode == 1 and "train-000000.tar" in broken.stderr
 
 

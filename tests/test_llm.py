@@ -9,13 +9,12 @@ import hashlib
 import http.server
 import io
 import json
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from conftest import kill_when, make_image, rows, run_ingest, write_recipe
+from conftest import cli, kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
@@ -194,8 +193,7 @@ def test_a_killed_run_resumes_without_asking_again(loom):
         answered = {p.stem for p in cache.rglob("*.json")}
         assert 4 <= len(answered) < 18
         asked_before = len(slow.log)
-        proc = subprocess.run(cmd + ["--json"], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
+        proc = cli(*cmd[3:], "--json")  # the resume: in this process
         report = json.loads(proc.stdout)
         again = slow.log[asked_before:]
         assert not set(again) & answered  # nothing answered before the kill was asked again
@@ -210,14 +208,12 @@ def test_a_killed_run_resumes_without_asking_again(loom):
 
 
 def test_llm_needs_a_model(loom):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(loom), "--llm", "http://x/v1"],
-                          capture_output=True, text=True)
+    proc = cli("annotate", loom, "--llm", "http://x/v1", check=False)
     assert proc.returncode == 2 and "--model" in proc.stderr
 
 
 def test_templates_file_and_unknown_family(loom, tmp_path):
     bad = tmp_path / "t.yaml"
     bad.write_text("radiology: ['x {finding}']\n")
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(loom), "--templates", str(bad)],
-                          capture_output=True, text=True)
+    proc = cli("annotate", loom, "--templates", bad, check=False)
     assert proc.returncode == 2 and "unknown task families ['radiology']" in proc.stderr

@@ -10,13 +10,11 @@ import http.server
 import io
 import json
 import random
-import subprocess
-import sys
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from medloom.literature.fetch import fetch, read_file_list, select
 
@@ -161,15 +159,14 @@ def test_a_corrupt_partial_is_restarted_and_a_missing_package_fails_visibly(serv
 def test_cli(service, tmp_path):
     server, listing, _ = service
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "medloom.cli", "pmc", "fetch", "--file-list", str(listing), "--out", str(out),
-           "--licenses", "commercial", "--limit", "2", "--base-url", server.url, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    cmd = ["pmc", "fetch", "--file-list", str(listing), "--out", str(out), "--licenses", "commercial", "--limit", "2",
+           "--base-url", server.url, "--json"]
+    proc = cli(*cmd)
     assert json.loads(proc.stdout)["fetched"] == 2
     assert sorted(p.name for p in out.glob("*.tar.gz")) == ["PMC1000.tar.gz", "PMC1002.tar.gz"]
-    bad = subprocess.run([*cmd[:6], str(Path(tmp_path / "nope.csv")), *cmd[7:]], capture_output=True, text=True)
+    bad = cli(*cmd[:3], tmp_path / "nope.csv", *cmd[4:], check=False)
     assert bad.returncode == 2 and "file list not found" in bad.stderr
-    wrong = subprocess.run([*cmd[:10], "some", *cmd[11:]], capture_output=True, text=True)
+    wrong = cli(*cmd[:7], "some", *cmd[8:], check=False)
     assert wrong.returncode == 2 and "choose one of" in wrong.stderr
 
 

@@ -47,7 +47,23 @@ SOURCES = [
 
 
 @pytest.fixture(scope="module")
-def looms(tmp_path_factory):
+def one_ray():
+    """One Ray instance for this module's in-process commands that need no start of their own: a command joins a
+    connection its process made before it (`engine.ray.connect`), and its end (`disconnect`) is left to us."""
+    import ray
+
+    from medloom.engine import ray as engine_ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(engine_ray, "disconnect", lambda: None)
+    yield
+    patch.undo()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def looms(tmp_path_factory, one_ray):
     tmp = tmp_path_factory.mktemp("ray")
     local = write_recipe(tmp / "local", SOURCES, part_size=4)
     remote = write_recipe(tmp / "ray", SOURCES, part_size=4)
@@ -61,7 +77,7 @@ def test_ingest_writes_the_same_catalog_parts(looms):
     assert parts(local) == parts(remote) and len(parts(local)) > 6
 
 
-def test_export_annotate_and_embed_write_the_same_bytes(looms, tmp_path):
+def test_export_annotate_and_embed_write_the_same_bytes(looms, one_ray, tmp_path):
     local, remote = looms
     for loom, how in ((local, ["-w", "2"]), (remote, ["--executor", "ray", "-w", "2"])):
         cli("export", loom, "--format", "webdataset", "--max-side", "128", "--out", tmp_path / loom.parent.name, *how,
@@ -118,7 +134,7 @@ def start_ray_ingest(recipe: Path) -> subprocess.Popen:
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path):
-    spec = noise_source(tmp_path, 240, 600, seed=0)
+    spec = noise_source(tmp_path, 96, 600, seed=0)
     local, remote = write_recipe(tmp_path / "local", spec, part_size=8), write_recipe(tmp_path / "ray", spec, part_size=8)
     proc = start_ray_ingest(remote)
     killed = None
@@ -140,14 +156,15 @@ def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
     recipe = write_recipe(tmp_path, SOURCES[:1])
     # Ray's own budget for a ray:// connection is three tries of 5, 10 and 15 s; one second each here
     quick = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "1", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "1"}
+    # fresh: a failed client connection leaves Ray unable to start in that process
     proc = cli("ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300,
-               env=quick)
+               env=quick, fresh=True)
     assert proc.returncode == 1 and "no Ray cluster answers there" in proc.stderr, proc.stderr
     proc = cli("ingest", recipe, "--executor", "spark", check=False)
     assert proc.returncode == 2 and "use local or ray" in proc.stderr
 
 
-def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(tmp_path):
+def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(one_ray, tmp_path):
     remote = write_recipe(tmp_path / "ray", noise_source(tmp_path, 16, 64, seed=1), part_size=8)
     proc = start_ray_ingest(remote)
     kills = 0
@@ -207,6 +224,12 @@ def test_a_task_of_several_parts_whose_worker_keeps_dying_runs_its_parts_one_by_
 def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address(looms, tmp_path):
     """`ray start` made a cluster here: `--address auto` runs on it, and without `--address` the command starts
     an instance of its own beside it (Ray's own default would join the cluster, and refuse our CPU count)."""
+    import ray as ray_api
+
+    ray_api.shutdown()  # the in-process commands' instance (`one_ray`): this test needs a machine without Ray
+    deadline = time.time() + 30
+    while processes_named(b"raylet") and time.time() < deadline:
+        time.sleep(0.2)
     if processes_named(b"raylet"):
         pytest.skip("a Ray cluster runs on this machine: this test starts its own and stops it with `ray stop`")
     ray = str(Path(sys.executable).with_name("ray"))
@@ -217,7 +240,7 @@ def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address
         assert head
         for how in (["--address", "auto"], []):
             recipe = write_recipe(tmp_path / ("auto" if how else "own"), SOURCES, part_size=4)
-            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q")
+            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q", fresh=True)  # a command's own start
             assert parts(recipe.parent / "loom") == parts(looms[0]), how
         deadline = time.time() + 30  # the command's own instance has gone (its processes may take a moment)
         while processes_named(b"raylet") != head and time.time() < deadline:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
@@ -67,8 +65,7 @@ def test_directions_find_exactly_the_expected_related_combinations(mat):
         "modality-area": [m_a, ["ultrasound|breast|cancer"]],
         "three-way": [["CT|kidney|disease"], ["MRI|lung|covid-19"], ["ultrasound|breast|cancer"]],
     }
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "cg", "matrix", str(loom), "--json"],
-                          capture_output=True, text=True)
+    proc = cli("cg", "matrix", loom, "--json")
     matrix = json.loads(proc.stdout)
     assert matrix[T] == {"fixed-modality": 3, "fixed-area": 3, "fixed-task": 2, "modality-area": 3, "three-way": 3}
     assert matrix["MRI|brain|disease"]["fixed-modality"] == 0  # no (MRI, brain, other task) subset
@@ -76,10 +73,7 @@ def test_directions_find_exactly_the_expected_related_combinations(mat):
 
 def test_plans_ablations_and_baseline(mat, tmp_path):
     _, loom = mat
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--target",
-                           "ct, LUNG, cancer", "--out", str(tmp_path / "exp"), "--seed", "3", "--json"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = cli("cg", "plan", loom, "--target", "ct, LUNG, cancer", "--out", tmp_path / "exp", "--seed", "3", "--json")
     exps = {e["name"]: e for e in json.loads(proc.stdout)}
     assert set(exps) == {"related-fixed-modality", "related-fixed-area", "related-fixed-task",
                          "related-modality-area", "related-three-way", "all-related", "all-unrelated",
@@ -114,8 +108,7 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
         out = export_training(loom, tmp_path / fmt, fmt, experiment=str(folder), workers=1, quiet=True)
         assert out.files == [f"{fmt}-test.json", f"{fmt}-train.json"]
         assert len(json.loads((tmp_path / fmt / f"{fmt}-test.json").read_text())) == 4
-    every = subprocess.run([sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--all", "--out",
-                            str(tmp_path / "all"), "--json"], capture_output=True, text=True)
+    every = cli("cg", "plan", loom, "--all", "--out", tmp_path / "all", "--json")
     assert all(e["target"] not in e["train_subsets"] for e in json.loads(every.stdout))
 
 
@@ -196,21 +189,21 @@ def test_cg_plan_warns_or_refuses_when_training_holds_copies_of_the_target(tmp_p
         specs.append(dict(name=src, reader="imagefolder", path=src, modality=m, anatomy=a, task=t))
     shutil.copy(tmp_path / "target" / "a" / "target0.png", tmp_path / "covid" / "b" / "copied.png")
     loom, _ = run_ingest(write_recipe(tmp_path, specs))
-    args = [sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--target", "CT,lung,cancer", "--out"]
-    proc = subprocess.run([*args, str(tmp_path / "plan"), "--json"], capture_output=True, text=True)
+    args = ["cg", "plan", loom, "--target", "CT,lung,cancer", "--out"]
+    proc = cli(*args, tmp_path / "plan", "--json", check=False)
     assert proc.returncode == 0 and "train on copies of their target's test images" in proc.stderr, proc.stderr
     assert "medloom dedup" in proc.stderr
     exps = {e["name"]: e for e in json.loads(proc.stdout)}
     assert exps["all-related"]["copies"]["test_records"] == 1 and exps["all-related"]["copies"]["exact"] == 1
     assert exps["all-related"]["copies"]["examples"] == [["target/a/target0_png", "covid/b/copied_png"]]
     assert exps["all-unrelated"]["copies"]["test_records"] == 0
-    strict = subprocess.run([*args, str(tmp_path / "strict"), "--strict"], capture_output=True, text=True)
+    strict = cli(*args, tmp_path / "strict", "--strict", check=False)
     assert strict.returncode == 1 and "nothing was written" in strict.stderr and not (tmp_path / "strict").exists()
 
     hit = lambda: [e["name"] for e in current_copies(loom, list(exps.values())) if e["copies"]["test_records"]]  # noqa: E731
     assert "all-related" in hit()  # what cg run checks before it trains
-    subprocess.run([sys.executable, "-m", "medloom.cli", "dedup", str(loom)], check=True, capture_output=True)
+    cli("dedup", loom)
     assert hit() == []
-    clean = subprocess.run([*args, str(tmp_path / "clean"), "--strict", "--json"], capture_output=True, text=True)
+    clean = cli(*args, tmp_path / "clean", "--strict", "--json", check=False)
     assert clean.returncode == 0 and "warning" not in clean.stderr
     assert all(e["copies"]["test_records"] == 0 for e in json.loads(clean.stdout))

@@ -386,6 +386,5 @@ def test_clip_benchmark_reads_classification_and_retrieval(loom, tmp_path):
     assert n == len(labels)
     assert "clip-benchmark, 6 shard(s), 24 samples: ok" in cli("verify", out).stdout  # 10 cells, 14 texts
     (cells / "test" / "nshards.txt").write_text("2\n")
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True,
-                          env=CLI_ENV)
+    proc = cli("verify", out, check=False)
     assert proc.returncode == 1 and "nshards.txt says 2" in proc.stdout + proc.stderr

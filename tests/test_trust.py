@@ -98,7 +98,7 @@ def test_training_export_keeps_a_users_images_folder(small_loom, tmp_path):
 def test_a_second_writer_is_refused_naming_the_holder_or_waits(small_loom, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     with hold(small_loom, "test-holder"):
-        proc = cli("ingest", recipe, "-q", check=False)
+        proc = cli("ingest", recipe, "-q", check=False, fresh=True)  # a writer in another process
         assert proc.returncode == 3
         assert f"pid {os.getpid()} (test-holder)" in proc.stderr and "--wait" in proc.stderr
         for args in (["annotate", small_loom], ["dedup", small_loom], ["split", small_loom],

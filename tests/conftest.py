@@ -33,8 +33,9 @@ def fixture_dir(*parts: str) -> Path:
 def write_recipe(folder: Path, sources: list[dict], **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"name": "test", "loom": "./loom", "salt": "test-salt", **extra,
-                                    "sources": sources}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({"name": "test", "loom": "./loom", "salt": "test-salt", **extra, "sources": sources}, sort_keys=False)
+    )
     return path
 
 
@@ -97,8 +98,13 @@ def cli(*args, check: bool = True, env: dict | None = None, timeout: float = 900
     default (the command as a user runs it, less a second or two of imports); with `fresh`, in a new interpreter
     with a plain environment, for what only a new process shows (its start-up, a kill, locks between processes)."""
     if fresh:
-        proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                              env={**CLI_ENV, **(env or {})}, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "medloom.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env={**CLI_ENV, **(env or {})},
+            timeout=timeout,
+        )
     else:
         proc = cli_in_process(list(map(str, args)), {**CLI_ENV, **(env or {})}, timeout)
     if check and proc.returncode != 0:
@@ -145,7 +151,10 @@ def cli_in_process(args: list[str], env: dict, timeout: float) -> subprocess.Com
         for name, module in list(sys.modules.items()):
             if name.startswith("medloom."):
                 for attr, value in list(vars(module).items()):
-                    if hasattr(value, "cache_clear") and getattr(value, "__module__", None) == name and \
-                            f"{name}.{attr}" not in KEEP_CACHES:
+                    if (
+                        hasattr(value, "cache_clear")
+                        and getattr(value, "__module__", None) == name
+                        and f"{name}.{attr}" not in KEEP_CACHES
+                    ):
                         value.cache_clear()
     return subprocess.CompletedProcess(["medloom", *args], code, stdout.getvalue(), stderr.getvalue())

@@ -42,7 +42,13 @@ def test_benchmark_runs_at_a_tiny_size(script, tmp_path_factory):
         pytest.skip("pmc.py reads ../shared/fixtures/jats")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}  # as a user runs it (scikit-image
     # turns a sample that needs a download into a pytest skip when it sees pytest)
-    proc = subprocess.run([sys.executable, script, *args], cwd=BENCHMARKS, capture_output=True, text=True,
-                          env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{script} {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "x" in proc.stdout and any(ch.isdigit() for ch in proc.stdout)  # its comparison was printed

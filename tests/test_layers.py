@@ -9,12 +9,28 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medloom"
 LAYERS = {  # top-level module or package of medloom -> its layer (lower imports nothing higher)
-    **dict.fromkeys(("errors", "layout", "version", "records", "imaging", "outputs", "catalog", "locks", "vocab", "net",
-                     "arrowpool", "nopandas"), 0),
+    **dict.fromkeys(
+        (
+            "errors",
+            "layout",
+            "version",
+            "records",
+            "imaging",
+            "outputs",
+            "catalog",
+            "locks",
+            "vocab",
+            "net",
+            "arrowpool",
+            "nopandas",
+        ),
+        0,
+    ),
     **dict.fromkeys(("engine", "sources", "recipe", "literature", "models"), 1),
     "view": 2,
-    **dict.fromkeys(("ingest", "annotate", "curate", "splits", "export", "evaluate", "train", "cg", "publish",
-                     "stream", "stats"), 3),
+    **dict.fromkeys(
+        ("ingest", "annotate", "curate", "splits", "export", "evaluate", "train", "cg", "publish", "stream", "stats"), 3
+    ),
     **dict.fromkeys(("web", "cli", "__main__", "__init__"), 4),
 }
 NAMES = ("core", "machinery", "read side", "steps", "front ends")
@@ -40,7 +56,7 @@ def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, list[str]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -75,8 +91,9 @@ def graph() -> tuple[dict[str, set[str]], list[str]]:
             edges[name].add(target)
             where = f"{path.relative_to(PACKAGE.parent)}:{line}"
             if layer_of(target) > layer_of(name):
-                problems.append(f"{where}: {name} ({NAMES[layer_of(name)]}) imports {target} "
-                                f"({NAMES[layer_of(target)]}), a layer above")
+                problems.append(
+                    f"{where}: {name} ({NAMES[layer_of(name)]}) imports {target} ({NAMES[layer_of(target)]}), a layer above"
+                )
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             if private:
                 problems.append(f"{where}: {name} takes private {', '.join(private)} from {target}")
@@ -135,6 +152,9 @@ def test_no_import_circle():
 
 
 def test_no_module_is_over_600_lines():
-    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MOST_LINES}
+    long = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MOST_LINES
+    }
     assert not long, long

@@ -26,9 +26,11 @@ pytest.importorskip("ray")
 def digest(folder: Path) -> dict[str, str]:
     """Every file below the folder by relative path -> sha256; left out: medloom's records and locks, and the
     manifests (they hold the loom's path and the run's timings)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"
+    }
 
 
 def parts(loom: Path) -> dict[str, str]:
@@ -36,13 +38,33 @@ def parts(loom: Path) -> dict[str, str]:
 
 
 SOURCES = [
-    dict(name="voc", reader="voc", path=str(fixture_dir("images", "bccd_voc")), modality="microscopy",
-         anatomy="blood", task="cell detection"),
-    dict(name="em", reader="masks", path=str(fixture_dir("images", "isbi2012_em_masks", "train")), images_dir="image",
-         masks_dir="label", mask_labels={255: "cell"}, modality="microscopy", anatomy="cell",
-         task="cell segmentation"),
-    dict(name="cells", reader="imagefolder", path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
-         modality="microscopy", anatomy="blood", task="cell type"),
+    dict(
+        name="voc",
+        reader="voc",
+        path=str(fixture_dir("images", "bccd_voc")),
+        modality="microscopy",
+        anatomy="blood",
+        task="cell detection",
+    ),
+    dict(
+        name="em",
+        reader="masks",
+        path=str(fixture_dir("images", "isbi2012_em_masks", "train")),
+        images_dir="image",
+        masks_dir="label",
+        mask_labels={255: "cell"},
+        modality="microscopy",
+        anatomy="cell",
+        task="cell segmentation",
+    ),
+    dict(
+        name="cells",
+        reader="imagefolder",
+        path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
+        modality="microscopy",
+        anatomy="blood",
+        task="cell type",
+    ),
 ]
 
 
@@ -80,8 +102,7 @@ def test_ingest_writes_the_same_catalog_parts(looms):
 def test_export_annotate_and_embed_write_the_same_bytes(looms, one_ray, tmp_path):
     local, remote = looms
     for loom, how in ((local, ["-w", "2"]), (remote, ["--executor", "ray", "-w", "2"])):
-        cli("export", loom, "--format", "webdataset", "--max-side", "128", "--out", tmp_path / loom.parent.name, *how,
-            "-q")
+        cli("export", loom, "--format", "webdataset", "--max-side", "128", "--out", tmp_path / loom.parent.name, *how, "-q")
         cli("annotate", loom, *how, "-q")
         cli("export", loom, "--format", "llava", "--out", tmp_path / f"{loom.parent.name}-llava", *how, "-q")
         cli("embed", loom, "--model", "builtin", *how, "-q")
@@ -113,8 +134,7 @@ def ray_tasks_running() -> dict[int, str]:
     """Ray workers running a medloom task now, by pid: the task's name ("ingest.decode parts 4-7"), which Ray
     puts in the worker's process title."""
     titles = {pid: cmdline.split(b"\0")[0].decode(errors="replace") for pid, cmdline in proc_files("cmdline").items()}
-    return {pid: title[5:] for pid, title in titles.items()
-            if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES}
+    return {pid: title[5:] for pid, title in titles.items() if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES}
 
 
 def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
@@ -124,13 +144,26 @@ def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
         path = folder / "data" / ("a" if i % 2 else "b") / f"{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
-    return [dict(name="noise", reader="imagefolder", path=str(folder / "data"), modality="microscopy", anatomy="blood",
-                 task="cell type")]
+    return [
+        dict(
+            name="noise",
+            reader="imagefolder",
+            path=str(folder / "data"),
+            modality="microscopy",
+            anatomy="blood",
+            task="cell type",
+        )
+    ]
 
 
 def start_ray_ingest(recipe: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--executor", "ray", "-w", "2",
-                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
+    return subprocess.Popen(
+        [sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--executor", "ray", "-w", "2", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CLI_ENV,
+    )
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path):
@@ -157,8 +190,9 @@ def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
     # Ray's own budget for a ray:// connection is three tries of 5, 10 and 15 s; one second each here
     quick = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "1", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "1"}
     # fresh: a failed client connection leaves Ray unable to start in that process
-    proc = cli("ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300,
-               env=quick, fresh=True)
+    proc = cli(
+        "ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300, env=quick, fresh=True
+    )
     assert proc.returncode == 1 and "no Ray cluster answers there" in proc.stderr, proc.stderr
     proc = cli("ingest", recipe, "--executor", "spark", check=False)
     assert proc.returncode == 2 and "use local or ray" in proc.stderr
@@ -233,8 +267,9 @@ def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address
     if processes_named(b"raylet"):
         pytest.skip("a Ray cluster runs on this machine: this test starts its own and stops it with `ray stop`")
     ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True, capture_output=True, timeout=120
+    )
     try:
         head = processes_named(b"raylet")
         assert head

@@ -75,15 +75,32 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
     _, loom = mat
     proc = cli("cg", "plan", loom, "--target", "ct, LUNG, cancer", "--out", tmp_path / "exp", "--seed", "3", "--json")
     exps = {e["name"]: e for e in json.loads(proc.stdout)}
-    assert set(exps) == {"related-fixed-modality", "related-fixed-area", "related-fixed-task",
-                         "related-modality-area", "related-three-way", "all-related", "all-unrelated",
-                         "without-modality", "without-area", "without-task", "baseline-plus"}
+    assert set(exps) == {
+        "related-fixed-modality",
+        "related-fixed-area",
+        "related-fixed-task",
+        "related-modality-area",
+        "related-three-way",
+        "all-related",
+        "all-unrelated",
+        "without-modality",
+        "without-area",
+        "without-task",
+        "baseline-plus",
+    }
     for e in exps.values():
         assert e["target"] == T and T not in e["train_subsets"] and e["test_records"] == 4
         assert set(e) >= {"name", "kind", "direction", "target", "train_subsets", "train_records", "test_records"}
     related = set(exps["all-related"]["train_subsets"])
-    assert related == {"CT|lung|covid-19", "CT|lung|level", "CT|brain|cancer", "X-ray|lung|cancer",
-                       "CT|kidney|disease", "MRI|lung|covid-19", "ultrasound|breast|cancer"}
+    assert related == {
+        "CT|lung|covid-19",
+        "CT|lung|level",
+        "CT|brain|cancer",
+        "X-ray|lung|cancer",
+        "CT|kidney|disease",
+        "MRI|lung|covid-19",
+        "ultrasound|breast|cancer",
+    }
     assert set(exps["all-unrelated"]["train_subsets"]) == {"MRI|brain|disease", "X-ray|chest|covid-19"}
     for element, i in (("modality", 0), ("area", 1), ("task", 2)):
         dropped = related - set(exps[f"without-{element}"]["train_subsets"])
@@ -98,8 +115,9 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
     assert len(train) == 8 and all(r.startswith(("ct-brain-cancer/", "xray-lung-cancer/")) for r in train)
     again = plan(loom, [parse_target("CT,lung,cancer")], tmp_path / "again", seed=3)
     assert [e["train_records"] for e in again] == [e["train_records"] for e in exps.values()]
-    assert (tmp_path / "again" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text() == \
-        (tmp_path / "exp" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text()
+    assert (tmp_path / "again" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text() == (
+        tmp_path / "exp" / "CT_lung_cancer" / "baseline-plus" / "train.txt"
+    ).read_text()
     # every experiment exports, in the shard formats and the training formats
     report = export(loom, tmp_path / "wds", ExportOptions(experiment=str(folder)), workers=1, quiet=True)
     assert report.splits == {"test": 4, "train": 8}
@@ -126,9 +144,23 @@ def patients(tmp_path_factory):
     shutil.copy(tmp / "img" / "p00_0.png", tmp / "img" / "dup.png")
     lines.append("dup.png,pneumonia,P29")
     (tmp / "img" / "labels.csv").write_text("\n".join(lines) + "\n")
-    recipe = write_recipe(tmp, [dict(name="cxr", reader="csv", path="img", csv="labels.csv", image_column="file",
-                                     label_column="finding", patient_column="patient", modality="X-ray",
-                                     anatomy="chest", task="disease")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="cxr",
+                reader="csv",
+                path="img",
+                csv="labels.csv",
+                image_column="file",
+                label_column="finding",
+                patient_column="patient",
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+            )
+        ],
+    )
     loom, _ = run_ingest(recipe)
     return loom
 
@@ -136,8 +168,11 @@ def patients(tmp_path_factory):
 def test_group_aware_split_keeps_patients_together(patients):
     loom = patients
     report = make_split(loom, by="patient", val=0.2, test=0.2, seed=7, stratify="label")
-    got = rows(loom, "SELECT r.patient_id, s.split, r.labels[1] AS label FROM records r "
-                     "JOIN read_parquet('" + str(loom / "splits" / "split.parquet") + "') s USING (id)")
+    got = rows(
+        loom,
+        "SELECT r.patient_id, s.split, r.labels[1] AS label FROM records r "
+        "JOIN read_parquet('" + str(loom / "splits" / "split.parquet") + "') s USING (id)",
+    )
     sides = {}
     for r in got:
         sides.setdefault(r["patient_id"], set()).add(r["split"])
@@ -149,8 +184,10 @@ def test_group_aware_split_keeps_patients_together(patients):
     again = make_split(loom, by="patient", val=0.2, test=0.2, seed=7, stratify="label")
     assert again.sizes == report.sizes
     # P00's image copied under P29: a leak whenever the two patients land on different sides
-    split_of = {r["id"]: r["split"] for r in rows(loom, "SELECT id, split FROM read_parquet('"
-                                                  + str(loom / "splits" / "split.parquet") + "')")}
+    split_of = {
+        r["id"]: r["split"]
+        for r in rows(loom, "SELECT id, split FROM read_parquet('" + str(loom / "splits" / "split.parquet") + "')")
+    }
     apart = split_of["cxr/p00_0_png"] != split_of["cxr/dup_png"]
     assert report.duplicate_leaks == int(apart)
     assert report.leak_examples == ([["cxr/dup_png", "cxr/p00_0_png"]] if apart else [])
@@ -160,8 +197,10 @@ def test_group_aware_split_keeps_patients_together(patients):
     seen_apart = False
     for seed in range(10):  # some seeds put P00 and P29 on different sides: each such split reports the leak
         r = make_split(loom, by="patient", val=0.3, test=0.3, seed=seed)
-        split_of = {x["id"]: x["split"] for x in rows(loom, "SELECT id, split FROM read_parquet('"
-                                                      + str(loom / "splits" / "split.parquet") + "')")}
+        split_of = {
+            x["id"]: x["split"]
+            for x in rows(loom, "SELECT id, split FROM read_parquet('" + str(loom / "splits" / "split.parquet") + "')")
+        }
         apart = split_of["cxr/p00_0_png"] != split_of["cxr/dup_png"]
         seen_apart |= apart
         assert r.duplicate_leaks == int(apart)
@@ -179,8 +218,14 @@ def test_cg_plan_warns_or_refuses_when_training_holds_copies_of_the_target(tmp_p
     from medloom.cg.run import current_copies
 
     specs = []
-    for s, (src, m, a, t) in enumerate([("target", "CT", "lung", "cancer"), ("covid", "CT", "lung", "covid-19"),
-                                         ("xray", "X-ray", "lung", "cancer"), ("mri", "MRI", "brain", "disease")]):
+    for s, (src, m, a, t) in enumerate(
+        [
+            ("target", "CT", "lung", "cancer"),
+            ("covid", "CT", "lung", "covid-19"),
+            ("xray", "X-ray", "lung", "cancer"),
+            ("mri", "MRI", "brain", "disease"),
+        ]
+    ):
         for i in range(3):
             blocks = np.random.default_rng(50 * s + i).integers(0, 256, (8, 8), dtype=np.uint8)
             path = tmp_path / src / ("a", "b")[i % 2] / f"{src}{i}.png"

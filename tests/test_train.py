@@ -51,8 +51,19 @@ def loom(tmp_path_factory) -> Path:
         (tmp / "data" / kind).mkdir(parents=True)
         for i in range(24):
             draw(kind, rng).save(tmp / "data" / kind / f"{kind}{i:02d}.png")
-    recipe = write_recipe(tmp, [dict(name="shapes", reader="imagefolder", path=str(tmp / "data"),
-                                     modality="microscopy", anatomy="blood", task="cell type")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="shapes",
+                reader="imagefolder",
+                path=str(tmp / "data"),
+                modality="microscopy",
+                anatomy="blood",
+                task="cell type",
+            )
+        ],
+    )
     cli("ingest", recipe, "-q")
     cli("split", tmp / "loom", "--by", "record", "--test", "0.4", "--val", "0", "--seed", "1", "--json")
     return tmp / "loom"
@@ -60,21 +71,24 @@ def loom(tmp_path_factory) -> Path:
 
 def test_trained_model_beats_chance_on_held_out_records(loom, tmp_path):
     model = tmp_path / "model"
-    report = json.loads(cli("train", "clip", loom, "--out", model, "--epochs", "40", "--batch-size", "16",
-                            "--seed", "3", "--json", "-q").stdout)
+    report = json.loads(
+        cli("train", "clip", loom, "--out", model, "--epochs", "40", "--batch-size", "16", "--seed", "3", "--json", "-q").stdout
+    )
     split = {r["id"]: r["split"] for r in rows(loom, f"SELECT * FROM read_parquet('{loom}/splits/split.parquet')")}
     assert report["records"] == sum(s == "train" for s in split.values())  # the training side only
     assert report["losses"][-1] < report["losses"][0]
     trained = json.loads((model / "train.json").read_text())
     assert trained["records_sha256"] and trained["settings"]["seed"] == 3
     assert (model / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    results = json.loads(cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "zs",
-                             "--json", "-q").stdout)
+    results = json.loads(
+        cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "zs", "--json", "-q").stdout
+    )
     overall = results["overall"]
     assert overall["n"] == sum(s == "test" for s in split.values())
     assert overall["wilson95"][0] > 1 / len(CLASSES) + 0.1  # above chance by more than the interval
-    retrieval = json.loads(cli("eval", "retrieval", loom, "--model", f"medloom:{model}", "--out", tmp_path / "r",
-                               "--json", "-q").stdout)
+    retrieval = json.loads(
+        cli("eval", "retrieval", loom, "--model", f"medloom:{model}", "--out", tmp_path / "r", "--json", "-q").stdout
+    )
     assert retrieval["images"] == overall["n"]
 
 
@@ -156,8 +170,7 @@ def test_evaluation_refuses_records_the_model_was_trained_on(loom, tmp_path):
     split = {r["id"]: r["split"] for r in rows(loom, f"SELECT * FROM read_parquet('{loom}/splits/split.parquet')")}
     assert len(keys) == sum(s == "train" for s in split.values()) and not any("/" in k for k in keys)
     for kind in ("zeroshot", "retrieval", "vqa"):
-        proc = cli("eval", kind, loom, "--model", f"medloom:{model}", "--out", tmp_path / kind, "--split", "train",
-                   check=False)
+        proc = cli("eval", kind, loom, "--model", f"medloom:{model}", "--out", tmp_path / kind, "--split", "train", check=False)
         assert proc.returncode == 2 and "were used to train" in proc.stderr, proc.stderr
     cli("eval", "zeroshot", loom, "--model", f"medloom:{model}", "--out", tmp_path / "ok", "-q")  # the test side
 
@@ -166,8 +179,7 @@ def test_a_diverging_run_stops_cleanly_and_evaluation_refuses_non_finite_weights
     """--lr 1e30: the loss goes non-finite; training says so, exits 1 and keeps the last finite weights (which
     evaluate); a model whose weights hold NaN is refused by evaluation, never scored."""
     model = tmp_path / "diverged"
-    proc = cli("train", "clip", loom, "--out", model, "--epochs", "3", "--batch-size", "16", "--lr", "1e30", "-q",
-               check=False)
+    proc = cli("train", "clip", loom, "--out", model, "--epochs", "3", "--batch-size", "16", "--lr", "1e30", "-q", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "training stopped and kept the last finite weights" in proc.stderr and "--lr" in proc.stderr
     weights = np.load(model / "projection.npz")

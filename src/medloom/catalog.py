@@ -82,8 +82,7 @@ def open_catalog(loom: Path) -> OutputFolder:
     return OutputFolder(catalog_dir(loom), adopt=[MANIFEST, *records, *quarantine])
 
 
-def collect_stale(folder: OutputFolder, manifest: dict, retention: float = STALE_RETENTION_S,
-                  now: float | None = None) -> int:
+def collect_stale(folder: OutputFolder, manifest: dict, retention: float = STALE_RETENTION_S, now: float | None = None) -> int:
     """Retire part files the manifest no longer lists, and delete those retired at least `retention` seconds
     ago. Only files medloom wrote are candidates (the written-files record); temporary files of killed runs
     go at once. The caller writes the manifest afterwards (it holds the `retired` list)."""
@@ -121,8 +120,18 @@ def listed_files(loom: Path) -> tuple[list[str], list[str]]:
     return records, quarantine
 
 
-_DUCK_TYPES = {"string": "VARCHAR", "bool": "BOOLEAN", "int8": "TINYINT", "int16": "SMALLINT", "int32": "INTEGER",
-               "int64": "BIGINT", "uint64": "UBIGINT", "float": "FLOAT", "double": "DOUBLE", "binary": "BLOB"}
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "bool": "BOOLEAN",
+    "int8": "TINYINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "uint64": "UBIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "binary": "BLOB",
+}
 
 
 def duck_type(t: pa.DataType) -> str:

@@ -18,6 +18,7 @@ class MedloomError(Exception):
 
 # ---- the request (exit 2) ------------------------------------------------------------------------------------
 
+
 class RecipeError(MedloomError, ValueError):
     """A recipe that cannot be run; the message lists every problem found."""
 
@@ -29,8 +30,7 @@ class UnknownTermError(MedloomError, ValueError):
         self.kind, self.term, self.suggestions = kind, term, suggestions
         hint = f" Closest known terms: {', '.join(suggestions)}." if suggestions else ""
         super().__init__(
-            f"unknown {kind} {term!r}.{hint} To add it, declare it in the recipe under "
-            f"`vocabulary: {{{kind}: [{term!r}]}}`."
+            f"unknown {kind} {term!r}.{hint} To add it, declare it in the recipe under `vocabulary: {{{kind}: [{term!r}]}}`."
         )
 
 
@@ -108,6 +108,7 @@ class LLMError(MedloomError, RuntimeError):
 
 # ---- the work failed (exit 1) -------------------------------------------------------------------------------
 
+
 class ExecutorError(MedloomError, RuntimeError):
     exit_code = 1
 
@@ -119,6 +120,7 @@ class CopiesInTraining(PlanError):
 
 
 # ---- someone else holds it (exit 3) ----------------------------------------------------------------------------
+
 
 class LockHeld(MedloomError, RuntimeError):
     """Another medloom process holds the lock; the message names it."""

@@ -82,9 +82,13 @@ def cache_dir(loom: Path, what: str) -> Path:
 
 
 # the DuckDB views that later steps add to `records` and `quarantine` (catalog.connect)
-VIEWS = {"annotations": (ANNOTATIONS, "annotations.parquet"), "dedup": (CURATION, "dedup.parquet"),
-         "leakage": (CURATION, "leakage.parquet"), "clusters": (CURATION, "clusters.parquet"),
-         "concepts": (CURATION, "concepts.parquet")}
+VIEWS = {
+    "annotations": (ANNOTATIONS, "annotations.parquet"),
+    "dedup": (CURATION, "dedup.parquet"),
+    "leakage": (CURATION, "leakage.parquet"),
+    "clusters": (CURATION, "clusters.parquet"),
+    "concepts": (CURATION, "concepts.parquet"),
+}
 
 
 def view_file(loom: Path, view: str) -> Path:

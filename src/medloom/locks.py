@@ -75,8 +75,9 @@ def command_line() -> str:
 
 
 @contextmanager
-def hold(folder: str | os.PathLike, command: str | None = None, *, shared: bool = False, wait: bool = False,
-         what: str = "loom") -> Iterator[None]:
+def hold(
+    folder: str | os.PathLike, command: str | None = None, *, shared: bool = False, wait: bool = False, what: str = "loom"
+) -> Iterator[None]:
     """Hold the folder's lock for the duration of the block.
 
     Without `wait`, a lock another process holds raises LockHeld at once, naming the holder; with `wait`,
@@ -96,11 +97,18 @@ def hold(folder: str | os.PathLike, command: str | None = None, *, shared: bool 
                 break
             except BlockingIOError:
                 if not wait:
-                    raise LockHeld(f"the {what} {folder} is in use by {describe(holders(folder))}; wait for it "
-                                   "to finish, or pass --wait to queue behind it") from None
+                    raise LockHeld(
+                        f"the {what} {folder} is in use by {describe(holders(folder))}; wait for it "
+                        "to finish, or pass --wait to queue behind it"
+                    ) from None
                 time.sleep(POLL_S)
-        entry = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or command_line(),
-                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shared": shared}
+        entry = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command or command_line(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "shared": shared,
+        }
         if not shared:
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)

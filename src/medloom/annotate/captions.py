@@ -69,10 +69,15 @@ def fill(template: str, record: dict, instances: frozenset[str] | None = None) -
     kinds = object_counts(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
     objects = join_words([counted(label_words(k), n) for k, n in kinds.items()])
     values = {
-        "image": image, "an_image": with_article(image), "of_anatomy": anatomy_phrase(record["anatomy"]),
-        "modality": record["modality"], "anatomy": record["anatomy"],
-        "finding": finding(labels[0]) if labels else "", "findings": join_words([finding(x) for x in labels]),
-        "n_findings": counted("finding", len(labels)), "objects": objects,
+        "image": image,
+        "an_image": with_article(image),
+        "of_anatomy": anatomy_phrase(record["anatomy"]),
+        "modality": record["modality"],
+        "anatomy": record["anatomy"],
+        "finding": finding(labels[0]) if labels else "",
+        "findings": join_words([finding(x) for x in labels]),
+        "n_findings": counted("finding", len(labels)),
+        "objects": objects,
         "masks": "a mask" if sum(kinds.values()) == 1 else "masks",
     }
     for key in ("image", "an_image", "objects"):
@@ -80,8 +85,9 @@ def fill(template: str, record: dict, instances: frozenset[str] | None = None) -
     return sentence(template.format(**values))
 
 
-def make_caption(record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None,
-                 instances: frozenset[str] | None = None) -> tuple[str, str]:
+def make_caption(
+    record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None, instances: frozenset[str] | None = None
+) -> tuple[str, str]:
     """(caption, family); ("", "") for a record with nothing to say."""
     family = task_family(record)
     if family is None:

@@ -79,8 +79,11 @@ def distractors(record: dict, present: list[str], kb: KnowledgeBase) -> list[str
 
 def multiple_choice(record: dict, family: str, rng: random.Random, kb: KnowledgeBase) -> dict | None:
     """A Med-MAT question, or None when the label space leaves no distractor."""
-    present = list(record.get("labels") or []) if family not in ("detection", "segmentation") else \
-        sorted({r["label"] for r in record.get("rois") or []})
+    present = (
+        list(record.get("labels") or [])
+        if family not in ("detection", "segmentation")
+        else sorted({r["label"] for r in record.get("rois") or []})
+    )
     if not present:
         return None
     answer = rng.choice(sorted(present))
@@ -92,19 +95,43 @@ def multiple_choice(record: dict, family: str, rng: random.Random, kb: Knowledge
     letter = LETTERS[options.index(answer)]
     stem = _question(rng.choice(QUESTIONS[family]), record)
     lines = [f"{LETTERS[i]}. {class_name(o)}" for i, o in enumerate(options)]
-    return item("multiple-choice", stem, class_name(answer), options=[class_name(o) for o in options],
-                option_labels=options, answer_letter=letter, answer_label=answer,
-                prompt="\n".join([stem, *lines, INSTRUCTION]))
+    return item(
+        "multiple-choice",
+        stem,
+        class_name(answer),
+        options=[class_name(o) for o in options],
+        option_labels=options,
+        answer_letter=letter,
+        answer_label=answer,
+        prompt="\n".join([stem, *lines, INSTRUCTION]),
+    )
 
 
 def item(kind: str, question: str, answer: str, **more) -> dict:
     """One question with every field present (the stored type is the same for every kind)."""
-    return {"kind": kind, "question": question, "options": [], "option_labels": [], "answer": answer,
-            "answer_letter": "", "answer_label": "", "prompt": question, "box": [], **more}
+    return {
+        "kind": kind,
+        "question": question,
+        "options": [],
+        "option_labels": [],
+        "answer": answer,
+        "answer_letter": "",
+        "answer_label": "",
+        "prompt": question,
+        "box": [],
+        **more,
+    }
 
 
-def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeBase, *,
-                   max_grounding: int = 3, instances: frozenset[str] | None = None) -> list[dict]:
+def open_questions(
+    record: dict,
+    family: str,
+    rng: random.Random,
+    kb: KnowledgeBase,
+    *,
+    max_grounding: int = 3,
+    instances: frozenset[str] | None = None,
+) -> list[dict]:
     """Open-ended and yes/no questions about the labels, and grounding questions for objects whose label is
     unique in the image (a box answer must be unambiguous; a structure in parts is one object, its box
     the union of its parts': see `structures.py`)."""
@@ -112,8 +139,14 @@ def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeB
     out = []
     labels = list(record.get("labels") or [])
     if labels and family in ("classification", "multi-label", "grading"):
-        out.append(item("open", sentence(f"What is shown in this {slots['image']} {slots['of_anatomy']}?"),
-                        sentence(", ".join(class_name(x) for x in labels)), answer_label=labels[0]))
+        out.append(
+            item(
+                "open",
+                sentence(f"What is shown in this {slots['image']} {slots['of_anatomy']}?"),
+                sentence(", ".join(class_name(x) for x in labels)),
+                answer_label=labels[0],
+            )
+        )
         out.append(item("yes-no", f"Does this image show {finding(labels[0])}?", "Yes.", answer_label=labels[0]))
         others = distractors(record, labels, kb)
         if others:
@@ -123,7 +156,13 @@ def open_questions(record: dict, family: str, rng: random.Random, kb: KnowledgeB
     unique = [r for r in rois if sum(x["label"] == r["label"] for x in rois) == 1]
     for roi in rng.sample(unique, min(max_grounding, len(unique))):
         box = [round(float(v), 3) for v in roi["bbox"]]
-        out.append(item("grounding", f"Where is the {label_words(roi['label'])} in this image? Answer with a "
-                                     "normalised box [x0, y0, x1, y1].",
-                        "[" + ", ".join(f"{v:.3f}" for v in box) + "]", box=box, answer_label=roi["label"]))
+        out.append(
+            item(
+                "grounding",
+                f"Where is the {label_words(roi['label'])} in this image? Answer with a normalised box [x0, y0, x1, y1].",
+                "[" + ", ".join(f"{v:.3f}" for v in box) + "]",
+                box=box,
+                answer_label=roi["label"],
+            )
+        )
     return out

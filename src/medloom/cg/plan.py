@@ -45,8 +45,7 @@ DIRECTIONS = {
     "three-way": [(True, False, False), (False, True, False), (False, False, True)],
 }
 ELEMENTS = ("modality", "area", "task")
-KINDS = ("related", "all-related", "all-unrelated", "without-modality", "without-area", "without-task",
-         "baseline-plus")
+KINDS = ("related", "all-related", "all-unrelated", "without-modality", "without-area", "without-task", "baseline-plus")
 
 
 def name(t: Triplet) -> str:
@@ -54,12 +53,12 @@ def name(t: Triplet) -> str:
 
 
 def parse_target(text: str, vocab=None) -> Triplet:
-    """"CT,lung,cancer" or "CT|lung|cancer", normalised through the vocabulary."""
+    """ "CT,lung,cancer" or "CT|lung|cancer", normalised through the vocabulary."""
     from ..vocab import default_vocabulary
 
     parts = [p.strip() for p in re.split(r"[|,]", text)]
     if len(parts) != 3 or not all(parts):
-        raise PlanError(f"--target {text!r}: give modality, anatomy and task, e.g. \"CT,lung,cancer\"")
+        raise PlanError(f'--target {text!r}: give modality, anatomy and task, e.g. "CT,lung,cancer"')
     v = vocab or default_vocabulary()
     return (v.normalise("modality", parts[0]), v.normalise("anatomy", parts[1]), v.normalise("task", parts[2]))
 
@@ -74,13 +73,19 @@ class Subset:
 
 def mat_subsets(loom: Path) -> dict[Triplet, Subset]:
     con = catalog.connect(Path(loom))
-    labels = {(m, a, t): list(ls) for m, a, t, ls in con.execute(
-        "SELECT modality, anatomy, task, list_sort(list(DISTINCT label)) FROM (SELECT modality, anatomy, task, "
-        "unnest(labels) AS label FROM records) GROUP BY ALL").fetchall()}
-    return {(m, a, t): Subset((m, a, t), n, list(sources), labels.get((m, a, t), []))
-            for m, a, t, n, sources in con.execute(
-                "SELECT modality, anatomy, task, count(*), list_sort(list(DISTINCT source)) FROM records "
-                "GROUP BY ALL").fetchall()}
+    labels = {
+        (m, a, t): list(ls)
+        for m, a, t, ls in con.execute(
+            "SELECT modality, anatomy, task, list_sort(list(DISTINCT label)) FROM (SELECT modality, anatomy, task, "
+            "unnest(labels) AS label FROM records) GROUP BY ALL"
+        ).fetchall()
+    }
+    return {
+        (m, a, t): Subset((m, a, t), n, list(sources), labels.get((m, a, t), []))
+        for m, a, t, n, sources in con.execute(
+            "SELECT modality, anatomy, task, count(*), list_sort(list(DISTINCT source)) FROM records GROUP BY ALL"
+        ).fetchall()
+    }
 
 
 def _pattern(s: Triplet, target: Triplet) -> tuple[bool, bool, bool]:
@@ -90,8 +95,7 @@ def _pattern(s: Triplet, target: Triplet) -> tuple[bool, bool, bool]:
 def directions(target: Triplet, subsets: list[Triplet]) -> dict[str, list[list[Triplet]]]:
     """For each direction, the subsets filling each of its roles (empty roles: not reachable that way)."""
     others = [s for s in subsets if s != target]
-    return {d: [sorted(s for s in others if _pattern(s, target) == role) for role in roles]
-            for d, roles in DIRECTIONS.items()}
+    return {d: [sorted(s for s in others if _pattern(s, target) == role) for role in roles] for d, roles in DIRECTIONS.items()}
 
 
 def matrix(loom: Path) -> dict[str, dict[str, int]]:
@@ -113,8 +117,9 @@ def _records(con, triplets: list[Triplet]) -> list[str]:
     if not triplets:
         return []
     cond = " OR ".join("(modality = ? AND anatomy = ? AND task = ?)" for _ in triplets)
-    return [r[0] for r in con.execute(f"SELECT id FROM records WHERE {cond} ORDER BY id",
-                                      [x for t in triplets for x in t]).fetchall()]
+    return [
+        r[0] for r in con.execute(f"SELECT id FROM records WHERE {cond} ORDER BY id", [x for t in triplets for x in t]).fetchall()
+    ]
 
 
 class CopyCheck:
@@ -139,8 +144,7 @@ class CopyCheck:
                 held.setdefault(g, t)
         pairs = [(i, held[self.group[i]]) for i in test if self.group.get(i) in held]
         exact = sum(self.pixels[a] == self.pixels[b] for a, b in pairs)
-        return {"test_records": len(pairs), "exact": exact, "near": len(pairs) - exact,
-                "examples": [list(p) for p in pairs[:5]]}
+        return {"test_records": len(pairs), "exact": exact, "near": len(pairs) - exact, "examples": [list(p) for p in pairs[:5]]}
 
 
 def copies_warning(experiments: list[dict]) -> str | None:
@@ -150,11 +154,13 @@ def copies_warning(experiments: list[dict]) -> str | None:
         return None
     worst = max(hit, key=lambda e: e["copies"]["test_records"])
     c = worst["copies"]
-    return (f"{len(hit)} experiment(s) train on copies of their target's test images (up to {c['test_records']} of "
-            f"{worst['test_records']} test records in {worst['target']} / {worst['name']}: {c['exact']} exact, "
-            f"{c['near']} near; e.g. {c['examples'][0][0]} = {c['examples'][0][1]}): those mixes would score as if "
-            "they generalised. Run `medloom dedup LOOM` (it keeps the test copy and marks the training copies out), "
-            "then plan again")
+    return (
+        f"{len(hit)} experiment(s) train on copies of their target's test images (up to {c['test_records']} of "
+        f"{worst['test_records']} test records in {worst['target']} / {worst['name']}: {c['exact']} exact, "
+        f"{c['near']} near; e.g. {c['examples'][0][0]} = {c['examples'][0][1]}): those mixes would score as if "
+        "they generalised. Run `medloom dedup LOOM` (it keeps the test copy and marks the training copies out), "
+        "then plan again"
+    )
 
 
 @writer
@@ -183,8 +189,14 @@ def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0, strict
         runs.append(("all-unrelated", "", unrelated, {name(s): _why(s, target) for s in unrelated}))
         for i, element in enumerate(ELEMENTS):
             kept = [s for s in related if s[i] != target[i]]
-            runs.append((f"without-{element}", "", kept,
-                         {name(s): f"{_why(s, target)}; its {element} differs from the target's" for s in kept}))
+            runs.append(
+                (
+                    f"without-{element}",
+                    "",
+                    kept,
+                    {name(s): f"{_why(s, target)}; its {element} differs from the target's" for s in kept},
+                )
+            )
         for run_name, direction, chosen, why in runs:
             kind = "related" if run_name.startswith("related-") else run_name
             planned.append((target, run_name, kind, direction, chosen, why, _records(con, chosen), test))
@@ -193,25 +205,48 @@ def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0, strict
         size = len(_records(con, related))
         pick = sorted(pool, key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).hexdigest())[:size]
         chosen = sorted({t for t in unrelated if set(_records(con, [t])) & set(pick)})
-        why = {name(s): f"{_why(s, target)}; records drawn at random (seed {seed}) to match all-related's "
-                        f"{size} records" for s in chosen}
+        why = {
+            name(s): f"{_why(s, target)}; records drawn at random (seed {seed}) to match all-related's {size} records"
+            for s in chosen
+        }
         planned.append((target, "baseline-plus", "baseline-plus", "", chosen, why, sorted(pick), test))
     copies = [check.copies(p[6], p[7]) for p in planned]
     if strict and any(c["test_records"] for c in copies):
-        hit = [{"target": name(p[0]), "name": p[1], "test_records": len(p[7]), "copies": c}
-               for p, c in zip(planned, copies)]
+        hit = [{"target": name(p[0]), "name": p[1], "test_records": len(p[7]), "copies": c} for p, c in zip(planned, copies)]
         raise CopiesInTraining(f"--strict: {copies_warning(hit)}; nothing was written")
     return [_write(out, *p, seed, loom, c) for p, c in zip(planned, copies)]
 
 
-def _write(out: Path, target: Triplet, run_name: str, kind: str, direction: str, chosen: list[Triplet],
-           why: dict[str, str], train: list[str], test: list[str], seed: int, loom: Path, copies: dict) -> dict:
+def _write(
+    out: Path,
+    target: Triplet,
+    run_name: str,
+    kind: str,
+    direction: str,
+    chosen: list[Triplet],
+    why: dict[str, str],
+    train: list[str],
+    test: list[str],
+    seed: int,
+    loom: Path,
+    copies: dict,
+) -> dict:
     assert target not in chosen, "the target subset must never be trained on"
     folder = out / slug(name(target)) / run_name
-    manifest = {"name": run_name, "kind": kind, "direction": direction, "target": name(target),
-                "train_subsets": [name(s) for s in chosen], "why": why, "train_records": len(train),
-                "test_records": len(test), "seed": seed, "folder": str(folder), "loom": str(loom.resolve()),
-                "copies": copies}
+    manifest = {
+        "name": run_name,
+        "kind": kind,
+        "direction": direction,
+        "target": name(target),
+        "train_subsets": [name(s) for s in chosen],
+        "why": why,
+        "train_records": len(train),
+        "test_records": len(test),
+        "seed": seed,
+        "folder": str(folder),
+        "loom": str(loom.resolve()),
+        "copies": copies,
+    }
     write_file(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
     write_file(folder / "test.txt", ("\n".join(test) + "\n").encode())
     write_file(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
@@ -228,8 +263,7 @@ def find_experiments(folder: Path) -> list[dict]:
     target and name."""
     folder = Path(folder)
     found = []
-    for path in [folder / "manifest.json", *sorted(folder.glob("*/manifest.json")),
-                 *sorted(folder.glob("*/*/manifest.json"))]:
+    for path in [folder / "manifest.json", *sorted(folder.glob("*/manifest.json")), *sorted(folder.glob("*/*/manifest.json"))]:
         if path.is_file():
             try:
                 manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -237,6 +271,8 @@ def find_experiments(folder: Path) -> list[dict]:
                 raise PlanError(f"{path}: not a readable experiment manifest ({e})") from None
             found.append({**manifest, "folder": str(path.parent)})
     if not found:
-        raise PlanError(f"{folder}: no experiment here (no manifest.json in it or two levels below); write one with "
-                        "`medloom cg plan LOOM --target M,A,T`")
+        raise PlanError(
+            f"{folder}: no experiment here (no manifest.json in it or two levels below); write one with "
+            "`medloom cg plan LOOM --target M,A,T`"
+        )
     return sorted(found, key=lambda m: (m["target"], m["name"]))

@@ -44,8 +44,10 @@ class CGReport:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"cg run: {self.targets} target(s), {self.trained} model(s) trained, {self.reused} experiment(s) "
-                f"already done, {self.skipped} n/a; report: {Path(self.out) / 'report'}")
+        return (
+            f"cg run: {self.targets} target(s), {self.trained} model(s) trained, {self.reused} experiment(s) "
+            f"already done, {self.skipped} n/a; report: {Path(self.out) / 'report'}"
+        )
 
 
 def current_copies(loom: Path, experiments: list[dict]) -> list[dict]:
@@ -54,8 +56,14 @@ def current_copies(loom: Path, experiments: list[dict]) -> list[dict]:
     out = []
     for e in experiments:
         sides = read_experiment(Path(e["folder"]))
-        out.append({**e, "copies": check.copies([i for i, s in sides.items() if s == "train"],
-                                                 [i for i, s in sides.items() if s == "test"])})
+        out.append(
+            {
+                **e,
+                "copies": check.copies(
+                    [i for i, s in sides.items() if s == "train"], [i for i, s in sides.items() if s == "test"]
+                ),
+            }
+        )
     return out
 
 
@@ -65,13 +73,24 @@ def plan_loom(experiments: list[dict], loom: Path | None) -> Path:
     if loom is not None:
         return Path(loom)
     if len(named) != 1:
-        raise PlanError("the plan's manifests do not name one loom" + (f" ({', '.join(sorted(named))})" if named else "")
-                        + "; give it with --loom")
+        raise PlanError(
+            "the plan's manifests do not name one loom"
+            + (f" ({', '.join(sorted(named))})" if named else "")
+            + "; give it with --loom"
+        )
     return Path(named.pop())
 
 
-def run_cg(plan: Path, out: Path, train: TrainSettings, *, loom: Path | None = None, workers: int | None = None,
-           quiet: bool = False, progress=print) -> CGReport:
+def run_cg(
+    plan: Path,
+    out: Path,
+    train: TrainSettings,
+    *,
+    loom: Path | None = None,
+    workers: int | None = None,
+    quiet: bool = False,
+    progress=print,
+) -> CGReport:
     from ..evaluate.vqa import EvalError, VQASettings, evaluate_vqa
     from ..evaluate.zeroshot import ClipEvalSettings, evaluate_zeroshot
     from .tables import cg_report, figure, markdown, resolve_runs
@@ -93,9 +112,13 @@ def run_cg(plan: Path, out: Path, train: TrainSettings, *, loom: Path | None = N
                 rel = f"{slug(target)}/{name}"
                 folder = OutputFolder(results.claim_dir(rel))
                 settings = replace(train, experiment=experiment["folder"] if experiment else None)
-                key = hashlib.sha256(json.dumps({"train": asdict(settings), "test": test_side, "untrained":
-                                                 experiment is None, "manifest": experiment}, sort_keys=True,
-                                                default=str).encode()).hexdigest()
+                key = hashlib.sha256(
+                    json.dumps(
+                        {"train": asdict(settings), "test": test_side, "untrained": experiment is None, "manifest": experiment},
+                        sort_keys=True,
+                        default=str,
+                    ).encode()
+                ).hexdigest()
                 done = folder.path / "done.json"
                 if folder.is_owned("done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
                     report.reused += 1
@@ -108,12 +131,21 @@ def run_cg(plan: Path, out: Path, train: TrainSettings, *, loom: Path | None = N
                         train_clip(loom, folder.path / "model", settings, workers=workers, quiet=quiet)
                         report.trained += 1
                     model = f"medloom:{folder.path / 'model'}"
-                    evaluate_vqa(loom, folder.path / "mc", VQASettings(model=model, experiment=test_side,
-                                                                       seed=train.seed), quiet=quiet, workers=workers)
+                    evaluate_vqa(
+                        loom,
+                        folder.path / "mc",
+                        VQASettings(model=model, experiment=test_side, seed=train.seed),
+                        quiet=quiet,
+                        workers=workers,
+                    )
                     try:
-                        evaluate_zeroshot(loom, folder.path / "zeroshot",
-                                          ClipEvalSettings(model=model, experiment=test_side, seed=train.seed),
-                                          quiet=quiet, workers=workers)
+                        evaluate_zeroshot(
+                            loom,
+                            folder.path / "zeroshot",
+                            ClipEvalSettings(model=model, experiment=test_side, seed=train.seed),
+                            quiet=quiet,
+                            workers=workers,
+                        )
                     except EvalError as e:  # no single-label records: the multiple-choice table still stands
                         folder.write_bytes("zeroshot-skipped.json", json.dumps({"why": str(e)}).encode())
                     folder.remove("skipped.json")  # from an earlier run with other settings

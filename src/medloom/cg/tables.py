@@ -27,10 +27,16 @@ from .plan import DIRECTIONS, PlanError, slug
 BASELINES = ("baseline", "baseline-plus")
 TABLE3 = (*BASELINES, *(f"related-{d}" for d in DIRECTIONS))
 TABLE4 = ("all-related", "all-unrelated", "without-modality", "without-area", "without-task")
-TITLES = {"baseline": "Baseline", "baseline-plus": "Baseline+",
-          **{f"related-{d}": d.replace("-", " ") for d in DIRECTIONS},
-          "all-related": "all related", "all-unrelated": "all unrelated", "without-modality": "w/o modality",
-          "without-area": "w/o area", "without-task": "w/o task"}
+TITLES = {
+    "baseline": "Baseline",
+    "baseline-plus": "Baseline+",
+    **{f"related-{d}": d.replace("-", " ") for d in DIRECTIONS},
+    "all-related": "all related",
+    "all-unrelated": "all unrelated",
+    "without-modality": "w/o modality",
+    "without-area": "w/o area",
+    "without-task": "w/o task",
+}
 ALPHA = 0.05
 
 
@@ -42,8 +48,9 @@ def test_ids(experiment: dict) -> set[str]:
         raise PlanError(f"{path}: {e.strerror or e}; is this a `medloom cg plan` folder?") from None
 
 
-def cg_report(experiments: list[dict], runs: dict[str, dict[str, Path]], skipped: dict[str, dict[str, str]],
-              *, seed: int = 0) -> dict:
+def cg_report(
+    experiments: list[dict], runs: dict[str, dict[str, Path]], skipped: dict[str, dict[str, str]], *, seed: int = 0
+) -> dict:
     """runs: target -> run name -> run folder; skipped: target -> run name -> why it has no run."""
     targets = {}
     for target in sorted({e["target"] for e in experiments}):
@@ -60,8 +67,7 @@ def cg_report(experiments: list[dict], runs: dict[str, dict[str, Path]], skipped
                 cells[name] = {"missing": f"{folder} has no prediction on this target's test records"}
                 continue
             units[name] = us
-            cells[name] = {**metrics(list(us.values()), seed), "run": str(folder),
-                           "model": results["settings"].get("model", "")}
+            cells[name] = {**metrics(list(us.values()), seed), "run": str(folder), "model": results["settings"].get("model", "")}
         for name, why in skipped.get(target, {}).items():
             cells.setdefault(name, {"missing": why})
         for name in units:
@@ -73,14 +79,18 @@ def cg_report(experiments: list[dict], runs: dict[str, dict[str, Path]], skipped
                     test_result = paired(units[ref], units[name], shared, seed)
                     test_result["success"] = test_result["difference"] > 0 and test_result["mcnemar_exact_p"] < ALPHA
                     cells[name][f"vs_{ref}"] = test_result
-        manifests = {e["name"]: {k: e[k] for k in ("kind", "direction", "train_subsets", "train_records")}
-                     for e in experiments if e["target"] == target}
+        manifests = {
+            e["name"]: {k: e[k] for k in ("kind", "direction", "train_subsets", "train_records")}
+            for e in experiments
+            if e["target"] == target
+        }
         targets[target] = {"test_records": len(test), "runs": cells, "experiments": manifests}
     return {"alpha": ALPHA, "seed": seed, "targets": targets}
 
 
-def resolve_runs(experiments: list[dict], pairs: list[str], results: Path | None, metric: str
-                 ) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]]]:
+def resolve_runs(
+    experiments: list[dict], pairs: list[str], results: Path | None, metric: str
+) -> tuple[dict[str, dict[str, Path]], dict[str, dict[str, str]]]:
     """`--runs NAME=RUN` (NAME a run name for every target, or TARGET_FOLDER/NAME for one) and a `cg run`
     results folder, as target -> name -> run folder; and the runs `cg run` skipped, with why."""
     targets = sorted({e["target"] for e in experiments})
@@ -91,8 +101,7 @@ def resolve_runs(experiments: list[dict], pairs: list[str], results: Path | None
         for t in targets:
             for folder in sorted((Path(results) / slug(t)).glob("*/")):
                 # why there is no run: this metric's reason, else the whole experiment's
-                why = next((w for w in (folder / f"{metric}-skipped.json", folder / "skipped.json") if w.is_file()),
-                           None)
+                why = next((w for w in (folder / f"{metric}-skipped.json", folder / "skipped.json") if w.is_file()), None)
                 if (folder / metric / "results.json").is_file():
                     runs[t][folder.name] = folder / metric
                 elif why is not None:
@@ -104,7 +113,7 @@ def resolve_runs(experiments: list[dict], pairs: list[str], results: Path | None
         where, _, short = name.rpartition("/")
         if where and where not in by_slug:
             raise ReportError(f"--runs {pair!r}: {where!r} is not a target of this plan ({', '.join(by_slug)})")
-        for t in ([by_slug[where]] if where else targets):
+        for t in [by_slug[where]] if where else targets:
             runs[t][short] = Path(folder)
     if not any(runs.values()):
         raise ReportError("no run to report: give --runs NAME=RUN_FOLDER (or --results, a `medloom cg run` folder)")
@@ -134,18 +143,24 @@ def cell_text(cell: dict | None) -> str:
 def table_rows(report: dict, table: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
     names = columns(report, table)
     header = ["target", "test", *(TITLES.get(n, n) for n in names)]
-    rows = [[target, str(t["test_records"]), *(cell_text(t["runs"].get(n)) for n in names)]
-            for target, t in report["targets"].items()]
+    rows = [
+        [target, str(t["test_records"]), *(cell_text(t["runs"].get(n)) for n in names)] for target, t in report["targets"].items()
+    ]
     return header, rows
 
 
 def markdown(report: dict, metric: str) -> str:
     what = "multiple-choice accuracy" if metric == "mc" else "zero-shot top-1 accuracy"
-    out = [f"# Compositional generalization: {what} on each unseen target", "",
-           "Accuracy (95% Wilson interval). `*`: beats Baseline+ on the same questions, exact McNemar p < 0.05.",
-           ""]
-    for title, table in (("Table 3: Baseline, Baseline+ and each direction's related mix", TABLE3),
-                         ("Table 4: ablations", TABLE4)):
+    out = [
+        f"# Compositional generalization: {what} on each unseen target",
+        "",
+        "Accuracy (95% Wilson interval). `*`: beats Baseline+ on the same questions, exact McNemar p < 0.05.",
+        "",
+    ]
+    for title, table in (
+        ("Table 3: Baseline, Baseline+ and each direction's related mix", TABLE3),
+        ("Table 4: ablations", TABLE4),
+    ):
         header, rows = table_rows(report, table)
         if len(header) == 2:
             continue
@@ -158,8 +173,20 @@ def markdown(report: dict, metric: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-PALETTE = [(120, 120, 120), (180, 180, 180), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-           (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (90, 60, 160)]
+PALETTE = [
+    (120, 120, 120),
+    (180, 180, 180),
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (188, 189, 34),
+    (23, 190, 207),
+    (90, 60, 160),
+]
 
 
 def figure(report: dict, size: tuple[int, int] = (960, 480)) -> bytes:
@@ -193,7 +220,7 @@ def figure(report: dict, size: tuple[int, int] = (960, 480)) -> bytes:
             draw.line([(mid, y(lo)), (mid, y(hi))], fill="black")
             if cell.get("vs_baseline-plus", {}).get("success"):
                 draw.text((mid - 3, y(hi) - 14), "*", fill="black")
-        draw.text((x0, h - bottom + 8), target[:int(group_w / 6)], fill="black")
+        draw.text((x0, h - bottom + 8), target[: int(group_w / 6)], fill="black")
     for ni, n in enumerate(names):
         ly = top + ni * 16
         draw.rectangle([w - legend, ly, w - legend + 10, ly + 10], fill=PALETTE[ni % len(PALETTE)])

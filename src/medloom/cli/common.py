@@ -19,11 +19,13 @@ from ..nopandas import keep_pandas_out
 
 out = Console()
 
+
 def lean_driver() -> None:
     """What the ingest and export commands set before pyarrow loads: no pandas (nopandas.py) and Arrow's
     system allocator (arrowpool.py)."""
     keep_pandas_out()
     use_system_pool()
+
 
 err = Console(stderr=True)
 
@@ -31,19 +33,36 @@ Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding ca
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
-Executor = Annotated[str | None, typer.Option("--executor", help="local (a process pool on this machine) or ray "
-                                                                 "(default: the recipe's executor:, else local).")]
+Executor = Annotated[
+    str | None,
+    typer.Option(
+        "--executor", help="local (a process pool on this machine) or ray (default: the recipe's executor:, else local)."
+    ),
+]
 
-Address = Annotated[str | None, typer.Option("--address", help="With --executor ray: auto (the cluster `ray start` "
-                                                               "made here) or ray://HOST:PORT; default: a Ray "
-                                                               "instance on this machine for this command.")]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --executor ray: auto (the cluster `ray start` "
+        "made here) or ray://HOST:PORT; default: a Ray "
+        "instance on this machine for this command.",
+    ),
+]
 
-Wait = Annotated[bool, typer.Option("--wait", help="When another medloom process writes to this loom (or export "
-                                                   "folder), wait for it instead of exiting at once.")]
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="When another medloom process writes to this loom (or export folder), wait for it instead of exiting at once.",
+    ),
+]
+
 
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
 
 def resolve_loom(path: Path) -> Path:
     """Accept the loom folder, its catalog/ folder, or a recipe file."""
@@ -55,6 +74,7 @@ def resolve_loom(path: Path) -> Path:
         return path.parent
     return path
 
+
 def parse_bytes(text: str) -> int:
     """'500MB', '1.5GiB', '2e9' or a plain number of bytes."""
     match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text)
@@ -63,6 +83,7 @@ def parse_bytes(text: str) -> int:
     number, unit, binary = match.groups()
     base = 1024 if binary else 1000
     return int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+
 
 def print_report(report) -> None:
     """A step's report as the command prints it: its lines, then its (label, text) warnings on stderr."""
@@ -78,10 +99,17 @@ def emit(report: dict, as_json: bool, summary: str) -> None:
     else:
         out.print(escape(summary), highlight=False)
 
-ClipModelOption = Annotated[str, typer.Option("--model", help="medloom:PATH, a folder with medloom-clip.json and "
-                                                               "projection.npz (image tower, text tower, projection), "
-                                                               "or hf-clip:PATH, a local transformers CLIP-style "
-                                                               "model (model, tokenizer, image processor).")]
+
+ClipModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="medloom:PATH, a folder with medloom-clip.json and "
+        "projection.npz (image tower, text tower, projection), "
+        "or hf-clip:PATH, a local transformers CLIP-style "
+        "model (model, tokenizer, image processor).",
+    ),
+]
 
 RunOption = Annotated[Path, typer.Option("--out", help="The run folder (predictions.parquet, results.json).")]
 
@@ -97,6 +125,7 @@ WorkersOption = Annotated[int, typer.Option("--workers", "-w", help="Processes c
 
 TOWERS_HINT = "install the towers with `pip install 'medloom[eval]'` (torch==2.13.0 first)"
 
+
 def split_option(split: str) -> str:
     """--split as train, val or test (the spellings datasets use for folders are accepted)."""
     from ..vocab.splits import split_name
@@ -105,6 +134,7 @@ def split_option(split: str) -> str:
     if name is None:
         fail(f"--split {split!r}: use train, val or test")
     return name
+
 
 def executor_spec(kind: str | None, address: str | None, workers: int, recipe=None):
     """`workers` for a step: a count of local processes, or a Ray executor spec."""
@@ -119,19 +149,21 @@ def executor_spec(kind: str | None, address: str | None, workers: int, recipe=No
         fail("--address goes with --executor ray")
     return ExecutorSpec("ray", workers or None, address) if kind == "ray" else (workers or None)
 
+
 def os_error_message(e: OSError) -> str:
     """What failed, on which path, and what to do."""
     import errno
 
     where = e.filename or "a file"
     what = e.strerror or str(e)
-    hint = {errno.ENOSPC: "the disk is full: free some space, then run the same command again (it resumes)",
-            errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again (it resumes)",
-            errno.EACCES: "no permission to write there: choose another folder, or fix its permissions",
-            errno.EPERM: "no permission to write there: choose another folder, or fix its permissions",
-            errno.EROFS: "the file system is read-only: choose another folder",
-            errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
-            errno.EEXIST: "a file stands where a folder is needed: choose another path",
-            errno.EFBIG: "the file grew past the size this system allows: choose another folder or smaller shards",
-            }.get(e.errno or 0, "check the path and run the command again")
+    hint = {
+        errno.ENOSPC: "the disk is full: free some space, then run the same command again (it resumes)",
+        errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again (it resumes)",
+        errno.EACCES: "no permission to write there: choose another folder, or fix its permissions",
+        errno.EPERM: "no permission to write there: choose another folder, or fix its permissions",
+        errno.EROFS: "the file system is read-only: choose another folder",
+        errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
+        errno.EEXIST: "a file stands where a folder is needed: choose another path",
+        errno.EFBIG: "the file grew past the size this system allows: choose another folder or smaller shards",
+    }.get(e.errno or 0, "check the path and run the command again")
     return f"{where}: {what}; {hint}"

@@ -33,24 +33,30 @@ from .common import (
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Folder to create the recipe in.")],
-         force: Annotated[bool, typer.Option(help="Overwrite an existing recipe.yaml.")] = False) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the recipe in.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing recipe.yaml.")] = False,
+) -> None:
     """Write a commented recipe template (every reader's keys documented) to DIRECTORY/recipe.yaml."""
     target = directory / "recipe.yaml"
     if target.exists() and not force:
         fail(f"{target} exists; pass --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(resources.files("medloom").joinpath("templates/recipe.yaml").read_text(encoding="utf-8"))
-    out.print(f"wrote {target}: describe your datasets under `sources:`, then run "
-              f"`medloom ingest {target}`", highlight=False)
+    out.print(f"wrote {target}: describe your datasets under `sources:`, then run `medloom ingest {target}`", highlight=False)
+
 
 @app.command()
-def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the folder holding recipe.yaml).")],
-           workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
-           source: Annotated[list[str] | None, typer.Option(help="Only these sources (repeatable).")] = None,
-           strict: Annotated[bool, typer.Option(help="Exit non-zero if any input is quarantined.")] = False,
-           executor: Executor = None, address: Address = None, quiet: Quiet = False,
-        wait: Wait = False) -> None:
+def ingest(
+    recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the folder holding recipe.yaml).")],
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+    source: Annotated[list[str] | None, typer.Option(help="Only these sources (repeatable).")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero if any input is quarantined.")] = False,
+    executor: Executor = None,
+    address: Address = None,
+    quiet: Quiet = False,
+    wait: Wait = False,
+) -> None:
     """Build or update the catalog in the recipe's loom. Unchanged parts are not decoded again."""
     lean_driver()
     from ..recipe import load_recipe
@@ -67,12 +73,19 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
 
     reports = run(loaded, workers=runner, quiet=quiet, only=source or None, wait=wait)
     table = Table(title=f"ingest: {loaded.recipe.name}", title_justify="left")
-    for col in ("source", "reader", "inputs", "records", "quarantined", "filtered", "box/label problems",
-                "parts decoded"):
+    for col in ("source", "reader", "inputs", "records", "quarantined", "filtered", "box/label problems", "parts decoded"):
         table.add_column(col, justify="left" if col in ("source", "reader") else "right")
     for r in reports:
-        table.add_row(escape(r.name), r.reader, str(r.inputs), str(r.records), str(r.quarantined_inputs),
-                      str(sum(r.filtered.values())), str(r.annotation_problems), f"{r.parts_decoded}/{r.parts}")
+        table.add_row(
+            escape(r.name),
+            r.reader,
+            str(r.inputs),
+            str(r.records),
+            str(r.quarantined_inputs),
+            str(sum(r.filtered.values())),
+            str(r.annotation_problems),
+            f"{r.parts_decoded}/{r.parts}",
+        )
     out.print(table)
     quarantined = sum(r.quarantined_inputs for r in reports)
     problems = sum(r.quarantined_inputs + r.annotation_problems for r in reports)
@@ -84,13 +97,17 @@ def ingest(recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the 
         for r in reports:
             for k, v in r.reasons.items():
                 reasons[k] = reasons.get(k, 0) + v
-        err.print(f"[yellow]warning:[/yellow] {quarantined} input(s) quarantined, "
-                  f"{problems - quarantined} annotation problem(s): "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
-                  + f". See them with: medloom query {loaded.loom} \"SELECT * FROM quarantine\"", highlight=False)
+        err.print(
+            f"[yellow]warning:[/yellow] {quarantined} input(s) quarantined, "
+            f"{problems - quarantined} annotation problem(s): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            + f'. See them with: medloom query {loaded.loom} "SELECT * FROM quarantine"',
+            highlight=False,
+        )
     out.print(f"catalog: {loaded.loom / 'catalog'}", highlight=False)
     if strict and problems:
         raise typer.Exit(1)
+
 
 @app.command()
 def stats(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False) -> None:
@@ -104,12 +121,18 @@ def stats(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Prin
     if as_json:
         sys.stdout.write(json.dumps(s, indent=1) + "\n")
         return
-    out.print(f"[bold]{s['records']}[/bold] records, {s['quarantined']} quarantined inputs, "
-              f"{s['annotation_problems']} annotation problems, {s['warnings']} warnings")
-    for title, key, head in (("per source", "by_source", "source"), ("per MAT triplet", "by_mat", "modality|anatomy|task"),
-                             ("per split", "by_split", "split"), ("per label", "by_label", "label"),
-                             ("quarantine per reason", "quarantine_reasons", "reason"),
-                             ("filtered per reason", "filtered_reasons", "reason")):
+    out.print(
+        f"[bold]{s['records']}[/bold] records, {s['quarantined']} quarantined inputs, "
+        f"{s['annotation_problems']} annotation problems, {s['warnings']} warnings"
+    )
+    for title, key, head in (
+        ("per source", "by_source", "source"),
+        ("per MAT triplet", "by_mat", "modality|anatomy|task"),
+        ("per split", "by_split", "split"),
+        ("per label", "by_label", "label"),
+        ("quarantine per reason", "quarantine_reasons", "reason"),
+        ("filtered per reason", "filtered_reasons", "reason"),
+    ):
         if not s[key]:
             continue
         table = Table(title=title, title_justify="left")
@@ -122,6 +145,7 @@ def stats(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Prin
         out.print(table)
     out.print(f"catalog: {s['catalog']}", highlight=False)
 
+
 def _rows_to(fmt: str, columns: list[str], rows: list[tuple]) -> str:
     if fmt == "json":
         return json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1) + "\n"
@@ -131,10 +155,14 @@ def _rows_to(fmt: str, columns: list[str], rows: list[tuple]) -> str:
     writer.writerows([[json.dumps(v, default=str) if isinstance(v, (list, dict)) else v for v in r] for r in rows])
     return buf.getvalue()
 
+
 @app.command()
-def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over the views `records` and `quarantine`.")],
-          fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
-          limit: Annotated[int, typer.Option(help="Rows shown in table format (0: all).")] = 100) -> None:
+def query(
+    loom: Loom,
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL over the views `records` and `quarantine`.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    limit: Annotated[int, typer.Option(help="Rows shown in table format (0: all).")] = 100,
+) -> None:
     """Run DuckDB SQL over the catalog."""
     import duckdb
 
@@ -148,10 +176,8 @@ def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over t
     except FileNotFoundError as e:
         fail(str(e))
     except duckdb.Error as e:
-        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
-                                           "ORDER BY 1").fetchall()]
-        fail(f"SQL failed: {e}" + (f" (this loom's views: {', '.join(views)})" if isinstance(e, duckdb.CatalogException)
-                                   else ""))
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
+        fail(f"SQL failed: {e}" + (f" (this loom's views: {', '.join(views)})" if isinstance(e, duckdb.CatalogException) else ""))
     columns = [d[0] for d in cur.description or []]
     rows = cur.fetchall()
     if fmt != "table":
@@ -167,6 +193,7 @@ def query(loom: Loom, sql: Annotated[str, typer.Argument(help="DuckDB SQL over t
     if len(shown) < len(rows):
         err.print(f"{len(rows)} rows, {len(shown)} shown (--limit 0 for all, or --format csv)")
 
+
 @app.command()
 def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record id.")]) -> None:
     """Print one record (and any quarantine rows about it) as JSON."""
@@ -181,14 +208,20 @@ def show(loom: Loom, record_id: Annotated[str, typer.Argument(help="The record i
     found = cur.fetchall()
     row = found[0] if found else None
     if row is None:
-        near = [r[0] for r in con.execute(
-            "SELECT id FROM records ORDER BY jaro_winkler_similarity(id, ?) DESC LIMIT 5", [record_id]).fetchall()]
+        near = [
+            r[0]
+            for r in con.execute(
+                "SELECT id FROM records ORDER BY jaro_winkler_similarity(id, ?) DESC LIMIT 5", [record_id]
+            ).fetchall()
+        ]
         fail(f"no record {record_id!r}" + (f"; closest ids: {', '.join(near)}" if near else ""))
     record = dict(zip(columns, row))
     if record.get("meta"):
         record["meta"] = json.loads(record["meta"])
-    record["quarantine"] = [dict(zip(["reason", "message"], r)) for r in con.execute(
-        "SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()]
+    record["quarantine"] = [
+        dict(zip(["reason", "message"], r))
+        for r in con.execute("SELECT reason, message FROM quarantine WHERE record_id = ?", [record_id]).fetchall()
+    ]
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
     for view in layout.VIEWS:  # what later steps said of it
         if view in views:

@@ -23,9 +23,9 @@ from .common import (
 
 
 @app.command()
-def report(loom: Loom,
-           out_file: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html")
-           ) -> None:
+def report(
+    loom: Loom, out_file: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html")
+) -> None:
     """Write the loom's overview (counts per MAT triplet, source, split, licence, label, quarantine reason, with
     charts) as one HTML file that opens offline."""
     from ..web.report import write_report
@@ -36,26 +36,34 @@ def report(loom: Loom,
         fail(str(e))
     out.print(f"report: {path}", highlight=False)
 
+
 @app.command()
-def serve(loom: Loom,
-          host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs --token.")
-                          ] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", min=0, max=65535)] = 8765,
-          read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every write (labels, choices, "
-                                                                      "reviews).")] = False,
-          token: Annotated[str | None, typer.Option(help="Access token, needed when --host is not loopback "
-                                                         "(use `auto` for a random one).")] = None,
-          taxonomy: Annotated[Path | None, typer.Option(help="Concept taxonomy YAML for cluster labels "
-                                                              "(default: medloom's).")] = None,
-          allow_host: Annotated[list[str] | None, typer.Option(
-              "--allow-host", help="Another host name requests may use (a DNS name or proxy in front of this "
-                                   "server); repeat for several. Others are refused (DNS rebinding).")] = None,
-          filter_timeout: Annotated[float, typer.Option(help="Seconds a grid WHERE filter may run before it is "
-                                                             "stopped.", min=0.1)] = 10.0,
-          filter_memory: Annotated[int, typer.Option(help="MiB a grid WHERE filter may use before it is stopped.",
-                                                     min=16)] = 1024,
-          workers: Annotated[int, typer.Option(help="Processes making the thumbnails (0: one per core).", min=0)] = 0,
-          executor: Executor = None, address: Address = None, quiet: Quiet = False) -> None:
+def serve(
+    loom: Loom,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", min=0, max=65535)] = 8765,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Refuse every write (labels, choices, reviews).")] = False,
+    token: Annotated[
+        str | None, typer.Option(help="Access token, needed when --host is not loopback (use `auto` for a random one).")
+    ] = None,
+    taxonomy: Annotated[Path | None, typer.Option(help="Concept taxonomy YAML for cluster labels (default: medloom's).")] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another host name requests may use (a DNS name or proxy in front of this "
+            "server); repeat for several. Others are refused (DNS rebinding).",
+        ),
+    ] = None,
+    filter_timeout: Annotated[
+        float, typer.Option(help="Seconds a grid WHERE filter may run before it is stopped.", min=0.1)
+    ] = 10.0,
+    filter_memory: Annotated[int, typer.Option(help="MiB a grid WHERE filter may use before it is stopped.", min=16)] = 1024,
+    workers: Annotated[int, typer.Option(help="Processes making the thumbnails (0: one per core).", min=0)] = 0,
+    executor: Executor = None,
+    address: Address = None,
+    quiet: Quiet = False,
+) -> None:
     """Look at the loom in a browser: overview, grid with facets, records with their ROIs, clusters to label,
     duplicates to resolve, generated texts to audit. Thumbnails missing from the cache are made first."""
     import secrets
@@ -82,14 +90,21 @@ def serve(loom: Loom,
         con = catalog.connect(loom)
     except FileNotFoundError as e:
         fail(str(e))
-    made = build_thumbnails(loom, con, render_sources(catalog.read_manifest(loom)),
-                            workers=executor_spec(executor, address, workers), quiet=quiet)
+    made = build_thumbnails(
+        loom, con, render_sources(catalog.read_manifest(loom)), workers=executor_spec(executor, address, workers), quiet=quiet
+    )
     if made["failed"]:
-        err.print(f"thumbnails: {made['failed']} record(s) could not be rendered (shown as broken images)",
-                  highlight=False)
-    application = make_app(loom, read_only=read_only, token=token, host=host, taxonomy=taxonomy,
-                           allow_hosts=list(allow_host or []), filter_seconds=filter_timeout,
-                           filter_memory_mb=filter_memory)
+        err.print(f"thumbnails: {made['failed']} record(s) could not be rendered (shown as broken images)", highlight=False)
+    application = make_app(
+        loom,
+        read_only=read_only,
+        token=token,
+        host=host,
+        taxonomy=taxonomy,
+        allow_hosts=list(allow_host or []),
+        filter_seconds=filter_timeout,
+        filter_memory_mb=filter_memory,
+    )
     shown = f"[{host}]" if ":" in host else host
     # bound and listening here, so a port in use is one clear line and the URL printed already answers
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -112,7 +127,8 @@ def serve(loom: Loom,
             super().handle_exit(sig, frame)
 
     try:
-        Server(uvicorn.Config(application, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-               ).run(sockets=[sock])
+        Server(uvicorn.Config(application, log_level="warning", access_log=False, timeout_graceful_shutdown=5)).run(
+            sockets=[sock]
+        )
     finally:
         state.close()

@@ -23,15 +23,30 @@ from .neighbours import components, duplicate_groups, first_of
 CURATION = layout.CURATION
 DEFAULT_NEAR = 6  # bits of 64: precision 1.0 on benchmarks/dedup.py, recall 1.0 for re-encoded and resized copies
 SPLIT_RANK = {"test": 0, "val": 1}  # kept first; train and the rest: 2
-DEDUP_SCHEMA = pa.schema([("id", pa.string()), ("group", pa.int64()), ("keep", pa.bool_()),
-                          ("duplicate_of", pa.string()), ("reason", pa.string()),
-                          ("decided_by", pa.string()), ("decided_at", pa.string())])  # a curator's choice
+DEDUP_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("group", pa.int64()),
+        ("keep", pa.bool_()),
+        ("duplicate_of", pa.string()),
+        ("reason", pa.string()),
+        ("decided_by", pa.string()),
+        ("decided_at", pa.string()),
+    ]
+)  # a curator's choice
 CHOICES = "dedup_choices.json"  # the curators' choices of which copy to keep, re-applied by every dedup run
-LEAKAGE_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
-                            ("leaks_into", pa.string()), ("leaks_into_source", pa.string()),
-                            ("leaks_into_split", pa.string()), ("reason", pa.string()), ("marked", pa.bool_())])
-
-
+LEAKAGE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("leaks_into", pa.string()),
+        ("leaks_into_source", pa.string()),
+        ("leaks_into_split", pa.string()),
+        ("reason", pa.string()),
+        ("marked", pa.bool_()),
+    ]
+)
 
 
 @dataclass
@@ -51,8 +66,10 @@ class DedupReport:
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items())) or "none"
-        return (f"dedup: {self.records} records, {self.groups} groups holding {self.in_groups}; {self.marked} marked "
-                f"as duplicates ({reasons}); groups and report in {self.out}")
+        return (
+            f"dedup: {self.records} records, {self.groups} groups holding {self.in_groups}; {self.marked} marked "
+            f"as duplicates ({reasons}); groups and report in {self.out}"
+        )
 
 
 def _catalog_rows(loom: Path) -> dict[str, list]:
@@ -76,7 +93,7 @@ def _embedding_pairs(loom: Path, ids: list[str], threshold: float) -> np.ndarray
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out = []
     for start in range(0, len(vectors), 1024):
-        sims = vectors[start:start + 1024] @ vectors.T
+        sims = vectors[start : start + 1024] @ vectors.T
         i, j = np.nonzero(sims >= threshold)
         i = i + start
         keep = i < j
@@ -84,8 +101,9 @@ def _embedding_pairs(loom: Path, ids: list[str], threshold: float) -> np.ndarray
     return np.concatenate(out) if out else np.empty((0, 2), np.int64)
 
 
-def find_groups(loom: Path, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
-                ) -> tuple[dict[str, list], np.ndarray]:
+def find_groups(
+    loom: Path, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
+) -> tuple[dict[str, list], np.ndarray]:
     rows = _catalog_rows(loom)
     n = len(rows["id"])
     phash = np.array([p or 0 for p in rows["phash"]], np.uint64)
@@ -108,13 +126,17 @@ def relation(rows: dict[str, list], i: int, j: int, near: int | None) -> str:
 def keeper_order(rows: dict[str, list], i: int) -> tuple:
     """Kept first: the test copy (so training loses its copy, not the test set), then validation, then the
     larger image, then the smaller id."""
-    return (SPLIT_RANK.get(record_split(rows["source_split"][i]), 2), -(rows["width"][i] or 0) * (rows["height"][i] or 0),
-            rows["id"][i])
+    return (
+        SPLIT_RANK.get(record_split(rows["source_split"][i]), 2),
+        -(rows["width"][i] or 0) * (rows["height"][i] or 0),
+        rows["id"][i],
+    )
 
 
 @writer
-def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
-          ) -> tuple[DedupReport, list[list[str]], list[str]]:
+def dedup(
+    loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
+) -> tuple[DedupReport, list[list[str]], list[str]]:
     """Group duplicates, keep one per group, write the marks; returns (report, groups, kept ids)."""
     loom = Path(loom)
     rows, groups = find_groups(loom, near, embed_threshold)
@@ -131,9 +153,15 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
         listed.append([rows["id"][i] for i in sorted(idx, key=lambda i: rows["id"][i])])
         kept.append(rows["id"][keep])
         for i in idx:
-            out.append({"id": rows["id"][i], "group": len(listed) - 1, "keep": i == keep,
-                        "duplicate_of": "" if i == keep else rows["id"][keep],
-                        "reason": "kept" if i == keep else relation(rows, i, keep, near)})
+            out.append(
+                {
+                    "id": rows["id"][i],
+                    "group": len(listed) - 1,
+                    "keep": i == keep,
+                    "duplicate_of": "" if i == keep else rows["id"][keep],
+                    "reason": "kept" if i == keep else relation(rows, i, keep, near),
+                }
+            )
     out = apply_choices(out, read_choices(loom))
     source = dict(zip(rows["id"], rows["source"]))
     kept = [r["id"] for r in out if r["keep"]]
@@ -146,8 +174,7 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
     folder = loom / CURATION
     write_parquet(folder / "dedup.parquet", pa.Table.from_pylist(out, DEDUP_SCHEMA))
     report.out = str(folder)
-    write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed,
-                                                            "keep": kept}, indent=1).encode())
+    write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed, "keep": kept}, indent=1).encode())
     return report, listed, kept
 
 
@@ -166,9 +193,11 @@ class LeakageReport:
 
     def summary(self, marking: bool = False) -> str:
         pairs = "; ".join(f"{k}: {v}" for k, v in sorted(self.by_source_pair.items())) or "no leaks"
-        return (f"leakage: {self.leaking} of {self.evaluation_records} test/validation records have "
-                f"{self.training_copies} copies in training ({pairs})"
-                + (f"; {self.marked} training copies marked" if marking else ""))
+        return (
+            f"leakage: {self.leaking} of {self.evaluation_records} test/validation records have "
+            f"{self.training_copies} copies in training ({pairs})"
+            + (f"; {self.marked} training copies marked" if marking else "")
+        )
 
 
 def read_choices(loom: Path) -> list[dict]:
@@ -221,9 +250,18 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
             report.by_source_pair[key] = report.by_source_pair.get(key, 0) + 1
             leaking.add(e)
             copies.add(t)
-            out.append({"id": rows["id"][t], "source": rows["source"][t], "split": splits[t],
-                        "leaks_into": rows["id"][e], "leaks_into_source": rows["source"][e],
-                        "leaks_into_split": splits[e], "reason": reason, "marked": mark})
+            out.append(
+                {
+                    "id": rows["id"][t],
+                    "source": rows["source"][t],
+                    "split": splits[t],
+                    "leaks_into": rows["id"][e],
+                    "leaks_into_source": rows["source"][e],
+                    "leaks_into_split": splits[e],
+                    "reason": reason,
+                    "marked": mark,
+                }
+            )
     report.leaking, report.training_copies = len(leaking), len(copies)
     report.pairs = [{k: r[k] for k in ("id", "leaks_into", "reason")} for r in out[:1000]]
     folder = loom / CURATION

@@ -28,8 +28,9 @@ class Executor(Protocol):
 
     def prestart(self) -> None: ...
 
-    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
-            on_failure: Any = None) -> Iterator[tuple[int, Any]]: ...
+    def map(
+        self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False, on_failure: Any = None
+    ) -> Iterator[tuple[int, Any]]: ...
 
 
 def become_worker(preload: Sequence[str]) -> None:
@@ -56,6 +57,7 @@ def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, An
 class ExecutorSpec:
     """Who runs the stages: this machine's process pool (`local`) or a Ray cluster (`ray`, at `address`: None
     starts a local Ray instance, `auto` joins the running cluster, `ray://HOST:PORT` a remote one)."""
+
     kind: str = "local"
     workers: int | None = None
     address: str | None = None
@@ -99,8 +101,9 @@ def start_early(workers: Workers, preload: Sequence[str]) -> None:
     executor_class(spec.kind).start_early(spec, preload)
 
 
-def make_executor(workers: Workers = None, preload: Sequence[str] = (stage_module("ingest.decode"),),
-                  pandas_free: bool = False) -> Executor:
+def make_executor(
+    workers: Workers = None, preload: Sequence[str] = (stage_module("ingest.decode"),), pandas_free: bool = False
+) -> Executor:
     """The executor for a step. `pandas_free` (local workers only): the step's stages never touch pandas, so
     its workers refuse the import pyarrow would otherwise make in each of them (`nopandas.py`)."""
     spec = as_spec(workers)

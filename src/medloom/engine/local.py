@@ -51,8 +51,7 @@ def start_workers(pool: ProcessPoolExecutor, n: int) -> None:
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
-    def __init__(self, workers: int, preload: Sequence[str] = (stage_module("ingest.decode"),),
-                 pandas_free: bool = False):
+    def __init__(self, workers: int, preload: Sequence[str] = (stage_module("ingest.decode"),), pandas_free: bool = False):
         self.workers = max(1, workers)
         self.preload = list(preload)
         self.pandas_free = pandas_free  # the stages never use pandas: the workers refuse it (nopandas.py)
@@ -75,9 +74,12 @@ class LocalExecutor:
         if self.workers > 1:
             # forkserver: workers start from a clean process, so no lock held by a progress-bar thread
             # in the parent can be inherited
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=forkserver_context(self.preload),
-                                             initializer=watch_parent,
-                                             initargs=(os.getpid(), self.pandas_free, self.preload))
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=forkserver_context(self.preload),
+                initializer=watch_parent,
+                initargs=(os.getpid(), self.pandas_free, self.preload),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -89,11 +91,11 @@ class LocalExecutor:
         half a second) overlaps what the caller does before its first map, such as a scan. On a machine of 16
         cores that second of serial time is most of what keeps a step from scaling."""
         if self._pool is not None:
-            threading.Thread(target=start_workers, args=(self._pool, self.workers), name="medloom-prestart",
-                             daemon=True).start()
+            threading.Thread(target=start_workers, args=(self._pool, self.workers), name="medloom-prestart", daemon=True).start()
 
-    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
-            on_failure: Any = None) -> Iterator[tuple[int, Any]]:
+    def map(
+        self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False, on_failure: Any = None
+    ) -> Iterator[tuple[int, Any]]:
         """Results as (index, result). `parts` may be a generator: it is drawn only as workers free up.
 
         With `ordered`, results come in input order (finished parts wait in a buffer of at most 2x workers).

@@ -62,8 +62,10 @@ def connect(workers: int | None, address: str | None) -> bool:
     except (ConnectionError, TimeoutError, ValueError, RuntimeError) as e:
         if not address:
             raise ExecutorError(f"Ray could not start on this machine ({type(e).__name__}: {e})") from None
-        raise ExecutorError(f"--address {address}: no Ray cluster answers there ({type(e).__name__}: {e}); start "
-                            "one with `ray start --head`, or leave --address out to run Ray on this machine") from None
+        raise ExecutorError(
+            f"--address {address}: no Ray cluster answers there ({type(e).__name__}: {e}); start "
+            "one with `ray start --head`, or leave --address out to run Ray on this machine"
+        ) from None
     return True
 
 
@@ -98,8 +100,7 @@ def start_ray(workers: int | None, address: str | None, preload: Sequence[str]) 
 
 
 class RayExecutor:
-    def __init__(self, workers: int | None, address: str | None, retries: int = RETRIES,
-                 preload: Sequence[str] = ()):
+    def __init__(self, workers: int | None, address: str | None, retries: int = RETRIES, preload: Sequence[str] = ()):
         self.workers, self.address, self.retries, self.preload = workers, address, retries, list(preload)
         self._started = False
 
@@ -132,8 +133,14 @@ class RayExecutor:
         if self._started:
             start_ray(self.workers, self.address, self.preload)
 
-    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
-            on_failure: Callable[[Any, str], Any] | None = None) -> Iterator[tuple[int, Any]]:
+    def map(
+        self,
+        stage: str,
+        parts: Iterable[Any],
+        settings: dict,
+        ordered: bool = False,
+        on_failure: Callable[[Any, str], Any] | None = None,
+    ) -> Iterator[tuple[int, Any]]:
         """Results as (index, result), as parts finish (in input order with `ordered`)."""
         if ordered:
             yield from in_input_order(self.map(stage, parts, settings, on_failure=on_failure))
@@ -163,16 +170,14 @@ class RayExecutor:
                     done_parts, done_seconds = done_parts + len(task), done_seconds + seconds
                 except ray.exceptions.RayTaskError as e:  # the stage raised: its own error, as locally
                     raise e.as_instanceof_cause() from None
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                        ray.exceptions.ObjectLostError) as e:
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as e:
                     if len(task) > 1:  # which of its parts killed the worker is not known
                         alone.extend(task)
                         continue
-                    (index, part), = task
+                    ((index, part),) = task
                     why = f"its worker died {self.retries + 1} times ({type(e).__name__})"
                     if on_failure is None:
-                        raise ExecutorError(f"stage {stage}: part {index}: {why}; run the command again to resume") \
-                            from None
+                        raise ExecutorError(f"stage {stage}: part {index}: {why}; run the command again to resume") from None
                     results = [on_failure(part, why)]
                 for (index, _), result in zip(task, results):
                     yield index, result

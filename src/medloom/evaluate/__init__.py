@@ -6,5 +6,4 @@ from .answers import parse_answer
 from .compare import CompareError, compare
 from .vqa import EvalError, VQASettings, evaluate_vqa
 
-__all__ = ["CompareError", "EvalError", "ModelSpecError", "VQASettings", "compare", "evaluate_vqa", "parse_answer",
-           "parse_spec"]
+__all__ = ["CompareError", "EvalError", "ModelSpecError", "VQASettings", "compare", "evaluate_vqa", "parse_answer", "parse_spec"]

@@ -22,11 +22,19 @@ def units(rows: list[dict], circular: bool) -> list[dict]:
     out = []
     for (rid, q), group in sorted(grouped.items()):
         first = group[0]
-        out.append({"record_id": rid, "question": q, "correct": all(g["correct"] for g in group),
-                    "invalid": sum(bool(g["invalid"]) for g in group), "answers": len(group),
-                    "cluster": first["patient"] or f"record:{rid}", "label": first["answer_label"],
-                    "triplet": f"{first['modality']} / {first['anatomy']} / {first['task']}",
-                    "source": first["source"]})
+        out.append(
+            {
+                "record_id": rid,
+                "question": q,
+                "correct": all(g["correct"] for g in group),
+                "invalid": sum(bool(g["invalid"]) for g in group),
+                "answers": len(group),
+                "cluster": first["patient"] or f"record:{rid}",
+                "label": first["answer_label"],
+                "triplet": f"{first['modality']} / {first['anatomy']} / {first['task']}",
+                "source": first["source"],
+            }
+        )
     return out
 
 
@@ -40,8 +48,17 @@ def metrics(group: list[dict], seed: int) -> dict:
     (n = 0: an accuracy of 0.0 would read as a result)."""
     n = len(group)
     if not n:
-        return {"n": 0, "correct": 0, "accuracy": None, "wilson95": None, "bootstrap95": None, "clusters": 0,
-                "invalid": 0, "invalid_rate": None, "mean_class_recall": None}
+        return {
+            "n": 0,
+            "correct": 0,
+            "accuracy": None,
+            "wilson95": None,
+            "bootstrap95": None,
+            "clusters": 0,
+            "invalid": 0,
+            "invalid_rate": None,
+            "mean_class_recall": None,
+        }
     correct = sum(u["correct"] for u in group)
     answers = sum(u["answers"] for u in group)
     invalid = sum(u["invalid"] for u in group)
@@ -50,10 +67,17 @@ def metrics(group: list[dict], seed: int) -> dict:
         by_label[u["label"]].append(u["correct"])
     lo, hi = wilson(correct, n)
     blo, bhi = cluster_bootstrap([float(u["correct"]) for u in group], [u["cluster"] for u in group], seed=seed)
-    return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0, "wilson95": [lo, hi],
-            "bootstrap95": [blo, bhi], "clusters": len({u["cluster"] for u in group}), "invalid": invalid,
-            "invalid_rate": invalid / answers if answers else 0.0,
-            "mean_class_recall": sum(sum(v) / len(v) for v in by_label.values()) / len(by_label) if by_label else 0.0}
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "wilson95": [lo, hi],
+        "bootstrap95": [blo, bhi],
+        "clusters": len({u["cluster"] for u in group}),
+        "invalid": invalid,
+        "invalid_rate": invalid / answers if answers else 0.0,
+        "mean_class_recall": sum(sum(v) / len(v) for v in by_label.values()) / len(by_label) if by_label else 0.0,
+    }
 
 
 def summarise(rows: list[dict], *, circular: bool, seed: int = 0) -> dict:
@@ -69,5 +93,8 @@ def summarise(rows: list[dict], *, circular: bool, seed: int = 0) -> dict:
 
 def table_rows(results: dict) -> list[tuple[str, dict]]:
     """(name, metrics) rows to print: each triplet, each source, then overall."""
-    return [*results["by_triplet"].items(), *((f"source {k}", v) for k, v in results["by_source"].items()),
-            ("overall", results["overall"])]
+    return [
+        *results["by_triplet"].items(),
+        *((f"source {k}", v) for k, v in results["by_source"].items()),
+        ("overall", results["overall"]),
+    ]

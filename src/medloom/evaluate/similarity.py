@@ -13,8 +13,7 @@ from ..errors import EvalError
 from ..models.clip import ClipModel
 
 
-def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bool) -> tuple[dict[str, np.ndarray],
-                                                                                             list[dict]]:
+def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bool) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Tower features of the table's records: from `medloom embed`'s cache where it has them, the rest
     computed in worker processes (decoded once, in batches). Returns ({id: features}, unreadable)."""
     import pyarrow as pa
@@ -38,8 +37,10 @@ def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bo
     problems: list[dict] = []
     if missing.num_rows:
         settings = {"model": tower, "sources": render_sources(catalog.read_manifest(loom))}
-        with make_executor(capped(workers, 2), preload=[stage_module("curate.embed")]) as executor, \
-                progress_bar(f"image features ({tower})", missing.num_rows, quiet) as advance:
+        with (
+            make_executor(capped(workers, 2), preload=[stage_module("curate.embed")]) as executor,
+            progress_bar(f"image features ({tower})", missing.num_rows, quiet) as advance,
+        ):
             for _, (part, unreadable) in executor.map("curate.embed", missing.to_batches(64), settings):
                 if part.num_rows:
                     dim = part.schema.field("vector").type.list_size
@@ -63,12 +64,13 @@ def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
     salt = catalog.read_salt(loom)
     seen = [r[0] for r in con.execute("SELECT id FROM selection").fetchall() if salted_id(salt, r[0]) in keys]
     if seen:
-        raise EvalError(f"{len(seen)} record(s) of {what} were used to train {spec} (for example {seen[0]!r}); "
-                        "evaluate on records it never saw (another split, or an experiment's test side)")
+        raise EvalError(
+            f"{len(seen)} record(s) of {what} were used to train {spec} (for example {seen[0]!r}); "
+            "evaluate on records it never saw (another split, or an experiment's test side)"
+        )
 
 
-def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel, workers: int | None,
-                         quiet: bool) -> None:
+def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel, workers: int | None, quiet: bool) -> None:
     """Each item's answer: the option whose class prompts (the record's modality and anatomy, as in training
     and zero-shot) are nearest its image. Items whose image cannot be read get an `error` instead."""
     from ..export.clipbench import templates
@@ -81,8 +83,9 @@ def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel,
     options: dict[tuple[str, str, str], np.ndarray] = {}  # (modality, anatomy, option) -> its text's vector
     for modality, anatomy in {(i["modality"], i["anatomy"]) for i in items}:
         names = sorted({o for i in items if (i["modality"], i["anatomy"]) == (modality, anatomy) for o in i["options"]})
-        options.update(((modality, anatomy, n), v) for n, v in
-                       zip(names, model.encode_names(names, templates(modality, anatomy))))
+        options.update(
+            ((modality, anatomy, n), v) for n, v in zip(names, model.encode_names(names, templates(modality, anatomy)))
+        )
     for item in items:
         image = images.get(item["record_id"])
         if image is None:
@@ -90,5 +93,11 @@ def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel,
             continue
         scores = np.stack([options[item["modality"], item["anatomy"], o] for o in item["options"]]) @ image
         best = int(np.argmax(scores))
-        item.update(raw=LETTERS[best], parsed=LETTERS[best], rule="similarity", cached=False, latency_s=0.0,
-                    scores=[float(x) for x in scores])
+        item.update(
+            raw=LETTERS[best],
+            parsed=LETTERS[best],
+            rule="similarity",
+            cached=False,
+            latency_s=0.0,
+            scores=[float(x) for x in scores],
+        )

@@ -84,21 +84,39 @@ class ExportReport:
     format: str = "webdataset"
 
     def as_dict(self) -> dict:
-        return {"out": str(self.out), "in": self.inputs, "exported": self.exported, "filtered": self.filtered,
-                "quarantined": self.quarantined, "reasons": self.reasons, "splits": self.splits,
-                "shards": self.shards, "shards_written": self.shards_written, "up_to_date": self.up_to_date}
+        return {
+            "out": str(self.out),
+            "in": self.inputs,
+            "exported": self.exported,
+            "filtered": self.filtered,
+            "quarantined": self.quarantined,
+            "reasons": self.reasons,
+            "splits": self.splits,
+            "shards": self.shards,
+            "shards_written": self.shards_written,
+            "up_to_date": self.up_to_date,
+        }
 
     def lines(self) -> list[str]:
         state = "up to date, nothing written" if self.up_to_date else f"{self.shards_written} shard(s) written"
-        return [f"export {self.format}: in {self.inputs} = exported {self.exported} + filtered {self.filtered} + "
-                f"quarantined {self.quarantined}; {self.shards} shard(s), {state}",
-                *(f"  {split}: {n} samples" for split, n in self.splits.items()), f"export: {self.out}"]
+        return [
+            f"export {self.format}: in {self.inputs} = exported {self.exported} + filtered {self.filtered} + "
+            f"quarantined {self.quarantined}; {self.shards} shard(s), {state}",
+            *(f"  {split}: {n} samples" for split, n in self.splits.items()),
+            f"export: {self.out}",
+        ]
 
     def warnings(self) -> list[tuple[str, str]]:
         if not self.reasons:
             return []
-        return [("warning", "quarantined at render: " + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
-                 + f" (details in {Path(self.out) / 'quarantine.jsonl'})")]
+        return [
+            (
+                "warning",
+                "quarantined at render: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+                + f" (details in {Path(self.out) / 'quarantine.jsonl'})",
+            )
+        ]
 
 
 def shard_name(split: str, index: int, ext: str) -> str:
@@ -142,15 +160,23 @@ def hf_features(folder: Path):
 
 # what a record may fill of the list fields (see the module docstring): ROIs, ROI masks, labels, a label space,
 # each of an article's lists
-LEAD_FLAGS = ("len(rois) > 0", "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
-              "len(labels) > 0", "len(label_space) > 0",
-              *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS))
+LEAD_FLAGS = (
+    "len(rois) > 0",
+    "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
+    "len(labels) > 0",
+    "len(label_space) > 0",
+    *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS),
+)
 # and, when the loom has annotations, the lists of `annotation`: its questions, and each list of a question (a
 # split whose first samples had questions but no grounding box typed `box` as null, and `datasets` failed)
 QUESTION_LISTS = tuple(f.name for f in ANNOTATION_JSON_TYPE.field("questions").type.value_type if pa.types.is_list(f.type))
-ANNOTATION_FLAGS = ("coalesce(len(ann_vqa), 0) > 0",
-                    *(f"coalesce(list_bool_or(list_transform(ann_vqa, lambda q: coalesce(len(q.{name}), 0) > 0)), false)"
-                      for name in QUESTION_LISTS))
+ANNOTATION_FLAGS = (
+    "coalesce(len(ann_vqa), 0) > 0",
+    *(
+        f"coalesce(list_bool_or(list_transform(ann_vqa, lambda q: coalesce(len(q.{name}), 0) > 0)), false)"
+        for name in QUESTION_LISTS
+    ),
+)
 
 
 def lead_flags(with_annotation: bool) -> tuple[str, ...]:
@@ -228,8 +254,10 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
     shards = sorted(r for r in folder.owned if r.endswith((".tar", ".parquet")))
     if previous is None or previous.get("plan") != plan:
         if previous is not None and not options.overwrite:
-            raise ExportError(f"{out} holds an export of another selection, other settings or an older catalog; "
-                              "pass --overwrite to replace it, or choose another --out")
+            raise ExportError(
+                f"{out} holds an export of another selection, other settings or an older catalog; "
+                "pass --overwrite to replace it, or choose another --out"
+            )
         folder.remove_temporary()
         folder.remove_many([*shards, *EXTRA_FILES])  # only files medloom wrote
         return None
@@ -253,16 +281,18 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
 
 def check_options(max_side: int | None, quality: int, image_format: str = "jpg") -> None:
     if max_side is not None and max_side < 1:
-        raise ExportError(f"--max-side {max_side}: give the longest side in pixels, at least 1 (or leave it out to "
-                          "keep the size)")
+        raise ExportError(
+            f"--max-side {max_side}: give the longest side in pixels, at least 1 (or leave it out to keep the size)"
+        )
     if not 1 <= quality <= 100:
         raise ExportError(f"--quality {quality}: give a JPEG quality from 1 to 100")
     if image_format not in ("jpg", "png", "keep"):
         raise ExportError(f"image format {image_format!r}: choose jpg, png or keep")
 
 
-def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None,
-           quiet: bool = False, wait: bool = False) -> ExportReport:
+def export(
+    loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None, quiet: bool = False, wait: bool = False
+) -> ExportReport:
     """Export under the locks: the loom shared (no writer meanwhile, other exports welcome), the output
     folder exclusively."""
     check_options(options.max_side, options.quality, options.image_format)
@@ -271,26 +301,43 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     if options.shard_size < 1 or options.shard_bytes < 1:
         raise ExportError("--shard-size and --shard-bytes must be positive")
     if options.balance_shards is not None and options.balance_shards < 1:
-        raise ExportError(f"--balance-shards {options.balance_shards}: give the number of data-loader workers the "
-                          "shards are for (at least 1), or leave it out to cut shards by --shard-size and --shard-bytes")
+        raise ExportError(
+            f"--balance-shards {options.balance_shards}: give the number of data-loader workers the "
+            "shards are for (at least 1), or leave it out to cut shards by --shard-size and --shard-bytes"
+        )
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
-    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
-            make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor:
+    with (
+        hold(loom, shared=True, wait=wait),
+        hold(out, wait=wait, what="export folder"),
+        make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor,
+    ):
         if not (read_export_manifest(out) or {}).get("complete"):
             executor.prestart()  # the workers start while the catalog is read and the export planned
         return _export(loom, folder, options, executor, quiet)
 
 
-def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
-                  ) -> ExportReport:
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False) -> ExportReport:
     """`formats.FORMATS`' entry for webdataset and parquet."""
-    options = ExportOptions(format=request.format, image_format=request.image_format, max_side=request.max_side,
-                            quality=request.quality, shard_size=request.shard_size, shard_bytes=request.shard_bytes,
-                            balance_shards=request.balance_shards, where=request.where, overwrite=request.overwrite,
-                            include_duplicates=request.include_duplicates, subset=request.subset,
-                            experiment=request.experiment, keep_metadata=request.keep_metadata, splits=request.splits,
-                            text=request.text, citing=request.citing, require_text=request.require_text)
+    options = ExportOptions(
+        format=request.format,
+        image_format=request.image_format,
+        max_side=request.max_side,
+        quality=request.quality,
+        shard_size=request.shard_size,
+        shard_bytes=request.shard_bytes,
+        balance_shards=request.balance_shards,
+        where=request.where,
+        overwrite=request.overwrite,
+        include_duplicates=request.include_duplicates,
+        subset=request.subset,
+        experiment=request.experiment,
+        keep_metadata=request.keep_metadata,
+        splits=request.splits,
+        text=request.text,
+        citing=request.citing,
+        require_text=request.require_text,
+    )
     return export(loom, out, options, workers=workers, quiet=quiet, wait=wait)
 
 
@@ -304,9 +351,21 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     counts = (cond or "false", "article IS NOT NULL")
     with_annotation = has_view(con, "annotations")
     flags = lead_flags(with_annotation)
-    per_split = plan_splits(select_records(con, options.where, joins, split, marks, options.splits,
-                                    cond if options.require_text else "", counts=counts, groups=flags), len(counts),
-                            len(flags))
+    per_split = plan_splits(
+        select_records(
+            con,
+            options.where,
+            joins,
+            split,
+            marks,
+            options.splits,
+            cond if options.require_text else "",
+            counts=counts,
+            groups=flags,
+        ),
+        len(counts),
+        len(flags),
+    )
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
@@ -314,14 +373,29 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     ext = image_ext(con, options.image_format, sources)
     with_txt = not cond or any(counted[0] for _, counted, _ in per_split.values())
     with_article = any(counted[1] for _, counted, _ in per_split.values())
-    settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
-                "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
-                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
-                "include_duplicates": options.include_duplicates, "subset": options.subset,
-                "experiment": options.experiment, "keep_metadata": options.keep_metadata, "splits": options.splits,
-                "text": options.text, "citing": options.citing, "require_text": options.require_text,
-                "annotation": with_annotation,
-                "article": with_article}
+    settings = {
+        "format": options.format,
+        "schema": SCHEMA,
+        "image_format": ext,
+        "keep": options.image_format == "keep",
+        "max_side": options.max_side,
+        "quality": options.quality,
+        "shard_size": options.shard_size,
+        "shard_bytes": options.shard_bytes,
+        "where": options.where,
+        "txt": with_txt,
+        "marks": marks_print,
+        "include_duplicates": options.include_duplicates,
+        "subset": options.subset,
+        "experiment": options.experiment,
+        "keep_metadata": options.keep_metadata,
+        "splits": options.splits,
+        "text": options.text,
+        "citing": options.citing,
+        "require_text": options.require_text,
+        "annotation": with_annotation,
+        "article": with_article,
+    }
     if with_annotation:  # the questions' lists lead too: another order than an export made before they did
         settings["lead"] = ["questions", *QUESTION_LISTS]
     if options.balance_shards:  # only when asked, so that exports made before the option still resume
@@ -331,25 +405,46 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()), format=options.format)
     if state is None:
         fields = [ext, "json", "txt"] if with_txt else [ext, "json"]
-        state = {"format_version": 1, "medloom": __version__, "plan": plan, "settings": settings, "loom": str(loom.resolve()),
-                 "complete": False, "fields": fields if options.format == "webdataset" else None,
-                 "splits": {}, "quarantine": []}
+        state = {
+            "format_version": 1,
+            "medloom": __version__,
+            "plan": plan,
+            "settings": settings,
+            "loom": str(loom.resolve()),
+            "complete": False,
+            "fields": fields if options.format == "webdataset" else None,
+            "splits": {},
+            "quarantine": [],
+        }
     elif state.get("complete"):
         report.up_to_date = True
         return _finish(folder, state, report, write=False)
     state["complete"] = False
     parquet = options.format == "parquet"  # Parquet has a column for every field, always
-    sample = {"format": options.format, "ext": ext, "text": options.text, "citing": options.citing,
-              "txt": state["settings"]["txt"], "article": parquet or state["settings"].get("article", False),
-              "annotation": parquet or state["settings"].get("annotation", False)}
-    render_settings = {"sources": sources, "image_format": ext, "keep_bytes": options.image_format == "keep",
-                       "max_side": options.max_side, "quality": options.quality,
-                       "keep_metadata": options.keep_metadata, "sample": sample}
+    sample = {
+        "format": options.format,
+        "ext": ext,
+        "text": options.text,
+        "citing": options.citing,
+        "txt": state["settings"]["txt"],
+        "article": parquet or state["settings"].get("article", False),
+        "annotation": parquet or state["settings"].get("annotation", False),
+    }
+    render_settings = {
+        "sources": sources,
+        "image_format": ext,
+        "keep_bytes": options.image_format == "keep",
+        "max_side": options.max_side,
+        "quality": options.quality,
+        "keep_metadata": options.keep_metadata,
+        "sample": sample,
+    }
     done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
     with progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
         for split, size in split_sizes.items():
-            report.shards_written += _export_split(con, folder, state, split, size, per_split[split][2], options,
-                                                   ext, executor, render_settings, advance)
+            report.shards_written += _export_split(
+                con, folder, state, split, size, per_split[split][2], options, ext, executor, render_settings, advance
+            )
     state["complete"] = True
     if options.format == "webdataset":
         features = webdataset_features(state["settings"], ext, state["settings"]["txt"])
@@ -360,17 +455,30 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     return _finish(folder, state, report, write=True)
 
 
-def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int, lead: list[str],
-                  options: ExportOptions, ext: str, executor, render_settings: dict, advance) -> int:
+def _export_split(
+    con,
+    folder: OutputFolder,
+    state: dict,
+    split: str,
+    size: int,
+    lead: list[str],
+    options: ExportOptions,
+    ext: str,
+    executor,
+    render_settings: dict,
+    advance,
+) -> int:
     entry = state["splits"].setdefault(split, {"records": size, "shards": [], "done": False})
     if entry["done"]:
         return 0
     start = entry["shards"][-1]["end"] if entry["shards"] else 0
     state["quarantine"] = [q for q in state["quarantine"] if q["split"] != split or q["index"] < start]
     # files in hashed order, a file's frames or slices together (a worker then reads a volume once)
-    query = con.sql("SELECT * FROM selection WHERE split = $split ORDER BY list_contains($lead, id) DESC, "
-                    "md5(source || '/' || uri), frame, id OFFSET $start",
-                    params={"split": split, "lead": lead, "start": start})
+    query = con.sql(
+        "SELECT * FROM selection WHERE split = $split ORDER BY list_contains($lead, id) DESC, "
+        "md5(source || '/' || uri), frame, id OFFSET $start",
+        params={"split": split, "lead": lead, "start": start},
+    )
     batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(BATCH))
     writer = None
     written = 0
@@ -395,15 +503,28 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                 index, position = position, position + 1
                 row = result["row"]
                 if "reason" in result:
-                    state["quarantine"].append({"split": split, "index": index, "record_id": row["id"],
-                                                "source": row["source"], "path": row["uri"],
-                                                "reason": result["reason"], "message": result["message"]})
+                    state["quarantine"].append(
+                        {
+                            "split": split,
+                            "index": index,
+                            "record_id": row["id"],
+                            "source": row["source"],
+                            "path": row["uri"],
+                            "reason": result["reason"],
+                            "message": result["message"],
+                        }
+                    )
                     continue
                 need = len(result["image"]) + ROW_BYTES if parquet else len(result["tar"])
                 part = bisect.bisect_right(ends, index) if ends else -1
-                if writer and (part != writer_part if ends else (
+                if writer and (
+                    part != writer_part
+                    if ends
+                    else (
                         writer.samples >= options.shard_size
-                        or _final_size(writer.size + need, options.format) > options.shard_bytes)):
+                        or _final_size(writer.size + need, options.format) > options.shard_bytes
+                    )
+                ):
                     commit(index)
                 if writer is None:
                     writer_part = part
@@ -436,8 +557,13 @@ def _finish(folder: OutputFolder, state: dict, report: ExportReport, write: bool
     report.quarantined = len(state["quarantine"])
     for q in state["quarantine"]:
         report.reasons[q["reason"]] = report.reasons.get(q["reason"], 0) + 1
-    state["counts"] = {"in": report.inputs, "exported": report.exported, "filtered": report.filtered,
-                       "quarantined": report.quarantined, "reasons": report.reasons}
+    state["counts"] = {
+        "in": report.inputs,
+        "exported": report.exported,
+        "filtered": report.filtered,
+        "quarantined": report.quarantined,
+        "reasons": report.reasons,
+    }
     if write:
         lines = "".join(json.dumps(q, sort_keys=True) + "\n" for q in state["quarantine"])
         folder.write_bytes("quarantine.jsonl", lines.encode())

@@ -49,24 +49,43 @@ class ClipBenchmarkReport:
 
     def lines(self) -> list[str]:
         sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in self.classification.items()) or "none"
-        return [f"export clip-benchmark: {sum(self.retrieval.values())} retrieval sample(s) in "
-                f"{', '.join(self.retrieval) or 'no split'}; classification datasets: {sets}; "
-                f"{self.not_single_label} record(s) without exactly one label left out of classification; "
-                + (f"no classification set for {', '.join(sorted(self.one_class_sources))} (fewer than two "
-                   "classes); " if self.one_class_sources else "") + f"{len(self.quarantined)} quarantined; {self.out}"]
+        return [
+            f"export clip-benchmark: {sum(self.retrieval.values())} retrieval sample(s) in "
+            f"{', '.join(self.retrieval) or 'no split'}; classification datasets: {sets}; "
+            f"{self.not_single_label} record(s) without exactly one label left out of classification; "
+            + (
+                f"no classification set for {', '.join(sorted(self.one_class_sources))} (fewer than two classes); "
+                if self.one_class_sources
+                else ""
+            )
+            + f"{len(self.quarantined)} quarantined; {self.out}"
+        ]
 
     def warnings(self) -> list[tuple[str, str]]:
         return []
 
 
-def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
-                  ) -> ClipBenchmarkReport:
+def export_format(
+    loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
+) -> ClipBenchmarkReport:
     """`formats.FORMATS`' entry for clip-benchmark."""
-    return export_clip_benchmark(loom, out, where=request.where, max_side=request.max_side, quality=request.quality,
-                                 workers=workers, quiet=quiet, include_duplicates=request.include_duplicates,
-                                 subset=request.subset, experiment=request.experiment, wait=wait,
-                                 keep_metadata=request.keep_metadata, splits=request.splits,
-                                 image_format=request.image_format, shard_size=request.shard_size)
+    return export_clip_benchmark(
+        loom,
+        out,
+        where=request.where,
+        max_side=request.max_side,
+        quality=request.quality,
+        workers=workers,
+        quiet=quiet,
+        include_duplicates=request.include_duplicates,
+        subset=request.subset,
+        experiment=request.experiment,
+        wait=wait,
+        keep_metadata=request.keep_metadata,
+        splits=request.splits,
+        image_format=request.image_format,
+        shard_size=request.shard_size,
+    )
 
 
 def dataset_key(source: str) -> str:
@@ -110,23 +129,64 @@ class ShardSet:
             self.writer.abort()
 
 
-def export_clip_benchmark(loom: Path, out: Path, *, where: str | None = None, max_side: int | None = None,
-                          quality: int = 90, workers: int | None = None, quiet: bool = False,
-                          include_duplicates: bool = False, subset: str | None = None, experiment: str | None = None,
-                          wait: bool = False, keep_metadata: bool = False, splits: list[str] | None = None,
-                          image_format: str = "jpg", shard_size: int = 5000) -> ClipBenchmarkReport:
+def export_clip_benchmark(
+    loom: Path,
+    out: Path,
+    *,
+    where: str | None = None,
+    max_side: int | None = None,
+    quality: int = 90,
+    workers: int | None = None,
+    quiet: bool = False,
+    include_duplicates: bool = False,
+    subset: str | None = None,
+    experiment: str | None = None,
+    wait: bool = False,
+    keep_metadata: bool = False,
+    splits: list[str] | None = None,
+    image_format: str = "jpg",
+    shard_size: int = 5000,
+) -> ClipBenchmarkReport:
     check_options(max_side, quality, image_format)
     if shard_size < 1:
         raise ClipBenchmarkError("--shard-size must be positive")
     loom, out = Path(loom), Path(out)
     folder = open_output_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
-        return _export(loom, folder, where, max_side, quality, workers, quiet, include_duplicates, subset,
-                       experiment, keep_metadata, splits, image_format, shard_size)
+        return _export(
+            loom,
+            folder,
+            where,
+            max_side,
+            quality,
+            workers,
+            quiet,
+            include_duplicates,
+            subset,
+            experiment,
+            keep_metadata,
+            splits,
+            image_format,
+            shard_size,
+        )
 
 
-def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers, quiet, include_duplicates,
-            subset, experiment, keep_metadata, splits, image_format, shard_size) -> ClipBenchmarkReport:
+def _export(
+    loom: Path,
+    folder: OutputFolder,
+    where,
+    max_side,
+    quality,
+    workers,
+    quiet,
+    include_duplicates,
+    subset,
+    experiment,
+    keep_metadata,
+    splits,
+    image_format,
+    shard_size,
+) -> ClipBenchmarkReport:
     from ..view.render import image_ext, render_sources, rendered
     from ..view.selection import Selection, select_records, selection_sql
     from ..vocab.words import class_name
@@ -138,18 +198,20 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
     joins, split, marks, _ = selection_sql(loom, chosen)
     select_records(con, where, joins, split, marks, splits)
     ext = image_ext(con, image_format, sources)
-    report = ClipBenchmarkReport(out=str(folder.path),
-                                 records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0])
+    report = ClipBenchmarkReport(out=str(folder.path), records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0])
     # per source: its classes (the declared label space, else the labels found) and its commonest MAT pair
     classes: dict[str, list[str]] = {}
     for source, space, found in con.execute(
-            "SELECT source, list_sort(list_distinct(flatten(list(label_space)))), "
-            "list_sort(list_distinct(flatten(list(labels)))) FROM selection GROUP BY source").fetchall():
+        "SELECT source, list_sort(list_distinct(flatten(list(label_space)))), "
+        "list_sort(list_distinct(flatten(list(labels)))) FROM selection GROUP BY source"
+    ).fetchall():
         classes[source] = list(space or found or [])
         if len(classes[source]) < 2:
             report.one_class_sources.append(source)
-    pairs = {s: (m, a) for s, m, a in con.execute(
-        "SELECT source, mode(modality), mode(anatomy) FROM selection GROUP BY source").fetchall()}
+    pairs = {
+        s: (m, a)
+        for s, m, a in con.execute("SELECT source, mode(modality), mode(anatomy) FROM selection GROUP BY source").fetchall()
+    }
     written: set[str] = set()
     sets: dict[tuple[str, str], ShardSet] = {}
 
@@ -159,12 +221,17 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
             sets[key] = ShardSet(folder, f"{prefix}/{split_name}", shard_size)
         return sets[key]
 
-    settings = {"sources": sources, "image_format": ext, "keep_bytes": image_format == "keep",
-                "max_side": max_side, "quality": quality, "keep_metadata": keep_metadata}
+    settings = {
+        "sources": sources,
+        "image_format": ext,
+        "keep_bytes": image_format == "keep",
+        "max_side": max_side,
+        "quality": quality,
+        "keep_metadata": keep_metadata,
+    }
     query = con.sql("SELECT * FROM selection ORDER BY split, md5(source || '/' || uri), frame, id")
     try:
-        for results in rendered(query, settings, workers, quiet, "export clip-benchmark", report.records,
-                                report.quarantined):
+        for results in rendered(query, settings, workers, quiet, "export clip-benchmark", report.records, report.quarantined):
             for result in results:
                 row = result["row"]
                 text = " ".join(choose_text(row, "auto")[0].split())
@@ -177,7 +244,8 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
                     continue
                 cls = classes[row["source"]].index(labels[0])
                 shard_set(f"classification/{dataset_key(row['source'])}", row["split"]).add(
-                    row["id"], {ext: result["image"], "cls": str(cls).encode()})
+                    row["id"], {ext: result["image"], "cls": str(cls).encode()}
+                )
     except BaseException:
         for s in sets.values():
             s.abort()
@@ -191,8 +259,9 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
             report.retrieval[split_name] = s.samples
         else:
             source = next(x for x in classes if dataset_key(x) == prefix.split("/", 1)[1])
-            entry = report.classification.setdefault(prefix.split("/", 1)[1], {"source": source,
-                                                                             "classes": classes[source], "splits": {}})
+            entry = report.classification.setdefault(
+                prefix.split("/", 1)[1], {"source": source, "classes": classes[source], "splits": {}}
+            )
             entry["splits"][split_name] = s.samples
     meta: dict[str, bytes] = {}
     if report.retrieval:
@@ -201,8 +270,9 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
         modality, anatomy = pairs[entry["source"]]
         meta[f"classification/{key}/dataset_type.txt"] = b"classification\n"
         meta[f"classification/{key}/classnames.txt"] = "".join(f"{class_name(c)}\n" for c in entry["classes"]).encode()
-        meta[f"classification/{key}/zeroshot_classification_templates.txt"] = \
-            "".join(f"{t}\n" for t in templates(modality, anatomy)).encode()
+        meta[f"classification/{key}/zeroshot_classification_templates.txt"] = "".join(
+            f"{t}\n" for t in templates(modality, anatomy)
+        ).encode()
     for rel, data in meta.items():
         folder.write_bytes(rel, data)
         written.add(rel)

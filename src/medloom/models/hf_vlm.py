@@ -29,8 +29,10 @@ def load_vlm(folder: str):
     except ImportError:
         raise ModelSpecError("hf: models need `pip install transformers` (with torch==2.13.0)") from None
     if not (Path(folder) / "config.json").is_file():
-        raise ModelSpecError(f"--model hf:{folder}: no config.json there; give a folder written by transformers' "
-                             "save_pretrained (model and processor)")
+        raise ModelSpecError(
+            f"--model hf:{folder}: no config.json there; give a folder written by transformers' "
+            "save_pretrained (model and processor)"
+        )
     try:
         processor = AutoProcessor.from_pretrained(folder)
         model = AutoModelForImageTextToText.from_pretrained(folder).eval()
@@ -63,12 +65,13 @@ def generate(processor, model, device: str, images: list, text: str, max_new_tok
     import torch
 
     chat = [{"role": "user", "content": [*({"type": "image"} for _ in images), {"type": "text", "text": text}]}]
-    prompt = processor.apply_chat_template(chat, add_generation_prompt=True) \
-        if getattr(processor, "chat_template", None) else text
+    prompt = (
+        processor.apply_chat_template(chat, add_generation_prompt=True) if getattr(processor, "chat_template", None) else text
+    )
     inputs = processor(images=images or None, text=[prompt], return_tensors="pt").to(device)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 class HFVisionLanguageClient(LLMClient):

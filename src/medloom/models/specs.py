@@ -53,23 +53,45 @@ def parse_spec(spec: str) -> ChatSpec | ClipSpec | HFSpec:
     if kind == "openai":
         url, _, model = rest.partition("#")
         if not url.startswith(("http://", "https://")) or not model:
-            raise ModelSpecError(f"--model {spec!r}: write openai:http://HOST:PORT/v1#MODEL (the server's URL, then "
-                                 "# and the model name it serves)")
+            raise ModelSpecError(
+                f"--model {spec!r}: write openai:http://HOST:PORT/v1#MODEL (the server's URL, then "
+                "# and the model name it serves)"
+            )
         return ChatSpec(url, model)
-    raise ModelSpecError(f"--model {spec!r}: use openai:http://HOST:PORT/v1#MODEL (an OpenAI-compatible server: "
-                         "vLLM, Ollama, LMDeploy, OpenAI), hf:PATH (a local transformers vision-language model), "
-                         "medloom:PATH "
-                         "(a CLIP-style model folder) or hf-clip:PATH (a local transformers CLIP model); the "
-                         "last two answer by image-text similarity")
+    raise ModelSpecError(
+        f"--model {spec!r}: use openai:http://HOST:PORT/v1#MODEL (an OpenAI-compatible server: "
+        "vLLM, Ollama, LMDeploy, OpenAI), hf:PATH (a local transformers vision-language model), "
+        "medloom:PATH "
+        "(a CLIP-style model folder) or hf-clip:PATH (a local transformers CLIP model); the "
+        "last two answer by image-text similarity"
+    )
 
 
-def chat_client(spec: ChatSpec | HFSpec, cache: Path, *, concurrency: int, retries: int, timeout: float,
-                max_wait: float, allow_insecure_key: bool):
+def chat_client(
+    spec: ChatSpec | HFSpec,
+    cache: Path,
+    *,
+    concurrency: int,
+    retries: int,
+    timeout: float,
+    max_wait: float,
+    allow_insecure_key: bool,
+):
     from .chat import LLMClient
 
     if isinstance(spec, HFSpec):
         from .hf_vlm import HFVisionLanguageClient
 
         return HFVisionLanguageClient(spec.folder, cache, max_tokens=64)
-    return LLMClient(spec.url, spec.model, cache, concurrency=concurrency, retries=retries, timeout=timeout,
-                     max_wait=max_wait, allow_insecure_key=allow_insecure_key, max_tokens=64, answer_deadline=timeout)
+    return LLMClient(
+        spec.url,
+        spec.model,
+        cache,
+        concurrency=concurrency,
+        retries=retries,
+        timeout=timeout,
+        max_wait=max_wait,
+        allow_insecure_key=allow_insecure_key,
+        max_tokens=64,
+        answer_deadline=timeout,
+    )

@@ -47,9 +47,11 @@ class SplitReport:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {v}" for k, v in sorted(self.sizes.items()))
-        return (f"split by {self.by}: {self.records} records in {self.groups} groups: {sizes}; "
-                f"{self.groups_on_two_sides} {self.by}s on two sides, {self.duplicate_leaks} duplicate groups on two "
-                f"sides; {self.out}")
+        return (
+            f"split by {self.by}: {self.records} records in {self.groups} groups: {sizes}; "
+            f"{self.groups_on_two_sides} {self.by}s on two sides, {self.duplicate_leaks} duplicate groups on two "
+            f"sides; {self.out}"
+        )
 
 
 def _order(seed: int, key: str) -> str:
@@ -82,8 +84,16 @@ def group_key(by: str, row: dict) -> str:
 
 
 @writer
-def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float = 0.1, seed: int = 0,
-               stratify: str | None = None, keep_source: bool = False) -> SplitReport:
+def make_split(
+    loom: Path,
+    *,
+    by: str = "patient",
+    val: float = 0.1,
+    test: float = 0.1,
+    seed: int = 0,
+    stratify: str | None = None,
+    keep_source: bool = False,
+) -> SplitReport:
     if by not in BY:
         raise SplitError(f"--by {by!r}: choose one of {', '.join(BY)}")
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
@@ -99,7 +109,6 @@ def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float
     keys = [group_key(by, r) for r in rows]
     split_of: dict[str, str] = {}
     if keep_source:
-
         for r in rows:
             split_of[r["id"]] = record_split(r["source_split"])
         sides: dict[str, set] = {}
@@ -132,8 +141,7 @@ def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float
     report.groups_per_split = {s: len(g) for s, g in sorted(group_sides.items())}
     report.duplicate_leaks, report.leak_examples = duplicate_leaks(loom, split_of)
     folder = loom / SPLITS
-    write_parquet(folder / "split.parquet",
-                  pa.table({"id": [r["id"] for r in rows], "split": [split_of[r["id"]] for r in rows]}))
+    write_parquet(folder / "split.parquet", pa.table({"id": [r["id"] for r in rows], "split": [split_of[r["id"]] for r in rows]}))
     report.out = str(folder)
     write_file(folder / "split.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
@@ -149,4 +157,3 @@ def duplicate_leaks(loom: Path, split_of: dict[str, str]) -> tuple[int, list[lis
         members.setdefault(int(g), []).append(rid)
     leaks = [sorted(ids) for ids in members.values() if len({split_of.get(i) for i in ids}) > 1]
     return len(leaks), sorted(leaks)[:20]
-

@@ -38,7 +38,7 @@ def expand_braces(pattern: str) -> list[str]:
         return [pattern]
     lo, hi = match.groups()
     width = len(lo) if lo.startswith("0") else 0
-    head, tail = pattern[:match.start()], pattern[match.end():]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
     return [name for i in range(int(lo), int(hi) + 1) for name in expand_braces(f"{head}{i:0{width}d}{tail}")]
 
 
@@ -106,8 +106,9 @@ def _read_parquet(url: str) -> Iterator[dict[str, Any]]:
                 yield {"__key__": row["key"], "__url__": url, ext: image["bytes"], "json": row}
 
 
-def decode_sample(sample: dict[str, Any], images: str, channels: int | None = None,
-                  size: int | tuple[int, int] | None = None) -> dict[str, Any]:
+def decode_sample(
+    sample: dict[str, Any], images: str, channels: int | None = None, size: int | tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Images to PIL/numpy/torch; JSON, text and class ids parsed; other fields left as bytes."""
     out = {}
     for ext, data in sample.items():
@@ -187,9 +188,17 @@ def consumer() -> tuple[int, int]:
 class Stream:
     """An iterable over samples; iterate it directly or wrap it with `.torch()` for a DataLoader."""
 
-    def __init__(self, shards: list[str], *, decode: bool | str = True, shuffle: int = 0, seed: int = 0,
-                 transform: Callable[[dict], Any] | None = None, channels: int | None = None,
-                 size: int | tuple[int, int] | None = None):
+    def __init__(
+        self,
+        shards: list[str],
+        *,
+        decode: bool | str = True,
+        shuffle: int = 0,
+        seed: int = 0,
+        transform: Callable[[dict], Any] | None = None,
+        channels: int | None = None,
+        size: int | tuple[int, int] | None = None,
+    ):
         if decode is True:
             decode = "pil"
         if decode and decode not in DECODERS:
@@ -249,10 +258,17 @@ class Stream:
         return TorchStream(self)
 
 
-def load(source: str | os.PathLike | Iterable[str], *, split: str | list[str] | None = None,
-         decode: bool | str = True, shuffle: int = 0, seed: int = 0,
-         transform: Callable[[dict], Any] | None = None, channels: int | None = None,
-         size: int | tuple[int, int] | None = None) -> Stream:
+def load(
+    source: str | os.PathLike | Iterable[str],
+    *,
+    split: str | list[str] | None = None,
+    decode: bool | str = True,
+    shuffle: int = 0,
+    seed: int = 0,
+    transform: Callable[[dict], Any] | None = None,
+    channels: int | None = None,
+    size: int | tuple[int, int] | None = None,
+) -> Stream:
     """A stream over an export folder (all splits, or `split`), shard paths, URLs or `{a..b}` patterns.
 
     decode: True or "pil" (PIL images), "numpy", "torch" (CHW uint8 tensors) or False (raw bytes);
@@ -260,5 +276,6 @@ def load(source: str | os.PathLike | Iterable[str], *, split: str | list[str] | 
     channels: 1, 3 or 4 (default 3 for "torch", as found otherwise); size: N (shorter side to N, centre
     crop N x N) or (w, h), so that images batch with the default collate.
     """
-    return Stream(shard_list(source, split), decode=decode, shuffle=shuffle, seed=seed, transform=transform,
-                  channels=channels, size=size)
+    return Stream(
+        shard_list(source, split), decode=decode, shuffle=shuffle, seed=seed, transform=transform, channels=channels, size=size
+    )

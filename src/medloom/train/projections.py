@@ -74,8 +74,11 @@ class TrainReport:
 
     def summary(self) -> str:
         losses = f", loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}" if self.losses else ""
-        return (f"train clip: {self.records} records, {self.texts} distinct texts, {self.epochs_run} epoch(s) run"
-                + (f" (resumed after epoch {self.resumed_from})" if self.resumed_from else "") + f"{losses}; {self.out}")
+        return (
+            f"train clip: {self.records} records, {self.texts} distinct texts, {self.epochs_run} epoch(s) run"
+            + (f" (resumed after epoch {self.resumed_from})" if self.resumed_from else "")
+            + f"{losses}; {self.out}"
+        )
 
 
 def record_texts(row: dict, prompts: bool) -> list[str]:
@@ -127,8 +130,11 @@ def training_records(loom: Path, s: TrainSettings) -> tuple[pa.Table, str]:
     con = catalog.connect(loom)
     joins, split, marks, _ = selection_sql(loom, Selection(subset=s.subset, experiment=s.experiment))
     select_records(con, s.where, joins, split, marks, ["train"] if s.experiment else [s.split])
-    what = (f"experiment {s.experiment} (its train.txt)" if s.experiment else f"split {s.split}") + \
-        (f", subset {s.subset}" if s.subset else "") + (f", where {s.where}" if s.where else "")
+    what = (
+        (f"experiment {s.experiment} (its train.txt)" if s.experiment else f"split {s.split}")
+        + (f", subset {s.subset}" if s.subset else "")
+        + (f", where {s.where}" if s.where else "")
+    )
     return con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table(), what
 
 
@@ -137,8 +143,7 @@ def settings_hash(s: TrainSettings, ids_hash: str) -> str:
 
 
 @writer
-def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None = None,
-               quiet: bool = False) -> TrainReport:
+def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None = None, quiet: bool = False) -> TrainReport:
     import torch
 
     from ..curate.embed import embed, iter_embeddings
@@ -167,8 +172,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
         raise TrainError(f"{loom}: {len(rows)} readable record(s) with text in {what}: training needs two or more")
     distinct = sorted({t for ts in texts for t in ts})
     text_vectors = cached_text_features(loom, distinct, quiet)
-    ids_hash = hashlib.sha256("\n".join(f"{r['id']}\t{r['file_hash'] or r['pixel_hash']}" for r in rows)
-                              .encode()).hexdigest()
+    ids_hash = hashlib.sha256("\n".join(f"{r['id']}\t{r['file_hash'] or r['pixel_hash']}" for r in rows).encode()).hexdigest()
     plan = settings_hash(s, ids_hash)
     report = TrainReport(out=str(out), records=len(rows), texts=len(distinct))
 
@@ -205,7 +209,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
             picks = np.array([c[rng.integers(len(c))] for c in choices])
             total = 0.0
             for b in range(steps):
-                batch = order[b * s.batch_size:(b + 1) * s.batch_size]
+                batch = order[b * s.batch_size : (b + 1) * s.batch_size]
                 if len(batch) < 2:
                     advance(1)
                     continue
@@ -216,8 +220,10 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 logits = logit_scale.exp().clamp(max=100) * img @ txt.T
                 same = (txt_ids[:, None] == txt_ids[None, :]).float()  # equal texts are all positives
                 target = same / same.sum(dim=1, keepdim=True)
-                loss = (torch.sum(-target * torch.log_softmax(logits, dim=1), dim=1).mean()
-                        + torch.sum(-target * torch.log_softmax(logits.T, dim=1), dim=1).mean()) / 2
+                loss = (
+                    torch.sum(-target * torch.log_softmax(logits, dim=1), dim=1).mean()
+                    + torch.sum(-target * torch.log_softmax(logits.T, dim=1), dim=1).mean()
+                ) / 2
                 value = loss.item()
                 if math.isfinite(value):
                     optimizer.zero_grad()
@@ -226,8 +232,10 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
                 if not math.isfinite(value) or not all(bool(p.detach().isfinite().all()) for p in params):
                     restore(last_finite, model, logit_scale, optimizer)
                     what = f"the loss was {value}" if not math.isfinite(value) else "the weights overflowed"
-                    report.stopped = (f"{what} at epoch {epoch + 1}, step {b + 1}: training stopped and kept the last "
-                                      "finite weights; train again with a smaller --lr")
+                    report.stopped = (
+                        f"{what} at epoch {epoch + 1}, step {b + 1}: training stopped and kept the last "
+                        "finite weights; train again with a smaller --lr"
+                    )
                     break
                 last_finite = finite_state(model, logit_scale, optimizer)
                 total += value * len(batch)
@@ -237,17 +245,38 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
             report.losses.append(total / n)
             report.epochs_run += 1
             buf = io.BytesIO()
-            torch.save({"plan": plan, "epoch": epoch, "model": model.state_dict(), "logit_scale": logit_scale.data,
-                        "optimizer": optimizer.state_dict(), "losses": report.losses}, buf)
+            torch.save(
+                {
+                    "plan": plan,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "logit_scale": logit_scale.data,
+                    "optimizer": optimizer.state_dict(),
+                    "losses": report.losses,
+                },
+                buf,
+            )
             folder.write_bytes(CHECKPOINT, buf.getvalue())
             if os.environ.get("MEDLOOM_TEST_KILL_AFTER_EPOCH") == str(epoch + 1):  # tests/test_train.py's resume test
                 os.kill(os.getpid(), signal.SIGKILL)
     write_model(folder, model, logit_scale.detach().exp().clamp(max=100).item())
     report.seconds = round(time.perf_counter() - started, 3)
-    folder.write_bytes("train.json", json.dumps({"settings": asdict(s), "selection": what, "loom": str(loom.resolve()),
-                                                 "records_sha256": ids_hash, "record_keys": record_keys(loom, rows),
-                                                 "image_tower": IMAGE_TOWER, "text_tower": TEXT_TOWER,
-                                                 "report": report.as_dict()}, indent=1).encode())
+    folder.write_bytes(
+        "train.json",
+        json.dumps(
+            {
+                "settings": asdict(s),
+                "selection": what,
+                "loom": str(loom.resolve()),
+                "records_sha256": ids_hash,
+                "record_keys": record_keys(loom, rows),
+                "image_tower": IMAGE_TOWER,
+                "text_tower": TEXT_TOWER,
+                "report": report.as_dict(),
+            },
+            indent=1,
+        ).encode(),
+    )
     folder.write_bytes("loss.png", loss_plot(report.losses))
     return report
 
@@ -256,8 +285,11 @@ def finite_state(model, logit_scale, optimizer) -> dict:
     """A copy of everything a step changes, taken while it is finite (the projections are small)."""
     import copy
 
-    return {"model": copy.deepcopy(model.state_dict()), "logit_scale": logit_scale.detach().clone(),
-            "optimizer": copy.deepcopy(optimizer.state_dict())}
+    return {
+        "model": copy.deepcopy(model.state_dict()),
+        "logit_scale": logit_scale.detach().clone(),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+    }
 
 
 def restore(state: dict, model, logit_scale, optimizer) -> None:
@@ -287,10 +319,20 @@ def write_untrained(out: Path, dim: int, seed: int) -> None:
     torch.manual_seed(seed)
     model, logit_scale = initial_model(IMAGE_DIM, TEXT_DIM, dim)
     write_model(folder, model, float(logit_scale.detach().exp()))
-    folder.write_bytes("train.json", json.dumps({"untrained": True, "settings": {"dim": dim, "seed": seed},
-                                                 "records_sha256": hashlib.sha256(b"").hexdigest(),
-                                                 "record_keys": [], "image_tower": IMAGE_TOWER,
-                                                 "text_tower": TEXT_TOWER}, indent=1).encode())
+    folder.write_bytes(
+        "train.json",
+        json.dumps(
+            {
+                "untrained": True,
+                "settings": {"dim": dim, "seed": seed},
+                "records_sha256": hashlib.sha256(b"").hexdigest(),
+                "record_keys": [],
+                "image_tower": IMAGE_TOWER,
+                "text_tower": TEXT_TOWER,
+            },
+            indent=1,
+        ).encode(),
+    )
 
 
 def record_keys(loom: Path, rows: list[dict]) -> list[str]:
@@ -305,14 +347,28 @@ def record_keys(loom: Path, rows: list[dict]) -> list[str]:
 def write_model(folder: OutputFolder, model, logit_scale: float) -> None:
     """The projections as `medloom:MODEL` reads them (x @ W + b)."""
     array = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    arrays = {"image": array(model["image"].weight).T, "image_bias": array(model["image"].bias),
-              "text": array(model["text"].weight).T, "text_bias": array(model["text"].bias)}
+    arrays = {
+        "image": array(model["image"].weight).T,
+        "image_bias": array(model["image"].bias),
+        "text": array(model["text"].weight).T,
+        "text_bias": array(model["text"].bias),
+    }
     buf = io.BytesIO()
     np.savez(buf, **{k: v.astype(np.float32) for k, v in arrays.items()})
     folder.write_bytes("projection.npz", buf.getvalue())
-    folder.write_bytes("medloom-clip.json", json.dumps({"format": "medloom-clip", "version": 1,
-                                                        "image_tower": IMAGE_TOWER, "text_tower": TEXT_TOWER,
-                                                        "logit_scale": logit_scale}, indent=1).encode())
+    folder.write_bytes(
+        "medloom-clip.json",
+        json.dumps(
+            {
+                "format": "medloom-clip",
+                "version": 1,
+                "image_tower": IMAGE_TOWER,
+                "text_tower": TEXT_TOWER,
+                "logit_scale": logit_scale,
+            },
+            indent=1,
+        ).encode(),
+    )
 
 
 def loss_plot(losses: list[float], size: tuple[int, int] = (640, 400)) -> bytes:
@@ -329,8 +385,11 @@ def loss_plot(losses: list[float], size: tuple[int, int] = (640, 400)) -> bytes:
         x = lambda i: left + (w - left - right) * (i / max(len(losses) - 1, 1))  # noqa: E731
         y = lambda v: h - bottom - (h - top - bottom) * (v - lo) / span  # noqa: E731
         draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
-        draw.line([(x(i), y(v)) for i, v in enumerate(losses)] if len(losses) > 1 else [(x(0), y(losses[0]))] * 2,
-                  fill=(31, 119, 180), width=2)
+        draw.line(
+            [(x(i), y(v)) for i, v in enumerate(losses)] if len(losses) > 1 else [(x(0), y(losses[0]))] * 2,
+            fill=(31, 119, 180),
+            width=2,
+        )
         draw.text((8, y(hi) - 6), f"{hi:.3f}", fill="black")
         draw.text((8, y(lo) - 6), f"{lo:.3f}", fill="black")
         draw.text((left, h - bottom + 12), f"epoch (1..{len(losses)})", fill="black")

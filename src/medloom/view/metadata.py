@@ -13,8 +13,7 @@ import struct
 
 KEEP_JPEG_APP = ((0xE0, b"JFIF\x00"), (0xE2, b"ICC_PROFILE\x00"), (0xEE, b"Adobe"))
 STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn have no length
-KEEP_PNG = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT",
-                      b"bKGD", b"pHYs"})
+KEEP_PNG = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"bKGD", b"pHYs"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -56,8 +55,8 @@ def strip_jpeg(data: bytes) -> bytes:
             continue
         if i + 2 > n:
             raise MetadataError("a JPEG segment is cut short")
-        length = struct.unpack(">H", data[i:i + 2])[0]
-        segment = data[i:i + length]
+        length = struct.unpack(">H", data[i : i + 2])[0]
+        segment = data[i : i + length]
         if len(segment) < max(length, 2):
             raise MetadataError("a JPEG segment is cut short")
         i += length
@@ -86,7 +85,7 @@ def strip_png(data: bytes) -> bytes:
     out = bytearray(PNG_SIGNATURE)
     i = 8
     while i + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[i:i + 8])
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
         end = i + 12 + length
         if end > len(data):
             raise MetadataError("a PNG chunk is cut short")

@@ -44,8 +44,10 @@ def source_file(base: str, uri: str) -> str:
     return os.path.join(base, uri)
 
 
-CHANGED = ("the file's content changed since ingest (its hash differs from the catalog's); run `medloom ingest` "
-           "again to pick the change up")
+CHANGED = (
+    "the file's content changed since ingest (its hash differs from the catalog's); run `medloom ingest` "
+    "again to pick the change up"
+)
 
 
 def source_bytes(row: dict, source: dict, cache: dict) -> bytes:
@@ -54,8 +56,11 @@ def source_bytes(row: dict, source: dict, cache: dict) -> bytes:
     path = source_file(source["base"], row["uri"])
     if source["reader"] == "pmc":  # a figure may be a member of an article package
         blob = get_reader("pmc").image_source(row, path, cache, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
-        data = blob.getvalue() if isinstance(blob, io.BytesIO) else read_file(blob, source.get("max_file_bytes")
-                                                                               or DEFAULT_MAX_FILE_BYTES)
+        data = (
+            blob.getvalue()
+            if isinstance(blob, io.BytesIO)
+            else read_file(blob, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+        )
     else:
         data = read_file(path, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     if row.get("file_hash") and file_hash(data) != row["file_hash"]:
@@ -85,8 +90,10 @@ def record_image(row: dict, settings: dict, cache: dict, max_side: int | None = 
     data = source_bytes(row, source, cache)
     im = display_image(open_image(io.BytesIO(data), source["max_pixels"], max_side, frame=max(row["frame"], 0)))
     if (im.width, im.height) != (row["width"], row["height"]) and not max_side:
-        raise DecodeError("changed_since_ingest", f"the file is now {im.width}x{im.height}; the catalog has "
-                                                  f"{row['width']}x{row['height']}: run `medloom ingest` again")
+        raise DecodeError(
+            "changed_since_ingest",
+            f"the file is now {im.width}x{im.height}; the catalog has {row['width']}x{row['height']}: run `medloom ingest` again",
+        )
     return im
 
 
@@ -119,8 +126,10 @@ def exported_rois(row: dict, width: int, height: int) -> list[dict]:
     re-encoded at the exported size, so every RLE matches the image beside it."""
     if (width, height) == (row["width"], row["height"]):
         return row["rois"]
-    return [{**r, "rle": rescale_rle(r["rle"], row["height"], row["width"], height, width) if r.get("rle") else
-             r.get("rle")} for r in row["rois"] or []]
+    return [
+        {**r, "rle": rescale_rle(r["rle"], row["height"], row["width"], height, width) if r.get("rle") else r.get("rle")}
+        for r in row["rois"] or []
+    ]
 
 
 def render_part(table: pa.Table, settings: dict) -> list[dict]:
@@ -169,22 +178,26 @@ def render_sources(manifest: dict) -> dict[str, dict]:
     out = {}
     for name, entry in manifest["sources"].items():
         root = entry["root"]
-        out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
-                     "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS,
-                     "max_voxels": entry.get("max_voxels") or DEFAULT_MAX_VOXELS,
-                     "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
-                     # its paths stay in the loom: exports name its records by their pseudonymous ids only
-                     "pseudonymous_ids": bool(entry.get("pseudonymous_ids"))}
+        out[name] = {
+            "reader": entry["reader"],
+            "base": root if os.path.isdir(root) else os.path.dirname(root),
+            "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS,
+            "max_voxels": entry.get("max_voxels") or DEFAULT_MAX_VOXELS,
+            "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
+            # its paths stay in the loom: exports name its records by their pseudonymous ids only
+            "pseudonymous_ids": bool(entry.get("pseudonymous_ids")),
+        }
     return out
 
 
-def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str, total: int,
-             quarantined: list[dict]):
+def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str, total: int, quarantined: list[dict]):
     """The records of a DuckDB relation rendered by the workers (`view.render`), a batch at a time in query
     order; those that could not be rendered go to `quarantined` (id, reason, message) instead."""
     batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
-    with make_executor(workers, preload=[stage_module("view.render")], pandas_free=True) as executor, \
-            progress_bar(label, total, quiet) as advance:
+    with (
+        make_executor(workers, preload=[stage_module("view.render")], pandas_free=True) as executor,
+        progress_bar(label, total, quiet) as advance,
+    ):
         for _, results in executor.map("view.render", batches, settings, ordered=True):
             good = []
             for result in results:
@@ -204,6 +217,7 @@ def image_ext(con, image_format: str, sources: dict[str, dict]) -> str:
     rendered = [n for n, s in sources.items() if s["reader"] in RENDERED_READERS] or [""]
     marks = ", ".join("?" * len(rendered))
     file = "coalesce(nullif(article.file, ''), uri)"  # an article package's member, else the file
-    others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower({file}), '\\.jpe?g$') "
-                         f"OR source IN ({marks})", rendered).fetchall()[0][0]
+    others = con.execute(
+        f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower({file}), '\\.jpe?g$') OR source IN ({marks})", rendered
+    ).fetchall()[0][0]
     return "jpg" if others == 0 else "png"

@@ -24,6 +24,7 @@ SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 @dataclass
 class Selection:
     """What `selection_sql` reads of a step's options (an `ExportOptions` has the same fields)."""
+
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
     subset: str | None = None
     experiment: str | None = None
@@ -56,8 +57,11 @@ def selection_sql(loom: Path, options: Selection) -> tuple[str, str, str, str]:
     if options.experiment:
         folder = Path(options.experiment)
         read_experiment(folder)  # a clear error for a folder that is not an experiment
-        lists = {s: f"(SELECT column0 FROM read_csv({quoted(folder / f'{s}.txt')}, header = false, "
-                    "columns = {'column0': 'VARCHAR'}))" for s in ("train", "test")}
+        lists = {
+            s: f"(SELECT column0 FROM read_csv({quoted(folder / f'{s}.txt')}, header = false, "
+            "columns = {'column0': 'VARCHAR'}))"
+            for s in ("train", "test")
+        }
         conditions.append(f"id IN {lists['train']} OR id IN {lists['test']}")
         split = f"CASE WHEN id IN {lists['test']} THEN 'test' ELSE 'train' END"
         prints.append(sha256_file(folder / "train.txt") + sha256_file(folder / "test.txt"))
@@ -79,9 +83,17 @@ def has_view(con, name: str) -> bool:
     return name in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
 
 
-def select_records(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
-            splits: list[str] | None = None, text: str = "", counts: tuple[str, ...] = (),
-            groups: tuple[str, ...] = ()) -> list[tuple]:
+def select_records(
+    con,
+    where: str | None,
+    joins: str = "",
+    split: str = "",
+    marks: str = "",
+    splits: list[str] | None = None,
+    text: str = "",
+    counts: tuple[str, ...] = (),
+    groups: tuple[str, ...] = (),
+) -> list[tuple]:
     """The `selection` view: the chosen records with their split and, when the loom has annotations, the
     annotation's caption, caption source, ROI text and questions (`ann_*`).
 
@@ -92,18 +104,21 @@ def select_records(con, where: str | None, joins: str = "", split: str = "", mar
     import duckdb
 
     conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
-    ann = ", ann.caption AS ann_caption, ann.caption_source AS ann_caption_source, ann.roi_text AS ann_roi_text, " \
-          "ann.vqa AS ann_vqa" if has_view(con, "annotations") else ""
+    ann = (
+        ", ann.caption AS ann_caption, ann.caption_source AS ann_caption_source, ann.roi_text AS ann_roi_text, ann.vqa AS ann_vqa"
+        if has_view(con, "annotations")
+        else ""
+    )
     joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
     try:
-        inner = (f"SELECT records.*, {split} AS split{ann} FROM records {joins}"
-                 + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
+        inner = f"SELECT records.*, {split} AS split{ann} FROM records {joins}" + (
+            f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        )
         con.execute(f"CREATE TEMP VIEW selection AS SELECT * FROM ({inner})" + (f" WHERE {text}" if text else ""))
         keys = "".join(f", {g}" for g in groups)
         counted = "".join(f", count(*) FILTER (WHERE {c})" for c in counts)
         pick = ", min_by(id, md5(id))" if groups else ""
-        return con.execute(f"SELECT split{keys}, count(*){counted}{pick} FROM selection GROUP BY ALL "
-                           "ORDER BY ALL").fetchall()
+        return con.execute(f"SELECT split{keys}, count(*){counted}{pick} FROM selection GROUP BY ALL ORDER BY ALL").fetchall()
     except duckdb.Error as e:
         raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
 
@@ -146,8 +161,10 @@ def subset_sql(loom: Path, name: str) -> tuple[str, str]:
     path = subset_path(loom, name)
     if not path.is_file():
         have = existing(loom)
-        raise SubsetError(f"no subset {name!r} in {loom}" + (f"; there are: {', '.join(have)}" if have else
-                                                              "; create one with `medloom subset LOOM NAME ...`"))
+        raise SubsetError(
+            f"no subset {name!r} in {loom}"
+            + (f"; there are: {', '.join(have)}" if have else "; create one with `medloom subset LOOM NAME ...`")
+        )
     quoted = str(path).replace("'", "''")
     return f"id IN (SELECT id FROM read_parquet('{quoted}'))", sha256_file(path)
 

@@ -56,16 +56,27 @@ def text_condition(mode: str, citing: bool = False) -> str:
     """SQL over the selection keeping records that have text under `mode` (for `--require-text`)."""
     source = "coalesce(caption, '') <> ''" + (" OR coalesce(len(article.contexts), 0) > 0" if citing else "")
     annotation = "coalesce(ann_caption, '') <> ''"
-    return {"auto": "", "source": source, "annotation": annotation,
-            "both": f"({source}) OR ({annotation})"}[mode]
+    return {"auto": "", "source": source, "annotation": annotation, "both": f"({source}) OR ({annotation})"}[mode]
 
 
 def annotation_metadata(row: dict) -> dict:
     """A record's annotations as they travel in exports (never null: "" and [] when missing)."""
     questions = []
     for q in row.get("ann_vqa") or []:
-        questions.append({"kind": q["kind"] or "", "question": q["question"] or "", "options": list(q["options"] or []),
-                          "answer": q["answer"] or "", "answer_letter": q["answer_letter"] or "",
-                          "prompt": q["prompt"] or "", "box": [float(v) for v in q["box"] or []]})
-    return {"caption": row.get("ann_caption") or "", "caption_source": row.get("ann_caption_source") or "",
-            "roi_text": row.get("ann_roi_text") or "", "questions": questions}
+        questions.append(
+            {
+                "kind": q["kind"] or "",
+                "question": q["question"] or "",
+                "options": list(q["options"] or []),
+                "answer": q["answer"] or "",
+                "answer_letter": q["answer_letter"] or "",
+                "prompt": q["prompt"] or "",
+                "box": [float(v) for v in q["box"] or []],
+            }
+        )
+    return {
+        "caption": row.get("ann_caption") or "",
+        "caption_source": row.get("ann_caption_source") or "",
+        "roi_text": row.get("ann_roi_text") or "",
+        "questions": questions,
+    }

@@ -1,9 +1,17 @@
 """Split-folder names as datasets spell them, mapped to train / val / test."""
 
 SPLIT_NAMES = {
-    "train": "train", "training": "train", "trn": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val", "eval": "val",
-    "test": "test", "testing": "test", "tst": "test",
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "eval": "val",
+    "test": "test",
+    "testing": "test",
+    "tst": "test",
 }
 
 

@@ -7,17 +7,52 @@ import re
 _SILENT_H = ("hour", "honest", "honor", "honour", "heir")
 _YOU_SOUND = ("uni", "use", "usu", "ure", "uri", "uro", "ute", "uti", "uvea", "one", "once", "eu", "ewe")
 _LETTER_VOWEL_SOUND = "AEFHILMNORSX"  # letters whose names start with a vowel sound: an MRI, an X-ray
-_IRREGULAR = {"fungus": "fungi", "nucleus": "nuclei", "metastasis": "metastases", "stenosis": "stenoses",
-              "diagnosis": "diagnoses", "bacterium": "bacteria", "vertebra": "vertebrae", "polyp": "polyps",
-              "lesion": "lesions", "foot": "feet", "tooth": "teeth", "mouse": "mice", "child": "children",
-              "ovary": "ovaries", "artery": "arteries", "opacity": "opacities", "effusion": "effusions"}
-_UNCOUNTABLE = frozenset({"edema", "oedema", "pneumonia", "cardiomegaly", "emphysema", "fibrosis", "atelectasis",
-                          "consolidation", "hemorrhage", "haemorrhage", "covid-19", "tuberculosis", "glaucoma",
-                          "cataract", "myopia", "hypertension", "ischemia", "necrosis", "infiltration"})
+_IRREGULAR = {
+    "fungus": "fungi",
+    "nucleus": "nuclei",
+    "metastasis": "metastases",
+    "stenosis": "stenoses",
+    "diagnosis": "diagnoses",
+    "bacterium": "bacteria",
+    "vertebra": "vertebrae",
+    "polyp": "polyps",
+    "lesion": "lesions",
+    "foot": "feet",
+    "tooth": "teeth",
+    "mouse": "mice",
+    "child": "children",
+    "ovary": "ovaries",
+    "artery": "arteries",
+    "opacity": "opacities",
+    "effusion": "effusions",
+}
+_UNCOUNTABLE = frozenset(
+    {
+        "edema",
+        "oedema",
+        "pneumonia",
+        "cardiomegaly",
+        "emphysema",
+        "fibrosis",
+        "atelectasis",
+        "consolidation",
+        "hemorrhage",
+        "haemorrhage",
+        "covid-19",
+        "tuberculosis",
+        "glaucoma",
+        "cataract",
+        "myopia",
+        "hypertension",
+        "ischemia",
+        "necrosis",
+        "infiltration",
+    }
+)
 
 
 def article(phrase: str) -> str:
-    """"a" or "an" by sound: an MRI, an X-ray, an hour, a CT, a uterus, an effusion."""
+    """ "a" or "an" by sound: an MRI, an X-ray, an hour, a CT, a uterus, an effusion."""
     words = phrase.split()
     if not words:
         return "a"
@@ -57,13 +92,13 @@ def plural(noun: str, n: int = 2) -> str:
 
 
 def counted(noun: str, n: int) -> str:
-    """"one lesion", "3 lesions"."""
+    """ "one lesion", "3 lesions"."""
     words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
     return f"{words.get(n, str(n))} {plural(noun, n)}"
 
 
 def join_words(items: list[str], conjunction: str = "and") -> str:
-    """"a", "a and b", "a, b and c"."""
+    """ "a", "a and b", "a, b and c"."""
     items = [i for i in items if i]
     if len(items) <= 1:
         return items[0] if items else ""
@@ -92,11 +127,23 @@ def sentence(text: str) -> str:
 # ---- the MAT triplet and classes in words ------------------------------------------------------------------
 
 # how to name an image of each modality ("a fundus photograph", not "a fundus photography image")
-MODALITY_NOUNS = {"X-ray": "X-ray image", "mammography": "mammogram", "fundus photography": "fundus photograph",
-                  "pathology": "pathology slide", "digital photography": "clinical photograph",
-                  "angiography": "angiogram", "unknown": "medical image"}
-ANATOMY_PHRASES = {"cell": "of cells", "blood": "of blood", "whole body": "of the whole body", "unknown": "",
-                   "bone": "of the bones", "skin": "of the skin"}
+MODALITY_NOUNS = {
+    "X-ray": "X-ray image",
+    "mammography": "mammogram",
+    "fundus photography": "fundus photograph",
+    "pathology": "pathology slide",
+    "digital photography": "clinical photograph",
+    "angiography": "angiogram",
+    "unknown": "medical image",
+}
+ANATOMY_PHRASES = {
+    "cell": "of cells",
+    "blood": "of blood",
+    "whole body": "of the whole body",
+    "unknown": "",
+    "bone": "of the bones",
+    "skin": "of the skin",
+}
 NORMAL = frozenset({"normal", "no finding", "healthy", "negative", "no abnormality", "nofinding"})
 
 

@@ -98,9 +98,12 @@ class Guard:
         host = host_name(request.headers.get("host") or "")
         state = self.state
         if not state.hosts.allows(host):
-            return await PlainTextResponse(f"host {host!r} refused: this app answers to {state.hosts.describe()}; "
-                                           f"start `medloom serve` with --allow-host {normal_host(host) or 'NAME'} "
-                                           "to allow that name", status_code=421)(scope, receive, send)
+            return await PlainTextResponse(
+                f"host {host!r} refused: this app answers to {state.hosts.describe()}; "
+                f"start `medloom serve` with --allow-host {normal_host(host) or 'NAME'} "
+                "to allow that name",
+                status_code=421,
+            )(scope, receive, send)
         set_cookie = ""
         redirect = ""
         if state.token:
@@ -113,8 +116,9 @@ class Guard:
             for sent in (query, bearer):
                 ok = ok or bool(sent) and secrets.compare_digest(sent.encode(), state.token.encode())
             if not ok:
-                return await PlainTextResponse("a token is needed: open the URL `medloom serve` printed "
-                                               "(it ends in ?token=...)", status_code=401)(scope, receive, send)
+                return await PlainTextResponse(
+                    "a token is needed: open the URL `medloom serve` printed (it ends in ?token=...)", status_code=401
+                )(scope, receive, send)
             if query is not None:
                 set_cookie = f"{name}={value}; HttpOnly; SameSite=Strict; Path=/"
                 if request.method in ("GET", "HEAD"):  # the same page without the token in the address bar
@@ -126,12 +130,18 @@ class Guard:
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                            # not no-referrer: under it a browser's form posts say `Origin: null`
-                            (b"referrer-policy", b"same-origin"),
-                            (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
-                                                         b"style-src 'self' 'unsafe-inline'; script-src 'self'; "
-                                                         b"form-action 'self'; frame-ancestors 'none'")]
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    # not no-referrer: under it a browser's form posts say `Origin: null`
+                    (b"referrer-policy", b"same-origin"),
+                    (
+                        b"content-security-policy",
+                        b"default-src 'self'; img-src 'self' data:; "
+                        b"style-src 'self' 'unsafe-inline'; script-src 'self'; "
+                        b"form-action 'self'; frame-ancestors 'none'",
+                    ),
+                ]
                 if set_cookie:
                     headers.append((b"set-cookie", set_cookie.encode()))
                 message = dict(message, headers=headers)
@@ -139,5 +149,6 @@ class Guard:
 
         if redirect:
             return await Response(status_code=303, headers={"location": redirect, "cache-control": "no-store"})(
-                scope, receive, send_with_headers)
+                scope, receive, send_with_headers
+            )
         return await self.app(scope, receive, send_with_headers)

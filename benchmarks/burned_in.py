@@ -35,12 +35,31 @@ from PIL import Image, ImageDraw, ImageFont
 from medloom.export.burned_in import MAX_FRAMES, frames_to_check, ocr_words, scan, tesseract, text_box
 from medloom.sources.dicom import NOT_IMAGES, display_frame
 
-TEXT = ("OBXXXX1A", "US1_", "examples_rgb_color", "examples_palette", "examples_jpeg2k", "color3d_jpeg_baseline",
-        "examples_ybr_color", "gdcm-US-ALOKA-16", "mlut_18", "vlut_04")
+TEXT = (
+    "OBXXXX1A",
+    "US1_",
+    "examples_rgb_color",
+    "examples_palette",
+    "examples_jpeg2k",
+    "color3d_jpeg_baseline",
+    "examples_ybr_color",
+    "gdcm-US-ALOKA-16",
+    "mlut_18",
+    "vlut_04",
+)
 LINE = "DOE^JOHN 1961-02-03 ST MARY"
-COLOURS = {"white": (255, 255, 255), "grey 180": (180, 180, 180), "grey 128": (128, 128, 128), "black": (0, 0, 0),
-           "yellow": (255, 255, 0), "red": (255, 0, 0), "green": (0, 220, 0), "cyan": (0, 255, 255),
-           "blue": (40, 80, 255), "orange": (255, 150, 0)}
+COLOURS = {
+    "white": (255, 255, 255),
+    "grey 180": (180, 180, 180),
+    "grey 128": (128, 128, 128),
+    "black": (0, 0, 0),
+    "yellow": (255, 255, 0),
+    "red": (255, 0, 0),
+    "green": (0, 220, 0),
+    "cyan": (0, 255, 255),
+    "blue": (40, 80, 255),
+    "orange": (255, 150, 0),
+}
 PLACES = ("top left", "top right", "centre", "bottom left", "bottom right")
 
 
@@ -123,8 +142,10 @@ def main() -> None:
         sys.exit("--ocr: tesseract is not installed (apt-get install tesseract-ocr)")
     started = time.perf_counter()
     files = real_files()
-    print(f"real DICOM images: {len(files)} distinct, {sum(n.startswith(TEXT) for n, _ in files)} with burned-in "
-          f"text; frames checked per file: all up to {MAX_FRAMES}, else {MAX_FRAMES} evenly spaced")
+    print(
+        f"real DICOM images: {len(files)} distinct, {sum(n.startswith(TEXT) for n, _ in files)} with burned-in "
+        f"text; frames checked per file: all up to {MAX_FRAMES}, else {MAX_FRAMES} evenly spaced"
+    )
     found = {True: [], False: []}
     frames_flagged, frames_seen, seconds = [], 0, []
     ocr_found, either = {True: [], False: []}, {True: [], False: []}
@@ -132,8 +153,10 @@ def main() -> None:
         text = name.startswith(TEXT)
         t0 = time.perf_counter()
         hit = scan(len(frames), frames.__getitem__)
-        seconds.append((time.perf_counter() - t0) / (frames_to_check(len(frames)).index(hit.frame) + 1 if hit
-                                                     else len(frames_to_check(len(frames)))))
+        seconds.append(
+            (time.perf_counter() - t0)
+            / (frames_to_check(len(frames)).index(hit.frame) + 1 if hit else len(frames_to_check(len(frames))))
+        )
         found[text].append(hit is not None)
         if not text:  # per frame too: how often a frame alone would flag a file
             checked = frames_to_check(len(frames))
@@ -142,14 +165,20 @@ def main() -> None:
         if program:
             ocr_found[text].append(any(ocr_words(frames[i], program) >= 2 for i in frames_to_check(len(frames), 4)))
             either[text].append(ocr_found[text][-1] or hit is not None)
-        print(f"  {'text   ' if text else 'no text'} {'FLAGGED' if hit else 'clear  '} {name} ({len(frames)} frame(s)"
-              f"{', ' + hit.reason() if hit else ''})")
-    print(f"real, with text: {rate(found[True])} files found; without text: {rate(found[False])} files flagged, "
-          f"{len(frames_flagged)}/{frames_seen} frames {frames_flagged or ''}; "
-          f"{1000 * float(np.mean(seconds)):.0f} ms a frame on average")
+        print(
+            f"  {'text   ' if text else 'no text'} {'FLAGGED' if hit else 'clear  '} {name} ({len(frames)} frame(s)"
+            f"{', ' + hit.reason() if hit else ''})"
+        )
+    print(
+        f"real, with text: {rate(found[True])} files found; without text: {rate(found[False])} files flagged, "
+        f"{len(frames_flagged)}/{frames_seen} frames {frames_flagged or ''}; "
+        f"{1000 * float(np.mean(seconds)):.0f} ms a frame on average"
+    )
     if program:
-        print(f"real, OCR alone: with text {rate(ocr_found[True])} found; without text {rate(ocr_found[False])} flagged; "
-              f"heuristic or OCR: {rate(either[True])} found, {rate(either[False])} flagged")
+        print(
+            f"real, OCR alone: with text {rate(ocr_found[True])} found; without text {rate(ocr_found[False])} flagged; "
+            f"heuristic or OCR: {rate(either[True])} found, {rate(either[False])} flagged"
+        )
 
     negatives = [(n, f) for n, f in files if not n.startswith(TEXT) and min(f[0].shape[:2]) >= 96]
     by = collections.defaultdict(list)
@@ -174,18 +203,20 @@ def main() -> None:
             ocr_by["all"].append(read)
             ocr_by["either"].append(read or hit)
             ocr_by["heuristic"].append(hit)
-    print(f"generated on {len(negatives)} real images without text ({invisible} invisible cases left out): "
-          f"{rate(by['all'])}")
+    print(f"generated on {len(negatives)} real images without text ({invisible} invisible cases left out): {rate(by['all'])}")
     for group in (COLOURS, PLACES, ("FreeType", "bitmap")):
         print("  " + "; ".join(f"{key} {sum(by[key]) / max(1, len(by[key])):.2f}" for key in group))
     if program:
-        print(f"generated, every 10th case: OCR alone {rate(ocr_by['all'])}, heuristic {rate(ocr_by['heuristic'])}, "
-              f"either {rate(ocr_by['either'])}")
+        print(
+            f"generated, every 10th case: OCR alone {rate(ocr_by['all'])}, heuristic {rate(ocr_by['heuristic'])}, "
+            f"either {rate(ocr_by['either'])}"
+        )
 
     stacks = [(n, f) for n, f in files if not n.startswith(TEXT) and len(f) > 1 and min(f[0].shape[:2]) >= 64]
     long = max(stacks, key=lambda s: s[1][0].size)
-    stacks.append((f"{long[0]} x{-(-3 * MAX_FRAMES // len(long[1]))}",
-                   long[1] * -(-3 * MAX_FRAMES // len(long[1]))))  # longer than the budget
+    stacks.append(
+        (f"{long[0]} x{-(-3 * MAX_FRAMES // len(long[1]))}", long[1] * -(-3 * MAX_FRAMES // len(long[1])))
+    )  # longer than the budget
     font = ImageFont.load_default_imagefont()
     for name, frames in stacks:
         n = len(frames)
@@ -197,8 +228,10 @@ def main() -> None:
                 continue
             image, _ = draw(frames[index], (255, 255, 255), "top left", font)
             hit = scan(n, one_changed(frames, index, image))
-            row.append(f"{label} (frame {index}{'' if index in checked else ', not sampled'}) "
-                       f"{'found' if hit and hit.frame == index else 'missed'}")
+            row.append(
+                f"{label} (frame {index}{'' if index in checked else ', not sampled'}) "
+                f"{'found' if hit and hit.frame == index else 'missed'}"
+            )
         print(f"text on one frame of {name} ({n} frames): " + "; ".join(row))
     print(f"{time.perf_counter() - started:.0f} s")
 

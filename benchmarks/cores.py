@@ -111,9 +111,25 @@ def medloom(folder: Path, n: int, workers: int, tmp: Path) -> dict:
 def recipe_for(folder: Path, run: Path) -> Path:
     run.mkdir()
     recipe = run / "recipe.yaml"
-    recipe.write_text(json.dumps({"name": "cores", "loom": "./loom", "salt": "x", "sources": [
-        {"name": "bench", "reader": "imagefolder", "path": str(folder), "modality": "fundus photography",
-         "anatomy": "eye", "task": "disease"}]}))
+    recipe.write_text(
+        json.dumps(
+            {
+                "name": "cores",
+                "loom": "./loom",
+                "salt": "x",
+                "sources": [
+                    {
+                        "name": "bench",
+                        "reader": "imagefolder",
+                        "path": str(folder),
+                        "modality": "fundus photography",
+                        "anatomy": "eye",
+                        "task": "disease",
+                    }
+                ],
+            }
+        )
+    )
     return recipe
 
 
@@ -121,15 +137,22 @@ def commands(folder: Path, n: int, workers: int, tmp: Path) -> dict:
     """`python -m medloom ingest`, then `export`, each a fresh process: images per second of each."""
     run = tmp / f"cli{workers}"
     recipe = recipe_for(folder, run)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                       os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     out = {}
-    for step, args in (("ingest", [str(recipe)]),
-                       ("export", [str(run / "loom"), "-o", str(run / "wds"), "-f", "webdataset", "--max-side",
-                                   str(MAX_SIDE)])):
+    for step, args in (
+        ("ingest", [str(recipe)]),
+        ("export", [str(run / "loom"), "-o", str(run / "wds"), "-f", "webdataset", "--max-side", str(MAX_SIDE)]),
+    ):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "medloom", step, *args, "-w", str(workers), "-q"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "medloom", step, *args, "-w", str(workers), "-q"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         out[step] = n / (time.perf_counter() - t)
     shutil.rmtree(run)
     return out
@@ -167,6 +190,7 @@ def trace() -> None:
     def start_workers(pool, n):
         """The pool's prestart, noting when every worker has run a task (started, stages imported)."""
         from concurrent.futures import wait
+
         try:
             wait([pool.submit(os.getpid) for _ in range(n)])
         except RuntimeError:
@@ -188,13 +212,19 @@ def main() -> int:
         ap.add_argument("--workers", default="", help="worker counts, comma-separated (default: 1, 2, 4, ... cores)")
         ap.add_argument("--baseline-n", type=int, default=4000, help="images per plain-loop run (a rate: fewer do)")
         ap.add_argument("--json", type=Path, help="also write the numbers here")
-        ap.add_argument("--commands", action="store_true",
-                        help="also time `python -m medloom ingest` and `export` at the largest worker count")
+        ap.add_argument(
+            "--commands",
+            action="store_true",
+            help="also time `python -m medloom ingest` and `export` at the largest worker count",
+        )
 
     args = parse_args(__doc__, 12000, extra=extra)
     trace()
-    counts = [int(x) for x in args.workers.split(",")] if args.workers else \
-        [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= (os.cpu_count() or 1)]
+    counts = (
+        [int(x) for x in args.workers.split(",")]
+        if args.workers
+        else [w for w in (1, 2, 4, 8, 16, 32, 64) if w <= (os.cpu_count() or 1)]
+    )
     print(machine())
     print(where(args), flush=True)
     started = time.perf_counter()
@@ -203,29 +233,40 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.stage.parent if args.stage else None) as tmp:
         for w in counts:
-            row = {"workers": w, **{name: plain(fn, paths[:args.baseline_n], w) for name, fn in PLAIN.items()},
-                   **medloom(folder, args.n, w, Path(tmp))}
+            row = {
+                "workers": w,
+                **{name: plain(fn, paths[: args.baseline_n], w) for name, fn in PLAIN.items()},
+                **medloom(folder, args.n, w, Path(tmp)),
+            }
             rows.append(row)
             print(" ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
         whole = commands(folder, args.n, max(counts), Path(tmp)) if args.commands else None
     one = rows[0]
-    print(f"\n{'workers':>7} {'ingest/s':>9} {'x':>6} {'export/s':>9} {'x':>6} {'decode/s':>9} {'x':>6} {'facts/s':>9} "
-          f"{'x':>6} {'resize/s':>9} {'x':>6} {'driver CPU s':>13}")
+    print(
+        f"\n{'workers':>7} {'ingest/s':>9} {'x':>6} {'export/s':>9} {'x':>6} {'decode/s':>9} {'x':>6} {'facts/s':>9} "
+        f"{'x':>6} {'resize/s':>9} {'x':>6} {'driver CPU s':>13}"
+    )
     for r in rows:
         cells = " ".join(f"{r[k]:>9.0f} {r[k] / one[k]:>5.2f}x" for k in ("ingest", "export", *PLAIN))
         print(f"{r['workers']:>7} {cells} {r['ingest_cpu']:>6.1f}, {r['export_cpu']:.1f}")
     for step in ("ingest", "export"):
         print(f"{step}'s moments (s from its start; it ends at n / rate), by workers:")
         for r in rows:
-            print(f"{r['workers']:>7} " + ", ".join(f"{k} {v:.2f}" for k, v in r[f"{step}_phases"].items()) +
-                  f", end {args.n / r[step]:.2f}")
+            print(
+                f"{r['workers']:>7} "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r[f"{step}_phases"].items())
+                + f", end {args.n / r[step]:.2f}"
+            )
     if whole:
         one = next((r for r in rows if r["workers"] == 1), None)
-        print(f"whole commands at {max(counts)} workers (a fresh process each): " + ", ".join(
-            f"{k} {v:.0f}/s" + (f" ({v / one[k]:.2f}x the call on 1 worker)" if one else "") for k, v in whole.items()))
+        print(
+            f"whole commands at {max(counts)} workers (a fresh process each): "
+            + ", ".join(
+                f"{k} {v:.0f}/s" + (f" ({v / one[k]:.2f}x the call on 1 worker)" if one else "") for k, v in whole.items()
+            )
+        )
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "n": args.n, "rows": rows, "commands": whole},
-                                        indent=1))
+        args.json.write_text(json.dumps({"machine": machine(), "n": args.n, "rows": rows, "commands": whole}, indent=1))
     return 0
 
 

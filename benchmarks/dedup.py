@@ -30,8 +30,26 @@ from medloom.curate.neighbours import all_pairs, duplicate_groups, near_pairs
 from medloom.imaging import image_facts
 
 KINDS = ("original", "jpeg q60", "half size", "5% crop", "brightness +10%", "flipped (control)")
-SAMPLES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "immunohistochemistry",
-           "retina", "hubble_deep_field", "brick", "grass", "gravel", "cell", "human_mitosis", "skin", "motorcycle_left")
+SAMPLES = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "immunohistochemistry",
+    "retina",
+    "hubble_deep_field",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+    "human_mitosis",
+    "skin",
+    "motorcycle_left",
+)
 
 
 def photos() -> list[np.ndarray]:
@@ -55,7 +73,7 @@ def original(rng: np.random.Generator, sources: list[np.ndarray]) -> Image.Image
         h, w = img.shape[:2]
         side = int(min(h, w) * rng.uniform(0.25, 0.6))
         y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        patch = Image.fromarray(img[y:y + side, x:x + side]).resize((128, 128), Image.BILINEAR)
+        patch = Image.fromarray(img[y : y + side, x : x + side]).resize((128, 128), Image.BILINEAR)
         return np.rot90(np.asarray(patch, np.float32), rng.integers(0, 4))
 
     alpha = rng.uniform(0.3, 0.7)
@@ -68,9 +86,14 @@ def copies(im: Image.Image) -> list[Image.Image]:
     im.save(buf, "JPEG", quality=60)
     w, h = im.size
     dx, dy = round(w * 0.025), round(h * 0.025)
-    return [im, Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), im.resize((w // 2, h // 2), Image.LANCZOS),
-            im.crop((dx, dy, w - dx, h - dy)), ImageEnhance.Brightness(im).enhance(1.1),
-            im.transpose(Image.FLIP_LEFT_RIGHT)]
+    return [
+        im,
+        Image.open(io.BytesIO(buf.getvalue())).convert("RGB"),
+        im.resize((w // 2, h // 2), Image.LANCZOS),
+        im.crop((dx, dy, w - dx, h - dy)),
+        ImageEnhance.Brightness(im).enhance(1.1),
+        im.transpose(Image.FLIP_LEFT_RIGHT),
+    ]
 
 
 def corpus(n: int, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -93,14 +116,19 @@ def quality(phash: np.ndarray, origin: np.ndarray, kind: np.ndarray, pixel: list
     first = {}
     for i in np.nonzero(kind == 0)[0]:
         first[origin[i]] = groups[i]
-    recall = {KINDS[k]: float(np.mean([groups[i] == first[origin[i]] for i in np.nonzero(kind == k)[0]]))
-              for k in range(1, len(KINDS))}
+    recall = {
+        KINDS[k]: float(np.mean([groups[i] == first[origin[i]] for i in np.nonzero(kind == k)[0]])) for k in range(1, len(KINDS))
+    }
     pairs = near_pairs(phash, near)
     a, b = pairs[:, 0], pairs[:, 1]
     true = (origin[a] == origin[b]) & (kind[a] != 5) & (kind[b] != 5)
     target = np.isin(kind[a], (1, 2)) | np.isin(kind[b], (1, 2))  # pairs with a re-encoded or resized copy
-    return {"recall": recall, "precision": float(true.mean()) if len(true) else 1.0,
-            "precision_target": float(true[target].mean()) if target.any() else 1.0, "pairs": len(pairs)}
+    return {
+        "recall": recall,
+        "precision": float(true.mean()) if len(true) else 1.0,
+        "precision_target": float(true[target].mean()) if target.any() else 1.0,
+        "pairs": len(pairs),
+    }
 
 
 def timed(fn, *args) -> tuple[float, object]:
@@ -122,12 +150,13 @@ def main() -> int:
 
     pixel, phash, origin, kind = small
     print(f"quality on {len(phash)} images ({len(phash) // len(KINDS)} originals, each with 5 copies)")
-    print(f"{'near':>5} {'pairs':>7} {'precision':>10} {'prec(jpeg,half)':>16} " +
-          " ".join(f"{k[:14]:>15}" for k in KINDS[1:]))
+    print(f"{'near':>5} {'pairs':>7} {'precision':>10} {'prec(jpeg,half)':>16} " + " ".join(f"{k[:14]:>15}" for k in KINDS[1:]))
     for t in thresholds:
         q = quality(phash, origin, kind, pixel, t)
-        print(f"{t:>5} {q['pairs']:>7} {q['precision']:>10.4f} {q['precision_target']:>16.4f} " +
-              " ".join(f"{q['recall'][k]:>15.4f}" for k in KINDS[1:]))
+        print(
+            f"{t:>5} {q['pairs']:>7} {q['precision']:>10.4f} {q['precision_target']:>16.4f} "
+            + " ".join(f"{q['recall'][k]:>15.4f}" for k in KINDS[1:])
+        )
 
     near = thresholds[len(thresholds) // 2 - 1] if len(thresholds) > 1 else thresholds[0]
     near = 6 if 6 in thresholds else near
@@ -140,9 +169,11 @@ def main() -> int:
     n1, n2 = len(small[1]), len(large[1])
     nlogn = (n2 * math.log(n2)) / (n1 * math.log(n1))
     print(f"\ntime of duplicate_groups (exact + near, t={near}):")
-    print(f"  {n1:>7} images: {t_small:8.3f} s   all-pairs baseline: {t_all:8.3f} s "
-          f"({t_all / t_small:.1f}x slower); the index finds {found:.4f} of the all-pairs answer's "
-          f"{len(exact)} pairs and nothing else: {indexed <= exact}")
+    print(
+        f"  {n1:>7} images: {t_small:8.3f} s   all-pairs baseline: {t_all:8.3f} s "
+        f"({t_all / t_small:.1f}x slower); the index finds {found:.4f} of the all-pairs answer's "
+        f"{len(exact)} pairs and nothing else: {indexed <= exact}"
+    )
     print(f"  {n2:>7} images: {t_large:8.3f} s")
     print(f"  ratio {t_large / t_small:.1f}x for {n2 / n1:.0f}x the images; n log n would be {nlogn:.1f}x")
     return 0

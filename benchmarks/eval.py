@@ -98,9 +98,10 @@ def sequential(loom: Path, url: str, limit: float) -> tuple[int, float]:
         image.thumbnail((512, 512))
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=90)
-        content = [{"type": "text", "text": q["prompt"]},
-                   {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,"
-                                                               + base64.b64encode(buf.getvalue()).decode()}}]
+        content = [
+            {"type": "text", "text": q["prompt"]},
+            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()}},
+        ]
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}).encode()
         request = urllib.request.Request(f"{url}/chat/completions", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request) as resp:
@@ -120,21 +121,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         loom = build_loom(folder, tmp)
-        print(f"{'delay':>7} {'capacity/s':>10} {'loop/s':>7} {'medloom/s':>9} {'x capacity':>10} {'x loop':>7} "
-              f"{'whole command/s':>15}")
+        print(
+            f"{'delay':>7} {'capacity/s':>10} {'loop/s':>7} {'medloom/s':>9} {'x capacity':>10} {'x loop':>7} "
+            f"{'whole command/s':>15}"
+        )
         for delay in DELAYS:
             server, url = serve(delay)
             n, seconds = sequential(loom, url, limit=15.0)
             seq = n / seconds
             started = time.perf_counter()
-            results = evaluate_vqa(loom, tmp / f"run-{delay}", VQASettings(model=f"openai:{url}#m",
-                                                                            concurrency=CONCURRENCY), quiet=True)
+            results = evaluate_vqa(
+                loom, tmp / f"run-{delay}", VQASettings(model=f"openai:{url}#m", concurrency=CONCURRENCY), quiet=True
+            )
             whole = results["answered"] / (time.perf_counter() - started)
             asking = results["answered"] / results["asking_seconds"]
             server.terminate()
             capacity = CONCURRENCY / delay
-            print(f"{delay * 1000:>5.0f}ms {capacity:>10.0f} {seq:>7.1f} {asking:>9.1f} {asking / capacity:>9.2f}x "
-                  f"{asking / seq:>6.1f}x {whole:>15.1f}", flush=True)
+            print(
+                f"{delay * 1000:>5.0f}ms {capacity:>10.0f} {seq:>7.1f} {asking:>9.1f} {asking / capacity:>9.2f}x "
+                f"{asking / seq:>6.1f}x {whole:>15.1f}",
+                flush=True,
+            )
     return 0
 
 

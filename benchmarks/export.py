@@ -68,8 +68,7 @@ def medloom_export(loom: Path, out: Path, workers: int, n: int) -> tuple[float, 
             for m in tar.getmembers():
                 if m.name.endswith(".jpg"):
                     _source, cls, stem = m.name[:-4].split("/")
-                    written[str(root / cls / (stem.rsplit("_", 1)[0] + "." + stem.rsplit("_", 1)[1]))] = \
-                        tar.extractfile(m).read()
+                    written[str(root / cls / (stem.rsplit("_", 1)[0] + "." + stem.rsplit("_", 1)[1]))] = tar.extractfile(m).read()
     return rate, written
 
 
@@ -93,8 +92,11 @@ def training_formats(loom: Path, tmp: Path, name: str, n: int, webdataset_rate: 
     annotate(loom, AnnotateSettings(), workers=2, quiet=True)
     for fmt in ("llava", "sharegpt", "medmat", "swift", "clip-benchmark"):
         rate = training_export(loom, tmp / fmt, fmt, n)
-        print(f"  {name:<15} {fmt:<15} {rate:>8.0f}/s  {rate / webdataset_rate:>5.2f}x the WebDataset export "
-              f"({webdataset_rate:.0f}/s)", flush=True)
+        print(
+            f"  {name:<15} {fmt:<15} {rate:>8.0f}/s  {rate / webdataset_rate:>5.2f}x the WebDataset export "
+            f"({webdataset_rate:.0f}/s)",
+            flush=True,
+        )
 
 
 def json_root(out: Path) -> str:
@@ -123,8 +125,10 @@ def quality(paths: list[Path], outputs: dict[str, bytes]) -> float:
 def main() -> int:
     args = parse_args(__doc__, 2000, sets=True)
     print(where(args))
-    print(f"{'set':<15} {'n':>5} {'baseline/s':>10} {'medloom 1w/s':>13} {'2w/s':>7} {'1w/base':>8} {'2w/base':>8} "
-          f"{'2w/1w':>6} {'PSNR base':>10} {'PSNR medloom':>13}")
+    print(
+        f"{'set':<15} {'n':>5} {'baseline/s':>10} {'medloom 1w/s':>13} {'2w/s':>7} {'1w/base':>8} {'2w/base':>8} "
+        f"{'2w/1w':>6} {'PSNR base':>10} {'PSNR medloom':>13}"
+    )
     for name in args.sets:
         folder, paths = image_set(args.data, name, args.n, args.stage)
         with tempfile.TemporaryDirectory() as tmp:
@@ -134,8 +138,11 @@ def main() -> int:
             m1, m1_out = medloom_export(loom, tmp / "m1", 1, args.n)
             m2, _ = medloom_export(loom, tmp / "m2", 2, args.n)
             q_base, q_m = quality(paths, base_out), quality(paths, m1_out)
-            print(f"{name:<15} {args.n:>5} {base:>10.0f} {m1:>13.0f} {m2:>7.0f} {m1 / base:>7.2f}x "
-                  f"{m2 / base:>7.2f}x {m2 / m1:>5.2f}x {q_base:>9.2f} {q_m:>12.2f}", flush=True)
+            print(
+                f"{name:<15} {args.n:>5} {base:>10.0f} {m1:>13.0f} {m2:>7.0f} {m1 / base:>7.2f}x "
+                f"{m2 / base:>7.2f}x {m2 / m1:>5.2f}x {q_base:>9.2f} {q_m:>12.2f}",
+                flush=True,
+            )
             training_formats(loom, tmp / "training", name, args.n, m1)
     return 0
 

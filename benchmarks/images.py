@@ -38,7 +38,7 @@ def make_one(job: tuple[int, Path, tuple[int, int], str]) -> None:
     base = retina(size)
     rng = np.random.default_rng([0, i])
     dx, dy = rng.integers(0, 64, 2)
-    img = base[dy:dy + size[1], dx:dx + size[0]] + rng.integers(-20, 20, 3) + rng.normal(0, 3, (size[1], size[0], 1))
+    img = base[dy : dy + size[1], dx : dx + size[0]] + rng.integers(-20, 20, 3) + rng.normal(0, 3, (size[1], size[0], 1))
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     im.save(path, quality=90) if fmt == "jpg" else im.save(path, compress_level=6)
 
@@ -47,8 +47,10 @@ def make_one(job: tuple[int, Path, tuple[int, int], str]) -> None:
 def retina(size: tuple[int, int]) -> np.ndarray:
     import skimage  # here, not at the top: a benchmark's workers run its main module again, and this one is slow
 
-    return np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB")
-                      .resize((size[0] + 64, size[1] + 64)), dtype=np.int16)
+    return np.asarray(
+        Image.open(Path(skimage.__file__).parent / "data" / "retina.jpg").convert("RGB").resize((size[0] + 64, size[1] + 64)),
+        dtype=np.int16,
+    )
 
 
 def image_set(data: Path, name: str, n: int, stage: Path | None = None) -> tuple[Path, list[Path]]:
@@ -79,10 +81,13 @@ def parse_args(doc: str, default_n: int, repeat: bool = False, extra=None, sets:
         ap.add_argument("--sets", default="jpg,png", help="which image sets: jpg (JPEG 1024x768), png (PNG 512x512)")
     if repeat:
         ap.add_argument("--repeat", type=int, default=3, help="interleaved passes; the best of each contestant is shown")
-    ap.add_argument("--on-disk", action="store_true",
-                    help=f"read the images where --data keeps them instead of from a copy on {TMPFS} (tmpfs). "
-                         "The copy is the default because some kernels (DAMON reclaim on this VM) page file "
-                         "cache out within seconds, which turns every contestant's reads into disk reads")
+    ap.add_argument(
+        "--on-disk",
+        action="store_true",
+        help=f"read the images where --data keeps them instead of from a copy on {TMPFS} (tmpfs). "
+        "The copy is the default because some kernels (DAMON reclaim on this VM) page file "
+        "cache out within seconds, which turns every contestant's reads into disk reads",
+    )
     args = ap.parse_args()
     chosen = {f.strip() for f in getattr(args, "sets", "jpg,png").split(",")}
     args.sets = [name for name, (fmt, _) in SETS.items() if fmt in chosen]
@@ -105,8 +110,10 @@ def ingest_folder(folder: Path, tmp: Path, split: str | None = None) -> Path:
     from medloom.recipe import load_recipe
 
     recipe = tmp / "recipe.yaml"
-    recipe.write_text(f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
-                      f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n"
-                      + (f"    split: {split}\n" if split else ""))
+    recipe.write_text(
+        f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
+        f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n"
+        + (f"    split: {split}\n" if split else "")
+    )
     ingest(load_recipe(recipe), workers=2, quiet=True)
     return tmp / "loom"

@@ -48,8 +48,10 @@ def medloom_ingest(folder: Path, n: int, workers: int) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "recipe.yaml"
-        recipe.write_text(f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
-                          f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n")
+        recipe.write_text(
+            f"name: bench\nloom: ./loom\nsalt: x\nsources:\n  - name: bench\n    reader: imagefolder\n"
+            f"    path: {folder}\n    modality: fundus photography\n    anatomy: eye\n    task: disease\n"
+        )
         t = time.perf_counter()
         reports = ingest(load_recipe(recipe), workers=workers, quiet=True)
         elapsed = time.perf_counter() - t
@@ -60,19 +62,28 @@ def medloom_ingest(folder: Path, n: int, workers: int) -> float:
 def main() -> int:
     args = parse_args(__doc__, 5000, repeat=True, sets=True)
     print(f"{where(args)}; best of {args.repeat} interleaved passes per contestant")
-    print(f"{'set':<15} {'n':>5} {'decode/s':>9} {'hand/s':>8} {'medloom 1w/s':>13} {'2w/s':>7} "
-          f"{'1w/hand':>8} {'1w/decode':>10} {'2w/hand':>8} {'2w/1w':>6}")
+    print(
+        f"{'set':<15} {'n':>5} {'decode/s':>9} {'hand/s':>8} {'medloom 1w/s':>13} {'2w/s':>7} "
+        f"{'1w/hand':>8} {'1w/decode':>10} {'2w/hand':>8} {'2w/1w':>6}"
+    )
     for name in args.sets:
         folder, paths = image_set(args.data, name, args.n, args.stage)
-        contestants = [(decode_alone, (paths,)), (hand_written, (paths,)),
-                       (medloom_ingest, (folder, args.n, 1)), (medloom_ingest, (folder, args.n, 2))]
+        contestants = [
+            (decode_alone, (paths,)),
+            (hand_written, (paths,)),
+            (medloom_ingest, (folder, args.n, 1)),
+            (medloom_ingest, (folder, args.n, 2)),
+        ]
         best = [0.0] * len(contestants)
         for _ in range(args.repeat):  # interleaved, so a slow spell of this shared machine hits all alike
             for i, (run, run_args) in enumerate(contestants):
                 best[i] = max(best[i], run(*run_args))
         dec, hand, m1, m2 = best
-        print(f"{name:<15} {args.n:>5} {dec:>9.0f} {hand:>8.0f} {m1:>13.0f} {m2:>7.0f} {m1 / hand:>7.2f}x "
-              f"{m1 / dec:>9.2f}x {m2 / hand:>7.2f}x {m2 / m1:>5.2f}x", flush=True)
+        print(
+            f"{name:<15} {args.n:>5} {dec:>9.0f} {hand:>8.0f} {m1:>13.0f} {m2:>7.0f} {m1 / hand:>7.2f}x "
+            f"{m1 / dec:>9.2f}x {m2 / hand:>7.2f}x {m2 / m1:>5.2f}x",
+            flush=True,
+        )
     return 0
 
 

@@ -56,8 +56,12 @@ def run_medloom(files: list[Path], rounds: int) -> tuple[float, dict[str, list[s
 
 
 def run_pubmed_parser(files: list[Path], rounds: int) -> dict:
-    proc = subprocess.run([str(pubmed_parser_python()), str(HERE / "pubmed_parser_worker.py"), str(rounds),
-                           *map(str, files)], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [str(pubmed_parser_python()), str(HERE / "pubmed_parser_worker.py"), str(rounds), *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 

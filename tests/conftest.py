@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +33,9 @@ def fixture_dir(*parts: str) -> Path:
 def write_recipe(folder: Path, sources: list[dict], **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"name": "test", "loom": "./loom", "salt": "test-salt", **extra,
-                                    "sources": sources}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({"name": "test", "loom": "./loom", "salt": "test-salt", **extra, "sources": sources}, sort_keys=False)
+    )
     return path
 
 
@@ -77,16 +82,79 @@ def kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 60) ->
 
 
 CLI_ENV = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+# loaders of the pip-installed towers: kept between in-process commands (their weights never change); every other
+# cache of medloom's (models and knowledge read from a test's folders) is emptied after each command
+KEEP_CACHES = {"medloom.models.clip.text_tower", "medloom.models.embedders.load_efficientnet_lite0"}
+
+# what CLI_ENV gives a command, for this whole process: huggingface_hub reads it once, when first imported
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    # the commands' consoles are made at import: made here they see no terminal, as in a subprocess's pipes
+    import medloom.cli
 
 
-def cli(*args, check: bool = True, env: dict | None = None, timeout: float = 900):
-    """`medloom ARGS` in a fresh interpreter with a plain environment (no network hubs); exit 0 unless not
-    `check`."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**CLI_ENV, **(env or {})}, timeout=timeout)
+def cli(*args, check: bool = True, env: dict | None = None, timeout: float = 900, fresh: bool = False):
+    """`medloom ARGS`, exit 0 unless not `check`: a subprocess.CompletedProcess-like result. In this process by
+    default (the command as a user runs it, less a second or two of imports); with `fresh`, in a new interpreter
+    with a plain environment, for what only a new process shows (its start-up, a kill, locks between processes)."""
+    if fresh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "medloom.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env={**CLI_ENV, **(env or {})},
+            timeout=timeout,
+        )
+    else:
+        proc = cli_in_process(list(map(str, args)), {**CLI_ENV, **(env or {})}, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def cli_in_process(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run `medloom.cli.main` here with its output captured, and put back what a command may change in its
+    process: environment, argv, cwd, its import hooks (nopandas), the excepthook typer installs, and medloom's caches
+    of things read from files (a fresh process starts without them). A command that hangs ends the test run
+    with every thread's traceback (a subprocess would time out)."""
+    import faulthandler
+    import traceback
+
+    from medloom.cli import common
+
+    saved = dict(os.environ), sys.argv, list(sys.meta_path), os.getcwd(), sys.excepthook
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.update(env)
+    sys.argv = ["medloom", *args]
+    for console in (common.out, common.err):
+        console.width = int(env["COLUMNS"])
+    faulthandler.dump_traceback_later(timeout, exit=True)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                medloom.cli.main(args, prog_name="medloom")
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if not isinstance(e.code, int | None):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        environ, sys.argv, finders, cwd, sys.excepthook = saved
+        sys.meta_path[:] = [f for f in sys.meta_path if f in finders or not f.__module__.startswith("medloom.")]
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd)
+        for name, module in list(sys.modules.items()):
+            if name.startswith("medloom."):
+                for attr, value in list(vars(module).items()):
+                    if (
+                        hasattr(value, "cache_clear")
+                        and getattr(value, "__module__", None) == name
+                        and f"{name}.{attr}" not in KEEP_CACHES
+                    ):
+                        value.cache_clear()
+    return subprocess.CompletedProcess(["medloom", *args], code, stdout.getvalue(), stderr.getvalue())

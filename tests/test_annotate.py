@@ -5,49 +5,71 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
 from medloom.annotate.captions import TEMPLATES, make_caption, task_family
 from medloom.annotate.checks import TextChecker
 from medloom.annotate.knowledge import load_knowledge
+from medloom.annotate.questions import INSTRUCTION, QUESTIONS, multiple_choice, open_questions
 from medloom.annotate.regions import describe_regions, patient_sides, relation
-from medloom.annotate.text import counted, join_words, label_words, plural, with_article
-from medloom.annotate.vqa import INSTRUCTION, QUESTIONS, multiple_choice, open_questions
 from medloom.export.training import export_training
 from medloom.vocab import default_vocabulary
+from medloom.vocab.words import counted, join_words, label_words, plural, with_article
 
 KB = load_knowledge()
 CHECK = TextChecker(default_vocabulary(), KB)
 
 
 def record(**kw) -> dict:
-    base = {"id": "s/x", "source": "s", "modality": "X-ray", "anatomy": "chest", "task": "disease",
-            "labels": ["pneumonia"], "label_space": ["normal", "pneumonia", "covid-19", "tuberculosis", "effusion",
-                                                      "pleural effusion"], "rois": [], "width": 100, "height": 80,
-            "meta": None}
+    base = {
+        "id": "s/x",
+        "source": "s",
+        "modality": "X-ray",
+        "anatomy": "chest",
+        "task": "disease",
+        "labels": ["pneumonia"],
+        "label_space": ["normal", "pneumonia", "covid-19", "tuberculosis", "effusion", "pleural effusion"],
+        "rois": [],
+        "width": 100,
+        "height": 80,
+        "meta": None,
+    }
     return base | kw
 
 
-@pytest.mark.parametrize("phrase, expected", [
-    ("MRI image", "an MRI image"), ("CT image", "a CT image"), ("X-ray image", "an X-ray image"),
-    ("uterus", "a uterus"), ("effusion", "an effusion"), ("hour", "an hour"), ("OCT image", "an OCT image"),
-    ("US image", "a US image"), ("fundus photograph", "a fundus photograph"), ("endoscopy image", "an endoscopy image"),
-])
+@pytest.mark.parametrize(
+    "phrase, expected",
+    [
+        ("MRI image", "an MRI image"),
+        ("CT image", "a CT image"),
+        ("X-ray image", "an X-ray image"),
+        ("uterus", "a uterus"),
+        ("effusion", "an effusion"),
+        ("hour", "an hour"),
+        ("OCT image", "an OCT image"),
+        ("US image", "a US image"),
+        ("fundus photograph", "a fundus photograph"),
+        ("endoscopy image", "an endoscopy image"),
+    ],
+)
 def test_articles(phrase, expected):
     assert with_article(phrase) == expected
 
 
 def test_plurals_lists_and_label_words():
-    assert [plural("polyp", 2), plural("mass", 2), plural("opacity", 3), plural("lesion", 1), plural("edema", 2)] == \
-        ["polyps", "masses", "opacities", "lesion", "edema"]
+    assert [plural("polyp", 2), plural("mass", 2), plural("opacity", 3), plural("lesion", 1), plural("edema", 2)] == [
+        "polyps",
+        "masses",
+        "opacities",
+        "lesion",
+        "edema",
+    ]
     assert counted("nodule", 1) == "one nodule" and counted("nodule", 12) == "12 nodules"
     assert join_words(["a"]) == "a" and join_words(["a", "b"]) == "a and b" and join_words(["a", "b", "c"]) == "a, b and c"
     assert label_words("pleural_effusion") == "pleural effusion" and label_words("NoFinding") == "no finding"
@@ -67,8 +89,7 @@ def test_captions_per_family_are_grammatical_and_seeded():
     text, family = make_caption(multi, random.Random(1))
     assert family == "multi-label" and "effusion, pneumonia and covid-19" in text
     rois = [{"label": "polyp", "bbox": [0.1, 0.1, 0.3, 0.3], "area": 0.04, "rle": []}] * 2
-    det, family = make_caption(record(modality="endoscopy", anatomy="colon", rois=rois, labels=["polyp"]),
-                               random.Random(0))
+    det, family = make_caption(record(modality="endoscopy", anatomy="colon", rois=rois, labels=["polyp"]), random.Random(0))
     assert family == "detection" and "two polyps" in det.lower()
     grade, family = make_caption(record(task="level", labels=["grade 2"]), random.Random(0))
     assert family == "grading" and "grade 2" in grade
@@ -82,8 +103,7 @@ def test_knowledge_base_lookup_and_custom_files(tmp_path):
     assert KB.lookup("left pleural effusion").term == "pleural effusion"  # BM25, sharing words with the term
     assert KB.lookup("zebra stripes") is None
     custom = tmp_path / "kb.jsonl"
-    custom.write_text(json.dumps({"term": "bezoar", "synonyms": ["trichobezoar"], "definition": "a mass in the gut."})
-                      + "\n")
+    custom.write_text(json.dumps({"term": "bezoar", "synonyms": ["trichobezoar"], "definition": "a mass in the gut."}) + "\n")
     assert load_knowledge(custom).lookup("trichobezoar").definition == "a mass in the gut."
     bad = tmp_path / "bad.yaml"
     bad.write_text("- term: x\n")
@@ -111,9 +131,11 @@ def test_multiple_choice_rules():
 
 
 def test_open_yes_no_and_grounding_questions():
-    rois = [{"label": "nodule", "bbox": [0.1, 0.2, 0.3, 0.4], "area": 0.04, "rle": []},
-            {"label": "mass", "bbox": [0.5, 0.5, 0.9, 0.9], "area": 0.16, "rle": []},
-            {"label": "mass", "bbox": [0.6, 0.1, 0.7, 0.2], "area": 0.01, "rle": []}]
+    rois = [
+        {"label": "nodule", "bbox": [0.1, 0.2, 0.3, 0.4], "area": 0.04, "rle": []},
+        {"label": "mass", "bbox": [0.5, 0.5, 0.9, 0.9], "area": 0.16, "rle": []},
+        {"label": "mass", "bbox": [0.6, 0.1, 0.7, 0.2], "area": 0.01, "rle": []},
+    ]
     qs = open_questions(record(rois=rois, labels=["nodule", "mass"]), "detection", random.Random(0), KB)
     grounding = [q for q in qs if q["kind"] == "grounding"]
     assert [(q["answer_label"], q["box"]) for q in grounding] == [("nodule", [0.1, 0.2, 0.3, 0.4])]  # masses: two
@@ -150,10 +172,16 @@ def test_region_descriptions():
     assert patient_sides(rec, {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]}) == {"left": "right", "right": "left"}
     assert patient_sides(rec, {"PatientOrientation": "['R', 'F']"}) == {"left": "left", "right": "right"}
     assert patient_sides(rec, {}) is None
-    dicom = describe_regions(rec | {"meta": json.dumps({"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]})}, gray,
-                             modality_phrase="CT image", anatomy_phrase="of the kidney")
-    assert sorted(r["location"] for r in dicom["rois"]) == ["lower part of the patient's left side",
-                                                            "upper part of the patient's right side"]
+    dicom = describe_regions(
+        rec | {"meta": json.dumps({"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]})},
+        gray,
+        modality_phrase="CT image",
+        anatomy_phrase="of the kidney",
+    )
+    assert sorted(r["location"] for r in dicom["rois"]) == [
+        "lower part of the patient's left side",
+        "upper part of the patient's right side",
+    ]
     apart = ({"bbox": [0.1, 0.1, 0.2, 0.2]}, {"bbox": [0.7, 0.1, 0.8, 0.2]})
     assert relation(*apart) == "is to the left of"
     assert relation(*apart, {"left": "right", "right": "left"}) == "is to the patient's right of"
@@ -181,15 +209,26 @@ def loom(tmp_path_factory):
     for i in range(4):
         make_image(tmp / "seg" / "images" / f"s{i}.png", size=(60, 60), seed=50 + i)
         mask = np.zeros((60, 60), np.uint8)
-        mask[5 + i:20 + i, 8:30] = 255
+        mask[5 + i : 20 + i, 8:30] = 255
         if i % 2:
             mask[35:50, 35:55] = 255  # a second lesion: no grounding question (which one would it be?)
         Image.fromarray(mask).save(tmp / "seg" / "masks" / f"s{i}.png")
-    recipe = write_recipe(tmp, [
-        dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray", anatomy="chest", task="disease"),
-        dict(name="seg", reader="masks", path="seg", modality="dermoscopy", anatomy="skin",
-             task="lesion segmentation", mask_label="lesion"),
-    ], annotate={"seed": 5, "templates": {"classification": ["Chest film: {finding}."]}})
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray", anatomy="chest", task="disease"),
+            dict(
+                name="seg",
+                reader="masks",
+                path="seg",
+                modality="dermoscopy",
+                anatomy="skin",
+                task="lesion segmentation",
+                mask_label="lesion",
+            ),
+        ],
+        annotate={"seed": 5, "templates": {"classification": ["Chest film: {finding}."]}},
+    )
     loom_dir, _ = run_ingest(recipe)
     return tmp, loom_dir, recipe
 
@@ -204,8 +243,7 @@ def test_annotate_is_deterministic_and_independent_of_workers(loom, tmp_path):
     other = annotate(loom_dir, AnnotateSettings(seed=2), workers=1, quiet=True)
     assert not pq.read_table(loom_dir / "annotations" / "annotations.parquet").equals(first)
     assert other.flags == {}  # every templated text passes its check
-    got = rows(loom_dir, "SELECT a.caption, a.vqa, r.labels FROM annotations a JOIN records r USING (id) "
-                         "WHERE r.source = 'cxr'")
+    got = rows(loom_dir, "SELECT a.caption, a.vqa, r.labels FROM annotations a JOIN records r USING (id) WHERE r.source = 'cxr'")
     for r in got:
         mc = [q for q in r["vqa"] if q["kind"] == "multiple-choice"]
         assert len(mc) == 1 and mc[0]["answer_label"] == r["labels"][0] and len(mc[0]["options"]) == 3
@@ -213,15 +251,12 @@ def test_annotate_is_deterministic_and_independent_of_workers(loom, tmp_path):
 
 def test_cli_recipe_step_show_and_training_exports(loom):
     tmp, loom_dir, recipe = loom
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(recipe), "-q", "--json"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = cli("annotate", recipe, "-q", "--json")
     report = json.loads(proc.stdout)
     assert report["captions"] == 16 and report["questions"]["grounding"] == 2
     caps = rows(loom_dir, "SELECT a.caption FROM annotations a JOIN records r USING (id) WHERE r.source = 'cxr'")
     assert any(c["caption"].startswith("Chest film: ") for c in caps)  # the recipe's template joins the built-in ones
-    shown = subprocess.run([sys.executable, "-m", "medloom.cli", "show", str(loom_dir), "seg/images/s1_png"],
-                           capture_output=True, text=True)
+    shown = cli("show", loom_dir, "seg/images/s1_png")
     ann = json.loads(shown.stdout)["annotations"]
     assert "lesion" in ann["roi_text"] and ann["roi_facts"][0]["label"] == "lesion"
     for fmt in ("medmat", "llava", "sharegpt"):
@@ -235,8 +270,10 @@ def test_cli_recipe_step_show_and_training_exports(loom):
                 with Image.open(out / image) as im:
                     im.verify()
         if fmt == "medmat":
-            assert all(set(i) == {"id", "caption", "image", "Question", "Question-choice", "Answer", "Answer-choice",
-                                  "data-no", "split"} for i in data)
+            assert all(
+                set(i) == {"id", "caption", "image", "Question", "Question-choice", "Answer", "Answer-choice", "data-no", "split"}
+                for i in data
+            )
             i = data[0]
             assert i["Question-choice"]["ABCD".index(i["Answer-choice"])] == i["Answer"]
             assert len(data) == 12  # one per multiple-choice question: the masks source has one label only
@@ -244,8 +281,7 @@ def test_cli_recipe_step_show_and_training_exports(loom):
             assert data[0]["conversations"][0]["value"].startswith("<image>\n")
             assert [t["from"] for t in data[0]["conversations"][:2]] == ["human", "gpt"]
         else:
-            assert data[0]["messages"][0]["content"].startswith("<image>") and data[0]["messages"][1]["role"] == \
-                "assistant"
+            assert data[0]["messages"][0]["content"].startswith("<image>") and data[0]["messages"][1]["role"] == "assistant"
             info = json.loads((out / "dataset_info.json").read_text())["test_train"]  # the recipe's name, the split
             assert info["formatting"] == "sharegpt" and info["columns"]["images"] == "images"
 
@@ -299,13 +335,18 @@ def test_a_structure_in_parts_is_one_and_lesions_are_counted():
     assert "one brain" in caption and CHECK.problems(caption, rec, ["brain"], object_counts(regions, instance_words(None))) == []
     # its grounding box is the union of its parts'
     grounding = [q for q in open_questions(rec, "segmentation", random.Random(0), KB) if q["kind"] == "grounding"]
-    union = [min(r["bbox"][0] for r in regions), min(r["bbox"][1] for r in regions),
-             max(r["bbox"][2] for r in regions), max(r["bbox"][3] for r in regions)]
+    union = [
+        min(r["bbox"][0] for r in regions),
+        min(r["bbox"][1] for r in regions),
+        max(r["bbox"][2] for r in regions),
+        max(r["bbox"][3] for r in regions),
+    ]
     assert len(grounding) == 1 and grounding[0]["box"] == [round(float(v), 3) for v in union]
     # the same regions labelled as a lesion kind are instances, counted one by one
     nodules = [r | {"label": "nodule"} for r in regions]
-    counted_out = describe_regions(record(rois=nodules, labels=[], width=w, height=h), grey,
-                                   modality_phrase="CT image", anatomy_phrase="of the chest")
+    counted_out = describe_regions(
+        record(rois=nodules, labels=[], width=w, height=h), grey, modality_phrase="CT image", anatomy_phrase="of the chest"
+    )
     assert [r["count"] for r in counted_out["rois"]] == [len(regions)] * len(regions)
     assert f"{counted('nodule', len(regions))}" in counted_out["text"]
     # which labels count is the recipe's choice: `instances: [brain]` counts the brain's regions
@@ -317,16 +358,19 @@ def test_a_structure_in_parts_is_one_and_lesions_are_counted():
     assert object_counts(boxes, instance_words(None)) == {"brain": len(regions)}
 
 
-@pytest.mark.parametrize("text, counts, wrong", [
-    ("An MRI image of the brain with three brains outlined.", {"brain": 1}, ["says 3 'brains' where the ROIs show 1"]),
-    ("A CT image with two small round nodules.", {"nodule": 2}, []),
-    ("A CT image with 3 nodules.", {"nodule": 2}, ["says 3 'nodules' where the ROIs show 2"]),
-    ("Several polyps are seen.", {"polyp": 1}, ["says several 'polyps' where the ROIs show 1"]),
-    ("A single nodule.", {"nodule": 4}, ["says 1 'nodule' where the ROIs show 4"]),
-    ("Nodule 1 overlaps nodule 2; one of the nodules is large.", {"nodule": 2}, []),
-    ("The brain is an oval region in 3 parts.", {"brain": 1}, []),
-    ("Two lesions, no count of nodules.", {"nodule": 1}, []),
-])
+@pytest.mark.parametrize(
+    "text, counts, wrong",
+    [
+        ("An MRI image of the brain with three brains outlined.", {"brain": 1}, ["says 3 'brains' where the ROIs show 1"]),
+        ("A CT image with two small round nodules.", {"nodule": 2}, []),
+        ("A CT image with 3 nodules.", {"nodule": 2}, ["says 3 'nodules' where the ROIs show 2"]),
+        ("Several polyps are seen.", {"polyp": 1}, ["says several 'polyps' where the ROIs show 1"]),
+        ("A single nodule.", {"nodule": 4}, ["says 1 'nodule' where the ROIs show 4"]),
+        ("Nodule 1 overlaps nodule 2; one of the nodules is large.", {"nodule": 2}, []),
+        ("The brain is an oval region in 3 parts.", {"brain": 1}, []),
+        ("Two lesions, no count of nodules.", {"nodule": 1}, []),
+    ],
+)
 def test_the_checker_rejects_count_words_that_contradict_the_rois(text, counts, wrong):
     assert CHECK.wrong_counts(text, counts) == wrong
 
@@ -343,8 +387,7 @@ def test_a_partial_annotate_keeps_every_kind_and_record_it_was_not_asked_to_redo
     cxr = next(i for i, r in full.items() if any(q["kind"] == "multiple-choice" for q in r["vqa"]))
     stem = next(q["question"] for q in full[cxr]["vqa"] if q["kind"] == "open")
     review_text(loom_dir, cxr, "question", "edited", "ann", text="What does this chest film show?", seen=stem)
-    review_text(loom_dir, seg, "roi_text", "edited", "ann", text="A reviewed lesion description.",
-                seen=full[seg]["roi_text"])
+    review_text(loom_dir, seg, "roi_text", "edited", "ann", text="A reviewed lesion description.", seen=full[seg]["roi_text"])
     reviewed = {r["id"]: r for r in pq.read_table(loom_dir / "annotations" / "annotations.parquet").to_pylist()}
 
     report = annotate(loom_dir, AnnotateSettings(captions=True, rois=False, vqa=False, seed=4), workers=1, quiet=True)
@@ -360,8 +403,9 @@ def test_a_partial_annotate_keeps_every_kind_and_record_it_was_not_asked_to_redo
     assert report.redone == ["captions"]
 
     # --vqa on one source only: the other source's rows are kept whole, this one's captions kept
-    annotate(loom_dir, AnnotateSettings(captions=False, rois=False, vqa=True, seed=9), workers=1, quiet=True,
-             where="source = 'cxr'")
+    annotate(
+        loom_dir, AnnotateSettings(captions=False, rois=False, vqa=True, seed=9), workers=1, quiet=True, where="source = 'cxr'"
+    )
     after = {r["id"]: r for r in pq.read_table(loom_dir / "annotations" / "annotations.parquet").to_pylist()}
     assert set(after) == set(full)
     assert all(after[i] == now[i] for i in after if not i.startswith("cxr/"))

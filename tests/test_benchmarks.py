@@ -12,6 +12,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {  # script: arguments at a tiny size (--data is added where the script takes it)
+    "burned_in.py": ["--every", "200"],
     "cores.py": ["--n", "40", "--workers", "1,2", "--baseline-n", "20"],
     "dedup.py": ["--small", "200", "--large", "400", "--near", "6"],
     "eval.py": ["--n", "8"],
@@ -25,7 +26,7 @@ TINY = {  # script: arguments at a tiny size (--data is added where the script t
     "train.py": ["--n", "8", "--no-cg"],  # tests/test_cg.py runs examples/cg itself
     "zeroshot.py": ["--n", "8"],
 }
-NO_DATA = {"dedup.py", "pmc.py", "publish.py"}
+NO_DATA = {"burned_in.py", "dedup.py", "pmc.py", "publish.py"}
 
 
 def test_every_benchmark_is_listed():
@@ -41,7 +42,13 @@ def test_benchmark_runs_at_a_tiny_size(script, tmp_path_factory):
         pytest.skip("pmc.py reads ../shared/fixtures/jats")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}  # as a user runs it (scikit-image
     # turns a sample that needs a download into a pytest skip when it sees pytest)
-    proc = subprocess.run([sys.executable, script, *args], cwd=BENCHMARKS, capture_output=True, text=True,
-                          env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, f"{script} {' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "x" in proc.stdout and any(ch.isdigit() for ch in proc.stdout)  # its comparison was printed

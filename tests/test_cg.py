@@ -23,14 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cg")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "cg" / "make_world.py"), str(tmp), "--per-class", "8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "cg" / "make_world.py"), str(tmp), "--per-class", "8"],
+        check=True,
+        capture_output=True,
+    )
     cli("ingest", tmp / "recipe.yaml", "-q")
     cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer")
-    first = cli("cg", "run", tmp / "loom" / "experiments", "--out", tmp / "results", "--epochs", "8", "--batch-size",
-                "32", "-q")
-    return {"tmp": tmp, "loom": tmp / "loom", "plan": tmp / "loom" / "experiments", "results": tmp / "results",
-            "first": first}
+    first = cli("cg", "run", tmp / "loom" / "experiments", "--out", tmp / "results", "--epochs", "8", "--batch-size", "32", "-q")
+    return {"tmp": tmp, "loom": tmp / "loom", "plan": tmp / "loom" / "experiments", "results": tmp / "results", "first": first}
 
 
 def test_every_mix_trains_without_the_target_and_is_evaluated_on_it(world):
@@ -39,8 +40,9 @@ def test_every_mix_trains_without_the_target_and_is_evaluated_on_it(world):
 
     loom, results = world["loom"], world["results"]
     salt = read_salt(loom)
-    target = {r["id"] for r in rows(loom, "SELECT id FROM records WHERE modality = 'CT' AND anatomy = 'brain' AND "
-                                          "task = 'cancer'")}
+    target = {
+        r["id"] for r in rows(loom, "SELECT id FROM records WHERE modality = 'CT' AND anatomy = 'brain' AND task = 'cancer'")
+    }
     experiments = sorted(p.parent for p in world["plan"].glob("*/*/manifest.json"))
     assert len(experiments) == 11
     for folder in experiments:
@@ -49,8 +51,10 @@ def test_every_mix_trains_without_the_target_and_is_evaluated_on_it(world):
         assert set(trained["record_keys"]) == {salted_id(salt, i) for i in train_ids}  # exactly its mix
         assert not train_ids & target
         for metric in ("mc", "zeroshot"):
-            evaluated = {p["record_id"] for p in pq.read_table(results / "CT_brain_cancer" / folder.name / metric /
-                                                               "predictions.parquet").to_pylist()}
+            evaluated = {
+                p["record_id"]
+                for p in pq.read_table(results / "CT_brain_cancer" / folder.name / metric / "predictions.parquet").to_pylist()
+            }
             assert evaluated == target  # the target's test records, all of them
     baseline = json.loads((results / "CT_brain_cancer" / "baseline" / "model" / "train.json").read_text())
     assert baseline["untrained"] and baseline["record_keys"] == []
@@ -64,11 +68,23 @@ def test_report_cells_and_success_marks_recomputed(world):
     results = world["results"]
     report = json.loads((results / "report" / "mc.json").read_text())
     cells = report["targets"]["CT|brain|cancer"]["runs"]
-    assert set(cells) == {"baseline", "baseline-plus", "all-related", "all-unrelated", "without-modality",
-                          "without-area", "without-task", *(f"related-{d}" for d in (
-                              "fixed-modality", "fixed-area", "fixed-task", "modality-area", "three-way"))}
-    preds = {name: {p["record_id"]: p["correct"] for p in pq.read_table(
-        results / "CT_brain_cancer" / name / "mc" / "predictions.parquet").to_pylist()} for name in cells}
+    assert set(cells) == {
+        "baseline",
+        "baseline-plus",
+        "all-related",
+        "all-unrelated",
+        "without-modality",
+        "without-area",
+        "without-task",
+        *(f"related-{d}" for d in ("fixed-modality", "fixed-area", "fixed-task", "modality-area", "three-way")),
+    }
+    preds = {
+        name: {
+            p["record_id"]: p["correct"]
+            for p in pq.read_table(results / "CT_brain_cancer" / name / "mc" / "predictions.parquet").to_pylist()
+        }
+        for name in cells
+    }
     plus = preds["baseline-plus"]
     for name, cell in cells.items():
         right = sum(preds[name].values())
@@ -78,8 +94,10 @@ def test_report_cells_and_success_marks_recomputed(world):
             assert "vs_baseline-plus" not in cell
             continue
         both = [(plus[i], preds[name][i]) for i in sorted(plus)]
-        table = [[sum(a and b for a, b in both), sum(a and not b for a, b in both)],
-                 [sum(b and not a for a, b in both), sum(not a and not b for a, b in both)]]
+        table = [
+            [sum(a and b for a, b in both), sum(a and not b for a, b in both)],
+            [sum(b and not a for a, b in both), sum(not a and not b for a, b in both)],
+        ]
         p = mcnemar(table, exact=True).pvalue
         test = cell["vs_baseline-plus"]
         assert test["mcnemar_exact_p"] == pytest.approx(p)
@@ -93,22 +111,38 @@ def test_report_cells_and_success_marks_recomputed(world):
 def test_a_second_run_redoes_nothing_and_report_takes_named_runs(world, tmp_path):
     results = world["results"]
     stamp = (results / "CT_brain_cancer" / "all-related" / "model" / "projection.npz").stat().st_mtime_ns
-    again = json.loads(cli("cg", "run", world["plan"], "--out", results, "--epochs", "8", "--batch-size", "32",
-                           "--json", "-q").stdout)
+    again = json.loads(
+        cli("cg", "run", world["plan"], "--out", results, "--epochs", "8", "--batch-size", "32", "--json", "-q").stdout
+    )
     assert again["trained"] == 0 and again["reused"] == 12
     assert (results / "CT_brain_cancer" / "all-related" / "model" / "projection.npz").stat().st_mtime_ns == stamp
     base = results / "CT_brain_cancer"
-    named = json.loads(cli("cg", "report", world["plan"], "--runs", f"baseline={base / 'baseline' / 'mc'}",
-                           "--runs", f"baseline-plus={base / 'baseline-plus' / 'mc'}",
-                           "--runs", f"CT_brain_cancer/related-fixed-task={base / 'related-fixed-task' / 'mc'}",
-                           "--out", tmp_path / "rep", "--json").stdout)
+    named = json.loads(
+        cli(
+            "cg",
+            "report",
+            world["plan"],
+            "--runs",
+            f"baseline={base / 'baseline' / 'mc'}",
+            "--runs",
+            f"baseline-plus={base / 'baseline-plus' / 'mc'}",
+            "--runs",
+            f"CT_brain_cancer/related-fixed-task={base / 'related-fixed-task' / 'mc'}",
+            "--out",
+            tmp_path / "rep",
+            "--json",
+        ).stdout
+    )
     full = json.loads((results / "report" / "mc.json").read_text())["targets"]["CT|brain|cancer"]["runs"]
     got = named["targets"]["CT|brain|cancer"]["runs"]
     assert set(got) == {"baseline", "baseline-plus", "related-fixed-task"}
     for name in got:
         assert {k: v for k, v in got[name].items() if k != "run"} == {k: v for k, v in full[name].items() if k != "run"}
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir() if not p.name.startswith(".")) == \
-        ["report.json", "report.md", "report.png"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir() if not p.name.startswith(".")) == [
+        "report.json",
+        "report.md",
+        "report.png",
+    ]
     # zero-shot runs report too
     zs = json.loads(cli("cg", "report", world["plan"], "--results", results, "--metric", "zeroshot", "--json").stdout)
     assert zs["targets"]["CT|brain|cancer"]["runs"]["baseline"]["n"] == 16
@@ -132,12 +166,25 @@ def test_bad_input_is_a_clear_error(world, tmp_path):
 
 def test_train_clip_takes_an_experiment_by_name(world, tmp_path):
     target = world["plan"] / "CT_brain_cancer"
-    proc = cli("train", "clip", world["loom"], "--out", tmp_path / "m", "--experiment", target, "--mix", "nope",
-               check=False)
+    proc = cli("train", "clip", world["loom"], "--out", tmp_path / "m", "--experiment", target, "--mix", "nope", check=False)
     assert proc.returncode == 2 and "related-fixed-task" in proc.stderr and "baseline-plus" in proc.stderr
-    report = json.loads(cli("train", "clip", world["loom"], "--out", tmp_path / "m", "--experiment", target, "--mix",
-                            "related-fixed-task", "--epochs", "1", "--json", "-q").stdout)
+    report = json.loads(
+        cli(
+            "train",
+            "clip",
+            world["loom"],
+            "--out",
+            tmp_path / "m",
+            "--experiment",
+            target,
+            "--mix",
+            "related-fixed-task",
+            "--epochs",
+            "1",
+            "--json",
+            "-q",
+        ).stdout
+    )
     assert report["records"] == len((target / "related-fixed-task" / "train.txt").read_text().split())
-    proc = cli("train", "clip", world["loom"], "--out", tmp_path / "o", "--image-tower", "open_clip:ckpt.bin",
-               check=False)
+    proc = cli("train", "clip", world["loom"], "--out", tmp_path / "o", "--image-tower", "open_clip:ckpt.bin", check=False)
     assert proc.returncode == 2 and "examples/train/open_clip.sh" in proc.stderr

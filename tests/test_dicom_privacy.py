@@ -24,11 +24,26 @@ TEXT_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split(
 # what pydicom needs to decode the pixels: a marker there leaves no image to export (ingest quarantines the file)
 DECODING = {"PhotometricInterpretation", "NumberOfFrames", "TransferSyntaxUID"}
 # one attribute of every text VR the files may lack, and the free-text ones the export used to keep
-ADDED = {"PatientAge": "040Y", "RetrieveAETitle": "AE", "ImageComments": "x", "InstitutionAddress": "x",
-         "TextValue": "x", "PixelDataProviderURL": "x", "StrainAdditionalInformation": "x", "RescaleType": "HU",
-         "ConvolutionKernel": "B30f", "StackID": "1", "ImagedNucleus": "1H", "LUTExplanation": "x",
-         "WindowCenterWidthExplanation": "x", "AcquisitionDateTime": "20200101120000", "StudyTime": "120000",
-         "BurnedInAnnotation": "NO", "BodyPartExamined": "CHEST", "ScanOptions": "HELICAL MODE"}
+ADDED = {
+    "PatientAge": "040Y",
+    "RetrieveAETitle": "AE",
+    "ImageComments": "x",
+    "InstitutionAddress": "x",
+    "TextValue": "x",
+    "PixelDataProviderURL": "x",
+    "StrainAdditionalInformation": "x",
+    "RescaleType": "HU",
+    "ConvolutionKernel": "B30f",
+    "StackID": "1",
+    "ImagedNucleus": "1H",
+    "LUTExplanation": "x",
+    "WindowCenterWidthExplanation": "x",
+    "AcquisitionDateTime": "20200101120000",
+    "StudyTime": "120000",
+    "BurnedInAnnotation": "NO",
+    "BodyPartExamined": "CHEST",
+    "ScanOptions": "HELICAL MODE",
+}
 
 
 def _plant(ds, planted: list[str], where: str = "") -> None:
@@ -76,18 +91,29 @@ def test_no_marker_planted_in_any_text_attribute_reaches_a_dicom_copy(tmp_path):
         _planted_copy(name, data, planted)
     assert len(planted) > 500 and all(MARKER in p.read_bytes() for p in data.iterdir())
     kinds = {p.split(".")[-1] for p in planted}
-    assert {"RescaleType", "ConvolutionKernel", "StackID", "LUTExplanation", "SOPClassUID", "StudyTime",
-            "FrameAcquisitionDateTime", "ImplementationVersionName"} <= kinds
+    assert {
+        "RescaleType",
+        "ConvolutionKernel",
+        "StackID",
+        "LUTExplanation",
+        "SOPClassUID",
+        "StudyTime",
+        "FrameAcquisitionDateTime",
+        "ImplementationVersionName",
+    } <= kinds
     recipe = write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(data), task="disease")])
     ingest = cli("ingest", recipe, "-q")
-    proc = cli("export", tmp_path / "loom", "--format", "dicom", "--out", tmp_path / "d", "--burned-in", "flag",
-               "--json")
+    proc = cli("export", tmp_path / "loom", "--format", "dicom", "--out", tmp_path / "d", "--burned-in", "flag", "--json")
     report = json.loads(proc.stdout)
     assert report["files"] == len(REAL), report  # every planted file is exported, the ultrasounds flagged
     assert len(report["flagged_burned_in"]) == 2
     assert not report["failed"]
-    leaks = [(str(p), planted[int(number)] if number.isdigit() else number.decode())
-             for p in (tmp_path / "d").rglob("*") if p.is_file() for number in _markers(p.read_bytes())]
+    leaks = [
+        (str(p), planted[int(number)] if number.isdigit() else number.decode())
+        for p in (tmp_path / "d").rglob("*")
+        if p.is_file()
+        for number in _markers(p.read_bytes())
+    ]
     assert not leaks, leaks  # (file, attribute) of every marker found in an exported byte
     for text in (proc.stdout, proc.stderr, ingest.stdout, ingest.stderr):  # nor on the console (pydicom's warnings)
         assert MARKER.decode() not in text
@@ -101,7 +127,7 @@ def _markers(data: bytes) -> list[bytes]:
     """The number after every marker in `data`."""
     found, at = [], data.find(MARKER)
     while at >= 0:
-        found.append(data[at + len(MARKER):at + len(MARKER) + 4])
+        found.append(data[at + len(MARKER) : at + len(MARKER) + 4])
         at = data.find(MARKER, at + 1)
     return found
 
@@ -113,8 +139,9 @@ def test_kept_text_attributes_hold_only_vocabulary_numbers_dates_and_uids():
     frame = ds.PerFrameFunctionalGroupsSequence[0]
     frame.FrameContentSequence[0].StackID = "STACK OF DOE"
     frame.PixelValueTransformationSequence = Sequence([Dataset()])
-    frame.PixelValueTransformationSequence[0].update({"RescaleType": "HU", "RescaleSlope": "1", "RescaleIntercept":
-                                                      "-1024", "LUTExplanation": "DOE"})
+    frame.PixelValueTransformationSequence[0].update(
+        {"RescaleType": "HU", "RescaleSlope": "1", "RescaleIntercept": "-1024", "LUTExplanation": "DOE"}
+    )
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "DR DOE"]
     ds.BodyPartExamined, ds.ConvolutionKernel, ds.AcquisitionDateTime = "HEAD", "B30f", "20200102030405.5+0100"
     ds.ContentTime, ds.SeriesTime, ds.PatientOrientation = "101010", "DOE", ["L", "DOE"]
@@ -188,8 +215,7 @@ def test_burned_in_text_in_colour_grey_centre_or_another_frame_is_found(tmp_path
     from medloom.export.dicom import export_dicom
 
     _texted_files(tmp_path / "data")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(tmp_path / "data"),
-                                                      task="disease")]))
+    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(tmp_path / "data"), task="disease")]))
     report = export_dicom(loom, tmp_path / "d", quiet=True)
     file_of = {r["id"]: r["uri"].replace(".", "_") for r in rows(loom, "SELECT id, uri FROM records")}  # ids are
     # pseudonyms: the catalog's uri names the file
@@ -219,8 +245,17 @@ def test_burned_in_ocr_needs_tesseract_and_says_how_to_get_it(tmp_path):
     _texted_files(tmp_path / "data")
     run_ingest(write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(tmp_path / "data"), task="disease")]))
     (tmp_path / "bin").mkdir()
-    proc = cli("export", tmp_path / "loom", "--format", "dicom", "--out", tmp_path / "d", "--burned-in-ocr",
-               env={"PATH": str(tmp_path / "bin")}, check=False)
+    proc = cli(
+        "export",
+        tmp_path / "loom",
+        "--format",
+        "dicom",
+        "--out",
+        tmp_path / "d",
+        "--burned-in-ocr",
+        env={"PATH": str(tmp_path / "bin")},
+        check=False,
+    )
     assert proc.returncode == 2 and "tesseract" in proc.stderr and "apt-get install tesseract-ocr" in proc.stderr
     assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.dcm"))
 

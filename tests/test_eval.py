@@ -21,9 +21,17 @@ from medloom.evaluate.stats import cluster_bootstrap, mcnemar_exact, wilson
 
 LETTERS = "ABCDEFGHIJ"
 # (form, the rule that must read it); {L} the chosen letter, {T} its option's text
-FORMS = [("{L}", "letter"), ("({L})", "letter"), ("{L}: {T}", "letter-text"), ("The answer is {L}.", "answer-is"),
-         ("I think ({L}) fits", "parenthesised"), ("{T}", "option-text"), ("It shows {T}.", "option-text"),
-         ("I cannot tell from this image.", "invalid"), ("{L} or {M}", "invalid")]
+FORMS = [
+    ("{L}", "letter"),
+    ("({L})", "letter"),
+    ("{L}: {T}", "letter-text"),
+    ("The answer is {L}.", "answer-is"),
+    ("I think ({L}) fits", "parenthesised"),
+    ("{T}", "option-text"),
+    ("It shows {T}.", "option-text"),
+    ("I cannot tell from this image.", "invalid"),
+    ("{L} or {M}", "invalid"),
+]
 
 
 def question_of(prompt: str) -> tuple[list[str], int]:
@@ -75,8 +83,10 @@ class Server:
                 if down:
                     data, code = b'{"error": "overloaded"}', 500
                 else:
-                    data, code = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                                       "content": outer.answer(text)}}]}).encode(), 200
+                    data, code = (
+                        json.dumps({"choices": [{"message": {"role": "assistant", "content": outer.answer(text)}}]}).encode(),
+                        200,
+                    )
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -86,7 +96,7 @@ class Server:
                     return
                 try:
                     for i in range(len(data)):
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
                         with outer.lock:
                             outer.sent += 1
@@ -113,25 +123,51 @@ def server():
 def loom(tmp_path_factory) -> Path:
     """BCCD's white-cell classes (5 classes, real microscopy images), annotated, split by record."""
     tmp = tmp_path_factory.mktemp("eval")
-    recipe = write_recipe(tmp, [dict(name="cells", reader="imagefolder",
-                                     path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
-                                     modality="microscopy", anatomy="blood", task="cell type")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="cells",
+                reader="imagefolder",
+                path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
+                modality="microscopy",
+                anatomy="blood",
+                task="cell type",
+            )
+        ],
+    )
     cli("ingest", recipe, "-q")
     cli("annotate", tmp / "loom", "-q")
     cli("split", tmp / "loom", "--by", "record", "--val", "0.2", "--test", "0.5", "--seed", "2", "--json")
     return tmp / "loom"
 
 
-@pytest.mark.parametrize("answer, letter, rule", [
-    ("B", "B", "letter"), ("b.", "B", "letter"), ("(C)", "C", "letter"), ("**D**", "D", "letter"),
-    ("B: effusion", "B", "letter-text"), ("C) Cyst.", "C", "letter-text"), ("A: cyst", "", "invalid"),
-    ("The answer is (B).", "B", "answer-is"), ("Answer: c", "C", "answer-is"), ("Option D", "D", "answer-is"),
-    ("I think (C) fits best", "C", "parenthesised"), ("cyst", "C", "option-text"),
-    ("It shows a cyst.", "C", "option-text"), ("pleural effusion", "A", "option-text"),
-    ("It shows an effusion", "B", "option-text"), ("A cyst is seen", "C", "option-text"),
-    ("B or C", "", "invalid"), ("I cannot tell", "", "invalid"), ("", "", "invalid"), ("E", "", "invalid"),
-    ("(A) or (B)", "", "invalid"),
-])
+@pytest.mark.parametrize(
+    "answer, letter, rule",
+    [
+        ("B", "B", "letter"),
+        ("b.", "B", "letter"),
+        ("(C)", "C", "letter"),
+        ("**D**", "D", "letter"),
+        ("B: effusion", "B", "letter-text"),
+        ("C) Cyst.", "C", "letter-text"),
+        ("A: cyst", "", "invalid"),
+        ("The answer is (B).", "B", "answer-is"),
+        ("Answer: c", "C", "answer-is"),
+        ("Option D", "D", "answer-is"),
+        ("I think (C) fits best", "C", "parenthesised"),
+        ("cyst", "C", "option-text"),
+        ("It shows a cyst.", "C", "option-text"),
+        ("pleural effusion", "A", "option-text"),
+        ("It shows an effusion", "B", "option-text"),
+        ("A cyst is seen", "C", "option-text"),
+        ("B or C", "", "invalid"),
+        ("I cannot tell", "", "invalid"),
+        ("", "", "invalid"),
+        ("E", "", "invalid"),
+        ("(A) or (B)", "", "invalid"),
+    ],
+)
 def test_answer_parsing_cascade(answer, letter, rule):
     assert parse_answer(answer, ["pleural effusion", "effusion", "cyst", "normal findings"]) == (letter, rule)
 
@@ -209,8 +245,18 @@ def test_a_judge_maps_invalid_answers_and_every_call_is_logged(loom, server, tmp
     judge = Server(judge_reply)
     try:
         run = tmp_path / "run"
-        args = ["eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "--judge",
-                f"openai:{judge.url}#judge", "-q"]
+        args = [
+            "eval",
+            "vqa",
+            loom,
+            "--model",
+            f"openai:{server.url}#m",
+            "--out",
+            run,
+            "--judge",
+            f"openai:{judge.url}#judge",
+            "-q",
+        ]
         proc = cli(*args)
         assert "invalid answers mapped" in proc.stdout
         preds = pq.read_table(run / "predictions.parquet").to_pylist()
@@ -233,8 +279,18 @@ def test_a_judge_maps_invalid_answers_and_every_call_is_logged(loom, server, tmp
         before = len(judge.log)
         cli(*args)  # again: the judge's answers come from its cache
         assert len(judge.log) == before
-        proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "x", "--judge",
-                   "medloom:/nowhere", check=False)
+        proc = cli(
+            "eval",
+            "vqa",
+            loom,
+            "--model",
+            f"openai:{server.url}#m",
+            "--out",
+            tmp_path / "x",
+            "--judge",
+            "medloom:/nowhere",
+            check=False,
+        )
         assert proc.returncode == 2 and "the judge is a chat model" in proc.stderr
     finally:
         judge.close()
@@ -243,8 +299,23 @@ def test_a_judge_maps_invalid_answers_and_every_call_is_logged(loom, server, tmp
 def test_an_outage_stops_the_run_keeps_answers_and_resumes(loom, server, tmp_path):
     run = tmp_path / "run"
     server.down_after = 2
-    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "--retries", "0",
-               "--max-failures", "3", "--concurrency", "1", "-q", check=False)
+    proc = cli(
+        "eval",
+        "vqa",
+        loom,
+        "--model",
+        f"openai:{server.url}#m",
+        "--out",
+        run,
+        "--retries",
+        "0",
+        "--max-failures",
+        "3",
+        "--concurrency",
+        "1",
+        "-q",
+        check=False,
+    )
     assert proc.returncode == 1 and "run the same command again" in proc.stderr and "HTTP 500" in proc.stderr
     results = json.loads((run / "results.json").read_text())
     assert not results["complete"] and results["answered"] == 2 and results["failed"] == 3
@@ -261,8 +332,25 @@ def test_timeout_is_a_deadline_per_answer_even_when_the_server_trickles(loom, se
     when an answer's --timeout is up, retries included: each question is asked once, never answered."""
     server.trickle = 0.05  # a reply of ~80 bytes would take 4 s
     run = tmp_path / "run"
-    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "--timeout", "1",
-               "--retries", "3", "--max-failures", "2", "--concurrency", "1", "-q", check=False)
+    proc = cli(
+        "eval",
+        "vqa",
+        loom,
+        "--model",
+        f"openai:{server.url}#m",
+        "--out",
+        run,
+        "--timeout",
+        "1",
+        "--retries",
+        "3",
+        "--max-failures",
+        "2",
+        "--concurrency",
+        "1",
+        "-q",
+        check=False,
+    )
     assert proc.returncode == 1 and "no complete reply within 1 s" in proc.stderr, proc.stderr
     results = json.loads((run / "results.json").read_text())
     assert results["answered"] == 0 and results["failed"] == 2
@@ -274,16 +362,16 @@ def test_timeout_is_a_deadline_per_answer_even_when_the_server_trickles(loom, se
 def test_bad_input_is_a_clear_error(loom, server, tmp_path):
     proc = cli("eval", "vqa", loom, "--model", "gpt4", "--out", tmp_path / "a", check=False)
     assert proc.returncode == 2 and "openai:http://HOST:PORT/v1#MODEL" in proc.stderr
-    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "b", "--where", "false",
-               check=False)
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "b", "--where", "false", check=False)
     assert proc.returncode == 2 and "no multiple-choice question" in proc.stderr
     other = tmp_path / "plan"
     other.mkdir()
     (other / "manifest.json").write_text("{}")
     (other / "train.txt").write_text("x/a\n")
     (other / "test.txt").write_text("elsewhere/b_png\n")
-    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "c", "--experiment",
-               other, check=False)
+    proc = cli(
+        "eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "c", "--experiment", other, check=False
+    )
     assert proc.returncode == 2 and "another loom" in proc.stderr
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "mine.txt").write_text("a user's file")

@@ -29,12 +29,21 @@ def bpe(words: list[str], special: list[str]):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([" ".join(words)] * 5, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        [" ".join(words)] * 5,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
     extra = {"extra_special_tokens": {"image_token": "<image>"}} if "<image>" in special else {}
-    return tok, PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", model_max_length=512, **extra)
+    return tok, PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=512,
+        **extra,
+    )
 
 
 def build_clip(folder: Path) -> None:
@@ -42,15 +51,26 @@ def build_clip(folder: Path) -> None:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    tok, tokenizer = bpe(f"a microscopy image of blood showing {' '.join(CLASSES)}.".split(),
-                         ["<unk>", "<s>", "</s>", "<pad>"])
+    tok, tokenizer = bpe(f"a microscopy image of blood showing {' '.join(CLASSES)}.".split(), ["<unk>", "<s>", "</s>", "<pad>"])
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = CLIPConfig(text_config=dict(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=37,
-                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
-                                         bos_token_id=1, eos_token_id=2, pad_token_id=3),
-                        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                                           num_hidden_layers=1, num_attention_heads=2), projection_dim=16)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=3,
+        ),
+        vision_config=dict(
+            image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2
+        ),
+        projection_dim=16,
+    )
     CLIPModel(config).save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
 
@@ -78,8 +98,19 @@ def setup(tmp_path_factory):
         (tmp / "data" / kind).mkdir(parents=True)
         for i in range(6):
             draw(kind, rng).save(tmp / "data" / kind / f"{kind}{i}.png")
-    recipe = write_recipe(tmp, [dict(name="shapes", reader="imagefolder", path=str(tmp / "data"),
-                                     modality="microscopy", anatomy="blood", task="cell type")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="shapes",
+                reader="imagefolder",
+                path=str(tmp / "data"),
+                modality="microscopy",
+                anatomy="blood",
+                task="cell type",
+            )
+        ],
+    )
     cli("ingest", recipe, "-q")
     cli("split", tmp / "loom", "--by", "record", "--test", "0.5", "--val", "0", "--seed", "1", "--json")
     build_clip(tmp / "clip")
@@ -102,12 +133,25 @@ def forward(folder: Path, images: list[Image.Image], texts: list[str]) -> np.nda
 
 def test_zeroshot_scores_are_the_models_logits(setup, tmp_path):
     run = tmp_path / "zs"
-    cli("eval", "zeroshot", setup["loom"], "--model", f"hf-clip:{setup['clip']}", "--out", run, "--templates",
-        setup["tmp"] / "t.txt", "-q")
+    cli(
+        "eval",
+        "zeroshot",
+        setup["loom"],
+        "--model",
+        f"hf-clip:{setup['clip']}",
+        "--out",
+        run,
+        "--templates",
+        setup["tmp"] / "t.txt",
+        "-q",
+    )
     preds = sorted(pq.read_table(run / "predictions.parquet").to_pylist(), key=lambda p: p["record_id"])
     classes = sorted(CLASSES)
-    logits = forward(setup["clip"], [Image.open(setup["files"][p["record_id"]]).convert("RGB") for p in preds],
-                     [f"a microscopy image of blood showing {c}." for c in classes])
+    logits = forward(
+        setup["clip"],
+        [Image.open(setup["files"][p["record_id"]]).convert("RGB") for p in preds],
+        [f"a microscopy image of blood showing {c}." for c in classes],
+    )
     assert len(preds) == 9
     for p, row in zip(preds, logits):
         assert np.allclose(p["scores"], row, atol=1e-3)
@@ -134,25 +178,27 @@ def test_multiple_choice_and_retrieval_with_an_hf_clip_model(setup, tmp_path):
         texts = [t.format(c=o) for o in p["options"] for t in prompts]
         with torch.inference_mode():
             text = model.get_text_features(**tokenizer(texts, padding=True, return_tensors="pt"))
-            image = model.get_image_features(**processor(images=[Image.open(setup["files"][p["record_id"]])
-                                                                 .convert("RGB")], return_tensors="pt"))
+            image = model.get_image_features(
+                **processor(images=[Image.open(setup["files"][p["record_id"]]).convert("RGB")], return_tensors="pt")
+            )
         text = unit(getattr(text, "pooler_output", text).numpy())
         image = unit(getattr(image, "pooler_output", image).numpy()[0])
         options = unit(text.reshape(len(p["options"]), len(prompts), -1).mean(1))  # each option: its prompts' mean
         assert np.allclose(p["scores"], options @ image, atol=1e-4)
         assert p["parsed"] == "ABCD"[int(np.argmax(options @ image))]
-    ret = json.loads(cli("eval", "retrieval", setup["loom"], "--model", f"hf-clip:{setup['clip']}", "--out",
-                         tmp_path / "ret", "--json", "-q").stdout)
+    ret = json.loads(
+        cli(
+            "eval", "retrieval", setup["loom"], "--model", f"hf-clip:{setup['clip']}", "--out", tmp_path / "ret", "--json", "-q"
+        ).stdout
+    )
     assert ret["images"] == 9 and 0 <= ret["image_to_text"]["R@1"] <= 1
 
 
 def test_an_hf_folder_that_is_not_a_clip_model_is_a_clear_error(setup, tmp_path):
-    proc = cli("eval", "zeroshot", setup["loom"], "--model", f"hf-clip:{tmp_path}", "--out", tmp_path / "r",
-               check=False)
+    proc = cli("eval", "zeroshot", setup["loom"], "--model", f"hf-clip:{tmp_path}", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "no config.json" in proc.stderr
     (tmp_path / "config.json").write_text("{}")
-    proc = cli("eval", "zeroshot", setup["loom"], "--model", f"hf-clip:{tmp_path}", "--out", tmp_path / "r",
-               check=False)
+    proc = cli("eval", "zeroshot", setup["loom"], "--model", f"hf-clip:{tmp_path}", "--out", tmp_path / "r", check=False)
     assert proc.returncode == 2 and "does not load as a CLIP-style model" in proc.stderr
 
 
@@ -168,22 +214,43 @@ def build_llava(folder: Path) -> None:
         LlavaProcessor,
     )
 
-    tok, tokenizer = bpe("A B C D answer option letter the is disc square cross showing".split(),
-                         ["<unk>", "<s>", "</s>", "<pad>", "<image>"])
-    template = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
-                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
-                "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                   tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", chat_template=template,
-                   image_token="<image>", num_additional_image_tokens=1).save_pretrained(folder)
+    tok, tokenizer = bpe(
+        "A B C D answer option letter the is disc square cross showing".split(), ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    )
+    template = (
+        "{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+    LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        chat_template=template,
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    ).save_pretrained(folder)
     torch.manual_seed(0)
-    config = LlavaConfig(vision_config=CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                                                        num_hidden_layers=1, num_attention_heads=2),
-                         text_config=LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=37,
-                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                                 max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-                                                 pad_token_id=3),
-                         image_token_index=tok.token_to_id("<image>"), vision_feature_layer=-1)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2
+        ),
+        text_config=LlamaConfig(
+            vocab_size=tok.get_vocab_size(),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=3,
+        ),
+        image_token_index=tok.token_to_id("<image>"),
+        vision_feature_layer=-1,
+    )
     LlavaForConditionalGeneration(config).save_pretrained(folder)
 
 
@@ -206,14 +273,15 @@ def test_a_local_vision_language_model_answers_and_is_cached(setup, tmp_path):
         inputs = processor(text=[processor.apply_chat_template(chat, add_generation_prompt=True)], return_tensors="pt")
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
-        assert p["raw"] == processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        assert p["raw"] == processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         assert (p["parsed"], p["rule"]) == parse_answer(p["raw"], p["options"])
         assert p["model"] == f"hf:{folder}"
     again = json.loads(cli(*args[:-1], "--json").stdout)
     assert again["llm"]["cached"] == 9 and again["llm"]["requests"] == 0  # nothing generated twice
     # with the images (rendered JPEGs through the processor's image path)
-    with_images = json.loads(cli("eval", "vqa", setup["loom"], "--model", f"hf:{folder}", "--out", tmp_path / "img",
-                                 "--json").stdout)
+    with_images = json.loads(
+        cli("eval", "vqa", setup["loom"], "--model", f"hf:{folder}", "--out", tmp_path / "img", "--json").stdout
+    )
     assert with_images["complete"] and with_images["llm"]["answered"] == 9
     proc = cli("eval", "vqa", setup["loom"], "--model", f"hf:{tmp_path}", "--out", tmp_path / "bad", check=False)
     assert proc.returncode == 2 and "no config.json" in proc.stderr

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -17,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import kill_when, make_image, rows, run_ingest, write_recipe
+from conftest import cli, kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.export import ExportError, ExportOptions, balanced_ends, export, hf_features, read_export_manifest
@@ -31,13 +30,17 @@ def build_mixed(root: Path) -> Path:
     data = root / "data"
     for i in range(18):
         split = ("train", "val", "test")[i % 3]
-        make_image(data / "cxr" / split / ("normal", "effusion")[i % 2] / f"c{i:03d}.png", size=(60, 40), seed=i,
-                   mode="L" if i % 4 == 0 else "RGB")
+        make_image(
+            data / "cxr" / split / ("normal", "effusion")[i % 2] / f"c{i:03d}.png",
+            size=(60, 40),
+            seed=i,
+            mode="L" if i % 4 == 0 else "RGB",
+        )
     (data / "seg" / "masks").mkdir(parents=True)
     for i in range(4):
         make_image(data / "seg" / "images" / f"s{i}.png", size=(48, 48), seed=100 + i)
         mask = np.zeros((48, 48), np.uint8)
-        mask[5 + i:20 + i, 8:30] = 255
+        mask[5 + i : 20 + i, 8:30] = 255
         if i % 2:
             mask[30:40, 30:44] = 255
         Image.fromarray(mask).save(data / "seg" / "masks" / f"s{i}.png")
@@ -52,17 +55,44 @@ def build_mixed(root: Path) -> Path:
     vol = (np.arange(20 * 24 * 6, dtype=np.float32).reshape(20, 24, 6) % 97) * 10
     (data / "nifti").mkdir()
     nib.save(nib.Nifti1Image(vol, np.diag([2.0, 2.0, 3.0, 1.0])), data / "nifti" / "v.nii.gz")
-    return write_recipe(root, [
-        dict(name="cxr", reader="imagefolder", path=str(data / "cxr"), modality="CXR", anatomy="chest",
-             task="disease", license="CC BY 4.0"),
-        dict(name="seg", reader="masks", path=str(data / "seg"), modality="dermoscopy", anatomy="skin",
-             task="lesion segmentation", mask_label="lesion", license="CC BY-NC 4.0"),
-        dict(name="reports", reader="csv", path=str(data / "reports"), csv="labels.csv", image_column="file",
-             label_column="finding", caption_column="report", modality="CT", anatomy="lung", task="cancer"),
-        dict(name="dcm", reader="dicom", path=str(data / "dicom"), task="disease"),
-        dict(name="vol", reader="nifti", path=str(data / "nifti"), modality="MRI", anatomy="brain", task="disease",
-             stride=2),
-    ])
+    return write_recipe(
+        root,
+        [
+            dict(
+                name="cxr",
+                reader="imagefolder",
+                path=str(data / "cxr"),
+                modality="CXR",
+                anatomy="chest",
+                task="disease",
+                license="CC BY 4.0",
+            ),
+            dict(
+                name="seg",
+                reader="masks",
+                path=str(data / "seg"),
+                modality="dermoscopy",
+                anatomy="skin",
+                task="lesion segmentation",
+                mask_label="lesion",
+                license="CC BY-NC 4.0",
+            ),
+            dict(
+                name="reports",
+                reader="csv",
+                path=str(data / "reports"),
+                csv="labels.csv",
+                image_column="file",
+                label_column="finding",
+                caption_column="report",
+                modality="CT",
+                anatomy="lung",
+                task="cancer",
+            ),
+            dict(name="dcm", reader="dicom", path=str(data / "dicom"), task="disease"),
+            dict(name="vol", reader="nifti", path=str(data / "nifti"), modality="MRI", anatomy="brain", task="disease", stride=2),
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +138,18 @@ def test_webdataset_export_reads_back_with_webdataset_and_hf(mixed, tmp_path):
             seen[sample["__key__"]] = split
     assert set(seen) == set(records)
     for split in ("train", "val", "test"):  # one split at a time: types inferred from its first samples
-        loaded = datasets.load_dataset("webdataset", data_files={split: shards(out, split)}, split=split,
-                                       cache_dir=str(tmp_path / "hf" / split))
+        loaded = datasets.load_dataset(
+            "webdataset", data_files={split: shards(out, split)}, split=split, cache_dir=str(tmp_path / "hf" / split)
+        )
         assert sorted(loaded["__key__"]) == sorted(k for k, s in seen.items() if s == split)
         assert [len(e["json"]["rois"]) for e in loaded] == [len(records[k]["rois"]) for k in loaded["__key__"]]
     # all splits at once: datasets guesses types from one split only, so the export declares them
-    loaded = datasets.load_dataset("webdataset", data_files={s: shards(out, s) for s in ("train", "val", "test")},
-                                   features=hf_features(out), cache_dir=str(tmp_path / "hf" / "all"))
+    loaded = datasets.load_dataset(
+        "webdataset",
+        data_files={s: shards(out, s) for s in ("train", "val", "test")},
+        features=hf_features(out),
+        cache_dir=str(tmp_path / "hf" / "all"),
+    )
     assert {e["__key__"] for s in loaded for e in loaded[s]} == set(records)
     example = next(e for e in loaded["train"] if e["json"]["rois"])
     assert example["jpg"].size[0] <= 32 and example["json"]["rois"][0]["rle"]
@@ -126,8 +161,11 @@ def write_voc(folder: Path, boxes: dict[str, list[tuple]], split: str) -> None:
     (folder / "Annotations").mkdir(parents=True)
     for i, (name, objects) in enumerate(boxes.items()):
         make_image(folder / "JPEGImages" / f"{name}.jpg", size=(64, 48), seed=i, fmt="JPEG")
-        xml = "".join(f"<object><name>{label}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-                      f"<ymax>{d}</ymax></bndbox></object>" for label, a, b, c, d in objects)
+        xml = "".join(
+            f"<object><name>{label}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+            f"<ymax>{d}</ymax></bndbox></object>"
+            for label, a, b, c, d in objects
+        )
         (folder / "Annotations" / f"{name}.xml").write_text(f"<annotation><filename>{name}.jpg</filename>{xml}</annotation>")
     (folder / "ImageSets" / "Main").mkdir(parents=True)
     (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(boxes) + "\n")
@@ -145,15 +183,32 @@ def test_one_split_loads_when_its_first_samples_have_no_grounding_box(tmp_path):
     # the export's order is by md5(source/uri): the one image with a grounding question (its label unique in the
     # image) comes last, behind eight whose two boxes share a label (no grounding question)
     last = max(names, key=lambda n: hashlib.md5(f"cells/JPEGImages/{n}.jpg".encode()).hexdigest())
-    write_voc(tmp_path / "voc", {n: [("rbc", 2, 2, 20, 20), ("rbc", 30, 10, 50, 40)] + ([("wbc", 22, 5, 40, 30)]
-                                     if n == last else []) for n in names}, "val")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="cells", reader="voc", path=str(tmp_path / "voc"),
-                                                      modality="microscopy", anatomy="blood", task="cell detection")]))
+    write_voc(
+        tmp_path / "voc",
+        {n: [("rbc", 2, 2, 20, 20), ("rbc", 30, 10, 50, 40)] + ([("wbc", 22, 5, 40, 30)] if n == last else []) for n in names},
+        "val",
+    )
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="cells",
+                    reader="voc",
+                    path=str(tmp_path / "voc"),
+                    modality="microscopy",
+                    anatomy="blood",
+                    task="cell detection",
+                )
+            ],
+        )
+    )
     annotate(loom, AnnotateSettings(seed=1), workers=1, quiet=True)
     out = tmp_path / "wds"
     export(loom, out, ExportOptions(), workers=1, quiet=True)
-    loaded = datasets.load_dataset("webdataset", data_files={"val": shards(out, "val")}, split="val",
-                                   cache_dir=str(tmp_path / "hf"))
+    loaded = datasets.load_dataset(
+        "webdataset", data_files={"val": shards(out, "val")}, split="val", cache_dir=str(tmp_path / "hf")
+    )
     boxes = [[q["box"] for q in e["json"]["annotation"]["questions"] if q["box"]] for e in loaded]
     assert len(loaded) == 9 and sum(map(len, boxes)) == 1 and any(boxes[:5])
     assert boxes[[e["__key__"] for e in loaded].index(f"cells/JPEGImages/{last}_jpg")] == [[0.344, 0.104, 0.625, 0.625]]
@@ -205,11 +260,15 @@ def test_dicom_and_nifti_are_rendered_with_their_stored_window(mixed, tmp_path):
 
 
 def test_16_bit_png_follows_the_documented_rule(tmp_path):
-    values = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)
+    values = np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50
     (tmp_path / "d" / "a").mkdir(parents=True)
     Image.fromarray(values).save(tmp_path / "d" / "a" / "x.png")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="u16", reader="imagefolder", path=str(tmp_path / "d"),
-                                                      modality="X-ray", anatomy="hand", task="level")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="u16", reader="imagefolder", path=str(tmp_path / "d"), modality="X-ray", anatomy="hand", task="level")],
+        )
+    )
     export(loom, tmp_path / "out", ExportOptions(image_format="png"), quiet=True)
     with tarfile.open(shards(tmp_path / "out")[0]) as tar:
         png = np.asarray(Image.open(io.BytesIO(tar.extractfile("u16/a/x_png.png").read())))
@@ -225,7 +284,7 @@ def test_keep_copies_files_byte_for_byte_when_it_can(mixed, tmp_path):
     assert read_export_manifest(tmp_path / "mixed")["fields"][0] == "png"  # one image field in every sample
     with tarfile.open(shards(tmp_path / "mixed", "train")[0]) as tar:
         member = next(m for m in tar.getmembers() if m.name.startswith("cxr/") and m.name.endswith(".png"))
-        source = mixed.parent / "data" / "cxr" / member.name[len("cxr/"):].replace("_png.png", ".png")
+        source = mixed.parent / "data" / "cxr" / member.name[len("cxr/") :].replace("_png.png", ".png")
         assert tar.extractfile(member).read() == source.read_bytes()
     assert report.quarantined == 0
 
@@ -272,16 +331,14 @@ def test_balanced_shards_split_each_split_equally_and_verify_checks_them(mixed, 
     manifest = read_export_manifest(out)
     manifest["settings"]["balance_shards"] = 2
     (out / "manifest.json").write_text(json.dumps(manifest))
-    assert "train: its shards hold [4, 4, 4, 4, 4, 1] samples, --balance-shards 2 plans [3, 4, 3, 4, 3, 4]" in \
-        "\n".join(verify(out).problems)
+    assert "train: its shards hold [4, 4, 4, 4, 4, 1] samples, --balance-shards 2 plans [3, 4, 3, 4, 3, 4]" in "\n".join(
+        verify(out).problems
+    )
     with pytest.raises(ExportError, match="--balance-shards 0: give the number of data-loader workers"):
         export(mixed, tmp_path / "zero", ExportOptions(balance_shards=0), quiet=True)
-    helped = subprocess.run([sys.executable, "-m", "medloom.cli", "export", "--help"], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    helped = cli("export", "--help")
     assert "--balance-shards N" in helped.stdout and "multiple of N" in helped.stdout
-    wrong = subprocess.run([sys.executable, "-m", "medloom.cli", "export", str(mixed), "--format", "llava",
-                            "--balance-shards", "2", "--out", str(tmp_path / "llava")], capture_output=True, text=True,
-                           env={**os.environ, "COLUMNS": "200"})
+    wrong = cli("export", mixed, "--format", "llava", "--balance-shards", "2", "--out", tmp_path / "llava", check=False)
     assert wrong.returncode != 0 and "--format llava has none to balance" in wrong.stderr
     assert not (tmp_path / "llava").exists()
 
@@ -289,12 +346,15 @@ def test_balanced_shards_split_each_split_equally_and_verify_checks_them(mixed, 
 def test_where_filter_and_render_quarantine_are_counted(tmp_path):
     for i in range(6):
         make_image(tmp_path / "d" / ("a", "b")[i % 2] / f"{i}.png", seed=i)
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"),
-                                                      modality="CXR", anatomy="chest", task="disease")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR", anatomy="chest", task="disease")],
+        )
+    )
     (tmp_path / "d" / "a" / "0.png").unlink()
     (tmp_path / "d" / "a" / "2.png").write_bytes(b"garbage")
-    report = export(loom, tmp_path / "out", ExportOptions(where="'a' = ANY(labels) OR uri LIKE '%1.png'"),
-                    quiet=True)
+    report = export(loom, tmp_path / "out", ExportOptions(where="'a' = ANY(labels) OR uri LIKE '%1.png'"), quiet=True)
     assert (report.inputs, report.exported, report.filtered, report.quarantined) == (6, 2, 2, 2)
     assert report.reasons == {"missing_file": 1, "changed_since_ingest": 1}  # its bytes differ from the ingested
     lines = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
@@ -321,22 +381,42 @@ def test_two_workers_write_the_same_shards_as_one(mixed, tmp_path):
     two = export(mixed, tmp_path / "two", ExportOptions(max_side=24, shard_size=5), workers=2, quiet=True)
     assert one.shards == two.shards
     m1, m2 = read_export_manifest(tmp_path / "one"), read_export_manifest(tmp_path / "two")
-    assert [s["sha256"] for e in m1["splits"].values() for s in e["shards"]] == \
-           [s["sha256"] for e in m2["splits"].values() for s in e["shards"]]
+    assert [s["sha256"] for e in m1["splits"].values() for s in e["shards"]] == [
+        s["sha256"] for e in m2["splits"].values() for s in e["shards"]
+    ]
 
 
 def test_sigkill_mid_export_then_resume(tmp_path):
     for i in range(300):
         make_image(tmp_path / "d" / ("a", "b")[i % 2] / f"{i:04d}.png", size=(160, 120), seed=i)
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"),
-                                                      modality="CXR", anatomy="chest", task="disease")]), workers=2)
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR", anatomy="chest", task="disease")],
+        ),
+        workers=2,
+    )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "medloom.cli", "export", str(loom), "--out", str(out), "--shard-size", "10",
-           "--image-format", "png", "--workers", "1", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medloom.cli",
+        "export",
+        str(loom),
+        "--out",
+        str(out),
+        "--shard-size",
+        "10",
+        "--image-format",
+        "png",
+        "--workers",
+        "1",
+        "-q",
+    ]
     kill_when(cmd, lambda: len(list(out.glob("train-*.tar"))) >= 4)
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.tar")}
     assert not read_export_manifest(out)["complete"]
-    result = subprocess.run(cmd[:-1] + ["--json"], capture_output=True, text=True, check=True)
+    result = cli(*cmd[3:-1], "--json")  # the resume: in this process
     summary = json.loads(result.stdout)
     assert summary["exported"] == 300 and summary["shards"] == 30
     assert 0 < summary["shards_written"] <= 30 - len(done) + 1
@@ -368,10 +448,12 @@ def test_verify_names_each_problem(mixed, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     with tarfile.open(bad / "x-000000.tar", "w") as tar:
+
         def add(name: str, payload: bytes) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
+
         add("a.json", b'{"n": 1, "s": "x"}')
         add("b.json", b'{"n": "one", "s": null}')
         add("a.JPG", b"..")
@@ -389,15 +471,12 @@ def test_verify_names_each_problem(mixed, tmp_path):
 
 def test_cli_export_and_verify(mixed, tmp_path):
     out = tmp_path / "cli"
-    run = subprocess.run([sys.executable, "-m", "medloom.cli", "export", str(mixed), "--out", str(out), "--max-side",
-                          "16", "--shard-bytes", "1MB", "--where", "modality = 'X-ray'", "-q"],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    run = cli("export", mixed, "--out", out, "--max-side", "16", "--shard-bytes", "1MB", "--where", "modality = 'X-ray'", "-q")
     assert "in 33 = exported 18 + filtered 15 + quarantined 0" in " ".join(run.stdout.split())
-    ok = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True)
+    ok = cli("verify", out, check=False)
     assert ok.returncode == 0 and ": ok" in ok.stdout
     (out / "train-000000.tar").write_bytes(b"")
-    broken = subprocess.run([sys.executable, "-m", "medloom.cli", "verify", str(out)], capture_output=True, text=True)
+    broken = cli("verify", out, check=False)
     assert broken.returncode == 1 and "train-000000.tar" in broken.stderr
 
 
@@ -447,10 +526,15 @@ def test_tar_members_are_the_bytes_tarfile_writes():
     from medloom.export.webdataset import tar_end, tar_sample
 
     rng = np.random.default_rng(0)
-    samples = [(f"src/class{i % 3}/img{i:04d}_jpg", {"jpg": rng.bytes(int(rng.integers(0, 3000))), "json": b"{}"})
-               for i in range(40)]
-    samples += [("k" * 97, {"png": b"x" * 512}), ("k" * 98, {"png": b""}), ("k" * 300, {"txt": b"long"}),
-                ("src/caf\u00e9/\u80ba_png", {"png": b"\x89PNG", "txt": "\u80ba".encode()})]
+    samples = [
+        (f"src/class{i % 3}/img{i:04d}_jpg", {"jpg": rng.bytes(int(rng.integers(0, 3000))), "json": b"{}"}) for i in range(40)
+    ]
+    samples += [
+        ("k" * 97, {"png": b"x" * 512}),
+        ("k" * 98, {"png": b""}),
+        ("k" * 300, {"txt": b"long"}),
+        ("src/caf\u00e9/\u80ba_png", {"png": b"\x89PNG", "txt": "\u80ba".encode()}),
+    ]
     ours = b"".join(tar_sample(key, files) for key, files in samples)
     ours += tar_end(len(ours))
     reference = io.BytesIO()

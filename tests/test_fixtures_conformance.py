@@ -14,8 +14,12 @@ def expected():
 
 def test_voc(tmp_path, expected):
     root = fixture_dir("images", "bccd_voc")
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="bccd", reader="voc", path=str(root), modality="microscopy", anatomy="blood", task="cell detection")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="bccd", reader="voc", path=str(root), modality="microscopy", anatomy="blood", task="cell detection")],
+        )
+    )
     recs = {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
     quarantine = rows(loom, "SELECT * FROM quarantine")
     for xml, facts in expected["bccd_voc"].items():
@@ -38,10 +42,25 @@ def test_voc(tmp_path, expected):
 def test_voc_box_table_csv(tmp_path, expected):
     root = fixture_dir("images", "bccd_voc")
     facts = expected["bccd_voc_test_csv"]
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="bccd-csv", reader="csv", path=str(root), csv="test.csv", image_column="filename",
-        label_column="cell_type", box_columns=dict(xmin="xmin", ymin="ymin", xmax="xmax", ymax="ymax"),
-        modality="microscopy", anatomy="blood", task="cell detection")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="bccd-csv",
+                    reader="csv",
+                    path=str(root),
+                    csv="test.csv",
+                    image_column="filename",
+                    label_column="cell_type",
+                    box_columns=dict(xmin="xmin", ymin="ymin", xmax="xmax", ymax="ymax"),
+                    modality="microscopy",
+                    anatomy="blood",
+                    task="cell detection",
+                )
+            ],
+        )
+    )
     recs = {r["uri"].split("/")[-1][:-4]: r for r in rows(loom, "SELECT * FROM records")}
     q = rows(loom, "SELECT * FROM quarantine")
     zero = Counter(r["record_id"].split("/")[-1][:-4] for r in q if r["reason"] == "zero_area_box")
@@ -57,9 +76,23 @@ def test_voc_box_table_csv(tmp_path, expected):
 def test_coco(tmp_path, expected):
     root = fixture_dir("images")
     facts = expected["bccd_coco"]
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="coco", reader="coco", path=str(root), annotations="bccd_coco/bccd_test_cocoformat.json",
-        images_dir="bccd_voc/JPEGImages", modality="microscopy", anatomy="blood", task="cell detection")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="coco",
+                    reader="coco",
+                    path=str(root),
+                    annotations="bccd_coco/bccd_test_cocoformat.json",
+                    images_dir="bccd_voc/JPEGImages",
+                    modality="microscopy",
+                    anatomy="blood",
+                    task="cell detection",
+                )
+            ],
+        )
+    )
     recs = {r["uri"].split("/")[-1][:-4]: r for r in rows(loom, "SELECT * FROM records")}
     assert sorted(recs) == facts["images_present_here"]
     assert len(recs["BloodImage_00007"]["rois"]) == facts["annotations_for_BloodImage_00007"]
@@ -69,17 +102,20 @@ def test_coco(tmp_path, expected):
     assert len(missing) == facts["n_images"] - len(facts["images_present_here"])
     assert reports["coco"].inputs == facts["n_images"]
     annotations_accounted = sum(len(r["rois"]) for r in recs.values()) + sum(
-        int(m["message"].split(" with ")[1].split(" ")[0]) for m in missing)
+        int(m["message"].split(" with ")[1].split(" ")[0]) for m in missing
+    )
     assert annotations_accounted == facts["n_annotations"]
 
 
 def test_imagefolder(tmp_path, expected):
     root = fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(
-        name="cells", reader="imagefolder", path=str(root), modality="microscopy", anatomy="blood",
-        task="cell type")]))
-    got = {r["label"]: r["n"] for r in rows(
-        loom, "SELECT labels[1] AS label, count(*) AS n FROM records GROUP BY 1")}
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="cells", reader="imagefolder", path=str(root), modality="microscopy", anatomy="blood", task="cell type")],
+        )
+    )
+    got = {r["label"]: r["n"] for r in rows(loom, "SELECT labels[1] AS label, count(*) AS n FROM records GROUP BY 1")}
     assert got == expected["bccd_imagefolder"]["classes"]
     assert rows(loom, "SELECT label_space FROM records LIMIT 1")[0]["label_space"] == sorted(got)
 
@@ -94,10 +130,26 @@ def test_messy_label_csv(tmp_path, expected):
     values = [line.split(",")[1] for line in csv_path.read_text().splitlines()[1:]]
     for v in values:
         make_image(data / "JPEGImages" / f"BloodImage_{int(v):05d}.jpg", size=(16, 16), seed=int(v))
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="labels", reader="csv", path=str(data), csv="labels.csv", image_column="Image",
-        image_template="BloodImage_{value:0>5}.jpg", label_column="Category", label_separator=",",
-        modality="microscopy", anatomy="blood", task="cell type")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="labels",
+                    reader="csv",
+                    path=str(data),
+                    csv="labels.csv",
+                    image_column="Image",
+                    image_template="BloodImage_{value:0>5}.jpg",
+                    label_column="Category",
+                    label_separator=",",
+                    modality="microscopy",
+                    anatomy="blood",
+                    task="cell type",
+                )
+            ],
+        )
+    )
     r = reports["labels"]
     assert r.inputs == facts["data_rows"]
     assert r.reasons == {"missing_label": facts["empty_category_rows"]}
@@ -112,15 +164,31 @@ def test_messy_label_csv(tmp_path, expected):
 def test_masks(tmp_path, expected):
     root = fixture_dir("images", "isbi2012_em_masks", "train")
     facts = expected["isbi2012_em_masks"]
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(
-        name="em", reader="masks", path=str(root), images_dir="image", masks_dir="label",
-        mask_labels={255: "cell"}, modality="microscopy", anatomy="cell", task="cell segmentation")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="em",
+                    reader="masks",
+                    path=str(root),
+                    images_dir="image",
+                    masks_dir="label",
+                    mask_labels={255: "cell"},
+                    modality="microscopy",
+                    anatomy="cell",
+                    task="cell segmentation",
+                )
+            ],
+        )
+    )
     recs = rows(loom, "SELECT * FROM records ORDER BY uri")
     assert len(recs) == facts["pairs"]
     import numpy as np
     from PIL import Image
 
     from medloom.imaging import rle_decode
+
     for rec in recs:
         assert f"L {rec['width']}x{rec['height']}" == facts["image_mode"] and rec["channels"] == 1
         mask = np.asarray(Image.open(root / "label" / rec["uri"].split("/")[-1]))
@@ -134,12 +202,10 @@ def test_masks(tmp_path, expected):
 
 def test_dicom_fixtures(tmp_path, expected):
     root = fixture_dir("images", "dicom", "pydicom")
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(root),
-                                                              task="disease")]))
+    loom, reports = run_ingest(write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(root), task="disease")]))
     recs = {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
     q = {r["path"]: r for r in rows(loom, "SELECT * FROM quarantine")}
-    assert (recs["CT_small.dcm"]["modality"], recs["CT_small.dcm"]["width"], recs["CT_small.dcm"]["height"]) == (
-        "CT", 128, 128)
+    assert (recs["CT_small.dcm"]["modality"], recs["CT_small.dcm"]["width"], recs["CT_small.dcm"]["height"]) == ("CT", 128, 128)
     assert (recs["MR_small.dcm"]["modality"], recs["MR_small.dcm"]["width"]) == ("MRI", 64)
     assert q["MR_truncated.dcm"]["reason"] == "truncated" and "8130" in q["MR_truncated.dcm"]["message"]
     assert q["no_meta.dcm"]["reason"] == "no_pixel_data"

@@ -94,8 +94,13 @@ def test_window_rule():
 
 def _jpeg_variants(tmp_path):
     im = open_image(str(RETINA)).crop((13, 7, 1014, 774))  # 1001 x 767: no size divides into 32 bands
-    for name, kwargs in [("420", {"subsampling": 2}), ("422", {"subsampling": 1}), ("444", {"subsampling": 0}),
-                         ("progressive", {"progressive": True}), ("q50", {"quality": 50})]:
+    for name, kwargs in [
+        ("420", {"subsampling": 2}),
+        ("422", {"subsampling": 1}),
+        ("444", {"subsampling": 0}),
+        ("progressive", {"progressive": True}),
+        ("q50", {"quality": 50}),
+    ]:
         im.save(tmp_path / f"{name}.jpg", **kwargs)
         yield tmp_path / f"{name}.jpg"
     im.convert("L").save(tmp_path / "gray.jpg")
@@ -121,9 +126,11 @@ def test_jpeg_fast_path_hands_everything_else_to_pillow(tmp_path):
     assert file_facts(str(tmp_path / "cmyk.jpg")).channels == 4
     data = RETINA.read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
-    for reason, call in [("truncated", lambda: file_facts(str(tmp_path / "cut.jpg"))),
-                         ("decompression_bomb", lambda: file_facts(str(RETINA), max_pixels=1000)),
-                         ("missing_file", lambda: file_facts(str(tmp_path / "absent.jpg")))]:
+    for reason, call in [
+        ("truncated", lambda: file_facts(str(tmp_path / "cut.jpg"))),
+        ("decompression_bomb", lambda: file_facts(str(RETINA), max_pixels=1000)),
+        ("missing_file", lambda: file_facts(str(tmp_path / "absent.jpg"))),
+    ]:
         with pytest.raises(DecodeError) as e:
             call()
         assert e.value.reason == reason
@@ -134,7 +141,8 @@ def test_luma32_is_the_documented_grid_of_pillows_luma():
     gray = np.asarray(im.convert("L"), np.float64)
     rows, cols = (np.arange(33) * 767) // 32, (np.arange(33) * 1001) // 32
     step = -(-int(np.diff(rows).max()) // 8)  # up to 8 evenly spaced rows per band, every column
-    expected = np.array([[gray[rows[i]:rows[i + 1]:step, cols[j]:cols[j + 1]].mean() for j in range(32)]
-                         for i in range(32)])
+    expected = np.array(
+        [[gray[rows[i] : rows[i + 1] : step, cols[j] : cols[j + 1]].mean() for j in range(32)] for i in range(32)]
+    )
     ours = luma32(np.asarray(im))
     assert np.abs(ours - expected).max() < 0.51  # Pillow rounds each pixel's luma; we round none

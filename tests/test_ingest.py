@@ -19,8 +19,16 @@ def classes_dataset(root: Path, n: int, size=(48, 40)) -> Path:
 
 
 def source(path, **kw):
-    return dict(name="cxr", reader="imagefolder", path=str(path), modality="CXR", anatomy="chest", task="disease",
-                license="CC BY 4.0", **kw)
+    return dict(
+        name="cxr",
+        reader="imagefolder",
+        path=str(path),
+        modality="CXR",
+        anatomy="chest",
+        task="disease",
+        license="CC BY 4.0",
+        **kw,
+    )
 
 
 def test_imagefolder_splits_labels_and_accounting(tmp_path):
@@ -46,8 +54,12 @@ def test_bad_inputs_are_quarantined_not_fatal(tmp_path):
     (data / "stray.png").write_bytes(good)
     loom, reports = run_ingest(write_recipe(tmp_path, [source(data, max_pixels=100_000)]))
     q = {Path(x["path"]).name: x["reason"] for x in rows(loom, "SELECT * FROM quarantine")}
-    assert q == {"text.png": "unreadable", "cut.png": "truncated", "huge.png": "decompression_bomb",
-                 "stray.png": "no_class_folder"}
+    assert q == {
+        "text.png": "unreadable",
+        "cut.png": "truncated",
+        "huge.png": "decompression_bomb",
+        "stray.png": "no_class_folder",
+    }
     r = reports["cxr"]
     assert r.records == 6 and r.inputs == r.records + r.quarantined_inputs + sum(r.filtered.values())
 
@@ -61,9 +73,12 @@ def test_labels_outside_the_space_and_zero_area_boxes(tmp_path):
     (data / "labels" / "train" / "p1.txt").write_text("0 0.5 0.5 0 0.2\n5 0.5 0.5 0.1 0.1\n")
     (data / "data.yaml").write_text("path: .\ntrain: images/train\nnames: {0: polyp, 1: adenoma}\n")
     (data / "classes.txt").write_text("polyp\nhyperplastic\n")
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="poly", reader="yolo", path=str(data), modality="endoscopy", anatomy="colon",
-        task="lesion detection")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="poly", reader="yolo", path=str(data), modality="endoscopy", anatomy="colon", task="lesion detection")],
+        )
+    )
     recs = {Path(r["uri"]).name: r for r in rows(loom, "SELECT * FROM records")}
     assert len(recs) == 3 and recs["p2.jpg"]["rois"] == [] and recs["p0.jpg"]["source_split"] == "train"
     boxes = {r["label"]: [round(v, 3) for v in r["bbox"]] for r in recs["p0.jpg"]["rois"]}
@@ -80,11 +95,29 @@ def test_csv_resolution_by_basename_and_ambiguity(tmp_path):
     make_image(data / "batch2" / "b.png", seed=2)
     make_image(data / "batch3" / "b.png", seed=3)
     make_image(data / "batch1" / "c.png", seed=4)
-    (data / "labels.csv").write_text("file,finding,pid\na.png,Effusion|Mass,p1\nb.png,No Finding,p2\n"
-                                     "batch1/c.png,Mass,p3\nd.png,Mass,p4\n")
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(
-        name="nih", reader="csv", path=str(data), csv="labels.csv", image_column="file", label_column="finding",
-        label_separator="|", patient_column="pid", modality="X-ray", anatomy="chest", task="disease")]))
+    (data / "labels.csv").write_text(
+        "file,finding,pid\na.png,Effusion|Mass,p1\nb.png,No Finding,p2\nbatch1/c.png,Mass,p3\nd.png,Mass,p4\n"
+    )
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="nih",
+                    reader="csv",
+                    path=str(data),
+                    csv="labels.csv",
+                    image_column="file",
+                    label_column="finding",
+                    label_separator="|",
+                    patient_column="pid",
+                    modality="X-ray",
+                    anatomy="chest",
+                    task="disease",
+                )
+            ],
+        )
+    )
     recs = {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
     # patient ids are stored as salted hashes (the recipe's salt), never as written
     assert recs["batch1/a.png"]["labels"] == ["Effusion", "Mass"]
@@ -137,6 +170,7 @@ def test_largest_parts_go_out_first_each_as_soon_as_its_key_is_made(tmp_path, mo
             for part in parts:
                 drawn.append((part.num_rows, len(keys_made)))
                 yield part
+
         return real_map(self, stage, noted(parts), *args, **kwargs)
 
     monkeypatch.setattr(LocalExecutor, "map", map)
@@ -161,8 +195,10 @@ def test_sigkill_mid_ingest_then_resume(tmp_path):
     data = classes_dataset(tmp_path / "data", 400, size=(96, 96))
     recipe = write_recipe(tmp_path, [source(data)], part_size=4)
     parts_dir = tmp_path / "loom" / "catalog" / "records" / "cxr"
-    kill_when([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--workers", "1", "-q"],
-              lambda: parts_dir.is_dir() and len(list(parts_dir.glob("part-*.parquet"))) >= 5)
+    kill_when(
+        [sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--workers", "1", "-q"],
+        lambda: parts_dir.is_dir() and len(list(parts_dir.glob("part-*.parquet"))) >= 5,
+    )
     written = len(list(parts_dir.glob("part-*.parquet")))
     assert 0 < written
     loom, reports = run_ingest(recipe)
@@ -175,9 +211,23 @@ def test_sigkill_mid_ingest_then_resume(tmp_path):
 def test_unreadable_source_does_not_stop_the_others(tmp_path):
     classes_dataset(tmp_path / "data", 4)
     (tmp_path / "broken").mkdir()
-    loom, reports = run_ingest(write_recipe(tmp_path, [source(tmp_path / "data"), dict(
-        name="coco", reader="coco", path=str(tmp_path / "broken"), annotations="missing.json",
-        modality="CT", anatomy="lung", task="lesion detection")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                source(tmp_path / "data"),
+                dict(
+                    name="coco",
+                    reader="coco",
+                    path=str(tmp_path / "broken"),
+                    annotations="missing.json",
+                    modality="CT",
+                    anatomy="lung",
+                    task="lesion detection",
+                ),
+            ],
+        )
+    )
     assert reports["cxr"].records == 4
     assert reports["coco"].error and "missing.json" in reports["coco"].error
     assert rows(loom, "SELECT reason FROM quarantine")[0]["reason"] == "source_unreadable"
@@ -192,8 +242,9 @@ def test_scan_tasks_kept_as_arrow_give_the_same_parts_and_duplicate_ids(tmp_path
         make_image(tmp_path / "data" / f"c{i % 2}" / f"img{i}.png", seed=i)
     make_image(tmp_path / "data" / "c0" / "x.1.png", seed=20)
     make_image(tmp_path / "data" / "c0" / "x_1.png", seed=21)  # the same id as x.1.png: c0/x_1_png
-    sources = [dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"), modality="X-ray", anatomy="chest",
-                    task="disease")]
+    sources = [
+        dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"), modality="X-ray", anatomy="chest", task="disease")
+    ]
     listings = []
     for batch, folder in ((4096, "one"), (3, "many")):
         monkeypatch.setattr(TaskList, "BATCH", batch)
@@ -202,7 +253,8 @@ def test_scan_tasks_kept_as_arrow_give_the_same_parts_and_duplicate_ids(tmp_path
         assert reports["cxr"].records == 10 and reports["cxr"].parts > 3
         dup = rows(loom, "SELECT * FROM quarantine WHERE reason = 'duplicate_id'")
         assert [(d["path"], d["message"]) for d in dup] == [
-            ("c0/x_1.png", "gives the same record id 'cxr/c0/x_1_png' as 'c0/x.1.png'; rename one file")]
+            ("c0/x_1.png", "gives the same record id 'cxr/c0/x_1_png' as 'c0/x.1.png'; rename one file")
+        ]
         assert rows(loom, "SELECT uri FROM records WHERE id = 'cxr/c0/x_1_png'") == [{"uri": "c0/x.1.png"}]
     assert listings[0] == listings[1]
 
@@ -217,9 +269,19 @@ def test_rows_take_matches_arrows_take_across_chunks():
 
     rng = np.random.default_rng(0)
     schema = pa.schema([("a", pa.int64()), ("s", pa.string()), ("l", pa.list_(pa.string()))])
-    table = pa.concat_tables([pa.table({"a": rng.integers(0, 100, n), "s": [str(x) for x in rng.integers(0, 999, n)],
-                                        "l": [[str(i)] * (i % 3) for i in range(n)]}, schema=schema)
-                              for n in (5, 100, 37, 0, 64)])
+    table = pa.concat_tables(
+        [
+            pa.table(
+                {
+                    "a": rng.integers(0, 100, n),
+                    "s": [str(x) for x in rng.integers(0, 999, n)],
+                    "l": [[str(i)] * (i % 3) for i in range(n)],
+                },
+                schema=schema,
+            )
+            for n in (5, 100, 37, 0, 64)
+        ]
+    )
     rows = Rows(table)
     for _ in range(200):
         positions = rng.choice(len(table), int(rng.integers(0, 50)), replace=False).astype(np.uint64)
@@ -242,8 +304,16 @@ def test_real_path_resolves_as_realpath(tmp_path):
     (tmp_path / "data" / "a" / "link.png").symlink_to(tmp_path / "elsewhere" / "secret.png")
     (tmp_path / "data" / "b").symlink_to(tmp_path / "elsewhere")
     folders: dict[str, str] = {}
-    for p in ["data/a/img.png", "data/a/link.png", "data/b/secret.png", "data/a/../../elsewhere/secret.png",
-              "data/a/missing.png", "data/a/.", "data/a/..", "data/b"]:
+    for p in [
+        "data/a/img.png",
+        "data/a/link.png",
+        "data/b/secret.png",
+        "data/a/../../elsewhere/secret.png",
+        "data/a/missing.png",
+        "data/a/.",
+        "data/a/..",
+        "data/b",
+    ]:
         path = str(tmp_path / p)
         assert real_path(path, folders) == os.path.realpath(path), p
 
@@ -259,32 +329,38 @@ def test_ingest_workers_run_without_pandas_and_the_cli_never_loads_it(tmp_path):
 
     for i in range(4):
         make_image(tmp_path / "d" / "a" / f"{i}.png", seed=i)
-    recipe = write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR",
-                                          anatomy="chest", task="disease")])
+    recipe = write_recipe(
+        tmp_path,
+        [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR", anatomy="chest", task="disease")],
+    )
     source = {**load_recipe(recipe).sources[0], "salt": "x", "label_space": ["a"]}
     tasks = get_reader("imagefolder").scan(source).tasks.table()
     mapped = {}
     for pandas_free in (True, False):  # the plain pool's workers do load it: the check can fail
         with LocalExecutor(2, ["medloom.sources.stage"], pandas_free=pandas_free) as executor:
             results = [r for _, r in executor.map("ingest.decode", [tasks.slice(0, 2), tasks.slice(2, 2)], source)]
-            mapped[pandas_free] = ["/pandas/" in Path(f"/proc/{pid}/maps").read_text()
-                                   for pid in list(executor._pool._processes)]
+            mapped[pandas_free] = ["/pandas/" in Path(f"/proc/{pid}/maps").read_text() for pid in list(executor._pool._processes)]
         assert sum(r[0].num_rows for r in results) == 4
     assert mapped[True] and not any(mapped[True]) and any(mapped[False])
 
-    script = ("import sys, duckdb, pyarrow as pa\n"
-              "from medloom.nopandas import keep_pandas_out\n"
-              "keep_pandas_out()\n"
-              "t = pa.Table.from_pylist([{'a': [1.5], 'b': 'x'}])\n"
-              "assert duckdb.connect().sql('SELECT 41 + 1 AS n').fetch_arrow_table().column(0)[0].as_py() == 42\n"
-              "assert 'pandas' not in sys.modules and t.num_rows == 1\n"
-              "try:\n    import pandas\nexcept ModuleNotFoundError as e:\n    print(e)\n")
+    script = (
+        "import sys, duckdb, pyarrow as pa\n"
+        "from medloom.nopandas import keep_pandas_out\n"
+        "keep_pandas_out()\n"
+        "t = pa.Table.from_pylist([{'a': [1.5], 'b': 'x'}])\n"
+        "assert duckdb.connect().sql('SELECT 41 + 1 AS n').fetch_arrow_table().column(0)[0].as_py() == 42\n"
+        "assert 'pandas' not in sys.modules and t.num_rows == 1\n"
+        "try:\n    import pandas\nexcept ModuleNotFoundError as e:\n    print(e)\n"
+    )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert "medloom keeps pandas out" in run.stdout
-    user = ("import pandas\nfrom medloom.nopandas import keep_pandas_out\nkeep_pandas_out()\nimport pandas.testing\n"
-            "import pyarrow as pa\nprint(pa.array(pandas.Series([1.0, None])).null_count)\n")
-    assert subprocess.run([sys.executable, "-c", user], capture_output=True, text=True,
-                          check=True).stdout.strip() == "1"  # a process that already uses pandas is left alone
+    user = (
+        "import pandas\nfrom medloom.nopandas import keep_pandas_out\nkeep_pandas_out()\nimport pandas.testing\n"
+        "import pyarrow as pa\nprint(pa.array(pandas.Series([1.0, None])).null_count)\n"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", user], capture_output=True, text=True, check=True).stdout.strip() == "1"
+    )  # a process that already uses pandas is left alone
 
 
 def test_workers_start_with_their_steps_stages_and_without_the_cli_or_pydantic(tmp_path):
@@ -305,19 +381,19 @@ from medloom.sources import decoder_module, get_reader
 source = {{**load_recipe(Path({str(write_recipe(tmp_path, [source(classes_dataset(tmp_path / "d", 4))]))!r})).sources[0],
           "salt": "x", "label_space": ["normal", "pneumonia"]}}
 tasks = get_reader("imagefolder").scan(source).tasks.table()
-ask = "sorted(m for m in ('medloom.export.render', 'pydantic', 'medloom.cli', 'typer') if m in __import__('sys').modules)"
+ask = "sorted(m for m in ('medloom.view.render', 'pydantic', 'medloom.cli', 'typer') if m in __import__('sys').modules)"
 for reader in ("imagefolder", "dicom"):
     with LocalExecutor(2, ["medloom.sources.stage", decoder_module(reader)]) as executor:
         executor.prestart()
         if reader == "imagefolder":
             assert sum(r[0].num_rows for _, r in executor.map("ingest.decode", [tasks], source)) == 4
         print(reader, executor._pool.submit(eval, ask).result())
-with LocalExecutor(2, ["medloom.export.render"]) as executor:  # the same forkserver, started by the first step
+with LocalExecutor(2, ["medloom.view.render"]) as executor:  # the same forkserver, started by the first step
     executor.prestart()
     print("export", executor._pool.submit(eval, ask).result())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ["imagefolder []", "dicom ['pydantic']", "export ['medloom.export.render']"], out
+    assert out.splitlines() == ["imagefolder []", "dicom ['pydantic']", "export ['medloom.view.render']"], out
     from medloom.sources import IMAGE_FILE_READERS, READERS, get_decoder, get_reader
     from medloom.sources.base import decode_image_file
 
@@ -327,10 +403,12 @@ with LocalExecutor(2, ["medloom.export.render"]) as executor:  # the same forkse
 
     # what multiprocessing runs in each worker: the console script, or `-m medloom`, as `__mp_main__`
     command = shutil.which("medloom", path=str(Path(sys.executable).parent))
-    check = ("import runpy, sys\n"
-             "runpy.run_path(sys.argv[1], run_name='__mp_main__') if sys.argv[1] != '-m' else "
-             "runpy.run_module('medloom.__main__', run_name='__mp_main__', alter_sys=True)\n"
-             "print(sorted(m for m in ('medloom.cli', 'typer', 'rich', 'pyarrow') if m in sys.modules))\n")
+    check = (
+        "import runpy, sys\n"
+        "runpy.run_path(sys.argv[1], run_name='__mp_main__') if sys.argv[1] != '-m' else "
+        "runpy.run_module('medloom.__main__', run_name='__mp_main__', alter_sys=True)\n"
+        "print(sorted(m for m in ('medloom.cli', 'typer', 'rich', 'pyarrow') if m in sys.modules))\n"
+    )
     for main in (command, "-m"):
         run = subprocess.run([sys.executable, "-c", check, main], capture_output=True, text=True, check=True)
         assert run.stdout.strip() == "[]", (main, run.stdout, run.stderr)
@@ -376,9 +454,9 @@ def test_tables_cross_to_the_workers_as_arrow_streams_and_come_back_equal():
 
     from medloom.engine.wire import WireTable, from_wire, to_wire
 
-    table = pa.table({"id": ["a", "b", None], "labels": [["x"], [], None],
-                      "render": [{"window_center": 1.5}, None, {"window_center": -2.0}]}
-                     ).replace_schema_metadata({"medloom.tasks": "3"})
+    table = pa.table(
+        {"id": ["a", "b", None], "labels": [["x"], [], None], "render": [{"window_center": 1.5}, None, {"window_center": -2.0}]}
+    ).replace_schema_metadata({"medloom.tasks": "3"})
     chunked = pa.concat_tables([table, table.slice(1)])
     for value in (table, chunked, table.to_batches()[0], table.slice(0, 0), (table, chunked, 7), "text", [table]):
         sent = to_wire(value)
@@ -401,13 +479,17 @@ def test_ingest_and_export_commands_use_the_system_allocator_unless_the_user_cho
 
     for i in range(3):
         make_image(tmp_path / "d" / "a" / f"{i}.png", seed=i)
-    recipe = write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR",
-                                          anatomy="chest", task="disease")])
-    script = ("import sys\nfrom medloom.cli import app\n"
-              "for args in sys.argv[1:]:\n"
-              "    try:\n        app(args.split('|'), standalone_mode=False)\n"
-              "    except SystemExit as e:\n        assert not e.code, e\n"
-              "import pyarrow as pa\nprint(pa.default_memory_pool().backend_name)\n")
+    recipe = write_recipe(
+        tmp_path,
+        [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR", anatomy="chest", task="disease")],
+    )
+    script = (
+        "import sys\nfrom medloom.cli import app\n"
+        "for args in sys.argv[1:]:\n"
+        "    try:\n        app(args.split('|'), standalone_mode=False)\n"
+        "    except SystemExit as e:\n        assert not e.code, e\n"
+        "import pyarrow as pa\nprint(pa.default_memory_pool().backend_name)\n"
+    )
     commands = [f"ingest|{recipe}|-q|-w|1", f"export|{tmp_path / 'loom'}|--out|{tmp_path / 'wds'}|-q|-w|1"]
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     run = subprocess.run([sys.executable, "-c", script, *commands], capture_output=True, text=True, env=env)
@@ -415,7 +497,11 @@ def test_ingest_and_export_commands_use_the_system_allocator_unless_the_user_cho
     assert run.stdout.split()[-1] == "system"
     assert len(rows(tmp_path / "loom", "SELECT id FROM records")) == 3
     assert json.loads((tmp_path / "wds" / "manifest.json").read_text())["counts"]["exported"] == 3
-    chosen = subprocess.run([sys.executable, "-c", script, commands[0]], capture_output=True, text=True,
-                            env={**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"})
+    chosen = subprocess.run(
+        [sys.executable, "-c", script, commands[0]],
+        capture_output=True,
+        text=True,
+        env={**env, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"},
+    )
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.split()[-1] == "mimalloc"

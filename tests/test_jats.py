@@ -16,16 +16,26 @@ from medloom.literature.licenses import commercial_use, normalise_license, parse
 # read by a person from each file's <permissions> (or, lacking one, its copyright statement)
 LICENSES = {
     "biorxiv_223354_fig_without_graphic.xml": "all rights reserved",
-    "elife_00007_multirid.xml": "CC BY", "elife_00666_boxedtext_app_figgroup.xml": "CC BY",
-    "elife_poa_e06828_nobody.xml": "CC BY", "encoda_pkg_elife-30274-v1/main.jats.xml": "CC BY",
-    "epmc_hindawi_PMC2774577.xml": "CC BY", "epmc_scirep_PMC6385181.xml": "CC BY",
-    "epmc_springer_abdomimaging_PMC2386533.xml": "unknown", "jats4r_example-1_MALFORMED_undeclared_xlink.xml": "unknown",
-    "pmc_annonc_mds526.nxml": "CC BY-NC", "pmc_bjc_6605965a_nofig_nolicense.nxml": "unknown",
-    "pmc_bmc_1471-2180-11-174.nxml": "CC BY", "pmc_bmc_1472-6831-8-11_nofig.nxml": "CC BY",
-    "pmc_ehp_ehp-116-1694.nxml": "public domain", "pmc_jcb_inbrief_PMC2185558_unlabelled.xml": "CC BY-NC-SA",
-    "pmc_kcj_PMC3717426_floats.xml": "CC BY-NC", "pmc_oncotarget_PMC5828200.nxml": "CC BY",
-    "pmc_plosntd_pntd.0002065.nxml": "CC BY", "pmc_plosone_pone.0000217.nxml": "CC BY",
-    "pmc_plosone_pone.0046493.nxml": "CC BY", "pmc_springer_nanoconv_PMC7417471.nxml": "CC BY",
+    "elife_00007_multirid.xml": "CC BY",
+    "elife_00666_boxedtext_app_figgroup.xml": "CC BY",
+    "elife_poa_e06828_nobody.xml": "CC BY",
+    "encoda_pkg_elife-30274-v1/main.jats.xml": "CC BY",
+    "epmc_hindawi_PMC2774577.xml": "CC BY",
+    "epmc_scirep_PMC6385181.xml": "CC BY",
+    "epmc_springer_abdomimaging_PMC2386533.xml": "unknown",
+    "jats4r_example-1_MALFORMED_undeclared_xlink.xml": "unknown",
+    "pmc_annonc_mds526.nxml": "CC BY-NC",
+    "pmc_bjc_6605965a_nofig_nolicense.nxml": "unknown",
+    "pmc_bmc_1471-2180-11-174.nxml": "CC BY",
+    "pmc_bmc_1472-6831-8-11_nofig.nxml": "CC BY",
+    "pmc_ehp_ehp-116-1694.nxml": "public domain",
+    "pmc_jcb_inbrief_PMC2185558_unlabelled.xml": "CC BY-NC-SA",
+    "pmc_kcj_PMC3717426_floats.xml": "CC BY-NC",
+    "pmc_oncotarget_PMC5828200.nxml": "CC BY",
+    "pmc_plosntd_pntd.0002065.nxml": "CC BY",
+    "pmc_plosone_pone.0000217.nxml": "CC BY",
+    "pmc_plosone_pone.0046493.nxml": "CC BY",
+    "pmc_springer_nanoconv_PMC7417471.nxml": "CC BY",
 }
 LATE = {"pmc-release", "update", "corrected", "retracted", "accepted", "received"}
 
@@ -150,10 +160,13 @@ def test_oai_pmh_response_with_jats_in_a_default_namespace():
     plain = jats.extract((root / "pmc_ehp_ehp-116-1694.nxml").read_bytes()).articles[0]
     ns = b"https://jats.nlm.nih.gov/ns/archiving/1.3/"
     article = _body(root / "pmc_ehp_ehp-116-1694.nxml").replace(b"<article ", b'<article xmlns="' + ns + b'" ', 1)
-    oai = (b'<?xml version="1.0" encoding="UTF-8"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
-           b"<responseDate>2026-01-01T00:00:00Z</responseDate><GetRecord><record><header>"
-           b"<identifier>oai:pubmedcentral.nih.gov:2599765</identifier></header><metadata>"
-           + article + b"</metadata></record></GetRecord></OAI-PMH>")
+    oai = (
+        b'<?xml version="1.0" encoding="UTF-8"?><OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/">'
+        b"<responseDate>2026-01-01T00:00:00Z</responseDate><GetRecord><record><header>"
+        b"<identifier>oai:pubmedcentral.nih.gov:2599765</identifier></header><metadata>"
+        + article
+        + b"</metadata></record></GetRecord></OAI-PMH>"
+    )
     tree = etree.fromstring(oai)
     assert tree.find(".//article") is None and tree.find(f".//{{{ns.decode()}}}fig") is not None
     parsed = jats.extract(oai)
@@ -193,23 +206,30 @@ def test_panels_alternatives_equations_and_tables():
     assert art["license"] == "CC BY-NC-ND" and art["license_source"] == "license-type"
     assert art["commercial_use"] is False
     with_tables = jats.extract(PANELS, tables=True).articles[0]["figures"]
-    assert [(f["fig_id"], f["kind"], f["graphics"], f["xref_count"]) for f in with_tables[2:]] == \
-        [("t1", "table", ["t1.gif"], 1)]
+    assert [(f["fig_id"], f["kind"], f["graphics"], f["xref_count"]) for f in with_tables[2:]] == [("t1", "table", ["t1.gif"], 1)]
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({"urls": ["http://creativecommons.org/licenses/by-nc-sa/3.0/igo/"]}, "CC BY-NC-SA"),
-    ({"urls": ["https://creativecommons.org/publicdomain/zero/1.0/"]}, "CC0"),
-    ({"urls": ["http://creativecommons.org/licenses/by-nd/4.0"]}, "CC BY-ND"),
-    ({"urls": ["https://www.elsevier.com/tdm/userlicense/1.0/"]}, "other"),
-    ({"license_type": "cc-by-sa"}, "CC BY-SA"),
-    ({"license_type": "open-access", "prose": "Distributed under a Creative Commons Attribution-NonCommercial-"
-                                              "NoDerivatives 4.0 License."}, "CC BY-NC-ND"),
-    ({"prose": "This work is in the public domain."}, "public domain"),
-    ({"prose": "Reuse requires permission from the publisher.", "present": True}, "other"),
-    ({"copyright_statement": "(c) 2010 Someone"}, "unknown"),
-    ({}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"urls": ["http://creativecommons.org/licenses/by-nc-sa/3.0/igo/"]}, "CC BY-NC-SA"),
+        ({"urls": ["https://creativecommons.org/publicdomain/zero/1.0/"]}, "CC0"),
+        ({"urls": ["http://creativecommons.org/licenses/by-nd/4.0"]}, "CC BY-ND"),
+        ({"urls": ["https://www.elsevier.com/tdm/userlicense/1.0/"]}, "other"),
+        ({"license_type": "cc-by-sa"}, "CC BY-SA"),
+        (
+            {
+                "license_type": "open-access",
+                "prose": "Distributed under a Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 License.",
+            },
+            "CC BY-NC-ND",
+        ),
+        ({"prose": "This work is in the public domain."}, "public domain"),
+        ({"prose": "Reuse requires permission from the publisher.", "present": True}, "other"),
+        ({"copyright_statement": "(c) 2010 Someone"}, "unknown"),
+        ({}, "unknown"),
+    ],
+)
 def test_licence_normalisation(kwargs, expected):
     assert normalise_license(**kwargs)[0] == expected
 
@@ -223,8 +243,10 @@ def test_recipe_licence_names_and_groups():
 
 
 def test_reference_lists_are_dropped_only_when_safe():
-    art = (b"<article><body><p>x</p></body><back><ref-list><title>R</title><ref-list><ref>a</ref></ref-list>"
-           b"<ref-list/><ref>b</ref></ref-list><app><fig id='f'/></app></back></article>")
+    art = (
+        b"<article><body><p>x</p></body><back><ref-list><title>R</title><ref-list><ref>a</ref></ref-list>"
+        b"<ref-list/><ref>b</ref></ref-list><app><fig id='f'/></app></back></article>"
+    )
     assert jats.drop_reference_lists(art) == b"<article><body><p>x</p></body><back><app><fig id='f'/></app></back></article>"
     odd = b"<article><body><!-- <ref-list> --><fig id='f'/></body><back><ref-list></ref-list></back></article>"
     assert jats.drop_reference_lists(odd) == odd  # the count went wrong: a figure would be lost, so keep all

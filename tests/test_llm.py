@@ -9,17 +9,16 @@ import hashlib
 import http.server
 import io
 import json
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from conftest import kill_when, make_image, rows, run_ingest, write_recipe
+from conftest import cli, kill_when, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
-from medloom.annotate.llm import LLMClient, chat_url
+from medloom.models.chat import LLMClient, chat_url
 
 
 class ChatServer:
@@ -75,8 +74,11 @@ class ChatServer:
                 if action in ("429", "500", "400"):
                     return self.reply(int(action), {"error": action}, {"Retry-After": "0"} if action == "429" else {})
                 if action == "wait":  # an HTTP date an hour from now
-                    return self.reply(503, {"error": "busy"}, {"Retry-After": time.strftime(
-                        "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))})
+                    return self.reply(
+                        503,
+                        {"error": "busy"},
+                        {"Retry-After": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))},
+                    )
                 if action == "huge":
                     return self.reply(200, {"choices": [{"message": {"content": "x" * (2 << 20)}}]})
                 if action == "slow":
@@ -87,9 +89,15 @@ class ChatServer:
                 else:
                     question = text.split("Question to rephrase: ", 1)[1].splitlines()[0]
                     answer = f"Please answer: {question}"
-                return self.reply(200, {"id": "x", "object": "chat.completion", "model": body["model"],
-                                        "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": answer}}]})
+                return self.reply(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
+                    },
+                )
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -136,8 +144,7 @@ def test_concurrency_retries_timeouts_and_cache(server, tmp_path):
 
 
 def test_replies_and_waits_are_bounded(server, tmp_path):
-    client = LLMClient(server.url, "m", tmp_path / "cache", retries=3, backoff=0.01, max_wait=30,
-                       max_response_bytes=1 << 20)
+    client = LLMClient(server.url, "m", tmp_path / "cache", retries=3, backoff=0.01, max_wait=30, max_response_bytes=1 << 20)
     server.plan["Rephrase it."] = ["wait", "huge"]
     assert client.complete_many([ask("a")]) == [None]
     assert client.stats.requests == 1 and "over the limit of 30 s" in client.stats.errors[0]  # not retried
@@ -150,15 +157,15 @@ def test_replies_and_waits_are_bounded(server, tmp_path):
 def loom(tmp_path):
     for i in range(9):
         make_image(tmp_path / "cxr" / ("normal", "pneumonia", "covid-19")[i % 3] / f"c{i}.png", size=(40, 30), seed=i)
-    recipe = write_recipe(tmp_path, [dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray",
-                                          anatomy="chest", task="disease")])
+    recipe = write_recipe(
+        tmp_path, [dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray", anatomy="chest", task="disease")]
+    )
     loom_dir, _ = run_ingest(recipe)
     return loom_dir
 
 
 def test_llm_rewrites_are_checked_and_bad_ones_replaced(server, loom):
-    settings = AnnotateSettings(rois=False, llm_url=server.url, llm_model="test-model", llm_images=True,
-                                llm_concurrency=2)
+    settings = AnnotateSettings(rois=False, llm_url=server.url, llm_model="test-model", llm_images=True, llm_concurrency=2)
     report = annotate(loom, settings, workers=1, quiet=True)
     got = {r["id"]: r for r in rows(loom, "SELECT a.*, r.labels FROM annotations a JOIN records r USING (id)")}
     for r in got.values():
@@ -188,14 +195,29 @@ def test_a_killed_run_resumes_without_asking_again(loom):
     slow = ChatServer(delay=0.3)
     try:
         cache = loom / "cache" / "llm"
-        cmd = [sys.executable, "-m", "medloom.cli", "annotate", str(loom), "--captions", "--vqa", "-q",
-               "--llm", slow.url, "--model", "m", "--llm-concurrency", "2", "-w", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "medloom.cli",
+            "annotate",
+            str(loom),
+            "--captions",
+            "--vqa",
+            "-q",
+            "--llm",
+            slow.url,
+            "--model",
+            "m",
+            "--llm-concurrency",
+            "2",
+            "-w",
+            "1",
+        ]
         kill_when(cmd, lambda: cache.is_dir() and len(list(cache.rglob("*.json"))) >= 4, timeout=120)
         answered = {p.stem for p in cache.rglob("*.json")}
         assert 4 <= len(answered) < 18
         asked_before = len(slow.log)
-        proc = subprocess.run(cmd + ["--json"], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
+        proc = cli(*cmd[3:], "--json")  # the resume: in this process
         report = json.loads(proc.stdout)
         again = slow.log[asked_before:]
         assert not set(again) & answered  # nothing answered before the kill was asked again
@@ -210,14 +232,12 @@ def test_a_killed_run_resumes_without_asking_again(loom):
 
 
 def test_llm_needs_a_model(loom):
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(loom), "--llm", "http://x/v1"],
-                          capture_output=True, text=True)
+    proc = cli("annotate", loom, "--llm", "http://x/v1", check=False)
     assert proc.returncode == 2 and "--model" in proc.stderr
 
 
 def test_templates_file_and_unknown_family(loom, tmp_path):
     bad = tmp_path / "t.yaml"
     bad.write_text("radiology: ['x {finding}']\n")
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "annotate", str(loom), "--templates", str(bad)],
-                          capture_output=True, text=True)
+    proc = cli("annotate", loom, "--templates", bad, check=False)
     assert proc.returncode == 2 and "unknown task families ['radiology']" in proc.stderr

@@ -63,8 +63,7 @@ def corpus(tmp_path_factory):
     package(data / "packages" / "PMC3460867.tar.gz", files)
     # 2. a package with a figure-group and supplements (eLife), hrefs with extensions
     enc = jats / "encoda_pkg_elife-30274-v1"
-    package(data / "packages" / "elife-30274.tgz",
-            {f"elife-30274/{p.name}": p.read_bytes() for p in sorted(enc.iterdir())})
+    package(data / "packages" / "elife-30274.tgz", {f"elife-30274/{p.name}": p.read_bytes() for p in sorted(enc.iterdir())})
     # 3. a folder of XML with images beside it; one image is missing
     floats = data / "folder" / "kcj"
     floats.mkdir(parents=True)
@@ -78,8 +77,11 @@ def corpus(tmp_path_factory):
     # 4. text-only articles: a figure without a graphic, no figures, malformed XML, not XML at all
     text = data / "folder" / "text"
     text.mkdir()
-    for name in ("biorxiv_223354_fig_without_graphic.xml", "pmc_bjc_6605965a_nofig_nolicense.nxml",
-                 "jats4r_example-1_MALFORMED_undeclared_xlink.xml"):
+    for name in (
+        "biorxiv_223354_fig_without_graphic.xml",
+        "pmc_bjc_6605965a_nofig_nolicense.nxml",
+        "jats4r_example-1_MALFORMED_undeclared_xlink.xml",
+    ):
         shutil.copy(jats / name, text)
     (text / "broken.nxml").write_bytes(b"\x00\x01\x02 this is not XML")
     with gzip.open(data / "medline.xml.gz", "wt") as f:
@@ -91,12 +93,16 @@ def corpus(tmp_path_factory):
 
 def test_every_figure_of_the_packages_is_a_record(corpus):
     tmp, data, loom, report = corpus
-    got = rows(loom, "SELECT id, uri, article.pmcid AS pmcid, article.fig_id AS fig_id, article.graphic AS graphic, "
-                     "article.file AS file, width, height FROM records WHERE uri LIKE 'packages/%' ORDER BY id")
+    got = rows(
+        loom,
+        "SELECT id, uri, article.pmcid AS pmcid, article.fig_id AS fig_id, article.graphic AS graphic, "
+        "article.file AS file, width, height FROM records WHERE uri LIKE 'packages/%' ORDER BY id",
+    )
     pone = [r for r in got if r["pmcid"] == "PMC3460867"]
     assert [(r["fig_id"], r["graphic"], r["file"]) for r in pone] == [
         (f"pone-0046493-g00{i}", f"pone.0046493.g00{i}", f"PMC3460867/pone.0046493.g00{i}.{ext}")
-        for i, ext in enumerate(["jpg", "png", "gif", "tif"], 1)]
+        for i, ext in enumerate(["jpg", "png", "gif", "tif"], 1)
+    ]
     assert all(r["uri"] == "packages/PMC3460867.tar.gz" for r in pone)
     assert all((r["width"], r["height"]) == (80, 60) for r in pone)
     # every figure of the eLife package resolves to its file (as expected.json lists them)
@@ -110,11 +116,14 @@ def test_every_figure_of_the_packages_is_a_record(corpus):
 
 def test_article_fields_are_queryable(corpus):
     _, _, loom, _ = corpus
-    (r,) = rows(loom, "SELECT article.pmcid AS pmcid, article.pmid AS pmid, article.doi AS doi, article.title AS title, "
-                      "article.journal AS journal, article.year AS year, article.fig_id AS fig_id, "
-                      "article.fig_label AS fig_label, article.graphic AS graphic, article.xref_count AS xrefs, "
-                      "article.mesh AS mesh, article.contexts AS contexts, caption, license, commercial_use, task "
-                      "FROM records WHERE article.fig_id = 'pone-0046493-g002'")
+    (r,) = rows(
+        loom,
+        "SELECT article.pmcid AS pmcid, article.pmid AS pmid, article.doi AS doi, article.title AS title, "
+        "article.journal AS journal, article.year AS year, article.fig_id AS fig_id, "
+        "article.fig_label AS fig_label, article.graphic AS graphic, article.xref_count AS xrefs, "
+        "article.mesh AS mesh, article.contexts AS contexts, caption, license, commercial_use, task "
+        "FROM records WHERE article.fig_id = 'pone-0046493-g002'",
+    )
     assert r["pmcid"] == "PMC3460867" and r["pmid"] == "23029536" and r["doi"] == "10.1371/journal.pone.0046493"
     assert r["title"].startswith("MmPPOX Inhibits Mycobacterium tuberculosis")
     assert (r["journal"], r["year"], r["fig_label"], r["graphic"]) == ("PLoS ONE", 2012, "Figure 2", "pone.0046493.g002")
@@ -143,12 +152,13 @@ def test_problems_are_reported_and_counted(corpus):
     reasons = {(r["path"], r["reason"], r["scope"]): r["message"] for r in rows(loom, "SELECT * FROM quarantine")}
     text = "folder/text/"
     assert "figS10" in reasons[(text + "biorxiv_223354_fig_without_graphic.xml", "figure_without_graphic", "input")]
-    assert "Namespace prefix xlink" in reasons[(text + "jats4r_example-1_MALFORMED_undeclared_xlink.xml",
-                                               "xml_recovered", "warning")]
+    assert (
+        "Namespace prefix xlink"
+        in reasons[(text + "jats4r_example-1_MALFORMED_undeclared_xlink.xml", "xml_recovered", "warning")]
+    )
     assert (text + "pmc_bjc_6605965a_nofig_nolicense.nxml", "article_without_figures", "warning") in reasons
     assert (text + "broken.nxml", "xml_unreadable", "input") in reasons
-    (n,) = rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'graphic_not_found' AND path LIKE "
-                      "'%biorxiv%'")
+    (n,) = rows(loom, "SELECT count(*) AS n FROM quarantine WHERE reason = 'graphic_not_found' AND path LIKE '%biorxiv%'")
     assert n["n"] == 14
     # figures are the unit: in = records + quarantined + filtered
     records = rows(loom, "SELECT count(*) AS n FROM records")[0]["n"]
@@ -165,8 +175,7 @@ def test_a_second_run_decodes_nothing(corpus):
 
 def test_licence_filter(corpus, tmp_path):
     _, data, _, _ = corpus
-    recipe = write_recipe(tmp_path, [dict(name="cc", reader="pmc", path=str(data / "folder"),
-                                          licenses=["commercial"])])
+    recipe = write_recipe(tmp_path, [dict(name="cc", reader="pmc", path=str(data / "folder"), licenses=["commercial"])])
     loom, reports = run_ingest(recipe)
     assert {r["license"] for r in rows(loom, "SELECT DISTINCT license FROM records")} == {"CC BY"}
     filtered = rows(loom, "SELECT * FROM quarantine WHERE scope = 'filtered'")
@@ -213,8 +222,11 @@ def test_export_reads_figures_out_of_packages(corpus, tmp_path):
     assert pq_report.exported == 13
     import duckdb
 
-    n = duckdb.connect().execute(f"SELECT count(*) FROM '{tmp_path / 'pq'}/*.parquet' "
-                                 "WHERE article.pmcid = 'PMC3460867'").fetchall()
+    n = (
+        duckdb.connect()
+        .execute(f"SELECT count(*) FROM '{tmp_path / 'pq'}/*.parquet' WHERE article.pmcid = 'PMC3460867'")
+        .fetchall()
+    )
     assert n == [(4,)]
 
 
@@ -229,19 +241,27 @@ def test_panels_tables_and_a_europe_pmc_file_through_ingest(tmp_path):
         make_image(data / name, size=(30 + i, 20), seed=i, fmt={"tif": "TIFF", "gif": "GIF"}.get(name[-3:]))
     from lxml import etree
 
-    bodies = [etree.tostring(etree.parse(str(jats / n)).getroot())
-              for n in ("pmc_ehp_ehp-116-1694.nxml", "pmc_kcj_PMC3717426_floats.xml")]
+    bodies = [
+        etree.tostring(etree.parse(str(jats / n)).getroot())
+        for n in ("pmc_ehp_ehp-116-1694.nxml", "pmc_kcj_PMC3717426_floats.xml")
+    ]
     (data / "epmc").mkdir()
     (data / "epmc" / "europepmc.xml").write_bytes(b"<articles>" + b"".join(bodies) + b"</articles>")
     for i in (1, 2, 3):
         make_image(data / "epmc" / f"ehp-116-1694f{i}.jpg", size=(50, 40), seed=30 + i)
     recipe = write_recipe(tmp_path, [dict(name="p", reader="pmc", path=str(data), tables=True)])
     loom, reports = run_ingest(recipe)
-    got = rows(loom, "SELECT id, article.panel AS panel, article.panels AS panels, article.fig_kind AS kind, width "
-                     "FROM records WHERE uri NOT LIKE 'epmc/%' ORDER BY id")
+    got = rows(
+        loom,
+        "SELECT id, article.panel AS panel, article.panels AS panels, article.fig_kind AS kind, width "
+        "FROM records WHERE uri NOT LIKE 'epmc/%' ORDER BY id",
+    )
     assert [(r["id"], r["panel"], r["panels"], r["kind"], r["width"]) for r in got] == [
-        ("p/panels_nxml/f1/0", 0, 3, "figure", 30), ("p/panels_nxml/f1/1", 1, 3, "figure", 31),
-        ("p/panels_nxml/f1/2", 2, 3, "figure", 32), ("p/panels_nxml/t1", 0, 1, "table", 33)]
+        ("p/panels_nxml/f1/0", 0, 3, "figure", 30),
+        ("p/panels_nxml/f1/1", 1, 3, "figure", 31),
+        ("p/panels_nxml/f1/2", 2, 3, "figure", 32),
+        ("p/panels_nxml/t1", 0, 1, "table", 33),
+    ]
     (q,) = rows(loom, "SELECT * FROM quarantine WHERE path = 'panels.nxml'")
     assert q["reason"] == "figure_without_graphic" and q["record_id"] == "p/panels_nxml/f2"
     epmc = rows(loom, "SELECT id, article.pmcid AS pmcid FROM records WHERE uri LIKE 'epmc/%' ORDER BY id")

@@ -10,13 +10,11 @@ import http.server
 import io
 import json
 import random
-import subprocess
-import sys
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from medloom.literature.fetch import fetch, read_file_list, select
 
@@ -28,8 +26,10 @@ def make_package(accession: str, seed: int) -> bytes:
     buf = io.BytesIO()
     payload = random.Random(seed).randbytes(400_000)  # incompressible: a package of about 400 KB
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in ((f"{accession}/article.nxml", f"<article><front/><!-- {seed} --></article>".encode()),
-                           (f"{accession}/fig1.jpg", payload)):
+        for name, data in (
+            (f"{accession}/article.nxml", f"<article><front/><!-- {seed} --></article>".encode()),
+            (f"{accession}/fig1.jpg", payload),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -114,8 +114,7 @@ def test_file_list_and_licence_groups(service):
 
 def test_retries_resume_log_and_a_second_run_fetches_nothing(service, tmp_path):
     server, listing, files = service
-    server.plan = {"pub/pmc/oa_package/00/a0/PMC1000.tar.gz": ["503", "429"],
-                   "pub/pmc/oa_package/02/a2/PMC1002.tar.gz": ["cut"]}
+    server.plan = {"pub/pmc/oa_package/00/a0/PMC1000.tar.gz": ["503", "429"], "pub/pmc/oa_package/02/a2/PMC1002.tar.gz": ["cut"]}
     out = tmp_path / "out"
     packages = select(read_file_list(listing), "commercial")
     report = fetch(packages, out, base_url=server.url, workers=2, retries=3, backoff=0.01, timeout=5)
@@ -161,26 +160,42 @@ def test_a_corrupt_partial_is_restarted_and_a_missing_package_fails_visibly(serv
 def test_cli(service, tmp_path):
     server, listing, _ = service
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "medloom.cli", "pmc", "fetch", "--file-list", str(listing), "--out", str(out),
-           "--licenses", "commercial", "--limit", "2", "--base-url", server.url, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    cmd = [
+        "pmc",
+        "fetch",
+        "--file-list",
+        str(listing),
+        "--out",
+        str(out),
+        "--licenses",
+        "commercial",
+        "--limit",
+        "2",
+        "--base-url",
+        server.url,
+        "--json",
+    ]
+    proc = cli(*cmd)
     assert json.loads(proc.stdout)["fetched"] == 2
     assert sorted(p.name for p in out.glob("*.tar.gz")) == ["PMC1000.tar.gz", "PMC1002.tar.gz"]
-    bad = subprocess.run([*cmd[:6], str(Path(tmp_path / "nope.csv")), *cmd[7:]], capture_output=True, text=True)
+    bad = cli(*cmd[:3], tmp_path / "nope.csv", *cmd[4:], check=False)
     assert bad.returncode == 2 and "file list not found" in bad.stderr
-    wrong = subprocess.run([*cmd[:10], "some", *cmd[11:]], capture_output=True, text=True)
+    wrong = cli(*cmd[:7], "some", *cmd[8:], check=False)
     assert wrong.returncode == 2 and "choose one of" in wrong.stderr
 
 
 def test_the_older_tab_separated_file_list(tmp_path):
     listing = tmp_path / "oa_file_list.txt"
-    listing.write_text("2024-01-01 00:00:00\n"
-                       "oa_package/08/e0/PMC13900.tar.gz\tBreast Cancer Res. 2001\tPMC13900\tPMID:11250746\tNO-CC CODE\n"
-                       "oa_package/b0/ac/PMC13901.tar.gz\tBreast Cancer Res. 2001\tPMC13901\tPMID:11250747\tCC BY\n")
+    listing.write_text(
+        "2024-01-01 00:00:00\n"
+        "oa_package/08/e0/PMC13900.tar.gz\tBreast Cancer Res. 2001\tPMC13900\tPMID:11250746\tNO-CC CODE\n"
+        "oa_package/b0/ac/PMC13901.tar.gz\tBreast Cancer Res. 2001\tPMC13901\tPMID:11250747\tCC BY\n"
+    )
     packages = read_file_list(listing)
     assert [(p.accession, p.pmid, p.license, p.name) for p in packages] == [
-        ("PMC13900", "11250746", "other", "PMC13900.tar.gz"), ("PMC13901", "11250747", "CC BY", "PMC13901.tar.gz")]
+        ("PMC13900", "11250746", "other", "PMC13900.tar.gz"),
+        ("PMC13901", "11250747", "CC BY", "PMC13901.tar.gz"),
+    ]
     assert [p.accession for p in select(packages, "commercial")] == ["PMC13901"]
 
 
@@ -193,8 +208,7 @@ def test_budgets_and_someone_elses_file(service, tmp_path):
     out.mkdir()
     (out / packages[2].name).write_bytes(b"my own copy")
     server.plan[f"pub/pmc/{packages[0].path}"] = ["wait"]
-    report = fetch(packages[:2], out, base_url=server.url, workers=2, retries=3, backoff=0.01, max_bytes=300_000,
-                   max_wait=60)
+    report = fetch(packages[:2], out, base_url=server.url, workers=2, retries=3, backoff=0.01, max_bytes=300_000, max_wait=60)
     failed = {f["name"]: f for f in report.failed}
     assert "over --max-wait" in failed[packages[0].name]["error"] and failed[packages[0].name]["attempts"] == 1
     assert len(server.gets(packages[0].name)) == 1  # asked once, not retried for an hour

@@ -27,11 +27,16 @@ def s3():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    client = pfs.S3FileSystem(access_key="key", secret_key="secret", region="us-east-1", endpoint_override=endpoint,
-                              allow_bucket_creation=True)
+    client = pfs.S3FileSystem(
+        access_key="key", secret_key="secret", region="us-east-1", endpoint_override=endpoint, allow_bucket_creation=True
+    )
     client.create_dir("bucket")
-    env = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "key",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     yield endpoint, env, client
     server.stop()
 
@@ -41,8 +46,11 @@ def loom(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("publish")
     for i in range(14):
         make_image(root / "d" / ("train", "test")[i % 2] / ("a", "b")[i // 2 % 2] / f"{i:03d}.png", seed=i)
-    loom, _ = run_ingest(write_recipe(root, [dict(name="s", reader="imagefolder", path=str(root / "d"),
-                                                  modality="CXR", anatomy="chest", task="disease")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            root, [dict(name="s", reader="imagefolder", path=str(root / "d"), modality="CXR", anatomy="chest", task="disease")]
+        )
+    )
     return loom
 
 
@@ -56,7 +64,7 @@ def objects(client, prefix: str) -> dict[str, bytes]:
     for info in infos:
         if info.type == pfs.FileType.File:
             with client.open_input_stream(info.path) as f:
-                found[info.path[len(prefix) + 1:]] = f.read()
+                found[info.path[len(prefix) + 1 :]] = f.read()
     return found
 
 
@@ -67,9 +75,15 @@ def test_export_to_s3_is_the_local_export_and_a_rerun_uploads_only_what_is_missi
     staged = loom / "exports" / "staged" / "s3-bucket-medical-wds"
     files = written(staged)
     assert first["exported"] == 14 and first["shards"] == 4
-    assert first["published"] == {"url": "s3://bucket/medical/wds", "files": len(files), "uploaded": len(files),
-                                  "skipped": 0, "removed": 0, "bytes_uploaded": first["published"]["bytes_uploaded"],
-                                  "left_out": []}
+    assert first["published"] == {
+        "url": "s3://bucket/medical/wds",
+        "files": len(files),
+        "uploaded": len(files),
+        "skipped": 0,
+        "removed": 0,
+        "bytes_uploaded": first["published"]["bytes_uploaded"],
+        "left_out": [],
+    }
     up = objects(client, "bucket/medical/wds")
     assert sorted(up) == sorted([*files, ".medloom-written.json"])
     assert all(up[name] == (staged / name).read_bytes() for name in files)
@@ -141,8 +155,14 @@ def test_urls_never_carry_credentials_and_a_dead_endpoint_fails_in_bounded_time(
     run = cli("export", loom, "--out", "ftp://host/x", check=False)
     assert run.returncode == 2 and "s3:// and gs://" in run.stderr
     started = time.monotonic()
-    run = cli("export", loom, "--out", "s3://bucket/x?endpoint_override=http://127.0.0.1:9&connect_timeout=1",
-              *SETTINGS, check=False, env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
-                                           "AWS_EC2_METADATA_DISABLED": "true"})
+    run = cli(
+        "export",
+        loom,
+        "--out",
+        "s3://bucket/x?endpoint_override=http://127.0.0.1:9&connect_timeout=1",
+        *SETTINGS,
+        check=False,
+        env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_EC2_METADATA_DISABLED": "true"},
+    )
     assert run.returncode == 2 and "cannot list it" in run.stderr
     assert time.monotonic() - started < 120

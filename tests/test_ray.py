@@ -18,7 +18,7 @@ from conftest import CLI_ENV, cli, fixture_dir, rows, write_recipe
 from PIL import Image
 
 from medloom.engine import STAGES
-from medloom.engine.ray_executor import MOST_PARTS, task_parts
+from medloom.engine.ray import MOST_PARTS, task_parts
 
 pytest.importorskip("ray")
 
@@ -26,9 +26,11 @@ pytest.importorskip("ray")
 def digest(folder: Path) -> dict[str, str]:
     """Every file below the folder by relative path -> sha256; left out: medloom's records and locks, and the
     manifests (they hold the loom's path and the run's timings)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"
+    }
 
 
 def parts(loom: Path) -> dict[str, str]:
@@ -36,18 +38,54 @@ def parts(loom: Path) -> dict[str, str]:
 
 
 SOURCES = [
-    dict(name="voc", reader="voc", path=str(fixture_dir("images", "bccd_voc")), modality="microscopy",
-         anatomy="blood", task="cell detection"),
-    dict(name="em", reader="masks", path=str(fixture_dir("images", "isbi2012_em_masks", "train")), images_dir="image",
-         masks_dir="label", mask_labels={255: "cell"}, modality="microscopy", anatomy="cell",
-         task="cell segmentation"),
-    dict(name="cells", reader="imagefolder", path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
-         modality="microscopy", anatomy="blood", task="cell type"),
+    dict(
+        name="voc",
+        reader="voc",
+        path=str(fixture_dir("images", "bccd_voc")),
+        modality="microscopy",
+        anatomy="blood",
+        task="cell detection",
+    ),
+    dict(
+        name="em",
+        reader="masks",
+        path=str(fixture_dir("images", "isbi2012_em_masks", "train")),
+        images_dir="image",
+        masks_dir="label",
+        mask_labels={255: "cell"},
+        modality="microscopy",
+        anatomy="cell",
+        task="cell segmentation",
+    ),
+    dict(
+        name="cells",
+        reader="imagefolder",
+        path=str(fixture_dir("images", "bccd_imagefolder", "BCCD_cropped")),
+        modality="microscopy",
+        anatomy="blood",
+        task="cell type",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
-def looms(tmp_path_factory):
+def one_ray():
+    """One Ray instance for this module's in-process commands that need no start of their own: a command joins a
+    connection its process made before it (`engine.ray.connect`), and its end (`disconnect`) is left to us."""
+    import ray
+
+    from medloom.engine import ray as engine_ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(engine_ray, "disconnect", lambda: None)
+    yield
+    patch.undo()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def looms(tmp_path_factory, one_ray):
     tmp = tmp_path_factory.mktemp("ray")
     local = write_recipe(tmp / "local", SOURCES, part_size=4)
     remote = write_recipe(tmp / "ray", SOURCES, part_size=4)
@@ -61,11 +99,10 @@ def test_ingest_writes_the_same_catalog_parts(looms):
     assert parts(local) == parts(remote) and len(parts(local)) > 6
 
 
-def test_export_annotate_and_embed_write_the_same_bytes(looms, tmp_path):
+def test_export_annotate_and_embed_write_the_same_bytes(looms, one_ray, tmp_path):
     local, remote = looms
     for loom, how in ((local, ["-w", "2"]), (remote, ["--executor", "ray", "-w", "2"])):
-        cli("export", loom, "--format", "webdataset", "--max-side", "128", "--out", tmp_path / loom.parent.name, *how,
-            "-q")
+        cli("export", loom, "--format", "webdataset", "--max-side", "128", "--out", tmp_path / loom.parent.name, *how, "-q")
         cli("annotate", loom, *how, "-q")
         cli("export", loom, "--format", "llava", "--out", tmp_path / f"{loom.parent.name}-llava", *how, "-q")
         cli("embed", loom, "--model", "builtin", *how, "-q")
@@ -97,8 +134,7 @@ def ray_tasks_running() -> dict[int, str]:
     """Ray workers running a medloom task now, by pid: the task's name ("ingest.decode parts 4-7"), which Ray
     puts in the worker's process title."""
     titles = {pid: cmdline.split(b"\0")[0].decode(errors="replace") for pid, cmdline in proc_files("cmdline").items()}
-    return {pid: title[5:] for pid, title in titles.items()
-            if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES}
+    return {pid: title[5:] for pid, title in titles.items() if title.startswith("ray::") and title[5:].split(" ")[0] in STAGES}
 
 
 def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
@@ -108,17 +144,30 @@ def noise_source(folder: Path, n: int, side: int, seed: int) -> list[dict]:
         path = folder / "data" / ("a" if i % 2 else "b") / f"{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
-    return [dict(name="noise", reader="imagefolder", path=str(folder / "data"), modality="microscopy", anatomy="blood",
-                 task="cell type")]
+    return [
+        dict(
+            name="noise",
+            reader="imagefolder",
+            path=str(folder / "data"),
+            modality="microscopy",
+            anatomy="blood",
+            task="cell type",
+        )
+    ]
 
 
 def start_ray_ingest(recipe: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--executor", "ray", "-w", "2",
-                             "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
+    return subprocess.Popen(
+        [sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "--executor", "ray", "-w", "2", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CLI_ENV,
+    )
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_catalog_is_the_same(tmp_path):
-    spec = noise_source(tmp_path, 240, 600, seed=0)
+    spec = noise_source(tmp_path, 96, 600, seed=0)
     local, remote = write_recipe(tmp_path / "local", spec, part_size=8), write_recipe(tmp_path / "ray", spec, part_size=8)
     proc = start_ray_ingest(remote)
     killed = None
@@ -140,14 +189,16 @@ def test_a_cluster_that_does_not_answer_is_a_clear_error(tmp_path):
     recipe = write_recipe(tmp_path, SOURCES[:1])
     # Ray's own budget for a ray:// connection is three tries of 5, 10 and 15 s; one second each here
     quick = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "1", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "1"}
-    proc = cli("ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300,
-               env=quick)
+    # fresh: a failed client connection leaves Ray unable to start in that process
+    proc = cli(
+        "ingest", recipe, "--executor", "ray", "--address", "ray://127.0.0.1:1", check=False, timeout=300, env=quick, fresh=True
+    )
     assert proc.returncode == 1 and "no Ray cluster answers there" in proc.stderr, proc.stderr
     proc = cli("ingest", recipe, "--executor", "spark", check=False)
     assert proc.returncode == 2 and "use local or ray" in proc.stderr
 
 
-def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(tmp_path):
+def test_a_part_whose_worker_always_dies_is_quarantined_then_decoded_next_time(one_ray, tmp_path):
     remote = write_recipe(tmp_path / "ray", noise_source(tmp_path, 16, 64, seed=1), part_size=8)
     proc = start_ray_ingest(remote)
     kills = 0
@@ -207,17 +258,24 @@ def test_a_task_of_several_parts_whose_worker_keeps_dying_runs_its_parts_one_by_
 def test_a_running_cluster_is_joined_with_auto_and_left_alone_without_an_address(looms, tmp_path):
     """`ray start` made a cluster here: `--address auto` runs on it, and without `--address` the command starts
     an instance of its own beside it (Ray's own default would join the cluster, and refuse our CPU count)."""
+    import ray as ray_api
+
+    ray_api.shutdown()  # the in-process commands' instance (`one_ray`): this test needs a machine without Ray
+    deadline = time.time() + 30
+    while processes_named(b"raylet") and time.time() < deadline:
+        time.sleep(0.2)
     if processes_named(b"raylet"):
         pytest.skip("a Ray cluster runs on this machine: this test starts its own and stops it with `ray stop`")
     ray = str(Path(sys.executable).with_name("ray"))
-    subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false"], check=True, capture_output=True, timeout=120
+    )
     try:
         head = processes_named(b"raylet")
         assert head
         for how in (["--address", "auto"], []):
             recipe = write_recipe(tmp_path / ("auto" if how else "own"), SOURCES, part_size=4)
-            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q")
+            cli("ingest", recipe, "--executor", "ray", "-w", "2", *how, "-q", fresh=True)  # a command's own start
             assert parts(recipe.parent / "loom") == parts(looms[0]), how
         deadline = time.time() + 30  # the command's own instance has gone (its processes may take a moment)
         while processes_named(b"raylet") != head and time.time() < deadline:
@@ -231,7 +289,7 @@ WARM = """
 import json, os, sys
 import ray
 from medloom.engine import ExecutorSpec, start_early
-from medloom.engine.ray_executor import RayExecutor, disconnect
+from medloom.engine.ray import RayExecutor, disconnect
 
 
 def probe(module):
@@ -249,9 +307,9 @@ with RayExecutor(2, None) as executor:  # the step joins the command's connectio
 command = probes("medloom.sources.stage")
 connected = ray.is_initialized()
 disconnect()
-with RayExecutor(2, None, preload=["medloom.export.render"]) as executor:  # a step called in-process: its own
+with RayExecutor(2, None, preload=["medloom.view.render"]) as executor:  # a step called in-process: its own
     executor.prestart()
-    step = probes("medloom.export.render")
+    step = probes("medloom.view.render")
 print(json.dumps({"command": command, "step": step, "step_connected": step_connected, "connected": connected,
                   "after": ray.is_initialized()}))
 """

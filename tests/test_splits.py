@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import make_image, rows, run_ingest, write_recipe
+from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.annotate import AnnotateSettings, annotate
+from medloom.cg.plan import directions, mat_subsets, parse_target, plan
 from medloom.export import ExportOptions, export
 from medloom.export.training import export_training
 from medloom.splits.assign import make_split
-from medloom.splits.planner import directions, mat_subsets, parse_target, plan
 
 SOURCES = [  # name, modality, anatomy, task, labels
     ("ct-lung-covid", "CT", "lung", "covid-19", ["covid", "normal"]),
@@ -67,8 +65,7 @@ def test_directions_find_exactly_the_expected_related_combinations(mat):
         "modality-area": [m_a, ["ultrasound|breast|cancer"]],
         "three-way": [["CT|kidney|disease"], ["MRI|lung|covid-19"], ["ultrasound|breast|cancer"]],
     }
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "cg", "matrix", str(loom), "--json"],
-                          capture_output=True, text=True)
+    proc = cli("cg", "matrix", loom, "--json")
     matrix = json.loads(proc.stdout)
     assert matrix[T] == {"fixed-modality": 3, "fixed-area": 3, "fixed-task": 2, "modality-area": 3, "three-way": 3}
     assert matrix["MRI|brain|disease"]["fixed-modality"] == 0  # no (MRI, brain, other task) subset
@@ -76,20 +73,34 @@ def test_directions_find_exactly_the_expected_related_combinations(mat):
 
 def test_plans_ablations_and_baseline(mat, tmp_path):
     _, loom = mat
-    proc = subprocess.run([sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--target",
-                           "ct, LUNG, cancer", "--out", str(tmp_path / "exp"), "--seed", "3", "--json"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = cli("cg", "plan", loom, "--target", "ct, LUNG, cancer", "--out", tmp_path / "exp", "--seed", "3", "--json")
     exps = {e["name"]: e for e in json.loads(proc.stdout)}
-    assert set(exps) == {"related-fixed-modality", "related-fixed-area", "related-fixed-task",
-                         "related-modality-area", "related-three-way", "all-related", "all-unrelated",
-                         "without-modality", "without-area", "without-task", "baseline-plus"}
+    assert set(exps) == {
+        "related-fixed-modality",
+        "related-fixed-area",
+        "related-fixed-task",
+        "related-modality-area",
+        "related-three-way",
+        "all-related",
+        "all-unrelated",
+        "without-modality",
+        "without-area",
+        "without-task",
+        "baseline-plus",
+    }
     for e in exps.values():
         assert e["target"] == T and T not in e["train_subsets"] and e["test_records"] == 4
         assert set(e) >= {"name", "kind", "direction", "target", "train_subsets", "train_records", "test_records"}
     related = set(exps["all-related"]["train_subsets"])
-    assert related == {"CT|lung|covid-19", "CT|lung|level", "CT|brain|cancer", "X-ray|lung|cancer",
-                       "CT|kidney|disease", "MRI|lung|covid-19", "ultrasound|breast|cancer"}
+    assert related == {
+        "CT|lung|covid-19",
+        "CT|lung|level",
+        "CT|brain|cancer",
+        "X-ray|lung|cancer",
+        "CT|kidney|disease",
+        "MRI|lung|covid-19",
+        "ultrasound|breast|cancer",
+    }
     assert set(exps["all-unrelated"]["train_subsets"]) == {"MRI|brain|disease", "X-ray|chest|covid-19"}
     for element, i in (("modality", 0), ("area", 1), ("task", 2)):
         dropped = related - set(exps[f"without-{element}"]["train_subsets"])
@@ -104,8 +115,9 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
     assert len(train) == 8 and all(r.startswith(("ct-brain-cancer/", "xray-lung-cancer/")) for r in train)
     again = plan(loom, [parse_target("CT,lung,cancer")], tmp_path / "again", seed=3)
     assert [e["train_records"] for e in again] == [e["train_records"] for e in exps.values()]
-    assert (tmp_path / "again" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text() == \
-        (tmp_path / "exp" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text()
+    assert (tmp_path / "again" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text() == (
+        tmp_path / "exp" / "CT_lung_cancer" / "baseline-plus" / "train.txt"
+    ).read_text()
     # every experiment exports, in the shard formats and the training formats
     report = export(loom, tmp_path / "wds", ExportOptions(experiment=str(folder)), workers=1, quiet=True)
     assert report.splits == {"test": 4, "train": 8}
@@ -114,8 +126,7 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
         out = export_training(loom, tmp_path / fmt, fmt, experiment=str(folder), workers=1, quiet=True)
         assert out.files == [f"{fmt}-test.json", f"{fmt}-train.json"]
         assert len(json.loads((tmp_path / fmt / f"{fmt}-test.json").read_text())) == 4
-    every = subprocess.run([sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--all", "--out",
-                            str(tmp_path / "all"), "--json"], capture_output=True, text=True)
+    every = cli("cg", "plan", loom, "--all", "--out", tmp_path / "all", "--json")
     assert all(e["target"] not in e["train_subsets"] for e in json.loads(every.stdout))
 
 
@@ -133,9 +144,23 @@ def patients(tmp_path_factory):
     shutil.copy(tmp / "img" / "p00_0.png", tmp / "img" / "dup.png")
     lines.append("dup.png,pneumonia,P29")
     (tmp / "img" / "labels.csv").write_text("\n".join(lines) + "\n")
-    recipe = write_recipe(tmp, [dict(name="cxr", reader="csv", path="img", csv="labels.csv", image_column="file",
-                                     label_column="finding", patient_column="patient", modality="X-ray",
-                                     anatomy="chest", task="disease")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="cxr",
+                reader="csv",
+                path="img",
+                csv="labels.csv",
+                image_column="file",
+                label_column="finding",
+                patient_column="patient",
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+            )
+        ],
+    )
     loom, _ = run_ingest(recipe)
     return loom
 
@@ -143,8 +168,11 @@ def patients(tmp_path_factory):
 def test_group_aware_split_keeps_patients_together(patients):
     loom = patients
     report = make_split(loom, by="patient", val=0.2, test=0.2, seed=7, stratify="label")
-    got = rows(loom, "SELECT r.patient_id, s.split, r.labels[1] AS label FROM records r "
-                     "JOIN read_parquet('" + str(loom / "splits" / "split.parquet") + "') s USING (id)")
+    got = rows(
+        loom,
+        "SELECT r.patient_id, s.split, r.labels[1] AS label FROM records r "
+        "JOIN read_parquet('" + str(loom / "splits" / "split.parquet") + "') s USING (id)",
+    )
     sides = {}
     for r in got:
         sides.setdefault(r["patient_id"], set()).add(r["split"])
@@ -156,8 +184,10 @@ def test_group_aware_split_keeps_patients_together(patients):
     again = make_split(loom, by="patient", val=0.2, test=0.2, seed=7, stratify="label")
     assert again.sizes == report.sizes
     # P00's image copied under P29: a leak whenever the two patients land on different sides
-    split_of = {r["id"]: r["split"] for r in rows(loom, "SELECT id, split FROM read_parquet('"
-                                                  + str(loom / "splits" / "split.parquet") + "')")}
+    split_of = {
+        r["id"]: r["split"]
+        for r in rows(loom, "SELECT id, split FROM read_parquet('" + str(loom / "splits" / "split.parquet") + "')")
+    }
     apart = split_of["cxr/p00_0_png"] != split_of["cxr/dup_png"]
     assert report.duplicate_leaks == int(apart)
     assert report.leak_examples == ([["cxr/dup_png", "cxr/p00_0_png"]] if apart else [])
@@ -167,8 +197,10 @@ def test_group_aware_split_keeps_patients_together(patients):
     seen_apart = False
     for seed in range(10):  # some seeds put P00 and P29 on different sides: each such split reports the leak
         r = make_split(loom, by="patient", val=0.3, test=0.3, seed=seed)
-        split_of = {x["id"]: x["split"] for x in rows(loom, "SELECT id, split FROM read_parquet('"
-                                                      + str(loom / "splits" / "split.parquet") + "')")}
+        split_of = {
+            x["id"]: x["split"]
+            for x in rows(loom, "SELECT id, split FROM read_parquet('" + str(loom / "splits" / "split.parquet") + "')")
+        }
         apart = split_of["cxr/p00_0_png"] != split_of["cxr/dup_png"]
         seen_apart |= apart
         assert r.duplicate_leaks == int(apart)
@@ -183,11 +215,17 @@ def test_cg_plan_warns_or_refuses_when_training_holds_copies_of_the_target(tmp_p
     """A target image also sits in a training source (the same file in two datasets) and no dedup ran: every
     manifest counts the test records with a copy among its training records, `cg plan` warns, `--strict` refuses
     and writes nothing; after `medloom dedup` (which marks the training copy out) the plan is clean."""
-    from medloom.train.cg import current_copies
+    from medloom.cg.run import current_copies
 
     specs = []
-    for s, (src, m, a, t) in enumerate([("target", "CT", "lung", "cancer"), ("covid", "CT", "lung", "covid-19"),
-                                         ("xray", "X-ray", "lung", "cancer"), ("mri", "MRI", "brain", "disease")]):
+    for s, (src, m, a, t) in enumerate(
+        [
+            ("target", "CT", "lung", "cancer"),
+            ("covid", "CT", "lung", "covid-19"),
+            ("xray", "X-ray", "lung", "cancer"),
+            ("mri", "MRI", "brain", "disease"),
+        ]
+    ):
         for i in range(3):
             blocks = np.random.default_rng(50 * s + i).integers(0, 256, (8, 8), dtype=np.uint8)
             path = tmp_path / src / ("a", "b")[i % 2] / f"{src}{i}.png"
@@ -196,21 +234,21 @@ def test_cg_plan_warns_or_refuses_when_training_holds_copies_of_the_target(tmp_p
         specs.append(dict(name=src, reader="imagefolder", path=src, modality=m, anatomy=a, task=t))
     shutil.copy(tmp_path / "target" / "a" / "target0.png", tmp_path / "covid" / "b" / "copied.png")
     loom, _ = run_ingest(write_recipe(tmp_path, specs))
-    args = [sys.executable, "-m", "medloom.cli", "cg", "plan", str(loom), "--target", "CT,lung,cancer", "--out"]
-    proc = subprocess.run([*args, str(tmp_path / "plan"), "--json"], capture_output=True, text=True)
+    args = ["cg", "plan", loom, "--target", "CT,lung,cancer", "--out"]
+    proc = cli(*args, tmp_path / "plan", "--json", check=False)
     assert proc.returncode == 0 and "train on copies of their target's test images" in proc.stderr, proc.stderr
     assert "medloom dedup" in proc.stderr
     exps = {e["name"]: e for e in json.loads(proc.stdout)}
     assert exps["all-related"]["copies"]["test_records"] == 1 and exps["all-related"]["copies"]["exact"] == 1
     assert exps["all-related"]["copies"]["examples"] == [["target/a/target0_png", "covid/b/copied_png"]]
     assert exps["all-unrelated"]["copies"]["test_records"] == 0
-    strict = subprocess.run([*args, str(tmp_path / "strict"), "--strict"], capture_output=True, text=True)
+    strict = cli(*args, tmp_path / "strict", "--strict", check=False)
     assert strict.returncode == 1 and "nothing was written" in strict.stderr and not (tmp_path / "strict").exists()
 
     hit = lambda: [e["name"] for e in current_copies(loom, list(exps.values())) if e["copies"]["test_records"]]  # noqa: E731
     assert "all-related" in hit()  # what cg run checks before it trains
-    subprocess.run([sys.executable, "-m", "medloom.cli", "dedup", str(loom)], check=True, capture_output=True)
+    cli("dedup", loom)
     assert hit() == []
-    clean = subprocess.run([*args, str(tmp_path / "clean"), "--strict", "--json"], capture_output=True, text=True)
+    clean = cli(*args, tmp_path / "clean", "--strict", "--json", check=False)
     assert clean.returncode == 0 and "warning" not in clean.stderr
     assert all(e["copies"]["test_records"] == 0 for e in json.loads(clean.stdout))

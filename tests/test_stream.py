@@ -22,8 +22,11 @@ def exported(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("stream")
     for i in range(40):
         make_image(root / "d" / ("train", "test")[i % 4 == 0] / ("a", "b")[i % 2] / f"{i:03d}.png", seed=i)
-    loom, _ = run_ingest(write_recipe(root, [dict(name="s", reader="imagefolder", path=str(root / "d"),
-                                                  modality="CXR", anatomy="chest", task="disease")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            root, [dict(name="s", reader="imagefolder", path=str(root / "d"), modality="CXR", anatomy="chest", task="disease")]
+        )
+    )
     export(loom, root / "wds", ExportOptions(shard_size=3), quiet=True)
     export(loom, root / "pq", ExportOptions(format="parquet", shard_size=7), quiet=True)
     return root
@@ -117,10 +120,13 @@ def test_grey_and_colour_images_batch_with_the_default_collate(tmp_path):
     stacks a batch of grey and colour images of different sizes."""
     torch = pytest.importorskip("torch")
     for i in range(8):
-        make_image(tmp_path / "d" / "a" / f"{i}.png", size=(40 + 8 * i, 30 + 4 * i), seed=i,
-                   mode="L" if i % 2 else "RGB")
-    loom, _ = run_ingest(write_recipe(tmp_path, [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"),
-                                                      modality="CXR", anatomy="chest", task="disease")]))
+        make_image(tmp_path / "d" / "a" / f"{i}.png", size=(40 + 8 * i, 30 + 4 * i), seed=i, mode="L" if i % 2 else "RGB")
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [dict(name="s", reader="imagefolder", path=str(tmp_path / "d"), modality="CXR", anatomy="chest", task="disease")],
+        )
+    )
     export(loom, tmp_path / "wds", ExportOptions(image_format="png"), quiet=True)
     images = [s["png"] for s in medloom.load(tmp_path / "wds", decode="torch", size=32)]
     batch = torch.utils.data.default_collate(images)

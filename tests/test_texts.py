@@ -28,15 +28,30 @@ def loom(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("texts")
     for i in range(4):
         make_image(tmp / "csv" / f"c{i}.png", seed=i)
-    (tmp / "csv" / "labels.csv").write_text("file,label,report\n" + "".join(
-        f"c{i}.png,{('normal', 'effusion')[i % 2]},{'Small left effusion.' if i < 2 else ''}\n" for i in range(4)))
+    (tmp / "csv" / "labels.csv").write_text(
+        "file,label,report\n"
+        + "".join(f"c{i}.png,{('normal', 'effusion')[i % 2]},{'Small left effusion.' if i < 2 else ''}\n" for i in range(4))
+    )
     for i in range(2):
         make_image(tmp / "folder" / "nodule" / f"f{i}.png", seed=10 + i)
-    recipe = write_recipe(tmp, [
-        dict(name="rep", reader="csv", path=str(tmp / "csv"), csv="labels.csv", image_column="file",
-             label_column="label", caption_column="report", modality="X-ray", anatomy="chest", task="disease"),
-        dict(name="bare", reader="imagefolder", path=str(tmp / "folder"), modality="CT", anatomy="lung",
-             task="disease")])
+    recipe = write_recipe(
+        tmp,
+        [
+            dict(
+                name="rep",
+                reader="csv",
+                path=str(tmp / "csv"),
+                csv="labels.csv",
+                image_column="file",
+                label_column="label",
+                caption_column="report",
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+            ),
+            dict(name="bare", reader="imagefolder", path=str(tmp / "folder"), modality="CT", anatomy="lung", task="disease"),
+        ],
+    )
     cli("ingest", recipe, "-q")
     return tmp / "loom"
 
@@ -105,14 +120,37 @@ def test_the_dataset_card_loads_every_split_in_one_call(tmp_path, fmt):
     (tmp_path / "boxes").mkdir()
     for i in range(3):
         make_image(tmp_path / "boxes" / f"b{i}.png", seed=20 + i)
-    (tmp_path / "boxes" / "b.csv").write_text("file,label,x0,y0,x1,y1\n" + "".join(
-        f"b{i}.png,nodule,2,2,20,20\n" for i in range(3)))
-    recipe = write_recipe(tmp_path, [
-        dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"), modality="X-ray", anatomy="chest",
-             task="disease", license="CC BY 4.0"),
-        dict(name="box", reader="csv", path=str(tmp_path / "boxes"), csv="b.csv", image_column="file",
-             label_column="label", box_columns={"xmin": "x0", "ymin": "y0", "xmax": "x1", "ymax": "y1"},
-             modality="CT", anatomy="lung", task="lesion detection", license="CC BY 4.0", split="train")])
+    (tmp_path / "boxes" / "b.csv").write_text(
+        "file,label,x0,y0,x1,y1\n" + "".join(f"b{i}.png,nodule,2,2,20,20\n" for i in range(3))
+    )
+    recipe = write_recipe(
+        tmp_path,
+        [
+            dict(
+                name="cxr",
+                reader="imagefolder",
+                path=str(tmp_path / "data"),
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+                license="CC BY 4.0",
+            ),
+            dict(
+                name="box",
+                reader="csv",
+                path=str(tmp_path / "boxes"),
+                csv="b.csv",
+                image_column="file",
+                label_column="label",
+                box_columns={"xmin": "x0", "ymin": "y0", "xmax": "x1", "ymax": "y1"},
+                modality="CT",
+                anatomy="lung",
+                task="lesion detection",
+                license="CC BY 4.0",
+                split="train",
+            ),
+        ],
+    )
     cli("ingest", recipe, "-q")
     out = tmp_path / fmt
     cli("export", tmp_path / "loom", "--format", fmt, "--out", out, "-q")
@@ -136,19 +174,38 @@ def test_croissant_validates_and_reads(tmp_path, fmt):
     import mlcroissant as mlc
 
     for i in range(6):
-        make_image(tmp_path / "data" / ("train", "test")[i % 2] / ("normal", "effusion")[i % 3 % 2] / f"x{i}.png",
-                   seed=i)
-    recipe = write_recipe(tmp_path, [dict(name="cxr", reader="imagefolder", path=str(tmp_path / "data"),
-                                          modality="X-ray", anatomy="chest", task="disease", license="CC BY 4.0")])
+        make_image(tmp_path / "data" / ("train", "test")[i % 2] / ("normal", "effusion")[i % 3 % 2] / f"x{i}.png", seed=i)
+    recipe = write_recipe(
+        tmp_path,
+        [
+            dict(
+                name="cxr",
+                reader="imagefolder",
+                path=str(tmp_path / "data"),
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+                license="CC BY 4.0",
+            )
+        ],
+    )
     cli("ingest", recipe, "-q")
     out = tmp_path / fmt
     cli("export", tmp_path / "loom", "--format", fmt, "--out", out, "-q")
     doc = json.loads((out / "croissant.json").read_text())
     assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.1"
     assert doc["license"] == "https://creativecommons.org/licenses/by/4.0/"
-    assert all(k in doc for k in ("rai:dataCollection", "rai:dataPreprocessingProtocol", "rai:dataAnnotationProtocol",
-                                  "rai:machineAnnotationTools", "rai:personalSensitiveInformation",
-                                  "rai:dataLimitations"))
+    assert all(
+        k in doc
+        for k in (
+            "rai:dataCollection",
+            "rai:dataPreprocessingProtocol",
+            "rai:dataAnnotationProtocol",
+            "rai:machineAnnotationTools",
+            "rai:personalSensitiveInformation",
+            "rai:dataLimitations",
+        )
+    )
     dataset = mlc.Dataset(jsonld=out / "croissant.json")  # raises on any validation error
     assert dataset.metadata.record_sets[0].name == "samples"
     if fmt == "parquet":
@@ -169,21 +226,36 @@ def test_masks_match_the_exported_image(tmp_path):
     for i in range(3):
         make_image(tmp_path / "seg" / "images" / f"s{i}.png", size=(120, 90), seed=i)
         m = np.zeros((90, 120), np.uint8)
-        m[10 + i:60, 20:70 + 5 * i] = 255
+        m[10 + i : 60, 20 : 70 + 5 * i] = 255
         m[70:80, 90:115] = 255
         Image.fromarray(m).save(tmp_path / "seg" / "masks" / f"s{i}.png")
         truth[f"seg/images/s{i}_png"] = m
-    cli("ingest", write_recipe(tmp_path, [dict(name="seg", reader="masks", path=str(tmp_path / "seg"),
-                                               modality="microscopy", anatomy="cell", task="cell segmentation")]), "-q")
+    cli(
+        "ingest",
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="seg",
+                    reader="masks",
+                    path=str(tmp_path / "seg"),
+                    modality="microscopy",
+                    anatomy="cell",
+                    task="cell segmentation",
+                )
+            ],
+        ),
+        "-q",
+    )
     for max_side, fmt in ((40, "webdataset"), (None, "webdataset"), (40, "parquet")):
         out = tmp_path / f"out{max_side}{fmt}"
-        cli("export", tmp_path / "loom", "--format", fmt, "--out", out, "-q",
-            *(["--max-side", str(max_side)] if max_side else []))
+        cli(
+            "export", tmp_path / "loom", "--format", fmt, "--out", out, "-q", *(["--max-side", str(max_side)] if max_side else [])
+        )
         if fmt == "webdataset":
             metas = [json.loads(v["json"]) for v in samples(out).values()]
         else:
-            metas = pq.read_table(next(out.glob("*.parquet")), columns=["id", "rois", "image_width", "image_height"]
-                                  ).to_pylist()
+            metas = pq.read_table(next(out.glob("*.parquet")), columns=["id", "rois", "image_width", "image_height"]).to_pylist()
         for meta in metas:
             w, h = meta["image_width"], meta["image_height"]
             assert (w, h) == ((40, 30) if max_side else (120, 90))

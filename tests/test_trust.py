@@ -25,8 +25,7 @@ from medloom.locks import hold, process_alive
 
 
 def folder_source(path: Path, name: str = "cxr", **extra) -> dict:
-    return dict(name=name, reader="imagefolder", path=str(path), modality="X-ray", anatomy="chest", task="disease",
-                **extra)
+    return dict(name=name, reader="imagefolder", path=str(path), modality="X-ray", anatomy="chest", task="disease", **extra)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -42,6 +41,7 @@ def small_loom(tmp_path):
 
 
 # ---- 1. never delete or overwrite a file medloom did not write -------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["webdataset", "parquet", "llava", "swift", "clip-benchmark", "dicom"])
 def test_exports_refuse_a_folder_holding_someone_elses_files(small_loom, tmp_path, fmt):
@@ -95,14 +95,19 @@ def test_training_export_keeps_a_users_images_folder(small_loom, tmp_path):
 
 # ---- 2. one writer per loom -----------------------------------------------------------------------------------
 
+
 def test_a_second_writer_is_refused_naming_the_holder_or_waits(small_loom, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     with hold(small_loom, "test-holder"):
-        proc = cli("ingest", recipe, "-q", check=False)
+        proc = cli("ingest", recipe, "-q", check=False, fresh=True)  # a writer in another process
         assert proc.returncode == 3
         assert f"pid {os.getpid()} (test-holder)" in proc.stderr and "--wait" in proc.stderr
-        for args in (["annotate", small_loom], ["dedup", small_loom], ["split", small_loom],
-                     ["export", small_loom, "--out", tmp_path / "e"]):
+        for args in (
+            ["annotate", small_loom],
+            ["dedup", small_loom],
+            ["split", small_loom],
+            ["export", small_loom, "--out", tmp_path / "e"],
+        ):
             assert cli(*args, "-q" if args[0] in ("annotate", "export") else "--json", check=False).returncode == 3
         assert not (tmp_path / "e" / "manifest.json").exists()
         cli("stats", small_loom)  # readers are never blocked
@@ -124,9 +129,11 @@ def test_a_second_writer_is_refused_naming_the_holder_or_waits(small_loom, tmp_p
 
 
 def test_a_dead_holders_lock_is_taken_over(small_loom, tmp_path):
-    code = f"import time, sys; sys.path.insert(0, {str(Path(__file__).parents[1] / 'src')!r})\n" \
-           f"from medloom.locks import hold, process_alive\nwith hold({str(small_loom)!r}, 'doomed'):\n" \
-           "    print('held', flush=True)\n    time.sleep(60)\n"
+    code = (
+        f"import time, sys; sys.path.insert(0, {str(Path(__file__).parents[1] / 'src')!r})\n"
+        f"from medloom.locks import hold, process_alive\nwith hold({str(small_loom)!r}, 'doomed'):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     assert cli("dedup", small_loom, check=False).returncode == 3
@@ -141,11 +148,19 @@ def test_writers_started_together_never_corrupt_the_catalog(tmp_path):
     recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data")], part_size=4)
     for round_ in range(6):
         make_image(tmp_path / "data" / "normal" / f"new{round_}.png", seed=1000 + round_)  # something to do
-        procs = [subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-q", "-w", "1"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
-                 for _ in range(3)]
-        readers = [cli("query", tmp_path / "loom", "SELECT count(*) AS n FROM records", "-f", "json", check=False)
-                   for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-q", "-w", "1"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=CLI_ENV,
+            )
+            for _ in range(3)
+        ]
+        readers = [
+            cli("query", tmp_path / "loom", "SELECT count(*) AS n FROM records", "-f", "json", check=False) for _ in range(3)
+        ]
         codes = [p.wait() for p in procs]
         assert set(codes) <= {0, 3} and 0 in codes, [p.stderr.read() for p in procs]
         assert all(r.returncode in (0, 2) for r in readers)  # 2: no catalog yet in the first round
@@ -159,6 +174,7 @@ def test_writers_started_together_never_corrupt_the_catalog(tmp_path):
 
 # ---- 3. sources stay inside their root ------------------------------------------------------------------------
 
+
 def test_paths_and_links_outside_the_root_are_quarantined(tmp_path):
     data, outside = tmp_path / "data", tmp_path / "secret"
     make_image(data / "a.png", seed=1)
@@ -166,10 +182,20 @@ def test_paths_and_links_outside_the_root_are_quarantined(tmp_path):
     make_image(outside / "x.png", seed=3)
     make_image(outside / "y.png", seed=4)
     (data / "link.png").symlink_to(outside / "y.png")
-    (data / "labels.csv").write_text("file,label\na.png,ok\n" f"{data / 'sub' / 'b.png'},ok\n"
-                                     "../secret/x.png,bad\n" f"{outside / 'x.png'},bad\nlink.png,bad\n")
-    src = dict(name="t", reader="csv", path=str(data), csv="labels.csv", image_column="file", label_column="label",
-               modality="X-ray", anatomy="chest", task="disease")
+    (data / "labels.csv").write_text(
+        f"file,label\na.png,ok\n{data / 'sub' / 'b.png'},ok\n../secret/x.png,bad\n{outside / 'x.png'},bad\nlink.png,bad\n"
+    )
+    src = dict(
+        name="t",
+        reader="csv",
+        path=str(data),
+        csv="labels.csv",
+        image_column="file",
+        label_column="label",
+        modality="X-ray",
+        anatomy="chest",
+        task="disease",
+    )
     loom, reports = run_ingest(write_recipe(tmp_path, [src]))
     assert sorted(r["uri"] for r in rows(loom, "SELECT uri FROM records")) == ["a.png", "sub/b.png"]
     outside_rows = rows(loom, "SELECT path, message FROM quarantine WHERE reason = 'outside_root'")
@@ -187,9 +213,15 @@ def test_every_annotation_layout_is_held_to_its_root(tmp_path):
     make_image(outside / "m.png", seed=8)
     coco = tmp_path / "coco"
     make_image(coco / "in.jpg", seed=1)
-    (coco / "ann.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "in.jpg"}, {"id": 2, "file_name": str(outside / "o.jpg")}],
-        "categories": [{"id": 1, "name": "nodule"}], "annotations": []}))
+    (coco / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "in.jpg"}, {"id": 2, "file_name": str(outside / "o.jpg")}],
+                "categories": [{"id": 1, "name": "nodule"}],
+                "annotations": [],
+            }
+        )
+    )
     yolo = tmp_path / "yolo"
     make_image(yolo / "images" / "in.jpg", seed=2)
     (yolo / "train.txt").write_text(f"images/in.jpg\n../outside/o.jpg\n{outside / 'o.jpg'}\n")
@@ -199,14 +231,25 @@ def test_every_annotation_layout_is_held_to_its_root(tmp_path):
     make_image(masks / "images" / "b.png", seed=4)
     make_image(masks / "masks" / "a.png", seed=5, mode="L")
     (masks / "masks" / "b.png").symlink_to(outside / "m.png")  # a mask that is a link out of the root
-    loom, _ = run_ingest(write_recipe(tmp_path, [
-        dict(name="c", reader="coco", path=str(coco), annotations="ann.json", modality="CT", anatomy="lung",
-             task="lesion detection"),
-        dict(name="y", reader="yolo", path=str(yolo), modality="endoscopy", anatomy="colon", task="lesion detection"),
-        dict(name="m", reader="masks", path=str(masks), modality="microscopy", anatomy="cell",
-             task="cell segmentation")]))
-    assert sorted(r["id"] for r in rows(loom, "SELECT id FROM records")) == ["c/in_jpg", "m/images/a_png",
-                                                                             "y/images/in_jpg"]
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="c",
+                    reader="coco",
+                    path=str(coco),
+                    annotations="ann.json",
+                    modality="CT",
+                    anatomy="lung",
+                    task="lesion detection",
+                ),
+                dict(name="y", reader="yolo", path=str(yolo), modality="endoscopy", anatomy="colon", task="lesion detection"),
+                dict(name="m", reader="masks", path=str(masks), modality="microscopy", anatomy="cell", task="cell segmentation"),
+            ],
+        )
+    )
+    assert sorted(r["id"] for r in rows(loom, "SELECT id FROM records")) == ["c/in_jpg", "m/images/a_png", "y/images/in_jpg"]
     outside_rows = rows(loom, "SELECT source FROM quarantine WHERE reason = 'outside_root' ORDER BY source")
     assert [r["source"] for r in outside_rows] == ["c", "m", "y", "y"]
 
@@ -235,21 +278,38 @@ def test_links_to_nowhere_pipes_and_devices_are_rows_and_the_source_is_kept(tmp_
     (data / "normal" / "self.png").symlink_to("self.png")
     (data / "normal" / "gone.png").symlink_to("nothing-here.png")
     os.mkfifo(data / "normal" / "pipe.png")
-    expected = {"normal/self.png": "symlink_loop", "normal/gone.png": "broken_link", "normal/pipe.png":
-                "not_a_regular_file"}
+    expected = {"normal/self.png": "symlink_loop", "normal/gone.png": "broken_link", "normal/pipe.png": "not_a_regular_file"}
     try:
         os.mknod(data / "normal" / "zero.png", 0o600 | st.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
         expected["normal/zero.png"] = "not_a_regular_file"
     except (PermissionError, OSError):
         pass  # no CAP_MKNOD here: the FIFO and the links still hold the rule
     (tmp_path / "labels.csv").write_text("image,label\nnormal/a.png,x\nnormal/pipe.png,y\n")
-    recipe = write_recipe(tmp_path, [folder_source(data), dict(
-        name="table", reader="csv", path=str(data), csv=str(tmp_path / "labels.csv"), image_column="image",
-        label_column="label", modality="X-ray", anatomy="chest", task="disease", allowed_roots=[str(tmp_path)])])
+    recipe = write_recipe(
+        tmp_path,
+        [
+            folder_source(data),
+            dict(
+                name="table",
+                reader="csv",
+                path=str(data),
+                csv=str(tmp_path / "labels.csv"),
+                image_column="image",
+                label_column="label",
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+                allowed_roots=[str(tmp_path)],
+            ),
+        ],
+    )
     cli("ingest", recipe, "-q", "--workers", "1", timeout=120)
     loom = tmp_path / "loom"
-    assert [r["uri"] for r in rows(loom, "SELECT uri FROM records WHERE source = 'cxr' ORDER BY uri")] == \
-        ["normal/a.png", "normal/b.png", "normal/c.png"]
+    assert [r["uri"] for r in rows(loom, "SELECT uri FROM records WHERE source = 'cxr' ORDER BY uri")] == [
+        "normal/a.png",
+        "normal/b.png",
+        "normal/c.png",
+    ]
     got = {r["path"]: r["reason"] for r in rows(loom, "SELECT path, reason FROM quarantine WHERE source = 'cxr'")}
     assert got == expected
     assert [r["uri"] for r in rows(loom, "SELECT uri FROM records WHERE source = 'table'")] == ["normal/a.png"]
@@ -276,18 +336,34 @@ def test_links_to_nowhere_pipes_and_devices_are_rows_and_the_source_is_kept(tmp_
 
 # ---- 4. one bad entry never drops a source ----------------------------------------------------------------------
 
+
 def test_malformed_boxes_are_rows_and_the_rest_is_ingested(tmp_path):
     data = tmp_path / "coco"
     for i in range(5):
         make_image(data / f"im{i}.png", size=(80, 60), seed=i)
     anns = [[10, 10, 20, 20], [1, 2, 3], [float("nan"), 1, 2, 3], "10,10,5,5", [1, 1, float("inf"), 2]]
-    coco = {"images": [{"id": i, "file_name": f"im{i}.png"} for i in range(5)] + [{"id": 9}],
-            "categories": [{"id": 1, "name": "nodule"}],
-            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": b} for i, b in enumerate(anns)]}
+    coco = {
+        "images": [{"id": i, "file_name": f"im{i}.png"} for i in range(5)] + [{"id": 9}],
+        "categories": [{"id": 1, "name": "nodule"}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": b} for i, b in enumerate(anns)],
+    }
     (data / "ann.json").write_text(json.dumps(coco).replace("NaN", "NaN").replace("Infinity", "Infinity"))
-    loom, reports = run_ingest(write_recipe(tmp_path, [dict(name="c", reader="coco", path=str(data),
-                                                             annotations="ann.json", modality="CT", anatomy="lung",
-                                                             task="lesion detection")]))
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    name="c",
+                    reader="coco",
+                    path=str(data),
+                    annotations="ann.json",
+                    modality="CT",
+                    anatomy="lung",
+                    task="lesion detection",
+                )
+            ],
+        )
+    )
     recs = {r["uri"]: r for r in rows(loom, "SELECT uri, rois FROM records")}
     assert len(recs) == 5 and len(recs["im0.png"]["rois"]) == 1
     q = rows(loom, "SELECT reason, scope, record_id FROM quarantine ORDER BY reason, record_id")
@@ -302,9 +378,12 @@ def test_malformed_boxes_are_rows_and_the_rest_is_ingested(tmp_path):
     (y / "labels" / "a.txt").write_text("0 nan 0.5 0.1 0.1\n0 0.5 0.5 0.2 0.2\n")
     (y / "labels" / "b.txt").write_bytes(b"0 0.5 0.5 \xff\xfe 0.1\n")
     (y / "classes.txt").write_text("polyp\n")
-    loom, _ = run_ingest(write_recipe(tmp_path / "y", [dict(name="y", reader="yolo", path=str(y),
-                                                             modality="endoscopy", anatomy="colon",
-                                                             task="lesion detection")]))
+    loom, _ = run_ingest(
+        write_recipe(
+            tmp_path / "y",
+            [dict(name="y", reader="yolo", path=str(y), modality="endoscopy", anatomy="colon", task="lesion detection")],
+        )
+    )
     assert [len(r["rois"]) for r in rows(loom, "SELECT rois FROM records")] == [1]
     assert {r["reason"] for r in rows(loom, "SELECT reason FROM quarantine")} == {"bad_box", "bad_annotation"}
 
@@ -319,13 +398,22 @@ def test_csv_encodings(tmp_path):
     (data / "bom.csv").write_bytes(codecs.BOM_UTF8 + text.encode())
 
     def src(csv, **kw):
-        return dict(name="t", reader="csv", path=str(data), csv=csv, image_column="file", label_column="label",
-                    modality="X-ray", anatomy="chest", task="disease", **kw)
+        return dict(
+            name="t",
+            reader="csv",
+            path=str(data),
+            csv=csv,
+            image_column="file",
+            label_column="label",
+            modality="X-ray",
+            anatomy="chest",
+            task="disease",
+            **kw,
+        )
 
     for name in ("utf16.csv", "bom.csv"):
         loom, _ = run_ingest(write_recipe(tmp_path / name, [src(name)]))
-        assert sorted(x for r in rows(loom, "SELECT labels FROM records") for x in r["labels"]) == \
-            ["normal", "épanchement"]
+        assert sorted(x for r in rows(loom, "SELECT labels FROM records") for x in r["labels"]) == ["normal", "épanchement"]
     recipe = write_recipe(tmp_path / "cp", [src("cp1252.csv", encoding="cp1252")])
     loom, _ = run_ingest(recipe)
     assert len(rows(loom, "SELECT id FROM records")) == 2
@@ -340,10 +428,13 @@ def test_a_failed_or_empty_scan_never_wipes_an_earlier_run(tmp_path):
     data = tmp_path / "data"
     for i in range(4):
         make_image(data / f"i{i}.png", seed=i)
-    (data / "ann.json").write_text(json.dumps({"images": [{"id": i, "file_name": f"i{i}.png"} for i in range(4)],
-                                               "categories": [], "annotations": []}))
-    recipe = write_recipe(tmp_path, [dict(name="c", reader="coco", path=str(data), annotations="ann.json",
-                                          modality="CT", anatomy="lung", task="disease")])
+    (data / "ann.json").write_text(
+        json.dumps({"images": [{"id": i, "file_name": f"i{i}.png"} for i in range(4)], "categories": [], "annotations": []})
+    )
+    recipe = write_recipe(
+        tmp_path,
+        [dict(name="c", reader="coco", path=str(data), annotations="ann.json", modality="CT", anatomy="lung", task="disease")],
+    )
     loom, _ = run_ingest(recipe)
     (data / "ann.json").write_text('{"images": [')  # a download cut short
     loom, reports = run_ingest(recipe)
@@ -373,8 +464,9 @@ def test_names_in_any_script_and_names_that_are_not_utf8(tmp_path):
     ids = sorted(r["id"] for r in rows(loom, "SELECT id FROM records"))
     assert len(ids) == len(set(ids)) == 5
     assert "cxr/_u80ba_708e_/a_png" in ids and "cxr/caf_u00e9_/a_png" in ids and "cxr/cafe/a_png" in ids
-    assert sorted({x for r in rows(loom, "SELECT labels FROM records") for x in r["labels"]}) == \
-        sorted(["肺炎", "正常", "مرض", "café", "cafe"])
+    assert sorted({x for r in rows(loom, "SELECT labels FROM records") for x in r["labels"]}) == sorted(
+        ["肺炎", "正常", "مرض", "café", "cafe"]
+    )
     bad_rows = rows(loom, "SELECT path FROM quarantine WHERE reason = 'bad_filename'")
     assert bad_rows == [{"path": "cafe/bad\\xff.png"}]
     loom, again = run_ingest(recipe)  # stable: nothing to decode again
@@ -394,6 +486,7 @@ def test_an_unreadable_folder_is_a_row(tmp_path):
 
 
 # ---- 5. nothing corrupt passes as good -------------------------------------------------------------------------
+
 
 def _jpeg(path: Path, seed: int = 0) -> bytes:
     make_image(path, size=(96, 64), seed=seed, fmt="JPEG")
@@ -459,6 +552,7 @@ def test_a_file_changed_since_ingest_is_caught_at_export_and_picked_up_by_ingest
 
 # ---- 6. bounded resources -------------------------------------------------------------------------------------
 
+
 def _png_bomb(path: Path, side: int) -> None:
     """A grey PNG of side x side pixels, all zero: a few hundred KB on disk, side^2 bytes decoded."""
     import struct
@@ -472,8 +566,12 @@ def _png_bomb(path: Path, side: int) -> None:
         parts.append(comp.compress(row))
     parts.append(comp.flush())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", b"".join(parts))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _nifti_bomb(path: Path) -> None:
@@ -513,10 +611,12 @@ def _package(path: Path, members: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-ARTICLE = (b'<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta><article-id pub-id-type="pmc">'
-           b'PMC1</article-id></article-meta></front><body><fig id="f1"><label>Figure 1</label><caption><p>A scan.'
-           b'</p></caption><graphic xlink:href="big"/></fig><fig id="f2"><caption><p>Small.</p></caption>'
-           b'<graphic xlink:href="small"/></fig></body></article>')
+ARTICLE = (
+    b'<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta><article-id pub-id-type="pmc">'
+    b'PMC1</article-id></article-meta></front><body><fig id="f1"><label>Figure 1</label><caption><p>A scan.'
+    b'</p></caption><graphic xlink:href="big"/></fig><fig id="f2"><caption><p>Small.</p></caption>'
+    b'<graphic xlink:href="small"/></fig></body></article>'
+)
 
 
 def test_bombs_are_refused_before_memory_is_taken(tmp_path):
@@ -528,39 +628,58 @@ def test_bombs_are_refused_before_memory_is_taken(tmp_path):
     (data / "dcm").mkdir()
     _dicom_bomb(data / "dcm" / "bomb.dcm")
     (data / "pmc").mkdir()
-    small = (tmp_path / "s.jpg")
+    small = tmp_path / "s.jpg"
     make_image(small, seed=2, fmt="JPEG")
-    _package(data / "pmc" / "PMC1.tar.gz", {"PMC1/a.nxml": ARTICLE, "PMC1/big.jpg": b"\x00" * (40 << 20),
-                                            "PMC1/small.jpg": small.read_bytes(),
-                                            "PMC1/unrelated.jpg": b"\x00" * (40 << 20)})
+    _package(
+        data / "pmc" / "PMC1.tar.gz",
+        {
+            "PMC1/a.nxml": ARTICLE,
+            "PMC1/big.jpg": b"\x00" * (40 << 20),
+            "PMC1/small.jpg": small.read_bytes(),
+            "PMC1/unrelated.jpg": b"\x00" * (40 << 20),
+        },
+    )
     _package(data / "pmc" / "PMC2.tar.gz", {"PMC2/a.nxml": b"<article>" + b" " * (20 << 20) + b"</article>"})
     assert sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) < 8 << 20
-    recipe = write_recipe(tmp_path, [
-        folder_source(data / "png", name="png"),
-        dict(name="nii", reader="nifti", path=str(data / "nii"), modality="MRI", anatomy="brain", task="disease"),
-        dict(name="dcm", reader="dicom", path=str(data / "dcm"), task="disease"),
-        dict(name="pmc", reader="pmc", path=str(data / "pmc"), max_file_bytes=10 << 20)])
-    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    proc = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "medloom.cli", "ingest", str(recipe),
-                           "-w", "1", "-q"], capture_output=True, text=True, env=CLI_ENV, timeout=600)
+    recipe = write_recipe(
+        tmp_path,
+        [
+            folder_source(data / "png", name="png"),
+            dict(name="nii", reader="nifti", path=str(data / "nii"), modality="MRI", anatomy="brain", task="disease"),
+            dict(name="dcm", reader="dicom", path=str(data / "dcm"), task="disease"),
+            dict(name="pmc", reader="pmc", path=str(data / "pmc"), max_file_bytes=10 << 20),
+        ],
+    )
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-w", "1", "-q"],
+        capture_output=True,
+        text=True,
+        env=CLI_ENV,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout) / 1024
     print(f"peak memory of one ingest worker over the bombs: {peak_mb:.0f} MB")
     assert peak_mb < 600  # the bombs announce 0.4 GB, 2 GB, 720 GB and 40 MB members; nothing was allocated
     q = {(r["source"], r["reason"]) for r in rows(tmp_path / "loom", "SELECT source, reason FROM quarantine")}
-    assert q == {("png", "decompression_bomb"), ("nii", "over_budget"), ("dcm", "over_budget"),
-                 ("pmc", "over_budget")}
+    assert q == {("png", "decompression_bomb"), ("nii", "over_budget"), ("dcm", "over_budget"), ("pmc", "over_budget")}
     recs = rows(tmp_path / "loom", "SELECT source, uri FROM records")
     assert sorted(r["source"] for r in recs) == ["pmc", "png"]  # the fine image and the small figure
 
 
 # ---- 7. clean failure ------------------------------------------------------------------------------------------
 
+
 def test_paths_that_are_files_fail_in_one_line(small_loom, tmp_path):
     (tmp_path / "a-file").write_text("x")
-    for args in (["export", small_loom, "--out", tmp_path / "a-file"],
-                 ["export", small_loom, "--format", "llava", "--out", tmp_path / "a-file"]):
+    for args in (
+        ["export", small_loom, "--out", tmp_path / "a-file"],
+        ["export", small_loom, "--format", "llava", "--out", tmp_path / "a-file"],
+    ):
         proc = cli(*args, "-q", check=False)
         assert proc.returncode in (1, 2) and "a-file" in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -579,8 +698,7 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_resumes(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        proc = cli("export", loom, "--out", disk / "out", "--image-format", "png", "--shard-size", "2", "-q",
-                   check=False)
+        proc = cli("export", loom, "--out", disk / "out", "--image-format", "png", "--shard-size", "2", "-q", check=False)
         assert proc.returncode == 1 and "disk is full" in proc.stderr and "Traceback" not in proc.stderr
         assert f"error: {disk / 'out'}/train-" in proc.stderr  # the file that could not be written, not "a file"
         assert not [p for p in (disk / "out").iterdir() if ".tmp" in p.name]
@@ -588,8 +706,9 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_resumes(tmp_path):
         kept = [s["file"] for split in done["splits"].values() for s in split["shards"]]
         assert kept and not done["complete"]
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        report = json.loads(cli("export", loom, "--out", disk / "out", "--image-format", "png", "--shard-size", "2",
-                                "--json").stdout)
+        report = json.loads(
+            cli("export", loom, "--out", disk / "out", "--image-format", "png", "--shard-size", "2", "--json").stdout
+        )
         assert report["exported"] == 8 and report["shards_written"] == 4 - len(kept)  # resumed after the last shard
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
@@ -618,8 +737,12 @@ def test_sigkill_leaves_no_worker_behind(tmp_path):
         make_image(tmp_path / "data" / "n" / f"{i}.png", size=(160, 160), seed=i)
     recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data")], part_size=2)
     parts = tmp_path / "loom" / "catalog" / "records" / "cxr"
-    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-w", "2", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CLI_ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-w", "2", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=CLI_ENV,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (parts.is_dir() and len(list(parts.glob("part-*"))) >= 3):
         time.sleep(0.01)
@@ -648,12 +771,26 @@ def _planted_dataset(root: Path) -> list[dict]:
     (root / "dcm").mkdir(parents=True)
     for i, name in enumerate(("CT_small.dcm", "MR_small.dcm")):
         ds = pydicom.dcmread(get_testdata_file(name))
-        for keyword in ("PatientName", "PatientID", "OtherPatientIDs", "PatientAddress", "InstitutionName",
-                        "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
-                        "StudyDescription", "SeriesDescription", "AccessionNumber", "StudyID", "DeviceSerialNumber",
-                        "StationName", "PatientComments", "ImageComments"):
-            setattr(ds, keyword, f"{m}{i}"[:16] if keyword in ("AccessionNumber", "StudyID", "StationName") else
-                    f"{m}-{keyword}")
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "OtherPatientIDs",
+            "PatientAddress",
+            "InstitutionName",
+            "InstitutionAddress",
+            "ReferringPhysicianName",
+            "PerformingPhysicianName",
+            "OperatorsName",
+            "StudyDescription",
+            "SeriesDescription",
+            "AccessionNumber",
+            "StudyID",
+            "DeviceSerialNumber",
+            "StationName",
+            "PatientComments",
+            "ImageComments",
+        ):
+            setattr(ds, keyword, f"{m}{i}"[:16] if keyword in ("AccessionNumber", "StudyID", "StationName") else f"{m}-{keyword}")
         ds.PatientID = f"{m}-patient"  # one patient, two studies
         ds.StudyDate = "20200101" if i == 0 else "20200301"
         ds.add_new(0x00091010, "LO", f"{m}-private")
@@ -662,8 +799,10 @@ def _planted_dataset(root: Path) -> list[dict]:
     (root / "csv").mkdir()
     for i in range(4):
         make_image(root / "csv" / f"c{i}.png", seed=i)
-    (root / "csv" / "labels.csv").write_text("file,label,pid,study\n" + "".join(
-        f"c{i}.png,{('normal', 'effusion')[i % 2]},{m}-pid{i},{m}-study{i}\n" for i in range(4)))
+    (root / "csv" / "labels.csv").write_text(
+        "file,label,pid,study\n"
+        + "".join(f"c{i}.png,{('normal', 'effusion')[i % 2]},{m}-pid{i},{m}-study{i}\n" for i in range(4))
+    )
     (root / "photo" / "naevus").mkdir(parents=True)
     (root / "photo" / "melanoma").mkdir(parents=True)
     for i in range(2):
@@ -671,18 +810,28 @@ def _planted_dataset(root: Path) -> list[dict]:
         exif = Image.Exif()
         exif[0x013B] = f"{m}-artist"  # Artist
         exif[0x010E] = f"{m}-description"  # ImageDescription
-        im.save(root / "photo" / ("naevus", "melanoma")[i] / f"p{i}.jpg", exif=exif.tobytes(),
-                comment=f"{m}-comment".encode())
+        im.save(root / "photo" / ("naevus", "melanoma")[i] / f"p{i}.jpg", exif=exif.tobytes(), comment=f"{m}-comment".encode())
         text = PngImagePlugin.PngInfo()
         text.add_text("Patient", f"{m}-png-text")
         text.add_itxt("Comment", f"{m}-png-itxt")
         im.save(root / "photo" / ("naevus", "melanoma")[i] / f"q{i}.png", pnginfo=text)
-    return [dict(name="dcm", reader="dicom", path=str(root / "dcm"), task="disease"),
-            dict(name="tab", reader="csv", path=str(root / "csv"), csv="labels.csv", image_column="file",
-                 label_column="label", patient_column="pid", study_column="study", modality="X-ray",
-                 anatomy="chest", task="disease"),
-            dict(name="derm", reader="imagefolder", path=str(root / "photo"), modality="dermoscopy", anatomy="skin",
-                 task="disease")]
+    return [
+        dict(name="dcm", reader="dicom", path=str(root / "dcm"), task="disease"),
+        dict(
+            name="tab",
+            reader="csv",
+            path=str(root / "csv"),
+            csv="labels.csv",
+            image_column="file",
+            label_column="label",
+            patient_column="pid",
+            study_column="study",
+            modality="X-ray",
+            anatomy="chest",
+            task="disease",
+        ),
+        dict(name="derm", reader="imagefolder", path=str(root / "photo"), modality="dermoscopy", anatomy="skin", task="disease"),
+    ]
 
 
 def _bytes_under(folder: Path) -> list[tuple[str, bytes]]:
@@ -697,9 +846,16 @@ def test_no_identifying_marker_reaches_any_export(tmp_path):
     loom = tmp_path / "loom"
     cli("annotate", loom, "-q")
     outs = {}
-    for fmt, extra in (("webdataset", []), ("webdataset", ["--image-format", "keep"]), ("parquet", []),
-                       ("parquet", ["--image-format", "keep"]), ("llava", []), ("sharegpt", []), ("medmat", []),
-                       ("dicom", [])):
+    for fmt, extra in (
+        ("webdataset", []),
+        ("webdataset", ["--image-format", "keep"]),
+        ("parquet", []),
+        ("parquet", ["--image-format", "keep"]),
+        ("llava", []),
+        ("sharegpt", []),
+        ("medmat", []),
+        ("dicom", []),
+    ):
         out = tmp_path / "out" / f"{fmt}{len(extra)}"
         cli("export", loom, "--format", fmt, "--out", out, "-q", *extra)
         outs[fmt + str(len(extra))] = out
@@ -732,13 +888,26 @@ def test_names_in_folders_never_leave_the_loom(tmp_path):
         lines.append(f"SMITH_JANE_{MARK.decode()}/c{i}.png,{('normal', 'effusion')[i % 2]}")
         make_image(data / "open" / "PUBLIC_FOLDER" / f"o{i}.png", seed=10 + i)
     (data / "tab" / "labels.csv").write_text("\n".join(lines) + "\n")
-    (data / "open" / "labels.csv").write_text("file,label\n" + "".join(
-        f"PUBLIC_FOLDER/o{i}.png,{('normal', 'effusion')[i % 2]}\n" for i in range(4)))
-    table = dict(reader="csv", csv="labels.csv", image_column="file", label_column="label", modality="X-ray",
-                 anatomy="chest", task="disease")
-    recipe = write_recipe(tmp_path, [dict(name="dcm", reader="dicom", path=str(data / "dcm"), task="disease"),
-                                     dict(name="tab", path=str(data / "tab"), pseudonymous_ids=True, **table),
-                                     dict(name="open", path=str(data / "open"), **table)])
+    (data / "open" / "labels.csv").write_text(
+        "file,label\n" + "".join(f"PUBLIC_FOLDER/o{i}.png,{('normal', 'effusion')[i % 2]}\n" for i in range(4))
+    )
+    table = dict(
+        reader="csv",
+        csv="labels.csv",
+        image_column="file",
+        label_column="label",
+        modality="X-ray",
+        anatomy="chest",
+        task="disease",
+    )
+    recipe = write_recipe(
+        tmp_path,
+        [
+            dict(name="dcm", reader="dicom", path=str(data / "dcm"), task="disease"),
+            dict(name="tab", path=str(data / "tab"), pseudonymous_ids=True, **table),
+            dict(name="open", path=str(data / "open"), **table),
+        ],
+    )
     cli("ingest", recipe, "-q")
     loom = tmp_path / "loom"
     got = rows(loom, "SELECT id, uri, source FROM records ORDER BY id")
@@ -750,8 +919,11 @@ def test_names_in_folders_never_leave_the_loom(tmp_path):
     for fmt in ("webdataset", "parquet", "llava", "sharegpt", "medmat", "swift", "clip-benchmark", "dicom"):
         out = tmp_path / "out" / fmt
         cli("export", loom, "--format", fmt, "--out", out, "-q")
-        leaks = [path for path, data in _bytes_under(out) if MARK in data or b"DOE_JOHN" in data or b"SMITH_JANE" in data
-                 or MARK.decode() in path]
+        leaks = [
+            path
+            for path, data in _bytes_under(out)
+            if MARK in data or b"DOE_JOHN" in data or b"SMITH_JANE" in data or MARK.decode() in path
+        ]
         assert not leaks, (fmt, leaks)
         if fmt in ("webdataset", "parquet", "clip-benchmark"):  # path ids where the recipe keeps them
             assert any(b"PUBLIC_FOLDER" in data for _, data in _bytes_under(out)), fmt
@@ -809,10 +981,13 @@ def test_dicom_export_follows_the_basic_profile(tmp_path):
     shifted = sorted(day(c.StudyDate) for c in copies)
     assert shifted[1] - shifted[0] == dt.timedelta(days=60) and shifted[0] < dt.date(2020, 1, 1)  # interval kept
     assert sorted(originals) == ["20200101", "20200301"]
-    np.testing.assert_array_equal(copies[0].pixel_array, pydicom.dcmread(
-        tmp_path / "data" / "dcm" / ("s0.dcm" if copies[0].Modality == "CT" else "s1.dcm")).pixel_array)
-    flagged = json.loads(cli("export", loom, "--format", "dicom", "--out", tmp_path / "f", "--burned-in", "flag",
-                             "--json").stdout)
+    np.testing.assert_array_equal(
+        copies[0].pixel_array,
+        pydicom.dcmread(tmp_path / "data" / "dcm" / ("s0.dcm" if copies[0].Modality == "CT" else "s1.dcm")).pixel_array,
+    )
+    flagged = json.loads(
+        cli("export", loom, "--format", "dicom", "--out", tmp_path / "f", "--burned-in", "flag", "--json").stdout
+    )
     assert flagged["files"] == 4 and len(flagged["flagged_burned_in"]) == 2
 
 
@@ -833,11 +1008,31 @@ def test_the_burned_in_text_heuristic_on_real_scans():
         arr, n = ds.pixel_array, int(ds.get("NumberOfFrames", 1) or 1)
         return scan(n, lambda i: display_frame(ds, arr[i] if n > 1 else arr)[0]) is not None
 
-    text = ("OBXXXX1A.dcm", "US1_UNCR.dcm", "mlut_18.dcm", "gdcm-US-ALOKA-16.dcm", "color3d_jpeg_baseline.dcm",
-            "OBXXXX1A_expb.dcm")  # the last: 8-bit colours in 16-bit palette entries, once rendered black
-    clean = ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "emri_small.dcm", "MR2_UNCI.dcm", "RG1_UNCI.dcm",
-             "RG3_UNCI.dcm", "693_UNCI.dcm", "JPEG2000_UNC.dcm", "eCT_Supplemental.dcm", "explicit_VR-UN.dcm",
-             "examples_overlay.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "image_dfl.dcm", "color-pl.dcm")
+    text = (
+        "OBXXXX1A.dcm",
+        "US1_UNCR.dcm",
+        "mlut_18.dcm",
+        "gdcm-US-ALOKA-16.dcm",
+        "color3d_jpeg_baseline.dcm",
+        "OBXXXX1A_expb.dcm",
+    )  # the last: 8-bit colours in 16-bit palette entries, once rendered black
+    clean = (
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "SC_rgb.dcm",
+        "emri_small.dcm",
+        "MR2_UNCI.dcm",
+        "RG1_UNCI.dcm",
+        "RG3_UNCI.dcm",
+        "693_UNCI.dcm",
+        "JPEG2000_UNC.dcm",
+        "eCT_Supplemental.dcm",
+        "explicit_VR-UN.dcm",
+        "examples_overlay.dcm",
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        "image_dfl.dcm",
+        "color-pl.dcm",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's download notices for pydicom-data's files
         text, clean = ([n for n in names if get_testdata_file(n)] for names in (text, clean))
@@ -847,12 +1042,15 @@ def test_the_burned_in_text_heuristic_on_real_scans():
 
 # ---- 9. options are checked ------------------------------------------------------------------------------------
 
+
 def test_bad_options_are_clear_errors(small_loom, tmp_path):
     for value in ("0", "-5"):
         proc = cli("export", small_loom, "--max-side", value, "--out", tmp_path / "o", check=False)
         assert proc.returncode == 2 and "--max-side" in proc.stderr and not (tmp_path / "o").exists()
-    recipe = write_recipe(tmp_path / "r", [folder_source(tmp_path / "data", split="training2"),
-                                           {**folder_source(tmp_path / "data", name="b"), "modality": " "}])
+    recipe = write_recipe(
+        tmp_path / "r",
+        [folder_source(tmp_path / "data", split="training2"), {**folder_source(tmp_path / "data", name="b"), "modality": " "}],
+    )
     proc = cli("ingest", recipe, check=False)
     assert proc.returncode == 2 and "split 'training2' is not a split name" in proc.stderr
     assert "`modality:` is empty" in proc.stderr
@@ -863,14 +1061,14 @@ def test_bad_options_are_clear_errors(small_loom, tmp_path):
 
 # ---- 10. secrets ---------------------------------------------------------------------------------------------
 
+
 def test_an_api_key_travels_only_over_https_or_loopback(small_loom):
-    from medloom.annotate.llm import LLMError, check_key_transport
+    from medloom.models.chat import LLMError, check_key_transport
 
     env = {"OPENAI_API_KEY": "sk-test"}
     proc = cli("annotate", small_loom, "--llm", "http://192.0.2.10:8000/v1", "--model", "m", env=env, check=False)
     assert proc.returncode == 2 and "unencrypted" in proc.stderr and "--llm-allow-insecure-key" in proc.stderr
-    for url in ("https://api.example.org/v1", "http://127.0.0.1:8000/v1", "http://localhost:8000/v1",
-                "http://[::1]:8000/v1"):
+    for url in ("https://api.example.org/v1", "http://127.0.0.1:8000/v1", "http://localhost:8000/v1", "http://[::1]:8000/v1"):
         check_key_transport(url)
     check_key_transport("http://192.0.2.10:8000/v1", allow_insecure=True)
     with pytest.raises(LLMError):
@@ -921,8 +1119,13 @@ def _split_of_file(fmt: str, name: str) -> str:
 
 # each format with the options that change what it writes (every option is accepted by every format)
 EXPORT_OPTIONS = {
-    "webdataset": [["--max-side", "32"], ["--image-format", "keep"], ["--text", "annotation", "--require-text"],
-                   ["--where", "source <> 'x'"], ["--include-duplicates"]],
+    "webdataset": [
+        ["--max-side", "32"],
+        ["--image-format", "keep"],
+        ["--text", "annotation", "--require-text"],
+        ["--where", "source <> 'x'"],
+        ["--include-duplicates"],
+    ],
     "parquet": [["--image-format", "png"], ["--keep-metadata"]],
     "llava": [["--absolute-paths"], ["--image-format", "keep"]],
     "sharegpt": [["--max-side", "32"], ["--absolute-paths"]],
@@ -948,8 +1151,9 @@ def test_no_val_or_test_record_in_any_training_file(tmp_path):
     (tmp_path / "dcm").mkdir()
     for name in ("CT_small.dcm", "MR_small.dcm", "693_UNCR.dcm"):
         shutil.copy(get_testdata_file(name), tmp_path / "dcm" / name)
-    recipe = write_recipe(tmp_path, [folder_source(tmp_path / "data"),
-                                     dict(name="dcm", reader="dicom", path=str(tmp_path / "dcm"), task="disease")])
+    recipe = write_recipe(
+        tmp_path, [folder_source(tmp_path / "data"), dict(name="dcm", reader="dicom", path=str(tmp_path / "dcm"), task="disease")]
+    )
     cli("ingest", recipe, "-q")
     loom = tmp_path / "loom"
     cli("annotate", loom, "-q")
@@ -976,7 +1180,8 @@ def test_no_val_or_test_record_in_any_training_file(tmp_path):
     check(own, "own", every_option=True)
     # a split assigned by `medloom split` is honoured the same way
     cli("split", loom, "--by", "record", "--val", "0.3", "--test", "0.3", "--seed", "3", "--json")
-    assigned = {r["id"]: r["split"] for r in rows(loom, "SELECT id, split FROM read_parquet('"
-                                                         f"{loom / 'splits' / 'split.parquet'}')")}
+    assigned = {
+        r["id"]: r["split"] for r in rows(loom, f"SELECT id, split FROM read_parquet('{loom / 'splits' / 'split.parquet'}')")
+    }
     assert {assigned[i] for i in dicom_ids.values()} != {"train"}  # some DICOM copy lands outside train
     check(assigned, "assigned", every_option=False)

@@ -5,14 +5,26 @@ from medloom.records import licence_commercial_use, record_id
 from medloom.vocab import UnknownTermError, default_vocabulary
 
 
-@pytest.mark.parametrize("kind,term,canonical", [
-    ("modality", "CXR", "X-ray"), ("modality", "chest radiograph", "X-ray"), ("modality", "DX", "X-ray"),
-    ("modality", "FP", "fundus photography"), ("modality", "Fundus Photography", "fundus photography"),
-    ("modality", "MR", "MRI"), ("modality", "US", "ultrasound"), ("modality", "H&E", "pathology"),
-    ("anatomy", "CHEST", "chest"), ("anatomy", "EXTREMITY", "lower limb"), ("anatomy", "retina", "eye"),
-    ("task", "COVID-19", "covid-19"), ("task", "covid19", "covid-19"), ("task", "grading", "level"),
-    ("task", "tumour", "cancer"),
-])
+@pytest.mark.parametrize(
+    "kind,term,canonical",
+    [
+        ("modality", "CXR", "X-ray"),
+        ("modality", "chest radiograph", "X-ray"),
+        ("modality", "DX", "X-ray"),
+        ("modality", "FP", "fundus photography"),
+        ("modality", "Fundus Photography", "fundus photography"),
+        ("modality", "MR", "MRI"),
+        ("modality", "US", "ultrasound"),
+        ("modality", "H&E", "pathology"),
+        ("anatomy", "CHEST", "chest"),
+        ("anatomy", "EXTREMITY", "lower limb"),
+        ("anatomy", "retina", "eye"),
+        ("task", "COVID-19", "covid-19"),
+        ("task", "covid19", "covid-19"),
+        ("task", "grading", "level"),
+        ("task", "tumour", "cancer"),
+    ],
+)
 def test_synonyms_normalise(kind, term, canonical):
     assert default_vocabulary().normalise(kind, term) == canonical
 
@@ -21,8 +33,17 @@ def test_vocabulary_covers_med_mat():
     v = default_vocabulary()
     assert len(v.canonical["modality"]) - 1 >= 11  # minus "unknown"
     assert len(v.canonical["anatomy"]) - 1 >= 14
-    for task in ("covid-19", "cancer", "disease", "state", "level", "quality", "cell type", "lesion detection",
-                 "organ segmentation"):
+    for task in (
+        "covid-19",
+        "cancer",
+        "disease",
+        "state",
+        "level",
+        "quality",
+        "cell type",
+        "lesion detection",
+        "organ segmentation",
+    ):
         assert task in v.canonical["task"]
 
 

@@ -46,8 +46,7 @@ def build_web_loom(root: Path) -> Path:
     fam = root / "data" / "fam"
     for i in range(8):
         yy, xx = np.mgrid[0:64, 0:64]
-        red = np.clip(np.stack([np.full((64, 64), 200), rng.normal(40, 20, (64, 64)),
-                                rng.normal(40, 20, (64, 64))], -1), 0, 255)
+        red = np.clip(np.stack([np.full((64, 64), 200), rng.normal(40, 20, (64, 64)), rng.normal(40, 20, (64, 64))], -1), 0, 255)
         stripes = np.stack([((xx + i) % 8 < 4) * 200 + 20] * 3, -1)
         disc = np.stack([((xx - 32 - i % 5) ** 2 + (yy - 30) ** 2 < 200) * 255] * 3, -1)
         for name, arr in (("red", red), ("stripes", stripes), ("disc", disc)):
@@ -79,23 +78,69 @@ def build_web_loom(root: Path) -> Path:
     (boxes / "boxes.csv").write_text("file,cell,x0,y0,x1,y1\nb0.png,cell,10,10,30,30\nb0.png,cell,5,5,5,20\n")
     (root / "data" / "dicom").mkdir(parents=True)
     shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), root / "data" / "dicom" / "CT_small.dcm")
-    recipe = write_recipe(root, [
-        dict(name="fam", reader="imagefolder", path="data/fam", modality="microscopy", anatomy="cell",
-             task="cell type", license="CC BY 4.0"),
-        dict(name="copies", reader="imagefolder", path="data/copies", modality="microscopy", anatomy="cell",
-             task="cell type", license="CC BY 4.0"),
-        dict(name="seg", reader="masks", path="data/seg", modality="dermoscopy", anatomy="skin",
-             task="lesion segmentation", mask_label="lesion", license="CC BY-NC 4.0"),
-        dict(name="reports", reader="csv", path="data/reports", csv="labels.csv", image_column="file",
-             label_column="finding", caption_column="report", modality="X-ray", anatomy="chest", task="disease"),
-        dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
-        dict(name="boxes", reader="csv", path="data/boxes", csv="boxes.csv", image_column="file", label_column="cell",
-             box_columns=dict(xmin="x0", ymin="y0", xmax="x1", ymax="y1"), modality="microscopy", anatomy="blood",
-             task="cell detection"),
-    ], annotate={"seed": 0, "templates": {"classification": ["A CT scan showing {finding}."]}})
+    recipe = write_recipe(
+        root,
+        [
+            dict(
+                name="fam",
+                reader="imagefolder",
+                path="data/fam",
+                modality="microscopy",
+                anatomy="cell",
+                task="cell type",
+                license="CC BY 4.0",
+            ),
+            dict(
+                name="copies",
+                reader="imagefolder",
+                path="data/copies",
+                modality="microscopy",
+                anatomy="cell",
+                task="cell type",
+                license="CC BY 4.0",
+            ),
+            dict(
+                name="seg",
+                reader="masks",
+                path="data/seg",
+                modality="dermoscopy",
+                anatomy="skin",
+                task="lesion segmentation",
+                mask_label="lesion",
+                license="CC BY-NC 4.0",
+            ),
+            dict(
+                name="reports",
+                reader="csv",
+                path="data/reports",
+                csv="labels.csv",
+                image_column="file",
+                label_column="finding",
+                caption_column="report",
+                modality="X-ray",
+                anatomy="chest",
+                task="disease",
+            ),
+            dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
+            dict(
+                name="boxes",
+                reader="csv",
+                path="data/boxes",
+                csv="boxes.csv",
+                image_column="file",
+                label_column="cell",
+                box_columns=dict(xmin="x0", ymin="y0", xmax="x1", ymax="y1"),
+                modality="microscopy",
+                anatomy="blood",
+                task="cell detection",
+            ),
+        ],
+        annotate={"seed": 0, "templates": {"classification": ["A CT scan showing {finding}."]}},
+    )
     loom, _ = run_ingest(recipe)
-    annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
-             workers=1, quiet=True)
+    annotate(
+        loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}), workers=1, quiet=True
+    )
     embed(loom, "builtin", workers=1, quiet=True)
     cluster(loom, 3, pca=8, seed=0, quiet=True)
     dedup(loom, near=None)  # exact copies only: the one planted
@@ -125,10 +170,14 @@ def build_odd_loom(root: Path) -> Path:
     shutil.copy(long / ("a" * 100 + ".png"), long / ("b" * 100 + ".png"))
     (root / "data" / "none" / "cls").mkdir(parents=True)
     (root / "data" / "none" / "cls" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    recipe = write_recipe(root, [
-        dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
-        dict(name="long", reader="imagefolder", path="data/long", modality="X-ray", anatomy="chest", task="disease"),
-        dict(name="none", reader="imagefolder", path="data/none", modality="X-ray", anatomy="chest", task="disease")])
+    recipe = write_recipe(
+        root,
+        [
+            dict(name="dcm", reader="dicom", path="data/dicom", task="disease"),
+            dict(name="long", reader="imagefolder", path="data/long", modality="X-ray", anatomy="chest", task="disease"),
+            dict(name="none", reader="imagefolder", path="data/none", modality="X-ray", anatomy="chest", task="disease"),
+        ],
+    )
     loom, _ = run_ingest(recipe)
     dedup(loom, near=None)
     return loom
@@ -169,8 +218,11 @@ def test_overview_grid_and_record_pages(web_loom):
     assert marked == 4 and f'id="grid-total">{marked}<' in dup.text  # the planted copy, and discs i and i + 5
     group = rows(web_loom, "SELECT \"group\" FROM dedup WHERE id = 'fam/red/red0_png'")[0]["group"]
     assert 'id="grid-total">2<' in c.get("/grid", params={"group": str(group)}).text
-    about_kept = rows(web_loom, "SELECT reason, count(DISTINCT record_id) AS n FROM quarantine WHERE record_id <> '' "
-                                "AND record_id IN (SELECT id FROM records) GROUP BY reason")
+    about_kept = rows(
+        web_loom,
+        "SELECT reason, count(DISTINCT record_id) AS n FROM quarantine WHERE record_id <> '' "
+        "AND record_id IN (SELECT id FROM records) GROUP BY reason",
+    )
     assert about_kept == [{"reason": "zero_area_box", "n": 1}]
     assert 'id="grid-total">1<' in c.get("/grid", params={"quarantine": "zero_area_box"}).text
     assert 'id="grid-total">1<' in c.get("/grid", params={"where": "quarantine LIKE '%zero_area%'"}).text
@@ -181,8 +233,9 @@ def test_overview_grid_and_record_pages(web_loom):
     page = c.get("/record", params={"id": rid})
     assert page.status_code == 200 and 'class="roi-box"' in page.text and "/mask?" in page.text
     x0, y0, x1, y1 = MASK_BOX
-    box = re.search(r'class="roi-box" data-index="0" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"',
-                    page.text).groups()
+    box = re.search(
+        r'class="roi-box" data-index="0" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', page.text
+    ).groups()
     assert [float(v) for v in box] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=1e-4)
     mask = Image.open(io.BytesIO(c.get("/mask", params={"id": rid, "roi": 0}).content))
     alpha = np.asarray(mask)[..., 3]
@@ -199,8 +252,12 @@ def test_overview_grid_and_record_pages(web_loom):
 def test_every_text_from_data_is_escaped(web_loom):
     c = client(web_loom)
     rid = rows(web_loom, "SELECT id FROM records WHERE caption LIKE '%<script>%'")[0]["id"]
-    for page in (c.get("/record", params={"id": rid}).text, c.get("/grid").text, c.get("/").text,
-                 c.get("/grid", params={"label": EVIL_LABEL}).text):
+    for page in (
+        c.get("/record", params={"id": rid}).text,
+        c.get("/grid").text,
+        c.get("/").text,
+        c.get("/grid", params={"label": EVIL_LABEL}).text,
+    ):
         assert "<script>window" not in page and "<img src=x" not in page
     assert "&lt;script&gt;window.__pwned = 1" in c.get("/record", params={"id": rid}).text
     assert "&lt;img src=x onerror=window.__pwned2=1&gt;" in c.get("/grid").text
@@ -212,13 +269,22 @@ def test_every_text_from_data_is_escaped(web_loom):
 
 def test_files_are_served_by_record_id_only(web_loom):
     c = client(web_loom)
-    for path, params in (("/thumb", {"id": "../../../../etc/passwd"}), ("/image", {"id": "/etc/passwd"}),
-                         ("/thumb", {"id": "fam/../../recipe.yaml"}), ("/mask", {"id": "..", "roi": "0"}),
-                         ("/image", {"id": "%2e%2e%2f%2e%2e%2fetc%2fpasswd"})):
+    for path, params in (
+        ("/thumb", {"id": "../../../../etc/passwd"}),
+        ("/image", {"id": "/etc/passwd"}),
+        ("/thumb", {"id": "fam/../../recipe.yaml"}),
+        ("/mask", {"id": "..", "roi": "0"}),
+        ("/image", {"id": "%2e%2e%2f%2e%2e%2fetc%2fpasswd"}),
+    ):
         r = c.get(path, params=params)
         assert r.status_code == 404 and "no record" in r.text and "root:" not in r.text
-    for raw in ("/static/..%2F..%2Fapp.py", "/static/../web/app.py", "/static/%2e%2e/index.py", "/static/app.py",
-                "/..%2f..%2fetc/passwd"):
+    for raw in (
+        "/static/..%2F..%2Fapp.py",
+        "/static/../web/app.py",
+        "/static/%2e%2e/index.py",
+        "/static/app.py",
+        "/..%2f..%2fetc/passwd",
+    ):
         r = c.get(raw)
         assert r.status_code == 404 and "import" not in r.text
     # the WHERE box reads the records, never the disk
@@ -232,15 +298,26 @@ def test_files_are_served_by_record_id_only(web_loom):
 
 def test_malformed_requests_get_a_message_never_a_traceback(web_loom):
     c = client(web_loom)
-    cases = [("/grid?page=x", 400, "not a number"), ("/grid?nosuch=1", 400, "unknown filter"),
-             ("/grid?where=width%20%3E", 400, "not valid"), ("/record", 400, "`id` is missing"),
-             ("/record?id=nope", 404, "no record"), ("/cluster?c=abc", 400, "whole number"),
-             ("/cluster?c=999", 404, "no cluster"), ("/mask?id=x", 400, "missing"), ("/nowhere", 404, "Not Found"),
-             ("/audit?state=weird", 400, "audit shows"), ("/similar?id=nope", 404, "no record"),
-             ("/quarantine?reason=nosuch", 200, "Quarantine")]
+    cases = [
+        ("/grid?page=x", 400, "not a number"),
+        ("/grid?nosuch=1", 400, "unknown filter"),
+        ("/grid?where=width%20%3E", 400, "not valid"),
+        ("/record", 400, "`id` is missing"),
+        ("/record?id=nope", 404, "no record"),
+        ("/cluster?c=abc", 400, "whole number"),
+        ("/cluster?c=999", 404, "no cluster"),
+        ("/mask?id=x", 400, "missing"),
+        ("/nowhere", 404, "Not Found"),
+        ("/audit?state=weird", 400, "audit shows"),
+        ("/similar?id=nope", 404, "no record"),
+        ("/quarantine?reason=nosuch", 200, "Quarantine"),
+    ]
     rid = rows(web_loom, "SELECT id FROM records WHERE source = 'fam' LIMIT 1")[0]["id"]
-    cases += [(f"/image?id={rid}&wc=40&ww=400", 400, "DICOM and NIfTI"), (f"/mask?id={rid}&roi=3", 404, "no ROI"),
-              (f"/image?id={rid}&wc=nan", 400, "finite")]
+    cases += [
+        (f"/image?id={rid}&wc=40&ww=400", 400, "DICOM and NIfTI"),
+        (f"/mask?id={rid}&roi=3", 404, "no ROI"),
+        (f"/image?id={rid}&wc=nan", 400, "finite"),
+    ]
     for url, status, text in cases:
         r = c.get(url)
         assert r.status_code == status and text in r.text and "Traceback" not in r.text, (url, r.status_code, r.text)
@@ -298,8 +375,9 @@ def test_token_and_host_guards(web_loom):
     assert other.get("/", params={"token": "other"}).status_code == 200
     c.cookies.update(other.cookies)
     assert c.get("/grid").status_code == 200 and other.get("/grid").status_code == 200
-    assert client(web_loom, token="s3cret", host="0.0.0.0").get(
-        "/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert (
+        client(web_loom, token="s3cret", host="0.0.0.0").get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    )
     local = client(web_loom)
     assert local.get("/", headers={"host": "evil.example:8765"}).status_code == 421
     proc = cli("serve", web_loom, "--host", "0.0.0.0", check=False)
@@ -312,22 +390,30 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     c = client(loom)
     token = csrf_of(c.get("/cluster", params={"c": 1}).text)
     # two annotators label cluster 1; they disagree on the global concept, then a third breaks the tie
-    for name, concept, local in (("alice", "microscopy", ["blood smear"]), ("bob", "diagrams", []),
-                                 ("carol", "microscopy", ["blood smear"])):
-        r = c.post("/cluster/label", data={"csrf": token, "cluster": "1", "annotator": name, "global": concept,
-                                           "panel": "single", "local": local}, follow_redirects=False)
+    for name, concept, local in (
+        ("alice", "microscopy", ["blood smear"]),
+        ("bob", "diagrams", []),
+        ("carol", "microscopy", ["blood smear"]),
+    ):
+        r = c.post(
+            "/cluster/label",
+            data={"csrf": token, "cluster": "1", "annotator": name, "global": concept, "panel": "single", "local": local},
+            follow_redirects=False,
+        )
         assert r.status_code == 303, r.text
     files = sorted((loom / "curation" / "labels").glob("*.yaml"))
     assert [f.stem for f in files] == ["alice", "bob", "carol"]
-    assert yaml.safe_load(files[0].read_text())["clusters"] == {1: {"panel": "single", "global": "microscopy",
-                                                                    "local": ["blood smear"]}}
+    assert yaml.safe_load(files[0].read_text())["clusters"] == {
+        1: {"panel": "single", "global": "microscopy", "local": ["blood smear"]}
+    }
     report = apply_labels(loom, files)
     assert report.decisions["1"]["global"] == "microscopy" and report.agreement["1"] == pytest.approx(2 / 3)
     page = c.get("/clusters").text
     assert "alice: microscopy" in page and "bob: diagrams" in page and "0.67" in page
     for cl in rows(loom, "SELECT DISTINCT cluster FROM clusters"):  # each row's strip: the 6 nearest its centre
-        nearest = [r["id"] for r in rows(loom, f"SELECT id FROM clusters WHERE cluster = {cl['cluster']} "
-                                               "ORDER BY distance, id LIMIT 6")]
+        nearest = [
+            r["id"] for r in rows(loom, f"SELECT id FROM clusters WHERE cluster = {cl['cluster']} ORDER BY distance, id LIMIT 6")
+        ]
         strip = re.search(rf'id="cluster-{cl["cluster"]}".*?<td class="strip">(.*?)</td>', page, re.S).group(1)
         assert re.findall(r'alt="([^"]+)"', strip) == nearest
     r = c.post("/concepts/apply", data={"csrf": token}, follow_redirects=False)  # not before the preview
@@ -342,8 +428,11 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     assert len(group) == 2 and [g["keep"] for g in group] == [True, False]  # copies/test/... kept first
     train_copy = group[1]["id"]
     token = csrf_of(c.get("/duplicates").text)
-    r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": train_copy,
-                                         "curator": "dana"}, follow_redirects=False)
+    r = c.post(
+        "/duplicates/keep",
+        data={"csrf": token, "group": str(group[0]["group"]), "keep": train_copy, "curator": "dana"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     after = {g["id"]: g for g in rows(loom, "SELECT * FROM dedup")}
     assert after[train_copy]["keep"] and not after[group[0]["id"]]["keep"]
@@ -354,12 +443,14 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     again = {g["id"]: g for g in rows(loom, "SELECT * FROM dedup")}
     assert again[train_copy]["keep"] and again[train_copy]["decided_by"] == "dana"
     with hold(loom, command="medloom ingest (a test)"):  # another writer holds the loom: nothing is written
-        r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": group[0]["id"],
-                                             "curator": "dana"})
+        r = c.post(
+            "/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": group[0]["id"], "curator": "dana"}
+        )
         assert r.status_code == 409 and "medloom ingest (a test)" in r.text and "not saved" in r.text
     assert {g["id"]: g["keep"] for g in rows(loom, "SELECT * FROM dedup")}[train_copy]
-    r = c.post("/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": "fam/red/red1_png",
-                                         "curator": "dana"})
+    r = c.post(
+        "/duplicates/keep", data={"csrf": token, "group": str(group[0]["group"]), "keep": "fam/red/red1_png", "curator": "dana"}
+    )
     assert r.status_code == 400 and "not in duplicate group" in r.text
     # audit: edit a flagged caption, reject another, edit one question and reject another; a new annotate run
     # keeps every verdict
@@ -369,20 +460,49 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     assert all(f'data-id="{i}"' in page for i in flagged[:2]) and 'data-field="caption"' in page
     ann0 = rows(loom, f"SELECT caption, vqa FROM annotations WHERE id = '{flagged[0]}'")[0]
     seen, q0, q1 = ann0["caption"], ann0["vqa"][0], ann0["vqa"][1]
-    verdicts = [("caption", "edited", "An X-ray image of the chest.", seen, flagged[0]),
-                ("caption", "rejected", "", rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[1]}'")[0]
-                 ["caption"], flagged[1]),
-                ("question", "edited", "Which finding does this image show?", q0["question"], flagged[0]),
-                ("question", "rejected", "", q1["question"], flagged[0])]
+    verdicts = [
+        ("caption", "edited", "An X-ray image of the chest.", seen, flagged[0]),
+        (
+            "caption",
+            "rejected",
+            "",
+            rows(loom, f"SELECT caption FROM annotations WHERE id = '{flagged[1]}'")[0]["caption"],
+            flagged[1],
+        ),
+        ("question", "edited", "Which finding does this image show?", q0["question"], flagged[0]),
+        ("question", "rejected", "", q1["question"], flagged[0]),
+    ]
     for field, decision, text, previous, rid in verdicts:
-        r = c.post("/audit/review", data={"csrf": token, "id": rid, "field": field, "decision": decision,
-                                          "reviewer": "erin", "text": text, "seen": previous}, follow_redirects=False)
+        r = c.post(
+            "/audit/review",
+            data={
+                "csrf": token,
+                "id": rid,
+                "field": field,
+                "decision": decision,
+                "reviewer": "erin",
+                "text": text,
+                "seen": previous,
+            },
+            follow_redirects=False,
+        )
         assert r.status_code == 303, r.text
-    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "field": "caption", "decision": "accepted",
-                                      "reviewer": "erin", "seen": "a caption no longer there"})
+    r = c.post(
+        "/audit/review",
+        data={
+            "csrf": token,
+            "id": flagged[1],
+            "field": "caption",
+            "decision": "accepted",
+            "reviewer": "erin",
+            "seen": "a caption no longer there",
+        },
+    )
     assert r.status_code == 400 and "changed since the page was loaded" in r.text
-    r = c.post("/audit/review", data={"csrf": token, "id": flagged[1], "field": "texts", "decision": "accepted",
-                                      "reviewer": "erin", "seen": ""})
+    r = c.post(
+        "/audit/review",
+        data={"csrf": token, "id": flagged[1], "field": "texts", "decision": "accepted", "reviewer": "erin", "seen": ""},
+    )
     assert r.status_code == 400 and "use one of caption, roi_text, question" in r.text
 
     def check():
@@ -390,7 +510,10 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
         first = ann[flagged[0]]
         assert first["caption"] == "An X-ray image of the chest." and first["caption_source"] == "reviewer"
         assert [(v["field"], v["decision"], v["by"]) for v in first["reviews"]] == [
-            ("caption", "edited", "erin"), ("question", "edited", "erin"), ("question", "rejected", "erin")]
+            ("caption", "edited", "erin"),
+            ("question", "edited", "erin"),
+            ("question", "rejected", "erin"),
+        ]
         assert first["reviews"][0]["previous"] == seen
         questions = {q["question"]: q for q in first["vqa"]}
         assert q1["question"] not in questions and len(first["vqa"]) == len(ann0["vqa"]) - 1
@@ -404,8 +527,9 @@ def test_labels_choices_and_reviews_are_written_where_the_steps_read_them(web_lo
     check()
     reviews = json.loads((loom / "annotations" / "reviews.json").read_text())
     assert [(r["id"], r["field"], r["decision"]) for r in reviews] == [(v[4], v[0], v[1]) for v in verdicts]
-    annotate(loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}),
-             workers=1, quiet=True)
+    annotate(
+        loom, AnnotateSettings(seed=0, templates={"classification": ["A CT scan showing {finding}."]}), workers=1, quiet=True
+    )
     check()
     assert 'id="grid-total">2<' in c.get("/grid", params={"text": "reviewed"}).text
     assert "Which finding does this image show?" in c.get("/audit", params={"state": "reviewed"}).text
@@ -436,9 +560,13 @@ def test_report_is_one_file_that_opens_offline(web_loom, tmp_path):
 
 def start_server(loom: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """`medloom serve` on a free port; returns the process and its URL (read from what it prints)."""
-    proc = subprocess.Popen([sys.executable, "-m", "medloom.cli", "serve", str(loom), "--port", "0", "-q",
-                             "--workers", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=CLI_ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medloom.cli", "serve", str(loom), "--port", "0", "-q", "--workers", "1", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CLI_ENV,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         line = proc.stdout.readline()
@@ -461,8 +589,9 @@ def test_serve_keeps_serving_while_an_ingest_runs(web_loom, tmp_path):
     for i in range(300):
         make_image(more / f"c{i % 3}" / f"m{i}.png", size=(96, 96), seed=1000 + i)
     recipe["sources"] = [dict(s, path=str(web_loom.parent / s["path"])) for s in recipe["sources"]]
-    recipe["sources"].append(dict(name="more", reader="imagefolder", path=str(more), modality="CT", anatomy="lung",
-                                  task="disease"))
+    recipe["sources"].append(
+        dict(name="more", reader="imagefolder", path=str(more), modality="CT", anatomy="lung", task="disease")
+    )
     recipe["loom"] = str(loom)
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     proc, url = start_server(loom)
@@ -474,15 +603,19 @@ def test_serve_keeps_serving_while_an_ingest_runs(web_loom, tmp_path):
         from medloom.web.thumbs import read_index
 
         assert len(read_index(loom / "cache" / "thumbs")) == n0
-        ingest = subprocess.Popen([sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q",
-                                   "-w", "1"], env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "medloom.cli", "ingest", str(tmp_path / "recipe.yaml"), "-q", "-w", "1"],
+            env=CLI_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         seen, statuses = set(), []
         while ingest.poll() is None:
             for path in ("grid", "", "grid?source=more", "quarantine"):
                 r = httpx.get(url + path, timeout=30)
                 statuses.append(r.status_code)
-            seen.add(int(re.search(r'id="grid-total">([\d,]+)<', httpx.get(url + "grid").text).group(1)
-                         .replace(",", "")))
+            seen.add(int(re.search(r'id="grid-total">([\d,]+)<', httpx.get(url + "grid").text).group(1).replace(",", "")))
         assert ingest.returncode == 0, ingest.stderr.read()
         assert set(statuses) == {200} and len(statuses) >= 8
         after = httpx.get(url + "grid").text
@@ -507,9 +640,11 @@ def test_window_and_level_of_a_dicom_record(web_loom):
     assert 'id="window-form"' in page and f'value="{rec["render"]["window_center"]}"' in page
     ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
     values = apply_modality_lut(ds.pixel_array, ds)
-    for params, (center, width) in (({}, (rec["render"]["window_center"], rec["render"]["window_width"])),
-                                    ({"wc": "100", "ww": "50"}, (100.0, 50.0)), ({"ww": "2000"},
-                                                                                 (rec["render"]["window_center"], 2000.0))):
+    for params, (center, width) in (
+        ({}, (rec["render"]["window_center"], rec["render"]["window_width"])),
+        ({"wc": "100", "ww": "50"}, (100.0, 50.0)),
+        ({"ww": "2000"}, (rec["render"]["window_center"], 2000.0)),
+    ):
         r = c.get("/image", params={"id": rec["id"], **params})
         got = np.asarray(Image.open(io.BytesIO(r.content)))
         assert r.status_code == 200 and np.array_equal(got, window_to_uint8(values, center, width)), params
@@ -518,7 +653,7 @@ def test_window_and_level_of_a_dicom_record(web_loom):
 
 def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
     from medloom import catalog
-    from medloom.export import render_sources
+    from medloom.view.render import render_sources
     from medloom.web.thumbs import THUMBS, build_thumbnails, read_index, read_thumb, render_thumb, thumb_key
 
     loom = tmp_path / "loom"
@@ -542,8 +677,13 @@ def test_thumbnails_are_made_once_by_the_executor(web_loom, tmp_path):
 def test_hosts_a_request_may_name(web_loom):
     auth = {"Authorization": "Bearer s3cret"}
     wide = client(web_loom, token="s3cret", host="0.0.0.0")  # all interfaces: addresses, not any name
-    for host, status in (("evil.example", 421), ("evil.example:8765", 421), ("192.168.1.20:8765", 200),
-                         ("[fe80::1]:8765", 200), ("LocalHost:8765", 200)):
+    for host, status in (
+        ("evil.example", 421),
+        ("evil.example:8765", 421),
+        ("192.168.1.20:8765", 200),
+        ("[fe80::1]:8765", 200),
+        ("LocalHost:8765", 200),
+    ):
         assert wide.get("/", headers={**auth, "host": host}).status_code == status, host
     r = wide.get("/", headers={**auth, "host": "Medloom.Example.org"})
     assert r.status_code == 421 and "--allow-host medloom.example.org" in r.text
@@ -562,16 +702,29 @@ def test_writes_from_another_origin_are_refused(web_loom, tmp_path):
     loom = tmp_path / "loom"
     shutil.copytree(web_loom, loom, symlinks=True)
     c = client(loom)
-    form = {"cluster": "0", "annotator": "alice", "global": "microscopy",
-            "csrf": csrf_of(c.get("/cluster", params={"c": 0}).text)}
-    for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"origin": "http://127.0.0.1:9999"},
-                    {"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"},
-                    {"origin": "http://127.0.0.1:8765", "sec-fetch-site": "cross-site"}):
+    form = {
+        "cluster": "0",
+        "annotator": "alice",
+        "global": "microscopy",
+        "csrf": csrf_of(c.get("/cluster", params={"c": 0}).text),
+    }
+    for headers in (
+        {"origin": "http://evil.example"},
+        {"origin": "null"},
+        {"origin": "http://127.0.0.1:9999"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "http://127.0.0.1:8765", "sec-fetch-site": "cross-site"},
+    ):
         r = c.post("/cluster/label", data=form, headers=headers)
         assert r.status_code == 403 and "refused" in r.text, headers
     assert not (loom / "curation" / "labels").exists()
-    r = c.post("/cluster/label", data=form, headers={"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"},
-               follow_redirects=False)
+    r = c.post(
+        "/cluster/label",
+        data=form,
+        headers={"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and (loom / "curation" / "labels" / "alice.yaml").is_file()
 
 
@@ -579,9 +732,15 @@ def test_the_where_box_is_one_condition_within_budgets(web_loom):
     c = client(web_loom, filter_seconds=1.5, filter_memory_mb=64)
     total = rows(web_loom, "SELECT count(*) AS n FROM records")[0]["n"]
     # closing the wrapping parenthesis early and commenting the rest out: refused, not run
-    for where, text in (("false) OR (true) --", "did not open"), ("true -- x", "comments"), ("false) OR (true", "did not open"),
-                        ("false) OR true OR (false", "did not open"), ("(width > 1", "left open"),
-                        ("true /* x */", "comments"), ("false; SELECT 1", "no `;`")):
+    for where, text in (
+        ("false) OR (true) --", "did not open"),
+        ("true -- x", "comments"),
+        ("false) OR (true", "did not open"),
+        ("false) OR true OR (false", "did not open"),
+        ("(width > 1", "left open"),
+        ("true /* x */", "comments"),
+        ("false; SELECT 1", "no `;`"),
+    ):
         r = c.get("/grid", params={"where": where})
         assert r.status_code == 400 and "one condition" in r.text and text in r.text, (where, r.text)
     # what looks like them inside a string literal is text
@@ -610,8 +769,11 @@ def test_a_slow_filter_stalls_no_other_page_and_sigterm_stops_the_server(web_loo
 
     proc, url = start_server(web_loom, "--filter-timeout", "120")
     slow: list = []
-    thread = threading.Thread(target=lambda: slow.append(httpx.get(
-        url + "grid", params={"where": "(SELECT count(*) FROM range(100000000000000)) > 0"}, timeout=180)))
+    thread = threading.Thread(
+        target=lambda: slow.append(
+            httpx.get(url + "grid", params={"where": "(SELECT count(*) FROM range(100000000000000)) > 0"}, timeout=180)
+        )
+    )
     try:
         thread.start()
         time.sleep(1.0)  # the filter is running in its sandbox

@@ -23,8 +23,15 @@ from test_web import MASK_BOX, build_odd_loom, build_web_loom, start_server
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-gpu",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +95,7 @@ def test_overview_facet_keyboard_and_record(served, page):
 def stroke_box(png: bytes, color: str, tol: int = 12) -> tuple[int, int, int, int] | None:
     """The bounding box of the pixels drawn in the stroke colour."""
     arr = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+    target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
     ys, xs = np.nonzero(np.abs(arr - target).max(axis=2) <= tol)
     if not len(xs):
         return None
@@ -108,8 +115,7 @@ def test_roi_box_is_drawn_where_the_catalog_says(served, page):
     assert found is not None, "no ROI box in the screenshot"
     sx, sy = box["width"] / rec["width"], box["height"] / rec["height"]
     x0, y0, x1, y1 = rec["rois"][0]["bbox"]
-    assert [x0 * rec["width"], y0 * rec["height"], x1 * rec["width"], y1 * rec["height"]] == \
-        pytest.approx(MASK_BOX, abs=1e-3)
+    assert [x0 * rec["width"], y0 * rec["height"], x1 * rec["width"], y1 * rec["height"]] == pytest.approx(MASK_BOX, abs=1e-3)
     want = (x0 * rec["width"] * sx, y0 * rec["height"] * sy, x1 * rec["width"] * sx, y1 * rec["height"] * sy)
     # a 3 px stroke centred on the box's edge
     assert np.allclose(found, want, atol=4), (found, want)
@@ -156,8 +162,7 @@ def test_label_a_cluster_and_resolve_a_duplicate_group(served, page):
     assert "microscopy" in page.inner_text("#changes tr[data-cluster='2']")
     page.click("#confirm-apply")
     page.wait_for_url("**/clusters?applied=1")
-    assert {r["global_concept"] for r in rows(loom, "SELECT global_concept FROM concepts WHERE cluster = 2")} == \
-        {"microscopy"}
+    assert {r["global_concept"] for r in rows(loom, "SELECT global_concept FROM concepts WHERE cluster = 2")} == {"microscopy"}
     assert "microscopy" in page.inner_text("#cluster-2")
     # the duplicate group of the planted copy: keep the training copy
     group = rows(loom, "SELECT * FROM dedup WHERE id LIKE '%red0%' ORDER BY id")
@@ -270,19 +275,25 @@ def odd_served(tmp_path_factory):
 
 def test_chart_labels_stay_inside_their_charts(odd_served, page):
     page.goto(odd_served)
-    out = page.eval_on_selector_all("svg.chart", """charts => charts.flatMap(svg => {
+    out = page.eval_on_selector_all(
+        "svg.chart",
+        """charts => charts.flatMap(svg => {
         const width = svg.width.baseVal.value;
         return [...svg.querySelectorAll('text')].map(t => t.getBBox()).filter(b => b.x < 0 || b.x + b.width > width)
-            .map(b => [b.x, b.width, width]); })""")
+            .map(b => [b.x, b.width, width]); })""",
+    )
     assert page.locator("svg.chart").count() >= 5 and out == []
     assert "WWWW" in page.inner_text("#section-label")
 
 
 def test_long_ids_stay_inside_duplicate_cards(odd_served, page):
     page.goto(odd_served + "duplicates")
-    cards = page.eval_on_selector_all(".dup", """cards => cards.map(c => {
+    cards = page.eval_on_selector_all(
+        ".dup",
+        """cards => cards.map(c => {
         const box = c.getBoundingClientRect(), text = document.createRange();
         text.selectNodeContents(c.querySelector('a'));  // where the id's letters are drawn, not the link's box
         const drawn = text.getBoundingClientRect();
-        return [drawn.left >= box.left - 1 && drawn.right <= box.right + 1, c.querySelector('a').textContent.length]; })""")
+        return [drawn.left >= box.left - 1 && drawn.right <= box.right + 1, c.querySelector('a').textContent.length]; })""",
+    )
     assert cards and max(n for _, n in cards) > 100 and all(inside for inside, _ in cards)

@@ -37,8 +37,9 @@ def llm_loom(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("llm")
     for i in range(24):
         make_image(root / "cxr" / ("normal", "pneumonia", "covid-19")[i % 3] / f"c{i:02d}.png", size=(40, 30), seed=i)
-    recipe = write_recipe(root, [dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray", anatomy="chest",
-                                      task="disease")])
+    recipe = write_recipe(
+        root, [dict(name="cxr", reader="imagefolder", path="cxr", modality="X-ray", anatomy="chest", task="disease")]
+    )
     loom, _ = run_ingest(recipe)
     server = ChatServer()
     server.plan[QUESTION_PROMPT] = ["400"] * 1000
@@ -54,8 +55,7 @@ def settings(server) -> AnnotateSettings:
 
 
 def cards(page: str, record_id: str) -> str:
-    found = re.search(rf'<div class="audit-item" id="a-{re.escape(record_id)}".*?(?=<div class="audit-item"|</main>)',
-                      page, re.S)
+    found = re.search(rf'<div class="audit-item" id="a-{re.escape(record_id)}".*?(?=<div class="audit-item"|</main>)', page, re.S)
     return found.group(0) if found else ""
 
 
@@ -69,9 +69,20 @@ def test_audit_works_per_text_shows_what_was_judged_and_undoes_it(llm_loom, tmp_
     token = csrf_of(c.get("/audit").text)
 
     def judge(rid: str, field: str, decision: str, seen: str, state: str = "flagged", text: str = ""):
-        r = c.post("/audit/review", data={"csrf": token, "id": rid, "field": field, "decision": decision,
-                                          "reviewer": "erin", "seen": seen, "state": state, "text": text},
-                   follow_redirects=False)
+        r = c.post(
+            "/audit/review",
+            data={
+                "csrf": token,
+                "id": rid,
+                "field": field,
+                "decision": decision,
+                "reviewer": "erin",
+                "seen": seen,
+                "state": state,
+                "text": text,
+            },
+            follow_redirects=False,
+        )
         assert r.status_code == 303, r.text
 
     # the LLM's failed caption is shown beside the template's that was kept
@@ -112,16 +123,29 @@ def test_audit_works_per_text_shows_what_was_judged_and_undoes_it(llm_loom, tmp_
     vqa = ann[covid[2]]["vqa"]
     judge(covid[2], "question", "rejected", vqa[0]["question"])
     assert len(rows(loom, f"SELECT vqa FROM annotations WHERE id = '{covid[2]}'")[0]["vqa"]) == len(vqa) - 1
-    r = c.post("/audit/undo", data={"csrf": token, "id": covid[2], "field": "question", "previous": vqa[0]["question"],
-                                    "by": "erin", "at": json.loads((loom / "annotations" / "reviews.json").read_text())
-                                    [-1]["at"], "reviewer": "erin"}, follow_redirects=False)
+    r = c.post(
+        "/audit/undo",
+        data={
+            "csrf": token,
+            "id": covid[2],
+            "field": "question",
+            "previous": vqa[0]["question"],
+            "by": "erin",
+            "at": json.loads((loom / "annotations" / "reviews.json").read_text())[-1]["at"],
+            "reviewer": "erin",
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 303, r.text
     assert rows(loom, f"SELECT vqa FROM annotations WHERE id = '{covid[2]}'")[0]["vqa"] == vqa
     # the undone verdicts stay in reviews.json, marked; a new annotate run does not apply them
     reviews = json.loads((loom / "annotations" / "reviews.json").read_text())
     assert [(r["id"], r["decision"], bool(r.get("undone"))) for r in reviews] == [
-        (covid[0], "accepted", False), (normal[0], "accepted", False), (covid[1], "rejected", True),
-        (covid[2], "rejected", True)]
+        (covid[0], "accepted", False),
+        (normal[0], "accepted", False),
+        (covid[1], "rejected", True),
+        (covid[2], "rejected", True),
+    ]
     server = ChatServer()
     server.plan[QUESTION_PROMPT] = ["400"] * 1000
     try:
@@ -147,15 +171,15 @@ def test_apply_merges_the_labels_applied_earlier_and_says_what_changes_first(web
     a = label_file(outside, "alice", {0: {"global": "microscopy"}, 1: {"global": "microscopy"}})
     b = label_file(outside, "bob", {0: {"global": "microscopy"}, 1: {"global": "diagrams"}})
     cli("concepts", loom, "--apply", a, "--apply", b)  # applied from the command line
-    applied = {r["cluster"]: r["global_concept"] for r in rows(loom, "SELECT DISTINCT cluster, global_concept "
-                                                                     "FROM concepts")}
+    applied = {r["cluster"]: r["global_concept"] for r in rows(loom, "SELECT DISTINCT cluster, global_concept FROM concepts")}
     assert applied == {0: "microscopy", 1: "microscopy", 2: "unlabelled"}
     c = client(loom)
     page = c.get("/clusters").text
     assert re.search(r"Annotators[^:]*: alice, bob;", page) and "mean agreement 0.75" in page
     token = csrf_of(c.get("/cluster", params={"c": 2}).text)
-    r = c.post("/cluster/label", data={"csrf": token, "cluster": "2", "annotator": "carol", "global": "diagrams"},
-               follow_redirects=False)
+    r = c.post(
+        "/cluster/label", data={"csrf": token, "cluster": "2", "annotator": "carol", "global": "diagrams"}, follow_redirects=False
+    )
     assert r.status_code == 303
     # the preview: what changes, cluster by cluster, and nothing written yet
     stamp = (loom / "curation" / "concepts.parquet").stat().st_mtime_ns
@@ -167,14 +191,14 @@ def test_apply_merges_the_labels_applied_earlier_and_says_what_changes_first(web
     plan = re.search(r'name="plan" value="([^"]+)"', preview).group(1)
     r = c.post("/concepts/apply", data={"csrf": token, "plan": plan}, follow_redirects=False)
     assert r.status_code == 303
-    after = {r["cluster"]: r["global_concept"] for r in rows(loom, "SELECT DISTINCT cluster, global_concept "
-                                                                   "FROM concepts")}
+    after = {r["cluster"]: r["global_concept"] for r in rows(loom, "SELECT DISTINCT cluster, global_concept FROM concepts")}
     assert after == {0: "microscopy", 1: "microscopy", 2: "diagrams"}  # alice's and bob's votes kept
     report = json.loads((loom / "curation" / "concepts.json").read_text())
     assert report["annotators"] == ["alice", "bob", "carol"] and report["agreement"]["1"] == 0.5
     # labels that changed after the preview are not applied blind
-    r = c.post("/cluster/label", data={"csrf": token, "cluster": "0", "annotator": "carol", "global": "diagrams"},
-               follow_redirects=False)
+    r = c.post(
+        "/cluster/label", data={"csrf": token, "cluster": "0", "annotator": "carol", "global": "diagrams"}, follow_redirects=False
+    )
     r = c.post("/concepts/apply", data={"csrf": token, "plan": plan})
     assert r.status_code == 400 and "changed since the preview" in r.text
 
@@ -186,13 +210,15 @@ def test_a_label_outside_the_taxonomy_is_a_warning_not_an_error(web_loom, tmp_pa
     taxonomy.write_text(yaml.safe_dump({"global": {"astrology": [], "microscopy": ["blood smear"]}}))
     other = client(loom, taxonomy=taxonomy)  # another server, another taxonomy, wrote zoe's labels
     token = csrf_of(other.get("/cluster", params={"c": 0}).text)
-    r = other.post("/cluster/label", data={"csrf": token, "cluster": "0", "annotator": "zoe", "global": "astrology"},
-                   follow_redirects=False)
+    r = other.post(
+        "/cluster/label", data={"csrf": token, "cluster": "0", "annotator": "zoe", "global": "astrology"}, follow_redirects=False
+    )
     assert r.status_code == 303
     c = client(loom)
     token = csrf_of(c.get("/cluster", params={"c": 1}).text)
-    r = c.post("/cluster/label", data={"csrf": token, "cluster": "1", "annotator": "yan", "global": "microscopy"},
-               follow_redirects=False)
+    r = c.post(
+        "/cluster/label", data={"csrf": token, "cluster": "1", "annotator": "yan", "global": "microscopy"}, follow_redirects=False
+    )
     assert r.status_code == 303
     for path, params in (("/clusters", {}), ("/cluster", {"c": 0}), ("/concepts/apply", {})):
         r = c.get(path, params=params)

@@ -93,8 +93,10 @@ def main() -> None:
                         path = folder / f"{name}-{label}-{i:03d}.png"
                         if not path.exists():
                             render(modality, area, label, rng).save(path)
-                sources.append(f"  - {{name: {name}, reader: imagefolder, path: data/{name}, modality: {modality}, "
-                               f"anatomy: {area}, task: {task}, license: CC0-1.0}}\n")
+                sources.append(
+                    f"  - {{name: {name}, reader: imagefolder, path: data/{name}, modality: {modality}, "
+                    f"anatomy: {area}, task: {task}, license: CC0-1.0}}\n"
+                )
     (args.out / "recipe.yaml").write_text(RECIPE_HEAD + "".join(sources), encoding="utf-8")
     print(f"{len(sources)} sources, {len(sources) * 2 * args.per_class} images: {args.out / 'recipe.yaml'}")
 

@@ -180,26 +180,45 @@ def main() -> int:
     subprocess.run([*medloom, "ingest", str(recipe)], check=True, env=env)
     subprocess.run([*medloom, "stats", str(out / "loom")], check=True, env=env)
     print("quarantined inputs:")
-    subprocess.run([*medloom, "query", str(out / "loom"),
-                    "SELECT source, path, reason, message FROM quarantine ORDER BY source, path"], check=True, env=env)
+    subprocess.run(
+        [*medloom, "query", str(out / "loom"), "SELECT source, path, reason, message FROM quarantine ORDER BY source, path"],
+        check=True,
+        env=env,
+    )
     exports = out / "loom" / "exports" / "webdataset"
-    subprocess.run([*medloom, "export", str(out / "loom"), "--out", str(exports), "--max-side", "256",
-                    "--overwrite"], check=True, env=env)
+    subprocess.run(
+        [*medloom, "export", str(out / "loom"), "--out", str(exports), "--max-side", "256", "--overwrite"], check=True, env=env
+    )
     subprocess.run([*medloom, "verify", str(exports)], check=True, env=env)
     subprocess.run([*medloom, "annotate", str(out / "loom")], check=True, env=env)
     print("annotations (a few):")
-    subprocess.run([*medloom, "query", str(out / "loom"), "SELECT id, caption, roi_text FROM annotations "
-                    "WHERE caption <> '' ORDER BY id LIMIT 4", "--format", "csv"], check=True, env=env)
+    subprocess.run(
+        [
+            *medloom,
+            "query",
+            str(out / "loom"),
+            "SELECT id, caption, roi_text FROM annotations WHERE caption <> '' ORDER BY id LIMIT 4",
+            "--format",
+            "csv",
+        ],
+        check=True,
+        env=env,
+    )
     llava = out / "loom" / "exports" / "llava"
-    subprocess.run([*medloom, "export", str(out / "loom"), "--format", "llava", "--out", str(llava), "--max-side",
-                    "256"], check=True, env=env)
+    subprocess.run(
+        [*medloom, "export", str(out / "loom"), "--format", "llava", "--out", str(llava), "--max-side", "256"],
+        check=True,
+        env=env,
+    )
     report = out / "loom" / "reports" / "overview.html"
     subprocess.run([*medloom, "report", str(out / "loom"), "--out", str(report)], check=True, env=env)
-    print(f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\nexport: {exports}\ntraining JSON: {llava}\n"
-          f"report: {report} (opens offline)\n"
-          f"try: .venv/bin/medloom query {out / 'loom'} \"SELECT id, modality, anatomy, width, height FROM records\"\n"
-          f"     .venv/bin/python -c \"import medloom; print(next(iter(medloom.load('{exports}'))))\"\n"
-          f"look: .venv/bin/medloom serve {out / 'loom'}    # then open http://127.0.0.1:8765/")
+    print(
+        f"\nrecipe: {recipe}\ncatalog: {out / 'loom' / 'catalog'}\nexport: {exports}\ntraining JSON: {llava}\n"
+        f"report: {report} (opens offline)\n"
+        f'try: .venv/bin/medloom query {out / "loom"} "SELECT id, modality, anatomy, width, height FROM records"\n'
+        f"     .venv/bin/python -c \"import medloom; print(next(iter(medloom.load('{exports}'))))\"\n"
+        f"look: .venv/bin/medloom serve {out / 'loom'}    # then open http://127.0.0.1:8765/"
+    )
     return 0
 
 

@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(n) for name, n in json.load(f).items() if name.startswith(f"{args.split}-")]
     workers = choose_workers(sizes, max(args.workers, 1), args.batch_size)
     if not workers:
-        print(f"{args.sizes}: the {args.split} shards hold {sum(sizes)} samples in all, less than one batch of "
-              f"{args.batch_size}: lower the batch size (BATCH=...) or export more records", file=sys.stderr)
+        print(
+            f"{args.sizes}: the {args.split} shards hold {sum(sizes)} samples in all, less than one batch of "
+            f"{args.batch_size}: lower the batch size (BATCH=...) or export more records",
+            file=sys.stderr,
+        )
         return 1
     print(workers)
     return 0

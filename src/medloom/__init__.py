@@ -1,6 +1,8 @@
 """medloom: curated, MAT-tagged multimodal medical datasets from public collections and literature."""
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(*args, **kwargs):

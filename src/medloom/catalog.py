@@ -8,7 +8,6 @@ The views read only the parts the manifest lists, so a stale or half-finished pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -18,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import layout
 from .outputs import OutputFolder, write_atomic, written_by_medloom
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA
 
@@ -29,15 +29,7 @@ STALE_RETENTION_S = 120.0
 
 
 def catalog_dir(loom: Path) -> Path:
-    return Path(loom) / "catalog"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return layout.catalog_dir(loom)
 
 
 def part_is_complete(path: Path) -> bool:
@@ -90,8 +82,7 @@ def open_catalog(loom: Path) -> OutputFolder:
     return OutputFolder(catalog_dir(loom), adopt=[MANIFEST, *records, *quarantine])
 
 
-def collect_stale(folder: OutputFolder, manifest: dict, retention: float = STALE_RETENTION_S,
-                  now: float | None = None) -> int:
+def collect_stale(folder: OutputFolder, manifest: dict, retention: float = STALE_RETENTION_S, now: float | None = None) -> int:
     """Retire part files the manifest no longer lists, and delete those retired at least `retention` seconds
     ago. Only files medloom wrote are candidates (the written-files record); temporary files of killed runs
     go at once. The caller writes the manifest afterwards (it holds the `retired` list)."""
@@ -129,8 +120,18 @@ def listed_files(loom: Path) -> tuple[list[str], list[str]]:
     return records, quarantine
 
 
-_DUCK_TYPES = {"string": "VARCHAR", "bool": "BOOLEAN", "int8": "TINYINT", "int16": "SMALLINT", "int32": "INTEGER",
-               "int64": "BIGINT", "uint64": "UBIGINT", "float": "FLOAT", "double": "DOUBLE", "binary": "BLOB"}
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "bool": "BOOLEAN",
+    "int8": "TINYINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "uint64": "UBIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "binary": "BLOB",
+}
 
 
 def duck_type(t: pa.DataType) -> str:
@@ -163,11 +164,8 @@ def connect(loom: Path):
             columns = ", ".join(f'NULL::{duck_type(f.type)} AS "{f.name}"' for f in schema)
             con.execute(f"CREATE VIEW {view} AS SELECT {columns} WHERE false")
     # written by `medloom annotate`, `dedup`, `leakage --mark`, `cluster` and `concepts`
-    for view, path in (("annotations", loom / "annotations" / "annotations.parquet"),
-                       ("dedup", loom / "curation" / "dedup.parquet"),
-                       ("leakage", loom / "curation" / "leakage.parquet"),
-                       ("clusters", loom / "curation" / "clusters.parquet"),
-                       ("concepts", loom / "curation" / "concepts.parquet")):
+    for view in layout.VIEWS:
+        path = layout.view_file(loom, view)
         if written_by_medloom(path):
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('" + str(path).replace("'", "''") + "')")
     return con

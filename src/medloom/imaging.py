@@ -25,9 +25,7 @@ import simplejpeg
 import xxhash
 from PIL import Image
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".jp2", ".j2k"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".jp2", ".j2k"})
 # Budgets, checked before memory is taken (each can be raised per source in the recipe):
 DEFAULT_MAX_PIXELS = 100_000_000  # decoded pixels per 2-D image (a 10000 x 10000 photograph)
 DEFAULT_MAX_VOXELS = 1 << 28  # values per volume: a NIfTI volume, every frame of a DICOM file (512x512x1024)
@@ -63,8 +61,16 @@ class DamagedJPEG(Exception):
 
 # libjpeg warnings that mean pixels were lost or made up; others ("extraneous bytes before marker", an
 # unknown JFIF revision) leave the image whole
-JPEG_DAMAGE = ("premature end", "bad huffman", "found marker", "corrupt jpeg data: bad", "invalid sos",
-               "inconsistent progression", "huffman table", "corrupt jpeg data: premature")
+JPEG_DAMAGE = (
+    "premature end",
+    "bad huffman",
+    "found marker",
+    "corrupt jpeg data: bad",
+    "invalid sos",
+    "inconsistent progression",
+    "huffman table",
+    "corrupt jpeg data: premature",
+)
 
 
 # DCT-II basis for the 8 lowest frequencies of a 32-sample signal (the scale does not matter: phash
@@ -102,8 +108,9 @@ def decode_errors() -> Iterator[None]:
         raise DecodeError("unreadable", f"{type(e).__name__}: {e}") from None
 
 
-def open_image(path: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
-               frame: int = 0) -> Image.Image:
+def open_image(
+    path: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None, frame: int = 0
+) -> Image.Image:
     """Open and fully decode an image file (one frame of it), mapping every failure to a DecodeError reason.
 
     With `max_side`, a JPEG is decoded at the smallest DCT-domain scale (1/2, 1/4, 1/8) that is still
@@ -114,9 +121,11 @@ def open_image(path: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, max
         im = Image.open(path)
         w, h = im.size
         if w * h > max_pixels:
-            raise DecodeError("decompression_bomb",
-                              f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}; raise "
-                              "`max_pixels` in the source if the image is genuine")
+            raise DecodeError(
+                "decompression_bomb",
+                f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}; raise "
+                "`max_pixels` in the source if the image is genuine",
+            )
         if frame:
             n = getattr(im, "n_frames", 1)
             if frame >= n:
@@ -134,11 +143,13 @@ def read_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):  # a FIFO would block, a device never end
-            raise DecodeError("not_a_regular_file", "not a regular file (a FIFO, device or socket); only regular "
-                                                    "files are read")
+            raise DecodeError("not_a_regular_file", "not a regular file (a FIFO, device or socket); only regular files are read")
         if st.st_size > max_bytes:
-            raise DecodeError("over_budget", f"the file has {st.st_size} bytes, over the limit of {max_bytes}; raise "
-                                             "`max_file_bytes` in the source if it is genuine")
+            raise DecodeError(
+                "over_budget",
+                f"the file has {st.st_size} bytes, over the limit of {max_bytes}; raise "
+                "`max_file_bytes` in the source if it is genuine",
+            )
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # a file that grows while read is still held to the budget
         if len(data) > max_bytes:
@@ -192,8 +203,9 @@ def fit(im: Image.Image, max_side: int | None) -> Image.Image:
         return im
     drafted = getattr(im, "format", None) == "JPEG"
     im = im.copy() if im.readonly else im
-    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS if drafted else Image.Resampling.BICUBIC,
-                 reducing_gap=REDUCING_GAP)
+    im.thumbnail(
+        (max_side, max_side), Image.Resampling.LANCZOS if drafted else Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP
+    )
     return im
 
 
@@ -315,15 +327,19 @@ def image_facts(im: Image.Image) -> PixelFacts:
     """
     header = f"{im.mode}:{im.width}x{im.height}"
     if im.mode not in ("L", "RGB", "RGBA"):
-        return PixelFacts(im.width, im.height, len(im.getbands()), hash_buffer(im.tobytes(), header),
-                          phash_image(im))
+        return PixelFacts(im.width, im.height, len(im.getbands()), hash_buffer(im.tobytes(), header), phash_image(im))
     pixels = pixel_array(im)
     packed = im.tobytes() if pixels.shape[2] != len(im.getbands()) else pixels
     return PixelFacts(im.width, im.height, len(im.getbands()), hash_buffer(packed, header), phash_array(pixels))
 
 
-def file_facts(file: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, *, damaged: str = "quarantine",
-               max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> PixelFacts:
+def file_facts(
+    file: str | io.BytesIO,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    damaged: str = "quarantine",
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> PixelFacts:
     """Facts for an image file (a path or a binary file object), with the hash of its bytes.
 
     JPEGs, the bulk of every public dataset, go from libjpeg-turbo straight into a numpy buffer
@@ -341,8 +357,11 @@ def file_facts(file: str | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, *, 
         facts = _jpeg_facts(data, max_pixels)
     except DamagedJPEG as e:
         if damaged != "keep":
-            raise DecodeError("truncated", f"damaged JPEG data ({e}): the decoder would fill the rest with grey; "
-                                           "set `damaged_images: keep` in the source to keep such images") from None
+            raise DecodeError(
+                "truncated",
+                f"damaged JPEG data ({e}): the decoder would fill the rest with grey; "
+                "set `damaged_images: keep` in the source to keep such images",
+            ) from None
         warning = f"damaged JPEG data ({e}); kept as decoded, the lost part grey"
         facts = _jpeg_facts(data, max_pixels, strict=False)
     if facts is None:
@@ -433,14 +452,15 @@ def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
     pos, value = 0, False
     for c in counts:
         if value:
-            flat[pos:pos + c] = True
+            flat[pos : pos + c] = True
         pos += c
         value = not value
     return flat.reshape(width, height).T
 
 
-def mask_regions(mask: np.ndarray, names: dict[int, str], background: int = 0,
-                 min_pixels: int = 1) -> tuple[list[dict], list[int]]:
+def mask_regions(
+    mask: np.ndarray, names: dict[int, str], background: int = 0, min_pixels: int = 1
+) -> tuple[list[dict], list[int]]:
     """Each connected region (8-connectivity) of each label value becomes an ROI.
 
     Returns the ROIs and the label values found in the mask that `names` does not cover.
@@ -467,10 +487,12 @@ def mask_regions(mask: np.ndarray, names: dict[int, str], background: int = 0,
                 continue
             cols, rows = np.nonzero(region.T)
             positions = (cols + xs.start) * height + (rows + ys.start)
-            rois.append({
-                "label": names[value],
-                "bbox": [xs.start / width, ys.start / height, xs.stop / width, ys.stop / height],
-                "area": pixels / total,
-                "rle": rle_positions(positions, total),
-            })
+            rois.append(
+                {
+                    "label": names[value],
+                    "bbox": [xs.start / width, ys.start / height, xs.stop / width, ys.stop / height],
+                    "area": pixels / total,
+                    "rle": rle_positions(positions, total),
+                }
+            )
     return rois, unknown

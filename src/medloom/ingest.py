@@ -22,14 +22,13 @@ from . import catalog
 from .engine import make_executor
 from .engine.progress import progress_bar
 from .locks import hold
+from .outputs import sha256_file
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
-from .sources import get_reader, worker_modules
+from .sources import READERS, get_reader, worker_modules
 from .sources.base import Scan, TaskList, display_name, inside, source_roots
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
-PART_SIZE = {"dicom": 16, "nifti": 1}
-DEFAULT_PART_SIZE = 128
 
 
 @dataclass
@@ -50,6 +49,7 @@ class SourceReport:
 
 
 # ---- planning (main process) ------------------------------------------------------------------------
+
 
 def chunk_bounds(ids: Iterable[str], size: int) -> list[tuple[int, int]]:
     """Content-defined chunking: a part ends after a task whose id hashes to 0 mod `size` (or at 4x size).
@@ -97,9 +97,14 @@ def sorted_tasks(scan: Scan, source: dict) -> tuple[pa.Table, pa.Array, pa.Array
         first = i - 1
         while first > 0 and same[first - 1]:
             first -= 1
-        scan.quarantine.append(quarantine_row(
-            source["name"], uris[i].as_py(), "duplicate_id",
-            f"gives the same record id {ids[i].as_py()!r} as {uris[first].as_py()!r}; rename one file"))
+        scan.quarantine.append(
+            quarantine_row(
+                source["name"],
+                uris[i].as_py(),
+                "duplicate_id",
+                f"gives the same record id {ids[i].as_py()!r} as {uris[first].as_py()!r}; rename one file",
+            )
+        )
     keep = np.ones(len(ids), bool)
     keep[dup] = False
     return table, order.filter(pa.array(keep)), ids.filter(pa.array(keep))
@@ -150,6 +155,7 @@ def label_space(source: dict, tasks: pa.Table) -> list[str]:
 
 # ---- checks on a scan (main process) ----------------------------------------------------------------------
 
+
 def enforce_roots(scan: Scan, source: dict) -> None:
     """Tasks (and companion files such as masks) that resolve outside the source's roots become
     `outside_root` rows: an annotation file or a link cannot make medloom read elsewhere."""
@@ -163,11 +169,16 @@ def enforce_roots(scan: Scan, source: dict) -> None:
             kept.append(outside is None)
             if outside is None:
                 continue
-            scan.quarantine.append(quarantine_row(
-                source["name"], batch.column(2)[i].as_py(), "outside_root",
-                f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the "
-                f"source's root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
-                record_id=batch.column(3)[i].as_py()))
+            scan.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    batch.column(2)[i].as_py(),
+                    "outside_root",
+                    f"{display_name(outside)} resolves to {display_name(os.path.realpath(outside))}, outside the "
+                    f"source's root {source['root']}; list its folder under `allowed_roots:` in the recipe to read it",
+                    record_id=batch.column(3)[i].as_py(),
+                )
+            )
     if not all(kept):
         scan.tasks.keep(kept)
 
@@ -180,17 +191,30 @@ def warn_dropped_boxes(scan: Scan, source: dict) -> None:
     for task in table.to_pylist():
         n = scan.dropped.get(task["id"], 0)
         if n and not task["rois"]:
-            scan.quarantine.append(quarantine_row(
-                source["name"], task["uri"], "all_boxes_dropped",
-                f"all {n} box(es) of this image were dropped (see its annotation rows); the image is kept with no "
-                "ROI", scope="warning", record_id=task["id"]))
+            scan.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    task["uri"],
+                    "all_boxes_dropped",
+                    f"all {n} box(es) of this image were dropped (see its annotation rows); the image is kept with no ROI",
+                    scope="warning",
+                    record_id=task["id"],
+                )
+            )
 
 
 # ---- the step ---------------------------------------------------------------------------------------
 
-def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = False,
-           only: list[str] | None = None, wait: bool = False,
-           retention: float = catalog.STALE_RETENTION_S) -> list[SourceReport]:
+
+def ingest(
+    loaded: LoadedRecipe,
+    *,
+    workers: int | None = None,
+    quiet: bool = False,
+    only: list[str] | None = None,
+    wait: bool = False,
+    retention: float = catalog.STALE_RETENTION_S,
+) -> list[SourceReport]:
     """Build or update the catalog. One writer at a time (the loom's lock); parts that the manifest stops
     listing are deleted `retention` seconds later, by a later run, so a reader never loses a part it was
     about to read."""
@@ -202,14 +226,12 @@ def ingest(loaded: LoadedRecipe, *, workers: int | None = None, quiet: bool = Fa
         manifest = catalog.read_manifest(loom)
         manifest["name"] = loaded.recipe.name
         reports = []
-        with make_executor(workers, preload=worker_modules(s["reader"] for s in loaded.sources),
-                           pandas_free=True) as executor:
+        with make_executor(workers, preload=worker_modules(s["reader"] for s in loaded.sources), pandas_free=True) as executor:
             executor.prestart()  # workers start while the sources are scanned
             for source in loaded.sources:
                 if only and source["name"] not in only:
                     continue
-                report = ingest_source(folder, {**source, "salt": salt}, executor, manifest,
-                                       loaded.recipe.part_size, quiet)
+                report = ingest_source(folder, {**source, "salt": salt}, executor, manifest, loaded.recipe.part_size, quiet)
                 reports.append(report)
                 catalog.write_manifest(folder, manifest)
         if not only:
@@ -232,13 +254,14 @@ def scan_source(source: dict, previous: dict | None) -> tuple[Scan, str | None]:
     warn_dropped_boxes(scan, source)
     had = sum(p["records"]["rows"] for p in (previous or {}).get("parts", []))
     if not scan.tasks and had:
-        return scan, (f"the scan found no inputs under {source['root']}, where the last run found {had} records; the "
-                      "catalog keeps them (is a drive unmounted?). Remove the source from the recipe to drop them")
+        return scan, (
+            f"the scan found no inputs under {source['root']}, where the last run found {had} records; the "
+            "catalog keeps them (is a drive unmounted?). Remove the source from the recipe to drop them"
+        )
     return scan, None
 
 
-def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int | None,
-                  quiet: bool) -> SourceReport:
+def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int | None, quiet: bool) -> SourceReport:
     report = SourceReport(source["name"], source["reader"])
     loom = folder.path.parent
     rdir, qdir = catalog.source_rel(source["name"])
@@ -248,8 +271,7 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         report.error = error
         row = quarantine_row(source["name"], ".", "source_unreadable", error)
         key = hashlib.sha256(error.encode()).hexdigest()[:32]
-        error_entry = folder.write_table(f"{qdir}/error-{key}.parquet",
-                                         pa.Table.from_pylist([row], QUARANTINE_SCHEMA))
+        error_entry = folder.write_table(f"{qdir}/error-{key}.parquet", pa.Table.from_pylist([row], QUARANTINE_SCHEMA))
         if previous_entry is not None:  # a failed scan never wipes an earlier run
             manifest["sources"][source["name"]] = {**previous_entry, "error": error, "error_quarantine": error_entry}
             summarise(report, manifest["sources"][source["name"]], loom)
@@ -260,7 +282,7 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     table, order, ids = sorted_tasks(scan, source)
     scan.tasks = TaskList()
     settings = {**source, "label_space": label_space(source, table)}
-    bounds = chunk_bounds(strings(ids), part_size or PART_SIZE.get(source["reader"], DEFAULT_PART_SIZE))
+    bounds = chunk_bounds(strings(ids), part_size or READERS[source["reader"]].part_size)
     del ids
 
     rows, positions = Rows(table), order.to_numpy()
@@ -269,7 +291,7 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     def part(i: int) -> pa.Table:
         """A part's tasks, taken when needed (a copy: a sliced table would pickle its parent's buffers whole)."""
         start, length = bounds[i]
-        return rows.take(positions[start:start + length])
+        return rows.take(positions[start : start + length])
 
     previous = {p["key"]: p for p in (previous_entry or {}).get("parts", [])}
     entries: dict[int, dict] = {}
@@ -297,18 +319,24 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
             advance(0, skipped=bounds[i][1])
 
     with progress_bar(f"ingest {source['name']}", sum(n for _, n in bounds), quiet) as advance:
-        for j, (records, problems, ok) in executor.map("ingest.decode", to_decode(advance), settings,
-                                                        on_failure=lambda part, why: failed_part(part, why, source)):
+        for j, (records, problems, ok) in executor.map(
+            "ingest.decode", to_decode(advance), settings, on_failure=lambda part, why: failed_part(part, why, source)
+        ):
             i = todo[j]
             # the counts travel inside the part file too, so a part written by a killed run is adopted whole
-            records = records.replace_schema_metadata({"medloom.inputs_ok": str(max(ok, 0)),
-                                                       "medloom.tasks": str(bounds[i][1])})
+            records = records.replace_schema_metadata({"medloom.inputs_ok": str(max(ok, 0)), "medloom.tasks": str(bounds[i][1])})
             # a part whose worker kept dying is listed under another name: the next run decodes it again
             name = "failed" if ok < 0 else "part"
             qentry = folder.write_table(f"{qdir}/{name}-{keys[i]}.parquet", problems)
             rentry = folder.write_table(f"{rdir}/{name}-{keys[i]}.parquet", records)
-            entries[i] = {"key": keys[i], "tasks": bounds[i][1], "inputs_ok": max(ok, 0), "records": rentry,
-                          "quarantine": qentry, **({"failed": True} if ok < 0 else {})}
+            entries[i] = {
+                "key": keys[i],
+                "tasks": bounds[i][1],
+                "inputs_ok": max(ok, 0),
+                "records": rentry,
+                "quarantine": qentry,
+                **({"failed": True} if ok < 0 else {}),
+            }
             advance(bounds[i][1])
         if not todo:
             advance(0, note="unchanged, nothing to decode")
@@ -318,10 +346,16 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
     scan_entry = folder.write_table(f"{qdir}/scan-{scan_key}.parquet", scan_table)
     ordered = [entries[i] for i in range(len(bounds))]
     manifest["sources"][source["name"]] = {
-        "reader": source["reader"], "root": source["root"], "max_pixels": source.get("max_pixels"),
-        "max_voxels": source.get("max_voxels"), "max_file_bytes": source.get("max_file_bytes"),
-        "pseudonymous_ids": bool(source.get("pseudonymous_ids")), "parts": ordered, "scan_quarantine": scan_entry,
-        "filtered": scan.filtered, "error": report.error,
+        "reader": source["reader"],
+        "root": source["root"],
+        "max_pixels": source.get("max_pixels"),
+        "max_voxels": source.get("max_voxels"),
+        "max_file_bytes": source.get("max_file_bytes"),
+        "pseudonymous_ids": bool(source.get("pseudonymous_ids")),
+        "parts": ordered,
+        "scan_quarantine": scan_entry,
+        "filtered": scan.filtered,
+        "error": report.error,
         **({"error_quarantine": error_entry} if error_entry else {}),
     }
     summarise(report, manifest["sources"][source["name"]], loom)
@@ -330,10 +364,18 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
 
 def failed_part(part: pa.Table, why: str, source: dict) -> tuple[pa.Table, pa.Table, int]:
     """A part whose worker died on every try: no record, a quarantine row per input (-1: not done)."""
-    rows = [quarantine_row(source["name"], t["uri"], "worker_died",
-                           f"the worker decoding this input's part died on every try: {why} (a decoder crash, or "
-                           "memory); the next `medloom ingest` tries this part again", stage="decode",
-                           record_id=t["id"]) for t in part.to_pylist()]
+    rows = [
+        quarantine_row(
+            source["name"],
+            t["uri"],
+            "worker_died",
+            f"the worker decoding this input's part died on every try: {why} (a decoder crash, or "
+            "memory); the next `medloom ingest` tries this part again",
+            stage="decode",
+            record_id=t["id"],
+        )
+        for t in part.to_pylist()
+    ]
     return pa.Table.from_pylist([], RECORD_SCHEMA), pa.Table.from_pylist(rows, QUARANTINE_SCHEMA), -1
 
 
@@ -341,8 +383,12 @@ def entry_from_files(key: str, rfile: Path, qfile: Path, n_tasks: int) -> dict:
     import pyarrow.parquet as pq
 
     def entry(path: Path) -> dict:
-        return {"file": path.name, "rows": pq.read_metadata(path).num_rows, "bytes": path.stat().st_size,
-                "sha256": catalog.sha256_file(path)}
+        return {
+            "file": path.name,
+            "rows": pq.read_metadata(path).num_rows,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
 
     metadata = pq.read_schema(rfile).metadata or {}
     inputs_ok = int(metadata.get(b"medloom.inputs_ok", b"0"))

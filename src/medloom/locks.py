@@ -22,14 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from . import layout
+from .errors import LockHeld
 from .outputs import LOCK
 
 POLL_S = 0.2
 T = TypeVar("T")
-
-
-class LockHeld(RuntimeError):
-    """Another medloom process holds the lock; the message names it."""
 
 
 def process_alive(pid: int) -> bool:
@@ -77,8 +75,9 @@ def command_line() -> str:
 
 
 @contextmanager
-def hold(folder: str | os.PathLike, command: str | None = None, *, shared: bool = False, wait: bool = False,
-         what: str = "loom") -> Iterator[None]:
+def hold(
+    folder: str | os.PathLike, command: str | None = None, *, shared: bool = False, wait: bool = False, what: str = "loom"
+) -> Iterator[None]:
     """Hold the folder's lock for the duration of the block.
 
     Without `wait`, a lock another process holds raises LockHeld at once, naming the holder; with `wait`,
@@ -98,11 +97,18 @@ def hold(folder: str | os.PathLike, command: str | None = None, *, shared: bool 
                 break
             except BlockingIOError:
                 if not wait:
-                    raise LockHeld(f"the {what} {folder} is in use by {describe(holders(folder))}; wait for it "
-                                   "to finish, or pass --wait to queue behind it") from None
+                    raise LockHeld(
+                        f"the {what} {folder} is in use by {describe(holders(folder))}; wait for it "
+                        "to finish, or pass --wait to queue behind it"
+                    ) from None
                 time.sleep(POLL_S)
-        entry = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or command_line(),
-                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shared": shared}
+        entry = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command or command_line(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "shared": shared,
+        }
         if not shared:
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
@@ -122,7 +128,7 @@ def writer(step: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(step)
     def run(loom, *args, wait: bool = False, **kwargs):
-        if not (Path(loom) / "catalog" / "manifest.json").is_file():  # never create a loom by reading one
+        if not (layout.catalog_dir(loom) / "manifest.json").is_file():  # never create a loom by reading one
             raise FileNotFoundError(f"{loom}: no catalog here (run `medloom ingest RECIPE` first)")
         with hold(loom, wait=wait):
             return step(loom, *args, **kwargs)

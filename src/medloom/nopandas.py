@@ -20,8 +20,11 @@ class _NoPandas:
     @staticmethod
     def find_spec(name: str, path=None, target=None):
         if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"No module named {name!r} (medloom keeps pandas out of its ingest and export "
-                                      "processes; see medloom/nopandas.py)", name=name)
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (medloom keeps pandas out of its ingest and export "
+                "processes; see medloom/nopandas.py)",
+                name=name,
+            )
         return None
 
 

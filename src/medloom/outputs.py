@@ -11,6 +11,7 @@ wrote without saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -20,13 +21,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import ForeignFileError
+
 RECORD = ".medloom-written"
 LOCK = ".medloom-lock"
 OWN_FILES = frozenset({RECORD, LOCK})
-
-
-class ForeignFileError(OSError):
-    """A write or removal that would touch a file medloom did not write."""
 
 
 def temporary_name(path: Path) -> Path:
@@ -49,6 +48,14 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
         if e.filename is None:
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -117,8 +124,8 @@ class OutputFolder:
         with the folder's own (relative) path is a path from the working directory, as `folder / name` gives."""
         p = Path(path)
         if not p.is_absolute():
-            if not self.path.is_absolute() and p.parts[:len(self.path.parts)] == self.path.parts:
-                return Path(*p.parts[len(self.path.parts):]).as_posix()
+            if not self.path.is_absolute() and p.parts[: len(self.path.parts)] == self.path.parts:
+                return Path(*p.parts[len(self.path.parts) :]).as_posix()
             return p.as_posix()
         try:
             return p.relative_to(self.path).as_posix()
@@ -161,7 +168,8 @@ class OutputFolder:
         if stray:
             raise ForeignFileError(
                 f"{self.path} holds files medloom did not write (for example {stray[0]!r}); medloom never "
-                f"overwrites or deletes such files: choose an empty or new folder for this {what}")
+                f"overwrites or deletes such files: choose an empty or new folder for this {what}"
+            )
 
     def claim_dir(self, rel: str) -> Path:
         """A folder whose every file is medloom's (a cache written by a library): recorded once, before it is
@@ -169,8 +177,10 @@ class OutputFolder:
         if rel in self.owned_dirs:
             return self.path / rel
         if (self.path / rel).exists():
-            raise ForeignFileError(f"{self.path / rel} exists and medloom did not make it; medloom never writes "
-                                   "into such a folder: choose an empty or new folder")
+            raise ForeignFileError(
+                f"{self.path / rel} exists and medloom did not make it; medloom never writes "
+                "into such a folder: choose an empty or new folder"
+            )
         self.ensure()
         self._append([{"dir": rel}])
         self.owned_dirs.add(rel)
@@ -191,8 +201,10 @@ class OutputFolder:
                 continue
             path = self.path / rel
             if path.exists() or path.is_symlink():
-                raise ForeignFileError(f"{path} exists and medloom did not write it; it will not be overwritten: "
-                                       "move it away or choose another folder")
+                raise ForeignFileError(
+                    f"{path} exists and medloom did not write it; it will not be overwritten: "
+                    "move it away or choose another folder"
+                )
             new.append(rel)
         if new:
             self.ensure()
@@ -206,8 +218,6 @@ class OutputFolder:
 
     def write_table(self, rel: str, table: pa.Table) -> dict:
         """A Parquet file written atomically; returns its manifest entry (file, rows, bytes, sha256)."""
-        from .catalog import sha256_file
-
         path = self.claim(rel)
         tmp = temporary_name(path)
         try:

@@ -30,23 +30,26 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from .catalog import sha256_file
 from .engine.progress import progress_bar
+from .errors import PublishError
 from .locks import hold
-from .outputs import OutputFolder, is_temporary
+from .outputs import OutputFolder, is_temporary, sha256_file
 
 RECORD = ".medloom-written.json"
 LAST = "manifest.json"  # what a reader opens first goes up last
 SCHEMES = ("s3", "gs")
-S3_OPTIONS = {"endpoint_override": str, "region": str, "scheme": str, "connect_timeout": float,
-              "request_timeout": float, "force_virtual_addressing": bool, "anonymous": bool}
+S3_OPTIONS = {
+    "endpoint_override": str,
+    "region": str,
+    "scheme": str,
+    "connect_timeout": float,
+    "request_timeout": float,
+    "force_virtual_addressing": bool,
+    "anonymous": bool,
+}
 SECRETS = {"access_key", "secret_key", "session_token", "credential", "token", "password", "key"}
 CHUNK = 8 << 20
 SAVE_EVERY_S = 5.0
-
-
-class PublishError(ValueError):
-    """A bad URL, a prefix holding objects medloom did not write, a failed upload: the message says what to do."""
 
 
 @dataclass
@@ -60,8 +63,15 @@ class PublishReport:
     left_out: list[str] = field(default_factory=list)  # local files medloom did not write: not uploaded
 
     def as_dict(self) -> dict:
-        return {"url": self.url, "files": self.files, "uploaded": self.uploaded, "skipped": self.skipped,
-                "removed": self.removed, "bytes_uploaded": self.bytes_uploaded, "left_out": self.left_out}
+        return {
+            "url": self.url,
+            "files": self.files,
+            "uploaded": self.uploaded,
+            "skipped": self.skipped,
+            "removed": self.removed,
+            "bytes_uploaded": self.bytes_uploaded,
+            "left_out": self.left_out,
+        }
 
 
 def is_url(text: str | os.PathLike | None) -> bool:
@@ -98,24 +108,33 @@ def open_url(url: str):
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise PublishError(f"{shown(url)}: medloom writes to {' and '.join(s + '://' for s in SCHEMES)} URLs; "
-                           "for another store, export to a local folder and copy it with the store's own tool")
+        raise PublishError(
+            f"{shown(url)}: medloom writes to {' and '.join(s + '://' for s in SCHEMES)} URLs; "
+            "for another store, export to a local folder and copy it with the store's own tool"
+        )
     if not parts.netloc:
         raise PublishError(f"{shown(url)}: no bucket; write {scheme}://BUCKET/PREFIX")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     secret = sorted(k for k in query if k.lower() in SECRETS)
     if secret:
-        raise PublishError(f"{shown(url)}: credentials ({', '.join(secret)}) do not belong in the URL, which is "
-                           "printed and logged; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or use ~/.aws, "
-                           "GOOGLE_APPLICATION_CREDENTIALS) instead")
+        raise PublishError(
+            f"{shown(url)}: credentials ({', '.join(secret)}) do not belong in the URL, which is "
+            "printed and logged; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or use ~/.aws, "
+            "GOOGLE_APPLICATION_CREDENTIALS) instead"
+        )
     path = (parts.netloc + "/" + parts.path.strip("/")).rstrip("/")
     if scheme == "gs":
         if query:
-            raise PublishError(f"{shown(url)}: gs:// URLs take no options; the credentials and project come from "
-                               "the environment (GOOGLE_APPLICATION_CREDENTIALS)")
+            raise PublishError(
+                f"{shown(url)}: gs:// URLs take no options; the credentials and project come from "
+                "the environment (GOOGLE_APPLICATION_CREDENTIALS)"
+            )
         return pfs.GcsFileSystem(retry_time_limit=timedelta(seconds=120)), path
-    options: dict = {"connect_timeout": 10.0, "request_timeout": 120.0,
-                     "retry_strategy": pfs.AwsStandardS3RetryStrategy(max_attempts=5)}
+    options: dict = {
+        "connect_timeout": 10.0,
+        "request_timeout": 120.0,
+        "retry_strategy": pfs.AwsStandardS3RetryStrategy(max_attempts=5),
+    }
     for key, value in query.items():
         if key not in S3_OPTIONS:
             raise PublishError(f"{shown(url)}: unknown option {key!r}; S3 URLs take {', '.join(S3_OPTIONS)}")
@@ -157,8 +176,10 @@ class RemoteRecord:
                 data = json.loads(f.read())
                 self.files, self.claimed = dict(data["files"]), set(data["claimed"])
             except (ValueError, KeyError, TypeError):
-                raise PublishError(f"{self.base}/{RECORD} is damaged, so medloom cannot tell its objects from "
-                                   "others there; publish to another prefix") from None
+                raise PublishError(
+                    f"{self.base}/{RECORD} is damaged, so medloom cannot tell its objects from "
+                    "others there; publish to another prefix"
+                ) from None
 
     def owns(self, rel: str) -> bool:
         return rel in self.files or rel in self.claimed
@@ -170,8 +191,7 @@ class RemoteRecord:
             if not force and time.monotonic() - self._saved < SAVE_EVERY_S:
                 return
             with self.fs.open_output_stream(f"{self.base}/{RECORD}") as f:
-                f.write(json.dumps({"files": self.files, "claimed": sorted(self.claimed)}, indent=1,
-                                   sort_keys=True).encode())
+                f.write(json.dumps({"files": self.files, "claimed": sorted(self.claimed)}, indent=1, sort_keys=True).encode())
             self._saved = time.monotonic()
 
     def done(self, rel: str, facts: dict) -> None:
@@ -190,11 +210,10 @@ def listing(fs, base: str) -> dict[str, int]:
     import pyarrow.fs as pfs
 
     infos = fs.get_file_info(pfs.FileSelector(base, recursive=True, allow_not_found=True))
-    return {info.path[len(base) + 1:]: info.size for info in infos if info.type == pfs.FileType.File}
+    return {info.path[len(base) + 1 :]: info.size for info in infos if info.type == pfs.FileType.File}
 
 
-def publish(folder: str | os.PathLike, url: str, *, threads: int = 8, quiet: bool = False,
-            wait: bool = False) -> PublishReport:
+def publish(folder: str | os.PathLike, url: str, *, threads: int = 8, quiet: bool = False, wait: bool = False) -> PublishReport:
     """Upload the files medloom wrote in `folder` to `url` (see the module docstring), holding the folder's
     lock so no export changes it meanwhile."""
     folder = Path(folder)
@@ -210,28 +229,31 @@ def publish(folder: str | os.PathLike, url: str, *, threads: int = 8, quiet: boo
             except ValueError:
                 raise PublishError(f"{manifest} is damaged; run the export again") from None
             if isinstance(state, dict) and state.get("complete") is False:
-                raise PublishError(f"{folder}: the export there is not complete (a killed run?); run the export "
-                                   "again to finish it, then publish")
+                raise PublishError(
+                    f"{folder}: the export there is not complete (a killed run?); run the export again to finish it, then publish"
+                )
         ours, others = local_files(local)
         if not ours:
             raise PublishError(f"{folder}: holds no files medloom wrote; nothing to publish")
         return _publish(folder, sorted(ours), sorted(others), fs, base, url, threads, quiet)
 
 
-def _publish(folder: Path, ours: list[str], others: list[str], fs, base: str, url: str, threads: int,
-             quiet: bool) -> PublishReport:
+def _publish(
+    folder: Path, ours: list[str], others: list[str], fs, base: str, url: str, threads: int, quiet: bool
+) -> PublishReport:
     report = PublishReport(url=shown(url), files=len(ours), left_out=others)
     try:
         present = listing(fs, base)
         record = RemoteRecord(fs, base)
         record.load(present)
     except OSError as e:
-        raise PublishError(f"{shown(url)}: cannot list it ({e}); check the bucket, the endpoint and the "
-                           "credentials") from None
+        raise PublishError(f"{shown(url)}: cannot list it ({e}); check the bucket, the endpoint and the credentials") from None
     foreign = sorted(rel for rel in present if rel != RECORD and not record.owns(rel))
     if foreign:
-        raise PublishError(f"{shown(url)} holds {len(foreign)} object(s) medloom did not write there (first: "
-                           f"{foreign[0]}); publish to an empty prefix, or remove them yourself")
+        raise PublishError(
+            f"{shown(url)} holds {len(foreign)} object(s) medloom did not write there (first: "
+            f"{foreign[0]}); publish to an empty prefix, or remove them yourself"
+        )
 
     def facts(rel: str) -> dict:
         st = (folder / rel).stat()
@@ -242,8 +264,11 @@ def _publish(folder: Path, ours: list[str], others: list[str], fs, base: str, ur
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         local = dict(zip(ours, pool.map(facts, ours)))
-    todo = [rel for rel in ours
-            if record.files.get(rel, {}).get("sha256") != local[rel]["sha256"] or present.get(rel) != local[rel]["bytes"]]
+    todo = [
+        rel
+        for rel in ours
+        if record.files.get(rel, {}).get("sha256") != local[rel]["sha256"] or present.get(rel) != local[rel]["bytes"]
+    ]
     report.skipped = len(ours) - len(todo)
     stale = sorted(rel for rel in record.files.keys() | record.claimed if rel not in local)
     if todo:
@@ -260,8 +285,8 @@ def _publish(folder: Path, ours: list[str], others: list[str], fs, base: str, ur
 
     first, failed = [r for r in todo if r != LAST], None
     try:
-        with progress_bar(f"publish {shown(url)}", len(todo), quiet) as advance, \
-                ThreadPoolExecutor(max(1, threads)) as pool:
+        with progress_bar(f"publish {shown(url)}", len(todo), quiet) as advance, ThreadPoolExecutor(max(1, threads)) as pool:
+
             def sizes():
                 yield from pool.map(upload, first)
                 if LAST in todo:  # after every other file is up
@@ -282,6 +307,8 @@ def _publish(folder: Path, ours: list[str], others: list[str], fs, base: str, ur
     except OSError as e:
         failed = failed or e
     if failed is not None:
-        raise PublishError(f"uploading to {shown(url)} failed: {failed}; run the same command again to go on "
-                           f"({report.uploaded} of {len(todo)} file(s) are up)")
+        raise PublishError(
+            f"uploading to {shown(url)} failed: {failed}; run the same command again to go on "
+            f"({report.uploaded} of {len(todo)} file(s) are up)"
+        )
     return report

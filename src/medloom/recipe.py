@@ -14,22 +14,34 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import RecipeError
 from .records import licence_commercial_use
 from .sources import READERS, get_reader
-from .sources.splits import split_name
 from .vocab import KINDS, UnknownTermError, Vocabulary, default_vocabulary
+from .vocab.splits import split_name
 
-COMMON_KEYS = ("name", "reader", "path", "modality", "anatomy", "task", "description", "license",
-               "commercial_use", "classes", "label_map", "split", "max_pixels", "max_voxels", "max_file_bytes",
-               "allowed_roots", "raw_ids", "pseudonymous_ids", "damaged_images", "multiframe")
-# readers whose files hold patient data: their record ids are pseudonyms unless the recipe says otherwise
-PATIENT_DATA_READERS = frozenset({"dicom"})
-# readers that can read modality / anatomy from the files themselves
-MAT_FROM_FILES = {"dicom": ("modality", "anatomy", "task"), "pmc": ("modality", "anatomy", "task")}
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be run; the message lists every problem found."""
+COMMON_KEYS = (
+    "name",
+    "reader",
+    "path",
+    "modality",
+    "anatomy",
+    "task",
+    "description",
+    "license",
+    "commercial_use",
+    "classes",
+    "label_map",
+    "split",
+    "max_pixels",
+    "max_voxels",
+    "max_file_bytes",
+    "allowed_roots",
+    "raw_ids",
+    "pseudonymous_ids",
+    "damaged_images",
+    "multiframe",
+)
 
 
 class SourceSpec(BaseModel):
@@ -63,16 +75,18 @@ class SourceSpec(BaseModel):
     @classmethod
     def _not_blank(cls, v: str | None, info) -> str | None:
         if v is not None and not v.strip():
-            raise ValueError(f"`{info.field_name}:` is empty; give a term (or leave the key out where the reader "
-                             "reads it from the files)")
+            raise ValueError(
+                f"`{info.field_name}:` is empty; give a term (or leave the key out where the reader reads it from the files)"
+            )
         return v
 
     @field_validator("split")
     @classmethod
     def _known_split(cls, v: str | None) -> str | None:
         if v is not None and split_name(v) is None:
-            raise ValueError(f"split {v!r} is not a split name; use train, val or test (or training, validation, "
-                             "testing, dev, ...)")
+            raise ValueError(
+                f"split {v!r} is not a split name; use train, val or test (or training, validation, testing, dev, ...)"
+            )
         return split_name(v) if v is not None else None
 
     @field_validator("label_map", mode="before")
@@ -116,6 +130,7 @@ class AnnotateStep(BaseModel):
 class ExecutorStep(BaseModel):
     """`executor: ray` or `executor: {kind: ray, address: auto}`: who runs `medloom ingest` (and the steps that
     read the recipe) when the command line does not say."""
+
     model_config = ConfigDict(extra="forbid")
     kind: Literal["local", "ray"] = "local"
     address: str | None = None
@@ -193,9 +208,8 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
         for kind in KINDS:
             value = getattr(spec, kind)
             if value is None:
-                if kind not in MAT_FROM_FILES.get(spec.reader, ()):
-                    problems.append(f"{label}: `{kind}:` is required (the {spec.reader} reader cannot read it "
-                                    "from the files)")
+                if kind not in READERS[spec.reader].mat_from_files:
+                    problems.append(f"{label}: `{kind}:` is required (the {spec.reader} reader cannot read it from the files)")
                 mat[kind] = None
                 continue
             try:
@@ -211,22 +225,35 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
                 hint = " (not a key of this reader; see `medloom init` for the keys)" if err["type"] == "extra_forbidden" else ""
                 problems.append(f"{label}: {key}: {err['msg']}{hint}")
             continue
-        sources.append({
-            "name": spec.name, "reader": spec.reader, "root": str(root.resolve()) if root.exists() else str(root),
-            **mat, "description": spec.description, "license": spec.license,
-            "commercial_use": spec.commercial_use if spec.commercial_use is not None
-            else licence_commercial_use(spec.license),
-            "classes": spec.classes, "label_map": spec.label_map, "split": spec.split,
-            "max_pixels": spec.max_pixels, "max_voxels": spec.max_voxels, "max_file_bytes": spec.max_file_bytes,
-            "allowed_roots": [str((Path(r) if os.path.isabs(r) else base / r).resolve()) for r in spec.allowed_roots],
-            "raw_ids": spec.raw_ids, "damaged_images": spec.damaged_images, "multiframe": spec.multiframe,
-            "pseudonymous_ids": spec.pseudonymous_ids if spec.pseudonymous_ids is not None
-            else spec.reader in PATIENT_DATA_READERS,
-            "options": options,
-        })
+        sources.append(
+            {
+                "name": spec.name,
+                "reader": spec.reader,
+                "root": str(root.resolve()) if root.exists() else str(root),
+                **mat,
+                "description": spec.description,
+                "license": spec.license,
+                "commercial_use": spec.commercial_use
+                if spec.commercial_use is not None
+                else licence_commercial_use(spec.license),
+                "classes": spec.classes,
+                "label_map": spec.label_map,
+                "split": spec.split,
+                "max_pixels": spec.max_pixels,
+                "max_voxels": spec.max_voxels,
+                "max_file_bytes": spec.max_file_bytes,
+                "allowed_roots": [str((Path(r) if os.path.isabs(r) else base / r).resolve()) for r in spec.allowed_roots],
+                "raw_ids": spec.raw_ids,
+                "damaged_images": spec.damaged_images,
+                "multiframe": spec.multiframe,
+                "pseudonymous_ids": spec.pseudonymous_ids
+                if spec.pseudonymous_ids is not None
+                else READERS[spec.reader].patient_data,
+                "options": options,
+            }
+        )
     if problems:
-        raise RecipeError(f"{path}: the recipe has {len(problems)} problem(s):\n" +
-                          "\n".join(f"  - {p}" for p in problems))
+        raise RecipeError(f"{path}: the recipe has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
     if recipe.annotate and recipe.annotate.knowledge and not os.path.isabs(recipe.annotate.knowledge):
         recipe.annotate.knowledge = str(base / recipe.annotate.knowledge)
     loom = Path(recipe.loom) if os.path.isabs(recipe.loom) else (base / recipe.loom)

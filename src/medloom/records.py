@@ -105,8 +105,7 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
-NO_RENDER = {"window_center": None, "window_width": None, "window_source": "none", "invert": False,
-             "axis": -1, "volume": -1}
+NO_RENDER = {"window_center": None, "window_width": None, "window_source": "none", "invert": False, "axis": -1, "volume": -1}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-/]+")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
@@ -118,8 +117,7 @@ def _spell_non_ascii(text: str) -> str:
     (macOS) gives the same id as one stored composed."""
     if text.isascii():
         return text
-    return _NON_ASCII.sub(lambda m: "_u" + "_".join(f"{ord(c):04x}" for c in m.group()) + "_",
-                          unicodedata.normalize("NFC", text))
+    return _NON_ASCII.sub(lambda m: "_u" + "_".join(f"{ord(c):04x}" for c in m.group()) + "_", unicodedata.normalize("NFC", text))
 
 
 def record_id(source: str, uri: str, frame: int = -1) -> str:
@@ -157,10 +155,18 @@ def patient_key(source: dict, value: Any) -> str:
     return salted_id(source["salt"], value)
 
 
-def quarantine_row(source: str, path: str, reason: str, message: str, *, stage: str = "scan",
-                   scope: str = "input", record_id: str | None = None) -> dict:
-    return {"source": source, "path": path, "record_id": record_id, "stage": stage, "scope": scope,
-            "reason": reason, "message": message}
+def quarantine_row(
+    source: str, path: str, reason: str, message: str, *, stage: str = "scan", scope: str = "input", record_id: str | None = None
+) -> dict:
+    return {
+        "source": source,
+        "path": path,
+        "record_id": record_id,
+        "stage": stage,
+        "scope": scope,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def licence_commercial_use(license: str | None) -> bool | None:

@@ -23,25 +23,32 @@ def catalog_stats(loom: Path) -> dict:
         ok = sum(p["inputs_ok"] for p in entry["parts"])
         filtered = sum(entry.get("filtered", {}).values()) + filtered_by_source.get(name, 0)
         q = quarantine_by_source.get(name, 0)
-        sources[name] = {"reader": entry["reader"], "records": by_source.get(name, 0), "inputs": ok + q + filtered,
-                         "inputs_ok": ok, "quarantined": q, "filtered": filtered, "error": entry.get("error")}
+        sources[name] = {
+            "reader": entry["reader"],
+            "records": by_source.get(name, 0),
+            "inputs": ok + q + filtered,
+            "inputs_ok": ok,
+            "quarantined": q,
+            "filtered": filtered,
+            "error": entry.get("error"),
+        }
     return {
         "records": con.execute("SELECT count(*) FROM records").fetchall()[0][0],
         "quarantined": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'input'").fetchall()[0][0],
-        "annotation_problems": con.execute(
-            "SELECT count(*) FROM quarantine WHERE scope = 'annotation'").fetchall()[0][0],
+        "annotation_problems": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'annotation'").fetchall()[0][0],
         "warnings": con.execute("SELECT count(*) FROM quarantine WHERE scope = 'warning'").fetchall()[0][0],
         "by_source": by_source,
-        "by_mat": pairs("SELECT modality || '|' || anatomy || '|' || task, count(*) FROM records "
-                        "GROUP BY 1 ORDER BY 2 DESC, 1"),
-        "by_label": pairs("SELECT label, count(*) FROM (SELECT unnest(labels) AS label FROM records) "
-                          "GROUP BY 1 ORDER BY 2 DESC, 1"),
-        "by_split": pairs("SELECT coalesce(nullif(source_split, ''), '(none)'), count(*) FROM records GROUP BY 1 "
-                          "ORDER BY 1"),
-        "quarantine_reasons": pairs("SELECT reason, count(*) FROM quarantine WHERE scope <> 'filtered' GROUP BY 1 "
-                                    "ORDER BY 2 DESC, 1"),
-        "filtered_reasons": pairs("SELECT reason, count(*) FROM quarantine WHERE scope = 'filtered' GROUP BY 1 "
-                                  "ORDER BY 2 DESC, 1"),
+        "by_mat": pairs("SELECT modality || '|' || anatomy || '|' || task, count(*) FROM records GROUP BY 1 ORDER BY 2 DESC, 1"),
+        "by_label": pairs(
+            "SELECT label, count(*) FROM (SELECT unnest(labels) AS label FROM records) GROUP BY 1 ORDER BY 2 DESC, 1"
+        ),
+        "by_split": pairs("SELECT coalesce(nullif(source_split, ''), '(none)'), count(*) FROM records GROUP BY 1 ORDER BY 1"),
+        "quarantine_reasons": pairs(
+            "SELECT reason, count(*) FROM quarantine WHERE scope <> 'filtered' GROUP BY 1 ORDER BY 2 DESC, 1"
+        ),
+        "filtered_reasons": pairs(
+            "SELECT reason, count(*) FROM quarantine WHERE scope = 'filtered' GROUP BY 1 ORDER BY 2 DESC, 1"
+        ),
         "sources": sources,
         "catalog": str(catalog.catalog_dir(loom)),
     }

@@ -19,8 +19,12 @@ from open_clip_train.params import parse_args
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     args.world_size, args.rank, args.distributed = 1, 0, False  # what main() sets for one process
-    data = get_data(args, (lambda image: torch.tensor(image.size), lambda image: torch.tensor(image.size)),
-                    epoch=0, tokenizer=lambda text: [torch.tensor(len(text))])
+    data = get_data(
+        args,
+        (lambda image: torch.tensor(image.size), lambda image: torch.tensor(image.size)),
+        epoch=0,
+        tokenizer=lambda text: [torch.tensor(len(text))],
+    )
     epochs = []
     for epoch in range(3):  # a new shard order each epoch, so each worker gets other shards
         data["train"].set_epoch(epoch)

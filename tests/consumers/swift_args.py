@@ -26,9 +26,18 @@ def main(argv: list[str]) -> None:
     with _patch_get_type_hints():
         parser = HfArgumentParser([Arguments])
     read, remaining = parser.parse_known_args(argv)
-    print(json.dumps({"version": installed, "remaining": remaining, "model": read.model, "dataset": read.dataset,
-                      "val_dataset": read.val_dataset,
-                      "tuner": getattr(read, "tuner_type", None) or getattr(read, "train_type", None)}))
+    print(
+        json.dumps(
+            {
+                "version": installed,
+                "remaining": remaining,
+                "model": read.model,
+                "dataset": read.dataset,
+                "val_dataset": read.val_dataset,
+                "tuner": getattr(read, "tuner_type", None) or getattr(read, "train_type", None),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

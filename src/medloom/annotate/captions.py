@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import random
 
+from ..vocab.words import (
+    anatomy_phrase,
+    counted,
+    finding,
+    join_words,
+    label_words,
+    modality_phrase,
+    sentence,
+    with_article,
+)
 from .structures import instance_words, object_counts
-from .text import counted, join_words, label_words, sentence, with_article
 
 FAMILIES = ("classification", "multi-label", "grading", "detection", "segmentation")
-# how to name an image of each modality ("a fundus photograph", not "a fundus photography image")
-MODALITY_NOUNS = {"X-ray": "X-ray image", "mammography": "mammogram", "fundus photography": "fundus photograph",
-                  "pathology": "pathology slide", "digital photography": "clinical photograph",
-                  "angiography": "angiogram", "unknown": "medical image"}
-ANATOMY_PHRASES = {"cell": "of cells", "blood": "of blood", "whole body": "of the whole body", "unknown": "",
-                   "bone": "of the bones", "skin": "of the skin"}
-NORMAL = frozenset({"normal", "no finding", "healthy", "negative", "no abnormality", "nofinding"})
-
 TEMPLATES: dict[str, list[str]] = {
     "classification": [
         "{An_image} {of_anatomy} showing {finding}.",
@@ -47,27 +48,6 @@ TEMPLATES: dict[str, list[str]] = {
 }
 
 
-def modality_phrase(modality: str) -> str:
-    return MODALITY_NOUNS.get(modality, f"{modality} image")
-
-
-def anatomy_phrase(anatomy: str) -> str:
-    return ANATOMY_PHRASES.get(anatomy, f"of the {anatomy}")
-
-
-def class_name(label: str) -> str:
-    """A class's one name, wherever a class is named as a class: multiple-choice options and answers, open
-    answers, zero-shot and training prompts, results, exports. It is the label as words (`label_words`)."""
-    return label_words(label)
-
-
-def finding(label: str) -> str:
-    """A class as caption prose says it: its name, except that a normal class reads "normal findings" ("a chest
-    X-ray showing normal findings"). Only captions and yes/no question stems use this wording."""
-    words = class_name(label)
-    return "normal findings" if words.lower() in NORMAL else words
-
-
 def task_family(record: dict) -> str | None:
     """The template family for a record, or None when it has nothing to caption from (no labels, no ROIs)."""
     task = (record.get("task") or "").lower()
@@ -89,10 +69,15 @@ def fill(template: str, record: dict, instances: frozenset[str] | None = None) -
     kinds = object_counts(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
     objects = join_words([counted(label_words(k), n) for k, n in kinds.items()])
     values = {
-        "image": image, "an_image": with_article(image), "of_anatomy": anatomy_phrase(record["anatomy"]),
-        "modality": record["modality"], "anatomy": record["anatomy"],
-        "finding": finding(labels[0]) if labels else "", "findings": join_words([finding(x) for x in labels]),
-        "n_findings": counted("finding", len(labels)), "objects": objects,
+        "image": image,
+        "an_image": with_article(image),
+        "of_anatomy": anatomy_phrase(record["anatomy"]),
+        "modality": record["modality"],
+        "anatomy": record["anatomy"],
+        "finding": finding(labels[0]) if labels else "",
+        "findings": join_words([finding(x) for x in labels]),
+        "n_findings": counted("finding", len(labels)),
+        "objects": objects,
         "masks": "a mask" if sum(kinds.values()) == 1 else "masks",
     }
     for key in ("image", "an_image", "objects"):
@@ -100,17 +85,12 @@ def fill(template: str, record: dict, instances: frozenset[str] | None = None) -
     return sentence(template.format(**values))
 
 
-def make_caption(record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None,
-                 instances: frozenset[str] | None = None) -> tuple[str, str]:
+def make_caption(
+    record: dict, rng: random.Random, extra: dict[str, list[str]] | None = None, instances: frozenset[str] | None = None
+) -> tuple[str, str]:
     """(caption, family); ("", "") for a record with nothing to say."""
     family = task_family(record)
     if family is None:
         return "", ""
     templates = TEMPLATES[family] + list((extra or {}).get(family, []))
     return fill(rng.choice(templates), record, instances), family
-
-
-def mat_caption(record: dict) -> str:
-    """The sentence every record supports, labels or not: "A CT image of the brain." (from the MAT triplet)."""
-    image = modality_phrase(record.get("modality") or "unknown")
-    return sentence(f"{with_article(image)} {anatomy_phrase(record.get('anatomy') or 'unknown')}".strip())

@@ -7,19 +7,35 @@ from __future__ import annotations
 import re
 
 from ..vocab import Vocabulary, term_key
+from ..vocab.words import label_words, plural
 from .knowledge import KnowledgeBase
-from .text import label_words, plural
 
 
 def _padded(text: str) -> str:
     return f" {term_key(text)} "
 
 
-NUMBER_WORDS = {"one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-                "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "several": -2, "multiple": -2}
+NUMBER_WORDS = {
+    "one": 1,
+    "single": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "several": -2,
+    "multiple": -2,
+}
 # words that may stand between a number and its noun ("two small round nodules"), so not these
-_NOT_BETWEEN = frozenset("of the a an and or is are was were with in on at to from by than its their this that "
-                         "which overlaps lies".split())
+_NOT_BETWEEN = frozenset(
+    "of the a an and or is are was were with in on at to from by than its their this that which overlaps lies".split()
+)
 
 
 def stated_counts(text: str, name: str) -> list[int]:
@@ -63,8 +79,9 @@ class TextChecker:
         key = (modality, anatomy)
         if key not in self._own:
             own = {modality, anatomy, "unknown"}
-            self._own[key] = frozenset(k for kind in ("modality", "anatomy")
-                                       for k, v in self.vocab.lookup[kind].items() if v in own)
+            self._own[key] = frozenset(
+                k for kind in ("modality", "anatomy") for k, v in self.vocab.lookup[kind].items() if v in own
+            )
         return self._own[key]
 
     def foreign_terms(self, text: str, record: dict) -> list[str]:
@@ -100,8 +117,7 @@ class TextChecker:
                         out.append(f"says {word} {name!r} where the ROIs show {n}")
         return sorted(set(out))
 
-    def problems(self, text: str, record: dict, labels: list[str] | None,
-                 counts: dict[str, int] | None = None) -> list[str]:
+    def problems(self, text: str, record: dict, labels: list[str] | None, counts: dict[str, int] | None = None) -> list[str]:
         """What is wrong with a text for this record ([] when nothing); `labels` None skips the label rule
         (a question must not give its answer away); `counts` (objects per label) enables the count rule."""
         out = self.wrong_counts(text, counts) if counts else []

@@ -104,8 +104,7 @@ def load_knowledge(path: str | Path | None = None) -> KnowledgeBase:
         if not isinstance(item, dict) or not item.get("term") or not item.get("definition"):
             problems.append(f"entry {n}: needs `term` and `definition`, got {item!r}"[:200])
             continue
-        entries.append(Entry(str(item["term"]), tuple(str(s) for s in item.get("synonyms") or ()),
-                             str(item["definition"])))
+        entries.append(Entry(str(item["term"]), tuple(str(s) for s in item.get("synonyms") or ()), str(item["definition"])))
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     return KnowledgeBase(entries)

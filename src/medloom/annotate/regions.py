@@ -15,11 +15,27 @@ import math
 import numpy as np
 
 from ..imaging import rle_decode
+from ..vocab.words import counted, join_words, label_words, sentence, with_article
 from .structures import instance_words, objects
-from .text import counted, join_words, label_words, sentence, with_article
 
-ORGAN_WORDS = frozenset({"organ", "lung", "lungs", "liver", "kidney", "brain", "heart", "spleen", "pancreas",
-                         "prostate", "breast", "optic disc", "body", "skin"})
+ORGAN_WORDS = frozenset(
+    {
+        "organ",
+        "lung",
+        "lungs",
+        "liver",
+        "kidney",
+        "brain",
+        "heart",
+        "spleen",
+        "pancreas",
+        "prostate",
+        "breast",
+        "optic disc",
+        "body",
+        "skin",
+    }
+)
 
 
 def patient_sides(record: dict, meta: dict) -> dict[str, str] | None:
@@ -96,8 +112,7 @@ def intensity_words(gray: np.ndarray, mask: np.ndarray) -> tuple[str, str, float
     diff = float(inside.mean() - outside.mean())
     ratio = float((inside.std() + 1.0) / (outside.std() + 1.0))
     brightness = "brighter than" if diff > 12 else ("darker than" if diff < -12 else "similar in brightness to")
-    texture = "more heterogeneous than" if ratio > 1.5 else ("more homogeneous than" if ratio < 0.67 else
-                                                             "of similar texture to")
+    texture = "more heterogeneous than" if ratio > 1.5 else ("more homogeneous than" if ratio < 0.67 else "of similar texture to")
     return brightness, texture, diff, ratio
 
 
@@ -117,9 +132,15 @@ def relation(a: dict, b: dict, sides: dict[str, str] | None = None) -> str | Non
     return f"is to the patient's {sides[side]} of" if sides else f"is to the {side} of"
 
 
-def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: str, anatomy_phrase: str,
-                     definitions: dict[str, str] | None = None,
-                     instances: frozenset[str] | None = None) -> dict:
+def describe_regions(
+    record: dict,
+    gray: np.ndarray | None,
+    *,
+    modality_phrase: str,
+    anatomy_phrase: str,
+    definitions: dict[str, str] | None = None,
+    instances: frozenset[str] | None = None,
+) -> dict:
     """Structured facts and text for every object of a record: an instance ROI, or a structure whose mask
     regions are its parts (see `structures.py`; `instances` as `instance_words` makes it)."""
     import json
@@ -134,8 +155,7 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
     for obj in objs:
         parts = [region_masks[i] for i in obj["members"]]
         masks.append(np.logical_or.reduce(parts) if all(m is not None for m in parts) else None)
-    organ = next((m for o, m in zip(objs, masks) if m is not None and label_words(o["label"]).lower() in ORGAN_WORDS),
-                 None)
+    organ = next((m for o, m in zip(objs, masks) if m is not None and label_words(o["label"]).lower() in ORGAN_WORDS), None)
     if organ is not None:  # label-id masks cut lesions out of their organ: the organ is its filled outline
         from scipy.ndimage import binary_fill_holes
 
@@ -150,50 +170,70 @@ def describe_regions(record: dict, gray: np.ndarray | None, *, modality_phrase: 
         seen[obj["label"]] = seen.get(obj["label"], 0) + 1
         share = float(obj["area"] or (x1 - x0) * (y1 - y0))
         organ_share = None
-        if (organ is not None and mask is not None and organ.any()
-                and label_words(obj["label"]).lower() not in ORGAN_WORDS):  # a lesion's share of its organ
+        if (
+            organ is not None and mask is not None and organ.any() and label_words(obj["label"]).lower() not in ORGAN_WORDS
+        ):  # a lesion's share of its organ
             organ_share = float((mask & organ).sum() / organ.sum())
         region = mask
         if region is None:
             region = np.zeros((h, w), bool)
-            region[int(y0 * h):max(int(y1 * h), int(y0 * h) + 1), int(x0 * w):max(int(x1 * w), int(x0 * w) + 1)] = True
+            region[int(y0 * h) : max(int(y1 * h), int(y0 * h) + 1), int(x0 * w) : max(int(x1 * w), int(x0 * w) + 1)] = True
         brightness, texture, diff, ratio = intensity_words(gray, region) if gray is not None else ("", "", 0.0, 1.0)
-        out_rois.append({
-            "label": obj["label"], "index": seen[obj["label"]], "count": counts[obj["label"]], "parts": obj["parts"],
-            "location": location_words((x0 + x1) / 2, (y0 + y1) / 2, sides),
-            "side_frame": "patient" if sides else "image",
-            "area_share": round(share, 4), "organ_share": round(organ_share, 4) if organ_share is not None else -1.0,
-            "size": size_words(share), "shape": shape_words(mask, (x1 - x0) * w, (y1 - y0) * h),
-            "brightness": brightness, "texture": texture, "mean_difference": round(diff, 2),
-            "std_ratio": round(ratio, 3) if math.isfinite(ratio) else 1.0,
-        })
+        out_rois.append(
+            {
+                "label": obj["label"],
+                "index": seen[obj["label"]],
+                "count": counts[obj["label"]],
+                "parts": obj["parts"],
+                "location": location_words((x0 + x1) / 2, (y0 + y1) / 2, sides),
+                "side_frame": "patient" if sides else "image",
+                "area_share": round(share, 4),
+                "organ_share": round(organ_share, 4) if organ_share is not None else -1.0,
+                "size": size_words(share),
+                "shape": shape_words(mask, (x1 - x0) * w, (y1 - y0) * h),
+                "brightness": brightness,
+                "texture": texture,
+                "mean_difference": round(diff, 2),
+                "std_ratio": round(ratio, 3) if math.isfinite(ratio) else 1.0,
+            }
+        )
     relations = []
     for i in range(len(objs)):
         for j in range(i + 1, len(objs)):
             rel = relation(objs[i], objs[j], sides)
             if rel:
                 relations.append({"a": i, "b": j, "relation": rel})
-    return {"rois": out_rois, "relations": relations,
-            "text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, definitions or {}),
-            # what the checks read: the definitions are knowledge base text, not claims about this image
-            "facts_text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, {})}
+    return {
+        "rois": out_rois,
+        "relations": relations,
+        "text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, definitions or {}),
+        # what the checks read: the definitions are knowledge base text, not claims about this image
+        "facts_text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, {}),
+    }
 
 
-def region_text(rois: list[dict], relations: list[dict], modality_phrase: str, anatomy_phrase: str,
-                definitions: dict[str, str]) -> str:
+def region_text(
+    rois: list[dict], relations: list[dict], modality_phrase: str, anatomy_phrase: str, definitions: dict[str, str]
+) -> str:
     if not rois:
         return ""
     kinds: dict[str, int] = {}
     for r in rois:
         kinds[r["label"]] = r["count"]
-    parts = [sentence(f"{with_article(modality_phrase)} {anatomy_phrase} with "
-                      f"{join_words([counted(label_words(k), n) for k, n in kinds.items()])}")]
+    parts = [
+        sentence(
+            f"{with_article(modality_phrase)} {anatomy_phrase} with "
+            f"{join_words([counted(label_words(k), n) for k, n in kinds.items()])}"
+        )
+    ]
     for r in rois:
         name = label_words(r["label"])
         which = f"{name} {r['index']}" if r["count"] > 1 else f"the {name}"
         region = f"{r['shape']} region in {r['parts']} parts" if r.get("parts", 1) > 1 else f"{r['shape']} region"
-        bits = [f"{which} is {with_article(r['size'])}, {region} in the {r['location']}",
-                f"covering {r['area_share'] * 100:.1f}% of the image"]
+        bits = [
+            f"{which} is {with_article(r['size'])}, {region} in the {r['location']}",
+            f"covering {r['area_share'] * 100:.1f}% of the image",
+        ]
         if r["organ_share"] >= 0:
             bits.append(f"and {r['organ_share'] * 100:.0f}% of the organ")
         text = " ".join(bits)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import layout
 from ..outputs import written_by_medloom
-from .vqa import INSTRUCTION, LETTERS
+from .questions import INSTRUCTION, LETTERS
 
 REVIEWS = "reviews.json"
 DECISIONS = ("accepted", "edited", "rejected")
@@ -28,7 +29,7 @@ FIELDS = ("caption", "roi_text", "question")
 
 
 def read_reviews(loom: Path) -> list[dict]:
-    path = Path(loom) / "annotations" / REVIEWS
+    path = layout.annotations_dir(loom) / REVIEWS
     return json.loads(path.read_text(encoding="utf-8")) if written_by_medloom(path) else []
 
 
@@ -62,19 +63,22 @@ def undo_review(row: dict, review: dict) -> dict:
     entries = list(row.get("reviews") or [])
     at = max((i for i, r in enumerate(entries) if _key(r) == _key(review)), default=None)
     if at is None:
-        raise ValueError(f"that verdict on the {field.replace('_', ' ')} is not in effect on the row (a new "
-                         "annotate run no longer produces the text it judged)")
+        raise ValueError(
+            f"that verdict on the {field.replace('_', ' ')} is not in effect on the row (a new "
+            "annotate run no longer produces the text it judged)"
+        )
     thread = {previous, review.get("text") or previous}
-    if any(r["field"] == field and (field != "question" or r["previous"] in thread) for r in entries[at + 1:]):
+    if any(r["field"] == field and (field != "question" or r["previous"] in thread) for r in entries[at + 1 :]):
         raise ValueError(f"a later verdict changed this {field.replace('_', ' ')}: undo that one first")
     kept = review.get("before") or {}
     if field == "question" and decision != "accepted" and not kept.get("question"):
-        raise ValueError("this verdict was given before verdicts could be undone; mark it undone in "
-                         "annotations/reviews.json and run `medloom annotate` again")
+        raise ValueError(
+            "this verdict was given before verdicts could be undone; mark it undone in "
+            "annotations/reviews.json and run `medloom annotate` again"
+        )
     if field == "caption" and decision != "accepted":
         row["caption"] = kept.get("caption", previous)
-        row["caption_source"] = kept.get("caption_source") or (
-            "template" if previous == row.get("template_caption") else "llm")
+        row["caption_source"] = kept.get("caption_source") or ("template" if previous == row.get("template_caption") else "llm")
     elif field == "roi_text" and decision != "accepted":
         row["roi_text"] = kept.get("roi_text", previous)
     elif field == "question" and decision == "edited":
@@ -96,8 +100,9 @@ def apply_review(row: dict, review: dict) -> dict:
         elif decision == "rejected":
             fallback = row.get("template_caption") or ""
             row["caption"] = fallback if fallback != previous else ""
-            row["caption_source"] = "template (the reviewer rejected the LLM's text)" if row["caption"] else \
-                "none (the reviewer rejected it)"
+            row["caption_source"] = (
+                "template (the reviewer rejected the LLM's text)" if row["caption"] else "none (the reviewer rejected it)"
+            )
     elif field == "roi_text" and decision != "accepted":
         row["roi_text"] = review["text"] if decision == "edited" else ""
     elif field == "question" and decision != "accepted":
@@ -110,8 +115,7 @@ def apply_review(row: dict, review: dict) -> dict:
                 prompt = "\n".join([review["text"], *lines, INSTRUCTION]) if lines else review["text"]
                 kept.append(dict(q, question=review["text"], prompt=prompt, source="reviewer"))
         row["vqa"] = kept
-    row["reviews"] = list(row.get("reviews") or []) + [
-        {k: review[k] for k in ("field", "decision", "by", "at", "previous")}]
+    row["reviews"] = list(row.get("reviews") or []) + [{k: review[k] for k in ("field", "decision", "by", "at", "previous")}]
     return row
 
 

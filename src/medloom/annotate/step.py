@@ -21,55 +21,105 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import catalog
+from .. import catalog, layout
 from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
+from ..errors import AnnotateError
 from ..imaging import DecodeError
 from ..locks import writer
+from ..models.chat import user_message
 from ..outputs import write_file, write_parquet
 from ..vocab import default_vocabulary
-from .captions import anatomy_phrase, make_caption, modality_phrase, task_family
+from ..vocab.words import anatomy_phrase, label_words, modality_phrase
+from .captions import make_caption, task_family
 from .checks import TextChecker
 from .knowledge import load_knowledge
+from .questions import INSTRUCTION, LETTERS, multiple_choice, open_questions
 from .regions import describe_regions
 from .structures import instance_words, object_counts
-from .text import label_words
-from .vqa import INSTRUCTION, LETTERS, multiple_choice, open_questions
 
-ANNOTATIONS = "annotations"
+ANNOTATIONS = layout.ANNOTATIONS
 FILE = "annotations.parquet"
 BATCH = 256
 
-ROI_FACT = pa.struct([("label", pa.string()), ("index", pa.int32()), ("count", pa.int32()), ("parts", pa.int32()),
-                      ("location", pa.string()),
-                      ("side_frame", pa.string()), ("area_share", pa.float64()), ("organ_share", pa.float64()),
-                      ("size", pa.string()), ("shape", pa.string()), ("brightness", pa.string()),
-                      ("texture", pa.string()), ("mean_difference", pa.float64()), ("std_ratio", pa.float64())])
-QUESTION = pa.struct([("kind", pa.string()), ("question", pa.string()), ("options", pa.list_(pa.string())),
-                      ("option_labels", pa.list_(pa.string())), ("answer", pa.string()),
-                      ("answer_letter", pa.string()), ("answer_label", pa.string()), ("prompt", pa.string()),
-                      ("box", pa.list_(pa.float64())), ("source", pa.string())])
-ANNOTATION_SCHEMA = pa.schema([
-    ("id", pa.string()), ("family", pa.string()),
-    ("caption", pa.string()), ("caption_source", pa.string()), ("template_caption", pa.string()),
-    ("definitions", pa.list_(pa.struct([("label", pa.string()), ("definition", pa.string())]))),
-    ("roi_text", pa.string()), ("roi_facts", pa.list_(ROI_FACT)),
-    ("relations", pa.list_(pa.struct([("a", pa.int32()), ("b", pa.int32()), ("relation", pa.string())]))),
-    ("vqa", pa.list_(QUESTION)),
-    ("flags", pa.list_(pa.string())),  # checks a text failed (the text kept is the template's)
-    ("notes", pa.list_(pa.string())),  # what could not be generated, and why
-    # people's verdicts on these texts (`medloom serve`'s audit; reviews.py): which text, accepted, edited or
-    # rejected, by whom, when, and the text they judged
-    ("reviews", pa.list_(pa.struct([("field", pa.string()), ("decision", pa.string()), ("by", pa.string()),
-                                    ("at", pa.string()), ("previous", pa.string())]))),
-    # an LLM's rewrite that failed its check (the template's text, `template`, was kept), shown to reviewers
-    ("llm_failed", pa.list_(pa.struct([("field", pa.string()), ("template", pa.string()), ("text", pa.string()),
-                                       ("problems", pa.list_(pa.string()))]))),
-])
-
-
-class AnnotateError(ValueError):
-    pass
+ROI_FACT = pa.struct(
+    [
+        ("label", pa.string()),
+        ("index", pa.int32()),
+        ("count", pa.int32()),
+        ("parts", pa.int32()),
+        ("location", pa.string()),
+        ("side_frame", pa.string()),
+        ("area_share", pa.float64()),
+        ("organ_share", pa.float64()),
+        ("size", pa.string()),
+        ("shape", pa.string()),
+        ("brightness", pa.string()),
+        ("texture", pa.string()),
+        ("mean_difference", pa.float64()),
+        ("std_ratio", pa.float64()),
+    ]
+)
+QUESTION = pa.struct(
+    [
+        ("kind", pa.string()),
+        ("question", pa.string()),
+        ("options", pa.list_(pa.string())),
+        ("option_labels", pa.list_(pa.string())),
+        ("answer", pa.string()),
+        ("answer_letter", pa.string()),
+        ("answer_label", pa.string()),
+        ("prompt", pa.string()),
+        ("box", pa.list_(pa.float64())),
+        ("source", pa.string()),
+    ]
+)
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("family", pa.string()),
+        ("caption", pa.string()),
+        ("caption_source", pa.string()),
+        ("template_caption", pa.string()),
+        ("definitions", pa.list_(pa.struct([("label", pa.string()), ("definition", pa.string())]))),
+        ("roi_text", pa.string()),
+        ("roi_facts", pa.list_(ROI_FACT)),
+        ("relations", pa.list_(pa.struct([("a", pa.int32()), ("b", pa.int32()), ("relation", pa.string())]))),
+        ("vqa", pa.list_(QUESTION)),
+        ("flags", pa.list_(pa.string())),  # checks a text failed (the text kept is the template's)
+        ("notes", pa.list_(pa.string())),  # what could not be generated, and why
+        # people's verdicts on these texts (`medloom serve`'s audit; reviews.py): which text, accepted, edited or
+        # rejected, by whom, when, and the text they judged
+        (
+            "reviews",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("field", pa.string()),
+                        ("decision", pa.string()),
+                        ("by", pa.string()),
+                        ("at", pa.string()),
+                        ("previous", pa.string()),
+                    ]
+                )
+            ),
+        ),
+        # an LLM's rewrite that failed its check (the template's text, `template`, was kept), shown to reviewers
+        (
+            "llm_failed",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("field", pa.string()),
+                        ("template", pa.string()),
+                        ("text", pa.string()),
+                        ("problems", pa.list_(pa.string())),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
 
 
 @dataclass
@@ -113,15 +163,45 @@ class AnnotateReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        questions = ", ".join(f"{k} {v}" for k, v in sorted(self.questions.items())) or "none"
+        out = [
+            f"annotate: {self.records} records: {self.captions} captions, {self.roi_descriptions} ROI descriptions, "
+            f"questions: {questions}; {self.without_labels} without labels or ROIs"
+        ]
+        others = [k for k in ("captions", "rois", "vqa") if k not in self.redone]
+        if others or self.kept:
+            out.append(
+                f"made now: {', '.join(self.redone)}; kept as they were: "
+                + "; ".join(
+                    ([", ".join(others)] if others else []) + ([f"{self.kept} record(s) outside --where"] if self.kept else [])
+                )
+            )
+        if self.llm:
+            s = self.llm
+            out.append(
+                f"llm: {s['answered']} answered, {s['cached']} from the cache, {s['failed']} failed "
+                f"({s['requests']} HTTP requests)"
+            )
+        return out + [f"annotations: {self.out}"]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        if not self.flags:
+            return []
+        return [
+            ("flagged", ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())) + f" (details in {self.out}/manifest.json)")
+        ]
+
 
 # ---- the stage (runs in workers) ------------------------------------------------------------------------
+
 
 def record_rng(seed: int, record_id: str) -> random.Random:
     return random.Random(f"{seed}:{record_id}")
 
 
 def _gray(row: dict, sources: dict, cache: dict) -> np.ndarray | None:
-    from ..export.render import record_image
+    from ..view.render import record_image
 
     try:
         return np.asarray(record_image(row, {"sources": sources}, cache).convert("L"))
@@ -131,9 +211,21 @@ def _gray(row: dict, sources: dict, cache: dict) -> np.ndarray | None:
 
 def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: TextChecker, cache: dict) -> dict:
     rng = record_rng(s.seed, row["id"])
-    out = {"id": row["id"], "family": "", "caption": "", "caption_source": "", "template_caption": "",
-           "definitions": [], "roi_text": "", "roi_facts": [], "relations": [], "vqa": [], "flags": [], "notes": [],
-           "llm_failed": []}
+    out = {
+        "id": row["id"],
+        "family": "",
+        "caption": "",
+        "caption_source": "",
+        "template_caption": "",
+        "definitions": [],
+        "roi_text": "",
+        "roi_facts": [],
+        "relations": [],
+        "vqa": [],
+        "flags": [],
+        "notes": [],
+        "llm_failed": [],
+    }
     family = task_family(row)
     out["family"] = family or ""
     named = list(row.get("labels") or []) or sorted({r["label"] for r in row.get("rois") or []})
@@ -153,12 +245,18 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
         gray = _gray(row, sources, cache)
         if gray is None:
             out["notes"].append("roi pixels unreadable: no brightness or texture")
-        facts = describe_regions(row, gray, modality_phrase=modality_phrase(row["modality"]),
-                                 anatomy_phrase=anatomy_phrase(row["anatomy"]),
-                                 definitions=definitions if s.definitions else None, instances=words)
+        facts = describe_regions(
+            row,
+            gray,
+            modality_phrase=modality_phrase(row["modality"]),
+            anatomy_phrase=anatomy_phrase(row["anatomy"]),
+            definitions=definitions if s.definitions else None,
+            instances=words,
+        )
         out.update(roi_text=facts["text"], roi_facts=facts["rois"], relations=facts["relations"])
-        out["flags"] += [f"roi_text {p}" for p in checker.problems(facts["facts_text"], row,
-                                                                  sorted({r["label"] for r in row["rois"]}), counts)]
+        out["flags"] += [
+            f"roi_text {p}" for p in checker.problems(facts["facts_text"], row, sorted({r["label"] for r in row["rois"]}), counts)
+        ]
     if s.vqa and family:
         questions = []
         mc = multiple_choice(row, family, rng, kb)
@@ -192,9 +290,11 @@ def annotate_part(table: pa.Table, settings: dict) -> pa.Table:
 
 # ---- the LLM pass (main process) ------------------------------------------------------------------------
 
-SYSTEM = ("You rewrite text about a medical image for a training dataset. Use only the facts given. Keep the "
-          "finding names exactly as given, do not add findings, and do not mention any imaging modality or body "
-          "part other than the ones given. Reply with the rewritten text only.")
+SYSTEM = (
+    "You rewrite text about a medical image for a training dataset. Use only the facts given. Keep the "
+    "finding names exactly as given, do not add findings, and do not mention any imaging modality or body "
+    "part other than the ones given. Reply with the rewritten text only."
+)
 
 
 def _facts(row: dict, ann: dict) -> str:
@@ -206,37 +306,41 @@ def _facts(row: dict, ann: dict) -> str:
     return json.dumps(facts, ensure_ascii=False)
 
 
-def _user(text: str, images: list[bytes]) -> dict:
-    from .llm import image_part
-
-    if not images:
-        return {"role": "user", "content": text}
-    return {"role": "user", "content": [{"type": "text", "text": text}, *(image_part(b) for b in images)]}
-
-
-def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom: Path, sources: dict,
-             checker: TextChecker, quiet: bool) -> dict:
+def llm_pass(
+    rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom: Path, sources: dict, checker: TextChecker, quiet: bool
+) -> dict:
     """Rewrite captions and multiple-choice question stems; keep the template text where the answer fails
     its check or never came."""
-    from .llm import LLMClient
+    from ..models.chat import LLMClient
 
-    client = LLMClient(s.llm_url, s.llm_model, loom / "cache" / "llm", concurrency=s.llm_concurrency,
-                       retries=s.llm_retries, timeout=s.llm_timeout, max_wait=s.llm_max_wait,
-                       allow_insecure_key=s.llm_allow_insecure_key)
+    client = LLMClient(
+        s.llm_url,
+        s.llm_model,
+        layout.cache_dir(loom, "llm"),
+        concurrency=s.llm_concurrency,
+        retries=s.llm_retries,
+        timeout=s.llm_timeout,
+        max_wait=s.llm_max_wait,
+        allow_insecure_key=s.llm_allow_insecure_key,
+    )
     jobs = []  # (record, annotation, what, messages)
     for row in rows:
         ann = anns[row["id"]]
         images = [_jpeg(row, sources)] if s.llm_images else []
         if ann["caption"]:
-            prompt = (f"Facts: {_facts(row, ann)}\nCaption to rewrite: {ann['template_caption']}\n"
-                      "Write one or two fluent sentences that state these facts.")
-            jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, _user(prompt, images)]))
+            prompt = (
+                f"Facts: {_facts(row, ann)}\nCaption to rewrite: {ann['template_caption']}\n"
+                "Write one or two fluent sentences that state these facts."
+            )
+            jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
         for i, q in enumerate(ann["vqa"]):
             if q["kind"] == "multiple-choice":
-                prompt = (f"Facts: {{\"modality\": \"{row['modality']}\", \"anatomy\": \"{row['anatomy']}\"}}\n"
-                          f"Question to rephrase: {q['question']}\nRephrase the question; do not answer it and do "
-                          "not name any finding.")
-                jobs.append((row, ann, f"question {i}", [{"role": "system", "content": SYSTEM}, _user(prompt, images)]))
+                prompt = (
+                    f'Facts: {{"modality": "{row["modality"]}", "anatomy": "{row["anatomy"]}"}}\n'
+                    f"Question to rephrase: {q['question']}\nRephrase the question; do not answer it and do "
+                    "not name any finding."
+                )
+                jobs.append((row, ann, f"question {i}", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
     with progress_bar("annotate llm", len(jobs), quiet) as advance:
         answers = client.complete_many([j[3] for j in jobs], advance)
     for (row, ann, what, _), answer in zip(jobs, answers):
@@ -247,10 +351,11 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
             problems = checker.problems(text, row, named, counts) if text else ["no answer from the LLM"]
             if problems:
                 ann["flags"] += [f"llm caption {p}" for p in problems]
-                ann["llm_failed"] = [*(ann.get("llm_failed") or []), {"field": "caption", "template": ann["caption"],
-                                                                      "text": text, "problems": problems}]
-                ann["caption_source"] = "template (the LLM's text failed the check)" if text else \
-                    "template (no LLM answer)"
+                ann["llm_failed"] = [
+                    *(ann.get("llm_failed") or []),
+                    {"field": "caption", "template": ann["caption"], "text": text, "problems": problems},
+                ]
+                ann["caption_source"] = "template (the LLM's text failed the check)" if text else "template (no LLM answer)"
             else:
                 ann["caption"], ann["caption_source"] = text, "llm"
         else:
@@ -260,8 +365,10 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
                 problems.append("gives the answer away")
             if problems:
                 ann["flags"] += [f"llm question {p}" for p in problems]
-                ann["llm_failed"] = [*(ann.get("llm_failed") or []), {"field": "question", "template": q["question"],
-                                                                      "text": text, "problems": problems}]
+                ann["llm_failed"] = [
+                    *(ann.get("llm_failed") or []),
+                    {"field": "question", "template": q["question"], "text": text, "problems": problems},
+                ]
             else:
                 lines = [f"{LETTERS[k]}. {o}" for k, o in enumerate(q["options"])]
                 q.update(question=text, prompt="\n".join([text, *lines, INSTRUCTION]), source="llm")
@@ -269,33 +376,36 @@ def llm_pass(rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom:
 
 
 def _jpeg(row: dict, sources: dict) -> bytes:
-    from ..export.render import record_image
     from ..imaging import encode, fit
+    from ..view.render import record_image
 
     return encode(fit(record_image(row, {"sources": sources}, {}, 512), 512), "jpg", 90)
 
 
 # ---- the step ---------------------------------------------------------------------------------------------
 
+
 @writer
-def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = None, quiet: bool = False,
-             where: str | None = None) -> AnnotateReport:
-    from ..export import render_sources
+def annotate(
+    loom: Path, settings: AnnotateSettings, *, workers: int | None = None, quiet: bool = False, where: str | None = None
+) -> AnnotateReport:
+    from ..view.render import render_sources
 
     if settings.llm_url and not settings.llm_model:
         raise AnnotateError("--llm needs --model (the model name the server serves)")
     if settings.llm_url and os.environ.get("OPENAI_API_KEY"):
-        from .llm import LLMError, chat_url, check_key_transport
+        from ..models.chat import LLMError, chat_url, check_key_transport
 
         try:
             check_key_transport(chat_url(settings.llm_url), settings.llm_allow_insecure_key)
         except LLMError as e:
             raise AnnotateError(str(e)) from None
-    extra_families = set(settings.templates) - {"classification", "multi-label", "grading", "detection",
-                                                 "segmentation"}
+    extra_families = set(settings.templates) - {"classification", "multi-label", "grading", "detection", "segmentation"}
     if extra_families:
-        raise AnnotateError(f"templates for unknown task families {sorted(extra_families)}; use classification, "
-                            "multi-label, grading, detection or segmentation")
+        raise AnnotateError(
+            f"templates for unknown task families {sorted(extra_families)}; use classification, "
+            "multi-label, grading, detection or segmentation"
+        )
     kb = load_knowledge(settings.knowledge)  # fail early on a bad file
     started = time.perf_counter()
     loom = Path(loom)
@@ -307,8 +417,10 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
     report = AnnotateReport(records=total)
     tables = []
     batches = (pa.Table.from_batches([b]) for b in con.sql(query).to_arrow_reader(BATCH))
-    with make_executor(workers, preload=[stage_module("annotate.part")]) as executor, \
-            progress_bar("annotate", total, quiet) as advance:
+    with (
+        make_executor(workers, preload=[stage_module("annotate.part")]) as executor,
+        progress_bar("annotate", total, quiet) as advance,
+    ):
         for _, table in executor.map("annotate.part", batches, stage_settings, ordered=True):
             tables.append(table)
             advance(table.num_rows)
@@ -335,17 +447,27 @@ def annotate(loom: Path, settings: AnnotateSettings, *, workers: int | None = No
     report.out = str(out)
     made_by = _previous_manifest(out).get("made_by", {})
     made_by.update({k: asdict(settings) for k in redone})
-    write_file(out / "manifest.json", json.dumps({"settings": asdict(settings), "made_by": made_by, "file": entry,
-                                                 "report": report.as_dict()}, indent=1).encode())
+    write_file(
+        out / "manifest.json",
+        json.dumps(
+            {"settings": asdict(settings), "made_by": made_by, "file": entry, "report": report.as_dict()}, indent=1
+        ).encode(),
+    )
     return report
 
 
 # what each kind of annotation owns on a row: its fields, and the prefixes of its flags and notes
 KINDS = ("captions", "rois", "vqa")
-KIND_FIELDS = {"captions": ("caption", "caption_source", "template_caption"),
-               "rois": ("roi_text", "roi_facts", "relations"), "vqa": ("vqa",)}
-KIND_FLAGS = {"captions": ("caption ", "llm caption "), "rois": ("roi_text ", "roi pixels"),
-              "vqa": ("question ", "llm question ", "no multiple-choice")}
+KIND_FIELDS = {
+    "captions": ("caption", "caption_source", "template_caption"),
+    "rois": ("roi_text", "roi_facts", "relations"),
+    "vqa": ("vqa",),
+}
+KIND_FLAGS = {
+    "captions": ("caption ", "llm caption "),
+    "rois": ("roi_text ", "roi pixels"),
+    "vqa": ("question ", "llm question ", "no multiple-choice"),
+}
 REVIEWED_KIND = {"caption": "captions", "roi_text": "rois", "question": "vqa"}
 
 
@@ -367,12 +489,15 @@ def merge_previous(new: list[dict], previous: list[dict], redone: list[str], ids
                     continue
                 for name in KIND_FIELDS[kind]:
                     row[name] = old[name]
-                row["flags"] = [f for f in row["flags"] if _kind_of(f) != kind] + \
-                    [f for f in old["flags"] or [] if _kind_of(f) == kind]
-                row["notes"] = [n for n in row["notes"] if _kind_of(n) != kind] + \
-                    [n for n in old["notes"] or [] if _kind_of(n) == kind]
-                row["llm_failed"] = [e for e in row.get("llm_failed") or [] if REVIEWED_KIND[e["field"]] != kind] + \
-                    [e for e in old.get("llm_failed") or [] if REVIEWED_KIND[e["field"]] == kind]
+                row["flags"] = [f for f in row["flags"] if _kind_of(f) != kind] + [
+                    f for f in old["flags"] or [] if _kind_of(f) == kind
+                ]
+                row["notes"] = [n for n in row["notes"] if _kind_of(n) != kind] + [
+                    n for n in old["notes"] or [] if _kind_of(n) == kind
+                ]
+                row["llm_failed"] = [e for e in row.get("llm_failed") or [] if REVIEWED_KIND[e["field"]] != kind] + [
+                    e for e in old.get("llm_failed") or [] if REVIEWED_KIND[e["field"]] == kind
+                ]
             kept = [r for r in old.get("reviews") or [] if REVIEWED_KIND.get(r["field"]) not in redone]
             if kept:
                 row["reviews"] = kept

@@ -13,11 +13,33 @@ one image is one organ however many regions it shows; lesions and cells are coun
 
 from __future__ import annotations
 
-from .text import label_words, plural
+from ..vocab.words import label_words, plural
 
-DEFAULT_INSTANCES = ("nodule", "polyp", "cell", "nucleus", "nuclei", "lesion", "tumour", "tumor", "mass", "cyst",
-                     "metastasis", "metastases", "aneurysm", "microaneurysm", "haemorrhage", "hemorrhage",
-                     "exudate", "calcification", "fracture", "mitosis", "mitoses", "adenoma", "instance")
+DEFAULT_INSTANCES = (
+    "nodule",
+    "polyp",
+    "cell",
+    "nucleus",
+    "nuclei",
+    "lesion",
+    "tumour",
+    "tumor",
+    "mass",
+    "cyst",
+    "metastasis",
+    "metastases",
+    "aneurysm",
+    "microaneurysm",
+    "haemorrhage",
+    "hemorrhage",
+    "exudate",
+    "calcification",
+    "fracture",
+    "mitosis",
+    "mitoses",
+    "adenoma",
+    "instance",
+)
 
 
 def instance_words(instances: list[str] | tuple[str, ...] | None) -> frozenset[str]:
@@ -56,9 +78,15 @@ def objects(rois: list[dict], words: frozenset[str]) -> list[dict]:
     out = []
     for members in group_rois(rois, words):
         parts = [rois[i] for i in members]
-        out.append({"label": parts[0]["label"], "bbox": union_box([list(p["bbox"]) for p in parts]),
-                    "area": sum(float(p.get("area") or 0.0) for p in parts), "parts": len(parts),
-                    "members": members})
+        out.append(
+            {
+                "label": parts[0]["label"],
+                "bbox": union_box([list(p["bbox"]) for p in parts]),
+                "area": sum(float(p.get("area") or 0.0) for p in parts),
+                "parts": len(parts),
+                "members": members,
+            }
+        )
     return out
 
 

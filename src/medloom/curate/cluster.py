@@ -47,6 +47,12 @@ class ClusterReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        return (
+            f"cluster: {self.records} records into {self.k} clusters (sizes {min(self.sizes)}..{max(self.sizes)}) "
+            f"after PCA to {self.pca} dimensions ({self.explained_variance:.0%} of the variance); {self.out}"
+        )
+
 
 def streamed_pca(loom: Path, model: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(mean, components as rows in order of variance, explained-variance ratios, n) in one pass."""
@@ -90,8 +96,18 @@ def _nearest(x: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 @writer
-def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5, batch: int = 1024,
-            model: str | None = None, sheets: bool = True, quiet: bool = False) -> ClusterReport:
+def cluster(
+    loom: Path,
+    k: int,
+    *,
+    pca: int = 50,
+    seed: int = 0,
+    passes: int = 5,
+    batch: int = 1024,
+    model: str | None = None,
+    sheets: bool = True,
+    quiet: bool = False,
+) -> ClusterReport:
     from .embed import embedding_parts
 
     loom = Path(loom)
@@ -121,7 +137,7 @@ def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5
             for _, x in _projected(loom, model, mean, components):
                 advance(len(x))
                 for start in range(0, len(x), batch):
-                    xb = x[start:start + batch].astype(np.float64)
+                    xb = x[start : start + batch].astype(np.float64)
                     labels, _ = _nearest(xb, centers)
                     for c in np.unique(labels):
                         members = xb[labels == c]
@@ -131,7 +147,7 @@ def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5
     inertia = 0.0
     for part_ids, x in _projected(loom, model, mean, components):
         lab, dist = _nearest(x.astype(np.float64), centers)
-        inertia += float((dist ** 2).sum())
+        inertia += float((dist**2).sum())
         for rid, c, d in zip(part_ids, lab, dist):
             heapq.heappush(best[c], (-float(d), rid))
             if len(best[c]) > SHEET:
@@ -140,15 +156,28 @@ def cluster(loom: Path, k: int, *, pca: int = 50, seed: int = 0, passes: int = 5
         labels += lab.tolist()
         dists += dist.tolist()
     folder = loom / CURATION
-    write_parquet(folder / "clusters.parquet", pa.table({"id": ids, "cluster": pa.array(labels, pa.int32()),
-                                                         "distance": pa.array(dists, pa.float32())}))
+    write_parquet(
+        folder / "clusters.parquet",
+        pa.table({"id": ids, "cluster": pa.array(labels, pa.int32()), "distance": pa.array(dists, pa.float32())}),
+    )
     sizes = np.bincount(np.array(labels), minlength=k).tolist()
-    report = ClusterReport(model=model, records=n, k=k, pca=dims, explained_variance=float(ratios[:dims].sum()),
-                           sizes=sizes, inertia=inertia, seed=seed, out=str(folder))
+    report = ClusterReport(
+        model=model,
+        records=n,
+        k=k,
+        pca=dims,
+        explained_variance=float(ratios[:dims].sum()),
+        sizes=sizes,
+        inertia=inertia,
+        seed=seed,
+        out=str(folder),
+    )
     np.savez(folder / "pca.npz", mean=mean, components=components, centers=centers)
     curve = np.cumsum(ratios).tolist()
-    write_file(folder / "explained_variance.json", json.dumps(
-        {"ratio": ratios.tolist(), "cumulative": curve, "kept": dims}, indent=1).encode())
+    write_file(
+        folder / "explained_variance.json",
+        json.dumps({"ratio": ratios.tolist(), "cumulative": curve, "kept": dims}, indent=1).encode(),
+    )
     write_file(folder / "explained_variance.png", png_bytes(variance_plot(curve, dims)))
     if sheets:
         contact_sheets(loom, folder / "contact_sheets", [sorted(b, reverse=True) for b in best])
@@ -188,8 +217,7 @@ def variance_plot(cumulative: list[float], kept: int, size: tuple[int, int] = (6
 
 def contact_sheets(loom: Path, folder: Path, members: list[list[tuple[float, str]]], tile: int = 128) -> None:
     """One PNG per cluster: up to 16 records nearest its centre, 4 per row, with the cluster number."""
-    from ..export import render_sources
-    from ..export.render import record_image
+    from ..view.render import record_image, render_sources
 
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))

@@ -27,16 +27,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from ..errors import ConceptError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
 from .dedup import CURATION
 
-CONCEPTS_SCHEMA = pa.schema([("id", pa.string()), ("cluster", pa.int32()), ("panel", pa.string()),
-                             ("global_concept", pa.string()), ("local_concepts", pa.list_(pa.string()))])
-
-
-class ConceptError(ValueError):
-    pass
+CONCEPTS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("cluster", pa.int32()),
+        ("panel", pa.string()),
+        ("global_concept", pa.string()),
+        ("local_concepts", pa.list_(pa.string())),
+    ]
+)
 
 
 @dataclass
@@ -50,8 +54,11 @@ class Taxonomy:
 
 
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
-    text = Path(path).read_text(encoding="utf-8") if path else \
-        resources.files(__package__).joinpath("taxonomy.yaml").read_text(encoding="utf-8")
+    text = (
+        Path(path).read_text(encoding="utf-8")
+        if path
+        else resources.files(__package__).joinpath("taxonomy.yaml").read_text(encoding="utf-8")
+    )
     data = yaml.safe_load(text) or {}
     if not isinstance(data.get("global"), dict):
         raise ConceptError(f"{path or 'taxonomy'}: needs `global:` mapping each global concept to its local ones")
@@ -75,6 +82,14 @@ class ConceptReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        kappa = f", Fleiss' kappa {self.fleiss_kappa:.2f}" if self.fleiss_kappa is not None else ""
+        return (
+            f"concepts: {self.clusters_labelled} clusters labelled by {len(self.annotators)} annotator(s), mean "
+            f"agreement {self.mean_agreement:.2f}{kappa}; {self.records} records: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.per_concept.items()))
+        )
+
 
 def read_labels(path: Path, taxonomy: Taxonomy) -> tuple[str, dict[int, dict]]:
     return parse_labels(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}, taxonomy, Path(path))
@@ -88,8 +103,7 @@ def parse_labels(data: dict, taxonomy: Taxonomy, path: Path) -> tuple[str, dict[
         label = label or {}
         g = label.get("global")
         if g not in taxonomy.global_concepts:
-            problems.append(f"cluster {key}: global concept {g!r} is not in the taxonomy "
-                            f"({', '.join(taxonomy.global_concepts)})")
+            problems.append(f"cluster {key}: global concept {g!r} is not in the taxonomy ({', '.join(taxonomy.global_concepts)})")
             continue
         local = [str(x) for x in label.get("local") or []]
         allowed = {x for v in taxonomy.global_concepts.values() for x in v}
@@ -151,8 +165,9 @@ def apply_labels(loom: Path, files: list[Path], taxonomy_path: Path | None = Non
 
 
 @writer
-def apply_votes(loom: Path, labels: list[tuple[str, dict[int, dict]]], taxonomy_path: Path | None = None,
-                files: list[str] | None = None) -> ConceptReport:
+def apply_votes(
+    loom: Path, labels: list[tuple[str, dict[int, dict]]], taxonomy_path: Path | None = None, files: list[str] | None = None
+) -> ConceptReport:
     """`apply_labels` for labels already read and merged (the app's apply)."""
     return write_concepts(loom, labels, load_taxonomy(taxonomy_path), files or [])
 
@@ -173,22 +188,27 @@ def applied_labels(loom: Path) -> list[tuple[str, dict[int, dict]]] | None:
     return [(str(e["annotator"]), {int(c): v for c, v in (e.get("clusters") or {}).items()}) for e in data["labels"]]
 
 
-def write_concepts(loom: Path, labels: list[tuple[str, dict[int, dict]]], taxonomy: Taxonomy,
-                   files: list[str]) -> ConceptReport:
+def write_concepts(loom: Path, labels: list[tuple[str, dict[int, dict]]], taxonomy: Taxonomy, files: list[str]) -> ConceptReport:
     loom = Path(loom)
     clusters_file = loom / CURATION / "clusters.parquet"
     if not clusters_file.is_file():
         raise ConceptError(f"{loom}: no clusters; run `medloom embed` and `medloom cluster` first")
     decided, report = decide(labels, taxonomy)
     report.files = list(files)
-    report.labels = [{"annotator": name, "clusters": {str(c): v for c, v in sorted(lab.items())}}
-                     for name, lab in labels]
+    report.labels = [{"annotator": name, "clusters": {str(c): v for c, v in sorted(lab.items())}} for name, lab in labels]
     clusters = pq.read_table(clusters_file).to_pylist()
     rows = []
     for r in clusters:
         d = decided.get(r["cluster"])
-        rows.append({"id": r["id"], "cluster": r["cluster"], "panel": d["panel"] if d else "",
-                     "global_concept": d["global"] if d else "unlabelled", "local_concepts": d["local"] if d else []})
+        rows.append(
+            {
+                "id": r["id"],
+                "cluster": r["cluster"],
+                "panel": d["panel"] if d else "",
+                "global_concept": d["global"] if d else "unlabelled",
+                "local_concepts": d["local"] if d else [],
+            }
+        )
         key = d["global"] if d else "unlabelled"
         report.per_concept[key] = report.per_concept.get(key, 0) + 1
     report.records = len(rows)

@@ -14,26 +14,39 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .. import catalog
+from .. import catalog, layout
 from ..locks import writer
 from ..outputs import write_file, write_parquet, written_by_medloom
+from ..vocab.splits import record_split
 from .neighbours import components, duplicate_groups, first_of
 
-CURATION = "curation"
+CURATION = layout.CURATION
 DEFAULT_NEAR = 6  # bits of 64: precision 1.0 on benchmarks/dedup.py, recall 1.0 for re-encoded and resized copies
-SPLIT_RANK = {"test": 0, "val": 1, "validation": 1, "valid": 1, "dev": 1}  # kept first; train and the rest: 2
-DEDUP_SCHEMA = pa.schema([("id", pa.string()), ("group", pa.int64()), ("keep", pa.bool_()),
-                          ("duplicate_of", pa.string()), ("reason", pa.string()),
-                          ("decided_by", pa.string()), ("decided_at", pa.string())])  # a curator's choice
+SPLIT_RANK = {"test": 0, "val": 1}  # kept first; train and the rest: 2
+DEDUP_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("group", pa.int64()),
+        ("keep", pa.bool_()),
+        ("duplicate_of", pa.string()),
+        ("reason", pa.string()),
+        ("decided_by", pa.string()),
+        ("decided_at", pa.string()),
+    ]
+)  # a curator's choice
 CHOICES = "dedup_choices.json"  # the curators' choices of which copy to keep, re-applied by every dedup run
-LEAKAGE_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
-                            ("leaks_into", pa.string()), ("leaks_into_source", pa.string()),
-                            ("leaks_into_split", pa.string()), ("reason", pa.string()), ("marked", pa.bool_())])
-
-
-def split_of(source_split: str | None) -> str:
-    """The split a record exports to (a source without splits goes to train)."""
-    return (source_split or "").strip().lower() or "train"
+LEAKAGE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("leaks_into", pa.string()),
+        ("leaks_into_source", pa.string()),
+        ("leaks_into_split", pa.string()),
+        ("reason", pa.string()),
+        ("marked", pa.bool_()),
+    ]
+)
 
 
 @dataclass
@@ -50,6 +63,13 @@ class DedupReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items())) or "none"
+        return (
+            f"dedup: {self.records} records, {self.groups} groups holding {self.in_groups}; {self.marked} marked "
+            f"as duplicates ({reasons}); groups and report in {self.out}"
+        )
 
 
 def _catalog_rows(loom: Path) -> dict[str, list]:
@@ -73,7 +93,7 @@ def _embedding_pairs(loom: Path, ids: list[str], threshold: float) -> np.ndarray
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out = []
     for start in range(0, len(vectors), 1024):
-        sims = vectors[start:start + 1024] @ vectors.T
+        sims = vectors[start : start + 1024] @ vectors.T
         i, j = np.nonzero(sims >= threshold)
         i = i + start
         keep = i < j
@@ -81,8 +101,9 @@ def _embedding_pairs(loom: Path, ids: list[str], threshold: float) -> np.ndarray
     return np.concatenate(out) if out else np.empty((0, 2), np.int64)
 
 
-def find_groups(loom: Path, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
-                ) -> tuple[dict[str, list], np.ndarray]:
+def find_groups(
+    loom: Path, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
+) -> tuple[dict[str, list], np.ndarray]:
     rows = _catalog_rows(loom)
     n = len(rows["id"])
     phash = np.array([p or 0 for p in rows["phash"]], np.uint64)
@@ -105,13 +126,17 @@ def relation(rows: dict[str, list], i: int, j: int, near: int | None) -> str:
 def keeper_order(rows: dict[str, list], i: int) -> tuple:
     """Kept first: the test copy (so training loses its copy, not the test set), then validation, then the
     larger image, then the smaller id."""
-    return (SPLIT_RANK.get(split_of(rows["source_split"][i]), 2), -(rows["width"][i] or 0) * (rows["height"][i] or 0),
-            rows["id"][i])
+    return (
+        SPLIT_RANK.get(record_split(rows["source_split"][i]), 2),
+        -(rows["width"][i] or 0) * (rows["height"][i] or 0),
+        rows["id"][i],
+    )
 
 
 @writer
-def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
-          ) -> tuple[DedupReport, list[list[str]], list[str]]:
+def dedup(
+    loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float | None = None
+) -> tuple[DedupReport, list[list[str]], list[str]]:
     """Group duplicates, keep one per group, write the marks; returns (report, groups, kept ids)."""
     loom = Path(loom)
     rows, groups = find_groups(loom, near, embed_threshold)
@@ -128,9 +153,15 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
         listed.append([rows["id"][i] for i in sorted(idx, key=lambda i: rows["id"][i])])
         kept.append(rows["id"][keep])
         for i in idx:
-            out.append({"id": rows["id"][i], "group": len(listed) - 1, "keep": i == keep,
-                        "duplicate_of": "" if i == keep else rows["id"][keep],
-                        "reason": "kept" if i == keep else relation(rows, i, keep, near)})
+            out.append(
+                {
+                    "id": rows["id"][i],
+                    "group": len(listed) - 1,
+                    "keep": i == keep,
+                    "duplicate_of": "" if i == keep else rows["id"][keep],
+                    "reason": "kept" if i == keep else relation(rows, i, keep, near),
+                }
+            )
     out = apply_choices(out, read_choices(loom))
     source = dict(zip(rows["id"], rows["source"]))
     kept = [r["id"] for r in out if r["keep"]]
@@ -143,8 +174,7 @@ def dedup(loom: Path, *, near: int | None = DEFAULT_NEAR, embed_threshold: float
     folder = loom / CURATION
     write_parquet(folder / "dedup.parquet", pa.Table.from_pylist(out, DEDUP_SCHEMA))
     report.out = str(folder)
-    write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed,
-                                                            "keep": kept}, indent=1).encode())
+    write_file(folder / "dedup.json", json.dumps({"report": report.as_dict(), "groups": listed, "keep": kept}, indent=1).encode())
     return report, listed, kept
 
 
@@ -160,6 +190,14 @@ class LeakageReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self, marking: bool = False) -> str:
+        pairs = "; ".join(f"{k}: {v}" for k, v in sorted(self.by_source_pair.items())) or "no leaks"
+        return (
+            f"leakage: {self.leaking} of {self.evaluation_records} test/validation records have "
+            f"{self.training_copies} copies in training ({pairs})"
+            + (f"; {self.marked} training copies marked" if marking else "")
+        )
 
 
 def read_choices(loom: Path) -> list[dict]:
@@ -196,7 +234,7 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
     """Every test or validation record with an exact or near copy in a training split, per source pair."""
     loom = Path(loom)
     rows, groups = find_groups(loom, near)
-    splits = [split_of(s) for s in rows["source_split"]]
+    splits = [record_split(s) for s in rows["source_split"]]
     evaluation = [i for i, s in enumerate(splits) if SPLIT_RANK.get(s, 2) < 2]
     report = LeakageReport(evaluation_records=len(evaluation))
     by_group: dict[int, list[int]] = {}
@@ -212,9 +250,18 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
             report.by_source_pair[key] = report.by_source_pair.get(key, 0) + 1
             leaking.add(e)
             copies.add(t)
-            out.append({"id": rows["id"][t], "source": rows["source"][t], "split": splits[t],
-                        "leaks_into": rows["id"][e], "leaks_into_source": rows["source"][e],
-                        "leaks_into_split": splits[e], "reason": reason, "marked": mark})
+            out.append(
+                {
+                    "id": rows["id"][t],
+                    "source": rows["source"][t],
+                    "split": splits[t],
+                    "leaks_into": rows["id"][e],
+                    "leaks_into_source": rows["source"][e],
+                    "leaks_into_split": splits[e],
+                    "reason": reason,
+                    "marked": mark,
+                }
+            )
     report.leaking, report.training_copies = len(leaking), len(copies)
     report.pairs = [{k: r[k] for k in ("id", "leaks_into", "reason")} for r in out[:1000]]
     folder = loom / CURATION
@@ -224,25 +271,3 @@ def leakage(loom: Path, *, near: int | None = DEFAULT_NEAR, mark: bool = False) 
         report.marked = len(copies)
     write_file(folder / "leakage.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
-
-
-def excluded_ids(loom: Path) -> set[str]:
-    """The records `dedup` or `leakage --mark` marked out (exports and training leave them out)."""
-    cond, _ = excluded_sql(loom)
-    if not cond:
-        return set()
-    con = catalog.connect(loom)
-    return {r[0] for r in con.execute(f"SELECT id FROM records WHERE NOT ({cond})").fetchall()}
-
-
-def excluded_sql(loom: Path) -> tuple[str, str]:
-    """(SQL condition keeping records not marked out, a fingerprint of the marks) for exports."""
-    folder = Path(loom) / CURATION
-    parts, prints = [], []
-    for name, cond in (("dedup.parquet", "NOT keep"), ("leakage.parquet", "marked")):
-        path = folder / name
-        if written_by_medloom(path):
-            quoted = str(path).replace("'", "''")
-            parts.append(f"id NOT IN (SELECT id FROM read_parquet('{quoted}') WHERE {cond})")
-            prints.append(catalog.sha256_file(path))
-    return " AND ".join(parts), ",".join(prints)

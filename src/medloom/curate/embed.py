@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import catalog
+from .. import catalog, layout
 from ..engine import capped, make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..locks import writer
 from ..outputs import OutputFolder, write_file
 
-EMBEDDINGS = "embeddings"
+EMBEDDINGS = layout.EMBEDDINGS
 DEFAULT_MODEL = "builtin"
 IMAGE_SIDE = 256  # images are shrunk to this before embedding (every model resizes further)
 
@@ -42,6 +42,12 @@ class EmbedReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        return (
+            f"embed {self.model}: {self.records} records, {self.dimensions} dimensions; {self.parts_computed} of "
+            f"{self.parts} parts computed, the rest cached; {len(self.unreadable)} unreadable; {self.out}"
+        )
+
 
 def model_folder(loom: Path, model: str) -> Path:
     return Path(loom) / EMBEDDINGS / re.sub(r"[^A-Za-z0-9_.\-]+", "_", model)
@@ -49,9 +55,9 @@ def model_folder(loom: Path, model: str) -> Path:
 
 def embed_part(table: pa.Table, settings: dict) -> tuple[pa.Table, list[dict]]:
     """Stage `curate.embed`: records -> (id, vector) for those whose pixels read, and the ones that did not."""
-    from ..export.render import record_image
     from ..imaging import DecodeError
-    from .models import get_model
+    from ..models.embedders import get_model
+    from ..view.render import record_image
 
     model = get_model(settings["model"])
     cache: dict = {}
@@ -64,18 +70,22 @@ def embed_part(table: pa.Table, settings: dict) -> tuple[pa.Table, list[dict]]:
             problems.append({"id": row["id"], "reason": getattr(e, "reason", type(e).__name__), "message": str(e)})
     vectors = np.asarray(model(images), np.float32) if images else np.zeros((0, 0), np.float32)
     dim = vectors.shape[1] if vectors.ndim == 2 and len(vectors) else 0
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim) if dim else \
-        pa.array([], pa.list_(pa.float32(), 1))
+    column = (
+        pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
+        if dim
+        else pa.array([], pa.list_(pa.float32(), 1))
+    )
     return pa.table({"id": pa.array(ids, pa.string()), "vector": column}), problems
 
 
 @writer
-def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None, quiet: bool = False,
-          latest: bool = True) -> EmbedReport:
+def embed(
+    loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None, quiet: bool = False, latest: bool = True
+) -> EmbedReport:
     """`latest`: make this model the one `cluster` and `dedup` read by default (not when a trainer fills the
     cache for its own use)."""
-    from ..export import render_sources
-    from .models import get_model
+    from ..models.embedders import get_model
+    from ..view.render import render_sources
 
     loom = Path(loom)
     get_model(model)  # an unknown name or a missing package fails here, before any work
@@ -96,8 +106,10 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
     settings = {"model": model, "sources": sources}
     total = sum(pq.read_metadata(src).num_rows for src, _ in todo)
     tables = (pq.read_table(src) for src, _ in todo)
-    with make_executor(workers if model == "builtin" else capped(workers, 2), preload=[stage_module("curate.embed")]) \
-            as executor, progress_bar(f"embed {model}", total, quiet) as advance:
+    with (
+        make_executor(workers if model == "builtin" else capped(workers, 2), preload=[stage_module("curate.embed")]) as executor,
+        progress_bar(f"embed {model}", total, quiet) as advance,
+    ):
         for j, (table, problems) in executor.map("curate.embed", tables, settings):
             out.write_table(out.rel(todo[j][1]), table)
             report.unreadable += problems
@@ -111,9 +123,12 @@ def embed(loom: Path, model: str = DEFAULT_MODEL, *, workers: int | None = None,
         if meta.num_rows and not report.dimensions:
             report.dimensions = pq.read_schema(dst).field("vector").type.list_size
     report.seconds = time.perf_counter() - started
-    out.write_bytes("manifest.json", json.dumps(
-        {"model": model, "parts": [str(dst.relative_to(folder)) for _, dst in parts], "report": report.as_dict()},
-        indent=1).encode())
+    out.write_bytes(
+        "manifest.json",
+        json.dumps(
+            {"model": model, "parts": [str(dst.relative_to(folder)) for _, dst in parts], "report": report.as_dict()}, indent=1
+        ).encode(),
+    )
     if latest:
         write_file(Path(loom) / EMBEDDINGS / "latest.json", json.dumps({"model": model}).encode())
     return report

@@ -117,7 +117,7 @@ def all_pairs(hashes: np.ndarray, threshold: int, chunk: int = 2048) -> np.ndarr
     h = np.asarray(hashes, dtype=np.uint64)
     out = []
     for start in range(0, len(h), chunk):
-        block = h[start:start + chunk]
+        block = h[start : start + chunk]
         d = hamming(block[:, None], h[None, :])
         i, j = np.nonzero(d <= threshold)
         i = i + start

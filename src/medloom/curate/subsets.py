@@ -12,42 +12,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import catalog
+from ..errors import SubsetError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
+from ..view.selection import subset_path
 
 SUBSETS = "subsets"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
-class SubsetError(ValueError):
-    pass
-
-
-def subset_path(loom: Path, name: str) -> Path:
-    if not _NAME.match(name or ""):
-        raise SubsetError(f"subset name {name!r}: use letters, digits, '-' and '_'")
-    return Path(loom) / SUBSETS / f"{name}.parquet"
-
-
-def existing(loom: Path) -> list[str]:
-    folder = Path(loom) / SUBSETS
-    return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
-
-
-def subset_sql(loom: Path, name: str) -> tuple[str, str]:
-    """(SQL condition keeping the subset's records, a fingerprint of its file)."""
-    path = subset_path(loom, name)
-    if not path.is_file():
-        have = existing(loom)
-        raise SubsetError(f"no subset {name!r} in {loom}" + (f"; there are: {', '.join(have)}" if have else
-                                                              "; create one with `medloom subset LOOM NAME ...`"))
-    quoted = str(path).replace("'", "''")
-    return f"id IN (SELECT id FROM read_parquet('{quoted}'))", catalog.sha256_file(path)
-
-
 @writer
-def make_subset(loom: Path, name: str, *, concepts: list[str] | None = None, cap: int | None = None,
-                seed: int = 0, where: str | None = None) -> dict:
+def make_subset(
+    loom: Path, name: str, *, concepts: list[str] | None = None, cap: int | None = None, seed: int = 0, where: str | None = None
+) -> dict:
     """Keep records whose global or a local concept is listed (all, without `concepts`), then at most `cap`
     per global concept, chosen by a seeded hash of the id (the same records for the same seed)."""
     loom = Path(loom)
@@ -63,17 +40,26 @@ def make_subset(loom: Path, name: str, *, concepts: list[str] | None = None, cap
         listed = ", ".join("'" + c.replace("'", "''") + "'" for c in concepts)
         conditions.append(f"({concept} IN ({listed}) OR len(list_intersect(c.local_concepts, [{listed}])) > 0)")
     rank = f"row_number() OVER (PARTITION BY {concept} ORDER BY md5('{int(seed)}:' || r.id))"
-    query = (f"SELECT r.id, {concept} AS concept, {rank} AS rank FROM records r {join}"
-             + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
-    rows = con.execute(f"SELECT id, concept FROM ({query}) WHERE {'rank <= ' + str(int(cap)) if cap else 'true'} "
-                       "ORDER BY id").fetchall()
+    query = f"SELECT r.id, {concept} AS concept, {rank} AS rank FROM records r {join}" + (
+        f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    )
+    rows = con.execute(
+        f"SELECT id, concept FROM ({query}) WHERE {'rank <= ' + str(int(cap)) if cap else 'true'} ORDER BY id"
+    ).fetchall()
     table = pa.table({"id": [r[0] for r in rows], "concept": [r[1] for r in rows]})
     write_parquet(path, table)
     counts: dict[str, int] = {}
     for _, c in rows:
         counts[c] = counts.get(c, 0) + 1
-    info = {"name": name, "concepts": concepts, "cap": cap, "seed": seed, "where": where, "records": len(rows),
-            "per_concept": dict(sorted(counts.items())),
-            "ids_sha256": hashlib.sha256("\n".join(r[0] for r in rows).encode()).hexdigest()}
+    info = {
+        "name": name,
+        "concepts": concepts,
+        "cap": cap,
+        "seed": seed,
+        "where": where,
+        "records": len(rows),
+        "per_concept": dict(sorted(counts.items())),
+        "ids_sha256": hashlib.sha256("\n".join(r[0] for r in rows).encode()).hexdigest(),
+    }
     write_file(path.with_suffix(".json"), json.dumps(info, indent=1).encode())
     return info

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing as mp
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
 from typing import Any
 
 from ..locks import process_alive
+from .base import ExecutorSpec, become_worker, in_input_order, uses_pool
 from .stages import run_stage, stage_module
 
 WATCH_S = 0.5
-
-
-def become_worker(preload: Sequence[str]) -> None:
-    """What every worker does before its first part, local or Ray: say it is one of several (libraries that would
-    start a thread per core, torch, take one each instead) and import the step's stage modules."""
-    os.environ["MEDLOOM_WORKER"] = "1"
-    for module in preload:
-        importlib.import_module(module)
 
 
 def watch_parent(pid: int, pandas_free: bool = False, preload: Sequence[str] = ()) -> None:
@@ -57,35 +48,38 @@ def start_workers(pool: ProcessPoolExecutor, n: int) -> None:
         pass
 
 
-def in_input_order(results: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
-    """(index, result) pairs that arrive as parts finish, handed on in input order (a finished part waits only
-    for those before it, at most the executor's in-flight limit)."""
-    waiting: dict[int, Any] = {}
-    expected = 0
-    for i, result in results:
-        waiting[i] = result
-        while expected in waiting:
-            yield expected, waiting.pop(expected)
-            expected += 1
-
-
 class LocalExecutor:
     """Maps a stage over parts; yields (index, result) as parts finish, keeping at most 2x workers in flight."""
 
-    def __init__(self, workers: int, preload: Sequence[str] = (stage_module("ingest.decode"),),
-                 pandas_free: bool = False):
+    def __init__(self, workers: int, preload: Sequence[str] = (stage_module("ingest.decode"),), pandas_free: bool = False):
         self.workers = max(1, workers)
         self.preload = list(preload)
         self.pandas_free = pandas_free  # the stages never use pandas: the workers refuse it (nopandas.py)
         self._pool: ProcessPoolExecutor | None = None
 
+    @classmethod
+    def from_spec(cls, spec: ExecutorSpec, preload: Sequence[str], pandas_free: bool) -> LocalExecutor:
+        return cls(spec.workers if spec.workers else (os.cpu_count() or 1), preload, pandas_free)
+
+    @staticmethod
+    def start_early(spec: ExecutorSpec, preload: Sequence[str]) -> None:
+        """The forkserver starts now, importing the stages (`base.start_early`)."""
+        if uses_pool(spec):
+            from multiprocessing import forkserver
+
+            forkserver_context(preload)
+            forkserver.ensure_running()
+
     def __enter__(self) -> LocalExecutor:
         if self.workers > 1:
             # forkserver: workers start from a clean process, so no lock held by a progress-bar thread
             # in the parent can be inherited
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=forkserver_context(self.preload),
-                                             initializer=watch_parent,
-                                             initargs=(os.getpid(), self.pandas_free, self.preload))
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=forkserver_context(self.preload),
+                initializer=watch_parent,
+                initargs=(os.getpid(), self.pandas_free, self.preload),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,11 +91,11 @@ class LocalExecutor:
         half a second) overlaps what the caller does before its first map, such as a scan. On a machine of 16
         cores that second of serial time is most of what keeps a step from scaling."""
         if self._pool is not None:
-            threading.Thread(target=start_workers, args=(self._pool, self.workers), name="medloom-prestart",
-                             daemon=True).start()
+            threading.Thread(target=start_workers, args=(self._pool, self.workers), name="medloom-prestart", daemon=True).start()
 
-    def map(self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False,
-            on_failure: Any = None) -> Iterator[tuple[int, Any]]:
+    def map(
+        self, stage: str, parts: Iterable[Any], settings: dict, ordered: bool = False, on_failure: Any = None
+    ) -> Iterator[tuple[int, Any]]:
         """Results as (index, result). `parts` may be a generator: it is drawn only as workers free up.
 
         With `ordered`, results come in input order (finished parts wait in a buffer of at most 2x workers).
@@ -139,61 +133,3 @@ def forkserver_context(preload: Sequence[str]):
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(list(preload))
     return ctx
-
-
-def start_early(workers: Workers, preload: Sequence[str]) -> None:
-    """Start the workers these `workers` make now, before the command's own imports: the start of a local pool's
-    forkserver (a fresh interpreter importing the stages, 0.3 s or more) or of Ray's workers (a second or two
-    each) then overlaps those imports instead of coming after. On a machine of 16 cores the workers' start was
-    what the first part waited for; with Ray it is most of what a command pays over the local executor."""
-    if isinstance(workers, ExecutorSpec) and workers.kind == "ray":
-        from .ray_executor import start_ray
-
-        start_ray(workers.workers, workers.address, preload)
-    elif uses_pool(workers):
-        from multiprocessing import forkserver
-
-        forkserver_context(preload)
-        forkserver.ensure_running()
-
-
-@dataclass(frozen=True)
-class ExecutorSpec:
-    """Who runs the stages: this machine's process pool (`local`) or a Ray cluster (`ray`, at `address`: None
-    starts a local Ray instance, `auto` joins the running cluster, `ray://HOST:PORT` a remote one)."""
-    kind: str = "local"
-    workers: int | None = None
-    address: str | None = None
-
-
-# a step's `workers`: a count of local processes (None: every core), or an executor spec
-Workers = int | ExecutorSpec | None
-KINDS = ("local", "ray")
-
-
-def capped(workers: Workers, most: int) -> Workers:
-    """At most `most` workers (a model that is memory- or thread-heavy), on the same executor."""
-    if isinstance(workers, ExecutorSpec):
-        return replace(workers, workers=min(workers.workers or most, most))
-    return min(workers or most, most)
-
-
-def uses_pool(workers: Workers) -> bool:
-    """Whether a step given these `workers` runs a local process pool (one worker runs inline)."""
-    if isinstance(workers, ExecutorSpec):
-        return workers.kind == "local" and uses_pool(workers.workers)
-    return (workers or os.cpu_count() or 1) > 1
-
-
-def make_executor(workers: Workers = None, preload: Sequence[str] = (stage_module("ingest.decode"),),
-                  pandas_free: bool = False):
-    """The executor for a step. `pandas_free` (local workers only): the step's stages never touch pandas, so
-    its workers refuse the import pyarrow would otherwise make in each of them (`nopandas.py`)."""
-    spec = workers if isinstance(workers, ExecutorSpec) else ExecutorSpec("local", workers)
-    if spec.kind == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(spec.workers, spec.address, preload=preload)
-    if spec.kind != "local":
-        raise ValueError(f"executor {spec.kind!r}: use one of {', '.join(KINDS)}")
-    return LocalExecutor(spec.workers if spec.workers else (os.cpu_count() or 1), preload, pandas_free)

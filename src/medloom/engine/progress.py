@@ -10,16 +10,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextmanager
-def progress_bar(description: str, total: int, quiet: bool = False,
-                 console: Console | None = None) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, total: int, quiet: bool = False, console: Console | None = None
+) -> Iterator[Callable[[int], None]]:
     """Yields `advance(n, note=None, skipped=0)` (a note, such as the current loss, shows beside the description;
     `skipped` work found already done leaves the total, so the rate and the time left stay those of the work
     done now); a no-op when quiet."""
     if quiet or total == 0:
         yield lambda n=1, note=None, skipped=0: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("•"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("•"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total)
 

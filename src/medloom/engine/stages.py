@@ -7,7 +7,8 @@ from typing import Any
 
 STAGES = {
     "ingest.decode": "medloom.sources.stage:decode_part",
-    "export.render": "medloom.export.render:render_part",
+    "view.render": "medloom.view.render:render_part",
+    "export.render": "medloom.export.samples:sample_part",
     "annotate.part": "medloom.annotate.step:annotate_part",
     "curate.embed": "medloom.curate.embed:embed_part",
     "web.thumbs": "medloom.web.thumbs:thumbs_part",

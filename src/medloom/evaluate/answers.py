@@ -26,7 +26,7 @@ def _norm(text: str) -> str:
 
 def parse_answer(answer: str | None, options: list[str]) -> tuple[str, str]:
     """(the option letter, or "" when invalid; the rule that decided)."""
-    letters = LETTERS[:len(options)]
+    letters = LETTERS[: len(options)]
     text = (answer or "").strip()
     if not text or not letters:
         return "", "invalid"
@@ -44,8 +44,10 @@ def parse_answer(answer: str | None, options: list[str]) -> tuple[str, str]:
         if not named or named == [letter]:
             return letter, "letter-text"
         return "", "invalid"  # "A: cyst" where cyst is C: the answer contradicts itself
-    found = {x.upper() for x in re.findall(
-        r"\b(?:answer\s*(?:is|:)|option|choice)\s*[:\s]*\(?\**([A-Za-z])\**\)?(?![\w'])", text, re.I)}
+    found = {
+        x.upper()
+        for x in re.findall(r"\b(?:answer\s*(?:is|:)|option|choice)\s*[:\s]*\(?\**([A-Za-z])\**\)?(?![\w'])", text, re.I)
+    }
     found &= set(letters)
     if len(found) == 1:
         return found.pop(), "answer-is"
@@ -59,8 +61,11 @@ def parse_answer(answer: str | None, options: list[str]) -> tuple[str, str]:
     padded = f" {said} "
     named = [LETTERS[i] for i, o in enumerate(options) if _norm(o) and f" {_norm(o)} " in padded]
     # an option whose text lies inside another named option ("effusion" in "pleural effusion") is not named
-    named = [x for x in named if not any(x != y and f" {_norm(options[LETTERS.index(x)])} " in
-                                          f" {_norm(options[LETTERS.index(y)])} " for y in named)]
+    named = [
+        x
+        for x in named
+        if not any(x != y and f" {_norm(options[LETTERS.index(x)])} " in f" {_norm(options[LETTERS.index(y)])} " for y in named)
+    ]
     if len(named) == 1:
         return named[0], "option-text"
     return "", "invalid"

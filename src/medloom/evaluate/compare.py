@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from .report import as_question, units
+from ..errors import CompareError
+from .metrics import as_question, units
 from .stats import mcnemar_exact, paired_bootstrap
-
-
-class CompareError(ValueError):
-    pass
 
 
 def read_run(folder: Path) -> tuple[dict, list[dict]]:
@@ -34,8 +31,7 @@ def read_units(folder: Path) -> tuple[dict, dict[tuple[str, int], dict]]:
         raise CompareError(f"{folder}: a retrieval run has no right or wrong answers to compare")
     if rows and "question" not in rows[0]:  # zero-shot
         rows = [as_question(r) for r in rows]
-    return results, {(u["record_id"], u["question"]): u
-                     for u in units(rows, results["settings"].get("circular", False))}
+    return results, {(u["record_id"], u["question"]): u for u in units(rows, results["settings"].get("circular", False))}
 
 
 def paired(a: dict, b: dict, keys: list, seed: int) -> dict:
@@ -45,8 +41,14 @@ def paired(a: dict, b: dict, keys: list, seed: int) -> dict:
     a_only = sum(1 for x, y in zip(ca, cb) if x and not y)
     b_only = sum(1 for x, y in zip(ca, cb) if y and not x)
     lo, hi = paired_bootstrap(ca, cb, [a[k]["cluster"] for k in keys], seed=seed)
-    return {"shared": len(keys), "difference": (sum(cb) - sum(ca)) / len(keys), "bootstrap95": [lo, hi],
-            "a_right_b_wrong": a_only, "b_right_a_wrong": b_only, "mcnemar_exact_p": mcnemar_exact(a_only, b_only)}
+    return {
+        "shared": len(keys),
+        "difference": (sum(cb) - sum(ca)) / len(keys),
+        "bootstrap95": [lo, hi],
+        "a_right_b_wrong": a_only,
+        "b_right_a_wrong": b_only,
+        "mcnemar_exact_p": mcnemar_exact(a_only, b_only),
+    }
 
 
 def compare(run_a: Path, run_b: Path, *, seed: int = 0) -> dict:
@@ -55,9 +57,11 @@ def compare(run_a: Path, run_b: Path, *, seed: int = 0) -> dict:
     if not shared:
         raise CompareError(f"{run_a} and {run_b} share no question: were they run on the same loom and selection?")
     n = len(shared)
-    return {"a": {"run": str(run_a), "model": res_a["settings"]["model"],
-                  "accuracy": sum(a[k]["correct"] for k in shared) / n},
-            "b": {"run": str(run_b), "model": res_b["settings"]["model"],
-                  "accuracy": sum(b[k]["correct"] for k in shared) / n},
-            "only_a": len(a.keys() - b.keys()), "only_b": len(b.keys() - a.keys()), **paired(a, b, shared, seed),
-            "same_records": res_a["settings"].get("records_sha256") == res_b["settings"].get("records_sha256")}
+    return {
+        "a": {"run": str(run_a), "model": res_a["settings"]["model"], "accuracy": sum(a[k]["correct"] for k in shared) / n},
+        "b": {"run": str(run_b), "model": res_b["settings"]["model"], "accuracy": sum(b[k]["correct"] for k in shared) / n},
+        "only_a": len(a.keys() - b.keys()),
+        "only_b": len(b.keys() - a.keys()),
+        **paired(a, b, shared, seed),
+        "same_records": res_a["settings"].get("records_sha256") == res_b["settings"].get("records_sha256"),
+    }

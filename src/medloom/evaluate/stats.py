@@ -36,8 +36,9 @@ def _cluster_sums(values: np.ndarray, clusters: list[str]) -> tuple[np.ndarray, 
     return sums, counts
 
 
-def cluster_bootstrap(values, clusters: list[str], *, rounds: int = 2000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
+def cluster_bootstrap(
+    values, clusters: list[str], *, rounds: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the mean of `values`, resampling whole clusters with replacement."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
@@ -63,8 +64,8 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return float(min(1.0, 2 * binom.cdf(min(a_only, b_only), n, 0.5)))
 
 
-def paired_bootstrap(a, b, clusters: list[str], *, rounds: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap(a, b, clusters: list[str], *, rounds: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Interval of mean(b) - mean(a) over the same items, resampling clusters."""
-    return cluster_bootstrap(np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64), clusters,
-                             rounds=rounds, seed=seed, level=level)
+    return cluster_bootstrap(
+        np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64), clusters, rounds=rounds, seed=seed, level=level
+    )

@@ -38,36 +38,53 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__, catalog
+from .. import catalog
+from ..errors import EvalError, PlanError
 from ..locks import hold
+from ..models.specs import ClipSpec, ModelSpecError, parse_spec
 from ..outputs import OutputFolder
+from ..version import __version__
 from .answers import LETTERS, parse_answer
-from .models import ClipSpec, ModelSpecError, parse_spec
-from .report import summarise
+from .metrics import summarise
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
-JUDGE_PROMPT = ("A model was asked this multiple-choice question:\n\n{prompt}\n\nIts answer was:\n\n{answer}\n\n"
-                "Which option does the answer choose? Reply with that option's letter only, or with \"none\" when "
-                "it does not choose exactly one option.")
-PREDICTION_SCHEMA = pa.schema([
-    ("record_id", pa.string()), ("question", pa.int32()), ("rotation", pa.int32()), ("source", pa.string()),
-    ("modality", pa.string()), ("anatomy", pa.string()), ("task", pa.string()), ("patient", pa.string()),
-    ("prompt", pa.string()), ("options", pa.list_(pa.string())), ("answer", pa.string()),
-    ("answer_label", pa.string()), ("raw", pa.string()), ("parsed", pa.string()), ("rule", pa.string()),
-    ("scores", pa.list_(pa.float32())),
-    ("correct", pa.bool_()), ("invalid", pa.bool_()), ("latency_s", pa.float64()), ("cached", pa.bool_()),
-    ("model", pa.string()),
-])
-
-
-class EvalError(ValueError):
-    pass
+JUDGE_PROMPT = (
+    "A model was asked this multiple-choice question:\n\n{prompt}\n\nIts answer was:\n\n{answer}\n\n"
+    'Which option does the answer choose? Reply with that option\'s letter only, or with "none" when '
+    "it does not choose exactly one option."
+)
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("question", pa.int32()),
+        ("rotation", pa.int32()),
+        ("source", pa.string()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("task", pa.string()),
+        ("patient", pa.string()),
+        ("prompt", pa.string()),
+        ("options", pa.list_(pa.string())),
+        ("answer", pa.string()),
+        ("answer_label", pa.string()),
+        ("raw", pa.string()),
+        ("parsed", pa.string()),
+        ("rule", pa.string()),
+        ("scores", pa.list_(pa.float32())),
+        ("correct", pa.bool_()),
+        ("invalid", pa.bool_()),
+        ("latency_s", pa.float64()),
+        ("cached", pa.bool_()),
+        ("model", pa.string()),
+    ]
+)
 
 
 @dataclass
-class Selection:
+class RunSelection:
     """What a run evaluates: a split (test by default), or an experiment's test records, narrowed by a subset
     and a SQL condition; and the model that answers."""
+
     model: str = ""
     split: str = "test"
     subset: str | None = None
@@ -76,7 +93,7 @@ class Selection:
 
 
 @dataclass
-class VQASettings(Selection):
+class VQASettings(RunSelection):
     circular: bool = False
     images: bool = True
     seed: int = 0
@@ -102,22 +119,22 @@ def _questions(row: dict, seed: int, kb) -> list[dict]:
     if row.get("ann_vqa") is not None:
         return [q for q in row["ann_vqa"] if q["kind"] == "multiple-choice"]
     from ..annotate.captions import task_family
+    from ..annotate.questions import multiple_choice
     from ..annotate.step import record_rng
-    from ..annotate.vqa import multiple_choice
 
     family = task_family(row)
     q = multiple_choice(row, family, record_rng(seed, row["id"]), kb) if family else None
     return [q] if q else []
 
 
-def select(loom: Path, s: Selection) -> tuple:
+def select(loom: Path, s: RunSelection) -> tuple:
     """(connection with the `selection` view, its fingerprint, what was selected in words). The training side
     of a split or plan is never selected unless named."""
-    from ..export import ExportOptions, _select, selection_sql
+    from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
     if s.experiment:
-        from ..splits.planner import PlanError, read_experiment
+        from ..view.selection import read_experiment
 
         try:
             planned = read_experiment(Path(s.experiment))
@@ -127,12 +144,17 @@ def select(loom: Path, s: Selection) -> tuple:
         known = {r[0] for r in con.execute("SELECT id FROM records").fetchall()}
         missing = [i for i in test if i not in known]
         if missing:
-            raise EvalError(f"{s.experiment}: {len(missing)} of its {len(test)} test records are not in {loom} (for "
-                            f"example {missing[0]!r}); was the experiment planned on another loom?")
-    joins, split, marks, fingerprint = selection_sql(loom, ExportOptions(subset=s.subset, experiment=s.experiment))
-    _select(con, s.where, joins, split, marks, ["test"] if s.experiment else [s.split])
-    what = (f"experiment {s.experiment} (its test records)" if s.experiment else f"split {s.split}") + \
-        (f", subset {s.subset}" if s.subset else "") + (f", where {s.where}" if s.where else "")
+            raise EvalError(
+                f"{s.experiment}: {len(missing)} of its {len(test)} test records are not in {loom} (for "
+                f"example {missing[0]!r}); was the experiment planned on another loom?"
+            )
+    joins, split, marks, fingerprint = selection_sql(loom, Selection(subset=s.subset, experiment=s.experiment))
+    select_records(con, s.where, joins, split, marks, ["test"] if s.experiment else [s.split])
+    what = (
+        (f"experiment {s.experiment} (its test records)" if s.experiment else f"split {s.split}")
+        + (f", subset {s.subset}" if s.subset else "")
+        + (f", where {s.where}" if s.where else "")
+    )
     return con, fingerprint, what
 
 
@@ -146,12 +168,23 @@ def build_items(rows: list[dict], s: VQASettings) -> list[dict]:
             options, truth = list(q["options"]), LETTERS.index(q["answer_letter"])
             for r in rotations(options, s.circular):
                 shown = options[r:] + options[:r]
-                items.append({"row": row, "record_id": row["id"], "question": qi, "rotation": r,
-                              "source": row["source"], "modality": row["modality"] or "",
-                              "anatomy": row["anatomy"] or "", "task": row["task"] or "",
-                              "patient": row["patient_id"] or "", "prompt": prompt(q["question"], shown),
-                              "options": shown, "answer": LETTERS[(truth - r) % len(options)],
-                              "answer_label": q.get("answer_label") or q["answer"]})
+                items.append(
+                    {
+                        "row": row,
+                        "record_id": row["id"],
+                        "question": qi,
+                        "rotation": r,
+                        "source": row["source"],
+                        "modality": row["modality"] or "",
+                        "anatomy": row["anatomy"] or "",
+                        "task": row["task"] or "",
+                        "patient": row["patient_id"] or "",
+                        "prompt": prompt(q["question"], shown),
+                        "options": shown,
+                        "answer": LETTERS[(truth - r) % len(options)],
+                        "answer_label": q.get("answer_label") or q["answer"],
+                    }
+                )
     return items
 
 
@@ -174,11 +207,17 @@ class ImageFeed:
         from ..engine import make_executor, stage_module
         from ..imaging import DecodeError
 
-        settings = {"sources": sources, "image_format": "jpg", "keep_bytes": False, "max_side": 512,
-                    "quality": 90, "keep_metadata": False}
+        settings = {
+            "sources": sources,
+            "image_format": "jpg",
+            "keep_bytes": False,
+            "max_side": 512,
+            "quality": 90,
+            "keep_metadata": False,
+        }
         try:
-            with make_executor(workers, preload=[stage_module("export.render")]) as executor:
-                for _, results in executor.map("export.render", table.to_batches(32), settings, ordered=True):
+            with make_executor(workers, preload=[stage_module("view.render")]) as executor:
+                for _, results in executor.map("view.render", table.to_batches(32), settings, ordered=True):
                     for result in results:
                         self.slots.acquire()
                         if self.stopped:
@@ -209,16 +248,15 @@ class ImageFeed:
 def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advance) -> tuple[int, str]:
     """Fill each item's raw answer, latency and cache flag, `concurrency` questions in flight; stop after
     `max_failures` failed requests in a row. Returns (failed items, the last error)."""
-    from ..annotate.llm import LLMError
-    from ..annotate.step import _user
     from ..imaging import DecodeError
+    from ..models.chat import LLMError, user_message
 
     last_use = {item["record_id"]: n for n, item in enumerate(items)}
 
     def one(n: int, item: dict) -> None:
         started = time.perf_counter()
         try:
-            messages = [_user(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
+            messages = [user_message(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
             started = time.perf_counter()  # the latency is the model's, not the image rendering's
             item["raw"], item["cached"] = client.answer(messages)
         except DecodeError as e:
@@ -257,11 +295,10 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
 def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, workers: int | None = None) -> dict:
     spec = parse_spec(s.model)
     if s.judge and isinstance(parse_spec(s.judge), ClipSpec):
-        raise ModelSpecError(f"--judge {s.judge!r}: the judge is a chat model, openai:http://HOST:PORT/v1#MODEL or "
-                             "hf:PATH")
+        raise ModelSpecError(f"--judge {s.judge!r}: the judge is a chat model, openai:http://HOST:PORT/v1#MODEL or hf:PATH")
     model = None
     if isinstance(spec, ClipSpec):
-        from .clip import load_clip
+        from ..models.clip import load_clip
 
         model = load_clip(spec.text)
     loom, out = Path(loom), Path(out)
@@ -270,12 +307,18 @@ def evaluate_vqa(loom: Path, out: Path, s: VQASettings, *, quiet: bool = False, 
         return _evaluate(loom, folder, s, spec, model, quiet, workers)
 
 
-def run_settings(loom: Path, s: Selection, what: str, fingerprint: str, ids: list[str]) -> dict:
+def run_settings(loom: Path, s: RunSelection, what: str, fingerprint: str, ids: list[str]) -> dict:
     """What a run evaluated, exactly: loom, selection, settings, and a hash of the record ids."""
     ids = sorted(set(ids))
-    return {"medloom": __version__, "loom": str(Path(loom).resolve()), "selection": what, **asdict(s),
-            "records": len(ids), "records_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            "marks": fingerprint}
+    return {
+        "medloom": __version__,
+        "loom": str(Path(loom).resolve()),
+        "selection": what,
+        **asdict(s),
+        "records": len(ids),
+        "records_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "marks": fingerprint,
+    }
 
 
 def open_run(loom: Path, out: Path) -> OutputFolder:
@@ -290,21 +333,22 @@ def open_run(loom: Path, out: Path) -> OutputFolder:
     return folder
 
 
-def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, quiet: bool,
-              workers: int | None) -> dict:
+def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, quiet: bool, workers: int | None) -> dict:
     started = time.perf_counter()
     con, fingerprint, what = select(loom, s)
     selected = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()
     rows = selected.to_pylist()
     items = build_items(rows, s)
     if not items:
-        raise EvalError(f"{loom}: no multiple-choice question in {what} ({len(rows)} records): the records need labels "
-                        "from a label space of at least two classes (`medloom annotate` makes the questions)")
+        raise EvalError(
+            f"{loom}: no multiple-choice question in {what} ({len(rows)} records): the records need labels "
+            "from a label space of at least two classes (`medloom annotate` makes the questions)"
+        )
     asked = {i["record_id"] for i in items}
     table = selected.filter(pa.array([rid in asked for rid in selected.column("id").to_pylist()]))
     asking = time.perf_counter()
     if model is not None:
-        from .clip import answer_by_similarity, refuse_trained
+        from .similarity import answer_by_similarity, refuse_trained
 
         refuse_trained(loom, con, spec.text, what)
         answer_by_similarity(loom, table, items, model, workers, quiet)
@@ -323,33 +367,57 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
         item["model"] = spec.text
     table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
     folder.write_table("predictions.parquet", table)
-    settings = {**run_settings(loom, s, what, fingerprint, [i["record_id"] for i in items]), "model": spec.text,
-                "questions": len({(i["record_id"], i["question"]) for i in items})}
-    results = {"settings": settings, "complete": len(answered) == len(items), "asked": len(items),
-               "answered": len(answered), "failed": failed, "last_error": last_error,
-               "seconds": round(time.perf_counter() - started, 3), "asking_seconds": round(asking, 3),
-               "llm": stats, "judge": judged,
-               **summarise(table.to_pylist(), circular=s.circular, seed=s.seed)}
+    settings = {
+        **run_settings(loom, s, what, fingerprint, [i["record_id"] for i in items]),
+        "model": spec.text,
+        "questions": len({(i["record_id"], i["question"]) for i in items}),
+    }
+    results = {
+        "settings": settings,
+        "complete": len(answered) == len(items),
+        "asked": len(items),
+        "answered": len(answered),
+        "failed": failed,
+        "last_error": last_error,
+        "seconds": round(time.perf_counter() - started, 3),
+        "asking_seconds": round(asking, 3),
+        "llm": stats,
+        "judge": judged,
+        **summarise(table.to_pylist(), circular=s.circular, seed=s.seed),
+    }
     folder.write_bytes("results.json", json.dumps(results, indent=1, ensure_ascii=False).encode())
     return results
 
 
 def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet: bool) -> dict:
     """Map invalid answers through the judge where it names exactly one letter; log every call."""
-    from ..annotate.llm import LLMError
     from ..engine.progress import progress_bar
-    from .models import chat_client
+    from ..models.chat import LLMError
+    from ..models.specs import chat_client
 
     spec = parse_spec(s.judge)
-    client = chat_client(spec, folder.claim_dir("judge-cache"), concurrency=s.concurrency, retries=s.retries,
-                         timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)
+    client = chat_client(
+        spec,
+        folder.claim_dir("judge-cache"),
+        concurrency=s.concurrency,
+        retries=s.retries,
+        timeout=s.timeout,
+        max_wait=s.max_wait,
+        allow_insecure_key=s.allow_insecure_key,
+    )
 
     def one(item: dict) -> dict:
-        entry = {"record_id": item["record_id"], "question": item["question"], "rotation": item["rotation"],
-                 "prompt": item["prompt"], "answer": item["raw"]}
+        entry = {
+            "record_id": item["record_id"],
+            "question": item["question"],
+            "rotation": item["rotation"],
+            "prompt": item["prompt"],
+            "answer": item["raw"],
+        }
         try:
-            reply, entry["cached"] = client.answer([{"role": "user", "content": JUDGE_PROMPT.format(
-                prompt=item["prompt"], answer=item["raw"])}])
+            reply, entry["cached"] = client.answer(
+                [{"role": "user", "content": JUDGE_PROMPT.format(prompt=item["prompt"], answer=item["raw"])}]
+            )
         except (LLMError, OSError, ValueError) as e:
             return {**entry, "error": str(e), "decided": "invalid"}
         letter, rule = parse_answer(reply, item["options"])
@@ -357,26 +425,37 @@ def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet
             item["parsed"], item["rule"] = letter, "judge"
         return {**entry, "judge_reply": reply, "decided": letter if rule == "letter" else "invalid"}
 
-    with ThreadPoolExecutor(max_workers=s.concurrency) as pool, \
-            progress_bar("judge", len(items), quiet) as advance:
+    with ThreadPoolExecutor(max_workers=s.concurrency) as pool, progress_bar("judge", len(items), quiet) as advance:
         log = []
         for entry in pool.map(one, items):
             log.append(entry)
             advance(1)
     folder.write_bytes("judge.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in log).encode())
-    return {"model": spec.text, "asked": len(items), "mapped": sum(e["decided"] != "invalid" for e in log),
-            "errors": sum("error" in e for e in log)}
+    return {
+        "model": spec.text,
+        "asked": len(items),
+        "mapped": sum(e["decided"] != "invalid" for e in log),
+        "errors": sum("error" in e for e in log),
+    }
 
 
-def _ask_server(loom: Path, folder: OutputFolder, table: pa.Table, items: list[dict], s: VQASettings, spec,
-                quiet: bool, workers: int | None) -> tuple[int, str, dict]:
+def _ask_server(
+    loom: Path, folder: OutputFolder, table: pa.Table, items: list[dict], s: VQASettings, spec, quiet: bool, workers: int | None
+) -> tuple[int, str, dict]:
     """Ask a chat server every item, the images rendered ahead; (failed, last error, the client's counts)."""
     from ..engine.progress import progress_bar
-    from ..export import render_sources
-    from .models import chat_client
+    from ..models.specs import chat_client
+    from ..view.render import render_sources
 
-    client = chat_client(spec, folder.claim_dir("cache"), concurrency=s.concurrency, retries=s.retries,
-                         timeout=s.timeout, max_wait=s.max_wait, allow_insecure_key=s.allow_insecure_key)
+    client = chat_client(
+        spec,
+        folder.claim_dir("cache"),
+        concurrency=s.concurrency,
+        retries=s.retries,
+        timeout=s.timeout,
+        max_wait=s.max_wait,
+        allow_insecure_key=s.allow_insecure_key,
+    )
     feed = None
     if s.images:
         feed = ImageFeed(table, render_sources(catalog.read_manifest(loom)), workers, lookahead=4 * s.concurrency)

@@ -27,19 +27,30 @@ import numpy as np
 import pyarrow as pa
 
 from ..locks import hold
-from .report import as_question, metrics, units
-from .vqa import EvalError, Selection, open_run, run_settings, select
+from .metrics import as_question, metrics, units
+from .vqa import EvalError, RunSelection, open_run, run_settings, select
 
-ZEROSHOT_SCHEMA = pa.schema([
-    ("record_id", pa.string()), ("task", pa.string()), ("source", pa.string()), ("modality", pa.string()),
-    ("anatomy", pa.string()), ("patient", pa.string()), ("label", pa.string()), ("predicted", pa.string()),
-    ("rank", pa.int32()), ("correct", pa.bool_()), ("top5", pa.bool_()), ("scores", pa.list_(pa.float32())),
-    ("model", pa.string()),
-])
+ZEROSHOT_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("task", pa.string()),
+        ("source", pa.string()),
+        ("modality", pa.string()),
+        ("anatomy", pa.string()),
+        ("patient", pa.string()),
+        ("label", pa.string()),
+        ("predicted", pa.string()),
+        ("rank", pa.int32()),
+        ("correct", pa.bool_()),
+        ("top5", pa.bool_()),
+        ("scores", pa.list_(pa.float32())),
+        ("model", pa.string()),
+    ]
+)
 
 
 @dataclass
-class ClipEvalSettings(Selection):
+class ClipEvalSettings(RunSelection):
     templates: list[str] | None = None  # prompts with {c}; default: from each source's modality and anatomy
     seed: int = 0
 
@@ -60,7 +71,8 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
     """(model, run folder, connection with the selection, its fingerprint, the selection in words), under the
     locks: the loom shared, the run folder exclusive."""
-    from .clip import load_clip, refuse_trained
+    from ..models.clip import load_clip
+    from .similarity import refuse_trained
 
     model = load_clip(s.model)
     loom, out = Path(loom), Path(out)
@@ -71,17 +83,19 @@ def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
         yield model, folder, con, fingerprint, what
 
 
-def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
-                      workers: int | None = None) -> dict:
+def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False, workers: int | None = None) -> dict:
     started = time.perf_counter()
     with clip_run(loom, out, s) as (model, folder, con, fingerprint, what):
-        table = con.sql("SELECT * FROM selection WHERE len(labels) = 1 AND list_contains(label_space, labels[1]) "
-                        "AND len(label_space) >= 2 ORDER BY id").to_arrow_table()
+        table = con.sql(
+            "SELECT * FROM selection WHERE len(labels) = 1 AND list_contains(label_space, labels[1]) "
+            "AND len(label_space) >= 2 ORDER BY id"
+        ).to_arrow_table()
         if not table.num_rows:
-            raise EvalError(f"{loom}: no record in {what} carries one label from a label space of two classes or "
-                            "more: nothing to classify")
-        from ..annotate.captions import class_name
-        from .clip import image_features
+            raise EvalError(
+                f"{loom}: no record in {what} carries one label from a label space of two classes or more: nothing to classify"
+            )
+        from ..vocab.words import class_name
+        from .similarity import image_features
 
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
         rows = [r for r in table.to_pylist() if r["id"] in features]
@@ -104,18 +118,37 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
             order = np.argsort(-scores, axis=1, kind="stable")
             ranks = np.argmax(order == truth[:, None], axis=1) + 1
             for r, score, rank, best in zip(group, scores, ranks, order[:, 0]):
-                predictions.append({"record_id": r["id"], "task": source, "source": source,
-                                    "modality": r["modality"], "anatomy": r["anatomy"], "patient": r["patient_id"] or "",
-                                    "label": r["labels"][0], "predicted": classes[best], "rank": int(rank),
-                                    "correct": bool(rank == 1), "top5": bool(rank <= 5),
-                                    "scores": [float(x) for x in score], "model": s.model})
-            tasks[source] = {"classes": classes, "class_names": names, "prompts": prompts,
-                             "auroc": auroc(scores[:, 1] - scores[:, 0], truth == 1) if len(classes) == 2 else None}
+                predictions.append(
+                    {
+                        "record_id": r["id"],
+                        "task": source,
+                        "source": source,
+                        "modality": r["modality"],
+                        "anatomy": r["anatomy"],
+                        "patient": r["patient_id"] or "",
+                        "label": r["labels"][0],
+                        "predicted": classes[best],
+                        "rank": int(rank),
+                        "correct": bool(rank == 1),
+                        "top5": bool(rank <= 5),
+                        "scores": [float(x) for x in score],
+                        "model": s.model,
+                    }
+                )
+            tasks[source] = {
+                "classes": classes,
+                "class_names": names,
+                "prompts": prompts,
+                "auroc": auroc(scores[:, 1] - scores[:, 0], truth == 1) if len(classes) == 2 else None,
+            }
         table_out = pa.Table.from_pylist(predictions, ZEROSHOT_SCHEMA)
         folder.write_table("predictions.parquet", table_out)
-        results = {"settings": run_settings(loom, s, what, fingerprint, [p["record_id"] for p in predictions]),
-                   "unreadable": unreadable, "seconds": round(time.perf_counter() - started, 3),
-                   **summarise_zeroshot(predictions, tasks, s.seed)}
+        results = {
+            "settings": run_settings(loom, s, what, fingerprint, [p["record_id"] for p in predictions]),
+            "unreadable": unreadable,
+            "seconds": round(time.perf_counter() - started, 3),
+            **summarise_zeroshot(predictions, tasks, s.seed),
+        }
         folder.write_bytes("results.json", json.dumps(results, indent=1).encode())
         return results
 
@@ -126,8 +159,14 @@ def summarise_zeroshot(predictions: list[dict], tasks: dict[str, dict], seed: in
         group = [p for p in predictions if p["task"] == name]
         m = metrics(units([as_question(p) for p in group], False), seed)
         m.pop("invalid"), m.pop("invalid_rate")
-        out["tasks"][name] = {**m, "top5": sum(p["top5"] for p in group) / len(group), "classes": info["classes"],
-                              "class_names": info["class_names"], "auroc": info["auroc"], "prompts": info["prompts"]}
+        out["tasks"][name] = {
+            **m,
+            "top5": sum(p["top5"] for p in group) / len(group),
+            "classes": info["classes"],
+            "class_names": info["class_names"],
+            "auroc": info["auroc"],
+            "prompts": info["prompts"],
+        }
     overall = metrics(units([as_question(p) for p in predictions], False), seed)
     overall.pop("invalid"), overall.pop("invalid_rate")
     out["overall"] = {**overall, "top5": sum(p["top5"] for p in predictions) / len(predictions)}
@@ -142,10 +181,9 @@ def recall_at(sim: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict[str,
     return {f"R@{k}": float((rank <= k).mean()) for k in ks}
 
 
-def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False,
-                       workers: int | None = None) -> dict:
-    from ..export.texts import choose_text
-    from .clip import image_features
+def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool = False, workers: int | None = None) -> dict:
+    from ..view.texts import choose_text
+    from .similarity import image_features
 
     started = time.perf_counter()
     with clip_run(loom, out, s) as (model, folder, con, fingerprint, what):
@@ -162,12 +200,19 @@ def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: boo
         text_emb = model.encode_texts(distinct)
         sim = images @ text_emb.T  # images x distinct texts
         positive = own[:, None] == np.arange(len(distinct))[None, :]
-        results = {"settings": run_settings(loom, s, what, fingerprint, [r["id"] for r in rows]),
-                   "images": len(rows), "texts": len(distinct), "unreadable": unreadable,
-                   "image_to_text": recall_at(sim, positive), "text_to_image": recall_at(sim.T, positive.T),
-                   "seconds": round(time.perf_counter() - started, 3)}
-        ranks = [{"record_id": r["id"], "text": t, "text_rank": int((sim[i] >= sim[i, own[i]]).sum()),
-                  "model": s.model} for i, (r, t) in enumerate(zip(rows, texts))]
+        results = {
+            "settings": run_settings(loom, s, what, fingerprint, [r["id"] for r in rows]),
+            "images": len(rows),
+            "texts": len(distinct),
+            "unreadable": unreadable,
+            "image_to_text": recall_at(sim, positive),
+            "text_to_image": recall_at(sim.T, positive.T),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        ranks = [
+            {"record_id": r["id"], "text": t, "text_rank": int((sim[i] >= sim[i, own[i]]).sum()), "model": s.model}
+            for i, (r, t) in enumerate(zip(rows, texts))
+        ]
         folder.write_table("predictions.parquet", pa.Table.from_pylist(ranks))
         folder.write_bytes("results.json", json.dumps(results, indent=1).encode())
         return results

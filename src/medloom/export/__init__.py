@@ -25,29 +25,27 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__, catalog
+from .. import catalog
 from ..engine import make_executor, stage_module
 from ..engine.progress import progress_bar
-from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_VOXELS
+from ..errors import ExportError
 from ..locks import hold
-from ..outputs import OutputFolder, written_by_medloom
+from ..outputs import OutputFolder, sha256_file
+from ..version import __version__
+from ..view.render import image_ext, render_sources
+from ..view.selection import has_view, select_records, selection_sql
+from ..view.texts import TEXT_MODES, text_condition
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
 from .parquet import ROW_BYTES, ParquetShardWriter
-from .render import ANNOTATION_JSON_TYPE, ARTICLE_LISTS, RENDERED_READERS
-from .texts import TEXT_MODES, text_condition
+from .samples import ANNOTATION_JSON_TYPE, ARTICLE_LISTS
 from .webdataset import RECORD, TarShardWriter, temporary
 
 FORMATS = {"webdataset": "tar", "parquet": "parquet"}
 MANIFEST = "manifest.json"
 EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json")  # beside the shards
 BATCH = 32  # records per worker task
-DEFAULT_SPLIT = "train"  # records whose source defines no split
 SCHEMA = 2  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
-
-
-class ExportError(ValueError):
-    """A problem with the request (bad --where, an occupied folder); the message says what to do."""
 
 
 @dataclass
@@ -83,11 +81,42 @@ class ExportReport:
     shards: int = 0
     shards_written: int = 0
     up_to_date: bool = False
+    format: str = "webdataset"
 
     def as_dict(self) -> dict:
-        return {"out": str(self.out), "in": self.inputs, "exported": self.exported, "filtered": self.filtered,
-                "quarantined": self.quarantined, "reasons": self.reasons, "splits": self.splits,
-                "shards": self.shards, "shards_written": self.shards_written, "up_to_date": self.up_to_date}
+        return {
+            "out": str(self.out),
+            "in": self.inputs,
+            "exported": self.exported,
+            "filtered": self.filtered,
+            "quarantined": self.quarantined,
+            "reasons": self.reasons,
+            "splits": self.splits,
+            "shards": self.shards,
+            "shards_written": self.shards_written,
+            "up_to_date": self.up_to_date,
+        }
+
+    def lines(self) -> list[str]:
+        state = "up to date, nothing written" if self.up_to_date else f"{self.shards_written} shard(s) written"
+        return [
+            f"export {self.format}: in {self.inputs} = exported {self.exported} + filtered {self.filtered} + "
+            f"quarantined {self.quarantined}; {self.shards} shard(s), {state}",
+            *(f"  {split}: {n} samples" for split, n in self.splits.items()),
+            f"export: {self.out}",
+        ]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        if not self.reasons:
+            return []
+        return [
+            (
+                "warning",
+                "quarantined at render: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+                + f" (details in {Path(self.out) / 'quarantine.jsonl'})",
+            )
+        ]
 
 
 def shard_name(split: str, index: int, ext: str) -> str:
@@ -129,147 +158,25 @@ def hf_features(folder: Path):
     return datasets.Features.from_dict(webdataset_features(manifest["settings"], image, "txt" in rest))
 
 
-def _quoted(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def selection_sql(loom: Path, options: ExportOptions) -> tuple[str, str, str, str]:
-    """(joins, split expression, condition, fingerprint) of what an export takes from the records view.
-
-    Records marked out by `dedup` / `leakage --mark` are left out, and only a subset's or an experiment's
-    records are taken when one is named. The split is the experiment's (train/test), else the one `medloom
-    split` assigned, else the source's own (train when it has none). The fingerprint covers every file read,
-    so a changed mark or split is a changed export.
-    """
-    from ..curate.dedup import excluded_sql
-    from ..curate.subsets import subset_sql
-    from ..splits.assign import SPLITS
-
-    conditions, prints, joins = [], [], ""
-    split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
-    if not options.include_duplicates:
-        cond, fp = excluded_sql(loom)
-        if cond:
-            conditions.append(cond)
-            prints.append(fp)
-    if options.subset:
-        cond, fp = subset_sql(loom, options.subset)
-        conditions.append(cond)
-        prints.append(fp)
-    assigned = Path(loom) / SPLITS / "split.parquet"
-    if options.experiment:
-        from ..splits.planner import read_experiment
-
-        folder = Path(options.experiment)
-        read_experiment(folder)  # a clear error for a folder that is not an experiment
-        lists = {s: f"(SELECT column0 FROM read_csv({_quoted(folder / f'{s}.txt')}, header = false, "
-                    "columns = {'column0': 'VARCHAR'}))" for s in ("train", "test")}
-        conditions.append(f"id IN {lists['train']} OR id IN {lists['test']}")
-        split = f"CASE WHEN id IN {lists['test']} THEN 'test' ELSE 'train' END"
-        prints.append(catalog.sha256_file(folder / "train.txt") + catalog.sha256_file(folder / "test.txt"))
-    elif written_by_medloom(assigned):
-        joins = f"LEFT JOIN read_parquet({_quoted(assigned)}) AS assigned USING (id)"
-        split = f"coalesce(assigned.split, {split})"
-        prints.append(catalog.sha256_file(assigned))
-    return joins, split, " AND ".join(f"({c})" for c in conditions), ",".join(prints)
-
-
-def split_condition(split: str, splits: list[str] | None) -> str:
-    """SQL keeping the records of the chosen splits (names as `medloom` spells them: train, val, test)."""
-    if not splits:
-        return ""
-    return f"({split}) IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in splits) + ")"
-
-
-def has_view(con, name: str) -> bool:
-    return name in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-
-
-def _select(con, where: str | None, joins: str = "", split: str = "", marks: str = "",
-            splits: list[str] | None = None, text: str = "", counts: tuple[str, ...] = (),
-            groups: tuple[str, ...] = ()) -> list[tuple]:
-    """The `selection` view: the chosen records with their split and, when the loom has annotations, the
-    annotation's caption, caption source, ROI text and questions (`ann_*`).
-
-    Returns, in split order, per split (and per value of the `groups` SQL expressions): (split, *groups, records,
-    then the records meeting each of `counts`' SQL conditions, and with `groups` one id of the group), from one
-    pass over the catalog, the pass that also checks the filter: every pass reads every part, and the plan used
-    to make several of them (one per split among them) before its first sample."""
-    import duckdb
-
-    conditions = [f"({c})" for c in (where, marks, split_condition(split, splits)) if c]
-    ann = ", ann.caption AS ann_caption, ann.caption_source AS ann_caption_source, ann.roi_text AS ann_roi_text, " \
-          "ann.vqa AS ann_vqa" if has_view(con, "annotations") else ""
-    joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
-    try:
-        inner = (f"SELECT records.*, {split} AS split{ann} FROM records {joins}"
-                 + (f" WHERE {' AND '.join(conditions)}" if conditions else ""))
-        con.execute(f"CREATE TEMP VIEW selection AS SELECT * FROM ({inner})" + (f" WHERE {text}" if text else ""))
-        keys = "".join(f", {g}" for g in groups)
-        counted = "".join(f", count(*) FILTER (WHERE {c})" for c in counts)
-        pick = ", min_by(id, md5(id))" if groups else ""
-        return con.execute(f"SELECT split{keys}, count(*){counted}{pick} FROM selection GROUP BY ALL "
-                           "ORDER BY ALL").fetchall()
-    except duckdb.Error as e:
-        raise ExportError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
-
-
-def render_sources(manifest: dict) -> dict[str, dict]:
-    """Per source what the render stage needs to find and open its files."""
-    out = {}
-    for name, entry in manifest["sources"].items():
-        root = entry["root"]
-        out[name] = {"reader": entry["reader"], "base": root if os.path.isdir(root) else os.path.dirname(root),
-                     "max_pixels": entry.get("max_pixels") or DEFAULT_MAX_PIXELS,
-                     "max_voxels": entry.get("max_voxels") or DEFAULT_MAX_VOXELS,
-                     "max_file_bytes": entry.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
-                     # its paths stay in the loom: exports name its records by their pseudonymous ids only
-                     "pseudonymous_ids": bool(entry.get("pseudonymous_ids"))}
-    return out
-
-
-def rendered(query, settings: dict, workers: int | None, quiet: bool, label: str, total: int,
-             quarantined: list[dict]):
-    """The records of a DuckDB relation rendered by the workers (`export.render`), a batch at a time in query
-    order; those that could not be rendered go to `quarantined` (id, reason, message) instead."""
-    batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(256))
-    with make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor, \
-            progress_bar(label, total, quiet) as advance:
-        for _, results in executor.map("export.render", batches, settings, ordered=True):
-            good = []
-            for result in results:
-                if "reason" in result:
-                    row = result["row"]
-                    quarantined.append({"id": row["id"], "reason": result["reason"], "message": result["message"]})
-                else:
-                    good.append(result)
-            yield good
-            advance(len(results))
-
-
-def _image_ext(con, options: ExportOptions, sources: dict[str, dict]) -> str:
-    """`keep` means: JPEG when every selected record is a JPEG file, PNG (lossless) otherwise."""
-    if options.image_format != "keep":
-        return options.image_format
-    rendered = [n for n, s in sources.items() if s["reader"] in RENDERED_READERS] or [""]
-    marks = ", ".join("?" * len(rendered))
-    file = "coalesce(nullif(article.file, ''), uri)"  # an article package's member, else the file
-    others = con.execute(f"SELECT count(*) FROM selection WHERE NOT regexp_matches(lower({file}), '\\.jpe?g$') "
-                         f"OR source IN ({marks})", rendered).fetchall()[0][0]
-    return "jpg" if others == 0 else "png"
-
-
 # what a record may fill of the list fields (see the module docstring): ROIs, ROI masks, labels, a label space,
 # each of an article's lists
-LEAD_FLAGS = ("len(rois) > 0", "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
-              "len(labels) > 0", "len(label_space) > 0",
-              *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS))
+LEAD_FLAGS = (
+    "len(rois) > 0",
+    "coalesce(list_sum(list_transform(rois, lambda r: len(r.rle))), 0) > 0",
+    "len(labels) > 0",
+    "len(label_space) > 0",
+    *(f"coalesce(len(article.{name}), 0) > 0" for name in ARTICLE_LISTS),
+)
 # and, when the loom has annotations, the lists of `annotation`: its questions, and each list of a question (a
 # split whose first samples had questions but no grounding box typed `box` as null, and `datasets` failed)
 QUESTION_LISTS = tuple(f.name for f in ANNOTATION_JSON_TYPE.field("questions").type.value_type if pa.types.is_list(f.type))
-ANNOTATION_FLAGS = ("coalesce(len(ann_vqa), 0) > 0",
-                    *(f"coalesce(list_bool_or(list_transform(ann_vqa, lambda q: coalesce(len(q.{name}), 0) > 0)), false)"
-                      for name in QUESTION_LISTS))
+ANNOTATION_FLAGS = (
+    "coalesce(len(ann_vqa), 0) > 0",
+    *(
+        f"coalesce(list_bool_or(list_transform(ann_vqa, lambda q: coalesce(len(q.{name}), 0) > 0)), false)"
+        for name in QUESTION_LISTS
+    ),
+)
 
 
 def lead_flags(with_annotation: bool) -> tuple[str, ...]:
@@ -347,8 +254,10 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
     shards = sorted(r for r in folder.owned if r.endswith((".tar", ".parquet")))
     if previous is None or previous.get("plan") != plan:
         if previous is not None and not options.overwrite:
-            raise ExportError(f"{out} holds an export of another selection, other settings or an older catalog; "
-                              "pass --overwrite to replace it, or choose another --out")
+            raise ExportError(
+                f"{out} holds an export of another selection, other settings or an older catalog; "
+                "pass --overwrite to replace it, or choose another --out"
+            )
         folder.remove_temporary()
         folder.remove_many([*shards, *EXTRA_FILES])  # only files medloom wrote
         return None
@@ -357,7 +266,7 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
         for shard in split["shards"]:
             path = out / shard["file"]
             tmp = temporary(path)
-            if not path.is_file() and tmp.is_file() and catalog.sha256_file(tmp) == shard["sha256"]:
+            if not path.is_file() and tmp.is_file() and sha256_file(tmp) == shard["sha256"]:
                 os.replace(tmp, path)  # killed between listing the shard and renaming it
             if not path.is_file() or path.stat().st_size != shard["bytes"]:
                 break
@@ -372,16 +281,18 @@ def _resume(folder: OutputFolder, plan: str, options: ExportOptions) -> dict | N
 
 def check_options(max_side: int | None, quality: int, image_format: str = "jpg") -> None:
     if max_side is not None and max_side < 1:
-        raise ExportError(f"--max-side {max_side}: give the longest side in pixels, at least 1 (or leave it out to "
-                          "keep the size)")
+        raise ExportError(
+            f"--max-side {max_side}: give the longest side in pixels, at least 1 (or leave it out to keep the size)"
+        )
     if not 1 <= quality <= 100:
         raise ExportError(f"--quality {quality}: give a JPEG quality from 1 to 100")
     if image_format not in ("jpg", "png", "keep"):
         raise ExportError(f"image format {image_format!r}: choose jpg, png or keep")
 
 
-def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None,
-           quiet: bool = False, wait: bool = False) -> ExportReport:
+def export(
+    loom: Path, out: Path, options: ExportOptions, *, workers: int | None = None, quiet: bool = False, wait: bool = False
+) -> ExportReport:
     """Export under the locks: the loom shared (no writer meanwhile, other exports welcome), the output
     folder exclusively."""
     check_options(options.max_side, options.quality, options.image_format)
@@ -390,15 +301,44 @@ def export(loom: Path, out: Path, options: ExportOptions, *, workers: int | None
     if options.shard_size < 1 or options.shard_bytes < 1:
         raise ExportError("--shard-size and --shard-bytes must be positive")
     if options.balance_shards is not None and options.balance_shards < 1:
-        raise ExportError(f"--balance-shards {options.balance_shards}: give the number of data-loader workers the "
-                          "shards are for (at least 1), or leave it out to cut shards by --shard-size and --shard-bytes")
+        raise ExportError(
+            f"--balance-shards {options.balance_shards}: give the number of data-loader workers the "
+            "shards are for (at least 1), or leave it out to cut shards by --shard-size and --shard-bytes"
+        )
     loom, out = Path(loom), Path(out)
     folder = open_export_folder(loom, out)
-    with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), \
-            make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor:
+    with (
+        hold(loom, shared=True, wait=wait),
+        hold(out, wait=wait, what="export folder"),
+        make_executor(workers, preload=[stage_module("export.render")], pandas_free=True) as executor,
+    ):
         if not (read_export_manifest(out) or {}).get("complete"):
             executor.prestart()  # the workers start while the catalog is read and the export planned
         return _export(loom, folder, options, executor, quiet)
+
+
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False) -> ExportReport:
+    """`formats.FORMATS`' entry for webdataset and parquet."""
+    options = ExportOptions(
+        format=request.format,
+        image_format=request.image_format,
+        max_side=request.max_side,
+        quality=request.quality,
+        shard_size=request.shard_size,
+        shard_bytes=request.shard_bytes,
+        balance_shards=request.balance_shards,
+        where=request.where,
+        overwrite=request.overwrite,
+        include_duplicates=request.include_duplicates,
+        subset=request.subset,
+        experiment=request.experiment,
+        keep_metadata=request.keep_metadata,
+        splits=request.splits,
+        text=request.text,
+        citing=request.citing,
+        require_text=request.require_text,
+    )
+    return export(loom, out, options, workers=workers, quiet=quiet, wait=wait)
 
 
 def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, quiet: bool) -> ExportReport:
@@ -411,52 +351,100 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     counts = (cond or "false", "article IS NOT NULL")
     with_annotation = has_view(con, "annotations")
     flags = lead_flags(with_annotation)
-    per_split = plan_splits(_select(con, options.where, joins, split, marks, options.splits,
-                                    cond if options.require_text else "", counts=counts, groups=flags), len(counts),
-                            len(flags))
+    per_split = plan_splits(
+        select_records(
+            con,
+            options.where,
+            joins,
+            split,
+            marks,
+            options.splits,
+            cond if options.require_text else "",
+            counts=counts,
+            groups=flags,
+        ),
+        len(counts),
+        len(flags),
+    )
     manifest = catalog.read_manifest(loom)
     sources = render_sources(manifest)
     total = con.execute("SELECT count(*) FROM records").fetchall()[0][0]
     split_sizes = {name: n for name, (n, _, _) in per_split.items()}
-    ext = _image_ext(con, options, sources)
+    ext = image_ext(con, options.image_format, sources)
     with_txt = not cond or any(counted[0] for _, counted, _ in per_split.values())
     with_article = any(counted[1] for _, counted, _ in per_split.values())
-    settings = {"format": options.format, "schema": SCHEMA, "image_format": ext, "keep": options.image_format == "keep",
-                "max_side": options.max_side, "quality": options.quality, "shard_size": options.shard_size,
-                "shard_bytes": options.shard_bytes, "where": options.where, "txt": with_txt, "marks": marks_print,
-                "include_duplicates": options.include_duplicates, "subset": options.subset,
-                "experiment": options.experiment, "keep_metadata": options.keep_metadata, "splits": options.splits,
-                "text": options.text, "citing": options.citing, "require_text": options.require_text,
-                "annotation": with_annotation,
-                "article": with_article}
+    settings = {
+        "format": options.format,
+        "schema": SCHEMA,
+        "image_format": ext,
+        "keep": options.image_format == "keep",
+        "max_side": options.max_side,
+        "quality": options.quality,
+        "shard_size": options.shard_size,
+        "shard_bytes": options.shard_bytes,
+        "where": options.where,
+        "txt": with_txt,
+        "marks": marks_print,
+        "include_duplicates": options.include_duplicates,
+        "subset": options.subset,
+        "experiment": options.experiment,
+        "keep_metadata": options.keep_metadata,
+        "splits": options.splits,
+        "text": options.text,
+        "citing": options.citing,
+        "require_text": options.require_text,
+        "annotation": with_annotation,
+        "article": with_article,
+    }
     if with_annotation:  # the questions' lists lead too: another order than an export made before they did
         settings["lead"] = ["questions", *QUESTION_LISTS]
     if options.balance_shards:  # only when asked, so that exports made before the option still resume
         settings["balance_shards"] = options.balance_shards
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
-    report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()))
+    report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()), format=options.format)
     if state is None:
         fields = [ext, "json", "txt"] if with_txt else [ext, "json"]
-        state = {"format_version": 1, "medloom": __version__, "plan": plan, "settings": settings, "loom": str(loom.resolve()),
-                 "complete": False, "fields": fields if options.format == "webdataset" else None,
-                 "splits": {}, "quarantine": []}
+        state = {
+            "format_version": 1,
+            "medloom": __version__,
+            "plan": plan,
+            "settings": settings,
+            "loom": str(loom.resolve()),
+            "complete": False,
+            "fields": fields if options.format == "webdataset" else None,
+            "splits": {},
+            "quarantine": [],
+        }
     elif state.get("complete"):
         report.up_to_date = True
         return _finish(folder, state, report, write=False)
     state["complete"] = False
     parquet = options.format == "parquet"  # Parquet has a column for every field, always
-    sample = {"format": options.format, "ext": ext, "text": options.text, "citing": options.citing,
-              "txt": state["settings"]["txt"], "article": parquet or state["settings"].get("article", False),
-              "annotation": parquet or state["settings"].get("annotation", False)}
-    render_settings = {"sources": sources, "image_format": ext, "keep_bytes": options.image_format == "keep",
-                       "max_side": options.max_side, "quality": options.quality,
-                       "keep_metadata": options.keep_metadata, "sample": sample}
+    sample = {
+        "format": options.format,
+        "ext": ext,
+        "text": options.text,
+        "citing": options.citing,
+        "txt": state["settings"]["txt"],
+        "article": parquet or state["settings"].get("article", False),
+        "annotation": parquet or state["settings"].get("annotation", False),
+    }
+    render_settings = {
+        "sources": sources,
+        "image_format": ext,
+        "keep_bytes": options.image_format == "keep",
+        "max_side": options.max_side,
+        "quality": options.quality,
+        "keep_metadata": options.keep_metadata,
+        "sample": sample,
+    }
     done = sum(split["shards"][-1]["end"] if split["shards"] else 0 for split in state["splits"].values())
     with progress_bar(f"export {options.format}", sum(split_sizes.values()) - done, quiet) as advance:
         for split, size in split_sizes.items():
-            report.shards_written += _export_split(con, folder, state, split, size, per_split[split][2], options,
-                                                   ext, executor, render_settings, advance)
+            report.shards_written += _export_split(
+                con, folder, state, split, size, per_split[split][2], options, ext, executor, render_settings, advance
+            )
     state["complete"] = True
     if options.format == "webdataset":
         features = webdataset_features(state["settings"], ext, state["settings"]["txt"])
@@ -467,17 +455,30 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
     return _finish(folder, state, report, write=True)
 
 
-def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int, lead: list[str],
-                  options: ExportOptions, ext: str, executor, render_settings: dict, advance) -> int:
+def _export_split(
+    con,
+    folder: OutputFolder,
+    state: dict,
+    split: str,
+    size: int,
+    lead: list[str],
+    options: ExportOptions,
+    ext: str,
+    executor,
+    render_settings: dict,
+    advance,
+) -> int:
     entry = state["splits"].setdefault(split, {"records": size, "shards": [], "done": False})
     if entry["done"]:
         return 0
     start = entry["shards"][-1]["end"] if entry["shards"] else 0
     state["quarantine"] = [q for q in state["quarantine"] if q["split"] != split or q["index"] < start]
     # files in hashed order, a file's frames or slices together (a worker then reads a volume once)
-    query = con.sql("SELECT * FROM selection WHERE split = $split ORDER BY list_contains($lead, id) DESC, "
-                    "md5(source || '/' || uri), frame, id OFFSET $start",
-                    params={"split": split, "lead": lead, "start": start})
+    query = con.sql(
+        "SELECT * FROM selection WHERE split = $split ORDER BY list_contains($lead, id) DESC, "
+        "md5(source || '/' || uri), frame, id OFFSET $start",
+        params={"split": split, "lead": lead, "start": start},
+    )
     batches = (pa.Table.from_batches([b]) for b in query.to_arrow_reader(BATCH))
     writer = None
     written = 0
@@ -502,15 +503,28 @@ def _export_split(con, folder: OutputFolder, state: dict, split: str, size: int,
                 index, position = position, position + 1
                 row = result["row"]
                 if "reason" in result:
-                    state["quarantine"].append({"split": split, "index": index, "record_id": row["id"],
-                                                "source": row["source"], "path": row["uri"],
-                                                "reason": result["reason"], "message": result["message"]})
+                    state["quarantine"].append(
+                        {
+                            "split": split,
+                            "index": index,
+                            "record_id": row["id"],
+                            "source": row["source"],
+                            "path": row["uri"],
+                            "reason": result["reason"],
+                            "message": result["message"],
+                        }
+                    )
                     continue
                 need = len(result["image"]) + ROW_BYTES if parquet else len(result["tar"])
                 part = bisect.bisect_right(ends, index) if ends else -1
-                if writer and (part != writer_part if ends else (
+                if writer and (
+                    part != writer_part
+                    if ends
+                    else (
                         writer.samples >= options.shard_size
-                        or _final_size(writer.size + need, options.format) > options.shard_bytes)):
+                        or _final_size(writer.size + need, options.format) > options.shard_bytes
+                    )
+                ):
                     commit(index)
                 if writer is None:
                     writer_part = part
@@ -543,8 +557,13 @@ def _finish(folder: OutputFolder, state: dict, report: ExportReport, write: bool
     report.quarantined = len(state["quarantine"])
     for q in state["quarantine"]:
         report.reasons[q["reason"]] = report.reasons.get(q["reason"], 0) + 1
-    state["counts"] = {"in": report.inputs, "exported": report.exported, "filtered": report.filtered,
-                       "quarantined": report.quarantined, "reasons": report.reasons}
+    state["counts"] = {
+        "in": report.inputs,
+        "exported": report.exported,
+        "filtered": report.filtered,
+        "quarantined": report.quarantined,
+        "reasons": report.reasons,
+    }
     if write:
         lines = "".join(json.dumps(q, sort_keys=True) + "\n" for q in state["quarantine"])
         folder.write_bytes("quarantine.jsonl", lines.encode())

@@ -43,8 +43,9 @@ class Finding:
     how: str  # "heuristic" | "ocr"
 
     def reason(self) -> str:
-        where = f"frame {self.frame}" + (f", rows {self.box[0]}-{self.box[2]}, columns {self.box[1]}-{self.box[3]}"
-                                         if self.box else "")
+        where = f"frame {self.frame}" + (
+            f", rows {self.box[0]}-{self.box[2]}, columns {self.box[1]}-{self.box[3]}" if self.box else ""
+        )
         return ("text-like marks in the image" if self.how == "heuristic" else "text read by OCR") + f" ({where})"
 
 
@@ -148,8 +149,13 @@ def _tesseract_words(image, program: str, seconds: float) -> int:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     try:  # sparse text, locally adaptive thresholds (text over anatomy)
-        out = subprocess.run([program, "stdin", "stdout", "--psm", "11", "-c", "thresholding_method=1", "tsv"],
-                             input=buffer.getvalue(), capture_output=True, timeout=seconds, check=False)
+        out = subprocess.run(
+            [program, "stdin", "stdout", "--psm", "11", "-c", "thresholding_method=1", "tsv"],
+            input=buffer.getvalue(),
+            capture_output=True,
+            timeout=seconds,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return 0
     words = 0
@@ -172,13 +178,11 @@ def ocr_words(frame: np.ndarray, program: str, seconds: float = OCR_SECONDS) -> 
     image = Image.fromarray(frame).convert("L")
     words = _tesseract_words(image, program, seconds)
     if words < 2 and max(image.size) < 1000:
-        words = max(words, _tesseract_words(image.resize((image.width * 2, image.height * 2), Image.LANCZOS),
-                                            program, seconds))
+        words = max(words, _tesseract_words(image.resize((image.width * 2, image.height * 2), Image.LANCZOS), program, seconds))
     return words
 
 
-def scan(n: int, render: Callable[[int], np.ndarray], *, budget: int = MAX_FRAMES, ocr: str | None = None
-         ) -> Finding | None:
+def scan(n: int, render: Callable[[int], np.ndarray], *, budget: int = MAX_FRAMES, ocr: str | None = None) -> Finding | None:
     """The first frame of `n` (rendered by `render(index)`) that shows text, by the rule of the module docstring."""
     checked = frames_to_check(n, budget)
     for index in checked:

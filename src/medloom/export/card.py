@@ -16,12 +16,17 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from .. import catalog
+from .. import catalog, layout
 
-TASK_CATEGORIES = (("segmentation", "image-segmentation"), ("detection", "object-detection"),
-                   ("caption", "image-to-text"))
-SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+TASK_CATEGORIES = (("segmentation", "image-segmentation"), ("detection", "object-detection"), ("caption", "image-to-text"))
+SIZES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+)
 
 
 def yaml_feature(feature: dict) -> dict:
@@ -63,18 +68,17 @@ def write_card(folder, loom: Path, con, state: dict, features: dict, file_ext: s
     """`README.md` in the export folder, from the export's state and the `selection` view."""
     settings = state["settings"]
     splits = sorted(state["splits"])
-    per_source = con.execute("SELECT source, any_value(license), count(*) FROM selection GROUP BY 1 ORDER BY 1"
-                             ).fetchall()
+    per_source = con.execute("SELECT source, any_value(license), count(*) FROM selection GROUP BY 1 ORDER BY 1").fetchall()
     tasks = [r[0] for r in con.execute("SELECT DISTINCT task FROM selection ORDER BY 1").fetchall()]
     total = sum(n for _, _, n in per_source)
     licenses = sorted({hf_license(lic or "") for _, lic, _ in per_source})
-    categories = sorted({cat for task in tasks for key, cat in TASK_CATEGORIES if key in (task or "")}
-                        | ({"image-classification"} if any(not any(k in (t or "") for k, _ in TASK_CATEGORIES)
-                                                         for t in tasks) else set())
-                        | ({"visual-question-answering"} if settings.get("annotation") else set()))
+    categories = sorted(
+        {cat for task in tasks for key, cat in TASK_CATEGORIES if key in (task or "")}
+        | ({"image-classification"} if any(not any(k in (t or "") for k, _ in TASK_CATEGORIES) for t in tasks) else set())
+        | ({"visual-question-answering"} if settings.get("annotation") else set())
+    )
     header = {
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": s, "path": f"{s}-*.{file_ext}"} for s in splits]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": s, "path": f"{s}-*.{file_ext}"} for s in splits]}],
         "dataset_info": {"features": _features(catalog.read_manifest(loom), features)},
         "license": licenses[0] if len(licenses) == 1 else "other",
         "task_categories": categories,
@@ -83,31 +87,58 @@ def write_card(folder, loom: Path, con, state: dict, features: dict, file_ext: s
         "tags": ["medical", "medloom"],
     }
     manifest = catalog.read_manifest(loom)
-    lines = [f"# {manifest.get('name') or Path(loom).name}", "",
-             f"Exported by medloom from the loom `{Path(loom).name}`: {total} records in "
-             + ", ".join(f"{s} {sum(sh['samples'] for sh in state['splits'][s]['shards'])}" for s in splits)
-             + f" ({settings['format']}, images as {settings['image_format']}"
-             + (f", longest side at most {settings['max_side']} px" if settings.get("max_side") else "") + ").", "",
-             "## Sources", "", "| source | licence | records |", "|---|---|---|"]
+    lines = [
+        f"# {manifest.get('name') or Path(loom).name}",
+        "",
+        f"Exported by medloom from the loom `{Path(loom).name}`: {total} records in "
+        + ", ".join(f"{s} {sum(sh['samples'] for sh in state['splits'][s]['shards'])}" for s in splits)
+        + f" ({settings['format']}, images as {settings['image_format']}"
+        + (f", longest side at most {settings['max_side']} px" if settings.get("max_side") else "")
+        + ").",
+        "",
+        "## Sources",
+        "",
+        "| source | licence | records |",
+        "|---|---|---|",
+    ]
     lines += [f"| {name} | {lic or 'not stated'} | {n} |" for name, lic, n in per_source]
-    lines += ["", "## Texts", "", _texts_prose(loom, settings), "", "## Splits", "", _splits_prose(loom, settings), "",
-              "## Quarantine", "", _quarantine_prose(con), ""]
+    lines += [
+        "",
+        "## Texts",
+        "",
+        _texts_prose(loom, settings),
+        "",
+        "## Splits",
+        "",
+        _splits_prose(loom, settings),
+        "",
+        "## Quarantine",
+        "",
+        _quarantine_prose(con),
+        "",
+    ]
     text = "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines)
     folder.write_bytes("README.md", text.encode())
 
 
 def _texts_prose(loom: Path, settings: dict) -> str:
     mode = settings.get("text", "auto")
-    rule = {"auto": "the source's own caption when it has one, else the caption `medloom annotate` made, else a "
-                    "sentence built from the record's modality and anatomy",
-            "source": "the source's own caption only", "annotation": "the caption `medloom annotate` made only",
-            "both": "the source's own caption followed by the annotation's"}[mode]
+    rule = {
+        "auto": "the source's own caption when it has one, else the caption `medloom annotate` made, else a "
+        "sentence built from the record's modality and anatomy",
+        "source": "the source's own caption only",
+        "annotation": "the caption `medloom annotate` made only",
+        "both": "the source's own caption followed by the annotation's",
+    }[mode]
     prose = f"Each sample's text (`text`, `.txt`) is {rule}; `text_source` says which."
-    path = Path(loom) / "annotations" / "manifest.json"
+    path = layout.annotations_dir(loom) / "manifest.json"
     if settings.get("annotation") and path.is_file():
         s = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
-        how = f"rewritten by the LLM `{s['llm_model']}` (checked against the labels; failures kept the template)" \
-            if s.get("llm_url") else "made from templates (no LLM)"
+        how = (
+            f"rewritten by the LLM `{s['llm_model']}` (checked against the labels; failures kept the template)"
+            if s.get("llm_url")
+            else "made from templates (no LLM)"
+        )
         prose += f" Annotation captions, ROI descriptions and questions were {how}, seed {s.get('seed', 0)}."
     return prose
 
@@ -115,27 +146,31 @@ def _texts_prose(loom: Path, settings: dict) -> str:
 def _splits_prose(loom: Path, settings: dict) -> str:
     if settings.get("experiment"):
         return f"Train and test are those of the experiment `{settings['experiment']}` (`medloom cg plan`)."
-    path = Path(loom) / "splits" / "split.json"
+    path = layout.splits_dir(loom) / "split.json"
     if path.is_file():
         r = json.loads(path.read_text(encoding="utf-8"))
-        return (f"Assigned by `medloom split --by {r.get('by')}` (seed {r.get('seed', 0)}): no {r.get('by')} is on two "
-                f"sides; {r.get('duplicate_leaks', 0)} duplicate groups were found on two sides.")
+        return (
+            f"Assigned by `medloom split --by {r.get('by')}` (seed {r.get('seed', 0)}): no {r.get('by')} is on two "
+            f"sides; {r.get('duplicate_leaks', 0)} duplicate groups were found on two sides."
+        )
     return "The sources' own splits (a source that defines none is `train`)."
 
 
 def _quarantine_prose(con) -> str:
-    rows = con.execute("SELECT reason, count(*) FROM quarantine WHERE scope = 'input' GROUP BY 1 ORDER BY 2 DESC, 1"
-                       ).fetchall()
+    rows = con.execute("SELECT reason, count(*) FROM quarantine WHERE scope = 'input' GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
     if not rows:
         return "No input was quarantined."
-    return (f"{sum(n for _, n in rows)} inputs of the sources were quarantined and are not here: "
-            + ", ".join(f"{reason} {n}" for reason, n in rows) + ".")
+    return (
+        f"{sum(n for _, n in rows)} inputs of the sources were quarantined and are not here: "
+        + ", ".join(f"{reason} {n}" for reason, n in rows)
+        + "."
+    )
 
 
 def webdataset_features(settings: dict, image_ext: str, with_txt: bool) -> dict:
     """The HF features of a WebDataset export's samples (what `hf_features` declares)."""
     from .parquet import hf_feature
-    from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
+    from .samples import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 
     json_type = SAMPLE_JSON_TYPE
     if settings.get("article"):

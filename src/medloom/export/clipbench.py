@@ -25,15 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import catalog
+from ..errors import ClipBenchmarkError
 from ..locks import hold
 from ..outputs import OutputFolder
-from . import ExportError, check_options, open_output_folder
-from .texts import choose_text
+from ..view.texts import choose_text
+from . import check_options, open_output_folder
 from .webdataset import TarShardWriter, temporary
-
-
-class ClipBenchmarkError(ExportError):
-    pass
 
 
 @dataclass
@@ -50,6 +47,46 @@ class ClipBenchmarkReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lines(self) -> list[str]:
+        sets = ", ".join(f"{k} ({len(v['classes'])} classes)" for k, v in self.classification.items()) or "none"
+        return [
+            f"export clip-benchmark: {sum(self.retrieval.values())} retrieval sample(s) in "
+            f"{', '.join(self.retrieval) or 'no split'}; classification datasets: {sets}; "
+            f"{self.not_single_label} record(s) without exactly one label left out of classification; "
+            + (
+                f"no classification set for {', '.join(sorted(self.one_class_sources))} (fewer than two classes); "
+                if self.one_class_sources
+                else ""
+            )
+            + f"{len(self.quarantined)} quarantined; {self.out}"
+        ]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return []
+
+
+def export_format(
+    loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False
+) -> ClipBenchmarkReport:
+    """`formats.FORMATS`' entry for clip-benchmark."""
+    return export_clip_benchmark(
+        loom,
+        out,
+        where=request.where,
+        max_side=request.max_side,
+        quality=request.quality,
+        workers=workers,
+        quiet=quiet,
+        include_duplicates=request.include_duplicates,
+        subset=request.subset,
+        experiment=request.experiment,
+        wait=wait,
+        keep_metadata=request.keep_metadata,
+        splits=request.splits,
+        image_format=request.image_format,
+        shard_size=request.shard_size,
+    )
+
 
 def dataset_key(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", source).strip("_") or "source"
@@ -57,8 +94,7 @@ def dataset_key(source: str) -> str:
 
 def templates(modality: str, anatomy: str) -> list[str]:
     """Zero-shot prompts for one source: `{c}` is the class name, as clip_benchmark fills it."""
-    from ..annotate.captions import anatomy_phrase, modality_phrase
-    from ..annotate.text import with_article
+    from ..vocab.words import anatomy_phrase, modality_phrase, with_article
 
     image, of_anatomy = modality_phrase(modality or "unknown"), anatomy_phrase(anatomy or "unknown")
     lead = f"{with_article(image)} {of_anatomy}".strip().replace("{", "(").replace("}", ")")
@@ -93,46 +129,89 @@ class ShardSet:
             self.writer.abort()
 
 
-def export_clip_benchmark(loom: Path, out: Path, *, where: str | None = None, max_side: int | None = None,
-                          quality: int = 90, workers: int | None = None, quiet: bool = False,
-                          include_duplicates: bool = False, subset: str | None = None, experiment: str | None = None,
-                          wait: bool = False, keep_metadata: bool = False, splits: list[str] | None = None,
-                          image_format: str = "jpg", shard_size: int = 5000) -> ClipBenchmarkReport:
+def export_clip_benchmark(
+    loom: Path,
+    out: Path,
+    *,
+    where: str | None = None,
+    max_side: int | None = None,
+    quality: int = 90,
+    workers: int | None = None,
+    quiet: bool = False,
+    include_duplicates: bool = False,
+    subset: str | None = None,
+    experiment: str | None = None,
+    wait: bool = False,
+    keep_metadata: bool = False,
+    splits: list[str] | None = None,
+    image_format: str = "jpg",
+    shard_size: int = 5000,
+) -> ClipBenchmarkReport:
     check_options(max_side, quality, image_format)
     if shard_size < 1:
         raise ClipBenchmarkError("--shard-size must be positive")
     loom, out = Path(loom), Path(out)
     folder = open_output_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
-        return _export(loom, folder, where, max_side, quality, workers, quiet, include_duplicates, subset,
-                       experiment, keep_metadata, splits, image_format, shard_size)
+        return _export(
+            loom,
+            folder,
+            where,
+            max_side,
+            quality,
+            workers,
+            quiet,
+            include_duplicates,
+            subset,
+            experiment,
+            keep_metadata,
+            splits,
+            image_format,
+            shard_size,
+        )
 
 
-def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers, quiet, include_duplicates,
-            subset, experiment, keep_metadata, splits, image_format, shard_size) -> ClipBenchmarkReport:
-    from ..annotate.captions import class_name
-    from . import ExportOptions, _image_ext, _select, render_sources, rendered, selection_sql
+def _export(
+    loom: Path,
+    folder: OutputFolder,
+    where,
+    max_side,
+    quality,
+    workers,
+    quiet,
+    include_duplicates,
+    subset,
+    experiment,
+    keep_metadata,
+    splits,
+    image_format,
+    shard_size,
+) -> ClipBenchmarkReport:
+    from ..view.render import image_ext, render_sources, rendered
+    from ..view.selection import Selection, select_records, selection_sql
+    from ..vocab.words import class_name
 
     started = time.perf_counter()
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))
-    options = ExportOptions(include_duplicates=include_duplicates, subset=subset, experiment=experiment,
-                            image_format=image_format)
-    joins, split, marks, _ = selection_sql(loom, options)
-    _select(con, where, joins, split, marks, splits)
-    ext = _image_ext(con, options, sources)
-    report = ClipBenchmarkReport(out=str(folder.path),
-                                 records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0])
+    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment)
+    joins, split, marks, _ = selection_sql(loom, chosen)
+    select_records(con, where, joins, split, marks, splits)
+    ext = image_ext(con, image_format, sources)
+    report = ClipBenchmarkReport(out=str(folder.path), records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0])
     # per source: its classes (the declared label space, else the labels found) and its commonest MAT pair
     classes: dict[str, list[str]] = {}
     for source, space, found in con.execute(
-            "SELECT source, list_sort(list_distinct(flatten(list(label_space)))), "
-            "list_sort(list_distinct(flatten(list(labels)))) FROM selection GROUP BY source").fetchall():
+        "SELECT source, list_sort(list_distinct(flatten(list(label_space)))), "
+        "list_sort(list_distinct(flatten(list(labels)))) FROM selection GROUP BY source"
+    ).fetchall():
         classes[source] = list(space or found or [])
         if len(classes[source]) < 2:
             report.one_class_sources.append(source)
-    pairs = {s: (m, a) for s, m, a in con.execute(
-        "SELECT source, mode(modality), mode(anatomy) FROM selection GROUP BY source").fetchall()}
+    pairs = {
+        s: (m, a)
+        for s, m, a in con.execute("SELECT source, mode(modality), mode(anatomy) FROM selection GROUP BY source").fetchall()
+    }
     written: set[str] = set()
     sets: dict[tuple[str, str], ShardSet] = {}
 
@@ -142,12 +221,17 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
             sets[key] = ShardSet(folder, f"{prefix}/{split_name}", shard_size)
         return sets[key]
 
-    settings = {"sources": sources, "image_format": ext, "keep_bytes": image_format == "keep",
-                "max_side": max_side, "quality": quality, "keep_metadata": keep_metadata}
+    settings = {
+        "sources": sources,
+        "image_format": ext,
+        "keep_bytes": image_format == "keep",
+        "max_side": max_side,
+        "quality": quality,
+        "keep_metadata": keep_metadata,
+    }
     query = con.sql("SELECT * FROM selection ORDER BY split, md5(source || '/' || uri), frame, id")
     try:
-        for results in rendered(query, settings, workers, quiet, "export clip-benchmark", report.records,
-                                report.quarantined):
+        for results in rendered(query, settings, workers, quiet, "export clip-benchmark", report.records, report.quarantined):
             for result in results:
                 row = result["row"]
                 text = " ".join(choose_text(row, "auto")[0].split())
@@ -160,7 +244,8 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
                     continue
                 cls = classes[row["source"]].index(labels[0])
                 shard_set(f"classification/{dataset_key(row['source'])}", row["split"]).add(
-                    row["id"], {ext: result["image"], "cls": str(cls).encode()})
+                    row["id"], {ext: result["image"], "cls": str(cls).encode()}
+                )
     except BaseException:
         for s in sets.values():
             s.abort()
@@ -174,8 +259,9 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
             report.retrieval[split_name] = s.samples
         else:
             source = next(x for x in classes if dataset_key(x) == prefix.split("/", 1)[1])
-            entry = report.classification.setdefault(prefix.split("/", 1)[1], {"source": source,
-                                                                             "classes": classes[source], "splits": {}})
+            entry = report.classification.setdefault(
+                prefix.split("/", 1)[1], {"source": source, "classes": classes[source], "splits": {}}
+            )
             entry["splits"][split_name] = s.samples
     meta: dict[str, bytes] = {}
     if report.retrieval:
@@ -184,8 +270,9 @@ def _export(loom: Path, folder: OutputFolder, where, max_side, quality, workers,
         modality, anatomy = pairs[entry["source"]]
         meta[f"classification/{key}/dataset_type.txt"] = b"classification\n"
         meta[f"classification/{key}/classnames.txt"] = "".join(f"{class_name(c)}\n" for c in entry["classes"]).encode()
-        meta[f"classification/{key}/zeroshot_classification_templates.txt"] = \
-            "".join(f"{t}\n" for t in templates(modality, anatomy)).encode()
+        meta[f"classification/{key}/zeroshot_classification_templates.txt"] = "".join(
+            f"{t}\n" for t in templates(modality, anatomy)
+        ).encode()
     for rel, data in meta.items():
         folder.write_bytes(rel, data)
         written.add(rel)

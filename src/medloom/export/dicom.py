@@ -49,61 +49,149 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import catalog
+from ..errors import DicomExportError
 from ..locks import hold
 from ..records import salted_id
 from ..sources.dicom import is_number, quiet_values, values_of
-from . import ExportError, open_output_folder
+from . import open_output_folder
 from .burned_in import MAX_FRAMES
 from .dicom_terms import IMAGE_TYPE_HEAD, PLACEHOLDER, VOCABULARY, allowed
 
-KEEP = frozenset({
-    # SOP common, general image and series (non-identifying parts)
-    "SOPClassUID", "SpecificCharacterSet", "Modality", "ImageType", "BodyPartExamined", "ViewPosition",
-    "Laterality", "ImageLaterality", "PatientOrientation", "PatientPosition", "SeriesNumber", "InstanceNumber",
-    "AcquisitionNumber", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
-    "PresentationIntentType", "ScanOptions", "ConversionType",
-    # dates and times (dates are shifted, times kept)
-    "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "StudyTime", "SeriesTime", "AcquisitionTime",
-    "ContentTime", "AcquisitionDateTime",
-    # image pixel module
-    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
-    "PixelRepresentation", "PlanarConfiguration", "PixelAspectRatio", "NumberOfFrames", "FrameIncrementPointer",
-    "FrameTime", "PixelData", "FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue",
-    "LargestImagePixelValue", "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
-    "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
-    "BluePaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
-    "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
-    # geometry
-    "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SpacingBetweenSlices", "ImageOrientationPatient",
-    "ImagePositionPatient", "SliceLocation", "PixelSpacingCalibrationType",
-    # value transforms
-    "RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter", "WindowWidth", "VOILUTFunction",
-    "VOILUTSequence", "ModalityLUTSequence", "LUTDescriptor", "LUTData", "ModalityLUTType",
-    "PresentationLUTShape", "BurnedInAnnotation", "RecognizableVisualFeatures",
-    # acquisition physics
-    "KVP", "ExposureTime", "XRayTubeCurrent", "Exposure", "EchoTime", "RepetitionTime",
-    "InversionTime", "FlipAngle", "MagneticFieldStrength", "ScanningSequence", "SequenceVariant",
-    "MRAcquisitionType", "EchoTrainLength", "ImagingFrequency", "ImagedNucleus", "NumberOfAverages",
-    "DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor",
-    "FieldOfViewShape", "FieldOfViewDimensions", "UltrasoundColorDataPresent",
-    # enhanced multi-frame: the functional groups, filtered by this same list inside
-    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "PixelMeasuresSequence",
-    "PlanePositionSequence", "PlaneOrientationSequence", "PixelValueTransformationSequence",
-    "FrameVOILUTSequence", "FrameContentSequence", "FrameAcquisitionDateTime", "FrameReferenceDateTime",
-    "InStackPositionNumber", "TemporalPositionIndex", "StackID", "DimensionIndexValues",
-})
+KEEP = frozenset(
+    {
+        # SOP common, general image and series (non-identifying parts)
+        "SOPClassUID",
+        "SpecificCharacterSet",
+        "Modality",
+        "ImageType",
+        "BodyPartExamined",
+        "ViewPosition",
+        "Laterality",
+        "ImageLaterality",
+        "PatientOrientation",
+        "PatientPosition",
+        "SeriesNumber",
+        "InstanceNumber",
+        "AcquisitionNumber",
+        "LossyImageCompression",
+        "LossyImageCompressionRatio",
+        "LossyImageCompressionMethod",
+        "PresentationIntentType",
+        "ScanOptions",
+        "ConversionType",
+        # dates and times (dates are shifted, times kept)
+        "StudyDate",
+        "SeriesDate",
+        "AcquisitionDate",
+        "ContentDate",
+        "StudyTime",
+        "SeriesTime",
+        "AcquisitionTime",
+        "ContentTime",
+        "AcquisitionDateTime",
+        # image pixel module
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "PlanarConfiguration",
+        "PixelAspectRatio",
+        "NumberOfFrames",
+        "FrameIncrementPointer",
+        "FrameTime",
+        "PixelData",
+        "FloatPixelData",
+        "DoubleFloatPixelData",
+        "SmallestImagePixelValue",
+        "LargestImagePixelValue",
+        "RedPaletteColorLookupTableDescriptor",
+        "GreenPaletteColorLookupTableDescriptor",
+        "BluePaletteColorLookupTableDescriptor",
+        "RedPaletteColorLookupTableData",
+        "GreenPaletteColorLookupTableData",
+        "BluePaletteColorLookupTableData",
+        "SegmentedRedPaletteColorLookupTableData",
+        "SegmentedGreenPaletteColorLookupTableData",
+        "SegmentedBluePaletteColorLookupTableData",
+        # geometry
+        "PixelSpacing",
+        "ImagerPixelSpacing",
+        "SliceThickness",
+        "SpacingBetweenSlices",
+        "ImageOrientationPatient",
+        "ImagePositionPatient",
+        "SliceLocation",
+        "PixelSpacingCalibrationType",
+        # value transforms
+        "RescaleIntercept",
+        "RescaleSlope",
+        "RescaleType",
+        "WindowCenter",
+        "WindowWidth",
+        "VOILUTFunction",
+        "VOILUTSequence",
+        "ModalityLUTSequence",
+        "LUTDescriptor",
+        "LUTData",
+        "ModalityLUTType",
+        "PresentationLUTShape",
+        "BurnedInAnnotation",
+        "RecognizableVisualFeatures",
+        # acquisition physics
+        "KVP",
+        "ExposureTime",
+        "XRayTubeCurrent",
+        "Exposure",
+        "EchoTime",
+        "RepetitionTime",
+        "InversionTime",
+        "FlipAngle",
+        "MagneticFieldStrength",
+        "ScanningSequence",
+        "SequenceVariant",
+        "MRAcquisitionType",
+        "EchoTrainLength",
+        "ImagingFrequency",
+        "ImagedNucleus",
+        "NumberOfAverages",
+        "DistanceSourceToDetector",
+        "DistanceSourceToPatient",
+        "EstimatedRadiographicMagnificationFactor",
+        "FieldOfViewShape",
+        "FieldOfViewDimensions",
+        "UltrasoundColorDataPresent",
+        # enhanced multi-frame: the functional groups, filtered by this same list inside
+        "SharedFunctionalGroupsSequence",
+        "PerFrameFunctionalGroupsSequence",
+        "PixelMeasuresSequence",
+        "PlanePositionSequence",
+        "PlaneOrientationSequence",
+        "PixelValueTransformationSequence",
+        "FrameVOILUTSequence",
+        "FrameContentSequence",
+        "FrameAcquisitionDateTime",
+        "FrameReferenceDateTime",
+        "InStackPositionNumber",
+        "TemporalPositionIndex",
+        "StackID",
+        "DimensionIndexValues",
+    }
+)
 REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 EMPTY = ("ReferringPhysicianName", "AccessionNumber", "StudyID", "PatientBirthDate", "PatientSex")
-METHOD = ["medloom: PS3.15 E.1 basic profile as an allow-list", "pseudonymous patient ids and UIDs (salted hashes)",
-          "dates shifted per patient (1-3650 days)"]  # LO: 64 characters a value
+METHOD = [
+    "medloom: PS3.15 E.1 basic profile as an allow-list",
+    "pseudonymous patient ids and UIDs (salted hashes)",
+    "dates shifted per patient (1-3650 days)",
+]  # LO: 64 characters a value
 BURNED_IN_CHOICES = ("exclude", "flag")
 TEXT_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split())
 TIME = re.compile(r"\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?")
 DATETIME_REST = re.compile(r"(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?([+-]\d{4})?")
-
-
-class DicomExportError(ExportError):
-    pass
 
 
 @dataclass
@@ -119,6 +207,32 @@ class DicomReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def lines(self) -> list[str]:
+        return [
+            f"export dicom: {self.files} de-identified file(s) from {self.records - self.not_dicom} DICOM "
+            f"record(s) ({self.not_dicom} other records left out); burned-in text: {len(self.excluded_burned_in)} "
+            f"excluded, {len(self.flagged_burned_in)} flagged; {len(self.failed)} failed; {self.out}"
+        ]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return [("excluded", f"{item['records'][0]}: {item['reason']}") for item in self.excluded_burned_in[:20]]
+
+
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False) -> DicomReport:
+    """`formats.FORMATS`' entry for dicom (files are copied, not rendered: `workers` is not used)."""
+    return export_dicom(
+        loom,
+        out,
+        where=request.where,
+        include_duplicates=request.include_duplicates,
+        burned_in=request.burned_in,
+        burned_in_frames=request.burned_in_frames,
+        burned_in_ocr=request.burned_in_ocr,
+        quiet=quiet,
+        wait=wait,
+        splits=request.splits,
+    )
 
 
 def new_uid(salt: str, uid: str) -> str:
@@ -214,8 +328,10 @@ def deidentify(ds, salt: str):
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = METHOD
     codes = []
-    for value, meaning in (("113100", "Basic Application Confidentiality Profile"),
-                           ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")):
+    for value, meaning in (
+        ("113100", "Basic Application Confidentiality Profile"),
+        ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ):
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         codes.append(item)
@@ -232,14 +348,13 @@ def deidentify(ds, salt: str):
     return patient
 
 
-def _selected_files(loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None
-                    ) -> tuple[dict, int, int]:
+def _selected_files(loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None) -> tuple[dict, int, int]:
     """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others."""
-    from . import ExportOptions, _select, selection_sql
+    from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
-    joins, split, marks, _ = selection_sql(loom, ExportOptions(include_duplicates=include_duplicates))
-    _select(con, where, joins, split, marks, splits)
+    joins, split, marks, _ = selection_sql(loom, Selection(include_duplicates=include_duplicates))
+    select_records(con, where, joins, split, marks, splits)
     readers = {name: entry["reader"] for name, entry in catalog.read_manifest(loom)["sources"].items()}
     files: dict[tuple[str, str], tuple[str, list[str]]] = {}
     total = others = 0
@@ -254,24 +369,33 @@ def _selected_files(loom: Path, where: str | None, include_duplicates: bool, spl
 
 def _check_file(ds, source: dict, burned_in_frames: int, ocr: str | None) -> str | None:
     """Why the (de-identified) file may show burned-in text, or None: its tag, else what `burned_in.scan` saw."""
-    from ..sources.dicom import _pixels, check_budget, display_frame
+    from ..sources.dicom import check_budget, decoded_pixels, display_frame
     from .burned_in import scan
 
     check_budget(ds, source["max_voxels"])
-    arr = _pixels(ds)
+    arr = decoded_pixels(ds)
     n = int(ds.get("NumberOfFrames", 1) or 1)
     found = scan(n, lambda i: display_frame(ds, arr[i] if n > 1 else arr, index=i)[0], budget=burned_in_frames, ocr=ocr)
     return found.reason() if found else None
 
 
-def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_duplicates: bool = False,
-                 burned_in: str = "exclude", burned_in_frames: int = MAX_FRAMES, burned_in_ocr: bool = False,
-                 quiet: bool = False, wait: bool = False, splits: list[str] | None = None) -> DicomReport:
+def export_dicom(
+    loom: Path,
+    out: Path,
+    *,
+    where: str | None = None,
+    include_duplicates: bool = False,
+    burned_in: str = "exclude",
+    burned_in_frames: int = MAX_FRAMES,
+    burned_in_ocr: bool = False,
+    quiet: bool = False,
+    wait: bool = False,
+    splits: list[str] | None = None,
+) -> DicomReport:
     from ..engine.progress import progress_bar
-    from ..sources.dicom import _read
-    from . import render_sources
+    from ..sources.dicom import read_dicom
+    from ..view.render import render_sources, without_path
     from .burned_in import tesseract
-    from .render import without_path
 
     if burned_in not in BURNED_IN_CHOICES:
         raise DicomExportError(f"--burned-in {burned_in!r}: choose exclude or flag")
@@ -279,17 +403,20 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
         raise DicomExportError(f"--burned-in-frames {burned_in_frames}: give a number of frames, or 0 for all")
     ocr = tesseract() if burned_in_ocr else None
     if burned_in_ocr and not ocr:
-        raise DicomExportError("--burned-in-ocr needs the tesseract program, which is not on PATH: install it "
-                               "(Debian/Ubuntu: apt-get install tesseract-ocr; macOS: brew install tesseract) "
-                               "or leave the option out")
+        raise DicomExportError(
+            "--burned-in-ocr needs the tesseract program, which is not on PATH: install it "
+            "(Debian/Ubuntu: apt-get install tesseract-ocr; macOS: brew install tesseract) "
+            "or leave the option out"
+        )
     loom, out = Path(loom), Path(out)
     folder = open_output_folder(loom, out)
     started = time.perf_counter()
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), quiet_values():
         files, total, others = _selected_files(loom, where, include_duplicates, splits)
         if not files:
-            raise DicomExportError(f"none of the {total} selected records comes from a DICOM source; "
-                                   "`--format dicom` copies DICOM files only")
+            raise DicomExportError(
+                f"none of the {total} selected records comes from a DICOM source; `--format dicom` copies DICOM files only"
+            )
         salt = catalog.read_salt(loom)
         sources = render_sources(catalog.read_manifest(loom))
         report = DicomReport(out=str(out), records=total, not_dicom=others)
@@ -299,14 +426,13 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
                 path = os.path.join(sources[source]["base"], uri)
                 what = {"source": source, "records": ids}
                 try:
-                    ds, _ = _read(path, sources[source]["max_file_bytes"])
+                    ds, _ = read_dicom(path, sources[source]["max_file_bytes"])
                     tagged = str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES"
                     try:  # first: the check below sees only what would be written, and so do its errors
                         patient = deidentify(ds, salt)
                     except Exception as e:  # its message could quote a value: the type only
                         raise DicomExportError(f"the file could not be de-identified ({type(e).__name__})") from None
-                    reason = "Burned In Annotation = YES" if tagged else _check_file(
-                        ds, sources[source], burned_in_frames, ocr)
+                    reason = "Burned In Annotation = YES" if tagged else _check_file(ds, sources[source], burned_in_frames, ocr)
                 except Exception as e:  # an unreadable file is reported, not exported
                     reason = without_path(f"{type(e).__name__}: {e}", sources[source], uri, ids[0])
                     report.failed.append({**what, "reason": reason})
@@ -329,12 +455,14 @@ def export_dicom(loom: Path, out: Path, *, where: str | None = None, include_dup
                     continue
                 folder.write_bytes(rel, buffer.getvalue())
                 written.add(rel)
-                listing.append({"file": rel, "split": split, "records": len(ids),
-                                "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()})
+                listing.append(
+                    {"file": rel, "split": split, "records": len(ids), "sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+                )
                 advance(1)
         folder.remove_many([r for r in folder.owned if r.endswith(".dcm") and r not in written])
         report.files = len(written)
         report.seconds = round(time.perf_counter() - started, 3)
-        folder.write_bytes("manifest.json", json.dumps({"format": "dicom", "files": listing,
-                                                        "report": report.as_dict()}, indent=1).encode())
+        folder.write_bytes(
+            "manifest.json", json.dumps({"format": "dicom", "files": listing, "report": report.as_dict()}, indent=1).encode()
+        )
     return report

@@ -39,14 +39,59 @@ IMAGE_TYPE = _terms("""ORIGINAL DERIVED PRIMARY SECONDARY AXIAL LOCALIZER REFERE
     CARDIOLOGY PORTAL TEE NORMAL TOMOGRAPHIC RCBF""") | {"WHOLE BODY", "SMALL PARTS", "SINGLE PLANE", "BI PLANE"}
 HEX_CODE = re.compile(r"[0-9A-F]{4}")  # ultrasound's Image Type value 4: a code of four hex digits
 RESCALE_TYPES = _terms("""US OD HU HU_MOD MGML Z_EFF ED EDW PCT 10^-2MM^-1 10^-4MM^-1""")
-CHARACTER_SETS = frozenset({
-    "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144", "ISO_IR 127", "ISO_IR 126",
-    "ISO_IR 138", "ISO_IR 148", "ISO_IR 166", "ISO_IR 13", "ISO_IR 192", "GB18030", "GBK", "ISO 2022 IR 6",
-    "ISO 2022 IR 100", "ISO 2022 IR 101", "ISO 2022 IR 109", "ISO 2022 IR 110", "ISO 2022 IR 144",
-    "ISO 2022 IR 127", "ISO 2022 IR 126", "ISO 2022 IR 138", "ISO 2022 IR 148", "ISO 2022 IR 166",
-    "ISO 2022 IR 13", "ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58"})
-PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL",
-                         "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB"})
+CHARACTER_SETS = frozenset(
+    {
+        "ISO_IR 6",
+        "ISO_IR 100",
+        "ISO_IR 101",
+        "ISO_IR 109",
+        "ISO_IR 110",
+        "ISO_IR 144",
+        "ISO_IR 127",
+        "ISO_IR 126",
+        "ISO_IR 138",
+        "ISO_IR 148",
+        "ISO_IR 166",
+        "ISO_IR 13",
+        "ISO_IR 192",
+        "GB18030",
+        "GBK",
+        "ISO 2022 IR 6",
+        "ISO 2022 IR 100",
+        "ISO 2022 IR 101",
+        "ISO 2022 IR 109",
+        "ISO 2022 IR 110",
+        "ISO 2022 IR 144",
+        "ISO 2022 IR 127",
+        "ISO 2022 IR 126",
+        "ISO 2022 IR 138",
+        "ISO 2022 IR 148",
+        "ISO 2022 IR 166",
+        "ISO 2022 IR 13",
+        "ISO 2022 IR 87",
+        "ISO 2022 IR 159",
+        "ISO 2022 IR 149",
+        "ISO 2022 IR 58",
+    }
+)
+PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "PALETTE COLOR",
+        "RGB",
+        "HSV",
+        "ARGB",
+        "CMYK",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_422",
+        "YBR_PARTIAL_420",
+        "YBR_ICT",
+        "YBR_RCT",
+        "XYB",
+    }
+)
 VIEW_POSITIONS = _terms("""AP PA LL RL RLD LLD RLO LLO LATERAL LAT OBL CC MLO ML LM LMO SIO XCC XCCL XCCM FB ISO
     RCC LCC RMLO LMLO""")
 LATERALITY = _terms("R L U B")

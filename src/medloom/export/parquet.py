@@ -14,14 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .render import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
+from .samples import ANNOTATION_JSON_TYPE, ARTICLE_JSON_TYPE, SAMPLE_JSON_TYPE
 from .webdataset import ShardFile
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 # the WebDataset sample JSON's fields with the same types and the same no-null rule (`sample_metadata`), the
 # article and annotation always present (empty when the record has none)
 EXPORT_SCHEMA = pa.schema(
-    [("key", pa.string()), ("image", IMAGE_TYPE)] + list(SAMPLE_JSON_TYPE)
+    [("key", pa.string()), ("image", IMAGE_TYPE)]
+    + list(SAMPLE_JSON_TYPE)
     + [("article", ARTICLE_JSON_TYPE), ("annotation", ANNOTATION_JSON_TYPE)]
 )
 ROW_GROUP = 256

@@ -29,19 +29,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import catalog
+from ..errors import TrainingExportError
 from ..locks import hold
 from ..outputs import OutputFolder, write_atomic
-from . import ExportError, check_options, open_output_folder
-from .texts import choose_text
+from ..view.texts import choose_text
+from . import check_options, open_output_folder
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt", "swift")
 JSONL_FORMATS = ("swift",)
 DESCRIBE = "Describe this image."
 DESCRIBE_REGIONS = "Describe the regions of interest in this image."
-
-
-class TrainingExportError(ExportError):
-    pass
 
 
 @dataclass
@@ -57,6 +54,37 @@ class TrainingReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def lines(self) -> list[str]:
+        return [
+            f"export {self.format}: {self.items} item(s) from {self.records} annotated record(s), {self.images} "
+            f"image(s), {len(self.quarantined)} quarantined; " + ", ".join(str(Path(self.out) / f) for f in self.files)
+        ]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return []
+
+
+def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool = False, wait: bool = False) -> TrainingReport:
+    """`formats.FORMATS`' entry for medmat, llava, sharegpt and swift."""
+    return export_training(
+        loom,
+        out,
+        request.format,
+        where=request.where,
+        max_side=request.max_side,
+        quality=request.quality,
+        workers=workers,
+        quiet=quiet,
+        include_duplicates=request.include_duplicates,
+        subset=request.subset,
+        experiment=request.experiment,
+        wait=wait,
+        keep_metadata=request.keep_metadata,
+        splits=request.splits,
+        image_format=request.image_format,
+        absolute_paths=request.absolute_paths,
+    )
 
 
 def image_name(record_id: str, ext: str) -> str:
@@ -87,9 +115,19 @@ def turns(row: dict, ann: dict) -> list[tuple[str, str, dict | None]]:
 def medmat_items(row: dict, ann: dict, image: str) -> list[dict]:
     items = []
     for n, q in enumerate(x for x in ann["vqa"] if x["kind"] == "multiple-choice"):
-        items.append({"id": f"{row['id']}#{n}", "caption": description(row, ann), "image": image, "Question": q["question"],
-                      "Question-choice": list(q["options"]), "Answer": q["answer"],
-                      "Answer-choice": q["answer_letter"], "data-no": row["source"], "split": row["split"]})
+        items.append(
+            {
+                "id": f"{row['id']}#{n}",
+                "caption": description(row, ann),
+                "image": image,
+                "Question": q["question"],
+                "Question-choice": list(q["options"]),
+                "Answer": q["answer"],
+                "Answer-choice": q["answer_letter"],
+                "data-no": row["source"],
+                "split": row["split"],
+            }
+        )
     return items
 
 
@@ -98,8 +136,7 @@ def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
     for i, (question, answer, _) in enumerate(turns(row, ann)):
         conversation.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question})
         conversation.append({"from": "gpt", "value": answer})
-    return [{"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}] \
-        if conversation else []
+    return [{"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}] if conversation else []
 
 
 def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
@@ -113,7 +150,7 @@ def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
 def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
     """ms-swift's layout; a grounding question asks for `<ref-object>` and is answered `<bbox>`, so that
     ms-swift writes the model's own grounding tokens and scales the normalised box for it."""
-    from ..annotate.text import label_words
+    from ..vocab.words import label_words
 
     messages, refs, boxes = [], [], []
     for i, (question, answer, q) in enumerate(turns(row, ann)):
@@ -154,27 +191,69 @@ def open_training_folder(loom: Path, out: Path) -> OutputFolder:
     return open_output_folder(loom, out, adopt)
 
 
-def export_training(loom: Path, out: Path, fmt: str, *, where: str | None = None, max_side: int | None = None,
-                    quality: int = 90, workers: int | None = None, quiet: bool = False,
-                    include_duplicates: bool = False, subset: str | None = None,
-                    experiment: str | None = None, wait: bool = False, keep_metadata: bool = False,
-                    splits: list[str] | None = None, image_format: str = "jpg", absolute_paths: bool = False
-                    ) -> TrainingReport:
+def export_training(
+    loom: Path,
+    out: Path,
+    fmt: str,
+    *,
+    where: str | None = None,
+    max_side: int | None = None,
+    quality: int = 90,
+    workers: int | None = None,
+    quiet: bool = False,
+    include_duplicates: bool = False,
+    subset: str | None = None,
+    experiment: str | None = None,
+    wait: bool = False,
+    keep_metadata: bool = False,
+    splits: list[str] | None = None,
+    image_format: str = "jpg",
+    absolute_paths: bool = False,
+) -> TrainingReport:
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
     check_options(max_side, quality, image_format)
     loom, out = Path(loom), Path(out)
     folder = open_training_folder(loom, out)
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"):
-        return _export_training(loom, folder, fmt, where, max_side, quality, workers, quiet, include_duplicates,
-                                subset, experiment, keep_metadata, splits, image_format, absolute_paths)
+        return _export_training(
+            loom,
+            folder,
+            fmt,
+            where,
+            max_side,
+            quality,
+            workers,
+            quiet,
+            include_duplicates,
+            subset,
+            experiment,
+            keep_metadata,
+            splits,
+            image_format,
+            absolute_paths,
+        )
 
 
-def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | None, max_side: int | None,
-                     quality: int, workers: int | None, quiet: bool, include_duplicates: bool, subset: str | None,
-                     experiment: str | None, keep_metadata: bool, splits: list[str] | None,
-                     image_format: str, absolute_paths: bool) -> TrainingReport:
-    from . import ExportOptions, _image_ext, _select, has_view, render_sources, rendered, selection_sql
+def _export_training(
+    loom: Path,
+    folder: OutputFolder,
+    fmt: str,
+    where: str | None,
+    max_side: int | None,
+    quality: int,
+    workers: int | None,
+    quiet: bool,
+    include_duplicates: bool,
+    subset: str | None,
+    experiment: str | None,
+    keep_metadata: bool,
+    splits: list[str] | None,
+    image_format: str,
+    absolute_paths: bool,
+) -> TrainingReport:
+    from ..view.render import image_ext, render_sources, rendered
+    from ..view.selection import Selection, has_view, select_records, selection_sql
 
     started = time.perf_counter()
     out = folder.path
@@ -182,18 +261,30 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
     if not has_view(con, "annotations"):
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
-    options = ExportOptions(include_duplicates=include_duplicates, subset=subset, experiment=experiment,
-                            image_format=image_format)
-    joins, split, marks, _ = selection_sql(loom, options)
-    _select(con, where, joins, split, marks, splits,
-            "coalesce(ann_caption, '') <> '' OR len(ann_vqa) > 0 OR coalesce(ann_roi_text, '') <> ''")
-    ext = _image_ext(con, options, sources)
+    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment)
+    joins, split, marks, _ = selection_sql(loom, chosen)
+    select_records(
+        con,
+        where,
+        joins,
+        split,
+        marks,
+        splits,
+        "coalesce(ann_caption, '') <> '' OR len(ann_vqa) > 0 OR coalesce(ann_roi_text, '') <> ''",
+    )
+    ext = image_ext(con, image_format, sources)
     query = "SELECT * FROM selection ORDER BY id"
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute("SELECT count(*) FROM selection").fetchall()[0][0]
     report = TrainingReport(out=str(out), format=fmt, records=total)
-    settings = {"sources": sources, "image_format": ext, "keep_bytes": image_format == "keep", "max_side": max_side,
-                "quality": quality, "keep_metadata": keep_metadata}
+    settings = {
+        "sources": sources,
+        "image_format": ext,
+        "keep_bytes": image_format == "keep",
+        "max_side": max_side,
+        "quality": quality,
+        "keep_metadata": keep_metadata,
+    }
     items: dict[str, list[dict]] = {}
     for results in rendered(con.sql(query), settings, workers, quiet, f"export {fmt}", total, report.quarantined):
         folder.claim_many(image_name(r["row"]["id"], ext) for r in results)
@@ -210,20 +301,28 @@ def _export_training(loom: Path, folder: OutputFolder, fmt: str, where: str | No
         name = dataset_name(loom)
         # LLaMA-Factory opens os.path.join(dataset_dir, file_name): an absolute file_name holds in any dataset_dir
         shown_file = (lambda f: str((out / f).resolve())) if absolute_paths else (lambda f: f)
-        info = {f"{name}_{Path(f).stem.rsplit('-', 1)[1]}": {"file_name": shown_file(f), "formatting": "sharegpt",
-                               "columns": {"messages": "messages", "images": "images"},
-                               "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                                        "assistant_tag": "assistant"}} for f in report.files}
+        info = {
+            f"{name}_{Path(f).stem.rsplit('-', 1)[1]}": {
+                "file_name": shown_file(f),
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages", "images": "images"},
+                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+            }
+            for f in report.files
+        }
         folder.write_bytes("dataset_info.json", json.dumps(info, indent=1).encode())
     report.seconds = time.perf_counter() - started
     folder.write_bytes("manifest.json", json.dumps(report.as_dict(), indent=1).encode())
     every = [i for v in items.values() for i in v]
-    used = {folder.rel(p) if absolute_paths else p
-            for p in [i["image"] for i in every if "image" in i] + [p for i in every for p in i.get("images", [])]}
+    used = {
+        folder.rel(p) if absolute_paths else p
+        for p in [i["image"] for i in every if "image" in i] + [p for i in every for p in i.get("images", [])]
+    }
     # images an earlier selection wrote and this one does not name mislead; only medloom's own are removed
     folder.remove_many([r for r in folder.owned if r.startswith("images/") and r not in used])
-    folder.remove_many([r for r in folder.owned if r.endswith((".json", ".jsonl")) and r.startswith(f"{fmt}-")
-                        and r not in report.files])
+    folder.remove_many(
+        [r for r in folder.owned if r.endswith((".json", ".jsonl")) and r.startswith(f"{fmt}-") and r not in report.files]
+    )
     return report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import catalog
+from ..outputs import sha256_file
 from . import FORMATS, MANIFEST, balanced_ends, read_export_manifest
 from .parquet import check_shards as check_parquet
 from .webdataset import check_shards as check_tar
@@ -34,13 +34,18 @@ def verify(folder: Path) -> VerifyReport:
         return report
     manifest = read_export_manifest(folder) if folder.is_dir() else None
     if manifest is None:
-        tars = [folder] if folder.is_file() else \
-            sorted(p for p in folder.iterdir() if p.name.endswith((".tar", ".tgz", ".tar.gz")))
-        report.notes.append(f"no {MANIFEST}: not a medloom export, so only the WebDataset format rules were "
-                            f"checked (on {len(tars)} tar files), not counts, sizes or checksums")
+        tars = (
+            [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.name.endswith((".tar", ".tgz", ".tar.gz")))
+        )
+        report.notes.append(
+            f"no {MANIFEST}: not a medloom export, so only the WebDataset format rules were "
+            f"checked (on {len(tars)} tar files), not counts, sizes or checksums"
+        )
         if not tars:
-            report.problems.append(f"{folder}: nothing to verify here: no {MANIFEST} of a medloom export and no tar "
-                                   "shards (give the folder `medloom export --out` wrote)")
+            report.problems.append(
+                f"{folder}: nothing to verify here: no {MANIFEST} of a medloom export and no tar "
+                "shards (give the folder `medloom export --out` wrote)"
+            )
             return report
         counts, problems = check_tar(tars)
         report.format, report.shards, report.samples = "webdataset", len(tars), sum(counts.values())
@@ -49,9 +54,11 @@ def verify(folder: Path) -> VerifyReport:
     if manifest.get("format") == "clip-benchmark":
         return verify_clip_benchmark(folder, report)
     if "settings" not in manifest or "splits" not in manifest:
-        report.problems.append(f"{folder / MANIFEST} is not the manifest of a shard export (WebDataset, Parquet or "
-                               "clip-benchmark); training-format exports (llava, sharegpt, medmat, swift) have no "
-                               "shards to verify")
+        report.problems.append(
+            f"{folder / MANIFEST} is not the manifest of a shard export (WebDataset, Parquet or "
+            "clip-benchmark); training-format exports (llava, sharegpt, medmat, swift) have no "
+            "shards to verify"
+        )
         return report
     report.format = manifest["settings"]["format"]
     if not manifest.get("complete"):
@@ -66,7 +73,7 @@ def verify(folder: Path) -> VerifyReport:
         size = path.stat().st_size
         if size != shard["bytes"]:
             report.problems.append(f"{shard['file']}: {size} bytes, the manifest says {shard['bytes']}")
-        elif catalog.sha256_file(path) != shard["sha256"]:
+        elif sha256_file(path) != shard["sha256"]:
             report.problems.append(f"{shard['file']}: sha256 differs from the manifest (the file was changed)")
         present.append(path)
     names = {shard["file"] for _, shard in listed}
@@ -84,11 +91,15 @@ def verify(folder: Path) -> VerifyReport:
         check_balance(manifest, report)
     c = manifest.get("counts")
     if c and c["in"] != c["exported"] + c["filtered"] + c["quarantined"]:
-        report.problems.append(f"counts do not add up: in {c['in']} != exported {c['exported']} + filtered "
-                               f"{c['filtered']} + quarantined {c['quarantined']}")
+        report.problems.append(
+            f"counts do not add up: in {c['in']} != exported {c['exported']} + filtered "
+            f"{c['filtered']} + quarantined {c['quarantined']}"
+        )
     if c and c["exported"] != sum(shard["samples"] for _, shard in listed):
-        report.problems.append(f"the manifest counts {c['exported']} exported samples, its shards hold "
-                               f"{sum(shard['samples'] for _, shard in listed)}")
+        report.problems.append(
+            f"the manifest counts {c['exported']} exported samples, its shards hold "
+            f"{sum(shard['samples'] for _, shard in listed)}"
+        )
     return report
 
 
@@ -103,12 +114,16 @@ def check_balance(manifest: dict, report: VerifyReport) -> None:
         planned = [n for n in planned if n]
         held = [shard["samples"] for shard in entry["shards"]]
         if held != planned:
-            report.problems.append(f"{split}: its shards hold {held} samples, --balance-shards {multiple} plans "
-                                   f"{planned} (equal shards, their number a multiple of {multiple}); export again "
-                                   "with --overwrite")
+            report.problems.append(
+                f"{split}: its shards hold {held} samples, --balance-shards {multiple} plans "
+                f"{planned} (equal shards, their number a multiple of {multiple}); export again "
+                "with --overwrite"
+            )
         elif held:
-            report.notes.append(f"{split}: {len(held)} shard(s) of {min(held)} to {max(held)} samples, balanced for "
-                                f"{multiple} worker(s) (--balance-shards {multiple})")
+            report.notes.append(
+                f"{split}: {len(held)} shard(s) of {min(held)} to {max(held)} samples, balanced for "
+                f"{multiple} worker(s) (--balance-shards {multiple})"
+            )
 
 
 def verify_clip_benchmark(folder: Path, report: VerifyReport) -> VerifyReport:

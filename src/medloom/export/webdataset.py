@@ -93,7 +93,7 @@ def tar_member(name: str, data: bytes) -> bytes:
     tarfile's own header with a pax `path` record."""
     size = len(data)
     pad = b"\0" * (-size % BLOCK)
-    if not (name.isascii() and len(name) <= 100 and size < 8 ** 11):
+    if not (name.isascii() and len(name) <= 100 and size < 8**11):
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, 0, 0o644
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data + pad
@@ -227,16 +227,16 @@ def check_shards(paths: list[Path]) -> tuple[dict[str, int], list[str]]:
                     if fields is None:
                         fields = frozenset(files)
                     elif frozenset(files) != fields:
-                        problems.append(f"{name}: sample {key} has fields {sorted(files)}, the first sample had "
-                                        f"{sorted(fields)}")
+                        problems.append(f"{name}: sample {key} has fields {sorted(files)}, the first sample had {sorted(fields)}")
         except (tarfile.TarError, OSError, EOFError) as e:
             problems.append(f"{name}: not a readable tar archive ({type(e).__name__}: {e})")
         counts[name] = count
     return counts, problems
 
 
-def check_sample(name: str, key: str, files: dict[str, bytes], seen: dict[str, str], problems: list[str],
-                 signatures: dict[str, object]) -> None:
+def check_sample(
+    name: str, key: str, files: dict[str, bytes], seen: dict[str, str], problems: list[str], signatures: dict[str, object]
+) -> None:
     """Key uniqueness, and JSON fields that parse, hold no nulls and keep their types."""
     if key in seen:
         where = "in this shard (its files are not adjacent)" if seen[key] == name else f"in {seen[key]}"
@@ -249,8 +249,10 @@ def check_sample(name: str, key: str, files: dict[str, bytes], seen: dict[str, s
             problems.append(f"{name}: {key}.{ext} is not valid JSON ({e})")
             continue
         for null in find_nulls(value, ext):
-            problems.append(f"{name}: {key}.{ext}: {null} is null (readers infer types from the first samples, "
-                            "so a null there breaks later ones)")
+            problems.append(
+                f"{name}: {key}.{ext}: {null} is null (readers infer types from the first samples, "
+                "so a null there breaks later ones)"
+            )
         signatures[ext] = merge_types(signatures.get(ext), json_types(value), f"{name}: {key}.{ext}", problems)
 
 

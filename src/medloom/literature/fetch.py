@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..catalog import sha256_file
+from ..errors import FetchError
 from ..net import retry_after as parse_retry_after
-from ..outputs import ForeignFileError, OutputFolder
+from ..outputs import ForeignFileError, OutputFolder, sha256_file
 from .licenses import GROUPS, from_prose, from_type
 
 DEFAULT_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"
@@ -37,10 +37,6 @@ MAX_WAIT_S = 300.0  # the longest Retry-After honoured; a server asking for more
 
 class TooLarge(OSError):
     """A download over the byte limit: retrying would fetch it again."""
-
-
-class FetchError(ValueError):
-    """A file list or an option that cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +62,24 @@ class FetchReport:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"selected": self.selected, "skipped": self.skipped, "fetched": self.fetched,
-                "failed": self.failed, "bytes": self.bytes, "seconds": round(self.seconds, 3)}
+        return {
+            "selected": self.selected,
+            "skipped": self.skipped,
+            "fetched": self.fetched,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def lines(self, folder: Path) -> list[str]:
+        return [
+            f"pmc fetch: {self.selected} selected = {self.skipped} already complete + {self.fetched} fetched "
+            f"({self.bytes / 1e6:.1f} MB) + {len(self.failed)} failed",
+            f"packages: {folder} (log: {Path(folder) / 'fetch-log.jsonl'})",
+        ]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return [("failed", f"{f['name']}: {f['error']} after {f['attempts']} attempt(s)") for f in self.failed[:20]]
 
 
 def file_license(text: str) -> str:
@@ -98,8 +110,17 @@ def read_file_list(path: str | os.PathLike) -> list[Package]:
                 i = cols.get(name)
                 return row[i].strip() if i is not None and i < len(row) else ""
 
-            rows = [Package(get(r, "file"), get(r, "accession id"), get(r, "pmid"), file_license(get(r, "license")),
-                            get(r, "last updated")) for r in csv.reader(f) if r]
+            rows = [
+                Package(
+                    get(r, "file"),
+                    get(r, "accession id"),
+                    get(r, "pmid"),
+                    file_license(get(r, "license")),
+                    get(r, "last updated"),
+                )
+                for r in csv.reader(f)
+                if r
+            ]
         else:
             rows = []
             for line in f:
@@ -124,6 +145,7 @@ def select(packages: list[Package], licenses: str = "all", limit: int | None = N
 
 # ---- the log ------------------------------------------------------------------------------------------
 
+
 def read_log(out: Path) -> dict[str, dict]:
     """The last successful entry per package name (a torn last line from a kill is ignored)."""
     done: dict[str, dict] = {}
@@ -145,8 +167,12 @@ def read_log(out: Path) -> dict[str, dict]:
 def is_complete(out: Path, package: Package, log: dict[str, dict]) -> bool:
     entry = log.get(package.name)
     final = out / package.name
-    return (entry is not None and final.is_file() and final.stat().st_size == entry["bytes"]
-            and entry.get("updated", "") == package.updated)
+    return (
+        entry is not None
+        and final.is_file()
+        and final.stat().st_size == entry["bytes"]
+        and entry.get("updated", "") == package.updated
+    )
 
 
 def check_gzip(path: Path) -> None:
@@ -158,20 +184,36 @@ def check_gzip(path: Path) -> None:
 
 # ---- download -----------------------------------------------------------------------------------------
 
+
 class Downloader:
     """One pool of HTTP connections; `get(package)` downloads one package with retries and resumption."""
 
-    def __init__(self, out: Path, base_url: str, *, workers: int, retries: int, timeout: float,
-                 backoff: float, log: Callable[[dict], None], max_bytes: int = MAX_BYTES,
-                 max_wait: float = MAX_WAIT_S, claim: Callable[[str], object] = lambda rel: None):
+    def __init__(
+        self,
+        out: Path,
+        base_url: str,
+        *,
+        workers: int,
+        retries: int,
+        timeout: float,
+        backoff: float,
+        log: Callable[[dict], None],
+        max_bytes: int = MAX_BYTES,
+        max_wait: float = MAX_WAIT_S,
+        claim: Callable[[str], object] = lambda rel: None,
+    ):
         import urllib3
 
         self.out, self.base_url = out, base_url.rstrip("/") + "/"
         self.retries, self.backoff, self.log = retries, backoff, log
         self.max_bytes, self.max_wait, self.claim = max_bytes, max_wait, claim
-        self.http = urllib3.PoolManager(maxsize=workers, block=True, retries=False,
-                                        timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                                        headers={"User-Agent": "medloom-pmc-fetch"})
+        self.http = urllib3.PoolManager(
+            maxsize=workers,
+            block=True,
+            retries=False,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            headers={"User-Agent": "medloom-pmc-fetch"},
+        )
         self._errors = (urllib3.exceptions.HTTPError, OSError, zlib.error, EOFError)
 
     def get(self, package: Package) -> dict:
@@ -211,8 +253,9 @@ class Downloader:
                 if isinstance(e, (zlib.error, EOFError, gzip.BadGzipFile)):
                     partial.unlink(missing_ok=True)  # corrupt, not short: start again
             if attempts <= self.retries:
-                time.sleep(retry_after if retry_after is not None else
-                           self.backoff * (2 ** (attempts - 1)) * (0.5 + random.random()))
+                time.sleep(
+                    retry_after if retry_after is not None else self.backoff * (2 ** (attempts - 1)) * (0.5 + random.random())
+                )
         return self.log_entry(package, "failed", attempts, error=last, url=url)
 
     def _download(self, url: str, partial: Path) -> tuple[int | None, float | None]:
@@ -245,17 +288,34 @@ class Downloader:
             resp.release_conn()
 
     def log_entry(self, package: Package, status: str, attempts: int, **more) -> dict:
-        entry = {"name": package.name, "accession": package.accession, "path": package.path, "status": status,
-                 "attempts": attempts, "updated": package.updated, "license": package.license,
-                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **more}
+        entry = {
+            "name": package.name,
+            "accession": package.accession,
+            "path": package.path,
+            "status": status,
+            "attempts": attempts,
+            "updated": package.updated,
+            "license": package.license,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **more,
+        }
         self.log(entry)
         return entry
 
 
-def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BASE_URL, workers: int = 4,
-          retries: int = 5, timeout: float = 60.0, backoff: float = 1.0,
-          progress: Callable[[int], None] | None = None, max_bytes: int = MAX_BYTES,
-          max_wait: float = MAX_WAIT_S) -> FetchReport:
+def fetch(
+    packages: Iterable[Package],
+    out: Path,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    workers: int = 4,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    progress: Callable[[int], None] | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_wait: float = MAX_WAIT_S,
+) -> FetchReport:
     """Download every package not already complete in `out`; never raises for a single package."""
     out = Path(out)
     packages = list(packages)
@@ -277,18 +337,33 @@ def fetch(packages: Iterable[Package], out: Path, *, base_url: str = DEFAULT_BAS
     report.skipped = len(packages) - len(todo)
     lock = threading.Lock()
     with open(out / LOG, "a", encoding="utf-8") as logfile:
+
         def write(entry: dict) -> None:
             with lock:
                 logfile.write(json.dumps(entry) + "\n")
                 logfile.flush()
 
-        downloader = Downloader(out, base_url, workers=workers, retries=retries, timeout=timeout, backoff=backoff,
-                                log=write, max_bytes=max_bytes, max_wait=max_wait, claim=claim)
+        downloader = Downloader(
+            out,
+            base_url,
+            workers=workers,
+            retries=retries,
+            timeout=timeout,
+            backoff=backoff,
+            log=write,
+            max_bytes=max_bytes,
+            max_wait=max_wait,
+            claim=claim,
+        )
         theirs = [p for p in todo if not folder.is_owned(p.name) and (out / p.name).exists()]
         for package in theirs:  # never downloaded: the name is taken by a file medloom did not write
-            entry = downloader.log_entry(package, "failed", 0, url=base_url + package.path,
-                                      error=f"{out / package.name} exists and medloom did not write it; move it away "
-                                            "to fetch the package")
+            entry = downloader.log_entry(
+                package,
+                "failed",
+                0,
+                url=base_url + package.path,
+                error=f"{out / package.name} exists and medloom did not write it; move it away to fetch the package",
+            )
             report.failed.append({k: entry[k] for k in ("name", "url", "error", "attempts")})
         todo = [p for p in todo if p not in theirs]
         with ThreadPoolExecutor(max_workers=workers) as pool:

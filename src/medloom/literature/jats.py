@@ -19,24 +19,82 @@ from .licenses import commercial_use, normalise_license
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 # elements whose text starts and ends a word (so that "<title>A</title><p>B</p>" reads "A B")
-BLOCK = frozenset({"p", "title", "label", "caption", "sec", "list", "list-item", "def-item", "term", "def",
-                   "disp-quote", "td", "th", "tr", "abstract", "boxed-text", "fig", "table-wrap", "break"})
+BLOCK = frozenset(
+    {
+        "p",
+        "title",
+        "label",
+        "caption",
+        "sec",
+        "list",
+        "list-item",
+        "def-item",
+        "term",
+        "def",
+        "disp-quote",
+        "td",
+        "th",
+        "tr",
+        "abstract",
+        "boxed-text",
+        "fig",
+        "table-wrap",
+        "break",
+    }
+)
 SKIP = frozenset({"tex-math", "object-id", "graphic", "media"})  # text that is not prose
 # ancestors named in a figure's `where` (the part of the article that holds it)
-CONTAINERS = frozenset({"sub-article", "response", "body", "back", "floats-group", "floats-wrap", "app-group", "app",
-                        "boxed-text", "fig-group"})
+CONTAINERS = frozenset(
+    {"sub-article", "response", "body", "back", "floats-group", "floats-wrap", "app-group", "app", "boxed-text", "fig-group"}
+)
 NOT_FIGURE_GRAPHIC = frozenset({"disp-formula", "inline-formula", "caption", "table-wrap", "chem-struct-wrap"})
 CONTEXT_BLOCKS = frozenset({"p", "td", "th", "title", "def", "list-item"})
 # pub-date types that are not the article's first publication
 LATE_DATES = frozenset({"pmc-release", "update", "corrected", "retracted", "nihms-submitted", "accepted", "received"})
-_ABBREVIATIONS = frozenset({"fig", "figs", "ref", "refs", "al", "e.g", "i.e", "vs", "cf", "approx", "eq", "eqs", "no",
-                            "nos", "dr", "mr", "mrs", "st", "suppl", "supp", "ca", "resp", "sp", "spp", "var", "vol"})
+_ABBREVIATIONS = frozenset(
+    {
+        "fig",
+        "figs",
+        "ref",
+        "refs",
+        "al",
+        "e.g",
+        "i.e",
+        "vs",
+        "cf",
+        "approx",
+        "eq",
+        "eqs",
+        "no",
+        "nos",
+        "dr",
+        "mr",
+        "mrs",
+        "st",
+        "suppl",
+        "supp",
+        "ca",
+        "resp",
+        "sp",
+        "spp",
+        "var",
+        "vol",
+    }
+)
 _BOUNDARY = re.compile(r"[.!?][\"')\]]*\s+(?=[A-Z])")
 SPECIAL = tuple(BLOCK | SKIP)
 MARK = "\ue000"  # a private-use character: never in real text
 # floating objects that may sit inside a paragraph but are not its prose
-FLOATS = ("fig", "fig-group", "table-wrap", "table-wrap-group", "boxed-text", "supplementary-material",
-          "disp-formula", "chem-struct-wrap")
+FLOATS = (
+    "fig",
+    "fig-group",
+    "table-wrap",
+    "table-wrap-group",
+    "boxed-text",
+    "supplementary-material",
+    "disp-formula",
+    "chem-struct-wrap",
+)
 
 
 @dataclass
@@ -74,13 +132,13 @@ def drop_reference_lists(data: bytes) -> bytes:
                 break
             opening = data.find(b"<ref-list", i, closing)
             if opening >= 0:
-                empty = data[opening + 9:opening + 11] == b"/>"  # <ref-list/> opens nothing
+                empty = data[opening + 9 : opening + 11] == b"/>"  # <ref-list/> opens nothing
                 depth, i = depth + (not empty), opening + 9
             else:
                 depth, i = depth - 1, closing + 11
         if depth:
             break
-        if data[start + 9:start + 11] != b"/>" and not any(data.find(s, start, i) >= 0 for s in _NOT_IN_REFERENCES):
+        if data[start + 9 : start + 11] != b"/>" and not any(data.find(s, start, i) >= 0 for s in _NOT_IN_REFERENCES):
             pieces.append(data[last:start])
             last = i
         start = data.find(b"<ref-list", i)
@@ -88,8 +146,9 @@ def drop_reference_lists(data: bytes) -> bytes:
 
 
 def _parser(recover: bool) -> etree.XMLParser:
-    return etree.XMLParser(recover=recover, resolve_entities=False, no_network=True, load_dtd=False,
-                           huge_tree=True)  # comments and PIs are never read as text: no cost removing them
+    return etree.XMLParser(
+        recover=recover, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
+    )  # comments and PIs are never read as text: no cost removing them
 
 
 def parse_xml(data: bytes) -> tuple[etree._Element, str | None]:
@@ -125,6 +184,7 @@ def find_articles(root: etree._Element) -> list[etree._Element]:
 
 
 # ---- text ---------------------------------------------------------------------------------------------
+
 
 def _walk_set(el: etree._Element, specials: list) -> set:
     """The descendants of el that hold a special element (a block, a skipped one): only these are walked
@@ -173,7 +233,7 @@ def sentence_bounds(text: str) -> list[int]:
     """Start offsets of sentences ("Fig. 2", "et al." and initials do not end one)."""
     starts = [0]
     for m in _BOUNDARY.finditer(text):
-        before = text[max(0, m.start() - 24):m.start()].rsplit(None, 1)
+        before = text[max(0, m.start() - 24) : m.start()].rsplit(None, 1)
         word = before[-1].lower().lstrip("([") if before else ""
         if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
             continue
@@ -182,6 +242,7 @@ def sentence_bounds(text: str) -> list[int]:
 
 
 # ---- metadata -----------------------------------------------------------------------------------------
+
 
 def _ids(meta: etree._Element | None) -> dict[str, str]:
     ids: dict[str, str] = {}
@@ -225,10 +286,10 @@ def permissions_license(perm: etree._Element | None) -> dict:
         if r.text:
             urls.append(norm(r.text))
     copyright = text_of(perm.find("copyright-statement"))
-    name, source = normalise_license(urls=urls, license_type=ltype, prose=prose, copyright_statement=copyright,
-                                     present=lic is not None)
-    return {"license": name, "license_source": source, "license_url": urls[0] if urls else "",
-            "copyright": copyright}
+    name, source = normalise_license(
+        urls=urls, license_type=ltype, prose=prose, copyright_statement=copyright, present=lic is not None
+    )
+    return {"license": name, "license_source": source, "license_url": urls[0] if urls else "", "copyright": copyright}
 
 
 def article_metadata(article: etree._Element) -> dict:
@@ -246,7 +307,9 @@ def article_metadata(article: etree._Element) -> dict:
         journal_title = text_of(jt if jt is not None else journal.find("journal-title"))
     titles = texts("title-group/article-title")
     out = {
-        "pmcid": ids.get("pmcid", ""), "pmid": ids.get("pmid", ""), "doi": ids.get("doi", ""),
+        "pmcid": ids.get("pmcid", ""),
+        "pmid": ids.get("pmid", ""),
+        "doi": ids.get("doi", ""),
         "publisher_id": ids.get("publisher-id", ""),
         "title": titles[0] if titles else "",
         "abstracts": texts("abstract") + texts("trans-abstract"),
@@ -268,6 +331,7 @@ def article_metadata(article: etree._Element) -> dict:
 
 
 # ---- figures ------------------------------------------------------------------------------------------
+
 
 def _where(el: etree._Element, article: etree._Element) -> str:
     parts = []
@@ -384,14 +448,13 @@ def citing_sentences(article: etree._Element, refs: list[tuple[etree._Element, l
                 continue
             i = bisect.bisect_right(starts, pos) - 1
             end = starts[i + 1] if i + 1 < len(starts) else len(text)
-            sentence = norm(text[starts[i]:end])
+            sentence = norm(text[starts[i] : end])
             for rid in rids:
                 out.setdefault(rid, []).append((block, sentence))
     return out
 
 
-def _figure(el: etree._Element, article: etree._Element, kind: str, counts: dict[str, int],
-            cited: dict[str, list]) -> dict:
+def _figure(el: etree._Element, article: etree._Element, kind: str, counts: dict[str, int], cited: dict[str, list]) -> dict:
     fig_id = el.get("id") or ""
     caption = el.find("caption")
     label = text_of(el.find("label"))
@@ -404,7 +467,9 @@ def _figure(el: etree._Element, article: etree._Element, kind: str, counts: dict
         if sentence and sentence not in contexts and not any(a is el for a in block.iterancestors()):
             contexts.append(sentence)
     fig = {
-        "fig_id": fig_id, "kind": kind, "label": label,
+        "fig_id": fig_id,
+        "kind": kind,
+        "label": label,
         "caption": text_of(caption),
         "caption_title": text_of(caption.find("title")) if caption is not None else "",
         "graphics": graphics(el) if kind == "figure" else _table_graphics(el),
@@ -440,8 +505,7 @@ def extract_article(article: etree._Element, *, tables: bool = False) -> dict:
     cited = citing_sentences(article, refs)
     figures = [_figure(f, article, "figure", counts, cited) for f in article.iter("fig")]
     if tables:
-        figures += [_figure(t, article, "table", counts, cited) for t in article.iter("table-wrap")
-                    if _table_graphics(t)]
+        figures += [_figure(t, article, "table", counts, cited) for t in article.iter("table-wrap") if _table_graphics(t)]
     out["figures"] = figures
     return out
 

@@ -10,16 +10,35 @@ from __future__ import annotations
 
 import re
 
-LICENSES = ("CC0", "CC BY", "CC BY-SA", "CC BY-ND", "CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND", "public domain",
-            "all rights reserved", "other", "unknown")
+LICENSES = (
+    "CC0",
+    "CC BY",
+    "CC BY-SA",
+    "CC BY-ND",
+    "CC BY-NC",
+    "CC BY-NC-SA",
+    "CC BY-NC-ND",
+    "public domain",
+    "all rights reserved",
+    "other",
+    "unknown",
+)
 COMMERCIAL = frozenset({"CC0", "CC BY", "CC BY-SA", "CC BY-ND", "public domain"})
 NONCOMMERCIAL = frozenset({"CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND"})
 # names a recipe's `licenses:` list may use for a whole group
 GROUPS = {"commercial": COMMERCIAL, "noncommercial": COMMERCIAL | NONCOMMERCIAL, "open": COMMERCIAL | NONCOMMERCIAL}
 
 _CC_URL = re.compile(r"creativecommons\.org/(licen[sc]es?|publicdomain)/([a-z\-]+)", re.I)
-_CC_PARTS = {"by": "CC BY", "by-sa": "CC BY-SA", "by-nd": "CC BY-ND", "by-nc": "CC BY-NC", "by-nc-sa": "CC BY-NC-SA",
-             "by-sa-nc": "CC BY-NC-SA", "by-nc-nd": "CC BY-NC-ND", "by-nd-nc": "CC BY-NC-ND"}
+_CC_PARTS = {
+    "by": "CC BY",
+    "by-sa": "CC BY-SA",
+    "by-nd": "CC BY-ND",
+    "by-nc": "CC BY-NC",
+    "by-nc-sa": "CC BY-NC-SA",
+    "by-sa-nc": "CC BY-NC-SA",
+    "by-nc-nd": "CC BY-NC-ND",
+    "by-nd-nc": "CC BY-NC-ND",
+}
 _TYPE_WORDS = {"cc0": "CC0", "public-domain": "public domain", "publicdomain": "public domain"}
 
 
@@ -74,12 +93,20 @@ def from_prose(text: str | None) -> str | None:
     return None
 
 
-def normalise_license(*, urls: list[str] = (), license_type: str | None = None, prose: str | None = None,
-                      copyright_statement: str | None = None, present: bool = False) -> tuple[str, str]:
+def normalise_license(
+    *,
+    urls: list[str] = (),
+    license_type: str | None = None,
+    prose: str | None = None,
+    copyright_statement: str | None = None,
+    present: bool = False,
+) -> tuple[str, str]:
     """(licence, where it came from). `present` says a licence element exists even if it is empty."""
     tries = [(from_url, url, "url") for url in urls] + [
-        (from_type, license_type, "license-type"), (from_prose, prose, "prose"),
-        (from_prose, copyright_statement, "copyright-statement")]
+        (from_type, license_type, "license-type"),
+        (from_prose, prose, "prose"),
+        (from_prose, copyright_statement, "copyright-statement"),
+    ]
     for read, text, source in tries:
         found = read(text)
         if found:

@@ -26,8 +26,7 @@ def read_mesh_file(path: str) -> dict[str, list[str]]:
     terms: dict[str, list[str]] = {}
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
-        for _, cit in etree.iterparse(f, tag="MedlineCitation", resolve_entities=False, no_network=True,
-                                      huge_tree=True):
+        for _, cit in etree.iterparse(f, tag="MedlineCitation", resolve_entities=False, no_network=True, huge_tree=True):
             pmid = (cit.findtext("PMID") or "").strip()
             found = []
             for heading in cit.iterfind("MeshHeadingList/MeshHeading"):

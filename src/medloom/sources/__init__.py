@@ -1,12 +1,42 @@
-"""Readers, one module per input layout, selected by `reader:` in the recipe."""
+"""Readers, one module per input layout, selected by `reader:` in the recipe, each with one entry in `READERS`.
+
+A reader module has `Options` (its recipe keys, a pydantic model), `scan(source)` (tasks and quarantine rows,
+cheap) and `decode(task, source)` (records, in the workers); a reader whose records need their own rendering
+(DICOM frames, NIfTI slices) has `render(record, path, cache, source)` too. To add one: copy the module of the
+layout nearest yours (`imagefolder.py` for files, `csv.py` for a table), then add its entry here.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from types import ModuleType
 
-READERS = ("imagefolder", "csv", "coco", "voc", "yolo", "masks", "dicom", "nifti", "pmc")
+ALL_MAT = ("modality", "anatomy", "task")
+
+
+@dataclass(frozen=True)
+class Reader:
+    image_files: bool = False  # plain image files, decoded by `base.decode_image_file` (see IMAGE_FILE_READERS)
+    renders: bool = False  # its records are rendered by its own `render` (the stored window of a frame or slice)
+    mat_from_files: tuple[str, ...] = ()  # MAT elements it reads from the files (the recipe may leave them out)
+    part_size: int = 128  # tasks per catalog part (a DICOM file can hold hundreds of frames, a NIfTI volume more)
+    patient_data: bool = False  # its files hold patient data: record ids are pseudonyms unless the recipe says not
+
+
+READERS = {
+    "imagefolder": Reader(image_files=True),
+    "csv": Reader(image_files=True),
+    "coco": Reader(image_files=True),
+    "voc": Reader(image_files=True),
+    "yolo": Reader(image_files=True),
+    "masks": Reader(),
+    "dicom": Reader(renders=True, mat_from_files=ALL_MAT, part_size=16, patient_data=True),
+    "nifti": Reader(renders=True, part_size=1),
+    "pmc": Reader(mat_from_files=ALL_MAT),
+}
+RENDERED_READERS = frozenset(n for n, r in READERS.items() if r.renders)
 
 
 def known(name: str) -> str:
@@ -23,7 +53,7 @@ def get_reader(name: str) -> ModuleType:
 # readers of plain image files, whose `decode` is `base.decode_image_file`: a worker decodes their inputs without
 # importing the reader, whose recipe options are a pydantic model (pydantic: 0.13 s of each worker's start on a
 # 16-core machine, before it takes a part)
-IMAGE_FILE_READERS = frozenset({"imagefolder", "csv", "coco", "voc", "yolo"})
+IMAGE_FILE_READERS = frozenset(n for n, r in READERS.items() if r.image_files)
 
 
 def decoder_module(name: str) -> str:

@@ -124,9 +124,10 @@ def read_text(path: str, encoding: str | None = None) -> str:
         except LookupError:
             raise ValueError(f"{path}: unknown encoding {encoding!r} (try utf-8, cp1252, latin-1, utf-16)") from None
         except UnicodeDecodeError as e:
-            line = data[:e.start].count(b"\n") + 1
-            raise ValueError(f"{path}: not {encoding} at byte {e.start} (line {line}); check the `encoding:` of "
-                             "the source") from None
+            line = data[: e.start].count(b"\n") + 1
+            raise ValueError(
+                f"{path}: not {encoding} at byte {e.start} (line {line}); check the `encoding:` of the source"
+            ) from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     head = data[:400]
@@ -137,9 +138,11 @@ def read_text(path: str, encoding: str | None = None) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} on line {line}); name the file's encoding "
-                         "with `encoding:` in the source, e.g. `encoding: cp1252` or `latin-1`") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} on line {line}); name the file's encoding "
+            "with `encoding:` in the source, e.g. `encoding: cp1252` or `latin-1`"
+        ) from None
 
 
 def display_name(name: str) -> str:
@@ -183,8 +186,7 @@ def source_roots(source: dict) -> list[str]:
     names for the reader (`masks_dir: ../seg`): what the recipe says explicitly is allowed, what a data file
     says is not."""
     base = source["root"] if os.path.isdir(source["root"]) else os.path.dirname(source["root"])
-    named = [os.path.join(base, v) for k, v in (source.get("options") or {}).items()
-             if k.endswith("_dir") and isinstance(v, str)]
+    named = [os.path.join(base, v) for k, v in (source.get("options") or {}).items() if k.endswith("_dir") and isinstance(v, str)]
     return [os.path.realpath(r) for r in [source["root"], *(source.get("allowed_roots") or []), *named]]
 
 
@@ -197,9 +199,20 @@ def source_record_id(source: dict, uri: str) -> str:
     return record_id(source["name"], uri)
 
 
-def make_task(source: dict, path: str, *, uri: str | None = None, split: str = "", labels: Iterable[str] = (),
-              rois: Iterable[dict] = (), patient_id: str = "", study_id: str = "", caption: str = "",
-              extra: dict | None = None, fingerprint_extra: str = "") -> dict:
+def make_task(
+    source: dict,
+    path: str,
+    *,
+    uri: str | None = None,
+    split: str = "",
+    labels: Iterable[str] = (),
+    rois: Iterable[dict] = (),
+    patient_id: str = "",
+    study_id: str = "",
+    caption: str = "",
+    extra: dict | None = None,
+    fingerprint_extra: str = "",
+) -> dict:
     """One task per input file. Annotations are part of the task (and so of its part key);
     `fingerprint_extra` covers companion files the task only names, such as a paired mask."""
     uri = uri or Path(os.path.relpath(path, source["root"])).as_posix()
@@ -259,8 +272,12 @@ def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None
                     continue
                 real = os.path.realpath(full)
                 if roots is not None and not inside(real, roots):
-                    problem(full, "outside_root", f"a link to {display_name(real)}, outside the source's root; list "
-                                                  "that folder under `allowed_roots:` in the recipe to read it")
+                    problem(
+                        full,
+                        "outside_root",
+                        f"a link to {display_name(real)}, outside the source's root; list "
+                        "that folder under `allowed_roots:` in the recipe to read it",
+                    )
                 elif real in seen:
                     problem(full, "symlink_loop", f"leads back to {display_name(real)}, already read; skipped")
                 else:
@@ -298,10 +315,22 @@ def not_a_file(path: str) -> tuple[str, str]:
     except OSError as e:
         if e.errno == errno.ELOOP:
             return "symlink_loop", "a link that leads back to itself; skipped"
-        return "broken_link", f"a link to {display_name(os.readlink(path)) if os.path.islink(path) else path}, " \
-                              f"which does not exist ({e.strerror}); skipped"
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        return (
+            "broken_link",
+            f"a link to {display_name(os.readlink(path)) if os.path.islink(path) else path}, "
+            f"which does not exist ({e.strerror}); skipped",
+        )
+    kind = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a file"
+    )
     return "not_a_regular_file", f"{kind}, not a regular file; only regular files are read"
 
 
@@ -349,9 +378,14 @@ def parse_box(values: object) -> list[float] | None:
 
 
 def bad_box_row(source: dict, where: str, rid: str, label: str, values: object) -> dict:
-    return quarantine_row(source["name"], where, "bad_box",
-                          f"box {label!r} {values!r} is not four finite numbers (x0, y0, x1, y1); the box is "
-                          "dropped, the image kept", scope="annotation", record_id=rid)
+    return quarantine_row(
+        source["name"],
+        where,
+        "bad_box",
+        f"box {label!r} {values!r} is not four finite numbers (x0, y0, x1, y1); the box is dropped, the image kept",
+        scope="annotation",
+        record_id=rid,
+    )
 
 
 def check_box(source: dict, path: str, rid: str, label: str, box: list[float]) -> dict | None:
@@ -360,23 +394,42 @@ def check_box(source: dict, path: str, rid: str, label: str, box: list[float]) -
         return bad_box_row(source, path, rid, label, box)
     x0, y0, x1, y1 = box
     if not (x1 > x0 and y1 > y0):
-        return quarantine_row(source["name"], path, "zero_area_box",
-                              f"box {label!r} {[round(v, 3) for v in box]} has no area (x0,y0,x1,y1)",
-                              scope="annotation", record_id=rid)
+        return quarantine_row(
+            source["name"],
+            path,
+            "zero_area_box",
+            f"box {label!r} {[round(v, 3) for v in box]} has no area (x0,y0,x1,y1)",
+            scope="annotation",
+            record_id=rid,
+        )
     return None
 
 
 def check_label(source: dict, path: str, rid: str, label: str) -> dict | None:
     classes = source.get("classes")
     if classes and label not in classes:
-        return quarantine_row(source["name"], path, "label_outside_space",
-                              f"label {label!r} is not in the declared classes {sorted(classes)}",
-                              scope="annotation", record_id=rid)
+        return quarantine_row(
+            source["name"],
+            path,
+            "label_outside_space",
+            f"label {label!r} is not in the declared classes {sorted(classes)}",
+            scope="annotation",
+            record_id=rid,
+        )
     return None
 
 
-def add_box(scan: Scan, source: dict, where: str, rid: str, label: str, box: list[float], normalized: bool,
-            rois: list[dict], labels: list[str]) -> None:
+def add_box(
+    scan: Scan,
+    source: dict,
+    where: str,
+    rid: str,
+    label: str,
+    box: list[float],
+    normalized: bool,
+    rois: list[dict],
+    labels: list[str],
+) -> None:
     """Keep a box (and its label) if it has area and its label is in the space; else quarantine it."""
     problem = check_box(source, where, rid, label, box) or check_label(source, where, rid, label)
     if problem:
@@ -397,17 +450,31 @@ def normalise_rois(task: dict, source: dict, width: int, height: int) -> tuple[l
             x0, x1, y0, y1 = x0 / width, x1 / width, y0 / height, y1 / height
         cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(1.0, x1), min(1.0, y1)
         if cx1 <= cx0 or cy1 <= cy0:
-            problems.append(quarantine_row(
-                source["name"], task["uri"], "box_outside_image",
-                f"box {roi['label']!r} {roi['bbox']} lies outside the {width}x{height} image",
-                stage="decode", scope="annotation", record_id=task["id"]))
+            problems.append(
+                quarantine_row(
+                    source["name"],
+                    task["uri"],
+                    "box_outside_image",
+                    f"box {roi['label']!r} {roi['bbox']} lies outside the {width}x{height} image",
+                    stage="decode",
+                    scope="annotation",
+                    record_id=task["id"],
+                )
+            )
             continue
-        rois.append({"label": roi["label"], "bbox": [cx0, cy0, cx1, cy1],
-                     "area": (cx1 - cx0) * (cy1 - cy0), "rle": []})
+        rois.append({"label": roi["label"], "bbox": [cx0, cy0, cx1, cy1], "area": (cx1 - cx0) * (cy1 - cy0), "rle": []})
     if task["rois"] and not rois:
-        problems.append(quarantine_row(source["name"], task["uri"], "all_boxes_dropped",
-                                       f"all {len(task['rois'])} box(es) of this image lie outside it; the image is "
-                                       "kept with no ROI", stage="decode", scope="warning", record_id=task["id"]))
+        problems.append(
+            quarantine_row(
+                source["name"],
+                task["uri"],
+                "all_boxes_dropped",
+                f"all {len(task['rois'])} box(es) of this image lie outside it; the image is kept with no ROI",
+                stage="decode",
+                scope="warning",
+                record_id=task["id"],
+            )
+        )
     return rois, problems
 
 
@@ -415,19 +482,34 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
     """The decode half for readers of plain 2-D image files: one record per file, or per frame of a
     multi-frame GIF/TIFF with `multiframe: all` (otherwise a warning row says which frame was kept)."""
     max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
-    facts = file_facts(task["path"], max_pixels, damaged=source.get("damaged_images") or "quarantine",
-                       max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+    facts = file_facts(
+        task["path"],
+        max_pixels,
+        damaged=source.get("damaged_images") or "quarantine",
+        max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
+    )
     rois, problems = normalise_rois(task, source, facts.width, facts.height)
     if facts.warning:
-        problems.append(quarantine_row(source["name"], task["uri"], "damaged_kept", facts.warning, stage="decode",
-                                       scope="warning", record_id=task["id"]))
+        problems.append(
+            quarantine_row(
+                source["name"], task["uri"], "damaged_kept", facts.warning, stage="decode", scope="warning", record_id=task["id"]
+            )
+        )
     if facts.frames == 1:
         return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
     if source.get("multiframe") != "all":
-        problems.append(quarantine_row(
-            source["name"], task["uri"], "multiframe", f"the file has {facts.frames} frames; frame 0 was kept (set "
-            "`multiframe: all` in the source for one record per frame)", stage="decode", scope="warning",
-            record_id=task["id"]))
+        problems.append(
+            quarantine_row(
+                source["name"],
+                task["uri"],
+                "multiframe",
+                f"the file has {facts.frames} frames; frame 0 was kept (set "
+                "`multiframe: all` in the source for one record per frame)",
+                stage="decode",
+                scope="warning",
+                record_id=task["id"],
+            )
+        )
         return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
     records = [image_record(task, facts, frame=0, rois=rois, file_hash=facts.file_hash)]
     for index in range(1, facts.frames):
@@ -438,8 +520,16 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
     return records, problems
 
 
-def image_record(task: dict, facts: Any, *, frame: int = -1, rois: list[dict] | None = None,
-                 render: dict | None = None, meta: dict | None = None, **fields: Any) -> dict:
+def image_record(
+    task: dict,
+    facts: Any,
+    *,
+    frame: int = -1,
+    rois: list[dict] | None = None,
+    render: dict | None = None,
+    meta: dict | None = None,
+    **fields: Any,
+) -> dict:
     """The per-image part of a record; source-level fields are added by the ingest stage."""
     rec = {
         "id": task["id"] if frame < 0 else f"{task['id']}/{frame:05d}",
@@ -461,5 +551,4 @@ decode = decode_image_file  # what `sources.get_decoder` gives the plain image r
 
 
 def decode_error_row(source: dict, task: dict, err: DecodeError) -> dict:
-    return quarantine_row(source["name"], task["uri"], err.reason, str(err), stage="decode",
-                          record_id=task["id"])
+    return quarantine_row(source["name"], task["uri"], err.reason, str(err), stage="decode", record_id=task["id"])

@@ -10,6 +10,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
@@ -22,7 +23,6 @@ from .base import (
     resolve_file,
     source_record_id,
 )
-from .splits import split_name
 
 
 class Options(BaseModel):
@@ -66,17 +66,29 @@ def scan(source: dict) -> Scan:
         except (OSError, ValueError, KeyError, TypeError) as e:
             if len(files) == 1:
                 raise ValueError(f"{path}: not a readable COCO file: {e}") from None
-            out.quarantine.append(quarantine_row(source["name"], name, "bad_annotation",
-                                                 f"not a readable COCO file ({type(e).__name__}: {e}); its images "
-                                                 "are left out, the other annotation files are read"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    name,
+                    "bad_annotation",
+                    f"not a readable COCO file ({type(e).__name__}: {e}); its images "
+                    "are left out, the other annotation files are read",
+                )
+            )
             continue
         if first_categories is None:
             first_categories = (name, categories)
         elif categories != first_categories[1]:
-            out.quarantine.append(quarantine_row(
-                source["name"], name, "class_list_conflict",
-                f"categories differ from {first_categories[0]}: {first_categories[1]} vs {categories}; "
-                "each file's annotations use that file's own categories", scope="warning"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    name,
+                    "class_list_conflict",
+                    f"categories differ from {first_categories[0]}: {first_categories[1]} vs {categories}; "
+                    "each file's annotations use that file's own categories",
+                    scope="warning",
+                )
+            )
         boxes: dict[str, list] = {}
         for ann in data.get("annotations", []):
             if isinstance(ann, dict):
@@ -84,15 +96,26 @@ def scan(source: dict) -> Scan:
         images = {}
         for n, im in enumerate(data.get("images", [])):
             if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):
-                out.quarantine.append(quarantine_row(source["name"], f"{name}:images[{n}]", "bad_annotation",
-                                                     f"image entry {str(im)[:200]} lacks `id` or `file_name`"))
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"],
+                        f"{name}:images[{n}]",
+                        "bad_annotation",
+                        f"image entry {str(im)[:200]} lacks `id` or `file_name`",
+                    )
+                )
                 continue
             images[str(im["id"])] = im
         for image_id in sorted(set(boxes) - set(images)):
-            out.quarantine.append(quarantine_row(
-                source["name"], name, "orphan_annotation",
-                f"{len(boxes[image_id])} annotation(s) refer to image id {image_id!r}, absent from `images`",
-                scope="annotation"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    name,
+                    "orphan_annotation",
+                    f"{len(boxes[image_id])} annotation(s) refer to image id {image_id!r}, absent from `images`",
+                    scope="annotation",
+                )
+            )
         for image_id, im in images.items():
             file_name = str(im.get("file_name", ""))
             found, problem = resolve_file(images_root, file_name, None)
@@ -102,9 +125,14 @@ def scan(source: dict) -> Scan:
             anns = boxes.get(image_id, [])
             if problem:
                 reason = "ambiguous_basename" if problem.startswith("ambiguous") else "missing_file"
-                out.quarantine.append(quarantine_row(
-                    source["name"], file_name, reason,
-                    f"{problem}; image id {image_id!r} with {len(anns)} annotation(s) in {name}"))
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"],
+                        file_name,
+                        reason,
+                        f"{problem}; image id {image_id!r} with {len(anns)} annotation(s) in {name}",
+                    )
+                )
                 continue
             rel = os.path.relpath(found, root)
             rid = source_record_id(source, rel)
@@ -112,10 +140,17 @@ def scan(source: dict) -> Scan:
             for ann in anns:
                 label = categories.get(str(ann.get("category_id")))
                 if label is None:
-                    out.quarantine.append(quarantine_row(
-                        source["name"], rel, "label_outside_space",
-                        f"annotation {ann.get('id')} has category_id {ann.get('category_id')!r}, not in "
-                        f"the categories of {name}", scope="annotation", record_id=rid))
+                    out.quarantine.append(
+                        quarantine_row(
+                            source["name"],
+                            rel,
+                            "label_outside_space",
+                            f"annotation {ann.get('id')} has category_id {ann.get('category_id')!r}, not in "
+                            f"the categories of {name}",
+                            scope="annotation",
+                            record_id=rid,
+                        )
+                    )
                     continue
                 label = source["label_map"].get(label, label)
                 xywh = parse_box(ann.get("bbox") if isinstance(ann.get("bbox"), list) else [ann.get("bbox")])

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
@@ -26,7 +27,6 @@ from .base import (
     resolve_file,
     source_record_id,
 )
-from .splits import split_name
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
@@ -94,8 +94,15 @@ def scan(source: dict) -> Scan:
     reader = csvlib.DictReader(io.StringIO(read_text(table, opts.encoding), newline=""), delimiter=opts.delimiter)
     try:
         header = reader.fieldnames or []
-        needed = [opts.image_column, opts.label_column, opts.patient_column, opts.study_column,
-                  opts.split_column, opts.caption_column, *(opts.label_columns or [])]
+        needed = [
+            opts.image_column,
+            opts.label_column,
+            opts.patient_column,
+            opts.study_column,
+            opts.split_column,
+            opts.caption_column,
+            *(opts.label_columns or []),
+        ]
         if opts.box_columns:
             b = opts.box_columns
             needed += [b.xmin, b.ymin, b.xmax, b.ymax]
@@ -113,8 +120,9 @@ def scan(source: dict) -> Scan:
         where = f"{table_name}:{line}"
         value = str(row.get(opts.image_column) or "").strip()
         if not value:
-            out.quarantine.append(quarantine_row(source["name"], where, "missing_image_name",
-                                                 f"column {opts.image_column!r} is empty"))
+            out.quarantine.append(
+                quarantine_row(source["name"], where, "missing_image_name", f"column {opts.image_column!r} is empty")
+            )
             continue
         name = opts.image_template.format(value=value) if opts.image_template else value
         path, problem = resolve_file(root, name, None)
@@ -128,22 +136,37 @@ def scan(source: dict) -> Scan:
         labels = _labels(row, opts, source["label_map"])
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
         if outside and not opts.box_columns:
-            out.quarantine.append(quarantine_row(
-                source["name"], where, "label_outside_space",
-                f"label(s) {outside} not in the declared classes {sorted(source['classes'])}"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    where,
+                    "label_outside_space",
+                    f"label(s) {outside} not in the declared classes {sorted(source['classes'])}",
+                )
+            )
             continue
         entry = by_image.get(path)
         if entry is None:
             split = split_name(str(row.get(opts.split_column, ""))) if opts.split_column else None
-            entry = by_image[path] = {"labels": [], "rois": [], "where": where, "split": split or "",
-                                      "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
-                                      "study": row.get(opts.study_column, "") if opts.study_column else "",
-                                      "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column
-                                      else ""}
+            entry = by_image[path] = {
+                "labels": [],
+                "rois": [],
+                "where": where,
+                "split": split or "",
+                "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
+                "study": row.get(opts.study_column, "") if opts.study_column else "",
+                "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
+            }
         elif not opts.box_columns:
-            out.quarantine.append(quarantine_row(
-                source["name"], where, "duplicate_row",
-                f"{name!r} already listed at {entry['where']}; labels merged", scope="warning"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    where,
+                    "duplicate_row",
+                    f"{name!r} already listed at {entry['where']}; labels merged",
+                    scope="warning",
+                )
+            )
         if opts.box_columns:
             b = opts.box_columns
             label = labels[0] if labels else "object"
@@ -164,11 +187,25 @@ def scan(source: dict) -> Scan:
         out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
     for path, entry in by_image.items():
         if not entry["labels"] and not opts.box_columns and opts.empty_labels == "quarantine":
-            out.quarantine.append(quarantine_row(
-                source["name"], entry["where"], "missing_label",
-                "the row has no label; set `empty_labels: keep` to keep unlabelled images"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    entry["where"],
+                    "missing_label",
+                    "the row has no label; set `empty_labels: keep` to keep unlabelled images",
+                )
+            )
             continue
-        out.tasks.append(make_task(source, path, split=entry["split"], labels=entry["labels"],
-                                   rois=entry["rois"], patient_id=entry["patient"], study_id=entry["study"],
-                                   caption=entry["caption"]))
+        out.tasks.append(
+            make_task(
+                source,
+                path,
+                split=entry["split"],
+                labels=entry["labels"],
+                rois=entry["rois"],
+                patient_id=entry["patient"],
+                study_id=entry["study"],
+                caption=entry["caption"],
+            )
+        )
     return out

@@ -34,9 +34,11 @@ from .base import Scan, image_record, make_task, walk_files
 from .windows import recipe_window
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic", ".ima"})
-NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
-              "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
-              "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR"}
+NOT_IMAGES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR",
+}
 
 
 NUMERIC_TAGS = frozenset({"PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"})
@@ -72,7 +74,7 @@ def scan(source: dict) -> Scan:
     return out
 
 
-def _read(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
+def read_dicom(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
     """(dataset, hash of the file's bytes): the file is read once, after its size is checked."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -142,15 +144,21 @@ def check_budget(ds, max_values: int) -> None:
         raise DecodeError("unreadable", f"image size tags are not numbers: {e}") from None
     values = rows * cols * frames * samples
     if values > max_values:
-        raise DecodeError("over_budget", f"{cols}x{rows} x {frames} frame(s) x {samples} sample(s) = {values} values, "
-                                         f"over the limit of {max_values}; raise `max_voxels` in the source if the "
-                                         "file is genuine")
+        raise DecodeError(
+            "over_budget",
+            f"{cols}x{rows} x {frames} frame(s) x {samples} sample(s) = {values} values, "
+            f"over the limit of {max_values}; raise `max_voxels` in the source if the "
+            "file is genuine",
+        )
 
 
-def _pixels(ds) -> np.ndarray:
+def decoded_pixels(ds) -> np.ndarray:
     if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise DecodeError("no_pixel_data", f"no pixel data in this DICOM file ({len(ds)} elements read); "
-                                           "it may lack its file meta header or be a non-image object")
+        raise DecodeError(
+            "no_pixel_data",
+            f"no pixel data in this DICOM file ({len(ds)} elements read); "
+            "it may lack its file meta header or be a non-image object",
+        )
     sop = str(ds.get("SOPClassUID", ""))
     if sop in NOT_IMAGES:
         raise DecodeError("not_an_image", f"SOP class {NOT_IMAGES[sop]} holds no viewable image")
@@ -159,8 +167,11 @@ def _pixels(ds) -> np.ndarray:
         return ds.pixel_array
     except (RuntimeError, NotImplementedError) as e:
         name = getattr(ts, "name", str(ts))
-        raise DecodeError("no_decoder", f"transfer syntax {name} ({ts}) needs a decoder that is not "
-                                        f"installed: pip install 'medloom[dicom-codecs]' ({str(e).splitlines()[0]})") from None
+        raise DecodeError(
+            "no_decoder",
+            f"transfer syntax {name} ({ts}) needs a decoder that is not "
+            f"installed: pip install 'medloom[dicom-codecs]' ({str(e).splitlines()[0]})",
+        ) from None
     except (ValueError, EOFError, OSError) as e:
         text = str(e)
         reason = "truncated" if "less than expected" in text or "truncat" in text else "unreadable"
@@ -171,10 +182,23 @@ def _pixels(ds) -> np.ndarray:
 
 def _meta(ds) -> dict:
     meta = {}
-    for tag in ("Modality", "BodyPartExamined", "SOPClassUID", "PhotometricInterpretation", "BitsStored",
-                "PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient", "ImagePositionPatient",
-                "ViewPosition", "Laterality", "ImageLaterality", "PatientOrientation", "SliceThickness",
-                "Manufacturer"):
+    for tag in (
+        "Modality",
+        "BodyPartExamined",
+        "SOPClassUID",
+        "PhotometricInterpretation",
+        "BitsStored",
+        "PixelSpacing",
+        "ImagerPixelSpacing",
+        "ImageOrientationPatient",
+        "ImagePositionPatient",
+        "ViewPosition",
+        "Laterality",
+        "ImageLaterality",
+        "PatientOrientation",
+        "SliceThickness",
+        "Manufacturer",
+    ):
         value = ds.get(tag)
         if value is not None and value != "":
             meta[tag] = [float(v) for v in value] if tag in NUMERIC_TAGS else str(value)
@@ -231,8 +255,9 @@ def _frames(n: int, mode: str) -> list[int]:
     return {"first": [0], "middle": [n // 2]}.get(mode, list(range(n)))
 
 
-def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | None = None,
-                  stored: dict | None = None, index: int = 0) -> tuple[np.ndarray, dict]:
+def display_frame(
+    ds, raw: np.ndarray, *, window: tuple[float, float, str] | None = None, stored: dict | None = None, index: int = 0
+) -> tuple[np.ndarray, dict]:
     """Frame `index` (its pixels `raw`) as 8-bit pixels a person would see, and the render settings that
     produced it.
 
@@ -269,8 +294,13 @@ def display_frame(ds, raw: np.ndarray, *, window: tuple[float, float, str] | Non
         (center, width), wsource = percentile_window(values), "percentiles"
     invert = photometric == "MONOCHROME1"
     return window_to_uint8(values, center, width, invert), {
-        "window_center": center, "window_width": width, "window_source": wsource, "invert": invert,
-        "axis": -1, "volume": -1}
+        "window_center": center,
+        "window_width": width,
+        "window_source": wsource,
+        "invert": invert,
+        "axis": -1,
+        "volume": -1,
+    }
 
 
 def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray:
@@ -279,18 +309,22 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
     with quiet_values():
         if cache.get("path") != path:
             cache.clear()
-            ds, digest = _read(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+            ds, digest = read_dicom(path, budget.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
             cache.update(path=path, digest=digest)
             if record.get("file_hash") and digest != record["file_hash"]:
-                raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom "
-                                                          "ingest` again to pick the change up")
+                raise DecodeError(
+                    "changed_since_ingest",
+                    "the file's content changed since ingest; run `medloom ingest` again to pick the change up",
+                )
             check_budget(ds, budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
             drop_non_numbers(ds)
-            arr = _pixels(ds)
+            arr = decoded_pixels(ds)
             cache.update(ds=ds, arr=arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[None])
         if record.get("file_hash") and cache["digest"] != record["file_hash"]:
-            raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom "
-                                                      "ingest` again to pick the change up")
+            raise DecodeError(
+                "changed_since_ingest",
+                "the file's content changed since ingest; run `medloom ingest` again to pick the change up",
+            )
         ds, arr = cache["ds"], cache["arr"]
         index = max(record["frame"], 0)
         if index >= len(arr):
@@ -305,10 +339,10 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
 
 def _decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
-    ds, digest = _read(task["path"], source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+    ds, digest = read_dicom(task["path"], source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     check_budget(ds, source.get("max_voxels") or DEFAULT_MAX_VOXELS)
     drop_non_numbers(ds)
-    arr = _pixels(ds)
+    arr = decoded_pixels(ds)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames == 1:
         arr = arr[None]
@@ -326,6 +360,7 @@ def _decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         frame = index if n_frames > 1 else -1
         rendered, render = display_frame(ds, raw, window=fixed, index=index)
         facts = array_facts(raw, rendered)
-        records.append(image_record(task, facts, frame=frame, render=render, meta=_meta(frame_view(ds, index)),
-                                    file_hash=digest, **fields))
+        records.append(
+            image_record(task, facts, frame=frame, render=render, meta=_meta(frame_view(ds, index)), file_hash=digest, **fields)
+        )
     return records, []

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import IMAGE_EXTENSIONS, Scan, check_label, decode_image_file, make_task, walk_entries
-from .splits import split_name
 
 
 class Options(BaseModel):
@@ -29,16 +29,21 @@ def scan(source: dict) -> Scan:
         if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
             out.filter("not an image file")
             continue
-        inner = folder[len(root):].strip(os.sep)
+        inner = folder[len(root) :].strip(os.sep)
         parts = [*inner.split(os.sep), name] if inner else [name]
         rel = "/".join(parts)
         split = ""
         if opts.splits == "auto" and len(parts) > 2 and split_name(parts[0]):
             split, parts = split_name(parts[0]) or "", parts[1:]
         if len(parts) < 2:
-            out.quarantine.append(quarantine_row(
-                source["name"], rel, "no_class_folder",
-                "image is not inside a class folder; move it into ROOT/CLASS/ or remove it"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    rel,
+                    "no_class_folder",
+                    "image is not inside a class folder; move it into ROOT/CLASS/ or remove it",
+                )
+            )
             continue
         label = source["label_map"].get(parts[0], parts[0])
         problem = check_label(source, rel, "", label)

@@ -49,12 +49,17 @@ def scan(source: dict) -> Scan:
             mask = by_stem.get(rel_stem)
         rel = p.relative_to(root).as_posix()
         if mask is None:
-            out.quarantine.append(quarantine_row(
-                source["name"], rel, "missing_mask",
-                f"no mask for {p.name} in {opts.masks_dir}/" + (f" (pattern {opts.mask_pattern})" if opts.mask_pattern else "")))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    rel,
+                    "missing_mask",
+                    f"no mask for {p.name} in {opts.masks_dir}/"
+                    + (f" (pattern {opts.mask_pattern})" if opts.mask_pattern else ""),
+                )
+            )
             continue
-        out.tasks.append(make_task(source, str(p), extra={"mask": mask},
-                                   fingerprint_extra=fingerprint(mask)))
+        out.tasks.append(make_task(source, str(p), extra={"mask": mask}, fingerprint_extra=fingerprint(mask)))
     return out
 
 
@@ -67,27 +72,45 @@ def mask_names(opts: Options, values: list[int]) -> dict[int, str]:
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     opts = Options(**source["options"])
     max_pixels = source.get("max_pixels") or DEFAULT_MAX_PIXELS
-    facts = file_facts(task["path"], max_pixels, damaged=source.get("damaged_images") or "quarantine",
-                       max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
+    facts = file_facts(
+        task["path"],
+        max_pixels,
+        damaged=source.get("damaged_images") or "quarantine",
+        max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
+    )
     mask_path = json.loads(task["extra"])["mask"]
     try:
         mask_im = open_image(mask_path, max_pixels)
     except DecodeError as e:
         raise DecodeError(f"mask_{e.reason}", f"mask {os.path.relpath(mask_path, source['root'])}: {e}") from None
     if mask_im.size != (facts.width, facts.height):
-        raise DecodeError("mask_mismatch", f"mask {os.path.relpath(mask_path, source['root'])} is "
-                                           f"{mask_im.size[0]}x{mask_im.size[1]}, image is {facts.width}x{facts.height}")
+        raise DecodeError(
+            "mask_mismatch",
+            f"mask {os.path.relpath(mask_path, source['root'])} is "
+            f"{mask_im.size[0]}x{mask_im.size[1]}, image is {facts.width}x{facts.height}",
+        )
     mask = np.asarray(mask_im.convert("L") if mask_im.mode in ("RGB", "RGBA", "P", "LA") else mask_im)
     values = [int(v) for v in np.unique(mask) if int(v) != opts.background]
     names = {v: source["label_map"].get(n, n) for v, n in mask_names(opts, values).items()}
     rois, unknown = mask_regions(mask, names, opts.background, opts.min_region_pixels)
     problems = []
     if unknown:
-        problems.append(quarantine_row(source["name"], task["uri"], "label_outside_space",
-                                       f"mask values {unknown} have no name in `mask_labels` {names}",
-                                       stage="decode", scope="annotation", record_id=task["id"]))
+        problems.append(
+            quarantine_row(
+                source["name"],
+                task["uri"],
+                "label_outside_space",
+                f"mask values {unknown} have no name in `mask_labels` {names}",
+                stage="decode",
+                scope="annotation",
+                record_id=task["id"],
+            )
+        )
     labels = sorted({r["label"] for r in rois})
     if facts.warning:
-        problems.append(quarantine_row(source["name"], task["uri"], "damaged_kept", facts.warning, stage="decode",
-                                       scope="warning", record_id=task["id"]))
+        problems.append(
+            quarantine_row(
+                source["name"], task["uri"], "damaged_kept", facts.warning, stage="decode", scope="warning", record_id=task["id"]
+            )
+        )
     return [image_record(task, facts, rois=rois, labels=labels, file_hash=facts.file_hash)], problems

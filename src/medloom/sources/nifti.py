@@ -77,12 +77,24 @@ def scan(source: dict) -> Scan:
         base = root if os.path.isdir(root) else os.path.dirname(root)
         mask = _mask_for(path, base, opts) if (opts.masks_dir or opts.mask_pattern) else None
         if (opts.masks_dir or opts.mask_pattern) and mask is None and opts.only_mask_slices:
-            out.quarantine.append(quarantine_row(source["name"], os.path.relpath(path, base), "missing_mask",
-                                                 "only_mask_slices is set but no paired mask was found"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    os.path.relpath(path, base),
+                    "missing_mask",
+                    "only_mask_slices is set but no paired mask was found",
+                )
+            )
             continue
-        out.tasks.append(make_task(source, path, uri=os.path.relpath(path, base),
-                                   extra={"mask": mask} if mask else {},
-                                   fingerprint_extra=fingerprint(mask) if mask else ""))
+        out.tasks.append(
+            make_task(
+                source,
+                path,
+                uri=os.path.relpath(path, base),
+                extra={"mask": mask} if mask else {},
+                fingerprint_extra=fingerprint(mask) if mask else "",
+            )
+        )
     return out
 
 
@@ -107,8 +119,11 @@ def check_budget(img, max_voxels: int) -> None:
         raise DecodeError("unsupported", f"expected a 3-D or 4-D volume, got shape {shape}")
     voxels = shape[0] * shape[1] * shape[2]
     if voxels > max_voxels:
-        raise DecodeError("over_budget", f"a volume of {'x'.join(map(str, shape[:3]))} = {voxels} voxels is over the "
-                                         f"limit of {max_voxels}; raise `max_voxels` in the source if it is genuine")
+        raise DecodeError(
+            "over_budget",
+            f"a volume of {'x'.join(map(str, shape[:3]))} = {voxels} voxels is over the "
+            f"limit of {max_voxels}; raise `max_voxels` in the source if it is genuine",
+        )
 
 
 WINDOW_SAMPLE = 1 << 23  # voxels the percentile window is computed from, at most
@@ -150,13 +165,15 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
         digest = hash_file(path)
         cache.update(path=(path, settings["volume"]), digest=digest)
         if record.get("file_hash") and digest != record["file_hash"]:
-            raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` "
-                                                      "again to pick the change up")
-        cache["data"] = canonical_volume(_load(path), max(settings["volume"], 0),
-                                         budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
+            raise DecodeError(
+                "changed_since_ingest",
+                "the file's content changed since ingest; run `medloom ingest` again to pick the change up",
+            )
+        cache["data"] = canonical_volume(_load(path), max(settings["volume"], 0), budget.get("max_voxels") or DEFAULT_MAX_VOXELS)
     if record.get("file_hash") and cache["digest"] != record["file_hash"]:
-        raise DecodeError("changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` "
-                                                  "again to pick the change up")
+        raise DecodeError(
+            "changed_since_ingest", "the file's content changed since ingest; run `medloom ingest` again to pick the change up"
+        )
     data, axis = cache["data"], settings["axis"]
     if not 0 <= record["frame"] < data.shape[axis]:
         raise DecodeError("missing_frame", f"slice {record['frame']} requested, the volume now has {data.shape[axis]}")
@@ -174,10 +191,12 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     mask_img = _load(mask_path) if mask_path else None
     if mask_img is not None:
         if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
-            raise DecodeError("mask_mismatch",
-                              f"mask {os.path.basename(mask_path)} has shape {mask_img.shape} and affine "
-                              f"{np.round(mask_img.affine, 3).tolist()}; image has {img.shape} and "
-                              f"{np.round(img.affine, 3).tolist()}")
+            raise DecodeError(
+                "mask_mismatch",
+                f"mask {os.path.basename(mask_path)} has shape {mask_img.shape} and affine "
+                f"{np.round(mask_img.affine, 3).tolist()}; image has {img.shape} and "
+                f"{np.round(img.affine, 3).tolist()}",
+            )
     max_voxels = source.get("max_voxels") or DEFAULT_MAX_VOXELS
     data = canonical_volume(img, opts.volume, max_voxels)
     mask = canonical_volume(mask_img, 0, max_voxels, np.int32) if mask_img is not None else None
@@ -186,12 +205,24 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     names = None
     if mask is not None:
         values = [int(v) for v in np.unique(mask) if v != 0]
-        names = {v: source["label_map"].get(n, n) for v, n in
-                 mask_names(MaskOptions(mask_labels=opts.mask_labels, mask_label=opts.mask_label), values).items()}
-    render = {"window_center": center, "window_width": width, "window_source": wsource, "invert": False,
-              "axis": axis, "volume": opts.volume if img.ndim == 4 else -1}
-    meta = {"shape": list(img.shape), "zooms": [float(z) for z in img.header.get_zooms()],
-            "axis": ["sagittal", "coronal", "axial"][axis], "orientation": "RAS+ canonical, radiological display"}
+        names = {
+            v: source["label_map"].get(n, n)
+            for v, n in mask_names(MaskOptions(mask_labels=opts.mask_labels, mask_label=opts.mask_label), values).items()
+        }
+    render = {
+        "window_center": center,
+        "window_width": width,
+        "window_source": wsource,
+        "invert": False,
+        "axis": axis,
+        "volume": opts.volume if img.ndim == 4 else -1,
+    }
+    meta = {
+        "shape": list(img.shape),
+        "zooms": [float(z) for z in img.header.get_zooms()],
+        "axis": ["sagittal", "coronal", "axial"][axis],
+        "orientation": "RAS+ canonical, radiological display",
+    }
     records, problems = [], []
     for index in range(0, data.shape[axis], max(1, opts.stride)):
         mask2d = display(np.take(mask, index, axis=axis)) if mask is not None else None
@@ -203,6 +234,16 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
             rois, _unknown = mask_regions(mask2d, names)
             labels = sorted({r["label"] for r in rois})
         facts = array_facts(raw, window_to_uint8(raw, center, width))
-        records.append(image_record(task, facts, frame=index, rois=rois, render=render, meta=meta, file_hash=digest,
-                                    **({"labels": labels} if mask is not None else {})))
+        records.append(
+            image_record(
+                task,
+                facts,
+                frame=index,
+                rois=rois,
+                render=render,
+                meta=meta,
+                file_hash=digest,
+                **({"labels": labels} if mask is not None else {}),
+            )
+        )
     return records, problems

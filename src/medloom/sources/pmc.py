@@ -98,6 +98,7 @@ def folder_names(folder: str, mtime_ns: int) -> dict[str, str]:
 
 # ---- files an href may name ---------------------------------------------------------------------------
 
+
 def href_candidates(href: str) -> list[str]:
     """File names an href may mean: as written, with each image extension added (`pone.0046493.g001`,
     `ABI2008-897019.001`), and with its own extension swapped (a `.tif` href whose package has a `.jpg`)."""
@@ -118,8 +119,9 @@ def resolve_href(href: str, names: dict[str, str]) -> str | None:
     return None
 
 
-def read_package(path: str, wanted: set[str] | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES
-                 ) -> tuple[list[tuple[str, bytes]], dict[str, bytes], dict[str, int]]:
+def read_package(
+    path: str, wanted: set[str] | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[list[tuple[str, bytes]], dict[str, bytes], dict[str, int]]:
     """(XML members, image members read, sizes of every image member) of a PMC OA package.
 
     Each member's size is checked against `max_bytes` before it is read (a small .tar.gz can unpack to
@@ -135,8 +137,11 @@ def read_package(path: str, wanted: set[str] | None = None, max_bytes: int = DEF
                 lower = m.name.lower()
                 if lower.endswith(XML_SUFFIXES) and not os.path.basename(lower).startswith("."):
                     if m.size > max_bytes:
-                        raise DecodeError("over_budget", f"{m.name} unpacks to {m.size} bytes, over the limit of "
-                                                         f"{max_bytes}; raise `max_file_bytes` if it is genuine")
+                        raise DecodeError(
+                            "over_budget",
+                            f"{m.name} unpacks to {m.size} bytes, over the limit of "
+                            f"{max_bytes}; raise `max_file_bytes` if it is genuine",
+                        )
                     xmls.append((m.name, tar.extractfile(m).read()))
                 elif Path(lower).suffix in IMAGE_EXTENSIONS:
                     sizes[m.name] = m.size
@@ -165,19 +170,34 @@ def _wanted_members(articles: list[dict], member_names: dict[str, str], allowed:
 
 # ---- decode -------------------------------------------------------------------------------------------
 
+
 def _article_fields(art: dict, fig: dict, panel: int, href: str, file: str, mesh: dict) -> dict:
     return {
-        "pmcid": art["pmcid"], "pmid": art["pmid"], "doi": art["doi"], "title": art["title"],
-        "abstracts": art["abstracts"], "journal": art["journal"], "publisher": art["publisher"], "year": art["year"],
-        "keywords": art["keywords"], "subjects": art["subjects"], "mesh": mesh.get(art["pmid"], []),
+        "pmcid": art["pmcid"],
+        "pmid": art["pmid"],
+        "doi": art["doi"],
+        "title": art["title"],
+        "abstracts": art["abstracts"],
+        "journal": art["journal"],
+        "publisher": art["publisher"],
+        "year": art["year"],
+        "keywords": art["keywords"],
+        "subjects": art["subjects"],
+        "mesh": mesh.get(art["pmid"], []),
         "article_type": art["article_type"],
-        "fig_id": fig["fig_id"], "fig_label": fig["label"], "fig_kind": fig["kind"],
-        "caption_title": fig["caption_title"], "graphic": href, "file": file,
-        "panel": panel, "panels": len(fig["graphics"]), "where": fig["where"], "xref_count": fig["xref_count"],
+        "fig_id": fig["fig_id"],
+        "fig_label": fig["label"],
+        "fig_kind": fig["kind"],
+        "caption_title": fig["caption_title"],
+        "graphic": href,
+        "file": file,
+        "panel": panel,
+        "panels": len(fig["graphics"]),
+        "where": fig["where"],
+        "xref_count": fig["xref_count"],
         "contexts": fig["contexts"],
         "license_url": (fig["own_license"] or art)["license_url"],
-        "license_source": "figure " + fig["own_license"]["license_source"] if fig["own_license"]
-        else art["license_source"],
+        "license_source": "figure " + fig["own_license"]["license_source"] if fig["own_license"] else art["license_source"],
         "copyright": (fig["own_license"] or art)["copyright"],
     }
 
@@ -207,8 +227,7 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     records, problems, ok = [], [], 0
 
     def problem(reason: str, message: str, scope: str = "input", rid: str | None = None) -> None:
-        problems.append(quarantine_row(name, task["uri"], reason, message, stage="decode", scope=scope,
-                                       record_id=rid))
+        problems.append(quarantine_row(name, task["uri"], reason, message, stage="decode", scope=scope, record_id=rid))
 
     xml_name, data = xmls[0]  # a package's .nxml first
     try:
@@ -216,8 +235,11 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     except jats.UnreadableXML as e:
         raise DecodeError("xml_unreadable", f"{xml_name}: {e}") from None
     if parsed.recovered:
-        problem("xml_recovered", f"{xml_name}: malformed XML read by the recovering parser ({parsed.recovered}); "
-                                 "check the figures of this article", scope="warning")
+        problem(
+            "xml_recovered",
+            f"{xml_name}: malformed XML read by the recovering parser ({parsed.recovered}); check the figures of this article",
+            scope="warning",
+        )
     articles = parsed.articles
     if not articles:
         raise DecodeError("no_article", "the XML holds no <article> element")
@@ -226,43 +248,61 @@ def decode(task: dict, source: dict) -> tuple[list[dict], list[dict], int]:
     for a_index, art in enumerate(articles):
         base = task["id"] if len(articles) == 1 else f"{task['id']}/{_key(art['pmcid']) or a_index}"
         if not art["figures"]:
-            problem("article_without_figures", f"{art['pmcid'] or art['doi'] or 'the article'} has no figures",
-                    scope="warning")
+            problem("article_without_figures", f"{art['pmcid'] or art['doi'] or 'the article'} has no figures", scope="warning")
         for f_index, fig in enumerate(art["figures"]):
             fig_key = _key(fig["fig_id"]) or f"fig{f_index + 1}"
             what = f"{fig['kind']} {fig['fig_id'] or f_index + 1!s} ({fig['label'] or 'no label'})"
             if not fig["graphics"]:
-                problem("figure_without_graphic", f"{what} has no <graphic>; nothing to turn into a record",
-                        rid=f"{base}/{fig_key}")
+                problem(
+                    "figure_without_graphic", f"{what} has no <graphic>; nothing to turn into a record", rid=f"{base}/{fig_key}"
+                )
                 continue
             license = (fig["own_license"] or art)["license"]
             for panel, href in enumerate(fig["graphics"]):
                 rid = f"{base}/{fig_key}" if len(fig["graphics"]) == 1 else f"{base}/{fig_key}/{panel}"
                 if allowed is not None and license not in allowed:
-                    problem("license", f"{what}: licence {license!r} is not in the recipe's licenses "
-                                       f"{sorted(allowed)}", scope="filtered", rid=rid)
+                    problem(
+                        "license",
+                        f"{what}: licence {license!r} is not in the recipe's licenses {sorted(allowed)}",
+                        scope="filtered",
+                        rid=rid,
+                    )
                     continue
                 found = resolve_href(href, member_names)
                 if found is None:
                     where = "the package" if is_package else f"{os.path.dirname(task['uri']) or '.'}/"
-                    problem("graphic_not_found", f"{what}: graphic href {href!r} matches no image file in {where} "
-                                                 f"(tried {', '.join(href_candidates(href)[:4])}, ...)", rid=rid)
+                    problem(
+                        "graphic_not_found",
+                        f"{what}: graphic href {href!r} matches no image file in {where} "
+                        f"(tried {', '.join(href_candidates(href)[:4])}, ...)",
+                        rid=rid,
+                    )
                     continue
                 try:
                     if is_package and found not in members:
-                        raise DecodeError("over_budget", f"unpacks to {sizes.get(found)} bytes, over the limit of "
-                                                         f"{max_bytes}; raise `max_file_bytes` if it is genuine")
+                        raise DecodeError(
+                            "over_budget",
+                            f"unpacks to {sizes.get(found)} bytes, over the limit of "
+                            f"{max_bytes}; raise `max_file_bytes` if it is genuine",
+                        )
                     blob = io.BytesIO(members[found]) if is_package else os.path.join(folder, found)
-                    facts = file_facts(blob, max_pixels, damaged=source.get("damaged_images") or "quarantine",
-                                       max_bytes=max_bytes)
+                    facts = file_facts(
+                        blob, max_pixels, damaged=source.get("damaged_images") or "quarantine", max_bytes=max_bytes
+                    )
                 except DecodeError as e:
                     problem(e.reason, f"{what}: {found}: {e}", rid=rid)
                     continue
                 uri = task["uri"] if is_package else posixpath.join(posixpath.dirname(task["uri"]), found)
-                rec = image_record({"id": rid}, facts, uri=uri, caption=fig["caption"], license=license,
-                                   file_hash=facts.file_hash,
-                                   commercial_use=commercial_use(license),
-                                   article=_article_fields(art, fig, panel, href, found if is_package else "", mesh))
+                rec = image_record(
+                    {"id": rid},
+                    facts,
+                    uri=uri,
+                    caption=fig["caption"],
+                    license=license,
+                    file_hash=facts.file_hash,
+                    commercial_use=commercial_use(license),
+                    article=_article_fields(art, fig, panel, href, found if is_package else "", mesh),
+                )
                 records.append({**rec, "task": TASK})
                 ok += 1
     return records, problems, ok
@@ -281,6 +321,8 @@ def image_source(row: dict, path: str, cache: dict, max_bytes: int = DEFAULT_MAX
         cache["members"].update(read_package(path, {member}, max_bytes)[1])
     data = cache["members"].get(member)
     if data is None:
-        raise DecodeError("changed_since_ingest", f"{member} is no longer in {os.path.basename(path)} (or is over the "
-                                                  "size limit): run `medloom ingest` again")
+        raise DecodeError(
+            "changed_since_ingest",
+            f"{member} is no longer in {os.path.basename(path)} (or is over the size limit): run `medloom ingest` again",
+        )
     return io.BytesIO(data)

@@ -57,15 +57,20 @@ def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]
         try:
             result = decode(task, source)
         except DecodeError as e:
-            problems.append(quarantine_row(source["name"], task["uri"], e.reason, str(e), stage="decode",
-                                           record_id=task["id"]))
+            problems.append(quarantine_row(source["name"], task["uri"], e.reason, str(e), stage="decode", record_id=task["id"]))
             continue
         except Exception as e:  # a reader bug or an input nobody foresaw: keep going, keep the evidence
             last = traceback.extract_tb(e.__traceback__)[-1]
-            problems.append(quarantine_row(
-                source["name"], task["uri"], "unexpected_error",
-                f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno}); please report it",
-                stage="decode", record_id=task["id"]))
+            problems.append(
+                quarantine_row(
+                    source["name"],
+                    task["uri"],
+                    "unexpected_error",
+                    f"{type(e).__name__}: {e} (at {Path(last.filename).name}:{last.lineno}); please report it",
+                    stage="decode",
+                    record_id=task["id"],
+                )
+            )
             continue
         recs, found = result[0], result[1]
         problems += found
@@ -74,8 +79,15 @@ def decode_part(tasks: pa.Table, source: dict) -> tuple[pa.Table, pa.Table, int]
         elif recs:
             ok += 1
         elif not any(p["scope"] in ("input", "filtered") for p in found):
-            problems.append(quarantine_row(source["name"], task["uri"], "no_records",
-                                           "the input gave no records (no slice kept)", stage="decode",
-                                           record_id=task["id"]))
+            problems.append(
+                quarantine_row(
+                    source["name"],
+                    task["uri"],
+                    "no_records",
+                    "the input gave no records (no slice kept)",
+                    stage="decode",
+                    record_id=task["id"],
+                )
+            )
         records += [complete_record(task, r, source) for r in recs]
     return (pa.Table.from_pylist(records, RECORD_SCHEMA), pa.Table.from_pylist(problems, QUARANTINE_SCHEMA), ok)

@@ -9,6 +9,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
@@ -22,7 +23,6 @@ from .base import (
     resolve_file,
     source_record_id,
 )
-from .splits import split_name
 
 
 class Options(BaseModel):
@@ -67,16 +67,21 @@ def scan(source: dict) -> Scan:
     for name in sorted(os.listdir(ann_dir)):
         rel_xml = os.path.join(opts.annotations_dir, display_name(name))
         if not is_valid_name(name):
-            out.quarantine.append(quarantine_row(source["name"], rel_xml, "bad_filename",
-                                                 "the file name is not valid UTF-8; rename the file to read it"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"], rel_xml, "bad_filename", "the file name is not valid UTF-8; rename the file to read it"
+                )
+            )
             continue
         if not name.endswith(".xml"):
             out.filter("not an XML annotation")
             continue
         try:
             # entities are never resolved and no network is read (a hostile XML cannot read other files)
-            tree = etree.parse(os.path.join(ann_dir, name), etree.XMLParser(recover=False, resolve_entities=False,
-                                                                             no_network=True, huge_tree=False))
+            tree = etree.parse(
+                os.path.join(ann_dir, name),
+                etree.XMLParser(recover=False, resolve_entities=False, no_network=True, huge_tree=False),
+            )
         except (etree.XMLSyntaxError, OSError) as e:
             out.quarantine.append(quarantine_row(source["name"], rel_xml, "bad_annotation", f"XML error: {e}"))
             continue

@@ -9,8 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from ..records import quarantine_row
+from ..vocab.splits import split_name
 from .base import Scan, add_box, decode_image_file, is_image_file, make_task, read_text, source_record_id, walk_files
-from .splits import split_name
 
 
 class Options(BaseModel):
@@ -31,13 +31,13 @@ def _names(value) -> list[str]:
 
 def _label_file(image: str) -> str:
     head, sep, tail = image.rpartition(f"{os.sep}images{os.sep}")
-    base = f"{head}{os.sep}labels{os.sep}{tail}" if sep else os.path.join(os.path.dirname(image), "labels",
-                                                                           os.path.basename(image))
+    base = (
+        f"{head}{os.sep}labels{os.sep}{tail}" if sep else os.path.join(os.path.dirname(image), "labels", os.path.basename(image))
+    )
     return os.path.splitext(base)[0] + ".txt"
 
 
-def _image_lists(root: str, data: dict, data_dir: str, images_dir: str, scan: Scan, source: dict
-                 ) -> list[tuple[str, str]]:
+def _image_lists(root: str, data: dict, data_dir: str, images_dir: str, scan: Scan, source: dict) -> list[tuple[str, str]]:
     """(split, image path) for every image the dataset lists."""
     out: list[tuple[str, str]] = []
     if data:
@@ -80,14 +80,20 @@ def scan(source: dict) -> Scan:
         with open(classes_path, encoding="utf-8") as f:
             listed = [line.strip() for line in f if line.strip()]
         if names and listed != names:
-            out.quarantine.append(quarantine_row(
-                source["name"], os.path.relpath(classes_path, root), "class_list_conflict",
-                f"classes.txt lists {listed} but {os.path.basename(data_path)} names {names}; using the latter",
-                scope="warning"))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    os.path.relpath(classes_path, root),
+                    "class_list_conflict",
+                    f"classes.txt lists {listed} but {os.path.basename(data_path)} names {names}; using the latter",
+                    scope="warning",
+                )
+            )
         names = names or listed
     if not names:
-        raise ValueError(f"no class names for YOLO source {source['name']!r}: add `names:` to data.yaml or a "
-                         "classes.txt beside it")
+        raise ValueError(
+            f"no class names for YOLO source {source['name']!r}: add `names:` to data.yaml or a classes.txt beside it"
+        )
     for split, image in _image_lists(root, data, os.path.dirname(data_path), opts.images_dir, out, source):
         rel = os.path.relpath(image, root)
         if not os.path.isfile(image):
@@ -99,9 +105,15 @@ def scan(source: dict) -> Scan:
         try:
             lines = read_text(label_file).splitlines() if os.path.isfile(label_file) else []
         except (OSError, ValueError) as e:
-            out.quarantine.append(quarantine_row(source["name"], os.path.relpath(label_file, root), "bad_annotation",
-                                                 f"label file unreadable, so its image is left out: {e}",
-                                                 record_id=rid))
+            out.quarantine.append(
+                quarantine_row(
+                    source["name"],
+                    os.path.relpath(label_file, root),
+                    "bad_annotation",
+                    f"label file unreadable, so its image is left out: {e}",
+                    record_id=rid,
+                )
+            )
             continue
         for n, line in enumerate(lines, start=1):
             fields = line.split()
@@ -111,8 +123,11 @@ def scan(source: dict) -> Scan:
             try:
                 cls, coords = int(float(fields[0])), [float(v) for v in fields[1:]]
             except (ValueError, OverflowError):
-                out.quarantine.append(quarantine_row(source["name"], where, "bad_box", f"unparsable line {line!r}",
-                                                     scope="annotation", record_id=rid))
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"], where, "bad_box", f"unparsable line {line!r}", scope="annotation", record_id=rid
+                    )
+                )
                 out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             if len(coords) == 4:
@@ -122,15 +137,29 @@ def scan(source: dict) -> Scan:
                 xs, ys = coords[0::2], coords[1::2]
                 box = [min(xs), min(ys), max(xs), max(ys)]
             else:
-                out.quarantine.append(quarantine_row(source["name"], where, "bad_box",
-                                                     f"expected 4 box values or a polygon, got {len(coords)}",
-                                                     scope="annotation", record_id=rid))
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"],
+                        where,
+                        "bad_box",
+                        f"expected 4 box values or a polygon, got {len(coords)}",
+                        scope="annotation",
+                        record_id=rid,
+                    )
+                )
                 out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             if not 0 <= cls < len(names):
-                out.quarantine.append(quarantine_row(
-                    source["name"], where, "label_outside_space",
-                    f"class id {cls} is outside the {len(names)} class names", scope="annotation", record_id=rid))
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"],
+                        where,
+                        "label_outside_space",
+                        f"class id {cls} is outside the {len(names)} class names",
+                        scope="annotation",
+                        record_id=rid,
+                    )
+                )
                 out.dropped[rid] = out.dropped.get(rid, 0) + 1
                 continue
             label = source["label_map"].get(names[cls], names[cls])

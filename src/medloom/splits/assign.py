@@ -18,16 +18,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .. import catalog
+from .. import catalog, layout
+from ..errors import SplitError
 from ..locks import writer
 from ..outputs import write_file, write_parquet
+from ..vocab.splits import record_split
 
-SPLITS = "splits"
+SPLITS = layout.SPLITS
 BY = ("patient", "study", "record", "source")
-
-
-class SplitError(ValueError):
-    pass
 
 
 @dataclass
@@ -46,6 +44,14 @@ class SplitReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{k} {v}" for k, v in sorted(self.sizes.items()))
+        return (
+            f"split by {self.by}: {self.records} records in {self.groups} groups: {sizes}; "
+            f"{self.groups_on_two_sides} {self.by}s on two sides, {self.duplicate_leaks} duplicate groups on two "
+            f"sides; {self.out}"
+        )
 
 
 def _order(seed: int, key: str) -> str:
@@ -78,8 +84,16 @@ def group_key(by: str, row: dict) -> str:
 
 
 @writer
-def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float = 0.1, seed: int = 0,
-               stratify: str | None = None, keep_source: bool = False) -> SplitReport:
+def make_split(
+    loom: Path,
+    *,
+    by: str = "patient",
+    val: float = 0.1,
+    test: float = 0.1,
+    seed: int = 0,
+    stratify: str | None = None,
+    keep_source: bool = False,
+) -> SplitReport:
     if by not in BY:
         raise SplitError(f"--by {by!r}: choose one of {', '.join(BY)}")
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
@@ -95,11 +109,8 @@ def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float
     keys = [group_key(by, r) for r in rows]
     split_of: dict[str, str] = {}
     if keep_source:
-        from ..curate.dedup import split_of as source_split
-
         for r in rows:
-            split_of[r["id"]] = {"validation": "val", "valid": "val", "dev": "val"}.get(
-                source_split(r["source_split"]), source_split(r["source_split"]))
+            split_of[r["id"]] = record_split(r["source_split"])
         sides: dict[str, set] = {}
         for r, k in zip(rows, keys):
             sides.setdefault(k, set()).add(split_of[r["id"]])
@@ -130,8 +141,7 @@ def make_split(loom: Path, *, by: str = "patient", val: float = 0.1, test: float
     report.groups_per_split = {s: len(g) for s, g in sorted(group_sides.items())}
     report.duplicate_leaks, report.leak_examples = duplicate_leaks(loom, split_of)
     folder = loom / SPLITS
-    write_parquet(folder / "split.parquet",
-                  pa.table({"id": [r["id"] for r in rows], "split": [split_of[r["id"]] for r in rows]}))
+    write_parquet(folder / "split.parquet", pa.table({"id": [r["id"] for r in rows], "split": [split_of[r["id"]] for r in rows]}))
     report.out = str(folder)
     write_file(folder / "split.json", json.dumps(report.as_dict(), indent=1).encode())
     return report
@@ -147,4 +157,3 @@ def duplicate_leaks(loom: Path, split_of: dict[str, str]) -> tuple[int, list[lis
         members.setdefault(int(g), []).append(rid)
     leaks = [sorted(ids) for ids in members.values() if len({split_of.get(i) for i in ids}) > 1]
     return len(leaks), sorted(leaks)[:20]
-

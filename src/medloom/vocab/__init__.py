@@ -16,21 +16,11 @@ from typing import Literal
 
 import yaml
 
+from ..errors import UnknownTermError
+
 Kind = Literal["modality", "anatomy", "task"]
 KINDS: tuple[Kind, ...] = ("modality", "anatomy", "task")
 UNKNOWN = "unknown"
-
-
-class UnknownTermError(ValueError):
-    """A term that the vocabulary does not know; carries the closest known terms."""
-
-    def __init__(self, kind: str, term: str, suggestions: list[str]):
-        self.kind, self.term, self.suggestions = kind, term, suggestions
-        hint = f" Closest known terms: {', '.join(suggestions)}." if suggestions else ""
-        super().__init__(
-            f"unknown {kind} {term!r}.{hint} To add it, declare it in the recipe under "
-            f"`vocabulary: {{{kind}: [{term!r}]}}`."
-        )
 
 
 def term_key(term: str) -> str:

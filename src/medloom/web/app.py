@@ -20,105 +20,37 @@ What keeps it safe to run on a researcher's only copy of a dataset:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import io
-import ipaddress
-import os
 import secrets
-import socket
 import threading
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
-from PIL import Image
 
-from ..imaging import DecodeError, encode, fit, rle_decode
+from .. import layout
+from ..imaging import DecodeError
 from ..locks import LockHeld
 from ..outputs import ForeignFileError
-from .index import FACET_TITLES, FACETS, PAGE, BadRequest, LoomIndex, NotFound, Query, meta_facts, page_number
+from .guard import Guard, Hosts
+from .index import LoomIndex, meta_facts
 from .overview import overview
-from .thumbs import SIDE, THUMBS, read_index, read_thumb, render_thumb, thumb_key, write_pack
+from .params import label_colors, required, whole
+from .pixels import PixelRoutes
+from .query import FACET_TITLES, FACETS, PAGE, BadRequest, NotFound, Query, page_number
+from .thumbs import THUMBS
 
 MAX_FORM = 64 * 1024
-IMAGE_SIDE = 1024
-PALETTE = ["#ff2d95", "#00c2ff", "#ffd400", "#37e05a", "#ff7a00", "#a66bff", "#00e0c6", "#ff4040"]
 STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-
-
-def is_loopback(host: str) -> bool:
-    host = host.lower().rstrip(".")
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def host_name(header: str) -> str:
-    """The host of a Host header, without its port (`[::1]:8765` -> `[::1]`)."""
-    return header.split("]")[0] + "]" if header.startswith("[") else header.rsplit(":", 1)[0]
-
-
-def normal_host(name: str) -> str:
-    """A host name as compared: lower case, no trailing dot, an IPv6 address without its brackets."""
-    name = name.strip().lower().rstrip(".")
-    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
-
-
-WILDCARDS = {"0.0.0.0", "::", ""}
-
-
-class Hosts:
-    """The host names a request may name: loopback ones on loopback, the bound address, any IP address and
-    the machine's own names on a wildcard address (an address cannot be a rebinding attacker's name), and
-    the names the user allowed (`--allow-host`)."""
-
-    def __init__(self, bound: str, allowed: tuple[str, ...] | list[str] = ()):
-        self.bound = normal_host(bound)
-        self.names = {normal_host(a) for a in allowed if a.strip()}
-        if self.bound in WILDCARDS:
-            self.names |= {"localhost", normal_host(socket.gethostname()), normal_host(socket.getfqdn())}
-        else:
-            self.names.add(self.bound)
-
-    def allows(self, host: str) -> bool:
-        name = normal_host(host)
-        if name in self.names:
-            return True
-        if self.bound in WILDCARDS:
-            try:
-                ipaddress.ip_address(name)
-                return True
-            except ValueError:
-                return False
-        return is_loopback(self.bound) and is_loopback(name)
-
-    def describe(self) -> str:
-        what = "loopback names" if is_loopback(self.bound) else "its IP addresses" if self.bound in WILDCARDS else ""
-        return ", ".join([w for w in [what] if w] + sorted(n for n in self.names if n))
-
-
-def cookie_name(scope) -> str:
-    """The token cookie's name, one per server port: a browser sends a host's cookies to all its ports."""
-    server = scope.get("server") or ("", 0)
-    return f"medloom_token_{server[1] if server and server[1] else 0}"
-
-
-def cookie_value(token: str, name: str) -> str:
-    """What the cookie holds: derived from the token (a server on another port that receives it learns
-    nothing it could use elsewhere)."""
-    return hmac.new(token.encode(), f"medloom {name}".encode(), hashlib.sha256).hexdigest()
 
 
 def templates() -> Environment:
-    env = Environment(loader=PackageLoader("medloom.web", "templates"), autoescape=select_autoescape(default=True),
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("medloom.web", "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.globals.update(urlencode=urlencode, facet_titles=FACET_TITLES)
     return env
 
@@ -127,43 +59,21 @@ def static_text(name: str) -> str:
     return resources.files("medloom.web").joinpath(f"static/{name}").read_text(encoding="utf-8")
 
 
-def label_colors(labels: list[str]) -> dict[str, str]:
-    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
-
-
-def _float(params, key: str) -> float | None:
-    value = params.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        out = float(value)
-    except ValueError:
-        raise BadRequest(f"{key}={value!r} is not a number") from None
-    if not np.isfinite(out):
-        raise BadRequest(f"{key}={value!r} is not a finite number")
-    return out
-
-
-def _int(value, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{what} {value!r} is not a whole number") from None
-
-
-def _required(params, key: str) -> str:
-    value = params.get(key)
-    if not value:
-        raise BadRequest(f"`{key}` is missing")
-    return value
-
-
-class LoomApp:
+class LoomApp(PixelRoutes):
     """The app's state: the loom's index, its settings, the CSRF token; handlers are its methods."""
 
-    def __init__(self, loom: Path, *, read_only: bool = False, token: str | None = None,
-                 host: str = "127.0.0.1", taxonomy: Path | None = None, allow_hosts: tuple[str, ...] | list[str] = (),
-                 filter_seconds: float = 10.0, filter_memory_mb: int = 1024):
+    def __init__(
+        self,
+        loom: Path,
+        *,
+        read_only: bool = False,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        taxonomy: Path | None = None,
+        allow_hosts: tuple[str, ...] | list[str] = (),
+        filter_seconds: float = 10.0,
+        filter_memory_mb: int = 1024,
+    ):
         self.loom = Path(loom)
         self.index = LoomIndex(self.loom, filter_seconds=filter_seconds, filter_memory_mb=filter_memory_mb)
         self.read_only = read_only
@@ -182,8 +92,7 @@ class LoomApp:
     # -- plumbing -------------------------------------------------------------------------------------------
 
     def page(self, name: str, **context) -> str:
-        return self.env.get_template(name).render(csrf=self.csrf, read_only=self.read_only, static=False,
-                                                  **context)
+        return self.env.get_template(name).render(csrf=self.csrf, read_only=self.read_only, static=False, **context)
 
     def close(self) -> None:
         """Stop what runs beside the app (the filters' processes); a filter in flight ends at once."""
@@ -195,24 +104,41 @@ class LoomApp:
         from starlette.routing import Route
 
         get, post = ["GET"], ["POST"]
-        routes = [Route("/", self.home, methods=get), Route("/grid", self.grid, methods=get),
-                  Route("/record", self.record, methods=get), Route("/thumb", self.thumb, methods=get),
-                  Route("/image", self.image, methods=get), Route("/mask", self.mask, methods=get),
-                  Route("/similar", self.similar, methods=get), Route("/clusters", self.clusters, methods=get),
-                  Route("/cluster", self.cluster, methods=get), Route("/cluster/label", self.cluster_label, methods=post),
-                  Route("/concepts/apply", self.concepts_preview, methods=get),
-                  Route("/concepts/apply", self.concepts_apply, methods=post),
-                  Route("/duplicates", self.duplicates, methods=get),
-                  Route("/duplicates/keep", self.duplicates_keep, methods=post),
-                  Route("/audit", self.audit, methods=get), Route("/audit/review", self.audit_review, methods=post),
-                  Route("/audit/undo", self.audit_undo, methods=post),
-                  Route("/quarantine", self.quarantine, methods=get),
-                  Route("/static/{name}", self.static, methods=get)]
-        app = Starlette(routes=routes, middleware=[Middleware(Guard, app_state=self)],
-                        exception_handlers={BadRequest: self.error, NotFound: self.error, LockHeld: self.error,
-                                            ForeignFileError: self.error,
-                                            DecodeError: self.error, 404: self.error, 405: self.error,
-                                            Exception: self.error})
+        routes = [
+            Route("/", self.home, methods=get),
+            Route("/grid", self.grid, methods=get),
+            Route("/record", self.record, methods=get),
+            Route("/thumb", self.thumb, methods=get),
+            Route("/image", self.image, methods=get),
+            Route("/mask", self.mask, methods=get),
+            Route("/similar", self.similar, methods=get),
+            Route("/clusters", self.clusters, methods=get),
+            Route("/cluster", self.cluster, methods=get),
+            Route("/cluster/label", self.cluster_label, methods=post),
+            Route("/concepts/apply", self.concepts_preview, methods=get),
+            Route("/concepts/apply", self.concepts_apply, methods=post),
+            Route("/duplicates", self.duplicates, methods=get),
+            Route("/duplicates/keep", self.duplicates_keep, methods=post),
+            Route("/audit", self.audit, methods=get),
+            Route("/audit/review", self.audit_review, methods=post),
+            Route("/audit/undo", self.audit_undo, methods=post),
+            Route("/quarantine", self.quarantine, methods=get),
+            Route("/static/{name}", self.static, methods=get),
+        ]
+        app = Starlette(
+            routes=routes,
+            middleware=[Middleware(Guard, app_state=self)],
+            exception_handlers={
+                BadRequest: self.error,
+                NotFound: self.error,
+                LockHeld: self.error,
+                ForeignFileError: self.error,
+                DecodeError: self.error,
+                404: self.error,
+                405: self.error,
+                Exception: self.error,
+            },
+        )
         app.state.medloom = self
         return app
 
@@ -234,8 +160,9 @@ class LoomApp:
             status, message = 422, f"the image could not be read: {exc}"
         else:
             status, message = 500, f"internal error ({type(exc).__name__}); the app keeps serving"
-        html = self.env.get_template("error.html").render(status=status, message=message, static=False,
-                                                          csrf=self.csrf, read_only=self.read_only)
+        html = self.env.get_template("error.html").render(
+            status=status, message=message, static=False, csrf=self.csrf, read_only=self.read_only
+        )
         return HTMLResponse(html, status_code=status)
 
     async def form(self, request) -> dict[str, list[str]]:
@@ -285,27 +212,44 @@ class LoomApp:
             return "/grid?" + urlencode(pairs)
 
         pages = max(1, -(-total // PAGE))
-        nav = {"prev": "/grid?" + urlencode(base + [("page", query.page - 1)]) if query.page > 0 else "",
-               "next": "/grid?" + urlencode(base + [("page", query.page + 1)]) if query.page + 1 < pages else ""}
-        return HTMLResponse(self.page("grid.html", rows=rows, total=total, facets=facets, query=query, toggle=toggle,
-                                      facet_names=FACETS, page=query.page, pages=pages, nav=nav,
-                                      columns=self.index.columns()))
+        nav = {
+            "prev": "/grid?" + urlencode(base + [("page", query.page - 1)]) if query.page > 0 else "",
+            "next": "/grid?" + urlencode(base + [("page", query.page + 1)]) if query.page + 1 < pages else "",
+        }
+        return HTMLResponse(
+            self.page(
+                "grid.html",
+                rows=rows,
+                total=total,
+                facets=facets,
+                query=query,
+                toggle=toggle,
+                facet_names=FACETS,
+                page=query.page,
+                pages=pages,
+                nav=nav,
+                columns=self.index.columns(),
+            )
+        )
 
     def record(self, request):
         from starlette.responses import HTMLResponse
 
-        from ..export.render import RENDERED_READERS
+        from ..sources import RENDERED_READERS
 
-        record_id = _required(request.query_params, "id")
+        record_id = required(request.query_params, "id")
         row = self.index.record(record_id)
         sources = self.index.sources()
         reader = sources.get(row["source"], {}).get("reader", "")
         render = row.get("render") or {}
-        window = (render.get("window_center"), render.get("window_width")) \
-            if reader in RENDERED_READERS and render.get("window_center") is not None else None
+        window = (
+            (render.get("window_center"), render.get("window_width"))
+            if reader in RENDERED_READERS and render.get("window_center") is not None
+            else None
+        )
         rois = [dict(r, index=i) for i, r in enumerate(row.get("rois") or [])]
         colors = label_colors([r["label"] for r in rois])
-        has_embeddings = (self.loom / "embeddings").is_dir()
+        has_embeddings = layout.embeddings_dir(self.loom).is_dir()
         from .burned import burned_in
 
         key = (record_id, row.get("file_hash"))
@@ -315,14 +259,25 @@ class LoomApp:
             if len(self._burned) > 4096:
                 self._burned.clear()
             self._burned[key] = burned
-        return HTMLResponse(self.page("record.html", r=row, rois=rois, colors=colors, window=window, reader=reader,
-                                      meta=meta_facts(row), ann=row["_annotation"], has_embeddings=has_embeddings,
-                                      burned=burned))
+        return HTMLResponse(
+            self.page(
+                "record.html",
+                r=row,
+                rois=rois,
+                colors=colors,
+                window=window,
+                reader=reader,
+                meta=meta_facts(row),
+                ann=row["_annotation"],
+                has_embeddings=has_embeddings,
+                burned=burned,
+            )
+        )
 
     def similar(self, request):
         from starlette.responses import HTMLResponse
 
-        record_id = _required(request.query_params, "id")
+        record_id = required(request.query_params, "id")
         self.index.record(record_id)  # 404 for an unknown id
         found = self.index.neighbours(record_id)
         return HTMLResponse(self.page("similar.html", record_id=record_id, found=found))
@@ -335,8 +290,17 @@ class LoomApp:
         report, votes, warnings = agreement(self.loom, self.taxonomy)
         rows = self.index.clusters()
         previews = self.index.cluster_previews(6)
-        return HTMLResponse(self.page("clusters.html", clusters=rows, previews=previews, report=report, votes=votes,
-                                      warnings=warnings, loom=str(self.loom)))
+        return HTMLResponse(
+            self.page(
+                "clusters.html",
+                clusters=rows,
+                previews=previews,
+                report=report,
+                votes=votes,
+                warnings=warnings,
+                loom=str(self.loom),
+            )
+        )
 
     def cluster(self, request):
         from starlette.responses import HTMLResponse
@@ -344,12 +308,21 @@ class LoomApp:
         from ..curate.concepts import load_taxonomy
         from .decisions import agreement
 
-        c = str(_int(_required(request.query_params, "c"), "cluster"))
+        c = str(whole(required(request.query_params, "c"), "cluster"))
         members = self.index.cluster_members(c)
         report, votes, warnings = agreement(self.loom, self.taxonomy)
-        return HTMLResponse(self.page("cluster.html", c=c, members=members, taxonomy=load_taxonomy(self.taxonomy),
-                                      votes=votes.get(int(c), []), decision=report["decisions"].get(c),
-                                      share=report["agreement"].get(c), warnings=warnings))
+        return HTMLResponse(
+            self.page(
+                "cluster.html",
+                c=c,
+                members=members,
+                taxonomy=load_taxonomy(self.taxonomy),
+                votes=votes.get(int(c), []),
+                decision=report["decisions"].get(c),
+                share=report["agreement"].get(c),
+                warnings=warnings,
+            )
+        )
 
     async def cluster_label(self, request):
         from starlette.concurrency import run_in_threadpool
@@ -358,10 +331,18 @@ class LoomApp:
         from .decisions import label_cluster
 
         fields = await self.form(request)
-        c = _int(first(fields, "cluster"), "cluster")
+        c = whole(first(fields, "cluster"), "cluster")
         self.index.cluster_members(str(c), 1)  # 404 for a cluster that does not exist
-        await run_in_threadpool(label_cluster, self.loom, first(fields, "annotator"), c, first(fields, "panel", ""),
-                                first(fields, "global"), fields.get("local", []), self.taxonomy)
+        await run_in_threadpool(
+            label_cluster,
+            self.loom,
+            first(fields, "annotator"),
+            c,
+            first(fields, "panel", ""),
+            first(fields, "global"),
+            fields.get("local", []),
+            self.taxonomy,
+        )
         return RedirectResponse(f"/cluster?c={c}&saved=1", status_code=303)
 
     def concepts_preview(self, request):
@@ -381,10 +362,20 @@ class LoomApp:
             if before != after:
                 changes.append({"cluster": c, "records": n, "before": before, "after": after})
         kept = sorted(name for name, _ in labels.applied or [])
-        return HTMLResponse(self.page("concepts.html", labels=labels, warnings=labels.warnings, report=report,
-                                      changes=changes, kept=kept,
-                                      applied_before=bool(now), votes_kept=labels.applied is not None,
-                                      files=[p.relative_to(self.loom) for p in labels.files], plan=labels.plan()))
+        return HTMLResponse(
+            self.page(
+                "concepts.html",
+                labels=labels,
+                warnings=labels.warnings,
+                report=report,
+                changes=changes,
+                kept=kept,
+                applied_before=bool(now),
+                votes_kept=labels.applied is not None,
+                files=[p.relative_to(self.loom) for p in labels.files],
+                plan=labels.plan(),
+            )
+        )
 
     async def concepts_apply(self, request):
         from starlette.concurrency import run_in_threadpool
@@ -417,7 +408,7 @@ class LoomApp:
         from .decisions import keep_duplicate
 
         fields = await self.form(request)
-        group = _int(first(fields, "group"), "group")
+        group = whole(first(fields, "group"), "group")
         await run_in_threadpool(keep_duplicate, self.loom, group, first(fields, "keep"), first(fields, "curator"))
         page = page_number(first(fields, "page", "0"))
         return RedirectResponse(f"/duplicates?page={page}#group-{group}", status_code=303)
@@ -435,19 +426,20 @@ class LoomApp:
         if not rows and page >= pages and total:  # past the end (the queue shrank): its last page
             page = pages - 1
             total, rows = self.index.audit(state, page, PER_PAGE)
-        entries = {(r["id"], r["field"], r["previous"], r["by"], r["at"]): r for r in read_reviews(self.loom)
-                   if not r.get("undone")} if any(a.get("reviews") for a in rows) else {}
+        entries = (
+            {(r["id"], r["field"], r["previous"], r["by"], r["at"]): r for r in read_reviews(self.loom) if not r.get("undone")}
+            if any(a.get("reviews") for a in rows)
+            else {}
+        )
         items = [(a, pending(a, state) if state != "reviewed" else [], verdicts(a, entries)) for a in rows]
-        return HTMLResponse(self.page("audit.html", items=items, state=state, states=STATES, page=page, pages=pages,
-                                      total=total))
+        return HTMLResponse(self.page("audit.html", items=items, state=state, states=STATES, page=page, pages=pages, total=total))
 
     def _back_to_audit(self, fields: dict, record_id: str):
         from starlette.responses import RedirectResponse
 
         state = first(fields, "state", "flagged") or "flagged"
         page = page_number(first(fields, "page", "0"))
-        return RedirectResponse("/audit?" + urlencode({"state": state, "page": page}) + f"#a-{record_id}",
-                                status_code=303)
+        return RedirectResponse("/audit?" + urlencode({"state": state, "page": page}) + f"#a-{record_id}", status_code=303)
 
     async def audit_review(self, request):
         from starlette.concurrency import run_in_threadpool
@@ -455,9 +447,16 @@ class LoomApp:
         from .decisions import review_text
 
         fields = await self.form(request)
-        await run_in_threadpool(review_text, self.loom, first(fields, "id"), first(fields, "field"),
-                                first(fields, "decision"), first(fields, "reviewer"), first(fields, "text", ""),
-                                first(fields, "seen", ""))
+        await run_in_threadpool(
+            review_text,
+            self.loom,
+            first(fields, "id"),
+            first(fields, "field"),
+            first(fields, "decision"),
+            first(fields, "reviewer"),
+            first(fields, "text", ""),
+            first(fields, "seen", ""),
+        )
         return self._back_to_audit(fields, first(fields, "id"))
 
     async def audit_undo(self, request):
@@ -466,9 +465,16 @@ class LoomApp:
         from .decisions import undo_text
 
         fields = await self.form(request)
-        await run_in_threadpool(undo_text, self.loom, first(fields, "id"), first(fields, "field"),
-                                first(fields, "previous", ""), first(fields, "by"), first(fields, "at"),
-                                first(fields, "reviewer"))
+        await run_in_threadpool(
+            undo_text,
+            self.loom,
+            first(fields, "id"),
+            first(fields, "field"),
+            first(fields, "previous", ""),
+            first(fields, "by"),
+            first(fields, "at"),
+            first(fields, "reviewer"),
+        )
         return self._back_to_audit(fields, first(fields, "id"))
 
     def quarantine(self, request):
@@ -486,94 +492,6 @@ class LoomApp:
             raise NotFound(f"no static file {name!r}")
         return Response(static_text(name), media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
 
-    # -- pixels ---------------------------------------------------------------------------------------------
-
-    def thumb(self, request):
-        from starlette.responses import Response
-
-        params = request.query_params
-        record_id = _required(params, "id")
-        pixel_hash = params.get("h")
-        row = None
-        if not (pixel_hash and self.index.has_record(record_id, pixel_hash)):  # the grid names the hash
-            row = self.index.render_row(record_id)
-            pixel_hash = row["pixel_hash"]
-        key = thumb_key(record_id, pixel_hash)
-        where = self._thumb_index().get(key)
-        if where is not None:
-            data = read_thumb(self.thumbs, where)
-        else:  # a record ingested after `serve` started: made now, and kept
-            row = row or self.index.render_row(record_id)
-            data = render_thumb(row, self.index.sources(), {}, SIDE)
-            self._cache_thumb(key, data)
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
-
-    def _thumb_index(self) -> dict:
-        """The packs' index, read again when the folder changed (a pack added)."""
-        try:
-            stamp = os.stat(self.thumbs).st_mtime_ns
-        except OSError:
-            return {}
-        with self._thumb_lock:
-            if stamp != self._thumb_stamp:
-                self._thumb_keys, self._thumb_stamp = read_index(self.thumbs), stamp
-            return self._thumb_keys
-
-    def _cache_thumb(self, key: str, data: bytes) -> None:
-        from ..outputs import OutputFolder
-
-        if self.thumbs.name in OutputFolder(self.thumbs.parent).owned_dirs:
-            try:
-                write_pack(self.thumbs, [(key, data)])
-            except OSError:
-                pass  # a full disk: the thumbnail is served, not kept
-
-    def image(self, request):
-        """The record rendered (at most 1024 px), with the window and level asked for (`wc`, `ww`)."""
-        from starlette.responses import Response
-
-        from ..export.render import RENDERED_READERS, record_image
-
-        params = request.query_params
-        row = self.index.render_row(_required(params, "id"))
-        sources = self.index.sources()
-        if row["source"] not in sources:
-            raise NotFound(f"source {row['source']!r} is no longer in the catalog")
-        center, width = _float(params, "wc"), _float(params, "ww")
-        if center is not None or width is not None:
-            if sources[row["source"]]["reader"] not in RENDERED_READERS or not row.get("render"):
-                raise BadRequest("window and level apply to DICOM and NIfTI records only")
-            if width is not None and width <= 0:
-                raise BadRequest("the window width must be positive")
-            stored = row["render"]
-            row["render"] = dict(stored, window_center=center if center is not None else stored["window_center"],
-                                 window_width=width if width is not None else stored["window_width"],
-                                 window_source="manual" if stored["window_source"] == "voi_lut" else
-                                 stored["window_source"])
-        im = record_image(row, {"sources": sources}, {}, IMAGE_SIDE)
-        return Response(encode(fit(im, IMAGE_SIDE), "png"), media_type="image/png")
-
-    def mask(self, request):
-        from starlette.responses import Response
-
-        i = _int(_required(request.query_params, "roi"), "roi")
-        row = self.index.render_row(_required(request.query_params, "id"))
-        rois = row.get("rois") or []
-        if not 0 <= i < len(rois):
-            raise NotFound(f"record {row['id']!r} has no ROI {i}")
-        roi = rois[i]
-        if not roi.get("rle"):
-            raise NotFound(f"ROI {i} of record {row['id']!r} has no mask")
-        mask = rle_decode(roi["rle"], row["height"], row["width"])
-        color = label_colors([r["label"] for r in rois])[roi["label"]]
-        rgba = np.zeros((*mask.shape, 4), np.uint8)
-        rgba[mask > 0] = [int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16), 110]
-        im = Image.fromarray(rgba, "RGBA")
-        im.thumbnail((IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.NEAREST)
-        buf = io.BytesIO()
-        im.save(buf, "PNG")
-        return Response(buf.getvalue(), media_type="image/png")
-
 
 class Forbidden(BadRequest):
     """A write refused (read-only app, CSRF token): a 403 answer."""
@@ -586,69 +504,6 @@ def first(fields: dict[str, list[str]], key: str, default: str | None = None) ->
             raise BadRequest(f"`{key}` is missing from the form")
         return default
     return values[0]
-
-
-class Guard:
-    """Every request passes here first: the host name, the access token."""
-
-    def __init__(self, app, app_state: LoomApp):
-        self.app = app
-        self.state = app_state
-
-    async def __call__(self, scope, receive, send):
-        from starlette.concurrency import run_in_threadpool
-        from starlette.requests import Request
-        from starlette.responses import PlainTextResponse, Response
-
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        request = Request(scope)
-        host = host_name(request.headers.get("host") or "")
-        state = self.state
-        if not state.hosts.allows(host):
-            return await PlainTextResponse(f"host {host!r} refused: this app answers to {state.hosts.describe()}; "
-                                           f"start `medloom serve` with --allow-host {normal_host(host) or 'NAME'} "
-                                           "to allow that name", status_code=421)(scope, receive, send)
-        set_cookie = ""
-        redirect = ""
-        if state.token:
-            name = cookie_name(scope)
-            value = cookie_value(state.token, name)
-            cookie = request.cookies.get(name) or ""
-            query = request.query_params.get("token")
-            bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            ok = secrets.compare_digest(cookie.encode(), value.encode()) if cookie else False
-            for sent in (query, bearer):
-                ok = ok or bool(sent) and secrets.compare_digest(sent.encode(), state.token.encode())
-            if not ok:
-                return await PlainTextResponse("a token is needed: open the URL `medloom serve` printed "
-                                               "(it ends in ?token=...)", status_code=401)(scope, receive, send)
-            if query is not None:
-                set_cookie = f"{name}={value}; HttpOnly; SameSite=Strict; Path=/"
-                if request.method in ("GET", "HEAD"):  # the same page without the token in the address bar
-                    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                    redirect = "/" + request.url.path.lstrip("/") + ("?" + urlencode(rest) if rest else "")
-        # a few stat calls; the index is rebuilt (in a worker thread) only when a manifest or curation file changed
-        await run_in_threadpool(state.index.refresh)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                            # not no-referrer: under it a browser's form posts say `Origin: null`
-                            (b"referrer-policy", b"same-origin"),
-                            (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; "
-                                                         b"style-src 'self' 'unsafe-inline'; script-src 'self'; "
-                                                         b"form-action 'self'; frame-ancestors 'none'")]
-                if set_cookie:
-                    headers.append((b"set-cookie", set_cookie.encode()))
-                message = dict(message, headers=headers)
-            await send(message)
-
-        if redirect:
-            return await Response(status_code=303, headers={"location": redirect, "cache-control": "no-store"})(
-                scope, receive, send_with_headers)
-        return await self.app(scope, receive, send_with_headers)
 
 
 def make_app(loom: Path, **kwargs):

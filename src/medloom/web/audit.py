@@ -7,9 +7,11 @@ from __future__ import annotations
 STATES = {"flagged": "failed a check", "llm": "written by an LLM", "reviewed": "reviewed"}
 PER_PAGE = 20
 # SQL narrowing the annotation rows to those that may be in a queue (the rest is decided per text, here)
-CANDIDATES = {"flagged": "len(flags) > 0",
-              "llm": "caption_source = 'llm' OR len([q FOR q IN vqa IF q.source = 'llm']) > 0",
-              "reviewed": "len(reviews) > 0"}
+CANDIDATES = {
+    "flagged": "len(flags) > 0",
+    "llm": "caption_source = 'llm' OR len([q FOR q IN vqa IF q.source = 'llm']) > 0",
+    "reviewed": "len(reviews) > 0",
+}
 NAMES = {"caption": "caption", "roi_text": "ROI description", "question": "question"}
 
 
@@ -23,28 +25,50 @@ def texts(ann: dict) -> list[dict]:
     failed_caption = [f for f in failed if f["field"] == "caption"]
     if ann.get("caption"):
         template = ann.get("template_caption") or ""
-        out.append({"field": "caption", "title": f"caption ({ann.get('caption_source')})", "text": ann["caption"],
-                    "template": template if template != ann["caption"] else "",
-                    "flagged": any(f.startswith(("caption ", "llm caption ")) for f in flags),
-                    "llm": ann.get("caption_source") == "llm", "judged": any(r["field"] == "caption" for r in reviews),
-                    "failed": failed_caption})
+        out.append(
+            {
+                "field": "caption",
+                "title": f"caption ({ann.get('caption_source')})",
+                "text": ann["caption"],
+                "template": template if template != ann["caption"] else "",
+                "flagged": any(f.startswith(("caption ", "llm caption ")) for f in flags),
+                "llm": ann.get("caption_source") == "llm",
+                "judged": any(r["field"] == "caption" for r in reviews),
+                "failed": failed_caption,
+            }
+        )
     if ann.get("roi_text"):
-        out.append({"field": "roi_text", "title": "ROI description", "text": ann["roi_text"], "template": "",
-                    "flagged": any(f.startswith("roi_text ") for f in flags), "llm": False,
-                    "judged": any(r["field"] == "roi_text" for r in reviews), "failed": []})
+        out.append(
+            {
+                "field": "roi_text",
+                "title": "ROI description",
+                "text": ann["roi_text"],
+                "template": "",
+                "flagged": any(f.startswith("roi_text ") for f in flags),
+                "llm": False,
+                "judged": any(r["field"] == "roi_text" for r in reviews),
+                "failed": [],
+            }
+        )
     template_flag = any(f.startswith("question ") for f in flags)
     llm_flag = any(f.startswith("llm question ") for f in flags)
     failed_stems = {f["template"] for f in failed if f["field"] == "question"}
     for q in ann.get("vqa") or []:
         mine = [f for f in failed if f["field"] == "question" and f["template"] == q["question"]]
-        out.append({"field": "question", "title": f"question ({q.get('source')}, {q.get('kind')})",
-                    "text": q["question"], "template": "",
-                    # an LLM flag names no question: the failed rewrites say which, when the row has them
-                    "flagged": template_flag or (llm_flag and (bool(mine) or not failed_stems)),
-                    "llm": q.get("source") == "llm",
-                    "judged": q.get("source") == "reviewer" or any(
-                        r["field"] == "question" and r["previous"] == q["question"] for r in reviews),
-                    "failed": mine})
+        out.append(
+            {
+                "field": "question",
+                "title": f"question ({q.get('source')}, {q.get('kind')})",
+                "text": q["question"],
+                "template": "",
+                # an LLM flag names no question: the failed rewrites say which, when the row has them
+                "flagged": template_flag or (llm_flag and (bool(mine) or not failed_stems)),
+                "llm": q.get("source") == "llm",
+                "judged": q.get("source") == "reviewer"
+                or any(r["field"] == "question" and r["previous"] == q["question"] for r in reviews),
+                "failed": mine,
+            }
+        )
     return out
 
 

@@ -12,8 +12,8 @@ def burned_in(row: dict, source: dict) -> str:
     if source.get("reader") != "dicom":
         return ""
     from ..export.burned_in import text_like
-    from ..export.render import source_file
     from ..sources import dicom
+    from ..view.render import source_file
 
     cache: dict = {}
     try:

@@ -46,7 +46,7 @@ def top(pairs: list[tuple[str, int]], most: int = 20) -> list[tuple[str, int]]:
     pairs = sorted(pairs, key=lambda p: (-p[1], p[0]))
     if len(pairs) <= most:
         return pairs
-    rest = sum(n for _, n in pairs[most - 1:])
+    rest = sum(n for _, n in pairs[most - 1 :])
     return pairs[: most - 1] + [(f"({len(pairs) - most + 1} more)", rest)]
 
 
@@ -59,13 +59,18 @@ def bar_chart(pairs: list[tuple[str, int]], title: str, most: int = 20) -> str:
     counts = [f"{n:,} ({100 * n / total:.1f}%)" for _, n in pairs]
     label_w = PAD + max((text_width(t) for t in shown), default=0) + 6
     count_w = max((text_width(t) for t in counts), default=0) + PAD
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{round(label_w + PLOT_W + 4 + count_w)}" '
-           f'height="{height}" role="img" aria-label="{escape(title)}">', f"<title>{escape(title)}</title>"]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{round(label_w + PLOT_W + 4 + count_w)}" '
+        f'height="{height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
     for i, ((label, n), text, count) in enumerate(zip(pairs, shown, counts)):
         y = 4 + i * BAR
         w = max(1, round(PLOT_W * n / peak))
-        out.append(f'<text x="{label_w - 6:.0f}" y="{y + 13}" text-anchor="end">{escape(text)}'
-                   f'<title>{escape(label or "(none)")}</title></text>')
+        out.append(
+            f'<text x="{label_w - 6:.0f}" y="{y + 13}" text-anchor="end">{escape(text)}'
+            f"<title>{escape(label or '(none)')}</title></text>"
+        )
         out.append(f'<rect x="{label_w:.0f}" y="{y + 2}" width="{w}" height="{BAR - 5}" fill="#3b6ea5"/>')
         out.append(f'<text x="{label_w + w + 4:.0f}" y="{y + 13}">{count}</text>')
     out.append("</svg>")

@@ -21,20 +21,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from .. import layout
 from ..locks import writer
 from ..outputs import ForeignFileError, write_file, write_parquet, written_by_medloom
-from .index import BadRequest, NotFound
+from .query import BadRequest, NotFound
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
-LABELS = Path("curation") / "labels"
+LABELS = Path(layout.CURATION) / "labels"
 MAX_TEXT = 4000
 
 
 def check_name(name: str, what: str = "annotator") -> str:
     name = (name or "").strip()
     if not NAME.match(name):
-        raise BadRequest(f"{what} name {name!r}: use 1-40 letters, digits, '.', '_' or '-' (starting with a letter "
-                         "or digit)")
+        raise BadRequest(f"{what} name {name!r}: use 1-40 letters, digits, '.', '_' or '-' (starting with a letter or digit)")
     return name
 
 
@@ -48,8 +48,9 @@ def label_files(loom: Path) -> list[Path]:
 
 
 @writer
-def label_cluster(loom: Path, annotator: str, cluster: int, panel: str, global_concept: str, local: list[str],
-                  taxonomy_path: Path | None = None) -> Path:
+def label_cluster(
+    loom: Path, annotator: str, cluster: int, panel: str, global_concept: str, local: list[str], taxonomy_path: Path | None = None
+) -> Path:
     """One annotator's label for one cluster, into their label file (other clusters' labels kept)."""
     from ..curate.concepts import ConceptError, load_taxonomy, parse_labels
 
@@ -61,8 +62,10 @@ def label_cluster(loom: Path, annotator: str, cluster: int, panel: str, global_c
     except yaml.YAMLError:
         current = "unreadable"
     if current is not None and not (isinstance(current, dict) and isinstance(current.get("clusters", {}), dict)):
-        raise ForeignFileError(f"{path} is not a cluster label file medloom wrote; it will not be overwritten: "
-                               "move it away or use another annotator name")
+        raise ForeignFileError(
+            f"{path} is not a cluster label file medloom wrote; it will not be overwritten: "
+            "move it away or use another annotator name"
+        )
     clusters = dict((current or {}).get("clusters") or {})
     clusters[int(cluster)] = {"panel": panel or "", "global": global_concept, "local": sorted(set(local))}
     data = {"annotator": annotator, "updated": now(), "clusters": dict(sorted(clusters.items()))}
@@ -89,8 +92,11 @@ class Labels:
         merged: dict[str, dict[int, dict]] = {}
         for name, lab in self.applied or []:
             try:
-                parse_labels({"annotator": name, "clusters": lab}, self.taxonomy,
-                             Path("curation/concepts.json") / f"(labels applied earlier by {name})")
+                parse_labels(
+                    {"annotator": name, "clusters": lab},
+                    self.taxonomy,
+                    Path("curation/concepts.json") / f"(labels applied earlier by {name})",
+                )
             except ConceptError as e:
                 self.warnings.append(str(e))
                 continue
@@ -136,14 +142,20 @@ def apply_concepts(loom: Path, plan: str, taxonomy_path: Path | None = None):
 
     labels = Labels(loom, taxonomy_path)
     if labels.plan() != plan:
-        raise BadRequest("the labels changed since the preview was shown (another annotator, a command): "
-                         "look at the changes again before applying")
+        raise BadRequest(
+            "the labels changed since the preview was shown (another annotator, a command): "
+            "look at the changes again before applying"
+        )
     if labels.warnings:
         raise BadRequest("some labels are not in the taxonomy; fix or move them first: " + "; ".join(labels.warnings))
     if not labels.labels:
         raise BadRequest("no cluster labels yet: label a cluster first")
-    return write_concepts(loom, labels.labels, labels.taxonomy,
-                          [str(p) for p in labels.files] + (["curation/concepts.json"] if labels.applied else []))
+    return write_concepts(
+        loom,
+        labels.labels,
+        labels.taxonomy,
+        [str(p) for p in labels.files] + (["curation/concepts.json"] if labels.applied else []),
+    )
 
 
 @writer
@@ -172,8 +184,7 @@ def keep_duplicate(loom: Path, group: int, keep: str, curator: str) -> dict:
 
 
 @writer
-def review_text(loom: Path, record_id: str, field: str, decision: str, reviewer: str, text: str = "",
-                seen: str = "") -> dict:
+def review_text(loom: Path, record_id: str, field: str, decision: str, reviewer: str, text: str = "", seen: str = "") -> dict:
     """A verdict on one generated text of a record; `seen` is the text as the reviewer judged it (refused if it
     changed since)."""
     from ..annotate.reviews import DECISIONS, FIELDS, apply_review, before, current_text
@@ -190,10 +201,20 @@ def review_text(loom: Path, record_id: str, field: str, decision: str, reviewer:
         raise BadRequest(f"the text is longer than {MAX_TEXT} characters")
     rows, row = _annotation_rows(loom, record_id)
     if current_text(row, field, seen) != seen:
-        raise BadRequest(f"the {field.replace('_', ' ')} changed since the page was loaded (another reviewer, or a "
-                         "new annotate run); reload the page and judge the current text")
-    review = {"id": record_id, "field": field, "decision": decision, "text": text if decision == "edited" else "",
-              "by": reviewer, "at": now(), "previous": seen, "before": before(row, field, seen)}
+        raise BadRequest(
+            f"the {field.replace('_', ' ')} changed since the page was loaded (another reviewer, or a "
+            "new annotate run); reload the page and judge the current text"
+        )
+    review = {
+        "id": record_id,
+        "field": field,
+        "decision": decision,
+        "text": text if decision == "edited" else "",
+        "by": reviewer,
+        "at": now(),
+        "previous": seen,
+        "before": before(row, field, seen),
+    }
     apply_review(row, review)
     from ..annotate.reviews import read_reviews
 
@@ -209,11 +230,16 @@ def undo_text(loom: Path, record_id: str, field: str, previous: str, by: str, at
 
     reviewer = check_name(reviewer, "reviewer")
     reviews = read_reviews(loom)
-    found = [i for i, r in enumerate(reviews) if not r.get("undone") and
-             (r["id"], r["field"], r["previous"], r["by"], r["at"]) == (record_id, field, previous, by, at)]
+    found = [
+        i
+        for i, r in enumerate(reviews)
+        if not r.get("undone") and (r["id"], r["field"], r["previous"], r["by"], r["at"]) == (record_id, field, previous, by, at)
+    ]
     if not found:
-        raise NotFound(f"no verdict in effect on that {field.replace('_', ' ')} of record {record_id!r} by {by} at "
-                       f"{at} (undone already?); reload the page")
+        raise NotFound(
+            f"no verdict in effect on that {field.replace('_', ' ')} of record {record_id!r} by {by} at "
+            f"{at} (undone already?); reload the page"
+        )
     rows, row = _annotation_rows(loom, record_id)
     try:
         undo_review(row, reviews[found[-1]])

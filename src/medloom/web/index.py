@@ -13,117 +13,24 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
 from .. import catalog
+from .query import FACETS, PAGE, BadRequest, NotFound, Query, facet_value
 from .sandbox import FilterError, Sandbox
 
-PAGE = 60
-MAX_PAGE = 10**6
-FACETS = ("modality", "anatomy", "task", "source", "split", "license", "label", "concept", "cluster",
-          "duplicate", "group", "text", "quarantine")
-FACET_TITLES = {"modality": "Modality", "anatomy": "Anatomical area", "task": "Task", "source": "Source",
-                "split": "Split", "license": "Licence", "label": "Label", "concept": "Concept",
-                "cluster": "Cluster", "duplicate": "Duplicates", "group": "Duplicate group", "text": "Generated text",
-                "quarantine": "Quarantine (part of the record dropped or warned)"}
-WATCHED = ("catalog/manifest.json", "annotations/annotations.parquet", "curation/dedup.parquet",
-           "curation/leakage.parquet", "curation/clusters.parquet", "curation/concepts.parquet",
-           "splits/split.parquet")
-
-
-class BadRequest(ValueError):
-    """A request the app cannot answer as asked; the message says what was wrong (a 4xx answer)."""
-
-
-class NotFound(LookupError):
-    """No such record, cluster or group (a 404 answer)."""
-
-
-@dataclass
-class Query:
-    """A grid selection: facet values (OR within a facet, AND across) and an SQL condition."""
-    facets: dict[str, list[str]]
-    where: str = ""
-    page: int = 0
-
-    @classmethod
-    def from_params(cls, params) -> Query:
-        facets = {}
-        for name in FACETS:
-            values = [v for v in params.getlist(name) if v != ""]
-            if values:
-                facets[name] = values
-        where = check_condition((params.get("where") or "").strip())
-        page = page_number(params.get("page"))
-        unknown = sorted(set(params.keys()) - set(FACETS) - {"where", "page", "token"})
-        if unknown:
-            raise BadRequest(f"unknown filter(s) {', '.join(unknown)}; facets are: {', '.join(FACETS)}")
-        return cls(facets, where, page)
-
-    def sql(self, skip: str | None = None) -> tuple[str, list]:
-        """The facets' conditions (all but `skip`'s: a facet's own counts show its other values, to OR them),
-        and the WHERE box's as the positions the sandbox found (the table `sel`)."""
-        conditions, params = [], []
-        for name, values in self.facets.items():
-            if name == skip:
-                continue
-            marks = ", ".join("?" for _ in values)
-            if name == "label":
-                conditions.append(f"list_has_any(labels, [{marks}]::VARCHAR[])")
-            else:
-                conditions.append(f"coalesce(\"{name}\", '') IN ({marks})")
-            params += values
-        if self.where:
-            conditions.append("rowid IN (SELECT r FROM sel)")
-        return (" WHERE " + " AND ".join(conditions)) if conditions else "", params
-
-
-def page_number(value) -> int:
-    """A `?page=` value: a whole number from 0 to MAX_PAGE."""
-    try:
-        page = int(value or 0)
-    except (TypeError, ValueError):
-        raise BadRequest(f"page {value!r} is not a number") from None
-    if page < 0 or page > MAX_PAGE:
-        raise BadRequest(f"page {page} is out of range (0 to {MAX_PAGE})")
-    return page
-
-
-def check_condition(where: str) -> str:
-    """The WHERE box's text if it is one condition: no comment, no `;`, every parenthesis closed where it was
-    opened (outside string literals, as DuckDB's own tokenizer reads them), and one SELECT when wrapped as
-    `WHERE (...)`. Otherwise `x) OR (true) --` could close the wrapping parenthesis and comment the rest out."""
-    if not where:
-        return ""
-    if len(where) > 2000:
-        raise BadRequest("the WHERE condition is longer than 2000 characters")
-    one = "the WHERE box takes one condition"
-    tokens = duckdb.tokenize(where)
-    depth = 0
-    for i, (start, kind) in enumerate(tokens):
-        if kind == duckdb.token_type.comment:
-            raise BadRequest(f"{one}, without comments (`--`, `/* */`)")
-        if kind != duckdb.token_type.operator:
-            continue
-        for ch in where[start:tokens[i + 1][0] if i + 1 < len(tokens) else len(where)]:
-            if ch == ";":
-                raise BadRequest(f"{one} (no `;`)")
-            depth += (ch == "(") - (ch == ")")
-            if depth < 0:
-                raise BadRequest(f"{one}: a `)` closes a parenthesis the condition did not open")
-    if depth:
-        raise BadRequest(f"{one}: {depth} parenthesis(es) left open")
-    try:
-        statements = duckdb.extract_statements(f"SELECT 1 FROM items WHERE ({where})")
-    except duckdb.Error as e:
-        raise BadRequest(f"the filter is not valid on the records: {str(e).splitlines()[0]}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise BadRequest(f"{one}")
-    return where
+WATCHED = (
+    "catalog/manifest.json",
+    "annotations/annotations.parquet",
+    "curation/dedup.parquet",
+    "curation/leakage.parquet",
+    "curation/clusters.parquet",
+    "curation/concepts.parquet",
+    "splits/split.parquet",
+)
 
 
 def _stamp(loom: Path) -> tuple:
@@ -139,17 +46,20 @@ def _stamp(loom: Path) -> tuple:
 
 def items_sql(loom: Path, con) -> str:
     """The records with their split, cluster, concept, duplicate and generated-text state, one row each."""
-    from ..export import ExportOptions, has_view, selection_sql
+    from ..view.selection import Selection, has_view, selection_sql
 
-    joins, _, _, _ = selection_sql(loom, ExportOptions(include_duplicates=True))
+    joins, _, _, _ = selection_sql(loom, Selection(include_duplicates=True))
     # the split `medloom split` assigned, else the source's own, else none (as `medloom stats` says; exports
     # put those in train)
-    split = "coalesce(assigned.split, nullif(source_split, ''), '')" if " AS assigned " in joins else \
-        "coalesce(source_split, '')"
-    cols = ["records.* EXCLUDE (rois, render, article, meta)", f"{split} AS split",
-            "coalesce(len(records.rois), 0) AS n_rois",
-            "list_distinct([x.label FOR x IN coalesce(records.rois, [])]) AS roi_labels",
-            "records.article.title AS article_title", "records.article.pmcid AS pmcid"]
+    split = "coalesce(assigned.split, nullif(source_split, ''), '')" if " AS assigned " in joins else "coalesce(source_split, '')"
+    cols = [
+        "records.* EXCLUDE (rois, render, article, meta)",
+        f"{split} AS split",
+        "coalesce(len(records.rois), 0) AS n_rois",
+        "list_distinct([x.label FOR x IN coalesce(records.rois, [])]) AS roi_labels",
+        "records.article.title AS article_title",
+        "records.article.pmcid AS pmcid",
+    ]
     if has_view(con, "clusters"):
         joins += " LEFT JOIN clusters AS cl USING (id)"
         cols.append("CAST(cl.cluster AS VARCHAR) AS cluster")
@@ -162,29 +72,31 @@ def items_sql(loom: Path, con) -> str:
         cols.append("NULL::VARCHAR AS concept")
     if has_view(con, "dedup"):
         joins += " LEFT JOIN dedup AS dd USING (id)"
-        cols += ["CASE WHEN dd.id IS NULL THEN 'unique' WHEN dd.keep THEN 'kept' ELSE 'marked out' END AS duplicate",
-                 "CAST(dd.\"group\" AS VARCHAR) AS \"group\""]
+        cols += [
+            "CASE WHEN dd.id IS NULL THEN 'unique' WHEN dd.keep THEN 'kept' ELSE 'marked out' END AS duplicate",
+            'CAST(dd."group" AS VARCHAR) AS "group"',
+        ]
     else:
-        cols += ["'not checked' AS duplicate", "NULL::VARCHAR AS \"group\""]
+        cols += ["'not checked' AS duplicate", 'NULL::VARCHAR AS "group"']
     # quarantine rows about a record that was kept: a box or label dropped, a warning
-    joins += (" LEFT JOIN (SELECT record_id AS id, string_agg(DISTINCT reason, ', ' ORDER BY reason) AS quarantine "
-              "FROM quarantine WHERE coalesce(record_id, '') <> '' GROUP BY record_id) AS qq USING (id)")
+    joins += (
+        " LEFT JOIN (SELECT record_id AS id, string_agg(DISTINCT reason, ', ' ORDER BY reason) AS quarantine "
+        "FROM quarantine WHERE coalesce(record_id, '') <> '' GROUP BY record_id) AS qq USING (id)"
+    )
     cols.append("coalesce(qq.quarantine, '') AS quarantine")
     if has_view(con, "annotations"):
         joins += " LEFT JOIN annotations AS an USING (id)"
         reviewed = "len(an.reviews) > 0" if "reviews" in _columns(con, "annotations") else "false"
-        cols += [f"CASE WHEN an.id IS NULL THEN 'none' WHEN {reviewed} THEN 'reviewed' "
-                 "WHEN len(an.flags) > 0 THEN 'flagged' WHEN an.caption_source = 'llm' "
-                 "OR len([q FOR q IN an.vqa IF q.source = 'llm']) > 0 THEN 'llm' "
-                 "ELSE 'template' END AS text", "an.caption AS generated_caption"]
+        cols += [
+            f"CASE WHEN an.id IS NULL THEN 'none' WHEN {reviewed} THEN 'reviewed' "
+            "WHEN len(an.flags) > 0 THEN 'flagged' WHEN an.caption_source = 'llm' "
+            "OR len([q FOR q IN an.vqa IF q.source = 'llm']) > 0 THEN 'llm' "
+            "ELSE 'template' END AS text",
+            "an.caption AS generated_caption",
+        ]
     else:
         cols += ["'none' AS text", "NULL::VARCHAR AS generated_caption"]
     return f"SELECT {', '.join(cols)} FROM records {joins}"
-
-
-def facet_value(name: str) -> str:
-    """The SQL giving a facet's value per record (a label facet: one row per label)."""
-    return "unnest(labels)" if name == "label" else f"coalesce(CAST(\"{name}\" AS VARCHAR), '')"
 
 
 def dicts(cur) -> list[dict]:
@@ -248,7 +160,7 @@ class LoomIndex:
             items.unregister("_items")
             items.execute("SET enable_external_access = false")
             items.execute("SET lock_configuration = true")
-            from ..export import render_sources
+            from ..view.render import render_sources
 
             self._sources = render_sources(catalog.read_manifest(self.loom))
             self._catalog, self._snap, self._stamp = con, Snapshot(stamp, table, items), stamp
@@ -302,9 +214,14 @@ class LoomIndex:
             out = {}
             for name in FACETS:
                 where, params = query.sql(skip=name)
-                out[name] = [(str(v), int(n)) for v, n in cur.execute(
-                    f"SELECT {facet_value(name)} AS v, count(*) AS n FROM items{where} GROUP BY v "
-                    f"ORDER BY n DESC, v LIMIT {limit}", params).fetchall()]
+                out[name] = [
+                    (str(v), int(n))
+                    for v, n in cur.execute(
+                        f"SELECT {facet_value(name)} AS v, count(*) AS n FROM items{where} GROUP BY v "
+                        f"ORDER BY n DESC, v LIMIT {limit}",
+                        params,
+                    ).fetchall()
+                ]
         finally:
             cur.close()
         if len(self._facet_cache) > 256:
@@ -318,32 +235,60 @@ class LoomIndex:
         try:
             where, params = query.sql()
             total = cur.execute(f"SELECT count(*) FROM items{where}", params).fetchall()[0][0]
-            keys = ["id", "source", "split", "modality", "anatomy", "task", "labels", "width", "height", "pixel_hash",
-                    "n_rois", "text", "duplicate"]
-            rows = cur.execute(f"SELECT {', '.join(keys)} FROM items{where} ORDER BY id LIMIT {size} "
-                               f"OFFSET {query.page * size}", params).fetchall()
+            keys = [
+                "id",
+                "source",
+                "split",
+                "modality",
+                "anatomy",
+                "task",
+                "labels",
+                "width",
+                "height",
+                "pixel_hash",
+                "n_rois",
+                "text",
+                "duplicate",
+            ]
+            rows = cur.execute(
+                f"SELECT {', '.join(keys)} FROM items{where} ORDER BY id LIMIT {size} OFFSET {query.page * size}", params
+            ).fetchall()
         finally:
             cur.close()
         return total, [dict(zip(keys, r)) for r in rows]
 
     def counts(self, column: str) -> list[tuple[str, int]]:
-        return [(str(v), int(n)) for v, n in self._rows(
-            f"SELECT {facet_value(column)} AS v, count(*) AS n FROM items GROUP BY v ORDER BY n DESC, v")]
+        return [
+            (str(v), int(n))
+            for v, n in self._rows(f"SELECT {facet_value(column)} AS v, count(*) AS n FROM items GROUP BY v ORDER BY n DESC, v")
+        ]
 
     def mat_counts(self) -> list[tuple[str, str, str, int]]:
-        return [tuple(r) for r in self._rows("SELECT modality, anatomy, task, count(*) AS n FROM items "
-                                             "GROUP BY ALL ORDER BY n DESC, modality, anatomy, task")]
+        return [
+            tuple(r)
+            for r in self._rows(
+                "SELECT modality, anatomy, task, count(*) AS n FROM items GROUP BY ALL ORDER BY n DESC, modality, anatomy, task"
+            )
+        ]
 
     def quarantine(self, reason: str | None = None, limit: int = 500) -> tuple[list[tuple[str, int]], list[dict]]:
         with self._lock:
             con = self._catalog
-            by_reason = [(str(r), int(n)) for r, n in con.execute(
-                "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY n DESC, reason").fetchall()]
+            by_reason = [
+                (str(r), int(n))
+                for r, n in con.execute(
+                    "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason ORDER BY n DESC, reason"
+                ).fetchall()
+            ]
             cond, params = ("WHERE reason = ?", [reason]) if reason else ("", [])
             # a record dropped whole keeps its id in the row, but has no page to link to
-            return by_reason, dicts(con.execute(
-                "SELECT source, path, record_id, coalesce(record_id IN (SELECT id FROM records), false) AS has_record, "
-                f"stage, scope, reason, message FROM quarantine {cond} ORDER BY source, path LIMIT {limit}", params))
+            return by_reason, dicts(
+                con.execute(
+                    "SELECT source, path, record_id, coalesce(record_id IN (SELECT id FROM records), false) AS has_record, "
+                    f"stage, scope, reason, message FROM quarantine {cond} ORDER BY source, path LIMIT {limit}",
+                    params,
+                )
+            )
 
     def record(self, record_id: str) -> dict:
         """The record's full catalog row, with its annotation, cluster, concept and duplicate rows."""
@@ -362,7 +307,7 @@ class LoomIndex:
 
     @staticmethod
     def _one(con, view: str, record_id: str) -> dict | None:
-        from ..export import has_view
+        from ..view.selection import has_view
 
         if not has_view(con, view):
             return None
@@ -375,8 +320,12 @@ class LoomIndex:
     def render_row(self, record_id: str) -> dict:
         """What the renderer needs of a record (looked up by id: the only way a request names a file)."""
         with self._lock:
-            found = dicts(self._catalog.execute("SELECT id, source, uri, frame, width, height, pixel_hash, file_hash, "
-                                                "render, rois FROM records WHERE id = ?", [record_id]))
+            found = dicts(
+                self._catalog.execute(
+                    "SELECT id, source, uri, frame, width, height, pixel_hash, file_hash, render, rois FROM records WHERE id = ?",
+                    [record_id],
+                )
+            )
             if not found:
                 raise NotFound(f"no record {record_id!r} in this loom")
             return found[0]
@@ -389,26 +338,34 @@ class LoomIndex:
 
     def clusters(self) -> list[tuple[str, int, str]]:
         """(cluster, records, concept) for every cluster, in cluster order."""
-        return [(str(c), int(n), k or "") for c, n, k in self._rows(
-            "SELECT cluster, count(*) AS n, any_value(concept) FROM items WHERE cluster IS NOT NULL "
-            "GROUP BY cluster ORDER BY CAST(cluster AS INTEGER)")]
+        return [
+            (str(c), int(n), k or "")
+            for c, n, k in self._rows(
+                "SELECT cluster, count(*) AS n, any_value(concept) FROM items WHERE cluster IS NOT NULL "
+                "GROUP BY cluster ORDER BY CAST(cluster AS INTEGER)"
+            )
+        ]
 
     def cluster_concepts(self) -> dict[str, tuple[str, tuple[str, ...], str]]:
         """Per cluster the (global, local, panel) concepts its records carry now (from the last apply)."""
         with self._lock:
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(self._catalog, "concepts"):
                 return {}
-            return {str(c): (g or "", tuple(sorted(loc or [])), p or "") for c, g, loc, p in self._catalog.execute(
-                "SELECT cluster, any_value(global_concept), any_value(local_concepts), any_value(panel) FROM concepts "
-                "GROUP BY cluster").fetchall()}
+            return {
+                str(c): (g or "", tuple(sorted(loc or [])), p or "")
+                for c, g, loc, p in self._catalog.execute(
+                    "SELECT cluster, any_value(global_concept), any_value(local_concepts), any_value(panel) FROM concepts "
+                    "GROUP BY cluster"
+                ).fetchall()
+            }
 
     def cluster_members(self, cluster: str, limit: int = 48) -> list[dict]:
         """The records nearest the cluster's centre first (as on its contact sheet)."""
         with self._lock:
             con = self._catalog
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(con, "clusters"):
                 raise NotFound("no clusters in this loom: run `medloom embed` and `medloom cluster` first")
@@ -416,9 +373,14 @@ class LoomIndex:
                 number = int(cluster)
             except ValueError:
                 raise BadRequest(f"cluster {cluster!r} is not a number") from None
-            rows = dicts(con.execute("SELECT r.id, r.pixel_hash, r.modality, r.anatomy, r.labels FROM clusters c "
-                                     "JOIN records r USING (id) WHERE c.cluster = ? ORDER BY c.distance, r.id "
-                                     f"LIMIT {int(limit)}", [number]))
+            rows = dicts(
+                con.execute(
+                    "SELECT r.id, r.pixel_hash, r.modality, r.anatomy, r.labels FROM clusters c "
+                    "JOIN records r USING (id) WHERE c.cluster = ? ORDER BY c.distance, r.id "
+                    f"LIMIT {int(limit)}",
+                    [number],
+                )
+            )
             if not rows:
                 raise NotFound(f"no cluster {cluster} in this loom")
             return rows
@@ -426,15 +388,18 @@ class LoomIndex:
     def cluster_previews(self, per_cluster: int = 6) -> dict[str, list[dict]]:
         """The records nearest each cluster's centre, for every cluster at once (one query, not one each)."""
         with self._lock:
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(self._catalog, "clusters"):
                 return {}
             out: dict[str, list[dict]] = {}
-            for row in dicts(self._catalog.execute(
+            for row in dicts(
+                self._catalog.execute(
                     "SELECT CAST(c.cluster AS VARCHAR) AS cluster, c.id, r.pixel_hash FROM clusters c "
                     "JOIN records r USING (id) QUALIFY row_number() OVER (PARTITION BY c.cluster "
-                    f"ORDER BY c.distance, c.id) <= {int(per_cluster)} ORDER BY c.cluster, c.distance, c.id")):
+                    f"ORDER BY c.distance, c.id) <= {int(per_cluster)} ORDER BY c.cluster, c.distance, c.id"
+                )
+            ):
                 out.setdefault(row["cluster"], []).append(row)
             return out
 
@@ -442,19 +407,23 @@ class LoomIndex:
         """Groups of duplicates (biggest first), each with its members' facts for a side-by-side view."""
         with self._lock:
             con = self._catalog
-            from ..export import has_view
+            from ..view.selection import has_view
 
             if not has_view(con, "dedup"):
                 return 0, []
             total = con.execute('SELECT count(DISTINCT "group") FROM dedup').fetchone()[0]
-            extra = ", d.decided_by, d.decided_at" if "decided_by" in _columns(con, "dedup") else \
-                ", NULL AS decided_by, NULL AS decided_at"
+            extra = (
+                ", d.decided_by, d.decided_at"
+                if "decided_by" in _columns(con, "dedup")
+                else ", NULL AS decided_by, NULL AS decided_at"
+            )
             cur = con.execute(
                 'WITH g AS (SELECT "group", count(*) AS n FROM dedup GROUP BY "group" '
                 f'ORDER BY n DESC, "group" LIMIT {int(size)} OFFSET {int(page) * int(size)}) '
-                'SELECT d."group", d.id, d.keep, d.duplicate_of, d.reason' + extra + ', r.source, r.source_split, '
-                'r.width, r.height, r.pixel_hash, r.modality, r.anatomy, r.labels '
-                'FROM dedup d JOIN g USING ("group") JOIN records r USING (id) ORDER BY g.n DESC, d."group", d.id')
+                'SELECT d."group", d.id, d.keep, d.duplicate_of, d.reason' + extra + ", r.source, r.source_split, "
+                "r.width, r.height, r.pixel_hash, r.modality, r.anatomy, r.labels "
+                'FROM dedup d JOIN g USING ("group") JOIN records r USING (id) ORDER BY g.n DESC, d."group", d.id'
+            )
             groups: dict[int, list[dict]] = {}
             for row in dicts(cur):
                 groups.setdefault(row["group"], []).append(row)
@@ -468,7 +437,7 @@ class LoomIndex:
         if state not in CANDIDATES:
             raise BadRequest(f"audit shows flagged, llm or reviewed texts, not {state!r}")
         with self._lock:
-            from ..export import has_view
+            from ..view.selection import has_view
 
             con = self._catalog
             if not has_view(con, "annotations"):
@@ -479,16 +448,33 @@ class LoomIndex:
                 columns = _columns(con, "annotations")
                 if "reviews" not in columns and state == "reviewed":
                     return 0, []
-                wanted = [c for c in ("id", "caption", "caption_source", "template_caption", "roi_text", "vqa", "flags",
-                                      "reviews", "llm_failed") if c in columns]
-                ids = [a["id"] for a in dicts(con.execute(f"SELECT {', '.join(wanted)} FROM annotations WHERE "
-                                                          f"{CANDIDATES[state]} ORDER BY id")) if in_queue(a, state)]
+                wanted = [
+                    c
+                    for c in (
+                        "id",
+                        "caption",
+                        "caption_source",
+                        "template_caption",
+                        "roi_text",
+                        "vqa",
+                        "flags",
+                        "reviews",
+                        "llm_failed",
+                    )
+                    if c in columns
+                ]
+                ids = [
+                    a["id"]
+                    for a in dicts(
+                        con.execute(f"SELECT {', '.join(wanted)} FROM annotations WHERE {CANDIDATES[state]} ORDER BY id")
+                    )
+                    if in_queue(a, state)
+                ]
                 self._facet_cache[key] = ids
-            chosen = ids[page * size:(page + 1) * size]
+            chosen = ids[page * size : (page + 1) * size]
             if not chosen:
                 return len(ids), []
-            return len(ids), dicts(con.execute("SELECT * FROM annotations WHERE id IN (SELECT unnest(?)) ORDER BY id",
-                                               [chosen]))
+            return len(ids), dicts(con.execute("SELECT * FROM annotations WHERE id IN (SELECT unnest(?)) ORDER BY id", [chosen]))
 
     def neighbours(self, record_id: str, k: int = 12) -> list[tuple[str, float, str]]:
         """(id, cosine similarity, pixel hash) of the records nearest by `medloom embed`'s vectors."""
@@ -502,8 +488,7 @@ class LoomIndex:
             raise NotFound(f"record {record_id!r} has no embedding yet (run `medloom embed` again)")
         sims = matrix @ matrix[where[record_id]]
         order = np.argsort(-sims)[: k + 1]
-        hashes = dict(self._rows("SELECT id, pixel_hash FROM items WHERE id IN (SELECT unnest(?))",
-                                [[ids[i] for i in order]]))
+        hashes = dict(self._rows("SELECT id, pixel_hash FROM items WHERE id IN (SELECT unnest(?))", [[ids[i] for i in order]]))
         return [(ids[i], float(sims[i]), hashes.get(ids[i], "")) for i in order if ids[i] != record_id][:k]
 
     def _vectors(self):
@@ -529,4 +514,3 @@ def meta_facts(row: dict) -> dict:
         return json.loads(row.get("meta") or "{}")
     except json.JSONDecodeError:
         return {}
-

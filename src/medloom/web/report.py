@@ -12,8 +12,11 @@ from .overview import overview
 
 
 def render_report(loom: Path) -> str:
-    return templates().get_template("overview.html").render(o=overview(LoomIndex(loom)), static=True,
-                                                            css=static_text("app.css"), read_only=True, csrf="")
+    return (
+        templates()
+        .get_template("overview.html")
+        .render(o=overview(LoomIndex(loom)), static=True, css=static_text("app.css"), read_only=True, csrf="")
+    )
 
 
 def write_report(loom: Path, out: Path) -> Path:
@@ -22,7 +25,8 @@ def write_report(loom: Path, out: Path) -> Path:
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; give the report's file name (report.html)")
     if out.exists() and b'name="generator" content="medloom report"' not in out.read_bytes()[:4096]:
-        raise FileExistsError(f"{out} exists and is not a medloom report; it will not be overwritten: "
-                              "choose another name or move it away")
+        raise FileExistsError(
+            f"{out} exists and is not a medloom report; it will not be overwritten: choose another name or move it away"
+        )
     write_atomic(out, render_report(loom).encode("utf-8"))
     return out

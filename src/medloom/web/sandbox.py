@@ -69,8 +69,13 @@ class _Child:
 
     def __init__(self):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "medloom.web.sandbox"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "medloom.web.sandbox"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         self.version = None
         self.base_rss = 0
 
@@ -175,26 +180,34 @@ class Sandbox:
             if ready:
                 reply = _recv(child.proc.stdout)
                 if reply is None:
-                    raise FilterError("the server is stopping; the filter was stopped" if self._closed else
-                                      "the filter's process ended unexpectedly; try again")
+                    raise FilterError(
+                        "the server is stopping; the filter was stopped"
+                        if self._closed
+                        else "the filter's process ended unexpectedly; try again"
+                    )
                 return reply
             if self._closed:
                 raise FilterError("the server is stopping; the filter was stopped")
             if time.monotonic() > deadline:
                 child.kill()
-                raise FilterError(f"the filter ran longer than {self.seconds:g} s and was stopped: narrow it "
-                                  "(or start `medloom serve` with a larger --filter-timeout)")
+                raise FilterError(
+                    f"the filter ran longer than {self.seconds:g} s and was stopped: narrow it "
+                    "(or start `medloom serve` with a larger --filter-timeout)"
+                )
             if not loading and _rss_bytes(child.proc.pid) > limit:
                 child.kill()
                 raise FilterError(memory_message(self.memory_mb))
 
 
 def memory_message(memory_mb: int) -> str:
-    return (f"the filter needed more than {memory_mb} MiB and was stopped: narrow it (or start `medloom serve` "
-            "with a larger --filter-memory)")
+    return (
+        f"the filter needed more than {memory_mb} MiB and was stopped: narrow it (or start `medloom serve` "
+        "with a larger --filter-memory)"
+    )
 
 
 # -- the child ------------------------------------------------------------------------------------------------
+
 
 def _load(data: bytes):
     import duckdb
@@ -231,8 +244,10 @@ def _select(con, where: str, seconds: float, memory_mb: int):
         rows = cur.execute(f"SELECT rowid FROM items WHERE ({where}) ORDER BY rowid").fetchnumpy()["rowid"]
         return "ok", np.asarray(rows, dtype=np.int64).tobytes()
     except duckdb.InterruptException:
-        return "error", (f"the filter ran longer than {seconds:g} s and was stopped: narrow it (or start "
-                         "`medloom serve` with a larger --filter-timeout)")
+        return "error", (
+            f"the filter ran longer than {seconds:g} s and was stopped: narrow it (or start "
+            "`medloom serve` with a larger --filter-timeout)"
+        )
     except (duckdb.OutOfMemoryException, MemoryError):
         return "error", memory_message(memory_mb)
     except duckdb.Error as e:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .. import layout
 from ..engine import ExecutorSpec, make_executor, stage_module
 from ..engine.progress import progress_bar
 from ..imaging import DecodeError, encode, fit
 from ..locks import hold
 from ..outputs import OutputFolder, temporary_name
 
-THUMBS = Path("cache") / "thumbs"
+THUMBS = Path(layout.CACHE) / "thumbs"
 SIDE = 192
 QUALITY = 80
 PART = 256
@@ -37,7 +38,7 @@ def thumb_key(record_id: str, pixel_hash: str | None, side: int = SIDE) -> str:
 
 
 def render_thumb(row: dict, sources: dict, cache: dict, side: int = SIDE) -> bytes:
-    from ..export.render import record_image
+    from ..view.render import record_image
 
     im = record_image(row, {"sources": sources}, cache, side)
     return encode(fit(im, side), "jpg", QUALITY)
@@ -117,16 +118,14 @@ def claim(loom: Path) -> Path:
     return folder
 
 
-def build_thumbnails(loom: Path, con, sources: dict, *, workers=None, quiet: bool = False,
-                     side: int = SIDE) -> dict:
+def build_thumbnails(loom: Path, con, sources: dict, *, workers=None, quiet: bool = False, side: int = SIDE) -> dict:
     """Make the thumbnails that are missing, a part at a time on the executor; returns counts."""
     folder = Path(loom) / THUMBS
     with hold(folder.parent, what="cache"):
         claim(loom)
         rows = con.sql(f"SELECT {', '.join(COLUMNS)} FROM records ORDER BY source, uri, frame").to_arrow_table()
         have = read_index(folder)
-        keys = [thumb_key(i, h, side) for i, h in zip(rows.column("id").to_pylist(),
-                                                      rows.column("pixel_hash").to_pylist())]
+        keys = [thumb_key(i, h, side) for i, h in zip(rows.column("id").to_pylist(), rows.column("pixel_hash").to_pylist())]
         missing = [k for k, key in enumerate(keys) if key not in have]
         report = {"records": len(keys), "cached": len(keys) - len(missing), "made": 0, "failed": 0}
         if not missing:
@@ -135,8 +134,10 @@ def build_thumbnails(loom: Path, con, sources: dict, *, workers=None, quiet: boo
         parts = (todo.slice(start, PART) for start in range(0, todo.num_rows, PART))
         local = not isinstance(workers, ExecutorSpec) or workers.kind == "local"
         settings = {"sources": sources, "side": side, "folder": str(folder.resolve()) if local else None}
-        with make_executor(workers, preload=[stage_module("web.thumbs")]) as executor, \
-                progress_bar("thumbnails", todo.num_rows, quiet) as advance:
+        with (
+            make_executor(workers, preload=[stage_module("web.thumbs")]) as executor,
+            progress_bar("thumbnails", todo.num_rows, quiet) as advance,
+        ):
             for _, (made, failed, count) in executor.map("web.thumbs", parts, settings):
                 if made:  # made by workers that do not see the loom (Ray): the pack is written here
                     write_pack(folder, made)

@@ -1,0 +1,5 @@
+"""`python -m medloom.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,237 @@
+"""`medloom cg`: compositional-generalization experiments (Med-MAT)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .. import layout
+from .app import cg_app
+from .common import (
+    TOWERS_HINT,
+    Address,
+    Executor,
+    Loom,
+    Quiet,
+    Wait,
+    WorkersOption,
+    err,
+    executor_spec,
+    fail,
+    out,
+    resolve_loom,
+)
+
+
+@cg_app.command("subsets")
+def cg_subsets(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Records grouped by MAT triplet across sources (Med-MAT's subsets), with sizes and label spaces."""
+    from ..cg.plan import mat_subsets, name
+
+    found = mat_subsets(resolve_loom(loom))
+    data = [
+        {"triplet": name(t), "records": s.records, "sources": s.sources, "labels": s.labels} for t, s in sorted(found.items())
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    table = Table(title=f"{len(data)} MAT subsets", title_justify="left")
+    for col in ("modality|anatomy|task", "records", "sources", "labels"):
+        table.add_column(col)
+    for d in data:
+        table.add_row(
+            escape(d["triplet"]),
+            str(d["records"]),
+            escape(", ".join(d["sources"])),
+            escape(", ".join(d["labels"][:12]) + (" ..." if len(d["labels"]) > 12 else "")),
+        )
+    out.print(table)
+
+
+@cg_app.command("matrix")
+def cg_matrix(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """For every subset as a target: the training subsets each direction type has (0: not reachable)."""
+    from ..cg.plan import DIRECTIONS, matrix
+
+    m = matrix(resolve_loom(loom))
+    if as_json:
+        sys.stdout.write(json.dumps(m, indent=1) + "\n")
+        return
+    table = Table(title="training subsets per direction (0: the direction cannot reach the target)", title_justify="left")
+    table.add_column("target")
+    for d in DIRECTIONS:
+        table.add_column(d, justify="right")
+    for target, row in m.items():
+        table.add_row(escape(target), *(str(row[d]) if row[d] else "-" for d in DIRECTIONS))
+    out.print(table)
+
+
+@cg_app.command("plan")
+def cg_plan(
+    loom: Loom,
+    target: Annotated[str | None, typer.Option(help='The unseen triplet, e.g. "CT,lung,cancer".')] = None,
+    all_targets: Annotated[bool, typer.Option("--all", help="Every subset in turn as the target.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where experiment folders go (default: LOOM/experiments).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for baseline-plus.")] = 0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse (exit 1, nothing written) when an experiment would "
+            "train on exact or near copies of its target's test images; "
+            "default: warn."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False,
+    wait: Wait = False,
+) -> None:
+    """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
+    from ..cg.plan import copies_warning, mat_subsets, parse_target, plan
+
+    loom = resolve_loom(loom)
+    if bool(target) == all_targets:
+        fail('give --target "M,A,T" or --all')
+    try:
+        targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
+        experiments = plan(loom, targets, out_dir or layout.experiments_dir(loom), seed=seed, strict=strict, wait=wait)
+    except FileNotFoundError as e:
+        fail(str(e))
+    warning = copies_warning(experiments)
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps([{k: v for k, v in e.items() if k != "why"} for e in experiments], indent=1) + "\n")
+        return
+    table = Table(title=f"{len(experiments)} experiments", title_justify="left")
+    for col in ("target", "name", "train subsets", "train", "test"):
+        table.add_column(col)
+    for e in experiments:
+        table.add_row(
+            escape(e["target"]), e["name"], str(len(e["train_subsets"])), str(e["train_records"]), str(e["test_records"])
+        )
+    out.print(table)
+    out.print(f"experiments: {out_dir or loom / 'experiments'}", highlight=False)
+
+
+def _print_cg_tables(report: dict, metric: str) -> None:
+    from ..cg.tables import TABLE3, TABLE4, table_rows
+
+    what = "multiple-choice" if metric == "mc" else "zero-shot top-1"
+    for title, names in (
+        (f"Table 3 ({what}): accuracy on the unseen target, 95% Wilson; * beats Baseline+ (exact McNemar p < 0.05)", TABLE3),
+        (f"Table 4 ({what}): ablations", TABLE4),
+    ):
+        header, rows = table_rows(report, names)
+        if len(header) == 2:
+            continue
+        table = Table(title=title, title_justify="left")
+        for i, col in enumerate(header):
+            table.add_column(escape(col), justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*map(escape, row))
+        out.print(table)
+    for target, t in report["targets"].items():
+        for name, cell in sorted(t["runs"].items()):
+            if "missing" in cell:
+                err.print(f"{escape(target)} / {escape(name)}: n/a: {escape(cell['missing'])}", highlight=False)
+
+
+@cg_app.command("run")
+def cg_run_cmd(
+    plan: Annotated[Path, typer.Argument(help="A `cg plan` output folder (or one target's folder).")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="The results folder: a model and its evaluations per experiment, and report/.")
+    ],
+    loom: Annotated[Path | None, typer.Option(help="The loom (default: the one the plan names).")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.", min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(help="Image-text pairs per step.", min=2)] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.", min=1e-9)] = 1e-3,
+    dim: Annotated[int, typer.Option(help="Size of the shared embedding space.", min=1)] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of every model and of the bootstrap.")] = 0,
+    workers: WorkersOption = 0,
+    executor: Executor = None,
+    address: Address = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """For every experiment of a plan: train a CLIP-style model on its mix, evaluate it on the target's test
+    records (multiple choice by image-text similarity, and zero-shot), beside the untrained Baseline; then
+    print Med-MAT's tables. Finished experiments are skipped when run again."""
+    from ..cg.run import run_cg
+    from ..train.projections import TrainSettings
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed)
+    say = (lambda _: None) if quiet or as_json else (lambda m: err.print(escape(m), highlight=False))
+    try:
+        report = run_cg(
+            plan,
+            out_dir,
+            settings,
+            loom=resolve_loom(loom) if loom else None,
+            workers=executor_spec(executor, address, workers),
+            quiet=quiet or as_json,
+            progress=say,
+        )
+    except FileNotFoundError as e:
+        fail(str(e))
+    except ImportError as e:
+        fail(f"{e}; {TOWERS_HINT}")
+    if report.warning:
+        err.print(f"[yellow]warning:[/yellow] {escape(report.warning)}", highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
+        return
+    for metric, table in (report.report or {}).items():
+        _print_cg_tables(table, metric)
+    out.print(escape(report.summary()), highlight=False)
+
+
+@cg_app.command("report")
+def cg_report_cmd(
+    plan: Annotated[Path, typer.Argument(help="A `cg plan` output folder (or one target's folder).")],
+    runs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runs",
+            help="NAME=RUN: an `eval vqa` or `eval "
+            "zeroshot` run folder under a column name (baseline, baseline-plus, "
+            "related-fixed-modality, all-related, without-task, ...); TARGET_FOLDER/NAME=RUN "
+            "for one target only. Repeat it.",
+        ),
+    ] = None,
+    results: Annotated[Path | None, typer.Option(help="A `cg run` results folder: its runs.")] = None,
+    metric: Annotated[str, typer.Option(help="With --results: mc (multiple choice) or zeroshot.")] = "mc",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and report.png here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Med-MAT's Tables 3 and 4 for a plan: each target's accuracy under each run with intervals, a mark where a
+    trained run beats Baseline+ by an exact McNemar test, and a bar chart like Med-MAT's Figure 4."""
+    from ..cg.plan import find_experiments
+    from ..cg.tables import cg_report, figure, markdown, resolve_runs
+    from ..outputs import OutputFolder
+
+    if metric not in ("mc", "zeroshot"):
+        fail(f"--metric {metric!r}: use mc or zeroshot")
+    experiments = find_experiments(plan)
+    found, skipped = resolve_runs(experiments, runs or [], results, metric)
+    report = cg_report(experiments, found, skipped, seed=seed)
+    if out_dir is not None:
+        folder = OutputFolder(out_dir)
+        folder.require_only_own("report")
+        folder.write_bytes("report.json", json.dumps(report, indent=1).encode())
+        folder.write_bytes("report.md", markdown(report, metric).encode())
+        folder.write_bytes("report.png", figure(report))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+        return
+    _print_cg_tables(report, metric)
+    if out_dir is not None:
+        out.print(f"report: {out_dir}", highlight=False)

@@ -1,0 +1,76 @@
+"""Every export format, one entry each: `medloom export --format NAME` runs its entry with one request.
+
+A format is a function `(loom, out, request, workers, quiet, wait) -> report` in its own module, and its entry
+here; its report has `out`, `as_dict()` (what `--json` prints), `lines()` (what the command prints) and
+`warnings()` ((label, text) pairs for stderr). To add one: copy the module of the nearest format
+(`training.py` for JSON beside images, `clipbench.py` for a shard layout of its own), give it an
+`export_format` function, and add its entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .burned_in import MAX_FRAMES
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything `medloom export` was asked, whatever the format (each takes what applies to it)."""
+
+    format: str = "webdataset"
+    where: str | None = None
+    include_duplicates: bool = False
+    subset: str | None = None
+    experiment: str | None = None
+    splits: list[str] | None = None
+    image_format: str = "jpg"
+    max_side: int | None = None
+    quality: int = 90
+    keep_metadata: bool = False
+    shard_size: int = 5000
+    shard_bytes: int = 500 * 1024**2
+    balance_shards: int | None = None
+    overwrite: bool = False
+    text: str = "auto"
+    citing: bool = False
+    require_text: bool = False
+    absolute_paths: bool = False
+    burned_in: str = "exclude"
+    burned_in_frames: int = MAX_FRAMES
+    burned_in_ocr: bool = False
+
+
+@dataclass(frozen=True)
+class Format:
+    run: str  # "module:function"
+    what: str  # for --help
+    shards: bool = False  # cut into shards by --shard-size / --shard-bytes / --balance-shards
+    renders: bool = True  # renders images in the workers (`export.render` or `view.render`)
+
+
+FORMATS = {
+    "webdataset": Format("medloom.export:export_format", "tar shards", shards=True),
+    "parquet": Format("medloom.export:export_format", "Parquet shards", shards=True),
+    "medmat": Format("medloom.export.training:export_format", "Med-MAT's question JSON"),
+    "llava": Format("medloom.export.training:export_format", "LLaVA conversations"),
+    "sharegpt": Format("medloom.export.training:export_format", "ShareGPT messages with LLaMA-Factory's dataset_info.json"),
+    "swift": Format("medloom.export.training:export_format", "ms-swift's JSONL"),
+    "clip-benchmark": Format(
+        "medloom.export.clipbench:export_format", "zero-shot classification and retrieval sets as clip_benchmark reads them"
+    ),
+    "dicom": Format("medloom.export.dicom:export_format", "de-identified DICOM copies", renders=False),
+}
+
+
+def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, quiet: bool = False, wait: bool = False):
+    """The export `request.format` names, written to `out`; its report."""
+    from ..errors import ExportError
+
+    entry = FORMATS.get(request.format)
+    if entry is None:
+        raise ExportError(f"--format {request.format!r}: choose one of {', '.join(FORMATS)}")
+    module, _, function = entry.run.partition(":")
+    return getattr(importlib.import_module(module), function)(loom, out, request, workers=workers, quiet=quiet, wait=wait)

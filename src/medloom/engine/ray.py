@@ -70,8 +70,8 @@ def connect(workers: int | None, address: str | None) -> bool:
 
 
 def disconnect() -> None:
-    """End this process's Ray connection, if it made one (a command's, made by `start_ray`): Ray's own exit hook
-    would end it too, but only after half a second's sleep."""
+    """End this process's Ray connection, whoever made it: a command calls it as it ends (its connection was made
+    by `start_ray` or a step); Ray's own exit hook would end it too, but only after half a second's sleep."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()

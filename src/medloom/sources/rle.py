@@ -63,10 +63,11 @@ def runs_mask(runs: list[int], order: str, height: int, width: int) -> np.ndarra
 
 
 def rle_rois(task: dict, source: dict, height: int, width: int, entries: list[dict]) -> tuple[list[dict], list[str], list[dict]]:
-    """The ROIs of a task's run-length masks: each label's rows joined into one mask, each connected region of
-    it an ROI (as the `masks` reader does). Returns (ROIs, labels with at least one ROI, quarantine rows);
-    a row whose runs pass the image's last pixel is a row of its own naming the table's line."""
-    masks: dict[str, np.ndarray] = {}
+    """The ROIs of a task's run-length masks: each connected region of each row's mask an ROI with its box and
+    RLE (as the `masks` reader does). Rows stay apart, not joined per label: SIIM writes one row per
+    pneumothorax, and its rows may overlap. Returns (ROIs, labels with at least one ROI, quarantine rows); a row
+    whose runs pass the image's last pixel is a row of its own naming the table's line, the rest is kept."""
+    rois: list[dict] = []
     problems = []
     for entry in entries:
         mask = runs_mask(entry["runs"], entry["order"], height, width)
@@ -77,18 +78,14 @@ def rle_rois(task: dict, source: dict, height: int, width: int, entries: list[di
                     source["name"],
                     entry["where"],
                     "rle_outside_image",
-                    f"the {entry['label']!r} mask of {task['uri']} runs to pixel {last}, past the {width}x{height} "
-                    f"image's {width * height}; the mask is dropped, the image kept",
+                    f"the {entry['label']!r} mask of {task['uri']} runs to pixel {last} (the first counted as 1), "
+                    f"past the {width}x{height} image's {width * height}; the mask is dropped, the image kept",
                     stage="decode",
                     scope="annotation",
                     record_id=task["id"],
                 )
             )
             continue
-        label = entry["label"]
-        masks[label] = mask if label not in masks else masks[label] | mask
-    rois: list[dict] = []
-    for label, mask in masks.items():
-        found, _ = mask_regions(mask.astype(np.uint8), {1: label}, 0, entries[0].get("min_pixels", 1))
+        found, _ = mask_regions(mask.astype(np.uint8), {1: entry["label"]}, 0, entry.get("min_pixels", 1))
         rois += found
     return rois, sorted({r["label"] for r in rois}), problems

@@ -5,8 +5,10 @@ torchvision), in the dataset's own layout, with small images made here under the
 from __future__ import annotations
 
 import ast
+import csv
 import gzip
 import importlib.util
+import json
 import textwrap
 import zipfile
 from pathlib import Path
@@ -443,3 +445,91 @@ def test_rle_keys_are_required(tmp_path):
     with pytest.raises(RecipeError) as e:
         load_recipe(recipe)
     assert all(f"rle_column.{k}: Field required" in str(e.value) for k in ("order", "form", "start"))
+
+
+# ---- uncertain one-hot labels ---------------------------------------------------------------------------
+
+CHEXPERT_CLASSES = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+
+
+def chexpert_tree(root: Path) -> list[dict]:
+    """CheXpert-v1.0-small as downloaded: train.csv beside train/patientNNNNN/studyN/viewN_*.jpg, its `Path`
+    column starting with the folder's own name; one-hot cells 1.0 (present), 0.0 (absent), -1.0 (uncertain),
+    blank (not mentioned). The first rows of the real table."""
+    lines = table_lines("chexpert_train.csv.gz")[:7]
+    assert lines[0].startswith("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,")
+    (root / "CheXpert-v1.0-small").mkdir(parents=True)
+    (root / "CheXpert-v1.0-small" / "train.csv").write_text("\n".join(lines) + "\n")
+    table = list(csv.DictReader(lines))
+    for i, row in enumerate(table):
+        image = root / row["Path"]
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (320, 390), 10 + i).save(image, "JPEG")
+    return table
+
+
+def test_chexpert_uncertain_labels_under_each_policy(tmp_path):
+    data = tmp_path / "chexpert"
+    table = chexpert_tree(data)
+    two = next(r for r in table if "patient00002/study2" in r["Path"])
+    assert [c for c in CHEXPERT_CLASSES if two[c] == "-1.0"] == [
+        "Cardiomegaly",
+        "Edema",
+        "Consolidation",
+        "Atelectasis",
+        "Pleural Effusion",
+    ]
+    for policy in ("positive", "negative", "ignore", "keep"):
+        here = tmp_path / policy
+        spec = source(
+            data,
+            name="chexpert",
+            csv="CheXpert-v1.0-small/train.csv",
+            image_column="Path",
+            label_columns=CHEXPERT_CLASSES,
+            uncertain=policy,
+            empty_labels="keep",
+        )
+        loom, reports = run_ingest(write_recipe(here, [spec]))
+        recs = records(loom)
+        assert reports["chexpert"].records == len(table) and quarantine(loom) == []
+        for row in table:
+            rec = recs[row["Path"]]
+            present = [c for c in CHEXPERT_CLASSES if row[c] == "1.0"]
+            uncertain = [c for c in CHEXPERT_CLASSES if row[c] == "-1.0"]
+            want = {
+                "positive": present + uncertain,
+                "negative": present,
+                "ignore": present,
+                "keep": present + [f"{c} (uncertain)" for c in uncertain],
+            }[policy]
+            assert sorted(rec["labels"]) == sorted(want), (policy, row["Path"])
+            # what was uncertain, and what the loom made of it, stays in the record's meta
+            assert json.loads(rec["meta"]) == {"uncertain": uncertain, "uncertain_policy": policy}
+        if policy == "keep":
+            assert "Edema (uncertain)" in rows(loom, "SELECT label_space FROM records LIMIT 1")[0]["label_space"]
+
+
+def test_uncertain_cells_need_a_policy(tmp_path):
+    data = tmp_path / "chexpert"
+    chexpert_tree(data)
+    spec = source(data, name="chexpert", csv="CheXpert-v1.0-small/train.csv", image_column="Path", label_columns=CHEXPERT_CLASSES)
+    loom, reports = run_ingest(write_recipe(tmp_path, [spec]))
+    error = reports["chexpert"].error
+    assert "train.csv:3: column 'Cardiomegaly' holds '-1.0', an uncertain label" in error
+    assert "`uncertain:` (positive, negative, ignore, keep)" in error and reports["chexpert"].records == 0

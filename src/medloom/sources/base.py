@@ -31,6 +31,7 @@ from ..imaging import (
     open_image,
 )
 from ..records import NO_RENDER, patient_key, quarantine_row, record_id, salted_id
+from .rle import rle_rois
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
 TASK_SCHEMA = pa.schema(
@@ -441,13 +442,16 @@ def add_box(
         labels.append(label)
 
 
-def normalise_rois(task: dict, source: dict, width: int, height: int) -> tuple[list[dict], list[dict]]:
-    """Task boxes -> record ROIs in normalised units, clipped; boxes outside the image are quarantined."""
+def normalise_rois(task: dict, source: dict, width: int, height: int, from_bottom: bool = False) -> tuple[list[dict], list[dict]]:
+    """Task boxes -> record ROIs in normalised units, clipped; boxes outside the image are quarantined.
+    `from_bottom`: the boxes count y up from the image's bottom row (MIAS), not down from its top."""
     rois, problems = [], []
     for roi in task["rois"]:
         x0, y0, x1, y1 = roi["bbox"]
         if not roi["normalized"]:
             x0, x1, y0, y1 = x0 / width, x1 / width, y0 / height, y1 / height
+        if from_bottom:
+            y0, y1 = 1.0 - y1, 1.0 - y0
         cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(1.0, x1), min(1.0, y1)
         if cx1 <= cx0 or cy1 <= cy0:
             problems.append(
@@ -488,7 +492,15 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
         damaged=source.get("damaged_images") or "quarantine",
         max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
     )
-    rois, problems = normalise_rois(task, source, facts.width, facts.height)
+    extra = json.loads(task["extra"]) if task["extra"] != "{}" else {}
+    from_bottom = extra.get("y_origin") == "bottom"
+    rois, problems = normalise_rois(task, source, facts.width, facts.height, from_bottom)
+    fields: dict[str, Any] = {"meta": extra.get("meta"), "file_hash": facts.file_hash}
+    if extra.get("rle"):  # masks written as run lengths in a table (csv's `rle_column`)
+        found, labels, bad = rle_rois(task, source, facts.height, facts.width, extra["rle"])
+        rois, problems = rois + found, problems + bad
+        from_masks = {m["label"] for m in extra["rle"]}
+        fields["labels"] = [lab for lab in task["labels"] if lab not in from_masks or lab in labels]
     if facts.warning:
         problems.append(
             quarantine_row(
@@ -496,7 +508,7 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
             )
         )
     if facts.frames == 1:
-        return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
+        return [image_record(task, facts, rois=rois, **fields)], problems
     if source.get("multiframe") != "all":
         problems.append(
             quarantine_row(
@@ -510,13 +522,13 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
                 record_id=task["id"],
             )
         )
-        return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
-    records = [image_record(task, facts, frame=0, rois=rois, file_hash=facts.file_hash)]
+        return [image_record(task, facts, rois=rois, **fields)], problems
+    records = [image_record(task, facts, frame=0, rois=rois, **fields)]
     for index in range(1, facts.frames):
         frame = image_facts(open_image(task["path"], max_pixels, frame=index))
         if (frame.width, frame.height) != (facts.width, facts.height):
-            rois, _ = normalise_rois(task, source, frame.width, frame.height)
-        records.append(image_record(task, frame, frame=index, rois=rois, file_hash=facts.file_hash))
+            rois, _ = normalise_rois(task, source, frame.width, frame.height, from_bottom)
+        records.append(image_record(task, frame, frame=index, rois=rois, **fields))
     return records, problems
 
 

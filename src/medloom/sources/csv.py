@@ -18,26 +18,17 @@ from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
-    bad_box_row,
     basename_index,
+    check_label,
     decode_image_file,
     make_task,
-    parse_box,
     read_text,
     resolve_file,
     source_record_id,
 )
+from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
-
-
-class BoxColumns(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    xmin: str
-    ymin: str
-    xmax: str
-    ymax: str
-    normalized: bool = False
 
 
 class Options(BaseModel):
@@ -54,6 +45,13 @@ class Options(BaseModel):
     caption_column: str | None = None  # free text about the image (a report sentence, a figure caption)
     split_column: str | None = None
     box_columns: BoxColumns | None = None  # one row per box: label_column names the box's class
+    rle_column: RleColumn | None = None  # one row per run-length mask: label_column names the mask's class
+    # one-hot cells meaning "uncertain" (CheXpert's -1.0), and what they become: positive, negative, ignore
+    # (neither: the record's meta names them) or keep (a label of its own, `uncertain_label`); required as
+    # soon as a cell holds one of `uncertain_values`
+    uncertain: Literal["positive", "negative", "ignore", "keep"] | None = None
+    uncertain_values: list[str] = ["-1", "-1.0"]
+    uncertain_label: str = "{label} (uncertain)"
     delimiter: str = ","
     encoding: str | None = None  # default: UTF-8, or UTF-16 / UTF-8 with a byte-order mark
     # a row with no label: quarantine it, or keep the image with no labels
@@ -63,27 +61,43 @@ class Options(BaseModel):
     def _one_label_kind(self) -> Options:
         if self.label_column and self.label_columns:
             raise ValueError("give either label_column or label_columns (one-hot), not both")
+        if self.box_columns and self.rle_column:
+            raise ValueError("give either box_columns or rle_column, not both (one table, one kind of annotation)")
+        if self.uncertain and not self.label_columns:
+            raise ValueError("`uncertain:` applies to one-hot label_columns; name them")
         return self
 
 
 decode = decode_image_file
 
 
-def _labels(row: dict, opts: Options, label_map: dict) -> list[str]:
+def _labels(row: dict, opts: Options, label_map: dict, where: str) -> tuple[list[str], list[str]]:
+    """A row's labels, and the one-hot classes it marks uncertain (already turned into labels or not by the
+    `uncertain:` policy, and named in the record's meta)."""
+    uncertain: list[str] = []
     if opts.label_columns:
-        found = [c for c in opts.label_columns if str(row.get(c, "")).strip().lower() in TRUE_VALUES]
+        values = frozenset(v.strip().lower() for v in opts.uncertain_values)
+        found, uncertain = onehot_cells(row, opts.label_columns, TRUE_VALUES, values)
+        if uncertain and not opts.uncertain:
+            raise ValueError(
+                f"{where}: column {uncertain[0]!r} holds {row.get(uncertain[0])!r}, an uncertain label; say what "
+                f"it becomes with `uncertain:` ({', '.join(UNCERTAIN_POLICIES)}) in the source"
+            )
+        uncertain = [label_map.get(u, u) for u in uncertain]
     elif opts.label_column:
         raw = str(row.get(opts.label_column) or "").strip().strip('"').strip()
         parts = raw.split(opts.label_separator) if opts.label_separator else [raw]
         found = [p.strip().strip('"').strip() for p in parts]
     else:
-        return []
+        return [], []
     out: list[str] = []
     for label in found:
         label = label_map.get(label, label)
         if label and label not in out:
             out.append(label)
-    return out
+    if uncertain:
+        out = apply_uncertain(out, uncertain, opts.uncertain or "", opts.uncertain_label)
+    return out, uncertain
 
 
 def scan(source: dict) -> Scan:
@@ -104,8 +118,9 @@ def scan(source: dict) -> Scan:
             *(opts.label_columns or []),
         ]
         if opts.box_columns:
-            b = opts.box_columns
-            needed += [b.xmin, b.ymin, b.xmax, b.ymax]
+            needed += opts.box_columns.columns()
+        if opts.rle_column:
+            needed.append(opts.rle_column.column)
         missing = [c for c in needed if c and c not in header]
         if missing:
             raise ValueError(f"{table}: column(s) {missing} not found; the header has {header}")
@@ -116,6 +131,7 @@ def scan(source: dict) -> Scan:
     by_image: dict[str, dict] = {}
     unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
     table_name = os.path.basename(table)
+    per_row = bool(opts.box_columns or opts.rle_column)  # one row per box or mask: several rows per image
     for line, row in enumerate(rows, start=2):
         where = f"{table_name}:{line}"
         value = str(row.get(opts.image_column) or "").strip()
@@ -133,9 +149,9 @@ def scan(source: dict) -> Scan:
             reason = "ambiguous_basename" if problem.startswith("ambiguous") else "missing_file"
             unresolved.setdefault(name, [where, reason, problem, 0])[3] += 1
             continue
-        labels = _labels(row, opts, source["label_map"])
+        labels, uncertain = _labels(row, opts, source["label_map"], where)
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
-        if outside and not opts.box_columns:
+        if outside and not per_row:
             out.quarantine.append(
                 quarantine_row(
                     source["name"],
@@ -151,13 +167,15 @@ def scan(source: dict) -> Scan:
             entry = by_image[path] = {
                 "labels": [],
                 "rois": [],
+                "uncertain": [],
+                "rle": [],
                 "where": where,
                 "split": split or "",
                 "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
                 "study": row.get(opts.study_column, "") if opts.study_column else "",
                 "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
             }
-        elif not opts.box_columns:
+        elif not per_row:
             out.quarantine.append(
                 quarantine_row(
                     source["name"],
@@ -167,26 +185,18 @@ def scan(source: dict) -> Scan:
                     scope="warning",
                 )
             )
-        if opts.box_columns:
-            b = opts.box_columns
-            label = labels[0] if labels else "object"
-            rid = source_record_id(source, os.path.relpath(path, root))
-            values = [row.get(b.xmin), row.get(b.ymin), row.get(b.xmax), row.get(b.ymax)]
-            box = parse_box(values)
-            if box is None:
-                out.quarantine.append(bad_box_row(source, where, rid, label, values))
-                out.dropped[rid] = out.dropped.get(rid, 0) + 1
-                continue
-            add_box(out, source, where, rid, label, box, b.normalized, entry["rois"], entry["labels"])
+        if per_row:
+            _annotation_row(out, source, opts, row, where, path, labels, entry)
             continue
         for lab in labels:
             if lab not in entry["labels"]:
                 entry["labels"].append(lab)
+        entry["uncertain"] += [u for u in uncertain if u not in entry["uncertain"]]
     for where, reason, problem, n in unresolved.values():
         rows_note = f" ({n} rows)" if n > 1 else ""
         out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
     for path, entry in by_image.items():
-        if not entry["labels"] and not opts.box_columns and opts.empty_labels == "quarantine":
+        if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
             out.quarantine.append(
                 quarantine_row(
                     source["name"],
@@ -206,6 +216,72 @@ def scan(source: dict) -> Scan:
                 patient_id=entry["patient"],
                 study_id=entry["study"],
                 caption=entry["caption"],
+                extra=_task_extra(opts, entry),
             )
         )
     return out
+
+
+def _task_extra(opts: Options, entry: dict) -> dict:
+    """What the decode half needs beyond boxes and labels: the runs of masks (decoded once the image's size is
+    known), where y = 0 is, and the record's meta (the uncertain classes and the policy applied to them)."""
+    extra: dict = {}
+    if opts.uncertain:
+        extra["meta"] = {"uncertain": entry["uncertain"], "uncertain_policy": opts.uncertain}
+    if entry["rle"]:
+        extra["rle"] = entry["rle"]
+    if opts.box_columns and opts.box_columns.y_origin == "bottom":
+        extra["y_origin"] = "bottom"
+    return extra
+
+
+def _annotation_row(out: Scan, source: dict, opts: Options, row: dict, where: str, path: str, labels: list, entry: dict) -> None:
+    """A row of a box or mask table: its box or mask joins the image's; a row whose box cells are all empty
+    (RSNA's Target 0, VinDr's "No finding") keeps the image as a negative with the row's label, a row whose mask
+    is empty or -1 keeps it as a negative without it (the label names what the mask would have shown)."""
+    rid = source_record_id(source, os.path.relpath(path, source["root"]))
+
+    def problem(reason: str, message: str) -> None:
+        out.quarantine.append(quarantine_row(source["name"], where, reason, message, scope="annotation", record_id=rid))
+        if reason == "bad_box":  # counted for `all_boxes_dropped` (masks are only decoded later)
+            out.dropped[rid] = out.dropped.get(rid, 0) + 1
+
+    if opts.rle_column:
+        spec = opts.rle_column
+        runs = row_runs(row.get(spec.column), spec)
+        if isinstance(runs, str):
+            problem("bad_rle", f"column {spec.column!r}: {runs}; the mask is dropped, the image kept")
+            return
+        if not runs:
+            return
+        label = labels[0] if labels else source["label_map"].get(spec.label, spec.label)
+        bad = check_label(source, where, rid, label)
+        if bad:
+            out.quarantine.append(bad)
+            return
+        mask = {"label": label, "order": spec.order, "runs": runs, "where": where, "min_pixels": spec.min_region_pixels}
+        entry["rle"].append(mask)
+        if label not in entry["labels"]:
+            entry["labels"].append(label)
+        return
+    b = opts.box_columns
+    assert b is not None
+    label = labels[0] if labels else "object"
+    values = [row.get(c) for c in b.columns()]
+    box = row_box(values, b)
+    if box == "":
+        for lab in labels:
+            bad = check_label(source, where, rid, lab)
+            if bad:
+                out.quarantine.append(bad)
+            elif lab not in entry["labels"]:
+                entry["labels"].append(lab)
+        return
+    if box is None:
+        problem(
+            "bad_box",
+            f"box {label!r} {values!r} is not {len(values)} finite numbers ({b.format}: {', '.join(b.columns())}); "
+            "the box is dropped, the image kept",
+        )
+        return
+    add_box(out, source, where, rid, label, box, b.normalized, entry["rois"], entry["labels"])

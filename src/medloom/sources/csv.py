@@ -6,8 +6,6 @@ folders do not exist here) are matched by basename anywhere under the root.
 
 from __future__ import annotations
 
-import csv as csvlib
-import io
 import os
 from typing import Literal
 
@@ -23,10 +21,10 @@ from .base import (
     decode_image_file,
     make_task,
     parse_box,
-    read_text,
     resolve_file,
     source_record_id,
 )
+from .tables import TableOptions, load_label_table
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
@@ -40,9 +38,12 @@ class BoxColumns(BaseModel):
     normalized: bool = False
 
 
-class Options(BaseModel):
+class Options(TableOptions):
+    """The table's keys (format, delimiter, encoding, columns, header, sheet, join: `tables.TableOptions`) and
+    how its columns make records."""
+
     model_config = ConfigDict(extra="forbid")
-    csv: str  # the table, relative to the source root (or absolute)
+    csv: str  # the table (.csv, .tsv, .txt, .xlsx, .json, each possibly .gz/.zip), relative to the source root
     image_column: str
     # format for the image column's value, e.g. "images/{value}.png" or "BloodImage_{value:0>5}.jpg"
     image_template: str | None = None
@@ -54,8 +55,6 @@ class Options(BaseModel):
     caption_column: str | None = None  # free text about the image (a report sentence, a figure caption)
     split_column: str | None = None
     box_columns: BoxColumns | None = None  # one row per box: label_column names the box's class
-    delimiter: str = ","
-    encoding: str | None = None  # default: UTF-8, or UTF-16 / UTF-8 with a byte-order mark
     # a row with no label: quarantine it, or keep the image with no labels
     empty_labels: Literal["quarantine", "keep"] = "quarantine"
 
@@ -89,35 +88,26 @@ def _labels(row: dict, opts: Options, label_map: dict) -> list[str]:
 def scan(source: dict) -> Scan:
     opts = Options(**source["options"])
     root = source["root"]
-    table = opts.csv if os.path.isabs(opts.csv) else os.path.join(root, opts.csv)
     out = Scan()
-    reader = csvlib.DictReader(io.StringIO(read_text(table, opts.encoding), newline=""), delimiter=opts.delimiter)
-    try:
-        header = reader.fieldnames or []
-        needed = [
-            opts.image_column,
-            opts.label_column,
-            opts.patient_column,
-            opts.study_column,
-            opts.split_column,
-            opts.caption_column,
-            *(opts.label_columns or []),
-        ]
-        if opts.box_columns:
-            b = opts.box_columns
-            needed += [b.xmin, b.ymin, b.xmax, b.ymax]
-        missing = [c for c in needed if c and c not in header]
-        if missing:
-            raise ValueError(f"{table}: column(s) {missing} not found; the header has {header}")
-        rows = list(reader)
-    except csvlib.Error as e:
-        raise ValueError(f"{table}: line {reader.line_num}: not a readable CSV row: {e}") from None
+    needed = [
+        opts.image_column,
+        opts.label_column,
+        opts.patient_column,
+        opts.study_column,
+        opts.split_column,
+        opts.caption_column,
+        *(opts.label_columns or []),
+    ]
+    if opts.box_columns:
+        b = opts.box_columns
+        needed += [b.xmin, b.ymin, b.xmax, b.ymax]
+    table = load_label_table(source, opts, opts.csv, needed)
+    out.quarantine += table.quarantine
     index: dict | None = None
     by_image: dict[str, dict] = {}
     unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
-    table_name = os.path.basename(table)
-    for line, row in enumerate(rows, start=2):
-        where = f"{table_name}:{line}"
+    for row in table.rows:
+        where = row.where
         value = str(row.get(opts.image_column) or "").strip()
         if not value:
             out.quarantine.append(

@@ -264,3 +264,116 @@ def test_a_zip_with_one_table_and_a_table_outside_the_root(tmp_path):
     (tmp_path / "outside.csv").write_text("x\n1\n")
     with pytest.raises(ValueError, match="outside the source's root"):
         load_table({"name": "rsna", "root": str(data)}, TableSpec(), "../outside.csv")
+
+
+def test_nih_official_split_lists_with_the_csv_reader(tmp_path):
+    """NIH ChestX-ray14: Data_Entry_2017_v2020.csv (its first rows, from torchxrayvision's copy), images under
+    images_001/images/, and the official train_val_list.txt / test_list.txt, one file name a line."""
+    with gzip.open(xrv_data() / "Data_Entry_2017_v2020.csv.gz", "rt", newline="") as f:
+        head = [next(f) for _ in range(6)]
+    data = tmp_path / "nih"
+    data.mkdir()
+    (data / "Data_Entry_2017_v2020.csv").write_text("".join(head))
+    names = [line.split(",")[0] for line in head[1:]]
+    assert names == ["00000001_000.png", "00000001_001.png", "00000001_002.png", "00000002_000.png", "00000003_001.png"]
+    for i, name in enumerate(names):
+        make_image(data / "images_001" / "images" / name, size=(32, 32), seed=i, mode="L")
+    (data / "train_val_list.txt").write_text("00000001_000.png\n00000001_001.png\n00000001_002.png\n00000002_000.png\n")
+    # 00000002_000.png also in the test list: left out; 00000003_000.png listed, no image
+    (data / "test_list.txt").write_text("00000003_000.png\n00000003_001.png\n00000002_000.png\n")
+    src = dict(name="nih", reader="csv", path=str(data), csv="Data_Entry_2017_v2020.csv", image_column="Image Index")
+    src.update(label_column="Finding Labels", label_separator="|", patient_column="Patient ID", **MAT)
+    src.update(split_lists={"train": "train_val_list.txt", "test": ["test_list.txt"]})
+    loom, _ = run_ingest(write_recipe(tmp_path, [src]))
+    got = {r["uri"].rsplit("/", 1)[1]: (list(r["labels"]), r["source_split"]) for r in rows(loom, "SELECT * FROM records")}
+    assert got == {
+        "00000001_000.png": (["Cardiomegaly"], "train"),
+        "00000001_001.png": (["Cardiomegaly", "Emphysema"], "train"),
+        "00000001_002.png": (["Cardiomegaly", "Effusion"], "train"),
+        "00000003_001.png": (["Hernia"], "test"),
+    }
+    assert quarantine(loom) == [
+        ("test_list.txt:1", "listed_image_missing", "warning"),
+        ("test_list.txt:3", "split_conflict", "input"),
+    ]
+
+
+def covid_ct(root: Path) -> Path:
+    """COVID-CT (UCSD-AI4H): Images-processed/CT_COVID/*.png and CT_NonCOVID/*.jpg, the split lists in
+    Data-split/COVID/{train,val,test}CT_COVID.txt and Data-split/NonCOVID/{train,val,test}CT_NonCOVID.txt."""
+    covid = ["2020.01.24.919183-p27-132.png", "2020.01.24.919183-p27-133.png", "2020.02.10.20021584-p6-52%0.png"]
+    non = ["0.jpg", "1%0.jpg", "2%1.jpg"]
+    for i, name in enumerate(covid):
+        make_image(root / "Images-processed" / "CT_COVID" / name, size=(32, 32), seed=i)
+    for i, name in enumerate(non):
+        make_image(root / "Images-processed" / "CT_NonCOVID" / name, size=(32, 32), seed=10 + i, fmt="JPEG")
+    lists = {
+        "COVID/trainCT_COVID.txt": covid[:2],
+        "COVID/valCT_COVID.txt": [],
+        "COVID/testCT_COVID.txt": covid[2:],
+        "NonCOVID/trainCT_NonCOVID.txt": ["0.jpg"],
+        "NonCOVID/valCT_NonCOVID.txt": ["1%0.jpg"],
+        "NonCOVID/testCT_NonCOVID.txt": [],
+    }
+    for name, listed in lists.items():
+        (root / "Data-split" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "Data-split" / name).write_text("".join(f"{n}\n" for n in listed))
+    return root
+
+
+def test_covid_ct_split_lists_with_the_imagefolder_reader(tmp_path):
+    data = covid_ct(tmp_path / "COVID-CT")
+    split_lists = {
+        split: [f"../Data-split/COVID/{split}CT_COVID.txt", f"../Data-split/NonCOVID/{split}CT_NonCOVID.txt"]
+        for split in ("train", "val", "test")
+    }
+    src = dict(name="covid-ct", reader="imagefolder", path=str(data / "Images-processed"), split_lists=split_lists)
+    src.update(allowed_roots=[str(data / "Data-split")], modality="CT", anatomy="lung", task="covid-19")
+    loom, reports = run_ingest(write_recipe(tmp_path, [src]))
+    got = {r["uri"]: (list(r["labels"]), r["source_split"]) for r in rows(loom, "SELECT * FROM records")}
+    assert got == {
+        "CT_COVID/2020.01.24.919183-p27-132.png": (["CT_COVID"], "train"),
+        "CT_COVID/2020.01.24.919183-p27-133.png": (["CT_COVID"], "train"),
+        "CT_COVID/2020.02.10.20021584-p6-52%0.png": (["CT_COVID"], "test"),
+        "CT_NonCOVID/0.jpg": (["CT_NonCOVID"], "train"),
+        "CT_NonCOVID/1%0.jpg": (["CT_NonCOVID"], "val"),
+        "CT_NonCOVID/2%1.jpg": (["CT_NonCOVID"], ""),
+    }
+    assert quarantine(loom) == [("CT_NonCOVID/2%1.jpg", "not_in_split_lists", "warning")]
+    loom, reports = run_ingest(write_recipe(tmp_path / "drop", [dict(src, unlisted="drop")]))
+    assert len(rows(loom, "SELECT id FROM records")) == 5 and quarantine(loom) == []
+    assert reports["covid-ct"].filtered == {"not in the split lists": 1}
+    # the lists lie outside the images' folder: without allowed_roots they are not read
+    src.pop("allowed_roots")
+    loom, reports = run_ingest(write_recipe(tmp_path / "closed", [src]))
+    assert "outside the source's root" in reports["covid-ct"].error
+
+
+def test_shenzhen_clinical_readings_as_captions(tmp_path):
+    """Shenzhen chest X-ray set (NLM): ChinaSet_AllFiles/CXR_png/CHNCXR_0001_0.png (the last digit: 1 = TB) and
+    ChinaSet_AllFiles/ClinicalReadings/CHNCXR_0001_0.txt, the reading: sex and age, then the finding."""
+    data = tmp_path / "ChinaSet_AllFiles"
+    stems = ["CHNCXR_0001_0", "CHNCXR_0002_0", "CHNCXR_0327_1"]
+    for i, stem in enumerate(stems):
+        make_image(data / "CXR_png" / f"{stem}.png", size=(32, 32), seed=i, mode="L")
+    (data / "ClinicalReadings").mkdir()
+    (data / "ClinicalReadings" / "CHNCXR_0001_0.txt").write_text("male 45yrs\nnormal\n")
+    (data / "ClinicalReadings" / "CHNCXR_0327_1.txt").write_text("female 27yrs\nPTB in the left upper field\n")
+    src = dict(name="shenzhen", reader="imagefolder", path=str(data), caption_files="ClinicalReadings/{stem}.txt", **MAT)
+    loom, reports = run_ingest(write_recipe(tmp_path, [src]))
+    got = {r["uri"]: r["caption"] for r in rows(loom, "SELECT uri, caption FROM records")}
+    assert got == {
+        "CXR_png/CHNCXR_0001_0.png": "male 45yrs\nnormal",
+        "CXR_png/CHNCXR_0002_0.png": None,
+        "CXR_png/CHNCXR_0327_1.png": "female 27yrs\nPTB in the left upper field",
+    }
+    assert quarantine(loom) == [("CXR_png/CHNCXR_0002_0.png", "missing_caption_file", "warning")]
+    assert reports["shenzhen"].filtered == {"not an image file": 2}
+    # read with a byte budget: the start kept, a warning says so
+    loom, _ = run_ingest(write_recipe(tmp_path / "cut", [dict(src, caption_max_bytes=12)]))
+    got = {r["uri"]: r["caption"] for r in rows(loom, "SELECT uri, caption FROM records")}
+    assert got["CXR_png/CHNCXR_0001_0.png"] == "male 45yrs\nn"
+    assert [q for q in quarantine(loom) if q[1] == "caption_truncated"] == [
+        ("CXR_png/CHNCXR_0001_0.png", "caption_truncated", "warning"),
+        ("CXR_png/CHNCXR_0327_1.png", "caption_truncated", "warning"),
+    ]

@@ -24,6 +24,8 @@ from .base import (
     resolve_file,
     source_record_id,
 )
+from .captions import CaptionOptions, Captions
+from .splitlists import SplitListOptions, SplitLists, uri_of
 from .tables import TableOptions, load_label_table
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
@@ -38,9 +40,9 @@ class BoxColumns(BaseModel):
     normalized: bool = False
 
 
-class Options(TableOptions):
-    """The table's keys (format, delimiter, encoding, columns, header, sheet, join: `tables.TableOptions`) and
-    how its columns make records."""
+class Options(TableOptions, SplitListOptions, CaptionOptions):
+    """The table's keys (format, delimiter, encoding, columns, header, sheet, join: `tables.TableOptions`), the
+    official split lists and caption files (`splitlists.py`, `captions.py`) and how its columns make records."""
 
     model_config = ConfigDict(extra="forbid")
     csv: str  # the table (.csv, .tsv, .txt, .xlsx, .json, each possibly .gz/.zip), relative to the source root
@@ -103,6 +105,8 @@ def scan(source: dict) -> Scan:
         needed += [b.xmin, b.ymin, b.xmax, b.ymax]
     table = load_label_table(source, opts, opts.csv, needed)
     out.quarantine += table.quarantine
+    lists = SplitLists.load(source, opts)
+    captions = Captions(source, opts) if opts.caption_files else None
     index: dict | None = None
     by_image: dict[str, dict] = {}
     unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
@@ -176,6 +180,10 @@ def scan(source: dict) -> Scan:
         rows_note = f" ({n} rows)" if n > 1 else ""
         out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
     for path, entry in by_image.items():
+        if lists is not None:  # the lists' split wins over split_column's
+            entry["split"] = lists.assign(out, uri_of(path, root), entry["split"])
+            if entry["split"] is None:
+                continue
         if not entry["labels"] and not opts.box_columns and opts.empty_labels == "quarantine":
             out.quarantine.append(
                 quarantine_row(
@@ -195,7 +203,9 @@ def scan(source: dict) -> Scan:
                 rois=entry["rois"],
                 patient_id=entry["patient"],
                 study_id=entry["study"],
-                caption=entry["caption"],
+                caption=entry["caption"] or (captions.read(out, uri_of(path, root)) if captions else ""),
             )
         )
+    if lists is not None:
+        lists.finish(out)
     return out

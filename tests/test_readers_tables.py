@@ -377,3 +377,26 @@ def test_shenzhen_clinical_readings_as_captions(tmp_path):
         ("CXR_png/CHNCXR_0001_0.png", "caption_truncated", "warning"),
         ("CXR_png/CHNCXR_0327_1.png", "caption_truncated", "warning"),
     ]
+
+
+def test_a_workbook_with_title_rows_before_its_header(tmp_path):
+    """PH2 (dermoscopy) ships PH2_dataset.xlsx with title rows above the header (`Image Name`, `Histological
+    Diagnosis`, ...): `skip_rows:` passes them, and rows keep the spreadsheet's row numbers."""
+    from medloom.sources.tables import TableSpec, load_table
+
+    sicap_workbook(
+        tmp_path / "PH2_dataset.xlsx",
+        [
+            ["PH2 Dataset"],
+            [],
+            [" Image Name ", "Histological Diagnosis", "Common Nevus"],
+            ["IMD003", None, "X"],
+            ["IMD009", "", 1.0],
+        ],
+    )
+    table = load_table({"name": "ph2", "root": str(tmp_path)}, TableSpec(skip_rows=1), "PH2_dataset.xlsx")
+    assert table.header == ["Image Name", "Histological Diagnosis", "Common Nevus"]
+    assert [(r.where, dict(r)) for r in table.rows] == [
+        ("PH2_dataset.xlsx:4", {"Image Name": "IMD003", "Histological Diagnosis": "", "Common Nevus": "X"}),
+        ("PH2_dataset.xlsx:5", {"Image Name": "IMD009", "Histological Diagnosis": "", "Common Nevus": "1"}),
+    ]

@@ -41,7 +41,7 @@ class TableSpec(BaseModel):
     # row is a header, replaced by `columns:` (NIH's `Bbox [x,y,w,h],,,` whose last columns have no name).
     # Default: false when `columns:` is given, else true.
     header: bool | Literal["replace"] | None = None
-    skip_rows: int = 0  # lines (spreadsheet rows) before the header or the first row: a title, a note
+    skip_rows: int = 0  # non-blank lines (spreadsheet rows) before the header or the first row: a title, a note
     sheet: str | None = None  # .xlsx: the sheet to read (default: the first)
 
     @model_validator(mode="after")

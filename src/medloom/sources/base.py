@@ -119,6 +119,11 @@ def read_text(path: str, encoding: str | None = None) -> str:
     the line, and what to do."""
     with open(path, "rb") as f:
         data = f.read()
+    return decode_text(data, path, encoding)
+
+
+def decode_text(data: bytes, path: str, encoding: str | None = None) -> str:
+    """`read_text`'s decoding, for bytes already read (under a budget, or out of a .gz or .zip)."""
     if encoding:
         try:
             return data.decode(encoding)

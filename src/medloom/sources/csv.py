@@ -6,12 +6,10 @@ folders do not exist here) are matched by basename anywhere under the root.
 
 from __future__ import annotations
 
-import csv as csvlib
-import io
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import ConfigDict, model_validator
 
 from ..records import quarantine_row
 from ..vocab.splits import split_name
@@ -22,18 +20,23 @@ from .base import (
     check_label,
     decode_image_file,
     make_task,
-    read_text,
     resolve_file,
     source_record_id,
 )
+from .captions import CaptionOptions, Captions
 from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
+from .splitlists import SplitListOptions, SplitLists, uri_of
+from .tables import TableOptions, load_label_table
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
 
-class Options(BaseModel):
+class Options(TableOptions, SplitListOptions, CaptionOptions):
+    """The table's keys (format, delimiter, encoding, columns, header, sheet, join: `tables.TableOptions`), the
+    official split lists and caption files (`splitlists.py`, `captions.py`) and how its columns make records."""
+
     model_config = ConfigDict(extra="forbid")
-    csv: str  # the table, relative to the source root (or absolute)
+    csv: str  # the table (.csv, .tsv, .txt, .xlsx, .json, each possibly .gz/.zip), relative to the source root
     image_column: str
     # format for the image column's value, e.g. "images/{value}.png" or "BloodImage_{value:0>5}.jpg"
     image_template: str | None = None
@@ -52,8 +55,6 @@ class Options(BaseModel):
     uncertain: Literal["positive", "negative", "ignore", "keep"] | None = None
     uncertain_values: list[str] = ["-1", "-1.0"]
     uncertain_label: str = "{label} (uncertain)"
-    delimiter: str = ","
-    encoding: str | None = None  # default: UTF-8, or UTF-16 / UTF-8 with a byte-order mark
     # a row with no label: quarantine it, or keep the image with no labels
     empty_labels: Literal["quarantine", "keep"] = "quarantine"
 
@@ -103,37 +104,30 @@ def _labels(row: dict, opts: Options, label_map: dict, where: str) -> tuple[list
 def scan(source: dict) -> Scan:
     opts = Options(**source["options"])
     root = source["root"]
-    table = opts.csv if os.path.isabs(opts.csv) else os.path.join(root, opts.csv)
     out = Scan()
-    reader = csvlib.DictReader(io.StringIO(read_text(table, opts.encoding), newline=""), delimiter=opts.delimiter)
-    try:
-        header = reader.fieldnames or []
-        needed = [
-            opts.image_column,
-            opts.label_column,
-            opts.patient_column,
-            opts.study_column,
-            opts.split_column,
-            opts.caption_column,
-            *(opts.label_columns or []),
-        ]
-        if opts.box_columns:
-            needed += opts.box_columns.columns()
-        if opts.rle_column:
-            needed.append(opts.rle_column.column)
-        missing = [c for c in needed if c and c not in header]
-        if missing:
-            raise ValueError(f"{table}: column(s) {missing} not found; the header has {header}")
-        rows = list(reader)
-    except csvlib.Error as e:
-        raise ValueError(f"{table}: line {reader.line_num}: not a readable CSV row: {e}") from None
+    needed = [
+        opts.image_column,
+        opts.label_column,
+        opts.patient_column,
+        opts.study_column,
+        opts.split_column,
+        opts.caption_column,
+        *(opts.label_columns or []),
+    ]
+    if opts.box_columns:
+        needed += opts.box_columns.columns()
+    if opts.rle_column:
+        needed.append(opts.rle_column.column)
+    table = load_label_table(source, opts, opts.csv, needed)
+    out.quarantine += table.quarantine
+    lists = SplitLists.load(source, opts)
+    captions = Captions(source, opts) if opts.caption_files else None
     index: dict | None = None
     by_image: dict[str, dict] = {}
     unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
-    table_name = os.path.basename(table)
     per_row = bool(opts.box_columns or opts.rle_column)  # one row per box or mask: several rows per image
-    for line, row in enumerate(rows, start=2):
-        where = f"{table_name}:{line}"
+    for row in table.rows:
+        where = row.where
         value = str(row.get(opts.image_column) or "").strip()
         if not value:
             out.quarantine.append(
@@ -196,6 +190,10 @@ def scan(source: dict) -> Scan:
         rows_note = f" ({n} rows)" if n > 1 else ""
         out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
     for path, entry in by_image.items():
+        if lists is not None:  # the lists' split wins over split_column's
+            entry["split"] = lists.assign(out, uri_of(path, root), entry["split"])
+            if entry["split"] is None:
+                continue
         if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
             out.quarantine.append(
                 quarantine_row(
@@ -215,10 +213,12 @@ def scan(source: dict) -> Scan:
                 rois=entry["rois"],
                 patient_id=entry["patient"],
                 study_id=entry["study"],
-                caption=entry["caption"],
+                caption=entry["caption"] or (captions.read(out, uri_of(path, root)) if captions else ""),
                 extra=_task_extra(opts, entry),
             )
         )
+    if lists is not None:
+        lists.finish(out)
     return out
 
 

@@ -26,7 +26,7 @@ from .outputs import sha256_file
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import READERS, get_reader, worker_modules
-from .sources.base import Scan, TaskList, display_name, inside, source_roots
+from .sources.base import Scan, TaskList, display_name, drop_excluded, inside, source_roots
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
 
@@ -250,6 +250,7 @@ def scan_source(source: dict, previous: dict | None) -> tuple[Scan, str | None]:
         scan = get_reader(source["reader"]).scan(source)
     except Exception as e:  # an unreadable annotation file or folder: report, keep the other sources
         return Scan(), f"{type(e).__name__}: {e}"
+    drop_excluded(scan, source)
     enforce_roots(scan, source)
     warn_dropped_boxes(scan, source)
     had = sum(p["records"]["rows"] for p in (previous or {}).get("parts", []))

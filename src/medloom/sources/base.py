@@ -10,9 +10,11 @@ one per frame or slice).
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -232,6 +234,41 @@ def make_task(
     }
 
 
+def exclusion(source: dict | None):
+    """The source's `exclude:` globs as one test on a file's path relative to the root (`/`-separated), or None.
+
+    A glob without `/` matches the file name (`*_superpixels.png`), one with `/` the whole relative path
+    (`ISIC2018_Task1-2_Training_Input/*_superpixels.png`; `*` crosses folders). Case-sensitive, as file names are.
+    """
+    globs = (source or {}).get("exclude") or []
+    if not globs:
+        return None
+    names = [fnmatch.translate(g) for g in globs if "/" not in g]
+    paths = [fnmatch.translate(g.lstrip("/")) for g in globs if "/" in g]
+    name_re = re.compile("|".join(names)) if names else None
+    path_re = re.compile("|".join(paths)) if paths else None
+
+    def test(rel: str) -> bool:
+        return bool(
+            (name_re is not None and name_re.match(rel.rsplit("/", 1)[-1])) or (path_re is not None and path_re.match(rel))
+        )
+
+    return test
+
+
+def drop_excluded(scan: Scan, source: dict) -> None:
+    """Tasks whose file the `exclude:` globs name, left out and counted as filtered: the readers that find files
+    through a table (csv, coco, voc) name them without walking, and the pixels are read only later, by decode."""
+    test = exclusion(source)
+    if test is None or not len(scan.tasks):
+        return
+    uris = scan.tasks.table().column("uri").to_pylist()
+    kept = [not test(u) for u in uris]
+    if not all(kept):
+        scan.filter("excluded", kept.count(False))
+        scan.tasks.keep(kept)
+
+
 def walk_files(root: str | Path, scan: Scan | None = None, source: dict | None = None) -> Iterator[Path]:
     """Every file under root as a Path: see `walk_entries`."""
     for folder, name in walk_entries(root, scan, source):
@@ -246,8 +283,11 @@ def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None
     skipped with a quarantine row when `scan` and `source` are given, and the rest of the source is read: a
     link leading outside, a folder link loop, a file link that points at itself or nowhere, a FIFO, device or
     socket (reading one would hang or never end), a folder that cannot be listed, a name that is not UTF-8.
+    Files that the source's `exclude:` globs name are never read, only counted as filtered.
     """
     roots = source_roots(source) if source else None
+    skip = exclusion(source)
+    top = str(source["root"]) if source else ""
 
     def problem(path: str, reason: str, message: str) -> None:
         if scan is not None and source is not None:
@@ -285,6 +325,10 @@ def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None
                     folders.append(full)
                 continue
             if name.lower() in SKIP_NAMES:
+                continue
+            if skip is not None and skip(os.path.relpath(full, top).replace(os.sep, "/")):
+                if scan is not None:
+                    scan.filter("excluded")
                 continue
             if not is_valid_name(name):
                 problem(full, "bad_filename", "the file name is not valid UTF-8; rename the file to read it")

@@ -2,7 +2,6 @@
 paths (`names` reader), and masks as public datasets ship them (several per image, beside the images, lossy
 JPEG, RGB palettes). Each dataset is built in its published naming."""
 
-import json
 from pathlib import Path
 
 import numpy as np

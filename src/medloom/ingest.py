@@ -26,7 +26,8 @@ from .outputs import sha256_file
 from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import READERS, get_reader, worker_modules
-from .sources.base import Scan, TaskList, display_name, drop_excluded, inside, source_roots
+from .sources.base import Scan, TaskList, display_name, inside, source_roots
+from .sources.exclude import drop_excluded
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
 

@@ -10,11 +10,9 @@ one per frame or slice).
 from __future__ import annotations
 
 import errno
-import fnmatch
 import json
 import math
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from ..imaging import (
     open_image,
 )
 from ..records import NO_RENDER, patient_key, quarantine_row, record_id, salted_id
+from .exclude import exclusion
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
 TASK_SCHEMA = pa.schema(
@@ -232,41 +231,6 @@ def make_task(
         "fingerprint": fingerprint(path, fingerprint_extra),
         "extra": extra_json,
     }
-
-
-def exclusion(source: dict | None):
-    """The source's `exclude:` globs as one test on a file's path relative to the root (`/`-separated), or None.
-
-    A glob without `/` matches the file name (`*_superpixels.png`), one with `/` the whole relative path
-    (`ISIC2018_Task1-2_Training_Input/*_superpixels.png`; `*` crosses folders). Case-sensitive, as file names are.
-    """
-    globs = (source or {}).get("exclude") or []
-    if not globs:
-        return None
-    names = [fnmatch.translate(g) for g in globs if "/" not in g]
-    paths = [fnmatch.translate(g.lstrip("/")) for g in globs if "/" in g]
-    name_re = re.compile("|".join(names)) if names else None
-    path_re = re.compile("|".join(paths)) if paths else None
-
-    def test(rel: str) -> bool:
-        return bool(
-            (name_re is not None and name_re.match(rel.rsplit("/", 1)[-1])) or (path_re is not None and path_re.match(rel))
-        )
-
-    return test
-
-
-def drop_excluded(scan: Scan, source: dict) -> None:
-    """Tasks whose file the `exclude:` globs name, left out and counted as filtered: the readers that find files
-    through a table (csv, coco, voc) name them without walking, and the pixels are read only later, by decode."""
-    test = exclusion(source)
-    if test is None or not len(scan.tasks):
-        return
-    uris = scan.tasks.table().column("uri").to_pylist()
-    kept = [not test(u) for u in uris]
-    if not all(kept):
-        scan.filter("excluded", kept.count(False))
-        scan.tasks.keep(kept)
 
 
 def walk_files(root: str | Path, scan: Scan | None = None, source: dict | None = None) -> Iterator[Path]:

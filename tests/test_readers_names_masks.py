@@ -2,11 +2,17 @@
 paths (`names` reader), and masks as public datasets ship them (several per image, beside the images, lossy
 JPEG, RGB palettes). Each dataset is built in its published naming."""
 
+import json
 from pathlib import Path
 
 import numpy as np
-from conftest import make_image, rows, run_ingest, write_recipe
+import pytest
+from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
+
+from medloom.errors import RecipeError
+from medloom.recipe import load_recipe
+from medloom.records import salted_id
 
 
 def isic_task1(root: Path, n: int = 3) -> Path:
@@ -86,3 +92,177 @@ def test_exclude_by_relative_path_and_for_a_table_reader(tmp_path):
     assert (r.records, r.filtered, r.quarantined_inputs) == (2, {"excluded": 2}, 0)
     got = rows(loom, "SELECT uri, labels FROM records ORDER BY uri")
     assert [(Path(g["uri"]).name, g["labels"]) for g in got] == [("ISIC_0024308.jpg", ["NV"]), ("ISIC_0024309.jpg", ["BKL"])]
+
+
+# ---- labels and facts from names and paths (`names`) ---------------------------------------------------------
+
+
+def names_source(name: str, root: Path, pattern: str, **kw) -> dict:
+    return dict(name=name, reader="names", path=str(root), pattern=pattern, **kw)
+
+
+def test_names_acrima_shenzhen_montgomery_labels_from_the_file_name(tmp_path):
+    # ACRIMA (fundus, glaucoma): Database/Images/Im001_ACRIMA.jpg is normal, Im311_g_ACRIMA.jpg glaucomatous
+    acrima = tmp_path / "ACRIMA" / "Database" / "Images"
+    for name in ("Im001_ACRIMA.jpg", "Im002_ACRIMA.jpg", "Im311_g_ACRIMA.jpg"):
+        make_image(acrima / name, size=(40, 40), seed=len(name) + int(name[2:5]))
+    # Shenzhen: ChinaSet_AllFiles/CXR_png/CHNCXR_0001_0.png (0 normal, 1 tuberculosis), readings as .txt beside;
+    # Montgomery: MontgomerySet/CXR_png/MCUCXR_0001_0.png and its lung masks under ManualMask/, same names
+    china = tmp_path / "ChinaSet_AllFiles"
+    for i, name in enumerate(["CHNCXR_0001_0.png", "CHNCXR_0327_1.png"]):
+        make_image(china / "CXR_png" / name, size=(48, 40), seed=10 + i, mode="L")
+        (china / "ClinicalReadings").mkdir(exist_ok=True)
+        (china / "ClinicalReadings" / name.replace(".png", ".txt")).write_text("male 45yrs\nnormal\n")
+    mont = tmp_path / "MontgomerySet"
+    for i, name in enumerate(["MCUCXR_0001_0.png", "MCUCXR_0104_1.png"]):
+        make_image(mont / "CXR_png" / name, size=(48, 40), seed=20 + i, mode="L")
+        for side in ("leftMask", "rightMask"):
+            make_image(mont / "ManualMask" / side / name, size=(48, 40), seed=30 + i, mode="L")
+    cxr = dict(modality="X-ray", anatomy="chest", task="disease", label_map={"0": "normal", "1": "tuberculosis"})
+    tb = r"^(?:CHN|MCU)CXR_(?P<number>\d{4})_(?P<label>[01])\.png$"
+    loom, reports = run_ingest(
+        write_recipe(
+            tmp_path,
+            [
+                names_source(
+                    "acrima",
+                    tmp_path / "ACRIMA",
+                    r"^Im(?P<number>\d+)_(?P<label>g_)?ACRIMA\.jpg$",
+                    label_map={"g_": "glaucoma", "": "normal"},
+                    modality="fundus photography",
+                    anatomy="eye",
+                    task="disease",
+                ),
+                names_source("shenzhen", china, tb, **cxr),
+                names_source("montgomery", mont, tb, exclude="ManualMask/*", **cxr),
+            ],
+        )
+    )
+    assert (reports["shenzhen"].records, reports["shenzhen"].filtered) == (2, {"not an image file": 2})
+    assert (reports["montgomery"].records, reports["montgomery"].filtered) == (2, {"excluded": 4})
+    got = {(g["source"], g["uri"]): (g["labels"], json.loads(g["meta"])) for g in rows(loom, "SELECT * FROM records")}
+    assert got == {
+        ("acrima", "Database/Images/Im001_ACRIMA.jpg"): (["normal"], {"number": "001"}),
+        ("acrima", "Database/Images/Im002_ACRIMA.jpg"): (["normal"], {"number": "002"}),
+        ("acrima", "Database/Images/Im311_g_ACRIMA.jpg"): (["glaucoma"], {"number": "311"}),
+        ("shenzhen", "CXR_png/CHNCXR_0001_0.png"): (["normal"], {"number": "0001"}),
+        ("shenzhen", "CXR_png/CHNCXR_0327_1.png"): (["tuberculosis"], {"number": "0327"}),
+        ("montgomery", "CXR_png/MCUCXR_0001_0.png"): (["normal"], {"number": "0001"}),
+        ("montgomery", "CXR_png/MCUCXR_0104_1.png"): (["tuberculosis"], {"number": "0104"}),
+    }
+    assert rows(loom, "SELECT * FROM quarantine") == []
+    space = rows(loom, "SELECT DISTINCT label_space FROM records WHERE source = 'acrima'")
+    assert space == [{"label_space": ["glaucoma", "normal"]}]
+
+
+def breakhis(root: Path) -> Path:
+    """BreakHis v1: BreaKHis_v1/histology_slides/breast/{benign,malignant}/SOB/SUBTYPE/SOB_B_A_14-22549AB/40X/
+    SOB_B_A-14-22549AB-40-001.png: class, tumour subtype, the patient's slide and the magnification."""
+    breast = root / "BreaKHis_v1" / "histology_slides" / "breast"
+    files = [
+        "benign/SOB/adenosis/SOB_B_A_14-22549AB/40X/SOB_B_A-14-22549AB-40-001.png",
+        "benign/SOB/adenosis/SOB_B_A_14-22549AB/100X/SOB_B_A-14-22549AB-100-001.png",
+        "malignant/SOB/ductal_carcinoma/SOB_M_DC_14-16716/400X/SOB_M_DC-14-16716-400-013.png",
+    ]
+    for i, f in enumerate(files):
+        make_image(breast / f, size=(70, 46), seed=40 + i)
+    return root
+
+
+def test_names_breakhis_class_subtype_patient_and_magnification_from_the_path(tmp_path):
+    data = breakhis(tmp_path / "breakhis")
+    pattern = (
+        r"/(?P<label>benign|malignant)/SOB/(?P<subtype>[a-z_]+)/SOB_[BM]_[A-Z]+_(?P<patient>[0-9A-Z-]+)/"
+        r"(?P<magnification>\d+)X/SOB_[BM]_[A-Z]+-[0-9A-Z-]+-\d+-(?P<image>\d+)\.png$"
+    )
+    source = names_source(
+        "breakhis",
+        data,
+        pattern,
+        match="path",
+        labels=["label", "subtype"],
+        label_map={"ductal_carcinoma": "ductal carcinoma"},
+        modality="pathology",
+        anatomy="breast",
+        task="cancer",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert reports["breakhis"].records == 3
+    got = sorted(rows(loom, "SELECT id, uri, labels, patient_id, meta FROM records"), key=lambda g: g["uri"])
+    assert [(g["labels"], json.loads(g["meta"])) for g in got] == [
+        (["benign", "adenosis"], {"magnification": "100", "image": "001"}),
+        (["benign", "adenosis"], {"magnification": "40", "image": "001"}),
+        (["malignant", "ductal carcinoma"], {"magnification": "400", "image": "013"}),
+    ]
+    assert [g["patient_id"] for g in got] == [salted_id("test-salt", p) for p in ("14-22549AB", "14-22549AB", "14-16716")]
+    # the slide id is in the path: record ids are keyed hashes of it, the catalog's uri keeps the path
+    assert not any("22549" in g["id"] or "16716" in g["id"] for g in got)
+    assert got[0]["uri"].endswith("SOB_B_A-14-22549AB-100-001.png")
+
+
+def palm(root: Path) -> Path:
+    """PALM (iChallenge pathologic myopia): PALM-Training400/N0001.jpg normal, H0001.jpg high myopia,
+    P0001.jpg pathologic myopia."""
+    for i, name in enumerate(["N0001.jpg", "H0001.jpg", "P0001.jpg", "P0002.jpg"]):
+        make_image(root / "PALM-Training400" / name, size=(50, 50), seed=60 + i)
+    return root
+
+
+PALM = dict(
+    label_map={"N": "normal", "H": "high myopia", "P": "pathologic myopia"},
+    modality="fundus photography",
+    anatomy="eye",
+    task="disease",
+)
+
+
+def test_names_palm_prefix_and_a_file_the_pattern_does_not_match(tmp_path):
+    data = palm(tmp_path / "palm")
+    (data / "PALM-Training400" / "N0001 (1).jpg").write_bytes((data / "PALM-Training400" / "N0001.jpg").read_bytes())
+    loom, reports = run_ingest(write_recipe(tmp_path, [names_source("palm", data, r"^(?P<label>[NHP])\d{4}\.jpg$", **PALM)]))
+    r = reports["palm"]
+    assert (r.records, r.quarantined_inputs, r.error) == (4, 1, None)
+    got = {g["uri"]: g["labels"] for g in rows(loom, "SELECT uri, labels FROM records")}
+    assert got == {
+        "PALM-Training400/N0001.jpg": ["normal"],
+        "PALM-Training400/H0001.jpg": ["high myopia"],
+        "PALM-Training400/P0001.jpg": ["pathologic myopia"],
+        "PALM-Training400/P0002.jpg": ["pathologic myopia"],
+    }
+    assert [(q["path"], q["reason"]) for q in rows(loom, "SELECT * FROM quarantine")] == [
+        ("PALM-Training400/N0001 (1).jpg", "name_not_matched")
+    ]
+
+
+def test_names_a_pattern_that_matches_nothing_fails_the_source_and_the_command(tmp_path):
+    data = palm(tmp_path / "palm")
+    recipe = write_recipe(tmp_path, [names_source("palm", data, r"^(?P<label>[nhp])\d{4}\.jpg$", **PALM)])
+    _, reports = run_ingest(recipe)
+    assert "matches none of the 4 image file names" in reports["palm"].error
+    assert "'PALM-Training400/H0001.jpg'" in reports["palm"].error
+    proc = cli("ingest", str(recipe), "-q", check=False)
+    assert proc.returncode == 1 and "no records from source(s) palm" in proc.stderr, proc.stderr
+
+
+def test_names_split_from_the_folder_and_recipe_errors(tmp_path):
+    """ISIC 2018 Task 3 folders name the split: ISIC2018_Task3_{Training,Validation,Test}_Input/ISIC_0024306.jpg."""
+    root = tmp_path / "isic3"
+    for i, split in enumerate(["Training", "Validation", "Test"]):
+        make_image(root / f"ISIC2018_Task3_{split}_Input" / f"ISIC_{24306 + i:07d}.jpg", size=(30, 30), seed=i)
+    common = dict(match="path", modality="dermoscopy", anatomy="skin", task="disease")
+    pattern = r"^ISIC2018_Task3_(?P<split>\w+?)_Input/ISIC_\d{7}\.jpg$"
+    loom, reports = run_ingest(write_recipe(tmp_path, [names_source("isic3", root, pattern, **common)]))
+    got = {g["uri"].split("/")[0]: (g["source_split"], g["labels"], g["meta"]) for g in rows(loom, "SELECT * FROM records")}
+    assert got == {
+        "ISIC2018_Task3_Training_Input": ("train", [], None),
+        "ISIC2018_Task3_Validation_Input": ("val", [], None),
+        "ISIC2018_Task3_Test_Input": ("test", [], None),
+    }
+    bad = [names_source("a", root, "^(?P<label>[NHP]", **common), names_source("b", root, pattern, labels=["grade"], **common)]
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write_recipe(tmp_path / "bad", bad))
+    assert "sources[0] (a): pattern: Value error, not a regular expression: missing ), unterminated subpattern" in str(e.value)
+    assert (
+        "sources[1] (b): options: Value error, labels ['grade'] are not named groups of the pattern (its groups: ['split'])"
+        in str(e.value)
+    )

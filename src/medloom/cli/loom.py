@@ -105,7 +105,11 @@ def ingest(
             highlight=False,
         )
     out.print(f"catalog: {loaded.loom / 'catalog'}", highlight=False)
-    if strict and problems:
+    # a source that could not be read, or whose every input failed, fails the command (its reason is printed above)
+    failed = [r.name for r in reports if r.error or (r.quarantined_inputs and not r.records)]
+    if failed:
+        err.print(f"[red]error:[/red] no records from source(s) {escape(', '.join(failed))}", highlight=False)
+    if failed or (strict and problems):
         raise typer.Exit(1)
 
 

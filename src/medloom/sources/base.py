@@ -497,6 +497,7 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
         max_bytes=source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES,
     )
     rois, problems = normalise_rois(task, source, facts.width, facts.height)
+    meta = json.loads(task["extra"]).get("meta") if task["extra"] != "{}" else None  # facts a reader read (names)
     if facts.warning:
         problems.append(
             quarantine_row(
@@ -504,7 +505,7 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
             )
         )
     if facts.frames == 1:
-        return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
+        return [image_record(task, facts, rois=rois, meta=meta, file_hash=facts.file_hash)], problems
     if source.get("multiframe") != "all":
         problems.append(
             quarantine_row(
@@ -518,13 +519,13 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
                 record_id=task["id"],
             )
         )
-        return [image_record(task, facts, rois=rois, file_hash=facts.file_hash)], problems
-    records = [image_record(task, facts, frame=0, rois=rois, file_hash=facts.file_hash)]
+        return [image_record(task, facts, rois=rois, meta=meta, file_hash=facts.file_hash)], problems
+    records = [image_record(task, facts, frame=0, rois=rois, meta=meta, file_hash=facts.file_hash)]
     for index in range(1, facts.frames):
         frame = image_facts(open_image(task["path"], max_pixels, frame=index))
         if (frame.width, frame.height) != (facts.width, facts.height):
             rois, _ = normalise_rois(task, source, frame.width, frame.height)
-        records.append(image_record(task, frame, frame=index, rois=rois, file_hash=facts.file_hash))
+        records.append(image_record(task, frame, frame=index, rois=rois, meta=meta, file_hash=facts.file_hash))
     return records, problems
 
 

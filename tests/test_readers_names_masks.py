@@ -11,6 +11,7 @@ from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
 
 from medloom.errors import RecipeError
+from medloom.imaging import rle_decode
 from medloom.recipe import load_recipe
 from medloom.records import salted_id
 
@@ -266,3 +267,214 @@ def test_names_split_from_the_folder_and_recipe_errors(tmp_path):
         "sources[1] (b): options: Value error, labels ['grade'] are not named groups of the pattern (its groups: ['split'])"
         in str(e.value)
     )
+
+
+# ---- masks as they come (`masks`) ----------------------------------------------------------------------------
+
+
+def save_mask(path: Path, mask: np.ndarray, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(path, **kw)
+
+
+def roi_rows(loom: Path) -> dict[str, list[tuple]]:
+    """uri -> [(label, bbox in pixels)] from the catalog."""
+    got = {}
+    for g in rows(loom, "SELECT uri, width, height, rois FROM records"):
+        scale = [g["width"], g["height"]] * 2
+        got[g["uri"]] = sorted((r["label"], [round(v * k) for v, k in zip(r["bbox"], scale)]) for r in g["rois"])
+    return got
+
+
+SEG = dict(modality="X-ray", anatomy="chest", task="organ segmentation")
+
+
+def test_masks_montgomery_left_and_right_lung_folders(tmp_path):
+    """Montgomery: MontgomerySet/CXR_png/MCUCXR_0001_0.png, its lungs in ManualMask/leftMask/MCUCXR_0001_0.png and
+    ManualMask/rightMask/MCUCXR_0001_0.png (0/255, same name, same size)."""
+    mont = tmp_path / "MontgomerySet"
+    for i, name in enumerate(["MCUCXR_0001_0.png", "MCUCXR_0104_1.png"]):
+        make_image(mont / "CXR_png" / name, size=(48, 40), seed=i, mode="L")
+        left, right = np.zeros((40, 48), np.uint8), np.zeros((40, 48), np.uint8)
+        left[5:35, 26:44] = 255  # the patient's left lung is on the image's right
+        right[6 + i : 34, 4:20] = 255
+        save_mask(mont / "ManualMask" / "leftMask" / name, left)
+        save_mask(mont / "ManualMask" / "rightMask" / name, right)
+    masks = [{"dir": "ManualMask/leftMask", "label": "left lung"}, {"dir": "ManualMask/rightMask", "label": "right lung"}]
+    source = dict(name="mont", reader="masks", path=str(mont), images_dir="CXR_png", masks=masks, **SEG)
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert (reports["mont"].records, reports["mont"].quarantined_inputs) == (2, 0)
+    assert roi_rows(loom) == {
+        "CXR_png/MCUCXR_0001_0.png": [("left lung", [26, 5, 44, 35]), ("right lung", [4, 6, 20, 34])],
+        "CXR_png/MCUCXR_0104_1.png": [("left lung", [26, 5, 44, 35]), ("right lung", [4, 7, 20, 34])],
+    }
+    got = rows(loom, "SELECT DISTINCT labels, label_space FROM records")
+    assert got == [{"labels": ["left lung", "right lung"], "label_space": ["left lung", "right lung"]}]
+
+
+def test_masks_edd2020_one_file_per_class_overlapping(tmp_path):
+    """EDD2020: originalImages/EDD2020_ACB0001.jpg, masks/EDD2020_ACB0001_BE.tif, ..._suspicious.tif, ..._HGD.tif,
+    ..._cancer.tif, ..._polyp.tif, a file only for the classes present; the classes overlap."""
+    root = tmp_path / "EDD2020_release-I_2020-01-15"
+    make_image(root / "originalImages" / "EDD2020_ACB0001.jpg", size=(48, 40), seed=1)
+    make_image(root / "originalImages" / "EDD2020_ACB0002.jpg", size=(48, 40), seed=2)  # no mask of any class
+    be, suspicious = np.zeros((40, 48), np.uint8), np.zeros((40, 48), np.uint8)
+    be[4:30, 4:40] = 255
+    suspicious[10:20, 10:20] = 255  # inside the Barrett's region
+    save_mask(root / "masks" / "EDD2020_ACB0001_BE.tif", be)
+    save_mask(root / "masks" / "EDD2020_ACB0001_suspicious.tif", suspicious)
+    classes = ["BE", "suspicious", "HGD", "cancer", "polyp"]
+    source = dict(
+        name="edd",
+        reader="masks",
+        path=str(root),
+        images_dir="originalImages",
+        masks=[{"pattern": f"{{stem}}_{c}.tif", "label": c} for c in classes],
+        modality="endoscopy",
+        anatomy="esophagus",
+        task="lesion segmentation",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert roi_rows(loom) == {"originalImages/EDD2020_ACB0001.jpg": [("BE", [4, 4, 40, 30]), ("suspicious", [10, 10, 20, 20])]}
+    q = rows(loom, "SELECT path, reason, message FROM quarantine")
+    assert [(x["path"], x["reason"]) for x in q] == [("originalImages/EDD2020_ACB0002.jpg", "missing_mask")]
+    assert "masks/{stem}_BE.tif" in q[0]["message"]
+    assert rows(loom, "SELECT label_space FROM records")[0]["label_space"] == sorted(classes)
+
+
+def test_masks_busi_beside_their_images_merge_and_a_wrong_size_is_quarantined(tmp_path):
+    """BUSI: Dataset_BUSI_with_GT/benign/benign (1).png beside benign (1)_mask.png and benign (1)_mask_1.png (a
+    second mask of the same image), normal/normal (1).png with an empty mask."""
+    busi = tmp_path / "Dataset_BUSI_with_GT"
+    make_image(busi / "benign" / "benign (1).png", size=(48, 40), seed=1)
+    make_image(busi / "benign" / "benign (10).png", size=(48, 40), seed=10)
+    make_image(busi / "malignant" / "malignant (1).png", size=(48, 40), seed=2)
+    make_image(busi / "normal" / "normal (1).png", size=(48, 40), seed=3)
+    first, second, other = (np.zeros((40, 48), np.uint8) for _ in range(3))
+    first[5:15, 5:15] = 255
+    second[10:20, 12:25] = 255  # overlaps the first: one lesion drawn in two files
+    other[30:35, 40:45] = 255
+    save_mask(busi / "benign" / "benign (1)_mask.png", first)
+    save_mask(busi / "benign" / "benign (1)_mask_1.png", second)
+    save_mask(busi / "benign" / "benign (10)_mask.png", other)
+    save_mask(busi / "malignant" / "malignant (1)_mask.png", np.zeros((30, 48), np.uint8))
+    save_mask(busi / "normal" / "normal (1)_mask.png", np.zeros((40, 48), np.uint8))
+    source = dict(
+        name="busi",
+        reader="masks",
+        path=str(busi),
+        images_dir=".",
+        masks_dir=".",
+        mask_pattern="{stem}_mask*.png",
+        mask_label="tumor",
+        modality="ultrasound",
+        anatomy="breast",
+        task="lesion segmentation",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    r = reports["busi"]
+    assert (r.records, r.quarantined_inputs, r.filtered) == (3, 1, {"mask file": 5})
+    assert roi_rows(loom) == {
+        "benign/benign (1).png": [("tumor", [5, 5, 25, 20])],
+        "benign/benign (10).png": [("tumor", [40, 30, 45, 35])],
+        "normal/normal (1).png": [],
+    }
+    q = rows(loom, "SELECT path, reason, message FROM quarantine")
+    assert [(x["path"], x["reason"]) for x in q] == [("malignant/malignant (1).png", "mask_mismatch")]
+    assert "mask malignant/malignant (1)_mask.png is 48x30, image is 48x40" in q[0]["message"]
+
+
+def kvasir(root: Path, jpeg_quality: int = 75) -> np.ndarray:
+    """Kvasir-SEG: Kvasir-SEG/images/cju0qkwl35piu0993l0dewei2.jpg and Kvasir-SEG/masks/ the same name, the
+    mask an RGB JPEG (white polyp on black): JPEG noise makes many grey values around the region."""
+    name = "cju0qkwl35piu0993l0dewei2.jpg"
+    make_image(root / "images" / name, size=(96, 80), seed=7)
+    yy, xx = np.mgrid[0:80, 0:96]
+    drawn = ((xx - 45) / 30.0) ** 2 + ((yy - 38) / 22.0) ** 2 <= 1
+    rgb = np.repeat((drawn * 255).astype(np.uint8)[..., None], 3, axis=2)
+    save_mask(root / "masks" / name, rgb, quality=jpeg_quality)
+    return drawn
+
+
+def covered(loom: Path, drawn: np.ndarray) -> float:
+    """IoU of the drawn region and the union of the record's ROI masks."""
+    got = np.zeros_like(drawn)
+    for roi in rows(loom, "SELECT rois FROM records")[0]["rois"]:
+        if roi["label"] == "polyp":
+            got |= rle_decode(roi["rle"], *drawn.shape)
+    return float((got & drawn).sum() / (got | drawn).sum())
+
+
+def test_masks_kvasir_jpeg_masks_binarized(tmp_path):
+    drawn = kvasir(tmp_path / "Kvasir-SEG")
+    common = dict(reader="masks", path=str(tmp_path / "Kvasir-SEG"), mask_label="polyp", modality="endoscopy", anatomy="colon")
+    common["task"] = "lesion segmentation"
+    loom, reports = run_ingest(write_recipe(tmp_path / "cut", [dict(name="kvasir", binarize=128, **common)]))
+    assert covered(loom, drawn) >= 0.98
+    assert rows(loom, "SELECT labels FROM records") == [{"labels": ["polyp"]}]
+    assert rows(loom, "SELECT * FROM quarantine") == []
+    # without a threshold the JPEG's grey values are labels of their own: the region falls apart
+    loom, _ = run_ingest(write_recipe(tmp_path / "raw", [dict(name="kvasir", **common)]))
+    assert covered(loom, drawn) < 0.9
+    assert len(rows(loom, "SELECT labels FROM records")[0]["labels"]) > 10  # polyp, label_3, label_4, ...
+
+
+def test_masks_m2caiseg_rgb_palette_and_colours_outside_it(tmp_path):
+    """m2caiSeg (laparoscopic scene segmentation): train/images/*.jpg and train/groundtruth/*.png with the same
+    stem, RGB masks coloured by class; a colour that is not in the recipe's palette is a row, its pixels left out."""
+    root = tmp_path / "m2caiSeg dataset" / "train"
+    make_image(root / "images" / "1.jpg", size=(48, 40), seed=1)
+    mask = np.zeros((40, 48, 3), np.uint8)
+    mask[2:12, 2:20] = (255, 0, 0)
+    mask[20:30, 30:46] = (0, 255, 0)
+    mask[35:38, 5:8] = (12, 34, 56)  # not in the palette
+    save_mask(root / "groundtruth" / "1.png", mask)
+    source = dict(
+        name="m2cai",
+        reader="masks",
+        path=str(root),
+        images_dir="images",
+        masks_dir="groundtruth",
+        palette={"#FF0000": "grasper", "#00ff00": "liver"},
+        modality="endoscopy",
+        anatomy="abdomen",
+        task="organ segmentation",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert roi_rows(loom) == {"images/1.jpg": [("grasper", [2, 2, 20, 12]), ("liver", [30, 20, 46, 30])]}
+    q = rows(loom, "SELECT path, reason, scope, message FROM quarantine")
+    assert [(x["path"], x["reason"], x["scope"]) for x in q] == [("images/1.jpg", "colour_outside_palette", "annotation")]
+    assert "groundtruth/1.png: 1 colour(s) not in the palette: #0c2238 (9 px)" in q[0]["message"]
+    bad = dict(source, name="bad", palette={"red": "grasper"})
+    with pytest.raises(RecipeError, match=r"palette colours \['red'\] are not #rrggbb"):
+        load_recipe(write_recipe(tmp_path / "bad", [bad]))
+
+
+def test_masks_refuge_disc_and_cup_from_one_map(tmp_path):
+    """REFUGE: REFUGE-Training400/Training400/Glaucoma/g0001.jpg and Annotation-Training400/Disc_Cup_Masks/Glaucoma/
+    g0001.bmp (255 background, 128 the disc around the cup, 0 the cup): the disc is 0 and 128, the cup 0."""
+    root = tmp_path / "REFUGE"
+    make_image(root / "REFUGE-Training400" / "Training400" / "Glaucoma" / "g0001.jpg", size=(48, 40), seed=1)
+    disc_cup = np.full((40, 48), 255, np.uint8)
+    disc_cup[10:30, 14:34] = 128
+    disc_cup[15:25, 20:28] = 0
+    save_mask(root / "Annotation-Training400" / "Disc_Cup_Masks" / "Glaucoma" / "g0001.bmp", disc_cup)
+    folder = "Annotation-Training400/Disc_Cup_Masks"
+    source = dict(
+        name="refuge",
+        reader="masks",
+        path=str(root),
+        images_dir="REFUGE-Training400/Training400",
+        masks=[
+            {"dir": folder, "pattern": "{stem}.bmp", "label": "optic disc", "values": [0, 128]},
+            {"dir": folder, "pattern": "{stem}.bmp", "label": "optic cup", "values": [0]},
+        ],
+        modality="fundus photography",
+        anatomy="eye",
+        task="organ segmentation",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert roi_rows(loom) == {
+        "REFUGE-Training400/Training400/Glaucoma/g0001.jpg": [("optic cup", [20, 15, 28, 25]), ("optic disc", [14, 10, 34, 30])]
+    }
+    assert rows(loom, "SELECT * FROM quarantine") == []

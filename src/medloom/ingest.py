@@ -148,9 +148,10 @@ def label_space(source: dict, tasks: pa.Table) -> list[str]:
     found = set(pc.unique(pc.list_flatten(tasks.column("labels"))).to_pylist())
     rois = pc.list_flatten(tasks.column("rois"))
     found |= set(pc.unique(pc.struct_field(rois, "label")).to_pylist()) if len(rois) else set()
-    mask_labels = source["options"].get("mask_labels")
-    if mask_labels:
-        found |= {source["label_map"].get(v, v) for v in mask_labels.values()}
+    options = source["options"]
+    named = [*(options.get("mask_labels") or {}).values(), *(options.get("palette") or {}).values()]
+    named += [m["label"] for m in options.get("masks") or [] if m.get("label")]
+    found |= {source["label_map"].get(v, v) for v in named}
     return sorted(x for x in found if x is not None)
 
 
@@ -165,7 +166,8 @@ def enforce_roots(scan: Scan, source: dict) -> None:
     kept = []
     for batch in scan.tasks.table().select(["path", "extra", "uri", "id"]).to_batches(8192):  # a slice at a time
         for i, (path, extra) in enumerate(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())):
-            paths = [path, *(v for k, v in json.loads(extra).items() if k == "mask" and v)] if extra != "{}" else [path]
+            found = json.loads(extra) if extra != "{}" else {}
+            paths = [path, *([found["mask"]] if found.get("mask") else []), *(m[0] for m in found.get("masks") or [])]
             outside = next((p for p in paths if not inside(p, roots, folders)), None)
             kept.append(outside is None)
             if outside is None:

@@ -651,8 +651,9 @@ def test_bombs_are_refused_before_memory_is_taken(tmp_path):
         ],
     )
     probe = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stderr.write(r.stdout + r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+        "sys.exit(r.returncode)"
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe, sys.executable, "-m", "medloom.cli", "ingest", str(recipe), "-w", "1", "-q"],
@@ -661,7 +662,9 @@ def test_bombs_are_refused_before_memory_is_taken(tmp_path):
         env=CLI_ENV,
         timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr
+    # the nifti and dicom sources hold one file each, refused: a source with no record fails the command
+    assert proc.returncode == 1, proc.stderr
+    assert "nii" in proc.stderr and "dcm" in proc.stderr
     peak_mb = int(proc.stdout) / 1024
     print(f"peak memory of one ingest worker over the bombs: {peak_mb:.0f} MB")
     assert peak_mb < 600  # the bombs announce 0.4 GB, 2 GB, 720 GB and 40 MB members; nothing was allocated

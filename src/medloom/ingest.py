@@ -27,6 +27,7 @@ from .recipe import LoadedRecipe
 from .records import QUARANTINE_SCHEMA, RECORD_SCHEMA, quarantine_row
 from .sources import READERS, get_reader, worker_modules
 from .sources.base import Scan, TaskList, display_name, inside, source_roots
+from .sources.exclude import drop_excluded
 
 READER_VERSION = "4"  # bump to invalidate every part when decoding changes
 
@@ -147,9 +148,10 @@ def label_space(source: dict, tasks: pa.Table) -> list[str]:
     found = set(pc.unique(pc.list_flatten(tasks.column("labels"))).to_pylist())
     rois = pc.list_flatten(tasks.column("rois"))
     found |= set(pc.unique(pc.struct_field(rois, "label")).to_pylist()) if len(rois) else set()
-    mask_labels = source["options"].get("mask_labels")
-    if mask_labels:
-        found |= {source["label_map"].get(v, v) for v in mask_labels.values()}
+    options = source["options"]
+    named = [*(options.get("mask_labels") or {}).values(), *(options.get("palette") or {}).values()]
+    named += [m["label"] for m in options.get("masks") or [] if m.get("label")]
+    found |= {source["label_map"].get(v, v) for v in named}
     return sorted(x for x in found if x is not None)
 
 
@@ -164,7 +166,8 @@ def enforce_roots(scan: Scan, source: dict) -> None:
     kept = []
     for batch in scan.tasks.table().select(["path", "extra", "uri", "id"]).to_batches(8192):  # a slice at a time
         for i, (path, extra) in enumerate(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())):
-            paths = [path, *(v for k, v in json.loads(extra).items() if k == "mask" and v)] if extra != "{}" else [path]
+            found = json.loads(extra) if extra != "{}" else {}
+            paths = [path, *([found["mask"]] if found.get("mask") else []), *(m[0] for m in found.get("masks") or [])]
             outside = next((p for p in paths if not inside(p, roots, folders)), None)
             kept.append(outside is None)
             if outside is None:
@@ -250,6 +253,7 @@ def scan_source(source: dict, previous: dict | None) -> tuple[Scan, str | None]:
         scan = get_reader(source["reader"]).scan(source)
     except Exception as e:  # an unreadable annotation file or folder: report, keep the other sources
         return Scan(), f"{type(e).__name__}: {e}"
+    drop_excluded(scan, source)
     enforce_roots(scan, source)
     warn_dropped_boxes(scan, source)
     had = sum(p["records"]["rows"] for p in (previous or {}).get("parts", []))

@@ -41,6 +41,7 @@ COMMON_KEYS = (
     "pseudonymous_ids",
     "damaged_images",
     "multiframe",
+    "exclude",
 )
 
 
@@ -70,6 +71,13 @@ class SourceSpec(BaseModel):
     # with a `warning` row
     damaged_images: Literal["quarantine", "keep"] = "quarantine"
     multiframe: Literal["first", "all"] = "first"  # GIF/TIFF with several frames: the first, or a record each
+    # globs of files never read (ISIC's `*_superpixels.png`): on the file name, or with a `/` on the relative path
+    exclude: list[str] = []
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _globs(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @field_validator("modality", "anatomy", "task")
     @classmethod
@@ -246,6 +254,7 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
                 "raw_ids": spec.raw_ids,
                 "damaged_images": spec.damaged_images,
                 "multiframe": spec.multiframe,
+                "exclude": spec.exclude,
                 "pseudonymous_ids": spec.pseudonymous_ids
                 if spec.pseudonymous_ids is not None
                 else READERS[spec.reader].patient_data,

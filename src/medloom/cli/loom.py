@@ -105,7 +105,12 @@ def ingest(
             highlight=False,
         )
     out.print(f"catalog: {loaded.loom / 'catalog'}", highlight=False)
-    if strict and problems:
+    # a source left with no records because it could not be read or every input failed fails the command (its
+    # reasons are printed above); a failed scan that keeps an earlier run's records is a warning
+    failed = [r.name for r in reports if not r.records and (r.error or r.quarantined_inputs)]
+    if failed:
+        err.print(f"[red]error:[/red] no records from source(s) {escape(', '.join(failed))}", highlight=False)
+    if failed or (strict and problems):
         raise typer.Exit(1)
 
 

@@ -27,6 +27,7 @@ class Reader:
 
 READERS = {
     "imagefolder": Reader(image_files=True),
+    "names": Reader(image_files=True),  # labels, patient, split and facts from file names / paths (a regex)
     "csv": Reader(image_files=True),
     "coco": Reader(image_files=True),
     "voc": Reader(image_files=True),

@@ -31,6 +31,7 @@ from ..imaging import (
     open_image,
 )
 from ..records import NO_RENDER, patient_key, quarantine_row, record_id, salted_id
+from .exclude import exclusion
 from .rle import rle_rois
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
@@ -252,8 +253,11 @@ def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None
     skipped with a quarantine row when `scan` and `source` are given, and the rest of the source is read: a
     link leading outside, a folder link loop, a file link that points at itself or nowhere, a FIFO, device or
     socket (reading one would hang or never end), a folder that cannot be listed, a name that is not UTF-8.
+    Files that the source's `exclude:` globs name are never read, only counted as filtered.
     """
     roots = source_roots(source) if source else None
+    skip = exclusion(source)
+    top = str(source["root"]) if source else ""
 
     def problem(path: str, reason: str, message: str) -> None:
         if scan is not None and source is not None:
@@ -291,6 +295,10 @@ def walk_entries(root: str | Path, scan: Scan | None = None, source: dict | None
                     folders.append(full)
                 continue
             if name.lower() in SKIP_NAMES:
+                continue
+            if skip is not None and skip(os.path.relpath(full, top).replace(os.sep, "/")):
+                if scan is not None:
+                    scan.filter("excluded")
                 continue
             if not is_valid_name(name):
                 problem(full, "bad_filename", "the file name is not valid UTF-8; rename the file to read it")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv as csvlib
 import io
 import os
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -27,6 +28,9 @@ from .base import (
     source_record_id,
 )
 from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
+
+# an image cell -> (the image files it names, and when none: a quarantine reason and message)
+Resolve = Callable[[str], tuple[list[str], str, str]]
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
@@ -101,7 +105,13 @@ def _labels(row: dict, opts: Options, label_map: dict, where: str) -> tuple[list
 
 
 def scan(source: dict) -> Scan:
-    opts = Options(**source["options"])
+    return scan_table(source, Options(**source["options"]))
+
+
+def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> Scan:
+    """The table's tasks, one per image, and its quarantine rows. `resolve` finds the images a row's image cell
+    names (default: a file under the root, by path, else by basename); the dicom reader passes its own (a file
+    among the DICOM files it found, or a SOP Instance UID or patient id read from their headers)."""
     root = source["root"]
     table = opts.csv if os.path.isabs(opts.csv) else os.path.join(root, opts.csv)
     out = Scan()
@@ -127,10 +137,41 @@ def scan(source: dict) -> Scan:
         rows = list(reader)
     except csvlib.Error as e:
         raise ValueError(f"{table}: line {reader.line_num}: not a readable CSV row: {e}") from None
-    index: dict | None = None
+    if resolve is None:
+        resolve = file_resolver(root, opts)
+    by_image = group_rows(out, source, opts, rows, os.path.basename(table), resolve)
+    for path, entry in by_image.items():
+        entry_task(out, source, opts, path, entry)
+    return out
+
+
+def file_resolver(root: str, opts: Options, index: dict[str, list[str]] | None = None) -> Resolve:
+    """Resolve an image cell as a file under root: the cell through `image_template`, as a path, else by its
+    basename in `index` (default: the image files under root, listed on first need)."""
+
+    def resolve(value: str) -> tuple[list[str], str, str]:
+        nonlocal index
+        name = opts.image_template.format(value=value) if opts.image_template else value
+        path, problem = resolve_file(root, name, index)
+        if problem and index is None:
+            index = basename_index(root)
+            path, problem = resolve_file(root, name, index)
+        if problem or path is None:
+            reason = "ambiguous_basename" if str(problem).startswith("ambiguous") else "missing_file"
+            return [], reason, str(problem)
+        return [path], "", ""
+
+    return resolve
+
+
+def group_rows(
+    out: Scan, source: dict, opts: Options, rows: Iterable[dict], table_name: str, resolve: Resolve
+) -> dict[str, dict]:
+    """The table's rows joined per image: {path: entry} with the image's labels, boxes, masks, split, patient,
+    study and caption (see `entry_task`). Rows whose image is not found are quarantined once per image cell,
+    naming the first row's line and how many rows named it."""
     by_image: dict[str, dict] = {}
-    unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
-    table_name = os.path.basename(table)
+    unresolved: dict[str, list] = {}  # image cell -> [first row, reason, message, rows]
     per_row = bool(opts.box_columns or opts.rle_column)  # one row per box or mask: several rows per image
     for line, row in enumerate(rows, start=2):
         where = f"{table_name}:{line}"
@@ -140,14 +181,9 @@ def scan(source: dict) -> Scan:
                 quarantine_row(source["name"], where, "missing_image_name", f"column {opts.image_column!r} is empty")
             )
             continue
-        name = opts.image_template.format(value=value) if opts.image_template else value
-        path, problem = resolve_file(root, name, None)
-        if problem:
-            index = index if index is not None else basename_index(root)
-            path, problem = resolve_file(root, name, index)
-        if problem:
-            reason = "ambiguous_basename" if problem.startswith("ambiguous") else "missing_file"
-            unresolved.setdefault(name, [where, reason, problem, 0])[3] += 1
+        paths, reason, problem = resolve(value)
+        if not paths:
+            unresolved.setdefault(value, [where, reason, problem, 0])[3] += 1
             continue
         labels, uncertain = _labels(row, opts, source["label_map"], where)
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
@@ -161,65 +197,71 @@ def scan(source: dict) -> Scan:
                 )
             )
             continue
-        entry = by_image.get(path)
-        if entry is None:
-            split = split_name(str(row.get(opts.split_column, ""))) if opts.split_column else None
-            entry = by_image[path] = {
-                "labels": [],
-                "rois": [],
-                "uncertain": [],
-                "rle": [],
-                "where": where,
-                "split": split or "",
-                "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
-                "study": row.get(opts.study_column, "") if opts.study_column else "",
-                "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
-            }
-        elif not per_row:
-            out.quarantine.append(
-                quarantine_row(
-                    source["name"],
-                    where,
-                    "duplicate_row",
-                    f"{name!r} already listed at {entry['where']}; labels merged",
-                    scope="warning",
+        for path in paths:
+            entry = by_image.get(path)
+            if entry is None:
+                split = split_name(str(row.get(opts.split_column, ""))) if opts.split_column else None
+                entry = by_image[path] = {
+                    "labels": [],
+                    "rois": [],
+                    "uncertain": [],
+                    "rle": [],
+                    "where": where,
+                    "split": split or "",
+                    "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
+                    "study": row.get(opts.study_column, "") if opts.study_column else "",
+                    "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
+                }
+            elif not per_row:
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"],
+                        where,
+                        "duplicate_row",
+                        f"{value!r} already listed at {entry['where']}; labels merged",
+                        scope="warning",
+                    )
                 )
-            )
-        if per_row:
-            _annotation_row(out, source, opts, row, where, path, labels, entry)
-            continue
-        for lab in labels:
-            if lab not in entry["labels"]:
-                entry["labels"].append(lab)
-        entry["uncertain"] += [u for u in uncertain if u not in entry["uncertain"]]
+            if per_row:
+                _annotation_row(out, source, opts, row, where, path, labels, entry)
+                continue
+            for lab in labels:
+                if lab not in entry["labels"]:
+                    entry["labels"].append(lab)
+            entry["uncertain"] += [u for u in uncertain if u not in entry["uncertain"]]
     for where, reason, problem, n in unresolved.values():
         rows_note = f" ({n} rows)" if n > 1 else ""
         out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
-    for path, entry in by_image.items():
-        if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
-            out.quarantine.append(
-                quarantine_row(
-                    source["name"],
-                    entry["where"],
-                    "missing_label",
-                    "the row has no label; set `empty_labels: keep` to keep unlabelled images",
-                )
-            )
-            continue
-        out.tasks.append(
-            make_task(
-                source,
-                path,
-                split=entry["split"],
-                labels=entry["labels"],
-                rois=entry["rois"],
-                patient_id=entry["patient"],
-                study_id=entry["study"],
-                caption=entry["caption"],
-                extra=_task_extra(opts, entry),
+    return by_image
+
+
+def entry_task(out: Scan, source: dict, opts: Options, path: str, entry: dict) -> None:
+    """The task of one image of the table (`group_rows`'s entry), or a quarantine row for an image whose row has
+    no label (unless `empty_labels: keep`; a box or mask table's rows may say "no finding")."""
+    per_row = bool(opts.box_columns or opts.rle_column)
+    if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
+        out.quarantine.append(
+            quarantine_row(
+                source["name"],
+                entry["where"],
+                "missing_label",
+                "the row has no label; set `empty_labels: keep` to keep unlabelled images",
             )
         )
-    return out
+        return
+    out.tasks.append(
+        make_task(
+            source,
+            path,
+            split=entry["split"],
+            labels=entry["labels"],
+            rois=entry["rois"],
+            patient_id=entry["patient"],
+            study_id=entry["study"],
+            caption=entry["caption"],
+            extra=_task_extra(opts, entry),
+        )
+    )
 
 
 def _task_extra(opts: Options, entry: dict) -> dict:

@@ -265,3 +265,24 @@ def test_table_keys_are_checked_in_the_recipe(tmp_path):
     table = dict(csv="t.csv", image_column="ImageId", unmatched="drop")
     with pytest.raises(RecipeError, match=r"table\.unmatched"):
         load_recipe(write_recipe(tmp_path, [dicom_source(tmp_path / "d", table, name="s")]))
+
+
+def test_header_keys_read_only_inside_the_root_and_within_the_budget(tmp_path):
+    """key: patient_id reads each file's header at scan time: a link to a file outside the root is not read (an
+    `outside_root` row), and a Patient ID past `header_bytes` is not found (the file is then named by no row)."""
+    data = tmp_path / "d"
+    make_dicom(data / "a.dcm", "CT_small.dcm", (128, 128), sop="1.2.3.1", patient="PAT-A", shade=1)
+    make_dicom(tmp_path / "elsewhere" / "b.dcm", "MR_small.dcm", (64, 64), sop="1.2.3.2", patient="PAT-B", shade=2)
+    (data / "b.dcm").symlink_to(tmp_path / "elsewhere" / "b.dcm")
+    (data / "labels.csv").write_text("patient,finding\nPAT-A,effusion\nPAT-B,nodule\n")
+    table = dict(csv="labels.csv", key="patient_id", image_column="patient", label_column="finding")
+    loom, reports = run_ingest(write_recipe(tmp_path / "r1", [dicom_source(data, table, name="t")]))
+    recs = records(loom)
+    assert list(recs) == ["a.dcm"] and recs["a.dcm"]["labels"] == ["effusion"]
+    assert recs["a.dcm"]["patient_id"] == salted_id(SALT, "PAT-A")
+    assert quarantine(loom) == [("b.dcm", "outside_root", "input"), ("labels.csv:3", "no_dicom_for_row", "input")]
+    (data / "b.dcm").unlink()
+    (data / "labels.csv").write_text("patient,finding\nPAT-A,effusion\n")
+    loom, reports = run_ingest(write_recipe(tmp_path / "r2", [dicom_source(data, dict(table, header_bytes=300), name="t")]))
+    assert reports["t"].records == 0
+    assert quarantine(loom) == [("a.dcm", "no_table_row", "input"), ("labels.csv:2", "no_dicom_for_row", "input")]

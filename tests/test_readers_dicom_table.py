@@ -274,13 +274,19 @@ def test_header_keys_read_only_inside_the_root_and_within_the_budget(tmp_path):
     make_dicom(data / "a.dcm", "CT_small.dcm", (128, 128), sop="1.2.3.1", patient="PAT-A", shade=1)
     make_dicom(tmp_path / "elsewhere" / "b.dcm", "MR_small.dcm", (64, 64), sop="1.2.3.2", patient="PAT-B", shade=2)
     (data / "b.dcm").symlink_to(tmp_path / "elsewhere" / "b.dcm")
-    (data / "labels.csv").write_text("patient,finding\nPAT-A,effusion\nPAT-B,nodule\n")
+    (data / "labels.csv").write_text("patient,finding\nPAT-A,effusion\nPAT-B,nodule\nPAT-A,cardiomegaly\n")
     table = dict(csv="labels.csv", key="patient_id", image_column="patient", label_column="finding")
     loom, reports = run_ingest(write_recipe(tmp_path / "r1", [dicom_source(data, table, name="t")]))
     recs = records(loom)
-    assert list(recs) == ["a.dcm"] and recs["a.dcm"]["labels"] == ["effusion"]
+    assert list(recs) == ["a.dcm"] and recs["a.dcm"]["labels"] == ["effusion", "cardiomegaly"]
     assert recs["a.dcm"]["patient_id"] == salted_id(SALT, "PAT-A")
-    assert quarantine(loom) == [("b.dcm", "outside_root", "input"), ("labels.csv:3", "no_dicom_for_row", "input")]
+    assert quarantine(loom) == [
+        ("b.dcm", "outside_root", "input"),
+        ("labels.csv:3", "no_dicom_for_row", "input"),
+        ("labels.csv:4", "duplicate_row", "warning"),
+    ]
+    # rows are named by their line, never by the Patient ID they hold
+    assert not [q for q in rows(loom, "SELECT * FROM quarantine") if "PAT-" in q["message"]]
     (data / "b.dcm").unlink()
     (data / "labels.csv").write_text("patient,finding\nPAT-A,effusion\n")
     loom, reports = run_ingest(write_recipe(tmp_path / "r2", [dicom_source(data, dict(table, header_bytes=300), name="t")]))

@@ -218,7 +218,7 @@ def group_rows(
                         source["name"],
                         where,
                         "duplicate_row",
-                        f"{value!r} already listed at {entry['where']}; labels merged",
+                        f"{os.path.relpath(path, source['root'])!r} already listed at {entry['where']}; labels merged",
                         scope="warning",
                     )
                 )

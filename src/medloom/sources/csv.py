@@ -7,6 +7,7 @@ folders do not exist here) are matched by basename anywhere under the root.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from pydantic import ConfigDict, model_validator
@@ -26,7 +27,10 @@ from .base import (
 from .captions import CaptionOptions, Captions
 from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
 from .splitlists import SplitListOptions, SplitLists, uri_of
-from .tables import TableOptions, load_label_table
+from .tables import Row, TableOptions, load_label_table
+
+# an image cell -> (the image files it names, and when none: a quarantine reason and message)
+Resolve = Callable[[str], tuple[list[str], str, str]]
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
@@ -102,7 +106,13 @@ def _labels(row: dict, opts: Options, label_map: dict, where: str) -> tuple[list
 
 
 def scan(source: dict) -> Scan:
-    opts = Options(**source["options"])
+    return scan_table(source, Options(**source["options"]))
+
+
+def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> Scan:
+    """The table's tasks, one per image, and its quarantine rows. `resolve` finds the images a row's image cell
+    names (default: a file under the root, by path, else by basename); the dicom reader passes its own (a file
+    among the DICOM files it found, or a SOP Instance UID or patient id read from their headers)."""
     root = source["root"]
     out = Scan()
     needed = [
@@ -122,11 +132,47 @@ def scan(source: dict) -> Scan:
     out.quarantine += table.quarantine
     lists = SplitLists.load(source, opts)
     captions = Captions(source, opts) if opts.caption_files else None
-    index: dict | None = None
+    by_image = group_rows(out, source, opts, table.rows, resolve or file_resolver(root, opts))
+    for path, entry in by_image.items():
+        if lists is not None:  # the lists' split wins over split_column's
+            entry["split"] = lists.assign(out, uri_of(path, root), entry["split"])
+            if entry["split"] is None:
+                continue
+        if captions is not None and not entry["caption"]:
+            entry["caption"] = captions.read(out, uri_of(path, root))
+        entry_task(out, source, opts, path, entry)
+    if lists is not None:
+        lists.finish(out)
+    return out
+
+
+def file_resolver(root: str, opts: Options, index: dict[str, list[str]] | None = None) -> Resolve:
+    """Resolve an image cell as a file under root: the cell through `image_template`, as a path, else by its
+    basename in `index` (default: the image files under root, listed on first need)."""
+
+    def resolve(value: str) -> tuple[list[str], str, str]:
+        nonlocal index
+        name = opts.image_template.format(value=value) if opts.image_template else value
+        path, problem = resolve_file(root, name, index)
+        if problem and index is None:
+            index = basename_index(root)
+            path, problem = resolve_file(root, name, index)
+        if problem or path is None:
+            reason = "ambiguous_basename" if str(problem).startswith("ambiguous") else "missing_file"
+            return [], reason, str(problem)
+        return [path], "", ""
+
+    return resolve
+
+
+def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], resolve: Resolve) -> dict[str, dict]:
+    """The table's rows joined per image: {path: entry} with the image's labels, boxes, masks, split, patient,
+    study and caption (see `entry_task`). Rows whose image is not found are quarantined once per image cell,
+    naming the first row's line and how many rows named it."""
     by_image: dict[str, dict] = {}
-    unresolved: dict[str, list] = {}  # image name -> [first row, reason, message, rows]
+    unresolved: dict[str, list] = {}  # image cell -> [first row, reason, message, rows]
     per_row = bool(opts.box_columns or opts.rle_column)  # one row per box or mask: several rows per image
-    for row in table.rows:
+    for row in rows:
         where = row.where
         value = str(row.get(opts.image_column) or "").strip()
         if not value:
@@ -134,14 +180,9 @@ def scan(source: dict) -> Scan:
                 quarantine_row(source["name"], where, "missing_image_name", f"column {opts.image_column!r} is empty")
             )
             continue
-        name = opts.image_template.format(value=value) if opts.image_template else value
-        path, problem = resolve_file(root, name, None)
-        if problem:
-            index = index if index is not None else basename_index(root)
-            path, problem = resolve_file(root, name, index)
-        if problem:
-            reason = "ambiguous_basename" if problem.startswith("ambiguous") else "missing_file"
-            unresolved.setdefault(name, [where, reason, problem, 0])[3] += 1
+        paths, reason, problem = resolve(value)
+        if not paths:
+            unresolved.setdefault(value, [where, reason, problem, 0])[3] += 1
             continue
         labels, uncertain = _labels(row, opts, source["label_map"], where)
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
@@ -155,71 +196,71 @@ def scan(source: dict) -> Scan:
                 )
             )
             continue
-        entry = by_image.get(path)
-        if entry is None:
-            split = split_name(str(row.get(opts.split_column, ""))) if opts.split_column else None
-            entry = by_image[path] = {
-                "labels": [],
-                "rois": [],
-                "uncertain": [],
-                "rle": [],
-                "where": where,
-                "split": split or "",
-                "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
-                "study": row.get(opts.study_column, "") if opts.study_column else "",
-                "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
-            }
-        elif not per_row:
-            out.quarantine.append(
-                quarantine_row(
-                    source["name"],
-                    where,
-                    "duplicate_row",
-                    f"{name!r} already listed at {entry['where']}; labels merged",
-                    scope="warning",
+        for path in paths:
+            entry = by_image.get(path)
+            if entry is None:
+                split = split_name(str(row.get(opts.split_column, ""))) if opts.split_column else None
+                entry = by_image[path] = {
+                    "labels": [],
+                    "rois": [],
+                    "uncertain": [],
+                    "rle": [],
+                    "where": where,
+                    "split": split or "",
+                    "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
+                    "study": row.get(opts.study_column, "") if opts.study_column else "",
+                    "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
+                }
+            elif not per_row:
+                out.quarantine.append(
+                    quarantine_row(
+                        source["name"],
+                        where,
+                        "duplicate_row",
+                        f"{os.path.relpath(path, source['root'])!r} already listed at {entry['where']}; labels merged",
+                        scope="warning",
+                    )
                 )
-            )
-        if per_row:
-            _annotation_row(out, source, opts, row, where, path, labels, entry)
-            continue
-        for lab in labels:
-            if lab not in entry["labels"]:
-                entry["labels"].append(lab)
-        entry["uncertain"] += [u for u in uncertain if u not in entry["uncertain"]]
+            if per_row:
+                _annotation_row(out, source, opts, row, where, path, labels, entry)
+                continue
+            for lab in labels:
+                if lab not in entry["labels"]:
+                    entry["labels"].append(lab)
+            entry["uncertain"] += [u for u in uncertain if u not in entry["uncertain"]]
     for where, reason, problem, n in unresolved.values():
         rows_note = f" ({n} rows)" if n > 1 else ""
         out.quarantine.append(quarantine_row(source["name"], where, reason, problem + rows_note))
-    for path, entry in by_image.items():
-        if lists is not None:  # the lists' split wins over split_column's
-            entry["split"] = lists.assign(out, uri_of(path, root), entry["split"])
-            if entry["split"] is None:
-                continue
-        if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
-            out.quarantine.append(
-                quarantine_row(
-                    source["name"],
-                    entry["where"],
-                    "missing_label",
-                    "the row has no label; set `empty_labels: keep` to keep unlabelled images",
-                )
-            )
-            continue
-        out.tasks.append(
-            make_task(
-                source,
-                path,
-                split=entry["split"],
-                labels=entry["labels"],
-                rois=entry["rois"],
-                patient_id=entry["patient"],
-                study_id=entry["study"],
-                caption=entry["caption"] or (captions.read(out, uri_of(path, root)) if captions else ""),
-                extra=_task_extra(opts, entry),
+    return by_image
+
+
+def entry_task(out: Scan, source: dict, opts: Options, path: str, entry: dict) -> None:
+    """The task of one image of the table (`group_rows`'s entry), or a quarantine row for an image whose row has
+    no label (unless `empty_labels: keep`; a box or mask table's rows may say "no finding")."""
+    per_row = bool(opts.box_columns or opts.rle_column)
+    if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
+        out.quarantine.append(
+            quarantine_row(
+                source["name"],
+                entry["where"],
+                "missing_label",
+                "the row has no label; set `empty_labels: keep` to keep unlabelled images",
             )
         )
-    if lists is not None:
-        lists.finish(out)
-    return out
+        return
+    out.tasks.append(
+        make_task(
+            source,
+            path,
+            split=entry["split"],
+            labels=entry["labels"],
+            rois=entry["rois"],
+            patient_id=entry["patient"],
+            study_id=entry["study"],
+            caption=entry["caption"],
+            extra=_task_extra(opts, entry),
+        )
+    )
 
 
 def _task_extra(opts: Options, entry: dict) -> dict:

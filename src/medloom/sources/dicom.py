@@ -31,6 +31,7 @@ from ..imaging import (
 from ..records import NO_RENDER, patient_key
 from ..vocab import default_vocabulary
 from .base import Scan, image_record, make_task, walk_files
+from .dicomtable import TableOptions, frame_rois, scan_with_table
 from .windows import recipe_window
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic", ".ima"})
@@ -49,6 +50,8 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     window: str | tuple[float, float] | None = None  # a preset (lung, brain, bone, ...) or [center, width]
     frames: str = "all"  # all | first | middle
+    # labels, boxes or masks in a table keyed by file name, SOP Instance UID or patient id (dicomtable.py)
+    table: TableOptions | None = None
 
 
 def has_dicm_marker(path: str) -> bool:
@@ -63,15 +66,40 @@ def has_dicm_marker(path: str) -> bool:
 def scan(source: dict) -> Scan:
     out = Scan()
     root = source["root"]
+    table = Options(**source["options"]).table
     paths = [root] if os.path.isfile(root) else [str(p) for p in walk_files(root, out, source)]
+    found = []
     for path in paths:
         suffix = os.path.splitext(path)[1].lower()
         if suffix in DICOM_EXTENSIONS or has_dicm_marker(path):
-            uri = os.path.basename(path) if path == root else None
-            out.tasks.append(make_task(source, path, uri=uri))
+            found.append(path)
         else:
             out.filter("not a DICOM file")
+    if table is not None:
+        scan_with_table(source, table, found, out, read_header)
+        return out
+    for path in found:
+        uri = os.path.basename(path) if path == root else None
+        out.tasks.append(make_task(source, path, uri=uri))
     return out
+
+
+def read_header(path: str, keywords: list[str], max_bytes: int) -> dict[str, str]:
+    """Attributes of a file's header, from at most its first `max_bytes` and never its pixels (a table keyed by
+    SOP Instance UID or Patient ID is joined at scan time, before any file is decoded)."""
+    import pydicom
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(max_bytes)
+    except OSError as e:
+        raise DecodeError("unreadable", f"cannot read the file: {e.strerror or e}") from None
+    try:
+        with quiet_values():
+            ds = pydicom.dcmread(io.BytesIO(head), force=True, stop_before_pixels=True, specific_tags=keywords)
+    except Exception as e:  # pydicom raises many kinds on damaged headers
+        raise DecodeError("unreadable", f"not a readable DICOM header: {type(e).__name__}") from None
+    return {k: str(ds.get(k) or "").strip() for k in keywords}
 
 
 def read_dicom(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
@@ -354,13 +382,18 @@ def _decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         "anatomy": vocab.normalise("anatomy", body_part(frame_view(ds, 0)), strict=False),
     }
     fixed = recipe_window(opts.window)
+    rois, table_fields, problems = frame_rois(task, source, arr.shape[2], arr.shape[1]) if opts.table else ([], {}, [])
+    table_meta = table_fields.pop("meta", {})
     records = []
     for index in _frames(n_frames, opts.frames):
         raw = arr[index]
         frame = index if n_frames > 1 else -1
         rendered, render = display_frame(ds, raw, window=fixed, index=index)
         facts = array_facts(raw, rendered)
+        meta = {**_meta(frame_view(ds, index)), **table_meta}
         records.append(
-            image_record(task, facts, frame=frame, render=render, meta=_meta(frame_view(ds, index)), file_hash=digest, **fields)
+            image_record(
+                task, facts, frame=frame, render=render, meta=meta, rois=rois, file_hash=digest, **fields, **table_fields
+            )
         )
-    return records, []
+    return records, problems

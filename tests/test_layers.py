@@ -26,7 +26,7 @@ LAYERS = {  # top-level module or package of medloom -> its layer (lower imports
         ),
         0,
     ),
-    **dict.fromkeys(("engine", "sources", "recipe", "literature", "models"), 1),
+    **dict.fromkeys(("engine", "sources", "recipe", "literature", "models", "registry"), 1),
     "view": 2,
     **dict.fromkeys(
         ("ingest", "annotate", "curate", "splits", "export", "evaluate", "train", "cg", "publish", "stream", "stats"), 3

@@ -70,6 +70,10 @@ class SubsetError(MedloomError, ValueError):
     pass
 
 
+class RegistryError(MedloomError, ValueError):
+    """A dataset, subset or registry that a published table (`registry/`) does not have."""
+
+
 class ConceptError(MedloomError, ValueError):
     pass
 

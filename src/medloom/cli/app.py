@@ -26,8 +26,14 @@ cg_app = typer.Typer(
     rich_markup_mode=None,
     help="Compositional-generalization experiments (Med-MAT): which subsets reach a target.",
 )
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Published dataset tables (Med-MAT's 109 source datasets and 53 subsets): links, M/A/T, access, layouts.",
+)
 pmc_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="PubMed Central Open Access: download article packages.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
 app.add_typer(cg_app, name="cg")
+app.add_typer(registry_app, name="registry")
 app.add_typer(pmc_app, name="pmc")

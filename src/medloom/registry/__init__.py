@@ -1,0 +1,195 @@
+"""Published dataset tables as data: today Med-MAT's 109 source datasets and 53 subsets (`medmat.yaml`), kept as
+published with medloom's annotations (normalised triplet, access, licence, layout, preset, notes on known errors),
+so that `medloom registry`, presets and the CG matrix all read one copy that names its source commit.
+
+The normalised triplet is what the vocabulary (`vocab/`) said when the data was written; `drift` lists where it
+says something else now and `refresh` rewrites the file (`python -m medloom.registry refresh`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import RegistryError
+from ..vocab import KINDS, UNKNOWN, Vocabulary, default_vocabulary, term_key
+
+REGISTRIES = {"medmat": "medmat.yaml"}
+# the column of the published table that each vocabulary kind normalises
+COLUMN = {"modality": "modality", "anatomy": "area", "task": "task"}
+HEADER = (
+    "# Med-MAT's dataset and subset tables, as published (see source:), with medloom's annotations.\n"
+    "# Written by a script, then kept by hand: docs/registry.md says what each field means.\n"
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One row of the published dataset table, M/A/T as written, and medloom's annotations."""
+
+    number: int
+    name: str
+    link: str
+    modality: str
+    area: str
+    task: str
+    qa: str
+    normalised: dict[str, str | None]
+    access: str
+    licence: str | None
+    layout: dict[str, str | None] | None
+    preset: bool
+    note: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """One row of the published subset table; `members` are dataset numbers (see the source's `members`)."""
+
+    number: int
+    modality: str
+    area: str
+    task: str
+    qa: str
+    normalised: dict[str, str | None]
+    members: tuple[int, ...]
+    members_note: str | None
+    note: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "members": list(self.members)}
+
+
+@dataclass(frozen=True)
+class Registry:
+    name: str
+    source: dict[str, str]
+    datasets: tuple[Dataset, ...]
+    subsets: tuple[Subset, ...]
+    unknown_terms: dict[str, list[str]]
+
+    def dataset(self, number: int) -> Dataset:
+        for d in self.datasets:
+            if d.number == number:
+                return d
+        raise RegistryError(
+            f"no dataset {number} in the {self.name} registry: rows are numbered "
+            f"{self.datasets[0].number}-{self.datasets[-1].number} (see `medloom registry list`)"
+        )
+
+    def subset(self, number: int) -> Subset:
+        for s in self.subsets:
+            if s.number == number:
+                return s
+        raise RegistryError(
+            f"no subset {number} in the {self.name} registry: subsets are numbered "
+            f"{self.subsets[0].number}-{self.subsets[-1].number} (see `medloom registry list`)"
+        )
+
+    def subsets_of(self, number: int) -> list[Subset]:
+        return [s for s in self.subsets if number in s.members]
+
+    def select(
+        self, *, modality: str | None = None, anatomy: str | None = None, task: str | None = None
+    ) -> tuple[list[Dataset], list[Subset]]:
+        """Datasets and subsets whose own M/A/T match every filter given (`matches`)."""
+        wanted = {"modality": modality, "anatomy": anatomy, "task": task}
+
+        def keep(row: Dataset | Subset) -> bool:
+            return all(matches(kind, term, row) for kind, term in wanted.items() if term)
+
+        return [d for d in self.datasets if keep(d)], [s for s in self.subsets if keep(s)]
+
+    def as_dict(self, datasets: list[Dataset] | None = None, subsets: list[Subset] | None = None) -> dict[str, Any]:
+        return {
+            "datasets": [d.as_dict() for d in (self.datasets if datasets is None else datasets)],
+            "subsets": [s.as_dict() for s in (self.subsets if subsets is None else subsets)],
+            "source": dict(self.source),
+        }
+
+
+def matches(kind: str, term: str, row: Dataset | Subset, vocabulary: Vocabulary | None = None) -> bool:
+    """A filter term matches a row when it is the row's term as Med-MAT wrote it (any case or punctuation: `FP`,
+    `x ray`), or normalises to the row's normalised term (`fundus`, `retina` -> eye), or, for tasks (free text in
+    Med-MAT's table), when it is a part of the written task (`tuberculosis`, `segmentation`)."""
+    written = term_key(getattr(row, COLUMN[kind]))
+    key = term_key(term)
+    if key == written or (kind == "task" and key and key in written):
+        return True
+    found = (vocabulary or default_vocabulary()).normalise(kind, term, strict=False)  # type: ignore[arg-type]
+    return found != UNKNOWN and found == row.normalised.get(kind)
+
+
+def normalised(written: dict[str, str], vocabulary: Vocabulary | None = None) -> dict[str, str | None]:
+    """The vocabulary's terms for a row's M/A/T as written; None where a term does not normalise."""
+    vocab = vocabulary or default_vocabulary()
+    out: dict[str, str | None] = {}
+    for kind in KINDS:
+        found = vocab.normalise(kind, written[COLUMN[kind]], strict=False)
+        out[kind] = None if found == UNKNOWN else found
+    return out
+
+
+def unknown_terms(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The written terms, per kind, whose normalised value is None (sorted, each once)."""
+    found = {kind: {r[COLUMN[kind]] for r in rows if r["normalised"][kind] is None} for kind in KINDS}
+    return {kind: sorted(terms, key=lambda t: (t.lower(), t)) for kind, terms in found.items()}
+
+
+def data_path(name: str = "medmat") -> Path:
+    if name not in REGISTRIES:
+        raise RegistryError(f"no registry {name!r}; known: {', '.join(REGISTRIES)}")
+    return Path(str(resources.files(__package__).joinpath(REGISTRIES[name])))
+
+
+def raw(name: str = "medmat") -> dict[str, Any]:
+    """The registry file as stored (plain dicts and lists)."""
+    return yaml.safe_load(data_path(name).read_text(encoding="utf-8"))
+
+
+@cache
+def load(name: str = "medmat") -> Registry:
+    """The registry, read once per process."""
+    data = raw(name)
+    datasets = tuple(Dataset(**d) for d in data["datasets"])
+    subsets = tuple(Subset(**{**s, "members": tuple(s["members"])}) for s in data["subsets"])
+    return Registry(name, data["source"], datasets, subsets, data["unknown_terms"])
+
+
+def drift(name: str = "medmat", vocabulary: Vocabulary | None = None) -> list[str]:
+    """Where the stored normalised terms differ from what the vocabulary says now, one line each."""
+    data = raw(name)
+    lines = []
+    for what, rows in (("dataset", data["datasets"]), ("subset", data["subsets"])):
+        for row in rows:
+            now = normalised(row, vocabulary)
+            for kind in KINDS:
+                if row["normalised"][kind] != now[kind]:
+                    lines.append(
+                        f"{what} {row['number']} {kind} {row[COLUMN[kind]]!r}: stored {row['normalised'][kind]!r}, "
+                        f"the vocabulary now says {now[kind]!r}"
+                    )
+    stored = data["unknown_terms"]
+    current = unknown_terms(data["datasets"] + data["subsets"])
+    if stored != current:
+        lines.append(f"unknown_terms: stored {stored}, now {current}")
+    return lines
+
+
+def refresh(name: str = "medmat", vocabulary: Vocabulary | None = None) -> Path:
+    """Rewrite the registry file with the vocabulary's current terms (after a vocabulary change)."""
+    data = raw(name)
+    for row in data["datasets"] + data["subsets"]:
+        row["normalised"] = normalised(row, vocabulary)
+    data["unknown_terms"] = unknown_terms(data["datasets"] + data["subsets"])
+    path = data_path(name)
+    path.write_text(HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+    load.cache_clear()
+    return path

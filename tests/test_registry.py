@@ -10,6 +10,8 @@ import pytest
 from conftest import cli as medloom
 
 from medloom.registry import KINDS, drift, load, normalised, raw, unknown_terms
+from medloom.registry.presets import presets
+from medloom.sources import READERS
 from medloom.vocab import UNKNOWN, default_vocabulary
 
 ACCESS = {"open download", "login", "competition rules", "data-use agreement", "unknown"}
@@ -57,8 +59,8 @@ def test_rows_as_published(reg):
     assert reg.subset(43).area == "Chest" and reg.subset(43).members == (97,)
     for d in reg.datasets:
         assert d.access in ACCESS, d.number
-        assert d.preset is False
-        assert d.layout is None or (d.layout["description"] and d.layout["reader"] in (None, "imagefolder", "csv", "masks"))
+        assert d.preset == (d.number in presets("medmat"))  # a preset file exists (tests/test_presets.py reads each)
+        assert d.layout is None or (d.layout["description"] and d.layout["reader"] in (None, *READERS))
     assert {d.number for d in reg.datasets if d.access == "data-use agreement"} == {86, 87, 100, 101}  # physionet
 
 
@@ -87,7 +89,7 @@ def test_recorded_vocabulary_results_are_what_the_vocabulary_says_now():
             assert row["normalised"][kind] == (None if found == UNKNOWN else found), (row["number"], kind)
         assert row["normalised"] == normalised(row)
     assert data["unknown_terms"] == unknown_terms(data["datasets"] + data["subsets"])
-    assert data["unknown_terms"]["modality"] == ["Co", "Der", "DP", "End", "Mic"]
+    assert data["unknown_terms"]["modality"] == []  # Med-MAT's abbreviations (Co, Der, DP, End, Mic) are synonyms
 
 
 def test_filters(reg):
@@ -146,13 +148,18 @@ def test_list_json_shape():
     assert [s["number"] for s in filtered["subsets"]] == [1]
 
 
+def with_presets(numbers: list[int]) -> str:
+    n = len(set(numbers) & set(presets("medmat")))
+    return f"{n} {'row' if n == 1 else 'rows'} with a preset"
+
+
 def test_list_table_and_count_line():
     proc = medloom("registry", "list")
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == "109 rows, 53 subsets, 0 rows with a preset"
+    assert lines[-1] == f"109 rows, 53 subsets, {with_presets([d.number for d in load().datasets])}"
     assert "CT Kindney Dataset" in proc.stdout and "50*" in proc.stdout
     one = medloom("registry", "list", "--task", "tuberculosis").stdout.strip().splitlines()
-    assert one[-1] == "2 rows (of 109), 1 subset, 0 rows with a preset"
+    assert one[-1] == f"2 rows (of 109), 1 subset, {with_presets([59, 79])}"
 
 
 def test_show_prints_the_fields():
@@ -169,7 +176,7 @@ def test_show_prints_the_fields():
         "access: login",
         "licence: -",
         "layout: imagefolder: CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone/",
-        "preset: no",
+        "preset: yes",
         "subsets: 2",
     ):
         assert text in out, text

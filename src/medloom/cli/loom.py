@@ -35,12 +35,34 @@ from .common import (
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the recipe in.")],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Sources from the registry's presets: medmat:2,45,93 (rows of Med-MAT's dataset table) or "
+            "medmat:subset:7 (a subset's datasets). See `medloom registry list`."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing recipe.yaml.")] = False,
 ) -> None:
-    """Write a commented recipe template (every reader's keys documented) to DIRECTORY/recipe.yaml."""
+    """Write a commented recipe template (every reader's keys documented) to DIRECTORY/recipe.yaml, or, with
+    --preset, a recipe with one source per dataset in its published layout."""
     target = directory / "recipe.yaml"
     if target.exists() and not force:
         fail(f"{target} exists; pass --force to overwrite it")
+    if preset:
+        from ..registry.recipes import DATA_DIR, preset_recipe
+
+        text, rows, missing = preset_recipe(preset)
+        directory.mkdir(parents=True, exist_ok=True)
+        target.write_text(text + "\n", encoding="utf-8")
+        out.print(
+            f"wrote {target}: {len(rows)} source(s); put each download in {directory / DATA_DIR}/<folder> as its "
+            f"comment shows, then run `medloom ingest {target}`",
+            highlight=False,
+        )
+        if missing:
+            err.print(f"[yellow]warning:[/yellow] rows without a preset yet, left out: {', '.join(map(str, missing))}")
+        return
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(resources.files("medloom").joinpath("templates/recipe.yaml").read_text(encoding="utf-8"))
     out.print(f"wrote {target}: describe your datasets under `sources:`, then run `medloom ingest {target}`", highlight=False)

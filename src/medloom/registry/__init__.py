@@ -42,7 +42,7 @@ class Dataset:
     access: str
     licence: str | None
     layout: dict[str, str | None] | None
-    preset: bool
+    preset: bool  # a preset file exists (presets.py)
     note: str | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,8 +157,19 @@ def raw(name: str = "medmat") -> dict[str, Any]:
 @cache
 def load(name: str = "medmat") -> Registry:
     """The registry, read once per process."""
+    from .presets import presets
+
     data = raw(name)
-    datasets = tuple(Dataset(**d) for d in data["datasets"])
+    have = presets(name)
+    datasets = tuple(
+        Dataset(
+            **{**d, "layout": {**(d["layout"] or {}), "reader": have[d["number"]].source["reader"]}}
+            if d["number"] in have
+            else d,
+            preset=d["number"] in have,
+        )
+        for d in data["datasets"]
+    )
     subsets = tuple(Subset(**{**s, "members": tuple(s["members"])}) for s in data["subsets"])
     return Registry(name, data["source"], datasets, subsets, data["unknown_terms"])
 

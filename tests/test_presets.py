@@ -86,3 +86,19 @@ def test_a_preset_spec_that_names_nothing_known_says_what_to_write(tmp_path):
     proc = cli("init", str(tmp_path / "r"), "--preset", "mednist:3", check=False)
     assert proc.returncode == 2 and "REGISTRY:ROWS" in proc.stderr
     assert not Path(tmp_path / "r" / "recipe.yaml").exists()
+
+
+def test_a_download_in_the_wrong_place_shows_the_layout_expected_and_what_is_there(tmp_path):
+    number = NUMBERS[0]
+    preset = PRESETS[number]
+    cli("init", str(tmp_path), "--preset", f"medmat:{number}")
+    folder = tmp_path / DATA_DIR / preset.folder
+    (folder / "wrong-place").mkdir(parents=True)
+    (folder / "wrong-place" / "readme.txt").write_text("x")
+    proc = cli("ingest", str(tmp_path), "-q", check=False)
+    first_line = preset.layout.strip().splitlines()[0]
+    if preset.root:  # the reader's folder is missing: the recipe error shows the layout and the folder's listing
+        assert proc.returncode == 2 and "does not exist" in proc.stderr
+    else:  # the folder is read and gives nothing
+        assert "gave no record" in proc.stderr
+    assert first_line in proc.stderr and "wrong-place/" in proc.stderr and "readme.txt" in proc.stderr

@@ -42,6 +42,7 @@ COMMON_KEYS = (
     "damaged_images",
     "multiframe",
     "exclude",
+    "expected_layout",
 )
 
 
@@ -73,6 +74,8 @@ class SourceSpec(BaseModel):
     multiframe: Literal["first", "all"] = "first"  # GIF/TIFF with several frames: the first, or a record each
     # globs of files never read (ISIC's `*_superpixels.png`): on the file name, or with a `/` on the relative path
     exclude: list[str] = []
+    # the published layout (written by `init --preset`): shown with a listing of `path` when the source gives no record
+    expected_layout: str = ""
 
     @field_validator("exclude", mode="before")
     @classmethod
@@ -106,6 +109,21 @@ class SourceSpec(BaseModel):
     @classmethod
     def _str_classes(cls, v: Any) -> Any:
         return [str(c) for c in v] if isinstance(v, list) else v
+
+
+def layout_hint(root: Path, expected: str) -> str:
+    """The expected layout and what the nearest existing folder above `root` holds (a preset's source whose
+    download sits elsewhere), as lines to append to a message; "" without an expected layout."""
+    if not expected:
+        return ""
+    from .sources.listing import listing
+
+    folder = root.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    lines = ["", "    expected:", *(f"      {line}" for line in expected.strip().splitlines())]
+    lines += [f"    found in {folder}:", *(f"      {line}" for line in listing(str(folder)))]
+    return "\n".join(lines)
 
 
 class LLMSpec(BaseModel):
@@ -211,7 +229,7 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
             continue
         root = Path(spec.path) if os.path.isabs(spec.path) else base / spec.path
         if not root.exists():
-            problems.append(f"{label}: path {str(root)!r} does not exist")
+            problems.append(f"{label}: path {str(root)!r} does not exist" + layout_hint(root, spec.expected_layout))
         mat = {}
         for kind in KINDS:
             value = getattr(spec, kind)
@@ -255,6 +273,7 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
                 "damaged_images": spec.damaged_images,
                 "multiframe": spec.multiframe,
                 "exclude": spec.exclude,
+                "expected_layout": spec.expected_layout,
                 "pseudonymous_ids": spec.pseudonymous_ids
                 if spec.pseudonymous_ids is not None
                 else READERS[spec.reader].patient_data,

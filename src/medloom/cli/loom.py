@@ -68,6 +68,25 @@ def init(
     out.print(f"wrote {target}: describe your datasets under `sources:`, then run `medloom ingest {target}`", highlight=False)
 
 
+def layout_hints(sources: list[dict], reports: list) -> None:
+    """For a source that gave no record and whose recipe says what layout to expect (`init --preset`): the expected
+    layout beside the first lines of what its folder holds."""
+    from ..sources.listing import listing
+
+    by_name = {s["name"]: s for s in sources}
+    for r in reports:
+        source = by_name.get(r.name)
+        if r.records or not source or not source.get("expected_layout"):
+            continue
+        expected = "\n".join(f"    {line}" for line in source["expected_layout"].strip().splitlines())
+        found = "\n".join(f"    {line}" for line in listing(source["root"]))
+        err.print(
+            f"source {escape(r.name)} gave no record. The download's layout it expects:\n{escape(expected)}\n"
+            f"  found under {escape(source['root'])}:\n{escape(found)}",
+            highlight=False,
+        )
+
+
 @app.command()
 def ingest(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the folder holding recipe.yaml).")],
@@ -114,6 +133,7 @@ def ingest(
     for r in reports:
         if r.error:
             err.print(f"[yellow]warning:[/yellow] source {r.name}: {escape(r.error)}", highlight=False)
+    layout_hints(loaded.sources, reports)
     if problems:
         reasons: dict[str, int] = {}
         for r in reports:

@@ -34,6 +34,16 @@ def parse_spec(spec: str) -> tuple[str, list[int], list[int]]:
     return name, [r for r in rows if r in have], [r for r in rows if r not in have]
 
 
+class BlockDumper(yaml.SafeDumper):
+    """Multi-line text as a literal block (`|`), as a person writes it."""
+
+
+BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
+)
+
+
 def _comment(text: str, indent: str) -> list[str]:
     return [f"{indent}{line}".rstrip() for line in text.strip().splitlines()]
 
@@ -44,9 +54,8 @@ def source_entry(registry: str, preset: Preset) -> list[str]:
     lines = [
         f"  # {row.number}. {row.name} ({row.link})",
         f"  # Med-MAT: {row.modality} | {row.area} | {row.task}; access: {row.access}; licence: {row.licence or 'not recorded'}",
-        f"  # Put the download in {DATA_DIR}/{preset.folder}/, laid out as"
-        + (f" (checked: {preset.layout_checked}):" if preset.layout_checked else " (from memory; check yours):"),
-        *_comment(preset.layout, "  #   "),
+        f"  # Put the download in {DATA_DIR}/{preset.folder}/, laid out as `expected_layout` shows"
+        + (f" (checked: {preset.layout_checked})" if preset.layout_checked else " (written from memory: check yours)"),
     ]
     if preset.note:
         lines += _comment(preset.note, "  # ")
@@ -59,8 +68,9 @@ def source_entry(registry: str, preset: Preset) -> list[str]:
         **({"license": row.licence} if row.licence else {}),
         "description": f"{row.name} (Med-MAT dataset {row.number})",
         **preset.source,
+        "expected_layout": preset.layout.strip() + "\n",
     }
-    body = yaml.safe_dump([source], sort_keys=False, allow_unicode=True, width=110).splitlines()
+    body = yaml.dump([source], Dumper=BlockDumper, sort_keys=False, allow_unicode=True, width=110).splitlines()
     return lines + [f"  {line}" for line in body]
 
 

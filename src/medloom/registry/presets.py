@@ -106,12 +106,3 @@ def presets(registry: str = "medmat") -> dict[int, Preset]:
         found[preset.number] = preset
     return found
 
-
-def preset(number: int, registry: str = "medmat") -> Preset:
-    found = presets(registry)
-    if number not in found:
-        raise RegistryError(
-            f"row {number} of {registry} has no preset yet (rows with one: `medloom registry list --preset`); "
-            "write its source by hand from `medloom init`'s template"
-        )
-    return found[number]

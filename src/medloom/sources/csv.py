@@ -25,6 +25,7 @@ from .base import (
     source_record_id,
 )
 from .captions import CaptionOptions, Captions
+from .findings import FindingLists, add_findings
 from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
 from .splitlists import SplitListOptions, SplitLists, uri_of
 from .tables import Row, TableOptions, load_label_table
@@ -53,6 +54,8 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
     split_column: str | None = None
     box_columns: BoxColumns | None = None  # one row per box: label_column names the box's class
     rle_column: RleColumn | None = None  # one row per run-length mask: label_column names the mask's class
+    # one row per image, its findings as parallel lists (labels, boxes, polygons): ChestX-Det's JSON
+    findings: FindingLists | None = None
     # one-hot cells meaning "uncertain" (CheXpert's -1.0), and what they become: positive, negative, ignore
     # (neither: the record's meta names them) or keep (a label of its own, `uncertain_label`); required as
     # soon as a cell holds one of `uncertain_values`
@@ -68,6 +71,11 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
             raise ValueError("give either label_column or label_columns (one-hot), not both")
         if self.box_columns and self.rle_column:
             raise ValueError("give either box_columns or rle_column, not both (one table, one kind of annotation)")
+        if self.findings and (self.label_column or self.label_columns or self.box_columns or self.rle_column):
+            raise ValueError(
+                "`findings:` names the label, box and polygon lists of each row; leave out label_column, "
+                "label_columns, box_columns and rle_column"
+            )
         if self.uncertain and not self.label_columns:
             raise ValueError("`uncertain:` applies to one-hot label_columns; name them")
         return self
@@ -128,6 +136,8 @@ def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> S
         needed += opts.box_columns.columns()
     if opts.rle_column:
         needed.append(opts.rle_column.column)
+    if opts.findings:
+        needed += opts.findings.columns()
     table = load_label_table(source, opts, opts.csv, needed)
     out.quarantine += table.quarantine
     lists = SplitLists.load(source, opts)
@@ -205,6 +215,7 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
                     "rois": [],
                     "uncertain": [],
                     "rle": [],
+                    "polygons": [],
                     "where": where,
                     "split": split or "",
                     "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
@@ -224,6 +235,9 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
             if per_row:
                 _annotation_row(out, source, opts, row, where, path, labels, entry)
                 continue
+            if opts.findings:
+                add_findings(out, source, opts.findings, row, where, path, entry)
+                continue
             for lab in labels:
                 if lab not in entry["labels"]:
                     entry["labels"].append(lab)
@@ -236,8 +250,11 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
 
 def entry_task(out: Scan, source: dict, opts: Options, path: str, entry: dict) -> None:
     """The task of one image of the table (`group_rows`'s entry), or a quarantine row for an image whose row has
-    no label (unless `empty_labels: keep`; a box or mask table's rows may say "no finding")."""
-    per_row = bool(opts.box_columns or opts.rle_column)
+    no label (unless `empty_labels: keep`; a box or mask table's rows may say "no finding", and so may an empty
+    `findings:` list). An image whose every `findings:` row was quarantined has no task."""
+    if opts.findings and not entry.get("listed"):
+        return
+    per_row = bool(opts.box_columns or opts.rle_column or opts.findings)
     if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
         out.quarantine.append(
             quarantine_row(
@@ -271,6 +288,8 @@ def _task_extra(opts: Options, entry: dict) -> dict:
         extra["meta"] = {"uncertain": entry["uncertain"], "uncertain_policy": opts.uncertain}
     if entry["rle"]:
         extra["rle"] = entry["rle"]
+    if entry["polygons"]:
+        extra["polygons"] = entry["polygons"]
     if opts.box_columns and opts.box_columns.y_origin == "bottom":
         extra["y_origin"] = "bottom"
     return extra

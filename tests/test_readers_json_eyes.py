@@ -177,3 +177,89 @@ def test_polygons_far_off_the_image_and_findings_checked_in_the_recipe(tmp_path)
     src.update(findings=dict(labels="syms"), label_column="syms", **CXR)
     with pytest.raises(Exception, match="leave out label_column"):
         run_ingest(write_recipe(tmp_path / "b", [src]))
+
+
+ODIR_HEADER = ["ID", "Patient Age", "Patient Sex", "Left-Fundus", "Right-Fundus", "Left-Diagnostic Keywords"]
+ODIR_HEADER += ["Right-Diagnostic Keywords", "N", "D", "G", "C", "A", "H", "M", "O"]
+
+
+def odir(root: Path) -> Path:
+    """ODIR-5K (Kaggle's ocular-disease-recognition-odir5k): ODIR-5K/data.xlsx, one row per patient: ID, age, sex,
+    the two fundus photographs (`0_left.jpg`, `0_right.jpg` in `Training Images/`), each eye's diagnostic keywords
+    (several joined by a Chinese comma，), and one-hot N, D, G, C, A, H, M, O for the patient, not per eye."""
+    import openpyxl
+
+    data = root / "ODIR-5K"
+    table = [
+        ODIR_HEADER,
+        [0, 69, "Female", "0_left.jpg", "0_right.jpg", "cataract", "normal fundus", 0, 0, 0, 1, 0, 0, 0, 0],
+        [1, 57, "Male", "1_left.jpg", "1_right.jpg", "normal fundus", "normal fundus", 1, 0, 0, 0, 0, 0, 0, 0],
+        [
+            2,
+            42,
+            "Male",
+            "2_left.jpg",
+            "2_right.jpg",
+            "laser spot，moderate non proliferative retinopathy",
+            "moderate non proliferative retinopathy",
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ],
+        [4, 53, "Male", "4_left.jpg", "4_right.jpg", "macular epiretinal membrane", None, 0, 1, 0, 0, 0, 0, 0, 1],
+        [5, 50, "Female", "5_left.jpg", "5_right.jpg", "normal fundus", "pathological myopia", 0, 0, 0, 0, 0, 0, 1, 0],
+    ]
+    book = openpyxl.Workbook()
+    book.active.title = "Sheet1"
+    for row in table:
+        book.active.append(row)
+    data.mkdir(parents=True)
+    book.save(data / "data.xlsx")
+    for i, name in enumerate(n for row in table[1:] for n in row[3:5] if n != "5_right.jpg"):
+        make_image(data / "Training Images" / name, size=(48, 40), seed=i, fmt="JPEG")
+    return data
+
+
+def test_odir_two_eyes_per_row_each_with_its_keywords(tmp_path):
+    data = odir(tmp_path)
+    eyes = [
+        dict(column="Left-Fundus", label_column="Left-Diagnostic Keywords"),
+        dict(column="Right-Fundus", label_column="Right-Diagnostic Keywords"),
+    ]
+    src = dict(name="odir", reader="csv", path=str(data), csv="data.xlsx", images=eyes, label_separator="，")
+    src.update(patient_column="ID", modality="fundus photography", anatomy="eye", task="disease")
+    loom, reports = run_ingest(write_recipe(tmp_path / "a", [src]))
+    recs = records(loom)
+    # each eye its own keywords, as written; the patient's one-hot columns (C for patient 0, D and O for 2) not
+    # given to either eye: patient 0's right eye is a normal fundus
+    assert {uri: list(r["labels"]) for uri, r in recs.items()} == {
+        "Training Images/0_left.jpg": ["cataract"],
+        "Training Images/0_right.jpg": ["normal fundus"],
+        "Training Images/1_left.jpg": ["normal fundus"],
+        "Training Images/1_right.jpg": ["normal fundus"],
+        "Training Images/2_left.jpg": ["laser spot", "moderate non proliferative retinopathy"],
+        "Training Images/2_right.jpg": ["moderate non proliferative retinopathy"],
+        "Training Images/4_left.jpg": ["macular epiretinal membrane"],
+        "Training Images/5_left.jpg": ["normal fundus"],
+    }
+    assert quarantine(loom) == [("data.xlsx:5", "missing_label", "input"), ("data.xlsx:6", "missing_file", "input")]
+    message = rows(loom, "SELECT message FROM quarantine WHERE reason = 'missing_label'")[0]["message"]
+    assert message.startswith("the row has no label for its 'Right-Fundus'")
+    # the two eyes of a patient share the patient (a pseudonym), and say which image of the row they are
+    patients = {uri.rsplit("/", 1)[1]: r["patient_id"] for uri, r in recs.items()}
+    assert patients["0_left.jpg"] == patients["0_right.jpg"] != patients["1_left.jpg"] == patients["1_right.jpg"]
+    assert patients["0_left.jpg"] not in ("", "0")
+    assert [json.loads(recs[f"Training Images/0_{side}.jpg"]["meta"]) for side in ("left", "right")] == [
+        {"image_column": "Left-Fundus"},
+        {"image_column": "Right-Fundus"},
+    ]
+
+    # the patient's one-hot columns cannot be given to each eye
+    src2 = dict(src, name="odir2", label_columns=["N", "D", "G", "C", "A", "H", "M", "O"])
+    with pytest.raises(Exception, match="are the patient's, not each eye's"):
+        run_ingest(write_recipe(tmp_path / "b", [src2]))

@@ -32,6 +32,7 @@ from ..imaging import (
 )
 from ..records import NO_RENDER, patient_key, quarantine_row, record_id, salted_id
 from .exclude import exclusion
+from .polygons import polygon_rois
 from .rle import rle_rois
 
 TASK_BOX = pa.struct([("label", pa.string()), ("bbox", pa.list_(pa.float64(), 4)), ("normalized", pa.bool_())])
@@ -514,6 +515,9 @@ def decode_image_file(task: dict, source: dict) -> tuple[list[dict], list[dict]]
         rois, problems = rois + found, problems + bad
         from_masks = {m["label"] for m in extra["rle"]}
         fields["labels"] = [lab for lab in task["labels"] if lab not in from_masks or lab in labels]
+    if extra.get("polygons"):  # findings drawn as polygons (csv's `findings:`), filled now that the size is known
+        found, bad = polygon_rois(task, source, facts.height, facts.width, extra["polygons"])
+        rois, problems = rois + found, problems + bad
     if facts.warning:
         problems.append(
             quarantine_row(

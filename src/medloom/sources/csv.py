@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from pydantic import ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..records import quarantine_row
 from ..vocab.splits import split_name
@@ -25,6 +25,7 @@ from .base import (
     source_record_id,
 )
 from .captions import CaptionOptions, Captions
+from .findings import FindingLists, add_findings
 from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
 from .splitlists import SplitListOptions, SplitLists, uri_of
 from .tables import Row, TableOptions, load_label_table
@@ -35,13 +36,23 @@ Resolve = Callable[[str], tuple[list[str], str, str]]
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
 
+class ImageColumn(BaseModel):
+    """One of several images a row names (ODIR-5K's `Left-Fundus` and `Right-Fundus`), with its own labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    column: str
+    label_column: str | None = None  # this image's labels (ODIR: `Left-Diagnostic Keywords`), split by label_separator
+
+
 class Options(TableOptions, SplitListOptions, CaptionOptions):
     """The table's keys (format, delimiter, encoding, columns, header, sheet, join: `tables.TableOptions`), the
     official split lists and caption files (`splitlists.py`, `captions.py`) and how its columns make records."""
 
     model_config = ConfigDict(extra="forbid")
     csv: str  # the table (.csv, .tsv, .txt, .xlsx, .json, each possibly .gz/.zip), relative to the source root
-    image_column: str
+    image_column: str | None = None
+    # several images per row, each with its own label column, sharing the row's patient, study, split, caption
+    images: list[ImageColumn] | None = None
     # format for the image column's value, e.g. "images/{value}.png" or "BloodImage_{value:0>5}.jpg"
     image_template: str | None = None
     label_column: str | None = None
@@ -53,6 +64,8 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
     split_column: str | None = None
     box_columns: BoxColumns | None = None  # one row per box: label_column names the box's class
     rle_column: RleColumn | None = None  # one row per run-length mask: label_column names the mask's class
+    # one row per image, its findings as parallel lists (labels, boxes, polygons): ChestX-Det's JSON
+    findings: FindingLists | None = None
     # one-hot cells meaning "uncertain" (CheXpert's -1.0), and what they become: positive, negative, ignore
     # (neither: the record's meta names them) or keep (a label of its own, `uncertain_label`); required as
     # soon as a cell holds one of `uncertain_values`
@@ -64,10 +77,23 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> Options:
+        if bool(self.image_column) == bool(self.images):
+            raise ValueError("name the image column: `image_column:`, or `images:` for several images per row (not both)")
+        if self.images and (self.label_column or self.label_columns or self.box_columns or self.rle_column or self.findings):
+            raise ValueError(
+                "with `images:` each image's labels come from its own `label_column`; a row's label_column, "
+                "label_columns (one-hot), box_columns, rle_column or findings would give every image the row's labels "
+                "(ODIR-5K's one-hot N, D, G, ... are the patient's, not each eye's): leave them out"
+            )
         if self.label_column and self.label_columns:
             raise ValueError("give either label_column or label_columns (one-hot), not both")
         if self.box_columns and self.rle_column:
             raise ValueError("give either box_columns or rle_column, not both (one table, one kind of annotation)")
+        if self.findings and (self.label_column or self.label_columns or self.box_columns or self.rle_column):
+            raise ValueError(
+                "`findings:` names the label, box and polygon lists of each row; leave out label_column, "
+                "label_columns, box_columns and rle_column"
+            )
         if self.uncertain and not self.label_columns:
             raise ValueError("`uncertain:` applies to one-hot label_columns; name them")
         return self
@@ -76,9 +102,9 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
 decode = decode_image_file
 
 
-def _labels(row: dict, opts: Options, label_map: dict, where: str) -> tuple[list[str], list[str]]:
-    """A row's labels, and the one-hot classes it marks uncertain (already turned into labels or not by the
-    `uncertain:` policy, and named in the record's meta)."""
+def _labels(row: dict, opts: Options, label_map: dict, where: str, label_column: str | None) -> tuple[list[str], list[str]]:
+    """A row's labels (or, with `images:`, one image's: `label_column`), and the one-hot classes it marks uncertain
+    (already turned into labels or not by the `uncertain:` policy, and named in the record's meta)."""
     uncertain: list[str] = []
     if opts.label_columns:
         values = frozenset(v.strip().lower() for v in opts.uncertain_values)
@@ -89,8 +115,8 @@ def _labels(row: dict, opts: Options, label_map: dict, where: str) -> tuple[list
                 f"it becomes with `uncertain:` ({', '.join(UNCERTAIN_POLICIES)}) in the source"
             )
         uncertain = [label_map.get(u, u) for u in uncertain]
-    elif opts.label_column:
-        raw = str(row.get(opts.label_column) or "").strip().strip('"').strip()
+    elif label_column:
+        raw = str(row.get(label_column) or "").strip().strip('"').strip()
         parts = raw.split(opts.label_separator) if opts.label_separator else [raw]
         found = [p.strip().strip('"').strip() for p in parts]
     else:
@@ -117,6 +143,7 @@ def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> S
     out = Scan()
     needed = [
         opts.image_column,
+        *(c for i in opts.images or [] for c in (i.column, i.label_column)),
         opts.label_column,
         opts.patient_column,
         opts.study_column,
@@ -128,6 +155,8 @@ def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> S
         needed += opts.box_columns.columns()
     if opts.rle_column:
         needed.append(opts.rle_column.column)
+    if opts.findings:
+        needed += opts.findings.columns()
     table = load_label_table(source, opts, opts.csv, needed)
     out.quarantine += table.quarantine
     lists = SplitLists.load(source, opts)
@@ -172,19 +201,18 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
     by_image: dict[str, dict] = {}
     unresolved: dict[str, list] = {}  # image cell -> [first row, reason, message, rows]
     per_row = bool(opts.box_columns or opts.rle_column)  # one row per box or mask: several rows per image
-    for row in rows:
+    cells = [(i.column, i.label_column) for i in opts.images] if opts.images else [(opts.image_column, opts.label_column)]
+    for row, (column, label_column) in ((r, c) for r in rows for c in cells):  # each image a row names
         where = row.where
-        value = str(row.get(opts.image_column) or "").strip()
+        value = str(row.get(column) or "").strip()
         if not value:
-            out.quarantine.append(
-                quarantine_row(source["name"], where, "missing_image_name", f"column {opts.image_column!r} is empty")
-            )
+            out.quarantine.append(quarantine_row(source["name"], where, "missing_image_name", f"column {column!r} is empty"))
             continue
         paths, reason, problem = resolve(value)
         if not paths:
             unresolved.setdefault(value, [where, reason, problem, 0])[3] += 1
             continue
-        labels, uncertain = _labels(row, opts, source["label_map"], where)
+        labels, uncertain = _labels(row, opts, source["label_map"], where, label_column)
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
         if outside and not per_row:
             out.quarantine.append(
@@ -205,7 +233,9 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
                     "rois": [],
                     "uncertain": [],
                     "rle": [],
+                    "polygons": [],
                     "where": where,
+                    "image_column": column if opts.images else "",
                     "split": split or "",
                     "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
                     "study": row.get(opts.study_column, "") if opts.study_column else "",
@@ -224,6 +254,9 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
             if per_row:
                 _annotation_row(out, source, opts, row, where, path, labels, entry)
                 continue
+            if opts.findings:
+                add_findings(out, source, opts.findings, row, where, path, entry)
+                continue
             for lab in labels:
                 if lab not in entry["labels"]:
                     entry["labels"].append(lab)
@@ -236,15 +269,19 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
 
 def entry_task(out: Scan, source: dict, opts: Options, path: str, entry: dict) -> None:
     """The task of one image of the table (`group_rows`'s entry), or a quarantine row for an image whose row has
-    no label (unless `empty_labels: keep`; a box or mask table's rows may say "no finding")."""
-    per_row = bool(opts.box_columns or opts.rle_column)
+    no label (unless `empty_labels: keep`; a box or mask table's rows may say "no finding", and so may an empty
+    `findings:` list). An image whose every `findings:` row was quarantined has no task."""
+    if opts.findings and not entry.get("listed"):
+        return
+    per_row = bool(opts.box_columns or opts.rle_column or opts.findings)
     if not entry["labels"] and not entry["uncertain"] and not per_row and opts.empty_labels == "quarantine":
         out.quarantine.append(
             quarantine_row(
                 source["name"],
                 entry["where"],
                 "missing_label",
-                "the row has no label; set `empty_labels: keep` to keep unlabelled images",
+                f"the row has no label{' for its ' + repr(entry['image_column']) if entry['image_column'] else ''}; "
+                "set `empty_labels: keep` to keep unlabelled images",
             )
         )
         return
@@ -269,8 +306,12 @@ def _task_extra(opts: Options, entry: dict) -> dict:
     extra: dict = {}
     if opts.uncertain:
         extra["meta"] = {"uncertain": entry["uncertain"], "uncertain_policy": opts.uncertain}
+    if entry["image_column"]:  # which of the row's images this is (ODIR: Left-Fundus or Right-Fundus)
+        extra["meta"] = {"image_column": entry["image_column"]}
     if entry["rle"]:
         extra["rle"] = entry["rle"]
+    if entry["polygons"]:
+        extra["polygons"] = entry["polygons"]
     if opts.box_columns and opts.box_columns.y_origin == "bottom":
         extra["y_origin"] = "bottom"
     return extra

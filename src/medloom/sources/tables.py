@@ -14,6 +14,7 @@ import io
 import json
 import os
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,15 +83,17 @@ class TableOptions(TableSpec):
 class Row(dict):
     """A table row (column -> text) that knows where it was read."""
 
-    __slots__ = ("file", "line")
+    __slots__ = ("file", "line", "item")
 
-    def __init__(self, values: dict[str, str], file: str, line: int) -> None:
+    def __init__(self, values: dict[str, str], file: str, line: int, item: int = 0) -> None:
         super().__init__(values)
-        self.file, self.line = file, line
+        self.file, self.line, self.item = file, line, item
 
     @property
     def where(self) -> str:
-        return f"{self.file}:{self.line}"
+        """`labels.csv:17`; for a JSON list packed on one line (ChestX-Det's 2 MB single line), the object's number
+        in the list too: `ChestX_Det_train.json:1 (object 5)`."""
+        return f"{self.file}:{self.line}" + (f" (object {self.item})" if self.item else "")
 
     def __missing__(self, key: object) -> str:
         """Column names are read without their surrounding spaces, and a recipe may name them either way (SIIM's
@@ -296,19 +299,22 @@ def xlsx_records(data: bytes, shown: str, sheet: str | None, budget: int) -> lis
 
 def json_table(path: str, shown: str, text: str, kind: str, spec: TableSpec, source: dict) -> Table:
     """A JSON list of objects (Chaoyang's `[{"name": "train/x.jpg", "label": 0}]`) or JSON Lines, each object a
-    row at the line where it starts; the header is every key, in the order first seen."""
+    row at the line where it starts (and its number in the list, where objects share a line); the header is every
+    key, in the order first seen."""
     table = Table(path, shown, [])
     items = json_lines(text, shown) if kind == "jsonl" else json_list(text, shown)
+    per_line = Counter(line for line, _ in items)
     seen: dict[str, None] = {}
-    for line, item in items:
+    for number, (line, item) in enumerate(items, start=1):
         if not isinstance(item, dict):
+            where = Row({}, shown, line, number if per_line[line] > 1 else 0).where
             table.quarantine.append(
-                quarantine_row(source["name"], f"{shown}:{line}", "not_an_object", f"a {type(item).__name__}, not an object")
+                quarantine_row(source["name"], where, "not_an_object", f"a {type(item).__name__}, not an object")
             )
             continue
         values = {str(k).strip(): cell_text(v) for k, v in item.items()}
         seen.update(dict.fromkeys(values))
-        table.rows.append(Row(values, shown, line))
+        table.rows.append(Row(values, shown, line, number if per_line[line] > 1 else 0))
     table.header = [c.strip() for c in spec.columns] if spec.columns else list(seen)
     for row in table.rows:
         for column in table.header:

@@ -105,4 +105,3 @@ def presets(registry: str = "medmat") -> dict[int, Preset]:
             raise RegistryError(f"{path}: holds the preset of row {preset.number}; name it {preset.number:03d}.yaml")
         found[preset.number] = preset
     return found
-

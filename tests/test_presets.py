@@ -22,16 +22,28 @@ PRESETS = presets("medmat")
 NUMBERS = sorted(PRESETS)
 
 
+def always_list(value) -> list:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> dict:
+    """One recipe as `init --preset` writes it for every row, each example in a data folder of its own (rows that
+    share a download, such as BUSI's classification and segmentation rows, each show a part of it)."""
     folder = tmp_path_factory.mktemp("presets")
-    for number in NUMBERS:
-        write_example(folder / DATA_DIR / PRESETS[number].folder, PRESETS[number].example.files)
     text, chosen, missing = preset_recipe("medmat:" + ",".join(map(str, NUMBERS)))
     assert chosen == NUMBERS and not missing
-    recipe = folder / "recipe.yaml"
-    recipe.write_text(text + "\nsalt: test-salt\n")
-    loom, reports = run_ingest(recipe, workers=2)
+    recipe = yaml.safe_load(text)
+    for source in recipe["sources"]:
+        number = int(source["name"].rsplit("-", 1)[1])
+        assert source["path"].startswith(f"{DATA_DIR}/{PRESETS[number].folder}")
+        for key in ("path", "allowed_roots"):
+            moved = [f"{DATA_DIR}/{number:03d}/" + p[len(DATA_DIR) + 1 :] for p in always_list(source.get(key))]
+            if moved:
+                source[key] = moved if key == "allowed_roots" else moved[0]
+        write_example(folder / DATA_DIR / f"{number:03d}" / PRESETS[number].folder, PRESETS[number].example.files)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "salt": "test-salt"}, sort_keys=False))
+    loom, reports = run_ingest(folder / "recipe.yaml", workers=2)
     records = rows(loom, "SELECT source, labels, len(rois) AS rois, source_split FROM records")
     quarantine = rows(loom, "SELECT source, path, reason, message FROM quarantine")
     return {"reports": reports, "records": records, "quarantine": quarantine}

@@ -163,15 +163,20 @@ def load(name: str = "medmat") -> Registry:
     have = presets(name)
     datasets = tuple(
         Dataset(
-            **{**d, "layout": {**(d["layout"] or {}), "reader": have[d["number"]].source["reader"]}}
-            if d["number"] in have
-            else d,
+            **{**d, "layout": preset_layout(d["layout"], have[d["number"]])} if d["number"] in have else d,
             preset=d["number"] in have,
         )
         for d in data["datasets"]
     )
     subsets = tuple(Subset(**{**s, "members": tuple(s["members"])}) for s in data["subsets"])
     return Registry(name, data["source"], datasets, subsets, data["unknown_terms"])
+
+
+def preset_layout(layout: dict | None, preset: Any) -> dict[str, str | None]:
+    """A row's layout where a preset reads it: the preset's reader, the row's description or the preset layout's
+    first line."""
+    description = (layout or {}).get("description") or preset.layout.strip().splitlines()[0]
+    return {"reader": preset.source["reader"], "description": description}
 
 
 def drift(name: str = "medmat", vocabulary: Vocabulary | None = None) -> list[str]:

@@ -51,7 +51,9 @@ class Preset(BaseModel):
     layout: str  # the published layout, as the recipe's comment shows it
     layout_checked: str | None = None  # where the layout was checked (a page, a repository file); None: from memory
     mat: dict[str, str]  # modality, anatomy, task: medloom's vocabulary terms for the source
-    source: dict[str, Any]  # the recipe source's other keys: reader and its options, label_map, split ...
+    # the recipe source's other keys: reader and its options, label_map, split ...; `allowed_roots` relative to the
+    # folder (the recipe gets them under its data folder), the reader's own paths relative to the source's path
+    source: dict[str, Any]
     example: Example
     note: str | None = None
 

@@ -68,6 +68,11 @@ def source_entry(registry: str, preset: Preset) -> list[str]:
         **({"license": row.licence} if row.licence else {}),
         "description": f"{row.name} (Med-MAT dataset {row.number})",
         **preset.source,
+        **(
+            {"allowed_roots": [f"{DATA_DIR}/{preset.folder}/{r}" for r in preset.source["allowed_roots"]]}
+            if preset.source.get("allowed_roots")
+            else {}
+        ),
         "expected_layout": preset.layout.strip() + "\n",
     }
     body = yaml.dump([source], Dumper=BlockDumper, sort_keys=False, allow_unicode=True, width=110).splitlines()

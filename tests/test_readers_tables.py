@@ -204,7 +204,9 @@ def test_iu_xray_projections_joined_to_reports(tmp_path):
     src = dict(name="iu", reader="csv", path=str(data), csv="indiana_projections.csv", image_column="filename")
     src.update(join={"table": "indiana_reports.csv", "on": "uid"}, label_column="Problems", label_separator=";")
     src.update(caption_column="findings", study_column="uid", **MAT)
-    loom, _ = run_ingest(write_recipe(tmp_path, [src]))
+    recipe = write_recipe(tmp_path, [src])
+    recipe.write_text(recipe.read_text().replace("'on': uid", "on: uid"))  # as written by hand: YAML reads `on` as true
+    loom, _ = run_ingest(recipe)
     got = {r["uri"].rsplit("/", 1)[1]: (list(r["labels"]), r["caption"]) for r in rows(loom, "SELECT * FROM records")}
     normal = "The cardiac silhouette and mediastinum size are within normal limits. There is no pulmonary edema."
     assert got == {

@@ -68,6 +68,14 @@ class JoinSpec(TableSpec):
     # a row whose key the joined table lacks: keep it (with a warning row and the joined columns empty) or drop it
     unmatched: Literal["keep", "drop"] = "keep"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_as_written(cls, v: Any) -> Any:
+        """YAML 1.1 reads an unquoted `on:` key as `true`: `join: {table: meta.csv, on: image}` means `on`."""
+        if isinstance(v, dict) and True in v and "on" not in v:
+            return {("on" if k is True else k): value for k, value in v.items()}
+        return v
+
 
 class TableOptions(TableSpec):
     """A reader's label table keys: the table's own (`TableSpec`) and `join:`."""

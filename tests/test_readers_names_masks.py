@@ -113,7 +113,8 @@ def test_names_acrima_shenzhen_montgomery_labels_from_the_file_name(tmp_path):
     for i, name in enumerate(["CHNCXR_0001_0.png", "CHNCXR_0327_1.png"]):
         make_image(china / "CXR_png" / name, size=(48, 40), seed=10 + i, mode="L")
         (china / "ClinicalReadings").mkdir(exist_ok=True)
-        (china / "ClinicalReadings" / name.replace(".png", ".txt")).write_text("male 45yrs\nnormal\n")
+        reading = ["male 45yrs\nnormal\n", "female 30yrs\nPTB in the left upper field\n"][i]
+        (china / "ClinicalReadings" / name.replace(".png", ".txt")).write_text(reading)
     mont = tmp_path / "MontgomerySet"
     for i, name in enumerate(["MCUCXR_0001_0.png", "MCUCXR_0104_1.png"]):
         make_image(mont / "CXR_png" / name, size=(48, 40), seed=20 + i, mode="L")
@@ -134,7 +135,7 @@ def test_names_acrima_shenzhen_montgomery_labels_from_the_file_name(tmp_path):
                     anatomy="eye",
                     task="disease",
                 ),
-                names_source("shenzhen", china, tb, **cxr),
+                names_source("shenzhen", china, tb, caption_files="ClinicalReadings/{stem}.txt", **cxr),
                 names_source("montgomery", mont, tb, exclude="ManualMask/*", **cxr),
             ],
         )
@@ -152,6 +153,11 @@ def test_names_acrima_shenzhen_montgomery_labels_from_the_file_name(tmp_path):
         ("montgomery", "CXR_png/MCUCXR_0104_1.png"): (["tuberculosis"], {"number": "0104"}),
     }
     assert rows(loom, "SELECT * FROM quarantine") == []
+    readings = {r["uri"]: r["caption"] for r in rows(loom, "SELECT uri, caption FROM records WHERE source = 'shenzhen'")}
+    assert readings == {
+        "CXR_png/CHNCXR_0001_0.png": "male 45yrs\nnormal",
+        "CXR_png/CHNCXR_0327_1.png": "female 30yrs\nPTB in the left upper field",
+    }
     space = rows(loom, "SELECT DISTINCT label_space FROM records WHERE source = 'acrima'")
     assert space == [{"label_space": ["glaucoma", "normal"]}]
 

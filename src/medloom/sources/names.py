@@ -12,16 +12,19 @@ import os
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
 
 from ..records import quarantine_row
 from ..vocab.splits import split_name
 from .base import IMAGE_EXTENSIONS, Scan, check_label, decode_image_file, make_task, walk_entries
+from .captions import CaptionOptions, Captions
 
 FIELDS = ("patient", "study", "split")  # groups that fill a record field rather than its facts
 
 
-class Options(BaseModel):
+class Options(CaptionOptions):
+    """The pattern and what its groups give; `caption_files:` as imagefolder's (Shenzhen's ClinicalReadings)."""
+
     model_config = ConfigDict(extra="forbid")
     # e.g. "^CHNCXR_(?P<number>\d{4})_(?P<label>[01])\.png$" (searched: anchor it with ^ and $)
     pattern: str
@@ -63,6 +66,7 @@ def scan(source: dict) -> Scan:
     out = Scan()
     root = str(source["root"])
     images, unmatched = 0, []
+    captions = Captions(source, opts) if opts.caption_files else None
     for folder, name in walk_entries(root, out, source):
         if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
             out.filter("not an image file")
@@ -110,6 +114,7 @@ def scan(source: dict) -> Scan:
                 patient_id=groups.get("patient", ""),
                 study_id=groups.get("study", ""),
                 extra={"meta": facts} if facts else None,
+                caption=captions.read(out, rel) if captions else "",
             )
         )
     if images and len(unmatched) == images:

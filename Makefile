@@ -41,6 +41,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/readers.py
 	$(BIN)/python benchmarks/export.py
 	$(BIN)/python benchmarks/stream.py
 	$(BIN)/python benchmarks/pmc.py

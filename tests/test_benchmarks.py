@@ -20,6 +20,7 @@ TINY = {  # script: arguments at a tiny size (--data is added where the script t
     "ingest.py": ["--n", "20", "--sets", "jpg", "--repeat", "1"],
     "pmc.py": ["--rounds", "1"],
     "publish.py": ["--files", "4", "--mb", "1", "--threads", "2"],
+    "readers.py": ["--n", "20", "--repeat", "1"],
     "scale.py": ["--n", "40", "--workers", "1", "--memory", "100,200"],
     "serve.py": ["--n", "200", "--requests", "10"],
     "stream.py": ["--n", "40"],

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from conftest import cli, rows, run_ingest, write_recipe
 from pydicom.data import get_testdata_file
-from test_readers_rows import reference_rle2mask, regions, table_lines
+from readers_common import boxes, norm, quarantine, records, reference_rle2mask, regions, table_lines
 
 from medloom.errors import RecipeError
 from medloom.imaging import rle_decode
@@ -45,22 +45,6 @@ def dicom_source(path: Path, table: dict, **kw) -> dict:
     return dict(
         name=kw.pop("name"), reader="dicom", path=str(path), modality="X-ray", anatomy="chest", task="disease", table=table, **kw
     )
-
-
-def records(loom: Path) -> dict[str, dict]:
-    return {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
-
-
-def quarantine(loom: Path) -> list[tuple]:
-    return sorted((q["path"], q["reason"], q["scope"]) for q in rows(loom, "SELECT * FROM quarantine"))
-
-
-def boxes(rec: dict) -> list[tuple[str, list[float]]]:
-    return sorted((r["label"], [round(v, 6) for v in r["bbox"]]) for r in rec["rois"])
-
-
-def norm(box: list[float], w: int, h: int) -> list[float]:
-    return [round(box[0] / w, 6), round(box[1] / h, 6), round(box[2] / w, 6), round(box[3] / h, 6)]
 
 
 # ---- RSNA Pneumonia: stage_2_train_images/{patientId}.dcm, boxes keyed by patientId ---------------------------

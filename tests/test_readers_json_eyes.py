@@ -10,19 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_image, rows, run_ingest, write_recipe
+from readers_common import quarantine, records
 
 from medloom.imaging import rle_decode
 
 CXR = dict(modality="X-ray", anatomy="chest", task="disease")
 SIZE = 1024  # ChestX-Det's images are 1024x1024 PNGs
-
-
-def quarantine(loom: Path) -> list[tuple[str, str, str]]:
-    return sorted((q["path"], q["reason"], q["scope"]) for q in rows(loom, "SELECT * FROM quarantine"))
-
-
-def records(loom: Path) -> dict[str, dict]:
-    return {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
 
 
 def union(rois: list[dict], height: int = SIZE, width: int = SIZE) -> np.ndarray:

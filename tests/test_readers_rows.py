@@ -4,42 +4,19 @@ torchvision), in the dataset's own layout, with small images made here under the
 
 from __future__ import annotations
 
-import ast
 import csv
-import gzip
-import importlib.util
 import json
-import textwrap
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import rows, run_ingest, write_recipe
 from PIL import Image
-from scipy import ndimage
+from readers_common import boxes, norm, quarantine, records, reference_rle2mask, regions, roi_masks, table_lines
 
 from medloom.errors import RecipeError
 from medloom.imaging import rle_decode
 from medloom.recipe import load_recipe
-
-
-def xrv_data() -> Path:
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchxrayvision (its public label tables) is not installed")
-    return Path(spec.submodule_search_locations[0]) / "data"
-
-
-def table_lines(name: str) -> list[str]:
-    """The lines of one of torchxrayvision's tables, as published."""
-    path = xrv_data() / name
-    if name.endswith(".zip"):
-        with zipfile.ZipFile(path) as z:
-            text = z.read(z.namelist()[0]).decode()
-    else:
-        text = gzip.decompress(path.read_bytes()).decode()
-    return text.splitlines()
 
 
 def blank(path: Path, size: tuple[int, int], shade: int) -> None:
@@ -50,22 +27,6 @@ def blank(path: Path, size: tuple[int, int], shade: int) -> None:
 
 def source(path: Path, **kw) -> dict:
     return dict(path=str(path), reader="csv", modality="X-ray", anatomy="chest", task="disease", **kw)
-
-
-def records(loom: Path) -> dict[str, dict]:
-    return {r["uri"]: r for r in rows(loom, "SELECT * FROM records")}
-
-
-def quarantine(loom: Path) -> list[tuple]:
-    return sorted((q["path"], q["reason"], q["scope"]) for q in rows(loom, "SELECT * FROM quarantine"))
-
-
-def boxes(rec: dict) -> list[tuple[str, list[float]]]:
-    return sorted((r["label"], [round(v, 6) for v in r["bbox"]]) for r in rec["rois"])
-
-
-def norm(box: list[float], w: int, h: int) -> list[float]:
-    return [round(box[0] / w, 6), round(box[1] / h, 6), round(box[2] / w, 6), round(box[3] / h, 6)]
 
 
 # ---- box conventions ------------------------------------------------------------------------------------
@@ -285,29 +246,6 @@ def test_box_formats_say_which_columns_they_need(tmp_path):
 
 
 # ---- run-length masks in a table ------------------------------------------------------------------------
-
-
-def reference_rle2mask():
-    """torchxrayvision's own SIIM decoder (a function nested in its SIIM dataset), taken from the installed
-    source with `ast` and run with numpy alone: an independent reference for the relative column-major form."""
-    source_text = (xrv_data().parent / "datasets.py").read_text()
-    node = next(n for n in ast.walk(ast.parse(source_text)) if isinstance(n, ast.FunctionDef) and n.name == "rle2mask")
-    scope: dict = {"np": np}
-    exec(textwrap.dedent(ast.get_source_segment(source_text, node)), scope)
-    return scope["rle2mask"]
-
-
-def roi_masks(rec: dict) -> dict[str, np.ndarray]:
-    """The record's ROIs joined per label, from their stored (COCO, column-major) RLE counts."""
-    out: dict[str, np.ndarray] = {}
-    for roi in rec["rois"]:
-        mask = rle_decode(roi["rle"], rec["height"], rec["width"])
-        out[roi["label"]] = out[roi["label"]] | mask if roi["label"] in out else mask
-    return out
-
-
-def regions(mask: np.ndarray) -> int:
-    return ndimage.label(mask, structure=np.ones((3, 3), bool))[1]
 
 
 def test_siim_relative_column_major_runs_against_torchxrayvision(tmp_path):

@@ -5,27 +5,15 @@ whitespace text, .xlsx, JSON label lists, joins; official split lists and report
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 from pathlib import Path
 
 import pytest
 from conftest import make_image, rows, run_ingest, write_recipe
+from readers_common import quarantine, xrv_data
 
 MAT = dict(modality="X-ray", anatomy="chest", task="disease")
-
-
-def xrv_data() -> Path:
-    """torchxrayvision's folder of real public label tables (never imported: it needs torchvision)."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchxrayvision (its public label tables) is not installed")
-    return Path(spec.submodule_search_locations[0]) / "data"
-
-
-def quarantine(loom: Path) -> list[tuple[str, str, str]]:
-    return sorted((q["path"], q["reason"], q["scope"]) for q in rows(loom, "SELECT * FROM quarantine"))
 
 
 def labels_by_uri(loom: Path) -> dict[str, list[str]]:

@@ -76,22 +76,10 @@ class Registry:
     unknown_terms: dict[str, list[str]]
 
     def dataset(self, number: int) -> Dataset:
-        for d in self.datasets:
-            if d.number == number:
-                return d
-        raise RegistryError(
-            f"no dataset {number} in the {self.name} registry: rows are numbered "
-            f"{self.datasets[0].number}-{self.datasets[-1].number} (see `medloom registry list`)"
-        )
+        return _numbered(self.datasets, number, f"no dataset {number} in the {self.name} registry: rows")
 
     def subset(self, number: int) -> Subset:
-        for s in self.subsets:
-            if s.number == number:
-                return s
-        raise RegistryError(
-            f"no subset {number} in the {self.name} registry: subsets are numbered "
-            f"{self.subsets[0].number}-{self.subsets[-1].number} (see `medloom registry list`)"
-        )
+        return _numbered(self.subsets, number, f"no subset {number} in the {self.name} registry: subsets")
 
     def subsets_of(self, number: int) -> list[Subset]:
         return [s for s in self.subsets if number in s.members]
@@ -113,6 +101,14 @@ class Registry:
             "subsets": [s.as_dict() for s in (self.subsets if subsets is None else subsets)],
             "source": dict(self.source),
         }
+
+
+def _numbered(rows: tuple, number: int, what: str):
+    """The row numbered `number`, else an error naming the numbers there are."""
+    for row in rows:
+        if row.number == number:
+            return row
+    raise RegistryError(f"{what} are numbered {rows[0].number}-{rows[-1].number} (see `medloom registry list`)")
 
 
 def matches(kind: str, term: str, row: Dataset | Subset, vocabulary: Vocabulary | None = None) -> bool:

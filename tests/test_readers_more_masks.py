@@ -95,3 +95,88 @@ def test_snap_with_binarize_is_a_recipe_error(tmp_path):
     result = cli("ingest", str(write_recipe(tmp_path, [source])), check=False)
     assert result.returncode != 0
     assert "give one of binarize, snap, palette" in result.stdout + result.stderr
+
+
+def lesion(shape: tuple[int, int], box: tuple[int, int, int, int] | None) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    if box:
+        x0, y0, x1, y1 = box
+        mask[y0:y1, x0:x1] = 255
+    return mask
+
+
+def test_image_labels_busi_class_from_the_folder_and_tumour_rois_from_the_masks(tmp_path):
+    """BUSI (Kaggle): Dataset_BUSI_with_GT/{benign,malignant,normal}/benign (1).png beside benign (1)_mask.png
+    (and a second `_mask_1.png`); normal images have empty masks."""
+    busi = tmp_path / "Dataset_BUSI_with_GT"
+    for rel, box in [
+        ("benign/benign (1)", (5, 5, 15, 15)),
+        ("malignant/malignant (1)", (20, 10, 40, 30)),
+        ("normal/normal (1)", None),
+    ]:
+        make_image(busi / f"{rel}.png", size=(48, 40), seed=len(rel))
+        save(busi / f"{rel}_mask.png", lesion((40, 48), box))
+    save(busi / "benign" / "benign (1)_mask_1.png", lesion((40, 48), (30, 20, 40, 30)))
+    make_image(busi / "extra" / "extra (1).png", size=(48, 40))  # a folder the pattern does not name
+    save(busi / "extra" / "extra (1)_mask.png", lesion((40, 48), None))
+    source = dict(
+        name="busi",
+        reader="masks",
+        path=str(busi),
+        images_dir=".",
+        masks_dir=".",
+        mask_pattern="{stem}_mask*.png",
+        mask_label="tumor",
+        image_labels={"pattern": "^(?P<label>benign|malignant|normal)/"},
+        modality="ultrasound",
+        anatomy="breast",
+        task="lesion segmentation",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert (reports["busi"].records, reports["busi"].quarantined_inputs) == (3, 1)
+    got = {r["uri"]: r["labels"] for r in rows(loom, "SELECT uri, labels FROM records")}
+    # the record's labels: the image's class and its ROIs' labels; the ROIs keep the mask's label only
+    assert got == {
+        "benign/benign (1).png": ["benign", "tumor"],
+        "malignant/malignant (1).png": ["malignant", "tumor"],
+        "normal/normal (1).png": ["normal"],
+    }
+    assert roi_rows(loom) == {
+        "benign/benign (1).png": [("tumor", [5, 5, 15, 15]), ("tumor", [30, 20, 40, 30])],
+        "malignant/malignant (1).png": [("tumor", [20, 10, 40, 30])],
+        "normal/normal (1).png": [],
+    }
+    q = rows(loom, "SELECT path, reason, message FROM quarantine")
+    assert [(x["path"], x["reason"]) for x in q] == [("extra/extra (1).png", "name_not_matched")]
+    assert "does not match the image_labels pattern" in q[0]["message"]
+
+
+def test_image_labels_fives_diagnosis_letter_from_the_name_with_label_map(tmp_path):
+    """FIVES (figshare 19688169): train/Original/1_A.png and train/Ground truth/1_A.png, the letter after the
+    number the diagnosis (A AMD, D diabetic retinopathy, G glaucoma, N normal)."""
+    root = tmp_path / "FIVES A Fundus Image Dataset for AI-based Vessel Segmentation"
+    for name in ["1_A.png", "201_D.png", "401_G.png", "601_N.png"]:
+        make_image(root / "train" / "Original" / name, size=(40, 40), seed=int(name.split("_")[0]))
+        save(root / "train" / "Ground truth" / name, lesion((40, 40), (10, 10, 30, 20)))
+    source = dict(
+        name="fives",
+        reader="masks",
+        path=str(root),
+        images_dir="train/Original",
+        masks=[{"dir": "train/Ground truth", "label": "retinal vessels"}],
+        image_labels={"pattern": r"_(?P<label>[ADGN])\.png$", "match": "name"},
+        label_map={"A": "age-related macular degeneration", "D": "diabetic retinopathy", "G": "glaucoma", "N": "normal"},
+        modality="fundus photography",
+        anatomy="eye",
+        task="organ segmentation",
+    )
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert (reports["fives"].records, reports["fives"].quarantined_inputs) == (4, 0)
+    got = {r["uri"]: r["labels"] for r in rows(loom, "SELECT uri, labels FROM records")}
+    assert got == {
+        "train/Original/1_A.png": ["age-related macular degeneration", "retinal vessels"],
+        "train/Original/201_D.png": ["diabetic retinopathy", "retinal vessels"],
+        "train/Original/401_G.png": ["glaucoma", "retinal vessels"],
+        "train/Original/601_N.png": ["normal", "retinal vessels"],
+    }
+    assert all(v == [("retinal vessels", [10, 10, 30, 20])] for v in roi_rows(loom).values())

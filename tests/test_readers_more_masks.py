@@ -180,3 +180,90 @@ def test_image_labels_fives_diagnosis_letter_from_the_name_with_label_map(tmp_pa
         "train/Original/601_N.png": ["normal", "retinal vessels"],
     }
     assert all(v == [("retinal vessels", [10, 10, 30, 20])] for v in roi_rows(loom).values())
+
+
+def dicom_slice(path: Path, pixels: np.ndarray, patient: str, series_uid: str, number: int) -> None:
+    """An MR slice as the Duke Liver Dataset ships them: one single-frame DICOM file per slice."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.Rows, ds.Columns = pixels.shape
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.PatientID, ds.PatientName = patient, "Example^Patient"
+    ds.SeriesInstanceUID = series_uid
+    ds.InstanceNumber = number
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def duke_liver(root: Path) -> None:
+    """Duke Liver Dataset (Zenodo 7774566, Segmentation.zip): Segmentation/<patient>/<series>/images/*.dicom and
+    .../masks/*.dicom, one file per slice, a mask slice with its image slice's name; masks binary (liver 1).
+    The slice file names here are ours (public loaders pair the two folders' sorted lists)."""
+    rng = np.random.default_rng(0)
+    for patient, series, liver in [("0004", "13", [(4, 6, 20, 18), None]), ("0007", "5", [(10, 2, 30, 12), (0, 0, 8, 8)])]:
+        uid = f"1.2.826.0.1.3680043.8.498.{int(patient)}.{series}"
+        for number, box in enumerate(liver, start=1):
+            folder = root / "Segmentation" / patient / series
+            dicom_slice(folder / "images" / f"{number:05d}.dicom", rng.integers(0, 900, (24, 32)), patient, uid, number)
+            mask = np.zeros((24, 32), np.uint16)
+            if box:
+                x0, y0, x1, y1 = box
+                mask[y0:y1, x0:x1] = 1
+            dicom_slice(folder / "masks" / f"{number:05d}.dicom", mask, patient, uid, number)
+
+
+DUKE = dict(reader="dicom_masks", mask_pattern="../masks/{name}", mask_label="liver", task="organ segmentation")
+
+
+def test_dicom_masks_duke_liver_slices_paired_by_name_with_pseudonymous_ids(tmp_path):
+    data = tmp_path / "duke"
+    duke_liver(data)
+    extra = data / "Segmentation" / "0007" / "5" / "images" / "00003.dicom"  # a slice without its mask
+    dicom_slice(extra, np.ones((24, 32)), "0007", "1.2.3", 3)
+    source = dict(name="duke", path=str(data / "Segmentation"), anatomy="liver", **DUKE)
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    r = reports["duke"]
+    assert (r.records, r.quarantined_inputs, r.filtered) == (4, 1, {"mask file": 4})
+    got = rows(loom, "SELECT id, uri, patient_id, modality, anatomy, labels, frame, render FROM records ORDER BY uri")
+    assert [g["uri"] for g in got] == [
+        "0004/13/images/00001.dicom",
+        "0004/13/images/00002.dicom",
+        "0007/5/images/00001.dicom",
+        "0007/5/images/00002.dicom",
+    ]
+    assert [g["labels"] for g in got] == [["liver"], [], ["liver"], ["liver"]]
+    assert {(g["modality"], g["anatomy"], g["frame"]) for g in got} == {("MRI", "liver", -1)}
+    assert all(g["render"]["window_source"] for g in got)
+    # privacy as for the dicom reader: ids are keyed hashes, never the patient folders or the header's ids
+    assert all("0004" not in g["id"] and "0007" not in g["id"] and "images" not in g["id"] for g in got)
+    assert len({g["patient_id"] for g in got}) == 2 and not {g["patient_id"] for g in got} & {"0004", "0007"}
+    assert roi_rows(loom) == {
+        "0004/13/images/00001.dicom": [("liver", [4, 6, 20, 18])],
+        "0004/13/images/00002.dicom": [],
+        "0007/5/images/00001.dicom": [("liver", [10, 2, 30, 12])],
+        "0007/5/images/00002.dicom": [("liver", [0, 0, 8, 8])],
+    }
+    q = rows(loom, "SELECT path, reason FROM quarantine")
+    assert [(x["path"], x["reason"]) for x in q] == [("0007/5/images/00003.dicom", "missing_mask")]
+    # the exported image is the DICOM frame rendered with its stored window
+    run = cli("export", loom, "--out", tmp_path / "export", "-q")
+    assert "exported 4 + filtered 0 + quarantined 0" in " ".join(run.stdout.split())
+
+
+def test_dicom_masks_wrong_size_mask_is_quarantined(tmp_path):
+    data = tmp_path / "duke"
+    duke_liver(data)
+    mask = data / "Segmentation" / "0004" / "13" / "masks" / "00002.dicom"
+    dicom_slice(mask, np.zeros((20, 32)), "0004", "1.2.3", 2)
+    source = dict(name="duke", path=str(data / "Segmentation"), anatomy="liver", **DUKE)
+    loom, reports = run_ingest(write_recipe(tmp_path, [source]))
+    assert reports["duke"].records == 3
+    q = rows(loom, "SELECT path, reason, message FROM quarantine")
+    assert [(x["path"], x["reason"]) for x in q] == [("0004/13/images/00002.dicom", "mask_mismatch")]
+    assert "is 32x20 x 1 frame(s), image is 32x24 x 1 frame(s)" in q[0]["message"]

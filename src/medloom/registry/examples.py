@@ -6,6 +6,7 @@ A file is given by its kind:
   mask [WxH] [values=1,2]          0 outside, a filled rectangle per value (default one rectangle of 255)
   rgbmask [WxH] colors=#ff0000,..  black outside, a filled rectangle per colour
   dicom [ct|mr]                    pydicom's CT_small / MR_small with this file's own UIDs and patient id
+  dicom-mask [ct|mr] [values=1]    the same file's size and ids, its pixels 0 with a rectangle per value
   nifti [WxHxD] / nifti-mask [WxHxD]  a float volume / a 0-1 volume with a cube of 1
 or by its content: {text: ...}, {json: ...}, {xlsx: {sheet name: [[cells], ...]}}.
 """
@@ -94,12 +95,13 @@ def write_file(root: Path, rel: str, spec: Any) -> None:
         for colour, (rows, cols) in zip(colours, _rectangles(len(colours), width, height)):
             mask[rows, cols] = [int(colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)]
         _save(mask, path)
-    elif kind == "dicom":
-        _dicom(path, rel, "mr" if "mr" in words else "ct")
+    elif kind in ("dicom", "dicom-mask"):
+        values = [int(v) for v in _option(words, "values")] or [1]
+        _dicom(path, rel, "mr" if "mr" in words else "ct", values if kind == "dicom-mask" else None)
     elif kind in ("nifti", "nifti-mask"):
         _nifti(path, _size(words, (16, 16, 4)), kind == "nifti-mask", rng)
     else:
-        raise ValueError(f"{rel}: unknown kind {kind!r} (image, mask, rgbmask, dicom, nifti, nifti-mask)")
+        raise ValueError(f"{rel}: unknown kind {kind!r} (image, mask, rgbmask, dicom, dicom-mask, nifti, nifti-mask)")
 
 
 def write_example(root: Path, files: dict[str, Any]) -> None:
@@ -120,7 +122,7 @@ def _xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> None:
     book.save(path)
 
 
-def _dicom(path: Path, rel: str, kind: str) -> None:
+def _dicom(path: Path, rel: str, kind: str, mask: list[int] | None = None) -> None:
     import pydicom
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
@@ -133,6 +135,11 @@ def _dicom(path: Path, rel: str, kind: str) -> None:
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=entropy + ["series"])
     ds.PatientID = hashlib.sha256(rel.encode()).hexdigest()[:12]
     ds.PatientName = "Example^Patient"
+    if mask is not None:  # a mask slice: the stored values are labels
+        pixels = np.zeros((int(ds.Rows), int(ds.Columns)), ds.pixel_array.dtype)
+        for value, (rows, cols) in zip(mask, _rectangles(len(mask), int(ds.Columns), int(ds.Rows))):
+            pixels[rows, cols] = value
+        ds.PixelData = pixels.tobytes()
     ds.save_as(path, enforce_file_format=True)
 
 

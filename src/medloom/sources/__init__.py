@@ -34,6 +34,8 @@ READERS = {
     "yolo": Reader(image_files=True),
     "masks": Reader(),
     "dicom": Reader(renders=True, mat_from_files=ALL_MAT, part_size=16, patient_data=True),
+    # DICOM images with DICOM masks, slice by slice (Duke Liver): pairing as `masks`, decoding as `dicom`
+    "dicom_masks": Reader(renders=True, mat_from_files=ALL_MAT, part_size=16, patient_data=True),
     "nifti": Reader(renders=True, part_size=1),
     "pmc": Reader(mat_from_files=ALL_MAT),
 }

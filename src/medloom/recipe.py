@@ -6,6 +6,7 @@ long ingest never dies half-way on a typo.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,9 +247,14 @@ def load_recipe(path: str | os.PathLike) -> LoadedRecipe:
         try:
             options = get_reader(spec.reader).Options(**extras).model_dump(mode="json")
         except ValidationError as e:
+            keys = [*get_reader(spec.reader).Options.model_fields, *SourceSpec.model_fields]
             for err in e.errors():
                 key = _where(err["loc"]) or "options"
-                hint = " (not a key of this reader; see `medloom init` for the keys)" if err["type"] == "extra_forbidden" else ""
+                hint = ""
+                if err["type"] == "extra_forbidden":
+                    close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1)
+                    guess = f"; did you mean {close[0]}?" if close else ";"
+                    hint = f" (not a key of this reader{guess} see `medloom init` for the keys)"
                 problems.append(f"{label}: {key}: {err['msg']}{hint}")
             continue
         sources.append(

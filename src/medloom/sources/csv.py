@@ -7,31 +7,40 @@ folders do not exist here) are matched by basename anywhere under the root.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from ..records import quarantine_row
 from ..vocab.splits import split_name
 from .base import (
     Scan,
     add_box,
-    basename_index,
     check_label,
     decode_image_file,
     make_task,
-    resolve_file,
     source_record_id,
 )
 from .captions import CaptionOptions, Captions
 from .findings import FindingLists, add_findings
-from .rows import UNCERTAIN_POLICIES, BoxColumns, RleColumn, apply_uncertain, onehot_cells, row_box, row_runs
+from .locate import ImagePattern, Resolve, TablePart, table_parts
+from .locate import file_resolver as locate_files
+from .rows import (
+    UNCERTAIN_POLICIES,
+    BoxColumns,
+    RleColumn,
+    apply_uncertain,
+    label_list,
+    onehot_cells,
+    row_box,
+    row_runs,
+)
 from .splitlists import SplitListOptions, SplitLists, uri_of
 from .tables import Row, TableOptions, load_label_table
 
-# an image cell -> (the image files it names, and when none: a quarantine reason and message)
-Resolve = Callable[[str], tuple[list[str], str, str]]
+# a table's rows, how their image cells are resolved, and the split the table gives them ("" for none)
+Part = tuple[Iterable[Row], Resolve, str]
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t", "positive", "pos"})
 
@@ -49,14 +58,21 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
     official split lists and caption files (`splitlists.py`, `captions.py`) and how its columns make records."""
 
     model_config = ConfigDict(extra="forbid")
-    csv: str  # the table (.csv, .tsv, .txt, .xlsx, .json, each possibly .gz/.zip), relative to the source root
+    # the table (.csv, .tsv, .txt, .xlsx, .json, each possibly .gz/.zip), relative to the source root; or several
+    # tables of the same columns, each with its split and image folder: [{table, split, image_dir}] (RFMiD)
+    csv: str | list[TablePart]
     image_column: str | None = None
     # several images per row, each with its own label column, sharing the row's patient, study, split, caption
     images: list[ImageColumn] | None = None
     # format for the image column's value, e.g. "images/{value}.png" or "BloodImage_{value:0>5}.jpg"
     image_template: str | None = None
+    # an id that is not a file name: {match: regex with named groups, glob: path from them} (UW-Madison)
+    image_pattern: ImagePattern | None = None
     label_column: str | None = None
     label_separator: str | None = None  # multi-label: "|" (NIH), "," ...
+    # text: the cell is a label (or labels joined by label_separator); list: a list written as text, Python's
+    # `['Mass', 'Suspicious Calcification']` (VinDr-Mammo) or JSON's `["A", "B"]`, of strings only
+    label_format: Literal["text", "list"] = "text"
     label_columns: list[str] | None = None  # one-hot: a column per class, truthy = present
     patient_column: str | None = None
     study_column: str | None = None
@@ -75,8 +91,23 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
     # a row with no label: quarantine it, or keep the image with no labels
     empty_labels: Literal["quarantine", "keep"] = "quarantine"
 
+    @field_validator("csv", mode="before")
+    @classmethod
+    def _tables(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("name at least one table")
+        return v
+
     @model_validator(mode="after")
     def _one_label_kind(self) -> Options:
+        if self.image_pattern and self.image_template:
+            raise ValueError("give either image_template (the cell names the file) or image_pattern (it does not), not both")
+        if self.label_format == "list" and self.label_separator:
+            raise ValueError("`label_format: list` reads each cell as a list; label_separator does not apply")
+        if self.label_format == "list" and not (self.label_column or any(i.label_column for i in self.images or [])):
+            raise ValueError("`label_format: list` applies to label_column cells; name the label_column")
         if bool(self.image_column) == bool(self.images):
             raise ValueError("name the image column: `image_column:`, or `images:` for several images per row (not both)")
         if self.images and (self.label_column or self.label_columns or self.box_columns or self.rle_column or self.findings):
@@ -102,6 +133,10 @@ class Options(TableOptions, SplitListOptions, CaptionOptions):
 decode = decode_image_file
 
 
+class BadCell(Exception):
+    """A row's cell that cannot be read (a label list that is not a list of strings): its row is quarantined."""
+
+
 def _labels(row: dict, opts: Options, label_map: dict, where: str, label_column: str | None) -> tuple[list[str], list[str]]:
     """A row's labels (or, with `images:`, one image's: `label_column`), and the one-hot classes it marks uncertain
     (already turned into labels or not by the `uncertain:` policy, and named in the record's meta)."""
@@ -115,6 +150,11 @@ def _labels(row: dict, opts: Options, label_map: dict, where: str, label_column:
                 f"it becomes with `uncertain:` ({', '.join(UNCERTAIN_POLICIES)}) in the source"
             )
         uncertain = [label_map.get(u, u) for u in uncertain]
+    elif label_column and opts.label_format == "list":
+        parsed = label_list(row.get(label_column))
+        if isinstance(parsed, str):
+            raise BadCell(f"column {label_column!r}: {parsed}")
+        found = parsed
     elif label_column:
         raw = str(row.get(label_column) or "").strip().strip('"').strip()
         parts = raw.split(opts.label_separator) if opts.label_separator else [raw]
@@ -157,11 +197,17 @@ def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> S
         needed.append(opts.rle_column.column)
     if opts.findings:
         needed += opts.findings.columns()
-    table = load_label_table(source, opts, opts.csv, needed)
-    out.quarantine += table.quarantine
+    parts: list[Part] = []
+    for part in table_parts(opts.csv):
+        table = load_label_table(source, opts, part.table, needed)
+        out.quarantine += table.quarantine
+        if resolve is not None and part.image_dir:
+            raise ValueError(f"{part.table}: image_dir is for the csv reader; this reader finds the files itself")
+        found = resolve or locate_files(source, opts.image_template, opts.image_pattern, part.image_dir)
+        parts.append((table.rows, found, part.split or ""))
     lists = SplitLists.load(source, opts)
     captions = Captions(source, opts) if opts.caption_files else None
-    by_image = group_rows(out, source, opts, table.rows, resolve or file_resolver(root, opts))
+    by_image = group_rows(out, source, opts, parts)
     for path, entry in by_image.items():
         if lists is not None:  # the lists' split wins over split_column's
             entry["split"] = lists.assign(out, uri_of(path, root), entry["split"])
@@ -176,33 +222,21 @@ def scan_table(source: dict, opts: Options, resolve: Resolve | None = None) -> S
 
 
 def file_resolver(root: str, opts: Options, index: dict[str, list[str]] | None = None) -> Resolve:
-    """Resolve an image cell as a file under root: the cell through `image_template`, as a path, else by its
-    basename in `index` (default: the image files under root, listed on first need)."""
-
-    def resolve(value: str) -> tuple[list[str], str, str]:
-        nonlocal index
-        name = opts.image_template.format(value=value) if opts.image_template else value
-        path, problem = resolve_file(root, name, index)
-        if problem and index is None:
-            index = basename_index(root)
-            path, problem = resolve_file(root, name, index)
-        if problem or path is None:
-            reason = "ambiguous_basename" if str(problem).startswith("ambiguous") else "missing_file"
-            return [], reason, str(problem)
-        return [path], "", ""
-
-    return resolve
+    """Resolve an image cell as a file under root (`locate.file_resolver`), by basename in `index` when given."""
+    return locate_files({"root": root}, opts.image_template, opts.image_pattern, None, index)
 
 
-def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], resolve: Resolve) -> dict[str, dict]:
-    """The table's rows joined per image: {path: entry} with the image's labels, boxes, masks, split, patient,
-    study and caption (see `entry_task`). Rows whose image is not found are quarantined once per image cell,
+def group_rows(out: Scan, source: dict, opts: Options, parts: list[Part]) -> dict[str, dict]:
+    """The tables' rows joined per image: {path: entry} with the image's labels, boxes, masks, split, patient,
+    study and caption (see `entry_task`). Each table resolves its image cells its own way (its image folder) and
+    gives its rows its split. Rows whose image is not found are quarantined once per table and image cell,
     naming the first row's line and how many rows named it."""
     by_image: dict[str, dict] = {}
-    unresolved: dict[str, list] = {}  # image cell -> [first row, reason, message, rows]
+    unresolved: dict[tuple[int, str], list] = {}  # (table, image cell) -> [first row, reason, message, rows]
     per_row = bool(opts.box_columns or opts.rle_column)  # one row per box or mask: several rows per image
     cells = [(i.column, i.label_column) for i in opts.images] if opts.images else [(opts.image_column, opts.label_column)]
-    for row, (column, label_column) in ((r, c) for r in rows for c in cells):  # each image a row names
+    named = ((n, r, c, resolve, split) for n, (rows, resolve, split) in enumerate(parts) for r in rows for c in cells)
+    for number, row, (column, label_column), resolve, table_split in named:  # each image a row names
         where = row.where
         value = str(row.get(column) or "").strip()
         if not value:
@@ -210,9 +244,13 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
             continue
         paths, reason, problem = resolve(value)
         if not paths:
-            unresolved.setdefault(value, [where, reason, problem, 0])[3] += 1
+            unresolved.setdefault((number, value), [where, reason, problem, 0])[3] += 1
             continue
-        labels, uncertain = _labels(row, opts, source["label_map"], where, label_column)
+        try:
+            labels, uncertain = _labels(row, opts, source["label_map"], where, label_column)
+        except BadCell as e:
+            out.quarantine.append(quarantine_row(source["name"], where, "bad_label_list", f"{e}; the row is skipped"))
+            continue
         outside = [lab for lab in labels if source.get("classes") and lab not in source["classes"]]
         if outside and not per_row:
             out.quarantine.append(
@@ -236,7 +274,7 @@ def group_rows(out: Scan, source: dict, opts: Options, rows: Iterable[Row], reso
                     "polygons": [],
                     "where": where,
                     "image_column": column if opts.images else "",
-                    "split": split or "",
+                    "split": split or table_split,
                     "patient": row.get(opts.patient_column, "") if opts.patient_column else "",
                     "study": row.get(opts.study_column, "") if opts.study_column else "",
                     "caption": str(row.get(opts.caption_column) or "").strip() if opts.caption_column else "",
@@ -336,19 +374,18 @@ def _annotation_row(out: Scan, source: dict, opts: Options, row: dict, where: st
             return
         if not runs:
             return
-        label = labels[0] if labels else source["label_map"].get(spec.label, spec.label)
-        bad = check_label(source, where, rid, label)
-        if bad:
-            out.quarantine.append(bad)
-            return
-        mask = {"label": label, "order": spec.order, "runs": runs, "where": where, "min_pixels": spec.min_region_pixels}
-        entry["rle"].append(mask)
-        if label not in entry["labels"]:
-            entry["labels"].append(label)
+        for label in labels or [source["label_map"].get(spec.label, spec.label)]:  # a mask of two classes: both
+            bad = check_label(source, where, rid, label)
+            if bad:
+                out.quarantine.append(bad)
+                continue
+            mask = {"label": label, "order": spec.order, "runs": runs, "where": where, "min_pixels": spec.min_region_pixels}
+            entry["rle"].append(mask)
+            if label not in entry["labels"]:
+                entry["labels"].append(label)
         return
     b = opts.box_columns
     assert b is not None
-    label = labels[0] if labels else "object"
     values = [row.get(c) for c in b.columns()]
     box = row_box(values, b)
     if box == "":
@@ -359,6 +396,7 @@ def _annotation_row(out: Scan, source: dict, opts: Options, row: dict, where: st
             elif lab not in entry["labels"]:
                 entry["labels"].append(lab)
         return
+    label = labels[0] if labels else "object"
     if box is None:
         problem(
             "bad_box",
@@ -366,4 +404,5 @@ def _annotation_row(out: Scan, source: dict, opts: Options, row: dict, where: st
             "the box is dropped, the image kept",
         )
         return
-    add_box(out, source, where, rid, label, box, b.normalized, entry["rois"], entry["labels"])
+    for label in labels or ["object"]:  # a box of two findings (VinDr-Mammo's ['Mass', 'Suspicious ...']): an ROI each
+        add_box(out, source, where, rid, label, box, b.normalized, entry["rois"], entry["labels"])

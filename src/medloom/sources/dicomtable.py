@@ -25,6 +25,7 @@ from ..imaging import DecodeError
 from ..records import quarantine_row
 from . import csv as table_rows
 from .base import Scan, inside, make_task, normalise_rois, source_roots
+from .locate import table_parts
 from .rle import rle_rois
 
 # `key:` -> the header attribute whose value the table's image column holds
@@ -92,7 +93,7 @@ def scan_with_table(source: dict, table: TableOptions, paths: list[str], out: Sc
     out.tasks = rows.tasks
     out.quarantine += rows.quarantine
     out.dropped.update(rows.dropped)
-    name = os.path.basename(table.csv)
+    name = " or ".join(os.path.basename(p.table) for p in table_parts(table.csv))
     for path in paths:
         if path in matched:
             continue

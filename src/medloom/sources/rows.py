@@ -8,6 +8,8 @@ mask.
 
 from __future__ import annotations
 
+import ast
+import json
 import math
 from typing import Literal
 
@@ -105,6 +107,34 @@ def row_box(values: list[str | None], spec: BoxColumns) -> list[float] | None | 
 def row_runs(cell: str | None, spec: RleColumn) -> list[int] | str:
     """A row's mask as absolute 0-based runs ([] for no mask: empty or -1), or why it is not one."""
     return parse_runs(str(cell or ""), spec.form, spec.start)
+
+
+LIST_CELL_CHARS = 65536  # a label list longer than this is not read (literal_eval's work grows with its text)
+
+
+def label_list(cell: object) -> list[str] | str:
+    """A cell holding a list of labels written as text: Python's `['Mass', 'Suspicious Calcification']`
+    (VinDr-Mammo's finding_categories) or JSON's `["A", "B"]`; [] for an empty cell or list. Read as a literal
+    only (`json.loads`, else `ast.literal_eval`: never evaluated as code); anything but a list (or tuple) of
+    strings is a message saying what it is."""
+    text = str(cell or "").strip()
+    if not text:
+        return []
+    if len(text) > LIST_CELL_CHARS:
+        return f"a cell of {len(text)} characters, over {LIST_CELL_CHARS}: not read as a label list"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return f"{text[:60]!r} is not a list written as text (['A', 'B'] or [\"A\", \"B\"])"
+    if not isinstance(value, (list, tuple)):
+        return f"{text[:60]!r} is a {type(value).__name__}, not a list of labels"
+    other = next((v for v in value if not isinstance(v, str)), None)
+    if other is not None:
+        return f"{text[:60]!r} holds {other!r}, a {type(other).__name__}; a label list holds strings only"
+    return [v.strip() for v in value]
 
 
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore", "keep")

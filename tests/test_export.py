@@ -47,7 +47,8 @@ def build_mixed(root: Path) -> Path:
     lines = ["file,finding,report"]
     for i in range(6):
         make_image(data / "reports" / f"r{i}.jpg", size=(90, 60), seed=200 + i)
-        lines.append(f"r{i}.jpg,{('nodule', 'normal')[i % 2]},{'Small nodule, right upper lobe.' if i % 3 else ''}")
+        report = '"Small nodule, right upper lobe."' if i % 3 else ""  # quoted: the comma is the report's
+        lines.append(f"r{i}.jpg,{('nodule', 'normal')[i % 2]},{report}")
     (data / "reports" / "labels.csv").write_text("\n".join(lines) + "\n")
     (data / "dicom").mkdir(parents=True)
     for name in ("CT_small.dcm", "MR_small.dcm"):

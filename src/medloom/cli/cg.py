@@ -55,10 +55,30 @@ def cg_subsets(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help=
 
 
 @cg_app.command("matrix")
-def cg_matrix(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """For every subset as a target: the training subsets each direction type has (0: not reachable)."""
+def cg_matrix(
+    loom: Annotated[Path | None, typer.Argument(help="The loom (working folder) holding catalog/.")] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="Instead of a loom: a published registry's subsets (medmat), from their M/A/T; no data needed."),
+    ] = None,
+    target: Annotated[
+        int | None, typer.Option(help="With --registry: one subset's related subsets, what each shares, its roles.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """For every subset as a target: the training subsets each direction type has (0: not reachable).
+
+    With --registry medmat the subsets are Med-MAT's 53, compared by the registry's normalised triplet, before
+    anything is downloaded; --target N shows subset N's related subsets."""
     from ..cg.plan import DIRECTIONS, matrix
 
+    if (loom is None) == (registry is None):
+        fail("give a loom, or --registry medmat for Med-MAT's subsets without data (not both)")
+    if target is not None and registry is None:
+        fail("--target N names a registry subset: use it with --registry medmat")
+    if registry is not None:
+        _registry_matrix(registry, target, as_json)
+        return
     m = matrix(resolve_loom(loom))
     if as_json:
         sys.stdout.write(json.dumps(m, indent=1) + "\n")
@@ -67,9 +87,77 @@ def cg_matrix(loom: Loom, as_json: Annotated[bool, typer.Option("--json", help="
     table.add_column("target")
     for d in DIRECTIONS:
         table.add_column(d, justify="right")
-    for target, row in m.items():
-        table.add_row(escape(target), *(str(row[d]) if row[d] else "-" for d in DIRECTIONS))
+    for target_name, row in m.items():
+        table.add_row(escape(target_name), *(str(row[d]) if row[d] else "-" for d in DIRECTIONS))
     out.print(table)
+
+
+SHORT = {"fixed-modality": "fix M", "fixed-area": "fix A", "fixed-task": "fix T", "modality-area": "M+A", "three-way": "3-way"}
+
+
+def _mat(terms: dict) -> str:
+    return " | ".join(terms[e] or "?" for e in ("modality", "area", "task"))
+
+
+def _registry_matrix(name: str, target: int | None, as_json: bool) -> None:
+    """`cg matrix --registry NAME [--target N]`."""
+    from ..cg.plan import DIRECTIONS
+    from ..cg.registry import registry_matrix, target_view
+    from ..registry import load
+
+    reg = load(name)
+    data = registry_matrix(reg) if target is None else {"registry": reg.name, **target_view(target, reg)}
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        return
+    if target is None:
+        table = Table(
+            title=f"{name} subsets: training subsets per direction (-: it cannot reach the target; fix M: fixed-modality, "
+            f"M+A: modality-area); task terms: {data['task_terms']}",
+            title_justify="left",
+        )
+        table.add_column("No.")
+        table.add_column("compared M | A | T (?: shares nothing)")
+        for col in (*SHORT.values(), "related"):
+            table.add_column(col, justify="right")
+        for row in data["subsets"]:
+            table.add_row(
+                str(row["number"]),
+                escape(_mat(row["compared"])),
+                *(str(row["directions"][d]) if row["directions"][d] else "-" for d in DIRECTIONS),
+                str(len(row["related"])),
+            )
+        out.print(table)
+        return
+    t = data["target"]
+    table = Table(
+        title=f"subset {t['number']} ({_mat(t['written'])}; compared as {_mat(t['compared'])}): "
+        f"{len(data['related'])} related subsets",
+        title_justify="left",
+    )
+    for col in ("No.", "as published", "compared", "shares", "roles"):
+        table.add_column(col)
+    for r in data["related"]:
+        table.add_row(
+            str(r["number"]),
+            escape(_mat(r["written"])),
+            escape(_mat(r["compared"])),
+            " and ".join(r["shares"]),
+            escape(", ".join(r["roles"]) or "-"),
+        )
+    out.print(table)
+    reached = ", ".join(data["reached_by"]) or "none"
+    out.print(f"reached by: {reached}", highlight=False)
+    if data["same_triplet"]:
+        out.print(
+            f"same triplet (one subset with it in a loom, never its training data): {data['same_triplet']}", highlight=False
+        )
+    out.print(f"unrelated: {len(data['unrelated'])} subsets", highlight=False)
+    if t["task_from"] == "written" or any(r["task_from"] == "written" for r in data["related"]):
+        out.print(
+            "task terms the registry does not store yet are read from the written task (see docs/splits-and-cg.md)",
+            highlight=False,
+        )
 
 
 @cg_app.command("plan")

@@ -264,19 +264,20 @@ def test_cli_recipe_step_show_and_training_exports(loom):
         rep = export_training(loom_dir, out, fmt, workers=1, quiet=True)
         assert rep.files == [f"{fmt}-train.json"]  # one file per split; these sources define none: train
         data = json.loads((out / f"{fmt}-train.json").read_text())
-        assert rep.items == len(data) > 0 and all(i["split"] == "train" for i in data)
+        assert rep.items == len(data) > 0 and all(i.get("split", "train") == "train" for i in data)  # medmat: in the name
         for item in data:
             for image in item.get("images", [item.get("image")]):
                 with Image.open(out / image) as im:
                     im.verify()
-        if fmt == "medmat":
+        if fmt == "medmat":  # Med-MAT's record (tests/test_medmat_json.py); these sources have no Med-MAT number
             assert all(
-                set(i) == {"id", "caption", "image", "Question", "Question-choice", "Answer", "Answer-choice", "data-no", "split"}
+                list(i) == ["id", "caption", "image", "Question", "Answer", "Question-choice", "Answer-choice", "data-no"]
                 for i in data
             )
             i = data[0]
-            assert i["Question-choice"]["ABCD".index(i["Answer-choice"])] == i["Answer"]
-            assert len(data) == 12  # one per multiple-choice question: the masks source has one label only
+            options = [line.split(": ", 1)[1] for line in i["Question-choice"].split("\n")[1:-1]]
+            assert options["ABCD".index(i["Answer-choice"])] == i["Answer"] and i["data-no"] in ("cxr", "seg")
+            assert [i["id"] for i in data] == list(range(1, 13))  # one per multiple-choice question: masks have one label
         elif fmt == "llava":
             assert data[0]["conversations"][0]["value"].startswith("<image>\n")
             assert [t["from"] for t in data[0]["conversations"][:2]] == ["human", "gpt"]

@@ -1100,7 +1100,10 @@ def _ids_by_file(out: Path, dicom_ids: dict[str, str] | None = None) -> dict[str
         elif path.suffix == ".parquet":
             found[name] = set(pq.read_table(path, columns=["id"]).column("id").to_pylist())
         elif path.suffix == ".json" and name.split("-")[0] in TRAINING_JSON:
-            found[name] = {i["id"].split("#")[0] for i in json.loads(path.read_text())}
+            items = json.loads(path.read_text())  # medmat's ids count from 1 (Med-MAT's): its image names the record
+            found[name] = {
+                i["image"][len("images/") :].rsplit(".", 1)[0] if name.startswith("medmat-") else i["id"] for i in items
+            }
         elif path.suffix == ".jsonl" and name.startswith("swift-"):
             found[name] = {json.loads(line)["id"] for line in path.read_text().splitlines()}
         elif path.suffix == ".dcm":

@@ -356,6 +356,8 @@ def ingest_source(folder, source: dict, executor, manifest: dict, part_size: int
         "max_voxels": source.get("max_voxels"),
         "max_file_bytes": source.get("max_file_bytes"),
         "pseudonymous_ids": bool(source.get("pseudonymous_ids")),
+        # the labels as the source wrote them: `--format medmat` writes them (Med-MAT's `caption` and options)
+        "label_map": source.get("label_map") or {},
         "parts": ordered,
         "scan_quarantine": scan_entry,
         "filtered": scan.filtered,

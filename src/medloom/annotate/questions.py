@@ -5,6 +5,7 @@ letter; plus open-ended, yes/no, and grounding questions (answer: a normalised b
 
 from __future__ import annotations
 
+import json
 import random
 
 from ..vocab.words import anatomy_phrase, class_name, finding, label_words, modality_phrase, sentence
@@ -165,4 +166,31 @@ def open_questions(
                 answer_label=roi["label"],
             )
         )
+    return out
+
+
+def source_questions(record: dict) -> list[dict]:
+    """The multiple-choice questions the source itself published for this image (the `medmat` reader keeps
+    Med-MAT's in the record's `meta`), as they were: question, options, answer and letter unchanged."""
+    try:
+        meta = json.loads(record.get("meta") or "{}")
+    except ValueError:
+        return []
+    found = meta.get("medmat") if isinstance(meta, dict) else None
+    out = []
+    for q in found if isinstance(found, list) else []:
+        if isinstance(q, dict) and q.get("options"):
+            out.append(
+                item(
+                    "multiple-choice",
+                    q["Question"],
+                    q["Answer"],
+                    options=list(q["options"]),
+                    option_labels=list(q["options"]),
+                    answer_letter=q["Answer-choice"],
+                    answer_label=q["Answer"],
+                    prompt=q["Question-choice"],
+                    source="medmat",
+                )
+            )
     return out

@@ -34,7 +34,7 @@ from ..vocab.words import anatomy_phrase, label_words, modality_phrase
 from .captions import make_caption, task_family
 from .checks import TextChecker
 from .knowledge import load_knowledge
-from .questions import INSTRUCTION, LETTERS, multiple_choice, open_questions
+from .questions import INSTRUCTION, LETTERS, multiple_choice, open_questions, source_questions
 from .regions import describe_regions
 from .structures import instance_words, object_counts
 
@@ -259,16 +259,17 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
         ]
     if s.vqa and family:
         questions = []
-        mc = multiple_choice(row, family, rng, kb)
+        published = source_questions(row)  # the source's own (Med-MAT's), kept as published: no template one
+        mc = None if published else multiple_choice(row, family, rng, kb)
         if mc is not None:
             questions.append(mc)
-        elif len(row.get("label_space") or []) < 2:
+        elif not published and len(row.get("label_space") or []) < 2:
             out["notes"].append("no multiple-choice question: the label space has no distractor")
         questions += open_questions(row, family, rng, kb, max_grounding=s.max_grounding, instances=words)
         for q in questions:
             q["source"] = "template"
             out["flags"] += [f"question {p}" for p in checker.problems(q["question"], row, None)]
-        out["vqa"] = questions
+        out["vqa"] = published + questions
     return out
 
 
@@ -334,7 +335,7 @@ def llm_pass(
             )
             jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
         for i, q in enumerate(ann["vqa"]):
-            if q["kind"] == "multiple-choice":
+            if q["kind"] == "multiple-choice" and q["source"] == "template":  # a source's own question stays as published
                 prompt = (
                     f'Facts: {{"modality": "{row["modality"]}", "anatomy": "{row["anatomy"]}"}}\n'
                     f"Question to rephrase: {q['question']}\nRephrase the question; do not answer it and do "

@@ -3,9 +3,8 @@
 Each split goes to its own file, always: `FORMAT-train.json`, `FORMAT-val.json`, `FORMAT-test.json` (`.jsonl`
 for swift).
 
-- `medmat`: Med-MAT's fields, one item per multiple-choice question: `id`, `caption`, `image`, `Question`
-  (the instruction), `Question-choice` (the options in order, A to D), `Answer` (the correct option),
-  `Answer-choice` (its letter), `data-no` (the source), plus `split`.
+- `medmat`: Med-MAT's own records and files (`medmat.py`): `Original_Medical_Datasets/ori--NN-SPLIT.json` and
+  `Aggregated_Subsets/Subset--NN-SPLIT.json`, images under `med-mat/` as Med-MAT lays them out.
 - `llava`: LLaVA conversations: `id`, `split`, `image`, `conversations` of `{"from": "human"|"gpt", "value"}`,
   the first human turn starting with `<image>\\n`.
 - `sharegpt`: the multimodal ShareGPT layout LLaMA-Factory reads: `id`, `split`, `messages` of
@@ -34,6 +33,7 @@ from ..locks import hold
 from ..outputs import OutputFolder, write_atomic
 from ..view.texts import choose_text
 from . import check_options, open_output_folder
+from . import medmat as medmat_json
 
 TRAINING_FORMATS = ("medmat", "llava", "sharegpt", "swift")
 JSONL_FORMATS = ("swift",)
@@ -112,25 +112,6 @@ def turns(row: dict, ann: dict) -> list[tuple[str, str, dict | None]]:
     return out
 
 
-def medmat_items(row: dict, ann: dict, image: str) -> list[dict]:
-    items = []
-    for n, q in enumerate(x for x in ann["vqa"] if x["kind"] == "multiple-choice"):
-        items.append(
-            {
-                "id": f"{row['id']}#{n}",
-                "caption": description(row, ann),
-                "image": image,
-                "Question": q["question"],
-                "Question-choice": list(q["options"]),
-                "Answer": q["answer"],
-                "Answer-choice": q["answer_letter"],
-                "data-no": row["source"],
-                "split": row["split"],
-            }
-        )
-    return items
-
-
 def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
     conversation = []
     for i, (question, answer, _) in enumerate(turns(row, ann)):
@@ -168,7 +149,7 @@ def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
     return [item]
 
 
-BUILDERS = {"medmat": medmat_items, "llava": llava_items, "sharegpt": sharegpt_items, "swift": swift_items}
+BUILDERS = {"llava": llava_items, "sharegpt": sharegpt_items, "swift": swift_items}
 
 
 def open_training_folder(loom: Path, out: Path) -> OutputFolder:
@@ -286,15 +267,48 @@ def _export_training(
         "keep_metadata": keep_metadata,
     }
     items: dict[str, list[dict]] = {}
-    for results in rendered(con.sql(query), settings, workers, quiet, f"export {fmt}", total, report.quarantined):
-        folder.claim_many(image_name(r["row"]["id"], ext) for r in results)
+    found: list[tuple[list[str], dict]] = []  # medmat: (files, record)
+    names = {n: medmat_json.original_names(e.get("label_map") or {}) for n, e in catalog.read_manifest(loom)["sources"].items()}
+    passes = [(ext, query, total)]
+    if fmt == "medmat" and image_format == "keep" and ext == "png":  # JPEG files stay JPEG: Med-MAT's paths hold
+        jpeg = "regexp_matches(lower(uri), '\\.jpe?g$')"
+        passes = [
+            (
+                kind,
+                f"SELECT * FROM selection WHERE {cond} ORDER BY id",
+                con.execute(f"SELECT count(*) FROM selection WHERE {cond}").fetchall()[0][0],
+            )
+            for kind, cond in (("jpg", jpeg), ("png", f"NOT {jpeg}"))
+        ]
+    batches = (
+        (kind, results)
+        for kind, sql, n in passes
+        for results in rendered(
+            con.sql(sql), {**settings, "image_format": kind}, workers, quiet, f"export {fmt}", n, report.quarantined
+        )
+    )
+    for kind, results in batches:
+        where_to = {
+            r["row"]["id"]: medmat_json.image_path(
+                r["row"], kind, image_name(r["row"]["id"], kind), sources[r["row"]["source"]]["pseudonymous_ids"]
+            )
+            if fmt == "medmat"
+            else image_name(r["row"]["id"], kind)
+            for r in results
+        }
+        folder.claim_many(where_to.values())
         for result in results:
             row = result["row"]
-            name = image_name(row["id"], ext)
+            name = where_to[row["id"]]
             write_atomic(out / name, result["image"])
             report.images += 1
             shown = str((out / name).resolve()) if absolute_paths else name
-            items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], shown))
+            if fmt == "medmat":
+                found += medmat_json.items(row, anns[row["id"]], shown, names.get(row["source"], {}))
+            else:
+                items.setdefault(row["split"], []).extend(BUILDERS[fmt](row, anns[row["id"]], shown))
+    if fmt == "medmat":
+        items = medmat_json.file_groups(found)
     report.items = sum(len(v) for v in items.values())
     report.files = write_items(folder, fmt, items)
     if fmt == "sharegpt":
@@ -319,9 +333,10 @@ def _export_training(
         for p in [i["image"] for i in every if "image" in i] + [p for i in every for p in i.get("images", [])]
     }
     # images an earlier selection wrote and this one does not name mislead; only medloom's own are removed
-    folder.remove_many([r for r in folder.owned if r.startswith("images/") and r not in used])
+    folder.remove_many([r for r in folder.owned if r.startswith(("images/", "med-mat/")) and r not in used])
+    ours = (f"{fmt}-", f"{medmat_json.ORIGINAL}/", f"{medmat_json.SUBSETS}/") if fmt == "medmat" else (f"{fmt}-",)
     folder.remove_many(
-        [r for r in folder.owned if r.endswith((".json", ".jsonl")) and r.startswith(f"{fmt}-") and r not in report.files]
+        [r for r in folder.owned if r.endswith((".json", ".jsonl")) and r.startswith(ours) and r not in report.files]
     )
     return report
 
@@ -338,6 +353,10 @@ def write_items(folder: OutputFolder, fmt: str, items: dict[str, list[dict]]) ->
     """One file per split, always (FORMAT-train.json, FORMAT-val.json, FORMAT-test.json): a trainer pointed at
     the training file can never read a test record."""
     ext = "jsonl" if fmt in JSONL_FORMATS else "json"
+    if fmt == "medmat":  # already named by file (`medmat.file_groups`)
+        for name, data in items.items():
+            folder.write_bytes(name, medmat_json.text(data).encode())
+        return sorted(items)
     groups = {f"{fmt}-{split}.{ext}": v for split, v in sorted(items.items())}
     for name, data in groups.items():
         if ext == "jsonl":

@@ -29,6 +29,7 @@ READERS = {
     "imagefolder": Reader(image_files=True),
     "names": Reader(image_files=True),  # labels, patient, split and facts from file names / paths (a regex)
     "csv": Reader(image_files=True),
+    "medmat": Reader(image_files=True),  # Med-MAT's question files; their questions kept in each record's meta
     "coco": Reader(image_files=True),
     "voc": Reader(image_files=True),
     "yolo": Reader(image_files=True),

@@ -12,8 +12,10 @@ import pickle
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import cli, make_image, rows, write_recipe
+import pytest
+from conftest import cli, load_json, make_image, rows, write_recipe
 from PIL import Image
+from test_eval import Server
 
 from medloom.records import source_questions
 
@@ -414,3 +416,138 @@ def test_hf_parquet(tmp_path):
     assert rows(loom, "SELECT path, reason FROM quarantine") == [
         {"path": "data/test-00000-of-00001.parquet#1:1", "reason": "missing_image"}
     ]
+
+
+# a model's replies to SLAKE's test questions: forms lmms-eval's normalisation does and does not equate
+SLAKE_REPLIES = {
+    "What modality is used to take this image?": "CT (computed tomography).",
+    "Does the picture contain liver?": "Yes, the liver is visible.",
+    "Where is the liver?": "Left side of the abdomen",
+    "图中有肝脏吗?": "是的。",
+    "Which organ is abnormal?": "left lung right",
+    "Is the lung healthy?": "Yes",
+}
+
+
+def test_eval_slake_matches_lmms_eval(tmp_path):
+    """`eval vqa` on SLAKE's own questions: medloom's exact match overall, on open and on closed questions equals
+    lmms-eval's `slake_accuracy`, `slake_open_accuracy` and `slake_closed_accuracy` (its functions, copied in
+    tests/lmms_eval_slake.py, run on the same replies); closed accuracy reads yes/no, token recall open words."""
+    import lmms_eval_slake as lmms
+
+    root = tmp_path / "Slake1.0"
+    write_slake(root)
+    recipe = write_recipe(tmp_path, [dict(name="slake", reader="vqa", path=str(root))])
+    cli("ingest", recipe, "-q")
+    server = Server(answer=lambda prompt: SLAKE_REPLIES[prompt.split("\n")[0]])
+    try:
+        proc = cli(
+            "eval", "vqa", tmp_path / "loom", "--model", f"openai:{server.url}#m", "--out", tmp_path / "run", "--workers", "1"
+        )
+    finally:
+        server.close()
+    assert sorted(line.split("\n")[0] for line in server.log) == sorted(SLAKE_REPLIES)
+    assert all(line.endswith("\nAnswer the question using a single word or phrase.") for line in server.log)
+    results = load_json(tmp_path / "run" / "results.json")
+    bench = results["benchmark"]
+    docs = {d["question"]: d for d in json.loads((root / "test.json").read_text())}
+    preds = pq.read_table(tmp_path / "run" / "predictions.parquet").to_pylist()
+    records = []
+    for p in preds:
+        question = p["prompt"].split("\n")[0]
+        records.append(lmms.slake_process_results(docs[question], [p["raw"]]))
+        assert p["exact_match"] == records[-1]["is_correct"]
+    assert bench["overall"]["exact_match"]["value"] == pytest.approx(lmms.slake_aggregate_accuracy(records))
+    assert bench["by_answer_type"]["open"]["open_exact_match"]["value"] == pytest.approx(
+        lmms.slake_aggregate_open_accuracy(records)
+    )
+    assert bench["by_answer_type"]["closed"]["closed_exact_match"]["value"] == pytest.approx(
+        lmms.slake_aggregate_closed_accuracy(records)
+    )
+    assert lmms.slake_aggregate_accuracy(records) == pytest.approx(3 / 6)
+    # medloom's own closed accuracy reads "Yes, the liver is visible." as yes
+    assert bench["overall"]["closed_accuracy"]["value"] == pytest.approx(2 / 3)
+    # open: CT (exact), "Left side of the abdomen" (all of "left"), "left lung right" (exact)
+    assert bench["overall"]["open_token_recall"]["value"] == pytest.approx(1.0)
+    assert bench["overall"]["open_exact_match"]["value"] == pytest.approx(2 / 3)
+    overall = bench["overall"]["closed_accuracy"]
+    assert overall["n"] == 3 and overall["wilson95"][0] < 2 / 3 < overall["wilson95"][1]
+    # a question whose type is no MAT task (Position) counts under its record's task
+    assert {k: v["n"] for k, v in bench["by_triplet"].items()} == {
+        "CT / abdomen / modality recognition": 1,
+        "CT / abdomen / organ recognition": 3,
+        "X-ray / chest / disease": 2,
+    }
+    assert bench["by_language"]["zh"]["n"] == 1
+    assert results["settings"]["question_kind"] == "source"
+    assert "benchmark questions" in proc.stdout and "open token recall" in proc.stdout
+
+
+def test_every_format_evaluates_through_the_cli(tmp_path):
+    """Each published format, ingested into one loom, asked by `eval vqa` (multiple choice by letter, free answers
+    as text) and reported per source; generated questions are not asked (the loom has only source questions)."""
+    write_vqa_rad(tmp_path / "vqarad")
+    write_slake(tmp_path / "slake")
+    write_vlmeval_tsv(tmp_path / "tsv", tmp_path)
+    (tmp_path / "tsv" / "GMAI-MMBench_VAL.tsv").rename(tmp_path / "tsv" / "MedXpertQA_MM_test.tsv")
+    write_hf_parquet(tmp_path / "hf", tmp_path)
+    omni = tmp_path / "omni"
+    make_image(omni / "Images" / "X" / "a.png", seed=5)
+    (omni / "QA_information" / "Open-access").mkdir(parents=True)
+    (omni / "QA_information" / "Open-access" / "X.json").write_text(
+        json.dumps(
+            [
+                {
+                    "question_id": "X_1",
+                    "question_type": "Modality Recognition",
+                    "question": "What modality?",
+                    "gt_answer": "MRI",
+                    "image_path": "Images/X/a.png",
+                    "option_A": "CT",
+                    "option_B": "MRI",
+                    "modality_type": "MR",
+                }
+            ]
+        )
+    )
+    recipe = write_recipe(
+        tmp_path,
+        [
+            dict(name="vqarad", reader="vqa", path=str(tmp_path / "vqarad"), modality="CT"),
+            dict(name="slake", reader="vqa", path=str(tmp_path / "slake")),
+            dict(name="tsv", reader="vlmeval_tsv", path=str(tmp_path / "tsv")),
+            dict(name="hf", reader="vqa_parquet", path=str(tmp_path / "hf"), modality="CT", anatomy="chest"),
+            dict(name="omni", reader="vqa", path=str(omni)),
+        ],
+    )
+    cli("ingest", recipe, "-q", check=False)
+    server = Server(answer=lambda prompt: "B" if "\nA. " in prompt else "yes")
+    try:
+        cli(
+            "eval",
+            "vqa",
+            tmp_path / "loom",
+            "--model",
+            f"openai:{server.url}#m",
+            "--out",
+            tmp_path / "run",
+            "--workers",
+            "1",
+            "-q",
+        )
+    finally:
+        server.close()
+    results = load_json(tmp_path / "run" / "results.json")
+    by_source = results["benchmark"]["by_source"]
+    assert {k: (v["closed"], v["open"]) for k, v in by_source.items()} == {
+        "hf": (2, 1),
+        "omni": (1, 0),
+        "slake": (3, 3),
+        "tsv": (3, 0),
+        "vqarad": (1, 2),
+    }
+    # omni: B is MRI (right); tsv: row 0's answer is A (wrong), row 1's B (right), "yes" to a "no" (wrong)
+    assert by_source["omni"]["closed_accuracy"]["value"] == 1.0
+    assert by_source["tsv"]["closed_accuracy"]["value"] == pytest.approx(1 / 3)
+    preds = pq.read_table(tmp_path / "run" / "predictions.parquet")
+    assert set(preds.column("rule").to_pylist()) == {"letter", "yes-no", "exact-match"}

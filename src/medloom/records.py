@@ -179,3 +179,59 @@ def licence_commercial_use(license: str | None) -> bool | None:
     if any(t in text for t in ("cc-by", "cc0", "public-domain", "mit", "apache", "bsd", "odbl", "pddl")):
         return True
     return None
+
+
+# A benchmark's own questions (VQA-RAD, SLAKE, PathVQA, PMC-VQA, OmniMedVQA, VLMEvalKit TSV, Parquet), kept in
+# the record's `meta` under this key as a list, one dict per question, never mixed with the questions that
+# `medloom annotate` generates (those live in the annotation). Every reader that stores a dataset's own questions
+# (the VQA readers, Med-MAT's) writes this one shape through `source_question`, and `eval vqa --questions source`
+# reads it back with `source_questions`.
+SOURCE_QUESTIONS = "source_questions"
+ANSWER_TYPES = ("open", "closed")
+
+
+def source_question(
+    question: str,
+    answer: str,
+    *,
+    answer_type: str = "",
+    options: list[str] | None = None,
+    qid: str = "",
+    question_type: str = "",
+    language: str = "",
+    task: str = "",
+) -> dict:
+    """One source question: `answer` is the answer's text (for a multiple-choice question the right option's
+    text, `answer_letter` its letter); `answer_type` is open or closed (a question with options, or answered
+    yes or no, is closed when the benchmark does not say); `task` is the question's MAT task when its type maps
+    to one (SLAKE's content_type, OmniMedVQA's question_type), else empty (the record's task)."""
+    options = [str(o) for o in options or []]
+    answer = str(answer).strip()
+    kind = answer_type.strip().lower()
+    if kind not in ANSWER_TYPES:
+        kind = "closed" if options or answer.lower() in ("yes", "no") else "open"
+    letter = ""
+    if options and answer in options:
+        letter = "ABCDEFGHIJ"[options.index(answer)]
+    return {
+        "id": str(qid),
+        "question": str(question).strip(),
+        "options": options,
+        "answer": answer,
+        "answer_letter": letter,
+        "answer_type": kind,
+        "question_type": str(question_type or ""),
+        "language": str(language or ""),
+        "task": task,
+    }
+
+
+def source_questions(meta: str | dict | None) -> list[dict]:
+    """The source questions a record's `meta` holds (empty for a record without)."""
+    if not meta:
+        return []
+    if isinstance(meta, str):
+        import json
+
+        meta = json.loads(meta)
+    return list(meta.get(SOURCE_QUESTIONS) or []) if isinstance(meta, dict) else []

@@ -80,6 +80,14 @@ def eval_vqa(
             "(logged in RUN/judge.jsonl)."
         ),
     ] = None,
+    questions: Annotated[
+        str,
+        typer.Option(
+            help="source: the benchmark's own questions (vqa, vlmeval_tsv, vqa_parquet readers; open and closed, "
+            "scored by closed accuracy, exact match and token recall); generated: the multiple-choice questions "
+            "of `medloom annotate`; auto: source where the selection has any."
+        ),
+    ] = "auto",
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes rendering the images (default: all cores).")] = 0,
     executor: Executor = None,
     address: Address = None,
@@ -107,6 +115,7 @@ def eval_vqa(
         max_failures=max_failures,
         allow_insecure_key=allow_insecure_key,
         judge=judge,
+        questions=questions,
     )
     try:
         results = evaluate_vqa(
@@ -137,6 +146,8 @@ def eval_vqa(
                 f"{m['mean_class_recall']:.3f}",
             )
         out.print(table)
+        if results.get("benchmark"):
+            print_benchmark(results["benchmark"])
         out.print("rules: " + ", ".join(f"{k} {v}" for k, v in sorted(results["rules"].items())), highlight=False)
         if results.get("judge"):
             j = results["judge"]
@@ -153,6 +164,35 @@ def eval_vqa(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def print_benchmark(bench: dict) -> None:
+    """The named metrics of a run on a benchmark's own questions, per answer type, triplet and source."""
+
+    def cell(m: dict) -> str:
+        if not m["n"]:
+            return "-"
+        lo, hi = m["bootstrap95"]
+        return f"{m['value']:.3f} ({lo:.3f}-{hi:.3f}) n={m['n']}"
+
+    table = Table(title="benchmark questions (95% bootstrap, patients)", title_justify="left")
+    for name in ("group", "closed accuracy", "open exact match", "open token recall", "exact match"):
+        table.add_column(name, justify="left" if name == "group" else "right")
+    groups = [
+        *((f"{k} questions", v) for k, v in bench["by_answer_type"].items()),
+        *bench["by_triplet"].items(),
+        *((f"source {k}", v) for k, v in bench["by_source"].items()),
+        ("overall", bench["overall"]),
+    ]
+    for name, m in groups:
+        table.add_row(
+            escape(name),
+            cell(m["closed_accuracy"]),
+            cell(m["open_exact_match"]),
+            cell(m["open_token_recall"]),
+            cell(m["exact_match"]),
+        )
+    out.print(table)
 
 
 def _clip_eval(

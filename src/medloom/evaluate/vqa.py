@@ -53,6 +53,13 @@ JUDGE_PROMPT = (
     'Which option does the answer choose? Reply with that option\'s letter only, or with "none" when '
     "it does not choose exactly one option."
 )
+BENCHMARK_FIELDS = [
+    ("answer_type", pa.string()),
+    ("question_type", pa.string()),
+    ("language", pa.string()),
+    ("exact_match", pa.bool_()),
+    ("token_recall", pa.float32()),
+]
 PREDICTION_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
@@ -104,6 +111,9 @@ class VQASettings(RunSelection):
     max_failures: int = 20
     allow_insecure_key: bool = False
     judge: str | None = None  # a chat model mapping invalid answers to an option (`judge_invalid`)
+    # the benchmark's own questions (records.SOURCE_QUESTIONS, `benchmark.py`), the generated multiple-choice
+    # ones, or auto: the source questions where the selection has any (the two are never mixed)
+    questions: str = "auto"
 
 
 def rotations(options: list[str], circular: bool) -> list[int]:
@@ -338,7 +348,17 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     con, fingerprint, what = select(loom, s)
     selected = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()
     rows = selected.to_pylist()
-    items = build_items(rows, s)
+    benchmark = use_source_questions(rows, s.questions)
+    if benchmark:
+        from .benchmark import build_source_items
+
+        items = build_source_items(rows, s.circular, prompt)
+        if model is not None and any(not i["options"] for i in items):
+            raise EvalError(f"{s.model}: a CLIP-style model answers only questions with options; these have free answers")
+    else:
+        items = build_items(rows, s)
+    if not items and benchmark:
+        raise EvalError(f"{loom}: no source question in {what} ({len(rows)} records)")
     if not items:
         raise EvalError(
             f"{loom}: no multiple-choice question in {what} ({len(rows)} records): the records need labels "
@@ -359,18 +379,26 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     asking = time.perf_counter() - asking
     answered = [i for i in items if "raw" in i]
     for item in answered:
-        if "rule" not in item:
+        if "rule" not in item and item["options"]:
             item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
-    judged = judge_invalid(folder, [i for i in answered if i["rule"] == "invalid"], s, quiet) if s.judge else None
+    invalid = [i for i in answered if i.get("rule") == "invalid" and i["options"]]
+    judged = judge_invalid(folder, invalid, s, quiet) if s.judge else None
     for item in answered:
-        item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
+        if benchmark:
+            from .benchmark import score_item
+
+            score_item(item)
+        else:
+            item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
         item["model"] = spec.text
-    table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
+    schema = pa.schema([*PREDICTION_SCHEMA, *BENCHMARK_FIELDS]) if benchmark else PREDICTION_SCHEMA
+    table = pa.Table.from_pylist([{k: i.get(k) for k in schema.names} for i in answered], schema)
     folder.write_table("predictions.parquet", table)
     settings = {
         **run_settings(loom, s, what, fingerprint, [i["record_id"] for i in items]),
         "model": spec.text,
         "questions": len({(i["record_id"], i["question"]) for i in items}),
+        "question_kind": "source" if benchmark else "generated",
     }
     results = {
         "settings": settings,
@@ -385,8 +413,22 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
         "judge": judged,
         **summarise(table.to_pylist(), circular=s.circular, seed=s.seed),
     }
+    if benchmark:
+        from .benchmark import summarise_benchmark
+
+        results["benchmark"] = summarise_benchmark(table.to_pylist(), seed=s.seed)
     folder.write_bytes("results.json", json.dumps(results, indent=1, ensure_ascii=False).encode())
     return results
+
+
+def use_source_questions(rows: list[dict], questions: str) -> bool:
+    """Whether the run asks the benchmark's own questions: `source`, `generated`, or auto (where any record has
+    them)."""
+    from ..records import source_questions
+
+    if questions not in ("auto", "source", "generated"):
+        raise EvalError(f"--questions {questions!r}: auto, source or generated")
+    return questions == "source" or (questions == "auto" and any(source_questions(r.get("meta")) for r in rows))
 
 
 def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet: bool) -> dict:

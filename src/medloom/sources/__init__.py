@@ -23,6 +23,9 @@ class Reader:
     mat_from_files: tuple[str, ...] = ()  # MAT elements it reads from the files (the recipe may leave them out)
     part_size: int = 128  # tasks per catalog part (a DICOM file can hold hundreds of frames, a NIfTI volume more)
     patient_data: bool = False  # its files hold patient data: record ids are pseudonyms unless the recipe says not
+    # its images are bytes inside a table (base64 in a TSV row, a Parquet cell): the module's `image_bytes(row, path,
+    # cache, max_bytes)` reads one, and view/render checks it against the hash taken at ingest
+    embedded: bool = False
 
 
 READERS = {
@@ -39,8 +42,13 @@ READERS = {
     "dicom_masks": Reader(renders=True, mat_from_files=ALL_MAT, part_size=16, patient_data=True),
     "nifti": Reader(renders=True, part_size=1),
     "pmc": Reader(mat_from_files=ALL_MAT),
+    # medical VQA benchmarks: their own questions stored with each image (records.SOURCE_QUESTIONS)
+    "vqa": Reader(mat_from_files=ALL_MAT),  # question files beside image files (VQA-RAD, SLAKE, PathVQA, PMC-VQA, ...)
+    "vlmeval_tsv": Reader(mat_from_files=ALL_MAT, embedded=True),  # VLMEvalKit's TSV, images as base64
+    "vqa_parquet": Reader(mat_from_files=ALL_MAT, embedded=True),  # Hugging Face datasets' Parquet, image bytes
 }
 RENDERED_READERS = frozenset(n for n, r in READERS.items() if r.renders)
+EMBEDDED_READERS = frozenset(n for n, r in READERS.items() if r.embedded)
 
 
 def known(name: str) -> str:

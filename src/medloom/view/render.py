@@ -33,7 +33,7 @@ from ..imaging import (
     rle_decode,
     rle_positions,
 )
-from ..sources import RENDERED_READERS, get_reader
+from ..sources import EMBEDDED_READERS, RENDERED_READERS, get_reader
 from .metadata import MetadataError
 from .metadata import strip as strip_metadata
 
@@ -61,6 +61,8 @@ def source_bytes(row: dict, source: dict, cache: dict) -> bytes:
             if isinstance(blob, io.BytesIO)
             else read_file(blob, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
         )
+    elif source["reader"] in EMBEDDED_READERS:  # an image stored in a table's row (a TSV, a Parquet file)
+        data = get_reader(source["reader"]).image_bytes(row, path, cache, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     else:
         data = read_file(path, source.get("max_file_bytes") or DEFAULT_MAX_FILE_BYTES)
     if row.get("file_hash") and file_hash(data) != row["file_hash"]:

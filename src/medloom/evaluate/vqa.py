@@ -53,6 +53,13 @@ JUDGE_PROMPT = (
     'Which option does the answer choose? Reply with that option\'s letter only, or with "none" when '
     "it does not choose exactly one option."
 )
+COUNTING = {
+    "invalid": "a reply that no parsing rule maps to exactly one option (rule invalid; after the judge where "
+    "--judge is given); counted wrong, in n",
+    "truncated": "a reply the server cut at --max-tokens (finish_reason length); not parsed, counted wrong, in n, "
+    "and counted apart from invalid",
+    "failed": "a question with no reply (server errors, unreadable images); not scored, not in n",
+}
 PREDICTION_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
@@ -73,6 +80,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("scores", pa.list_(pa.float32())),
         ("correct", pa.bool_()),
         ("invalid", pa.bool_()),
+        ("truncated", pa.bool_()),
+        ("finish_reason", pa.string()),
         ("latency_s", pa.float64()),
         ("cached", pa.bool_()),
         ("model", pa.string()),
@@ -104,6 +113,7 @@ class VQASettings(RunSelection):
     max_failures: int = 20
     allow_insecure_key: bool = False
     judge: str | None = None  # a chat model mapping invalid answers to an option (`judge_invalid`)
+    max_tokens: int = 2048  # room for a reasoning model's thinking before its letter
 
 
 def rotations(options: list[str], circular: bool) -> list[int]:
@@ -258,7 +268,8 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
         try:
             messages = [user_message(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
             started = time.perf_counter()  # the latency is the model's, not the image rendering's
-            item["raw"], item["cached"] = client.answer(messages)
+            raw, item["cached"] = client.answer(messages)
+            item["raw"], item["finish_reason"] = str(raw), getattr(raw, "finish_reason", None)
         except DecodeError as e:
             item["error"], item["unreadable"] = f"image: {e}", True
         except (LLMError, OSError, ValueError) as e:
@@ -359,11 +370,14 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     asking = time.perf_counter() - asking
     answered = [i for i in items if "raw" in i]
     for item in answered:
-        if "rule" not in item:
+        if item.get("finish_reason") == "length":  # cut at --max-tokens: its last word is unknown, never parsed
+            item["parsed"], item["rule"] = "", "truncated"
+        elif "rule" not in item:
             item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
     judged = judge_invalid(folder, [i for i in answered if i["rule"] == "invalid"], s, quiet) if s.judge else None
     for item in answered:
         item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
+        item["truncated"] = item["rule"] == "truncated"
         item["model"] = spec.text
     table = pa.Table.from_pylist([{k: i.get(k) for k in PREDICTION_SCHEMA.names} for i in answered], PREDICTION_SCHEMA)
     folder.write_table("predictions.parquet", table)
@@ -383,6 +397,7 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
         "asking_seconds": round(asking, 3),
         "llm": stats,
         "judge": judged,
+        "counting": COUNTING,
         **summarise(table.to_pylist(), circular=s.circular, seed=s.seed),
     }
     folder.write_bytes("results.json", json.dumps(results, indent=1, ensure_ascii=False).encode())
@@ -404,6 +419,7 @@ def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet
         timeout=s.timeout,
         max_wait=s.max_wait,
         allow_insecure_key=s.allow_insecure_key,
+        max_tokens=s.max_tokens,
     )
 
     def one(item: dict) -> dict:
@@ -455,6 +471,7 @@ def _ask_server(
         timeout=s.timeout,
         max_wait=s.max_wait,
         allow_insecure_key=s.allow_insecure_key,
+        max_tokens=s.max_tokens,
     )
     feed = None
     if s.images:

@@ -52,6 +52,8 @@ REPLIES = Path(__file__).parent / "data" / "vqa_replies.jsonl"
         ("Actually, the answer is B.", "B", "answer-is"),
         # letters written as options
         ("I think (C) fits best", "C", "option-letter"),
+        ("The lesion is round and anechoic, typical of a cyst. **C**", "C", "option-letter"),
+        ("C is my final answer", "C", "answer-is"),
         ("Option A (pleural effusion) is incorrect. Option C (cyst) is correct.", "C", "answer-is"),
         ("A. pleural effusion - unlikely\nC. cyst - matches the image", "C", "option-letter"),
         # option texts: rejected ones do not count, near spellings do

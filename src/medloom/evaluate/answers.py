@@ -15,7 +15,7 @@ emphasis and code fences, full-width letters and punctuation. Then:
 | `answer-is` | explicit choices (English, Chinese, Spanish), all naming one letter | `**Answer:** D`, `I choose A`, |
 | | | `A is correct`, `答案是 B`, `选B`, `La respuesta es C` |
 | `self-correction` | a choice taken back ("wait", "actually"): the text after it decides | `A. Wait, actually D` |
-| `option-letter` | letters written as options (`(C)`, `option C`, a line `C. ...`), one not rejected | `I think (C) fits best` |
+| `option-letter` | letters as options (`(C)`, `option C`, line `C. ...`, a last `C`), one not refused | `I think (C) fits best` |
 | `option-text` | option texts, exact or near spellings: one not rejected or only contrasted | `No cyst; it is an effusion.` |
 | `invalid` | none of these decides | see below |
 
@@ -101,6 +101,7 @@ EXPLICIT = [
             rf"(?:option\s+|choice\s+)?\(?){_L}",
             rf"(?i:\b(?:my (?:answer|choice|pick) is|i'm going with|going with)\s+(?:option\s+)?\(?){_L}",
             r"\(?([A-J])\)?(?:\s*\([^)]*\))?(?i:\s+is\s+(?:the\s+)?(?:correct|right|best)(?:\s+(?:answer|option|choice))?)",
+            r"\(?([A-J])\)?(?i:\s+is\s+my\s+(?:final\s+)?(?:answer|choice))",
             r"(?:正确)?答案\s*(?:是|为|应该是|应为|选)?\s*[:：]?\s*(?:选项)?\s*\(?([A-J])",
             r"(?:选择|选|应该是|应是|应为)\s*(?:选项)?\s*\(?([A-J])",
             r"([A-J])\s*(?:项|选项)?\s*(?:是)?(?:正确|对的)",
@@ -114,6 +115,7 @@ OPTION_LETTER = [
     re.compile(r"\(([A-J])\)"),
     re.compile(r"(?i:\b(?:option|choice|letter|opci[oó]n|选项))\s*\(?([A-J])\b"),
     re.compile(r"(?m)^\s*(?:[-*]\s*)?([A-J])\s*[.):]\s"),
+    re.compile(r"(?:^|[.!:]\s+|\n\s*)\(?([A-J])\)?\.?\s*$"),  # a letter alone closing the reply
     re.compile(r"(?:(?i:\b(?:it'?s|it is|is|es))\s+|是\s*)\(?([A-J])\)?(?=\s*(?:[.!,;]|$))"),
 ]
 # a letter written with text: `B: cyst`, `(B) cyst`, `option B - cyst`

@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/burned_in.py
 	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/answers.py
 	$(BIN)/python benchmarks/zeroshot.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/publish.py

@@ -12,6 +12,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {  # script: arguments at a tiny size (--data is added where the script takes it)
+    "answers.py": [],
     "burned_in.py": ["--every", "200"],
     "cores.py": ["--n", "40", "--workers", "1,2", "--baseline-n", "20"],
     "dedup.py": ["--small", "200", "--large", "400", "--near", "6"],
@@ -27,7 +28,7 @@ TINY = {  # script: arguments at a tiny size (--data is added where the script t
     "train.py": ["--n", "8", "--no-cg"],  # tests/test_cg.py runs examples/cg itself
     "zeroshot.py": ["--n", "8"],
 }
-NO_DATA = {"burned_in.py", "dedup.py", "pmc.py", "publish.py"}
+NO_DATA = {"answers.py", "burned_in.py", "dedup.py", "pmc.py", "publish.py"}
 
 
 def test_every_benchmark_is_listed():

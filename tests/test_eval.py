@@ -26,7 +26,7 @@ FORMS = [
     ("({L})", "letter"),
     ("{L}: {T}", "letter-text"),
     ("The answer is {L}.", "answer-is"),
-    ("I think ({L}) fits", "parenthesised"),
+    ("I think ({L}) fits", "option-letter"),
     ("{T}", "option-text"),
     ("It shows {T}.", "option-text"),
     ("I cannot tell from this image.", "invalid"),
@@ -63,6 +63,8 @@ class Server:
         self.down_after: int | None = None
         self.trickle: float | None = None  # seconds between the bytes of a reply: a server that sends slowly
         self.sent = 0
+        self.finish = None  # prompt -> the finish_reason sent with the reply ("length": cut at max_tokens)
+        self.max_tokens: list[int] = []
         self.lock = threading.Lock()
         outer = self
 
@@ -77,16 +79,17 @@ class Server:
                 content = body["messages"][-1]["content"]
                 text = content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
                 with outer.lock:
+                    outer.max_tokens.append(body.get("max_tokens"))
                     down = outer.down_after is not None and len(outer.log) >= outer.down_after
                     if not down:
                         outer.log.append(text)
                 if down:
                     data, code = b'{"error": "overloaded"}', 500
                 else:
-                    data, code = (
-                        json.dumps({"choices": [{"message": {"role": "assistant", "content": outer.answer(text)}}]}).encode(),
-                        200,
-                    )
+                    choice = {"message": {"role": "assistant", "content": outer.answer(text)}}
+                    if outer.finish:
+                        choice["finish_reason"] = outer.finish(text)
+                    data, code = json.dumps({"choices": [choice]}).encode(), 200
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -154,8 +157,8 @@ def loom(tmp_path_factory) -> Path:
         ("A: cyst", "", "invalid"),
         ("The answer is (B).", "B", "answer-is"),
         ("Answer: c", "C", "answer-is"),
-        ("Option D", "D", "answer-is"),
-        ("I think (C) fits best", "C", "parenthesised"),
+        ("Option D", "D", "letter"),
+        ("I think (C) fits best", "C", "option-letter"),
         ("cyst", "C", "option-text"),
         ("It shows a cyst.", "C", "option-text"),
         ("pleural effusion", "A", "option-text"),
@@ -233,6 +236,34 @@ def test_eval_vqa_parses_every_answer_counts_invalid_and_resumes(loom, server, t
     assert cmp["shared"] == len(test_ids) and cmp["same_records"]
     assert cmp["b_right_a_wrong"] == 0  # circular never gains a question
     assert cmp["difference"] == pytest.approx(cres["accuracy"] - overall["accuracy"])
+
+
+def test_replies_cut_at_max_tokens_are_counted_apart_from_invalid(loom, server, tmp_path):
+    """A reasoning model's reply cut at --max-tokens (finish_reason length) is never parsed (its letter may be
+    a thought it took back), counts wrong and is reported apart from invalid; the default leaves room to think."""
+    cut_off = lambda prompt: question_of(prompt)[1] % 2 == 1  # noqa: E731
+    server.answer = lambda prompt: "<think>Option A looks likely, but the margins" if cut_off(prompt) else "A"
+    server.finish = lambda prompt: "length" if cut_off(prompt) else "stop"
+    run = tmp_path / "run"
+    cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run, "-q")
+    assert set(server.max_tokens) == {2048}  # not 64: a reasoning model must reach its letter
+    preds = pq.read_table(run / "predictions.parquet").to_pylist()
+    cut = [p for p in preds if p["finish_reason"] == "length"]
+    assert cut and len(cut) < len(preds)
+    assert all(p["rule"] == "truncated" and p["truncated"] and not p["invalid"] and not p["correct"] for p in cut)
+    assert all(p["rule"] == "letter" and not p["truncated"] for p in preds if p["finish_reason"] == "stop")
+    results = json.loads((run / "results.json").read_text())
+    assert results["overall"]["truncated"] == len(cut) and results["overall"]["invalid"] == 0
+    assert results["rules"]["truncated"] == len(cut)
+    assert "max-tokens" in results["counting"]["truncated"] and "counted wrong" in results["counting"]["invalid"]
+    # run again from the cache: the finish reason was cached with the reply
+    before = len(server.max_tokens)
+    proc = cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", run)
+    assert len(server.max_tokens) == before and f"truncated: {len(cut)} replies" in proc.stdout
+    assert json.loads((run / "results.json").read_text())["overall"] == results["overall"]
+    # --max-tokens goes to the server
+    cli("eval", "vqa", loom, "--model", f"openai:{server.url}#m", "--out", tmp_path / "short", "--max-tokens", "300", "-q")
+    assert set(server.max_tokens[before:]) == {300}
 
 
 def judge_reply(prompt: str) -> str:

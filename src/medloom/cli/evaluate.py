@@ -88,6 +88,14 @@ def eval_vqa(
             "of `medloom annotate`; auto: source where the selection has any."
         ),
     ] = "auto",
+    max_tokens: Annotated[
+        int,
+        typer.Option(
+            help="The longest reply asked of the server, in tokens: room for a reasoning model to think before "
+            "its letter. A reply cut there (finish_reason length) counts wrong, reported apart from invalid.",
+            min=1,
+        ),
+    ] = 2048,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes rendering the images (default: all cores).")] = 0,
     executor: Executor = None,
     address: Address = None,
@@ -116,6 +124,7 @@ def eval_vqa(
         allow_insecure_key=allow_insecure_key,
         judge=judge,
         questions=questions,
+        max_tokens=max_tokens,
     )
     try:
         results = evaluate_vqa(
@@ -149,6 +158,12 @@ def eval_vqa(
         if results.get("benchmark"):
             print_benchmark(results["benchmark"])
         out.print("rules: " + ", ".join(f"{k} {v}" for k, v in sorted(results["rules"].items())), highlight=False)
+        if results["overall"].get("truncated"):
+            out.print(
+                f"truncated: {results['overall']['truncated']} replies cut at --max-tokens {max_tokens} (counted wrong, "
+                "not invalid); raise --max-tokens to let them finish",
+                highlight=False,
+            )
         if results.get("judge"):
             j = results["judge"]
             out.print(

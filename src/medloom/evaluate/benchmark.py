@@ -129,6 +129,10 @@ def build_source_items(rows: list[dict], circular: bool, choice_prompt) -> list[
 def score_item(item: dict) -> None:
     """Fill parsed, rule, correct, invalid, exact_match and token_recall of an answered item."""
     raw = item["raw"] or ""
+    if item.get("rule") == "truncated":  # cut at --max-tokens: wrong, and counted apart from invalid
+        item["correct"] = item["exact_match"] = item["invalid"] = False
+        item["token_recall"] = 0.0
+        return
     if item["options"]:
         if "rule" not in item:
             item["parsed"], item["rule"] = parse_answer(raw, item["options"])

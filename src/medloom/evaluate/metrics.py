@@ -3,7 +3,8 @@
 The unit is a question; with `--circular` a question is right only when every rotation of its options is.
 Each group reports n, correct, accuracy, its 95% Wilson interval, a 95% bootstrap interval that resamples
 patients (images when the patient is unknown: images of one patient are not independent), the invalid
-answers (rows no parsing rule matched, counted wrong) and the mean per-class recall (the mean over answer
+answers (rows no parsing rule matched, counted wrong), the truncated answers (cut at --max-tokens, counted wrong,
+apart from invalid) and the mean per-class recall (the mean over answer
 classes of the share of their questions answered right).
 """
 
@@ -28,6 +29,7 @@ def units(rows: list[dict], circular: bool) -> list[dict]:
                 "question": q,
                 "correct": all(g["correct"] for g in group),
                 "invalid": sum(bool(g["invalid"]) for g in group),
+                "truncated": sum(bool(g.get("truncated")) for g in group),
                 "answers": len(group),
                 "cluster": first["patient"] or f"record:{rid}",
                 "label": first["answer_label"],
@@ -57,6 +59,7 @@ def metrics(group: list[dict], seed: int) -> dict:
             "clusters": 0,
             "invalid": 0,
             "invalid_rate": None,
+            "truncated": 0,
             "mean_class_recall": None,
         }
     correct = sum(u["correct"] for u in group)
@@ -76,6 +79,7 @@ def metrics(group: list[dict], seed: int) -> dict:
         "clusters": len({u["cluster"] for u in group}),
         "invalid": invalid,
         "invalid_rate": invalid / answers if answers else 0.0,
+        "truncated": sum(u.get("truncated", 0) for u in group),
         "mean_class_recall": sum(sum(v) / len(v) for v in by_label.values()) / len(by_label) if by_label else 0.0,
     }
 

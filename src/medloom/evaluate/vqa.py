@@ -60,6 +60,13 @@ BENCHMARK_FIELDS = [
     ("exact_match", pa.bool_()),
     ("token_recall", pa.float32()),
 ]
+COUNTING = {
+    "invalid": "a reply that no parsing rule maps to exactly one option (rule invalid; after the judge where "
+    "--judge is given); counted wrong, in n",
+    "truncated": "a reply the server cut at --max-tokens (finish_reason length); not parsed, counted wrong, in n, "
+    "and counted apart from invalid",
+    "failed": "a question with no reply (server errors, unreadable images); not scored, not in n",
+}
 PREDICTION_SCHEMA = pa.schema(
     [
         ("record_id", pa.string()),
@@ -80,6 +87,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("scores", pa.list_(pa.float32())),
         ("correct", pa.bool_()),
         ("invalid", pa.bool_()),
+        ("truncated", pa.bool_()),
+        ("finish_reason", pa.string()),
         ("latency_s", pa.float64()),
         ("cached", pa.bool_()),
         ("model", pa.string()),
@@ -114,6 +123,7 @@ class VQASettings(RunSelection):
     # the benchmark's own questions (records.SOURCE_QUESTIONS, `benchmark.py`), the generated multiple-choice
     # ones, or auto: the source questions where the selection has any (the two are never mixed)
     questions: str = "auto"
+    max_tokens: int = 2048  # room for a reasoning model's thinking before its letter
 
 
 def rotations(options: list[str], circular: bool) -> list[int]:
@@ -268,7 +278,8 @@ def ask(items: list[dict], client, feed: ImageFeed | None, s: VQASettings, advan
         try:
             messages = [user_message(item["prompt"], [feed.get(item["record_id"])] if feed else [])]
             started = time.perf_counter()  # the latency is the model's, not the image rendering's
-            item["raw"], item["cached"] = client.answer(messages)
+            raw, item["cached"] = client.answer(messages)
+            item["raw"], item["finish_reason"] = str(raw), getattr(raw, "finish_reason", None)
         except DecodeError as e:
             item["error"], item["unreadable"] = f"image: {e}", True
         except (LLMError, OSError, ValueError) as e:
@@ -379,7 +390,9 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     asking = time.perf_counter() - asking
     answered = [i for i in items if "raw" in i]
     for item in answered:
-        if "rule" not in item and item["options"]:
+        if item.get("finish_reason") == "length":  # cut at --max-tokens: its last word is unknown, never parsed
+            item["parsed"], item["rule"] = "", "truncated"
+        elif "rule" not in item and item["options"]:
             item["parsed"], item["rule"] = parse_answer(item["raw"], item["options"])
     invalid = [i for i in answered if i.get("rule") == "invalid" and i["options"]]
     judged = judge_invalid(folder, invalid, s, quiet) if s.judge else None
@@ -390,6 +403,7 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
             score_item(item)
         else:
             item["correct"], item["invalid"] = item["parsed"] == item["answer"], item["rule"] == "invalid"
+        item["truncated"] = item.get("rule") == "truncated"
         item["model"] = spec.text
     schema = pa.schema([*PREDICTION_SCHEMA, *BENCHMARK_FIELDS]) if benchmark else PREDICTION_SCHEMA
     table = pa.Table.from_pylist([{k: i.get(k) for k in schema.names} for i in answered], schema)
@@ -411,6 +425,7 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
         "asking_seconds": round(asking, 3),
         "llm": stats,
         "judge": judged,
+        "counting": COUNTING,
         **summarise(table.to_pylist(), circular=s.circular, seed=s.seed),
     }
     if benchmark:
@@ -446,6 +461,7 @@ def judge_invalid(folder: OutputFolder, items: list[dict], s: VQASettings, quiet
         timeout=s.timeout,
         max_wait=s.max_wait,
         allow_insecure_key=s.allow_insecure_key,
+        max_tokens=s.max_tokens,
     )
 
     def one(item: dict) -> dict:
@@ -497,6 +513,7 @@ def _ask_server(
         timeout=s.timeout,
         max_wait=s.max_wait,
         allow_insecure_key=s.allow_insecure_key,
+        max_tokens=s.max_tokens,
     )
     feed = None
     if s.images:

@@ -51,6 +51,19 @@ def read_capped(resp, limit: int) -> bytes:
     return data
 
 
+class Reply(str):
+    """An assistant's text that keeps the server's `finish_reason` ("stop", "length": cut at max_tokens; None
+    when the server sent none), so a reply cut short is told apart from one that says nothing usable."""
+
+    finish_reason: str | None = None
+
+    @classmethod
+    def of(cls, text: str, finish_reason: str | None) -> Reply:
+        reply = cls(text)
+        reply.finish_reason = finish_reason if isinstance(finish_reason, str) else None
+        return reply
+
+
 @dataclass
 class LLMStats:
     requests: int = 0  # HTTP requests sent, retries included
@@ -137,18 +150,20 @@ class LLMClient:
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
-    def cached(self, body: dict) -> str | None:
+    def cached(self, body: dict) -> Reply | None:
         path = self._cache_path(request_key(body))
         try:
-            return json.loads(path.read_text(encoding="utf-8"))["answer"]
-        except (OSError, ValueError, KeyError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Reply.of(data["answer"], data.get("finish_reason"))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def _store(self, body: dict, answer: str) -> None:
         path = self._cache_path(request_key(body))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"model": self.model, "answer": answer}, ensure_ascii=False), encoding="utf-8")
+        entry = {"model": self.model, "answer": answer, "finish_reason": getattr(answer, "finish_reason", None)}
+        tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, path)
 
     def _count(self, **n: int) -> None:
@@ -161,7 +176,8 @@ class LLMClient:
         return self.answer(messages)[0]
 
     def answer(self, messages: list[dict]) -> tuple[str, bool]:
-        """(the assistant's text, whether it came from the cache)."""
+        """(the assistant's text, a `Reply` where the server said why it stopped; whether it came from the
+        cache)."""
         body = self.body(messages)
         hit = self.cached(body)
         if hit is not None:
@@ -193,10 +209,11 @@ class LLMClient:
                     if cut.expired:
                         raise TimeoutError
                     if resp.status == 200:
-                        answer = json.loads(data)["choices"][0]["message"]["content"]
+                        choice = json.loads(data)["choices"][0]
+                        answer = choice["message"]["content"]
                         if not isinstance(answer, str):
                             raise LLMError(f"no text in the answer: {data[:200]!r}")
-                        return answer
+                        return Reply.of(answer, choice.get("finish_reason"))
                     last = f"HTTP {resp.status}: {data[:200].decode(errors='replace')}"
                     if resp.status not in RETRY_STATUS:
                         break

@@ -5,9 +5,9 @@ letter; plus open-ended, yes/no, and grounding questions (answer: a normalised b
 
 from __future__ import annotations
 
-import json
 import random
 
+from ..records import source_questions as records_source_questions
 from ..vocab.words import anatomy_phrase, class_name, finding, label_words, modality_phrase, sentence
 from .knowledge import KnowledgeBase, term_key
 from .structures import instance_words, objects
@@ -170,15 +170,16 @@ def open_questions(
 
 
 def source_questions(record: dict) -> list[dict]:
-    """The multiple-choice questions the source itself published for this image (the `medmat` reader keeps
-    Med-MAT's in the record's `meta`), as they were: question, options, answer and letter unchanged."""
+    """The multiple-choice questions a training set published for this image (the `medmat` reader keeps Med-MAT's
+    as source questions holding the published record), as they were: question, options, answer and letter
+    unchanged. A benchmark's source questions (the `vqa` readers') stay out: they are asked by `eval vqa`, never
+    mixed with the annotation's."""
     try:
-        meta = json.loads(record.get("meta") or "{}")
+        asked = records_source_questions(record.get("meta"))
     except ValueError:
         return []
-    found = meta.get("medmat") if isinstance(meta, dict) else None
     out = []
-    for q in found if isinstance(found, list) else []:
+    for q in (a.get("published") for a in asked if isinstance(a, dict)):
         if isinstance(q, dict) and q.get("options"):
             out.append(
                 item(

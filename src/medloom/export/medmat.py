@@ -16,6 +16,8 @@ import json
 import re
 from pathlib import PurePosixPath
 
+from ..records import source_questions
+
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 LETTERS = "ABCD"
 ORIGINAL = "Original_Medical_Datasets"
@@ -43,13 +45,12 @@ def safe_path(path: str) -> bool:
 
 
 def published(row: dict) -> list[dict]:
-    """The questions a `medmat` source read from Med-MAT's files (the record's `meta`), as read."""
+    """The questions a `medmat` source read from Med-MAT's files (its source questions' `published`), as read."""
     try:
-        meta = json.loads(row.get("meta") or "{}")
+        asked = source_questions(row.get("meta"))
     except ValueError:
         return []
-    found = meta.get("medmat") if isinstance(meta, dict) else None
-    return [q for q in found if isinstance(q, dict)] if isinstance(found, list) else []
+    return [q["published"] for q in asked if isinstance(q, dict) and isinstance(q.get("published"), dict)]
 
 
 def image_path(row: dict, ext: str, fallback: str, private: bool = False) -> str:

@@ -4,9 +4,10 @@ The source's root is the folder Med-MAT's README lays out: `med-mat/` (the unzip
 files in `Original_Medical_Datasets/ori--NN-train.json` and `Aggregated_Subsets/Subset--NN-train.json`. Each
 file is a JSON list of records `{id, caption, image, Question, Answer, Question-choice, Answer-choice, data-no}`;
 `image` is a path from the root (`med-mat/CT_Kindney_Dataset/.../Cyst- (561).jpg`). One record per image: its
-label is the records' `caption`, and every question about it (from every file) is kept as published in the
-record's `meta` (`medmat`: a list), which the annotate step turns into its questions and `--format medmat`
-writes back unchanged.
+label is the records' `caption`, and every question about it (from every file) is one of the record's source
+questions (`records.source_question`, in its `meta`, as the benchmark readers keep theirs) holding the record as
+published (`published`), which the annotate step turns into its questions and `--format medmat` writes back
+unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 from ..imaging import DEFAULT_MAX_FILE_BYTES, DecodeError, read_file
-from ..records import quarantine_row
+from ..records import SOURCE_QUESTIONS, quarantine_row, source_question
 from ..vocab.splits import split_name
 from .base import Scan, check_label, decode_image_file, decode_text, inside, make_task, source_roots
 
@@ -147,9 +148,13 @@ def scan(source: dict) -> Scan:
             entry = images.setdefault(image, {"split": split, "labels": [], "questions": []})
             if label not in entry["labels"]:
                 entry["labels"].append(label)
-            entry["questions"].append({**{f: record[f] for f in FIELDS}, "file": output_file(rel), "options": options_of(record)})
+            published = {**{f: record[f] for f in FIELDS}, "file": output_file(rel), "options": options_of(record)}
+            asked = source_question(
+                record["Question"], record["Answer"], answer_type="closed", options=published["options"], qid=str(record["id"])
+            )
+            entry["questions"].append({**asked, "published": published})
     for image, entry in images.items():
         path = os.path.normpath(os.path.join(root, image))
-        meta = {"medmat": entry["questions"]}
+        meta = {SOURCE_QUESTIONS: entry["questions"]}
         out.tasks.append(make_task(source, path, uri=image, split=entry["split"], labels=entry["labels"], extra={"meta": meta}))
     return out

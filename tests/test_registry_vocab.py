@@ -168,3 +168,18 @@ def test_task_readings_are_needed_and_normalise():
 )
 def test_terms_the_presets_needed(kind, term, canonical):
     assert default_vocabulary().normalise(kind, term) == canonical
+
+
+def test_presets_use_the_vocabularys_own_terms():
+    """A preset's `mat` is medloom's terms for the source: canonical ones (the recipe writes them as they are)."""
+    from medloom.registry.presets import presets
+
+    vocab = default_vocabulary()
+    for number, preset in presets("medmat").items():
+        for kind, term in preset.mat.items():
+            assert term in vocab.canonical[kind], (number, kind, term)
+    found = {n: p.mat for n, p in presets("medmat").items()}
+    assert {found[n]["task"] for n in (1, 7, 51, 54, 59, 79)} == {"state"}  # cervix type, hemorrhage, fracture, TB
+    assert found[84]["task"] == "protein localisation" and found[94]["task"] == "instrument segmentation"
+    assert found[34]["anatomy"] == found[96]["anatomy"] == "prostate" and found[98]["anatomy"] == "thyroid"
+    assert found[21]["anatomy"] == "fundus" and found[47]["anatomy"] == "retina"

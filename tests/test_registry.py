@@ -9,10 +9,10 @@ import json
 import pytest
 from conftest import cli as medloom
 
-from medloom.registry import KINDS, drift, load, normalised, raw, unknown_terms
+from medloom.registry import KINDS, drift, load, normalised_rows, raw, unknown_terms
 from medloom.registry.presets import presets
 from medloom.sources import READERS
-from medloom.vocab import UNKNOWN, default_vocabulary
+from medloom.vocab import default_vocabulary
 
 ACCESS = {"open download", "login", "competition rules", "data-use agreement", "unknown"}
 
@@ -78,18 +78,19 @@ def test_known_errors_are_kept_and_annotated(reg):
 
 
 def test_recorded_vocabulary_results_are_what_the_vocabulary_says_now():
-    """The normalised triplets were written by the vocabulary; after a change to it, run
-    `python -m medloom.registry refresh` and review the diff."""
+    """The normalised triplets were written by the vocabulary (tasks through `task_readings`); after a change to
+    either, run `python -m medloom.registry refresh` and review the diff."""
     assert drift() == []
     vocab = default_vocabulary()
     data = raw()
-    for row in data["datasets"] + data["subsets"]:
-        for kind, column in zip(KINDS, ("modality", "area", "task")):
-            found = vocab.normalise(kind, row[column], strict=False)
-            assert row["normalised"][kind] == (None if found == UNKNOWN else found), (row["number"], kind)
-        assert row["normalised"] == normalised(row)
+    now = normalised_rows(data)
+    for what, rows in (("dataset", data["datasets"]), ("subset", data["subsets"])):
+        for row in rows:
+            assert row["normalised"] == now[what, row["number"]], (what, row["number"])
+            for kind, column in zip(KINDS[:2], ("modality", "area")):  # M and A: the vocabulary, as written
+                assert row["normalised"][kind] == vocab.normalise(kind, row[column]), (row["number"], kind)
     assert data["unknown_terms"] == unknown_terms(data["datasets"] + data["subsets"])
-    assert data["unknown_terms"]["modality"] == []  # Med-MAT's abbreviations (Co, Der, DP, End, Mic) are synonyms
+    assert data["unknown_terms"] == {"modality": [], "anatomy": [], "task": []}
 
 
 def test_filters(reg):
@@ -102,8 +103,11 @@ def test_filters(reg):
     assert fp == [*range(21, 33), 66, 68, 75, 107, 108, 109]
     assert [d.number for d in reg.select(modality="oct")[0]] == [46, 47]  # whole terms: CT is not in OCT
     assert [d.number for d in reg.select(modality="ct")[0]] == [2, 3, 4, 5, 6, 7, 8]
-    # Fundus and Retina both normalise to eye
-    assert {d.number for d in reg.select(anatomy="retina")[0]} == set(fp) | {46, 47}
+    # Fundus (fundus photographs) and Retina (OCT) are two areas, as Med-MAT writes them
+    assert {d.number for d in reg.select(anatomy="retina")[0]} == {46, 47}
+    assert {d.number for d in reg.select(anatomy="optic disc")[0]} == set(fp)  # a synonym: normalised
+    # a task category matches by normalised task; a finding filed under one (tuberculosis: state) by its text
+    assert [d.number for d in reg.select(task="state")[0]] == [1, 7, 16, 50, 51, 59, 79]
     both, _ = reg.select(modality="X-ray", anatomy="Bones", task="fractured")
     assert [d.number for d in both] == [50, 51]
     assert reg.select(modality="no such modality") == ([], [])
@@ -131,14 +135,14 @@ def test_list_json_shape():
         "preset",
         "note",
     }
-    assert row["normalised"] == {"modality": "CT", "anatomy": "kidney", "task": None}
+    assert row["normalised"] == {"modality": "CT", "anatomy": "kidney", "task": "disease"}  # its subset's task
     assert data["subsets"][29] == {
         "number": 30,
         "modality": "X-ray",
         "area": "Lung",
         "task": "Tuberculosis Classification",
         "qa": "https://huggingface.co/datasets/FreedomIntelligence/Med-MAT/blob/main/Aggregated_Subsets/Subset--30-train.json",
-        "normalised": {"modality": "X-ray", "anatomy": "lung", "task": None},
+        "normalised": {"modality": "X-ray", "anatomy": "lung", "task": "state"},
         "members": [59, 79],
         "members_note": None,
         "note": None,
@@ -172,7 +176,7 @@ def test_show_prints_the_fields():
         "modality: CT",
         "area: Kidney",
         "task: Normal or Cyst or Tumor",
-        "normalised: CT | kidney | ?",
+        "normalised: CT | kidney | disease",
         "access: login",
         "licence: -",
         "layout: imagefolder: CT-KIDNEY-DATASET-Normal-Cyst-Tumor-Stone/",

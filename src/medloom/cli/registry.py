@@ -29,11 +29,11 @@ def registry_list(
         typer.Option(help="Only rows of this modality, as Med-MAT writes it (FP, Der) or as medloom names it (OCT, fundus)"),
     ] = None,
     anatomy: Annotated[
-        str | None, typer.Option(help="Only rows of this anatomical area, as written (Fundus) or normalised (eye).")
+        str | None, typer.Option(help="Only rows of this anatomical area, as written (Bones) or normalised (bone, optic disc).")
     ] = None,
     task: Annotated[
         str | None,
-        typer.Option(help="Only rows whose task contains these words (tuberculosis, segmentation) or normalises to this term."),
+        typer.Option(help="Only rows whose task contains these words (tuberculosis) or is of this category (state)."),
     ] = None,
     as_json: JSON = False,
 ) -> None:

@@ -2,8 +2,9 @@
 published with medloom's annotations (normalised triplet, access, licence, layout, preset, notes on known errors),
 so that `medloom registry`, presets and the CG matrix all read one copy that names its source commit.
 
-The normalised triplet is what the vocabulary (`vocab/`) said when the data was written; `drift` lists where it
-says something else now and `refresh` rewrites the file (`python -m medloom.registry refresh`)."""
+The normalised triplet is what the vocabulary (`vocab/`) said when the data was written, Med-MAT's free-text tasks
+read through the file's `task_readings` (`normalised_rows`); `drift` lists where it says something else now and
+`refresh` rewrites the file (`python -m medloom.registry refresh`)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ class Registry:
     datasets: tuple[Dataset, ...]
     subsets: tuple[Subset, ...]
     unknown_terms: dict[str, list[str]]
+    task_readings: dict[str, Any]
 
     def dataset(self, number: int) -> Dataset:
         return _numbered(self.datasets, number, f"no dataset {number} in the {self.name} registry: rows")
@@ -113,23 +115,51 @@ def _numbered(rows: tuple, number: int, what: str):
 
 def matches(kind: str, term: str, row: Dataset | Subset, vocabulary: Vocabulary | None = None) -> bool:
     """A filter term matches a row when it is the row's term as Med-MAT wrote it (any case or punctuation: `FP`,
-    `x ray`), or normalises to the row's normalised term (`fundus`, `retina` -> eye), or, for tasks (free text in
-    Med-MAT's table), when it is a part of the written task (`tuberculosis`, `segmentation`)."""
+    `x ray`), or normalises to the row's normalised term (`fundus photography`, `bones` -> bone). Tasks (free text
+    in Med-MAT's table) match where the term is a part of the written task (`tuberculosis`, `segmentation`), and by
+    normalised term only when the term names a category itself (`state`, `cancer`): a finding filed under a
+    category (`tuberculosis` under state) finds that finding's rows, not the whole category."""
     written = term_key(getattr(row, COLUMN[kind]))
     key = term_key(term)
     if key == written or (kind == "task" and key and key in written):
         return True
-    found = (vocabulary or default_vocabulary()).normalise(kind, term, strict=False)  # type: ignore[arg-type]
+    vocab = vocabulary or default_vocabulary()
+    found = vocab.normalise(kind, term, strict=False)  # type: ignore[arg-type]
+    if kind == "task" and key != term_key(found):
+        return False
     return found != UNKNOWN and found == row.normalised.get(kind)
 
 
-def normalised(written: dict[str, str], vocabulary: Vocabulary | None = None) -> dict[str, str | None]:
-    """The vocabulary's terms for a row's M/A/T as written; None where a term does not normalise."""
+def normalised(
+    written: dict[str, Any], vocabulary: Vocabulary | None = None, *, reading: str | None = None
+) -> dict[str, str | None]:
+    """The vocabulary's terms for a row's M/A/T as written; the task, where the vocabulary does not know the text,
+    from `reading` (the registry's reading of it: `task_readings`); None where a term does not normalise."""
     vocab = vocabulary or default_vocabulary()
     out: dict[str, str | None] = {}
     for kind in KINDS:
         found = vocab.normalise(kind, written[COLUMN[kind]], strict=False)
+        if found == UNKNOWN and kind == "task" and reading:
+            found = vocab.normalise(kind, reading, strict=False)
         out[kind] = None if found == UNKNOWN else found
+    return out
+
+
+def normalised_rows(data: dict[str, Any], vocabulary: Vocabulary | None = None) -> dict[tuple[str, int], dict]:
+    """Every row's normalised triplet, keyed ("dataset" | "subset", number). Med-MAT's task texts are free text,
+    often generic ("Multi Classification" is in seven subsets): a text the vocabulary knows is read as written;
+    else the registry's reading of that row (`task_readings`); else a dataset takes its subset's task (a dataset's
+    "Normal or Cyst or Tumor" is its subset's "Kidney Diseases Classification": disease)."""
+    readings = data.get("task_readings") or {}
+    out: dict[tuple[str, int], dict] = {}
+    for s in data["subsets"]:
+        out["subset", s["number"]] = normalised(s, vocabulary, reading=(readings.get("subsets") or {}).get(s["number"]))
+    subset_of = {n: s["number"] for s in data["subsets"] for n in s["members"]}
+    for d in data["datasets"]:
+        found = normalised(d, vocabulary, reading=(readings.get("datasets") or {}).get(d["number"]))
+        if found["task"] is None and d["number"] in subset_of:
+            found["task"] = out["subset", subset_of[d["number"]]]["task"]
+        out["dataset", d["number"]] = found
     return out
 
 
@@ -165,7 +195,8 @@ def load(name: str = "medmat") -> Registry:
         for d in data["datasets"]
     )
     subsets = tuple(Subset(**{**s, "members": tuple(s["members"])}) for s in data["subsets"])
-    return Registry(name, data["source"], datasets, subsets, data["unknown_terms"])
+    readings = data.get("task_readings") or {}
+    return Registry(name, data["source"], datasets, subsets, data["unknown_terms"], readings)
 
 
 def preset_layout(layout: dict | None, preset: Any) -> dict[str, str | None]:
@@ -178,10 +209,11 @@ def preset_layout(layout: dict | None, preset: Any) -> dict[str, str | None]:
 def drift(name: str = "medmat", vocabulary: Vocabulary | None = None) -> list[str]:
     """Where the stored normalised terms differ from what the vocabulary says now, one line each."""
     data = raw(name)
+    current_rows = normalised_rows(data, vocabulary)
     lines = []
     for what, rows in (("dataset", data["datasets"]), ("subset", data["subsets"])):
         for row in rows:
-            now = normalised(row, vocabulary)
+            now = current_rows[what, row["number"]]
             for kind in KINDS:
                 if row["normalised"][kind] != now[kind]:
                     lines.append(
@@ -198,8 +230,10 @@ def drift(name: str = "medmat", vocabulary: Vocabulary | None = None) -> list[st
 def refresh(name: str = "medmat", vocabulary: Vocabulary | None = None) -> Path:
     """Rewrite the registry file with the vocabulary's current terms (after a vocabulary change)."""
     data = raw(name)
-    for row in data["datasets"] + data["subsets"]:
-        row["normalised"] = normalised(row, vocabulary)
+    now = normalised_rows(data, vocabulary)
+    for what, rows in (("dataset", data["datasets"]), ("subset", data["subsets"])):
+        for row in rows:
+            row["normalised"] = now[what, row["number"]]
     data["unknown_terms"] = unknown_terms(data["datasets"] + data["subsets"])
     path = data_path(name)
     path.write_text(HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")

@@ -5,11 +5,9 @@ stored `normalised` modality, area and task (`medloom registry list --json`), so
 reaches this matrix through `python -m medloom.registry refresh`. Relations and directions are those of a loom's
 subsets (`plan.DIRECTIONS`): a subset is related to a target when it shares at least one element with it.
 
-Where the stored task is null (today, 52 of Med-MAT's 53 subsets: the vocabulary does not know its task
-wording yet), the task is the category that the written task names (`written_task_category`: "Lung Cancer
-Classification" is a cancer task, "Cancer Degree Classification" a level task). `task_term` is the one place
-that chooses; once the registry stores every task, the fallback is no longer used. A term that is null on both
-counts shares nothing (it is unknown, not equal to another unknown).
+The stored task is the registry's reading of Med-MAT's written task as one of the paper's categories
+(`registry.normalised_rows`: the vocabulary, else the registry's `task_readings`). A term that is null shares
+nothing (it is unknown, not equal to another unknown).
 """
 
 from __future__ import annotations
@@ -18,44 +16,17 @@ from dataclasses import dataclass
 
 from ..errors import PlanError
 from ..registry import Registry, Subset, load
-from ..vocab import UNKNOWN, Vocabulary, default_vocabulary, term_key
+from ..vocab import Vocabulary
 from .plan import DIRECTIONS, ELEMENTS
 
 Terms = tuple[str | None, str | None, str | None]
-# words of a written task that make it a detection or segmentation task: no classification category is read
-# from such a task (Med-MAT's "Cancer Det/Seg" is not a cancer classification)
-LOCATING = {"det", "seg", "detection", "segmentation", "localisation", "localization"}
-
-
-def written_task_category(text: str, vocabulary: Vocabulary | None = None) -> str | None:
-    """The task category a written task names: the whole text if the vocabulary knows it, else the last span of
-    its words that the vocabulary knows (the head of the phrase: "Cancer Degree Classification" -> level), else
-    None. Detection and segmentation tasks get a category only from their whole text, and a word of a
-    classification task is never read as one ("lesion" alone means lesion detection to the vocabulary)."""
-    vocab = vocabulary or default_vocabulary()
-    whole = vocab.normalise("task", text, strict=False)
-    if whole != UNKNOWN:
-        return whole
-    words = term_key(text).split()
-    if LOCATING & set(words):
-        return None
-    found = None
-    for i in range(len(words)):
-        for j in range(len(words), i, -1):  # the longest known span starting at word i
-            term = vocab.normalise("task", " ".join(words[i:j]), strict=False)
-            if term != UNKNOWN and not LOCATING & set(term.split()):  # "Spinal lesion Classification"
-                found = term
-                break
-    return found
 
 
 def task_term(subset: Subset, vocabulary: Vocabulary | None = None) -> tuple[str | None, str]:
-    """The task a subset is compared by, and where it comes from: "stored" (the registry's normalised task)
-    or "written" (the category its written task names, while the stored one is null)."""
+    """The task a subset is compared by, and where it comes from: "stored" (the registry's normalised task) or
+    "unknown" (none stored: it shares nothing)."""
     stored = subset.normalised.get("task")
-    if stored:
-        return stored, "stored"
-    return written_task_category(subset.task, vocabulary), "written"
+    return (stored, "stored") if stored else (None, "unknown")
 
 
 @dataclass(frozen=True)
@@ -153,10 +124,10 @@ def registry_matrix(registry: Registry | None = None, vocabulary: Vocabulary | N
                 "same_triplet": [r.number for r in rel["same_triplet"]],
             }
         )
-    written = sum(u.task_from == "written" for u in all_units)
+    unknown = sum(u.task_from == "unknown" for u in all_units)
     return {
         "registry": reg.name,
         "source": dict(reg.source),
-        "task_terms": f"{len(all_units) - written} stored, {written} read from the written task (written_task_category)",
+        "task_terms": f"{len(all_units) - unknown} stored, {unknown} unknown",
         "subsets": rows,
     }

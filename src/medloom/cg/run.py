@@ -1,10 +1,12 @@
 """`medloom cg run PLAN --out RESULTS`: Med-MAT's experiment end to end with medloom's CLIP-style model.
 
-For every target of the plan: the Baseline (the model as `train clip` initialises it, before any step), then
-for every experiment (each direction's related mix, the ablations, Baseline+) a model trained on the
-experiment's `train.txt` only; each is evaluated on the target's test records, as multiple-choice questions
-answered by image-text similarity (`RESULTS/TARGET/NAME/mc`) and as zero-shot classification
-(`.../zeroshot`). The report (`cg_report.py`) is written to `RESULTS/report/`.
+For every target of the plan and every seed (`--seeds`): the Baseline (the model as `train clip` initialises
+it, before any step), then for every experiment (each related combination and its Baseline+, each direction
+pooled, the ablations, the shared Baseline+) a model trained on the experiment's `train.txt` only; each is
+evaluated on the target's test records, as multiple-choice questions answered by image-text similarity
+(`RESULTS/TARGET/NAME/seed-S/mc`) and as zero-shot classification (`.../zeroshot`). The report (`tables.py`)
+is written to `RESULTS/report/`. An experiment the plan left untrained (its pool was smaller than the train
+size: `short` in its manifest) is n/a with that reason.
 
 All runs share the loom's cached tower outputs (image features and text embeddings are computed once). An
 experiment whose model and evaluations are complete for the same settings (`done.json`) is skipped when the
@@ -87,6 +89,7 @@ def run_cg(
     train: TrainSettings,
     *,
     loom: Path | None = None,
+    seeds: list[int] | None = None,
     workers: int | None = None,
     quiet: bool = False,
     progress=print,
@@ -107,11 +110,12 @@ def run_cg(
         for target in sorted({e["target"] for e in experiments}):
             group = [e for e in experiments if e["target"] == target]
             test_side = group[0]["folder"]  # every experiment of a target tests on the same records
-            jobs = [("baseline", None), *((e["name"], e) for e in group)]
-            for name, experiment in jobs:
-                rel = f"{slug(target)}/{name}"
+            jobs = [(seed, "baseline", None) for seed in seeds or [train.seed]]
+            jobs += [(seed, e["name"], e) for seed in seeds or [train.seed] for e in group]
+            for seed, name, experiment in jobs:
+                rel = f"{slug(target)}/{name}/seed-{seed}"
                 folder = OutputFolder(results.claim_dir(rel))
-                settings = replace(train, experiment=experiment["folder"] if experiment else None)
+                settings = replace(train, seed=seed, experiment=experiment["folder"] if experiment else None)
                 key = hashlib.sha256(
                     json.dumps(
                         {"train": asdict(settings), "test": test_side, "untrained": experiment is None, "manifest": experiment},
@@ -123,10 +127,15 @@ def run_cg(
                 if folder.is_owned("done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
                     report.reused += 1
                     continue
-                progress(f"cg run: {target} / {name}")
+                progress(f"cg run: {target} / {name} / seed {seed}")
+                if experiment is not None and experiment.get("short"):  # the plan drew nothing: n/a, with why
+                    folder.write_bytes("skipped.json", json.dumps({"why": experiment["short"]}, indent=1).encode())
+                    folder.write_bytes("done.json", json.dumps({"key": key}).encode())
+                    report.skipped += 1
+                    continue
                 try:
                     if experiment is None:
-                        write_untrained(folder.path / "model", train.dim, train.seed)
+                        write_untrained(folder.path / "model", train.dim, seed)
                     else:
                         train_clip(loom, folder.path / "model", settings, workers=workers, quiet=quiet)
                         report.trained += 1
@@ -134,7 +143,7 @@ def run_cg(
                     evaluate_vqa(
                         loom,
                         folder.path / "mc",
-                        VQASettings(model=model, experiment=test_side, seed=train.seed),
+                        VQASettings(model=model, experiment=test_side, seed=train.seed),  # one question set for all seeds
                         quiet=quiet,
                         workers=workers,
                     )

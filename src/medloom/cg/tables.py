@@ -124,8 +124,10 @@ def resolve_runs(
     skipped: dict[str, dict[str, str]] = {t: {} for t in targets}
     if results is not None:
         for t in targets:
-            for folder in sorted((Path(results) / slug(t)).glob("*/seed-*/")):
-                name, seed = folder.parent.name, folder.name.removeprefix("seed-")
+            found = [(f.parent.name, f.name.removeprefix("seed-"), f) for f in (Path(results) / slug(t)).glob("*/seed-*/")]
+            # a results folder written before seeds (`TARGET/NAME/METRIC`): one run, seed 0
+            found += [(f.name, "0", f) for f in (Path(results) / slug(t)).glob("*/") if not any(f.glob("seed-*/"))]
+            for name, seed, folder in sorted(found):
                 # why there is no run: this metric's reason, else the whole experiment's
                 why = next((w for w in (folder / f"{metric}-skipped.json", folder / "skipped.json") if w.is_file()), None)
                 if (folder / metric / "results.json").is_file():
@@ -169,8 +171,11 @@ def cell_text(c: dict | None) -> str:
 def _combination_rows(report: dict, three_way: bool) -> list[list[str]]:
     rows = []
     for target, t in report["targets"].items():
-        for name, e in t["experiments"].items():
-            if e["kind"] != "combination" or (e["direction"] == "three-way") != three_way:
+        combos = [(n, e) for n, e in t["experiments"].items() if e["kind"] == "combination"]
+        order = list(DIRECTIONS)
+        combos.sort(key=lambda c: (order.index(c[1]["direction"]) if c[1]["direction"] in order else 99, len(c[0]), c[0]))
+        for name, e in combos:
+            if (e["direction"] == "three-way") != three_way:
                 continue
             runs = t["runs"]
             if name not in runs and f"baseline-plus-{name}" not in runs:

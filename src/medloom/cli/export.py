@@ -78,6 +78,16 @@ def export_cmd(
     address: Address = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a different export already in the folder.")] = False,
     include_duplicates: Annotated[bool, typer.Option(help="Keep records that dedup or leakage --mark marked out.")] = False,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--exclude",
+            metavar="LOOM_OR_BENCHMARK",
+            help="Leave out the records holding an image (exact or near copy) or a question (exact or high 3-gram "
+            "overlap) of the test and val records of this loom, a benchmark's (its folder or recipe; repeatable), "
+            "as `leakage --against` finds them; the export's manifest, card and excluded.json say what was left out.",
+        ),
+    ] = None,
     subset_name: Annotated[str | None, typer.Option("--subset", help="Only this named subset.")] = None,
     experiment: Annotated[
         Path | None, typer.Option(help="A `medloom cg plan` experiment folder: its train and test records as the splits.")
@@ -189,6 +199,7 @@ def export_cmd(
         burned_in=burned_in,
         burned_in_frames=burned_in_frames,
         burned_in_ocr=burned_in_ocr,
+        exclude=tuple(str(resolve_loom(p)) for p in exclude or ()),
     )
     try:
         report = run_format(

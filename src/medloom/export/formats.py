@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..view.selection import Excluded
 from .burned_in import MAX_FRAMES
 
 
@@ -41,6 +42,8 @@ class ExportRequest:
     burned_in: str = "exclude"
     burned_in_frames: int = MAX_FRAMES
     burned_in_ocr: bool = False
+    exclude: tuple[str, ...] = ()  # looms (a benchmark's) whose images and questions the export leaves out
+    excluded: Excluded | None = None  # the records that leaves out (`exclude.excluding` fills it from `exclude`)
 
 
 @dataclass(frozen=True)
@@ -73,4 +76,31 @@ def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, q
     if entry is None:
         raise ExportError(f"--format {request.format!r}: choose one of {', '.join(FORMATS)}")
     module, _, function = entry.run.partition(":")
-    return getattr(importlib.import_module(module), function)(loom, out, request, workers=workers, quiet=quiet, wait=wait)
+    run = getattr(importlib.import_module(module), function)
+    from .exclude import excluding, record
+
+    if not request.exclude:
+        report = run(loom, out, request, workers=workers, quiet=quiet, wait=wait)
+        record(Path(report.out), None)  # an earlier export's exclusion report is no longer true
+        return report
+    with excluding(loom, request, wait=wait) as (request, contamination):
+        report = run(loom, out, request, workers=workers, quiet=quiet, wait=wait)
+    return ExcludingReport(report, record(Path(report.out), contamination))
+
+
+class ExcludingReport:
+    """A format's report with what `--exclude` left out: in `as_dict()` under `excluded`, and a line more."""
+
+    def __init__(self, report, excluded: dict):
+        self.report, self.excluded, self.out = report, excluded, report.out
+
+    def as_dict(self) -> dict:
+        return {**self.report.as_dict(), "excluded": self.excluded}
+
+    def lines(self) -> list[str]:
+        from .exclude import summary_line
+
+        return [*self.report.lines(), summary_line(self.excluded)]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return self.report.warnings()

@@ -41,7 +41,8 @@ def export_cmd(
             "llava | sharegpt | swift (annotations as training "
             "JSON/JSONL) | clip-benchmark (zero-shot "
             "classification and retrieval sets) | dicom "
-            "(de-identified DICOM copies).",
+            "(de-identified DICOM copies) | vlmeval-tsv (the "
+            "questions as VLMEvalKit's benchmark TSV).",
         ),
     ] = "webdataset",
     out_to: Annotated[
@@ -139,6 +140,13 @@ def export_cmd(
             "apt-get install tesseract-ocr); slower, finds text the heuristic misses."
         ),
     ] = False,
+    questions: Annotated[
+        str,
+        typer.Option(
+            help="vlmeval-tsv: which questions: source (a benchmark's own, as they are) | generated (the "
+            "multiple-choice questions of `medloom annotate`) | auto (source when the selection has any)."
+        ),
+    ] = "auto",
     keep_metadata: Annotated[
         bool, typer.Option(help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")
     ] = False,
@@ -200,6 +208,7 @@ def export_cmd(
         burned_in_frames=burned_in_frames,
         burned_in_ocr=burned_in_ocr,
         exclude=tuple(str(resolve_loom(p)) for p in exclude or ()),
+        questions=questions,
     )
     try:
         report = run_format(

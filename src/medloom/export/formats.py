@@ -44,6 +44,7 @@ class ExportRequest:
     burned_in_ocr: bool = False
     exclude: tuple[str, ...] = ()  # looms (a benchmark's) whose images and questions the export leaves out
     excluded: Excluded | None = None  # the records that leaves out (`exclude.excluding` fills it from `exclude`)
+    questions: str = "auto"  # vlmeval-tsv: source (a benchmark's own) | generated (annotate's) | auto
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ FORMATS = {
         "medloom.export.clipbench:export_format", "zero-shot classification and retrieval sets as clip_benchmark reads them"
     ),
     "dicom": Format("medloom.export.dicom:export_format", "de-identified DICOM copies", renders=False),
+    "vlmeval-tsv": Format("medloom.export.vlmeval:export_format", "VLMEvalKit's benchmark TSV (base64 images, A-D, answer)"),
 }
 
 

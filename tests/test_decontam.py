@@ -168,6 +168,17 @@ def test_export_exclude_keeps_contaminated_records_out(tmp_path):
 
     ids = {i for f in pq_out.glob("*.parquet") for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
     assert ids == expected
+    # VLMEvalKit's TSV of the training questions: neither the copied question nor the one with words added
+    tsv_out = tmp_path / "tsv"
+    report = json.loads(cli("export", train, "--format", "vlmeval-tsv", "--out", tsv_out, "--exclude", bench, "--json").stdout)
+    assert report["excluded"]["records"] == 5 and (tsv_out / "excluded.json").is_file()
+    with open(tsv_out / "test_train.tsv", newline="") as f:
+        questions = [(r["record_id"], r["question"]) for r in csv.DictReader(f, delimiter="\t")]
+    assert questions == [
+        ("qa/images/own_c_jpg", TEMPLATE),
+        ("qa/images/own_c_jpg", "Is this a CT image?"),
+        ("qa/images/own_d_jpg", "What is the size of the cyst seen in the right renal pole?"),
+    ]
 
 
 def test_exclude_names_a_loom(tmp_path):
@@ -175,3 +186,45 @@ def test_exclude_names_a_loom(tmp_path):
     result = cli("export", train, "--out", tmp_path / "x", "--exclude", tmp_path / "nowhere", check=False)
     assert result.returncode != 0 and "no catalog" in result.stderr
     assert not (tmp_path / "nowhere").exists()  # reading a loom never creates one
+
+
+def test_question_join_finds_every_pair_over_the_threshold():
+    """The prefix-filtered 3-gram join against comparing every pair, on questions copied with random edits."""
+    import random
+    from collections import Counter
+
+    from medloom.curate.decontam import TEMPLATE_RECORDS, ContaminationReport, Side, ngrams, question_matches, question_words
+
+    rng = random.Random(3)
+    vocab = [f"w{k}" for k in range(25)]
+    bench = [" ".join(rng.choices(vocab, k=rng.randint(6, 14))) for _ in range(150)]
+    train = []
+    for _ in range(300):
+        words = rng.choice(bench).split()
+        for _ in range(rng.randint(0, 3)):
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+        train.append(" ".join(words))
+
+    def side(texts):
+        return Side(
+            [str(k) for k in range(len(texts))],
+            ["s"] * len(texts),
+            ["test"] * len(texts),
+            [None] * len(texts),
+            [None] * len(texts),
+            [[t] for t in texts],
+        )
+
+    for overlap in (0.5, 0.8):
+        found = question_matches(side(train), side(bench), overlap, ContaminationReport("a", ["b"], ["test"]))
+        got = {(i, j) for i, j, *_ in found}
+        brute = set()
+        in_train, in_bench = Counter(map(question_words, train)), Counter(map(question_words, bench))
+        for i, t in enumerate(train):
+            for j, b in enumerate(bench):
+                tw, bw = question_words(t), question_words(b)
+                if max(in_train[bw], in_bench[bw]) > TEMPLATE_RECORDS:  # a template: on more records of a loom
+                    continue
+                if tw == bw or len(ngrams(tw) & ngrams(bw)) / len(ngrams(bw)) >= overlap:
+                    brute.add((i, j))
+        assert got == brute and len(got) > 50

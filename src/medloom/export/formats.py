@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..view.selection import Excluded
 from .burned_in import MAX_FRAMES
+
+if TYPE_CHECKING:  # the command imports this module before anything heavy
+    from ..view.selection import Excluded
 
 
 @dataclass(frozen=True)

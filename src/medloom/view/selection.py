@@ -21,6 +21,15 @@ from ..vocab.splits import DEFAULT_SPLIT
 SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
+@dataclass(frozen=True)
+class Excluded:
+    """Records an export leaves out besides the marked ones (`export --exclude`: those holding a benchmark's
+    images or questions): a Parquet file with their `id`s, and a fingerprint of them for the export's plan."""
+
+    file: str
+    fingerprint: str
+
+
 @dataclass
 class Selection:
     """What `selection_sql` reads of a step's options (an `ExportOptions` has the same fields)."""
@@ -28,6 +37,7 @@ class Selection:
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
     subset: str | None = None
     experiment: str | None = None
+    excluded: Excluded | None = None
 
 
 def quoted(path: Path) -> str:
@@ -37,10 +47,10 @@ def quoted(path: Path) -> str:
 def selection_sql(loom: Path, options: Selection) -> tuple[str, str, str, str]:
     """(joins, split expression, condition, fingerprint) of what an export takes from the records view.
 
-    Records marked out by `dedup` / `leakage --mark` are left out, and only a subset's or an experiment's
-    records are taken when one is named. The split is the experiment's (train/test), else the one `medloom
-    split` assigned, else the source's own (train when it has none). The fingerprint covers every file read,
-    so a changed mark or split is a changed export.
+    Records marked out by `dedup` / `leakage --mark` are left out, and those `excluded` names (`export
+    --exclude`), and only a subset's or an experiment's records are taken when one is named. The split is the
+    experiment's (train/test), else the one `medloom split` assigned, else the source's own (train when it has
+    none). The fingerprint covers every file read, so a changed mark or split is a changed export.
     """
     conditions, prints, joins = [], [], ""
     split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
@@ -49,6 +59,10 @@ def selection_sql(loom: Path, options: Selection) -> tuple[str, str, str, str]:
         if cond:
             conditions.append(cond)
             prints.append(fp)
+    excluded = getattr(options, "excluded", None)
+    if excluded is not None:
+        conditions.append(f"id NOT IN (SELECT id FROM read_parquet({quoted(Path(excluded.file))}))")
+        prints.append(f"excluded:{excluded.fingerprint}")
     if options.subset:
         cond, fp = subset_sql(loom, options.subset)
         conditions.append(cond)

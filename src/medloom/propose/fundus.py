@@ -13,7 +13,7 @@ from .base import Refused, Region, disk, filled, largest, otsu, refuse_modality
 
 VERSION = "1"
 LABELS = ("optic disc", "retinal vessels")
-DEFAULTS = {"disc_percentile": 99.0, "vessel_sigmas": [1.0, 2.0, 3.0], "min_vessel_share": 0.0005, "work_side": 512}
+DEFAULTS = {"disc_percentile": 97.0, "vessel_sigmas": [1.0, 2.0, 3.0], "min_vessel_share": 0.0005, "work_side": 512}
 FUNDUS_ANATOMY = ("eye", "fundus", "retina", "unknown", "")
 
 
@@ -57,15 +57,11 @@ def propose(pixels: np.ndarray, values: np.ndarray | None, record: dict, params:
     r = int(diameter / 8)  # the disc is about a sixth of the field across; look within twice that
     window = np.zeros_like(inner)
     window[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1] = True
-    bright = (lum_in >= np.percentile(lum[inner], params["disc_percentile"])) & window
-    labels, _ = ndimage.label(bright)
-    blob = labels == labels[y, x]
-    ys, xs = np.nonzero(blob)
-    radius = max(np.ptp(ys), np.ptp(xs), diameter / 16) / 2
-    cy, cx = ys.mean(), xs.mean()
-    yy, xx = np.mgrid[0 : lum.shape[0], 0 : lum.shape[1]]
-    disc = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2) & fov
     med = float(np.median(lum[inner]))
+    # the disc: the bright blob around the maximum, cut halfway between its peak and the field's median
+    bright = (lum_in >= max((lum[y, x] + med) / 2, np.percentile(lum[inner], params["disc_percentile"]))) & window
+    labels, _ = ndimage.label(bright)
+    disc = filled(labels == labels[y, x])
     disc_score = round(float(np.clip((lum[disc].mean() - med) / max(255.0 - med, 1.0), 0, 1)), 4)
     g = equalize_adapthist(np.clip(green / 255.0, 0, 1))
     ridges = frangi(g, sigmas=params["vessel_sigmas"], black_ridges=True)

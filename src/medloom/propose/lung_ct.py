@@ -1,6 +1,8 @@
 """Lung fields in CT by Hounsfield units: inside the body (tissue above -500 HU, holes filled), the air-filled
 parenchyma (-1000 to -400 HU) that does not touch the air around the patient, smoothed, the two largest parts
-kept. Needs the stored values in HU (DICOM CT through its rescale slope and intercept, NIfTI CT as stored): the
+kept when they hold at least 10% of the body (less is sinus or bowel gas; the first and last slices of a lung
+are refused too). A record whose anatomy is known and out of the chest's reach is refused before its pixels are
+read. Needs the stored values in HU (DICOM CT through its rescale slope and intercept, NIfTI CT as stored): the
 rendered window of a PNG or JPEG is not HU, so such records are refused. Score: the share of the air inside the
 body that the kept parts hold (bowel gas and the trachea lower it)."""
 
@@ -13,11 +15,17 @@ from .body import body_from_hu
 
 VERSION = "1"
 LABELS = ("lung",)
-DEFAULTS = {"tissue_hu": -500.0, "air_low": -1024.0, "air_high": -400.0, "min_body_share": 0.02}
+DEFAULTS = {"tissue_hu": -500.0, "air_low": -1024.0, "air_high": -400.0, "min_body_share": 0.02, "min_lung_share": 0.1}
+# anatomy a CT slice with lungs in it may be catalogued as (a known other anatomy is refused before reading pixels)
+CHEST = ("chest", "lung", "heart", "spine", "abdomen", "whole body", "bone", "unknown", "")
 
 
 def suits(record: dict) -> str | None:
-    return refuse_modality(record, ("CT",), "lung fields by Hounsfield units")
+    wrong = refuse_modality(record, ("CT",), "lung fields by Hounsfield units")
+    if wrong:
+        return wrong
+    anatomy = record.get("anatomy") or ""
+    return None if anatomy in CHEST else f"lung fields need a CT of the chest; this record's anatomy is {anatomy}"
 
 
 def propose(pixels: np.ndarray, values: np.ndarray | None, record: dict, params: dict) -> list[Region]:

@@ -20,6 +20,7 @@ from ..errors import ProposeError
 from ..locks import writer
 from ..outputs import OutputFolder
 from ..records import PROPOSAL_SCHEMA
+from .store import FILE, read_parts
 
 DECISIONS = "decisions.json"
 
@@ -44,8 +45,6 @@ def accepted_state(decisions: list[dict]) -> dict[tuple[str, str, str], tuple[st
 
 def gather(loom: Path) -> dict:
     """Write the `proposals` view: every method's latest rows with their acceptance replayed."""
-    from .step import FILE, read_parts
-
     table = read_parts(loom)
     state = accepted_state(read_decisions(loom))
     rows = table.to_pylist()

@@ -21,12 +21,11 @@ from ..engine.progress import progress_bar
 from ..errors import ProposeError
 from ..locks import writer
 from ..outputs import OutputFolder
-from ..records import PROPOSAL_SCHEMA
 from . import get_method
+from .accept import gather
+from .store import FILE, MANIFEST, read_manifest
 
 PART = 64  # records per part: the unit of work and of resumption
-MANIFEST = "manifest.json"
-FILE = "proposals.parquet"
 
 
 @dataclass
@@ -87,11 +86,6 @@ def part_key(fp: str, table: pa.Table) -> str:
     return h.hexdigest()[:24]
 
 
-def read_manifest(loom: Path) -> dict:
-    path = layout.proposals_dir(loom) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"methods": {}}
-
-
 @writer
 def propose(
     loom: Path,
@@ -145,8 +139,6 @@ def propose(
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     folder.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    from .accept import gather
-
     gather(loom)
     for part in (pq.read_table(folder.path / r) for r in rels):
         for row in part.select(["status", "reason", "message", "rois"]).to_pylist():
@@ -158,20 +150,3 @@ def propose(
     report.seconds = time.perf_counter() - started
     report.out = str(folder.path / FILE)
     return report
-
-
-def read_parts(loom: Path) -> pa.Table:
-    """Every method's rows, the latest run's row winning for a record, only records still in the catalog."""
-    folder = layout.proposals_dir(loom)
-    manifest = read_manifest(loom)
-    ids = {r[0] for r in catalog.connect(loom).execute("SELECT id FROM records").fetchall()}
-    rows: dict[tuple[str, str], dict] = {}
-    for method, entry in sorted(manifest["methods"].items()):
-        for rel in entry["parts"]:
-            path = folder / rel
-            if not path.is_file():
-                continue
-            for row in pq.read_table(path).to_pylist():
-                if row["id"] in ids:
-                    rows[(row["id"], method)] = row
-    return pa.Table.from_pylist([rows[k] for k in sorted(rows)], PROPOSAL_SCHEMA)

@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pmc.py
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/burned_in.py
+	$(BIN)/python benchmarks/propose.py
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/answers.py
 	$(BIN)/python benchmarks/zeroshot.py

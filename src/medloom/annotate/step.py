@@ -29,6 +29,7 @@ from ..imaging import DecodeError
 from ..locks import writer
 from ..models.chat import user_message
 from ..outputs import write_file, write_parquet
+from ..view.proposals import marked_rois, proposal_join
 from ..vocab import default_vocabulary
 from ..vocab.words import anatomy_phrase, label_words, modality_phrase
 from .captions import make_caption, task_family
@@ -58,6 +59,7 @@ ROI_FACT = pa.struct(
         ("texture", pa.string()),
         ("mean_difference", pa.float64()),
         ("std_ratio", pa.float64()),
+        ("roi_source", pa.string()),  # dataset, proposal (accepted, from `medloom propose`) or mixed
     ]
 )
 QUESTION = pa.struct(
@@ -241,21 +243,34 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
         caption, _ = make_caption(row, rng, s.templates, words)
         out.update(caption=caption, caption_source="template", template_caption=caption)
         out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named, counts)]
-    if s.rois and row.get("rois"):
+    # accepted proposals are described beside the record's own ROIs, marked (captions and questions keep to the own)
+    described = {**row, "rois": marked_rois(row)} if row.get("proposal_rois") else row
+    if s.rois and described.get("rois"):
         gray = _gray(row, sources, cache)
         if gray is None:
             out["notes"].append("roi pixels unreadable: no brightness or texture")
         facts = describe_regions(
-            row,
+            described,
             gray,
             modality_phrase=modality_phrase(row["modality"]),
             anatomy_phrase=anatomy_phrase(row["anatomy"]),
             definitions=definitions if s.definitions else None,
             instances=words,
         )
-        out.update(roi_text=facts["text"], roi_facts=facts["rois"], relations=facts["relations"])
+        source_of = roi_sources(described["rois"])
+        for fact in facts["rois"]:
+            fact["roi_source"] = source_of.get(fact["label"], "dataset")
+        out.update(
+            roi_text=facts["text"] + proposal_note(described["rois"]), roi_facts=facts["rois"], relations=facts["relations"]
+        )
         out["flags"] += [
-            f"roi_text {p}" for p in checker.problems(facts["facts_text"], row, sorted({r["label"] for r in row["rois"]}), counts)
+            f"roi_text {p}"
+            for p in checker.problems(
+                facts["facts_text"],
+                described,
+                sorted({r["label"] for r in described["rois"]}),
+                object_counts(list(described["rois"]), words),
+            )
         ]
     if s.vqa and family:
         questions = []
@@ -270,6 +285,23 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
             q["source"] = "template"
             out["flags"] += [f"question {p}" for p in checker.problems(q["question"], row, None)]
         out["vqa"] = published + questions
+    return out
+
+
+def proposal_note(rois: list[dict]) -> str:
+    """The sentence that says which regions a method proposed (and a person accepted) rather than annotated."""
+    made = sorted({(label_words(r["label"]), r["method"]) for r in rois if r.get("roi_source") == "proposal"})
+    if not made:
+        return ""
+    return " Proposed by an automatic method and accepted, not annotated: " + "; ".join(f"{w} ({m})" for w, m in made) + "."
+
+
+def roi_sources(rois: list[dict]) -> dict[str, str]:
+    """label -> "dataset", "proposal" (every ROI of the label is an accepted proposal) or "mixed"."""
+    out: dict[str, str] = {}
+    for r in rois:
+        source = r.get("roi_source") or "dataset"
+        out[r["label"]] = source if out.get(r["label"], source) == source else "mixed"
     return out
 
 
@@ -412,7 +444,8 @@ def annotate(
     loom = Path(loom)
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))
-    query = "SELECT * FROM records" + (f" WHERE ({where})" if where else "") + " ORDER BY id"
+    prop_column, prop_join = proposal_join(con)  # accepted ROI proposals, described with their source
+    query = f"SELECT records.*{prop_column} FROM records{prop_join}" + (f" WHERE ({where})" if where else "") + " ORDER BY id"
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     stage_settings = {"annotate": asdict(settings), "sources": sources}
     report = AnnotateReport(records=total)

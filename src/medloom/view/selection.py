@@ -17,6 +17,7 @@ from .. import catalog, layout
 from ..errors import ExportError, PlanError, SubsetError
 from ..outputs import sha256_file, written_by_medloom
 from ..vocab.splits import DEFAULT_SPLIT
+from .proposals import proposal_join
 
 SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -124,6 +125,9 @@ def select_records(
         else ""
     )
     joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
+    prop_column, prop_join = proposal_join(con)  # accepted ROI proposals, kept apart from the record's own ROIs
+    ann += prop_column
+    joins += prop_join
     try:
         inner = f"SELECT records.*, {split} AS split{ann} FROM records {joins}" + (
             f" WHERE {' AND '.join(conditions)}" if conditions else ""

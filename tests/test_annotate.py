@@ -167,7 +167,7 @@ def test_region_descriptions():
     assert abs(cyst["area_share"] - 400 / 8000) < 1e-3
     assert out["relations"][0]["relation"] in ("is above", "is to the left of")
     assert out["text"].startswith("Kidney CT with a cyst outlined and the stone outlined.")  # a stone: a structure
-    assert "The cyst is a medium-sized, round region in the upper left of the image (5.0% of the image)" in out["text"]
+    assert "The cyst is medium-sized and round, in the upper left of the image (5.0% of the image)" in out["text"]
     assert "hyperdense to" in out["text"] and "hypodense to" in out["text"]  # CT's own words for brightness
     assert CHECK.problems(out["text"], rec, ["cyst", "stone"]) == []
     # patient sides from DICOM orientation: rows running to the patient's left put their right on the image left
@@ -327,11 +327,14 @@ def test_a_structure_in_parts_is_one_and_lesions_are_counted():
     # the brain is one structure in parts: "one brain", never "three brains"
     out = describe_regions(rec, grey)
     assert [(r["label"], r["count"], r["parts"]) for r in out["rois"]] == [("brain", 1, len(regions))]
-    assert out["text"].startswith("Brain MRI with a whole-brain mask. The brain is a ")  # never "one brain"
+    assert out["text"].startswith("Brain MRI with a whole-brain mask. The brain is ")  # never "one brain"
     assert f"in {len(regions)} separate parts" in out["text"] and "brains" not in out["text"]
     assert out["relations"] == []
     caption = fill("{Study} with {objects}.", rec)
-    assert caption == "Brain MRI with a whole-brain mask." and CHECK.problems(caption, rec, ["brain"], object_counts(regions, instance_words(None))) == []
+    assert (
+        caption == "Brain MRI with a whole-brain mask."
+        and CHECK.problems(caption, rec, ["brain"], object_counts(regions, instance_words(None))) == []
+    )
     # its grounding box is the union of its parts'
     grounding = [q for q in open_questions(rec, "segmentation", random.Random(0), KB) if q["kind"] == "grounding"]
     union = [

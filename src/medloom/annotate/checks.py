@@ -218,7 +218,7 @@ class TextChecker:
             x0, y0, x1, y1 = obj["bbox"]
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             name = label_words(obj["label"])
-            for m in re.finditer(r"(patient s )?(left|right|upper|lower|top|bottom)(?= )", padded):
+            for m in re.finditer(r"(patient'?s )?(left|right|upper|lower|top|bottom)(?= )", padded):
                 word = m.group(2)
                 if m.group(1):
                     if sides is None:
@@ -231,12 +231,8 @@ class TextChecker:
                 else:
                     wrong = cy > 0.55 if word in ("upper", "top") else cy < 0.45
                 if wrong:
-                    where = f"({cx:.2f}, {cy:.2f})"
-                    out.append(
-                        f"puts the {name} {'patient s ' if m.group(1) else ''}{word} where its centre is at {where}".replace(
-                            " s ", "'s "
-                        )
-                    )
+                    said = f"on the patient's {word}" if m.group(1) else word
+                    out.append(f"puts the {name} {said} where its centre is at ({cx:.2f}, {cy:.2f})")
         return sorted(set(out))
 
     def wrong_sizes(self, text: str, record: dict) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .. import layout
 from ..engine.progress import progress_bar
@@ -18,9 +18,6 @@ from .checks import TextChecker
 from .prose import study
 from .questions import INSTRUCTION, LETTERS
 from .structures import object_counts
-
-if TYPE_CHECKING:
-    from .step import AnnotateSettings
 
 SYSTEM = (
     "You write text about a medical image for a training dataset, as a radiologist would write it. Use only "
@@ -72,7 +69,7 @@ def _refuse(ann: dict, field: str, template: str, text: str, problems: list[str]
 def llm_pass(
     rows: list[dict],
     anns: dict[str, dict],
-    s: AnnotateSettings,
+    s: Any,  # step.AnnotateSettings (not imported: step imports this module)
     loom: Path,
     sources: dict,
     checker: TextChecker,

@@ -34,7 +34,13 @@ STUDY_NOUNS = {
 # anatomies that read before the study ("chest radiograph", "brain MRI") rather than after it
 PREFIX_ANATOMY = frozenset({"chest", "brain", "abdomen", "spine", "pelvis", "knee", "hand", "liver", "kidney", "breast"})
 # a study whose noun already says the organ: "fundus photograph", not "fundus photograph of the eye"
-IMPLIED = {("fundus photography", "eye"), ("mammography", "breast"), ("dermoscopy", "skin")}
+IMPLIED = {
+    ("fundus photography", "eye"),
+    ("mammography", "breast"),
+    ("dermoscopy", "skin"),
+    ("pathology", "cell"),
+    ("microscopy", "cell"),
+}
 # words that say a region was drawn by people, which a machine proposal must never be called
 ANNOTATED_WORDS = ("annotated", "annotation", "manually", "manual", "expert", "ground truth", "ground-truth", "reference")
 # brightness in each modality's own words
@@ -139,8 +145,7 @@ def local_sentence(roi: dict, modality: str) -> str:
     share = f"{roi['area_share'] * 100:.1f}% of the image"
     if roi["organ_share"] >= 0:
         share += f" and {roi['organ_share'] * 100:.0f}% of the organ"
-    where = f"region in the {roi['location']} ({share}{parts})"
-    text = f"{capital(object_name(roi))} is {with_article(roi['size'])}, {roi['shape']} {where}"
+    text = f"{capital(object_name(roi))} is {roi['size']} and {roi['shape']}, in the {roi['location']} ({share}{parts})"
     if roi["brightness"]:
         brightness = BRIGHTNESS.get(modality, {}).get(roi["brightness"], roi["brightness"])
         texture = TEXTURE.get(roi["texture"], "")

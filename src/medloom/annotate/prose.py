@@ -106,6 +106,8 @@ def object_phrase(label: str, rois: list[dict], n: int, instance: bool, anatomy:
             return f"a whole-{name} mask" if masks else f"a box around the whole {name}"
         return f"the {name} outlined" if masks else f"the {name} marked by a box"
     drawn = "outlined" if masks else ("marked by boxes" if n > 1 else "marked by a box")
+    if plural(name, 2) == name:  # an uncountable finding: "pneumonia marked by a box", "pneumonia in two boxes"
+        return f"{name} {drawn}" if n == 1 else f"{name} in {count_word(n)} {'regions' if masks else 'boxes'}"
     return f"{with_article(name)} {drawn}" if n == 1 else f"{count_word(n)} {plural(name, n)} {drawn}"
 
 
@@ -118,7 +120,8 @@ def objects_phrase(record: dict, counts: dict[str, int], words: frozenset[str]) 
     parts = []
     for label, n in counts.items():
         mine = [r for r in rois if r["label"] == label]
-        parts.append(object_phrase(label, mine, n, counts_as_instances(label, words), record.get("anatomy") or ""))
+        instance = counts_as_instances(label, words) or not any(list(r.get("rle") or []) for r in mine)  # boxes: instances
+        parts.append(object_phrase(label, mine, n, instance, record.get("anatomy") or ""))
     return join_words(parts)
 
 

@@ -82,7 +82,7 @@ def test_the_study_is_named_once_and_an_organ_is_never_counted():
     out = describe_regions(rec, grey)
     assert out["text"].startswith("Axial slice of a brain MRI with a whole-brain mask. The brain is large and ")
     assert "hyperintense to its surroundings" in out["text"] and out["text"].count("MRI") == 1
-    assert [r["roi_source"] for r in out["rois"]] == ["annotated"]
+    assert [r["roi_source"] for r in out["rois"]] == ["dataset"]
     cls = {make_caption(record(), random.Random(s))[0] for s in range(30)}
     assert cls == {
         "Chest radiograph showing pneumonia.",
@@ -106,7 +106,7 @@ def test_a_proposal_is_a_candidate_region_never_an_annotated_one():
     assert [r["roi_source"] for r in out["rois"]] == ["proposal"]
     # a method's proposal and people's mask of the same label stay two objects, never one structure
     both = rec | {"rois": rec["rois"] + [r | {"roi_source": None} for r in rec["rois"]]}
-    assert [r["roi_source"] for r in describe_regions(both, grey)["rois"]] == ["proposal", "annotated"]
+    assert [r["roi_source"] for r in describe_regions(both, grey)["rois"]] == ["proposal", "dataset"]
     assert checker().problems(out["text"], rec, ["brain"], object_counts(rec["rois"], instance_words(None))) == []
 
 
@@ -316,7 +316,7 @@ def test_the_llm_is_grounded_in_the_facts_and_its_texts_are_checked(loom):
             }
         ]
         lesion = json.loads(next(p for p in prompts if "Description to rewrite: " in p).split("Facts: ", 1)[1].splitlines()[0])
-        assert lesion["regions"][0]["location"] == "upper left of the image" and lesion["regions"][0]["source"] == "annotated"
+        assert lesion["regions"][0]["location"] == "upper left of the image" and lesion["regions"][0]["source"] == "dataset"
         assert "proposal" in server.bodies[0]["messages"][0]["content"]  # the system prompt's rule
         got = {r["id"]: r for r in rows(loom, "SELECT * FROM annotations")}
         seg = [r for i, r in got.items() if i.startswith("seg/")]

@@ -120,7 +120,7 @@ def test_accept_is_recorded_reversible_and_marked_in_annotate_and_export(loom, t
     cli("annotate", loom, "--rois", "-w", "1", "-q")
     ann = rows(loom, "SELECT id, roi_text, roi_facts FROM annotations WHERE id LIKE 'mias/%' ORDER BY id")
     assert [f["roi_source"] for a in ann for f in a["roi_facts"]] == ["proposal"] * 3
-    assert all("Proposed by an automatic method and accepted, not annotated: breast (breast)." in a["roi_text"] for a in ann)
+    assert all("candidate breast region (machine proposal)" in a["roi_text"] and "annotated" not in a["roi_text"] for a in ann)
     mni = rows(loom, "SELECT roi_facts FROM annotations WHERE id LIKE 'mni152/%' LIMIT 1")[0]
     assert {f["roi_source"] for f in mni["roi_facts"]} == {"dataset"}  # brain-mri proposals were not accepted
     cli("export", loom, "--out", tmp_path / "wds", "--where", "source IN ('mias', 'mni152')", "-w", "1", "-q")

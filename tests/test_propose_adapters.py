@@ -1,0 +1,165 @@
+"""Expert-model adapters of `medloom propose` (lungmask, cellpose, nnunet, sam) through the CLI, with weights of
+the right shapes made by the test (random, then the last layer set so the answer is known): proposals carry
+method, version, parameters and the weights' hash; missing weights are refused before any record is read,
+naming the file; weights that do not fit the network are a clear error.
+
+Sources: pydicom's CT_small.dcm (an axial CT slice, HU through its rescale intercept) read by the dicom reader;
+a CT slice saved as PNG (a Kaggle-style classification folder: no HU); a fluorescence-microscopy-style PNG of
+bright cells in an imagefolder; chest radiographs with RSNA-style boxes (`patientId,x,y,width,height,Target`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli, rows, run_ingest, write_recipe
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+
+def cells_image(path: Path) -> None:
+    yy, xx = np.mgrid[0:64, 0:64]
+    img = np.full((64, 64), 10.0)
+    for cy, cx in ((16, 16), (20, 44), (46, 30)):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 200
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img.astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def loom(tmp_path_factory) -> Path:
+    pydicom_data = pytest.importorskip("pydicom.data")
+    folder = tmp_path_factory.mktemp("adapters")
+    ct = folder / "data" / "ct"
+    ct.mkdir(parents=True)
+    shutil.copy(pydicom_data.get_testdata_file("CT_small.dcm"), ct / "CT_small.dcm")
+    png = folder / "data" / "ct-png" / "covid"
+    png.mkdir(parents=True)
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))).save(png / "slice1.png")
+    cells_image(folder / "data" / "cells" / "hela" / "cells1.png")
+    rsna = folder / "data" / "rsna"
+    rsna.mkdir(parents=True)
+    for pid in ("p1", "p2"):
+        Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(rsna / f"{pid}.png")
+    (rsna / "stage_2_train_labels.csv").write_text(
+        "patientId,x,y,width,height,Target\np1,8,8,20,24,1\np1,36,10,20,30,1\np2,,,,,0\n"
+    )
+    sources = [
+        {"name": "ct", "reader": "dicom", "path": "data/ct", "anatomy": "chest", "task": "disease"},
+        {
+            "name": "ct-png",
+            "reader": "imagefolder",
+            "path": "data/ct-png",
+            "modality": "CT",
+            "anatomy": "lung",
+            "task": "disease",
+        },
+        {
+            "name": "cells",
+            "reader": "imagefolder",
+            "path": "data/cells",
+            "modality": "microscopy",
+            "anatomy": "cell",
+            "task": "disease",
+        },
+        {
+            "name": "rsna",
+            "reader": "csv",
+            "path": "data/rsna",
+            "csv": "stage_2_train_labels.csv",
+            "image_column": "patientId",
+            "image_template": "{value}.png",
+            "label_column": "Target",
+            "label_map": {"0": "normal", "1": "pneumonia"},
+            "box_columns": {"format": "xywh", "x": "x", "y": "y", "width": "width", "height": "height"},
+            "modality": "X-ray",
+            "anatomy": "chest",
+            "task": "disease",
+        },
+    ]
+    loaded, _ = run_ingest(write_recipe(folder, sources))
+    return loaded
+
+
+def proposals(loom: Path, method: str) -> dict[str, dict]:
+    return {r["id"].split("/")[0]: r for r in rows(loom, f"SELECT * FROM proposals WHERE method = '{method}' ORDER BY id")}
+
+
+def constant_last(network, layer, bias: list[float]) -> None:
+    """Random weights everywhere, then the last layer answers `bias` at every pixel: a known answer."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.copy_(torch.tensor(bias))
+
+
+def test_lungmask_runs_end_to_end_and_refuses_missing_or_unfit_weights(loom, tmp_path):
+    from medloom.propose.lungmask import unet
+
+    network = unet(3)
+    constant_last(network, network.last, [0.0, 5.0, 0.0])  # class 1 (right lung) everywhere
+    weights = tmp_path / "unet_r231.pth"
+    torch.save(network.state_dict(), weights)
+    missing = cli("propose", loom, "--method", "lungmask", check=False)
+    assert missing.returncode == 2 and "lungmask needs --param weights=PATH" in " ".join(missing.stderr.split())
+    gone = cli("propose", loom, "--method", "lungmask", "--param", f"weights={tmp_path / 'nope.pth'}", check=False)
+    assert gone.returncode == 2 and "nope.pth' is not a file" in " ".join(gone.stderr.split())
+    assert not (loom / "proposals" / "parts" / "lungmask").exists()  # refused before any record was read
+    state = network.state_dict()
+    state["last.weight"] = torch.zeros(3, 32, 1, 1)
+    torch.save(state, tmp_path / "bad.pth")
+    bad = cli("propose", loom, "--method", "lungmask", "--param", f"weights={tmp_path / 'bad.pth'}", check=False)
+    assert bad.returncode == 2 and "1 wrong shape: last.weight (3, 32, 1, 1) (expected (3, 64, 1, 1))" in " ".join(
+        bad.stderr.split()
+    )
+    out = cli("propose", loom, "--method", "lungmask", "--param", f"weights={weights}", "-w", "1", "-q")
+    assert "lungmask (version 1)" in out.stdout
+    got = proposals(loom, "lungmask")
+    ct = got["ct"]
+    assert ct["status"] == "proposed" and ct["version"] == "1"
+    params = json.loads(ct["params"])
+    assert params["weights"] == str(weights.resolve()) and len(params["weights_sha256"]) == 16
+    (roi,) = ct["rois"]
+    assert (roi["label"], roi["method"], roi["roi_source"]) == ("right lung", "lungmask", "proposal")
+    assert roi["score"] == pytest.approx(np.exp(5) / (np.exp(5) + 2), abs=1e-3) and roi["area"] > 0.3
+    assert (got["ct-png"]["status"], got["ct-png"]["reason"]) == ("refused", "no_hounsfield_units")
+    assert (got["cells"]["status"], got["cells"]["reason"]) == ("refused", "not_suited")
+
+
+def test_cellpose_flows_to_masks_and_end_to_end(loom, tmp_path):
+    from medloom.propose.cellpose import DEFAULTS, cpnet, masks_from_flows
+
+    # two discs whose flows point at their centres: two masks, each its disc
+    yy, xx = np.mgrid[0:40, 0:40]
+    flows, prob = np.zeros((2, 40, 40), np.float32), np.full((40, 40), -5.0, np.float32)
+    for cy, cx in ((10, 10), (28, 26)):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
+        prob[disc] = 5
+        flows[0][disc], flows[1][disc] = np.sign(cy - yy[disc]) * 5, np.sign(cx - xx[disc]) * 5
+    labels = masks_from_flows(flows, prob, {**DEFAULTS, "min_size": 5})
+    assert len(np.unique(labels)) == 3 and (labels[prob <= 0] == 0).all()
+    for cy, cx in ((10, 10), (28, 26)):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 25
+        assert len(np.unique(labels[disc])) == 1 and labels[cy, cx] > 0
+
+    network = cpnet([2, 8, 16, 32, 64], 3)
+    constant_last(network, network.output[2], [0.0, 0.0, 3.0])  # no flow, cell probability 3 everywhere
+    weights = tmp_path / "cyto3"
+    torch.save(network.state_dict(), weights)
+    cli("propose", loom, "--method", "cellpose", "--param", f"weights={weights}", "--param", "max_share=1.0", "-w", "1", "-q")
+    got = proposals(loom, "cellpose")
+    cells = got["cells"]
+    assert cells["status"] == "proposed" and json.loads(cells["params"])["diameter"] == 30.0
+    (roi,) = cells["rois"]  # no flow: every pixel stays where it is, one touching group
+    assert (roi["label"], roi["method"], roi["area"]) == ("cell", "cellpose", 1.0)
+    assert roi["score"] == pytest.approx(1 / (1 + np.exp(-3)), abs=1e-3)
+    assert (got["ct"]["status"], got["ct"]["reason"]) == ("refused", "not_suited")
+    from medloom.propose.lungmask import unet
+
+    torch.save(unet(3).state_dict(), tmp_path / "lung.pth")
+    wrong = cli("propose", loom, "--method", "cellpose", "--param", f"weights={tmp_path / 'lung.pth'}", check=False)
+    assert wrong.returncode == 2 and "is not a CPnet state dict" in " ".join(wrong.stderr.split())

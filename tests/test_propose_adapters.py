@@ -163,3 +163,45 @@ def test_cellpose_flows_to_masks_and_end_to_end(loom, tmp_path):
     torch.save(unet(3).state_dict(), tmp_path / "lung.pth")
     wrong = cli("propose", loom, "--method", "cellpose", "--param", f"weights={tmp_path / 'lung.pth'}", check=False)
     assert wrong.returncode == 2 and "is not a CPnet state dict" in " ".join(wrong.stderr.split())
+
+
+def tiny_sam(folder: Path, hidden: int = 32) -> None:
+    """A transformers SamModel of SAM's structure at a toy size (image 64, patches of 8), random weights."""
+    from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
+
+    torch.manual_seed(0)
+    vision = SamVisionConfig(
+        hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=8, output_channels=16
+    )
+    vision.update({"window_size": 4, "global_attn_indexes": [1], "mlp_dim": 64, "num_pos_feats": 8})
+    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32, iou_head_hidden_dim=16)
+    config = SamConfig(
+        vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(), mask_decoder_config=decoder.to_dict()
+    )
+    SamModel(config).save_pretrained(folder)
+
+
+def test_sam_prompted_by_the_records_boxes(loom, tmp_path):
+    pytest.importorskip("transformers")
+    folder = tmp_path / "sam-vit-tiny"
+    tiny_sam(folder)
+    cli("propose", loom, "--method", "sam", "--param", f"folder={folder}", "-w", "1", "-q")
+    got = {r["id"]: r for r in rows(loom, "SELECT * FROM proposals WHERE method = 'sam' ORDER BY id")}
+    boxes = {r["id"]: r["rois"] for r in rows(loom, "SELECT id, rois FROM records WHERE source = 'rsna'")}
+    with_boxes = [i for i, b in boxes.items() if b]
+    assert len(with_boxes) == 1 and len(boxes[with_boxes[0]]) == 2  # p1: two pneumonia boxes; p2: Target 0
+    p1 = got[with_boxes[0]]
+    assert p1["status"] == "proposed" and json.loads(p1["params"])["weights_sha256"]
+    assert [(r["label"], r["method"], r["roi_source"]) for r in p1["rois"]] == [("pneumonia", "sam", "proposal")] * 2
+    assert all(0 <= r["score"] <= 1 for r in p1["rois"])
+    others = {(p["status"], p["reason"]) for i, p in got.items() if i != with_boxes[0]}
+    assert others == {("refused", "not_suited")}  # no box to prompt with (p2, the CTs, the cells)
+    (folder / "config.json").rename(tmp_path / "config.json")
+    gone = cli("propose", loom, "--method", "sam", "--param", f"folder={folder}", check=False)
+    assert gone.returncode == 2 and "config.json is missing" in " ".join(gone.stderr.split())
+    wide = tmp_path / "wide"
+    tiny_sam(wide, hidden=48)
+    (tmp_path / "config.json").rename(wide / "config.json")  # a 32-wide config over 48-wide weights
+    bad = cli("propose", loom, "--method", "sam", "--param", f"folder={wide}", check=False)
+    assert bad.returncode == 2 and "do not fit its config.json's SamModel: 30 mismatched keys" in " ".join(bad.stderr.split())

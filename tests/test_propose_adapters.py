@@ -205,3 +205,118 @@ def test_sam_prompted_by_the_records_boxes(loom, tmp_path):
     (tmp_path / "config.json").rename(wide / "config.json")  # a 32-wide config over 48-wide weights
     bad = cli("propose", loom, "--method", "sam", "--param", f"folder={wide}", check=False)
     assert bad.returncode == 2 and "do not fit its config.json's SamModel: 30 mismatched keys" in " ".join(bad.stderr.split())
+
+
+def nnunet_folder(root: Path, configuration: str = "2d") -> Path:
+    """An nnU-Net v2 results folder in its real layout (nnUNet_results/Dataset.../TRAINER__PLANS__CONF with
+    plans.json, dataset.json, fold_0/checkpoint_final.pth as nnUNetTrainer.save_checkpoint writes it), a toy
+    PlainConvUNet whose last layer says `lung` everywhere."""
+    pytest.importorskip("dynamic_network_architectures")
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    def arch(dim: int) -> dict:
+        return {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {
+                "n_stages": 3,
+                "features_per_stage": [4, 8, 16],
+                "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
+                "kernel_sizes": [[3] * dim] * 3,
+                "strides": [[1] * dim, [2] * dim, [2] * dim],
+                "n_conv_per_stage": [2, 2, 2],
+                "n_conv_per_stage_decoder": [2, 2],
+                "conv_bias": True,
+                "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
+                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+                "dropout_op": None,
+                "dropout_op_kwargs": None,
+                "nonlin": "torch.nn.LeakyReLU",
+                "nonlin_kwargs": {"inplace": True},
+            },
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        }
+
+    common = {"normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False], "batch_size": 2}
+    plans = {
+        "dataset_name": "Dataset999_ChestCT",
+        "plans_name": "nnUNetPlans",
+        "configurations": {
+            "2d": {**common, "patch_size": [48, 48], "spacing": [0.7, 0.7], "architecture": arch(2)},
+            "3d_fullres": {**common, "patch_size": [16, 32, 32], "spacing": [1.5, 1.5, 1.5], "architecture": arch(3)},
+        },
+        "foreground_intensity_properties_per_channel": {
+            "0": {
+                "max": 1500.0,
+                "mean": -200.0,
+                "median": -100.0,
+                "min": -1024.0,
+                "percentile_00_5": -1000.0,
+                "percentile_99_5": 900.0,
+                "std": 350.0,
+            }
+        },
+    }
+    dataset = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "lung": 1, "vertebra": 2},
+        "numTraining": 8,
+        "file_ending": ".nii.gz",
+    }
+    folder = root / "nnUNet_results" / "Dataset999_ChestCT" / f"nnUNetTrainer__nnUNetPlans__{configuration}"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    kwargs = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    import pydoc
+
+    built = {k: pydoc.locate(v) if k in ("conv_op", "norm_op", "nonlin") else v for k, v in kwargs.items()}
+    torch.manual_seed(0)
+    network = PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=False, **built)
+    constant_last(network, network.decoder.seg_layers[-1], [0.0, 4.0, 0.0])
+    checkpoint = {
+        "network_weights": network.state_dict(),
+        "optimizer_state": {},
+        "grad_scaler_state": None,
+        "logging": {"mean_fg_dice": [np.float64(0.5)], "ema_fg_dice": [np.float64(0.5)]},
+        "_best_ema": np.float64(0.5),
+        "current_epoch": 1000,
+        "init_args": {
+            "plans": plans,
+            "configuration": configuration,
+            "fold": 0,
+            "dataset_json": dataset,
+            "device": torch.device("cpu"),
+        },
+        "trainer_name": "nnUNetTrainer",
+        "inference_allowed_mirroring_axes": (0, 1),
+    }
+    torch.save(checkpoint, folder / "fold_0" / "checkpoint_final.pth")
+    return folder
+
+
+def test_nnunet_results_folder_2d_runs_3d_says_what_is_missing(loom, tmp_path):
+    folder = nnunet_folder(tmp_path)
+    cli("propose", loom, "--method", "nnunet", "--param", f"folder={folder}", "-w", "1", "-q")
+    got = proposals(loom, "nnunet")
+    ct = got["ct"]
+    assert ct["status"] == "proposed" and json.loads(ct["params"])["fold"] == "0"
+    (roi,) = ct["rois"]
+    assert (roi["label"], roi["method"], roi["area"]) == ("lung", "nnunet", 1.0)
+    assert roi["score"] == pytest.approx(np.exp(4) / (np.exp(4) + 2), abs=1e-3)
+    assert (got["ct-png"]["status"], got["ct-png"]["reason"]) == ("refused", "no_hounsfield_units")  # CT normalisation
+    fold = cli("propose", loom, "--method", "nnunet", "--param", f"folder={folder}", "--param", "fold=1", check=False)
+    assert (
+        fold.returncode == 2
+        and "fold_1/checkpoint_final.pth is missing" in fold.stderr
+        and "this folder has fold_0" in fold.stderr
+    )
+    three = nnunet_folder(tmp_path / "3d", "3d_fullres")
+    out = cli("propose", loom, "--method", "nnunet", "--param", f"folder={three}", check=False)
+    said = " ".join(out.stderr.split())
+    assert out.returncode == 2 and "holds the 3d_fullres configuration (patch [16, 32, 32]" in said
+    assert "its network and weights load, but a 3D network needs a volume" in said and "labels lung, vertebra" in said
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "lung": 1}}))
+    unfit = cli("propose", loom, "--method", "nnunet", "--param", f"folder={folder}", check=False)
+    assert unfit.returncode == 2 and "decoder.seg_layers.1.weight (3, 4, 1, 1) (expected (2, 4, 1, 1))" in " ".join(
+        unfit.stderr.split()
+    )

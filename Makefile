@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# the public label tables torchxrayvision ships (NIH, RSNA, SIIM RLE, CheXpert): the reader tests' real layouts;
 	# --no-deps: its torchvision dependency must stay out (the tests read its data files, never import it)
 	$(BIN)/pip install --quiet --no-deps torchxrayvision==1.5.7
+	# nnU-Net's network classes for `propose --method nnunet`; --no-deps for the same reason (timm -> torchvision)
+	$(BIN)/pip install --quiet --no-deps dynamic-network-architectures==0.4.4
 	touch $(STAMP)
 
 demo: $(STAMP)

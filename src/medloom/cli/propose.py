@@ -37,9 +37,11 @@ def propose_cmd(
     quiet: Quiet = False,
     wait: Wait = False,
 ) -> None:
-    """Propose ROIs with a method that needs no downloaded weights; they go to the `proposals` view, never into
-    a record's own ROIs. `--accept` makes them read beside the record's ROIs by annotate and the exports, marked
-    `roi_source: proposal`; `--unaccept` takes that back. Both are recorded in LOOM/proposals/decisions.json."""
+    """Propose ROIs with a method that needs no downloaded weights, or an expert model from weights you have
+    (lungmask, cellpose, nnunet, sam: --param weights=FILE or folder=FOLDER; nothing is downloaded); they go to
+    the `proposals` view, never into a record's own ROIs. `--accept` makes them read beside the record's ROIs by
+    annotate and the exports, marked `roi_source: proposal`; `--unaccept` takes that back. Both are recorded in
+    LOOM/proposals/decisions.json."""
     from ..propose import METHODS, get_method
 
     if list_methods:

@@ -17,6 +17,11 @@ METHODS = {
     "fundus": "medloom.propose.fundus",  # optic disc and retinal vessels in fundus photographs
     "nuclei-he": "medloom.propose.nuclei",  # nuclei in H&E: colour deconvolution and watershed
     "breast": "medloom.propose.breast",  # breast region in mammograms
+    # expert models with weights the user has (propose/weights.py: nothing is downloaded)
+    "lungmask": "medloom.propose.lungmask",  # lungmask's U-Net (R231, LTRCLobes) on CT in HU
+    "cellpose": "medloom.propose.cellpose",  # Cellpose's CPnet (cyto, nuclei) on microscopy and pathology
+    "nnunet": "medloom.propose.nnunet",  # an nnU-Net v2 results folder (2d configurations; TotalSegmentator's are 3d)
+    "sam": "medloom.propose.sam",  # a SAM-style promptable model (transformers SamModel) given the record's boxes
 }
 
 

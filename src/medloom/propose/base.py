@@ -5,6 +5,8 @@ A method is a module with `VERSION`, `LABELS`, `DEFAULTS` (its parameters), `sui
 from the catalog's facts alone, or None) and `propose(pixels, values, record, params)` (regions, or `Refused`
 after looking at the pixels). `pixels` is the record as a person sees it (8-bit L or RGB); `values` the stored
 values behind it (Hounsfield units for CT, the scanner's numbers for MR) where the reader keeps them, else None.
+An expert model's adapter also has `prepare(params)`: run once before any record, it finds and checks the weights
+(weights.py) and returns the parameters with their hash.
 """
 
 from __future__ import annotations

@@ -104,6 +104,8 @@ def propose(
     loom = Path(loom)
     module = get_method(method)
     params = checked_params(module, params)
+    if hasattr(module, "prepare"):  # an expert model's adapter: its weights are found and checked before any record
+        params = module.prepare(params)
     fp = fingerprint(method, module.VERSION, params)
     con = catalog.connect(loom)
     query = "SELECT * FROM records" + (f" WHERE ({where})" if where else "") + " ORDER BY id"

@@ -282,3 +282,156 @@ def test_bad_options_are_clear_errors(world, tmp_path):
     assert proc.returncode == 2 and "--emit-configs" in proc.stderr
     proc = cli("cg", "run", plan, "--out", tmp_path / "r", "--baseline-model", "nope:x", check=False)
     assert proc.returncode == 2 and "openai:http://HOST:PORT/v1#MODEL" in proc.stderr
+
+
+LLAMAFACTORY_SITE = Path(os.environ.get("MEDLOOM_LLAMAFACTORY_SITE", "/tmp/llamafactory-site"))
+SWIFT_VENV = Path(os.environ.get("MEDLOOM_SWIFT_VENV", "/tmp/venv-swift"))
+CONSUMERS = Path(__file__).resolve().parent / "consumers"
+
+
+def emitted(world, tmp_path: Path, trainer: str) -> tuple[Path, dict]:
+    out = tmp_path / trainer
+    written = json.loads(
+        cli(
+            "cg", "run", world["plan"], "--out", out, "--trainer", trainer, "--emit-configs", "--model",
+            f"hf:{world['tmp'] / 'llava'}", "--steps", "3", "--batch-size", "4", "-w", "1", "--json", "-q",
+        ).stdout
+    )  # fmt: skip
+    return out, written
+
+
+def check_items(world, folder: Path, rows: list[dict], out: Path) -> None:
+    """An experiment's emitted rows: the items hf-lora trains on (its train.txt's records, never the target's),
+    one user turn (the image, Med-MAT's prompt) and one assistant turn (the letter), images under OUT."""
+    from medloom.train.mcq import experiment_items
+
+    items, _ = experiment_items(world["loom"], folder)
+    train_ids = set((folder / "train.txt").read_text().split())
+    assert [r["id"] for r in rows] == [i["record_id"] for i in items] and {r["id"] for r in rows} <= train_ids
+    assert not {r["id"] for r in rows} & target_ids(world["loom"])
+    for row, item in zip(rows, items):
+        assert row["messages"] == [
+            {"role": "user", "content": "<image>" + item["prompt"]},
+            {"role": "assistant", "content": item["answer"]},
+        ]
+        assert item["prompt"].endswith(f"\n{INSTRUCTION}") and "\nA: " in item["prompt"]
+        assert len(row["images"]) == 1 and (out / row["images"][0]).is_file()
+
+
+def test_llamafactory_configs_and_datasets_for_every_experiment(world, tmp_path):
+    import yaml
+
+    out, written = emitted(world, tmp_path, "llamafactory")
+    assert written["template"] == "llava" and len(written["experiments"]) == 11
+    info = json.loads((out / "dataset_info.json").read_text())
+    script = (out / "run.sh").read_text()
+    for folder in sorted(p.parent for p in (world["plan"] / TARGET).glob("*/manifest.json")):
+        rel = f"{TARGET}/{folder.name}"
+        config = yaml.safe_load((out / rel / "llamafactory.yaml").read_text())
+        entry = info[config["dataset"]]
+        assert entry["formatting"] == "sharegpt" and Path(config["dataset_dir"], entry["file_name"]) == out / rel / "data.json"
+        # every experiment: the same steps of the same number of examples
+        assert (config["max_steps"], config["per_device_train_batch_size"], config["gradient_accumulation_steps"]) == (3, 1, 4)
+        assert config["finetuning_type"] == "lora" and config["model_name_or_path"] == str(world["tmp"] / "llava")
+        check_items(world, folder, json.loads((out / rel / "data.json").read_text()), out)
+        assert f"llamafactory-cli train {rel}/llamafactory.yaml" in script
+        assert f"--model hf:{rel}/adapter --prompt-format medmat --out {rel}/mc" in script
+    if not (LLAMAFACTORY_SITE / "llamafactory").is_dir():
+        pytest.skip(f"no LLaMA-Factory at {LLAMAFACTORY_SITE} (`make consumers`)")
+    rel = f"{TARGET}/related-fixed-task"
+    proc = subprocess.run(
+        [sys.executable, CONSUMERS / "llamafactory_check.py", out / rel / "llamafactory.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HF_HUB_OFFLINE": "1",
+            "DISABLE_VERSION_CHECK": "1",  # LLaMA-Factory 0.9.5 pins an older transformers; its data code is the same
+            "PYTHONPATH": os.pathsep.join([str(LLAMAFACTORY_SITE), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        },
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    read = json.loads(proc.stdout.splitlines()[-1])
+    rows = json.loads((out / rel / "data.json").read_text())
+    assert read["max_steps"] == 3 and read["accumulation"] == 4 and read["lora_rank"] == 8 and read["formatting"] == ["sharegpt"]
+    assert len(read["examples"]) == len(rows)
+    for example, row in zip(read["examples"], rows):  # the converter's turns, and each image found in media_dir
+        assert example["_prompt"] == row["messages"][:1] and example["_response"] == row["messages"][1:]
+        assert example["_images"] == [str(out / row["images"][0])]
+
+
+def test_swift_arguments_and_datasets_for_every_experiment(world, tmp_path):
+    out, written = emitted(world, tmp_path, "swift")
+    script = (out / "run.sh").read_text()
+    assert 'export ROOT_IMAGE_DIR="$PWD"' in script
+    for folder in sorted(p.parent for p in (world["plan"] / TARGET).glob("*/manifest.json")):
+        rel = f"{TARGET}/{folder.name}"
+        args = json.loads((out / rel / "swift-args.json").read_text())
+        value = dict(zip(args[::2], args[1::2])).get  # flag -> its value: every flag has one
+        assert value("--dataset") == f"{rel}/train.jsonl" and value("--output_dir") == f"{rel}/adapter"
+        assert (value("--max_steps"), value("--per_device_train_batch_size"), value("--gradient_accumulation_steps")) == (
+            "3",
+            "1",
+            "4",
+        )
+        rows = [json.loads(line) for line in (out / rel / "train.jsonl").read_text().splitlines()]
+        check_items(world, folder, rows, out)
+        assert f"--model hf:{rel}/adapter/checkpoint-3 --prompt-format medmat --out {rel}/mc" in script
+    python = SWIFT_VENV / "bin" / "python"
+    if not python.is_file():
+        pytest.skip(f"no ms-swift venv at {SWIFT_VENV} (`make consumers`)")
+    rel = f"{TARGET}/related-fixed-task"
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "ROOT_IMAGE_DIR": str(out)}
+    args = json.loads((out / rel / "swift-args.json").read_text())
+    parsed = subprocess.run(
+        [python, CONSUMERS / "swift_args.py", *args], capture_output=True, text=True, timeout=300, env=env, cwd=out
+    )
+    assert parsed.returncode == 0, parsed.stderr[-3000:]
+    result = json.loads(parsed.stdout.splitlines()[-1])
+    assert result["remaining"] == [] and result["tuner"] == "lora" and result["dataset"] == [f"{rel}/train.jsonl"]
+    loaded = subprocess.run(
+        [python, CONSUMERS / "swift_dataset.py", f"{rel}/train.jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=out,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    read = json.loads(loaded.stdout.splitlines()[-1])
+    rows = [json.loads(line) for line in (out / rel / "train.jsonl").read_text().splitlines()]
+    assert [r["messages"] for r in read["rows"]] == [r["messages"] for r in rows]  # every row kept, as written
+    assert [r["images"] for r in read["rows"]] == [r["images"] for r in rows]
+
+
+def test_the_emitted_script_evaluates_and_reports(world, tmp_path):
+    """run.sh as written, with a stand-in for `llamafactory-cli train` that puts an adapter where the config says
+    (hf-lora's, copied): medloom's own lines evaluate each adapter and the base model and print the tables."""
+    plan = tmp_path / "plan"
+    for name in ("baseline-plus", "related-fixed-task"):
+        shutil.copytree(world["plan"] / TARGET / name, plan / TARGET / name)
+    out = tmp_path / "lf"
+    cli(
+        "cg", "run", plan, "--out", out, "--loom", world["loom"], "--trainer", "llamafactory", "--emit-configs",
+        "--model", f"hf:{world['tmp'] / 'llava'}", "--steps", "2", "-w", "1", "-q",
+    )  # fmt: skip
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    adapter = world["results"] / TARGET / "all-related" / "adapter"
+    (tools / "llamafactory-cli").write_text(
+        f"#!{sys.executable}\nimport shutil, sys, yaml\nconfig = yaml.safe_load(open(sys.argv[2]))\n"
+        f"shutil.copytree({str(adapter)!r}, config['output_dir'], ignore=shutil.ignore_patterns('train.json'))\n"
+    )
+    (tools / "medloom").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m medloom.cli "$@"\n')
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    env |= {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+    proc = subprocess.run(["bash", out / "run.sh"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report" / "report.json").read_text())["targets"]["CT|brain|cancer"]["runs"]
+    assert set(report) == {"baseline", "baseline-plus", "related-fixed-task"}
+    assert all(cell["n"] == len(target_ids(world["loom"])) for cell in report.values())
+    assert report["related-fixed-task"]["model"] == f"hf:{TARGET}/related-fixed-task/adapter"
+    assert "Table 3" in proc.stdout

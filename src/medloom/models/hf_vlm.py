@@ -124,7 +124,12 @@ def generate(processor, model, device: str, images: list, text: str, max_new_tok
     lays them out."""
     import torch
 
-    inputs = processor(images=images or None, text=[chat_prompt(processor, len(images), text)], return_tensors="pt").to(device)
+    inputs = processor(images=images or None, text=[chat_prompt(processor, len(images), text)], return_tensors="pt")
+    # pixels in the weights' dtype (a bfloat16 model on a GPU); ids and masks as they are
+    inputs = {
+        k: (v.to(device, model.dtype) if v.is_floating_point() else v.to(device)) if torch.is_tensor(v) else v
+        for k, v in inputs.items()
+    }
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()

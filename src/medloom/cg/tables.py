@@ -25,10 +25,12 @@ from ..evaluate.metrics import metrics
 from .plan import DIRECTIONS, PlanError, slug
 
 BASELINES = ("baseline", "baseline-plus")
-TABLE3 = (*BASELINES, *(f"related-{d}" for d in DIRECTIONS))
+PRETRAINED = "baseline-pretrained"  # `cg run --baseline-model SPEC`: a model asked as it is, never starred
+TABLE3 = ("baseline", PRETRAINED, "baseline-plus", *(f"related-{d}" for d in DIRECTIONS))
 TABLE4 = ("all-related", "all-unrelated", "without-modality", "without-area", "without-task")
 TITLES = {
     "baseline": "Baseline",
+    PRETRAINED: "Baseline (pretrained)",
     "baseline-plus": "Baseline+",
     **{f"related-{d}": d.replace("-", " ") for d in DIRECTIONS},
     "all-related": "all related",
@@ -72,7 +74,7 @@ def cg_report(
             cells.setdefault(name, {"missing": why})
         for name in units:
             for ref in BASELINES:
-                if name in BASELINES or ref not in units:
+                if name in (*BASELINES, PRETRAINED) or ref not in units:
                     continue
                 shared = sorted(units[name].keys() & units[ref].keys())
                 if shared:

@@ -20,6 +20,7 @@ TINY = {  # script: arguments at a tiny size (--data is added where the script t
     "export.py": ["--n", "20", "--sets", "jpg"],
     "ingest.py": ["--n", "20", "--sets", "jpg", "--repeat", "1"],
     "pmc.py": ["--rounds", "1"],
+    "propose.py": ["--n", "2"],
     "publish.py": ["--files", "4", "--mb", "1", "--threads", "2"],
     "readers.py": ["--n", "20", "--repeat", "1"],
     "scale.py": ["--n", "40", "--workers", "1", "--memory", "100,200"],
@@ -28,7 +29,7 @@ TINY = {  # script: arguments at a tiny size (--data is added where the script t
     "train.py": ["--n", "8", "--no-cg"],  # tests/test_cg.py runs examples/cg itself
     "zeroshot.py": ["--n", "8"],
 }
-NO_DATA = {"answers.py", "burned_in.py", "dedup.py", "pmc.py", "publish.py"}
+NO_DATA = {"answers.py", "burned_in.py", "dedup.py", "pmc.py", "propose.py", "publish.py"}
 
 
 def test_every_benchmark_is_listed():

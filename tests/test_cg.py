@@ -6,6 +6,7 @@ Holm correction; a second run redoes nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,28 @@ def test_train_clip_takes_an_experiment_by_name(world, tmp_path):
     assert report["records"] == len((target / "related-fixed-task" / "train.txt").read_text().split())
     proc = cli("train", "clip", world["loom"], "--out", tmp_path / "o", "--image-tower", "open_clip:ckpt.bin", check=False)
     assert proc.returncode == 2 and "examples/train/open_clip.sh" in proc.stderr
+
+
+def test_a_pretrained_baseline_is_asked_beside_the_trained_models(world, tmp_path):
+    """`--baseline-model SPEC`: one more column, the model as it is (a tiny CLIP here), on the same test records;
+    the trained experiments are not redone for it, and it is never starred."""
+    pytest.importorskip("transformers")
+    from test_eval_hf import build_clip
+
+    build_clip(tmp_path / "clip")
+    results = tmp_path / "results"
+    shutil.copytree(world["results"], results)
+    spec = f"hf-clip:{tmp_path / 'clip'}"
+    again = json.loads(
+        cli(
+            "cg", "run", world["plan"], "--out", results, "--epochs", "8", "--batch-size", "32", "--baseline-model", spec,
+            "--json", "-q",
+        ).stdout
+    )  # fmt: skip
+    assert again["trained"] == 0 and again["reused"] == 13 and again["skipped"] == 0
+    for metric in ("mc", "zeroshot"):
+        cells = json.loads((results / "report" / f"{metric}.json").read_text())["targets"]["CT|brain|cancer"]["runs"]
+        assert cells["baseline-pretrained"]["model"] == spec and cells["baseline-pretrained"]["n"] == 16
+        assert "vs_baseline-plus" not in cells["baseline-pretrained"] and "vs_baseline-plus" in cells["all-related"]
+    text = (results / "report" / "mc.md").read_text()
+    assert "| Baseline | Baseline (pretrained) | Baseline+ |" in text and f"Baseline (pretrained): `{spec}`" in text

@@ -167,6 +167,10 @@ def test_report_seeds_cluster_test_holm_worse_and_power(world, tmp_path):
     # modality-area-1 loses 15 questions: marked worse
     pairs += [f"modality-area-1={fake_run(runs / 'ma', test, set(test[:5]), patient)}", f"baseline-plus-modality-area-1={plus}"]
     pairs += [f"baseline={fake_run(runs / 'base', test, set(test[::2]), patient)}"]
+    # a pretrained Baseline (`cg run --baseline-model`) answering everything: shown beside Baseline, never tested,
+    # so Holm's family stays the three combinations
+    pairs += [f"baseline-pretrained={fake_run(runs / 'pre', test, set(test), patient)}"]
+    pairs += [f"baseline-plus={plus}"]  # the shared Baseline+, which a tested run without a manifest is tested against
     args = [x for p in pairs for x in ("--runs", p)]
     report = json.loads(cli("cg", "report", tmp_path / "p", *args, "--out", tmp_path / "rep", "--json").stdout)
     cells = report["targets"][T]["runs"]
@@ -191,6 +195,7 @@ def test_report_seeds_cluster_test_holm_worse_and_power(world, tmp_path):
     for n, a in zip(family, adjusted):
         assert cells[n]["vs_baseline-plus"]["holm_p"] == pytest.approx(a) and cells[n]["vs_baseline-plus"]["family"] == "table3"
     assert report["comparisons"] == {"table3": 3} and report["correction"] == "holm"
+    assert cells["baseline-pretrained"]["accuracy"] == 1.0 and "vs_baseline-plus" not in cells["baseline-pretrained"]
     assert ft["vs_baseline-plus"]["success"] and ma["worse"] and not ma["success"]
 
     power = report["targets"][T]["power"]
@@ -199,6 +204,7 @@ def test_report_seeds_cluster_test_holm_worse_and_power(world, tmp_path):
     assert power["detectable_holm"]["table3"] == detectable_difference(31, 0.5, alpha=0.05 / 3)
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "## Table 3: one row per related subset combination" in text
+    assert "| train | Baseline | Baseline (pretrained) | Baseline+ | Trained |" in text
     assert "| CT\\|lung\\|cancer | fixed task | CT\\|brain\\|cancer + X-ray\\|lung\\|cancer | 4 |" in text
     assert "0.875 ±0.035 [0.90/0.85] *" in text  # mean, sd and each seed, better after Holm
     assert "0.125 (0.05-0.26) !" in text  # worse

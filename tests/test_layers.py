@@ -29,7 +29,8 @@ LAYERS = {  # top-level module or package of medloom -> its layer (lower imports
     **dict.fromkeys(("engine", "sources", "recipe", "literature", "models", "registry"), 1),
     "view": 2,
     **dict.fromkeys(
-        ("ingest", "annotate", "curate", "splits", "export", "evaluate", "train", "cg", "publish", "stream", "stats"), 3
+        ("ingest", "annotate", "propose", "curate", "splits", "export", "evaluate", "train", "cg", "publish", "stream", "stats"),
+        3,
     ),
     **dict.fromkeys(("web", "cli", "__main__", "__init__"), 4),
 }

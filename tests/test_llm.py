@@ -28,6 +28,8 @@ class ChatServer:
 
     def __init__(self, delay: float = 0.0):
         self.delay, self.plan, self.log, self.bodies = delay, {}, [], []
+        self.describe = lambda description, prompt: f"Rewritten: {description}"  # ROI descriptions
+        self.caption = lambda caption, prompt: "A CT scan of the brain." if "covid-19" in prompt else f"Rewritten: {caption}"
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         outer = self
@@ -83,10 +85,11 @@ class ChatServer:
                     return self.reply(200, {"choices": [{"message": {"content": "x" * (2 << 20)}}]})
                 if action == "slow":
                     time.sleep(1.5)
-                if "Caption to rewrite: " in text:
-                    caption = text.split("Caption to rewrite: ", 1)[1].splitlines()[0]
-                    answer = "A CT scan of the brain." if "covid-19" in text else f"Rewritten: {caption}"
-                else:
+                if "Description to rewrite: " in text:
+                    answer = outer.describe(text.split("Description to rewrite: ", 1)[1].splitlines()[0], text)
+                elif "Caption to rewrite: " in text:
+                    answer = outer.caption(text.split("Caption to rewrite: ", 1)[1].splitlines()[0], text)
+                if "Question to rephrase: " in text:
                     question = text.split("Question to rephrase: ", 1)[1].splitlines()[0]
                     answer = f"Please answer: {question}"
                 return self.reply(

@@ -919,7 +919,7 @@ def test_names_in_folders_never_leave_the_loom(tmp_path):
     (data / "dcm" / f"DOE_JOHN_{MARK.decode()}" / "DOE_JOHN_2.dcm").unlink()  # quarantined at export: its message
     cli("annotate", loom, "-q")
     cli("split", loom, "--by", "record", "--test", "0.3", "--val", "0", "--seed", "2", "--json")
-    for fmt in ("webdataset", "parquet", "llava", "sharegpt", "medmat", "swift", "clip-benchmark", "dicom"):
+    for fmt in ("webdataset", "parquet", "llava", "sharegpt", "medmat", "swift", "clip-benchmark", "dicom", "vlmeval-tsv"):
         out = tmp_path / "out" / fmt
         cli("export", loom, "--format", fmt, "--out", out, "-q")
         leaks = [

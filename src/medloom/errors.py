@@ -42,6 +42,10 @@ class AnnotateError(MedloomError, ValueError):
     pass
 
 
+class ProposeError(MedloomError, ValueError):
+    """`medloom propose`: an unknown method, a bad parameter, a filter that selects nothing to accept."""
+
+
 class ExportError(MedloomError, ValueError):
     """A problem with the request (bad --where, an occupied folder); the message says what to do."""
 

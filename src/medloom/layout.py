@@ -4,6 +4,7 @@ of spelling folder names.
     LOOM/recipe.yaml
     LOOM/catalog/        parts, quarantine, manifest.json (ingest)
     LOOM/annotations/    annotations.parquet, manifest.json, reviews.json (annotate, serve's audit)
+    LOOM/proposals/      proposals.parquet, manifest.json, decisions.json, parts/METHOD/ (propose)
     LOOM/curation/       dedup, leakage, clusters, concepts, subsets, labels (curate, serve)
     LOOM/subsets/        NAME.parquet, NAME.json (subset)
     LOOM/splits/         split.parquet, split.json (split)
@@ -21,6 +22,7 @@ from pathlib import Path
 CATALOG = "catalog"
 ANNOTATIONS = "annotations"
 CURATION = "curation"
+PROPOSALS = "proposals"
 SUBSETS = "subsets"
 SPLITS = "splits"
 EMBEDDINGS = "embeddings"
@@ -40,6 +42,10 @@ def annotations_dir(loom: Path) -> Path:
 
 def annotations_file(loom: Path) -> Path:
     return annotations_dir(loom) / "annotations.parquet"
+
+
+def proposals_dir(loom: Path) -> Path:
+    return Path(loom) / PROPOSALS
 
 
 def curation_dir(loom: Path) -> Path:
@@ -84,6 +90,7 @@ def cache_dir(loom: Path, what: str) -> Path:
 # the DuckDB views that later steps add to `records` and `quarantine` (catalog.connect)
 VIEWS = {
     "annotations": (ANNOTATIONS, "annotations.parquet"),
+    "proposals": (PROPOSALS, "proposals.parquet"),
     "dedup": (CURATION, "dedup.parquet"),
     "leakage": (CURATION, "leakage.parquet"),
     "clusters": (CURATION, "clusters.parquet"),

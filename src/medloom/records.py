@@ -27,6 +27,31 @@ ROI_TYPE = pa.struct(
     ]
 )
 
+# a machine-made ROI (`medloom propose`): a catalog ROI plus where it came from. Kept in the `proposals` view, never
+# in a record's `rois`; steps that read accepted proposals beside a record's own ROIs mark each by `roi_source`
+# ("dataset" or "proposal")
+PROPOSAL_ROI_TYPE = pa.struct(
+    list(ROI_TYPE) + [("score", pa.float32()), ("method", pa.string()), ("version", pa.string()), ("roi_source", pa.string())]
+)
+# one row per record and method: what the method proposed, or why it refused the image
+PROPOSAL_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("method", pa.string()),
+        ("version", pa.string()),
+        ("params", pa.string()),  # the method's parameters as JSON
+        ("fingerprint", pa.string()),  # hash of method, version and parameters: what an acceptance names
+        ("status", pa.string()),  # proposed | refused | failed
+        ("reason", pa.string()),  # for refused or failed: a short code (not_ct, no_hounsfield_units, ...)
+        ("message", pa.string()),
+        ("rois", pa.list_(PROPOSAL_ROI_TYPE)),
+        ("accepted", pa.bool_()),
+        ("accepted_by", pa.string()),
+        ("accepted_at", pa.string()),
+        ("seconds", pa.float32()),
+    ]
+)
+
 RENDER_TYPE = pa.struct(
     [
         # linear window applied to the modality-LUT values; null for 8-bit photographic data

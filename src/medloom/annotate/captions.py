@@ -1,11 +1,15 @@
 """Captions from the MAT triplet and labels (as UniMed does): several templates per task family, chosen by
-a seed, filled grammatically. Users add templates per family in the recipe."""
+a seed, filled grammatically, worded as a radiologist's global sentence (prose.py: "Chest radiograph showing
+pneumonia", "Axial slice of a brain MRI with a whole-brain mask"). Users add templates per family in the
+recipe."""
 
 from __future__ import annotations
 
+import json
 import random
 
 from ..vocab.words import (
+    NORMAL,
     anatomy_phrase,
     counted,
     finding,
@@ -15,37 +19,41 @@ from ..vocab.words import (
     sentence,
     with_article,
 )
+from .prose import objects_phrase, study
 from .structures import instance_words, object_counts
 
 FAMILIES = ("classification", "multi-label", "grading", "detection", "segmentation")
+# a radiologist's global sentence: the study once, then the finding (prose.py says how each part reads)
 TEMPLATES: dict[str, list[str]] = {
     "classification": [
-        "{An_image} {of_anatomy} showing {finding}.",
-        "This {image} {of_anatomy} shows {finding}.",
-        "{Image} {of_anatomy}: {finding}.",
-        "The {image} {of_anatomy} is consistent with {finding}.",
+        "{Study} showing {finding}.",
+        "{Study} demonstrating {finding}.",
+        "{Study}: findings consistent with {finding}.",
+        "Findings of {finding} on {a_study}.",
     ],
     "multi-label": [
-        "{An_image} {of_anatomy} showing {findings}.",
-        "Findings on this {image} {of_anatomy}: {findings}.",
-        "This {image} {of_anatomy} shows {n_findings}: {findings}.",
+        "{Study} showing {findings}.",
+        "{Study} with {n_findings}: {findings}.",
+        "Findings on this {study}: {findings}.",
     ],
     "grading": [
-        "{An_image} {of_anatomy}, graded as {finding}.",
-        "This {image} {of_anatomy} is graded {finding}.",
-        "{Image} {of_anatomy} with a grade of {finding}.",
+        "{Study}, graded as {finding}.",
+        "{Study}; severity: {finding}.",
+        "Grading of this {study}: {finding}.",
     ],
     "detection": [
-        "{An_image} {of_anatomy} with {objects} marked by boxes.",
-        "This {image} {of_anatomy} contains {objects}.",
-        "{Objects} can be seen in this {image} {of_anatomy}.",
+        "{Study} with {objects}.",
+        "{A_study} with {objects}.",
+        "This {study} has {objects}.",
     ],
     "segmentation": [
-        "{An_image} {of_anatomy} with {objects} outlined.",
-        "This {image} {of_anatomy} shows {objects}, delineated by {masks}.",
-        "Segmentation of {objects} on {an_image} {of_anatomy}.",
+        "{Study} with {objects}.",
+        "{A_study} with {objects}.",
+        "This {study} has {objects}.",
     ],
 }
+# a normal class is the absence of a finding: "Normal chest radiograph", not "showing normal findings" in every form
+NORMAL_TEMPLATES = ["Normal {study}.", "{Study} with normal findings.", "{Study} within normal limits: normal findings."]
 
 
 def task_family(record: dict) -> str | None:
@@ -63,12 +71,17 @@ def task_family(record: dict) -> str | None:
 
 
 def fill(template: str, record: dict, instances: frozenset[str] | None = None) -> str:
-    """The template with the record's words; ROIs counted as objects (a structure in parts is one)."""
+    """The template with the record's words; ROIs as objects (a structure in parts is one, never counted;
+    lesions counted; proposals as candidate regions: prose.py)."""
     image = modality_phrase(record["modality"])
     labels = list(record.get("labels") or [])
-    kinds = object_counts(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
-    objects = join_words([counted(label_words(k), n) for k, n in kinds.items()])
+    words = instance_words(None) if instances is None else instances
+    kinds = object_counts(list(record.get("rois") or []), words)
+    objects = objects_phrase(record, kinds, words)
+    the_study = study(record, json.loads(record["meta"]) if record.get("meta") else None)
     values = {
+        "study": the_study,
+        "a_study": with_article(the_study),
         "image": image,
         "an_image": with_article(image),
         "of_anatomy": anatomy_phrase(record["anatomy"]),
@@ -80,7 +93,7 @@ def fill(template: str, record: dict, instances: frozenset[str] | None = None) -
         "objects": objects,
         "masks": "a mask" if sum(kinds.values()) == 1 else "masks",
     }
-    for key in ("image", "an_image", "objects"):
+    for key in ("image", "an_image", "objects", "study", "a_study"):
         values[key[0].upper() + key[1:]] = values[key][:1].upper() + values[key][1:]
     return sentence(template.format(**values))
 
@@ -92,5 +105,7 @@ def make_caption(
     family = task_family(record)
     if family is None:
         return "", ""
-    templates = TEMPLATES[family] + list((extra or {}).get(family, []))
+    labels = list(record.get("labels") or [])
+    normal = family == "classification" and label_words(labels[0]).lower() in NORMAL
+    templates = (NORMAL_TEMPLATES if normal else TEMPLATES[family]) + list((extra or {}).get(family, []))
     return fill(rng.choice(templates), record, instances), family

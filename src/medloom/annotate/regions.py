@@ -1,10 +1,11 @@
 """Multigranular ROI descriptions (as MedTrinity-25M): a global part (modality, anatomy) and, per ROI,
 where it is in words, how large, its shape, its brightness and texture against its surroundings, how many
 of its kind there are (a structure whose mask falls into several regions is one, in parts: see
-`structures.py`), and how they relate (overlapping, adjacent, above/below, left/right).
+`structures.py`), whether people drew it or a method proposed it, how they relate (overlapping, adjacent,
+above/below, left/right), and knowledge retrieved for the findings (ontology.py).
 
 Pure functions of a record and, optionally, its 8-bit grey pixels; the result is structured fields plus a
-text built from them.
+text built from them (the wording is prose.py's).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import math
 import numpy as np
 
 from ..imaging import rle_decode
-from ..vocab.words import counted, join_words, label_words, sentence, with_article
+from ..vocab.words import label_words
+from .prose import description
 from .structures import instance_words, objects
 
 ORGAN_WORDS = frozenset(
@@ -136,13 +138,12 @@ def describe_regions(
     record: dict,
     gray: np.ndarray | None,
     *,
-    modality_phrase: str,
-    anatomy_phrase: str,
-    definitions: dict[str, str] | None = None,
+    knowledge: list[dict] | None = None,
     instances: frozenset[str] | None = None,
 ) -> dict:
     """Structured facts and text for every object of a record: an instance ROI, or a structure whose mask
-    regions are its parts (see `structures.py`; `instances` as `instance_words` makes it)."""
+    regions are its parts (see `structures.py`; `instances` as `instance_words` makes it). `knowledge`: the
+    retrieved terms (ontology.py) the text ends with."""
     import json
 
     meta = json.loads(record["meta"]) if record.get("meta") else {}
@@ -150,7 +151,8 @@ def describe_regions(
     rois = record.get("rois") or []
     w, h = record["width"], record["height"]
     region_masks = [rle_decode(list(r["rle"]), h, w).astype(bool) if r.get("rle") else None for r in rois]
-    objs = objects(rois, instance_words(None) if instances is None else instances)
+    words = instance_words(None) if instances is None else instances
+    objs = objects(rois, words)
     masks = []
     for obj in objs:
         parts = [region_masks[i] for i in obj["members"]]
@@ -195,6 +197,7 @@ def describe_regions(
                 "texture": texture,
                 "mean_difference": round(diff, 2),
                 "std_ratio": round(ratio, 3) if math.isfinite(ratio) else 1.0,
+                "roi_source": "proposal" if obj["proposal"] else "dataset",
             }
         )
     relations = []
@@ -206,46 +209,7 @@ def describe_regions(
     return {
         "rois": out_rois,
         "relations": relations,
-        "text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, definitions or {}),
-        # what the checks read: the definitions are knowledge base text, not claims about this image
-        "facts_text": region_text(out_rois, relations, modality_phrase, anatomy_phrase, {}),
+        "text": description(record, meta, out_rois, relations, counts, words, knowledge or []),
+        # what the fact checks read: the knowledge sentences quote the ontology, not claims about this image
+        "facts_text": description(record, meta, out_rois, relations, counts, words, []),
     }
-
-
-def region_text(
-    rois: list[dict], relations: list[dict], modality_phrase: str, anatomy_phrase: str, definitions: dict[str, str]
-) -> str:
-    if not rois:
-        return ""
-    kinds: dict[str, int] = {}
-    for r in rois:
-        kinds[r["label"]] = r["count"]
-    parts = [
-        sentence(
-            f"{with_article(modality_phrase)} {anatomy_phrase} with "
-            f"{join_words([counted(label_words(k), n) for k, n in kinds.items()])}"
-        )
-    ]
-    for r in rois:
-        name = label_words(r["label"])
-        which = f"{name} {r['index']}" if r["count"] > 1 else f"the {name}"
-        region = f"{r['shape']} region in {r['parts']} parts" if r.get("parts", 1) > 1 else f"{r['shape']} region"
-        bits = [
-            f"{which} is {with_article(r['size'])}, {region} in the {r['location']}",
-            f"covering {r['area_share'] * 100:.1f}% of the image",
-        ]
-        if r["organ_share"] >= 0:
-            bits.append(f"and {r['organ_share'] * 100:.0f}% of the organ")
-        text = " ".join(bits)
-        if r["brightness"]:
-            text += f"; it is {r['brightness']} and {r['texture']} its surroundings"
-        parts.append(sentence(text))
-    for rel in relations:
-        a, b = rois[rel["a"]], rois[rel["b"]]
-        name_a = f"{label_words(a['label'])} {a['index']}" if a["count"] > 1 else f"the {label_words(a['label'])}"
-        name_b = f"{label_words(b['label'])} {b['index']}" if b["count"] > 1 else f"the {label_words(b['label'])}"
-        parts.append(sentence(f"{name_a} {rel['relation']} {name_b}"))
-    for label in kinds:
-        if label in definitions:
-            parts.append(sentence(f"{label_words(label)}: {definitions[label]}"))
-    return " ".join(parts)

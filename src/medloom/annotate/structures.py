@@ -7,6 +7,7 @@ one image is one organ however many regions it shows; lesions and cells are coun
 - ROIs that are boxes only (no mask) are instances: an annotator drew each box around one object.
 - Mask regions of a label named in `instances` are instances; regions of any other label are the parts of
   one structure (one ROI fact, `parts` > 1, its box the union of theirs).
+- A method's proposals (`roi_source: proposal`) are never parts of a structure people drew.
 - `instances` is a recipe choice (`annotate: {instances: [nodule, polyp]}`), matched against the label's
   words and their plurals; by default the lesion and cell words of `DEFAULT_INSTANCES`.
 """
@@ -56,15 +57,16 @@ def group_rois(rois: list[dict], words: frozenset[str]) -> list[list[int]]:
     """The ROIs as objects: lists of indices into `rois`, one per instance, one per structure (all of its
     mask regions), in the order of each object's first ROI."""
     groups: list[list[int]] = []
-    structure: dict[str, int] = {}
+    structure: dict[tuple[str, bool], int] = {}
     for i, roi in enumerate(rois):
         label = roi["label"]
+        key = (label, roi.get("roi_source") == "proposal")  # a proposal never merges with people's ROIs
         if not list(roi.get("rle") or []) or counts_as_instances(label, words):
             groups.append([i])
-        elif label in structure:
-            groups[structure[label]].append(i)
+        elif key in structure:
+            groups[structure[key]].append(i)
         else:
-            structure[label] = len(groups)
+            structure[key] = len(groups)
             groups.append([i])
     return groups
 
@@ -74,7 +76,8 @@ def union_box(boxes: list) -> list[float]:
 
 
 def objects(rois: list[dict], words: frozenset[str]) -> list[dict]:
-    """One dict per object: `label`, `bbox` (the union of its parts'), `area` (their sum), `parts`, `members`."""
+    """One dict per object: `label`, `bbox` (the union of its parts'), `area` (their sum), `parts`, `members`,
+    `proposal` (a method proposed it: `roi_source: proposal`)."""
     out = []
     for members in group_rois(rois, words):
         parts = [rois[i] for i in members]
@@ -85,6 +88,7 @@ def objects(rois: list[dict], words: frozenset[str]) -> list[dict]:
                 "area": sum(float(p.get("area") or 0.0) for p in parts),
                 "parts": len(parts),
                 "members": members,
+                "proposal": parts[0].get("roi_source") == "proposal",
             }
         )
     return out

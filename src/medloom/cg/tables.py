@@ -23,12 +23,14 @@ from .plan import DIRECTIONS, PlanError, slug
 from .summary import ALPHA, FAMILIES, TEST, cell, correct_and_mark, power, read_seeds, versus
 
 BASELINES = ("baseline", "baseline-plus")
+PRETRAINED = "baseline-pretrained"  # `cg run --baseline-model SPEC`: a model asked as it is, never starred
 POOLED = tuple(f"related-{d}" for d in DIRECTIONS)
 ABLATIONS = ("all-related", "all-unrelated", "all-data", "without-modality", "without-area", "without-task")
-TABLE3 = (*BASELINES, *POOLED)  # the figure's and the console's column order
+TABLE3 = ("baseline", PRETRAINED, "baseline-plus", *POOLED)  # the figure's and the console's column order
 TABLE4 = ABLATIONS
 TITLES = {
     "baseline": "Baseline",
+    PRETRAINED: "Baseline (pretrained)",
     "baseline-plus": "Baseline+",
     **{f"related-{d}": d.replace("-", " ") for d in DIRECTIONS},
     "all-related": "all related",
@@ -84,8 +86,8 @@ def cg_report(experiments: list[dict], runs: Runs, skipped: dict[str, dict[str, 
             cells[name] = cell(us, results, folders, seed)
         for name, why in skipped.get(target, {}).items():
             cells.setdefault(name, {"missing": why})
-        for name in units:
-            if name == "baseline" or name.startswith("baseline-plus"):
+        for name in units:  # the Baselines (the pretrained one too) are never tested: outside Holm's families
+            if name in ("baseline", PRETRAINED) or name.startswith("baseline-plus"):
                 continue
             reference = manifests.get(name, {}).get("reference") or "baseline-plus"
             if reference in units:
@@ -168,7 +170,13 @@ def cell_text(c: dict | None) -> str:
     return f"{c['accuracy']:.3f} ({lo:.2f}-{hi:.2f}){mark(c)}"
 
 
+def _pretrained(report: dict) -> bool:
+    """Whether any target has a pretrained Baseline (`cg run --baseline-model`): its column, beside Baseline."""
+    return any(PRETRAINED in t["runs"] for t in report["targets"].values())
+
+
 def _combination_rows(report: dict, three_way: bool) -> list[list[str]]:
+    pretrained = _pretrained(report)
     rows = []
     for target, t in report["targets"].items():
         combos = [(n, e) for n, e in t["experiments"].items() if e["kind"] == "combination"]
@@ -188,6 +196,7 @@ def _combination_rows(report: dict, three_way: bool) -> list[list[str]]:
                     *lead,
                     train,
                     cell_text(runs.get("baseline")),
+                    *([cell_text(runs.get(PRETRAINED))] if pretrained else []),
                     cell_text(runs.get(e["reference"])),
                     cell_text(runs.get(name)),
                 ]
@@ -200,7 +209,8 @@ def _column_rows(report: dict, names: tuple[str, ...], always: bool = False) -> 
     shown = [n for n in names if n in present]
     if not shown and not always:
         return [], []
-    header = ["target", "train", "Baseline", "Baseline+", *(TITLES.get(n, n) for n in shown)]
+    pretrained = [PRETRAINED] if _pretrained(report) else []
+    header = ["target", "train", "Baseline", *(TITLES[n] for n in pretrained), "Baseline+", *(TITLES.get(n, n) for n in shown)]
     rows = []
     for target, t in report["targets"].items():
         sizes = {str(t["experiments"][n]["train_records"]) for n in shown if n in t["experiments"]}
@@ -209,6 +219,7 @@ def _column_rows(report: dict, names: tuple[str, ...], always: bool = False) -> 
                 target,
                 "/".join(sorted(sizes)) or "-",
                 cell_text(t["runs"].get("baseline")),
+                *(cell_text(t["runs"].get(n)) for n in pretrained),
                 cell_text(t["runs"].get("baseline-plus")),
                 *(cell_text(t["runs"].get(n)) for n in shown),
             ]
@@ -220,19 +231,20 @@ def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of each table the report has: Table 3, Table 4, directions pooled, ablations,
     and runs named otherwise."""
     out = []
+    pretrained = [TITLES[PRETRAINED]] if _pretrained(report) else []
     rows = _combination_rows(report, three_way=False)
     if rows:
-        header = ["target", "direction", "related combination", "train", "Baseline", "Baseline+", "Trained"]
+        header = ["target", "direction", "related combination", "train", "Baseline", *pretrained, "Baseline+", "Trained"]
         out.append(("Table 3: one row per related subset combination (its own Baseline+)", header, rows))
     rows = _combination_rows(report, three_way=True)
     if rows:
-        header = ["target", "modality from", "area from", "task from", "train", "Baseline", "Baseline+", "Trained"]
+        header = ["target", "modality from", "area from", "task from", "train", "Baseline", *pretrained, "Baseline+", "Trained"]
         out.append(("Table 4: three-way combinations (one subset per element)", header, rows))
     for title, names in (("Directions pooled (every subset filling a role)", POOLED), ("Figure 4: ablations", ABLATIONS)):
         header, rows = _column_rows(report, names)
         if rows:
             out.append((title, header, rows))
-    known = set(BASELINES) | set(POOLED) | set(ABLATIONS)
+    known = {*BASELINES, PRETRAINED, *POOLED, *ABLATIONS}
     other = tuple(
         sorted(
             {

@@ -15,7 +15,7 @@ from .common import err, os_error_message
 
 __all__ = ["app", "main"]
 # the command modules, in the order `medloom --help` lists their commands; importing one adds its commands
-COMMANDS = ("loom", "export", "annotate", "curate", "splits", "web", "evaluate", "train", "cg", "registry", "pmc")
+COMMANDS = ("loom", "export", "annotate", "propose", "curate", "splits", "web", "evaluate", "train", "cg", "registry", "pmc")
 for _module in COMMANDS:
     importlib.import_module(f"{__name__}.{_module}")
 

@@ -283,6 +283,9 @@ def _print_cg_tables(report: dict, metric: str) -> None:
         err.print(f"n/a: {escape(line)}", highlight=False)
 
 
+TRAINERS = ("clip", "hf-lora", "llamafactory", "swift")
+
+
 @cg_app.command("run")
 def cg_run_cmd(
     plan: Annotated[Path, typer.Argument(help="A `cg plan` output folder (or one target's folder).")],
@@ -290,10 +293,42 @@ def cg_run_cmd(
         Path, typer.Option("--out", help="The results folder: a model and its evaluations per experiment, and report/.")
     ],
     loom: Annotated[Path | None, typer.Option(help="The loom (default: the one the plan names).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.", min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(help="Image-text pairs per step.", min=2)] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.", min=1e-9)] = 1e-3,
-    dim: Annotated[int, typer.Option(help="Size of the shared embedding space.", min=1)] = 256,
+    trainer: Annotated[
+        str,
+        typer.Option(
+            help="clip: medloom's CLIP-style model; hf-lora: --model hf:FOLDER fine-tuned with LoRA per experiment; "
+            "llamafactory or swift (with --emit-configs): each experiment's config and dataset for that trainer."
+        ),
+    ] = "clip",
+    model: Annotated[
+        str | None,
+        typer.Option(help="The vision-language model to fine-tune: hf:FOLDER (hf-lora; llamafactory/swift also take a hub id)."),
+    ] = None,
+    baseline_model: Annotated[
+        str | None,
+        typer.Option(
+            help="A pretrained Baseline beside the others: any evaluable model spec (hf-clip:, hf:, openai:, medloom:)."
+        ),
+    ] = None,
+    emit_configs: Annotated[
+        bool, typer.Option(help="With --trainer llamafactory|swift: write the configs and datasets, train nothing.")
+    ] = False,
+    template: Annotated[
+        str | None, typer.Option(help="LLaMA-Factory's chat template for --model (default: read from its config.json).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="clip: training epochs per model.", min=1)] = 20,
+    steps: Annotated[int, typer.Option(help="hf-lora, llamafactory, swift: optimiser steps per experiment.", min=1)] = 100,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Examples per step (default: 64 for clip, 8 for the others).", min=1)
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="AdamW learning rate (default: 1e-3 for clip, 2e-4 for LoRA).", min=1e-9)
+    ] = None,
+    dim: Annotated[int, typer.Option(help="clip: size of the shared embedding space.", min=1)] = 256,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank.", min=1)] = 8,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (the update is scaled by alpha / rank).", min=1)] = 16,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.", min=0.0, max=0.99)] = 0.05,
+    device: Annotated[str, typer.Option(help="hf-lora: auto (the GPU when torch sees one), cuda or cpu.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every model and of the bootstrap.")] = 0,
     seeds: Annotated[
         str | None,
@@ -308,10 +343,12 @@ def cg_run_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """For every experiment of a plan and every seed: train a CLIP-style model on its mix, evaluate it on the
-    target's test records (multiple choice by image-text similarity, and zero-shot), beside the untrained
-    Baseline; then print Med-MAT's tables. Finished experiments are skipped when run again."""
+    """For every experiment of a plan and every seed: train a model on its mix (a CLIP-style model, or a
+    vision-language model fine-tuned with LoRA), evaluate it on the target's test records beside the Baseline;
+    then print Med-MAT's tables. Finished experiments are skipped when run again. With --emit-configs, write
+    LLaMA-Factory's or ms-swift's per-experiment configs (one per seed) instead."""
     from ..cg.run import run_cg
+    from ..train.mllm import LoraSettings
     from ..train.projections import TrainSettings
 
     try:
@@ -320,13 +357,63 @@ def cg_run_cmd(
         fail(f"--seeds {seeds!r}: give whole numbers separated by commas, e.g. 0,1,2")
     if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
         fail(f"--seeds {seeds!r}: give distinct whole numbers (at least one), e.g. 0,1,2")
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed_list[0])
+    if trainer not in TRAINERS:
+        fail(f"--trainer {trainer!r}: one of {', '.join(TRAINERS)}")
+    if trainer in ("llamafactory", "swift") and not emit_configs:
+        fail(f"--trainer {trainer}: medloom does not run {trainer}; add --emit-configs to write its configs and datasets")
+    if emit_configs and trainer not in ("llamafactory", "swift"):
+        fail("--emit-configs is for --trainer llamafactory or swift")
+    if trainer != "clip" and not model:
+        fail(f"--trainer {trainer} needs --model (hf:FOLDER, the vision-language model to fine-tune)")
+    if trainer == "clip" and batch_size == 1:
+        fail("--batch-size: the clip trainer's contrastive loss needs at least 2 pairs a step")
+    if trainer == "clip" and model:
+        fail("--model names the model --trainer hf-lora (or llamafactory, swift) fine-tunes; clip trains its own")
+    lora = LoraSettings(
+        model=model or "",
+        steps=steps,
+        batch_size=batch_size or 8,
+        lr=lr or 2e-4,
+        rank=lora_rank,
+        alpha=lora_alpha,
+        dropout=lora_dropout,
+        seed=seed_list[0],
+        device=device,
+    )
     say = (lambda _: None) if quiet or as_json else (lambda m: err.print(escape(m), highlight=False))
+    if emit_configs:
+        from ..cg.emit import emit_configs as emit
+
+        try:
+            written = emit(
+                plan,
+                out_dir,
+                trainer,
+                lora,
+                template=template,
+                loom=resolve_loom(loom) if loom else None,
+                seeds=seed_list,
+                workers=executor_spec(executor, address, workers),
+                progress=say,
+            )
+        except FileNotFoundError as e:
+            fail(str(e))
+        if as_json:
+            sys.stdout.write(json.dumps(written, indent=1) + "\n")
+        else:
+            out.print(
+                f"{trainer}: {len(written['experiments'])} experiment config(s) in {out_dir}; run {written['script']}",
+                highlight=False,
+            )
+        return
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size or 64, lr=lr or 1e-3, dim=dim, seed=seed_list[0])
     try:
         report = run_cg(
             plan,
             out_dir,
             settings,
+            lora=lora if trainer == "hf-lora" else None,
+            baseline_model=baseline_model,
             loom=resolve_loom(loom) if loom else None,
             seeds=seed_list,
             workers=executor_spec(executor, address, workers),

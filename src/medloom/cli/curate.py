@@ -60,10 +60,37 @@ def leakage(
     loom: Loom,
     near: Annotated[int, typer.Option(help="Perceptual-hash distance for near copies; -1: exact only.")] = 6,
     mark: Annotated[bool, typer.Option(help="Mark the training copies so that exports leave them out.")] = False,
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--against",
+            help="Compare LOOM with another loom (a benchmark's; its folder or recipe; repeatable) instead of its "
+            "own splits: records holding one of its images (exact or near copies) or questions (exact or high "
+            "3-gram overlap). The report goes to LOOM/curation/contamination.json; `export --exclude` leaves them out.",
+        ),
+    ] = None,
+    against_split: Annotated[
+        list[str] | None,
+        typer.Option(help="--against: the other loom's splits compared (repeatable; default: test and val)."),
+    ] = None,
+    questions: Annotated[bool, typer.Option(help="--against: compare question texts too.")] = True,
+    question_overlap: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="--against: share of a benchmark question's word 3-grams found in a question that makes it a copy "
+            "(0: exact copies only).",
+        ),
+    ] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     wait: Wait = False,
 ) -> None:
-    """Test and validation records with an exact or near copy in any training split, per source pair."""
+    """Test and validation records with an exact or near copy in any training split, per source pair; with
+    --against, the records of LOOM that hold a benchmark loom's images or questions."""
+    if against:
+        _contamination(loom, against, near, against_split, questions, question_overlap, mark, as_json, wait)
+        return
     from ..curate.dedup import leakage as run
 
     try:
@@ -71,6 +98,59 @@ def leakage(
     except FileNotFoundError as e:
         fail(str(e))
     emit(report.as_dict(), as_json, report.summary(marking=mark))
+
+
+def _contamination(
+    loom: Path,
+    against: list[Path],
+    near: int,
+    splits: list[str] | None,
+    questions: bool,
+    overlap: float,
+    mark: bool,
+    as_json: bool,
+    wait: bool,
+) -> None:
+    from rich.table import Table
+
+    from ..curate.decontam import EVALUATION_SPLITS, contamination, write_report
+    from ..vocab.splits import split_name
+
+    if mark:
+        fail(
+            "--mark marks a loom's own training copies; with --against, leave the records out of an export with "
+            "`medloom export LOOM --exclude OTHER`"
+        )
+    chosen = tuple(dict.fromkeys(split_name(s) for s in splits)) if splits else EVALUATION_SPLITS
+    if None in chosen:
+        fail(f"--against-split {splits}: use train, val or test")
+    loom = resolve_loom(loom)
+    try:
+        report = contamination(
+            loom,
+            [resolve_loom(a) for a in against],
+            near=None if near < 0 else near,
+            overlap=overlap or None,
+            splits=chosen,
+            questions=questions,
+            wait=wait,
+        )
+        path = write_report(loom, report, wait=wait)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=1, ensure_ascii=False) + "\n")
+        return
+    out.print(escape(report.summary()), highlight=False)
+    rows = report.rows()
+    if rows:
+        table = Table("record", "split", "why", "benchmark record", "detail")
+        for row in rows[:50]:
+            table.add_row(*map(escape, row))
+        out.print(table)
+        if len(rows) > 50:
+            out.print(f"... {len(rows) - 50} more rows", highlight=False)
+    out.print(f"report: {escape(str(path))}", highlight=False)
 
 
 @app.command()

@@ -96,6 +96,13 @@ def eval_vqa(
             min=1,
         ),
     ] = 2048,
+    prompt_format: Annotated[
+        str,
+        typer.Option(
+            help="How options are written: medloom (`A. option` lines) or medmat (Med-MAT's Question-choice, `A: "
+            "option` lines: what `cg run --trainer hf-lora` trains on); both end with the instruction line."
+        ),
+    ] = "medloom",
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes rendering the images (default: all cores).")] = 0,
     executor: Executor = None,
     address: Address = None,
@@ -125,6 +132,7 @@ def eval_vqa(
         judge=judge,
         questions=questions,
         max_tokens=max_tokens,
+        prompt_format=prompt_format,
     )
     try:
         results = evaluate_vqa(

@@ -41,7 +41,8 @@ def export_cmd(
             "llava | sharegpt | swift (annotations as training "
             "JSON/JSONL) | clip-benchmark (zero-shot "
             "classification and retrieval sets) | dicom "
-            "(de-identified DICOM copies).",
+            "(de-identified DICOM copies) | vlmeval-tsv (the "
+            "questions as VLMEvalKit's benchmark TSV).",
         ),
     ] = "webdataset",
     out_to: Annotated[
@@ -78,6 +79,16 @@ def export_cmd(
     address: Address = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a different export already in the folder.")] = False,
     include_duplicates: Annotated[bool, typer.Option(help="Keep records that dedup or leakage --mark marked out.")] = False,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--exclude",
+            metavar="LOOM_OR_BENCHMARK",
+            help="Leave out the records holding an image (exact or near copy) or a question (exact or high 3-gram "
+            "overlap) of the test and val records of this loom, a benchmark's (its folder or recipe; repeatable), "
+            "as `leakage --against` finds them; the export's manifest, card and excluded.json say what was left out.",
+        ),
+    ] = None,
     subset_name: Annotated[str | None, typer.Option("--subset", help="Only this named subset.")] = None,
     experiment: Annotated[
         Path | None, typer.Option(help="A `medloom cg plan` experiment folder: its train and test records as the splits.")
@@ -129,6 +140,13 @@ def export_cmd(
             "apt-get install tesseract-ocr); slower, finds text the heuristic misses."
         ),
     ] = False,
+    questions: Annotated[
+        str,
+        typer.Option(
+            help="vlmeval-tsv: which questions: source (a benchmark's own, as they are) | generated (the "
+            "multiple-choice questions of `medloom annotate`) | auto (source when the selection has any)."
+        ),
+    ] = "auto",
     keep_metadata: Annotated[
         bool, typer.Option(help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")
     ] = False,
@@ -189,6 +207,8 @@ def export_cmd(
         burned_in=burned_in,
         burned_in_frames=burned_in_frames,
         burned_in_ocr=burned_in_ocr,
+        exclude=tuple(str(resolve_loom(p)) for p in exclude or ()),
+        questions=questions,
     )
     try:
         report = run_format(

@@ -10,6 +10,7 @@ STAGES = {
     "view.render": "medloom.view.render:render_part",
     "export.render": "medloom.export.samples:sample_part",
     "annotate.part": "medloom.annotate.step:annotate_part",
+    "propose.part": "medloom.propose.stage:propose_part",
     "curate.embed": "medloom.curate.embed:embed_part",
     "web.thumbs": "medloom.web.thumbs:thumbs_part",
 }

@@ -52,13 +52,13 @@ def image_features(loom: Path, table, tower: str, workers: int | None, quiet: bo
 
 
 def refuse_trained(loom: Path, con, spec: str, what: str) -> None:
-    """An evaluation never scores a model on records it was trained on (a `medloom train` model lists them as
-    keyed hashes in train.json)."""
+    """An evaluation never scores a model on records it was trained on (a `medloom train` model, and an adapter
+    `cg run --trainer hf-lora` wrote, list them as keyed hashes in train.json)."""
     from .. import catalog
     from ..records import salted_id
 
     trained = Path(spec.split(":", 1)[1]) / "train.json"
-    if not spec.startswith("medloom:") or not trained.is_file():
+    if not spec.startswith(("medloom:", "hf:")) or not trained.is_file():  # hf: a `cg run --trainer hf-lora` adapter
         return
     keys = set(json.loads(trained.read_text(encoding="utf-8")).get("record_keys") or [])
     salt = catalog.read_salt(loom)

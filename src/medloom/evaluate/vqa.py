@@ -42,7 +42,7 @@ import pyarrow as pa
 from .. import catalog
 from ..errors import EvalError, PlanError
 from ..locks import hold
-from ..models.specs import ClipSpec, ModelSpecError, parse_spec
+from ..models.specs import ChatSpec, ClipSpec, ModelSpecError, parse_spec
 from ..outputs import OutputFolder
 from ..version import __version__
 from .answers import LETTERS, parse_answer
@@ -125,6 +125,9 @@ class VQASettings(RunSelection):
     # ones, or auto: the source questions where the selection has any (the two are never mixed)
     questions: str = "auto"
     max_tokens: int = 2048  # room for a reasoning model's thinking before its letter
+    # how options are written: medloom's `A. option` lines, or Med-MAT's `Question-choice` (`A: option`), the
+    # format `cg run --trainer hf-lora` trains on
+    prompt_format: str = "medloom"
 
 
 def rotations(options: list[str], circular: bool) -> list[int]:
@@ -133,6 +136,20 @@ def rotations(options: list[str], circular: bool) -> list[int]:
 
 def prompt(question: str, options: list[str]) -> str:
     return "\n".join([question, *(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)), INSTRUCTION])
+
+
+PROMPT_FORMATS = ("medloom", "medmat")
+
+
+def prompt_function(name: str):
+    """The multiple-choice prompt of a format: medloom's (`prompt`) or Med-MAT's `Question-choice`."""
+    if name == "medmat":
+        from ..export.medmat import prompt as medmat_prompt
+
+        return medmat_prompt
+    if name != "medloom":
+        raise EvalError(f"--prompt-format {name!r}: {' or '.join(PROMPT_FORMATS)}")
+    return prompt
 
 
 def _questions(row: dict, seed: int, kb) -> list[dict]:
@@ -186,6 +203,7 @@ def build_items(rows: list[dict], s: VQASettings) -> list[dict]:
 
     kb = load_knowledge(None)
     extra, fewest = experiment_options(Path(s.experiment)) if s.experiment else ([], 0)
+    ask = prompt_function(s.prompt_format)
     items = []
     for row in rows:
         for qi, q in enumerate(_questions(row, s.seed, kb)):
@@ -205,13 +223,17 @@ def build_items(rows: list[dict], s: VQASettings) -> list[dict]:
                         "anatomy": row["anatomy"] or "",
                         "task": row["task"] or "",
                         "patient": row["patient_id"] or "",
-                        "prompt": prompt(q["question"], shown),
+                        "prompt": ask(q["question"], shown),
                         "options": shown,
                         "answer": LETTERS[(truth - r) % len(options)],
                         "answer_label": q.get("answer_label") or q["answer"],
                     }
                 )
     return items
+
+
+# how a question's image is rendered (the export's render stage): what a model is shown, and what training shows it
+RENDER = {"image_format": "jpg", "keep_bytes": False, "max_side": 512, "quality": 90, "keep_metadata": False}
 
 
 class ImageFeed:
@@ -233,14 +255,7 @@ class ImageFeed:
         from ..engine import make_executor, stage_module
         from ..imaging import DecodeError
 
-        settings = {
-            "sources": sources,
-            "image_format": "jpg",
-            "keep_bytes": False,
-            "max_side": 512,
-            "quality": 90,
-            "keep_metadata": False,
-        }
+        settings = {"sources": sources, **RENDER}
         try:
             with make_executor(workers, preload=[stage_module("view.render")]) as executor:
                 for _, results in executor.map("view.render", table.to_batches(32), settings, ordered=True):
@@ -369,7 +384,7 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
     if benchmark:
         from .benchmark import build_source_items
 
-        items = build_source_items(rows, s.circular, prompt)
+        items = build_source_items(rows, s.circular, prompt_function(s.prompt_format))
         if model is not None and any(not i["options"] for i in items):
             raise EvalError(f"{s.model}: a CLIP-style model answers only questions with options; these have free answers")
     else:
@@ -392,6 +407,10 @@ def _evaluate(loom: Path, folder: OutputFolder, s: VQASettings, spec, model, qui
         errors = [i["error"] for i in items if "error" in i]
         failed, last_error, stats = len(errors), (errors[-1] if errors else ""), None
     else:
+        if not isinstance(spec, ChatSpec):  # a local model medloom fine-tuned lists what it was trained on
+            from .similarity import refuse_trained
+
+            refuse_trained(loom, con, s.model, what)
         failed, last_error, stats = _ask_server(loom, folder, table, items, s, spec, quiet, workers)
     asking = time.perf_counter() - asking
     answered = [i for i in items if "raw" in i]

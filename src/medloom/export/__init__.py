@@ -33,7 +33,7 @@ from ..locks import hold
 from ..outputs import OutputFolder, sha256_file
 from ..version import __version__
 from ..view.render import image_ext, render_sources
-from ..view.selection import has_view, select_records, selection_sql
+from ..view.selection import Excluded, has_view, select_records, selection_sql
 from ..view.texts import TEXT_MODES, text_condition
 from .card import parquet_features, webdataset_features, write_card
 from .croissant import write_croissant
@@ -67,6 +67,7 @@ class ExportOptions:
     text: str = "auto"  # which caption is the sample's text: auto | source | annotation | both (see texts.py)
     citing: bool = False  # add the sentences that cite a PMC figure to its source caption
     require_text: bool = False  # leave out records with no text under `text` (counted as filtered)
+    excluded: Excluded | None = None  # records `export --exclude` leaves out (a benchmark's images or questions)
 
 
 @dataclass
@@ -337,6 +338,7 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
         text=request.text,
         citing=request.citing,
         require_text=request.require_text,
+        excluded=request.excluded,
     )
     return export(loom, out, options, workers=workers, quiet=quiet, wait=wait)
 

@@ -85,6 +85,7 @@ def export_format(
         splits=request.splits,
         image_format=request.image_format,
         shard_size=request.shard_size,
+        excluded=request.excluded,
     )
 
 
@@ -146,6 +147,7 @@ def export_clip_benchmark(
     splits: list[str] | None = None,
     image_format: str = "jpg",
     shard_size: int = 5000,
+    excluded=None,
 ) -> ClipBenchmarkReport:
     check_options(max_side, quality, image_format)
     if shard_size < 1:
@@ -168,6 +170,7 @@ def export_clip_benchmark(
             splits,
             image_format,
             shard_size,
+            excluded,
         )
 
 
@@ -186,6 +189,7 @@ def _export(
     splits,
     image_format,
     shard_size,
+    excluded=None,
 ) -> ClipBenchmarkReport:
     from ..view.render import image_ext, render_sources, rendered
     from ..view.selection import Selection, select_records, selection_sql
@@ -194,7 +198,7 @@ def _export(
     started = time.perf_counter()
     con = catalog.connect(loom)
     sources = render_sources(catalog.read_manifest(loom))
-    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment)
+    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment, excluded=excluded)
     joins, split, marks, _ = selection_sql(loom, chosen)
     select_records(con, where, joins, split, marks, splits)
     ext = image_ext(con, image_format, sources)

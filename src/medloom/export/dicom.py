@@ -232,6 +232,7 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
         quiet=quiet,
         wait=wait,
         splits=request.splits,
+        excluded=request.excluded,
     )
 
 
@@ -348,12 +349,14 @@ def deidentify(ds, salt: str):
     return patient
 
 
-def _selected_files(loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None) -> tuple[dict, int, int]:
+def _selected_files(
+    loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None, excluded=None
+) -> tuple[dict, int, int]:
     """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others."""
     from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
-    joins, split, marks, _ = selection_sql(loom, Selection(include_duplicates=include_duplicates))
+    joins, split, marks, _ = selection_sql(loom, Selection(include_duplicates=include_duplicates, excluded=excluded))
     select_records(con, where, joins, split, marks, splits)
     readers = {name: entry["reader"] for name, entry in catalog.read_manifest(loom)["sources"].items()}
     files: dict[tuple[str, str], tuple[str, list[str]]] = {}
@@ -391,6 +394,7 @@ def export_dicom(
     quiet: bool = False,
     wait: bool = False,
     splits: list[str] | None = None,
+    excluded=None,
 ) -> DicomReport:
     from ..engine.progress import progress_bar
     from ..sources.dicom import read_dicom
@@ -412,7 +416,7 @@ def export_dicom(
     folder = open_output_folder(loom, out)
     started = time.perf_counter()
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), quiet_values():
-        files, total, others = _selected_files(loom, where, include_duplicates, splits)
+        files, total, others = _selected_files(loom, where, include_duplicates, splits, excluded)
         if not files:
             raise DicomExportError(
                 f"none of the {total} selected records comes from a DICOM source; `--format dicom` copies DICOM files only"

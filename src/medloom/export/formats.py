@@ -12,8 +12,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .burned_in import MAX_FRAMES
+
+if TYPE_CHECKING:  # the command imports this module before anything heavy
+    from ..view.selection import Excluded
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class ExportRequest:
     burned_in: str = "exclude"
     burned_in_frames: int = MAX_FRAMES
     burned_in_ocr: bool = False
+    exclude: tuple[str, ...] = ()  # looms (a benchmark's) whose images and questions the export leaves out
+    excluded: Excluded | None = None  # the records that leaves out (`exclude.excluding` fills it from `exclude`)
+    questions: str = "auto"  # vlmeval-tsv: source (a benchmark's own) | generated (annotate's) | auto
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ FORMATS = {
         "medloom.export.clipbench:export_format", "zero-shot classification and retrieval sets as clip_benchmark reads them"
     ),
     "dicom": Format("medloom.export.dicom:export_format", "de-identified DICOM copies", renders=False),
+    "vlmeval-tsv": Format("medloom.export.vlmeval:export_format", "VLMEvalKit's benchmark TSV (base64 images, A-D, answer)"),
 }
 
 
@@ -73,4 +81,31 @@ def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, q
     if entry is None:
         raise ExportError(f"--format {request.format!r}: choose one of {', '.join(FORMATS)}")
     module, _, function = entry.run.partition(":")
-    return getattr(importlib.import_module(module), function)(loom, out, request, workers=workers, quiet=quiet, wait=wait)
+    run = getattr(importlib.import_module(module), function)
+    from .exclude import excluding, record
+
+    if not request.exclude:
+        report = run(loom, out, request, workers=workers, quiet=quiet, wait=wait)
+        record(Path(report.out), None)  # an earlier export's exclusion report is no longer true
+        return report
+    with excluding(loom, request, wait=wait) as (request, contamination):
+        report = run(loom, out, request, workers=workers, quiet=quiet, wait=wait)
+    return ExcludingReport(report, record(Path(report.out), contamination))
+
+
+class ExcludingReport:
+    """A format's report with what `--exclude` left out: in `as_dict()` under `excluded`, and a line more."""
+
+    def __init__(self, report, excluded: dict):
+        self.report, self.excluded, self.out = report, excluded, report.out
+
+    def as_dict(self) -> dict:
+        return {**self.report.as_dict(), "excluded": self.excluded}
+
+    def lines(self) -> list[str]:
+        from .exclude import summary_line
+
+        return [*self.report.lines(), summary_line(self.excluded)]
+
+    def warnings(self) -> list[tuple[str, str]]:
+        return self.report.warnings()

@@ -84,6 +84,7 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
         splits=request.splits,
         image_format=request.image_format,
         absolute_paths=request.absolute_paths,
+        excluded=request.excluded,
     )
 
 
@@ -190,6 +191,7 @@ def export_training(
     splits: list[str] | None = None,
     image_format: str = "jpg",
     absolute_paths: bool = False,
+    excluded=None,
 ) -> TrainingReport:
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
@@ -213,6 +215,7 @@ def export_training(
             splits,
             image_format,
             absolute_paths,
+            excluded,
         )
 
 
@@ -232,6 +235,7 @@ def _export_training(
     splits: list[str] | None,
     image_format: str,
     absolute_paths: bool,
+    excluded=None,
 ) -> TrainingReport:
     from ..view.render import image_ext, render_sources, rendered
     from ..view.selection import Selection, has_view, select_records, selection_sql
@@ -242,7 +246,7 @@ def _export_training(
     if not has_view(con, "annotations"):
         raise TrainingExportError(f"{loom}: no annotations yet; run `medloom annotate {loom}` first")
     sources = render_sources(catalog.read_manifest(loom))
-    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment)
+    chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment, excluded=excluded)
     joins, split, marks, _ = selection_sql(loom, chosen)
     select_records(
         con,

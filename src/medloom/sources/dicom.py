@@ -333,7 +333,27 @@ def display_frame(
 
 def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray:
     """The record's frame with its stored window (the export half of `decode`)."""
-    budget = budget or {}
+    ds, raw, index = cached_frame(record, path, cache, budget or {})
+    with quiet_values():
+        return display_frame(ds, raw, stored=record["render"], index=index)[0]
+
+
+def values(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray | None:
+    """The record's frame through the modality LUT (rescale slope and intercept, per frame in an enhanced
+    object): Hounsfield units for CT, what a window is applied to. None for colour frames (no such values)."""
+    from pydicom.pixels import apply_modality_lut
+
+    ds, raw, index = cached_frame(record, path, cache, budget or {})
+    with quiet_values():
+        view = frame_view(ds, index)
+        if raw.ndim != 2 or str(view.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            return None
+        return np.asarray(apply_modality_lut(raw, view), dtype=np.float32)
+
+
+def cached_frame(record: dict, path: str, cache: dict, budget: dict):
+    """(dataset, raw frame, frame index) of a record, the file read once per part (`cache`) and checked against
+    the hash taken at ingest."""
     with quiet_values():
         if cache.get("path") != path:
             cache.clear()
@@ -357,7 +377,7 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
         index = max(record["frame"], 0)
         if index >= len(arr):
             raise DecodeError("missing_frame", f"frame {index} requested, the file now has {len(arr)}")
-        return display_frame(ds, arr[index], stored=record["render"], index=index)[0]
+        return ds, arr[index], index
 
 
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:

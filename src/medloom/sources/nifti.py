@@ -181,6 +181,14 @@ def render(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
     return window_to_uint8(raw, settings["window_center"], settings["window_width"])
 
 
+def values(record: dict, path: str, cache: dict, budget: dict | None = None) -> np.ndarray:
+    """The record's slice as stored (scaled by the header's slope and intercept: Hounsfield units for CT), in
+    the orientation `render` shows it."""
+    render(record, path, cache, budget)  # reads and checks the volume once per part
+    data, axis = cache["data"], record["render"]["axis"]
+    return np.asarray(display(np.take(data, record["frame"], axis=axis)), dtype=np.float32)
+
+
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
 
     opts = Options(**source["options"])

@@ -99,6 +99,18 @@ def record_image(row: dict, settings: dict, cache: dict, max_side: int | None = 
     return im
 
 
+def record_values(row: dict, settings: dict, cache: dict) -> np.ndarray | None:
+    """The stored values behind a record's pixels, where its reader keeps them (DICOM frames through their
+    modality LUT, NIfTI slices as scaled: Hounsfield units for CT); None for plain image files, whose grey
+    levels are all there is. Use the same `cache` as `record_image` for the same record."""
+    source = settings["sources"][row["source"]]
+    reader = get_reader(source["reader"]) if source["reader"] in RENDERED_READERS else None
+    if reader is None or not hasattr(reader, "values"):
+        return None
+    with decode_errors():
+        return reader.values(row, source_file(source["base"], row["uri"]), cache, source)
+
+
 def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
     """Encoded image bytes and their width and height for one record."""
     source = settings["sources"][row["source"]]
@@ -148,6 +160,8 @@ def render_row(row: dict, settings: dict, cache: dict) -> dict:
     try:
         image, width, height = render_image(row, settings, cache)
         row["rois"] = exported_rois(row, width, height)
+        if row.get("proposal_rois"):  # accepted ROI proposals (view/proposals.py), at the same size
+            row["proposal_rois"] = exported_rois({**row, "rois": row["proposal_rois"]}, width, height)
         hide_path(row, source)
         return {"row": row, "image": image, "width": width, "height": height}
     except DecodeError as e:

@@ -18,8 +18,18 @@ from .. import catalog, layout
 from ..errors import ExportError, PlanError, SubsetError
 from ..outputs import sha256_file, written_by_medloom
 from ..vocab.splits import DEFAULT_SPLIT
+from .proposals import proposal_join
 
 SUBSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """Records an export leaves out besides the marked ones (`export --exclude`: those holding a benchmark's
+    images or questions): a Parquet file with their `id`s, and a fingerprint of them for the export's plan."""
+
+    file: str
+    fingerprint: str
 
 
 @dataclass
@@ -29,6 +39,7 @@ class Selection:
     include_duplicates: bool = False  # keep records that `dedup` / `leakage --mark` marked out
     subset: str | None = None
     experiment: str | None = None
+    excluded: Excluded | None = None
 
 
 def quoted(path: Path) -> str:
@@ -38,10 +49,10 @@ def quoted(path: Path) -> str:
 def selection_sql(loom: Path, options: Selection) -> tuple[str, str, str, str]:
     """(joins, split expression, condition, fingerprint) of what an export takes from the records view.
 
-    Records marked out by `dedup` / `leakage --mark` are left out, and only a subset's or an experiment's
-    records are taken when one is named. The split is the experiment's (train/test), else the one `medloom
-    split` assigned, else the source's own (train when it has none). The fingerprint covers every file read,
-    so a changed mark or split is a changed export.
+    Records marked out by `dedup` / `leakage --mark` are left out, and those `excluded` names (`export
+    --exclude`), and only a subset's or an experiment's records are taken when one is named. The split is the
+    experiment's (train/test), else the one `medloom split` assigned, else the source's own (train when it has
+    none). The fingerprint covers every file read, so a changed mark or split is a changed export.
     """
     conditions, prints, joins = [], [], ""
     split = f"CASE WHEN coalesce(source_split, '') = '' THEN '{DEFAULT_SPLIT}' ELSE source_split END"
@@ -50,6 +61,10 @@ def selection_sql(loom: Path, options: Selection) -> tuple[str, str, str, str]:
         if cond:
             conditions.append(cond)
             prints.append(fp)
+    excluded = getattr(options, "excluded", None)
+    if excluded is not None:
+        conditions.append(f"id NOT IN (SELECT id FROM read_parquet({quoted(Path(excluded.file))}))")
+        prints.append(f"excluded:{excluded.fingerprint}")
     if options.subset:
         cond, fp = subset_sql(loom, options.subset)
         conditions.append(cond)
@@ -111,6 +126,9 @@ def select_records(
         else ""
     )
     joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
+    prop_column, prop_join = proposal_join(con)  # accepted ROI proposals, kept apart from the record's own ROIs
+    ann += prop_column
+    joins += prop_join
     try:
         inner = f"SELECT records.*, {split} AS split{ann} FROM records {joins}" + (
             f" WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -1,6 +1,7 @@
-"""`medloom cg run` and `cg report` on the generated world of examples/cg: one model per training mix, none of
-which saw a target record; every table cell recomputed from the runs' predictions, the success marks
-checked with statsmodels' exact McNemar test; a second run redoes nothing."""
+"""`medloom cg run` and `cg report` on the generated world of examples/cg (the pooled directions and the
+ablations): one model per training mix, none of which saw a target record; every table cell recomputed from
+the runs' predictions, the test checked against statsmodels' exact McNemar test and the marks against its
+Holm correction; a second run redoes nothing."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def world(tmp_path_factory):
         capture_output=True,
     )
     cli("ingest", tmp / "recipe.yaml", "-q")
-    cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer")
+    cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer", "--designs", "pooled,ablations")
     first = cli("cg", "run", tmp / "loom" / "experiments", "--out", tmp / "results", "--epochs", "8", "--batch-size", "32", "-q")
     return {"tmp": tmp, "loom": tmp / "loom", "plan": tmp / "loom" / "experiments", "results": tmp / "results", "first": first}
 
@@ -45,24 +46,27 @@ def test_every_mix_trains_without_the_target_and_is_evaluated_on_it(world):
         r["id"] for r in rows(loom, "SELECT id FROM records WHERE modality = 'CT' AND anatomy = 'brain' AND task = 'cancer'")
     }
     experiments = sorted(p.parent for p in world["plan"].glob("*/*/manifest.json"))
-    assert len(experiments) == 11
+    assert len(experiments) == 12
     for folder in experiments:
         train_ids = set((folder / "train.txt").read_text().split())
-        trained = json.loads((results / "CT_brain_cancer" / folder.name / "model" / "train.json").read_text())
+        trained = json.loads((results / "CT_brain_cancer" / folder.name / "seed-0" / "model" / "train.json").read_text())
         assert set(trained["record_keys"]) == {salted_id(salt, i) for i in train_ids}  # exactly its mix
         assert not train_ids & target
         for metric in ("mc", "zeroshot"):
             evaluated = {
                 p["record_id"]
-                for p in pq.read_table(results / "CT_brain_cancer" / folder.name / metric / "predictions.parquet").to_pylist()
+                for p in pq.read_table(
+                    results / "CT_brain_cancer" / folder.name / "seed-0" / metric / "predictions.parquet"
+                ).to_pylist()
             }
             assert evaluated == target  # the target's test records, all of them
-    baseline = json.loads((results / "CT_brain_cancer" / "baseline" / "model" / "train.json").read_text())
+    baseline = json.loads((results / "CT_brain_cancer" / "baseline" / "seed-0" / "model" / "train.json").read_text())
     assert baseline["untrained"] and baseline["record_keys"] == []
 
 
 def test_report_cells_and_success_marks_recomputed(world):
     from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.multitest import multipletests
 
     from medloom.evaluate.stats import wilson
 
@@ -74,6 +78,7 @@ def test_report_cells_and_success_marks_recomputed(world):
         "baseline-plus",
         "all-related",
         "all-unrelated",
+        "all-data",
         "without-modality",
         "without-area",
         "without-task",
@@ -82,11 +87,12 @@ def test_report_cells_and_success_marks_recomputed(world):
     preds = {
         name: {
             p["record_id"]: p["correct"]
-            for p in pq.read_table(results / "CT_brain_cancer" / name / "mc" / "predictions.parquet").to_pylist()
+            for p in pq.read_table(results / "CT_brain_cancer" / name / "seed-0" / "mc" / "predictions.parquet").to_pylist()
         }
         for name in cells
     }
     plus = preds["baseline-plus"]
+    tests = {}
     for name, cell in cells.items():
         right = sum(preds[name].values())
         assert cell["n"] == len(preds[name]) == 16 and cell["correct"] == right
@@ -101,34 +107,56 @@ def test_report_cells_and_success_marks_recomputed(world):
         ]
         p = mcnemar(table, exact=True).pvalue
         test = cell["vs_baseline-plus"]
-        assert test["mcnemar_exact_p"] == pytest.approx(p)
-        assert test["success"] == (p < 0.05 and right > sum(plus.values()))
+        # one question per image, no patient, one seed: the cluster test is the exact McNemar test
+        assert test["mcnemar_exact_p"]["0"] == pytest.approx(p) and test["p"] == pytest.approx(p)
+        tests[name] = (test, p, right - sum(plus.values()))
+    for family in (
+        ["related-" + d for d in ("fixed-modality", "fixed-area", "fixed-task", "modality-area", "three-way")],
+        [
+            "all-related",
+            "all-unrelated",
+            "all-data",
+            "without-modality",
+            "without-area",
+            "without-task",
+        ],
+    ):
+        adjusted = multipletests([tests[n][1] for n in family], method="holm")[1]
+        for n, a in zip(family, adjusted):
+            test, _, gain = tests[n]
+            assert test["holm_p"] == pytest.approx(a)
+            assert test["success"] == (a < 0.05 and gain > 0) and test["worse"] == (a < 0.05 and gain < 0)
+    # three options where the target has two labels: the third from another task of CT or brain
+    options = pq.read_table(results / "CT_brain_cancer" / "baseline" / "seed-0" / "mc" / "predictions.parquet").column("options")
+    assert all(sorted(o) == ["normal", "oedema", "tumour"] for o in options.to_pylist())
     text = (results / "report" / "mc.md").read_text()
-    assert "| CT\\|brain\\|cancer | 16 |" in text and "Table 4" in text
+    assert "| CT\\|brain\\|cancer | 32 |" in text and "## Figure 4: ablations" in text and "Holm" in text
+    assert "16 test questions from 16 patients" in text
     assert (results / "report" / "mc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Table 3 (multiple-choice)" in world["first"].stdout
+    assert "Directions pooled" in world["first"].stdout
 
 
 def test_a_second_run_redoes_nothing_and_report_takes_named_runs(world, tmp_path):
     results = world["results"]
-    stamp = (results / "CT_brain_cancer" / "all-related" / "model" / "projection.npz").stat().st_mtime_ns
+    stamp = (results / "CT_brain_cancer" / "all-related" / "seed-0" / "model" / "projection.npz").stat().st_mtime_ns
     again = json.loads(
         cli("cg", "run", world["plan"], "--out", results, "--epochs", "8", "--batch-size", "32", "--json", "-q").stdout
     )
-    assert again["trained"] == 0 and again["reused"] == 12
-    assert (results / "CT_brain_cancer" / "all-related" / "model" / "projection.npz").stat().st_mtime_ns == stamp
+    assert again["trained"] == 0 and again["reused"] == 13
+    assert (results / "CT_brain_cancer" / "all-related" / "seed-0" / "model" / "projection.npz").stat().st_mtime_ns == stamp
     base = results / "CT_brain_cancer"
+    seed0 = lambda name: base / name / "seed-0" / "mc"  # noqa: E731
     named = json.loads(
         cli(
             "cg",
             "report",
             world["plan"],
             "--runs",
-            f"baseline={base / 'baseline' / 'mc'}",
+            f"baseline={seed0('baseline')}",
             "--runs",
-            f"baseline-plus={base / 'baseline-plus' / 'mc'}",
+            f"baseline-plus={seed0('baseline-plus')}",
             "--runs",
-            f"CT_brain_cancer/related-fixed-task={base / 'related-fixed-task' / 'mc'}",
+            f"CT_brain_cancer/related-fixed-task={seed0('related-fixed-task')}",
             "--out",
             tmp_path / "rep",
             "--json",
@@ -138,7 +166,11 @@ def test_a_second_run_redoes_nothing_and_report_takes_named_runs(world, tmp_path
     got = named["targets"]["CT|brain|cancer"]["runs"]
     assert set(got) == {"baseline", "baseline-plus", "related-fixed-task"}
     for name in got:
-        assert {k: v for k, v in got[name].items() if k != "run"} == {k: v for k, v in full[name].items() if k != "run"}
+        assert {k: v for k, v in got[name].items() if k not in ("run", "runs", "vs_baseline-plus")} == {
+            k: v for k, v in full[name].items() if k not in ("run", "runs", "vs_baseline-plus")
+        }
+    # alone in its table, the comparison is not corrected
+    assert got["related-fixed-task"]["vs_baseline-plus"]["holm_p"] == full["related-fixed-task"]["vs_baseline-plus"]["p"]
     assert sorted(p.name for p in (tmp_path / "rep").iterdir() if not p.name.startswith(".")) == [
         "report.json",
         "report.md",
@@ -207,7 +239,7 @@ def test_a_pretrained_baseline_is_asked_beside_the_trained_models(world, tmp_pat
             "--json", "-q",
         ).stdout
     )  # fmt: skip
-    assert again["trained"] == 0 and again["reused"] == 12 and again["skipped"] == 0
+    assert again["trained"] == 0 and again["reused"] == 13 and again["skipped"] == 0
     for metric in ("mc", "zeroshot"):
         cells = json.loads((results / "report" / f"{metric}.json").read_text())["targets"]["CT|brain|cancer"]["runs"]
         assert cells["baseline-pretrained"]["model"] == spec and cells["baseline-pretrained"]["n"] == 16

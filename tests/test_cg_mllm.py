@@ -94,7 +94,8 @@ def world(tmp_path_factory):
         capture_output=True,
     )
     cli("ingest", tmp / "recipe.yaml", "-q")
-    cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer")
+    # the directions pooled and the ablations (as tests/test_cg.py): 12 experiments; the combinations train alike
+    cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer", "--designs", "pooled,ablations")
     build_llava(tmp / "llava")
     build_clip(tmp / "clip")
     plan = tmp / "loom" / "experiments"
@@ -119,10 +120,10 @@ def test_every_experiment_fine_tunes_without_the_target_and_is_asked_on_it(world
     salt = read_salt(loom)
     target = target_ids(loom)
     experiments = sorted(p.parent for p in (world["plan"] / TARGET).glob("*/manifest.json"))
-    assert len(experiments) == 11 and world["first"]["trained"] == 11
+    assert len(experiments) == 12 and world["first"]["trained"] == 12
     for folder in experiments:
         train_ids = set((folder / "train.txt").read_text().split())
-        run = results / TARGET / folder.name
+        run = results / TARGET / folder.name / "seed-0"  # one seed: seed-0
         trained = json.loads((run / "adapter" / "train.json").read_text())
         keys = set(trained["record_keys"])
         # the records whose items trained the adapter: the mix's, never the target's
@@ -135,15 +136,15 @@ def test_every_experiment_fine_tunes_without_the_target_and_is_asked_on_it(world
         )
         preds = pq.read_table(run / "mc" / "predictions.parquet").to_pylist()
         assert {p["record_id"] for p in preds} == target  # the target's test records, all of them
-        for p in preds:  # Med-MAT's Question-choice, asked of the adapter
+        for p in preds:  # Med-MAT's Question-choice, asked of the adapter, with the plan's 3 options
             lines = p["prompt"].splitlines()
-            assert lines[-1] == INSTRUCTION and [x[:3] for x in lines[1:-1]] == ["A: ", "B: "][: len(lines) - 2]
+            assert lines[-1] == INSTRUCTION and [x[:3] for x in lines[1:-1]] == ["A: ", "B: ", "C: "]
             assert p["model"] == f"hf:{run / 'adapter'}"
         settings = json.loads((run / "mc" / "results.json").read_text())["settings"]
         assert settings["prompt_format"] == "medmat" and Path(settings["experiment"]).parent == folder.parent
     # the Baseline is the model as it is, Med-MAT's Baseline
-    base = json.loads((results / TARGET / "baseline" / "mc" / "results.json").read_text())["settings"]
-    assert base["model"] == f"hf:{world['tmp'] / 'llava'}" and not (results / TARGET / "baseline" / "adapter").exists()
+    base = json.loads((results / TARGET / "baseline" / "seed-0" / "mc" / "results.json").read_text())["settings"]
+    assert base["model"] == f"hf:{world['tmp'] / 'llava'}" and not (results / TARGET / "baseline" / "seed-0" / "adapter").exists()
 
 
 def test_the_adapter_hf_loads_is_peft_merged_into_its_base(world):
@@ -160,7 +161,7 @@ def test_the_adapter_hf_loads_is_peft_merged_into_its_base(world):
     from medloom.catalog import connect
     from medloom.train.mcq import render_images
 
-    run = world["results"] / TARGET / "related-fixed-task"
+    run = world["results"] / TARGET / "related-fixed-task" / "seed-0"
     weights = load_file(run / "adapter" / "adapter_model.safetensors")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
     assert all("language_model" in k for k in weights)  # the vision tower and the projector stay as they are
@@ -214,8 +215,9 @@ def test_report_has_the_pretrained_baseline_beside_the_others(world):
     assert "vs_baseline-plus" not in cells["baseline-pretrained"]  # a model asked as it is is never starred
     assert "vs_baseline-plus" in cells["related-fixed-task"]
     text = (results / "report" / "mc.md").read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| target"))
-    assert header.split(" | ")[2:5] == ["Baseline", "Baseline (pretrained)", "Baseline+"]
+    headers = [line for line in text.splitlines() if line.startswith("| target")]
+    # every table (here the pooled directions, the ablations): the pretrained one beside Baseline
+    assert len(headers) == 2 and all(" | Baseline | Baseline (pretrained) | Baseline+ | " in h for h in headers)
     assert (
         f"Baseline: `hf:{world['tmp'] / 'llava'}`" in text and f"Baseline (pretrained): `hf-clip:{world['tmp'] / 'clip'}`" in text
     )
@@ -226,7 +228,7 @@ def test_report_has_the_pretrained_baseline_beside_the_others(world):
 
 
 def test_eval_refuses_the_adapters_training_records(world):
-    adapter = world["results"] / TARGET / "all-related" / "adapter"
+    adapter = world["results"] / TARGET / "all-related" / "seed-0" / "adapter"
     proc = cli(
         "eval", "vqa", world["loom"], "--model", f"hf:{adapter}", "--split", "train", "--out", world["tmp"] / "x", check=False
     )
@@ -244,7 +246,7 @@ def test_a_resumed_run_trains_nothing_twice(world, tmp_path):
     results = tmp_path / "results"
     args = ["cg", "run", plan, "--out", results, "--loom", world["loom"], *RUN, "--model", f"hf:{world['tmp'] / 'llava'}"]
     env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
-    adapter = lambda n: results / TARGET / n / "adapter"  # noqa: E731
+    adapter = lambda n: results / TARGET / n / "seed-0" / "adapter"  # noqa: E731
 
     def killed_after(n: int) -> None:
         proc = cli(*args, "-q", fresh=True, check=False, env={**env, "MEDLOOM_TEST_KILL_AFTER_TRAINING": str(n)})
@@ -252,11 +254,11 @@ def test_a_resumed_run_trains_nothing_twice(world, tmp_path):
 
     killed_after(3)
     assert [n for n in names if (adapter(n) / "train.json").is_file()] == names[:3]
-    assert not (results / TARGET / "related-fixed-task" / "mc").exists()  # killed before its evaluation
+    assert not (results / TARGET / "related-fixed-task" / "seed-0" / "mc").exists()  # killed before its evaluation
     stamps = {n: (adapter(n) / "train.json").stat().st_mtime_ns for n in names[:3]}
     killed_after(1)  # the first adapter this run trains is without-area's: related-fixed-task's was kept
     assert {n: (adapter(n) / "train.json").stat().st_mtime_ns for n in names[:3]} == stamps
-    assert (results / TARGET / "related-fixed-task" / "mc" / "results.json").is_file()
+    assert (results / TARGET / "related-fixed-task" / "seed-0" / "mc" / "results.json").is_file()
     assert (adapter("without-area") / "train.json").is_file() and not (adapter("without-task") / "train.json").exists()
     # as if killed while saving: the weights half written, train.json not yet
     (adapter("without-area") / "train.json").unlink()
@@ -268,6 +270,35 @@ def test_a_resumed_run_trains_nothing_twice(world, tmp_path):
     assert all(report[n]["n"] == len(target_ids(world["loom"])) for n in names)
     last = json.loads(cli(*args, "--json", "-q").stdout)
     assert last["trained"] == 0 and last["reused"] == len(names) + 1
+
+
+def test_seeds_give_one_adapter_each_and_a_short_pool_is_not_trained(world, tmp_path):
+    """`--seeds 0,1` with hf-lora: one adapter per experiment and seed (`seed-S/adapter`, trained with that seed);
+    the Baseline (the model as it is) and the pretrained Baseline asked once per target, in seed-0; an experiment
+    the plan left untrained (`short`) is n/a with its reason, never trained."""
+    plan = tmp_path / "plan"
+    for name in ("baseline-plus", "related-fixed-task"):
+        shutil.copytree(world["plan"] / TARGET / name, plan / TARGET / name)
+    manifest = plan / TARGET / "related-fixed-task" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "short": "its pool has 3 records, fewer than the train size 16"}))
+    (plan / TARGET / "related-fixed-task" / "train.txt").write_text("")
+    results = tmp_path / "results"
+    llava, clip = world["tmp"] / "llava", world["tmp"] / "clip"
+    args = ["cg", "run", plan, "--out", results, "--loom", world["loom"], *RUN, "--model", f"hf:{llava}", "--seeds", "0,1"]
+    first = json.loads(cli(*args, "--baseline-model", f"hf-clip:{clip}", "--json", "-q").stdout)
+    assert first["trained"] == 2 and first["skipped"] == 2  # baseline-plus twice; related-fixed-task n/a twice
+    for seed in (0, 1):
+        trained = json.loads((results / TARGET / "baseline-plus" / f"seed-{seed}" / "adapter" / "train.json").read_text())
+        assert trained["settings"]["seed"] == seed
+        assert not (results / TARGET / "related-fixed-task" / f"seed-{seed}" / "adapter").exists()
+    for name in ("baseline", "baseline-pretrained"):
+        assert [p.name for p in (results / TARGET / name).iterdir()] == ["seed-0"]
+    report = json.loads((results / "report" / "mc.json").read_text())
+    cells = report["targets"]["CT|brain|cancer"]["runs"]
+    assert report["seeds"] == ["0", "1"] and set(cells["baseline-plus"]["seeds"]) == {"0", "1"}
+    assert set(cells["baseline"]["seeds"]) == {"0"} and "fewer than the train size" in cells["related-fixed-task"]["missing"]
+    assert report["comparisons"] == {}  # nothing trained to test; the two Baselines are never tested
 
 
 def test_bad_options_are_clear_errors(world, tmp_path):
@@ -322,11 +353,11 @@ def test_llamafactory_configs_and_datasets_for_every_experiment(world, tmp_path)
     import yaml
 
     out, written = emitted(world, tmp_path, "llamafactory")
-    assert written["template"] == "llava" and len(written["experiments"]) == 11
+    assert written["template"] == "llava" and len(written["experiments"]) == 12
     info = json.loads((out / "dataset_info.json").read_text())
     script = (out / "run.sh").read_text()
     for folder in sorted(p.parent for p in (world["plan"] / TARGET).glob("*/manifest.json")):
-        rel = f"{TARGET}/{folder.name}"
+        rel = f"{TARGET}/{folder.name}/seed-0"
         config = yaml.safe_load((out / rel / "llamafactory.yaml").read_text())
         entry = info[config["dataset"]]
         assert entry["formatting"] == "sharegpt" and Path(config["dataset_dir"], entry["file_name"]) == out / rel / "data.json"
@@ -338,7 +369,7 @@ def test_llamafactory_configs_and_datasets_for_every_experiment(world, tmp_path)
         assert f"--model hf:{rel}/adapter --prompt-format medmat --out {rel}/mc" in script
     if not (LLAMAFACTORY_SITE / "llamafactory").is_dir():
         pytest.skip(f"no LLaMA-Factory at {LLAMAFACTORY_SITE} (`make consumers`)")
-    rel = f"{TARGET}/related-fixed-task"
+    rel = f"{TARGET}/related-fixed-task/seed-0"
     proc = subprocess.run(
         [sys.executable, CONSUMERS / "llamafactory_check.py", out / rel / "llamafactory.yaml"],
         capture_output=True,
@@ -366,7 +397,7 @@ def test_swift_arguments_and_datasets_for_every_experiment(world, tmp_path):
     script = (out / "run.sh").read_text()
     assert 'export ROOT_IMAGE_DIR="$PWD"' in script
     for folder in sorted(p.parent for p in (world["plan"] / TARGET).glob("*/manifest.json")):
-        rel = f"{TARGET}/{folder.name}"
+        rel = f"{TARGET}/{folder.name}/seed-0"
         args = json.loads((out / rel / "swift-args.json").read_text())
         value = dict(zip(args[::2], args[1::2])).get  # flag -> its value: every flag has one
         assert value("--dataset") == f"{rel}/train.jsonl" and value("--output_dir") == f"{rel}/adapter"
@@ -381,7 +412,7 @@ def test_swift_arguments_and_datasets_for_every_experiment(world, tmp_path):
     python = SWIFT_VENV / "bin" / "python"
     if not python.is_file():
         pytest.skip(f"no ms-swift venv at {SWIFT_VENV} (`make consumers`)")
-    rel = f"{TARGET}/related-fixed-task"
+    rel = f"{TARGET}/related-fixed-task/seed-0"
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "ROOT_IMAGE_DIR": str(out)}
     args = json.loads((out / rel / "swift-args.json").read_text())
     parsed = subprocess.run(
@@ -418,7 +449,7 @@ def test_the_emitted_script_evaluates_and_reports(world, tmp_path):
     )  # fmt: skip
     tools = tmp_path / "bin"
     tools.mkdir()
-    adapter = world["results"] / TARGET / "all-related" / "adapter"
+    adapter = world["results"] / TARGET / "all-related" / "seed-0" / "adapter"
     (tools / "llamafactory-cli").write_text(
         f"#!{sys.executable}\nimport shutil, sys, yaml\nconfig = yaml.safe_load(open(sys.argv[2]))\n"
         f"shutil.copytree({str(adapter)!r}, config['output_dir'], ignore=shutil.ignore_patterns('train.json'))\n"
@@ -433,5 +464,5 @@ def test_the_emitted_script_evaluates_and_reports(world, tmp_path):
     report = json.loads((out / "report" / "report.json").read_text())["targets"]["CT|brain|cancer"]["runs"]
     assert set(report) == {"baseline", "baseline-plus", "related-fixed-task"}
     assert all(cell["n"] == len(target_ids(world["loom"])) for cell in report.values())
-    assert report["related-fixed-task"]["model"] == f"hf:{TARGET}/related-fixed-task/adapter"
-    assert "Table 3" in proc.stdout
+    assert report["related-fixed-task"]["model"] == f"hf:{TARGET}/related-fixed-task/seed-0/adapter"
+    assert "Directions pooled" in proc.stdout  # related-fixed-task: the fixed-task direction pooled

@@ -73,7 +73,20 @@ def test_directions_find_exactly_the_expected_related_combinations(mat):
 
 def test_plans_ablations_and_baseline(mat, tmp_path):
     _, loom = mat
-    proc = cli("cg", "plan", loom, "--target", "ct, LUNG, cancer", "--out", tmp_path / "exp", "--seed", "3", "--json")
+    proc = cli(
+        "cg",
+        "plan",
+        loom,
+        "--target",
+        "ct, LUNG, cancer",
+        "--out",
+        tmp_path / "exp",
+        "--seed",
+        "3",
+        "--designs",
+        "pooled,ablations",
+        "--json",
+    )
     exps = {e["name"]: e for e in json.loads(proc.stdout)}
     assert set(exps) == {
         "related-fixed-modality",
@@ -83,6 +96,7 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
         "related-three-way",
         "all-related",
         "all-unrelated",
+        "all-data",
         "without-modality",
         "without-area",
         "without-task",
@@ -106,15 +120,17 @@ def test_plans_ablations_and_baseline(mat, tmp_path):
         dropped = related - set(exps[f"without-{element}"]["train_subsets"])
         assert dropped == {s for s in related if s.split("|")[i] == T.split("|")[i]}
     assert exps["related-three-way"]["kind"] == "related" and exps["related-three-way"]["direction"] == "three-way"
-    assert exps["all-related"]["train_records"] == 32  # the covid subset merges two sources
-    assert exps["baseline-plus"]["train_records"] == 8  # all the unrelated data there is (8 < 32)
+    assert exps["all-related"]["pool_records"] == 32  # the covid subset merges two sources
+    # every experiment draws the smallest related combination's 8 records (CT lung level + CT brain cancer)
+    assert {e["train_records"] for e in exps.values()} == {8} and {e["train_size"] for e in exps.values()} == {8}
+    assert exps["baseline-plus"]["note"] == "draws every unrelated record: the same records as all-unrelated"
     folder = tmp_path / "exp" / "CT_lung_cancer" / "related-fixed-task"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["why"]["CT|brain|cancer"].startswith("fixed-task role 1: shares modality and task")
     train = (folder / "train.txt").read_text().split()
     assert len(train) == 8 and all(r.startswith(("ct-brain-cancer/", "xray-lung-cancer/")) for r in train)
-    again = plan(loom, [parse_target("CT,lung,cancer")], tmp_path / "again", seed=3)
-    assert [e["train_records"] for e in again] == [e["train_records"] for e in exps.values()]
+    again = {e["name"]: e for e in plan(loom, [parse_target("CT,lung,cancer")], tmp_path / "again", seed=3)}
+    assert all(again[n]["train_records"] == e["train_records"] for n, e in exps.items())
     assert (tmp_path / "again" / "CT_lung_cancer" / "baseline-plus" / "train.txt").read_text() == (
         tmp_path / "exp" / "CT_lung_cancer" / "baseline-plus" / "train.txt"
     ).read_text()

@@ -108,6 +108,38 @@ def multiple_choice(record: dict, family: str, rng: random.Random, kb: Knowledge
     )
 
 
+def widen(question: dict, record: dict, extra: list[str], fewest: int, rng: random.Random, kb: KnowledgeBase) -> dict:
+    """A multiple-choice question with at least `fewest` options (at most four), the missing ones drawn from
+    `extra` (labels of other tasks: `cg plan`'s distractors), never the answer, one of the image's labels, an
+    option already shown or a synonym of one; options reshuffled and the letter and prompt made again. The
+    question as it was when it has enough options or `extra` has nothing that fits."""
+    shown = list(question.get("option_labels") or question["options"])
+    need = min(fewest, len(LETTERS)) - len(shown)
+    if need <= 0:
+        return question
+    names = lambda label: {term_key(n) for n in kb.synonyms(label) + [label_words(label)]}  # noqa: E731
+    taken = set().union(*(names(x) for x in [*shown, *(record.get("labels") or [])]))
+    pool = []
+    for label in sorted(set(extra)):
+        if not names(label) & taken:
+            pool.append(label)
+            taken |= names(label)
+    if not pool:
+        return question
+    answer = question.get("answer_label") or question["answer"]
+    options = shown + rng.sample(pool, min(need, len(pool)))
+    rng.shuffle(options)
+    truth = next(i for i, o in enumerate(options) if o == answer or class_name(o) == question["answer"])
+    lines = [f"{LETTERS[i]}. {class_name(o)}" for i, o in enumerate(options)]
+    return {
+        **question,
+        "options": [class_name(o) for o in options],
+        "option_labels": options,
+        "answer_letter": LETTERS[truth],
+        "prompt": "\n".join([question["question"], *lines, INSTRUCTION]),
+    }
+
+
 def item(kind: str, question: str, answer: str, **more) -> dict:
     """One question with every field present (the stored type is the same for every kind)."""
     return {

@@ -7,12 +7,15 @@ run for LLaMA-Factory or ms-swift, written and not run, on the same items `--tra
   user turn `<image>` + prompt and one assistant turn, the letter. The images are rendered once as `eval vqa`
   shows them (JPEG, 512 px) into `OUT/images/`, and named relative to OUT (LLaMA-Factory's `dataset_dir` and
   `media_dir`; ms-swift's `ROOT_IMAGE_DIR`).
-- **Runs**: per experiment `OUT/TARGET/NAME/llamafactory.yaml` (LoRA SFT, `max_steps` steps of `batch_size`
-  examples: one per device and step, accumulated, so every experiment of a target trains the same number of
-  steps and examples, as hf-lora does) or `swift-args.json` (the `swift sft` arguments); the adapter goes to
-  `OUT/TARGET/NAME/adapter`. `OUT/run.sh` trains each one, asks it the target's test records with `medloom
-  eval vqa --model hf:ADAPTER --prompt-format medmat` into `OUT/TARGET/NAME/mc` (and the base model, when it is
-  a local folder, into `.../baseline/mc`), then `medloom cg report PLAN --results OUT` prints the tables.
+- **Runs**: per experiment and seed (`--seeds`; one seed: `seed-0`) `OUT/TARGET/NAME/seed-S/llamafactory.yaml`
+  (LoRA SFT, `max_steps` steps of `batch_size` examples: one per device and step, accumulated, so every
+  experiment of a target trains the same number of steps and examples, as hf-lora does) or `swift-args.json`
+  (the `swift sft` arguments), beside that seed's items; the adapter goes to `OUT/TARGET/NAME/seed-S/adapter`.
+  An experiment the plan left untrained (`short`) gets `skipped.json` (n/a in the tables) and no config.
+  `OUT/run.sh` trains each one, asks it the target's test records with `medloom eval vqa --model hf:ADAPTER
+  --prompt-format medmat` into `OUT/TARGET/NAME/seed-S/mc` (and the base model, when it is a local folder,
+  once into `.../baseline/seed-S/mc`, S the first seed), then `medloom cg report PLAN --results OUT` prints the
+  tables.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def emit_configs(
     *,
     template: str | None = None,
     loom: Path | None = None,
+    seeds: list[int] | None = None,
     workers=None,
     progress=print,
 ) -> dict:
@@ -111,15 +115,22 @@ def emit_configs(
             "tuner_flag=$(python -c 'from importlib.metadata import version",
             'print("--tuner_type" if int(version("ms-swift").split(".")[0]) >= 4 else "--train_type")\')',
         ]
+    seed_list = seeds or [lora.seed]
     for target in sorted({e["target"] for e in experiments}):
         group = [e for e in experiments if e["target"] == target]
         test_side = group[0]["folder"]
-        if folder is not None:
-            script.append(eval_line(loom, test_side, f"hf:{folder}", f"{slug(target)}/baseline/mc"))
-        for e in group:
-            rel = f"{slug(target)}/{e['name']}"
-            progress(f"cg run --emit-configs: {target} / {e['name']}")
-            items, table = experiment_items(loom, Path(e["folder"]), seed=lora.seed, prompt_format=lora.prompt_format)
+        if folder is not None:  # the model as it is: once per target, in the first seed's folder
+            script.append(
+                eval_line(loom, test_side, f"hf:{folder}", f"{slug(target)}/baseline/seed-{seed_list[0]}/mc", seed_list[0])
+            )
+        for e, seed in ((e, seed) for e in group for seed in seed_list):
+            rel = f"{slug(target)}/{e['name']}/seed-{seed}"
+            progress(f"cg run --emit-configs: {target} / {e['name']} / seed {seed}")
+            if e.get("short"):  # the plan drew no training record: n/a in the tables, with why
+                results.write_bytes(f"{rel}/skipped.json", json.dumps({"why": e["short"]}, indent=1).encode())
+                script.append(f"# {rel}: {e['short']}")
+                continue
+            items, table = experiment_items(loom, Path(e["folder"]), seed=seed, prompt_format=lora.prompt_format)
             if not items:
                 script.append(f"# {rel}: no multiple-choice question in its training records: nothing to train")
                 continue
@@ -132,7 +143,7 @@ def emit_configs(
             rows = [
                 {"id": i["record_id"], "messages": conversation(i), "images": [image_name(i["record_id"], "jpg")]} for i in items
             ]
-            settings = replace(lora, experiment=e["folder"])
+            settings = replace(lora, seed=seed, experiment=e["folder"])
             if trainer == "llamafactory":
                 name = rel.replace("/", "__")
                 results.write_bytes(f"{rel}/data.json", json.dumps(rows, ensure_ascii=False, indent=1).encode())
@@ -153,8 +164,10 @@ def emit_configs(
                 results.write_bytes(f"{rel}/swift-args.json", json.dumps(args, indent=1).encode())
                 script.append("swift sft " + " ".join(map(shlex.quote, args)).replace("--tuner_type", '"$tuner_flag"'))
             adapter = f"{rel}/adapter" + (f"/checkpoint-{lora.steps}" if trainer == "swift" else "")
-            script.append(eval_line(loom, test_side, f"hf:{adapter}", f"{rel}/mc"))
-            written.append({"target": target, "name": e["name"], "items": len(items), "unreadable": len(unreadable)})
+            script.append(eval_line(loom, test_side, f"hf:{adapter}", f"{rel}/mc", seed_list[0]))
+            written.append(
+                {"target": target, "name": e["name"], "seed": seed, "items": len(items), "unreadable": len(unreadable)}
+            )
     if trainer == "llamafactory":
         results.write_bytes("dataset_info.json", json.dumps(info, indent=1).encode())
     script.append(f'medloom cg report {shlex.quote(str(Path(plan).resolve()))} --results "$PWD" --out report')
@@ -170,11 +183,12 @@ def emit_configs(
     }
 
 
-def eval_line(loom: Path, test_side: str, spec: str, run: str) -> str:
-    """`medloom eval vqa` of a model on the target's test records, asked as hf-lora's models are."""
+def eval_line(loom: Path, test_side: str, spec: str, run: str, seed: int) -> str:
+    """`medloom eval vqa` of a model on the target's test records, asked as hf-lora's models are (the questions
+    of the first seed, as `cg run` asks every seed's)."""
     return (
         f"medloom eval vqa {shlex.quote(str(Path(loom).resolve()))} --experiment {shlex.quote(str(Path(test_side).resolve()))} "
-        f"--model {shlex.quote(spec)} --prompt-format medmat --out {shlex.quote(run)} -q"
+        f"--seed {seed} --model {shlex.quote(spec)} --prompt-format medmat --out {shlex.quote(run)} -q"
     )
 
 

@@ -10,11 +10,14 @@ five directions, each a set of roles that training data must fill (primes: a dif
 - modality-area:  (M, A, T') and (M', A', T)   modality and area come paired, the task from elsewhere
 - three-way:      (M, A', T'), (M', A, T') and (M', A', T)   each subset supplies one element
 
-A direction is available when every role has at least one subset; its experiment trains on all of them.
-The ablations: all-related (every subset sharing an element with the target), all-unrelated (sharing
-none), without-modality / without-area / without-task (all-related minus the subsets sharing that
-element), and baseline-plus (random records from unrelated subsets, as many as all-related has, from the
-seed). The target subset is never in training; it is the test set.
+A direction is available when every role has at least one subset. The experiments of a target
+(`design.py`): one per related subset combination (one subset per role; Med-MAT's Table 3 rows, and its
+Table 4 for three-way), each with its own Baseline+ drawn from the unrelated subsets; one per direction pooled
+over every subset filling its roles; the ablations all-related, all-unrelated, all-data and without-modality /
+-area / -task; and the shared baseline-plus. All train on the same number of records (`--train-size`), drawn
+with the seed; a pool too small is written untrained with the reason (`short`). The target subset is never
+in training; it is the test set. Where the target has fewer labels than `--options` (3), the manifest lists
+distractors (findings of other tasks in its modality or area) that `eval vqa --experiment` adds as options.
 
 Copies: a target image whose exact or near copy sits in another subset (the same file in two datasets) makes
 every mix that trains on that copy score as if it generalised. Each manifest counts the test records with a
@@ -24,7 +27,6 @@ leaves them out too); `cg plan` and `cg run` warn, and `cg plan --strict` refuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from .. import catalog
 from ..errors import CopiesInTraining, PlanError
 from ..locks import writer
 from ..outputs import write_file
+from .design import DESIGNS, Design, distractors, fill, target_designs
 
 Triplet = tuple[str, str, str]
 DIRECTIONS = {
@@ -44,8 +47,17 @@ DIRECTIONS = {
     "modality-area": [(True, True, False), (False, False, True)],
     "three-way": [(True, False, False), (False, True, False), (False, False, True)],
 }
-ELEMENTS = ("modality", "area", "task")
-KINDS = ("related", "all-related", "all-unrelated", "without-modality", "without-area", "without-task", "baseline-plus")
+KINDS = (
+    "combination",
+    "related",
+    "all-related",
+    "all-unrelated",
+    "all-data",
+    "without-modality",
+    "without-area",
+    "without-task",
+    "baseline-plus",
+)
 
 
 def name(t: Triplet) -> str:
@@ -108,11 +120,6 @@ def matrix(loom: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-def _why(s: Triplet, target: Triplet) -> str:
-    same = [e for e, eq in zip(ELEMENTS, _pattern(s, target)) if eq]
-    return f"shares {' and '.join(same)} with the target" if same else "shares no element with the target"
-
-
 def _records(con, triplets: list[Triplet]) -> list[str]:
     if not triplets:
         return []
@@ -164,90 +171,80 @@ def copies_warning(experiments: list[dict]) -> str | None:
 
 
 @writer
-def plan(loom: Path, targets: list[Triplet], out: Path, *, seed: int = 0, strict: bool = False) -> list[dict]:
+def plan(
+    loom: Path,
+    targets: list[Triplet],
+    out: Path,
+    *,
+    seed: int = 0,
+    strict: bool = False,
+    train_size: int | str = "smallest",
+    designs: tuple[str, ...] = DESIGNS,
+    options: int = 3,
+) -> list[dict]:
     """Write one folder per experiment (train.txt, test.txt, manifest.json); returns the manifests. With
-    `strict`, a plan whose training records hold copies of test records is refused before anything is written."""
+    `strict`, a plan whose training records hold copies of test records is refused before anything is written.
+    `train_size`: records per experiment (`design.fill`); `options`: the fewest options a target question has
+    (extra distractors from `design.distractors` where its label space is smaller)."""
+    from ..annotate.knowledge import load_knowledge
+
     loom, out = Path(loom), Path(out)
     subsets = mat_subsets(loom)
     con = catalog.connect(loom)
     check = CopyCheck(loom)
+    kb = load_knowledge(None)
+    labels = {t: s.labels for t, s in subsets.items()}
     planned = []
     for target in targets:
         if target not in subsets:
             raise PlanError(f"target {name(target)!r} is not a subset of this loom; `medloom subsets` lists them")
         test = _records(con, [target])
-        others = [s for s in sorted(subsets) if s != target]
-        related = [s for s in others if any(_pattern(s, target))]
-        unrelated = [s for s in others if not any(_pattern(s, target))]
-        runs: list[tuple[str, str, list[Triplet], dict[str, str]]] = []
-        for d, roles in directions(target, list(subsets)).items():
-            if all(roles):
-                chosen = sorted({s for r in roles for s in r})
-                why = {name(s): f"{d} role {i + 1}: {_why(s, target)}" for i, r in enumerate(roles) for s in r}
-                runs.append((f"related-{d}", d, chosen, why))
-        runs.append(("all-related", "", related, {name(s): _why(s, target) for s in related}))
-        runs.append(("all-unrelated", "", unrelated, {name(s): _why(s, target) for s in unrelated}))
-        for i, element in enumerate(ELEMENTS):
-            kept = [s for s in related if s[i] != target[i]]
-            runs.append(
-                (
-                    f"without-{element}",
-                    "",
-                    kept,
-                    {name(s): f"{_why(s, target)}; its {element} differs from the target's" for s in kept},
-                )
-            )
-        for run_name, direction, chosen, why in runs:
-            kind = "related" if run_name.startswith("related-") else run_name
-            planned.append((target, run_name, kind, direction, chosen, why, _records(con, chosen), test))
-        # baseline-plus: unrelated records, as many as the related mix, chosen by the seed
-        pool = _records(con, unrelated)
-        size = len(_records(con, related))
-        pick = sorted(pool, key=lambda r: hashlib.sha256(f"{seed}:{r}".encode()).hexdigest())[:size]
-        chosen = sorted({t for t in unrelated if set(_records(con, [t])) & set(pick)})
-        why = {
-            name(s): f"{_why(s, target)}; records drawn at random (seed {seed}) to match all-related's {size} records"
-            for s in chosen
-        }
-        planned.append((target, "baseline-plus", "baseline-plus", "", chosen, why, sorted(pick), test))
-    copies = [check.copies(p[6], p[7]) for p in planned]
+        # every design is drawn (the train size and each draw are then the same whichever designs are kept)
+        found = target_designs(target, list(subsets), directions(target, list(subsets)))
+        records = {s: _records(con, [s]) for s in {s for d in found for s in d.subsets}}
+        related = sum(subsets[s].records for s in subsets if s != target and any(_pattern(s, target)))
+        size = fill(found, records, train_size, seed, related)
+        kept = set(d.name for d in target_designs(target, list(subsets), directions(target, list(subsets)), designs))
+        found = [d for d in found if d.name in kept]
+        extra = distractors(target, labels, kb) if len(labels.get(target, [])) < options else {}
+        target_info = {"train_size": size if size is not None else "all", "options": options, "distractors": extra}
+        planned += [(target, d, test, target_info) for d in found]
+    copies = [check.copies(d.train, test) for _, d, test, _ in planned]
     if strict and any(c["test_records"] for c in copies):
-        hit = [{"target": name(p[0]), "name": p[1], "test_records": len(p[7]), "copies": c} for p, c in zip(planned, copies)]
+        hit = [
+            {"target": name(t), "name": d.name, "test_records": len(test), "copies": c}
+            for (t, d, test, _), c in zip(planned, copies)
+        ]
         raise CopiesInTraining(f"--strict: {copies_warning(hit)}; nothing was written")
-    return [_write(out, *p, seed, loom, c) for p, c in zip(planned, copies)]
+    return [_write(out, t, d, test, info, seed, loom, c) for (t, d, test, info), c in zip(planned, copies)]
 
 
-def _write(
-    out: Path,
-    target: Triplet,
-    run_name: str,
-    kind: str,
-    direction: str,
-    chosen: list[Triplet],
-    why: dict[str, str],
-    train: list[str],
-    test: list[str],
-    seed: int,
-    loom: Path,
-    copies: dict,
-) -> dict:
-    assert target not in chosen, "the target subset must never be trained on"
-    folder = out / slug(name(target)) / run_name
+def _write(out: Path, target: Triplet, d: Design, test: list[str], info: dict, seed: int, loom: Path, copies: dict) -> dict:
+    assert target not in d.subsets, "the target subset must never be trained on"
+    folder = out / slug(name(target)) / d.name
     manifest = {
-        "name": run_name,
-        "kind": kind,
-        "direction": direction,
+        "name": d.name,
+        "kind": d.kind,
+        "direction": d.direction,
         "target": name(target),
-        "train_subsets": [name(s) for s in chosen],
-        "why": why,
-        "train_records": len(train),
+        "train_subsets": [name(s) for s in d.subsets],
+        "roles": d.roles,
+        "reference": d.reference,
+        "why": d.why,
+        "pool_records": d.pool,
+        "train_records": len(d.train),
+        "train_size": info["train_size"],
+        "short": d.short,
+        "note": d.note,
         "test_records": len(test),
+        "options": info["options"],
+        "distractors": info["distractors"],
         "seed": seed,
         "folder": str(folder),
         "loom": str(loom.resolve()),
         "copies": copies,
     }
-    write_file(folder / "train.txt", ("\n".join(train) + "\n" if train else "").encode())
+    write_file(folder / "train.txt", ("\n".join(d.train) + "\n" if d.train else "").encode())
     write_file(folder / "test.txt", ("\n".join(test) + "\n").encode())
     write_file(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
     return manifest

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from ..errors import PlanError
 from ..registry import Registry, Subset, load
 from ..vocab import Vocabulary
-from .plan import DIRECTIONS, ELEMENTS
+from .design import ELEMENTS
+from .plan import DIRECTIONS
 
 Terms = tuple[str | None, str | None, str | None]
 

@@ -1,9 +1,12 @@
 """`medloom cg run PLAN --out RESULTS`: Med-MAT's experiment end to end, with one model per experiment.
 
-For every target of the plan: the Baseline, then for every experiment (each direction's related mix, the
-ablations, Baseline+) a model trained on the experiment's `train.txt` only; each is evaluated on the target's
-test records, as multiple-choice questions (`RESULTS/TARGET/NAME/mc`) and, for CLIP-style models, as zero-shot
-classification (`.../zeroshot`). The report (`tables.py`) is written to `RESULTS/report/`.
+For every target of the plan and every seed (`--seeds`): the Baseline, then for every experiment (each related
+combination and its Baseline+, each direction pooled, the ablations, the shared Baseline+) a model trained on
+the experiment's `train.txt` only; each is evaluated on the target's test records, as multiple-choice questions
+(`RESULTS/TARGET/NAME/seed-S/mc`) and, for CLIP-style models, as zero-shot classification (`.../zeroshot`). The
+report (`tables.py`) is written to `RESULTS/report/`. An experiment the plan left untrained (its pool was
+smaller than the train size: `short` in its manifest) is n/a with that reason. A model asked as it is (the
+pretrained Baseline, hf-lora's Baseline) is evaluated once per target, in the first seed's folder.
 
 - `--trainer clip` (default): medloom's CLIP-style model (`train clip`), answering by image-text similarity; the
   Baseline is the model as `train clip` initialises it, before any step. All runs share the loom's cached tower
@@ -11,7 +14,8 @@ classification (`.../zeroshot`). The report (`tables.py`) is written to `RESULTS
 - `--trainer hf-lora --model hf:FOLDER`: the local vision-language model fine-tuned with LoRA per experiment
   (`train/mllm.py`) on its multiple-choice items in Med-MAT's prompt format, and asked as `eval vqa --model hf:`
   asks (`--prompt-format medmat`); the Baseline is the model as it is, Med-MAT's Baseline. An adapter whose
-  train.json is written is never trained again; a run killed before that restarts that experiment cleanly.
+  train.json is written is never trained again; a run killed before that restarts that experiment cleanly. One
+  adapter per experiment and seed (`.../seed-S/adapter`).
 - `--baseline-model SPEC`: a further column, Baseline (pretrained), any evaluable model (`hf-clip:`, `hf:`,
   `openai:`, `medloom:`) asked as it is.
 
@@ -107,6 +111,7 @@ def run_cg(
     lora: LoraSettings | None = None,
     baseline_model: str | None = None,
     loom: Path | None = None,
+    seeds: list[int] | None = None,
     workers: int | None = None,
     quiet: bool = False,
     progress=print,
@@ -135,18 +140,25 @@ def run_cg(
         for target in sorted({e["target"] for e in experiments}):
             group = [e for e in experiments if e["target"] == target]
             test_side = group[0]["folder"]  # every experiment of a target tests on the same records
-            jobs = [("baseline", None), *([(PRETRAINED, None)] if baseline_model else []), *((e["name"], e) for e in group)]
-            for name, experiment in jobs:
-                rel = f"{slug(target)}/{name}"
+            seed_list = seeds or [lora.seed if lora else train.seed]
+            # asked as it is, once per target (in the first seed's folder, whose questions every seed shares): the
+            # --baseline-model, and under hf-lora the Baseline; clip's Baseline is each seed's untrained model
+            once = [(seed_list[0], PRETRAINED, None)] if baseline_model else []
+            if lora is not None:
+                once.insert(0, (seed_list[0], "baseline", None))
+            jobs = [*once, *((seed, "baseline", None) for seed in seed_list if lora is None)]
+            jobs += [(seed, e["name"], e) for seed in seed_list for e in group]
+            for seed, name, experiment in jobs:
+                rel = f"{slug(target)}/{name}/seed-{seed}"
                 folder = OutputFolder(results.claim_dir(rel))
-                settings = replace(train, experiment=experiment["folder"] if experiment else None)
+                settings = replace(train, seed=seed, experiment=experiment["folder"] if experiment else None)
                 if name == PRETRAINED:
                     spec, what = baseline_model, spec_key(baseline_model, test_side, train.seed, prompt_format)
                 elif lora is not None and experiment is None:
                     spec, what = lora.model, spec_key(lora.model, test_side, train.seed, prompt_format)
                 elif lora is not None:
-                    spec, what = None, {"lora": asdict(replace(lora, experiment=experiment["folder"])), "test": test_side}
-                    what["manifest"] = experiment
+                    tuned = replace(lora, seed=seed, experiment=experiment["folder"])
+                    spec, what = None, {"lora": asdict(tuned), "test": test_side, "manifest": experiment}
                 else:
                     spec = None
                     what = {"train": asdict(settings), "test": test_side, "untrained": experiment is None, "manifest": experiment}
@@ -155,20 +167,26 @@ def run_cg(
                 if folder.is_owned("done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
                     report.reused += 1
                     continue
-                progress(f"cg run: {target} / {name}")
+                progress(f"cg run: {target} / {name} / seed {seed}")
+                if experiment is not None and experiment.get("short"):  # the plan drew nothing: n/a, with why
+                    folder.write_bytes("skipped.json", json.dumps({"why": experiment["short"]}, indent=1).encode())
+                    folder.write_bytes("done.json", json.dumps({"key": key}).encode())
+                    report.skipped += 1
+                    continue
                 try:
                     if spec is None and lora is not None:
-                        spec, fresh = fine_tune(loom, folder, replace(lora, experiment=experiment["folder"]), workers, quiet)
+                        spec, fresh = fine_tune(loom, folder, tuned, workers, quiet)
                         if fresh:
                             report.trained += 1
                             kill_for_tests(report.trained)
                     elif spec is None and experiment is None:
-                        write_untrained(folder.path / "model", train.dim, train.seed)
+                        write_untrained(folder.path / "model", train.dim, seed)
                         spec = f"medloom:{folder.path / 'model'}"
                     elif spec is None:
                         train_clip(loom, folder.path / "model", settings, workers=workers, quiet=quiet)
                         report.trained += 1
                         spec = f"medloom:{folder.path / 'model'}"
+                    # one question set for all seeds (train.seed: the first seed's)
                     evaluate_spec(loom, folder, spec, test_side, train.seed, prompt_format, workers, quiet)
                     folder.remove("skipped.json")  # from an earlier run with other settings
                 except (TrainError, EvalError) as e:

@@ -168,7 +168,32 @@ def cg_plan(
     out_dir: Annotated[
         Path | None, typer.Option("--out", "-o", help="Where experiment folders go (default: LOOM/experiments).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for baseline-plus.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the records each experiment draws from its pool.")] = 0,
+    train_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Training records of every experiment of a target: a number, `smallest` (default: the smallest "
+            "related combination's pool) or `all` (each experiment's whole pool, Med-MAT's way; sizes then differ). "
+            "A pool too small is written untrained, with why."
+        ),
+    ] = None,
+    designs: Annotated[
+        str | None,
+        typer.Option(
+            help="Which designs to plan, comma-separated: combinations (Table 3 and 4 rows, each with its "
+            "Baseline+), pooled (one experiment per direction), ablations (all related / unrelated / data, "
+            "without M, A or T). Default: all three."
+        ),
+    ] = None,
+    options: Annotated[
+        int,
+        typer.Option(
+            help="The fewest options a target question has: a target with fewer labels gets distractors from "
+            "the findings of other tasks in its modality or area.",
+            min=2,
+            max=4,
+        ),
+    ] = 3,
     strict: Annotated[
         bool,
         typer.Option(
@@ -180,7 +205,10 @@ def cg_plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the experiments as JSON.")] = False,
     wait: Wait = False,
 ) -> None:
-    """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in)."""
+    """Write one folder per experiment (train.txt, test.txt, manifest.json saying why each subset is in): per
+    target, one per related subset combination with its own Baseline+, one per direction pooled, and the
+    ablations, all drawing the same number of training records."""
+    from ..cg.design import parse_designs, parse_train_size
     from ..cg.plan import copies_warning, mat_subsets, parse_target, plan
 
     loom = resolve_loom(loom)
@@ -188,47 +216,71 @@ def cg_plan(
         fail('give --target "M,A,T" or --all')
     try:
         targets = sorted(mat_subsets(loom)) if all_targets else [parse_target(target)]
-        experiments = plan(loom, targets, out_dir or layout.experiments_dir(loom), seed=seed, strict=strict, wait=wait)
+        experiments = plan(
+            loom,
+            targets,
+            out_dir or layout.experiments_dir(loom),
+            seed=seed,
+            strict=strict,
+            train_size=parse_train_size(train_size),
+            designs=parse_designs(designs),
+            options=options,
+            wait=wait,
+        )
     except FileNotFoundError as e:
         fail(str(e))
     warning = copies_warning(experiments)
     if warning:
         err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    for e in experiments:
+        if e["short"]:
+            err.print(f"{escape(e['target'])} / {e['name']}: not trained: {escape(e['short'])}", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps([{k: v for k, v in e.items() if k != "why"} for e in experiments], indent=1) + "\n")
         return
     table = Table(title=f"{len(experiments)} experiments", title_justify="left")
-    for col in ("target", "name", "train subsets", "train", "test"):
+    for col in ("target", "name", "train subsets", "pool", "train", "test", "note"):
         table.add_column(col)
     for e in experiments:
         table.add_row(
-            escape(e["target"]), e["name"], str(len(e["train_subsets"])), str(e["train_records"]), str(e["test_records"])
+            escape(e["target"]),
+            e["name"],
+            escape(_subsets_text(e)),
+            str(e["pool_records"]),
+            "n/a" if e["short"] else str(e["train_records"]),
+            str(e["test_records"]),
+            escape(e["note"] or ("pool too small" if e["short"] else "")),
         )
     out.print(table)
+    sizes = sorted({(e["target"], str(e["train_size"])) for e in experiments})
+    out.print("train size: " + "; ".join(f"{escape(t)}: {n}" for t, n in sizes), highlight=False)
     out.print(f"experiments: {out_dir or loom / 'experiments'}", highlight=False)
 
 
+def _subsets_text(e: dict) -> str:
+    if e["kind"] == "combination":
+        return " + ".join(e["roles"])
+    n = len(e["train_subsets"])
+    if e["kind"] == "baseline-plus" and e["roles"]:
+        return f"{n} unrelated (control of {e['name'].removeprefix('baseline-plus-')})"
+    return str(n)
+
+
 def _print_cg_tables(report: dict, metric: str) -> None:
-    from ..cg.tables import TABLE3, TABLE4, table_rows
+    from ..cg.tables import legend, missing_lines, power_lines, sections
 
     what = "multiple-choice" if metric == "mc" else "zero-shot top-1"
-    for title, names in (
-        (f"Table 3 ({what}): accuracy on the unseen target, 95% Wilson; * beats Baseline+ (exact McNemar p < 0.05)", TABLE3),
-        (f"Table 4 ({what}): ablations", TABLE4),
-    ):
-        header, rows = table_rows(report, names)
-        if len(header) == 2:
-            continue
-        table = Table(title=title, title_justify="left")
+    for title, header, rows in sections(report):
+        table = Table(title=f"{title} ({what})", title_justify="left")
         for i, col in enumerate(header):
-            table.add_column(escape(col), justify="left" if i == 0 else "right")
+            table.add_column(escape(col), justify="left" if i < 2 else "right")
         for row in rows:
             table.add_row(*map(escape, row))
         out.print(table)
-    for target, t in report["targets"].items():
-        for name, cell in sorted(t["runs"].items()):
-            if "missing" in cell:
-                err.print(f"{escape(target)} / {escape(name)}: n/a: {escape(cell['missing'])}", highlight=False)
+    for line in [*legend(report), *power_lines(report)]:
+        out.print(escape(line), highlight=False)
+    for line in missing_lines(report):
+        err.print(f"n/a: {escape(line)}", highlight=False)
 
 
 TRAINERS = ("clip", "hf-lora", "llamafactory", "swift")
@@ -278,20 +330,33 @@ def cg_run_cmd(
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.", min=0.0, max=0.99)] = 0.05,
     device: Annotated[str, typer.Option(help="hf-lora: auto (the GPU when torch sees one), cuda or cpu.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every model and of the bootstrap.")] = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Run every experiment once per seed, e.g. 0,1,2 (instead of --seed); the report gives the mean, "
+            "sd and each seed."
+        ),
+    ] = None,
     workers: WorkersOption = 0,
     executor: Executor = None,
     address: Address = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """For every experiment of a plan: train a model on its mix (a CLIP-style model, or a vision-language model
-    fine-tuned with LoRA), evaluate it on the target's test records beside the Baseline; then print Med-MAT's
-    tables. Finished experiments are skipped when run again. With --emit-configs, write LLaMA-Factory's or
-    ms-swift's per-experiment configs instead."""
+    """For every experiment of a plan and every seed: train a model on its mix (a CLIP-style model, or a
+    vision-language model fine-tuned with LoRA), evaluate it on the target's test records beside the Baseline;
+    then print Med-MAT's tables. Finished experiments are skipped when run again. With --emit-configs, write
+    LLaMA-Factory's or ms-swift's per-experiment configs (one per seed) instead."""
     from ..cg.run import run_cg
     from ..train.mllm import LoraSettings
     from ..train.projections import TrainSettings
 
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
+    except ValueError:
+        fail(f"--seeds {seeds!r}: give whole numbers separated by commas, e.g. 0,1,2")
+    if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        fail(f"--seeds {seeds!r}: give distinct whole numbers (at least one), e.g. 0,1,2")
     if trainer not in TRAINERS:
         fail(f"--trainer {trainer!r}: one of {', '.join(TRAINERS)}")
     if trainer in ("llamafactory", "swift") and not emit_configs:
@@ -312,7 +377,7 @@ def cg_run_cmd(
         rank=lora_rank,
         alpha=lora_alpha,
         dropout=lora_dropout,
-        seed=seed,
+        seed=seed_list[0],
         device=device,
     )
     say = (lambda _: None) if quiet or as_json else (lambda m: err.print(escape(m), highlight=False))
@@ -327,6 +392,7 @@ def cg_run_cmd(
                 lora,
                 template=template,
                 loom=resolve_loom(loom) if loom else None,
+                seeds=seed_list,
                 workers=executor_spec(executor, address, workers),
                 progress=say,
             )
@@ -340,7 +406,7 @@ def cg_run_cmd(
                 highlight=False,
             )
         return
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size or 64, lr=lr or 1e-3, dim=dim, seed=seed)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size or 64, lr=lr or 1e-3, dim=dim, seed=seed_list[0])
     try:
         report = run_cg(
             plan,
@@ -349,6 +415,7 @@ def cg_run_cmd(
             lora=lora if trainer == "hf-lora" else None,
             baseline_model=baseline_model,
             loom=resolve_loom(loom) if loom else None,
+            seeds=seed_list,
             workers=executor_spec(executor, address, workers),
             quiet=quiet or as_json,
             progress=say,
@@ -375,9 +442,9 @@ def cg_report_cmd(
         typer.Option(
             "--runs",
             help="NAME=RUN: an `eval vqa` or `eval "
-            "zeroshot` run folder under a column name (baseline, baseline-plus, "
-            "related-fixed-modality, all-related, without-task, ...); TARGET_FOLDER/NAME=RUN "
-            "for one target only. Repeat it.",
+            "zeroshot` run folder under an experiment's name (baseline, baseline-plus, fixed-task-1, "
+            "baseline-plus-fixed-task-1, related-fixed-modality, all-related, without-task, ...); TARGET_FOLDER/NAME=RUN "
+            "for one target only. Repeat it; a name given again is its next seed's run.",
         ),
     ] = None,
     results: Annotated[Path | None, typer.Option(help="A `cg run` results folder: its runs.")] = None,
@@ -386,8 +453,9 @@ def cg_report_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Med-MAT's Tables 3 and 4 for a plan: each target's accuracy under each run with intervals, a mark where a
-    trained run beats Baseline+ by an exact McNemar test, and a bar chart like Med-MAT's Figure 4."""
+    """Med-MAT's Tables 3 and 4 and Figure 4's ablations for a plan: each target's accuracy under each run (mean
+    and spread over seeds), marks where a run is better (*) or worse (!) than its Baseline+ after Holm's
+    correction, the test size and the smallest effect it detects, and a bar chart like Med-MAT's Figure 4."""
     from ..cg.plan import find_experiments
     from ..cg.tables import cg_report, figure, markdown, resolve_runs
     from ..outputs import OutputFolder

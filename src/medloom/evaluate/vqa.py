@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -197,12 +198,17 @@ def select(loom: Path, s: RunSelection) -> tuple:
 
 def build_items(rows: list[dict], s: VQASettings) -> list[dict]:
     from ..annotate.knowledge import load_knowledge
+    from ..annotate.questions import widen
+    from ..view.selection import experiment_options
 
     kb = load_knowledge(None)
+    extra, fewest = experiment_options(Path(s.experiment)) if s.experiment else ([], 0)
     ask = prompt_function(s.prompt_format)
     items = []
     for row in rows:
         for qi, q in enumerate(_questions(row, s.seed, kb)):
+            if extra and len(q["options"]) < fewest:  # a `cg plan` target with two labels: more wrong options
+                q = widen(q, row, extra, fewest, random.Random(f"{s.seed}:{row['id']}:{qi}:widen"), kb)
             options, truth = list(q["options"]), LETTERS.index(q["answer_letter"])
             for r in rotations(options, s.circular):
                 shown = options[r:] + options[:r]

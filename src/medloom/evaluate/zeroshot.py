@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..locks import hold
+from ..view.selection import experiment_options
 from .metrics import as_question, metrics, units
 from .vqa import EvalError, RunSelection, open_run, run_settings, select
 
@@ -53,6 +54,25 @@ ZEROSHOT_SCHEMA = pa.schema(
 class ClipEvalSettings(RunSelection):
     templates: list[str] | None = None  # prompts with {c}; default: from each source's modality and anatomy
     seed: int = 0
+
+
+def widen_classes(classes: list[str], extra: list[str], fewest: int) -> list[str]:
+    """The classes and, in sorted order, distractor labels (`cg plan`'s) that are not a class or a synonym of
+    one, up to `fewest` classes (the extra classes count as wrong predictions)."""
+    from ..annotate.knowledge import load_knowledge, term_key
+    from ..vocab.words import label_words
+
+    kb = load_knowledge(None)
+    names = lambda label: {term_key(n) for n in kb.synonyms(label) + [label_words(label)]}  # noqa: E731
+    taken = set().union(*(names(c) for c in classes))
+    out = list(classes)
+    for label in extra:
+        if len(out) >= fewest:
+            break
+        if not names(label) & taken:
+            out.append(label)
+            taken |= names(label)
+    return sorted(out)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -98,12 +118,15 @@ def evaluate_zeroshot(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: bool
         from .similarity import image_features
 
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
+        extra, fewest = experiment_options(Path(s.experiment)) if s.experiment else ([], 0)
         rows = [r for r in table.to_pylist() if r["id"] in features]
         predictions = []
         tasks: dict[str, dict] = {}
         for source in sorted({r["source"] for r in rows}):
             group = [r for r in rows if r["source"] == source]
             classes = sorted(set().union(*(r["label_space"] for r in group)))
+            if len(classes) < fewest:  # a `cg plan` target with two labels: classes of other tasks beside them
+                classes = widen_classes(classes, extra, fewest)
             if s.templates:
                 prompts = list(s.templates)
             else:
@@ -189,6 +212,7 @@ def evaluate_retrieval(loom: Path, out: Path, s: ClipEvalSettings, *, quiet: boo
     with clip_run(loom, out, s) as (model, folder, con, fingerprint, what):
         table = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()
         features, unreadable = image_features(loom, table, model.image_tower, workers, quiet)
+        extra, fewest = experiment_options(Path(s.experiment)) if s.experiment else ([], 0)
         rows = [r for r in table.to_pylist() if r["id"] in features]
         texts = [" ".join(choose_text(r, "auto")[0].split()) for r in rows]
         if len(rows) < 2:

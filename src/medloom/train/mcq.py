@@ -42,7 +42,8 @@ def experiment_items(
     rest = [r for r in rows if not has_choices(r)]
     ask = prompt_function(prompt_format)
     found = [i for i in build_source_items(own, False, ask) if i["options"]]
-    found += build_items(rest, VQASettings(seed=seed, prompt_format=prompt_format))
+    # a plan written with `--options N`: the same added distractors as the target's test questions get
+    found += build_items(rest, VQASettings(seed=seed, prompt_format=prompt_format, experiment=str(experiment)))
     keep = ("record_id", "question", "patient", "prompt", "answer", "options", "answer_label", "modality", "anatomy", "task")
     items = sorted(({k: i[k] for k in keep} for i in found), key=lambda i: (i["record_id"], i["question"]))
     asked = {i["record_id"] for i in items}

@@ -9,6 +9,7 @@ record's split is the experiment's (train/test), else the one `medloom split` as
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,16 @@ def subset_sql(loom: Path, name: str) -> tuple[str, str]:
         )
     quoted = str(path).replace("'", "''")
     return f"id IN (SELECT id FROM read_parquet('{quoted}'))", sha256_file(path)
+
+
+def experiment_options(folder: Path) -> tuple[list[str], int]:
+    """The distractors a `cg plan` experiment adds to its target's questions, and the fewest options a question
+    has (`manifest.json`'s `distractors` and `options`); none for a plan written before they existed."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [], 0
+    return sorted(manifest.get("distractors") or {}), int(manifest.get("options") or 0)
 
 
 def read_experiment(folder: Path) -> dict[str, str]:

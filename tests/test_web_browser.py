@@ -301,7 +301,7 @@ def test_long_ids_stay_inside_duplicate_cards(odd_served, page):
 
 @pytest.fixture(scope="module")
 def proposals_served(tmp_path_factory):
-    from test_web_proposals import build_proposal_loom
+    from test_propose_exports import build_proposal_loom
 
     loom = build_proposal_loom(tmp_path_factory.mktemp("browser-proposals"))
     proc, url = start_server(loom)

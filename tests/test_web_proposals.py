@@ -14,54 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, rows, run_ingest, write_recipe
+from conftest import rows
 from PIL import Image
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
+from test_propose_exports import build_proposal_loom  # noqa: E402
 from test_web import client  # noqa: E402
-
-LESION = (40, 50, 60, 70)  # x0, y0, x1, y1 in pixels of a 96 x 128 mammogram
-
-
-def mammogram(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:128, 0:96]
-    breast = ((yy - 64) / 52.0) ** 2 + (xx / 60.0) ** 2 <= 1
-    return np.where(breast, 140 + rng.normal(0, 12, breast.shape), 5).clip(0, 255).astype(np.uint8)
-
-
-def build_proposal_loom(root: Path) -> Path:
-    """Three mammograms with a lesion mask each; `breast` proposals for all, the first one's accepted."""
-    data = root / "data" / "mammo"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir(parents=True)
-    for i in range(3):
-        Image.fromarray(mammogram(i)).save(data / "images" / f"m{i}.png")
-        mask = np.zeros((128, 96), np.uint8)
-        x0, y0, x1, y1 = LESION
-        mask[y0:y1, x0:x1] = 255
-        Image.fromarray(mask).save(data / "masks" / f"m{i}.png")
-    recipe = write_recipe(
-        root,
-        [
-            dict(
-                name="mammo",
-                reader="masks",
-                path="data/mammo",
-                modality="mammography",
-                anatomy="breast",
-                task="lesion segmentation",
-                mask_label="lesion",
-            )
-        ],
-    )
-    loom, _ = run_ingest(recipe)
-    cli("propose", loom, "--method", "breast", "-w", "1", "-q")
-    first = rows(loom, "SELECT id FROM records ORDER BY id LIMIT 1")[0]["id"]
-    cli("propose", loom, "--method", "breast", "--where", f"id = '{first}'", "--accept", "--by", "reader1", "-q")
-    return loom
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,12 @@ def exported_rois(row: dict, *, rle: bool = True) -> list[dict]:
             "label": r["label"] or "",
             "bbox": [float(v) for v in r["bbox"] or []],
             "area": float(r.get("area") or 0.0),
+            **({"rle": list(r.get("rle") or [])} if rle else {}),
             "roi_source": r["roi_source"],
             "method": r.get("method") or "",
             "version": r.get("version") or "",
             "score": float(r["score"] if r.get("score") is not None else -1.0),
         }
-        if rle:
-            roi["rle"] = list(r.get("rle") or [])
         out.append(roi)
     return out
 
@@ -90,11 +89,32 @@ def roi_counts(con, view: str = "selection") -> list[tuple[str, int, int, str]]:
     return [(s, int(d or 0), int(p or 0), named.get(s) or "") for s, d, p in counts]
 
 
-def proposals_left_out(con) -> int:
-    """How many proposals a person accepted in the whole loom (what a format without a place for them leaves
-    out, and says so)."""
-    if not has_proposals(con):
-        return 0
-    return int(
-        con.execute("SELECT coalesce(sum(len(rois)), 0) FROM proposals WHERE accepted AND status = 'proposed'").fetchall()[0][0]
-    )
+def roi_summary(con, *, carried: bool, view: str = "selection") -> dict:
+    """What an export says of its ROIs (in its manifest or card): the dataset's own, the accepted proposals it
+    carries marked `roi_source: proposal`, or, for a format with no place for ROIs, the proposals it left out."""
+    counts = roi_counts(con, view)
+    proposals = sum(p for _, _, p, _ in counts)
+    methods = sorted({m.strip() for *_, named in counts for m in named.split(",") if m.strip()})
+    return {
+        "dataset": sum(d for _, d, _, _ in counts),
+        "proposals": proposals if carried else 0,
+        "proposals_left_out": 0 if carried else proposals,
+        "methods": methods,
+        "note": (
+            "accepted proposals carried beside the dataset's ROIs, each marked roi_source: proposal"
+            if carried
+            else "this format has no place for ROIs: accepted proposals left out (and the dataset's ROIs with them)"
+        )
+        if proposals
+        else "no accepted proposals",
+    }
+
+
+ROI_CHOICES = ("all", "dataset", "proposal")
+
+
+def chosen_rois(rois: list[dict] | None, which: str = "all") -> list[dict]:
+    """An exported sample's ROIs, all or those of one `roi_source` (what `medloom.load(rois=...)` keeps); an ROI
+    without `roi_source` (an export from before proposals) is the dataset's own."""
+    marked = [r if r.get("roi_source") else {**r, "roi_source": "dataset"} for r in rois or []]
+    return marked if which == "all" else [r for r in marked if r["roi_source"] == which]

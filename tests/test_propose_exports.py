@@ -34,13 +34,13 @@ def mammogram(seed: int) -> np.ndarray:
     return np.where(breast, 140 + rng.normal(0, 12, breast.shape), 5).clip(0, 255).astype(np.uint8)
 
 
-def build_proposal_loom(root: Path, *, dicom: bool = False) -> Path:
+def build_proposal_loom(root: Path, *, dicom: bool = False, records: int = 3, propose: bool = True) -> Path:
     """Three mammograms with a lesion mask each; `breast` proposals for all, the first one's accepted (and with
     `dicom`, CT_small with its `body` proposal accepted)."""
     data = root / "data" / "mammo"
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir(parents=True)
-    for i in range(3):
+    for i in range(records):
         Image.fromarray(mammogram(i)).save(data / "images" / f"m{i}.png")
         mask = np.zeros((128, 96), np.uint8)
         x0, y0, x1, y1 = LESION
@@ -62,6 +62,8 @@ def build_proposal_loom(root: Path, *, dicom: bool = False) -> Path:
         shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), root / "data" / "dicom" / "CT_small.dcm")
         sources.append(dict(name="dcm", reader="dicom", path="data/dicom", task="disease"))
     loom, _ = run_ingest(write_recipe(root, sources))
+    if not propose:
+        return loom
     cli("propose", loom, "--method", "breast", "--where", "source = 'mammo'", "-w", "1", "-q")
     first = rows(loom, "SELECT id FROM records WHERE source = 'mammo' ORDER BY id LIMIT 1")[0]["id"]
     cli("propose", loom, "--method", "breast", "--where", f"id = '{first}'", "--accept", "--by", "reader1", "-q")

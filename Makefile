@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dedup.py
 	$(BIN)/python benchmarks/burned_in.py
 	$(BIN)/python benchmarks/propose.py
+	$(BIN)/python benchmarks/propose_throughput.py --n 10000
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/answers.py
 	$(BIN)/python benchmarks/zeroshot.py

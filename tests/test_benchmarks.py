@@ -21,6 +21,7 @@ TINY = {  # script: arguments at a tiny size (--data is added where the script t
     "ingest.py": ["--n", "20", "--sets", "jpg", "--repeat", "1"],
     "pmc.py": ["--rounds", "1"],
     "propose.py": ["--n", "2"],
+    "propose_throughput.py": ["--n", "24", "--baseline-n", "8", "--executors", "local", "--workers", "1"],
     "publish.py": ["--files", "4", "--mb", "1", "--threads", "2"],
     "readers.py": ["--n", "20", "--repeat", "1"],
     "scale.py": ["--n", "40", "--workers", "1", "--memory", "100,200"],

@@ -1,8 +1,8 @@
 """End to end in headless Chromium (Debian's `chromium`, driven by Playwright's Python client) against a real
-`medloom serve`: facets (OR within one), keyboard, an ROI box where the catalog says, no script from data
-runs, labelling a cluster and applying it after its preview, resolving a duplicate group, rejecting and
-undoing a verdict on the audit page, the token cookie of two servers on one host, and texts that stay inside
-their charts and cards."""
+`medloom serve`: facets (OR within one), keyboard, an ROI box where the catalog says, machine proposals drawn
+apart in their own colours with their toggles and hover title, no script from data runs, labelling a cluster and
+applying it after its preview, resolving a duplicate group, rejecting and undoing a verdict on the audit page, the
+token cookie of two servers on one host, and texts that stay inside their charts and cards."""
 
 from __future__ import annotations
 
@@ -297,3 +297,53 @@ def test_long_ids_stay_inside_duplicate_cards(odd_served, page):
         return [drawn.left >= box.left - 1 && drawn.right <= box.right + 1, c.querySelector('a').textContent.length]; })""",
     )
     assert cards and max(n for _, n in cards) > 100 and all(inside for inside, _ in cards)
+
+
+@pytest.fixture(scope="module")
+def proposals_served(tmp_path_factory):
+    from test_propose_exports import build_proposal_loom
+
+    loom = build_proposal_loom(tmp_path_factory.mktemp("browser-proposals"))
+    proc, url = start_server(loom)
+    try:
+        yield loom, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_proposals_are_drawn_apart_toggled_and_named_on_hover(proposals_served, page):
+    loom, url = proposals_served
+    recs = rows(loom, "SELECT id, width, height, rois FROM records ORDER BY id")
+    found = {r["id"]: r["rois"] for r in rows(loom, "SELECT id, rois FROM proposals ORDER BY id")}
+    for rec, accepted in ((recs[0], True), (recs[1], False)):
+        page.goto(url + "record?id=" + rec["id"])
+        page.wait_for_load_state("networkidle")
+        stage = page.locator("#stage")
+        box = stage.bounding_box()
+        sx, sy = box["width"] / rec["width"], box["height"] / rec["height"]
+        lesion = page.get_attribute(".roi-box", "stroke")
+        proposal = page.get_attribute(".proposal-box", "stroke")
+        assert proposal == ("#ffffff" if accepted else "#b4ff00") and proposal != lesion
+        x0, y0, x1, y1 = found[rec["id"]][0]["bbox"]
+        want = (x0 * rec["width"] * sx, y0 * rec["height"] * sy, x1 * rec["width"] * sx, y1 * rec["height"] * sy)
+        drawn = stroke_box(stage.screenshot(), proposal, tol=6)
+        assert drawn is not None and np.allclose(drawn, want, atol=4), (drawn, want)
+        assert stroke_box(stage.screenshot(), lesion) is not None  # the dataset's own lesion, in its own colour
+        state = "accepted" if accepted else "pending"
+        # the toggle hides the proposals and only them; the label toggle hides the lesion and only it
+        page.uncheck(f".proposal-toggle[data-state='{state}']")
+        shot = stage.screenshot()
+        assert stroke_box(shot, proposal, tol=6) is None and stroke_box(shot, lesion) is not None
+        page.check(f".proposal-toggle[data-state='{state}']")
+        page.uncheck(".roi-toggle[data-label='lesion']")
+        shot = stage.screenshot()
+        assert stroke_box(shot, proposal, tol=6) is not None and stroke_box(shot, lesion) is None
+        # method, version, score and acceptance: the hover title and the table
+        title = page.text_content(f"#overlay g.proposal.{state} title")
+        assert title.startswith("breast: machine proposal by breast 1, score 0.")
+        assert title.endswith("accepted by reader1" if accepted else "not accepted")
+        cells = page.inner_text("#proposals tr.proposal-row")
+        assert "breast 1" in cells and ("accepted by reader1" in cells if accepted else "not accepted" in cells)
+        page.hover(f"#overlay g.proposal.{state} image")  # the pointer on the proposal reaches its group (the title's)
+        assert page.evaluate("document.querySelectorAll('#overlay g.proposal:hover').length") == 1

@@ -17,6 +17,7 @@ import pyarrow as pa
 import yaml
 
 from .. import catalog, layout
+from ..view.proposals import roi_counts
 
 TASK_CATEGORIES = (("segmentation", "image-segmentation"), ("detection", "object-detection"), ("caption", "image-to-text"))
 SIZES = (
@@ -104,6 +105,10 @@ def write_card(folder, loom: Path, con, state: dict, features: dict, file_ext: s
     lines += [f"| {name} | {lic or 'not stated'} | {n} |" for name, lic, n in per_source]
     lines += [
         "",
+        "## ROIs",
+        "",
+        *_rois_prose(con),
+        "",
         "## Texts",
         "",
         _texts_prose(loom, settings),
@@ -119,6 +124,21 @@ def write_card(folder, loom: Path, con, state: dict, features: dict, file_ext: s
     ]
     text = "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines)
     folder.write_bytes("README.md", text.encode())
+
+
+def _rois_prose(con) -> list[str]:
+    """The ROIs per source, split by where they come from: the dataset's own, or machine proposals a person
+    accepted (`medloom propose --accept`), which every sample marks `roi_source: proposal`."""
+    counts = roi_counts(con)
+    lines = [
+        "Each ROI in a sample's `rois` has `roi_source`: `dataset` (the source's own box or mask) or `proposal` (a "
+        "region a method made and a person accepted with `medloom propose --accept`, with its `method`, `version` "
+        "and `score`). Proposals not accepted are not exported.",
+        "",
+        "| source | dataset ROIs | accepted proposals | methods |",
+        "|---|---|---|---|",
+    ]
+    return lines + [f"| {source} | {own} | {proposed} | {methods or '-'} |" for source, own, proposed, methods in counts]
 
 
 def _texts_prose(loom: Path, settings: dict) -> str:

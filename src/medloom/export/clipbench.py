@@ -42,6 +42,7 @@ class ClipBenchmarkReport:
     not_single_label: int = 0  # records with several labels or none: retrieval only
     one_class_sources: list[str] = field(default_factory=list)  # no classification dataset: fewer than 2 classes
     quarantined: list[dict] = field(default_factory=list)
+    rois: dict = field(default_factory=dict)  # the ROIs and accepted proposals left out (no place for them)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -59,7 +60,7 @@ class ClipBenchmarkReport:
                 else ""
             )
             + f"{len(self.quarantined)} quarantined; {self.out}"
-        ]
+        ] + ([f"ROIs: {self.rois['note']}"] if self.rois.get("proposals_left_out") else [])
 
     def warnings(self) -> list[tuple[str, str]]:
         return []
@@ -191,6 +192,7 @@ def _export(
     shard_size,
     excluded=None,
 ) -> ClipBenchmarkReport:
+    from ..view.proposals import roi_summary
     from ..view.render import image_ext, render_sources, rendered
     from ..view.selection import Selection, select_records, selection_sql
     from ..vocab.words import class_name
@@ -202,7 +204,11 @@ def _export(
     joins, split, marks, _ = selection_sql(loom, chosen)
     select_records(con, where, joins, split, marks, splits)
     ext = image_ext(con, image_format, sources)
-    report = ClipBenchmarkReport(out=str(folder.path), records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0])
+    report = ClipBenchmarkReport(
+        out=str(folder.path),
+        records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0],
+        rois=roi_summary(con, carried=False),  # image-text pairs and classes: no place for an ROI
+    )
     # per source: its classes (the declared label space, else the labels found) and its commonest MAT pair
     classes: dict[str, list[str]] = {}
     for source, space, found in con.execute(

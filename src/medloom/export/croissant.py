@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import catalog, layout
 from ..version import __version__
+from ..view.proposals import roi_summary
 from .card import hf_license
 
 CONTEXT = {
@@ -126,6 +127,7 @@ def write_croissant(folder, loom: Path, con, state: dict, file_ext: str) -> None
     manifest = layout.annotations_dir(loom) / "manifest.json"
     annotation = json.loads(manifest.read_text(encoding="utf-8")) if settings.get("annotation") and manifest.is_file() else None
     llm = (annotation or {}).get("settings", {}).get("llm_model")
+    rois = roi_summary(con, carried=True)  # the samples' `rois` carry accepted proposals, marked
     doc = {
         "@context": CONTEXT,
         "@type": "sc:Dataset",
@@ -156,11 +158,20 @@ def write_croissant(folder, loom: Path, con, state: dict, file_ext: str) -> None
             else "Embedded image metadata kept (--keep-metadata).",
         ],
         "rai:dataAnnotationProtocol": [
-            "Labels, boxes and masks are the source datasets' own annotations.",
+            "Labels, boxes and masks are the source datasets' own annotations"
+            + (
+                f" ({rois['dataset']} ROIs, roi_source: dataset); {rois['proposals']} ROIs are machine proposals a "
+                f"person accepted (medloom propose --accept; {', '.join(rois['methods'])}), each marked "
+                "roi_source: proposal with its method, version and score; proposals not accepted are not exported."
+                if rois["proposals"]
+                else "."
+            ),
             f"Texts follow the rule `--text {settings.get('text', 'auto')}`: the source's caption, the caption "
             "medloom annotate made, or a sentence from the modality and anatomy (see README.md).",
         ],
-        "rai:machineAnnotationTools": [f"medloom {__version__} (templates)"] + ([f"LLM {llm}"] if llm else []),
+        "rai:machineAnnotationTools": [f"medloom {__version__} (templates)"]
+        + ([f"LLM {llm}"] if llm else [])
+        + [f"medloom propose {m} (ROI proposals, accepted by a person)" for m in rois["methods"]],
         "rai:personalSensitiveInformation": [
             "Patient and study ids are salted hashes; raw ids are never exported unless the recipe asked for them.",
             "Images may still show burned-in text; DICOM exports exclude files flagged for it.",

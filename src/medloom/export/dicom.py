@@ -203,6 +203,7 @@ class DicomReport:
     excluded_burned_in: list[dict] = field(default_factory=list)
     flagged_burned_in: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    rois: dict = field(default_factory=dict)  # ROIs and accepted proposals the copies leave out
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -213,7 +214,7 @@ class DicomReport:
             f"export dicom: {self.files} de-identified file(s) from {self.records - self.not_dicom} DICOM "
             f"record(s) ({self.not_dicom} other records left out); burned-in text: {len(self.excluded_burned_in)} "
             f"excluded, {len(self.flagged_burned_in)} flagged; {len(self.failed)} failed; {self.out}"
-        ]
+        ] + ([f"ROIs: {self.rois['note']}"] if self.rois.get("proposals_left_out") else [])
 
     def warnings(self) -> list[tuple[str, str]]:
         return [("excluded", f"{item['records'][0]}: {item['reason']}") for item in self.excluded_burned_in[:20]]
@@ -351,8 +352,10 @@ def deidentify(ds, salt: str):
 
 def _selected_files(
     loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None, excluded=None
-) -> tuple[dict, int, int]:
-    """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others."""
+) -> tuple[dict, int, int, dict]:
+    """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others; what
+    is left of their ROIs (the copies carry the files' own objects only: no ROI, no accepted proposal)."""
+    from ..view.proposals import roi_summary
     from ..view.selection import Selection, select_records, selection_sql
 
     con = catalog.connect(loom)
@@ -367,7 +370,7 @@ def _selected_files(
             others += 1
             continue
         files.setdefault((source, uri), (part, []))[1].append(rid)
-    return files, total, others
+    return files, total, others, roi_summary(con, carried=False)
 
 
 def _check_file(ds, source: dict, burned_in_frames: int, ocr: str | None) -> str | None:
@@ -416,14 +419,14 @@ def export_dicom(
     folder = open_output_folder(loom, out)
     started = time.perf_counter()
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), quiet_values():
-        files, total, others = _selected_files(loom, where, include_duplicates, splits, excluded)
+        files, total, others, rois = _selected_files(loom, where, include_duplicates, splits, excluded)
         if not files:
             raise DicomExportError(
                 f"none of the {total} selected records comes from a DICOM source; `--format dicom` copies DICOM files only"
             )
         salt = catalog.read_salt(loom)
         sources = render_sources(catalog.read_manifest(loom))
-        report = DicomReport(out=str(out), records=total, not_dicom=others)
+        report = DicomReport(out=str(out), records=total, not_dicom=others, rois=rois)
         written, listing = set(), []
         with progress_bar("export dicom", len(files), quiet) as advance:
             for (source, uri), (split, ids) in sorted(files.items()):

@@ -11,7 +11,7 @@ import json
 import pyarrow as pa
 
 from ..records import ARTICLE_TYPE
-from ..view.proposals import marked_rois
+from ..view.proposals import exported_rois
 from ..view.render import render_row
 from ..view.texts import annotation_metadata, choose_text
 from .webdataset import tar_sample
@@ -105,19 +105,7 @@ def sample_metadata(
             "label_space": list(row["label_space"] or []),
             # the record's own ROIs, then the proposals a person accepted (`medloom propose --accept`), each
             # saying which it is: roi_source "dataset" or "proposal" (with its method, version and score)
-            "rois": [
-                {
-                    "label": r["label"] or "",
-                    "bbox": [float(v) for v in r["bbox"]],
-                    "area": float(r["area"] or 0.0),
-                    "rle": list(r["rle"] or []),
-                    "roi_source": r["roi_source"],
-                    "method": r["method"] or "",
-                    "version": r["version"] or "",
-                    "score": float(r["score"] if r["score"] is not None else -1.0),
-                }
-                for r in marked_rois(row)
-            ],
+            "rois": exported_rois(row),
             "patient_id": row["patient_id"] or "",
             "study_id": row["study_id"] or "",
             "width": int(row["width"]),

@@ -15,6 +15,12 @@ for swift).
   the normalised box, one per `<bbox>`; `bbox_type`: `norm1`), which ms-swift turns into each model's own
   grounding format and coordinates; plus `id` and `split` (ms-swift drops keys it does not know).
 
+An item with the ROI description turn (llava, sharegpt, swift) carries `rois`: the regions that text speaks of,
+each with `roi_source` (`dataset`, or `proposal` for one `medloom propose --accept` accepted, with its method,
+version and score), so that a trainer can keep or drop machine-made regions; grounding boxes are the dataset's
+own (questions are never asked of proposals). Med-MAT's records have no place for ROIs: the manifest's `rois`
+says how many accepted proposals were left out.
+
 Image paths are relative to the output folder (where the JSON is), so they resolve wherever it is moved (for
 LLaMA-Factory: the folder is `dataset_dir` and `media_dir`); `absolute_paths` writes them, and the
 `file_name` of each `dataset_info.json` entry, absolute, for an entry merged into another `dataset_info.json`.
@@ -31,6 +37,7 @@ from .. import catalog
 from ..errors import TrainingExportError
 from ..locks import hold
 from ..outputs import OutputFolder, write_atomic
+from ..view.proposals import exported_rois, roi_summary
 from ..view.texts import choose_text
 from . import check_options, open_output_folder
 from . import medmat as medmat_json
@@ -50,6 +57,7 @@ class TrainingReport:
     images: int = 0
     quarantined: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    rois: dict = field(default_factory=dict)  # the dataset's ROIs and accepted proposals, carried or left out
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -59,7 +67,7 @@ class TrainingReport:
         return [
             f"export {self.format}: {self.items} item(s) from {self.records} annotated record(s), {self.images} "
             f"image(s), {len(self.quarantined)} quarantined; " + ", ".join(str(Path(self.out) / f) for f in self.files)
-        ]
+        ] + ([f"ROIs: {self.rois['note']}"] if self.rois.get("proposals") or self.rois.get("proposals_left_out") else [])
 
     def warnings(self) -> list[tuple[str, str]]:
         return []
@@ -113,12 +121,18 @@ def turns(row: dict, ann: dict) -> list[tuple[str, str, dict | None]]:
     return out
 
 
+def regions(row: dict, ann: dict) -> dict:
+    """`rois` for an item whose conversation describes the regions: each with its `roi_source`."""
+    return {"rois": exported_rois(row, rle=False)} if ann["roi_text"] else {}
+
+
 def llava_items(row: dict, ann: dict, image: str) -> list[dict]:
     conversation = []
     for i, (question, answer, _) in enumerate(turns(row, ann)):
         conversation.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question})
         conversation.append({"from": "gpt", "value": answer})
-    return [{"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}] if conversation else []
+    item = {"id": row["id"], "split": row["split"], "image": image, "conversations": conversation}
+    return [item | regions(row, ann)] if conversation else []
 
 
 def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
@@ -126,7 +140,8 @@ def sharegpt_items(row: dict, ann: dict, image: str) -> list[dict]:
     for i, (question, answer, _) in enumerate(turns(row, ann)):
         messages.append({"role": "user", "content": ("<image>" if i == 0 else "") + question})
         messages.append({"role": "assistant", "content": answer})
-    return [{"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}] if messages else []
+    item = {"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}
+    return [item | regions(row, ann)] if messages else []
 
 
 def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
@@ -147,7 +162,7 @@ def swift_items(row: dict, ann: dict, image: str) -> list[dict]:
     item = {"id": row["id"], "split": row["split"], "messages": messages, "images": [image]}
     if refs:
         item["objects"] = {"ref": refs, "bbox": boxes, "bbox_type": "norm1"}
-    return [item]
+    return [item | regions(row, ann)]
 
 
 BUILDERS = {"llava": llava_items, "sharegpt": sharegpt_items, "swift": swift_items}
@@ -261,7 +276,7 @@ def _export_training(
     query = "SELECT * FROM selection ORDER BY id"
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute("SELECT count(*) FROM selection").fetchall()[0][0]
-    report = TrainingReport(out=str(out), format=fmt, records=total)
+    report = TrainingReport(out=str(out), format=fmt, records=total, rois=roi_summary(con, carried=fmt != "medmat"))
     settings = {
         "sources": sources,
         "image_format": ext,

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..view.proposals import ROI_CHOICES, chosen_rois
+
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif", "ppm", "pgm"})
 TEXT_EXTS = frozenset({"txt", "text", "caption"})
 INT_EXTS = frozenset({"cls", "cls2", "index", "inx", "id"})
@@ -198,7 +200,12 @@ class Stream:
         transform: Callable[[dict], Any] | None = None,
         channels: int | None = None,
         size: int | tuple[int, int] | None = None,
+        rois: str = "all",
     ):
+        if rois not in ROI_CHOICES:
+            raise ValueError(f"rois={rois!r}: use one of {', '.join(ROI_CHOICES)}")
+        if rois != "all" and not decode:
+            raise ValueError(f"rois={rois!r} reads the samples' JSON: it needs decode")
         if decode is True:
             decode = "pil"
         if decode and decode not in DECODERS:
@@ -213,6 +220,7 @@ class Stream:
         self.shuffle = shuffle
         self.seed = seed
         self.transform = transform
+        self.rois = rois
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -231,6 +239,9 @@ class Stream:
             for sample in read_shard(url):
                 if self.decode:
                     sample = decode_sample(sample, self.decode, self.channels, self.size)
+                    meta = sample.get("json")
+                    if isinstance(meta, dict) and "rois" in meta:  # each ROI with its roi_source; one source if asked
+                        meta["rois"] = chosen_rois(meta["rois"], self.rois)
                 yield self.transform(sample) if self.transform else sample
 
     def __iter__(self) -> Iterator[Any]:
@@ -268,14 +279,23 @@ def load(
     transform: Callable[[dict], Any] | None = None,
     channels: int | None = None,
     size: int | tuple[int, int] | None = None,
+    rois: str = "all",
 ) -> Stream:
     """A stream over an export folder (all splits, or `split`), shard paths, URLs or `{a..b}` patterns.
 
     decode: True or "pil" (PIL images), "numpy", "torch" (CHW uint8 tensors) or False (raw bytes);
     JSON, text and class-id fields are parsed unless decode is False. shuffle: buffer size (0 = off).
     channels: 1, 3 or 4 (default 3 for "torch", as found otherwise); size: N (shorter side to N, centre
-    crop N x N) or (w, h), so that images batch with the default collate.
+    crop N x N) or (w, h), so that images batch with the default collate. rois: "all" (the dataset's ROIs and
+    the accepted machine proposals, each with its `roi_source`), "dataset" or "proposal" (only those).
     """
     return Stream(
-        shard_list(source, split), decode=decode, shuffle=shuffle, seed=seed, transform=transform, channels=channels, size=size
+        shard_list(source, split),
+        decode=decode,
+        shuffle=shuffle,
+        seed=seed,
+        transform=transform,
+        channels=channels,
+        size=size,
+        rois=rois,
     )

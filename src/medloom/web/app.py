@@ -35,7 +35,7 @@ from ..outputs import ForeignFileError
 from .guard import Guard, Hosts
 from .index import LoomIndex, meta_facts
 from .overview import overview
-from .params import label_colors, required, whole
+from .params import PROPOSAL_COLORS, label_colors, proposal_color, required, whole
 from .pixels import PixelRoutes
 from .query import FACET_TITLES, FACETS, PAGE, BadRequest, NotFound, Query, page_number
 from .thumbs import THUMBS
@@ -249,6 +249,7 @@ class LoomApp(PixelRoutes):
         )
         rois = [dict(r, index=i) for i, r in enumerate(row.get("rois") or [])]
         colors = label_colors([r["label"] for r in rois])
+        proposals = [dict(p, index=i, color=proposal_color(p["accepted"])) for i, p in enumerate(self.index.proposals(record_id))]
         has_embeddings = layout.embeddings_dir(self.loom).is_dir()
         from .burned import burned_in
 
@@ -265,6 +266,8 @@ class LoomApp(PixelRoutes):
                 r=row,
                 rois=rois,
                 colors=colors,
+                proposals=proposals,
+                proposal_colors=PROPOSAL_COLORS,
                 window=window,
                 reader=reader,
                 meta=meta_facts(row),

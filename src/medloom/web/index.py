@@ -30,6 +30,7 @@ WATCHED = (
     "curation/clusters.parquet",
     "curation/concepts.parquet",
     "splits/split.parquet",
+    "proposals/proposals.parquet",
 )
 
 
@@ -316,6 +317,13 @@ class LoomIndex:
 
     def has_record(self, record_id: str, pixel_hash: str) -> bool:
         return bool(self._rows("SELECT count(*) FROM items WHERE id = ? AND pixel_hash = ?", [record_id, pixel_hash])[0][0])
+
+    def proposals(self, record_id: str) -> list[dict]:
+        """The ROIs methods proposed for the record, accepted or not (`medloom propose`), in a stable order."""
+        from ..view.proposals import record_proposals
+
+        with self._lock:
+            return record_proposals(self._catalog, record_id)
 
     def render_row(self, record_id: str) -> dict:
         """What the renderer needs of a record (looked up by id: the only way a request names a file)."""

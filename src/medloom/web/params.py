@@ -1,5 +1,5 @@
 """What the app's routes read from a request, checked: a required value, a number, a whole number; and the
-colours ROI labels are drawn in."""
+colours ROI labels and proposals are drawn in."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from .query import BadRequest
 
 IMAGE_SIDE = 1024  # the longest side of an image the app sends
 PALETTE = ["#ff2d95", "#00c2ff", "#ffd400", "#37e05a", "#ff7a00", "#a66bff", "#00e0c6", "#ff4040"]
+
+
+# machine proposals (`medloom propose`) in colours of their own, never one of a label's: white once a person
+# accepted them, chartreuse (drawn dashed) while they wait
+PROPOSAL_COLORS = {True: "#ffffff", False: "#b4ff00"}
+
+
+def proposal_color(accepted: bool) -> str:
+    return PROPOSAL_COLORS[bool(accepted)]
 
 
 def label_colors(labels: list[str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import encode, fit, rle_decode
-from .params import IMAGE_SIDE, label_colors, number, required, whole
+from .params import IMAGE_SIDE, label_colors, number, proposal_color, required, whole
 from .query import BadRequest, NotFound
 from .thumbs import SIDE, read_index, read_thumb, render_thumb, thumb_key, write_pack
 
@@ -92,14 +92,15 @@ class PixelRoutes:
 
         i = whole(required(request.query_params, "roi"), "roi")
         row = self.index.render_row(required(request.query_params, "id"))
-        rois = row.get("rois") or []
+        proposed = request.query_params.get("source") == "proposal"  # a method's ROI, in the proposals' colours
+        rois = self.index.proposals(row["id"]) if proposed else row.get("rois") or []
         if not 0 <= i < len(rois):
-            raise NotFound(f"record {row['id']!r} has no ROI {i}")
+            raise NotFound(f"record {row['id']!r} has no {'proposed ' if proposed else ''}ROI {i}")
         roi = rois[i]
         if not roi.get("rle"):
             raise NotFound(f"ROI {i} of record {row['id']!r} has no mask")
         mask = rle_decode(roi["rle"], row["height"], row["width"])
-        color = label_colors([r["label"] for r in rois])[roi["label"]]
+        color = proposal_color(roi["accepted"]) if proposed else label_colors([r["label"] for r in rois])[roi["label"]]
         rgba = np.zeros((*mask.shape, 4), np.uint8)
         rgba[mask > 0] = [int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16), 110]
         im = Image.fromarray(rgba, "RGBA")

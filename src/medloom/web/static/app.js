@@ -1,4 +1,4 @@
-// medloom serve: keyboard navigation on the grid, ROI toggles and window/level on a record page.
+// medloom serve: keyboard navigation on the grid, ROI and proposal toggles and window/level on a record page.
 // Texts from data are never written as HTML here: the page comes escaped from the server.
 (function () {
   "use strict";
@@ -30,6 +30,14 @@
         if (g.getAttribute("data-label") === box.getAttribute("data-label")) {
           g.style.display = box.checked ? "" : "none";
         }
+      });
+    });
+  });
+  // machine proposals (medloom propose): accepted and not accepted shown or hidden apart from the dataset's ROIs
+  document.querySelectorAll(".proposal-toggle").forEach(function (box) {
+    box.addEventListener("change", function () {
+      document.querySelectorAll("#overlay g.proposal." + box.getAttribute("data-state")).forEach(function (g) {
+        g.style.display = box.checked ? "" : "none";
       });
     });
   });

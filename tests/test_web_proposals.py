@@ -1,0 +1,53 @@
+"""Machine ROI proposals (`medloom propose`) in `medloom serve`: drawn apart from the dataset's own ROIs, in
+colours of their own (white once accepted, chartreuse and dashed while they wait), with their method, version,
+score and acceptance on hover (an SVG title) and in the record page's table, and masks served in those colours.
+The browser test (toggles, what is drawn where) is in test_web_browser.py.
+
+Source: mammograms in the layout of a segmentation set with one mask per image (images/NAME.png beside
+masks/NAME.png, as the `masks` reader reads CBIS-DDSM-style crops): the dataset's ROI is the lesion, the
+`breast` method proposes the breast region."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import rows
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from test_propose_exports import build_proposal_loom  # noqa: E402
+from test_web import client  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def proposal_loom(tmp_path_factory) -> Path:
+    return build_proposal_loom(tmp_path_factory.mktemp("web-proposals"))
+
+
+def test_record_page_shows_proposals_apart_with_their_method_and_state(proposal_loom):
+    c = client(proposal_loom)
+    ids = [r["id"] for r in rows(proposal_loom, "SELECT id FROM records ORDER BY id")]
+    page = c.get("/record", params={"id": ids[0]}).text
+    # the dataset's lesion stays a label-coloured ROI; the proposal is a group of its own, in white, solid
+    assert page.count('<g class="roi"') == 1 and 'data-label="lesion"' in page
+    assert page.count('<g class="proposal accepted"') == 1 and '<g class="proposal pending"' not in page
+    assert 'stroke="#ffffff"' in page and "stroke-dasharray" not in page
+    assert "breast: machine proposal by breast 1, score 0." in page and "accepted by reader1</title>" in page
+    assert 'class="proposal-toggle" data-state="accepted"' in page and "accepted (1)" in page
+    assert 'id="proposals"' in page and "breast 1" in page and "accepted by reader1 at " in page
+    other = c.get("/record", params={"id": ids[1]}).text
+    assert '<g class="proposal pending"' in other and 'stroke="#b4ff00"' in other and "stroke-dasharray: 6 4" in other
+    assert "not accepted (not in exports; medloom propose --accept)" in other and "not accepted</title>" in other
+    # the proposal's mask, in its state's colour; the dataset's mask in the label's
+    png = c.get("/mask", params={"id": ids[0], "roi": "0", "source": "proposal"})
+    arr = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGBA"))
+    assert png.status_code == 200 and {tuple(v) for v in arr[arr[..., 3] > 0][:, :3]} == {(255, 255, 255)}
+    pending = np.asarray(Image.open(io.BytesIO(c.get("/mask", params={"id": ids[1], "roi": "0", "source": "proposal"}).content)))
+    assert {tuple(v) for v in pending[pending[..., 3] > 0][:, :3]} == {(0xB4, 0xFF, 0x00)}
+    missing = c.get("/mask", params={"id": ids[0], "roi": "3", "source": "proposal"})
+    assert missing.status_code == 404 and "has no proposed ROI 3" in missing.text

@@ -23,7 +23,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 pytest.importorskip("peft")
 
-from test_eval_hf import bpe, build_clip  # noqa: E402 - the same tiny models, skipped without transformers
+from test_eval_hf import build_clip  # noqa: E402
+from test_eval_hf import build_llava as hf_build_llava  # noqa: E402 - the same tiny models, skipped without transformers
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "CT_brain_cancer"
@@ -38,51 +39,10 @@ RUN = ["--trainer", "hf-lora", "--steps", "2", "--batch-size", "2", "--lr", "0.0
 
 
 def build_llava(folder: Path) -> None:
-    """A one-layer LLaVA with its processor and a two-role chat template."""
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
+    """test_eval_hf's one-layer LLaVA with this world's words and a chat template that ends the answer turn."""
+    hf_build_llava(
+        folder, "A B C D answer option letter the is tumour oedema normal CT MRI brain lung".split(), template=TEMPLATE
     )
-
-    tok, tokenizer = bpe(
-        "A B C D answer option letter the is tumour oedema normal CT MRI brain lung".split(),
-        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
-    )
-    LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        chat_template=TEMPLATE,
-        image_token="<image>",
-        num_additional_image_tokens=1,
-    ).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2
-        ),
-        text_config=LlamaConfig(
-            vocab_size=tok.get_vocab_size(),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=3,
-        ),
-        image_token_index=tok.token_to_id("<image>"),
-        vision_feature_layer=-1,
-    )
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")

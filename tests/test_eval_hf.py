@@ -202,8 +202,17 @@ def test_an_hf_folder_that_is_not_a_clip_model_is_a_clear_error(setup, tmp_path)
     assert proc.returncode == 2 and "does not load as a CLIP-style model" in proc.stderr
 
 
-def build_llava(folder: Path) -> None:
-    """A one-layer LLaVA (CLIP vision tower, Llama text model) with its processor and chat template."""
+LLAVA_WORDS = "A B C D answer option letter the is disc square cross showing".split()
+LLAVA_TEMPLATE = (
+    "{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_llava(folder: Path, words: list[str] = LLAVA_WORDS, template: str = LLAVA_TEMPLATE) -> None:
+    """A one-layer LLaVA (CLIP vision tower, Llama text model) with its processor and chat template, knowing
+    `words` (tests/test_cg_mllm.py builds its own with other words and Med-MAT's answer turn)."""
     import torch
     from transformers import (
         CLIPImageProcessor,
@@ -214,14 +223,7 @@ def build_llava(folder: Path) -> None:
         LlavaProcessor,
     )
 
-    tok, tokenizer = bpe(
-        "A B C D answer option letter the is disc square cross showing".split(), ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-    )
-    template = (
-        "{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
-        "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
-        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-    )
+    tok, tokenizer = bpe(words, ["<unk>", "<s>", "</s>", "<pad>", "<image>"])
     LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
         tokenizer=tokenizer,

@@ -380,6 +380,18 @@ def cached_frame(record: dict, path: str, cache: dict, budget: dict):
         return ds, arr[index], index
 
 
+def header_fields(ds, source: dict) -> dict:
+    """A record's fields from the file's header: patient and study ids as salted hashes, modality and body part
+    through the vocabulary (the dicom and dicom_masks readers)."""
+    vocab = default_vocabulary()
+    return {
+        "patient_id": patient_key(source, ds.get("PatientID")),
+        "study_id": patient_key(source, ds.get("StudyInstanceUID")),
+        "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
+        "anatomy": vocab.normalise("anatomy", body_part(frame_view(ds, 0)), strict=False),
+    }
+
+
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     with quiet_values():
         return _decode(task, source)
@@ -394,13 +406,7 @@ def _decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames == 1:
         arr = arr[None]
-    vocab = default_vocabulary()
-    fields = {
-        "patient_id": patient_key(source, ds.get("PatientID")),
-        "study_id": patient_key(source, ds.get("StudyInstanceUID")),
-        "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
-        "anatomy": vocab.normalise("anatomy", body_part(frame_view(ds, 0)), strict=False),
-    }
+    fields = header_fields(ds, source)
     fixed = recipe_window(opts.window)
     rois, table_fields, problems = frame_rois(task, source, arr.shape[2], arr.shape[1]) if opts.table else ([], {}, [])
     table_meta = table_fields.pop("meta", {})

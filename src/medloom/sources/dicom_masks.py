@@ -18,18 +18,15 @@ import numpy as np
 from pydantic import model_validator
 
 from ..imaging import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_VOXELS, DecodeError, array_facts
-from ..records import patient_key
-from ..vocab import default_vocabulary
 from .base import Scan, image_record
 from .dicom import (
     DICOM_EXTENSIONS,
-    body_part,
     check_budget,
     decoded_pixels,
     display_frame,
     drop_non_numbers,
-    frame_view,
     has_dicm_marker,
+    header_fields,
     quiet_values,
     read_dicom,
 )
@@ -98,13 +95,7 @@ def decode_quietly(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
         raise DecodeError("unreadable", f"the image has {arr.ndim - 1} dimensions per frame; a grey image is read")
     found = json.loads(task["extra"])["masks"]
     masks = [mask_frames(path, source, arr.shape) for path, _, _ in found]
-    vocab = default_vocabulary()
-    fields = {
-        "patient_id": patient_key(source, ds.get("PatientID")),
-        "study_id": patient_key(source, ds.get("StudyInstanceUID")),
-        "modality": vocab.normalise("modality", str(ds.get("Modality", "")), strict=False),
-        "anatomy": vocab.normalise("anatomy", body_part(frame_view(ds, 0)), strict=False),
-    }
+    fields = header_fields(ds, source)
     fixed = recipe_window(opts.window)
     records, problems = [], []
     for index in range(arr.shape[0]):

@@ -269,7 +269,8 @@ def fine_tune(loom: Path, folder: OutputFolder, settings: LoraSettings, workers,
     except (OSError, ValueError):
         pass
     shutil.rmtree(adapter, ignore_errors=True)  # a folder medloom claimed whole: every file in it is its own
-    shutil.rmtree(folder.path / "mc", ignore_errors=True)  # answers cached from another adapter
+    answers = OutputFolder(folder.path / "mc")  # answers cached from another adapter: only the files medloom wrote
+    answers.remove_many(list(answers.owned))
     test = {i for i, side in read_experiment(experiment).items() if side == "test"}
     train_lora(loom, adapter, settings, forbidden=test, workers=workers, quiet=quiet, extra={"plan": plan_key})
     return f"hf:{adapter}", True

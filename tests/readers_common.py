@@ -73,3 +73,20 @@ def roi_masks(rec: dict) -> dict[str, np.ndarray]:
 
 def regions(mask: np.ndarray) -> int:
     return ndimage.label(mask, structure=np.ones((3, 3), bool))[1]
+
+
+def save_array(path: Path, array: np.ndarray, **kw) -> None:
+    """An image or mask array written where the layout puts it (folders made)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kw)
+
+
+def roi_rows(loom: Path) -> dict[str, list[tuple]]:
+    """uri -> [(label, bbox in pixels)] from the catalog."""
+    got = {}
+    for g in rows(loom, "SELECT uri, width, height, rois FROM records"):
+        scale = [g["width"], g["height"]] * 2
+        got[g["uri"]] = sorted((r["label"], [round(v * k) for v, k in zip(r["bbox"], scale)]) for r in g["rois"])
+    return got

@@ -7,26 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from conftest import cli, make_image, rows, run_ingest, write_recipe
-from PIL import Image
+from readers_common import roi_rows, save_array
 
 SICAP_NAMES = [
     "16B0001851_Block_Region_1_0_0_xini_6803_yini_59786.jpg",
     "16B0001851_Block_Region_1_0_1_xini_7827_yini_59786.jpg",
 ]
-
-
-def save(path: Path, array: np.ndarray, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, **kw)
-
-
-def roi_rows(loom: Path) -> dict[str, list[tuple]]:
-    """uri -> [(label, bbox in pixels)] from the catalog."""
-    got = {}
-    for g in rows(loom, "SELECT uri, width, height, rois FROM records"):
-        scale = [g["width"], g["height"]] * 2
-        got[g["uri"]] = sorted((r["label"], [round(v * k) for v, k in zip(r["bbox"], scale)]) for r in g["rois"])
-    return got
 
 
 def sicapv2(root: Path) -> None:
@@ -41,7 +27,7 @@ def sicapv2(root: Path) -> None:
     second[40:60, 10:40] = 128  # no grade: far from every declared value
     for name, mask, seed in zip(SICAP_NAMES, [first, second], [1, 2]):
         make_image(root / "images" / name, size=(96, 64), seed=seed)
-        save(root / "masks" / name, mask, quality=75)
+        save_array(root / "masks" / name, mask, quality=75)
     (root / "partition" / "Test").mkdir(parents=True)
     (root / "partition" / "Test" / "Test.xlsx").write_bytes(b"")
 
@@ -115,10 +101,10 @@ def test_image_labels_busi_class_from_the_folder_and_tumour_rois_from_the_masks(
         ("normal/normal (1)", None),
     ]:
         make_image(busi / f"{rel}.png", size=(48, 40), seed=len(rel))
-        save(busi / f"{rel}_mask.png", lesion((40, 48), box))
-    save(busi / "benign" / "benign (1)_mask_1.png", lesion((40, 48), (30, 20, 40, 30)))
+        save_array(busi / f"{rel}_mask.png", lesion((40, 48), box))
+    save_array(busi / "benign" / "benign (1)_mask_1.png", lesion((40, 48), (30, 20, 40, 30)))
     make_image(busi / "extra" / "extra (1).png", size=(48, 40))  # a folder the pattern does not name
-    save(busi / "extra" / "extra (1)_mask.png", lesion((40, 48), None))
+    save_array(busi / "extra" / "extra (1)_mask.png", lesion((40, 48), None))
     source = dict(
         name="busi",
         reader="masks",
@@ -157,7 +143,7 @@ def test_image_labels_fives_diagnosis_letter_from_the_name_with_label_map(tmp_pa
     root = tmp_path / "FIVES A Fundus Image Dataset for AI-based Vessel Segmentation"
     for name in ["1_A.png", "201_D.png", "401_G.png", "601_N.png"]:
         make_image(root / "train" / "Original" / name, size=(40, 40), seed=int(name.split("_")[0]))
-        save(root / "train" / "Ground truth" / name, lesion((40, 40), (10, 10, 30, 20)))
+        save_array(root / "train" / "Ground truth" / name, lesion((40, 40), (10, 10, 30, 20)))
     source = dict(
         name="fives",
         reader="masks",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import cli, make_image, rows, run_ingest, write_recipe
 from PIL import Image
+from readers_common import roi_rows, save_array
 
 from medloom.errors import RecipeError
 from medloom.imaging import rle_decode
@@ -278,20 +279,6 @@ def test_names_split_from_the_folder_and_recipe_errors(tmp_path):
 # ---- masks as they come (`masks`) ----------------------------------------------------------------------------
 
 
-def save_mask(path: Path, mask: np.ndarray, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask).save(path, **kw)
-
-
-def roi_rows(loom: Path) -> dict[str, list[tuple]]:
-    """uri -> [(label, bbox in pixels)] from the catalog."""
-    got = {}
-    for g in rows(loom, "SELECT uri, width, height, rois FROM records"):
-        scale = [g["width"], g["height"]] * 2
-        got[g["uri"]] = sorted((r["label"], [round(v * k) for v, k in zip(r["bbox"], scale)]) for r in g["rois"])
-    return got
-
-
 SEG = dict(modality="X-ray", anatomy="chest", task="organ segmentation")
 
 
@@ -304,8 +291,8 @@ def test_masks_montgomery_left_and_right_lung_folders(tmp_path):
         left, right = np.zeros((40, 48), np.uint8), np.zeros((40, 48), np.uint8)
         left[5:35, 26:44] = 255  # the patient's left lung is on the image's right
         right[6 + i : 34, 4:20] = 255
-        save_mask(mont / "ManualMask" / "leftMask" / name, left)
-        save_mask(mont / "ManualMask" / "rightMask" / name, right)
+        save_array(mont / "ManualMask" / "leftMask" / name, left)
+        save_array(mont / "ManualMask" / "rightMask" / name, right)
     masks = [{"dir": "ManualMask/leftMask", "label": "left lung"}, {"dir": "ManualMask/rightMask", "label": "right lung"}]
     source = dict(name="mont", reader="masks", path=str(mont), images_dir="CXR_png", masks=masks, **SEG)
     loom, reports = run_ingest(write_recipe(tmp_path, [source]))
@@ -327,8 +314,8 @@ def test_masks_edd2020_one_file_per_class_overlapping(tmp_path):
     be, suspicious = np.zeros((40, 48), np.uint8), np.zeros((40, 48), np.uint8)
     be[4:30, 4:40] = 255
     suspicious[10:20, 10:20] = 255  # inside the Barrett's region
-    save_mask(root / "masks" / "EDD2020_ACB0001_BE.tif", be)
-    save_mask(root / "masks" / "EDD2020_ACB0001_suspicious.tif", suspicious)
+    save_array(root / "masks" / "EDD2020_ACB0001_BE.tif", be)
+    save_array(root / "masks" / "EDD2020_ACB0001_suspicious.tif", suspicious)
     classes = ["BE", "suspicious", "HGD", "cancer", "polyp"]
     source = dict(
         name="edd",
@@ -360,11 +347,11 @@ def test_masks_busi_beside_their_images_merge_and_a_wrong_size_is_quarantined(tm
     first[5:15, 5:15] = 255
     second[10:20, 12:25] = 255  # overlaps the first: one lesion drawn in two files
     other[30:35, 40:45] = 255
-    save_mask(busi / "benign" / "benign (1)_mask.png", first)
-    save_mask(busi / "benign" / "benign (1)_mask_1.png", second)
-    save_mask(busi / "benign" / "benign (10)_mask.png", other)
-    save_mask(busi / "malignant" / "malignant (1)_mask.png", np.zeros((30, 48), np.uint8))
-    save_mask(busi / "normal" / "normal (1)_mask.png", np.zeros((40, 48), np.uint8))
+    save_array(busi / "benign" / "benign (1)_mask.png", first)
+    save_array(busi / "benign" / "benign (1)_mask_1.png", second)
+    save_array(busi / "benign" / "benign (10)_mask.png", other)
+    save_array(busi / "malignant" / "malignant (1)_mask.png", np.zeros((30, 48), np.uint8))
+    save_array(busi / "normal" / "normal (1)_mask.png", np.zeros((40, 48), np.uint8))
     source = dict(
         name="busi",
         reader="masks",
@@ -398,7 +385,7 @@ def kvasir(root: Path, jpeg_quality: int = 75) -> np.ndarray:
     yy, xx = np.mgrid[0:80, 0:96]
     drawn = ((xx - 45) / 30.0) ** 2 + ((yy - 38) / 22.0) ** 2 <= 1
     rgb = np.repeat((drawn * 255).astype(np.uint8)[..., None], 3, axis=2)
-    save_mask(root / "masks" / name, rgb, quality=jpeg_quality)
+    save_array(root / "masks" / name, rgb, quality=jpeg_quality)
     return drawn
 
 
@@ -434,7 +421,7 @@ def test_masks_m2caiseg_rgb_palette_and_colours_outside_it(tmp_path):
     mask[2:12, 2:20] = (255, 0, 0)
     mask[20:30, 30:46] = (0, 255, 0)
     mask[35:38, 5:8] = (12, 34, 56)  # not in the palette
-    save_mask(root / "groundtruth" / "1.png", mask)
+    save_array(root / "groundtruth" / "1.png", mask)
     source = dict(
         name="m2cai",
         reader="masks",
@@ -464,7 +451,7 @@ def test_masks_refuge_disc_and_cup_from_one_map(tmp_path):
     disc_cup = np.full((40, 48), 255, np.uint8)
     disc_cup[10:30, 14:34] = 128
     disc_cup[15:25, 20:28] = 0
-    save_mask(root / "Annotation-Training400" / "Disc_Cup_Masks" / "Glaucoma" / "g0001.bmp", disc_cup)
+    save_array(root / "Annotation-Training400" / "Disc_Cup_Masks" / "Glaucoma" / "g0001.bmp", disc_cup)
     folder = "Annotation-Training400/Disc_Cup_Masks"
     source = dict(
         name="refuge",

@@ -12,9 +12,11 @@ import typer
 from .app import app
 from .common import (
     Address,
+    AsJson,
     Executor,
     Quiet,
     Wait,
+    Workers,
     executor_spec,
     fail,
     print_report,
@@ -49,10 +51,10 @@ def annotate_cmd(
     ] = 60.0,
     llm_allow_insecure_key: Annotated[bool, typer.Option(help="Send OPENAI_API_KEY over plain http to another machine.")] = False,
     where: Annotated[str | None, typer.Option(help="Only records matching this SQL condition.")] = None,
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+    workers: Workers = 0,
     executor: Executor = None,
     address: Address = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
     wait: Wait = False,
 ) -> None:

@@ -16,6 +16,7 @@ from .app import cg_app
 from .common import (
     TOWERS_HINT,
     Address,
+    AsJson,
     Executor,
     Loom,
     Quiet,
@@ -340,7 +341,7 @@ def cg_run_cmd(
     workers: WorkersOption = 0,
     executor: Executor = None,
     address: Address = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """For every experiment of a plan and every seed: train a model on its mix (a CLIP-style model, or a
@@ -451,7 +452,7 @@ def cg_report_cmd(
     metric: Annotated[str, typer.Option(help="With --results: mc (multiple choice) or zeroshot.")] = "mc",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and report.png here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Med-MAT's Tables 3 and 4 and Figure 4's ablations for a plan: each target's accuracy under each run (mean
     and spread over seeds), marks where a run is better (*) or worse (!) than its Baseline+ after Holm's

@@ -32,6 +32,8 @@ err = Console(stderr=True)
 Loom = Annotated[Path, typer.Argument(help="The loom (working folder) holding catalog/.")]
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Workers = Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
 Executor = Annotated[
     str | None,

@@ -14,6 +14,7 @@ from .. import models
 from .app import app
 from .common import (
     Address,
+    AsJson,
     Executor,
     Loom,
     Quiet,
@@ -83,7 +84,7 @@ def leakage(
             "(0: exact copies only).",
         ),
     ] = 0.8,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     wait: Wait = False,
 ) -> None:
     """Test and validation records with an exact or near copy in any training split, per source pair; with
@@ -162,7 +163,7 @@ def embed(
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes.")] = 0,
     executor: Executor = None,
     address: Address = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
     wait: Wait = False,
 ) -> None:
@@ -186,7 +187,7 @@ def cluster_cmd(
     seed: Annotated[int, typer.Option(help="Seed for k-means.")] = 0,
     model: Annotated[str | None, typer.Option(help="Embeddings of this model (default: the last embedded).")] = None,
     sheets: Annotated[bool, typer.Option(help="Write a contact sheet PNG per cluster.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
     wait: Wait = False,
 ) -> None:
@@ -207,7 +208,7 @@ def concepts(
         list[Path], typer.Option("--apply", help="A cluster label file (YAML), one per annotator; repeat for several.")
     ],
     taxonomy: Annotated[Path | None, typer.Option(help="Concept taxonomy YAML (default: medloom's).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     wait: Wait = False,
 ) -> None:
     """Take cluster labels from annotators, report their agreement, and propagate the majority to records."""

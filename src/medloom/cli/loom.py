@@ -23,6 +23,7 @@ from .common import (
     Loom,
     Quiet,
     Wait,
+    Workers,
     err,
     executor_spec,
     fail,
@@ -90,7 +91,7 @@ def layout_hints(sources: list[dict], reports: list) -> None:
 @app.command()
 def ingest(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML (or the folder holding recipe.yaml).")],
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+    workers: Workers = 0,
     source: Annotated[list[str] | None, typer.Option(help="Only these sources (repeatable).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any input is quarantined.")] = False,
     executor: Executor = None,

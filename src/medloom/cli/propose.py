@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .common import Address, Executor, Loom, Quiet, Wait, executor_spec, fail, out, print_report, resolve_loom
+from .common import Address, AsJson, Executor, Loom, Quiet, Wait, Workers, executor_spec, fail, out, print_report, resolve_loom
 
 
 @app.command("propose")
@@ -30,10 +30,10 @@ def propose_cmd(
         str | None, typer.Option(help="Who decides (recorded with --accept/--unaccept; default: the login name).")
     ] = None,
     list_methods: Annotated[bool, typer.Option("--list", help="List the methods and what they suit.")] = False,
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (default: all cores).")] = 0,
+    workers: Workers = 0,
     executor: Executor = None,
     address: Address = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
     wait: Wait = False,
 ) -> None:

@@ -8,6 +8,7 @@ import typer
 
 from .app import app
 from .common import (
+    AsJson,
     Loom,
     Wait,
     emit,
@@ -26,7 +27,7 @@ def split(
     seed: Annotated[int, typer.Option(help="Seed for the order groups are drawn in.")] = 0,
     stratify: Annotated[str | None, typer.Option(help="label: split within each label.")] = None,
     keep_source: Annotated[bool, typer.Option(help="Keep each source's own split (and check it).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     wait: Wait = False,
 ) -> None:
     """Assign train/val/test so that no patient (or study) is on two sides; exports use it from then on.

@@ -14,6 +14,7 @@ from .app import train_app
 from .common import (
     TOWERS_HINT,
     Address,
+    AsJson,
     Executor,
     Loom,
     Quiet,
@@ -67,7 +68,7 @@ def train_clip_cmd(
     workers: WorkersOption = 0,
     executor: Executor = None,
     address: Address = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: AsJson = False,
     quiet: Quiet = False,
     wait: Wait = False,
 ) -> None:

@@ -185,9 +185,20 @@ def open_questions(
         if others:
             other = rng.choice(sorted(others))
             out.append(item("yes-no", f"Does this image show {finding(other)}?", "No.", answer_label=other))
+    return out + grounding_questions(record, rng, max_grounding, instances)
+
+
+def grounding_questions(
+    record: dict, rng: random.Random | None, most: int | None = None, instances: frozenset[str] | None = None
+) -> list[dict]:
+    """A grounding question per object whose label is unique in the image (a box answer must be unambiguous),
+    answered by its normalised box; `most` drawn with `rng` (None: all, in ROI order). Also what a `cg plan`
+    experiment's detection subsets train on (`train/mcq.py`)."""
     rois = objects(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
     unique = [r for r in rois if sum(x["label"] == r["label"] for x in rois) == 1]
-    for roi in rng.sample(unique, min(max_grounding, len(unique))):
+    chosen = unique if most is None or rng is None else rng.sample(unique, min(most, len(unique)))
+    out = []
+    for roi in chosen:
         box = [round(float(v), 3) for v in roi["bbox"]]
         out.append(
             item(

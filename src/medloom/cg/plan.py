@@ -36,6 +36,7 @@ from .. import catalog
 from ..errors import CopiesInTraining, PlanError
 from ..locks import writer
 from ..outputs import write_file
+from ..vocab.words import GROUNDING_FORMS, task_form
 from .design import DESIGNS, Design, distractors, fill, target_designs
 
 Triplet = tuple[str, str, str]
@@ -229,6 +230,8 @@ def _write(out: Path, target: Triplet, d: Design, test: list[str], info: dict, s
         "target": name(target),
         "train_subsets": [name(s) for s in d.subsets],
         "roles": d.roles,
+        # detection / segmentation subsets: their records train with their boxes (grounding questions)
+        "grounding": [name(s) for s in d.subsets if task_form(s[2]) in GROUNDING_FORMS],
         "reference": d.reference,
         "why": d.why,
         "pool_records": d.pool,

@@ -44,7 +44,7 @@ from ..view.selection import read_experiment
 from .plan import CopyCheck, copies_warning, find_experiments, slug
 from .tables import PRETRAINED
 
-METRICS = ("mc", "zeroshot")
+METRICS = ("mc", "zeroshot", "nn")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class CGReport:
     trained: int = 0
     reused: int = 0
     skipped: int = 0
+    probed: int = 0  # experiments whose nearest-neighbour probe was written and asked now
     report: dict | None = None
     warning: str = ""  # experiments that train on copies of their test images (`copies_warning`)
 
@@ -63,7 +64,8 @@ class CGReport:
     def summary(self) -> str:
         return (
             f"cg run: {self.targets} target(s), {self.trained} model(s) trained, {self.reused} experiment(s) "
-            f"already done, {self.skipped} n/a; report: {Path(self.out) / 'report'}"
+            f"already done, {self.skipped} n/a, {self.probed} nearest-neighbour probe(s) asked; report: "
+            f"{Path(self.out) / 'report'}"
         )
 
 
@@ -112,6 +114,7 @@ def run_cg(
     baseline_model: str | None = None,
     loom: Path | None = None,
     seeds: list[int] | None = None,
+    nn_probe: bool = True,
     workers: int | None = None,
     quiet: bool = False,
     progress=print,
@@ -193,18 +196,54 @@ def run_cg(
                     folder.write_bytes("skipped.json", json.dumps({"why": str(e)}, indent=1).encode())
                     report.skipped += 1
                 folder.write_bytes("done.json", json.dumps({"key": key}).encode())
+            if nn_probe:  # the control: what frozen features answer with each experiment's records, no training
+                for e in group:
+                    folder = OutputFolder(results.claim_dir(f"{slug(target)}/{e['name']}/seed-{seed_list[0]}"))
+                    if probe(loom, folder, e, test_side, train.seed, prompt_format, workers, quiet, progress):
+                        report.probed += 1
         tables = {}
-        for metric in METRICS:
+        for metric in ("nn", *(m for m in METRICS if m != "nn")):  # the probe's first: mc's tables show it
             try:
                 runs, skipped = resolve_runs(experiments, [], out, metric)
             except ReportError:  # no run has this metric (a chat model has no zero-shot scores)
                 continue
             tables[metric] = cg_report(experiments, runs, skipped, seed=train.seed)
             results.write_bytes(f"report/{metric}.json", json.dumps(tables[metric], indent=1).encode())
-            results.write_bytes(f"report/{metric}.md", (markdown(tables[metric], metric) + models_note(tables[metric])).encode())
+            text = markdown(tables[metric], metric, tables.get("nn") if metric == "mc" else None)
+            results.write_bytes(f"report/{metric}.md", (text + models_note(tables[metric])).encode())
             results.write_bytes(f"report/{metric}.png", figure(tables[metric]))
         report.report = tables
     return report
+
+
+def probe(
+    loom: Path, folder: OutputFolder, e: dict, test_side: str, seed: int, prompt_format: str, workers, quiet: bool, progress
+) -> bool:
+    """The experiment's nearest-neighbour probe (`train/probe.py`), asked the target's questions into `nn/` (once,
+    in the first seed's folder: it has no randomness); skipped when `nn-done.json` matches. Returns whether it
+    ran now."""
+    from ..evaluate.vqa import EvalError, VQASettings, evaluate_vqa
+    from ..train.probe import write_nn_probe
+
+    what = {"nn-probe": e, "test": test_side, "seed": seed, "prompt_format": prompt_format}
+    key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+    done = folder.path / "nn-done.json"
+    if folder.is_owned("nn-done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+        return False
+    if e.get("short"):
+        folder.write_bytes("nn-skipped.json", json.dumps({"why": e["short"]}).encode())
+    else:
+        progress(f"cg run: {e['target']} / {e['name']} / nearest-neighbour probe")
+        try:
+            write_nn_probe(loom, folder.path / "probe", Path(e["folder"]), workers=workers, quiet=quiet)
+            spec = f"medloom:{folder.path / 'probe'}"
+            settings = VQASettings(model=spec, experiment=test_side, seed=seed, prompt_format=prompt_format)
+            evaluate_vqa(loom, folder.path / "nn", settings, quiet=quiet, workers=workers)
+            folder.remove("nn-skipped.json")
+        except (TrainError, EvalError) as err:
+            folder.write_bytes("nn-skipped.json", json.dumps({"why": str(err)}).encode())
+    folder.write_bytes("nn-done.json", json.dumps({"key": key}).encode())
+    return True
 
 
 def models_note(report: dict) -> str:

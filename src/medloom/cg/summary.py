@@ -9,7 +9,7 @@ correction over each table, and what the test set can detect.
   sign-flip test over patients (`evaluate.stats.cluster_signflip`), which is the exact McNemar test when every
   patient has one question and there is one seed, and stays valid when one patient has many questions. Each
   seed's exact McNemar p-value is kept beside it.
-- The correction: Holm over every comparison of one table (Table 3's combinations, Table 4's, the pooled
+- The correction: Holm over every comparison of one table (Table 3's combinations, Table 4's, Table 5's, the pooled
   directions, the ablations), across the targets of the report. `*` marks a run better than its Baseline+
   after correction, `!` one worse.
 - Power: the test size (questions, patients) and the smallest gain over Baseline+'s accuracy a test of that
@@ -30,6 +30,7 @@ ALPHA = 0.05
 FAMILIES = {
     "table3": "Table 3 (related combinations)",
     "table4": "Table 4 (three-way combinations)",
+    "table5": "Table 5 (combinations with a detection subset)",
     "pooled": "directions pooled",
     "ablations": "Figure 4 ablations",
     "other": "other runs",
@@ -43,12 +44,20 @@ TEST = (
 def family(manifest: dict | None, run: str) -> str:
     kind = (manifest or {}).get("kind", "")
     if kind == "combination":
-        return "table4" if manifest["direction"] == "three-way" else "table3"
+        return combination_table(manifest)
     if kind == "related" or run.startswith("related-"):
         return "pooled"
     if kind.startswith(("all-", "without-")) or run.startswith(("all-", "without-")):
         return "ablations"
     return "other"
+
+
+def combination_table(manifest: dict) -> str:
+    """Where a related combination's row goes: Table 5 when a detection (or segmentation) subset fills one of its
+    roles (it trains on that subset's boxes), else Table 4 for a three-way combination, else Table 3."""
+    if set(manifest.get("roles") or []) & set(manifest.get("grounding") or []):
+        return "table5"
+    return "table4" if manifest.get("direction") == "three-way" else "table3"
 
 
 def read_seeds(folders: dict[str, Path], test: set[str]) -> tuple[dict[str, dict], dict[str, dict], str]:

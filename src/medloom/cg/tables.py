@@ -2,7 +2,8 @@
 
 For each target (an unseen MAT triplet), every run's accuracy on the target's test records, laid out as the
 paper does: Table 3, one row per related subset combination (its direction, the two subsets, Baseline,
-that combination's Baseline+, Trained); Table 4, one row per three-way combination; the directions pooled;
+that combination's Baseline+, Trained); Table 4, one row per three-way combination; Table 5, the combinations in
+which a detection (or segmentation) subset fills a role, trained on its boxes; the directions pooled;
 and Figure 4's ablations (all related, all unrelated, all data; without the modality, area or task), with
 Baseline and the shared Baseline+. The numbers, the tests and the correction are `summary.py`'s; the figure
 is Med-MAT's Figure 4, one group of bars per target.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ReportError
 from .plan import DIRECTIONS, PlanError, slug
-from .summary import ALPHA, FAMILIES, TEST, cell, correct_and_mark, power, read_seeds, versus
+from .summary import ALPHA, FAMILIES, TEST, cell, combination_table, correct_and_mark, power, read_seeds, versus
 
 BASELINES = ("baseline", "baseline-plus")
 PRETRAINED = "baseline-pretrained"  # `cg run --baseline-model SPEC`: a model asked as it is, never starred
@@ -65,6 +66,7 @@ def cg_report(experiments: list[dict], runs: Runs, skipped: dict[str, dict[str, 
                     ("direction", ""),
                     ("train_subsets", []),
                     ("roles", []),
+                    ("grounding", []),
                     ("reference", "baseline-plus"),
                     ("train_records", 0),
                     ("pool_records", None),
@@ -156,18 +158,26 @@ def mark(c: dict) -> str:
     return " *" if test.get("success") else " !" if test.get("worse") else ""
 
 
-def cell_text(c: dict | None) -> str:
+def cell_text(c: dict | None, marks: bool = True) -> str:
     if not c:
         return "-"
     if "missing" in c:
         return "n/a"
     if c.get("accuracy") is None:
         return "n/a (nothing scored)"
+    sign = mark(c) if marks else ""
     if len(c.get("seeds") or {}) > 1:
         each = "/".join(f"{a:.2f}" for a in c["seed_accuracies"].values())
-        return f"{c['accuracy']:.3f} ±{c['seed_sd']:.3f} [{each}]{mark(c)}"
+        return f"{c['accuracy']:.3f} ±{c['seed_sd']:.3f} [{each}]{sign}"
     lo, hi = c["wilson95"]
-    return f"{c['accuracy']:.3f} ({lo:.2f}-{hi:.2f}){mark(c)}"
+    return f"{c['accuracy']:.3f} ({lo:.2f}-{hi:.2f}){sign}"
+
+
+def probe_cell(probe: dict | None, target: str, name: str) -> list[str]:
+    """The nearest-neighbour probe's accuracy for a run (`cg run --nn-probe`), unmarked; no column without probes."""
+    if probe is None:
+        return []
+    return [cell_text(probe["targets"].get(target, {}).get("runs", {}).get(name), marks=False)]
 
 
 def _pretrained(report: dict) -> bool:
@@ -175,7 +185,7 @@ def _pretrained(report: dict) -> bool:
     return any(PRETRAINED in t["runs"] for t in report["targets"].values())
 
 
-def _combination_rows(report: dict, three_way: bool) -> list[list[str]]:
+def _combination_rows(report: dict, table: str, probe: dict | None = None) -> list[list[str]]:
     pretrained = _pretrained(report)
     rows = []
     for target, t in report["targets"].items():
@@ -183,12 +193,14 @@ def _combination_rows(report: dict, three_way: bool) -> list[list[str]]:
         order = list(DIRECTIONS)
         combos.sort(key=lambda c: (order.index(c[1]["direction"]) if c[1]["direction"] in order else 99, len(c[0]), c[0]))
         for name, e in combos:
-            if (e["direction"] == "three-way") != three_way:
+            if combination_table(e) != table:
                 continue
             runs = t["runs"]
             if name not in runs and f"baseline-plus-{name}" not in runs:
                 continue
-            lead = e["roles"] if three_way else [e["direction"].replace("-", " "), " + ".join(e["roles"])]
+            grounding = set(e.get("grounding") or [])
+            roles = [f"{r} (det)" if r in grounding else r for r in e["roles"]]
+            lead = roles if table == "table4" else [e["direction"].replace("-", " "), " + ".join(roles)]
             train = "n/a" if e["short"] else str(e["train_records"])
             rows.append(
                 [
@@ -199,12 +211,15 @@ def _combination_rows(report: dict, three_way: bool) -> list[list[str]]:
                     *([cell_text(runs.get(PRETRAINED))] if pretrained else []),
                     cell_text(runs.get(e["reference"])),
                     cell_text(runs.get(name)),
+                    *probe_cell(probe, target, name),
                 ]
             )
     return rows
 
 
-def _column_rows(report: dict, names: tuple[str, ...], always: bool = False) -> tuple[list[str], list[list[str]]]:
+def _column_rows(
+    report: dict, names: tuple[str, ...], always: bool = False, probe: dict | None = None
+) -> tuple[list[str], list[list[str]]]:
     present = {n for t in report["targets"].values() for n in t["runs"]}
     shown = [n for n in names if n in present]
     if not shown and not always:
@@ -224,24 +239,44 @@ def _column_rows(report: dict, names: tuple[str, ...], always: bool = False) -> 
                 *(cell_text(t["runs"].get(n)) for n in shown),
             ]
         )
+        if probe is not None and target in probe["targets"]:  # the same experiments answered by the probe
+            runs = probe["targets"][target]["runs"]
+            rows.append(
+                [
+                    f"{target} (NN probe)",
+                    rows[-1][1],
+                    "-",
+                    *("-" for _ in pretrained),
+                    cell_text(runs.get("baseline-plus"), marks=False),
+                    *(cell_text(runs.get(n), marks=False) for n in shown),
+                ]
+            )
     return header, rows
 
 
-def sections(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of each table the report has: Table 3, Table 4, directions pooled, ablations,
-    and runs named otherwise."""
+def sections(report: dict, probe: dict | None = None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of each table the report has: Table 3, Table 4, Table 5, directions pooled,
+    ablations, and runs named otherwise. `probe`: the nearest-neighbour probe's report (`cg run`'s `nn`), shown
+    beside the trained runs (a column of Tables 3-5, a row under each target elsewhere)."""
     out = []
     pretrained = [TITLES[PRETRAINED]] if _pretrained(report) else []
-    rows = _combination_rows(report, three_way=False)
+    tail = ["Baseline", *pretrained, "Baseline+", "Trained", *(["NN probe"] if probe is not None else [])]
+    rows = _combination_rows(report, "table3", probe)
     if rows:
-        header = ["target", "direction", "related combination", "train", "Baseline", *pretrained, "Baseline+", "Trained"]
+        header = ["target", "direction", "related combination", "train", *tail]
         out.append(("Table 3: one row per related subset combination (its own Baseline+)", header, rows))
-    rows = _combination_rows(report, three_way=True)
+    rows = _combination_rows(report, "table4", probe)
     if rows:
-        header = ["target", "modality from", "area from", "task from", "train", "Baseline", *pretrained, "Baseline+", "Trained"]
+        header = ["target", "modality from", "area from", "task from", "train", *tail]
         out.append(("Table 4: three-way combinations (one subset per element)", header, rows))
+    rows = _combination_rows(report, "table5", probe)
+    if rows:
+        header = ["target", "direction", "related combination", "train", *tail]
+        out.append(
+            ("Table 5: combinations with a detection subset (det: trained on its boxes as grounding questions)", header, rows)
+        )
     for title, names in (("Directions pooled (every subset filling a role)", POOLED), ("Figure 4: ablations", ABLATIONS)):
-        header, rows = _column_rows(report, names)
+        header, rows = _column_rows(report, names, probe=probe)
         if rows:
             out.append((title, header, rows))
     known = {*BASELINES, PRETRAINED, *POOLED, *ABLATIONS}
@@ -313,11 +348,15 @@ def missing_lines(report: dict) -> list[str]:
     return out
 
 
-def markdown(report: dict, metric: str) -> str:
-    what = "multiple-choice accuracy" if metric == "mc" else "zero-shot top-1 accuracy"
+def markdown(report: dict, metric: str, probe: dict | None = None) -> str:
+    what = {"mc": "multiple-choice accuracy", "nn": "nearest-neighbour probe accuracy (no training)"}.get(
+        metric, "zero-shot top-1 accuracy"
+    )
     out = [f"# Compositional generalization: {what} on each unseen target", "", *legend(report), ""]
+    if probe is not None:
+        out += [PROBE_NOTE, ""]
     row = lambda r: "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |"  # noqa: E731
-    for title, header, rows in sections(report):
+    for title, header, rows in sections(report, probe):
         out += [f"## {title}", "", row(header), "|" + "---|" * len(header), *map(row, rows), ""]
     lines = power_lines(report)
     if lines:
@@ -327,6 +366,12 @@ def markdown(report: dict, metric: str) -> str:
         out += ["## Not run", "", *(f"- {x}" for x in lines), ""]
     return "\n".join(out).rstrip() + "\n"
 
+
+PROBE_NOTE = (
+    "NN probe: the same training records, no training: each test image takes the option of its nearest training "
+    "image in the frozen image tower's features (`nn.md` has its own marks against the probe of Baseline+). A "
+    "trained run no better than its probe learnt nothing the features did not already hold."
+)
 
 PALETTE = [
     (120, 120, 120),

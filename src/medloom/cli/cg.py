@@ -267,18 +267,18 @@ def _subsets_text(e: dict) -> str:
     return str(n)
 
 
-def _print_cg_tables(report: dict, metric: str) -> None:
-    from ..cg.tables import legend, missing_lines, power_lines, sections
+def _print_cg_tables(report: dict, metric: str, probe: dict | None = None) -> None:
+    from ..cg.tables import PROBE_NOTE, legend, missing_lines, power_lines, sections
 
-    what = "multiple-choice" if metric == "mc" else "zero-shot top-1"
-    for title, header, rows in sections(report):
+    what = {"mc": "multiple-choice", "nn": "nearest-neighbour probe"}.get(metric, "zero-shot top-1")
+    for title, header, rows in sections(report, probe):
         table = Table(title=f"{title} ({what})", title_justify="left")
         for i, col in enumerate(header):
             table.add_column(escape(col), justify="left" if i < 2 else "right")
         for row in rows:
             table.add_row(*map(escape, row))
         out.print(table)
-    for line in [*legend(report), *power_lines(report)]:
+    for line in [*legend(report), *([PROBE_NOTE] if probe is not None else []), *power_lines(report)]:
         out.print(escape(line), highlight=False)
     for line in missing_lines(report):
         err.print(f"n/a: {escape(line)}", highlight=False)
@@ -338,6 +338,13 @@ def cg_run_cmd(
             "sd and each seed."
         ),
     ] = None,
+    nn_probe: Annotated[
+        bool,
+        typer.Option(
+            help="The control: per experiment, a nearest-neighbour probe on the frozen image features of its training "
+            "records (no training), asked the target's questions and shown beside the trained models (report/nn.md)."
+        ),
+    ] = True,
     workers: WorkersOption = 0,
     executor: Executor = None,
     address: Address = None,
@@ -417,6 +424,7 @@ def cg_run_cmd(
             baseline_model=baseline_model,
             loom=resolve_loom(loom) if loom else None,
             seeds=seed_list,
+            nn_probe=nn_probe,
             workers=executor_spec(executor, address, workers),
             quiet=quiet or as_json,
             progress=say,
@@ -430,8 +438,10 @@ def cg_run_cmd(
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")
         return
-    for metric, table in (report.report or {}).items():
-        _print_cg_tables(table, metric)
+    tables = report.report or {}
+    for metric, table in tables.items():
+        if metric != "nn":  # the probe shows beside the multiple-choice runs (report/nn.md has its own tables)
+            _print_cg_tables(table, metric, tables.get("nn") if metric == "mc" else None)
     out.print(escape(report.summary()), highlight=False)
 
 
@@ -449,7 +459,9 @@ def cg_report_cmd(
         ),
     ] = None,
     results: Annotated[Path | None, typer.Option(help="A `cg run` results folder: its runs.")] = None,
-    metric: Annotated[str, typer.Option(help="With --results: mc (multiple choice) or zeroshot.")] = "mc",
+    metric: Annotated[
+        str, typer.Option(help="With --results: mc (multiple choice), zeroshot, or nn (the nearest-neighbour probes).")
+    ] = "mc",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and report.png here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     as_json: AsJson = False,
@@ -459,22 +471,29 @@ def cg_report_cmd(
     correction, the test size and the smallest effect it detects, and a bar chart like Med-MAT's Figure 4."""
     from ..cg.plan import find_experiments
     from ..cg.tables import cg_report, figure, markdown, resolve_runs
+    from ..errors import ReportError
     from ..outputs import OutputFolder
 
-    if metric not in ("mc", "zeroshot"):
-        fail(f"--metric {metric!r}: use mc or zeroshot")
+    if metric not in ("mc", "zeroshot", "nn"):
+        fail(f"--metric {metric!r}: use mc, zeroshot or nn")
     experiments = find_experiments(plan)
     found, skipped = resolve_runs(experiments, runs or [], results, metric)
     report = cg_report(experiments, found, skipped, seed=seed)
+    probe = None
+    if metric == "mc" and results is not None:  # the probes `cg run` asked, beside the trained runs
+        try:
+            probe = cg_report(experiments, *resolve_runs(experiments, [], results, "nn"), seed=seed)
+        except ReportError:
+            probe = None
     if out_dir is not None:
         folder = OutputFolder(out_dir)
         folder.require_only_own("report")
         folder.write_bytes("report.json", json.dumps(report, indent=1).encode())
-        folder.write_bytes("report.md", markdown(report, metric).encode())
+        folder.write_bytes("report.md", markdown(report, metric, probe).encode())
         folder.write_bytes("report.png", figure(report))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         return
-    _print_cg_tables(report, metric)
+    _print_cg_tables(report, metric, probe)
     if out_dir is not None:
         out.print(f"report: {out_dir}", highlight=False)

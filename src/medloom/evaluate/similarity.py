@@ -80,6 +80,8 @@ def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel,
     reasons = {u["id"]: u["message"] for u in unreadable}
     ids = list(features)
     images = dict(zip(ids, model.project_images(np.stack([features[i] for i in ids])))) if ids else {}
+    if model.neighbours is not None:
+        return answer_by_neighbour(items, images, reasons, *model.neighbours)
     options: dict[tuple[str, str, str], np.ndarray] = {}  # (modality, anatomy, option) -> its text's vector
     for modality, anatomy in {(i["modality"], i["anatomy"]) for i in items}:
         names = sorted({o for i in items if (i["modality"], i["anatomy"]) == (modality, anatomy) for o in i["options"]})
@@ -101,3 +103,28 @@ def answer_by_similarity(loom: Path, table, items: list[dict], model: ClipModel,
             latency_s=0.0,
             scores=[float(x) for x in scores],
         )
+
+
+def answer_by_neighbour(
+    items: list[dict], images: dict[str, np.ndarray], reasons: dict[str, str], features: np.ndarray, labels: list[str]
+) -> None:
+    """An nn-probe's answers: each option scores the similarity of the nearest training image carrying it, and the
+    best wins (the option of the nearest training image among those carrying an option). A question none of whose
+    options a training image carries is answered invalid: scored wrong, as a model that cannot answer is."""
+    from .answers import LETTERS
+
+    by_label: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        by_label.setdefault(name, []).append(i)
+    for item in items:
+        image = images.get(item["record_id"])
+        if image is None:
+            item["error"] = f"image: {reasons.get(item['record_id'], 'unreadable')}"
+            continue
+        if not any(o in by_label for o in item["options"]):  # no training image carries an option: no answer
+            item.update(raw="", parsed="", rule="invalid", cached=False, latency_s=0.0, scores=[])
+            continue
+        near = features @ image
+        scores = [float(near[by_label[o]].max()) if o in by_label else -2.0 for o in item["options"]]
+        best = int(np.argmax(scores))
+        item.update(raw=LETTERS[best], parsed=LETTERS[best], rule="nearest-neighbour", cached=False, latency_s=0.0, scores=scores)

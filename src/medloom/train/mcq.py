@@ -6,7 +6,9 @@ questions (a `medmat` source's Med-MAT records, a benchmark's) where it has mult
 annotation's, else the annotate step's rules with the seed; written in Med-MAT's `Question-choice` format by
 default (the question, `A: option` lines, "Answer with the option's letter from the given choices directly."),
 the answer its letter (`Answer-choice`). The images are rendered as `eval vqa` shows them to a model (the
-export's render stage: JPEG, 512 px), so training and evaluation see the same pixels.
+export's render stage: JPEG, 512 px), so training and evaluation see the same pixels. Records of a detection or
+segmentation subset (Med-MAT's Table 5: detection data as a training source) are asked grounding questions
+instead, answered by the normalised box.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def experiment_items(
     loom: Path, experiment: Path, *, seed: int = 0, prompt_format: str = "medmat"
 ) -> tuple[list[dict], pa.Table]:
     """(items, the records they ask about) of an experiment's training side, in record order. Each item has
-    `record_id`, `patient`, `prompt`, `answer` (the letter), `options` and `answer_label`."""
+    `record_id`, `patient`, `prompt`, `answer` (the letter; a grounding question's box), `options` (none for a
+    grounding question) and `answer_label`. Records of the experiment's detection subsets (its manifest's
+    `grounding`) are asked grounding questions (`grounding_items`), the others multiple-choice ones."""
     from ..evaluate.benchmark import build_source_items
     from ..evaluate.vqa import VQASettings, build_items, prompt_function
-    from ..view.selection import Selection, select_records, selection_sql
+    from ..view.selection import Selection, experiment_grounding, select_records, selection_sql
 
     loom = Path(loom)
     con = catalog.connect(loom)
@@ -38,16 +42,46 @@ def experiment_items(
     select_records(con, None, joins, split, marks, ["train"])
     table = con.sql("SELECT * FROM selection ORDER BY id").to_arrow_table()
     rows = table.to_pylist()
+    boxes = experiment_grounding(Path(experiment))
+    located = [r for r in rows if (r["modality"], r["anatomy"], r["task"]) in boxes]
+    rows = [r for r in rows if (r["modality"], r["anatomy"], r["task"]) not in boxes]
     own = [r for r in rows if has_choices(r)]
     rest = [r for r in rows if not has_choices(r)]
     ask = prompt_function(prompt_format)
     found = [i for i in build_source_items(own, False, ask) if i["options"]]
     # a plan written with `--options N`: the same added distractors as the target's test questions get
     found += build_items(rest, VQASettings(seed=seed, prompt_format=prompt_format, experiment=str(experiment)))
+    found += grounding_items(located)
     keep = ("record_id", "question", "patient", "prompt", "answer", "options", "answer_label", "modality", "anatomy", "task")
     items = sorted(({k: i[k] for k in keep} for i in found), key=lambda i: (i["record_id"], i["question"]))
     asked = {i["record_id"] for i in items}
     return items, table.filter(pa.array([rid in asked for rid in table.column("id").to_pylist()]))
+
+
+def grounding_items(rows: list[dict]) -> list[dict]:
+    """A detection (or segmentation) subset's records train as Med-MAT's detection data does: one grounding
+    question per object whose label is unique in the image, answered by its normalised box (the annotate step's
+    wording); a record with no such object (a negative image) asks nothing."""
+    from ..annotate.questions import grounding_questions
+
+    out = []
+    for row in rows:
+        for qi, q in enumerate(grounding_questions(row, None)):
+            out.append(
+                {
+                    "record_id": row["id"],
+                    "question": qi,
+                    "patient": row["patient_id"] or "",
+                    "prompt": q["question"],
+                    "answer": q["answer"],
+                    "options": [],
+                    "answer_label": q["answer_label"],
+                    "modality": row["modality"] or "",
+                    "anatomy": row["anatomy"] or "",
+                    "task": row["task"] or "",
+                }
+            )
+    return out
 
 
 def has_choices(row: dict) -> bool:

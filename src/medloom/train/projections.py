@@ -7,7 +7,8 @@ The towers' outputs are computed once and cached in the loom (`medloom embed`'s 
 `LOOM/embeddings/text/<tower>.parquet`, keyed by a hash of the text), so an epoch costs only the projections.
 Each record trains with its caption (the export text rule: source caption, else annotation, else the MAT
 sentence) and, when it carries one label, that label's class prompts (the clip-benchmark export's templates);
-one of its texts is drawn per epoch.
+one of its texts is drawn per epoch. In a `cg plan` experiment, a record of a detection subset (the manifest's
+`grounding`) trains with what is where instead ("... with oedema in the upper left of the image": Med-MAT's Table 5).
 
 Only the training side is read: the records of the `train` split (the loom's split, else the sources'), or an
 experiment's `train.txt`. The model folder holds `medloom-clip.json` and `projection.npz` (what `medloom eval
@@ -93,6 +94,23 @@ def record_texts(row: dict, prompts: bool) -> list[str]:
     return list(dict.fromkeys(t for t in texts if t))
 
 
+def grounding_texts(row: dict) -> list[str]:
+    """A detection record's text in a `cg plan` experiment that trains on its boxes: what is where ("a CT image of
+    the brain with oedema in the upper left of the image."), one phrase per ROI; none without a ROI (the record
+    then trains with its usual texts)."""
+    from ..annotate.regions import location_words
+    from ..export.clipbench import templates
+    from ..vocab.words import class_name, join_words
+
+    phrases = []
+    for roi in row.get("rois") or []:
+        x0, y0, x1, y1 = (float(v) for v in roi["bbox"])
+        phrases.append(f"{class_name(roi['label'])} in the {location_words((x0 + x1) / 2, (y0 + y1) / 2, None)}")
+    if not phrases:
+        return []
+    return [templates(row["modality"], row["anatomy"])[1].format(c=join_words(list(dict.fromkeys(phrases))))]
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -148,6 +166,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
 
     from ..curate.embed import embed, iter_embeddings
     from ..engine.progress import progress_bar
+    from ..view.selection import experiment_grounding
 
     if s.epochs < 1 or s.batch_size < 2 or s.lr <= 0 or s.dim < 1:
         raise TrainError("--epochs and --dim must be at least 1, --batch-size at least 2, --lr positive")
@@ -167,7 +186,9 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
     for ids, vectors in iter_embeddings(loom, IMAGE_TOWER):
         features.update((i, v) for i, v in zip(ids, vectors) if i in wanted)
     rows = [r for r in table.to_pylist() if r["id"] in features]
-    texts = [record_texts(r, s.prompts) for r in rows]
+    boxes = experiment_grounding(Path(s.experiment)) if s.experiment else set()
+    located = lambda r: (r["modality"], r["anatomy"], r["task"]) in boxes  # noqa: E731
+    texts = [(located(r) and grounding_texts(r)) or record_texts(r, s.prompts) for r in rows]
     if len(rows) < 2:
         raise TrainError(f"{loom}: {len(rows)} readable record(s) with text in {what}: training needs two or more")
     distinct = sorted({t for ts in texts for t in ts})

@@ -198,6 +198,16 @@ def experiment_options(folder: Path) -> tuple[list[str], int]:
     return sorted(manifest.get("distractors") or {}), int(manifest.get("options") or 0)
 
 
+def experiment_grounding(folder: Path) -> set[tuple[str, str, str]]:
+    """The training subsets of a `cg plan` experiment that train with their boxes (detection or segmentation
+    tasks: `manifest.json`'s `grounding`, as (modality, anatomy, task)); none for a plan written before it."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {tuple(n.split("|")) for n in manifest.get("grounding") or [] if n.count("|") == 2}  # type: ignore[misc]
+
+
 def read_experiment(folder: Path) -> dict[str, str]:
     """record id -> train | test for an experiment folder written by `plan`."""
     folder = Path(folder)

@@ -168,6 +168,17 @@ def finding(label: str) -> str:
     return "normal findings" if words.lower() in NORMAL else words
 
 
+GROUNDING_FORMS = ("detection", "segmentation")
+
+
+def task_form(task: str | None) -> str:
+    """What a task asks of an image: `detection` or `segmentation` (the vocabulary's families, e.g. "lesion
+    detection"), else `classification`. A subset of a grounding form trains with its boxes, not its labels
+    (`cg plan`'s `grounding`, Med-MAT's Table 5)."""
+    words = str(task or "").strip().lower()
+    return next((f for f in GROUNDING_FORMS if words == f or words.endswith(" " + f)), "classification")
+
+
 def mat_caption(record: dict) -> str:
     """The sentence every record supports, labels or not: "A CT image of the brain." (from the MAT triplet)."""
     image = modality_phrase(record.get("modality") or "unknown")

@@ -10,6 +10,8 @@ false`) or `none` (the dataset's own ROIs only). The browser reads every proposa
 from __future__ import annotations
 
 PROPOSAL_CHOICES = ("accepted", "all", "none")
+# a record's state in the browser grid's facet (`state_join`)
+PROPOSAL_STATES = ("accepted", "not accepted", "none")
 
 
 def check_choice(which: str, option: str = "--proposals") -> str:
@@ -53,6 +55,19 @@ def proposal_join(con, alias: str = "prop", which: str = "accepted") -> tuple[st
     if check_choice(which) == "none" or not has_proposals(con):
         return "", ""
     return f", {alias}.proposal_rois AS proposal_rois", f" LEFT JOIN ({chosen_sql(which)}) AS {alias} USING (id)"
+
+
+def state_join(con, alias: str = "pstate") -> tuple[str, str]:
+    """(column, join) that add `proposals` to a query over `records`: `accepted` (at least one accepted proposal
+    with ROIs), `not accepted` (proposed ROIs, none accepted) or `none` (never proposed, or refused or failed
+    only): the browser grid's facet, one pass over the proposals view."""
+    if not has_proposals(con):
+        return ", 'none' AS proposals", ""
+    return (
+        f", coalesce({alias}.state, 'none') AS proposals",
+        f" LEFT JOIN (SELECT id, CASE WHEN bool_or(accepted) THEN 'accepted' ELSE 'not accepted' END AS state "
+        f"FROM proposals WHERE status = 'proposed' AND len(rois) > 0 GROUP BY id) AS {alias} USING (id)",
+    )
 
 
 def marked_rois(row: dict) -> list[dict]:

@@ -2,11 +2,14 @@
 `proposal`, with the method, version and score), the card counts ROIs per source split by where they come
 from, Croissant says which were machine-made, `medloom.load` keeps all or one source, and a format with no place
 for ROIs (Med-MAT, the CLIP benchmark, the DICOM copies) says in its manifest how many proposals it left out.
+`export --proposals accepted|all|none` chooses which go beside the dataset's ROIs (`all`: those not accepted too,
+`accepted: false`), and the manifest counts those written and left out.
 
 Sources: mammograms in the layout of a segmentation set with one mask per image (images/NAME.png beside
 masks/NAME.png, as the `masks` reader reads CBIS-DDSM-style crops; the dataset's ROI is the lesion, `breast`
 proposes the breast region, the first record's proposal accepted), and pydicom's CT_small.dcm (a DICOM CT with
-Hounsfield units, `body` proposes the body, accepted)."""
+Hounsfield units, `body` proposes the body, accepted); for `--proposals`, generated scans with a lesion mask each,
+`body` proposed on four (one refused), one accepted."""
 
 from __future__ import annotations
 
@@ -157,3 +160,115 @@ def test_load_reads_an_export_from_before_proposals_as_the_dataset_s(tmp_path):
         tar.addfile(info, io.BytesIO(meta))
     (sample,) = list(load([str(shard)], rois="dataset"))
     assert sample["json"]["rois"] == [{"label": "nodule", "bbox": [0, 0, 1, 1], "roi_source": "dataset"}]
+
+
+# ---- `export --proposals accepted | all | none` -------------------------------------------------------------------
+
+SCANS = ("s0", "s1", "s2", "s3", "s4")  # s0 accepted; s1, s2 proposed; s3 refused (no background); s4 never proposed
+
+
+def build_body_loom(root: Path) -> tuple[Path, dict[str, str]]:
+    """Five generated scans with a lesion mask each (the dataset's ROIs): `body` proposed on the first four (the
+    fourth, noise filling the frame, refused: no background), the first one's accepted. Returns the loom and
+    record id per scan name."""
+    data = root / "data" / "scans"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir(parents=True)
+    for i, name in enumerate(SCANS):
+        image = mammogram(i) if name != "s3" else np.random.default_rng(9).integers(60, 200, (128, 96), dtype=np.uint8)
+        Image.fromarray(image).save(data / "images" / f"{name}.png")
+        mask = np.zeros((128, 96), np.uint8)
+        x0, y0, x1, y1 = LESION
+        mask[y0:y1, x0:x1] = 255
+        Image.fromarray(mask).save(data / "masks" / f"{name}.png")
+    source = dict(
+        name="scans",
+        reader="masks",
+        path="data/scans",
+        modality="X-ray",
+        anatomy="chest",
+        task="lesion segmentation",
+        mask_label="lesion",
+    )
+    loom, _ = run_ingest(write_recipe(root, [source]))
+    names = {Path(r["uri"]).stem: r["id"] for r in rows(loom, "SELECT id, uri FROM records")}
+    cli("propose", loom, "--method", "body", "--where", f"id <> '{names['s4']}'", "-w", "1", "-q")
+    cli("propose", loom, "--method", "body", "--where", f"id = '{names['s0']}'", "--accept", "--by", "reader1", "-q")
+    return loom, names
+
+
+@pytest.fixture(scope="module")
+def body_loom(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    loom, names = build_body_loom(tmp_path_factory.mktemp("propose-choice"))
+    cli("annotate", loom, "--rois", "-w", "1", "-q")
+    return loom, names
+
+
+def expected_rois(loom: Path, names: dict[str, str], which: str) -> dict[str, list[tuple]]:
+    """Per scan, the ROIs an export under `which` must carry: the lesion (the dataset's, always, first), then the
+    body proposals the choice takes, with their box and score as the proposals view holds them."""
+    proposed = {r["id"]: r for r in rows(loom, "SELECT id, accepted, rois FROM proposals WHERE status = 'proposed'")}
+    out = {}
+    for name, rid in names.items():
+        found = [("lesion", "dataset", "", "", True, -1.0)]
+        p = proposed.get(rid)
+        if p and (which == "all" or (which == "accepted" and p["accepted"])):
+            found += [("body", "proposal", "body", "1", p["accepted"], round(r["score"], 6)) for r in p["rois"]]
+        out[name] = found
+    return out
+
+
+def got_rois(rois: list[dict]) -> list[tuple]:
+    return [(r["label"], r["roi_source"], r["method"], r["version"], r["accepted"], round(r["score"], 6)) for r in rois]
+
+
+def test_export_proposals_choice_writes_exactly_the_chosen_rois_and_counts_them(body_loom, tmp_path):
+    loom, names = body_loom
+    assert {r["status"] for r in rows(loom, "SELECT status FROM proposals")} == {"proposed", "refused"}
+    boxes = {r["id"]: [list(x["bbox"]) for x in r["rois"]] for r in rows(loom, "SELECT id, rois FROM proposals")}
+    counts = {
+        "accepted": ({"written": 1, "left_out": 0}, {"written": 0, "left_out": 2}),
+        "all": ({"written": 1, "left_out": 0}, {"written": 2, "left_out": 0}),
+        "none": ({"written": 0, "left_out": 1}, {"written": 0, "left_out": 2}),
+    }
+    for which, (accepted, waiting) in counts.items():
+        want = expected_rois(loom, names, which)
+        # WebDataset: every sample's `rois`, the dataset's lesion never replaced nor merged
+        cli("export", loom, "--out", tmp_path / f"wds-{which}", "--proposals", which, "-w", "1", "-q")
+        samples = {s["json"]["id"]: s["json"]["rois"] for s in load(tmp_path / f"wds-{which}")}
+        assert {n: got_rois(samples[rid]) for n, rid in names.items()} == want, which
+        for name, rid in names.items():
+            assert [r["bbox"] for r in samples[rid] if r["roi_source"] == "proposal"] == boxes.get(rid, [])[: len(want[name]) - 1]
+        manifest = json.loads((tmp_path / f"wds-{which}" / "manifest.json").read_text())
+        rois = manifest["rois"]
+        assert (rois["choice"], rois["accepted"], rois["not_accepted"], rois["dataset"]) == (which, accepted, waiting, 5)
+        assert manifest["settings"]["proposals"] == which
+        # a training format: the same ROIs beside the ROI description (no RLE)
+        cli("export", loom, "--format", "llava", "--out", tmp_path / f"llava-{which}", "--proposals", which, "-w", "1", "-q")
+        items = {i["id"]: i for i in json.loads((tmp_path / f"llava-{which}" / "llava-train.json").read_text())}
+        assert {n: got_rois(items[rid]["rois"]) for n, rid in names.items()} == want, which
+        summary = json.loads((tmp_path / f"llava-{which}" / "manifest.json").read_text())["rois"]
+        assert (summary["choice"], summary["accepted"], summary["not_accepted"]) == (which, accepted, waiting)
+    # Parquet: the declared schema holds `accepted`
+    cli("export", loom, "--format", "parquet", "--out", tmp_path / "pq", "--proposals", "all", "-w", "1", "-q")
+    parquet = {s["json"]["id"]: s["json"]["rois"] for s in load(tmp_path / "pq")}
+    assert {n: got_rois(parquet[rid]) for n, rid in names.items()} == expected_rois(loom, names, "all")
+    card = (tmp_path / "pq" / "README.md").read_text()
+    assert "| scans | 5 | 1 | 2 | body 1 |" in card and "marked `accepted: false`" in card
+    # a format with no place for ROIs says what it left out, accepted or not
+    cli("export", loom, "--format", "clip-benchmark", "--out", tmp_path / "clip", "--proposals", "all", "-w", "1", "-q")
+    clip = json.loads((tmp_path / "clip" / "manifest.json").read_text())["rois"]
+    assert (clip["accepted"], clip["not_accepted"]) == ({"written": 0, "left_out": 1}, {"written": 0, "left_out": 2})
+
+
+def test_export_proposals_refuses_an_unknown_choice_and_an_acceptance_since_is_a_new_export(tmp_path):
+    loom, names = build_body_loom(tmp_path / "loom")
+    bad = cli("export", loom, "--out", tmp_path / "bad", "--proposals", "pending", check=False)
+    assert bad.returncode == 2 and "--proposals 'pending': choose accepted" in bad.stderr + bad.stdout
+    cli("export", loom, "--out", tmp_path / "wds", "-w", "1", "-q")
+    cli("propose", loom, "--method", "body", "--where", f"id = '{names['s1']}'", "--accept", "--by", "reader1", "-q")
+    again = cli("export", loom, "--out", tmp_path / "wds", "-w", "1", "-q", check=False)  # not "up to date"
+    assert again.returncode == 2 and "holds an export of another selection, other settings" in again.stderr + again.stdout
+    cli("export", loom, "--out", tmp_path / "wds", "--overwrite", "-w", "1", "-q")
+    samples = {s["json"]["id"]: s["json"]["rois"] for s in load(tmp_path / "wds")}
+    assert [r["accepted"] for r in samples[names["s1"]]] == [True, True]

@@ -151,6 +151,15 @@ def export_cmd(
     keep_metadata: Annotated[
         bool, typer.Option(help="Keep EXIF, XMP, comments and text chunks in exported images (default: removed).")
     ] = False,
+    proposals: Annotated[
+        str,
+        typer.Option(
+            "--proposals",
+            help="Which ROI proposals (`medloom propose`) go beside the dataset's own ROIs, each marked roi_source: "
+            "proposal and accepted true/false: accepted (those a person accepted) | all (those not yet accepted "
+            "too, for review in another tool) | none (the dataset's ROIs only). The manifest counts them.",
+        ),
+    ] = "accepted",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Quiet = False,
     wait: Wait = False,
@@ -210,6 +219,7 @@ def export_cmd(
         burned_in_ocr=burned_in_ocr,
         exclude=tuple(str(resolve_loom(p)) for p in exclude or ()),
         questions=questions,
+        proposals=proposals,
     )
     try:
         report = run_format(

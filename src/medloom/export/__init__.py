@@ -32,6 +32,7 @@ from ..errors import ExportError
 from ..locks import hold
 from ..outputs import OutputFolder, sha256_file
 from ..version import __version__
+from ..view.proposals import proposal_settings, roi_summary
 from ..view.render import image_ext, render_sources
 from ..view.selection import Excluded, has_view, select_records, selection_sql
 from ..view.texts import TEXT_MODES, text_condition
@@ -45,7 +46,7 @@ FORMATS = {"webdataset": "tar", "parquet": "parquet"}
 MANIFEST = "manifest.json"
 EXTRA_FILES = ("quarantine.jsonl", "sizes.json", "README.md", "croissant.json")  # beside the shards
 BATCH = 32  # records per worker task
-SCHEMA = 2  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
+SCHEMA = 3  # of the samples' fields: part of the plan, so an export made with other fields is never resumed
 
 
 @dataclass
@@ -68,6 +69,7 @@ class ExportOptions:
     citing: bool = False  # add the sentences that cite a PMC figure to its source caption
     require_text: bool = False  # leave out records with no text under `text` (counted as filtered)
     excluded: Excluded | None = None  # records `export --exclude` leaves out (a benchmark's images or questions)
+    proposals: str = "accepted"  # ROI proposals beside the dataset's: accepted | all | none (view/proposals.py)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class ExportReport:
     shards_written: int = 0
     up_to_date: bool = False
     format: str = "webdataset"
+    rois: dict = field(default_factory=dict)  # the dataset's ROIs and the proposals written or left out (roi_summary)
 
     def as_dict(self) -> dict:
         return {
@@ -96,6 +99,7 @@ class ExportReport:
             "shards": self.shards,
             "shards_written": self.shards_written,
             "up_to_date": self.up_to_date,
+            "rois": self.rois,
         }
 
     def lines(self) -> list[str]:
@@ -105,7 +109,11 @@ class ExportReport:
             f"quarantined {self.quarantined}; {self.shards} shard(s), {state}",
             *(f"  {split}: {n} samples" for split, n in self.splits.items()),
             f"export: {self.out}",
-        ]
+        ] + (
+            [f"ROIs: {self.rois['note']}"]
+            if self.rois.get("proposals") or self.rois.get("choice", "accepted") != "accepted"
+            else []
+        )
 
     def warnings(self) -> list[tuple[str, str]]:
         if not self.reasons:
@@ -339,6 +347,7 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
         citing=request.citing,
         require_text=request.require_text,
         excluded=request.excluded,
+        proposals=request.proposals,
     )
     return export(loom, out, options, workers=workers, quiet=quiet, wait=wait)
 
@@ -364,6 +373,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
             cond if options.require_text else "",
             counts=counts,
             groups=flags,
+            proposals=options.proposals,
         ),
         len(counts),
         len(flags),
@@ -402,6 +412,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
         settings["lead"] = ["questions", *QUESTION_LISTS]
     if options.balance_shards:  # only when asked, so that exports made before the option still resume
         settings["balance_shards"] = options.balance_shards
+    settings.update(proposal_settings(loom, options.proposals))
     plan = _plan_hash(settings, manifest)
     state = _resume(folder, plan, options)
     report = ExportReport(out=out, inputs=total, filtered=total - sum(split_sizes.values()), format=options.format)
@@ -452,6 +463,7 @@ def _export(loom: Path, folder: OutputFolder, options: ExportOptions, executor, 
         features = webdataset_features(state["settings"], ext, state["settings"]["txt"])
     else:
         features = parquet_features()
+    state["rois"] = roi_summary(con, carried=True, which=options.proposals)  # the choice, written and left out
     write_card(folder, loom, con, state, features, FORMATS[options.format])
     write_croissant(folder, loom, con, state, FORMATS[options.format])
     return _finish(folder, state, report, write=True)
@@ -557,6 +569,7 @@ def _finish(folder: OutputFolder, state: dict, report: ExportReport, write: bool
     report.exported = sum(report.splits.values())
     report.shards = sum(len(split["shards"]) for split in state["splits"].values())
     report.quarantined = len(state["quarantine"])
+    report.rois = state.get("rois", {})
     for q in state["quarantine"]:
         report.reasons[q["reason"]] = report.reasons.get(q["reason"], 0) + 1
     state["counts"] = {

@@ -107,7 +107,7 @@ def write_card(folder, loom: Path, con, state: dict, features: dict, file_ext: s
         "",
         "## ROIs",
         "",
-        *_rois_prose(con),
+        *_rois_prose(con, settings.get("proposals", "accepted")),
         "",
         "## Texts",
         "",
@@ -126,19 +126,29 @@ def write_card(folder, loom: Path, con, state: dict, features: dict, file_ext: s
     folder.write_bytes("README.md", text.encode())
 
 
-def _rois_prose(con) -> list[str]:
-    """The ROIs per source, split by where they come from: the dataset's own, or machine proposals a person
-    accepted (`medloom propose --accept`), which every sample marks `roi_source: proposal`."""
+def _rois_prose(con, which: str = "accepted") -> list[str]:
+    """The ROIs per source, split by where they come from: the dataset's own, or machine proposals (accepted by a
+    person with `medloom propose --accept`, and under `--proposals all` those not accepted too), which every
+    sample marks `roi_source: proposal` and `accepted`."""
     counts = roi_counts(con)
+    kept = {
+        "accepted": "Proposals not accepted are not exported.",
+        "all": "Proposals not yet accepted are exported too (`--proposals all`, for review), marked `accepted: false`.",
+        "none": "No proposal is exported (`--proposals none`): the dataset's own ROIs only.",
+    }[which]
+    pending = which == "all"
     lines = [
         "Each ROI in a sample's `rois` has `roi_source`: `dataset` (the source's own box or mask) or `proposal` (a "
         "region a method made and a person accepted with `medloom propose --accept`, with its `method`, `version` "
-        "and `score`). Proposals not accepted are not exported.",
+        f"and `score`). {kept}",
         "",
-        "| source | dataset ROIs | accepted proposals | methods |",
-        "|---|---|---|---|",
+        "| source | dataset ROIs | accepted proposals | " + ("proposals not accepted | " if pending else "") + "methods |",
+        "|---|---|---|" + ("---|" if pending else "") + "---|",
     ]
-    return lines + [f"| {source} | {own} | {proposed} | {methods or '-'} |" for source, own, proposed, methods in counts]
+    return lines + [
+        f"| {source} | {own} | {accepted} | " + (f"{waiting} | " if pending else "") + f"{methods or '-'} |"
+        for source, own, accepted, waiting, methods in counts
+    ]
 
 
 def _texts_prose(loom: Path, settings: dict) -> str:

@@ -87,6 +87,7 @@ def export_format(
         image_format=request.image_format,
         shard_size=request.shard_size,
         excluded=request.excluded,
+        proposals=request.proposals,
     )
 
 
@@ -149,6 +150,7 @@ def export_clip_benchmark(
     image_format: str = "jpg",
     shard_size: int = 5000,
     excluded=None,
+    proposals: str = "accepted",
 ) -> ClipBenchmarkReport:
     check_options(max_side, quality, image_format)
     if shard_size < 1:
@@ -172,6 +174,7 @@ def export_clip_benchmark(
             image_format,
             shard_size,
             excluded,
+            proposals,
         )
 
 
@@ -191,6 +194,7 @@ def _export(
     image_format,
     shard_size,
     excluded=None,
+    proposals: str = "accepted",
 ) -> ClipBenchmarkReport:
     from ..view.proposals import roi_summary
     from ..view.render import image_ext, render_sources, rendered
@@ -202,12 +206,12 @@ def _export(
     sources = render_sources(catalog.read_manifest(loom))
     chosen = Selection(include_duplicates=include_duplicates, subset=subset, experiment=experiment, excluded=excluded)
     joins, split, marks, _ = selection_sql(loom, chosen)
-    select_records(con, where, joins, split, marks, splits)
+    select_records(con, where, joins, split, marks, splits, proposals=proposals)
     ext = image_ext(con, image_format, sources)
     report = ClipBenchmarkReport(
         out=str(folder.path),
         records=con.execute("SELECT count(*) FROM selection").fetchall()[0][0],
-        rois=roi_summary(con, carried=False),  # image-text pairs and classes: no place for an ROI
+        rois=roi_summary(con, carried=False, which=proposals),  # image-text pairs and classes: no place for an ROI
     )
     # per source: its classes (the declared label space, else the labels found) and its commonest MAT pair
     classes: dict[str, list[str]] = {}

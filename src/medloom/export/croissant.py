@@ -127,7 +127,9 @@ def write_croissant(folder, loom: Path, con, state: dict, file_ext: str) -> None
     manifest = layout.annotations_dir(loom) / "manifest.json"
     annotation = json.loads(manifest.read_text(encoding="utf-8")) if settings.get("annotation") and manifest.is_file() else None
     llm = (annotation or {}).get("settings", {}).get("llm_model")
-    rois = roi_summary(con, carried=True)  # the samples' `rois` carry accepted proposals, marked
+    # the samples' `rois` carry the proposals `--proposals` chose (accepted by default), marked
+    rois = roi_summary(con, carried=True, which=settings.get("proposals", "accepted"))
+    waiting = rois["not_accepted"]["written"]
     doc = {
         "@context": CONTEXT,
         "@type": "sc:Dataset",
@@ -160,9 +162,14 @@ def write_croissant(folder, loom: Path, con, state: dict, file_ext: str) -> None
         "rai:dataAnnotationProtocol": [
             "Labels, boxes and masks are the source datasets' own annotations"
             + (
-                f" ({rois['dataset']} ROIs, roi_source: dataset); {rois['proposals']} ROIs are machine proposals a "
-                f"person accepted (medloom propose --accept; {', '.join(rois['methods'])}), each marked "
-                "roi_source: proposal with its method, version and score; proposals not accepted are not exported."
+                f" ({rois['dataset']} ROIs, roi_source: dataset); {rois['accepted']['written']} ROIs are machine "
+                f"proposals a person accepted (medloom propose --accept; {', '.join(rois['methods'])}), each marked "
+                "roi_source: proposal with its method, version and score; "
+                + (
+                    f"{waiting} more are proposals no person accepted yet, marked accepted: false (--proposals all)."
+                    if waiting
+                    else "proposals not accepted are not exported."
+                )
                 if rois["proposals"]
                 else "."
             ),
@@ -171,7 +178,10 @@ def write_croissant(folder, loom: Path, con, state: dict, file_ext: str) -> None
         ],
         "rai:machineAnnotationTools": [f"medloom {__version__} (templates)"]
         + ([f"LLM {llm}"] if llm else [])
-        + [f"medloom propose {m} (ROI proposals, accepted by a person)" for m in rois["methods"]],
+        + [
+            f"medloom propose {m} (ROI proposals, " + ("some not accepted yet)" if waiting else "accepted by a person)")
+            for m in rois["methods"]
+        ],
         "rai:personalSensitiveInformation": [
             "Patient and study ids are salted hashes; raw ids are never exported unless the recipe asked for them.",
             "Images may still show burned-in text; DICOM exports exclude files flagged for it.",

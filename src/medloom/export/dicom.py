@@ -234,6 +234,7 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
         wait=wait,
         splits=request.splits,
         excluded=request.excluded,
+        proposals=request.proposals,
     )
 
 
@@ -351,7 +352,12 @@ def deidentify(ds, salt: str):
 
 
 def _selected_files(
-    loom: Path, where: str | None, include_duplicates: bool, splits: list[str] | None, excluded=None
+    loom: Path,
+    where: str | None,
+    include_duplicates: bool,
+    splits: list[str] | None,
+    excluded=None,
+    proposals: str = "accepted",
 ) -> tuple[dict, int, int, dict]:
     """{(source, uri): (split, [record ids])} of the DICOM records selected; counts of records and others; what
     is left of their ROIs (the copies carry the files' own objects only: no ROI, no accepted proposal)."""
@@ -360,7 +366,7 @@ def _selected_files(
 
     con = catalog.connect(loom)
     joins, split, marks, _ = selection_sql(loom, Selection(include_duplicates=include_duplicates, excluded=excluded))
-    select_records(con, where, joins, split, marks, splits)
+    select_records(con, where, joins, split, marks, splits, proposals=proposals)
     readers = {name: entry["reader"] for name, entry in catalog.read_manifest(loom)["sources"].items()}
     files: dict[tuple[str, str], tuple[str, list[str]]] = {}
     total = others = 0
@@ -370,7 +376,7 @@ def _selected_files(
             others += 1
             continue
         files.setdefault((source, uri), (part, []))[1].append(rid)
-    return files, total, others, roi_summary(con, carried=False)
+    return files, total, others, roi_summary(con, carried=False, which=proposals)
 
 
 def _check_file(ds, source: dict, burned_in_frames: int, ocr: str | None) -> str | None:
@@ -398,6 +404,7 @@ def export_dicom(
     wait: bool = False,
     splits: list[str] | None = None,
     excluded=None,
+    proposals: str = "accepted",
 ) -> DicomReport:
     from ..engine.progress import progress_bar
     from ..sources.dicom import read_dicom
@@ -419,7 +426,7 @@ def export_dicom(
     folder = open_output_folder(loom, out)
     started = time.perf_counter()
     with hold(loom, shared=True, wait=wait), hold(out, wait=wait, what="export folder"), quiet_values():
-        files, total, others, rois = _selected_files(loom, where, include_duplicates, splits, excluded)
+        files, total, others, rois = _selected_files(loom, where, include_duplicates, splits, excluded, proposals)
         if not files:
             raise DicomExportError(
                 f"none of the {total} selected records comes from a DICOM source; `--format dicom` copies DICOM files only"

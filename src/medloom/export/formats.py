@@ -48,6 +48,7 @@ class ExportRequest:
     exclude: tuple[str, ...] = ()  # looms (a benchmark's) whose images and questions the export leaves out
     excluded: Excluded | None = None  # the records that leaves out (`exclude.excluding` fills it from `exclude`)
     questions: str = "auto"  # vlmeval-tsv: source (a benchmark's own) | generated (annotate's) | auto
+    proposals: str = "accepted"  # which ROI proposals go beside the dataset's ROIs: accepted | all | none
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,15 @@ FORMATS = {
 def run_format(loom: Path, out: Path, request: ExportRequest, *, workers=None, quiet: bool = False, wait: bool = False):
     """The export `request.format` names, written to `out`; its report."""
     from ..errors import ExportError
+    from ..view.proposals import check_choice
 
     entry = FORMATS.get(request.format)
     if entry is None:
         raise ExportError(f"--format {request.format!r}: choose one of {', '.join(FORMATS)}")
+    try:
+        check_choice(request.proposals)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     module, _, function = entry.run.partition(":")
     run = getattr(importlib.import_module(module), function)
     from .exclude import excluding, record

@@ -103,8 +103,8 @@ def sample_metadata(
             "task": row["task"] or "",
             "labels": list(row["labels"] or []),
             "label_space": list(row["label_space"] or []),
-            # the record's own ROIs, then the proposals a person accepted (`medloom propose --accept`), each
-            # saying which it is: roi_source "dataset" or "proposal" (with its method, version and score)
+            # the record's own ROIs, then the proposals `--proposals` chose (accepted ones by default), each
+            # saying which it is: roi_source "dataset" or "proposal" (with its method, version, score, accepted)
             "rois": exported_rois(row),
             "patient_id": row["patient_id"] or "",
             "study_id": row["study_id"] or "",
@@ -150,6 +150,7 @@ SAMPLE_JSON_TYPE = pa.struct(
                         ("method", pa.string()),
                         ("version", pa.string()),
                         ("score", pa.float64()),
+                        ("accepted", pa.bool_()),  # false only for a proposal no person accepted (--proposals all)
                     ]
                 )
             ),

@@ -57,7 +57,7 @@ class TrainingReport:
     images: int = 0
     quarantined: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-    rois: dict = field(default_factory=dict)  # the dataset's ROIs and accepted proposals, carried or left out
+    rois: dict = field(default_factory=dict)  # the dataset's ROIs and the proposals, carried or left out (roi_summary)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -93,6 +93,7 @@ def export_format(loom: Path, out: Path, request, *, workers=None, quiet: bool =
         image_format=request.image_format,
         absolute_paths=request.absolute_paths,
         excluded=request.excluded,
+        proposals=request.proposals,
     )
 
 
@@ -207,6 +208,7 @@ def export_training(
     image_format: str = "jpg",
     absolute_paths: bool = False,
     excluded=None,
+    proposals: str = "accepted",
 ) -> TrainingReport:
     if fmt not in TRAINING_FORMATS:
         raise TrainingExportError(f"format {fmt!r}: choose one of {', '.join(TRAINING_FORMATS)}")
@@ -231,6 +233,7 @@ def export_training(
             image_format,
             absolute_paths,
             excluded,
+            proposals,
         )
 
 
@@ -251,6 +254,7 @@ def _export_training(
     image_format: str,
     absolute_paths: bool,
     excluded=None,
+    proposals: str = "accepted",
 ) -> TrainingReport:
     from ..view.render import image_ext, render_sources, rendered
     from ..view.selection import Selection, has_view, select_records, selection_sql
@@ -271,12 +275,15 @@ def _export_training(
         marks,
         splits,
         "coalesce(ann_caption, '') <> '' OR len(ann_vqa) > 0 OR coalesce(ann_roi_text, '') <> ''",
+        proposals=proposals,
     )
     ext = image_ext(con, image_format, sources)
     query = "SELECT * FROM selection ORDER BY id"
     anns = {a["id"]: a for a in con.sql("SELECT * FROM annotations").to_arrow_table().to_pylist()}
     total = con.execute("SELECT count(*) FROM selection").fetchall()[0][0]
-    report = TrainingReport(out=str(out), format=fmt, records=total, rois=roi_summary(con, carried=fmt != "medmat"))
+    report = TrainingReport(
+        out=str(out), format=fmt, records=total, rois=roi_summary(con, carried=fmt != "medmat", which=proposals)
+    )
     settings = {
         "sources": sources,
         "image_format": ext,

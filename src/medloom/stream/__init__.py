@@ -287,8 +287,8 @@ def load(
     JSON, text and class-id fields are parsed unless decode is False. shuffle: buffer size (0 = off).
     channels: 1, 3 or 4 (default 3 for "torch", as found otherwise); size: N (shorter side to N, centre
     crop N x N) or (w, h), so that images batch with the default collate. rois: "all" (the dataset's ROIs and
-    the accepted machine proposals, each with its `roi_source`), "dataset" or "proposal" (only those).
-    """
+    the machine proposals the export took, each with its `roi_source` and `accepted`), "dataset" or "proposal"
+    (only those)."""
     return Stream(
         shard_list(source, split),
         decode=decode,

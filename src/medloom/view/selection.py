@@ -109,8 +109,10 @@ def select_records(
     text: str = "",
     counts: tuple[str, ...] = (),
     groups: tuple[str, ...] = (),
+    proposals: str = "accepted",
 ) -> list[tuple]:
-    """The `selection` view: the chosen records with their split and, when the loom has annotations, the
+    """The `selection` view: the chosen records with their split, the ROI proposals `proposals` chooses
+    (`proposal_rois`: accepted, all or none, view/proposals.py) and, when the loom has annotations, the
     annotation's caption, caption source, ROI text and questions (`ann_*`).
 
     Returns, in split order, per split (and per value of the `groups` SQL expressions): (split, *groups, records,
@@ -126,7 +128,7 @@ def select_records(
         else ""
     )
     joins += " LEFT JOIN annotations AS ann USING (id)" if ann else ""
-    prop_column, prop_join = proposal_join(con)  # accepted ROI proposals, kept apart from the record's own ROIs
+    prop_column, prop_join = proposal_join(con, which=proposals)  # kept apart from the record's own ROIs
     ann += prop_column
     joins += prop_join
     try:

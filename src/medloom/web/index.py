@@ -1,8 +1,8 @@
 """What the web app and the report read from a loom: one table of records with their curation facts, facets,
 pages of the grid, a record's full row, clusters, duplicate groups and texts to audit.
 
-The table is rebuilt when a file it came from changes (the catalog's manifest, the curation and annotation
-files), so a running ingest's results show once its manifest lists them. The user's WHERE box is checked to
+The table is rebuilt when a file it came from changes (the catalog's manifest, the curation, annotation and
+proposal files), so a running ingest's results show once its manifest lists them. The user's WHERE box is checked to
 be one condition and runs in a child process (sandbox.py) on a copy whose connection may not touch files
 (DuckDB's `enable_external_access` is off and locked), with a time and a memory budget: a filter can read the
 records, never the disk, and a slow one cannot stall other pages. Reads go through a cursor of their own, so
@@ -31,6 +31,7 @@ WATCHED = (
     "curation/concepts.parquet",
     "splits/split.parquet",
     "proposals/proposals.parquet",
+    "proposals/decisions.json",  # an acceptance (gather rewrites proposals.parquet too)
 )
 
 
@@ -46,7 +47,9 @@ def _stamp(loom: Path) -> tuple:
 
 
 def items_sql(loom: Path, con) -> str:
-    """The records with their split, cluster, concept, duplicate and generated-text state, one row each."""
+    """The records with their split, cluster, concept, duplicate, generated-text and ROI-proposal state, one row
+    each."""
+    from ..view.proposals import state_join
     from ..view.selection import Selection, has_view, selection_sql
 
     joins, _, _, _ = selection_sql(loom, Selection(include_duplicates=True))
@@ -97,6 +100,9 @@ def items_sql(loom: Path, con) -> str:
         ]
     else:
         cols += ["'none' AS text", "NULL::VARCHAR AS generated_caption"]
+    column, join = state_join(con)  # the proposals facet: accepted, not accepted or none
+    cols.append(column.lstrip(", "))
+    joins += join
     return f"SELECT {', '.join(cols)} FROM records {joins}"
 
 

@@ -22,6 +22,7 @@ FACETS = (
     "duplicate",
     "group",
     "text",
+    "proposals",
     "quarantine",
 )
 FACET_TITLES = {
@@ -37,6 +38,7 @@ FACET_TITLES = {
     "duplicate": "Duplicates",
     "group": "Duplicate group",
     "text": "Generated text",
+    "proposals": "Machine ROI proposals",
     "quarantine": "Quarantine (part of the record dropped or warned)",
 }
 

@@ -246,3 +246,87 @@ def test_a_pretrained_baseline_is_asked_beside_the_trained_models(world, tmp_pat
         assert "vs_baseline-plus" not in cells["baseline-pretrained"] and "vs_baseline-plus" in cells["all-related"]
     text = (results / "report" / "mc.md").read_text()
     assert "| Baseline | Baseline (pretrained) | Baseline+ |" in text and f"Baseline (pretrained): `{spec}`" in text
+
+
+def test_nn_probe_answers_with_the_nearest_training_image(world, tmp_path):
+    """The control: per experiment, each test question answered with the option of the nearest training image in
+    the frozen tower's features (recomputed here from the loom's embedding cache), shown beside the trained runs;
+    it answers multiple choice only."""
+    import numpy as np
+
+    from medloom.curate.embed import iter_embeddings
+    from medloom.vocab.words import class_name
+
+    loom, results = world["loom"], world["results"]
+    features = {}
+    for ids, vectors in iter_embeddings(loom, "efficientnet-lite0"):
+        features.update(zip(ids, vectors))
+    labels = {r["id"]: r["labels"] for r in rows(loom, "SELECT id, labels FROM records")}
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    for name in ("all-related", "related-fixed-task", "baseline-plus"):
+        train = [i for i in (world["plan"] / "CT_brain_cancer" / name / "train.txt").read_text().split() if len(labels[i]) == 1]
+        preds = pq.read_table(results / "CT_brain_cancer" / name / "seed-0" / "nn" / "predictions.parquet").to_pylist()
+        assert len(preds) == 16
+        for p in preds:
+            near = {}
+            for i in train:
+                option = class_name(labels[i][0])
+                if option in p["options"]:
+                    near[option] = max(near.get(option, -2.0), float(unit(features[i]) @ unit(features[p["record_id"]])))
+            expected = max(near, key=near.get) if near else None
+            got = p["options"]["ABCD".index(p["parsed"])] if p["parsed"] else None
+            assert got == expected, (name, p["record_id"])
+    text = (results / "report" / "mc.md").read_text()
+    assert "| CT\\|brain\\|cancer (NN probe) |" in text and "NN probe: the same training records, no training" in text
+    nn = json.loads((results / "report" / "nn.json").read_text())["targets"]["CT|brain|cancer"]["runs"]
+    assert "baseline" not in nn and nn["all-related"]["n"] == 16
+    probe = results / "CT_brain_cancer" / "all-related" / "seed-0" / "probe"
+    proc = cli("eval", "zeroshot", loom, "--model", f"medloom:{probe}", "--out", tmp_path / "zs", check=False)
+    assert proc.returncode != 0 and "nearest-neighbour probe" in proc.stderr
+
+
+def test_detection_subsets_train_on_their_boxes_and_fill_table_5(world, tmp_path):
+    """A detection subset (the world's CT brain oedema boxes, task "lesion detection") fills roles like any subset;
+    its records train with what is where (grounding questions for an MLLM, "... with oedema in the ..." for clip),
+    and its combinations are Med-MAT's Table 5."""
+    from medloom.annotate.regions import location_words
+    from medloom.train.mcq import experiment_items
+    from medloom.train.projections import grounding_texts
+
+    plan = tmp_path / "plan"
+    cli("cg", "plan", world["loom"], "--target", "CT,brain,cancer", "--designs", "combinations", "--out", plan)
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in plan.glob("*/*/manifest.json")}
+    det = "CT|brain|lesion detection"
+    with_det = sorted(n for n, m in manifests.items() if m["kind"] == "combination" and det in m["roles"])
+    assert len(with_det) == 5  # fixed modality 1, fixed area 2, modality area 2: the roles (CT, brain, T') fill
+    for name, m in manifests.items():
+        assert m["grounding"] == ([det] if det in m["train_subsets"] else [])
+    chosen = next(n for n in with_det if n.startswith("fixed-modality"))  # (CT, brain, det) + (CT, lung, cancer)
+    folder = plan / "CT_brain_cancer" / chosen
+    records = {r["id"]: r for r in rows(world["loom"], "SELECT * FROM records")}
+    items, _ = experiment_items(world["loom"], folder)
+    train = set((folder / "train.txt").read_text().split())
+    located = [i for i in items if records[i["record_id"]]["task"] == "lesion detection"]
+    assert located and {i["record_id"] for i in items} <= train
+    for item in located:
+        (roi,) = records[item["record_id"]]["rois"]
+        assert item["prompt"] == "Where is the oedema in this image? Answer with a normalised box [x0, y0, x1, y1]."
+        assert item["answer"] == "[" + ", ".join(f"{round(v, 3):.3f}" for v in roi["bbox"]) + "]" and not item["options"]
+    others = [i for i in items if records[i["record_id"]]["task"] != "lesion detection"]
+    assert others and all(i["answer"] in "ABCD" and i["options"] for i in others)
+    negatives = [i for i in train if records[i]["task"] == "lesion detection" and not records[i]["rois"]]
+    assert negatives and not {i["record_id"] for i in items} & set(negatives)  # nothing to locate: not asked
+    row = next(records[i["record_id"]] for i in located)
+    x0, y0, x1, y1 = row["rois"][0]["bbox"]
+    where = location_words((x0 + x1) / 2, (y0 + y1) / 2, None)
+    assert grounding_texts(row) == [f"a CT image of the brain with oedema in the {where}."]
+    # Table 5: the combination and its own Baseline+, trained and asked like any other
+    sub = tmp_path / "sub" / "CT_brain_cancer"
+    for name in (chosen, f"baseline-plus-{chosen}"):
+        shutil.copytree(plan / "CT_brain_cancer" / name, sub / name)
+    cli("cg", "run", tmp_path / "sub", "--out", tmp_path / "res", "--epochs", "2", "--batch-size", "32", "-q")
+    text = (tmp_path / "res" / "report" / "mc.md").read_text()
+    assert "## Table 5: combinations with a detection subset" in text and "lesion detection (det) + CT\\|lung\\|cancer" in text
+    assert "## Table 3" not in text
+    report = json.loads((tmp_path / "res" / "report" / "mc.json").read_text())
+    assert report["comparisons"] == {"table5": 1}

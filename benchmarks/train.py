@@ -9,8 +9,8 @@ On the generated JPEG 1024x768 set (four classes, see images.py), in one run:
 
 Both run the same number of epochs after a first one that fills the caches; the figure is image-text pairs per
 second over the later epochs (the target: at least 20x). Then the wall time of the `examples/cg` suite
-(`examples/cg/run.sh`: build the world, ingest, plan, train and evaluate 12 models, report) from nothing and
-run again (everything finished is skipped); the target is under 10 minutes on 2 cores.
+(`examples/cg/run.sh`: build the world, ingest, plan, train and evaluate every experiment with three seeds,
+report) from nothing and run again (everything finished is skipped); the target is under 10 minutes on 2 cores.
 
 Usage: python benchmarks/train.py [--n 400] [--no-cg]
 """

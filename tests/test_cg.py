@@ -299,7 +299,7 @@ def test_detection_subsets_train_on_their_boxes_and_fill_table_5(world, tmp_path
     det = "CT|brain|lesion detection"
     with_det = sorted(n for n, m in manifests.items() if m["kind"] == "combination" and det in m["roles"])
     assert len(with_det) == 5  # fixed modality 1, fixed area 2, modality area 2: the roles (CT, brain, T') fill
-    for name, m in manifests.items():
+    for m in manifests.values():
         assert m["grounding"] == ([det] if det in m["train_subsets"] else [])
     chosen = next(n for n in with_det if n.startswith("fixed-modality"))  # (CT, brain, det) + (CT, lung, cancer)
     folder = plan / "CT_brain_cancer" / chosen

@@ -22,13 +22,12 @@ import numpy as np
 from ..errors import TrainError
 from ..locks import writer
 from ..outputs import OutputFolder
-from .projections import IMAGE_TOWER, TrainSettings, record_keys, training_records
+from .projections import IMAGE_TOWER, TrainSettings, record_keys, tower_features, training_records
 
 
 @writer
 def write_nn_probe(loom: Path, out: Path, experiment: Path, *, workers: int | None = None, quiet: bool = False) -> int:
     """Write the probe of an experiment's training side to `out`; returns how many records it holds."""
-    from ..curate.embed import embed, iter_embeddings
     from ..models.clip import CONFIG, NEIGHBOURS
     from ..vocab.words import class_name
 
@@ -39,11 +38,7 @@ def write_nn_probe(loom: Path, out: Path, experiment: Path, *, workers: int | No
     rows = [r for r in table.to_pylist() if len(r.get("labels") or []) == 1]
     if not rows:
         raise TrainError(f"{loom}: no single-label record in {what}: the probe has nothing to answer with")
-    embed.__wrapped__(loom, IMAGE_TOWER, workers=workers, quiet=quiet, latest=False)
-    wanted = {r["id"] for r in rows}
-    features: dict[str, np.ndarray] = {}
-    for ids, vectors in iter_embeddings(loom, IMAGE_TOWER):
-        features.update((i, v) for i, v in zip(ids, vectors) if i in wanted)
+    features = tower_features(loom, {r["id"] for r in rows}, workers, quiet)
     rows = [r for r in rows if r["id"] in features]
     if not rows:
         raise TrainError(f"{loom}: no readable image in {what}: the probe has nothing to answer with")

@@ -111,6 +111,19 @@ def grounding_texts(row: dict) -> list[str]:
     return [templates(row["modality"], row["anatomy"])[1].format(c=join_words(list(dict.fromkeys(phrases))))]
 
 
+def tower_features(loom: Path, wanted: set[str], workers: int | None, quiet: bool) -> dict[str, np.ndarray]:
+    """The image tower's features of the wanted records, from the loom's embedding cache (computed per catalog
+    part where missing; the caller holds the loom's lock, and `cluster` keeps reading the model the user
+    embedded). Unreadable records are absent."""
+    from ..curate.embed import embed, iter_embeddings
+
+    embed.__wrapped__(loom, IMAGE_TOWER, workers=workers, quiet=quiet, latest=False)
+    features: dict[str, np.ndarray] = {}
+    for ids, vectors in iter_embeddings(loom, IMAGE_TOWER):
+        features.update((i, v) for i, v in zip(ids, vectors) if i in wanted)
+    return features
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -164,7 +177,6 @@ def settings_hash(s: TrainSettings, ids_hash: str) -> str:
 def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None = None, quiet: bool = False) -> TrainReport:
     import torch
 
-    from ..curate.embed import embed, iter_embeddings
     from ..engine.progress import progress_bar
     from ..view.selection import experiment_grounding
 
@@ -179,12 +191,7 @@ def train_clip(loom: Path, out: Path, s: TrainSettings, *, workers: int | None =
     table, what = training_records(loom, s)
     if not table.num_rows:
         raise TrainError(f"{loom}: no record in {what}: nothing to train on")
-    # cached per catalog part; the lock is ours already, and `cluster` keeps reading the model the user embedded
-    embed.__wrapped__(loom, IMAGE_TOWER, workers=workers, quiet=quiet, latest=False)
-    wanted = set(table.column("id").to_pylist())
-    features: dict[str, np.ndarray] = {}
-    for ids, vectors in iter_embeddings(loom, IMAGE_TOWER):
-        features.update((i, v) for i, v in zip(ids, vectors) if i in wanted)
+    features = tower_features(loom, set(table.column("id").to_pylist()), workers, quiet)
     rows = [r for r in table.to_pylist() if r["id"] in features]
     boxes = experiment_grounding(Path(s.experiment)) if s.experiment else set()
     located = lambda r: (r["modality"], r["anatomy"], r["task"]) in boxes  # noqa: E731

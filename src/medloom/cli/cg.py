@@ -259,12 +259,13 @@ def cg_plan(
 
 
 def _subsets_text(e: dict) -> str:
-    if e["kind"] == "combination":
-        return " + ".join(e["roles"])
+    grounding = set(e.get("grounding") or [])
+    if e["kind"] == "combination":  # a detection subset (trained on its boxes) marked as in the report's Table 5
+        return " + ".join(f"{r} (det)" if r in grounding else r for r in e["roles"])
     n = len(e["train_subsets"])
     if e["kind"] == "baseline-plus" and e["roles"]:
         return f"{n} unrelated (control of {e['name'].removeprefix('baseline-plus-')})"
-    return str(n)
+    return f"{n} ({len(grounding)} det)" if grounding else str(n)
 
 
 def _print_cg_tables(report: dict, metric: str, probe: dict | None = None) -> None:

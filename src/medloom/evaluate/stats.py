@@ -52,12 +52,11 @@ def cluster_bootstrap(
     rng = np.random.default_rng(seed)
     k = len(sums)
     means = np.empty(rounds)
-    block = max(1, 2_000_000 // k)  # rounds drawn at once: a (block x k) count matrix stays small
+    block = max(1, 1_000_000 // k)  # rounds drawn at once (the same draws as one round at a time): a small matrix
     for start in range(0, rounds, block):
         n = min(block, rounds - start)
-        draws = rng.integers(0, k, (n, k)) + np.arange(n)[:, None] * k
-        pick = np.bincount(draws.ravel(), minlength=n * k).reshape(n, k).astype(np.float64)
-        means[start : start + n] = (pick @ sums) / np.maximum(pick @ counts, 1.0)
+        draws = rng.integers(0, k, (n, k))
+        means[start : start + n] = sums[draws].sum(axis=1) / np.maximum(counts[draws].sum(axis=1), 1.0)
     tail = (1 - level) / 2
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 

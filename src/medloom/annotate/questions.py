@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from ..records import source_questions as records_source_questions
-from ..vocab.words import anatomy_phrase, class_name, finding, label_words, modality_phrase, sentence
+from ..vocab.words import anatomy_phrase, class_name, finding, label_words, modality_phrase, plural, sentence
 from .knowledge import KnowledgeBase, term_key
 from .structures import instance_words, objects
 
@@ -192,8 +192,7 @@ def grounding_questions(
     record: dict, rng: random.Random | None, most: int | None = None, instances: frozenset[str] | None = None
 ) -> list[dict]:
     """A grounding question per object whose label is unique in the image (a box answer must be unambiguous),
-    answered by its normalised box; `most` drawn with `rng` (None: all, in ROI order). Also what a `cg plan`
-    experiment's detection subsets train on (`train/mcq.py`)."""
+    answered by its normalised box; `most` drawn with `rng` (None: all, in ROI order)."""
     rois = objects(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
     unique = [r for r in rois if sum(x["label"] == r["label"] for x in rois) == 1]
     chosen = unique if most is None or rng is None else rng.sample(unique, min(most, len(unique)))
@@ -209,6 +208,29 @@ def grounding_questions(
                 answer_label=roi["label"],
             )
         )
+    return out
+
+
+def detection_questions(record: dict, findings: list[str], instances: frozenset[str] | None = None) -> list[dict]:
+    """What a detection record trains on in a `cg plan` experiment (Med-MAT's Table 5): for each label it shows,
+    where it is: one object's box, or every box of a label shown several times ("Where are the nodules ...?",
+    the boxes in reading order); an image showing none of the subset's `findings` (a negative) is asked where the
+    first one is and answered that there is none, so that every record of the mix trains."""
+    rois = objects(list(record.get("rois") or []), instance_words(None) if instances is None else instances)
+    out = []
+    for label in dict.fromkeys(r["label"] for r in rois):
+        boxes = sorted(([round(float(v), 3) for v in r["bbox"]] for r in rois if r["label"] == label), key=lambda b: (b[1], b[0]))
+        words = label_words(label)
+        text = "; ".join("[" + ", ".join(f"{v:.3f}" for v in b) + "]" for b in boxes)
+        if len(boxes) == 1:
+            question = f"Where is the {words} in this image? Answer with a normalised box [x0, y0, x1, y1]."
+        else:
+            question = f"Where are the {plural(words)} in this image? Answer with a normalised box [x0, y0, x1, y1] for each."
+        out.append(item("grounding", question, text, box=boxes[0] if len(boxes) == 1 else [], answer_label=label))
+    if not rois and findings:
+        words = label_words(findings[0])
+        question = f"Where is the {words} in this image? Answer with a normalised box [x0, y0, x1, y1]."
+        out.append(item("grounding", question, f"There is no {words} in this image.", answer_label=findings[0]))
     return out
 
 

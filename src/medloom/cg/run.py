@@ -34,13 +34,13 @@ import signal
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..errors import PlanError, ReportError
+from ..errors import ModelSpecError, PlanError, ReportError
 from ..locks import hold
 from ..outputs import OutputFolder
 from ..train.mllm import LoraSettings
 from ..train.mllm import check as check_lora
 from ..train.projections import TrainError, TrainSettings, train_clip, write_untrained
-from ..view.selection import read_experiment
+from ..view.selection import experiment_grounding, read_experiment
 from .plan import CopyCheck, copies_warning, find_experiments, slug
 from .tables import PRETRAINED
 
@@ -230,6 +230,9 @@ def probe(
     done = folder.path / "nn-done.json"
     if folder.is_owned("nn-done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
         return False
+    for part in ("nn", "probe"):  # an earlier probe's answers never stand for this one
+        old = OutputFolder(folder.path / part)
+        old.remove_many(list(old.owned))
     if e.get("short"):
         folder.write_bytes("nn-skipped.json", json.dumps({"why": e["short"]}).encode())
     else:
@@ -240,7 +243,8 @@ def probe(
             settings = VQASettings(model=spec, experiment=test_side, seed=seed, prompt_format=prompt_format)
             evaluate_vqa(loom, folder.path / "nn", settings, quiet=quiet, workers=workers)
             folder.remove("nn-skipped.json")
-        except (TrainError, EvalError) as err:
+        except (TrainError, EvalError, ModelSpecError, ImportError, OSError) as err:  # the probe is a control:
+            # a missing image tower (the `mllm` extra has none) leaves its column n/a, never the run
             folder.write_bytes("nn-skipped.json", json.dumps({"why": str(err)}).encode())
     folder.write_bytes("nn-done.json", json.dumps({"key": key}).encode())
     return True
@@ -300,6 +304,7 @@ def fine_tune(loom: Path, folder: OutputFolder, settings: LoraSettings, workers,
         json.dumps(asdict(settings), sort_keys=True).encode()
         + (experiment / "train.txt").read_bytes()
         + (experiment / "test.txt").read_bytes()
+        + json.dumps(sorted(experiment_grounding(experiment))).encode()  # which records train on their boxes
     ).hexdigest()
     adapter = folder.claim_dir("adapter")
     try:

@@ -110,21 +110,25 @@ def answer_by_neighbour(
 ) -> None:
     """An nn-probe's answers: each option scores the similarity of the nearest training image carrying it, and the
     best wins (the option of the nearest training image among those carrying an option). A question none of whose
-    options a training image carries is answered invalid: scored wrong, as a model that cannot answer is."""
+    options a training image carries is answered invalid: scored wrong, as a model that cannot answer is. Options
+    and labels are compared as class names, ignoring case; a tie goes to the first option."""
+    from ..vocab.words import class_name
     from .answers import LETTERS
 
+    key = lambda text: class_name(text).casefold()  # noqa: E731  (a published option in its source's spelling)
     by_label: dict[str, list[int]] = {}
     for i, name in enumerate(labels):
-        by_label.setdefault(name, []).append(i)
+        by_label.setdefault(key(name), []).append(i)
     for item in items:
         image = images.get(item["record_id"])
         if image is None:
             item["error"] = f"image: {reasons.get(item['record_id'], 'unreadable')}"
             continue
-        if not any(o in by_label for o in item["options"]):  # no training image carries an option: no answer
+        options = [key(o) for o in item["options"]]
+        if not any(o in by_label for o in options):  # no training image carries an option: no answer
             item.update(raw="", parsed="", rule="invalid", cached=False, latency_s=0.0, scores=[])
             continue
         near = features @ image
-        scores = [float(near[by_label[o]].max()) if o in by_label else -2.0 for o in item["options"]]
+        scores = [float(near[by_label[o]].max()) if o in by_label else -2.0 for o in options]
         best = int(np.argmax(scores))
         item.update(raw=LETTERS[best], parsed=LETTERS[best], rule="nearest-neighbour", cached=False, latency_s=0.0, scores=scores)

@@ -184,10 +184,10 @@ def text_features(name: str, texts: list[str], batch: int = 64) -> np.ndarray:
         from .embedders import hf_clip_texts
 
         return hf_clip_texts(name.split(":", 1)[1], list(texts), batch)
+    if len(_TEXT_MEMO) > 200_000:  # before `missing` is known: every text asked is then in the memo below
+        _TEXT_MEMO.clear()
     missing = list(dict.fromkeys(t for t in texts if (name, t) not in _TEXT_MEMO))
     if missing:
         found = text_tower(name).encode(missing, batch_size=batch, show_progress_bar=False, convert_to_numpy=True)
-        if len(_TEXT_MEMO) > 200_000:
-            _TEXT_MEMO.clear()
         _TEXT_MEMO.update(((name, t), np.asarray(v, np.float32)) for t, v in zip(missing, found))
     return np.stack([_TEXT_MEMO[name, t] for t in texts])

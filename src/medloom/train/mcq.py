@@ -59,14 +59,20 @@ def experiment_items(
 
 
 def grounding_items(rows: list[dict]) -> list[dict]:
-    """A detection (or segmentation) subset's records train as Med-MAT's detection data does: one grounding
-    question per object whose label is unique in the image, answered by its normalised box (the annotate step's
-    wording); a record with no such object (a negative image) asks nothing."""
-    from ..annotate.questions import grounding_questions
+    """A detection (or segmentation) subset's records train as detection data: where each label it shows is,
+    answered by the normalised box or boxes (`annotate.questions.detection_questions`); a negative image is asked
+    where its subset's first finding is and answered that there is none."""
+    from ..annotate.questions import detection_questions
 
+    findings: dict[tuple, list[str]] = {}  # per subset: the labels its boxes carry, sorted
+    for row in rows:
+        key = (row["modality"], row["anatomy"], row["task"])
+        findings.setdefault(key, [])
+        findings[key] += [r["label"] for r in row.get("rois") or [] if r["label"] not in findings[key]]
     out = []
     for row in rows:
-        for qi, q in enumerate(grounding_questions(row, None)):
+        subset = sorted(findings[row["modality"], row["anatomy"], row["task"]])
+        for qi, q in enumerate(detection_questions(row, subset)):
             out.append(
                 {
                     "record_id": row["id"],

@@ -5,18 +5,21 @@ does (the configuration the checkpoint names, `architecture.network_class_name` 
 classes of `_kw_requires_import` located by name) from `dynamic_network_architectures`, without nnunetv2 itself;
 its input channels are dataset.json's `channel_names`, its outputs its `labels`.
 
-A record is one 2D image, so 2d configurations run: each channel normalised by the plans' scheme
-(`CTNormalization`: clipped to the foreground's 0.5th..99.5th percentile, minus its mean, over its standard
-deviation, from `foreground_intensity_properties_per_channel`; `ZScoreNormalization`; `RescaleTo01`; `RGBTo01`;
-none), then a sliding window of the plans' patch size (half-patch steps, Gaussian weights, as nnU-Net's
-predictor, without mirroring), softmax, the most probable label per pixel; each foreground label one ROI, named
-as dataset.json names it. CT models take Hounsfield units (DICOM, NIfTI), others the record's grey or RGB
-levels. Pixels are taken at their stored size (the catalog keeps no spacing): `zoom` rescales them toward the
-plans' spacing. Score: the mean probability of the label inside its region.
+2d configurations run on each record (one 2D image): each channel normalised by the plans' scheme
+(`sliding.normalise`: `CTNormalization`: clipped to the foreground's 0.5th..99.5th percentile, minus its mean,
+over its standard deviation, from `foreground_intensity_properties_per_channel`; `ZScoreNormalization`;
+`RescaleTo01`; `RGBTo01`; none), then a sliding window of the plans' patch size (`sliding.sliding_window`:
+half-patch steps, Gaussian weights, as nnU-Net's predictor, without mirroring), softmax, the most probable label
+per pixel; each foreground label one ROI, named as dataset.json names it. CT models take Hounsfield units (DICOM,
+NIfTI), others the record's grey or RGB levels. Pixels are taken at their stored size (the catalog keeps no
+spacing): `zoom` rescales them toward the plans' spacing. Score: the mean probability of the label inside its
+region.
 
-3d configurations (every TotalSegmentator task) are read, built and their weights checked, then refused with
-what is missing: they need a volume, and medloom proposes one 2D record at a time. Region-based models
-(BraTS-style label tuples) are refused too.
+3d configurations (every TotalSegmentator task) run on the volume a NIfTI slice record belongs to
+(`nnunet3d.py`): the volume is read once, predicted once (resampled to the plans' spacing from the header's voxel
+spacing and back), and each slice record takes its slice of the labels, oriented as its image; the step keeps a
+volume's slices in one part (`by_volume`). Records that are not slices of a volume (plain images, DICOM frames)
+are refused (`no_volume`). Region-based models (BraTS-style label tuples) are refused.
 """
 
 from __future__ import annotations

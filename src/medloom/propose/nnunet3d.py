@@ -14,6 +14,12 @@ before its nnU-Net runs, so its models see volumes this way), normalised by the 
 (`sliding.sliding_window`), softmax, argmax; the labels and their probability go back to the volume's grid with
 order 0 (nearest), then back to RAS+, and each record gets `display(np.take(labels, frame, axis))`: its slice in
 exactly the orientation of its rendered image.
+
+Cost: one prediction per volume and part (the step keeps a volume's slices in one part, however many); the
+memory of the softmax, outputs x voxels on the plans' grid x 4 bytes (26 outputs, as one of TotalSegmentator's
+part models, on a 300^3 grid: about 2.8 GB), plus the labels and their probability on the volume's grid (5 bytes a voxel) until
+the part ends. Differences from nnU-Net: the z-score is taken over the whole volume (nnU-Net's over the box of
+its non-zero voxels, or its mask with `use_mask_for_norm`), no test-time mirroring, one fold.
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ def nnunet_folder(root: Path, configuration: str = "2d") -> Path:
     return folder
 
 
-def test_nnunet_results_folder_2d_runs_3d_says_what_is_missing(loom, tmp_path):
+def test_nnunet_results_folder_2d_runs_3d_needs_a_volume(loom, tmp_path):
     folder = nnunet_folder(tmp_path)
     cli("propose", loom, "--method", "nnunet", "--param", f"folder={folder}", "-w", "1", "-q")
     got = proposals(loom, "nnunet")
@@ -310,11 +310,13 @@ def test_nnunet_results_folder_2d_runs_3d_says_what_is_missing(loom, tmp_path):
         and "fold_1/checkpoint_final.pth is missing" in fold.stderr
         and "this folder has fold_0" in fold.stderr
     )
-    three = nnunet_folder(tmp_path / "3d", "3d_fullres")
-    out = cli("propose", loom, "--method", "nnunet", "--param", f"folder={three}", check=False)
-    said = " ".join(out.stderr.split())
-    assert out.returncode == 2 and "holds the 3d_fullres configuration (patch [16, 32, 32]" in said
-    assert "its network and weights load, but a 3D network needs a volume" in said and "labels lung, vertebra" in said
+    three = nnunet_folder(tmp_path / "3d", "3d_fullres")  # runs on volumes (test_propose_nnunet3d.py): none here
+    cli("propose", loom, "--method", "nnunet", "--param", f"folder={three}", "-w", "1", "-q")
+    got = proposals(loom, "nnunet")
+    assert {(p["status"], p["reason"]) for p in got.values()} == {("refused", "no_volume")}
+    assert got["ct"]["message"].startswith("a 3d configuration needs a volume: record ")  # a DICOM frame
+    zoomed = cli("propose", loom, "--method", "nnunet", "--param", f"folder={three}", "--param", "zoom=0.5", check=False)
+    assert zoomed.returncode == 2 and "zoom is for 2d configurations" in " ".join(zoomed.stderr.split())
     (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "lung": 1}}))
     unfit = cli("propose", loom, "--method", "nnunet", "--param", f"folder={folder}", check=False)
     assert unfit.returncode == 2 and "decoder.seg_layers.1.weight (3, 4, 1, 1) (expected (2, 4, 1, 1))" in " ".join(

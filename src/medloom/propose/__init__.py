@@ -20,7 +20,7 @@ METHODS = {
     # expert models with weights the user has (propose/weights.py: nothing is downloaded)
     "lungmask": "medloom.propose.lungmask",  # lungmask's U-Net (R231, LTRCLobes) on CT in HU
     "cellpose": "medloom.propose.cellpose",  # Cellpose's CPnet (cyto, nuclei) on microscopy and pathology
-    "nnunet": "medloom.propose.nnunet",  # an nnU-Net v2 results folder (2d configurations; TotalSegmentator's are 3d)
+    "nnunet": "medloom.propose.nnunet",  # an nnU-Net v2 results folder (2d per record; 3d on NIfTI volumes: TotalSegmentator)
     "sam": "medloom.propose.sam",  # a SAM-style promptable model (transformers SamModel) given the record's boxes
 }
 

@@ -6,7 +6,11 @@ from the catalog's facts alone, or None) and `propose(pixels, values, record, pa
 after looking at the pixels). `pixels` is the record as a person sees it (8-bit L or RGB); `values` the stored
 values behind it (Hounsfield units for CT, the scanner's numbers for MR) where the reader keeps them, else None.
 An expert model's adapter also has `prepare(params)`: run once before any record, it finds and checks the weights
-(weights.py) and returns the parameters with their hash.
+(weights.py) and returns the parameters with their hash. An adapter that may work on whole volumes (nnunet's 3d
+configurations) also has `by_volume(params)`: when it says True the step cuts its parts only between files, so a
+volume's slices are processed together; and the stage gives its `propose` a `volume` argument, a function
+returning the record's volume (`view.render.record_volume`: data, spacing, axis, frame, and a `memo` kept with
+the volume for what the method computes from it once) or None for a record that is not a slice of one.
 """
 
 from __future__ import annotations

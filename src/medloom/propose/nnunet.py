@@ -5,18 +5,21 @@ does (the configuration the checkpoint names, `architecture.network_class_name` 
 classes of `_kw_requires_import` located by name) from `dynamic_network_architectures`, without nnunetv2 itself;
 its input channels are dataset.json's `channel_names`, its outputs its `labels`.
 
-A record is one 2D image, so 2d configurations run: each channel normalised by the plans' scheme
-(`CTNormalization`: clipped to the foreground's 0.5th..99.5th percentile, minus its mean, over its standard
-deviation, from `foreground_intensity_properties_per_channel`; `ZScoreNormalization`; `RescaleTo01`; `RGBTo01`;
-none), then a sliding window of the plans' patch size (half-patch steps, Gaussian weights, as nnU-Net's
-predictor, without mirroring), softmax, the most probable label per pixel; each foreground label one ROI, named
-as dataset.json names it. CT models take Hounsfield units (DICOM, NIfTI), others the record's grey or RGB
-levels. Pixels are taken at their stored size (the catalog keeps no spacing): `zoom` rescales them toward the
-plans' spacing. Score: the mean probability of the label inside its region.
+2d configurations run on each record (one 2D image): each channel normalised by the plans' scheme
+(`sliding.normalise`: `CTNormalization`: clipped to the foreground's 0.5th..99.5th percentile, minus its mean,
+over its standard deviation, from `foreground_intensity_properties_per_channel`; `ZScoreNormalization`;
+`RescaleTo01`; `RGBTo01`; none), then a sliding window of the plans' patch size (`sliding.sliding_window`:
+half-patch steps, Gaussian weights, as nnU-Net's predictor, without mirroring), softmax, the most probable label
+per pixel; each foreground label one ROI, named as dataset.json names it. CT models take Hounsfield units (DICOM,
+NIfTI), others the record's grey or RGB levels. Pixels are taken at their stored size (the catalog keeps no
+spacing): `zoom` rescales them toward the plans' spacing. Score: the mean probability of the label inside its
+region.
 
-3d configurations (every TotalSegmentator task) are read, built and their weights checked, then refused with
-what is missing: they need a volume, and medloom proposes one 2D record at a time. Region-based models
-(BraTS-style label tuples) are refused too.
+3d configurations (every TotalSegmentator task) run on the volume a NIfTI slice record belongs to
+(`nnunet3d.py`): the volume is read once, predicted once (resampled to the plans' spacing from the header's voxel
+spacing and back), and each slice record takes its slice of the labels, oriented as its image; the step keeps a
+volume's slices in one part (`by_volume`). Records that are not slices of a volume (plain images, DICOM frames)
+are refused (`no_volume`). Region-based models (BraTS-style label tuples) are refused.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ProposeError
+from . import nnunet3d
 from .base import Refused, Region, gray
+from .sliding import normalise, sliding_window
 from .weights import cached, device, fit, need_folder, sha256, state_dict_of, torch_load
 
 VERSION = "1"
@@ -159,31 +164,14 @@ def prepare(params: dict) -> dict:
     files = [folder / "plans.json", folder / "dataset.json", checkpoint_path(folder, params)]
     digest = sha256(files)
     _, info = cached(load, str(folder.resolve()), params["fold"], params["checkpoint"], digest, "cpu")
-    if len(info["patch"]) != 2:
+    if len(info["patch"]) not in (2, 3):
+        raise ProposeError(f"nnunet: {folder} holds a configuration of patch {info['patch']}: neither 2d nor 3d")
+    if len(info["patch"]) == 3 and params["zoom"] != 1.0:
         raise ProposeError(
-            f"nnunet: {folder} holds the {info['configuration']} configuration (patch {info['patch']} at spacing "
-            f"{info['spacing']}; labels {', '.join(info['labels'][1:])}): its network and weights load, but a 3D "
-            "network needs a volume and medloom proposes one 2D record at a time. Give a 2d configuration's "
-            "folder (TRAINER__PLANS__2d); running 3D models on whole volumes is not built yet"
+            f"nnunet: zoom is for 2d configurations; {folder} holds the {info['configuration']} configuration, which "
+            f"resamples each volume to the plans' spacing {info['spacing']} from the file's voxel spacing: leave zoom at 1"
         )
     return {**params, "folder": str(folder.resolve()), "weights_sha256": digest}
-
-
-def normalise(image: np.ndarray, scheme: str, props: dict) -> np.ndarray:
-    """One channel as nnunetv2's default normalisation schemes make it."""
-    x = image.astype(np.float32)
-    if scheme == "CTNormalization":
-        x = np.clip(x, props["percentile_00_5"], props["percentile_99_5"])
-        return (x - props["mean"]) / max(props["std"], 1e-8)
-    if scheme == "ZScoreNormalization":
-        return (x - x.mean()) / max(float(x.std()), 1e-8)
-    if scheme == "RescaleTo01Normalization":
-        return (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
-    if scheme == "RGBTo01Normalization":
-        return x / 255.0
-    if scheme == "NoNormalization":
-        return x
-    raise Refused("unknown_normalization", f"normalisation {scheme} is not one of nnU-Net's defaults")
 
 
 def inputs(pixels: np.ndarray, values: np.ndarray | None, info: dict) -> np.ndarray:
@@ -202,54 +190,44 @@ def inputs(pixels: np.ndarray, values: np.ndarray | None, info: dict) -> np.ndar
     return np.stack([normalise(p, s, info["intensity"].get(str(i), {})) for i, (p, s) in enumerate(zip(planes, schemes))])
 
 
-def sliding_window(network, x: np.ndarray, patch: list[int], classes: int) -> np.ndarray:
-    """Softmax probabilities (classes, H, W): patches at half-patch steps, each weighted by a Gaussian (sigma an
-    eighth of the patch), as nnU-Net's predictor (no mirroring)."""
-    import torch
-
-    h, w = x.shape[1:]
-    ph, pw = max(patch[0] - h, 0), max(patch[1] - w, 0)
-    x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
-    H, W = x.shape[1:]
-
-    def starts(size: int, p: int) -> list[int]:
-        n = int(np.ceil((size - p) / (p * 0.5))) + 1
-        return sorted({round(i * (size - p) / max(n - 1, 1)) for i in range(n)})
-
-    gy, gx = (np.exp(-(((np.arange(p) - (p - 1) / 2) / (p / 8)) ** 2) / 2) for p in patch)
-    weight = np.outer(gy, gx).astype(np.float32)
-    weight = np.maximum(weight / weight.max(), 1e-4)
-    logits = np.zeros((classes, H, W), np.float32)
-    counts = np.zeros((H, W), np.float32)
-    dev = next(network.parameters()).device
-    with torch.inference_mode():
-        for y0 in starts(H, patch[0]):
-            for x0 in starts(W, patch[1]):
-                tile = torch.as_tensor(np.ascontiguousarray(x[None, :, y0 : y0 + patch[0], x0 : x0 + patch[1]]), device=dev)
-                logits[:, y0 : y0 + patch[0], x0 : x0 + patch[1]] += network(tile)[0].float().cpu().numpy() * weight
-                counts[y0 : y0 + patch[0], x0 : x0 + patch[1]] += weight
-    logits = (logits / counts)[:, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
-    e = np.exp(logits - logits.max(0))
-    return e / e.sum(0)
+def by_volume(params: dict) -> bool:
+    """Whether this model works on whole volumes (a 3d configuration): the step then keeps each volume's slices
+    in one part, and the stage gives `propose` the record's volume."""
+    _, info = cached(load, params["folder"], params["fold"], params["checkpoint"], params["weights_sha256"], "cpu")
+    return len(info["patch"]) == 3
 
 
-def propose(pixels: np.ndarray, values: np.ndarray | None, record: dict, params: dict) -> list[Region]:
-    from scipy import ndimage
-
+def propose(pixels: np.ndarray, values: np.ndarray | None, record: dict, params: dict, volume=None) -> list[Region]:
+    """`volume`: a function giving the record's volume (`view.render.record_volume`), or None where there is none."""
     network, info = cached(
         load, params["folder"], params["fold"], params["checkpoint"], params["weights_sha256"], params["device"]
     )
+    if len(info["patch"]) == 3:
+        whole = volume() if volume is not None else None
+        if whole is None:
+            raise nnunet3d.needs_volume(record)
+        key = (params["folder"], params["fold"], params["checkpoint"], params["weights_sha256"])
+        best, confidence = nnunet3d.slice_labels(network, whole, info, key)
+    else:
+        best, confidence = predict_2d(network, pixels, values, info, params)
+    regions = []
+    for k, name in enumerate(info["labels"][1:], start=1):
+        mask = best == k
+        if mask.any() and mask.mean() >= params["min_share"]:
+            regions.append(Region(name, mask, round(float(confidence[mask].mean()), 4)))
+    return regions
+
+
+def predict_2d(network, pixels: np.ndarray, values: np.ndarray | None, info: dict, params: dict):
+    """The most probable label per pixel of one 2D record, and its probability."""
+    from scipy import ndimage
+
     x = inputs(pixels, values, info)
     h, w = x.shape[1:]
     if params["zoom"] != 1.0:
         x = ndimage.zoom(x, (1, params["zoom"], params["zoom"]), order=1)
-    prob = sliding_window(network, x.astype(np.float32), info["patch"], len(info["labels"]))
+    prob, _ = sliding_window(network, x.astype(np.float32), info["patch"], len(info["labels"]))
     if prob.shape[1:] != (h, w):
         prob = ndimage.zoom(prob, (1, h / prob.shape[1], w / prob.shape[2]), order=1)[:, :h, :w]
     best = prob.argmax(0)
-    regions = []
-    for k, name in enumerate(info["labels"][1:], start=1):
-        mask = best == k
-        if mask.mean() >= params["min_share"]:
-            regions.append(Region(name, mask, round(float(prob[k][mask].mean()), 4)))
-    return regions
+    return best, np.take_along_axis(prob, best[None], 0)[0]

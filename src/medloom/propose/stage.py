@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..imaging import DecodeError
 from ..records import PROPOSAL_SCHEMA
-from ..view.render import record_image, record_values
+from ..view.render import record_image, record_values, record_volume
 from . import get_method
 from .base import Refused, to_roi
 
@@ -40,7 +40,9 @@ def propose_record(row: dict, module, name: str, params: dict, settings: dict, c
             raise Refused("not_suited", why)
         pixels = np.asarray(record_image(row, {"sources": settings["sources"]}, cache))
         values = record_values(row, {"sources": settings["sources"]}, cache)
-        regions = [r for r in module.propose(pixels, values, row, params) if r.mask.any()]
+        sources = {"sources": settings["sources"]}
+        extra = {"volume": lambda: record_volume(row, sources, cache)} if hasattr(module, "by_volume") else {}
+        regions = [r for r in module.propose(pixels, values, row, params, **extra) if r.mask.any()]
         out["rois"] = [to_roi(r, name, module.VERSION) for r in regions]
         if not regions:
             raise Refused("nothing_found", "the method found no region")
@@ -58,6 +60,6 @@ def propose_part(table: pa.Table, settings: dict) -> pa.Table:
     """Stage `propose.part`: records -> proposal rows (`records.PROPOSAL_SCHEMA`)."""
     name = settings["method"]
     module = get_method(name)
-    cache: dict = {}  # the last DICOM file or NIfTI volume: a part holds a volume's slices together
+    cache: dict = {}  # the last DICOM file or NIfTI volume (and what a method computed from it, its `memo`)
     rows = [propose_record(row, module, name, settings["params"], settings, cache) for row in table.to_pylist()]
     return pa.Table.from_pylist(rows, PROPOSAL_SCHEMA)

@@ -60,6 +60,21 @@ class ProposeReport:
         return [("failed", f"{self.failed} record(s) could not be read or the method failed")] if self.failed else []
 
 
+def parts_of(table: pa.Table, by_volume: bool) -> list[pa.Table]:
+    """The records in parts of PART. For a method that works on whole volumes (`by_volume`) parts are cut only
+    between files (source and uri; records are in id order, a file's slices together), so each volume is read
+    and predicted once: a volume of more than PART slices is a part alone."""
+    if not by_volume or not table.num_rows:
+        return [table.slice(i, PART) for i in range(0, table.num_rows, PART)]
+    keys = list(zip(table.column("source").to_pylist(), table.column("uri").to_pylist()))
+    starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
+    cuts = [0]
+    for start, end in zip(starts, [*starts[1:], len(keys)]):
+        if end - cuts[-1] > PART and start > cuts[-1]:  # this file would overfill the part: it starts the next
+            cuts.append(start)
+    return [table.slice(a, b - a) for a, b in zip(cuts, [*cuts[1:], len(keys)])]
+
+
 def checked_params(module, given: dict | None) -> dict:
     """The method's defaults overlaid by `given`, each value of its default's type."""
     params = dict(module.DEFAULTS)
@@ -115,7 +130,7 @@ def propose(
         raise ProposeError(f"--where {where!r} is not a valid filter on the records view: {e}") from None
     folder = OutputFolder(layout.proposals_dir(loom))
     folder.remove_temporary()
-    slices = [table.slice(i, PART) for i in range(0, table.num_rows, PART)]
+    slices = parts_of(table, hasattr(module, "by_volume") and module.by_volume(params))
     rels = [f"parts/{method}/{part_key(fp, s)}.parquet" for s in slices]
     done = [folder.is_owned(r) and catalog.part_is_complete(folder.path / r) for r in rels]
     report = ProposeReport(method=method, version=module.VERSION, records=table.num_rows, parts=len(rels))

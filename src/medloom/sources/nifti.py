@@ -189,6 +189,39 @@ def values(record: dict, path: str, cache: dict, budget: dict | None = None) -> 
     return np.asarray(display(np.take(data, record["frame"], axis=axis)), dtype=np.float32)
 
 
+def canonical_spacing(img) -> tuple[float, float, float]:
+    """The voxel size (mm) along the axes of `canonical_volume` (the header's zooms in RAS+ order), read from
+    the header alone."""
+    import nibabel as nib
+
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    order = nib.orientations.io_orientation(img.affine)[:, 0]
+    spacing = [0.0, 0.0, 0.0]
+    for axis, target in enumerate(order):
+        spacing[int(target)] = zooms[axis]
+    return spacing[0], spacing[1], spacing[2]
+
+
+def volume(record: dict, path: str, cache: dict, budget: dict | None = None) -> dict:
+    """The whole volume a slice record belongs to, for a method that works on volumes (nnU-Net's 3d models):
+    `data` as `canonical_volume` reads it (RAS+, scaled values: Hounsfield units for CT; read and checked once per
+    part, as `render` reads it), `spacing` its voxel size in mm along those axes, `axis` and `frame` where the
+    record's slice lies (the record's image is `display(np.take(data, frame, axis))`), `key` the volume's identity
+    (path, volume index, file hash), and `memo`: a dict dropped with the volume, where a method keeps what it
+    computed from it, so it computes it once for all the volume's slices of a part."""
+    render(record, path, cache, budget)
+    if "spacing" not in cache:
+        cache["spacing"] = canonical_spacing(_load(path))
+    return {
+        "data": cache["data"],
+        "spacing": cache["spacing"],
+        "axis": record["render"]["axis"],
+        "frame": record["frame"],
+        "key": (*cache["path"], cache["digest"]),
+        "memo": cache.setdefault("memo", {}),
+    }
+
+
 def decode(task: dict, source: dict) -> tuple[list[dict], list[dict]]:
 
     opts = Options(**source["options"])

@@ -111,6 +111,18 @@ def record_values(row: dict, settings: dict, cache: dict) -> np.ndarray | None:
         return reader.values(row, source_file(source["base"], row["uri"]), cache, source)
 
 
+def record_volume(row: dict, settings: dict, cache: dict) -> dict | None:
+    """The whole volume a record is a slice of, where its reader slices volumes (NIfTI: `sources/nifti.py`
+    `volume`, with the data, spacing, axis, frame and a memo dropped with the volume); None for plain images and
+    DICOM frames (a DICOM series is not assembled into a volume). Use the same `cache` as `record_image`."""
+    source = settings["sources"][row["source"]]
+    reader = get_reader(source["reader"]) if source["reader"] in RENDERED_READERS else None
+    if reader is None or not hasattr(reader, "volume"):
+        return None
+    with decode_errors():
+        return reader.volume(row, source_file(source["base"], row["uri"]), cache, source)
+
+
 def render_image(row: dict, settings: dict, cache: dict) -> tuple[bytes, int, int]:
     """Encoded image bytes and their width and height for one record."""
     source = settings["sources"][row["source"]]

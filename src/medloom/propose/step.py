@@ -62,10 +62,11 @@ class ProposeReport:
 
 def parts_of(table: pa.Table, by_volume: bool) -> list[pa.Table]:
     """The records in parts of PART. For a method that works on whole volumes (`by_volume`) parts are cut only
-    between files (source and uri; records are in id order, a file's slices together), so each volume is read
-    and predicted once: a volume of more than PART slices is a part alone."""
+    between files (the records sorted by source, uri and id, so a file's slices are together even where ids are
+    pseudonymous), so each volume is read and predicted once: a volume of more than PART slices is a part alone."""
     if not by_volume or not table.num_rows:
         return [table.slice(i, PART) for i in range(0, table.num_rows, PART)]
+    table = table.sort_by([("source", "ascending"), ("uri", "ascending"), ("id", "ascending")])
     keys = list(zip(table.column("source").to_pylist(), table.column("uri").to_pylist()))
     starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
     cuts = [0]

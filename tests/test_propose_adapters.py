@@ -207,6 +207,30 @@ def test_sam_prompted_by_the_records_boxes(loom, tmp_path):
     assert bad.returncode == 2 and "do not fit its config.json's SamModel: 30 mismatched keys" in " ".join(bad.stderr.split())
 
 
+def nnunet_arch(dim: int) -> dict:
+    """A toy PlainConvUNet's plans entry (`architecture`) in 2 or 3 dimensions, as nnU-Net 2.4+ writes it."""
+    return {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 3,
+            "features_per_stage": [4, 8, 16],
+            "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
+            "kernel_sizes": [[3] * dim] * 3,
+            "strides": [[1] * dim, [2] * dim, [2] * dim],
+            "n_conv_per_stage": [2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2],
+            "conv_bias": True,
+            "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+
+
 def nnunet_folder(root: Path, configuration: str = "2d") -> Path:
     """An nnU-Net v2 results folder in its real layout (nnUNet_results/Dataset.../TRAINER__PLANS__CONF with
     plans.json, dataset.json, fold_0/checkpoint_final.pth as nnUNetTrainer.save_checkpoint writes it), a toy
@@ -214,35 +238,13 @@ def nnunet_folder(root: Path, configuration: str = "2d") -> Path:
     pytest.importorskip("dynamic_network_architectures")
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    def arch(dim: int) -> dict:
-        return {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {
-                "n_stages": 3,
-                "features_per_stage": [4, 8, 16],
-                "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
-                "kernel_sizes": [[3] * dim] * 3,
-                "strides": [[1] * dim, [2] * dim, [2] * dim],
-                "n_conv_per_stage": [2, 2, 2],
-                "n_conv_per_stage_decoder": [2, 2],
-                "conv_bias": True,
-                "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
-                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                "dropout_op": None,
-                "dropout_op_kwargs": None,
-                "nonlin": "torch.nn.LeakyReLU",
-                "nonlin_kwargs": {"inplace": True},
-            },
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        }
-
     common = {"normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False], "batch_size": 2}
     plans = {
         "dataset_name": "Dataset999_ChestCT",
         "plans_name": "nnUNetPlans",
         "configurations": {
-            "2d": {**common, "patch_size": [48, 48], "spacing": [0.7, 0.7], "architecture": arch(2)},
-            "3d_fullres": {**common, "patch_size": [16, 32, 32], "spacing": [1.5, 1.5, 1.5], "architecture": arch(3)},
+            "2d": {**common, "patch_size": [48, 48], "spacing": [0.7, 0.7], "architecture": nnunet_arch(2)},
+            "3d_fullres": {**common, "patch_size": [16, 32, 32], "spacing": [1.5, 1.5, 1.5], "architecture": nnunet_arch(3)},
         },
         "foreground_intensity_properties_per_channel": {
             "0": {

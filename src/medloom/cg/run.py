@@ -166,8 +166,7 @@ def run_cg(
                     spec = None
                     what = {"train": asdict(settings), "test": test_side, "untrained": experiment is None, "manifest": experiment}
                 key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-                done = folder.path / "done.json"
-                if folder.is_owned("done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+                if finished(folder, "done.json", key):
                     report.reused += 1
                     continue
                 progress(f"cg run: {target} / {name} / seed {seed}")
@@ -216,6 +215,13 @@ def run_cg(
     return report
 
 
+def finished(folder: OutputFolder, marker: str, key: str) -> bool:
+    """Whether the run behind `marker` (`done.json`, `nn-done.json`) finished with the same settings (`key`)."""
+    if not folder.is_owned(marker):
+        return False
+    return json.loads((folder.path / marker).read_text(encoding="utf-8")).get("key") == key
+
+
 def probe(
     loom: Path, folder: OutputFolder, e: dict, test_side: str, seed: int, prompt_format: str, workers, quiet: bool, progress
 ) -> bool:
@@ -227,8 +233,7 @@ def probe(
 
     what = {"nn-probe": e, "test": test_side, "seed": seed, "prompt_format": prompt_format}
     key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-    done = folder.path / "nn-done.json"
-    if folder.is_owned("nn-done.json") and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+    if finished(folder, "nn-done.json", key):
         return False
     for part in ("nn", "probe"):  # an earlier probe's answers never stand for this one
         old = OutputFolder(folder.path / part)

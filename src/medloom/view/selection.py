@@ -190,24 +190,26 @@ def subset_sql(loom: Path, name: str) -> tuple[str, str]:
     return f"id IN (SELECT id FROM read_parquet('{quoted}'))", sha256_file(path)
 
 
+def plan_manifest(folder: Path) -> dict:
+    """An experiment folder's `manifest.json` (`cg plan`), or {} where it has none or it cannot be read."""
+    try:
+        return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def experiment_options(folder: Path) -> tuple[list[str], int]:
     """The distractors a `cg plan` experiment adds to its target's questions, and the fewest options a question
     has (`manifest.json`'s `distractors` and `options`); none for a plan written before they existed."""
-    try:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return [], 0
+    manifest = plan_manifest(folder)
     return sorted(manifest.get("distractors") or {}), int(manifest.get("options") or 0)
 
 
 def experiment_grounding(folder: Path) -> set[tuple[str, str, str]]:
     """The training subsets of a `cg plan` experiment that train with their boxes (detection or segmentation
     tasks: `manifest.json`'s `grounding`, as (modality, anatomy, task)); none for a plan written before it."""
-    try:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()
-    return {tuple(n.split("|")) for n in manifest.get("grounding") or [] if n.count("|") == 2}  # type: ignore[misc]
+    names = plan_manifest(folder).get("grounding") or []
+    return {tuple(n.split("|")) for n in names if n.count("|") == 2}  # type: ignore[misc]
 
 
 def read_experiment(folder: Path) -> dict[str, str]:
